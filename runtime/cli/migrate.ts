@@ -1,0 +1,26 @@
+import { resolveConfig } from "../config";
+import { connectDatabase } from "../db/client";
+import { migrate } from "../db/migrate";
+import { createLogger } from "../logger";
+import { printJson } from "./output";
+import { resolveDatabaseUrl, type StartedService } from "./services";
+
+/** `jetfn migrate`: applies pending migrations to DATABASE_URL (or the embedded Postgres). */
+export async function migrateCommand(options: { json?: boolean }): Promise<void> {
+  const config = resolveConfig();
+  const logger = createLogger({ level: "warn", format: "pretty", destination: process.stderr });
+  const started: StartedService[] = [];
+  try {
+    const url = await resolveDatabaseUrl(config, logger, started, true);
+    const database = connectDatabase({ url, poolSize: 2 });
+    try {
+      const applied = await migrate(database.sql);
+      if (options.json) printJson({ applied });
+      else process.stdout.write(applied.length ? `applied: ${applied.join(", ")}\n` : "nothing to apply\n");
+    } finally {
+      await database.close();
+    }
+  } finally {
+    for (const service of started) await service.stop();
+  }
+}

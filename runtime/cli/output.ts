@@ -1,0 +1,35 @@
+import { toJetfnError } from "../errors";
+
+/** Prints a value as JSON on standard output: indented for a terminal, one line otherwise. */
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined)}\n`);
+}
+
+/** Prints a list, one JSON object per line. */
+export function printJsonLines(values: Iterable<unknown>): void {
+  for (const value of values) process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Ends the command with a one-line reason on standard error and a non-zero exit code. */
+export function fail(thrown: unknown, exitCode = 1): never {
+  const error = toJetfnError(thrown);
+  process.stderr.write(`jetfn: ${error.code}: ${error.message.split("\n")[0]}\n`);
+  process.exit(exitCode);
+}
+
+/** Parses a JSON argument; `-` reads standard input; absent means no input. */
+export async function readJsonArgument(text: string | undefined): Promise<unknown> {
+  if (text === undefined) return undefined;
+  const source = text === "-" ? await readStdin() : text;
+  try {
+    return JSON.parse(source);
+  } catch (error) {
+    throw new Error(`the input is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}

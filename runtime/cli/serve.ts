@@ -1,0 +1,40 @@
+import { resolveConfig } from "../config";
+import { createLogger } from "../logger";
+import { startRuntime } from "../runtime";
+import { exitOnSignals } from "../shutdown";
+import { ensureNats, resolveDatabaseUrl, type StartedService } from "./services";
+
+/** How `dev` and `start` differ. */
+export interface ServeMode {
+  /** Readable logs, file watching, embedded services, migrations applied at start. */
+  development: boolean;
+}
+
+/** Runs a runtime until SIGINT/SIGTERM, then drains it and stops what it started. */
+export async function serve(mode: ServeMode): Promise<void> {
+  const base = resolveConfig();
+  const logger = createLogger({ level: base.logLevel, format: mode.development ? "pretty" : "json" });
+  const started: StartedService[] = [];
+  const stopStarted = async (): Promise<void> => {
+    for (const service of started.reverse()) {
+      await service.stop().catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
+    }
+  };
+  try {
+    const databaseUrl = await resolveDatabaseUrl(base, logger, started, mode.development);
+    await ensureNats(base, logger, started, mode.development);
+    const runtime = await startRuntime({
+      databaseUrl,
+      watch: mode.development,
+      logger,
+      migrate: mode.development,
+    });
+    exitOnSignals(async () => {
+      await runtime.stop();
+      await stopStarted();
+    }, logger);
+  } catch (error) {
+    await stopStarted();
+    throw error;
+  }
+}

@@ -1,0 +1,32 @@
+import type { JetfnClient } from "../client";
+import { JetfnError } from "../errors";
+import type { InvocationStatusView } from "../nats/status-api";
+import { progressLine } from "./progress-line";
+
+const POLL_MS = 250;
+
+/**
+ * Polls a job's status until it ends, drawing its progress on standard error (when it is a
+ * terminal), and returns the final status.
+ */
+export async function waitForJob(client: JetfnClient, id: string, timeoutMs: number): Promise<InvocationStatusView> {
+  const started = Date.now();
+  const draw = process.stderr.isTTY;
+  let shown = false;
+  try {
+    for (;;) {
+      const view = await client.status(id);
+      if (view.status === "succeeded" || view.status === "dead" || view.status === "dropped") return view;
+      if (draw && view.progress) {
+        process.stderr.write(`\r${progressLine(view.progress.done, view.progress.total, Date.now() - started)}\u001b[K`);
+        shown = true;
+      }
+      if (Date.now() - started > timeoutMs) {
+        throw new JetfnError("E_HANDLER_TIMEOUT", `job ${id} is still ${view.status} after ${timeoutMs}ms; it keeps running`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  } finally {
+    if (shown) process.stderr.write("\n");
+  }
+}

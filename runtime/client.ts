@@ -1,0 +1,217 @@
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { resolveConfig } from "./config";
+import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
+import { type Duration, parseDuration } from "./duration";
+import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
+import { connectNats } from "./nats/connection";
+import { encodeInput, type PublishedJob, publishJob } from "./nats/publish-job";
+import type { ErrorReplyBody } from "./nats/reply";
+import type { InvocationStatusView } from "./nats/status-api";
+import { callSubject, doneSubject, ERROR_CODE_HEADER, ID_HEADER, STATUS_SUBJECT } from "./nats/subjects";
+
+/**
+ * Map of function names to definitions, for typed calls. Augment it (or pass your own map as the
+ * client's type parameter) to have `tsc` check names and inputs.
+ */
+export type FunctionMap = Record<string, FunctionDefinition>;
+
+type NameOf<M> = keyof M & string;
+type ClientInput<M, N extends string> = M extends Record<N, FunctionDefinition> ? InputOf<M[N]> : unknown;
+type ClientOutput<M, N extends string> = M extends Record<N, FunctionDefinition> ? OutputOf<M[N]> : unknown;
+
+/** How a client reaches the runtimes. */
+export interface ClientOptions {
+  /** @default process.env.NATS_URL ?? "nats://127.0.0.1:4222" */
+  natsUrl?: string;
+  natsUser?: string;
+  natsPassword?: string;
+  /** Reuse a connection instead of opening one (it is not closed by `close()`). */
+  connection?: NatsConnection;
+  /** Default wait for `call` and `result`. @default "30s" */
+  timeout?: Duration;
+}
+
+/** Options of one call. */
+export interface CallOptions {
+  timeout?: Duration;
+}
+
+/** Options of one enqueue. */
+export interface EnqueueJobOptions {
+  /** Invocation id; random when omitted. Repeating an id within the duplicate window enqueues once. */
+  id?: string;
+}
+
+/** Options of waiting for a job. */
+export interface ResultOptions {
+  /** How long to wait for the job to finish. @default the client's timeout */
+  timeout?: Duration;
+}
+
+/** Talks to jetfn runtimes over NATS: calls, jobs, results and status. */
+export interface JetfnClient<M = FunctionMap> {
+  readonly connection: NatsConnection;
+  /** Request-reply: runs `name` now and returns its result, or throws its error. */
+  call<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options?: CallOptions): Promise<ClientOutput<M, N>>;
+  /** Fire-and-forget: stores a job and returns its id once JetStream has it. */
+  enqueue<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options?: EnqueueJobOptions): Promise<PublishedJob>;
+  /** Waits for a job's result; throws the job's error if it ends dead. The job keeps going if this gives up. */
+  result(id: string, options?: ResultOptions): Promise<unknown>;
+  /** Durable request-reply: enqueue, then wait for the result. */
+  enqueueAndWait<N extends NameOf<M>>(
+    name: N,
+    input: ClientInput<M, N>,
+    options?: EnqueueJobOptions & ResultOptions,
+  ): Promise<ClientOutput<M, N>>;
+  /** Status, attempts, progress, result or errors of an invocation. */
+  status(id: string): Promise<InvocationStatusView>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_CLIENT_TIMEOUT: Duration = "30s";
+/** While waiting for a result, the status is also polled this often, in case a notice was missed. */
+const RESULT_POLL_MS = 2_000;
+
+/**
+ * Connects a client.
+ * @example
+ * const client = await createClient();
+ * const { sent } = await client.call("send-mail", { to: ["a@example.com"], subject: "Hi" });
+ */
+export async function createClient<M = FunctionMap>(options: ClientOptions = {}): Promise<JetfnClient<M>> {
+  const config = resolveConfig({ natsUrl: options.natsUrl, natsUser: options.natsUser, natsPassword: options.natsPassword });
+  const connection =
+    options.connection ??
+    (await connectNats({ url: config.natsUrl, user: config.natsUser, password: config.natsPassword, name: "jetfn-client" }));
+  return new NatsClient<M>(connection, !options.connection, parseDuration(options.timeout ?? DEFAULT_CLIENT_TIMEOUT));
+}
+
+class NatsClient<M> implements JetfnClient<M> {
+  readonly connection: NatsConnection;
+  readonly #owned: boolean;
+  readonly #timeoutMs: number;
+  readonly #js: JetStreamClient;
+
+  constructor(connection: NatsConnection, owned: boolean, timeoutMs: number) {
+    this.connection = connection;
+    this.#owned = owned;
+    this.#timeoutMs = timeoutMs;
+    this.#js = jetstream(connection);
+  }
+
+  async call<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options: CallOptions = {}): Promise<ClientOutput<M, N>> {
+    const timeout = options.timeout === undefined ? this.#timeoutMs : parseDuration(options.timeout);
+    const body = encodeInput(input, name, this.connection.info?.max_payload);
+    let reply: Msg;
+    try {
+      reply = await this.connection.request(callSubject(name), body, { timeout, headers: headers() });
+    } catch (error) {
+      throw requestFailure(error, `call ${name}`, timeout);
+    }
+    return decodeReply(reply) as ClientOutput<M, N>;
+  }
+
+  enqueue<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options: EnqueueJobOptions = {}): Promise<PublishedJob> {
+    return publishJob(this.#js, name, input, { id: options.id, maxPayload: this.connection.info?.max_payload });
+  }
+
+  async enqueueAndWait<N extends NameOf<M>>(
+    name: N,
+    input: ClientInput<M, N>,
+    options: EnqueueJobOptions & ResultOptions = {},
+  ): Promise<ClientOutput<M, N>> {
+    const { id } = await this.enqueue(name, input, options);
+    return (await this.result(id, options)) as ClientOutput<M, N>;
+  }
+
+  async result(id: string, options: ResultOptions = {}): Promise<unknown> {
+    const timeout = options.timeout === undefined ? this.#timeoutMs : parseDuration(options.timeout);
+    // Subscribe before asking for the status, so a job finishing in between is not missed.
+    const notices = this.connection.subscribe(doneSubject(id), { max: 1 });
+    const notified = notices[Symbol.asyncIterator]().next();
+    let noticed = false;
+    void notified.then(() => {
+      noticed = true;
+    });
+    const deadline = Date.now() + timeout;
+    try {
+      for (;;) {
+        const view = await this.status(id);
+        if (view.status === "succeeded") return view.result;
+        if (view.status === "dead" || view.status === "dropped") throw deadJobError(view);
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          throw new JetfnError("E_HANDLER_TIMEOUT", `job ${id} did not finish within ${timeout}ms; it keeps running, ask again later`);
+        }
+        await (noticed ? sleep(Math.min(left, 100)) : Promise.race([notified, sleep(Math.min(left, RESULT_POLL_MS))]));
+      }
+    } finally {
+      notices.unsubscribe();
+    }
+  }
+
+  async status(id: string): Promise<InvocationStatusView> {
+    let reply: Msg;
+    try {
+      reply = await this.connection.request(STATUS_SUBJECT, JSON.stringify({ id }), { timeout: 5_000 });
+    } catch (error) {
+      throw requestFailure(error, "status", 5_000);
+    }
+    return decodeReply(reply) as InvocationStatusView;
+  }
+
+  async close(): Promise<void> {
+    if (this.#owned) await this.connection.drain();
+  }
+}
+
+/** An error reply from a runtime, as thrown by the client. */
+export interface CallErrorDetails {
+  status: number;
+  invocationId: string | undefined;
+}
+
+function decodeReply(reply: Msg): unknown {
+  const status = reply.headers?.get(ERROR_CODE_HEADER);
+  const text = new TextDecoder().decode(reply.data);
+  if (!status) return text === "" ? null : JSON.parse(text);
+  let body: ErrorReplyBody | undefined;
+  try {
+    body = JSON.parse(text) as ErrorReplyBody;
+  } catch {
+    body = undefined;
+  }
+  const code = body?.error?.code;
+  const error = new JetfnError(isJetfnErrorCode(code) ? code : "E_HANDLER_FAILED", body?.error?.message ?? text, {
+    issues: body?.error?.issues as ValidationIssue[] | undefined,
+  });
+  Object.assign(error, { status: Number(status), invocationId: reply.headers?.get(ID_HEADER) || undefined });
+  throw error;
+}
+
+function deadJobError(view: InvocationStatusView): JetfnError {
+  const last = view.error as { code?: string; message?: string } | undefined;
+  const code = last?.code && isJetfnErrorCode(last.code) ? last.code : "E_HANDLER_FAILED";
+  const error = new JetfnError(code, `job ${view.id} is ${view.status}: ${last?.message ?? "no error recorded"}`);
+  Object.assign(error, { invocationId: view.id });
+  return error;
+}
+
+function requestFailure(error: unknown, what: string, timeoutMs: number): JetfnError {
+  const name = (error as { name?: string }).name ?? "";
+  const message = (error as Error).message ?? String(error);
+  if (name === "NoRespondersError" || /no responders/i.test(message)) {
+    return new JetfnError("E_UNAVAILABLE", `${what}: no jetfn runtime is listening (is \`jetfn dev\` or \`jetfn start\` running?)`, {
+      cause: error,
+    });
+  }
+  if (name === "TimeoutError" || /timeout/i.test(message)) {
+    return new JetfnError("E_HANDLER_TIMEOUT", `${what}: no reply within ${timeoutMs}ms`, { cause: error });
+  }
+  return new JetfnError("E_UNAVAILABLE", `${what}: ${message}`, { cause: error });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,117 @@
+import path from "node:path";
+import { parseDuration, type Duration } from "./duration";
+import { JetfnError } from "./errors";
+
+/** Everything a runtime can be configured with. Every field is optional. */
+export interface RuntimeOptions {
+  /** NATS server(s). @default process.env.NATS_URL ?? "nats://127.0.0.1:4222" */
+  natsUrl?: string;
+  /** NATS user and password, when the server requires them. @default process.env.NATS_USER / NATS_PASSWORD */
+  natsUser?: string;
+  natsPassword?: string;
+  /** Postgres connection string; undefined means the embedded database under `stateDir`. @default process.env.DATABASE_URL */
+  databaseUrl?: string;
+  /** Folder of function files. @default process.env.JETFN_FUNCTIONS ?? "./functions" */
+  functionsDir?: string;
+  /** pino level. @default process.env.LOG_LEVEL ?? "info" */
+  logLevel?: string;
+  /** `pretty` for people, `json` for machines. @default "json" */
+  logFormat?: "pretty" | "json";
+  /** Redeploy functions when their files change. @default false */
+  watch?: boolean;
+  /** Folder for embedded services' data. @default ".jetfn" */
+  stateDir?: string;
+  /** JetStream stream capturing `fn.job.>`. @default "JETFN_JOBS" */
+  streamName?: string;
+  /** How long the stream keeps jobs (also the replay window). @default process.env.JETFN_JOB_RETENTION ?? "7d" */
+  jobRetention?: Duration;
+  /** Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate. @default "2m" */
+  duplicateWindow?: Duration;
+  /** How long shutdown waits for in-flight invocations before aborting them. @default process.env.JETFN_SHUTDOWN_GRACE ?? "30s" */
+  shutdownGrace?: Duration;
+  /** Postgres connections per runtime process. @default process.env.JETFN_DB_POOL ?? 20 */
+  databasePoolSize?: number;
+  /** Queue group shared by all runtimes answering `fn.call.*`. @default "jetfn" */
+  queueGroup?: string;
+}
+
+/** Configuration with every value present and checked. */
+export interface ResolvedConfig {
+  readonly natsUrl: string;
+  readonly natsUser: string | undefined;
+  readonly natsPassword: string | undefined;
+  readonly databaseUrl: string | undefined;
+  readonly functionsDir: string;
+  readonly logLevel: string;
+  readonly logFormat: "pretty" | "json";
+  readonly watch: boolean;
+  readonly stateDir: string;
+  readonly streamName: string;
+  readonly jobRetentionMs: number;
+  readonly duplicateWindowMs: number;
+  readonly shutdownGraceMs: number;
+  readonly databasePoolSize: number;
+  readonly queueGroup: string;
+}
+
+export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+export const DEFAULT_FUNCTIONS_DIR = "./functions";
+export const DEFAULT_LOG_LEVEL = "info";
+export const DEFAULT_STATE_DIR = ".jetfn";
+export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
+export const DEFAULT_JOB_RETENTION: Duration = "7d";
+export const DEFAULT_DUPLICATE_WINDOW: Duration = "2m";
+export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
+export const DEFAULT_DATABASE_POOL_SIZE = 20;
+export const DEFAULT_QUEUE_GROUP = "jetfn";
+const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+/** Merges options over environment variables over defaults, validates, and freezes the result. */
+export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const config: ResolvedConfig = {
+    natsUrl: options.natsUrl ?? nonEmpty(env.NATS_URL) ?? DEFAULT_NATS_URL,
+    natsUser: options.natsUser ?? nonEmpty(env.NATS_USER),
+    natsPassword: options.natsPassword ?? nonEmpty(env.NATS_PASSWORD),
+    databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
+    functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
+    logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
+    logFormat: options.logFormat ?? "json",
+    watch: options.watch ?? false,
+    stateDir: path.resolve(options.stateDir ?? DEFAULT_STATE_DIR),
+    streamName: options.streamName ?? DEFAULT_STREAM_NAME,
+    jobRetentionMs: duration("JETFN_JOB_RETENTION", options.jobRetention ?? nonEmpty(env.JETFN_JOB_RETENTION) ?? DEFAULT_JOB_RETENTION),
+    duplicateWindowMs: duration("duplicateWindow", options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW),
+    shutdownGraceMs: duration("JETFN_SHUTDOWN_GRACE", options.shutdownGrace ?? nonEmpty(env.JETFN_SHUTDOWN_GRACE) ?? DEFAULT_SHUTDOWN_GRACE),
+    databasePoolSize: options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,
+    queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
+  };
+  if (!LOG_LEVELS.has(config.logLevel)) {
+    throw new JetfnError("E_CONFIG_INVALID", `LOG_LEVEL "${config.logLevel}" is not one of ${[...LOG_LEVELS].join(", ")}`);
+  }
+  if (!/^[A-Za-z0-9_-]+$/.test(config.streamName)) {
+    throw new JetfnError("E_CONFIG_INVALID", `stream name "${config.streamName}" may only hold letters, digits, - and _`);
+  }
+  if (config.databasePoolSize < 1) {
+    throw new JetfnError("E_CONFIG_INVALID", "JETFN_DB_POOL must be at least 1");
+  }
+  return Object.freeze(config);
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+function duration(name: string, value: Duration): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new JetfnError("E_CONFIG_INVALID", `${name}: ${(error as Error).message}`);
+  }
+}
+
+function integer(name: string, value: string | undefined): number | undefined {
+  if (nonEmpty(value) === undefined) return undefined;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed)) throw new JetfnError("E_CONFIG_INVALID", `${name} must be an integer, got "${value}"`);
+  return parsed;
+}

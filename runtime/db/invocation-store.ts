@@ -1,0 +1,219 @@
+import { eq } from "drizzle-orm";
+import type { Sql } from "postgres";
+import { type InvocationStatus, invocations } from "../../schema/jetfn";
+import type { DatabaseClient } from "./client";
+import type { FinalStatement } from "./invocation-transaction";
+import { storableJson } from "./storable-json";
+
+/** What every job record carries. */
+export interface JobRecord {
+  id: string;
+  fn: string;
+  attempt: number;
+  input: unknown;
+  /** When the job was stored in JetStream (ISO 8601). */
+  enqueuedAt: string;
+  /** When this attempt started (ISO 8601). */
+  startedAt: string;
+  streamSeq: number;
+  retryOf: string | undefined;
+}
+
+/** One attempt's error as kept in `jetfn.invocations.errors`. */
+export interface StoredError {
+  attempt: number;
+  code: string;
+  name: string;
+  message: string;
+  stack?: string;
+  issues?: unknown[];
+  at: string;
+}
+
+/** An invocation as `status` shows it. */
+export interface InvocationRecord {
+  id: string;
+  function: string;
+  status: InvocationStatus;
+  attempts: number;
+  input: unknown;
+  result: unknown;
+  error: StoredError | null;
+  errors: StoredError[];
+  progress: unknown;
+  enqueuedAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  updatedAt: string;
+  retryOf: string | null;
+}
+
+/** Attempts' errors kept per job; older ones are dropped so a job retried forever stays small. */
+export const ERROR_HISTORY_LIMIT = 20;
+
+/** The statement, run just before COMMIT, that records a successful attempt (fenced). */
+export function completionStatement(record: JobRecord, result: unknown): FinalStatement {
+  return {
+    text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
+    params: [
+      record.id,
+      record.fn,
+      record.attempt,
+      storableJson(record.input),
+      storableJson(result),
+      record.enqueuedAt,
+      record.startedAt,
+      record.streamSeq,
+      record.retryOf ?? null,
+    ],
+  };
+}
+
+/** Postgres error code raised when another attempt already finished the job. */
+export const FENCED_OUT_CODE = "JF001";
+
+const FAILURE_SQL = `
+insert into jetfn.invocations as i
+  (id, function, status, attempts, input, error, errors, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+values
+  ($1, $2, $3, $4, $5::jsonb, $6::jsonb, jsonb_build_array($6::jsonb), $7, $8,
+   case when $3 = 'dead' then clock_timestamp() end, clock_timestamp(), $9, $10)
+on conflict (id) do update set
+  status = excluded.status, attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
+  errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
+  started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+  progress = null
+where i.status not in ('succeeded', 'dead', 'dropped')
+returning id`;
+
+/**
+ * Records a failed attempt (`failed`: a retry follows) or a dead job. Returns false when the job
+ * had already finished, which means another attempt won and this one's failure does not count.
+ */
+export async function recordFailure(
+  sql: Sql,
+  record: JobRecord,
+  status: "failed" | "dead",
+  error: StoredError,
+): Promise<boolean> {
+  const rows = await sql.unsafe(FAILURE_SQL, [
+    record.id,
+    record.fn,
+    status,
+    record.attempt,
+    storableJson(record.input),
+    storableJson(error),
+    record.enqueuedAt,
+    record.startedAt,
+    record.streamSeq,
+    record.retryOf ?? null,
+  ] as never[]);
+  return rows.length > 0;
+}
+
+const SUCCESS_BATCH_SQL = `
+with batch as (
+  select * from jsonb_to_recordset($1::jsonb) as r(
+    id text, function text, attempts integer, input jsonb, result jsonb,
+    enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text)
+)
+insert into jetfn.invocations as i
+  (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+select id, function, 'succeeded', attempts, input, result, enqueued_at, started_at, finished_at, clock_timestamp(), stream_seq, retry_of
+from batch
+on conflict (id) do update set
+  status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
+  started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+  progress = null
+where i.status not in ('succeeded', 'dead', 'dropped')
+returning id`;
+
+/** Records successes of jobs that never touched the database, many per statement. */
+export interface SuccessRecorder {
+  /** Resolves once the record is committed; false if another attempt had finished the job first. */
+  record(record: JobRecord, result: unknown): Promise<boolean>;
+  /** Waits for every queued record to be written. */
+  flush(): Promise<void>;
+}
+
+interface PendingSuccess {
+  json: string;
+  id: string;
+  resolve: (applied: boolean) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Writes queued successes in batches: while one batch is in flight the next one fills up. */
+export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecorder {
+  let pending: PendingSuccess[] = [];
+  let inFlight: Promise<void> | undefined;
+
+  const writeBatch = async (batch: PendingSuccess[]): Promise<void> => {
+    // The same job twice in one statement would make ON CONFLICT fail; one write covers both.
+    const unique = new Map<string, PendingSuccess>();
+    for (const entry of batch) if (!unique.has(entry.id)) unique.set(entry.id, entry);
+    try {
+      const rows = await sql.unsafe(SUCCESS_BATCH_SQL, [`[${[...unique.values()].map((e) => e.json).join(",")}]`]);
+      const applied = new Set(rows.map((row) => row.id as string));
+      for (const entry of batch) entry.resolve(applied.has(entry.id) && unique.get(entry.id) === entry);
+    } catch (error) {
+      for (const entry of batch) entry.reject(error);
+    }
+  };
+
+  const drain = async (): Promise<void> => {
+    while (pending.length > 0) {
+      const batch = pending.slice(0, maxBatch);
+      pending = pending.slice(batch.length);
+      await writeBatch(batch);
+    }
+    inFlight = undefined;
+  };
+
+  return {
+    record(record, result) {
+      return new Promise<boolean>((resolve, reject) => {
+        const json = storableJson({
+          id: record.id,
+          function: record.fn,
+          attempts: record.attempt,
+          input: record.input,
+          result,
+          enqueued_at: record.enqueuedAt,
+          started_at: record.startedAt,
+          finished_at: new Date().toISOString(),
+          stream_seq: record.streamSeq,
+          retry_of: record.retryOf ?? null,
+        });
+        pending.push({ json, id: record.id, resolve, reject });
+        // Wait one turn of the event loop so jobs finishing together share a statement.
+        inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
+      });
+    },
+    async flush() {
+      while (inFlight) await inFlight;
+    },
+  };
+}
+
+/** Reads one invocation by id. */
+export async function getInvocation(client: DatabaseClient, id: string): Promise<InvocationRecord | undefined> {
+  const [row] = await client.db.select().from(invocations).where(eq(invocations.id, id)).limit(1);
+  if (!row) return undefined;
+  return {
+    id: row.id,
+    function: row.function,
+    status: row.status,
+    attempts: row.attempts,
+    input: row.input,
+    result: row.result,
+    error: row.error as StoredError | null,
+    errors: row.errors as StoredError[],
+    progress: row.progress,
+    enqueuedAt: row.enqueuedAt,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+    updatedAt: row.updatedAt,
+    retryOf: row.retryOf,
+  };
+}

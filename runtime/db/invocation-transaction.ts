@@ -1,0 +1,186 @@
+import { drizzle } from "drizzle-orm/postgres-js";
+import type { ReservedSql, Sql } from "postgres";
+import type { InvocationDatabase } from "../define-function";
+import { JetfnError } from "../errors";
+
+/** Who is writing: read by the audit triggers through transaction-local settings. */
+export interface TransactionStamp {
+  functionName: string;
+  invocationId: string;
+  attempt: number;
+  /** Postgres cancels any statement running longer (the invocation's remaining time). */
+  statementTimeoutMs: number;
+}
+
+/** A statement run just before COMMIT, in the same round trip (the job's final record). */
+export interface FinalStatement {
+  text: string;
+  params: unknown[];
+}
+
+/**
+ * One invocation's transaction. Nothing touches Postgres until the handler's first query; that
+ * query is pipelined behind BEGIN and the stamp, and the final statement is pipelined with COMMIT,
+ * so a job writing one row costs two round trips instead of four.
+ */
+export interface InvocationTransaction {
+  readonly db: InvocationDatabase;
+  /** True once the handler made a query (and so a transaction exists). */
+  readonly begun: boolean;
+  /** Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back). */
+  commit(final?: FinalStatement): Promise<void>;
+  /** Rolls back; further queries through `db` fail. */
+  rollback(): Promise<void>;
+}
+
+const STAMP_SQL =
+  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), " +
+  "set_config('jetfn.attempt', $3, true), set_config('statement_timeout', $4, true)";
+
+/** Creates a lazy transaction on `sql`'s pool for one invocation. */
+export function createInvocationTransaction(sql: Sql, stamp: TransactionStamp): InvocationTransaction {
+  return new LazyTransaction(sql, stamp);
+}
+
+type QueryMode = "rows" | "values";
+
+class LazyTransaction implements InvocationTransaction {
+  readonly db: InvocationDatabase;
+  readonly #client: unknown;
+  readonly #sql: Sql;
+  readonly #stamp: TransactionStamp;
+  #connection: Promise<ReservedSql> | undefined;
+  #setup: Promise<unknown> = Promise.resolve();
+  #closed = false;
+  #savepoints = 0;
+
+  constructor(sql: Sql, stamp: TransactionStamp) {
+    this.#sql = sql;
+    this.#stamp = stamp;
+    // drizzle drives this object exactly as it drives a postgres.js client.
+    const client = {
+      options: sql.options,
+      unsafe: (text: string, params?: unknown[], options?: { prepare?: boolean }) => this.#query(text, params, options),
+      begin: (first: unknown, second?: unknown) =>
+        this.#savepoint((typeof first === "function" ? first : second) as SavepointCallback),
+      savepoint: (callback: SavepointCallback) => this.#savepoint(callback),
+    };
+    this.#client = client;
+    this.db = drizzle(client as unknown as Sql) as InvocationDatabase;
+  }
+
+  get begun(): boolean {
+    return this.#connection !== undefined;
+  }
+
+  async commit(final?: FinalStatement): Promise<void> {
+    this.#closed = true;
+    if (!this.#connection) return;
+    const connection = await this.#connection;
+    try {
+      const finalQuery = final ? connection.unsafe(final.text, final.params as never[]).execute() : Promise.resolve();
+      const commitQuery = connection.unsafe("commit").execute();
+      const [setup, finalResult, commitResult] = await Promise.allSettled([this.#setup, finalQuery, commitQuery]);
+      if (setup.status === "rejected") throw setup.reason;
+      if (finalResult.status === "rejected") throw finalResult.reason;
+      if (commitResult.status === "rejected") throw commitResult.reason;
+      if ((commitResult.value as { command?: string }).command === "ROLLBACK") {
+        throw new JetfnError(
+          "E_HANDLER_FAILED",
+          "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
+        );
+      }
+    } finally {
+      connection.release();
+    }
+  }
+
+  async rollback(): Promise<void> {
+    this.#closed = true;
+    if (!this.#connection) return;
+    const connection = await this.#connection.catch(() => undefined);
+    if (!connection) return;
+    try {
+      // A broken connection rolls back on the server by itself; nothing to report.
+      await connection.unsafe("rollback").catch(() => undefined);
+    } finally {
+      connection.release();
+    }
+  }
+
+  #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
+    return new LazyQuery(async (mode) => {
+      const connection = await this.#open();
+      const query = connection.unsafe(text, params as never[], options);
+      return mode === "values" ? await query.values() : await query;
+    });
+  }
+
+  #open(): Promise<ReservedSql> {
+    if (this.#closed) {
+      return Promise.reject(
+        new JetfnError("E_HANDLER_TIMEOUT", "the invocation already ended; its transaction no longer accepts queries"),
+      );
+    }
+    this.#connection ??= this.#begin();
+    return this.#connection;
+  }
+
+  async #begin(): Promise<ReservedSql> {
+    const connection = await this.#sql.reserve();
+    const { functionName, invocationId, attempt, statementTimeoutMs } = this.#stamp;
+    // Sent now, without waiting: they travel in the same write as the handler's first query.
+    const begin = connection.unsafe("begin").execute();
+    const stamp = connection
+      .unsafe(STAMP_SQL, [functionName, invocationId, String(attempt), String(Math.max(1, statementTimeoutMs))])
+      .execute();
+    this.#setup = Promise.all([begin, stamp]);
+    this.#setup.catch(() => undefined);
+    return connection;
+  }
+
+  async #savepoint(callback: SavepointCallback): Promise<unknown> {
+    const name = `jetfn_savepoint_${++this.#savepoints}`;
+    await this.#query(`savepoint ${name}`);
+    try {
+      const result = await callback(this.#client);
+      await this.#query(`release savepoint ${name}`);
+      return result;
+    } catch (error) {
+      await this.#query(`rollback to savepoint ${name}`);
+      throw error;
+    }
+  }
+}
+
+type SavepointCallback = (client: unknown) => Promise<unknown>;
+
+/** A query that runs when awaited, like postgres.js's own; `.values()` asks for rows as arrays. */
+class LazyQuery implements PromiseLike<unknown> {
+  readonly #run: (mode: QueryMode) => Promise<unknown>;
+  #mode: QueryMode = "rows";
+  #promise: Promise<unknown> | undefined;
+
+  constructor(run: (mode: QueryMode) => Promise<unknown>) {
+    this.#run = run;
+  }
+
+  values(): this {
+    this.#mode = "values";
+    return this;
+  }
+
+  // biome-ignore lint/suspicious/noThenProperty: drizzle awaits this object like a postgres.js query.
+  then<A = unknown, B = never>(
+    onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    this.#promise ??= this.#run(this.#mode);
+    return this.#promise.then(onFulfilled, onRejected);
+  }
+
+  catch<B = never>(onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<unknown> {
+    return this.then(undefined, onRejected);
+  }
+}
+

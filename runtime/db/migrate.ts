@@ -1,0 +1,112 @@
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Sql } from "postgres";
+import { JetfnError } from "../errors";
+
+/** The repository's migrations: jetfn's own (`0xxx_jetfn_*`) and the app's, applied in name order. */
+export const DEFAULT_MIGRATIONS_DIR = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../../schema/migrations",
+);
+
+/** One migration file and what the database knows of it. */
+export interface MigrationState {
+  name: string;
+  applied: boolean;
+  /** The file changed after it was applied. */
+  modified: boolean;
+}
+
+interface MigrationFile {
+  name: string;
+  sql: string;
+  checksum: string;
+}
+
+// Any constant works; it only has to be the same for every process that migrates.
+const MIGRATION_LOCK_KEY = 7_423_001;
+
+/** Applies pending migrations in order, each in its own transaction, under an advisory lock. */
+export async function migrate(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<string[]> {
+  const files = await readMigrations(directory);
+  const connection = await sql.reserve();
+  try {
+    await connection`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+    await ensureLedger(connection);
+    const applied = await appliedChecksums(connection);
+    const done: string[] = [];
+    for (const file of files) {
+      if (applied.has(file.name)) continue;
+      try {
+        await connection.unsafe(`begin;\n${file.sql}\n;`);
+        await connection`insert into jetfn.migrations (name, checksum) values (${file.name}, ${file.checksum})`;
+        await connection.unsafe("commit");
+      } catch (error) {
+        await connection.unsafe("rollback").catch(() => undefined);
+        throw new JetfnError("E_INTERNAL", `migration ${file.name} failed: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      done.push(file.name);
+    }
+    return done;
+  } finally {
+    await connection`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.catch(() => undefined);
+    connection.release();
+  }
+}
+
+/** Lists every migration file with whether it is applied. */
+export async function migrationStatus(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<MigrationState[]> {
+  const files = await readMigrations(directory);
+  const [{ exists }] = (await sql`select to_regclass('jetfn.migrations') is not null as exists`) as unknown as [
+    { exists: boolean },
+  ];
+  const applied = exists ? await appliedChecksums(sql) : new Map<string, string>();
+  return files.map((file) => ({
+    name: file.name,
+    applied: applied.has(file.name),
+    modified: applied.has(file.name) && applied.get(file.name) !== file.checksum,
+  }));
+}
+
+/** Throws E_CONFIG_INVALID listing pending migrations, so a runtime never runs on an old schema. */
+export async function assertMigrated(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<void> {
+  const pending = (await migrationStatus(sql, directory)).filter((state) => !state.applied);
+  if (pending.length > 0) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `the database is missing ${pending.length} migration(s) (${pending.map((state) => state.name).join(", ")}); run \`npx jetfn migrate\``,
+    );
+  }
+}
+
+async function readMigrations(directory: string): Promise<MigrationFile[]> {
+  const names = (await readdir(directory)).filter((name) => name.endsWith(".sql")).sort();
+  return Promise.all(
+    names.map(async (name) => {
+      const text = await readFile(path.join(directory, name), "utf8");
+      // drizzle-kit separates statements with this marker; Postgres only needs semicolons.
+      const sqlText = text.replaceAll("--> statement-breakpoint", "");
+      return { name, sql: sqlText, checksum: createHash("sha256").update(text).digest("hex") };
+    }),
+  );
+}
+
+async function ensureLedger(sql: Sql): Promise<void> {
+  await sql.unsafe(`
+    create schema if not exists jetfn;
+    create table if not exists jetfn.migrations (
+      name text primary key,
+      checksum text not null,
+      applied_at timestamptz not null default now()
+    );
+  `);
+}
+
+async function appliedChecksums(sql: Sql): Promise<Map<string, string>> {
+  const rows = await sql<{ name: string; checksum: string }[]>`select name, checksum from jetfn.migrations`;
+  return new Map(rows.map((row) => [row.name, row.checksum]));
+}

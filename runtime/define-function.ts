@@ -1,0 +1,178 @@
+import type { PostgresJsDatabase } from "drizzle-orm/postgres-js";
+import type { Logger } from "pino";
+import type { z } from "zod";
+import { parseDuration, type Duration } from "./duration";
+import { JetfnError } from "./errors";
+import { resolveRetryPolicy, type ResolvedRetryPolicy, type RetryOptions } from "./retry-policy";
+
+/** Drizzle database bound to one invocation's transaction. */
+export type InvocationDatabase = PostgresJsDatabase<Record<string, never>>;
+
+/** Options for `ctx.enqueue`. */
+export interface EnqueueOptions {
+  /** Invocation id to use instead of a random one (also the JetStream `Nats-Msg-Id`). */
+  id?: string;
+}
+
+/** What a handler receives besides its input. */
+export interface FunctionContext {
+  /** Drizzle, inside this invocation's transaction: it commits with the job's record or rolls back. */
+  readonly db: InvocationDatabase;
+  /** Logger bound to `fn`, `invocationId` and `attempt`. */
+  readonly log: Logger;
+  /** This invocation's id (the job handle). */
+  readonly invocationId: string;
+  /** Attempt number, starting at 1. */
+  readonly attempt: number;
+  /** The function's deployed name, e.g. `billing.charge`. */
+  readonly functionName: string;
+  /** Fired when the invocation times out or the runtime shuts down. */
+  readonly signal: AbortSignal;
+  /**
+   * Reports progress; visible to `jetfn status` and waiters while the job runs.
+   * @example ctx.progress(i, items.length);
+   */
+  progress(done: number, total?: number): void;
+  /**
+   * Enqueues a job for another function; it is published only if this invocation commits.
+   * @example await ctx.enqueue("send-mail", { to: ["a@example.com"], subject: "hi" });
+   */
+  enqueue(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
+}
+
+/** The options a function file passes to `defineFunction`. */
+export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType | undefined> {
+  /** Schema of the input; the handler receives the parsed value. */
+  input: Input;
+  /** Schema of the result, checked before it is returned or stored. */
+  output?: Output;
+  /** Retry policy for jobs. @default { attempts: 3, backoff: ["1s", "10s", "1m"] } */
+  retry?: RetryOptions;
+  /** Longest an attempt may run before it is aborted. @default "30s" */
+  timeout?: Duration;
+  /** Invocations of this function running at once in one runtime process. @default 8 */
+  concurrency?: number;
+  /** One line shown by `jetfn ls` and service discovery. */
+  description?: string;
+  handler(
+    input: z.output<Input>,
+    ctx: FunctionContext,
+  ): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
+}
+
+/** Marker carried by every definition; a string so copies of the runtime recognise each other. */
+export const FUNCTION_KIND = "jetfn.function";
+
+/** What `defineFunction` returns: the spec, tagged so the loader can recognise it. */
+export interface FunctionDefinition<
+  Input extends z.ZodType = z.ZodType,
+  Output extends z.ZodType | undefined = z.ZodType | undefined,
+> {
+  readonly kind: typeof FUNCTION_KIND;
+  readonly spec: FunctionSpec<Input, Output>;
+}
+
+/** Input type of a function definition, as callers write it. */
+export type InputOf<F> = F extends FunctionDefinition<infer I, z.ZodType | undefined> ? z.input<I> : never;
+
+/** Result type of a function definition, as callers receive it. */
+export type OutputOf<F> = F extends FunctionDefinition<z.ZodType, infer O>
+  ? O extends z.ZodType
+    ? z.output<O>
+    : unknown
+  : never;
+
+/**
+ * Declares a function. The default export of a file under `functions/`.
+ * @example
+ * export default defineFunction({
+ *   input: z.object({ n: z.number().int() }),
+ *   async handler({ n }) { return { square: n * n }; },
+ * });
+ */
+export function defineFunction<Input extends z.ZodType, Output extends z.ZodType | undefined = undefined>(
+  spec: FunctionSpec<Input, Output>,
+): FunctionDefinition<Input, Output> {
+  return Object.freeze({ kind: FUNCTION_KIND, spec });
+}
+
+/** True when `value` looks like something `defineFunction` returned (by shape, not identity). */
+export function isFunctionDefinition(value: unknown): value is FunctionDefinition {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as { kind?: unknown }).kind === FUNCTION_KIND &&
+    typeof (value as { spec?: unknown }).spec === "object"
+  );
+}
+
+/** A definition checked at deploy time, with every option resolved. */
+export interface ResolvedFunction {
+  readonly name: string;
+  readonly file: string;
+  /** Changes on every deploy of the same name; in-flight invocations keep the version they started on. */
+  readonly version: number;
+  readonly definition: FunctionDefinition;
+  readonly retry: ResolvedRetryPolicy;
+  readonly timeoutMs: number;
+  readonly concurrency: number;
+  readonly description: string;
+}
+
+export const DEFAULT_TIMEOUT: Duration = "30s";
+export const DEFAULT_CONCURRENCY = 8;
+export const MAX_CONCURRENCY = 10_000;
+const KNOWN_OPTIONS = new Set(["input", "output", "retry", "timeout", "concurrency", "description", "handler"]);
+
+/** Checks a definition's options; throws E_FUNCTION_INVALID naming the option and why. */
+export function resolveFunction(
+  name: string,
+  file: string,
+  version: number,
+  definition: FunctionDefinition,
+): ResolvedFunction {
+  const spec = definition.spec as FunctionSpec<z.ZodType, z.ZodType | undefined>;
+  const refuse = (message: string): never => {
+    throw new JetfnError("E_FUNCTION_INVALID", `function ${name} (${file}): ${message}`);
+  };
+  for (const key of Object.keys(spec)) {
+    if (!KNOWN_OPTIONS.has(key)) refuse(`unknown option "${key}"`);
+  }
+  if (!isZodSchema(spec.input)) refuse("option input must be a zod schema");
+  if (spec.output !== undefined && !isZodSchema(spec.output)) refuse("option output must be a zod schema");
+  if (typeof spec.handler !== "function") refuse("option handler must be an async function");
+  const concurrency = spec.concurrency ?? DEFAULT_CONCURRENCY;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY) {
+    refuse(`option concurrency must be an integer from 1 to ${MAX_CONCURRENCY}, got ${String(concurrency)}`);
+  }
+  let timeoutMs = 0;
+  let retry: ResolvedRetryPolicy | undefined;
+  try {
+    timeoutMs = parseDuration(spec.timeout ?? DEFAULT_TIMEOUT);
+  } catch (error) {
+    refuse(`option timeout: ${(error as Error).message}`);
+  }
+  if (timeoutMs < 1) refuse("option timeout must be at least 1ms");
+  try {
+    retry = resolveRetryPolicy(spec.retry);
+  } catch (error) {
+    refuse(`option ${(error as Error).message}`);
+  }
+  if (spec.description !== undefined && typeof spec.description !== "string") {
+    refuse("option description must be a string");
+  }
+  return Object.freeze({
+    name,
+    file,
+    version,
+    definition,
+    retry: retry as ResolvedRetryPolicy,
+    timeoutMs,
+    concurrency,
+    description: spec.description ?? "",
+  });
+}
+
+function isZodSchema(value: unknown): value is z.ZodType {
+  return typeof value === "object" && value !== null && typeof (value as z.ZodType).safeParse === "function";
+}

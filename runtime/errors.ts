@@ -1,0 +1,141 @@
+import { parseDuration, type Duration } from "./duration";
+
+/**
+ * Stable error codes. Once released, a code never changes meaning; each has a row in docs/errors.md.
+ */
+export type JetfnErrorCode =
+  | "E_INPUT_INVALID"
+  | "E_OUTPUT_INVALID"
+  | "E_FUNCTION_NOT_FOUND"
+  | "E_FUNCTION_INVALID"
+  | "E_FUNCTION_LOAD_FAILED"
+  | "E_HANDLER_FAILED"
+  | "E_HANDLER_TIMEOUT"
+  | "E_NON_RETRYABLE"
+  | "E_RETRY_LATER"
+  | "E_ATTEMPTS_EXHAUSTED"
+  | "E_LEASE_LOST"
+  | "E_SHUTTING_DOWN"
+  | "E_UNAVAILABLE"
+  | "E_DATABASE_UNAVAILABLE"
+  | "E_PAYLOAD_TOO_LARGE"
+  | "E_NOT_FOUND"
+  | "E_CONFIG_INVALID"
+  | "E_INTERNAL";
+
+/** One problem found while validating input or output against its zod schema. */
+export interface ValidationIssue {
+  path: (string | number)[];
+  message: string;
+  code?: string;
+}
+
+/** Options accepted by every jetfn error. */
+export interface JetfnErrorOptions extends ErrorOptions {
+  issues?: ValidationIssue[];
+}
+
+/** Base class of every error the runtime raises; classify by `code`, never by `instanceof`. */
+export class JetfnError extends Error {
+  readonly code: JetfnErrorCode;
+  readonly issues: ValidationIssue[] | undefined;
+
+  constructor(code: JetfnErrorCode, message: string, options?: JetfnErrorOptions) {
+    super(message, options);
+    this.name = "JetfnError";
+    this.code = code;
+    this.issues = options?.issues;
+  }
+}
+
+/**
+ * Thrown by a handler to fail the job at once, without retries.
+ * @example throw new NonRetryableError(`customer ${id} does not exist`);
+ */
+export class NonRetryableError extends JetfnError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("E_NON_RETRYABLE", message, options);
+    this.name = "NonRetryableError";
+  }
+}
+
+/**
+ * Thrown by a handler to ask for another attempt after `delay` instead of the policy's backoff.
+ * @example throw new RetryAfterError("mail server is rate limiting", "30s");
+ */
+export class RetryAfterError extends JetfnError {
+  readonly delayMs: number;
+
+  constructor(message: string, delay: Duration, options?: ErrorOptions) {
+    super("E_RETRY_LATER", message, options);
+    this.name = "RetryAfterError";
+    this.delayMs = parseDuration(delay);
+  }
+}
+
+const KNOWN_CODES = new Set<string>([
+  "E_INPUT_INVALID",
+  "E_OUTPUT_INVALID",
+  "E_FUNCTION_NOT_FOUND",
+  "E_FUNCTION_INVALID",
+  "E_FUNCTION_LOAD_FAILED",
+  "E_HANDLER_FAILED",
+  "E_HANDLER_TIMEOUT",
+  "E_NON_RETRYABLE",
+  "E_RETRY_LATER",
+  "E_ATTEMPTS_EXHAUSTED",
+  "E_LEASE_LOST",
+  "E_SHUTTING_DOWN",
+  "E_UNAVAILABLE",
+  "E_DATABASE_UNAVAILABLE",
+  "E_PAYLOAD_TOO_LARGE",
+  "E_NOT_FOUND",
+  "E_CONFIG_INVALID",
+  "E_INTERNAL",
+]);
+
+/** True when `code` is one of the runtime's stable codes. */
+export function isJetfnErrorCode(code: unknown): code is JetfnErrorCode {
+  return typeof code === "string" && KNOWN_CODES.has(code);
+}
+
+/**
+ * Normalises anything a handler throws into a JetfnError. Works by `code`/`name`, not `instanceof`,
+ * because function files may carry their own copy of the runtime's classes.
+ */
+export function toJetfnError(thrown: unknown): JetfnError {
+  if (thrown instanceof JetfnError) return thrown;
+  if (thrown !== null && typeof thrown === "object") {
+    const candidate = thrown as { code?: unknown; message?: unknown; name?: unknown; delayMs?: unknown };
+    const message = typeof candidate.message === "string" ? candidate.message : String(thrown);
+    if (candidate.name === "NonRetryableError") {
+      return copyStack(new NonRetryableError(message, { cause: thrown }), thrown);
+    }
+    if (candidate.name === "RetryAfterError" && typeof candidate.delayMs === "number") {
+      return copyStack(new RetryAfterError(message, candidate.delayMs, { cause: thrown }), thrown);
+    }
+    if (isJetfnErrorCode(candidate.code)) {
+      const issues = (thrown as { issues?: ValidationIssue[] }).issues;
+      return copyStack(new JetfnError(candidate.code, message, { cause: thrown, issues }), thrown);
+    }
+    return copyStack(new JetfnError("E_HANDLER_FAILED", message, { cause: thrown }), thrown);
+  }
+  return new JetfnError("E_HANDLER_FAILED", `handler threw a non-error value: ${String(thrown)}`, {
+    cause: thrown,
+  });
+}
+
+function copyStack<T extends Error>(target: T, source: unknown): T {
+  const stack = (source as { stack?: unknown }).stack;
+  if (typeof stack === "string") target.stack = stack;
+  return target;
+}
+
+/** The original class name of a normalised error (`TypeError`, `NonRetryableError`, ...). */
+export function originalErrorName(error: JetfnError): string {
+  const cause = error.cause as { name?: unknown; constructor?: { name?: unknown } } | undefined;
+  if (cause && typeof cause === "object") {
+    if (typeof cause.name === "string") return cause.name;
+  }
+  return error.name;
+}

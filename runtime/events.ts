@@ -1,0 +1,36 @@
+import { EventEmitter } from "node:events";
+import type { JetfnError } from "./errors";
+
+/** How an invocation was started. */
+export type InvocationKind = "call" | "job";
+
+/** Data of every invocation event. */
+export interface InvocationEvent {
+  fn: string;
+  invocationId: string;
+  attempt: number;
+  kind: InvocationKind;
+}
+
+/** Every event the runtime emits; metrics, logs and the dashboard subscribe to these. */
+export interface RuntimeEvents {
+  "function:loaded": [{ fn: string; file: string; version: number; replaced: boolean }];
+  "function:failed": [{ file: string; error: JetfnError }];
+  "function:removed": [{ fn: string; file: string }];
+  "invocation:start": [InvocationEvent];
+  "invocation:success": [InvocationEvent & { durationMs: number }];
+  "invocation:failure": [InvocationEvent & { durationMs: number; error: JetfnError; final: boolean }];
+  "invocation:progress": [InvocationEvent & { done: number; total: number | undefined }];
+  "consumer:stalled": [{ fn: string; reason: string }];
+}
+
+/** Typed event emitter of the runtime. */
+export type RuntimeEmitter = EventEmitter<RuntimeEvents>;
+
+/** Creates the emitter a runtime and its parts share. */
+export function createEmitter(): RuntimeEmitter {
+  const emitter = new EventEmitter<RuntimeEvents>();
+  // Many listeners (metrics, dashboard, tests) may subscribe; the default of 10 is a false alarm.
+  emitter.setMaxListeners(100);
+  return emitter;
+}

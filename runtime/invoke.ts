@@ -1,0 +1,164 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
+import type { FunctionContext, ResolvedFunction } from "./define-function";
+import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
+import { formatDuration } from "./duration";
+import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
+import type { InvocationKind, RuntimeEmitter } from "./events";
+import { isValidFunctionName } from "./function-name";
+import { invocationLogger } from "./logger";
+import type { RequestedJob } from "./nats/publish-job";
+import { parseInput, parseOutput } from "./validation";
+
+
+/** What one invocation needs to know. */
+export interface InvocationRequest {
+  fn: ResolvedFunction;
+  invocationId: string;
+  attempt: number;
+  kind: InvocationKind;
+  /** Decoded JSON body, not yet validated. */
+  input: unknown;
+  /** Fired when the runtime shuts down: aborts the handler like a timeout. */
+  shutdownSignal: AbortSignal;
+  /** For jobs: the statement committed together with the handler's writes. */
+  finalStatement?: (result: unknown) => FinalStatement;
+  onProgress?: (done: number, total: number | undefined) => void;
+}
+
+/** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
+export type InvocationOutcome =
+  | {
+      ok: true;
+      result: unknown;
+      durationMs: number;
+      /** True when the final statement was committed with the handler's transaction. */
+      committed: boolean;
+      pendingJobs: RequestedJob[];
+      log: Logger;
+    }
+  | { ok: false; error: JetfnError; durationMs: number; log: Logger };
+
+/** What invoke() uses from the runtime. */
+export interface InvokeDependencies {
+  sql: Sql;
+  logger: Logger;
+  events: RuntimeEmitter;
+}
+
+/**
+ * Runs one invocation: validates input, runs the handler in its own lazy transaction with a
+ * timeout, validates output, commits (with the job's final record) or rolls back.
+ */
+export async function invoke(deps: InvokeDependencies, request: InvocationRequest): Promise<InvocationOutcome> {
+  const { fn, invocationId, attempt, kind } = request;
+  const started = performance.now();
+  const log = invocationLogger(deps.logger, fn.name, invocationId, attempt);
+  const event = { fn: fn.name, invocationId, attempt, kind };
+  deps.events.emit("invocation:start", event);
+  const controller = new AbortController();
+  const transaction = createInvocationTransaction(deps.sql, {
+    functionName: fn.name,
+    invocationId,
+    attempt,
+    statementTimeoutMs: fn.timeoutMs,
+  });
+  const pendingJobs: RequestedJob[] = [];
+  const stopWatching = watchDeadline(controller, fn, request.shutdownSignal);
+  try {
+    const input = parseInput(fn.definition.spec.input, request.input, fn.name);
+    const ctx = createContext(request, transaction.db, log, controller.signal, pendingJobs, deps.events);
+    const returned = await runUntilAborted(() => fn.definition.spec.handler(input, ctx), controller.signal, log);
+    const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
+    const committed = transaction.begun;
+    await transaction.commit(committed ? request.finalStatement?.(result) : undefined);
+    const durationMs = performance.now() - started;
+    deps.events.emit("invocation:success", { ...event, durationMs });
+    return { ok: true, result, durationMs, committed, pendingJobs, log };
+  } catch (thrown) {
+    await transaction.rollback();
+    const error = toJetfnError(thrown);
+    return { ok: false, error, durationMs: performance.now() - started, log };
+  } finally {
+    stopWatching();
+  }
+}
+
+/** Aborts the invocation at its timeout or at shutdown, with an error saying which. */
+function watchDeadline(controller: AbortController, fn: ResolvedFunction, shutdown: AbortSignal): () => void {
+  const timer = setTimeout(() => {
+    controller.abort(
+      new JetfnError("E_HANDLER_TIMEOUT", `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`),
+    );
+  }, fn.timeoutMs);
+  const onShutdown = (): void =>
+    controller.abort(new JetfnError("E_SHUTTING_DOWN", `${fn.name} was aborted because the runtime is shutting down`));
+  if (shutdown.aborted) onShutdown();
+  else shutdown.addEventListener("abort", onShutdown, { once: true });
+  return () => {
+    clearTimeout(timer);
+    shutdown.removeEventListener("abort", onShutdown);
+  };
+}
+
+/** Resolves with the handler's result, or rejects as soon as `signal` aborts. */
+async function runUntilAborted(run: () => Promise<unknown>, signal: AbortSignal, log: Logger): Promise<unknown> {
+  const handler = Promise.resolve().then(run);
+  if (signal.aborted) throw signal.reason;
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([handler, aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener("abort", onAbort);
+    // A handler that outlives its timeout may still fail later; that is expected, not unhandled.
+    handler.catch((error: unknown) => {
+      if (signal.aborted) log.debug({ err: error }, "Handler settled after it was aborted.");
+    });
+  }
+}
+
+function createContext(
+  request: InvocationRequest,
+  db: FunctionContext["db"],
+  log: Logger,
+  signal: AbortSignal,
+  pendingJobs: RequestedJob[],
+  events: RuntimeEmitter,
+): FunctionContext {
+  const { fn, invocationId, attempt, kind } = request;
+  return {
+    db,
+    log,
+    invocationId,
+    attempt,
+    functionName: fn.name,
+    signal,
+    progress(done, total) {
+      if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
+      request.onProgress?.(done, total);
+      events.emit("invocation:progress", { fn: fn.name, invocationId, attempt, kind, done, total });
+    },
+    async enqueue(functionName, input, options) {
+      if (!isValidFunctionName(functionName)) {
+        throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
+      }
+      const id = options?.id ?? randomUUID();
+      pendingJobs.push({ functionName, id, input });
+      return { id };
+    },
+  };
+}
+
+/** Error codes that no retry can fix. */
+export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
+  "E_INPUT_INVALID",
+  "E_OUTPUT_INVALID",
+  "E_NON_RETRYABLE",
+  "E_FUNCTION_NOT_FOUND",
+  "E_PAYLOAD_TOO_LARGE",
+]);

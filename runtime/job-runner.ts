@@ -1,0 +1,275 @@
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { ResolvedFunction } from "./define-function";
+import { isConnectionError } from "./db/client";
+import {
+  completionStatement,
+  FENCED_OUT_CODE,
+  getInvocation,
+  type JobRecord,
+  recordFailure,
+  type StoredError,
+  type SuccessRecorder,
+} from "./db/invocation-store";
+import type { DatabaseClient } from "./db/client";
+import { formatDuration } from "./duration";
+import { JetfnError, originalErrorName } from "./errors";
+import type { RuntimeEmitter } from "./events";
+import { invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { jobIdentity } from "./job-identity";
+import { failureFields } from "./logger";
+import type { Limiter } from "./limiter";
+import type { ProgressBoard } from "./nats/progress-board";
+import { publishRequestedJobs } from "./nats/publish-job";
+import { doneSubject } from "./nats/subjects";
+import { backoffDelay } from "./retry-policy";
+import { parseJsonBody } from "./validation";
+
+/** Everything a job needs from the runtime. */
+export interface JobRunnerDependencies {
+  database: DatabaseClient;
+  successes: SuccessRecorder;
+  nc: NatsConnection;
+  js: JetStreamClient;
+  progress: ProgressBoard;
+  events: RuntimeEmitter;
+  logger: Logger;
+  shutdownSignal: AbortSignal;
+}
+
+/** What a finished job announces on `jetfn.done.<id>`. */
+export interface DoneNotice {
+  id: string;
+  fn: string;
+  status: "succeeded" | "dead";
+  result?: unknown;
+  error?: StoredError;
+}
+
+/** Longest a stack trace kept per attempt; enough to find the line, bounded so records stay small. */
+const STACK_LIMIT = 2_000;
+const MESSAGE_LIMIT = 2_000;
+/** Wait before retrying a job whose attempt could not reach the database (not the handler's fault). */
+const DATABASE_RETRY_MS = 2_000;
+
+/**
+ * Runs one job message to its end: skips jobs another attempt already finished, runs the handler,
+ * records the outcome in Postgres, and only then acks, naks with backoff, or terminates. While the
+ * database is away the message is held (and kept alive) until it answers again, so an outage
+ * neither loses the job nor burns its attempts.
+ */
+export async function runJob(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  limiter: Limiter,
+  message: JsMsg,
+): Promise<void> {
+  const identity = jobIdentity(message);
+  const attempt = message.info.deliveryCount;
+  const record: JobRecord = {
+    id: identity.id,
+    fn: fn.name,
+    attempt,
+    input: null,
+    enqueuedAt: identity.enqueuedAt,
+    startedAt: new Date().toISOString(),
+    streamSeq: identity.streamSeq,
+    retryOf: identity.retryOf,
+  };
+  const log = deps.logger.child({ fn: fn.name, invocationId: identity.id, attempt });
+  if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
+  if (identity.invalidId !== undefined) {
+    const error = new JetfnError("E_INPUT_INVALID", `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`);
+    return bury(deps, record, message, error, log);
+  }
+  let input: unknown;
+  try {
+    input = parseJsonBody(message.data, fn.name);
+  } catch (error) {
+    return bury(deps, record, message, error as JetfnError, log);
+  }
+  record.input = input ?? null;
+  if (attempt > fn.retry.attempts) {
+    const error = new JetfnError(
+      "E_ATTEMPTS_EXHAUSTED",
+      `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
+    );
+    return bury(deps, record, message, error, log);
+  }
+  let release: () => void;
+  try {
+    release = await limiter.acquire(deps.shutdownSignal);
+  } catch {
+    return; // Shutting down before it started: JetStream delivers it again later.
+  }
+  try {
+    while (!(await attemptJob(deps, fn, message, record, input, log))) {
+      await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
+    }
+  } finally {
+    release();
+  }
+}
+
+/**
+ * One attempt. Returns false when the database went away during it: nothing was committed by this
+ * attempt (or, if COMMIT landed, the fence refuses the repeat), so the caller tries again.
+ */
+async function attemptJob(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  message: JsMsg,
+  record: JobRecord,
+  input: unknown,
+  log: Logger,
+): Promise<boolean> {
+  record.startedAt = new Date().toISOString();
+  const board = deps.progress.begin(record.id, fn.name, record.attempt);
+  const outcome = await invoke(
+    { sql: deps.database.sql, logger: deps.logger, events: deps.events },
+    {
+      fn,
+      invocationId: record.id,
+      attempt: record.attempt,
+      kind: "job",
+      input,
+      shutdownSignal: deps.shutdownSignal,
+      finalStatement: (result) => completionStatement(record, result),
+      onProgress: (done, total) => board.update(done, total),
+    },
+  );
+  board.finish();
+  const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
+  const durationMs = Math.round(outcome.durationMs * 100) / 100;
+  if (outcome.ok) {
+    const applied =
+      outcome.committed ||
+      (await whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result)));
+    message.ack();
+    if (!applied) {
+      log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
+      return true;
+    }
+    log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
+    await publishRequestedJobs(deps.js, deps.nc.info?.max_payload, outcome.pendingJobs, log);
+    notifyDone(deps, { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result });
+    return true;
+  }
+  const { error } = outcome;
+  if ((error.cause as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) {
+    message.ack();
+    log.warn({ durationMs }, "Another attempt finished this job first; this attempt rolled back its writes.");
+    return true;
+  }
+  if (error.code === "E_SHUTTING_DOWN") {
+    // Not the job's fault: it runs again on the next delivery, after the ack wait.
+    log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
+    return true;
+  }
+  if (isConnectionError(error.cause) || error.code === "E_DATABASE_UNAVAILABLE") {
+    log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
+    return false;
+  }
+  const final = NON_RETRYABLE_CODES.has(error.code) || record.attempt >= fn.retry.attempts;
+  deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
+  if (final) {
+    await bury(deps, record, message, error, log, durationMs);
+    return true;
+  }
+  const delayMs =
+    error.code === "E_RETRY_LATER" && typeof (error as { delayMs?: unknown }).delayMs === "number"
+      ? (error as unknown as { delayMs: number }).delayMs
+      : backoffDelay(fn.retry, record.attempt);
+  const stored = storedError(error, record.attempt);
+  await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "failed", stored));
+  message.nak(delayMs);
+  log.warn(
+    { outcome: "failed", durationMs, retryInMs: delayMs, ...failureFields(error) },
+    `Job attempt ${record.attempt} of ${fn.retry.attempts} failed (${error.message}); retrying in ${formatDuration(delayMs)}.`,
+  );
+  return true;
+}
+
+/**
+ * Runs a database step, and while it fails because the database is unreachable, waits and runs it
+ * again. The job's message stays held (and kept alive) meanwhile. Other errors propagate.
+ */
+async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, step: () => Promise<T>): Promise<T> {
+  let warned = false;
+  for (;;) {
+    try {
+      return await step();
+    } catch (error) {
+      if (!isConnectionError(error) || deps.shutdownSignal.aborted) throw error;
+      if (!warned) log.warn({ err: error }, "The database is unreachable; holding the job until it answers.");
+      warned = true;
+      await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
+    }
+  }
+}
+
+/** Records a dead job with its error, then terminates the message so it is never delivered again. */
+async function bury(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs?: number,
+): Promise<void> {
+  const stored = storedError(error, record.attempt);
+  const applied = await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "dead", stored));
+  message.term(error.message.slice(0, 200));
+  if (!applied) return;
+  log.error(
+    { outcome: "dead", durationMs, ...failureFields(error) },
+    `Job is dead after attempt ${record.attempt}: ${error.message}`,
+  );
+  notifyDone(deps, { id: record.id, fn: record.fn, status: "dead", error: stored });
+}
+
+/** On a redelivery, acks (or terms) a job whose outcome is already recorded instead of running it again. */
+async function finishedBefore(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  log: Logger,
+): Promise<boolean> {
+  const existing = await getInvocation(deps.database, record.id);
+  if (!existing) return false;
+  if (existing.status === "succeeded") {
+    message.ack();
+    log.info("Job already succeeded; acknowledged without running it again.");
+    return true;
+  }
+  if (existing.status === "dead" || existing.status === "dropped") {
+    message.term();
+    log.info({ status: existing.status }, "Job already ended; not running it again.");
+    return true;
+  }
+  return false;
+}
+
+function notifyDone(deps: JobRunnerDependencies, notice: DoneNotice): void {
+  try {
+    deps.nc.publish(doneSubject(notice.id), JSON.stringify(notice));
+  } catch (error) {
+    deps.logger.debug({ err: error, invocationId: notice.id }, "Could not announce the job's end.");
+  }
+}
+
+/** An error as stored per attempt: class, code, message and a bounded stack. */
+export function storedError(error: JetfnError, attempt: number): StoredError {
+  const stored: StoredError = {
+    attempt,
+    code: error.code,
+    name: originalErrorName(error),
+    message: error.message.slice(0, MESSAGE_LIMIT),
+    at: new Date().toISOString(),
+  };
+  const stack = (error.cause as { stack?: unknown } | undefined)?.stack ?? error.stack;
+  if (typeof stack === "string") stored.stack = stack.slice(0, STACK_LIMIT);
+  if (error.issues) stored.issues = error.issues;
+  return stored;
+}

@@ -1,0 +1,173 @@
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import vm from "node:vm";
+import * as drizzleOrm from "drizzle-orm";
+import * as drizzlePgCore from "drizzle-orm/pg-core";
+import * as esbuild from "esbuild";
+import * as zod from "zod";
+import { type FunctionDefinition, isFunctionDefinition } from "./define-function";
+import { JetfnError } from "./errors";
+import * as publicApi from "./index";
+
+/** The outcome of loading one function file. */
+export type LoadResult =
+  | { ok: true; file: string; definition: FunctionDefinition; dependencies: string[] }
+  | { ok: false; file: string; error: JetfnError; dependencies: string[] };
+
+const RUNTIME_DIR = path.dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Modules a function file shares with the runtime instead of getting its own copy: the public API
+ * (so `instanceof` and zod schemas agree) and the libraries whose objects cross the boundary.
+ */
+const HOST_MODULES: Record<string, unknown> = {
+  jetfn: publicApi,
+  zod,
+  "drizzle-orm": drizzleOrm,
+  "drizzle-orm/pg-core": drizzlePgCore,
+};
+
+/** esbuild plugin: imports of the runtime's public entry resolve to the running runtime. */
+const hostRuntimePlugin: esbuild.Plugin = {
+  name: "jetfn-host-runtime",
+  setup(build) {
+    build.onResolve({ filter: /.*/ }, (args) => {
+      if (args.path === "jetfn") return { path: "jetfn", external: true };
+      if (!args.path.startsWith(".") && !path.isAbsolute(args.path)) return undefined;
+      const target = path.resolve(args.resolveDir, args.path).replace(/\.(ts|js)$/, "");
+      if (target === RUNTIME_DIR || target === path.join(RUNTIME_DIR, "index")) {
+        return { path: "jetfn", external: true };
+      }
+      return undefined;
+    });
+  },
+};
+
+const BUILD_OPTIONS: esbuild.BuildOptions = {
+  bundle: true,
+  write: false,
+  format: "cjs",
+  platform: "node",
+  target: "node20",
+  packages: "external",
+  sourcemap: "inline",
+  metafile: true,
+  logLevel: "silent",
+  outdir: "/jetfn-out",
+  plugins: [hostRuntimePlugin],
+  define: {
+    "import.meta.url": "__jetfn_meta.url",
+    "import.meta.dirname": "__jetfn_meta.dirname",
+    "import.meta.filename": "__jetfn_meta.filename",
+  },
+};
+
+/**
+ * Compiles and evaluates function files. One esbuild pass for all of them; if any has a syntax
+ * error, each is compiled on its own so one broken file cannot hold back the others.
+ */
+export async function loadFunctionFiles(files: readonly string[]): Promise<LoadResult[]> {
+  if (files.length === 0) return [];
+  const batch = await compile(files).catch(() => undefined);
+  if (batch) return files.map((file) => evaluateCompiled(file, batch));
+  return Promise.all(files.map((file) => loadFunctionFile(file)));
+}
+
+/** Compiles and evaluates one function file. */
+export async function loadFunctionFile(file: string): Promise<LoadResult> {
+  try {
+    return evaluateCompiled(file, await compile([file]));
+  } catch (error) {
+    return { ok: false, file, error: describeBuildFailure(file, error), dependencies: [file] };
+  }
+}
+
+interface CompiledBatch {
+  outputs: Map<string, { code: string; dependencies: string[] }>;
+}
+
+async function compile(files: readonly string[]): Promise<CompiledBatch> {
+  const result = await esbuild.build({ ...BUILD_OPTIONS, entryPoints: [...files] });
+  const metafile = result.metafile as esbuild.Metafile;
+  const codeByOutput = new Map(result.outputFiles?.map((output) => [output.path, output.text]));
+  const outputs = new Map<string, { code: string; dependencies: string[] }>();
+  for (const [outputPath, meta] of Object.entries(metafile.outputs)) {
+    if (!meta.entryPoint) continue;
+    const entry = path.resolve(meta.entryPoint);
+    const dependencies = Object.keys(meta.inputs)
+      .filter((input) => !input.includes("node_modules"))
+      .map((input) => path.resolve(input));
+    outputs.set(entry, { code: codeByOutput.get(path.resolve(outputPath)) ?? "", dependencies });
+  }
+  return { outputs };
+}
+
+function evaluateCompiled(file: string, batch: CompiledBatch): LoadResult {
+  const compiled = batch.outputs.get(path.resolve(file));
+  if (!compiled) {
+    const error = new JetfnError("E_FUNCTION_LOAD_FAILED", `${file}: esbuild produced no output for this file`);
+    return { ok: false, file, error, dependencies: [file] };
+  }
+  const { dependencies } = compiled;
+  let exported: unknown;
+  try {
+    exported = evaluate(file, compiled.code);
+  } catch (error) {
+    const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    const failure = new JetfnError("E_FUNCTION_LOAD_FAILED", `${file} threw while loading: ${reason}`, {
+      cause: error,
+    });
+    return { ok: false, file, error: failure, dependencies };
+  }
+  const definition = (exported as { default?: unknown } | undefined)?.default;
+  if (definition === undefined) {
+    const error = new JetfnError(
+      "E_FUNCTION_INVALID",
+      `${file} has no default export; write \`export default defineFunction({ ... })\``,
+    );
+    return { ok: false, file, error, dependencies };
+  }
+  if (!isFunctionDefinition(definition)) {
+    const error = new JetfnError(
+      "E_FUNCTION_INVALID",
+      `${file}: the default export is not a defineFunction(...) definition (got ${describeValue(definition)})`,
+    );
+    return { ok: false, file, error, dependencies };
+  }
+  return { ok: true, file, definition, dependencies };
+}
+
+/** Runs compiled CommonJS in this context; the wrapper is garbage once the definition is dropped. */
+function evaluate(file: string, code: string): unknown {
+  const wrapper = vm.runInThisContext(
+    `(function (exports, require, module, __filename, __dirname, __jetfn_meta) {${code}\n})`,
+    { filename: file },
+  ) as (...args: unknown[]) => void;
+  const module = { exports: {} as unknown };
+  const requireFromFile = createRequire(file);
+  const requireShared = (specifier: string): unknown =>
+    specifier in HOST_MODULES ? HOST_MODULES[specifier] : requireFromFile(specifier);
+  const meta = { url: pathToFileURL(file).href, dirname: path.dirname(file), filename: file };
+  wrapper(module.exports, requireShared, module, file, path.dirname(file), meta);
+  return module.exports;
+}
+
+function describeBuildFailure(file: string, error: unknown): JetfnError {
+  const failure = error as { errors?: esbuild.Message[] };
+  const first = failure.errors?.[0];
+  if (first) {
+    const where = first.location ? `${first.location.file}:${first.location.line}:${first.location.column + 1}` : file;
+    return new JetfnError("E_FUNCTION_LOAD_FAILED", `${where}: ${first.text}`, { cause: error });
+  }
+  return new JetfnError("E_FUNCTION_LOAD_FAILED", `${file}: ${(error as Error).message ?? String(error)}`, {
+    cause: error,
+  });
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "function") return "a function";
+  if (typeof value === "object") return "an object without kind: 'jetfn.function'";
+  return typeof value;
+}

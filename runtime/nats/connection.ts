@@ -1,0 +1,59 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { JetfnError } from "../errors";
+
+/** How to reach NATS. */
+export interface NatsOptions {
+  url: string;
+  user?: string | undefined;
+  password?: string | undefined;
+  /** Shown by the server's monitoring. @default "jetfn" */
+  name?: string;
+  /** Keep retrying the first connection instead of failing at once. @default false */
+  waitOnFirstConnect?: boolean;
+}
+
+/** Connects with endless reconnects; throws E_UNAVAILABLE naming the URL if nothing answers. */
+export async function connectNats(options: NatsOptions, logger?: Logger): Promise<NatsConnection> {
+  let connection: NatsConnection;
+  try {
+    connection = await connect({
+      servers: options.url.split(",").map((server) => server.trim()),
+      name: options.name ?? "jetfn",
+      user: options.user,
+      pass: options.password,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      waitOnFirstConnect: options.waitOnFirstConnect ?? false,
+    });
+  } catch (error) {
+    throw new JetfnError("E_UNAVAILABLE", `cannot connect to NATS at ${options.url}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (logger) void logStatus(connection, logger);
+  return connection;
+}
+
+/** Logs disconnects and reconnects, so an operator sees NATS going away and coming back. */
+async function logStatus(connection: NatsConnection, logger: Logger): Promise<void> {
+  try {
+    for await (const status of connection.status()) {
+      switch (status.type) {
+        case "disconnect":
+          logger.warn({ server: status.server }, "Disconnected from NATS; reconnecting.");
+          break;
+        case "reconnect":
+          logger.info({ server: status.server }, "Reconnected to NATS.");
+          break;
+        case "error":
+          logger.error({ err: status.error }, "NATS reported an error.");
+          break;
+        default:
+          break;
+      }
+    }
+  } catch (error) {
+    logger.debug({ err: error }, "NATS status stream ended.");
+  }
+}

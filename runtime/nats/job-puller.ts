@@ -1,0 +1,167 @@
+import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { Logger } from "pino";
+
+/** What a puller needs from the runtime. */
+export interface JobPullerOptions {
+  js: JetStreamClient;
+  stream: string;
+  consumer: string;
+  fn: string;
+  /** Messages this process may hold at once (running plus waiting for a slot). Read on every pull. */
+  window: () => number;
+  /** How often held messages are marked in progress, so JetStream does not redeliver them. */
+  heartbeatMs: () => number;
+  handle: (message: JsMsg) => Promise<void>;
+  /** Called when the consumer cannot be reached, to create it again if it was deleted. */
+  recover: () => Promise<void>;
+  logger: Logger;
+}
+
+/** Pulls one function's jobs, never holding more than its window, and keeps held jobs alive. */
+export interface JobPuller {
+  readonly held: number;
+  start(): void;
+  /** Drops pending pull requests and issues new ones (after a reconnect). */
+  refresh(): void;
+  /** Stops pulling; resolves when every held job has been handled. */
+  stop(): Promise<void>;
+}
+
+/** Longest a pull request waits on the server for messages. */
+export const FETCH_EXPIRES_MS = 30_000;
+const RETRY_PULL_MS = 1_000;
+
+/** Creates a puller; call start() to begin. */
+export function createJobPuller(options: JobPullerOptions): JobPuller {
+  return new WindowedPuller(options);
+}
+
+class WindowedPuller implements JobPuller {
+  readonly #options: JobPullerOptions;
+  readonly #held = new Set<JsMsg>();
+  readonly #batches = new Set<ConsumerMessages>();
+  readonly #handling = new Set<Promise<void>>();
+  #consumer: Consumer | undefined;
+  #outstanding = 0;
+  #stopping = false;
+  #wake: (() => void) | undefined;
+  #loop: Promise<void> | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(options: JobPullerOptions) {
+    this.#options = options;
+  }
+
+  get held(): number {
+    return this.#held.size;
+  }
+
+  start(): void {
+    this.#loop = this.#pullLoop().catch((error: unknown) => {
+      this.#options.logger.error({ err: error, fn: this.#options.fn }, "Job pulling stopped unexpectedly.");
+    });
+    this.#scheduleHeartbeat();
+  }
+
+  refresh(): void {
+    for (const batch of this.#batches) batch.stop();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.refresh();
+    this.#notify();
+    await this.#loop;
+    while (this.#handling.size > 0) await Promise.allSettled([...this.#handling]);
+    clearTimeout(this.#heartbeat);
+  }
+
+  async #pullLoop(): Promise<void> {
+    while (!this.#stopping) {
+      const window = Math.max(1, this.#options.window());
+      const free = window - this.#outstanding - this.#held.size;
+      // Pull in halves of the window when busy, so a pull request usually brings several jobs.
+      const threshold = this.#outstanding === 0 && this.#held.size === 0 ? 1 : Math.ceil(window / 2);
+      if (free < threshold) {
+        await this.#changed();
+        continue;
+      }
+      this.#outstanding += free;
+      try {
+        this.#consumer ??= await this.#options.js.consumers.get(this.#options.stream, this.#options.consumer);
+        const batch = await this.#consumer.fetch({ max_messages: free, expires: FETCH_EXPIRES_MS });
+        this.#batches.add(batch);
+        if (this.#stopping) batch.stop();
+        void this.#receive(batch, free);
+      } catch (error) {
+        this.#outstanding -= free;
+        await this.#recover(error);
+      }
+    }
+  }
+
+  async #receive(batch: ConsumerMessages, requested: number): Promise<void> {
+    let received = 0;
+    try {
+      for await (const message of batch) {
+        received++;
+        this.#outstanding--;
+        this.#take(message);
+      }
+    } catch (error) {
+      this.#options.logger.warn({ err: error, fn: this.#options.fn }, "A pull request for jobs failed; pulling again.");
+    } finally {
+      this.#outstanding -= requested - received;
+      this.#batches.delete(batch);
+      this.#notify();
+    }
+  }
+
+  #take(message: JsMsg): void {
+    this.#held.add(message);
+    const handling = this.#options
+      .handle(message)
+      .catch((error: unknown) => {
+        this.#options.logger.error({ err: error, fn: this.#options.fn, seq: message.seq }, "A job could not be handled.");
+      })
+      .finally(() => {
+        this.#held.delete(message);
+        this.#handling.delete(handling);
+        this.#notify();
+      });
+    this.#handling.add(handling);
+  }
+
+  async #recover(error: unknown): Promise<void> {
+    this.#consumer = undefined;
+    this.#options.logger.warn(
+      { err: error, fn: this.#options.fn },
+      "Cannot pull jobs; checking the consumer and retrying in a second.",
+    );
+    await new Promise((resolve) => setTimeout(resolve, RETRY_PULL_MS));
+    await this.#options.recover().catch((failure: unknown) => {
+      this.#options.logger.warn({ err: failure, fn: this.#options.fn }, "Recreating the consumer failed.");
+    });
+  }
+
+  #changed(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+    });
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /** Marks every held job as in progress, so a long handler keeps its lease. */
+  #scheduleHeartbeat(): void {
+    this.#heartbeat = setTimeout(() => {
+      for (const message of this.#held) message.working();
+      if (!this.#stopping || this.#held.size > 0) this.#scheduleHeartbeat();
+    }, this.#options.heartbeatMs());
+    this.#heartbeat.unref();
+  }
+}

@@ -1,0 +1,84 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import type { Logger } from "pino";
+import { JetfnError } from "../errors";
+import { connectNats } from "./connection";
+
+/** A nats-server child process started by `jetfn dev`. */
+export interface LocalNatsServer {
+  readonly pid: number | undefined;
+  stop(): Promise<void>;
+}
+
+/** True when a NATS server answers at `url` within a second. */
+export async function isNatsReachable(url: string, user?: string, password?: string): Promise<boolean> {
+  try {
+    const connection = await connectNats({ url, user, password, name: "jetfn-probe" });
+    await connection.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts `nats-server -c <configFile>` as a child and waits until it answers at `url`. It runs in
+ * its own process group, so Ctrl-C reaches only the runtime, which drains first and then stops it.
+ */
+export async function startLocalNatsServer(configFile: string, url: string, logger: Logger): Promise<LocalNatsServer> {
+  const child = spawn("nats-server", ["-c", configFile], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const failed = new Promise<never>((_, reject) => {
+    child.once("error", (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === "ENOENT"
+          ? new JetfnError(
+              "E_UNAVAILABLE",
+              "no NATS server answers at NATS_URL and `nats-server` is not installed: install it (Debian: apt install nats-server) or set NATS_URL",
+            )
+          : error,
+      );
+    });
+    child.once("exit", (code) => reject(new JetfnError("E_UNAVAILABLE", `nats-server exited at start with code ${code}; see its log above`)));
+  });
+  forwardOutput(child, logger);
+  const deadline = Date.now() + 10_000;
+  const ready = (async () => {
+    while (Date.now() < deadline) {
+      if (await isNatsReachable(url)) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new JetfnError("E_UNAVAILABLE", `nats-server started but did not answer at ${url} within 10s`);
+  })();
+  try {
+    await Promise.race([ready, failed]);
+  } catch (error) {
+    child.kill("SIGTERM");
+    throw error;
+  }
+  failed.catch(() => undefined);
+  return {
+    pid: child.pid,
+    stop: () => stopChild(child),
+  };
+}
+
+function forwardOutput(child: ChildProcess, logger: Logger): void {
+  const log = logger.child({ service: "nats-server" });
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.setEncoding("utf8");
+    stream?.on("data", (chunk: string) => {
+      for (const line of chunk.split("\n")) if (line.trim()) log.debug(line.trim());
+    });
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const force = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    child.once("exit", () => {
+      clearTimeout(force);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}

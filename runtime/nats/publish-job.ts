@@ -1,0 +1,82 @@
+import { randomUUID } from "node:crypto";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import { headers } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { JetfnError } from "../errors";
+import { describeInvalidName, isValidFunctionName } from "../function-name";
+import { ID_HEADER, isValidInvocationId, jobSubject, RETRY_OF_HEADER } from "./subjects";
+
+/** Options of one job publish. */
+export interface PublishJobOptions {
+  /** Invocation id; random (unguessable) when omitted. Also the `Nats-Msg-Id`, so a repeat is dropped. */
+  id?: string;
+  /** Id of the dead job this one retries. */
+  retryOf?: string;
+  /** The server's max payload, to refuse oversized input with a clear error. */
+  maxPayload?: number;
+}
+
+/** A stored job: its id and where JetStream put it. */
+export interface PublishedJob {
+  id: string;
+  seq: number;
+  duplicate: boolean;
+}
+
+/** Publishes a job for `name` and waits for JetStream to store it. */
+export async function publishJob(
+  js: JetStreamClient,
+  name: string,
+  input: unknown,
+  options: PublishJobOptions = {},
+): Promise<PublishedJob> {
+  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
+  const id = options.id ?? randomUUID();
+  if (!isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  const body = encodeInput(input, name, options.maxPayload);
+  const header = headers();
+  header.set(ID_HEADER, id);
+  if (options.retryOf) header.set(RETRY_OF_HEADER, options.retryOf);
+  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: id, headers: header });
+  return { id, seq: ack.seq, duplicate: ack.duplicate };
+}
+
+/** JSON-encodes an input, refusing what the server would refuse with a precise error. */
+export function encodeInput(input: unknown, name: string, maxPayload?: number): Uint8Array {
+  const json = input === undefined ? "" : JSON.stringify(input);
+  if (json === undefined) throw new JetfnError("E_INPUT_INVALID", `input for ${name} cannot be encoded as JSON`);
+  const body = new TextEncoder().encode(json);
+  // Headers take a few hundred bytes of the same budget.
+  if (maxPayload !== undefined && body.length > maxPayload - 512) {
+    throw new JetfnError(
+      "E_PAYLOAD_TOO_LARGE",
+      `input for ${name} is ${body.length} bytes; the NATS server accepts at most ${maxPayload} bytes per message (headers included)`,
+    );
+  }
+  return body;
+}
+
+/** A job an invocation asked for, published once the invocation's work is durable. */
+export interface RequestedJob {
+  functionName: string;
+  id: string;
+  input: unknown;
+}
+
+/** Publishes the jobs an invocation enqueued; a failure is logged with the job it concerns. */
+export async function publishRequestedJobs(
+  js: JetStreamClient,
+  maxPayload: number | undefined,
+  jobs: readonly RequestedJob[],
+  log: Logger,
+): Promise<void> {
+  for (const job of jobs) {
+    try {
+      await publishJob(js, job.functionName, job.input, { id: job.id, maxPayload });
+    } catch (error) {
+      log.error({ err: error, target: job.functionName, jobId: job.id }, "Could not enqueue a job requested by this invocation.");
+    }
+  }
+}

@@ -1,0 +1,103 @@
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { DatabaseClient } from "../db/client";
+import { getInvocation, type InvocationRecord } from "../db/invocation-store";
+import { JetfnError, toJetfnError } from "../errors";
+import type { ProgressBoard, ProgressEntry } from "./progress-board";
+import { replyError, replyJson, statusFor } from "./reply";
+import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
+
+/** What `status` reports for an invocation id. */
+export interface InvocationStatusView {
+  id: string;
+  /** `pending`: not started yet, or an id no runtime has seen. */
+  status: InvocationRecord["status"] | "pending";
+  function: string | null;
+  attempts: number;
+  progress: { done: number; total: number | null } | null;
+  input?: unknown;
+  result?: unknown;
+  error?: unknown;
+  errors?: unknown[];
+  enqueuedAt?: string | null;
+  startedAt?: string | null;
+  finishedAt?: string | null;
+  retryOf?: string | null;
+}
+
+/** Combines the durable record with live progress into one view. */
+export function statusView(
+  id: string,
+  record: InvocationRecord | undefined,
+  live: ProgressEntry | undefined,
+): InvocationStatusView {
+  const final = record && ["succeeded", "dead", "dropped"].includes(record.status);
+  if (live && !final) {
+    return {
+      id,
+      status: "running",
+      function: live.fn,
+      attempts: live.attempt,
+      progress: live.done === undefined ? null : { done: live.done, total: live.total ?? null },
+      startedAt: live.startedAt,
+      errors: record?.errors ?? [],
+    };
+  }
+  if (!record) return { id, status: "pending", function: null, attempts: 0, progress: null };
+  return {
+    id,
+    status: record.status,
+    function: record.function,
+    attempts: record.attempts,
+    progress: null,
+    input: record.input,
+    result: record.result,
+    error: record.error,
+    errors: record.errors,
+    enqueuedAt: record.enqueuedAt,
+    startedAt: record.startedAt,
+    finishedAt: record.finishedAt,
+    retryOf: record.retryOf,
+  };
+}
+
+/** Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. */
+export function startStatusApi(
+  nc: NatsConnection,
+  queueGroup: string,
+  database: DatabaseClient,
+  progress: ProgressBoard,
+  logger: Logger,
+): Subscription {
+  return nc.subscribe(STATUS_SUBJECT, {
+    queue: queueGroup,
+    callback: (error, message) => {
+      if (error || !message.reply) return;
+      void (async () => {
+        try {
+          const { id } = parseRequest(message.data);
+          const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
+          replyJson(message, statusView(id, record, live), nc.info?.max_payload ?? 1_048_576);
+        } catch (thrown) {
+          const failure = toJetfnError(thrown);
+          if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A status request failed.");
+          replyError(message, statusFor(failure), failure);
+        }
+      })();
+    },
+  });
+}
+
+function parseRequest(data: Uint8Array): { id: string } {
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    throw new JetfnError("E_INPUT_INVALID", 'a status request must be JSON like {"id": "..."}');
+  }
+  const id = (body as { id?: unknown } | null)?.id;
+  if (typeof id !== "string" || !isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", "a status request needs an invocation id (8-128 letters, digits, - or _)");
+  }
+  return { id };
+}

@@ -1,0 +1,91 @@
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import type { ResolvedFunction } from "../define-function";
+import { toNanos } from "../duration";
+import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
+
+/** Settings of the jobs stream. */
+export interface JobStreamSettings {
+  name: string;
+  retentionMs: number;
+  duplicateWindowMs: number;
+}
+
+/** Unacknowledged jobs one function's consumer may hand out across all runtimes. */
+export const DEFAULT_MAX_ACK_PENDING = 10_000;
+
+/** Creates the jobs stream on `fn.job.>`, or brings an existing one's settings up to date. */
+export async function ensureJobStream(manager: JetStreamManager, settings: JobStreamSettings): Promise<void> {
+  const config: Partial<StreamConfig> & { name: string } = {
+    name: settings.name,
+    subjects: [`${JOB_PREFIX}>`],
+    description: "jetfn jobs: one subject per function, fn.job.<name>",
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    // Jobs stay after they are acknowledged so `jetfn replay` can re-run history.
+    max_age: toNanos(settings.retentionMs),
+    duplicate_window: toNanos(settings.duplicateWindowMs),
+  };
+  const existing = await manager.streams.info(settings.name).catch(() => undefined);
+  if (!existing) {
+    await manager.streams.add(config);
+    return;
+  }
+  const current = existing.config;
+  if (current.max_age !== config.max_age || current.duplicate_window !== config.duplicate_window) {
+    await manager.streams.update(settings.name, { ...current, ...config });
+  }
+}
+
+/** The durable consumer settings a function's retry policy and timeout map to. */
+export function consumerConfigFor(fn: ResolvedFunction): Partial<ConsumerConfig> {
+  return {
+    durable_name: consumerName(fn.name),
+    description: fn.description || `jetfn function ${fn.name}`,
+    filter_subject: jobSubject(fn.name),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: toNanos(ackWaitFor(fn.timeoutMs)),
+    max_deliver: maxDeliveriesFor(fn.retry),
+    max_ack_pending: DEFAULT_MAX_ACK_PENDING,
+  };
+}
+
+/** Creates a function's durable consumer, or updates it when its policy changed. */
+export async function ensureFunctionConsumer(
+  manager: JetStreamManager,
+  stream: string,
+  fn: ResolvedFunction,
+): Promise<void> {
+  const wanted = consumerConfigFor(fn);
+  const name = wanted.durable_name as string;
+  const existing = await manager.consumers.info(stream, name).catch(() => undefined);
+  if (!existing) {
+    await manager.consumers.add(stream, wanted);
+    return;
+  }
+  const current = existing.config;
+  const changed =
+    current.ack_wait !== wanted.ack_wait ||
+    current.max_deliver !== wanted.max_deliver ||
+    current.max_ack_pending !== wanted.max_ack_pending ||
+    current.description !== wanted.description;
+  if (changed) {
+    await manager.consumers.update(stream, name, {
+      ack_wait: wanted.ack_wait,
+      max_deliver: wanted.max_deliver,
+      max_ack_pending: wanted.max_ack_pending,
+      description: wanted.description,
+    });
+  }
+}

@@ -1,0 +1,74 @@
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient, type JetfnClient } from "../../runtime/client";
+import { type Runtime, type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
+import { createTestDatabase, type TestDatabase } from "./database";
+import { type CapturedLogger, captureLogs } from "./logs";
+import { startNatsServer, type TestNatsServer } from "./nats-server";
+
+/** The fixture functions shared by the integration tests. */
+export const FIXTURE_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/functions");
+
+/** A nats-server and a database of this test file's own, plus what it started on them. */
+export interface TestEnvironment {
+  readonly nats: TestNatsServer;
+  readonly database: TestDatabase;
+  /** Starts a runtime on this environment (stopped by close()). */
+  startRuntime(options?: StartRuntimeOptions): Promise<Runtime & { logs: CapturedLogger }>;
+  /** A client connected to this environment's NATS (closed by close()). */
+  client(): Promise<JetfnClient>;
+  close(): Promise<void>;
+}
+
+/** Starts NATS and a database for one test file. */
+export async function createTestEnvironment(): Promise<TestEnvironment> {
+  const [nats, database] = await Promise.all([startNatsServer(), createTestDatabase()]);
+  const runtimes: Runtime[] = [];
+  const clients: JetfnClient[] = [];
+  return {
+    nats,
+    database,
+    async startRuntime(options = {}) {
+      const logs = captureLogs();
+      const runtime = await startRuntime({
+        natsUrl: nats.url,
+        databaseUrl: database.url,
+        functionsDir: FIXTURE_FUNCTIONS,
+        logger: logs.logger,
+        shutdownGrace: "5s",
+        databasePoolSize: 8,
+        ...options,
+      });
+      runtimes.push(runtime);
+      return Object.assign(runtime, { logs });
+    },
+    async client() {
+      const client = await createClient({ natsUrl: nats.url });
+      clients.push(client);
+      return client;
+    },
+    async close() {
+      await Promise.allSettled(clients.map((client) => client.close()));
+      await Promise.allSettled(runtimes.map((runtime) => runtime.stop()));
+      await Promise.allSettled([nats.stop(), database.drop()]);
+    },
+  };
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value as T;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`condition not met within ${timeoutMs}ms${last ? `: ${(last as Error).message}` : ""}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

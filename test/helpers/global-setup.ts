@@ -1,0 +1,28 @@
+import postgres from "postgres";
+import type { TestProject } from "vitest/node";
+import { migrate } from "../../runtime/db/migrate";
+import { adminUrl, databaseUrl } from "./database-url";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    templateDatabase: string;
+  }
+}
+
+/** Creates one migrated template database per test run; each test file clones it. */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const template = `jetfn_tpl_${process.pid}_${Date.now()}`;
+  const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${template}`);
+  const sql = postgres(databaseUrl(template), { max: 2, onnotice: () => {} });
+  try {
+    await migrate(sql);
+  } finally {
+    await sql.end();
+  }
+  project.provide("templateDatabase", template);
+  return async () => {
+    await admin.unsafe(`drop database if exists ${template} with (force)`);
+    await admin.end();
+  };
+}

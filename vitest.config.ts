@@ -1,0 +1,17 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  resolve: {
+    alias: { jetfn: new URL("./runtime/index.ts", import.meta.url).pathname },
+  },
+  test: {
+    include: ["test/**/*.test.ts"],
+    globalSetup: ["test/helpers/global-setup.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+    // Each integration file starts its own nats-server and database; two cores, so stay modest.
+    maxWorkers: 3,
+    typecheck: { enabled: true, include: ["test/**/*.test-d.ts"] },
+  },
+});
