@@ -10,6 +10,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",
+    // The redeploy memory test measures the heap after forcing garbage collection.
+    execArgv: ["--expose-gc"],
     // Each integration file starts its own nats-server and database; two cores, so stay modest.
     maxWorkers: 3,
     typecheck: { enabled: true, include: ["test/**/*.test-d.ts"] },

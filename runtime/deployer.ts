@@ -1,4 +1,4 @@
-import { access, readdir } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { type FSWatcher, watch } from "chokidar";
 import type { Logger } from "pino";
@@ -45,6 +45,7 @@ export function createDeployer(options: DeployerOptions): Deployer {
 }
 
 let nextVersion = 1;
+const VERIFY_AFTER_MS = 100;
 
 class FolderDeployer implements Deployer {
   #registry: Registry = createRegistry();
@@ -101,7 +102,11 @@ class FolderDeployer implements Deployer {
   }
 
   async #startWatching(): Promise<void> {
-    const watcher = watch(this.#options.functionsDir, { ignoreInitial: true });
+    // awaitWriteFinish: report a file once its size has settled, not halfway through a save.
+    const watcher = watch(this.#options.functionsDir, {
+      ignoreInitial: true,
+      awaitWriteFinish: { stabilityThreshold: 20, pollInterval: 10 },
+    });
     this.#watcher = watcher;
     watcher.on("add", (file) => this.#schedule(path.resolve(file)));
     watcher.on("change", (file) => this.#schedule(path.resolve(file)));
@@ -129,11 +134,27 @@ class FolderDeployer implements Deployer {
     for (const [file, dependencies] of this.#dependencies) if (dependencies.has(changed)) targets.add(file);
     const change: DeploymentChange = { added: [], updated: [], removed: [] };
     for (const file of targets) {
-      if (await exists(file)) this.#apply(await loadFunctionFile(file), change);
-      else this.#remove(file, change);
+      const stamp = await fileStamp(file);
+      if (stamp) {
+        this.#apply(await loadFunctionFile(file), change);
+        this.#verifyLater(file, stamp);
+      } else this.#remove(file, change);
     }
     await this.#publish(change);
     for (const dependency of this.#externalDependencies()) this.#watcher?.add(dependency);
+  }
+
+  /**
+   * The watcher drops events that come too close together (chokidar throttles per file), so a
+   * second save right after the first could go unseen. Look again shortly after each load.
+   */
+  #verifyLater(file: string, loadedStamp: string): void {
+    const timer = setTimeout(() => {
+      void fileStamp(file).then((stamp) => {
+        if (stamp !== loadedStamp && !this.#timers.has(file)) this.#schedule(file);
+      });
+    }, VERIFY_AFTER_MS);
+    timer.unref();
   }
 
   #apply(result: LoadResult, change: DeploymentChange): void {
@@ -200,9 +221,10 @@ export async function listFunctionFiles(root: string): Promise<string[]> {
     .sort();
 }
 
-function exists(file: string): Promise<boolean> {
-  return access(file).then(
-    () => true,
-    () => false,
+/** Identifies a file's current content cheaply; undefined once it is gone. */
+function fileStamp(file: string): Promise<string | undefined> {
+  return stat(file).then(
+    (stats) => `${stats.ino}:${stats.size}:${stats.mtimeMs}`,
+    () => undefined,
   );
 }
