@@ -1,8 +1,8 @@
 // Gearman's long-running task: the client gets a handle at once, polls the job's status and
 // progress by that handle (`jetfn status <id>`), and fetches the result when it is done.
 import { sql } from "drizzle-orm";
-import { factorials } from "../schema/app";
 import { defineFunction, z } from "../runtime";
+import { factorials } from "../schema/app";
 
 export default defineFunction({
   description: "Compute n! step by step, reporting progress, and keep the result",

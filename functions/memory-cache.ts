@@ -26,7 +26,11 @@ export default defineFunction({
       action: z.literal("put"),
       key: z.string().min(1),
       value: z.json(),
-      ttlSeconds: z.number().positive().max(365 * 24 * 3600).default(3600),
+      ttlSeconds: z
+        .number()
+        .positive()
+        .max(365 * 24 * 3600)
+        .default(3600),
     }),
     z.object({ action: z.literal("delete"), key: z.string().min(1) }),
   ]),

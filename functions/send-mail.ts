@@ -1,7 +1,8 @@
 // Photon's asynchronous MailSender: the web request enqueues the mail and returns at once;
 // this job sends it and records every recipient, so the audit log shows who mailed whom.
-import { sentMail } from "../schema/app";
+
 import { defineFunction, z } from "../runtime";
+import { sentMail } from "../schema/app";
 
 export default defineFunction({
   description: "Send a mail to a list of recipients and record each one sent",

@@ -80,10 +80,19 @@ const RESULT_POLL_MS = 2_000;
  * const { sent } = await client.call("send-mail", { to: ["a@example.com"], subject: "Hi" });
  */
 export async function createClient<M = FunctionMap>(options: ClientOptions = {}): Promise<JetfnClient<M>> {
-  const config = resolveConfig({ natsUrl: options.natsUrl, natsUser: options.natsUser, natsPassword: options.natsPassword });
+  const config = resolveConfig({
+    natsUrl: options.natsUrl,
+    natsUser: options.natsUser,
+    natsPassword: options.natsPassword,
+  });
   const connection =
     options.connection ??
-    (await connectNats({ url: config.natsUrl, user: config.natsUser, password: config.natsPassword, name: "jetfn-client" }));
+    (await connectNats({
+      url: config.natsUrl,
+      user: config.natsUser,
+      password: config.natsPassword,
+      name: "jetfn-client",
+    }));
   return new NatsClient<M>(connection, !options.connection, parseDuration(options.timeout ?? DEFAULT_CLIENT_TIMEOUT));
 }
 
@@ -100,7 +109,11 @@ class NatsClient<M> implements JetfnClient<M> {
     this.#js = jetstream(connection);
   }
 
-  async call<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options: CallOptions = {}): Promise<ClientOutput<M, N>> {
+  async call<N extends NameOf<M>>(
+    name: N,
+    input: ClientInput<M, N>,
+    options: CallOptions = {},
+  ): Promise<ClientOutput<M, N>> {
     const timeout = options.timeout === undefined ? this.#timeoutMs : parseDuration(options.timeout);
     const body = encodeInput(input, name, this.connection.info?.max_payload);
     let reply: Msg;
@@ -112,7 +125,11 @@ class NatsClient<M> implements JetfnClient<M> {
     return decodeReply(reply) as ClientOutput<M, N>;
   }
 
-  enqueue<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options: EnqueueJobOptions = {}): Promise<PublishedJob> {
+  enqueue<N extends NameOf<M>>(
+    name: N,
+    input: ClientInput<M, N>,
+    options: EnqueueJobOptions = {},
+  ): Promise<PublishedJob> {
     return publishJob(this.#js, name, input, { id: options.id, maxPayload: this.connection.info?.max_payload });
   }
 
@@ -142,7 +159,10 @@ class NatsClient<M> implements JetfnClient<M> {
         if (view.status === "dead" || view.status === "dropped") throw deadJobError(view);
         const left = deadline - Date.now();
         if (left <= 0) {
-          throw new JetfnError("E_HANDLER_TIMEOUT", `job ${id} did not finish within ${timeout}ms; it keeps running, ask again later`);
+          throw new JetfnError(
+            "E_HANDLER_TIMEOUT",
+            `job ${id} did not finish within ${timeout}ms; it keeps running, ask again later`,
+          );
         }
         await (noticed ? sleep(Math.min(left, 100)) : Promise.race([notified, sleep(Math.min(left, RESULT_POLL_MS))]));
       }
@@ -202,9 +222,13 @@ function requestFailure(error: unknown, what: string, timeoutMs: number): JetfnE
   const name = (error as { name?: string }).name ?? "";
   const message = (error as Error).message ?? String(error);
   if (name === "NoRespondersError" || /no responders/i.test(message)) {
-    return new JetfnError("E_UNAVAILABLE", `${what}: no jetfn runtime is listening (is \`jetfn dev\` or \`jetfn start\` running?)`, {
-      cause: error,
-    });
+    return new JetfnError(
+      "E_UNAVAILABLE",
+      `${what}: no jetfn runtime is listening (is \`jetfn dev\` or \`jetfn start\` running?)`,
+      {
+        cause: error,
+      },
+    );
   }
   if (name === "TimeoutError" || /timeout/i.test(message)) {
     return new JetfnError("E_HANDLER_TIMEOUT", `${what}: no reply within ${timeoutMs}ms`, { cause: error });

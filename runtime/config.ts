@@ -1,5 +1,5 @@
 import path from "node:path";
-import { parseDuration, type Duration } from "./duration";
+import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 
 /** Everything a runtime can be configured with. Every field is optional. */
@@ -79,17 +79,30 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     watch: options.watch ?? false,
     stateDir: path.resolve(options.stateDir ?? DEFAULT_STATE_DIR),
     streamName: options.streamName ?? DEFAULT_STREAM_NAME,
-    jobRetentionMs: duration("JETFN_JOB_RETENTION", options.jobRetention ?? nonEmpty(env.JETFN_JOB_RETENTION) ?? DEFAULT_JOB_RETENTION),
+    jobRetentionMs: duration(
+      "JETFN_JOB_RETENTION",
+      options.jobRetention ?? nonEmpty(env.JETFN_JOB_RETENTION) ?? DEFAULT_JOB_RETENTION,
+    ),
     duplicateWindowMs: duration("duplicateWindow", options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW),
-    shutdownGraceMs: duration("JETFN_SHUTDOWN_GRACE", options.shutdownGrace ?? nonEmpty(env.JETFN_SHUTDOWN_GRACE) ?? DEFAULT_SHUTDOWN_GRACE),
-    databasePoolSize: options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,
+    shutdownGraceMs: duration(
+      "JETFN_SHUTDOWN_GRACE",
+      options.shutdownGrace ?? nonEmpty(env.JETFN_SHUTDOWN_GRACE) ?? DEFAULT_SHUTDOWN_GRACE,
+    ),
+    databasePoolSize:
+      options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
-    throw new JetfnError("E_CONFIG_INVALID", `LOG_LEVEL "${config.logLevel}" is not one of ${[...LOG_LEVELS].join(", ")}`);
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `LOG_LEVEL "${config.logLevel}" is not one of ${[...LOG_LEVELS].join(", ")}`,
+    );
   }
   if (!/^[A-Za-z0-9_-]+$/.test(config.streamName)) {
-    throw new JetfnError("E_CONFIG_INVALID", `stream name "${config.streamName}" may only hold letters, digits, - and _`);
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `stream name "${config.streamName}" may only hold letters, digits, - and _`,
+    );
   }
   if (config.databasePoolSize < 1) {
     throw new JetfnError("E_CONFIG_INVALID", "JETFN_DB_POOL must be at least 1");

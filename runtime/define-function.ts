@@ -1,9 +1,9 @@
 import type { PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import type { Logger } from "pino";
 import type { z } from "zod";
-import { parseDuration, type Duration } from "./duration";
+import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
-import { resolveRetryPolicy, type ResolvedRetryPolicy, type RetryOptions } from "./retry-policy";
+import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "./retry-policy";
 
 /** Drizzle database bound to one invocation's transaction. */
 export type InvocationDatabase = PostgresJsDatabase<Record<string, never>>;
@@ -54,10 +54,7 @@ export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType 
   concurrency?: number;
   /** One line shown by `jetfn ls` and service discovery. */
   description?: string;
-  handler(
-    input: z.output<Input>,
-    ctx: FunctionContext,
-  ): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
+  handler(input: z.output<Input>, ctx: FunctionContext): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
 }
 
 /** Marker carried by every definition; a string so copies of the runtime recognise each other. */
@@ -76,11 +73,8 @@ export interface FunctionDefinition<
 export type InputOf<F> = F extends FunctionDefinition<infer I, z.ZodType | undefined> ? z.input<I> : never;
 
 /** Result type of a function definition, as callers receive it. */
-export type OutputOf<F> = F extends FunctionDefinition<z.ZodType, infer O>
-  ? O extends z.ZodType
-    ? z.output<O>
-    : unknown
-  : never;
+export type OutputOf<F> =
+  F extends FunctionDefinition<z.ZodType, infer O> ? (O extends z.ZodType ? z.output<O> : unknown) : never;
 
 /**
  * Declares a function. The default export of a file under `functions/`.

@@ -120,9 +120,11 @@ class FolderDeployer implements Deployer {
     clearTimeout(this.#timers.get(file));
     const timer = setTimeout(() => {
       this.#timers.delete(file);
-      this.#queue = this.#queue.then(() => this.#reload(file)).catch((error: unknown) => {
-        this.#options.logger.error({ err: error, file }, "Redeploy failed unexpectedly.");
-      });
+      this.#queue = this.#queue
+        .then(() => this.#reload(file))
+        .catch((error: unknown) => {
+          this.#options.logger.error({ err: error, file }, "Redeploy failed unexpectedly.");
+        });
     }, this.#options.debounceMs ?? 25);
     this.#timers.set(file, timer);
   }
@@ -163,7 +165,8 @@ class FolderDeployer implements Deployer {
     const name = functionNameFromPath(this.#options.functionsDir, file);
     const previous = this.#registry.byFile(file);
     try {
-      if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_INVALID", `${file}: ${describeInvalidName(name)}`);
+      if (!isValidFunctionName(name))
+        throw new JetfnError("E_FUNCTION_INVALID", `${file}: ${describeInvalidName(name)}`);
       if (!result.ok) throw result.error;
       const holder = this.#registry.get(name);
       if (holder && holder.file !== file) {
@@ -210,10 +213,12 @@ class FolderDeployer implements Deployer {
 
 /** Every deployable file under `root`, recursively, sorted. A missing folder holds no functions. */
 export async function listFunctionFiles(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === "ENOENT") return [];
-    throw error;
-  });
+  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return [];
+      throw error;
+    },
+  );
   return entries
     .filter((entry) => entry.isFile())
     .map((entry) => path.join(entry.parentPath ?? (entry as unknown as { path: string }).path, entry.name))

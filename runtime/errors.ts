@@ -1,4 +1,4 @@
-import { parseDuration, type Duration } from "./duration";
+import { type Duration, parseDuration } from "./duration";
 
 /**
  * Stable error codes. Once released, a code never changes meaning; each has a row in docs/errors.md.

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
-import type { FunctionContext, ResolvedFunction } from "./define-function";
 import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
+import type { FunctionContext, ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
@@ -10,7 +10,6 @@ import { isValidFunctionName } from "./function-name";
 import { invocationLogger } from "./logger";
 import type { RequestedJob } from "./nats/publish-job";
 import { parseInput, parseOutput } from "./validation";
-
 
 /** What one invocation needs to know. */
 export interface InvocationRequest {
@@ -89,7 +88,10 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
 function watchDeadline(controller: AbortController, fn: ResolvedFunction, shutdown: AbortSignal): () => void {
   const timer = setTimeout(() => {
     controller.abort(
-      new JetfnError("E_HANDLER_TIMEOUT", `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`),
+      new JetfnError(
+        "E_HANDLER_TIMEOUT",
+        `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`,
+      ),
     );
   }, fn.timeoutMs);
   const onShutdown = (): void =>

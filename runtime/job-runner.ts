@@ -1,7 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { ResolvedFunction } from "./define-function";
+import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
 import {
   completionStatement,
@@ -12,14 +12,14 @@ import {
   type StoredError,
   type SuccessRecorder,
 } from "./db/invocation-store";
-import type { DatabaseClient } from "./db/client";
+import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
 import { invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { jobIdentity } from "./job-identity";
-import { failureFields } from "./logger";
 import type { Limiter } from "./limiter";
+import { failureFields } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
 import { publishRequestedJobs } from "./nats/publish-job";
 import { doneSubject } from "./nats/subjects";
@@ -80,7 +80,10 @@ export async function runJob(
   const log = deps.logger.child({ fn: fn.name, invocationId: identity.id, attempt });
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
-    const error = new JetfnError("E_INPUT_INVALID", `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`);
+    const error = new JetfnError(
+      "E_INPUT_INVALID",
+      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`,
+    );
     return bury(deps, record, message, error, log);
   }
   let input: unknown;
@@ -144,8 +147,7 @@ async function attemptJob(
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
     const applied =
-      outcome.committed ||
-      (await whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result)));
+      outcome.committed || (await whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result)));
     message.ack();
     if (!applied) {
       log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");

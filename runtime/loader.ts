@@ -157,7 +157,8 @@ function describeBuildFailure(file: string, error: unknown): JetfnError {
   const failure = error as { errors?: esbuild.Message[] };
   const first = failure.errors?.[0];
   if (first) {
-    const where = first.location ? `${first.location.file}:${first.location.line}:${first.location.column + 1}` : file;
+    const location = first.location;
+    const where = location ? `${path.resolve(location.file)}:${location.line}:${location.column + 1}` : file;
     return new JetfnError("E_FUNCTION_LOAD_FAILED", `${where}: ${first.text}`, { cause: error });
   }
   return new JetfnError("E_FUNCTION_LOAD_FAILED", `${file}: ${(error as Error).message ?? String(error)}`, {

@@ -1,4 +1,4 @@
-import { parseDuration, type Duration } from "./duration";
+import { type Duration, parseDuration } from "./duration";
 
 /** How often a failed job is tried again, and how long to wait between attempts. */
 export interface RetryOptions {

@@ -2,11 +2,11 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
-import type { ResolvedFunction } from "./define-function";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
 import { assertMigrated, migrate } from "./db/migrate";
-import { createDeployer, type DeploymentChange, type Deployer } from "./deployer";
+import type { ResolvedFunction } from "./define-function";
+import { createDeployer, type Deployer, type DeploymentChange } from "./deployer";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { type JobRunnerDependencies, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
@@ -56,7 +56,9 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   const config = resolveConfig(options);
   const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
   if (!config.databaseUrl) {
-    throw new Error("startRuntime needs a database URL; `jetfn dev` starts an embedded Postgres when DATABASE_URL is unset");
+    throw new Error(
+      "startRuntime needs a database URL; `jetfn dev` starts an embedded Postgres when DATABASE_URL is unset",
+    );
   }
   const database = connectDatabase({ url: config.databaseUrl, poolSize: config.databasePoolSize });
   try {
@@ -211,10 +213,17 @@ class ServingRuntime implements Runtime {
     if (!worker) return this.#deploy(next);
     worker.fn = next;
     worker.limiter.capacity = next.concurrency;
-    if (previous.timeoutMs !== next.timeoutMs || previous.retry !== next.retry || previous.description !== next.description) {
+    if (
+      previous.timeoutMs !== next.timeoutMs ||
+      previous.retry !== next.retry ||
+      previous.description !== next.description
+    ) {
       await this.#ensureConsumer(next);
     }
-    this.logger.info({ fn: next.name, version: next.version, previousVersion: previous.version }, `Redeployed ${next.name}.`);
+    this.logger.info(
+      { fn: next.name, version: next.version, previousVersion: previous.version },
+      `Redeployed ${next.name}.`,
+    );
   }
 
   #undeploy(fn: ResolvedFunction): void {
@@ -232,7 +241,10 @@ class ServingRuntime implements Runtime {
     try {
       await ensureFunctionConsumer(this.#manager as JetStreamManager, this.config.streamName, fn);
     } catch (error) {
-      this.logger.error({ err: error, fn: fn.name }, "Could not create or update the function's consumer; retrying while pulling.");
+      this.logger.error(
+        { err: error, fn: fn.name },
+        "Could not create or update the function's consumer; retrying while pulling.",
+      );
     }
   }
 
@@ -251,14 +263,18 @@ class ServingRuntime implements Runtime {
       this.logger.warn("Grace period over; aborting invocations still running (their jobs will be delivered again).");
       this.#aborting.abort();
     }, this.config.shutdownGraceMs);
-    await this.#deployer.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing the watcher failed."));
+    await this.#deployer
+      .close()
+      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the watcher failed."));
     await Promise.allSettled([
       this.#callServer?.close(),
       ...[...this.#workers.values()].map((worker) => worker.puller.stop()),
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
-    await this.#successes.flush().catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
+    await this.#successes
+      .flush()
+      .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
     this.#statusApi?.unsubscribe();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));

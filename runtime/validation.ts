@@ -19,9 +19,13 @@ export function parseOutput(schema: z.ZodType | undefined, value: unknown, fn: s
   if (!schema) return value;
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  throw new JetfnError("E_OUTPUT_INVALID", `${fn} returned a result its output schema refuses: ${summarise(parsed.error.issues)}`, {
-    issues: toIssues(parsed.error.issues),
-  });
+  throw new JetfnError(
+    "E_OUTPUT_INVALID",
+    `${fn} returned a result its output schema refuses: ${summarise(parsed.error.issues)}`,
+    {
+      issues: toIssues(parsed.error.issues),
+    },
+  );
 }
 
 /** Parses a message body as JSON; an empty body is `undefined`. */

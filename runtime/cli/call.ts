@@ -2,7 +2,11 @@ import { createClient } from "../client";
 import { printJson, readJsonArgument } from "./output";
 
 /** `jetfn call <fn> [json]`: request-reply; prints the JSON result. */
-export async function callCommand(name: string, json: string | undefined, options: { timeout?: string }): Promise<void> {
+export async function callCommand(
+  name: string,
+  json: string | undefined,
+  options: { timeout?: string },
+): Promise<void> {
   const input = await readJsonArgument(json);
   const client = await createClient();
   try {

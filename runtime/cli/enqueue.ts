@@ -13,7 +13,11 @@ export interface EnqueueCommandOptions {
 }
 
 /** `jetfn enqueue <fn> [json] [--wait]`: stores a job and prints its id (and, with --wait, its result). */
-export async function enqueueCommand(name: string, json: string | undefined, options: EnqueueCommandOptions): Promise<void> {
+export async function enqueueCommand(
+  name: string,
+  json: string | undefined,
+  options: EnqueueCommandOptions,
+): Promise<void> {
   const input = await readJsonArgument(json);
   const client = await createClient();
   try {
@@ -27,7 +31,10 @@ export async function enqueueCommand(name: string, json: string | undefined, opt
     const view = await waitForJob(client, job.id, parseDuration(options.timeout ?? "1h"));
     if (view.status !== "succeeded") {
       const last = view.error as { message?: string } | undefined;
-      throw new JetfnError("E_HANDLER_FAILED", `job ${job.id} is ${view.status}: ${last?.message ?? "no error recorded"}`);
+      throw new JetfnError(
+        "E_HANDLER_FAILED",
+        `job ${job.id} is ${view.status}: ${last?.message ?? "no error recorded"}`,
+      );
     }
     printJson(options.json ? view : view.result);
   } finally {

@@ -12,12 +12,16 @@ const program = new Command("jetfn")
 
 program
   .command("dev")
-  .description("run the runtime for development: watch functions/, readable logs, embedded Postgres and NATS when missing")
+  .description(
+    "run the runtime for development: watch functions/, readable logs, embedded Postgres and NATS when missing",
+  )
   .action(() => serve({ development: true }));
 
 program
   .command("start")
-  .description("run the runtime for production: JSON logs, DATABASE_URL and NATS_URL required, migrations must be applied")
+  .description(
+    "run the runtime for production: JSON logs, DATABASE_URL and NATS_URL required, migrations must be applied",
+  )
   .action(() => serve({ development: false }));
 
 program

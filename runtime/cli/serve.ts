@@ -17,7 +17,9 @@ export async function serve(mode: ServeMode): Promise<void> {
   const started: StartedService[] = [];
   const stopStarted = async (): Promise<void> => {
     for (const service of started.reverse()) {
-      await service.stop().catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
+      await service
+        .stop()
+        .catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
     }
   };
   try {

@@ -1,10 +1,14 @@
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "../config";
 import { findEmbeddedPostgres, startEmbeddedPostgres } from "../db/embedded-postgres";
 import { JetfnError } from "../errors";
 import { redactUrl } from "../logger";
 import { isNatsReachable, startLocalNatsServer } from "../nats/local-server";
+
+/** The repository's nats.conf, used when `dev` has to start a NATS server itself. */
+export const NATS_CONFIG_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../nats.conf");
 
 /** Something started for this process that must be stopped when it exits. */
 export interface StartedService {
@@ -48,8 +52,8 @@ export async function ensureNats(
   if (!startIfMissing) {
     throw new JetfnError("E_UNAVAILABLE", `no NATS server answers at ${config.natsUrl}; start one or set NATS_URL`);
   }
-  const configFile = path.resolve("nats.conf");
-  const server = await startLocalNatsServer(configFile, config.natsUrl, logger);
-  logger.info({ pid: server.pid, config: configFile }, "Started a local nats-server.");
+  // nats.conf keeps its store under .jetfn/ relative to where the server runs.
+  const server = await startLocalNatsServer(NATS_CONFIG_FILE, config.natsUrl, path.dirname(config.stateDir), logger);
+  logger.info({ pid: server.pid, config: NATS_CONFIG_FILE, url: config.natsUrl }, "Started a local nats-server.");
   started.push({ name: "nats-server", stop: () => server.stop() });
 }

@@ -21,7 +21,8 @@ export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
   if (view.status === "pending") lines.push("not started yet (or no runtime has seen this id)");
   lines.push(`attempts: ${view.attempts}`);
-  if (view.progress) lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);
+  if (view.progress)
+    lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);
   if (view.startedAt && view.finishedAt) {
     lines.push(`took: ${formatDuration(Date.parse(view.finishedAt) - Date.parse(view.startedAt))} (last attempt)`);
   }

@@ -18,11 +18,16 @@ export async function waitForJob(client: JetfnClient, id: string, timeoutMs: num
       const view = await client.status(id);
       if (view.status === "succeeded" || view.status === "dead" || view.status === "dropped") return view;
       if (draw && view.progress) {
-        process.stderr.write(`\r${progressLine(view.progress.done, view.progress.total, Date.now() - started)}\u001b[K`);
+        process.stderr.write(
+          `\r${progressLine(view.progress.done, view.progress.total, Date.now() - started)}\u001b[K`,
+        );
         shown = true;
       }
       if (Date.now() - started > timeoutMs) {
-        throw new JetfnError("E_HANDLER_TIMEOUT", `job ${id} is still ${view.status} after ${timeoutMs}ms; it keeps running`);
+        throw new JetfnError(
+          "E_HANDLER_TIMEOUT",
+          `job ${id} is still ${view.status} after ${timeoutMs}ms; it keeps running`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }

@@ -41,7 +41,11 @@ export async function assertDatabaseReachable(client: DatabaseClient): Promise<v
   try {
     await client.sql`select 1`;
   } catch (error) {
-    const { host, port, database } = client.sql.options as unknown as { host: string[]; port: number[]; database: string };
+    const { host, port, database } = client.sql.options as unknown as {
+      host: string[];
+      port: number[];
+      database: string;
+    };
     throw new JetfnError(
       "E_DATABASE_UNAVAILABLE",
       `cannot reach Postgres at ${host.join(",")}:${port.join(",")}/${database}: ${(error as Error).message}`,

@@ -118,7 +118,18 @@ async function initialise(binaries: Binaries, dataDir: string, owner: Owner): Pr
 
 async function startServer(binaries: Binaries, dataDir: string, port: number, owner: Owner): Promise<void> {
   const options = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`;
-  await runAs(owner, binaries.pg_ctl, ["start", "-D", dataDir, "-w", "-t", "60", "-l", path.join(dataDir, "server.log"), "-o", options]);
+  await runAs(owner, binaries.pg_ctl, [
+    "start",
+    "-D",
+    dataDir,
+    "-w",
+    "-t",
+    "60",
+    "-l",
+    path.join(dataDir, "server.log"),
+    "-o",
+    options,
+  ]);
 }
 
 /** Port of a server already running on `dataDir` (from postmaster.pid), if its process lives. */
@@ -150,10 +161,17 @@ async function runAs(owner: Owner, file: string, args: string[]): Promise<void> 
     await run(file, args, { ...owner, env: { ...process.env, LC_ALL: "C" } });
   } catch (error) {
     const failure = error as { stderr?: string; message: string };
+    const detail = (failure.stderr || failure.message).trim();
+    const hint =
+      owner.uid !== undefined && detail.includes("Permission denied")
+        ? " (the embedded Postgres runs as the `postgres` user, which must be able to enter every folder above .jetfn/: chmod o+x them, or set DATABASE_URL)"
+        : "";
     throw new JetfnError(
       "E_DATABASE_UNAVAILABLE",
-      `embedded Postgres: ${path.basename(file)} failed: ${(failure.stderr || failure.message).trim()}`,
-      { cause: error },
+      `embedded Postgres: ${path.basename(file)} failed: ${detail}${hint}`,
+      {
+        cause: error,
+      },
     );
   }
 }

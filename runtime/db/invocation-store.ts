@@ -191,7 +191,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
       });
     },
     async flush() {
-      while (inFlight) await inFlight;
+      while (inFlight !== undefined) await inFlight;
     },
   };
 }

@@ -183,4 +183,3 @@ class LazyQuery implements PromiseLike<unknown> {
     return this.then(undefined, onRejected);
   }
 }
-

@@ -65,7 +65,10 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
   const name = message.subject.slice(CALL_PREFIX.length);
   const maxPayload = options.nc.info?.max_payload ?? 1_048_576;
   if (!message.reply) {
-    options.logger.warn({ subject: message.subject }, "Ignored a call without a reply subject; publish to fn.job.<name> for fire-and-forget.");
+    options.logger.warn(
+      { subject: message.subject },
+      "Ignored a call without a reply subject; publish to fn.job.<name> for fire-and-forget.",
+    );
     return;
   }
   const target = options.lookup(name);
@@ -118,7 +121,10 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
       final: true,
     });
     replyError(message, statusFor(error), error, invocationId);
-    outcome.log.warn({ outcome: "failed", kind: "call", durationMs, ...failureFields(error) }, `Call failed: ${error.message}`);
+    outcome.log.warn(
+      { outcome: "failed", kind: "call", durationMs, ...failureFields(error) },
+      `Call failed: ${error.message}`,
+    );
   } finally {
     release();
   }

@@ -122,7 +122,10 @@ class WindowedPuller implements JobPuller {
     const handling = this.#options
       .handle(message)
       .catch((error: unknown) => {
-        this.#options.logger.error({ err: error, fn: this.#options.fn, seq: message.seq }, "A job could not be handled.");
+        this.#options.logger.error(
+          { err: error, fn: this.#options.fn, seq: message.seq },
+          "A job could not be handled.",
+        );
       })
       .finally(() => {
         this.#held.delete(message);

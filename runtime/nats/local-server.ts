@@ -21,11 +21,20 @@ export async function isNatsReachable(url: string, user?: string, password?: str
 }
 
 /**
- * Starts `nats-server -c <configFile>` as a child and waits until it answers at `url`. It runs in
- * its own process group, so Ctrl-C reaches only the runtime, which drains first and then stops it.
+ * Starts `nats-server -c <configFile>` in `cwd` (the config's relative store_dir resolves there),
+ * listening where `url` points, and waits until it answers. It runs in its own process group, so
+ * Ctrl-C reaches only the runtime, which drains first and then stops it.
  */
-export async function startLocalNatsServer(configFile: string, url: string, logger: Logger): Promise<LocalNatsServer> {
-  const child = spawn("nats-server", ["-c", configFile], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+export async function startLocalNatsServer(
+  configFile: string,
+  url: string,
+  cwd: string,
+  logger: Logger,
+): Promise<LocalNatsServer> {
+  const { hostname, port } = new URL(url.split(",")[0] as string);
+  const args = ["-c", configFile, "-a", hostname, "-p", port || "4222"];
+  const child = spawn("nats-server", args, { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const recent: string[] = [];
   const failed = new Promise<never>((_, reject) => {
     child.once("error", (error: NodeJS.ErrnoException) => {
       reject(
@@ -37,9 +46,11 @@ export async function startLocalNatsServer(configFile: string, url: string, logg
           : error,
       );
     });
-    child.once("exit", (code) => reject(new JetfnError("E_UNAVAILABLE", `nats-server exited at start with code ${code}; see its log above`)));
+    child.once("exit", (code) =>
+      reject(new JetfnError("E_UNAVAILABLE", `nats-server exited at start with code ${code}: ${recent.join(" | ")}`)),
+    );
   });
-  forwardOutput(child, logger);
+  forwardOutput(child, logger, recent);
   const deadline = Date.now() + 10_000;
   const ready = (async () => {
     while (Date.now() < deadline) {
@@ -61,12 +72,18 @@ export async function startLocalNatsServer(configFile: string, url: string, logg
   };
 }
 
-function forwardOutput(child: ChildProcess, logger: Logger): void {
+/** Logs the server's output at debug level, keeping the last lines for an error message. */
+function forwardOutput(child: ChildProcess, logger: Logger, recent: string[]): void {
   const log = logger.child({ service: "nats-server" });
   for (const stream of [child.stdout, child.stderr]) {
     stream?.setEncoding("utf8");
     stream?.on("data", (chunk: string) => {
-      for (const line of chunk.split("\n")) if (line.trim()) log.debug(line.trim());
+      for (const line of chunk.split("\n")) {
+        if (!line.trim()) continue;
+        log.debug(line.trim());
+        recent.push(line.trim());
+        if (recent.length > 3) recent.shift();
+      }
     });
   }
 }

@@ -1,5 +1,5 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { PROGRESS_BUCKET } from "./subjects";
 
@@ -95,7 +95,7 @@ class KvProgressBoard implements ProgressBoard {
 
   async get(id: string): Promise<ProgressEntry | undefined> {
     const entry = await this.#kv.get(id);
-    if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+    if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
     return entry.json<ProgressEntry>();
   }
 

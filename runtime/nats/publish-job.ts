@@ -76,7 +76,10 @@ export async function publishRequestedJobs(
     try {
       await publishJob(js, job.functionName, job.input, { id: job.id, maxPayload });
     } catch (error) {
-      log.error({ err: error, target: job.functionName, jobId: job.id }, "Could not enqueue a job requested by this invocation.");
+      log.error(
+        { err: error, target: job.functionName, jobId: job.id },
+        "Could not enqueue a job requested by this invocation.",
+      );
     }
   }
 }

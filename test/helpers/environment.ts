@@ -4,7 +4,7 @@ import { createClient, type JetfnClient } from "../../runtime/client";
 import { type Runtime, type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "./database";
 import { type CapturedLogger, captureLogs } from "./logs";
-import { startNatsServer, type TestNatsServer } from "./nats-server";
+import { startNatsServer, type TestNatsOptions, type TestNatsServer } from "./nats-server";
 
 /** The fixture functions shared by the integration tests. */
 export const FIXTURE_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/functions");
@@ -21,8 +21,8 @@ export interface TestEnvironment {
 }
 
 /** Starts NATS and a database for one test file. */
-export async function createTestEnvironment(): Promise<TestEnvironment> {
-  const [nats, database] = await Promise.all([startNatsServer(), createTestDatabase()]);
+export async function createTestEnvironment(natsOptions: TestNatsOptions = {}): Promise<TestEnvironment> {
+  const [nats, database] = await Promise.all([startNatsServer(natsOptions), createTestDatabase()]);
   const runtimes: Runtime[] = [];
   const clients: JetfnClient[] = [];
   return {
@@ -32,6 +32,8 @@ export async function createTestEnvironment(): Promise<TestEnvironment> {
       const logs = captureLogs();
       const runtime = await startRuntime({
         natsUrl: nats.url,
+        natsUser: natsOptions.user,
+        natsPassword: natsOptions.password,
         databaseUrl: database.url,
         functionsDir: FIXTURE_FUNCTIONS,
         logger: logs.logger,
@@ -43,7 +45,11 @@ export async function createTestEnvironment(): Promise<TestEnvironment> {
       return Object.assign(runtime, { logs });
     },
     async client() {
-      const client = await createClient({ natsUrl: nats.url });
+      const client = await createClient({
+        natsUrl: nats.url,
+        natsUser: natsOptions.user,
+        natsPassword: natsOptions.password,
+      });
       clients.push(client);
       return client;
     },
@@ -56,7 +62,10 @@ export async function createTestEnvironment(): Promise<TestEnvironment> {
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {

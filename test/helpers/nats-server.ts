@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -15,12 +15,27 @@ export interface TestNatsServer {
   stop(): Promise<void>;
 }
 
-/** Starts `nats-server -js` on loopback; extra arguments are passed through (e.g. `-c file`). */
-export async function startNatsServer(extraArgs: string[] = []): Promise<TestNatsServer> {
+/** Options of a test nats-server. */
+export interface TestNatsOptions {
+  /** Server configuration text (e.g. authorization); listen address and store come from flags. */
+  config?: string;
+  /** Credentials the readiness probe uses when the config requires them. */
+  user?: string;
+  password?: string;
+}
+
+/** Starts `nats-server -js` on loopback, on a free port with a temporary store. */
+export async function startNatsServer(options: TestNatsOptions = {}): Promise<TestNatsServer> {
   const port = await freePort();
   const storeDir = await mkdtemp(path.join(tmpdir(), "jetfn-nats-"));
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir, ...extraArgs];
-  let child = await launch(args, port);
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir];
+  if (options.config) {
+    const file = path.join(storeDir, "test.conf");
+    await writeFile(file, options.config);
+    args.push("-c", file);
+  }
+  const probe = { user: options.user, pass: options.password };
+  let child = await launch(args, port, probe);
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
@@ -29,7 +44,7 @@ export async function startNatsServer(extraArgs: string[] = []): Promise<TestNat
     },
     async restart() {
       await terminate(child);
-      child = await launch(args, port);
+      child = await launch(args, port, probe);
     },
     async stop() {
       await terminate(child);
@@ -38,13 +53,13 @@ export async function startNatsServer(extraArgs: string[] = []): Promise<TestNat
   };
 }
 
-async function launch(args: string[], port: number): Promise<ChildProcess> {
+async function launch(args: string[], port: number, auth: { user?: string; pass?: string }): Promise<ChildProcess> {
   const child = spawn(natsServerBinary(), args, { stdio: "ignore" });
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`nats-server exited with code ${child.exitCode}`);
     try {
-      const probe = await connect({ servers: `127.0.0.1:${port}`, reconnect: false, timeout: 500 });
+      const probe = await connect({ servers: `127.0.0.1:${port}`, reconnect: false, timeout: 500, ...auth });
       await probe.close();
       return child;
     } catch {

@@ -86,7 +86,10 @@ describe("deploying by file", () => {
 
   it("undeploys a deleted file; its queued jobs wait untouched until it returns", async () => {
     await unlink(path.join(dir, "added.ts"));
-    await eventually(async () => (await client.call("added", {}).catch((error: { code: string }) => error.code)) === "E_FUNCTION_NOT_FOUND");
+    await eventually(
+      async () =>
+        (await client.call("added", {}).catch((error: { code: string }) => error.code)) === "E_FUNCTION_NOT_FOUND",
+    );
     const job = await client.enqueue("added", {});
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect((await client.status(job.id)).status).toBe("pending");
@@ -96,7 +99,9 @@ describe("deploying by file", () => {
 
   it("deploys a fixed file that was broken at start", async () => {
     await writeFile(path.join(dir, "throws.ts"), versionSource("fixed"));
-    await expect(eventually(() => client.call("throws", {}).catch(() => undefined))).resolves.toEqual({ version: "fixed" });
+    await expect(eventually(() => client.call("throws", {}).catch(() => undefined))).resolves.toEqual({
+      version: "fixed",
+    });
   });
 
   it("redeploys a function when a helper it imports changes", async () => {
@@ -105,7 +110,9 @@ describe("deploying by file", () => {
       path.join(dir, "uses-helper.ts"),
       'import { defineFunction, z } from "jetfn";\nimport { word } from "./_helper";\nexport default defineFunction({ input: z.object({}), async handler() { return { word }; } });\n',
     );
-    await expect(eventually(() => client.call("uses-helper", {}).catch(() => undefined))).resolves.toEqual({ word: "alpha" });
+    await expect(eventually(() => client.call("uses-helper", {}).catch(() => undefined))).resolves.toEqual({
+      word: "alpha",
+    });
     expect(runtime.registry.names()).not.toContain("_helper");
     await writeFile(path.join(dir, "_helper.ts"), 'export const word = "beta";\n');
     await eventually(async () => ((await client.call("uses-helper", {})) as { word: string }).word === "beta");

@@ -38,7 +38,12 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
   it("runs a job, commits its writes with its record, and keeps the result by id", async () => {
     const job = await client.enqueue("insert-item", { name: "first" });
     const view = await finished(job.id);
-    expect(view).toMatchObject({ status: "succeeded", function: "insert-item", attempts: 1, result: { inserted: "first" } });
+    expect(view).toMatchObject({
+      status: "succeeded",
+      function: "insert-item",
+      attempts: 1,
+      result: { inserted: "first" },
+    });
     expect(await itemsNamed("first")).toEqual([{ attempt: 1, invocation: job.id }]);
   });
 
@@ -66,8 +71,14 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
       const js = jetstream(nc);
       const header = headers();
       header.set("Jetfn-Id", "dedupe-0001");
-      const first = await js.publish("fn.job.insert-item", JSON.stringify({ name: "dedupe" }), { msgID: "dedupe-0001", headers: header });
-      const second = await js.publish("fn.job.insert-item", JSON.stringify({ name: "dedupe" }), { msgID: "dedupe-0001", headers: header });
+      const first = await js.publish("fn.job.insert-item", JSON.stringify({ name: "dedupe" }), {
+        msgID: "dedupe-0001",
+        headers: header,
+      });
+      const second = await js.publish("fn.job.insert-item", JSON.stringify({ name: "dedupe" }), {
+        msgID: "dedupe-0001",
+        headers: header,
+      });
       expect(first.duplicate).toBe(false);
       expect(second.duplicate).toBe(true);
       await finished("dedupe-0001");
@@ -116,7 +127,10 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
     const job = await client.enqueue("add", { a: 1 });
     const view = await finished(job.id);
     expect(view).toMatchObject({ status: "dead", attempts: 1 });
-    expect((view.errors as StoredError[])[0]).toMatchObject({ code: "E_INPUT_INVALID", issues: [expect.objectContaining({ path: ["b"] })] });
+    expect((view.errors as StoredError[])[0]).toMatchObject({
+      code: "E_INPUT_INVALID",
+      issues: [expect.objectContaining({ path: ["b"] })],
+    });
   });
 
   it("fails a body that is not JSON at once", async () => {
@@ -137,7 +151,10 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
     const job = await client.enqueue("sleep", { ms: 2_000 });
     const view = await finished(job.id, 15_000);
     expect(view).toMatchObject({ status: "dead", attempts: 2 });
-    expect((view.errors as StoredError[]).map((error) => error.code)).toEqual(["E_HANDLER_TIMEOUT", "E_HANDLER_TIMEOUT"]);
+    expect((view.errors as StoredError[]).map((error) => error.code)).toEqual([
+      "E_HANDLER_TIMEOUT",
+      "E_HANDLER_TIMEOUT",
+    ]);
   });
 
   it("honours RetryAfterError's delay instead of the policy's backoff", async () => {
@@ -189,7 +206,9 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
   it("logs every invocation's end with function, invocation id and attempt", async () => {
     const job = await client.enqueue("add", { a: 1, b: 1 });
     await finished(job.id);
-    const line = await eventually(() => runtime.logs.lines.find((entry) => entry.invocationId === job.id && entry.outcome));
+    const line = await eventually(() =>
+      runtime.logs.lines.find((entry) => entry.invocationId === job.id && entry.outcome),
+    );
     expect(line).toMatchObject({ fn: "add", attempt: 1, outcome: "succeeded" });
     expect(typeof line.durationMs).toBe("number");
   });

@@ -92,7 +92,9 @@ describe("request-reply on fn.call.<name>", () => {
     const bad = await plain.request("fn.call.add", "{not json", { timeout: 5_000 });
     expect(bad.headers?.get("Nats-Service-Error-Code")).toBe("400");
     expect(bad.headers?.get("Nats-Service-Error")).toContain("not valid JSON");
-    expect(bad.json()).toEqual({ error: { code: "E_INPUT_INVALID", message: expect.stringContaining("not valid JSON") } });
+    expect(bad.json()).toEqual({
+      error: { code: "E_INPUT_INVALID", message: expect.stringContaining("not valid JSON") },
+    });
 
     const missing = await plain.request("fn.call.nope", "{}", { timeout: 5_000 });
     expect(missing.headers?.get("Nats-Service-Error-Code")).toBe("404");

@@ -27,7 +27,13 @@ export default defineFunction({
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "jetfn-memory-"));
   await writeFile(path.join(dir, "heavy.ts"), source(0));
-  deployer = createDeployer({ functionsDir: dir, watch: true, logger: captureLogs(process.env.TEST_LOGS ? "debug" : "warn").logger, events, debounceMs: 5 });
+  deployer = createDeployer({
+    functionsDir: dir,
+    watch: true,
+    logger: captureLogs(process.env.TEST_LOGS ? "debug" : "warn").logger,
+    events,
+    debounceMs: 5,
+  });
   await deployer.start();
 });
 

@@ -1,0 +1,43 @@
+import { access, chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { type CliProcess, runCli, spawnCli } from "../helpers/cli";
+import { FIXTURE_FUNCTIONS } from "../helpers/environment";
+import { freePort } from "../helpers/free-port";
+
+let cwd: string;
+let dev: CliProcess;
+let cliEnv: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  cwd = await mkdtemp(path.join(tmpdir(), "jetfn-dev-"));
+  // The embedded Postgres runs as the `postgres` user when tests run as root: it must enter cwd.
+  await chmod(cwd, 0o755);
+  const port = await freePort();
+  // No DATABASE_URL and nothing listening at NATS_URL: dev must bring up both itself.
+  cliEnv = { NATS_URL: `nats://127.0.0.1:${port}`, DATABASE_URL: "", JETFN_FUNCTIONS: FIXTURE_FUNCTIONS };
+  dev = spawnCli(["dev"], cliEnv, { cwd });
+  await dev.waitFor("Runtime ready", 60_000);
+}, 90_000);
+
+afterAll(async () => {
+  await dev?.stop("SIGKILL");
+  await rm(cwd, { recursive: true, force: true });
+});
+
+it("dev starts an embedded Postgres and a local nats-server, serves, and stops both on Ctrl-C", async () => {
+  expect(dev.output()).toContain("Started a local nats-server.");
+  expect(dev.output()).toContain("Using the embedded Postgres.");
+  const call = await runCli(["call", "add", '{"a": 1, "b": 2}'], cliEnv);
+  expect(JSON.parse(call.stdout)).toEqual({ sum: 3 });
+  // Other commands find the embedded database while dev runs.
+  const enqueued = await runCli(["enqueue", "add", '{"a": 5, "b": 5}', "--wait"], cliEnv);
+  expect(JSON.parse(enqueued.stdout)).toEqual({ sum: 10 });
+
+  expect(await dev.stop("SIGINT")).toBe(0);
+  expect(dev.output()).toContain("Runtime stopped.");
+  await expect(connect({ servers: cliEnv.NATS_URL, reconnect: false, timeout: 1_000 })).rejects.toThrow();
+  await expect(access(path.join(cwd, ".jetfn/postgres/postmaster.pid"))).rejects.toThrow();
+}, 60_000);
