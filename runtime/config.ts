@@ -29,6 +29,11 @@ export interface RuntimeOptions {
   duplicateWindow?: Duration;
   /** How long shutdown waits for in-flight invocations before aborting them. @default process.env.JETFN_SHUTDOWN_GRACE ?? "30s" */
   shutdownGrace?: Duration;
+  /**
+   * Longest JetStream waits for a job's ack before giving it to another runtime (a crashed
+   * runtime's jobs come back after this). @default process.env.JETFN_MAX_ACK_WAIT ?? "10s"
+   */
+  maxAckWait?: Duration;
   /** Postgres connections per runtime process. @default process.env.JETFN_DB_POOL ?? 20 */
   databasePoolSize?: number;
   /** Queue group shared by all runtimes answering `fn.call.*`. @default "jetfn" */
@@ -50,6 +55,7 @@ export interface ResolvedConfig {
   readonly jobRetentionMs: number;
   readonly duplicateWindowMs: number;
   readonly shutdownGraceMs: number;
+  readonly maxAckWaitMs: number;
   readonly databasePoolSize: number;
   readonly queueGroup: string;
 }
@@ -62,6 +68,7 @@ export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
 export const DEFAULT_JOB_RETENTION: Duration = "7d";
 export const DEFAULT_DUPLICATE_WINDOW: Duration = "2m";
 export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
+export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -87,6 +94,10 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     shutdownGraceMs: duration(
       "JETFN_SHUTDOWN_GRACE",
       options.shutdownGrace ?? nonEmpty(env.JETFN_SHUTDOWN_GRACE) ?? DEFAULT_SHUTDOWN_GRACE,
+    ),
+    maxAckWaitMs: duration(
+      "JETFN_MAX_ACK_WAIT",
+      options.maxAckWait ?? nonEmpty(env.JETFN_MAX_ACK_WAIT) ?? DEFAULT_MAX_ACK_WAIT,
     ),
     databasePoolSize:
       options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,

@@ -23,8 +23,7 @@ export interface ResolvedRetryPolicy {
 export const DEFAULT_ATTEMPTS = 3;
 export const DEFAULT_BACKOFF: readonly Duration[] = ["1s", "10s", "1m"];
 export const MAX_ATTEMPTS = 1_000;
-/** JetStream's ack wait is capped so a crashed runtime's jobs come back within seconds. */
-export const MAX_ACK_WAIT_MS = 10_000;
+/** Shortest ack wait JetStream is given; in-progress pings go out at a third of it. */
 export const MIN_ACK_WAIT_MS = 1_000;
 
 /** Validates and resolves retry options; throws a TypeError naming the bad field. */
@@ -52,9 +51,12 @@ export function backoffDelay(policy: ResolvedRetryPolicy, failedAttempt: number)
   return policy.backoffMs[index] as number;
 }
 
-/** Ack wait for a function's consumer: the timeout, clamped so lost jobs come back quickly. */
-export function ackWaitFor(timeoutMs: number): number {
-  return Math.min(Math.max(timeoutMs, MIN_ACK_WAIT_MS), MAX_ACK_WAIT_MS);
+/**
+ * Ack wait for a function's consumer: its timeout, capped at `maxAckWaitMs` so a crashed runtime's
+ * jobs come back within seconds. Longer handlers keep their lease with in-progress pings.
+ */
+export function ackWaitFor(timeoutMs: number, maxAckWaitMs: number): number {
+  return Math.max(Math.min(timeoutMs, maxAckWaitMs), MIN_ACK_WAIT_MS);
 }
 
 /**

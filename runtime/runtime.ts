@@ -197,7 +197,7 @@ class ServingRuntime implements Runtime {
         fn: fn.name,
         // Twice the concurrency: the next jobs are already here when a slot frees up.
         window: () => worker.limiter.capacity * 2,
-        heartbeatMs: () => Math.max(250, Math.floor(ackWaitFor(worker.fn.timeoutMs) / 3)),
+        heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
         handle: (message) => runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message),
         recover: () => this.#ensureConsumer(worker.fn),
         logger: this.logger,
@@ -239,7 +239,12 @@ class ServingRuntime implements Runtime {
 
   async #ensureConsumer(fn: ResolvedFunction): Promise<void> {
     try {
-      await ensureFunctionConsumer(this.#manager as JetStreamManager, this.config.streamName, fn);
+      await ensureFunctionConsumer(
+        this.#manager as JetStreamManager,
+        this.config.streamName,
+        fn,
+        this.config.maxAckWaitMs,
+      );
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name },

@@ -23,8 +23,8 @@ export async function serve(mode: ServeMode): Promise<void> {
     }
   };
   try {
-    const databaseUrl = await resolveDatabaseUrl(base, logger, started, mode.development);
     await ensureNats(base, logger, started, mode.development);
+    const databaseUrl = await resolveDatabaseUrl(base, logger, started, mode.development);
     const runtime = await startRuntime({
       databaseUrl,
       watch: mode.development,

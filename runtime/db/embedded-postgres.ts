@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { access, chown, mkdir, readFile, writeFile } from "node:fs/promises";
+import { access, chmod, chown, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { userInfo } from "node:os";
 import path from "node:path";
@@ -32,6 +32,10 @@ export async function startEmbeddedPostgres(stateDir: string): Promise<EmbeddedP
   const binaries = await loadBinaries();
   const dataDir = path.join(stateDir, "postgres");
   const owner = await serverOwner();
+  // The state folder must stay traversable by the `postgres` user (nats-server may have created
+  // it private); only the data folder itself is private.
+  await mkdir(stateDir, { recursive: true });
+  if (owner.uid !== undefined) await chmod(stateDir, 0o755);
   if (!(await exists(path.join(dataDir, "PG_VERSION")))) await initialise(binaries, dataDir, owner);
   const running = await runningPort(dataDir);
   const port = running ?? (await freePort());
@@ -101,8 +105,6 @@ async function serverOwner(): Promise<Owner> {
 }
 
 async function initialise(binaries: Binaries, dataDir: string, owner: Owner): Promise<void> {
-  // The parent must stay traversable by the `postgres` user; only the data folder is private.
-  await mkdir(path.dirname(dataDir), { recursive: true });
   await mkdir(dataDir, { mode: 0o700 });
   if (owner.uid !== undefined) await chown(dataDir, owner.uid, owner.gid as number);
   await runAs(owner, binaries.initdb, [

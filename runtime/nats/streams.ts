@@ -48,14 +48,14 @@ export async function ensureJobStream(manager: JetStreamManager, settings: JobSt
 }
 
 /** The durable consumer settings a function's retry policy and timeout map to. */
-export function consumerConfigFor(fn: ResolvedFunction): Partial<ConsumerConfig> {
+export function consumerConfigFor(fn: ResolvedFunction, maxAckWaitMs: number): Partial<ConsumerConfig> {
   return {
     durable_name: consumerName(fn.name),
     description: fn.description || `jetfn function ${fn.name}`,
     filter_subject: jobSubject(fn.name),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
-    ack_wait: toNanos(ackWaitFor(fn.timeoutMs)),
+    ack_wait: toNanos(ackWaitFor(fn.timeoutMs, maxAckWaitMs)),
     max_deliver: maxDeliveriesFor(fn.retry),
     max_ack_pending: DEFAULT_MAX_ACK_PENDING,
   };
@@ -66,8 +66,9 @@ export async function ensureFunctionConsumer(
   manager: JetStreamManager,
   stream: string,
   fn: ResolvedFunction,
+  maxAckWaitMs: number,
 ): Promise<void> {
-  const wanted = consumerConfigFor(fn);
+  const wanted = consumerConfigFor(fn, maxAckWaitMs);
   const name = wanted.durable_name as string;
   const existing = await manager.consumers.info(stream, name).catch(() => undefined);
   if (!existing) {

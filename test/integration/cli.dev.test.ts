@@ -41,3 +41,16 @@ it("dev starts an embedded Postgres and a local nats-server, serves, and stops b
   await expect(connect({ servers: cliEnv.NATS_URL, reconnect: false, timeout: 1_000 })).rejects.toThrow();
   await expect(access(path.join(cwd, ".jetfn/postgres/postmaster.pid"))).rejects.toThrow();
 }, 60_000);
+
+it("dev names the fix when no NATS answers and nats-server is not installed", async () => {
+  const port = await freePort();
+  const result = await runCli(
+    ["dev"],
+    { ...cliEnv, NATS_URL: `nats://127.0.0.1:${port}`, PATH: path.dirname(process.execPath) },
+    { cwd },
+  );
+  expect(result.code).not.toBe(0);
+  expect(result.stderr).toContain(
+    "`nats-server` is not installed: install it (Debian: apt install nats-server) or set NATS_URL",
+  );
+});

@@ -59,26 +59,42 @@ describe("effectively-once database effects", () => {
   });
 
   it("lets only one of two overlapping attempts commit when the first loses its lease", async () => {
-    const lossy = await env.startRuntime({ natsUser: "lossy", natsPassword: "lossy-secret" });
-    const job = await client.enqueue("slow-first-attempt", { name: "fenced", firstAttemptMs: 12_000 });
-    // Attempt 1 starts on the lossy runtime; its in-progress pings never arrive.
-    await eventually(() => lossy.logs.lines.some((line) => line.invocationId === job.id) || undefined);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const healthy = await env.startRuntime();
-    // After the 10s ack wait, attempt 2 runs on the healthy runtime and commits first.
-    await eventually(async () => (await client.status(job.id)).status === "succeeded", 20_000);
+    // A 1s ack wait: the lossy runtime's lease on attempt 1 lapses while it still sleeps.
+    const lossy = await env.startRuntime({ natsUser: "lossy", natsPassword: "lossy-secret", maxAckWait: "1s" });
+    const job = await client.enqueue("slow-first-attempt", { name: "fenced", firstAttemptMs: 3_000 });
+    const started = new Set<string>();
+    lossy.events.on("invocation:start", (event) => started.add(event.invocationId));
+    await eventually(() => started.has(job.id));
+    const healthy = await env.startRuntime({ maxAckWait: "1s" });
+    // Attempt 2 runs on the healthy runtime and commits first.
+    await eventually(async () => (await client.status(job.id)).status === "succeeded");
     // Attempt 1 then finishes its sleep and tries to commit: the fence rolls it back.
-    const refused = await eventually(
-      () =>
-        lossy.logs.lines.find(
-          (line) => line.invocationId === job.id && String(line.msg).includes("rolled back its writes"),
-        ),
-      10_000,
+    const refused = await eventually(() =>
+      lossy.logs.lines.find(
+        (line) => line.invocationId === job.id && String(line.msg).includes("rolled back its writes"),
+      ),
     );
     expect(refused.attempt).toBe(1);
     expect(await rows("fenced")).toEqual([{ attempt: 2, invocation: job.id }]);
     await Promise.all([lossy.stop(), healthy.stop()]);
-  }, 45_000);
+  });
+
+  it("keeps the lease of a handler that runs longer than the ack wait (in-progress pings)", async () => {
+    const runtime = await env.startRuntime({ maxAckWait: "1s" });
+    const starts: number[] = [];
+    runtime.events.on("invocation:start", (event) => starts.push(event.attempt));
+    const job = await client.enqueue("sleepy-insert", { name: "long-lease", ms: 2_500 });
+    await eventually(async () => (await client.status(job.id)).status === "succeeded");
+    // Give a redelivery, had there been one, time to show up.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(starts).toEqual([1]);
+    expect(await rows("long-lease")).toEqual([{ attempt: 1, invocation: job.id }]);
+    const manager = await jetstreamManager(runtime.nats);
+    const info = await manager.consumers.info("JETFN_JOBS", "sleepy-insert");
+    expect(info.config.ack_wait).toBe(1_000_000_000);
+    expect(info.delivered.consumer_seq).toBe(1);
+    await runtime.stop();
+  });
 
   it("refuses a first delivery whose id already committed, rolling its writes back", async () => {
     const runtime = await env.startRuntime();

@@ -26,8 +26,9 @@ describe("retry policy", () => {
 
   it("maps onto JetStream: one spare delivery, ack wait clamped to bring lost jobs back quickly", () => {
     expect(maxDeliveriesFor(resolveRetryPolicy({ attempts: 5 }))).toBe(6);
-    expect(ackWaitFor(30_000)).toBe(10_000);
-    expect(ackWaitFor(3_000)).toBe(3_000);
-    expect(ackWaitFor(100)).toBe(1_000);
+    expect(ackWaitFor(30_000, 10_000)).toBe(10_000);
+    expect(ackWaitFor(3_000, 10_000)).toBe(3_000);
+    expect(ackWaitFor(100, 10_000)).toBe(1_000);
+    expect(ackWaitFor(5_000, 500)).toBe(1_000);
   });
 });
