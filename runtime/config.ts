@@ -38,6 +38,8 @@ export interface RuntimeOptions {
   databasePoolSize?: number;
   /** Queue group shared by all runtimes answering `fn.call.*`. @default "jetfn" */
   queueGroup?: string;
+  /** Postgres schemas whose tables are audited. @default process.env.JETFN_AUDIT_SCHEMAS ?? "public" */
+  auditSchemas?: string[];
 }
 
 /** Configuration with every value present and checked. */
@@ -58,6 +60,7 @@ export interface ResolvedConfig {
   readonly maxAckWaitMs: number;
   readonly databasePoolSize: number;
   readonly queueGroup: string;
+  readonly auditSchemas: readonly string[];
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -102,6 +105,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     databasePoolSize:
       options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
+    auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -123,6 +127,14 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+function list(value: string | undefined): string[] | undefined {
+  const items = value
+    ?.split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
+  return items && items.length > 0 ? items : undefined;
 }
 
 function duration(name: string, value: Duration): number {

@@ -2,6 +2,7 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
+import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
 import { assertMigrated, migrate } from "./db/migrate";
@@ -143,6 +144,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       shutdownSignal: this.#aborting.signal,
     };
+    await this.#coverAudit();
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     this.#callServer = startCallServer({
@@ -178,6 +180,8 @@ class ServingRuntime implements Runtime {
   }
 
   async #applyDeployment(change: DeploymentChange): Promise<void> {
+    // A deploy often comes with a new table; make sure it is audited before the code writes to it.
+    if (change.added.length + change.updated.length > 0) await this.#coverAudit();
     for (const fn of change.added) await this.#deploy(fn);
     for (const { previous, next } of change.updated) await this.#redeploy(previous, next);
     for (const fn of change.removed) this.#undeploy(fn);
@@ -235,6 +239,17 @@ class ServingRuntime implements Runtime {
     this.#retiring.add(retiring);
     void retiring.finally(() => this.#retiring.delete(retiring));
     this.logger.info({ fn: fn.name, file: fn.file }, `Undeployed ${fn.name}; its queued jobs wait for it to return.`);
+  }
+
+  /** Attaches the audit triggers to tables that lack them (where no event trigger does it). */
+  async #coverAudit(): Promise<void> {
+    try {
+      const attached = await ensureAuditCoverage(this.database.sql, this.config.auditSchemas);
+      if (attached > 0)
+        this.logger.info({ attached, schemas: this.config.auditSchemas }, "Audit triggers attached to new tables.");
+    } catch (error) {
+      this.logger.error({ err: error }, "Could not attach audit triggers; run `npx jetfn audit --check`.");
+    }
   }
 
   async #ensureConsumer(fn: ResolvedFunction): Promise<void> {

@@ -39,7 +39,7 @@ create index audit_log_time_brin on jetfn.audit_log using brin (logged_at);
 
 -- Creates the monthly partitions from `month_from` for `months` months.
 create function jetfn.ensure_audit_partitions(month_from date default date_trunc('month', now())::date, months integer default 3)
-returns void language plpgsql as $$
+returns void language plpgsql security definer set search_path = pg_catalog, jetfn as $$
 declare
   first_day date;
   partition_name text;
