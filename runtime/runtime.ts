@@ -2,6 +2,7 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
+import { type AuditSealer, startAuditSealer } from "./audit-sealer";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
@@ -105,6 +106,7 @@ class ServingRuntime implements Runtime {
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
   #stopped: Promise<void> | undefined;
+  #sealer: AuditSealer | undefined;
 
   constructor(config: ResolvedConfig, logger: Logger, database: DatabaseClient, nats: NatsConnection) {
     this.config = config;
@@ -145,6 +147,7 @@ class ServingRuntime implements Runtime {
       shutdownSignal: this.#aborting.signal,
     };
     await this.#coverAudit();
+    this.#sealer = startAuditSealer(this.database.sql, this.logger);
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     this.#callServer = startCallServer({
@@ -296,6 +299,7 @@ class ServingRuntime implements Runtime {
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
     this.#statusApi?.unsubscribe();
+    await this.#sealer?.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
     this.logger.info({ durationMs: Math.round(performance.now() - started) }, "Runtime stopped.");

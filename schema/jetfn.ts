@@ -24,3 +24,29 @@ export const invocations = jetfnSchema.table("invocations", {
   streamSeq: bigint("stream_seq", { mode: "number" }),
   retryOf: text("retry_of"),
 });
+
+/** One changed row (or one TRUNCATE), written by the audit triggers. Append-only for the runtime. */
+export const auditLog = jetfnSchema.table("audit_log", {
+  id: bigint("id", { mode: "number" }).notNull(),
+  loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
+  txid: bigint("txid", { mode: "number" }).notNull(),
+  function: text("function"),
+  invocationId: text("invocation_id"),
+  attempt: integer("attempt"),
+  dbUser: text("db_user").notNull(),
+  schemaName: text("schema_name").notNull(),
+  tableName: text("table_name").notNull(),
+  operation: text("operation").$type<"INSERT" | "UPDATE" | "DELETE" | "TRUNCATE">().notNull(),
+  pk: jsonb("pk"),
+  oldRow: jsonb("old_row"),
+  newRow: jsonb("new_row"),
+  changedColumns: text("changed_columns").array(),
+});
+
+/** Seals of the audit hash chain: each covers a range of rows and chains from the previous. */
+export const auditSeals = jetfnSchema.table("audit_seals", {
+  seq: bigint("seq", { mode: "number" }).primaryKey(),
+  sealedAt: timestamp("sealed_at", { withTimezone: true, mode: "string" }).notNull(),
+  rowCount: integer("row_count").notNull(),
+  hash: text("hash").notNull(),
+});

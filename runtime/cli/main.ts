@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { auditCommand } from "./audit";
 import { callCommand } from "./call";
 import { enqueueCommand } from "./enqueue";
 import { migrateCommand } from "./migrate";
@@ -50,6 +51,23 @@ program
   .option("--watch", "follow the job until it ends, drawing its progress")
   .option("--json", "print JSON")
   .action(statusCommand);
+
+program
+  .command("audit")
+  .description("the audit log, newest first; `audit <invocation-id>`, `audit verify`, `audit prune --older-than 90d`")
+  .argument("[target]", "an invocation id (its changes, by table), verify (the hash chain) or prune")
+  .option("--function <fn>", "changes made by this function")
+  .option("--outside", "changes made outside any function")
+  .option("--table <table>", "changes to this table (table or schema.table)")
+  .option("--invocation <id>", "changes made by this invocation")
+  .option("--row <pk>", "with --table: the history of one row (its key, or a JSON object of key columns)")
+  .option("--since <when>", "a duration ago (2h) or a time")
+  .option("--until <when>", "a duration ago or a time")
+  .option("--limit <n>", "at most this many changes", "50")
+  .option("--check", "list tables of the audited schemas that are not audited")
+  .option("--older-than <duration>", "with prune: drop sealed months older than this")
+  .option("--json", "one JSON object per line")
+  .action(auditCommand);
 
 program
   .command("migrate")

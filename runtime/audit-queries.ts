@@ -1,0 +1,189 @@
+import { and, asc, desc, eq, gte, inArray, isNull, lte, type SQL, sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { auditLog, auditSeals } from "../schema/jetfn";
+
+/** Any drizzle Postgres database (postgres.js, node-postgres, PGlite...). */
+// biome-ignore lint/suspicious/noExplicitAny: drizzle's schema parameters vary per application.
+export type AnyPgDatabase = PgDatabase<PgQueryResultHKT, any, any>;
+
+/** One change recorded by the audit triggers. */
+export interface AuditEntry {
+  id: number;
+  at: string;
+  txid: number;
+  /** The function whose invocation made the change; null for writes outside any function. */
+  function: string | null;
+  invocationId: string | null;
+  attempt: number | null;
+  dbUser: string;
+  schema: string;
+  table: string;
+  operation: "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE";
+  pk: Record<string, unknown> | null;
+  /** DELETE: the row; UPDATE: the changed columns' old values. */
+  oldRow: Record<string, unknown> | null;
+  /** INSERT: the row; UPDATE: the changed columns' new values. */
+  newRow: Record<string, unknown> | null;
+  changedColumns: string[] | null;
+}
+
+/** What to select; every filter is optional. */
+export interface AuditFilter {
+  function?: string;
+  /** Only writes made outside any function. */
+  outside?: boolean;
+  /** `table` or `schema.table`. */
+  table?: string;
+  invocationId?: string;
+  /** Primary key of one row: its value (single-column keys) or an object of key columns. */
+  row?: unknown;
+  since?: Date;
+  until?: Date;
+  /** @default 100 */
+  limit?: number;
+}
+
+export const DEFAULT_AUDIT_LIMIT = 100;
+
+/**
+ * Changes matching `filter`, newest first.
+ * @example await listAuditEntries(db, { function: "send-mail", since: new Date(Date.now() - 3_600_000) })
+ */
+export async function listAuditEntries(db: AnyPgDatabase, filter: AuditFilter = {}): Promise<AuditEntry[]> {
+  const rows = await db
+    .select()
+    .from(auditLog)
+    .where(and(...(await conditions(db, filter))))
+    .orderBy(desc(auditLog.id))
+    .limit(filter.limit ?? DEFAULT_AUDIT_LIMIT);
+  return rows.map(toEntry);
+}
+
+/**
+ * The history of one row, oldest first: who (which function and invocation, or outside) changed
+ * what and when.
+ * @example await rowHistory(db, "items", 42)
+ */
+export async function rowHistory(db: AnyPgDatabase, table: string, row: unknown, limit = 1_000): Promise<AuditEntry[]> {
+  const rows = await db
+    .select()
+    .from(auditLog)
+    .where(and(...(await conditions(db, { table, row }))))
+    .orderBy(asc(auditLog.id))
+    .limit(limit);
+  return rows.map(toEntry);
+}
+
+/** Everything one invocation changed, grouped by `schema.table`, in order. */
+export async function invocationChanges(db: AnyPgDatabase, invocationId: string): Promise<Map<string, AuditEntry[]>> {
+  const rows = await db.select().from(auditLog).where(eq(auditLog.invocationId, invocationId)).orderBy(asc(auditLog.id));
+  const byTable = new Map<string, AuditEntry[]>();
+  for (const entry of rows.map(toEntry)) {
+    const key = `${entry.schema}.${entry.table}`;
+    byTable.set(key, [...(byTable.get(key) ?? []), entry]);
+  }
+  return byTable;
+}
+
+/** State of the hash chain: seals, sealed rows, and how far sealing lags. */
+export interface AuditSealStatus {
+  seals: number;
+  sealedRows: number;
+  unsealedRows: number;
+  oldestUnsealed: string | null;
+}
+
+/** How much of the log is sealed. */
+export async function auditSealStatus(db: AnyPgDatabase): Promise<AuditSealStatus> {
+  const [totals] = await db
+    .select({ seals: sql<number>`count(*)::int`, rows: sql<number>`coalesce(sum(${auditSeals.rowCount}), 0)::int` })
+    .from(auditSeals);
+  const lag = (await db.execute(sql`select unsealed_rows::int as unsealed, oldest_unsealed::text as oldest from jetfn.audit_seal_lag()`)) as unknown;
+  const [row] = rowsOf<{ unsealed: number; oldest: string | null }>(lag);
+  return {
+    seals: totals?.seals ?? 0,
+    sealedRows: totals?.rows ?? 0,
+    unsealedRows: row?.unsealed ?? 0,
+    oldestUnsealed: row?.oldest ?? null,
+  };
+}
+
+/** The first broken link of the chain, if any. */
+export interface AuditChainBreak {
+  seq: number;
+  problem: string;
+  expectedRows: number | null;
+  foundRows: number | null;
+}
+
+/** Recomputes every seal; resolves with the first broken link, or undefined when intact. */
+export async function verifyAuditChain(db: AnyPgDatabase): Promise<AuditChainBreak | undefined> {
+  const result = (await db.execute(
+    sql`select seq::int as seq, problem, expected_rows, found_rows from jetfn.verify_audit()`,
+  )) as unknown;
+  const [row] = rowsOf<{ seq: number; problem: string; expected_rows: number | null; found_rows: number | null }>(result);
+  if (!row) return undefined;
+  return { seq: row.seq, problem: row.problem, expectedRows: row.expected_rows, foundRows: row.found_rows };
+}
+
+async function conditions(db: AnyPgDatabase, filter: AuditFilter): Promise<SQL[]> {
+  const where: SQL[] = [];
+  if (filter.function) where.push(eq(auditLog.function, filter.function));
+  if (filter.outside) where.push(isNull(auditLog.function));
+  if (filter.invocationId) where.push(eq(auditLog.invocationId, filter.invocationId));
+  if (filter.since) where.push(gte(auditLog.loggedAt, filter.since.toISOString()));
+  if (filter.until) where.push(lte(auditLog.loggedAt, filter.until.toISOString()));
+  if (filter.table) {
+    const [schema, table] = filter.table.includes(".") ? filter.table.split(".", 2) : [undefined, filter.table];
+    where.push(eq(auditLog.tableName, table as string));
+    if (schema) where.push(eq(auditLog.schemaName, schema));
+  }
+  if (filter.row !== undefined) {
+    if (!filter.table) throw new TypeError("a row filter needs the table it belongs to");
+    where.push(inArray(auditLog.pk, await primaryKeyCandidates(db, filter.table, filter.row)));
+  }
+  return where;
+}
+
+/**
+ * The jsonb primary keys a row filter may mean: `42` matches `{"id": 42}` and `{"id": "42"}` for a
+ * table keyed by `id`; an object is taken as the key itself.
+ */
+async function primaryKeyCandidates(db: AnyPgDatabase, table: string, row: unknown): Promise<Record<string, unknown>[]> {
+  if (typeof row === "object" && row !== null) return [row as Record<string, unknown>];
+  const qualified = table.includes(".") ? table : `public.${table}`;
+  const result = (await db.execute(
+    sql`select jetfn.primary_key_columns(to_regclass(${qualified})) as columns`,
+  )) as unknown;
+  const columns = rowsOf<{ columns: string[] | null }>(result)[0]?.columns ?? [];
+  const key = columns.length === 1 ? (columns[0] as string) : "id";
+  const text = String(row);
+  const values = new Set<unknown>([text]);
+  if (/^-?\d+(\.\d+)?$/.test(text)) values.add(Number(text));
+  return [...values].map((value) => ({ [key]: value }));
+}
+
+function toEntry(row: typeof auditLog.$inferSelect): AuditEntry {
+  return {
+    id: row.id,
+    at: row.loggedAt,
+    txid: row.txid,
+    function: row.function,
+    invocationId: row.invocationId,
+    attempt: row.attempt,
+    dbUser: row.dbUser,
+    schema: row.schemaName,
+    table: row.tableName,
+    operation: row.operation,
+    pk: row.pk as Record<string, unknown> | null,
+    oldRow: row.oldRow as Record<string, unknown> | null,
+    newRow: row.newRow as Record<string, unknown> | null,
+    changedColumns: row.changedColumns,
+  };
+}
+
+/** drizzle's execute() returns the rows (postgres.js) or `{ rows }` (node-postgres, PGlite). */
+function rowsOf<T>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] }).rows ?? []) as T[];
+}

@@ -1,0 +1,69 @@
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
+import { isConnectionError } from "./db/client";
+
+/** Seals settled audit rows into the hash chain in the background, in batches. */
+export interface AuditSealer {
+  /** Seals everything settled now; resolves with the rows sealed. */
+  sealNow(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Options of the sealer. */
+export interface AuditSealerOptions {
+  /** Pause between rounds when there is nothing (left) to seal. @default 1000 */
+  intervalMs?: number;
+  /** Rows per seal. @default 10000 */
+  batchRows?: number;
+}
+
+export const DEFAULT_SEAL_INTERVAL_MS = 1_000;
+export const DEFAULT_SEAL_BATCH_ROWS = 10_000;
+
+/**
+ * Starts sealing. Every runtime runs one; Postgres lets one seal at a time (an advisory lock in
+ * jetfn.seal_audit) and the others skip the round, so writers are never held up.
+ */
+export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerOptions = {}): AuditSealer {
+  const intervalMs = options.intervalMs ?? DEFAULT_SEAL_INTERVAL_MS;
+  const batchRows = options.batchRows ?? DEFAULT_SEAL_BATCH_ROWS;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  let round: Promise<unknown> = Promise.resolve();
+
+  const sealNow = async (): Promise<number> => {
+    let total = 0;
+    for (;;) {
+      const [row] = await sql<{ sealed: number }[]>`select jetfn.seal_audit(${batchRows}) as sealed`;
+      const sealed = row?.sealed ?? 0;
+      total += sealed;
+      if (sealed < batchRows || closed) return total;
+    }
+  };
+
+  const schedule = (): void => {
+    if (closed) return;
+    timer = setTimeout(() => {
+      round = sealNow()
+        .catch((error: unknown) => {
+          if (!isConnectionError(error)) logger.error({ err: error }, "Sealing the audit log failed; retrying.");
+        })
+        .finally(schedule);
+    }, intervalMs);
+    timer.unref();
+  };
+  schedule();
+
+  return {
+    sealNow: () => {
+      const next = round.then(sealNow, sealNow);
+      round = next.catch(() => undefined);
+      return next;
+    },
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await round.catch(() => undefined);
+    },
+  };
+}
