@@ -76,7 +76,11 @@ export async function rowHistory(db: AnyPgDatabase, table: string, row: unknown,
 
 /** Everything one invocation changed, grouped by `schema.table`, in order. */
 export async function invocationChanges(db: AnyPgDatabase, invocationId: string): Promise<Map<string, AuditEntry[]>> {
-  const rows = await db.select().from(auditLog).where(eq(auditLog.invocationId, invocationId)).orderBy(asc(auditLog.id));
+  const rows = await db
+    .select()
+    .from(auditLog)
+    .where(eq(auditLog.invocationId, invocationId))
+    .orderBy(asc(auditLog.id));
   const byTable = new Map<string, AuditEntry[]>();
   for (const entry of rows.map(toEntry)) {
     const key = `${entry.schema}.${entry.table}`;
@@ -98,7 +102,9 @@ export async function auditSealStatus(db: AnyPgDatabase): Promise<AuditSealStatu
   const [totals] = await db
     .select({ seals: sql<number>`count(*)::int`, rows: sql<number>`coalesce(sum(${auditSeals.rowCount}), 0)::int` })
     .from(auditSeals);
-  const lag = (await db.execute(sql`select unsealed_rows::int as unsealed, oldest_unsealed::text as oldest from jetfn.audit_seal_lag()`)) as unknown;
+  const lag = (await db.execute(
+    sql`select unsealed_rows::int as unsealed, oldest_unsealed::text as oldest from jetfn.audit_seal_lag()`,
+  )) as unknown;
   const [row] = rowsOf<{ unsealed: number; oldest: string | null }>(lag);
   return {
     seals: totals?.seals ?? 0,
@@ -121,7 +127,9 @@ export async function verifyAuditChain(db: AnyPgDatabase): Promise<AuditChainBre
   const result = (await db.execute(
     sql`select seq::int as seq, problem, expected_rows, found_rows from jetfn.verify_audit()`,
   )) as unknown;
-  const [row] = rowsOf<{ seq: number; problem: string; expected_rows: number | null; found_rows: number | null }>(result);
+  const [row] = rowsOf<{ seq: number; problem: string; expected_rows: number | null; found_rows: number | null }>(
+    result,
+  );
   if (!row) return undefined;
   return { seq: row.seq, problem: row.problem, expectedRows: row.expected_rows, foundRows: row.found_rows };
 }
@@ -149,7 +157,11 @@ async function conditions(db: AnyPgDatabase, filter: AuditFilter): Promise<SQL[]
  * The jsonb primary keys a row filter may mean: `42` matches `{"id": 42}` and `{"id": "42"}` for a
  * table keyed by `id`; an object is taken as the key itself.
  */
-async function primaryKeyCandidates(db: AnyPgDatabase, table: string, row: unknown): Promise<Record<string, unknown>[]> {
+async function primaryKeyCandidates(
+  db: AnyPgDatabase,
+  table: string,
+  row: unknown,
+): Promise<Record<string, unknown>[]> {
   if (typeof row === "object" && row !== null) return [row as Record<string, unknown>];
   const qualified = table.includes(".") ? table : `public.${table}`;
   const result = (await db.execute(

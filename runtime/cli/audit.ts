@@ -84,7 +84,8 @@ async function verify(database: DatabaseClient, options: AuditCommandOptions): P
   const [broken, status] = await Promise.all([verifyAuditChain(database.db), auditSealStatus(database.db)]);
   if (options.json) printJson({ ok: broken === undefined, broken: broken ?? null, ...status });
   else if (broken) {
-    const counts = broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows})`;
+    const counts =
+      broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows})`;
     process.stdout.write(`BROKEN at seal #${broken.seq}: ${broken.problem}${counts}\n`);
   } else {
     const lag = status.oldestUnsealed
@@ -102,7 +103,10 @@ async function prune(database: DatabaseClient, options: AuditCommandOptions): Pr
     select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;
   const dropped = rows.map((row) => row.name);
   if (options.json) printJson({ dropped });
-  else process.stdout.write(dropped.length ? `dropped: ${dropped.join(", ")}\n` : "nothing old enough (and fully sealed) to prune\n");
+  else
+    process.stdout.write(
+      dropped.length ? `dropped: ${dropped.join(", ")}\n` : "nothing old enough (and fully sealed) to prune\n",
+    );
 }
 
 function filterFrom(options: AuditCommandOptions): AuditFilter {
@@ -121,7 +125,8 @@ function filterFrom(options: AuditCommandOptions): AuditFilter {
 export function parseTime(value: string): Date {
   if (/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.test(value.trim())) return new Date(Date.now() - parseDuration(value));
   const time = Date.parse(value);
-  if (Number.isNaN(time)) throw new JetfnError("E_INPUT_INVALID", `"${value}" is neither a duration (like 2h) nor a date`);
+  if (Number.isNaN(time))
+    throw new JetfnError("E_INPUT_INVALID", `"${value}" is neither a duration (like 2h) nor a date`);
   return new Date(time);
 }
 
@@ -138,14 +143,20 @@ function parseRow(value: string): unknown {
 
 function parsePositive(value: string): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1) throw new JetfnError("E_INPUT_INVALID", `--limit must be a positive integer, got ${value}`);
+  if (!Number.isInteger(parsed) || parsed < 1)
+    throw new JetfnError("E_INPUT_INVALID", `--limit must be a positive integer, got ${value}`);
   return parsed;
 }
 
 async function withDatabase(run: (database: DatabaseClient) => Promise<void>): Promise<void> {
   const config = resolveConfig();
   const started: StartedService[] = [];
-  const url = await resolveDatabaseUrl(config, createLogger({ level: "warn", destination: process.stderr }), started, false);
+  const url = await resolveDatabaseUrl(
+    config,
+    createLogger({ level: "warn", destination: process.stderr }),
+    started,
+    false,
+  );
   const database = connectDatabase({ url, poolSize: 2 });
   try {
     await run(database);

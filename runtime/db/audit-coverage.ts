@@ -15,13 +15,13 @@ export async function ensureAuditCoverage(sql: Sql, schemas: readonly string[]):
   await sql`select jetfn.ensure_audit_partitions()`;
   const [row] = await sql<
     { attached: number }[]
-  >`select jetfn.attach_audit_everywhere(${sql.array([...schemas])}) as attached`;
+  >`select jetfn.attach_audit_everywhere(string_to_array(${schemas.join(",")}, ',')) as attached`;
   return row?.attached ?? 0;
 }
 
 /** Tables of the audited schemas that are not covered (what `jetfn audit --check` reports). */
 export async function uncoveredTables(sql: Sql, schemas: readonly string[]): Promise<UncoveredTable[]> {
   const rows = await sql<{ schema_name: string; table_name: string }[]>`
-    select schema_name, table_name from jetfn.unaudited_tables(${sql.array([...schemas])})`;
+    select schema_name, table_name from jetfn.unaudited_tables(string_to_array(${schemas.join(",")}, ','))`;
   return rows.map((row) => ({ schema: row.schema_name, table: row.table_name }));
 }

@@ -14,7 +14,7 @@ create table jetfn.audit_log (
   function        text,
   invocation_id   text,
   attempt         integer,
-  db_user         text not null default current_user,
+  db_user         text not null default session_user,
   schema_name     text not null,
   table_name      text not null,
   operation       text not null check (operation in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
@@ -69,6 +69,7 @@ language sql immutable parallel safe as $$
 $$;
 
 -- One trigger function for all tables and operations; TG_ARGV holds the table's primary key columns.
+-- Rows are referenced as `changed_row.*`: a bare alias would mean a column if the table had one of that name.
 create function jetfn.capture_changes() returns trigger
 language plpgsql security definer set search_path = pg_catalog, jetfn as $$
 declare
@@ -84,13 +85,13 @@ begin
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
     select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
            jetfn.audit_pk(r, key_columns), r
-    from (select to_jsonb(n) as r from new_rows n) inserted;
+    from (select to_jsonb(changed_row.*) as r from new_rows changed_row) inserted;
   elsif TG_OP = 'DELETE' then
     insert into jetfn.audit_log
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
     select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
            jetfn.audit_pk(r, key_columns), r
-    from (select to_jsonb(o) as r from old_rows o) deleted;
+    from (select to_jsonb(changed_row.*) as r from old_rows changed_row) deleted;
   elsif TG_OP = 'UPDATE' then
     -- Postgres appends each updated row's old and new version to the two transition tables
     -- together, so rows pair up by position (which also covers tables without a primary key
@@ -102,8 +103,8 @@ begin
            (select jsonb_object_agg(c, before.r -> c) from unnest(diff.changed) c),
            (select jsonb_object_agg(c, after.r -> c) from unnest(diff.changed) c),
            diff.changed
-    from (select row_number() over () as position, to_jsonb(o) as r from old_rows o) before
-    join (select row_number() over () as position, to_jsonb(n) as r from new_rows n) after using (position)
+    from (select row_number() over () as position, to_jsonb(changed_row.*) as r from old_rows changed_row) before
+    join (select row_number() over () as position, to_jsonb(changed_row.*) as r from new_rows changed_row) after using (position)
     cross join lateral (
       select array_agg(e.key order by e.key) as changed
       from jsonb_each(after.r) e
