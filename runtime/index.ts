@@ -1,5 +1,7 @@
 // The public API of jetfn: what function files and callers import. Internals stay private.
 export { z } from "zod";
+export type { AnyPgDatabase, AuditChainBreak, AuditEntry, AuditFilter, AuditSealStatus } from "./audit-queries";
+export { auditSealStatus, invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "./audit-queries";
 export type {
   CallErrorDetails,
   CallOptions,
