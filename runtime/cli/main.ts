@@ -1,11 +1,17 @@
-import { Command } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import { auditCommand } from "./audit";
 import { callCommand } from "./call";
+import { dlqCommand, dlqDropCommand } from "./dlq";
 import { enqueueCommand } from "./enqueue";
+import { lsCommand } from "./ls";
 import { migrateCommand } from "./migrate";
 import { fail } from "./output";
+import { replayCommand } from "./replay";
+import { retryCommand } from "./retry";
 import { serve } from "./serve";
+import { statsCommand } from "./stats";
 import { statusCommand } from "./status";
+import { typesCommand } from "./types";
 
 const program = new Command("jetfn")
   .description("Serverless-style functions on NATS JetStream, with every database write audited.")
@@ -16,14 +22,16 @@ program
   .description(
     "run the runtime for development: watch functions/, readable logs, embedded Postgres and NATS when missing",
   )
-  .action(() => serve({ development: true }));
+  .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
+  .action((options: { metricsPort?: number }) => serve({ development: true, metricsPort: options.metricsPort }));
 
 program
   .command("start")
   .description(
     "run the runtime for production: JSON logs, DATABASE_URL and NATS_URL required, migrations must be applied",
   )
-  .action(() => serve({ development: false }));
+  .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
+  .action((options: { metricsPort?: number }) => serve({ development: false, metricsPort: options.metricsPort }));
 
 program
   .command("call")
@@ -70,9 +78,70 @@ program
   .action(auditCommand);
 
 program
+  .command("ls")
+  .description("deployed functions across all runtimes: instances, uptime, served, memory, queue, rate, time left")
+  .option("--watch", "refresh every 2 seconds")
+  .option("--json", "one JSON object per function per line")
+  .action(lsCommand);
+
+program
+  .command("stats")
+  .description("per function across all runtimes: count, mean/median/p99 duration, errors by kind")
+  .argument("[fn]", "only this function")
+  .option("--json", "one JSON object per function per line")
+  .action(statsCommand);
+
+const dlq = program
+  .command("dlq")
+  .description("dead jobs (not yet retried), newest first: id, function, attempts, last error, when")
+  .argument("[fn]", "only this function's")
+  .option("--limit <n>", "at most this many", "100")
+  .option("--json", "one JSON object per line")
+  .action(dlqCommand);
+
+dlq
+  .command("drop")
+  .description("discard a dead job (recorded as dropped, with when)")
+  .argument("<id>", "the dead job's id")
+  .option("--json", "print JSON")
+  .action(dlqDropCommand);
+
+program
+  .command("retry")
+  .description("run dead jobs again as fresh jobs linked to the originals (Jetfn-Retry-Of)")
+  .argument("[id]", "the dead job's id")
+  .option("--function <fn>", "with --all: the function whose dead jobs to retry")
+  .option("--all", "every dead job of --function")
+  .option("--json", "one JSON object per retried job per line")
+  .action(retryCommand);
+
+program
+  .command("replay")
+  .description("re-publish a function's stored jobs (stream history) as new jobs, e.g. into a local runtime")
+  .argument("<fn>", "function name")
+  .requiredOption("--since <duration>", "jobs stored this long ago or later, e.g. 2h")
+  .option("--until <when>", "jobs stored up to this time, or this long ago (default: now)")
+  .option("--to <url>", "NATS URL to publish to (default: NATS_URL)")
+  .option("--json", "print JSON")
+  .action(replayCommand);
+
+program
+  .command("types")
+  .description("write jetfn-functions.ts: every function's type by name, for compile-time checked calls")
+  .option("--out <file>", "where to write it (default: next to the functions folder)")
+  .action(typesCommand);
+
+program
   .command("migrate")
   .description("apply pending migrations (schema/migrations) to DATABASE_URL or the embedded Postgres")
   .option("--json", "print JSON")
   .action(migrateCommand);
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535)
+    throw new InvalidArgumentError("must be a port from 1 to 65535");
+  return port;
+}
 
 program.parseAsync(process.argv).catch((error: unknown) => fail(error));

@@ -1,6 +1,7 @@
 import { resolveConfig } from "../config";
+import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
-import { startRuntime } from "../runtime";
+import { type Runtime, startRuntime } from "../runtime";
 import { exitOnSignals } from "../shutdown";
 import { ensureNats, resolveDatabaseUrl, type StartedService } from "./services";
 
@@ -8,6 +9,8 @@ import { ensureNats, resolveDatabaseUrl, type StartedService } from "./services"
 export interface ServeMode {
   /** Readable logs, file watching, embedded services, migrations applied at start. */
   development: boolean;
+  /** Serve Prometheus metrics on this port (`--metrics-port`); else JETFN_METRICS_PORT, else off. */
+  metricsPort?: number;
 }
 
 /** Runs a runtime until SIGINT/SIGTERM, then drains it and stops what it started. */
@@ -30,7 +33,9 @@ export async function serve(mode: ServeMode): Promise<void> {
       watch: mode.development,
       logger,
       migrate: mode.development,
+      metricsPort: mode.metricsPort,
     });
+    if (mode.development) keepFunctionTypesFresh(runtime);
     exitOnSignals(async () => {
       await runtime.stop();
       await stopStarted();
@@ -39,4 +44,20 @@ export async function serve(mode: ServeMode): Promise<void> {
     await stopStarted();
     throw error;
   }
+}
+
+/** In development, rewrite jetfn-functions.ts whenever the deployed functions change. */
+function keepFunctionTypesFresh(runtime: Runtime): void {
+  let timer: NodeJS.Timeout | undefined;
+  const refresh = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      writeFunctionTypes(runtime.config.functionsDir).catch((error: unknown) => {
+        runtime.logger.warn({ err: error }, "Could not write jetfn-functions.ts.");
+      });
+    }, 100);
+  };
+  refresh();
+  runtime.events.on("function:loaded", refresh);
+  runtime.events.on("function:removed", refresh);
 }
