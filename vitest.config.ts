@@ -2,7 +2,10 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   resolve: {
-    alias: { jetfn: new URL("./runtime/index.ts", import.meta.url).pathname },
+    alias: {
+      "jetfn/testing": new URL("./runtime/testing/index.ts", import.meta.url).pathname,
+      jetfn: new URL("./runtime/index.ts", import.meta.url).pathname,
+    },
   },
   test: {
     include: ["test/**/*.test.ts"],

@@ -1,11 +1,11 @@
 import { execFile } from "node:child_process";
 import { access, chmod, chown, mkdir, readFile, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { userInfo } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import postgres from "postgres";
 import { JetfnError } from "../errors";
+import { freePort } from "../free-port";
 
 const run = promisify(execFile);
 
@@ -176,17 +176,6 @@ async function runAs(owner: Owner, file: string, args: string[]): Promise<void> 
       },
     );
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function exists(file: string): Promise<boolean> {
