@@ -40,6 +40,10 @@ export interface RuntimeOptions {
   queueGroup?: string;
   /** Postgres schemas whose tables are audited. @default process.env.JETFN_AUDIT_SCHEMAS ?? "public" */
   auditSchemas?: string[];
+  /** The dashboard's access token; random per start when unset. @default process.env.JETFN_DASHBOARD_TOKEN */
+  dashboardToken?: string;
+  /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
+  metricsPort?: number;
 }
 
 /** Configuration with every value present and checked. */
@@ -61,6 +65,8 @@ export interface ResolvedConfig {
   readonly databasePoolSize: number;
   readonly queueGroup: string;
   readonly auditSchemas: readonly string[];
+  readonly dashboardToken: string | undefined;
+  readonly metricsPort: number | undefined;
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -106,6 +112,8 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
       options.databasePoolSize ?? integer("JETFN_DB_POOL", env.JETFN_DB_POOL) ?? DEFAULT_DATABASE_POOL_SIZE,
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
+    dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
+    metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -117,6 +125,15 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     throw new JetfnError(
       "E_CONFIG_INVALID",
       `stream name "${config.streamName}" may only hold letters, digits, - and _`,
+    );
+  }
+  if (
+    config.metricsPort !== undefined &&
+    !(Number.isInteger(config.metricsPort) && config.metricsPort >= 1 && config.metricsPort <= 65_535)
+  ) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `JETFN_METRICS_PORT must be a port from 1 to 65535, got ${config.metricsPort}`,
     );
   }
   if (config.databasePoolSize < 1) {

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from "commander";
+import { DEFAULT_DASHBOARD_PORT } from "../dashboard/server";
 import { auditCommand } from "./audit";
 import { callCommand } from "./call";
 import { dlqCommand, dlqDropCommand } from "./dlq";
@@ -23,7 +24,11 @@ program
     "run the runtime for development: watch functions/, readable logs, embedded Postgres and NATS when missing",
   )
   .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
-  .action((options: { metricsPort?: number }) => serve({ development: true, metricsPort: options.metricsPort }));
+  .option("--dashboard <port>", "serve the dashboard on this port", parsePort, DEFAULT_DASHBOARD_PORT)
+  .option("--no-dashboard", "do not serve the dashboard")
+  .action((options: { metricsPort?: number; dashboard: number | false }) =>
+    serve({ development: true, metricsPort: options.metricsPort, dashboardPort: options.dashboard }),
+  );
 
 program
   .command("start")
@@ -31,7 +36,20 @@ program
     "run the runtime for production: JSON logs, DATABASE_URL and NATS_URL required, migrations must be applied",
   )
   .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
-  .action((options: { metricsPort?: number }) => serve({ development: false, metricsPort: options.metricsPort }));
+  .option("--dashboard <port>", "serve the dashboard on this port (off by default)", parsePort)
+  .option(
+    "--dashboard-host <host>",
+    "where the dashboard listens; off loopback every page needs the token",
+    "127.0.0.1",
+  )
+  .action((options: { metricsPort?: number; dashboard?: number; dashboardHost: string }) =>
+    serve({
+      development: false,
+      metricsPort: options.metricsPort,
+      dashboardPort: options.dashboard,
+      dashboardHost: options.dashboardHost,
+    }),
+  );
 
 program
   .command("call")

@@ -1,4 +1,5 @@
 import { resolveConfig } from "../config";
+import { startDashboard } from "../dashboard/server";
 import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
 import { type Runtime, startRuntime } from "../runtime";
@@ -11,6 +12,10 @@ export interface ServeMode {
   development: boolean;
   /** Serve Prometheus metrics on this port (`--metrics-port`); else JETFN_METRICS_PORT, else off. */
   metricsPort?: number;
+  /** Serve the dashboard on this port; `false` turns it off. */
+  dashboardPort?: number | false;
+  /** Where the dashboard listens. @default "127.0.0.1" */
+  dashboardHost?: string;
 }
 
 /** Runs a runtime until SIGINT/SIGTERM, then drains it and stops what it started. */
@@ -36,7 +41,18 @@ export async function serve(mode: ServeMode): Promise<void> {
       metricsPort: mode.metricsPort,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
+    const dashboard =
+      mode.dashboardPort === false || mode.dashboardPort === undefined
+        ? undefined
+        : await startDashboard({
+            runtime,
+            port: mode.dashboardPort,
+            host: mode.dashboardHost,
+            token: base.dashboardToken,
+          });
+    if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     exitOnSignals(async () => {
+      await dashboard?.close();
       await runtime.stop();
       await stopStarted();
     }, logger);

@@ -1,0 +1,304 @@
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { sql } from "drizzle-orm";
+import { auditSealStatus, invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "../audit-queries";
+import { parseTime } from "../cli/audit";
+import { gatherOverview } from "../cli/function-overview";
+import { createClient, type JetfnClient } from "../client";
+import { listDeadLetters } from "../db/dead-letters";
+import { toJetfnError } from "../errors";
+import { trackInvocationStats } from "../invocation-stats";
+import type { Runtime } from "../runtime";
+import { recordInvocationHistory } from "./history";
+import { layout } from "./html";
+import { type AuditFilters, auditPage } from "./views/audit";
+import { deadLettersPage } from "./views/dead-letters";
+import { functionPage, functionsPage, functionsTable } from "./views/functions";
+import {
+  type InvocationFilters,
+  type InvocationRow,
+  invocationPage,
+  invocationSummary,
+  invocationsPage,
+} from "./views/invocations";
+
+/** Where and how the dashboard listens. */
+export interface DashboardOptions {
+  runtime: Runtime;
+  /** @default 4280 */
+  port?: number;
+  /** Loopback unless set otherwise; anywhere else every page needs the token. @default "127.0.0.1" */
+  host?: string;
+  /** Access token; random when omitted. Retry and drop always need it. */
+  token?: string;
+}
+
+/** A running dashboard. */
+export interface Dashboard {
+  /** Base URL (without the token). */
+  readonly url: string;
+  /** The URL that signs a browser in (sets the token cookie). */
+  readonly signInUrl: string;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_DASHBOARD_PORT = 4280;
+const TOKEN_COOKIE = "jetfn_token";
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
+type Handler = (request: IncomingMessage, url: URL) => Promise<Reply>;
+interface Reply {
+  status?: number;
+  type?: string;
+  body?: string;
+  location?: string;
+}
+
+/** Serves the dashboard from a runtime process: functions, invocations, audit log, dead letters. */
+export async function startDashboard(options: DashboardOptions): Promise<Dashboard> {
+  const { runtime } = options;
+  const host = options.host ?? "127.0.0.1";
+  const token = options.token ?? randomBytes(16).toString("hex");
+  const openReads = LOOPBACK.has(host);
+  const client = await createClient({ connection: runtime.nats });
+  const stats = trackInvocationStats(runtime.events);
+  const history = recordInvocationHistory(runtime.events);
+  const routes = buildRoutes(runtime, client, stats, history);
+
+  const server = createServer((request, response) => {
+    void serve(request, response).catch((error: unknown) => {
+      runtime.logger.error({ err: error, url: request.url }, "A dashboard request failed.");
+      if (!response.headersSent) send(response, { status: 500, type: "text/plain", body: toJetfnError(error).message });
+    });
+  });
+
+  async function serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? "/", "http://dashboard");
+    const given = url.searchParams.get("token");
+    if (given !== null && sameToken(given, token)) {
+      url.searchParams.delete("token");
+      response.setHeader("set-cookie", `${TOKEN_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`);
+      return send(response, { status: 303, location: `${url.pathname}${url.search}` });
+    }
+    const authorised = sameToken(presentedToken(request) ?? "", token);
+    const writes = request.method !== "GET" && request.method !== "HEAD";
+    if (!authorised && (writes || !openReads)) {
+      return send(response, {
+        status: 401,
+        type: "text/plain",
+        body: "this needs the dashboard's access token: open the sign-in URL from the runtime's log",
+      });
+    }
+    const route = routes.find(
+      (candidate) => candidate.method === request.method && candidate.pattern.test(url.pathname),
+    );
+    if (!route) return send(response, { status: 404, type: "text/plain", body: "not found" });
+    send(response, await route.handler(request, url));
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? DEFAULT_DASHBOARD_PORT, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  return {
+    url,
+    signInUrl: `${url}/?token=${token}`,
+    async close() {
+      stats.close();
+      history.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function buildRoutes(
+  runtime: Runtime,
+  client: JetfnClient,
+  stats: ReturnType<typeof trackInvocationStats>,
+  history: ReturnType<typeof recordInvocationHistory>,
+): { method: string; pattern: RegExp; handler: Handler }[] {
+  const overview = () =>
+    gatherOverview(runtime.nats, { stream: runtime.config.streamName, maxWaitMs: 700, stallMs: 150 });
+  const page = (title: string, tab: string, body: Parameters<typeof layout>[2]): Reply => ({
+    body: layout(title, tab, body),
+  });
+  const idFrom = (url: URL) => decodeURIComponent(url.pathname.split("/").at(-1) ?? "");
+  const deadLetterAction = async (url: URL, action: "retry" | "drop"): Promise<Reply> => {
+    const id = decodeURIComponent(url.pathname.split("/").at(-2) ?? "");
+    let message: string;
+    try {
+      message =
+        action === "retry"
+          ? `retried ${id} as ${(await client.retryDeadLetter(id)).newId ?? "a new job"}`
+          : `dropped ${(await client.dropDeadLetter(id)).id}`;
+    } catch (error) {
+      message = `could not ${action} ${id}: ${toJetfnError(error).message}`;
+    }
+    return { status: 303, location: `/dead-letters?message=${encodeURIComponent(message)}` };
+  };
+  return [
+    {
+      method: "GET",
+      pattern: /^\/$/,
+      handler: async () => {
+        const data = await overview();
+        return page("functions", "functions", functionsPage(functionsTable(data.functions, data.runtimes)));
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/fragments\/functions$/,
+      handler: async () => {
+        const data = await overview();
+        return { body: functionsTable(data.functions, data.runtimes).value };
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/api\/functions$/,
+      handler: async () => ({ type: "application/json", body: JSON.stringify(await overview()) }),
+    },
+    {
+      method: "GET",
+      pattern: /^\/functions\/[^/]+$/,
+      handler: async (_request, url) => {
+        const name = idFrom(url);
+        return page(name, "functions", functionPage(name, history.get(name), stats.get(name).histogram));
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/invocations$/,
+      handler: async (_request, url) => {
+        const filters: InvocationFilters = {
+          function: param(url, "function"),
+          status: param(url, "status"),
+          since: param(url, "since"),
+          id: param(url, "id"),
+        };
+        return page("invocations", "invocations", invocationsPage(await listInvocations(runtime, filters), filters));
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/invocations\/[^/]+$/,
+      handler: async (_request, url) => {
+        const id = idFrom(url);
+        const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
+        return page(`invocation ${id}`, "invocations", invocationPage(view, changes));
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/fragments\/invocations\/[^/]+$/,
+      handler: async (_request, url) => ({ body: invocationSummary(await client.status(idFrom(url))).value }),
+    },
+    {
+      method: "GET",
+      pattern: /^\/audit$/,
+      handler: async (_request, url) => {
+        const filters: AuditFilters = {
+          function: param(url, "function"),
+          table: param(url, "table"),
+          invocation: param(url, "invocation"),
+          since: param(url, "since"),
+          row: param(url, "row"),
+        };
+        const db = runtime.database.db;
+        const entries =
+          filters.row && filters.table
+            ? await rowHistory(db, filters.table, parseRow(filters.row))
+            : await listAuditEntries(db, {
+                function: filters.function,
+                table: filters.table,
+                invocationId: filters.invocation,
+                since: filters.since ? parseTime(filters.since) : undefined,
+                limit: 200,
+              });
+        const [broken, status] = await Promise.all([verifyAuditChain(db), auditSealStatus(db)]);
+        return page("audit log", "audit", auditPage(entries, filters, { broken, status }));
+      },
+    },
+    {
+      method: "GET",
+      pattern: /^\/dead-letters$/,
+      handler: async (_request, url) => {
+        const dead = await listDeadLetters(runtime.database.sql, { fn: param(url, "function") });
+        return page("dead letters", "dead letters", deadLettersPage(dead, param(url, "message")));
+      },
+    },
+    {
+      method: "POST",
+      pattern: /^\/dead-letters\/[^/]+\/retry$/,
+      handler: (_request, url) => deadLetterAction(url, "retry"),
+    },
+    {
+      method: "POST",
+      pattern: /^\/dead-letters\/[^/]+\/drop$/,
+      handler: (_request, url) => deadLetterAction(url, "drop"),
+    },
+  ];
+}
+
+async function listInvocations(runtime: Runtime, filters: InvocationFilters): Promise<InvocationRow[]> {
+  const since = filters.since ? parseTime(filters.since) : new Date(Date.now() - 24 * 3_600_000);
+  const rows = (await runtime.database.db.execute(sql`
+    select id, function, status, attempts, enqueued_at::text as enqueued_at, finished_at::text as finished_at,
+           (extract(epoch from finished_at - started_at) * 1000)::int as duration_ms, error->>'message' as last_error
+    from jetfn.invocations
+    where updated_at >= ${since.toISOString()}
+      ${filters.function ? sql`and function = ${filters.function}` : sql``}
+      ${filters.status ? sql`and status = ${filters.status}` : sql``}
+      ${filters.id ? sql`and id like ${`${filters.id}%`}` : sql``}
+    order by updated_at desc
+    limit 200`)) as unknown as Record<string, unknown>[];
+  return rows.map((row) => ({
+    id: row.id as string,
+    function: row.function as string,
+    status: row.status as string,
+    attempts: row.attempts as number,
+    enqueuedAt: row.enqueued_at as string | null,
+    finishedAt: row.finished_at as string | null,
+    durationMs: row.duration_ms as number | null,
+    lastError: row.last_error as string | null,
+  }));
+}
+
+function param(url: URL, name: string): string | undefined {
+  const value = url.searchParams.get(name)?.trim();
+  return value ? value : undefined;
+}
+
+function parseRow(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function presentedToken(request: IncomingMessage): string | undefined {
+  const bearer = request.headers.authorization?.match(/^Bearer (.+)$/)?.[1];
+  if (bearer) return bearer;
+  const cookie = request.headers.cookie
+    ?.split(";")
+    .map((part) => part.trim().split("="))
+    .find(([name]) => name === TOKEN_COOKIE);
+  return cookie?.[1];
+}
+
+function sameToken(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function send(response: ServerResponse, reply: Reply): void {
+  if (reply.location) response.setHeader("location", reply.location);
+  response.writeHead(reply.status ?? 200, { "content-type": `${reply.type ?? "text/html"}; charset=utf-8` });
+  response.end(reply.body ?? "");
+}

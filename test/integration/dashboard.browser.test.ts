@@ -1,0 +1,116 @@
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { JetfnClient } from "../../runtime/client";
+import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+
+// Debian's Chromium, installed by .ci/run; Playwright drives it, it never downloads a browser.
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SCREENSHOTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots");
+
+let env: TestEnvironment;
+let client: JetfnClient;
+let dashboard: Dashboard;
+let browser: Browser;
+let page: Page;
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
+  const runtime = await env.startRuntime();
+  client = await env.client();
+  dashboard = await startDashboard({ runtime, port: 0, token: "test-token-0123456789" });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await dashboard?.close();
+  await env?.close();
+});
+
+async function screenshot(name: string): Promise<void> {
+  if (!process.env.UPDATE_SCREENSHOTS) return;
+  await mkdir(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+describe("the dashboard in a real browser", () => {
+  it("lists deployed functions with their numbers, updating live", async () => {
+    await client.call("add", { a: 1, b: 2 });
+    await page.goto(dashboard.url);
+    await page.locator('tr[data-function="add"]').waitFor();
+    const served = page.locator('tr[data-function="add"] td.served');
+    const before = Number(await served.textContent());
+    await Promise.all([client.call("add", { a: 2, b: 2 }), client.call("add", { a: 3, b: 2 })]);
+    await eventually(async () => Number(await served.textContent()) >= before + 2);
+    await screenshot("functions");
+    await page.goto(`${dashboard.url}/functions/add`);
+    expect(await page.locator("svg.throughput rect").count()).toBeGreaterThan(0);
+    await screenshot("function-charts");
+  });
+
+  it("shows a job's progress updating live, then its result", async () => {
+    const job = await client.enqueue("progress", { steps: 12, stepMs: 250 });
+    await page.goto(`${dashboard.url}/invocations/${job.id}`);
+    const progress = page.locator(".progress");
+    await progress.waitFor({ timeout: 10_000 });
+    const first = await progress.textContent();
+    await eventually(async () => (await progress.textContent()) !== first);
+    await screenshot("invocation-running");
+    await page.locator(".status-succeeded").waitFor({ timeout: 15_000 });
+    await page.locator("pre.result").waitFor();
+    expect(await page.locator("pre.result").textContent()).toContain('"steps": 12');
+    expect(await page.locator("pre.input").textContent()).toContain('"stepMs": 250');
+  });
+
+  it("shows in the audit view a change a function made", async () => {
+    const job = await client.enqueue("insert-item", { name: "seen-in-browser" });
+    await client.result(job.id);
+    await page.goto(`${dashboard.url}/audit?function=insert-item`);
+    const row = page.locator("#audit tbody tr", { hasText: "seen-in-browser" });
+    await row.waitFor();
+    expect(await row.textContent()).toContain("INSERT items");
+    await page.goto(`${dashboard.url}/invocations/${job.id}`);
+    expect(await page.locator("table.changes").textContent()).toContain("seen-in-browser");
+    await page.goto(`${dashboard.url}/audit?function=insert-item`);
+    await screenshot("audit");
+  });
+
+  it("retries a dead job from the dead-letter view, after confirmation and with the token", async () => {
+    const job = await client.enqueue("boom", { reason: "retry me" });
+    await eventually(async () => (await client.status(job.id)).status === "dead");
+    // Without the token, actions are refused.
+    const refused = await page.request.post(`${dashboard.url}/dead-letters/${job.id}/retry`);
+    expect(refused.status()).toBe(401);
+
+    await page.goto(`${dashboard.url}/?token=test-token-0123456789`);
+    await page.goto(`${dashboard.url}/dead-letters`);
+    const row = page.locator(`tr[data-id="${job.id}"]`);
+    await row.waitFor();
+    await screenshot("dead-letters");
+    page.once("dialog", (dialog) => void dialog.accept());
+    await row.locator("button.retry").click();
+    await page.locator(".notice", { hasText: `retried ${job.id}` }).waitFor();
+    const retried = await eventually(async () => {
+      const [found] = await env.database.sql`select id, attempts from jetfn.invocations where retry_of = ${job.id}`;
+      return found;
+    });
+    // boom always fails: the retry ran its one attempt and is dead again, linked to the original.
+    expect(retried).toMatchObject({ attempts: 1 });
+  });
+});
