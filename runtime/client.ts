@@ -1,14 +1,26 @@
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { resolveConfig } from "./config";
+import type { DeadLetter } from "./db/dead-letters";
+import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
 import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
 import { connectNats } from "./nats/connection";
+import {
+  type DeadLetterList,
+  DLQ_DROP_SUBJECT,
+  DLQ_LIST_SUBJECT,
+  DLQ_RETRY_SUBJECT,
+  type DropReply,
+  type RetriedJob,
+  type RetryReply,
+} from "./nats/dead-letter-api";
 import { encodeInput, type PublishedJob, publishJob } from "./nats/publish-job";
 import type { ErrorReplyBody } from "./nats/reply";
 import type { InvocationStatusView } from "./nats/status-api";
 import { callSubject, doneSubject, ERROR_CODE_HEADER, ID_HEADER, STATUS_SUBJECT } from "./nats/subjects";
+import { eventMessage, publishMessage } from "./outbox-message";
 
 /**
  * Map of function names to definitions, for typed calls. Augment it (or pass your own map as the
@@ -35,12 +47,27 @@ export interface ClientOptions {
 /** Options of one call. */
 export interface CallOptions {
   timeout?: Duration;
+  /** Invocation id for this call (its audit rows carry it); random when omitted. */
+  id?: string;
 }
 
 /** Options of one enqueue. */
 export interface EnqueueJobOptions {
   /** Invocation id; random when omitted. Repeating an id within the duplicate window enqueues once. */
   id?: string;
+}
+
+/** Options of one emit. */
+export interface EmitOptions {
+  /** Event id (its `Nats-Msg-Id`); random when omitted. Repeating an id within the duplicate window emits once. */
+  id?: string;
+}
+
+/** A stored event: its id and where JetStream put it. */
+export interface EmittedEvent {
+  id: string;
+  seq: number;
+  duplicate: boolean;
 }
 
 /** Options of waiting for a job. */
@@ -66,7 +93,33 @@ export interface JetfnClient<M = FunctionMap> {
   ): Promise<ClientOutput<M, N>>;
   /** Status, attempts, progress, result or errors of an invocation. */
   status(id: string): Promise<InvocationStatusView>;
+  /**
+   * Emits an event to every function listening on it; resolves once JetStream stored it. Checked
+   * against the event's `defineEvent` schema (E_INPUT_INVALID otherwise).
+   * @example await client.emit(commentCreated, { postId: 1, commentId: 7 });
+   */
+  emit<E extends string | EventDefinition>(
+    event: E,
+    data: EventDataOf<E>,
+    options?: EmitOptions,
+  ): Promise<EmittedEvent>;
+  /** Dead jobs not yet retried, newest first (what `jetfn dlq` lists). */
+  deadLetters(options?: DeadLetterQuery): Promise<DeadLetter[]>;
+  /** Runs a dead job again as a fresh job linked to it; refused with E_NOT_DEAD unless the job is dead. */
+  retryDeadLetter(id: string): Promise<RetriedJob>;
+  /** Runs every dead job of a function again, each as a fresh job linked to its original. */
+  retryDeadLetters(fn: string): Promise<RetriedJob[]>;
+  /** Discards a dead job: its status becomes `dropped`, with when. */
+  dropDeadLetter(id: string): Promise<DropReply>;
   close(): Promise<void>;
+}
+
+/** Which dead jobs to list. */
+export interface DeadLetterQuery {
+  /** Only this function's. @default every function */
+  function?: string;
+  /** At most this many (1-1000). @default 100 */
+  limit?: number;
 }
 
 export const DEFAULT_CLIENT_TIMEOUT: Duration = "30s";
@@ -118,7 +171,9 @@ class NatsClient<M> implements JetfnClient<M> {
     const body = encodeInput(input, name, this.connection.info?.max_payload);
     let reply: Msg;
     try {
-      reply = await this.connection.request(callSubject(name), body, { timeout, headers: headers() });
+      const header = headers();
+      if (options.id) header.set(ID_HEADER, options.id);
+      reply = await this.connection.request(callSubject(name), body, { timeout, headers: header });
     } catch (error) {
       throw requestFailure(error, `call ${name}`, timeout);
     }
@@ -140,6 +195,16 @@ class NatsClient<M> implements JetfnClient<M> {
   ): Promise<ClientOutput<M, N>> {
     const { id } = await this.enqueue(name, input, options);
     return (await this.result(id, options)) as ClientOutput<M, N>;
+  }
+
+  async emit<E extends string | EventDefinition>(
+    event: E,
+    data: EventDataOf<E>,
+    options: EmitOptions = {},
+  ): Promise<EmittedEvent> {
+    const message = eventMessage(event, data, options.id, this.connection.info?.max_payload);
+    const ack = await publishMessage(this.#js, message);
+    return { id: message.id, seq: ack.seq, duplicate: ack.duplicate };
   }
 
   async result(id: string, options: ResultOptions = {}): Promise<unknown> {
@@ -181,8 +246,38 @@ class NatsClient<M> implements JetfnClient<M> {
     return decodeReply(reply) as InvocationStatusView;
   }
 
+  async deadLetters(options: DeadLetterQuery = {}): Promise<DeadLetter[]> {
+    const reply = await this.#request(DLQ_LIST_SUBJECT, options, "dlq", 5_000);
+    return (reply as DeadLetterList).deadLetters;
+  }
+
+  async retryDeadLetter(id: string): Promise<RetriedJob> {
+    const reply = (await this.#request(DLQ_RETRY_SUBJECT, { id }, "retry", 5_000)) as RetryReply;
+    return reply.retried[0] as RetriedJob;
+  }
+
+  async retryDeadLetters(fn: string): Promise<RetriedJob[]> {
+    const reply = await this.#request(DLQ_RETRY_SUBJECT, { function: fn, all: true }, "retry", 60_000);
+    return (reply as RetryReply).retried;
+  }
+
+  async dropDeadLetter(id: string): Promise<DropReply> {
+    return (await this.#request(DLQ_DROP_SUBJECT, { id }, "dlq drop", 5_000)) as DropReply;
+  }
+
   async close(): Promise<void> {
     if (this.#owned) await this.connection.drain();
+  }
+
+  /** A JSON request to the runtimes' API; error replies are thrown as JetfnErrors. */
+  async #request(subject: string, body: unknown, what: string, timeoutMs: number): Promise<unknown> {
+    let reply: Msg;
+    try {
+      reply = await this.connection.request(subject, JSON.stringify(body), { timeout: timeoutMs });
+    } catch (error) {
+      throw requestFailure(error, what, timeoutMs);
+    }
+    return decodeReply(reply);
   }
 }
 

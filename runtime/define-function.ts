@@ -1,9 +1,11 @@
 import type { PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import type { Logger } from "pino";
 import type { z } from "zod";
+import { type EventDefinition, isEventDefinition, isValidEventPattern } from "./define-event";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "./retry-policy";
+import { type CatchUpPolicy, type ResolvedSchedule, resolveSchedule, type ScheduleOption } from "./schedule";
 
 /** Drizzle database bound to one invocation's transaction. */
 export type InvocationDatabase = PostgresJsDatabase<Record<string, never>>;
@@ -38,6 +40,21 @@ export interface FunctionContext {
    * @example await ctx.enqueue("send-mail", { to: ["a@example.com"], subject: "hi" });
    */
   enqueue(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
+  /**
+   * Asynchronous call: enqueues a job for another function without waiting for its result
+   * (published only if this invocation commits, like `enqueue`). Use the id to ask for the result.
+   * @example const { id } = await ctx.call("billing.charge", { orderId });
+   */
+  call(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
+  /**
+   * Emits an event to every function listening on it (`on`); published only if this invocation
+   * commits. Validated against the event's `defineEvent` schema (E_INPUT_INVALID otherwise).
+   * @example await ctx.emit(commentCreated, { postId, commentId });
+   */
+  emit<E extends string | EventDefinition>(
+    event: E,
+    data: E extends EventDefinition<infer S> ? z.input<S> : unknown,
+  ): Promise<{ id: string }>;
 }
 
 /** The options a function file passes to `defineFunction`. */
@@ -54,6 +71,25 @@ export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType 
   concurrency?: number;
   /** One line shown by `jetfn ls` and service discovery. */
   description?: string;
+  /**
+   * Runs the function on a cron schedule (5 fields), optionally in a time zone.
+   * @example schedule: "30 8 * * *"  // or { cron: "30 8 * * *", timezone: "Europe/Paris" }
+   */
+  schedule?: ScheduleOption;
+  /** Runs the function at a fixed interval, aligned to the epoch (`"5m"`: at :00, :05, ...). */
+  every?: Duration;
+  /** What to do with due times missed while no runtime ran. @default "latest" */
+  catchUp?: CatchUpPolicy;
+  /** The input of scheduled jobs. @default nothing (or `{}` if the input schema needs an object) */
+  scheduleInput?: z.input<Input>;
+  /**
+   * Subscribes the function to events: an event name, or a pattern with `*` (one segment) or a
+   * trailing `>` (any number of segments). Each listener gets its own copy of every event.
+   * @example on: "comment.created"
+   */
+  on?: string | EventDefinition;
+  /** Where a listener deployed for the first time starts: new events only, or every event kept. @default "new" */
+  onFrom?: "new" | "all";
   handler(input: z.output<Input>, ctx: FunctionContext): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
 }
 
@@ -111,12 +147,32 @@ export interface ResolvedFunction {
   readonly timeoutMs: number;
   readonly concurrency: number;
   readonly description: string;
+  /** Set for functions with `schedule` or `every`. */
+  readonly schedule: ResolvedSchedule | undefined;
+  /** Input of scheduled jobs (checked against the input schema at deploy). */
+  readonly scheduleInput: unknown;
+  /** Set for functions with `on`: the event pattern and where a new listener starts. */
+  readonly listen: { readonly pattern: string; readonly from: "new" | "all" } | undefined;
 }
 
 export const DEFAULT_TIMEOUT: Duration = "30s";
 export const DEFAULT_CONCURRENCY = 8;
 export const MAX_CONCURRENCY = 10_000;
-const KNOWN_OPTIONS = new Set(["input", "output", "retry", "timeout", "concurrency", "description", "handler"]);
+const KNOWN_OPTIONS = new Set([
+  "input",
+  "output",
+  "retry",
+  "timeout",
+  "concurrency",
+  "description",
+  "handler",
+  "schedule",
+  "every",
+  "catchUp",
+  "scheduleInput",
+  "on",
+  "onFrom",
+]);
 
 /** Checks a definition's options; throws E_FUNCTION_INVALID naming the option and why. */
 export function resolveFunction(
@@ -155,6 +211,14 @@ export function resolveFunction(
   if (spec.description !== undefined && typeof spec.description !== "string") {
     refuse("option description must be a string");
   }
+  let schedule: ResolvedSchedule | undefined;
+  try {
+    schedule = resolveSchedule(spec);
+  } catch (error) {
+    refuse((error as Error).message);
+  }
+  const scheduleInput = schedule ? resolveScheduleInput(spec, refuse) : undefined;
+  if (!schedule && spec.scheduleInput !== undefined) refuse("option scheduleInput needs a schedule or every");
   return Object.freeze({
     name,
     file,
@@ -164,7 +228,46 @@ export function resolveFunction(
     timeoutMs,
     concurrency,
     description: spec.description ?? "",
+    schedule,
+    scheduleInput,
+    listen: resolveListen(spec, refuse),
   });
+}
+
+/** The input scheduled jobs carry (nothing unless given; an empty input is also tried as `{}`). */
+function resolveScheduleInput(
+  spec: FunctionSpec<z.ZodType, z.ZodType | undefined>,
+  refuse: (message: string) => never,
+): unknown {
+  if (spec.scheduleInput !== undefined) {
+    if (!spec.input.safeParse(spec.scheduleInput).success)
+      refuse("option scheduleInput does not match the input schema");
+    return spec.scheduleInput;
+  }
+  if (!spec.input.safeParse(undefined).success && !spec.input.safeParse({}).success) {
+    refuse("option scheduleInput is needed: the input schema refuses an empty input");
+  }
+  return undefined;
+}
+
+function resolveListen(
+  spec: FunctionSpec<z.ZodType, z.ZodType | undefined>,
+  refuse: (message: string) => never,
+): ResolvedFunction["listen"] {
+  if (spec.onFrom !== undefined && spec.onFrom !== "new" && spec.onFrom !== "all") {
+    refuse(`option onFrom must be "new" or "all", got ${JSON.stringify(spec.onFrom)}`);
+  }
+  if (spec.on === undefined) {
+    if (spec.onFrom !== undefined) refuse("option onFrom needs on");
+    return undefined;
+  }
+  const pattern = isEventDefinition(spec.on) ? spec.on.name : spec.on;
+  if (typeof pattern !== "string" || !isValidEventPattern(pattern)) {
+    refuse(
+      `option on must be an event name or pattern (lower-case dot-separated segments, "*" for one segment, a trailing ">" for several), got ${JSON.stringify(pattern)}`,
+    );
+  }
+  return Object.freeze({ pattern, from: spec.onFrom ?? "new" });
 }
 
 function isZodSchema(value: unknown): value is z.ZodType {

@@ -19,6 +19,7 @@ export type JetfnErrorCode =
   | "E_DATABASE_UNAVAILABLE"
   | "E_PAYLOAD_TOO_LARGE"
   | "E_NOT_FOUND"
+  | "E_NOT_DEAD"
   | "E_CONFIG_INVALID"
   | "E_INTERNAL";
 
@@ -88,6 +89,7 @@ const KNOWN_CODES = new Set<string>([
   "E_DATABASE_UNAVAILABLE",
   "E_PAYLOAD_TOO_LARGE",
   "E_NOT_FOUND",
+  "E_NOT_DEAD",
   "E_CONFIG_INVALID",
   "E_INTERNAL",
 ]);

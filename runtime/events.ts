@@ -22,6 +22,12 @@ export interface RuntimeEvents {
   "invocation:failure": [InvocationEvent & { durationMs: number; error: JetfnError; final: boolean }];
   "invocation:progress": [InvocationEvent & { done: number; total: number | undefined }];
   "consumer:stalled": [{ fn: string; reason: string }];
+  /** A scheduled function's next due time was planned (ISO 8601; null when there is none). */
+  "schedule:planned": [{ fn: string; nextDueAt: string | null }];
+  /** A job was published for a due time; `duplicate` when another runtime had published it already. */
+  "schedule:fired": [{ fn: string; dueAt: string; jobId: string; catchUp: boolean; duplicate: boolean }];
+  /** The outbox relay published messages (after a commit, or found by its sweep). */
+  "outbox:published": [{ count: number; swept: boolean; durationMs: number }];
 }
 
 /** Typed event emitter of the runtime. */

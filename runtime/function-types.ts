@@ -26,7 +26,9 @@ export async function renderFunctionTypes(functionsDir: string, outputFile: stri
     lines.push(`import type function${index} from "${specifier.startsWith(".") ? specifier : `./${specifier}`}";`);
   });
   lines.push("", "/** Every function of the functions folder, by deployed name. */", "export type JetfnFunctions = {");
-  entries.forEach((entry, index) => lines.push(`  "${entry.name}": typeof function${index};`));
+  entries.forEach((entry, index) => {
+    lines.push(`  "${entry.name}": typeof function${index};`);
+  });
   lines.push("};", "");
   return lines.join("\n");
 }

@@ -6,12 +6,20 @@ export type {
   CallErrorDetails,
   CallOptions,
   ClientOptions,
+  DeadLetterQuery,
+  EmitOptions,
+  EmittedEvent,
   EnqueueJobOptions,
   FunctionMap,
   JetfnClient,
   ResultOptions,
 } from "./client";
 export { createClient } from "./client";
+export type { DeadLetter } from "./db/dead-letters";
+export type { OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
+export { emitInTransaction, enqueueInTransaction, readOutboxLag } from "./db/outbox";
+export type { EventDataOf, EventDefinition } from "./define-event";
+export { defineEvent } from "./define-event";
 export type {
   EnqueueOptions,
   FunctionContext,
@@ -23,8 +31,23 @@ export type {
 } from "./define-function";
 export { defineFunction } from "./define-function";
 export type { Duration } from "./duration";
+export type { DurationHistogram, DurationSummary } from "./duration-histogram";
 export type { JetfnErrorCode, ValidationIssue } from "./errors";
 export { JetfnError, NonRetryableError, RetryAfterError } from "./errors";
+export type { ErrorCounts, ErrorKind } from "./invocation-stats";
+export type { DropReply, RetriedJob } from "./nats/dead-letter-api";
 export type { PublishedJob } from "./nats/publish-job";
+export type {
+  EndpointData,
+  EndpointInfo,
+  EndpointStats,
+  ProcessData,
+  ServiceInfo,
+  ServicePing,
+  ServiceStats,
+} from "./nats/service-discovery";
 export type { InvocationStatusView } from "./nats/status-api";
 export type { RetryOptions } from "./retry-policy";
+export type { CatchUpPolicy, ScheduleOption } from "./schedule";
+export type { ScheduleView } from "./scheduler";
+export { readSchedules } from "./scheduler";

@@ -1,14 +1,14 @@
-import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
+import { outboxStatement } from "./db/outbox";
 import type { FunctionContext, ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { invocationLogger } from "./logger";
-import type { RequestedJob } from "./nats/publish-job";
+import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
 import { parseInput, parseOutput } from "./validation";
 
 /** What one invocation needs to know. */
@@ -34,7 +34,8 @@ export type InvocationOutcome =
       durationMs: number;
       /** True when the final statement was committed with the handler's transaction. */
       committed: boolean;
-      pendingJobs: RequestedJob[];
+      /** Jobs and events the handler asked for, committed in the outbox: publish them now. */
+      outbox: OutboxMessage[];
       log: Logger;
     }
   | { ok: false; error: JetfnError; durationMs: number; log: Logger };
@@ -44,6 +45,8 @@ export interface InvokeDependencies {
   sql: Sql;
   logger: Logger;
   events: RuntimeEmitter;
+  /** The NATS server's max payload, to refuse oversized jobs and events when they are asked for. */
+  maxPayload?: number;
 }
 
 /**
@@ -63,18 +66,17 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
     attempt,
     statementTimeoutMs: fn.timeoutMs,
   });
-  const pendingJobs: RequestedJob[] = [];
+  const outbox: OutboxMessage[] = [];
   const stopWatching = watchDeadline(controller, fn, request.shutdownSignal);
   try {
     const input = parseInput(fn.definition.spec.input, request.input, fn.name);
-    const ctx = createContext(request, transaction.db, log, controller.signal, pendingJobs, deps.events);
+    const ctx = createContext(request, transaction.db, log, controller.signal, outbox, deps);
     const returned = await runUntilAborted(() => fn.definition.spec.handler(input, ctx), controller.signal, log);
     const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
-    const committed = transaction.begun;
-    await transaction.commit(committed ? request.finalStatement?.(result) : undefined);
+    const committed = await commitWithOutbox(deps, transaction, request, result, outbox);
     const durationMs = performance.now() - started;
     deps.events.emit("invocation:success", { ...event, durationMs });
-    return { ok: true, result, durationMs, committed, pendingJobs, log };
+    return { ok: true, result, durationMs, committed, outbox, log };
   } catch (thrown) {
     await transaction.rollback();
     const error = toJetfnError(thrown);
@@ -82,6 +84,35 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
   } finally {
     stopWatching();
   }
+}
+
+/**
+ * Commits the handler's transaction with the outbox rows and the final statement (the job's record).
+ * A handler that never touched the database still gets its outbox rows written atomically with its
+ * record, in one statement. Returns whether the final statement was committed here.
+ */
+async function commitWithOutbox(
+  deps: InvokeDependencies,
+  transaction: ReturnType<typeof createInvocationTransaction>,
+  request: InvocationRequest,
+  result: unknown,
+  outbox: OutboxMessage[],
+): Promise<boolean> {
+  const origin = { functionName: request.fn.name, invocationId: request.invocationId };
+  if (!transaction.begun && outbox.length === 0) {
+    await transaction.commit();
+    return false;
+  }
+  const final = request.finalStatement?.(result);
+  const statement = outbox.length > 0 ? outboxStatement(outbox, origin, final) : final;
+  if (transaction.begun) {
+    await transaction.commit(statement);
+    return true;
+  }
+  await transaction.commit();
+  const single = statement as FinalStatement;
+  await deps.sql.unsafe(single.text, single.params as never[]);
+  return true;
 }
 
 /** Aborts the invocation at its timeout or at shutdown, with an error saying which. */
@@ -129,10 +160,19 @@ function createContext(
   db: FunctionContext["db"],
   log: Logger,
   signal: AbortSignal,
-  pendingJobs: RequestedJob[],
-  events: RuntimeEmitter,
+  outbox: OutboxMessage[],
+  deps: InvokeDependencies,
 ): FunctionContext {
   const { fn, invocationId, attempt, kind } = request;
+  const { events, maxPayload } = deps;
+  const enqueue: FunctionContext["enqueue"] = async (functionName, input, options) => {
+    if (!isValidFunctionName(functionName)) {
+      throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
+    }
+    const message = jobMessage(functionName, input, options?.id, maxPayload);
+    outbox.push(message);
+    return { id: message.id };
+  };
   return {
     db,
     log,
@@ -145,13 +185,12 @@ function createContext(
       request.onProgress?.(done, total);
       events.emit("invocation:progress", { fn: fn.name, invocationId, attempt, kind, done, total });
     },
-    async enqueue(functionName, input, options) {
-      if (!isValidFunctionName(functionName)) {
-        throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
-      }
-      const id = options?.id ?? randomUUID();
-      pendingJobs.push({ functionName, id, input });
-      return { id };
+    enqueue,
+    call: enqueue,
+    async emit(event, data) {
+      const message = eventMessage(event, data, undefined, maxPayload);
+      outbox.push(message);
+      return { id: message.id };
     },
   };
 }

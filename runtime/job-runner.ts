@@ -17,12 +17,14 @@ import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
 import { invoke, NON_RETRYABLE_CODES } from "./invoke";
-import { jobIdentity } from "./job-identity";
+import { type JobIdentity, jobIdentity } from "./job-identity";
+import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
 import { failureFields } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
-import { publishRequestedJobs } from "./nats/publish-job";
+import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
 import { doneSubject } from "./nats/subjects";
+import type { OutboxRelay } from "./outbox-relay";
 import { backoffDelay } from "./retry-policy";
 import { parseJsonBody } from "./validation";
 
@@ -36,6 +38,8 @@ export interface JobRunnerDependencies {
   events: RuntimeEmitter;
   logger: Logger;
   shutdownSignal: AbortSignal;
+  /** Publishes the jobs and events an invocation committed to the outbox. */
+  outbox: OutboxRelay;
 }
 
 /** What a finished job announces on `jetfn.done.<id>`. */
@@ -64,8 +68,10 @@ export async function runJob(
   fn: ResolvedFunction,
   limiter: Limiter,
   message: JsMsg,
+  /** Who the message is: a job's own id, or (for an event delivered to a listener) an id per listener. */
+  identify: (message: JsMsg) => JobIdentity = jobIdentity,
 ): Promise<void> {
-  const identity = jobIdentity(message);
+  const identity = identify(message);
   const attempt = message.info.deliveryCount;
   const record: JobRecord = {
     id: identity.id,
@@ -89,6 +95,9 @@ export async function runJob(
   let input: unknown;
   try {
     input = parseJsonBody(message.data, fn.name);
+    if (jsonDepth(message.data) > MAX_INPUT_DEPTH) {
+      throw new JetfnError("E_INPUT_INVALID", `input for ${fn.name} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
+    }
   } catch (error) {
     return bury(deps, record, message, error as JetfnError, log);
   }
@@ -130,7 +139,7 @@ async function attemptJob(
   record.startedAt = new Date().toISOString();
   const board = deps.progress.begin(record.id, fn.name, record.attempt);
   const outcome = await invoke(
-    { sql: deps.database.sql, logger: deps.logger, events: deps.events },
+    { sql: deps.database.sql, logger: deps.logger, events: deps.events, maxPayload: deps.nc.info?.max_payload },
     {
       fn,
       invocationId: record.id,
@@ -154,7 +163,7 @@ async function attemptJob(
       return true;
     }
     log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
-    await publishRequestedJobs(deps.js, deps.nc.info?.max_payload, outcome.pendingJobs, log);
+    await deps.outbox.publishCommitted(outcome.outbox, log);
     notifyDone(deps, { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result });
     return true;
   }
@@ -169,7 +178,9 @@ async function attemptJob(
     log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
     return true;
   }
-  if (isConnectionError(error.cause) || error.code === "E_DATABASE_UNAVAILABLE") {
+  // drizzle wraps the driver's error (DrizzleQueryError), so look one level further down too.
+  const cause = error.cause as { cause?: unknown } | undefined;
+  if (isConnectionError(cause) || isConnectionError(cause?.cause) || error.code === "E_DATABASE_UNAVAILABLE") {
     log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
     return false;
   }
@@ -222,7 +233,9 @@ async function bury(
 ): Promise<void> {
   const stored = storedError(error, record.attempt);
   const applied = await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "dead", stored));
-  message.term(error.message.slice(0, 200));
+  // Servers before 2.10.4 ignore a +TERM that carries a reason, and deliver the job once more.
+  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
+  else message.term(error.message.slice(0, 200));
   if (!applied) return;
   log.error(
     { outcome: "dead", durationMs, ...failureFields(error) },

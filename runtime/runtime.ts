@@ -1,28 +1,43 @@
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
+import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
 import { assertMigrated, migrate } from "./db/migrate";
+import type { OutboxLag } from "./db/outbox";
 import type { ResolvedFunction } from "./define-function";
 import { createDeployer, type Deployer, type DeploymentChange } from "./deployer";
+import { type Duration, parseDuration } from "./duration";
+import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { type JobRunnerDependencies, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger } from "./logger";
+import { type MetricsServer, startMetricsServer } from "./metrics";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
+import { type DeadLetterApi, startDeadLetterApi } from "./nats/dead-letter-api";
+import { type EventListener, startEventListener } from "./nats/event-listener";
+import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
-import { publishRequestedJobs } from "./nats/publish-job";
+import { createQueueDepthReader } from "./nats/queue-depth";
+import { warnAboutServer } from "./nats/server-check";
+import { type ServiceDiscovery, startServiceDiscovery } from "./nats/service-discovery";
+import { type StallWatch, startStallWatch } from "./nats/stall-watch";
 import { startStatusApi } from "./nats/status-api";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
 import { consumerName } from "./nats/subjects";
+import { startUnroutedJobs, type UnroutedJobs } from "./nats/unrouted-jobs";
+import { type OutboxRelay, startOutboxRelay } from "./outbox-relay";
 import type { Registry } from "./registry";
 import { ackWaitFor } from "./retry-policy";
+import { type Scheduler, type ScheduleView, startScheduler } from "./scheduler";
+import { type RejectionWatch, watchUnhandledRejections } from "./unhandled-rejections";
 
 /** Options of startRuntime beyond the configuration itself. */
 export interface StartRuntimeOptions extends RuntimeOptions {
@@ -30,6 +45,8 @@ export interface StartRuntimeOptions extends RuntimeOptions {
   logger?: Logger;
   /** Apply pending migrations at start (dev) instead of refusing to start (production). @default false */
   migrate?: boolean;
+  /** How often consumers are checked for stalls and the stream for jobs no function can take. @default "15s" */
+  healthCheckInterval?: Duration;
 }
 
 /** A running runtime: functions deployed, jobs pulled, calls answered. */
@@ -42,6 +59,10 @@ export interface Runtime {
   readonly nats: NatsConnection;
   /** Resolves once every file change seen so far is deployed. */
   settled(): Promise<void>;
+  /** Scheduled functions with their next due time as this runtime planned it (for `jetfn ls`). */
+  schedules(): ScheduleView[];
+  /** How far the outbox relay is behind: unpublished rows and the oldest one's age (for `jetfn ls`). */
+  outboxLag(): Promise<OutboxLag>;
   /** Graceful stop: no new work, in-flight work finishes (or is aborted after the grace period). */
   stop(): Promise<void>;
 }
@@ -51,6 +72,8 @@ interface FunctionWorker {
   fn: ResolvedFunction;
   limiter: Limiter;
   puller: JobPuller;
+  /** Set while the function listens to events (`on`). */
+  listener?: EventListener;
 }
 
 /** Starts a runtime: connects, deploys the functions folder and begins serving. */
@@ -79,6 +102,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     throw error;
   }
   const runtime = new ServingRuntime(config, logger, database, nc);
+  runtime.healthCheckMs = parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL);
   try {
     await runtime.start();
   } catch (error) {
@@ -87,6 +111,9 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   }
   return runtime;
 }
+
+/** How often consumers and the stream are checked (stalls, jobs for invalid names). */
+export const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = "15s";
 
 class ServingRuntime implements Runtime {
   readonly config: ResolvedConfig;
@@ -101,12 +128,22 @@ class ServingRuntime implements Runtime {
   readonly #js: JetStreamClient;
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
+  readonly #stats: InvocationStats;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
   #stopped: Promise<void> | undefined;
+  #deadLetterApi: DeadLetterApi | undefined;
+  #discovery: ServiceDiscovery | undefined;
+  #metrics: MetricsServer | undefined;
   #sealer: AuditSealer | undefined;
+  #outbox: OutboxRelay | undefined;
+  #scheduler: Scheduler | undefined;
+  #stallWatch: StallWatch | undefined;
+  #unroutedJobs: UnroutedJobs | undefined;
+  #rejections: RejectionWatch | undefined;
+  healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
 
   constructor(config: ResolvedConfig, logger: Logger, database: DatabaseClient, nats: NatsConnection) {
     this.config = config;
@@ -115,6 +152,7 @@ class ServingRuntime implements Runtime {
     this.nats = nats;
     this.#js = jetstream(nats);
     this.#successes = createSuccessRecorder(database.sql);
+    this.#stats = trackInvocationStats(this.events);
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
@@ -129,13 +167,31 @@ class ServingRuntime implements Runtime {
 
   async start(): Promise<void> {
     const started = performance.now();
-    this.#manager = await jetstreamManager(this.nats);
+    this.#manager = await jetstreamManager(this.nats).catch((error: unknown) => {
+      throw new JetfnError(
+        "E_UNAVAILABLE",
+        `the NATS server at ${this.config.natsUrl} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
+        { cause: error },
+      );
+    });
     await ensureJobStream(this.#manager, {
       name: this.config.streamName,
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
     });
+    await ensureEventStream(this.#manager, {
+      name: EVENT_STREAM,
+      retentionMs: this.config.jobRetentionMs,
+      duplicateWindowMs: this.config.duplicateWindowMs,
+    });
     const progress = await openProgressBoard(this.nats, this.logger);
+    this.#outbox = await startOutboxRelay({
+      sql: this.database.sql,
+      js: this.#js,
+      events: this.events,
+      logger: this.logger,
+    });
+    this.#scheduler = await startScheduler({ nc: this.nats, js: this.#js, events: this.events, logger: this.logger });
     this.#jobDependencies = {
       database: this.database,
       successes: this.#successes,
@@ -145,6 +201,7 @@ class ServingRuntime implements Runtime {
       events: this.events,
       logger: this.logger,
       shutdownSignal: this.#aborting.signal,
+      outbox: this.#outbox,
     };
     await this.#coverAudit();
     this.#sealer = startAuditSealer(this.database.sql, this.logger);
@@ -154,13 +211,20 @@ class ServingRuntime implements Runtime {
       nc: this.nats,
       queueGroup: this.config.queueGroup,
       lookup: (name) => this.#workers.get(name),
-      invokeDependencies: { sql: this.database.sql, logger: this.logger, events: this.events },
+      invokeDependencies: {
+        sql: this.database.sql,
+        logger: this.logger,
+        events: this.events,
+        maxPayload: this.nats.info?.max_payload,
+      },
       events: this.events,
       logger: this.logger,
       abortSignal: this.#aborting.signal,
-      publishPendingJobs: (jobs, log) => publishRequestedJobs(this.#js, this.nats.info?.max_payload, jobs, log),
+      publishPendingJobs: (messages, log) => (this.#outbox as OutboxRelay).publishCommitted(messages, log),
     });
     this.#statusApi = startStatusApi(this.nats, this.config.queueGroup, this.database, progress, this.logger);
+    await this.#startOperations();
+    this.#startWatches();
     void this.#refreshPullersOnReconnect();
     this.logger.info(
       {
@@ -175,6 +239,89 @@ class ServingRuntime implements Runtime {
 
   settled(): Promise<void> {
     return this.#deployer.settled();
+  }
+
+  schedules(): ScheduleView[] {
+    return this.#scheduler?.list() ?? [];
+  }
+
+  outboxLag(): Promise<OutboxLag> {
+    return (this.#outbox as OutboxRelay).lag();
+  }
+
+  /** Dead-letter API, services-protocol discovery and stats, and the metrics endpoint when configured. */
+  async #startOperations(): Promise<void> {
+    const queueDepth = createQueueDepthReader(this.#manager as JetStreamManager, this.config.streamName);
+    this.#deadLetterApi = startDeadLetterApi({
+      nc: this.nats,
+      js: this.#js,
+      sql: this.database.sql,
+      queueGroup: this.config.queueGroup,
+      logger: this.logger,
+    });
+    this.#discovery = startServiceDiscovery({
+      nc: this.nats,
+      queueGroup: this.config.queueGroup,
+      functions: () => [...this.#workers.keys()],
+      stats: this.#stats,
+      queueDepth,
+      logger: this.logger,
+    });
+    if (this.config.metricsPort !== undefined) {
+      this.#metrics = await startMetricsServer({
+        port: this.config.metricsPort,
+        events: this.events,
+        stats: this.#stats,
+        queueDepth,
+        logger: this.logger,
+      });
+    }
+  }
+
+  /** Production checks, the stall watch, the sweep for unroutable jobs, and the unhandled-rejection guard. */
+  #startWatches(): void {
+    const manager = this.#manager as JetStreamManager;
+    this.#rejections = watchUnhandledRejections(this.logger);
+    void warnAboutServer(this.nats, manager, this.config.streamName, this.logger);
+    this.#stallWatch = startStallWatch({
+      manager,
+      stream: this.config.streamName,
+      intervalMs: this.healthCheckMs,
+      events: this.events,
+      logger: this.logger,
+      pullers: () =>
+        [...this.#workers.values()].map((worker) => ({
+          fn: worker.fn.name,
+          held: worker.puller.held,
+          window: worker.limiter.capacity * 2,
+          refresh: () => worker.puller.refresh(),
+          recover: () => this.#ensureConsumer(worker.fn),
+        })),
+    });
+    this.#unroutedJobs = startUnroutedJobs({
+      nc: this.nats,
+      manager,
+      sql: this.database.sql,
+      stream: this.config.streamName,
+      deployed: () => [...this.#workers.keys()],
+      intervalMs: this.healthCheckMs,
+      logger: this.logger,
+    });
+  }
+
+  async #stopWatches(): Promise<void> {
+    await this.#unroutedJobs?.close();
+    await this.#stallWatch?.close();
+  }
+
+  /** Stops what #startOperations started, in reverse order. */
+  async #stopOperations(): Promise<void> {
+    await this.#metrics
+      ?.close()
+      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the metrics endpoint failed."));
+    this.#discovery?.close();
+    await this.#deadLetterApi?.close();
+    this.#stats.close();
   }
 
   stop(): Promise<void> {
@@ -212,6 +359,8 @@ class ServingRuntime implements Runtime {
     };
     this.#workers.set(fn.name, worker);
     worker.puller.start();
+    if (fn.listen) worker.listener = await this.#listen(worker);
+    this.#scheduler?.set(fn);
     this.logger.info({ fn: fn.name, file: fn.file, version: fn.version }, `Deployed ${fn.name}.`);
   }
 
@@ -227,6 +376,8 @@ class ServingRuntime implements Runtime {
     ) {
       await this.#ensureConsumer(next);
     }
+    await this.#relisten(worker, previous);
+    this.#scheduler?.set(next);
     this.logger.info(
       { fn: next.name, version: next.version, previousVersion: previous.version },
       `Redeployed ${next.name}.`,
@@ -237,11 +388,43 @@ class ServingRuntime implements Runtime {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;
     this.#workers.delete(fn.name);
+    this.#scheduler?.remove(fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
-    const retiring = worker.puller.stop();
+    const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
     this.#retiring.add(retiring);
     void retiring.finally(() => this.#retiring.delete(retiring));
     this.logger.info({ fn: fn.name, file: fn.file }, `Undeployed ${fn.name}; its queued jobs wait for it to return.`);
+  }
+
+  #listen(worker: FunctionWorker): Promise<EventListener> {
+    return startEventListener({
+      js: this.#js,
+      manager: this.#manager as JetStreamManager,
+      stream: EVENT_STREAM,
+      maxAckWaitMs: this.config.maxAckWaitMs,
+      worker,
+      dependencies: () => this.#jobDependencies as JobRunnerDependencies,
+      logger: this.logger,
+    });
+  }
+
+  /** Follows a redeploy's `on`: start, update or stop listening. */
+  async #relisten(worker: FunctionWorker, previous: ResolvedFunction): Promise<void> {
+    const next = worker.fn;
+    if (!next.listen) {
+      const listener = worker.listener;
+      worker.listener = undefined;
+      await listener?.remove();
+      return;
+    }
+    if (!worker.listener) worker.listener = await this.#listen(worker);
+    else if (
+      previous.listen?.pattern !== next.listen.pattern ||
+      previous.timeoutMs !== next.timeoutMs ||
+      previous.retry !== next.retry
+    ) {
+      await worker.listener.update();
+    }
   }
 
   /** Attaches the audit triggers to tables that lack them (where no event trigger does it). */
@@ -289,19 +472,27 @@ class ServingRuntime implements Runtime {
     await this.#deployer
       .close()
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the watcher failed."));
+    await this.#scheduler?.close();
     await Promise.allSettled([
       this.#callServer?.close(),
-      ...[...this.#workers.values()].map((worker) => worker.puller.stop()),
+      ...[...this.#workers.values()].flatMap((worker) => [worker.puller.stop(), worker.listener?.stop()]),
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
     await this.#successes
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
+    await this.#stopWatches();
+    await this.#stopOperations();
+    // After the last invocation: whatever it committed to the outbox is published or left for a sweep.
+    await this.#outbox
+      ?.close()
+      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
     await this.#sealer?.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
+    this.#rejections?.close();
     this.logger.info({ durationMs: Math.round(performance.now() - started) }, "Runtime stopped.");
   }
 }

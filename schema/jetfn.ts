@@ -23,6 +23,11 @@ export const invocations = jetfnSchema.table("invocations", {
   updatedAt: timestamp("updated_at", { withTimezone: true, mode: "string" }).notNull(),
   streamSeq: bigint("stream_seq", { mode: "number" }),
   retryOf: text("retry_of"),
+  /** Id of the job that re-ran this dead one (schema/migrations/0003_jetfn_dead_letters.sql). */
+  retriedAs: text("retried_as"),
+  retriedAt: timestamp("retried_at", { withTimezone: true, mode: "string" }),
+  /** When a dead job was discarded with `jetfn dlq drop` (status `dropped`). */
+  droppedAt: timestamp("dropped_at", { withTimezone: true, mode: "string" }),
 });
 
 /** One changed row (or one TRUNCATE), written by the audit triggers. Append-only for the runtime. */
@@ -49,4 +54,16 @@ export const auditSeals = jetfnSchema.table("audit_seals", {
   sealedAt: timestamp("sealed_at", { withTimezone: true, mode: "string" }).notNull(),
   rowCount: integer("row_count").notNull(),
   hash: text("hash").notNull(),
+});
+
+/** Messages waiting to be published once their transaction committed (the transactional outbox). */
+export const outbox = jetfnSchema.table("outbox", {
+  position: bigint("position", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+  id: text("id").notNull().unique(),
+  subject: text("subject").notNull(),
+  headers: jsonb("headers").$type<Record<string, string>>().notNull().default({}),
+  body: text("body").notNull(),
+  function: text("function"),
+  invocationId: text("invocation_id"),
+  createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
 });

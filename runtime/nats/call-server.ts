@@ -4,11 +4,13 @@ import type { Logger } from "pino";
 import type { ResolvedFunction } from "../define-function";
 import { JetfnError } from "../errors";
 import type { RuntimeEmitter } from "../events";
+import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { type InvokeDependencies, invoke } from "../invoke";
+import { jsonDepth, MAX_INPUT_DEPTH } from "../json-depth";
 import type { Limiter } from "../limiter";
 import { failureFields } from "../logger";
+import type { OutboxMessage } from "../outbox-message";
 import { parseJsonBody } from "../validation";
-import type { RequestedJob } from "./publish-job";
 import { replyError, replyJson, statusFor } from "./reply";
 import { CALL_PREFIX, ID_HEADER, isValidInvocationId } from "./subjects";
 
@@ -22,8 +24,8 @@ export interface CallServerOptions {
   logger: Logger;
   /** Fired when in-flight calls must be aborted (shutdown grace is over). */
   abortSignal: AbortSignal;
-  /** Publishes jobs a call enqueued, once its transaction committed. */
-  publishPendingJobs: (jobs: RequestedJob[], log: Logger) => Promise<void>;
+  /** Publishes the jobs and events a call committed to the outbox. */
+  publishPendingJobs: (messages: OutboxMessage[], log: Logger) => Promise<void>;
 }
 
 /** Answers `fn.call.<name>` requests for every deployed function. */
@@ -73,7 +75,8 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
   }
   const target = options.lookup(name);
   if (!target) {
-    replyError(message, 404, { code: "E_FUNCTION_NOT_FOUND", message: `no function named "${name}" is deployed` });
+    const reason = isValidFunctionName(name) ? `no function named "${name}" is deployed` : describeInvalidName(name);
+    replyError(message, 404, { code: "E_FUNCTION_NOT_FOUND", message: reason });
     return;
   }
   const givenId = message.headers?.get(ID_HEADER);
@@ -81,6 +84,9 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
   let input: unknown;
   try {
     input = parseJsonBody(message.data, name);
+    if (jsonDepth(message.data) > MAX_INPUT_DEPTH) {
+      throw new JetfnError("E_INPUT_INVALID", `input for ${name} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
+    }
   } catch (error) {
     const failure = error as JetfnError;
     replyError(message, statusFor(failure), failure, invocationId);
@@ -105,9 +111,19 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
     });
     const durationMs = Math.round(outcome.durationMs * 100) / 100;
     if (outcome.ok) {
-      replyJson(message, outcome.result, maxPayload, invocationId);
+      try {
+        replyJson(message, outcome.result, maxPayload, invocationId);
+      } catch (error) {
+        // JSON.stringify throws on values nested too deeply for the stack (echoed hostile input).
+        const failure = new JetfnError(
+          "E_OUTPUT_INVALID",
+          `the result of ${name} cannot be encoded as JSON: ${(error as Error).message}`,
+        );
+        replyError(message, statusFor(failure), failure, invocationId);
+        return;
+      }
       outcome.log.info({ outcome: "succeeded", kind: "call", durationMs }, "Call succeeded.");
-      await options.publishPendingJobs(outcome.pendingJobs, outcome.log);
+      await options.publishPendingJobs(outcome.outbox, outcome.log);
       return;
     }
     const { error } = outcome;

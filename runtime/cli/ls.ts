@@ -1,0 +1,63 @@
+import { createClient } from "../client";
+import { resolveConfig } from "../config";
+import { formatDuration } from "../duration";
+import { type FunctionOverview, gatherOverview, type Overview } from "./function-overview";
+import { printJsonLines } from "./output";
+import { type Column, formatBytes, formatTable } from "./table";
+
+/** Options of `jetfn ls`. */
+export interface LsCommandOptions {
+  json?: boolean;
+  watch?: boolean;
+}
+
+/** How often `--watch` refreshes. */
+export const WATCH_INTERVAL_MS = 2_000;
+
+const COLUMNS: Column<FunctionOverview>[] = [
+  { header: "FUNCTION", value: (row) => row.function },
+  { header: "INSTANCES", value: (row) => String(row.instances), right: true },
+  { header: "UPTIME", value: (row) => (row.uptimeMs === null ? "-" : formatDuration(row.uptimeMs)), right: true },
+  { header: "SERVED", value: (row) => String(row.served), right: true },
+  { header: "IN FLIGHT", value: (row) => String(row.inFlight), right: true },
+  { header: "MEMORY", value: (row) => (row.instances === 0 ? "-" : formatBytes(row.memoryBytes)), right: true },
+  { header: "QUEUED", value: (row) => (row.queued === null ? "?" : String(row.queued)), right: true },
+  { header: "ACK PENDING", value: (row) => (row.ackPending === null ? "?" : String(row.ackPending)), right: true },
+  { header: "RATE/S (1M)", value: (row) => row.ratePerSecond.toFixed(2), right: true },
+  { header: "TIME LEFT", value: timeLeft, right: true },
+];
+
+/** `jetfn ls`: one row per function across every running runtime. */
+export async function lsCommand(options: LsCommandOptions): Promise<void> {
+  const config = resolveConfig();
+  const client = await createClient();
+  try {
+    for (;;) {
+      const overview = await gatherOverview(client.connection, { stream: config.streamName });
+      if (options.json) printJsonLines(overview.functions);
+      else
+        process.stdout.write(
+          `${options.watch && process.stdout.isTTY ? "\u001b[2J\u001b[H" : ""}${describe(overview)}`,
+        );
+      if (!options.watch) return;
+      await new Promise((resolve) => setTimeout(resolve, WATCH_INTERVAL_MS));
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+function describe(overview: Overview): string {
+  if (overview.functions.length === 0) {
+    return "no functions: no runtime answered and the jobs stream has no function consumers\n";
+  }
+  const runtimes = `${overview.runtimes} runtime${overview.runtimes === 1 ? "" : "s"} answered in ${overview.gatheredMs}ms`;
+  return `${formatTable(COLUMNS, overview.functions)}${runtimes}\n`;
+}
+
+/** `-` with nothing queued, `stalled` when jobs wait and none finish, else queued / rate. */
+function timeLeft(row: FunctionOverview): string {
+  if (row.queued === null) return "?";
+  if (row.queued === 0) return "-";
+  return row.drainMs === null ? "stalled" : `~${formatDuration(row.drainMs)}`;
+}

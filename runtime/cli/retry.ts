@@ -1,0 +1,27 @@
+import { createClient } from "../client";
+import { JetfnError } from "../errors";
+import { printJsonLines } from "./output";
+
+/** Options of `jetfn retry`. */
+export interface RetryCommandOptions {
+  function?: string;
+  all?: boolean;
+  json?: boolean;
+}
+
+/** `jetfn retry <id>` or `jetfn retry --function <fn> --all`: runs dead jobs again as fresh jobs. */
+export async function retryCommand(id: string | undefined, options: RetryCommandOptions): Promise<void> {
+  if ((id === undefined) === !(options.all && options.function)) {
+    throw new JetfnError("E_INPUT_INVALID", "give either a dead job's id, or --function <fn> --all");
+  }
+  const client = await createClient();
+  try {
+    const retried =
+      id === undefined ? await client.retryDeadLetters(options.function as string) : [await client.retryDeadLetter(id)];
+    if (options.json) printJsonLines(retried);
+    else if (retried.length === 0) process.stdout.write(`no dead jobs of ${options.function} to retry\n`);
+    else for (const job of retried) process.stdout.write(`${job.id} -> ${job.newId}  ${job.function}\n`);
+  } finally {
+    await client.close();
+  }
+}

@@ -1,0 +1,136 @@
+import { sql as drizzleSql, type SQL } from "drizzle-orm";
+import type { Sql } from "postgres";
+import type { z } from "zod";
+import type { EventDefinition } from "../define-event";
+import { eventMessage, jobMessage, type OutboxMessage } from "../outbox-message";
+import type { FinalStatement } from "./invocation-transaction";
+
+/** A drizzle transaction (or database) an app writes outbox rows through: anything with `execute`. */
+export interface OutboxTransaction {
+  execute(query: SQL): PromiseLike<unknown>;
+}
+
+/** Options of `enqueueInTransaction` / `emitInTransaction`. */
+export interface OutboxWriteOptions {
+  /** Message id (the job's invocation id for jobs); random when omitted. A repeat is published once. */
+  id?: string;
+}
+
+/** A row waiting in the outbox, as the relay reads it. */
+export interface OutboxRow extends OutboxMessage {
+  position: number;
+}
+
+/** How far behind the relay is: rows not yet published and the age of the oldest. */
+export interface OutboxLag {
+  count: number;
+  /** Age of the oldest unpublished row in milliseconds; 0 when the outbox is empty. */
+  oldestAgeMs: number;
+}
+
+/** NATS's default `max_payload`; apps writing outside a runtime cannot ask the server. */
+const DEFAULT_MAX_PAYLOAD = 1_048_576;
+
+/**
+ * Writes a job for function `name` into the outbox inside the caller's own drizzle transaction; the
+ * runtimes' relay publishes it to `fn.job.<name>` once the transaction commits (never if it rolls
+ * back). Returns the job's id, usable with `client.status` / `client.result`.
+ * @example
+ * await db.transaction(async (tx) => {
+ *   await tx.insert(orders).values(order);
+ *   await enqueueInTransaction(tx, "billing.charge", { orderId: order.id });
+ * });
+ */
+export async function enqueueInTransaction(
+  tx: OutboxTransaction,
+  name: string,
+  input: unknown,
+  options: OutboxWriteOptions = {},
+): Promise<{ id: string }> {
+  const message = jobMessage(name, input, options.id, DEFAULT_MAX_PAYLOAD);
+  await tx.execute(insertQuery(message));
+  return { id: message.id };
+}
+
+/**
+ * Writes an event into the outbox inside the caller's own drizzle transaction; every listener gets
+ * it once the transaction commits. Checked against the event's `defineEvent` schema.
+ * @example await emitInTransaction(tx, commentCreated, { postId, commentId });
+ */
+export async function emitInTransaction<E extends string | EventDefinition>(
+  tx: OutboxTransaction,
+  event: E,
+  data: E extends EventDefinition<infer S> ? z.input<S> : unknown,
+  options: OutboxWriteOptions = {},
+): Promise<{ id: string }> {
+  const message = eventMessage(event, data, options.id, DEFAULT_MAX_PAYLOAD);
+  await tx.execute(insertQuery(message));
+  return { id: message.id };
+}
+
+function insertQuery(message: OutboxMessage): SQL {
+  return drizzleSql`insert into jetfn.outbox (id, subject, headers, body) values (${message.id}, ${message.subject}, ${JSON.stringify(message.headers)}::jsonb, ${message.body}) on conflict (id) do nothing`;
+}
+
+/**
+ * The statement that writes an invocation's messages, in order, with its final statement (the
+ * job's fenced record) when there is one: one statement, so it is atomic even without a transaction.
+ */
+export function outboxStatement(
+  messages: readonly OutboxMessage[],
+  origin: { functionName: string; invocationId: string },
+  final?: FinalStatement,
+): FinalStatement {
+  const base = final?.params.length ?? 0;
+  const insert =
+    "insert into jetfn.outbox (id, subject, headers, body, function, invocation_id) " +
+    `select m.value->>'id', m.value->>'subject', m.value->'headers', m.value->>'body', $${base + 2}, $${base + 3} ` +
+    `from jsonb_array_elements($${base + 1}::jsonb) with ordinality as m(value, ord) order by m.ord ` +
+    "on conflict (id) do nothing";
+  const params = [...(final?.params ?? []), JSON.stringify(messages), origin.functionName, origin.invocationId];
+  return final ? { text: `with jetfn_outbox_rows as (${insert}) ${final.text}`, params } : { text: insert, params };
+}
+
+// Two-key advisory lock space, apart from the single-key one migrations use.
+const SWEEP_LOCK = [0x6a66, 0x6f62] as const;
+
+/**
+ * Rows a sweep publishes, oldest first, taken only by the one runtime holding the sweep lock (so
+ * every invocation's messages leave in order). Fresh rows of invocations are skipped: the runtime
+ * that committed them publishes them itself right away.
+ */
+export async function lockSweepBatch(tx: Sql, limit: number, graceMs: number): Promise<OutboxRow[] | undefined> {
+  const [lock] = await tx`select pg_try_advisory_xact_lock(${SWEEP_LOCK[0]}, ${SWEEP_LOCK[1]}) as locked`;
+  if (!lock?.locked) return undefined;
+  const rows = await tx`
+    select position, id, subject, headers, body from jetfn.outbox
+    where invocation_id is null or created_at < clock_timestamp() - make_interval(secs => ${graceMs / 1000})
+    order by position limit ${limit}`;
+  return rows.map((row) => ({
+    position: Number(row.position),
+    id: row.id as string,
+    subject: row.subject as string,
+    headers: row.headers as Record<string, string>,
+    body: row.body as string,
+  }));
+}
+
+/** Deletes published rows by position. */
+export async function deletePublished(sql: Sql, positions: readonly number[]): Promise<void> {
+  if (positions.length > 0)
+    await sql`delete from jetfn.outbox where position = any(${positions as number[]}::bigint[])`;
+}
+
+/** Deletes published rows by message id (after a publish right after commit). */
+export async function deletePublishedIds(sql: Sql, ids: readonly string[]): Promise<void> {
+  if (ids.length > 0) await sql`delete from jetfn.outbox where id = any(${ids as string[]}::text[])`;
+}
+
+/** Reads the relay's lag: unpublished rows and the age of the oldest (for `jetfn ls`). */
+export async function readOutboxLag(sql: Sql): Promise<OutboxLag> {
+  const [row] = await sql`
+    select count(*)::int as count,
+           coalesce(extract(epoch from clock_timestamp() - min(created_at)) * 1000, 0)::float8 as oldest_age_ms
+    from jetfn.outbox`;
+  return { count: Number(row?.count ?? 0), oldestAgeMs: Math.round(Number(row?.oldest_age_ms ?? 0)) };
+}

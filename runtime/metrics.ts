@@ -1,0 +1,177 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { JetfnError } from "./errors";
+import type { RuntimeEmitter, RuntimeEvents } from "./events";
+import { errorKindOf, type InvocationStats } from "./invocation-stats";
+import type { QueueDepth, QueueDepthReader } from "./nats/queue-depth";
+
+/** Where the metrics endpoint listens; loopback only, so it is never exposed by accident. */
+export const METRICS_HOST = "127.0.0.1";
+/** Bucket bounds (seconds) of the invocation duration histogram. */
+export const DURATION_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+/** What the metrics endpoint reads from the runtime. */
+export interface MetricsServerOptions {
+  port: number;
+  events: RuntimeEmitter;
+  /** Source of the in-flight gauge (it pairs each start with its end by invocation id). */
+  stats: InvocationStats;
+  queueDepth: QueueDepthReader;
+  logger: Logger;
+}
+
+/** A running Prometheus endpoint: `GET /metrics`. */
+export interface MetricsServer {
+  /** The port it listens on. */
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Starts the Prometheus endpoint on `127.0.0.1:<port>`, fed by the runtime's events. */
+export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
+  const registry = new Registry();
+  const detach = registerInvocationMetrics(registry, options.events, options.stats);
+  registerQueueMetrics(registry, options.queueDepth, options.logger);
+  collectDefaultMetrics({ register: registry });
+  const server = createServer((request, response) => {
+    if (request.method !== "GET" || request.url?.split("?")[0] !== "/metrics") {
+      response.writeHead(404, { "content-type": "text/plain" }).end("not found; metrics are at /metrics\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => response.writeHead(200, { "content-type": registry.contentType }).end(text),
+      (error: unknown) => {
+        options.logger.warn({ err: error }, "Collecting metrics failed.");
+        response.writeHead(500, { "content-type": "text/plain" }).end("collecting metrics failed\n");
+      },
+    );
+  });
+  try {
+    await listen(server, options.port);
+  } catch (error) {
+    detach();
+    throw error;
+  }
+  const port = (server.address() as AddressInfo).port;
+  options.logger.info({ url: `http://${METRICS_HOST}:${port}/metrics` }, "Serving Prometheus metrics.");
+  return {
+    port,
+    async close() {
+      detach();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Counters, error counters by kind and duration histograms; returns a function that stops listening. */
+function registerInvocationMetrics(registry: Registry, events: RuntimeEmitter, stats: InvocationStats): () => void {
+  const invocations = new Counter({
+    name: "jetfn_invocations_total",
+    help: "Finished invocations by function, kind (call or job) and outcome (succeeded or failed).",
+    labelNames: ["fn", "kind", "outcome"] as const,
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: "jetfn_invocation_errors_total",
+    help: "Failed invocations by function and error kind (invalid_input, handler_error, timeout, non_retryable, other).",
+    labelNames: ["fn", "error_kind", "code"] as const,
+    registers: [registry],
+  });
+  const retries = new Counter({
+    name: "jetfn_job_retries_total",
+    help: "Job attempts that failed and will be tried again.",
+    labelNames: ["fn"] as const,
+    registers: [registry],
+  });
+  const dead = new Counter({
+    name: "jetfn_jobs_dead_total",
+    help: "Jobs that failed for good (after their last attempt, or not retryable).",
+    labelNames: ["fn"] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: "jetfn_invocation_duration_seconds",
+    help: "Duration of finished invocations.",
+    labelNames: ["fn", "kind"] as const,
+    buckets: DURATION_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "jetfn_invocations_in_flight",
+    help: "Invocations running in this process.",
+    labelNames: ["fn"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const entry of stats.all()) this.set({ fn: entry.fn }, entry.inFlight);
+    },
+  });
+  const onSuccess = (...[event]: RuntimeEvents["invocation:success"]): void => {
+    invocations.inc({ fn: event.fn, kind: event.kind, outcome: "succeeded" });
+    duration.observe({ fn: event.fn, kind: event.kind }, event.durationMs / 1_000);
+  };
+  const onFailure = (...[event]: RuntimeEvents["invocation:failure"]): void => {
+    invocations.inc({ fn: event.fn, kind: event.kind, outcome: "failed" });
+    errors.inc({ fn: event.fn, error_kind: errorKindOf(event.error.code), code: event.error.code });
+    duration.observe({ fn: event.fn, kind: event.kind }, event.durationMs / 1_000);
+    if (event.kind === "job") (event.final ? dead : retries).inc({ fn: event.fn });
+  };
+  events.on("invocation:success", onSuccess);
+  events.on("invocation:failure", onFailure);
+  return () => {
+    events.off("invocation:success", onSuccess);
+    events.off("invocation:failure", onFailure);
+  };
+}
+
+/** Queue depth per function, read from the functions' consumers at scrape time. */
+function registerQueueMetrics(registry: Registry, reader: QueueDepthReader, logger: Logger): void {
+  const read = async (): Promise<Map<string, QueueDepth>> => {
+    try {
+      // One cached consumer listing serves both gauges of a scrape.
+      return await reader.read();
+    } catch (error) {
+      logger.debug({ err: error }, "Could not read queue depths for metrics.");
+      return new Map();
+    }
+  };
+  new Gauge({
+    name: "jetfn_queue_depth",
+    help: "Jobs waiting in the stream for a runtime, per function (the consumer's num_pending).",
+    labelNames: ["fn"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [fn, depth] of await read()) this.set({ fn }, depth.pending);
+    },
+  });
+  new Gauge({
+    name: "jetfn_queue_ack_pending",
+    help: "Jobs handed out to runtimes and not yet acknowledged, per function (all runtimes).",
+    labelNames: ["fn"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [fn, depth] of await read()) this.set({ fn }, depth.ackPending);
+    },
+  });
+}
+
+function listen(server: Server, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void =>
+      reject(
+        new JetfnError("E_CONFIG_INVALID", `metrics port ${port} on ${METRICS_HOST}: ${error.message}`, {
+          cause: error,
+        }),
+      );
+    server.once("error", onError);
+    server.listen(port, METRICS_HOST, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}

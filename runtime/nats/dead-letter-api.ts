@@ -1,0 +1,190 @@
+import { randomUUID } from "node:crypto";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
+import {
+  claimDeadLetter,
+  type DeadLetter,
+  deadLetterIds,
+  dropDeadLetter,
+  listDeadLetters,
+  releaseDeadLetter,
+} from "../db/dead-letters";
+import { JetfnError, toJetfnError } from "../errors";
+import { isValidFunctionName } from "../function-name";
+import { publishJob } from "./publish-job";
+import { replyError, replyJson, statusFor } from "./reply";
+import { isValidInvocationId } from "./subjects";
+
+/** Lists dead jobs: request `{"function"?: "...", "limit"?: n}`, reply `{"deadLetters": [...]}`. */
+export const DLQ_LIST_SUBJECT = "jetfn.api.dlq.list";
+/** Retries dead jobs: request `{"id": "..."}` or `{"function": "...", "all": true}`, reply `{"retried": [...]}`. */
+export const DLQ_RETRY_SUBJECT = "jetfn.api.dlq.retry";
+/** Drops a dead job: request `{"id": "..."}`, reply `{"id": "...", "droppedAt": "..."}`. */
+export const DLQ_DROP_SUBJECT = "jetfn.api.dlq.drop";
+
+/** One dead job run again as a fresh job. */
+export interface RetriedJob {
+  /** The dead job. */
+  id: string;
+  /** The new job (its `retryOf` is `id`). */
+  newId: string;
+  function: string;
+}
+
+/** Reply of `jetfn.api.dlq.list`. */
+export interface DeadLetterList {
+  deadLetters: DeadLetter[];
+}
+
+/** Reply of `jetfn.api.dlq.retry`. */
+export interface RetryReply {
+  retried: RetriedJob[];
+}
+
+/** Reply of `jetfn.api.dlq.drop`. */
+export interface DropReply {
+  id: string;
+  droppedAt: string;
+}
+
+/** What the dead-letter API needs from the runtime. */
+export interface DeadLetterApiOptions {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  sql: Sql;
+  queueGroup: string;
+  logger: Logger;
+}
+
+/** The running dead-letter API. */
+export interface DeadLetterApi {
+  /** Stops taking requests; resolves once those being answered have replied. */
+  close(): Promise<void>;
+}
+
+/** Most dead jobs one list request returns. */
+const MAX_LIST_LIMIT = 1_000;
+
+/** Answers the `jetfn.api.dlq.*` requests, so the CLI needs no database credentials. */
+export function startDeadLetterApi(options: DeadLetterApiOptions): DeadLetterApi {
+  const inFlight = new Set<Promise<void>>();
+  const handlers: Record<string, (body: Record<string, unknown>) => Promise<unknown>> = {
+    [DLQ_LIST_SUBJECT]: (body) => list(options, body),
+    [DLQ_RETRY_SUBJECT]: (body) => retry(options, body),
+    [DLQ_DROP_SUBJECT]: (body) => dropDeadLetter(options.sql, requireId(body)),
+  };
+  const subscriptions: Subscription[] = Object.entries(handlers).map(([subject, handle]) =>
+    options.nc.subscribe(subject, {
+      queue: options.queueGroup,
+      callback: (error, message) => {
+        if (error || !message.reply) return;
+        const answering = answer(options, message, handle);
+        inFlight.add(answering);
+        void answering.finally(() => inFlight.delete(answering));
+      },
+    }),
+  );
+  return {
+    async close() {
+      for (const subscription of subscriptions) subscription.unsubscribe();
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
+}
+
+async function answer(
+  options: DeadLetterApiOptions,
+  message: Msg,
+  handle: (body: Record<string, unknown>) => Promise<unknown>,
+): Promise<void> {
+  try {
+    const reply = await handle(parseBody(message.data, message.subject));
+    replyJson(message, reply, options.nc.info?.max_payload ?? 1_048_576);
+  } catch (thrown) {
+    const failure = toJetfnError(thrown);
+    if (failure.code === "E_HANDLER_FAILED") {
+      options.logger.error({ err: thrown, subject: message.subject }, "A dead-letter request failed.");
+    }
+    // 409 Conflict: the job exists but is in a state that refuses the request.
+    replyError(message, failure.code === "E_NOT_DEAD" ? 409 : statusFor(failure), failure);
+  }
+}
+
+async function list(options: DeadLetterApiOptions, body: Record<string, unknown>): Promise<DeadLetterList> {
+  const fn = optionalFunction(body);
+  const limit = body.limit === undefined ? undefined : Number(body.limit);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT)) {
+    throw new JetfnError("E_INPUT_INVALID", `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`);
+  }
+  return { deadLetters: await listDeadLetters(options.sql, { fn, limit }) };
+}
+
+async function retry(options: DeadLetterApiOptions, body: Record<string, unknown>): Promise<RetryReply> {
+  if (body.all === true) {
+    const fn = optionalFunction(body);
+    if (fn === undefined) throw new JetfnError("E_INPUT_INVALID", "retrying all dead jobs needs a function name");
+    const retried: RetriedJob[] = [];
+    for (const id of await deadLetterIds(options.sql, fn)) {
+      try {
+        retried.push(await retryOne(options, id));
+      } catch (error) {
+        // Another retry or a drop got there first; the rest still go.
+        if (toJetfnError(error).code !== "E_NOT_DEAD") throw error;
+      }
+    }
+    return { retried };
+  }
+  return { retried: [await retryOne(options, requireId(body))] };
+}
+
+/** Claims the dead job, then publishes it again; a failed publish releases the claim. */
+async function retryOne(options: DeadLetterApiOptions, id: string): Promise<RetriedJob> {
+  const newId = randomUUID();
+  const claimed = await claimDeadLetter(options.sql, id, newId);
+  try {
+    // A job stored without input (empty body) is published without one again.
+    await publishJob(options.js, claimed.function, claimed.input ?? undefined, {
+      id: newId,
+      retryOf: id,
+      maxPayload: options.nc.info?.max_payload,
+    });
+  } catch (error) {
+    await releaseDeadLetter(options.sql, id, newId);
+    throw error;
+  }
+  options.logger.info({ fn: claimed.function, invocationId: newId, retryOf: id }, "Dead job retried as a new job.");
+  return { id, newId, function: claimed.function };
+}
+
+function parseBody(data: Uint8Array, subject: string): Record<string, unknown> {
+  const text = new TextDecoder().decode(data);
+  let body: unknown;
+  try {
+    body = text === "" ? {} : JSON.parse(text);
+  } catch {
+    throw new JetfnError("E_INPUT_INVALID", `a ${subject} request must be a JSON object`);
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new JetfnError("E_INPUT_INVALID", `a ${subject} request must be a JSON object`);
+  }
+  return body as Record<string, unknown>;
+}
+
+function requireId(body: Record<string, unknown>): string {
+  const id = body.id;
+  if (typeof id !== "string" || !isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", "the request needs a job id (8-128 letters, digits, - or _)");
+  }
+  return id;
+}
+
+function optionalFunction(body: Record<string, unknown>): string | undefined {
+  const fn = body.function;
+  if (fn === undefined) return undefined;
+  if (typeof fn !== "string" || !isValidFunctionName(fn)) {
+    throw new JetfnError("E_INPUT_INVALID", `"${String(fn)}" is not a valid function name`);
+  }
+  return fn;
+}

@@ -1,0 +1,78 @@
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { Logger } from "pino";
+import type { ResolvedFunction } from "../define-function";
+import { eventIdentity } from "../event-identity";
+import { type JobRunnerDependencies, runJob } from "../job-runner";
+import type { Limiter } from "../limiter";
+import { ackWaitFor } from "../retry-policy";
+import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
+import { createJobPuller, type JobPuller } from "./job-puller";
+
+/**
+ * One function's subscription to events: its own durable consumer on the events stream, pulled
+ * like its jobs and run by the same job runner (so retries, dead letters and the effectively-once
+ * fence apply per listener), sharing the function's concurrency limit.
+ */
+export interface EventListener {
+  /** The function was redeployed (the worker holds the new version): follow its pattern and policy. */
+  update(): Promise<void>;
+  /** Stops pulling; resolves when every held event has been handled. */
+  stop(): Promise<void>;
+  /** Stops pulling and deletes the consumer (the function no longer listens). */
+  remove(): Promise<void>;
+}
+
+/** What a listener needs from the runtime. */
+export interface EventListenerOptions {
+  js: JetStreamClient;
+  manager: JetStreamManager;
+  stream: string;
+  maxAckWaitMs: number;
+  /** The function's current version and its limiter (shared with its jobs). */
+  worker: { fn: ResolvedFunction; limiter: Limiter };
+  dependencies: () => JobRunnerDependencies;
+  logger: Logger;
+}
+
+/** Creates the listener's consumer (if needed) and starts pulling its events. */
+export async function startEventListener(options: EventListenerOptions): Promise<EventListener> {
+  const { worker, logger } = options;
+  const ensure = async (): Promise<void> => {
+    try {
+      const change = await ensureListenerConsumer(options.manager, options.stream, worker.fn, options.maxAckWaitMs);
+      if (change === "replaced") {
+        logger.warn(
+          { fn: worker.fn.name, on: worker.fn.listen?.pattern },
+          "The listener's pattern changed; its consumer was replaced and starts per onFrom.",
+        );
+      }
+    } catch (error) {
+      logger.error({ err: error, fn: worker.fn.name }, "Could not create or update the listener's consumer.");
+    }
+  };
+  await ensure();
+  const puller: JobPuller = createJobPuller({
+    js: options.js,
+    stream: options.stream,
+    consumer: listenerConsumerName(worker.fn.name),
+    fn: worker.fn.name,
+    window: () => worker.limiter.capacity * 2,
+    heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs) / 3),
+    handle: (message) =>
+      runJob(options.dependencies(), worker.fn, worker.limiter, message, (delivered) =>
+        eventIdentity(worker.fn.name, delivered),
+      ),
+    recover: ensure,
+    logger,
+  });
+  puller.start();
+  logger.info({ fn: worker.fn.name, on: worker.fn.listen?.pattern }, `${worker.fn.name} listens to events.`);
+  return {
+    update: ensure,
+    stop: () => puller.stop(),
+    async remove() {
+      await puller.stop();
+      await deleteListenerConsumer(options.manager, options.stream, worker.fn.name);
+    },
+  };
+}

@@ -1,0 +1,98 @@
+import { randomUUID } from "node:crypto";
+import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { JetfnError } from "../errors";
+import { describeInvalidName, isValidFunctionName } from "../function-name";
+import { jobIdentity } from "../job-identity";
+import { ID_HEADER, jobSubject } from "./subjects";
+
+/** Header linking a replayed job to the stored job it re-runs. */
+export const REPLAY_OF_HEADER = "Jetfn-Replay-Of";
+
+/** What to replay, from where, to where. */
+export interface ReplayOptions {
+  /** Where the history is read. */
+  source: NatsConnection;
+  /** Where the new jobs are published (may be the same connection). */
+  target: NatsConnection;
+  stream: string;
+  fn: string;
+  /** Jobs stored at or after this time (epoch milliseconds). */
+  sinceMs: number;
+  /** Jobs stored at or before this time. @default now */
+  untilMs?: number;
+}
+
+/** One stored job published again. */
+export interface ReplayedJob {
+  id: string;
+  replayOf: string;
+  seq: number;
+}
+
+/** How long one fetch of history waits when nothing more is stored. */
+const FETCH_EXPIRES_MS = 1_000;
+const FETCH_BATCH = 256;
+
+/**
+ * Re-publishes a function's stored jobs from the stream's history as new jobs (new ids, the same
+ * input, `Jetfn-Replay-Of` = the original's id), leaving the originals untouched. Reads with an
+ * ordered consumer from `sinceMs`, and stops at the stream's end as of the start, so jobs replayed
+ * into the same stream are never replayed again.
+ */
+export async function replayJobs(options: ReplayOptions): Promise<ReplayedJob[]> {
+  if (!isValidFunctionName(options.fn)) throw new JetfnError("E_INPUT_INVALID", describeInvalidName(options.fn));
+  const manager = await jetstreamManager(options.source);
+  const stream = await manager.streams.info(options.stream).catch((error: unknown) => {
+    throw new JetfnError("E_NOT_FOUND", `no stream ${options.stream} at the source: ${(error as Error).message}`, {
+      cause: error,
+    });
+  });
+  const lastSeq = stream.state.last_seq;
+  const untilMs = options.untilMs ?? Date.now();
+  const consumer = await jetstream(options.source).consumers.get(options.stream, {
+    // A single subject (not an array) keeps this working on servers before 2.10.
+    filter_subjects: jobSubject(options.fn),
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: new Date(options.sinceMs).toISOString(),
+  });
+  const target = jetstream(options.target);
+  const replayed: ReplayedJob[] = [];
+  for (;;) {
+    const batch = await consumer.fetch({ max_messages: FETCH_BATCH, expires: FETCH_EXPIRES_MS });
+    let received = 0;
+    let done = false;
+    for await (const message of batch) {
+      received++;
+      if (message.seq > lastSeq || message.time.getTime() > untilMs) {
+        done = true;
+        break;
+      }
+      replayed.push(await publishReplay(target, options.fn, message));
+      if (message.info.pending === 0) {
+        done = true;
+        break;
+      }
+    }
+    if (done) batch.stop();
+    if (done || received === 0) return replayed;
+  }
+}
+
+async function publishReplay(target: ReturnType<typeof jetstream>, fn: string, message: JsMsg): Promise<ReplayedJob> {
+  const id = randomUUID();
+  const original = jobIdentity(message).id;
+  const header = headers();
+  header.set(ID_HEADER, id);
+  header.set(REPLAY_OF_HEADER, original);
+  try {
+    await target.publish(jobSubject(fn), message.data, { msgID: id, headers: header });
+  } catch (error) {
+    throw new JetfnError(
+      "E_UNAVAILABLE",
+      `could not publish the replay of job ${original} to ${jobSubject(fn)} (is a jetfn runtime's stream there?): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  return { id, replayOf: original, seq: message.seq };
+}

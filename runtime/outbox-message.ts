@@ -1,0 +1,56 @@
+import { randomUUID } from "node:crypto";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { checkEmit, type EventDefinition } from "./define-event";
+import { JetfnError } from "./errors";
+import { describeInvalidName, isValidFunctionName } from "./function-name";
+import { eventSubject } from "./nats/event-stream";
+import { encodeInput } from "./nats/publish-job";
+import { ID_HEADER, isValidInvocationId, jobSubject } from "./nats/subjects";
+
+/**
+ * A message to publish once the transaction that asked for it commits: a job for a function
+ * (`fn.job.<name>`) or an event (`fn.event.<name>`). `id` is its `Nats-Msg-Id`.
+ */
+export interface OutboxMessage {
+  id: string;
+  subject: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Builds the message for a job of `name` (its id is also the job's invocation id). */
+export function jobMessage(
+  name: string,
+  input: unknown,
+  id: string = randomUUID(),
+  maxPayload?: number,
+): OutboxMessage {
+  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
+  if (!isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  return { id, subject: jobSubject(name), headers: { [ID_HEADER]: id }, body: encode(input, name, maxPayload) };
+}
+
+/** Builds the message for an event, after checking its name and data (E_INPUT_INVALID otherwise). */
+export function eventMessage(
+  event: string | EventDefinition,
+  data: unknown,
+  id: string = randomUUID(),
+  maxPayload?: number,
+): OutboxMessage {
+  const checked = checkEmit(event, data);
+  return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
+}
+
+/** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
+export async function publishMessage(js: JetStreamClient, message: OutboxMessage): Promise<PubAck> {
+  const header = natsHeaders();
+  for (const [key, value] of Object.entries(message.headers)) header.set(key, value);
+  return js.publish(message.subject, message.body, { msgID: message.id, headers: header });
+}
+
+function encode(value: unknown, name: string, maxPayload?: number): string {
+  return new TextDecoder().decode(encodeInput(value, name, maxPayload));
+}
