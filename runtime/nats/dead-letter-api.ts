@@ -108,7 +108,7 @@ async function answer(
       options.logger.error({ err: thrown, subject: message.subject }, "A dead-letter request failed.");
     }
     // 409 Conflict: the job exists but is in a state that refuses the request.
-    replyError(message, failure.code === "E_NOT_DEAD" ? 409 : statusFor(failure), failure);
+    replyError(message, statusFor(failure), failure);
   }
 }
 

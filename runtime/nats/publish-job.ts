@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
-import type { Logger } from "pino";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { ID_HEADER, isValidInvocationId, jobSubject, RETRY_OF_HEADER } from "./subjects";
@@ -58,28 +57,3 @@ export function encodeInput(input: unknown, name: string, maxPayload?: number): 
   return body;
 }
 
-/** A job an invocation asked for, published once the invocation's work is durable. */
-export interface RequestedJob {
-  functionName: string;
-  id: string;
-  input: unknown;
-}
-
-/** Publishes the jobs an invocation enqueued; a failure is logged with the job it concerns. */
-export async function publishRequestedJobs(
-  js: JetStreamClient,
-  maxPayload: number | undefined,
-  jobs: readonly RequestedJob[],
-  log: Logger,
-): Promise<void> {
-  for (const job of jobs) {
-    try {
-      await publishJob(js, job.functionName, job.input, { id: job.id, maxPayload });
-    } catch (error) {
-      log.error(
-        { err: error, target: job.functionName, jobId: job.id },
-        "Could not enqueue a job requested by this invocation.",
-      );
-    }
-  }
-}

@@ -67,5 +67,11 @@ describe("database roles", () => {
     const [row] = await env.database.sql`
       select function, invocation_id, db_user from jetfn.audit_log where new_row->>'name' = 'runtime-role-job'`;
     expect(row).toEqual({ function: "insert-item", invocation_id: job.id, db_user: "jetfn_runtime" });
+    // The outbox works under the runtime role too: the child job is published and runs.
+    const parent = await client.enqueue("enqueue-next", { name: "runtime-role-parent" });
+    const child = ((await client.result(parent.id)) as { child: string }).child;
+    await client.result(child);
+    const children = await env.database.sql`select count(*)::int as n from items where name = 'runtime-role-parent-child'`;
+    expect(children[0]?.n).toBe(1);
   });
 });
