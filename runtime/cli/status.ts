@@ -27,6 +27,9 @@ export function describeStatus(view: InvocationStatusView): string {
     lines.push(`took: ${formatDuration(Date.parse(view.finishedAt) - Date.parse(view.startedAt))} (last attempt)`);
   }
   if (view.status === "succeeded") lines.push(`result: ${JSON.stringify(view.result)}`);
+  if (view.retryOf) lines.push(`retry of: ${view.retryOf}`);
+  if (view.retriedAs) lines.push(`retried as: ${view.retriedAs} (${view.retriedAt})`);
+  if (view.droppedAt) lines.push(`dropped: ${view.droppedAt}`);
   for (const error of (view.errors ?? []) as { attempt: number; code: string; name: string; message: string }[]) {
     lines.push(`attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}`);
   }

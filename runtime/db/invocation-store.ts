@@ -46,6 +46,11 @@ export interface InvocationRecord {
   finishedAt: string | null;
   updatedAt: string;
   retryOf: string | null;
+  /** The job that replaced this dead one (`jetfn retry`), and when. */
+  retriedAs: string | null;
+  retriedAt: string | null;
+  /** When this dead job was dropped (`jetfn dlq drop`). */
+  droppedAt: string | null;
 }
 
 /** Attempts' errors kept per job; older ones are dropped so a job retried forever stays small. */
@@ -215,5 +220,8 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     finishedAt: row.finishedAt,
     updatedAt: row.updatedAt,
     retryOf: row.retryOf,
+    retriedAs: row.retriedAs,
+    retriedAt: row.retriedAt,
+    droppedAt: row.droppedAt,
   };
 }

@@ -23,6 +23,9 @@ export interface InvocationStatusView {
   startedAt?: string | null;
   finishedAt?: string | null;
   retryOf?: string | null;
+  retriedAs?: string | null;
+  retriedAt?: string | null;
+  droppedAt?: string | null;
 }
 
 /** Combines the durable record with live progress into one view. */
@@ -58,6 +61,9 @@ export function statusView(
     startedAt: record.startedAt,
     finishedAt: record.finishedAt,
     retryOf: record.retryOf,
+    retriedAs: record.retriedAs,
+    retriedAt: record.retriedAt,
+    droppedAt: record.droppedAt,
   };
 }
 

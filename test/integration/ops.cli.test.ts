@@ -146,6 +146,8 @@ describe("dead letters", () => {
     const listed = (await deadLetters()).map((entry) => entry.id);
     expect(listed).toContain(retryId);
     expect(listed).not.toContain(poisonId);
+    expect(await client.status(poisonId)).toMatchObject({ status: "dead", retriedAs: retryId });
+    expect((await runCli(["status", poisonId], cliEnv)).stdout).toContain(`retried as: ${retryId}`);
   });
 
   it("retrying a job that is not dead is refused with a clear message", async () => {
