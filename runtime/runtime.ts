@@ -16,7 +16,7 @@ import { createEmitter, type RuntimeEmitter } from "./events";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { type JobRunnerDependencies, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
-import { createLogger } from "./logger";
+import { createLogger, redactUrls } from "./logger";
 import { type MetricsServer, startMetricsServer } from "./metrics";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
@@ -170,7 +170,7 @@ class ServingRuntime implements Runtime {
     this.#manager = await jetstreamManager(this.nats).catch((error: unknown) => {
       throw new JetfnError(
         "E_UNAVAILABLE",
-        `the NATS server at ${this.config.natsUrl} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
+        `the NATS server at ${redactUrls(this.config.natsUrl)} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
         { cause: error },
       );
     });
@@ -230,7 +230,7 @@ class ServingRuntime implements Runtime {
       {
         functions: this.registry.names(),
         functionsDir: this.config.functionsDir,
-        nats: this.config.natsUrl,
+        nats: redactUrls(this.config.natsUrl),
         startupMs: Math.round(performance.now() - started),
       },
       `Runtime ready with ${this.registry.size} function(s).`,
@@ -265,6 +265,7 @@ class ServingRuntime implements Runtime {
       functions: () => [...this.#workers.keys()],
       stats: this.#stats,
       queueDepth,
+      outboxLag: () => this.outboxLag(),
       logger: this.logger,
     });
     if (this.config.metricsPort !== undefined) {

@@ -4,6 +4,7 @@ import { type DurationSummary, emptyHistogram, mergeHistogram, summarizeDuration
 import { type ErrorCounts, emptyErrorCounts } from "../invocation-stats";
 import { listQueueDepths, type QueueDepth } from "../nats/queue-depth";
 import { SERVICE_API_PREFIX, SERVICE_NAME, type ServiceStats } from "../nats/service-discovery";
+import { readSchedules } from "../scheduler";
 
 /** One function across every running runtime. */
 export interface FunctionOverview {
@@ -32,12 +33,16 @@ export interface FunctionOverview {
   errorCount: number;
   retries: number;
   dead: number;
+  /** For a scheduled function, its next due time (ISO 8601). */
+  nextDueAt: string | null;
 }
 
 /** Every function seen, and how many runtimes answered. */
 export interface Overview {
   runtimes: number;
   functions: FunctionOverview[];
+  /** Outbox rows waiting to be published and the oldest one's age; null when no runtime said. */
+  outbox: { count: number; oldestAgeMs: number } | null;
   /** How long gathering took. */
   gatheredMs: number;
 }
@@ -58,10 +63,12 @@ export interface GatherOptions {
  */
 export async function gatherOverview(nc: NatsConnection, options: GatherOptions): Promise<Overview> {
   const started = performance.now();
-  const [replies, depths] = await Promise.all([
+  const [replies, depths, schedules] = await Promise.all([
     gatherStats(nc, options.maxWaitMs ?? 1_500, options.stallMs ?? 300),
     readDepths(nc, options.stream),
+    readSchedules(nc).catch(() => []),
   ]);
+  const nextDue = new Map(schedules.map((schedule) => [schedule.fn, schedule.nextDueAt]));
   const functions = new Map<string, Accumulator>();
   const accumulator = (fn: string): Accumulator => {
     let entry = functions.get(fn);
@@ -73,9 +80,17 @@ export async function gatherOverview(nc: NatsConnection, options: GatherOptions)
   };
   for (const reply of replies) for (const endpoint of reply.endpoints ?? []) addEndpoint(accumulator, endpoint);
   for (const fn of depths?.keys() ?? []) accumulator(fn);
-  const list = [...functions.values()].map((entry) => finish(entry, depths));
+  const list = [...functions.values()].map((entry) => ({
+    ...finish(entry, depths),
+    nextDueAt: nextDue.get(entry.fn) ?? null,
+  }));
   list.sort((a, b) => a.function.localeCompare(b.function));
-  return { runtimes: replies.length, functions: list, gatheredMs: Math.round(performance.now() - started) };
+  return {
+    runtimes: replies.length,
+    functions: list,
+    outbox: outboxOf(replies),
+    gatheredMs: Math.round(performance.now() - started),
+  };
 }
 
 async function gatherStats(nc: NatsConnection, maxWait: number, stall: number): Promise<ServiceStats[]> {
@@ -176,7 +191,19 @@ function addEndpoint(accumulator: (fn: string) => Accumulator, endpoint: Service
   entry.dead += data.dead;
 }
 
-function finish(entry: Accumulator, depths: Map<string, QueueDepth> | undefined): FunctionOverview {
+/** Every runtime reads the same outbox table; take the largest (freshest) figure. */
+function outboxOf(replies: ServiceStats[]): Overview["outbox"] {
+  let outbox: Overview["outbox"] = null;
+  for (const reply of replies) {
+    for (const endpoint of reply.endpoints ?? []) {
+      const lag = endpoint.data?.process?.outbox;
+      if (lag && (!outbox || lag.count > outbox.count)) outbox = { count: lag.count, oldestAgeMs: lag.oldest_age_ms };
+    }
+  }
+  return outbox;
+}
+
+function finish(entry: Accumulator, depths: Map<string, QueueDepth> | undefined): Omit<FunctionOverview, "nextDueAt"> {
   const depth = depths?.get(entry.fn);
   const queued = depths ? (depth?.pending ?? 0) : null;
   const finished = entry.succeeded + entry.errorCount;

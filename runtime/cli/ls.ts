@@ -25,6 +25,7 @@ const COLUMNS: Column<FunctionOverview>[] = [
   { header: "ACK PENDING", value: (row) => (row.ackPending === null ? "?" : String(row.ackPending)), right: true },
   { header: "RATE/S (1M)", value: (row) => row.ratePerSecond.toFixed(2), right: true },
   { header: "TIME LEFT", value: timeLeft, right: true },
+  { header: "NEXT DUE", value: (row) => (row.nextDueAt ? row.nextDueAt.replace("T", " ").slice(0, 19) : "") },
 ];
 
 /** `jetfn ls`: one row per function across every running runtime. */
@@ -52,7 +53,10 @@ function describe(overview: Overview): string {
     return "no functions: no runtime answered and the jobs stream has no function consumers\n";
   }
   const runtimes = `${overview.runtimes} runtime${overview.runtimes === 1 ? "" : "s"} answered in ${overview.gatheredMs}ms`;
-  return `${formatTable(COLUMNS, overview.functions)}${runtimes}\n`;
+  const outbox = overview.outbox
+    ? `; outbox: ${overview.outbox.count} waiting${overview.outbox.count > 0 ? `, oldest ${formatDuration(overview.outbox.oldestAgeMs)}` : ""}`
+    : "";
+  return `${formatTable(COLUMNS, overview.functions)}${runtimes}${outbox}\n`;
 }
 
 /** `-` with nothing queued, `stalled` when jobs wait and none finish, else queued / rate. */

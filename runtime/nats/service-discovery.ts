@@ -74,6 +74,8 @@ export interface ProcessData {
   uptime_ms: number;
   rss_bytes: number;
   calls_served: number;
+  /** Outbox rows not yet published and the oldest one's age (the database is shared, so every runtime sees the same). */
+  outbox?: { count: number; oldest_age_ms: number };
 }
 
 /** One endpoint in `io.nats.micro.v1.stats_response`; times are in nanoseconds. */
@@ -104,6 +106,8 @@ export interface ServiceDiscoveryOptions {
   functions: () => readonly string[];
   stats: InvocationStats;
   queueDepth: QueueDepthReader;
+  /** How far the outbox relay lags, when this runtime runs one. */
+  outboxLag?: () => Promise<{ count: number; oldestAgeMs: number }>;
   logger: Logger;
 }
 
@@ -131,9 +135,18 @@ export function startServiceDiscovery(options: ServiceDiscoveryOptions): Service
     PING: (): ServicePing => ({ type: "io.nats.micro.v1.ping_response", ...identity }),
     INFO: (): ServiceInfo => infoResponse(identity, options.functions(), options.queueGroup),
     STATS: async (): Promise<ServiceStats> => {
-      const depths = await readDepths(options.queueDepth, options.logger);
+      const [depths, outbox] = await Promise.all([
+        readDepths(options.queueDepth, options.logger),
+        options.outboxLag?.().catch(() => undefined),
+      ]);
       const stats = options.functions().map((fn) => options.stats.get(fn));
-      return statsResponse(identity, started, stats, depths, options.queueGroup, options.stats.served);
+      const response = statsResponse(identity, started, stats, depths, options.queueGroup, options.stats.served);
+      if (outbox) {
+        for (const endpoint of response.endpoints) {
+          endpoint.data.process.outbox = { count: outbox.count, oldest_age_ms: outbox.oldestAgeMs };
+        }
+      }
+      return response;
     },
   };
   const subscriptions: Subscription[] = [];

@@ -5,6 +5,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readSchedules, scheduledJobId } from "../../runtime/scheduler";
+import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;
@@ -51,6 +52,17 @@ describe("schedules across runtimes", () => {
     const next = first.schedules()[0];
     expect(next).toMatchObject({ fn: "tick", schedule: "every 1s" });
     expect(Date.parse(next?.nextDueAt as string)).toBeGreaterThan(Date.now() - 1_000);
+    // `jetfn ls` shows the next due time and the outbox relay's lag.
+    const listed = await runCli(["ls", "--json"], { NATS_URL: env.nats.url });
+    const tick = listed.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line))
+      .find((row) => row.function === "tick");
+    expect(Date.parse(tick?.nextDueAt)).toBeGreaterThan(Date.now() - 5_000);
+    const table = await runCli(["ls"], { NATS_URL: env.nats.url });
+    expect(table.stdout).toMatch(/NEXT DUE/);
+    expect(table.stdout).toMatch(/outbox: \d+ waiting/);
     await Promise.all([first.stop(), second.stop()]);
 
     const dueTimes = await recordedDueTimes();
