@@ -34,7 +34,8 @@ create table jetfn.audit_log_default partition of jetfn.audit_log default;
 -- what happened to this row, what changed lately.
 create index audit_log_invocation_idx on jetfn.audit_log (invocation_id) where invocation_id is not null;
 create index audit_log_function_idx on jetfn.audit_log (function, logged_at) where function is not null;
-create index audit_log_row_idx on jetfn.audit_log (table_name, pk);
+-- Hash: equality is all a row lookup needs, and hashing a jsonb key is cheaper than ordering it.
+create index audit_log_row_idx on jetfn.audit_log using hash (pk);
 create index audit_log_time_brin on jetfn.audit_log using brin (logged_at);
 
 -- Creates the monthly partitions from `month_from` for `months` months.
@@ -78,19 +79,21 @@ declare
   stamp_attempt integer := nullif(current_setting('jetfn.attempt', true), '')::integer;
   -- TG_ARGV is indexed from 0; rebuild it as an ordinary array indexed from 1.
   key_columns text[] := array(select unnest(TG_ARGV));
+  -- Most tables have a one-column key: build it inline, a function call per row costs more than the rest.
+  single_key text := case when cardinality(key_columns) = 1 then key_columns[1] end;
   xact bigint := pg_current_xact_id()::text::bigint;
 begin
   if TG_OP = 'INSERT' then
     insert into jetfn.audit_log
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
     select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
-           jetfn.audit_pk(r, key_columns), r
+           case when single_key is not null then jsonb_build_object(single_key, r -> single_key) else jetfn.audit_pk(r, key_columns) end, r
     from (select to_jsonb(changed_row.*) as r from new_rows changed_row) inserted;
   elsif TG_OP = 'DELETE' then
     insert into jetfn.audit_log
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
     select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
-           jetfn.audit_pk(r, key_columns), r
+           case when single_key is not null then jsonb_build_object(single_key, r -> single_key) else jetfn.audit_pk(r, key_columns) end, r
     from (select to_jsonb(changed_row.*) as r from old_rows changed_row) deleted;
   elsif TG_OP = 'UPDATE' then
     -- Postgres appends each updated row's old and new version to the two transition tables
@@ -99,14 +102,15 @@ begin
     insert into jetfn.audit_log
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
     select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
-           jetfn.audit_pk(after.r, key_columns),
-           (select jsonb_object_agg(c, before.r -> c) from unnest(diff.changed) c),
-           (select jsonb_object_agg(c, after.r -> c) from unnest(diff.changed) c),
-           diff.changed
+           case when single_key is not null then jsonb_build_object(single_key, after.r -> single_key) else jetfn.audit_pk(after.r, key_columns) end,
+           diff.old_values, diff.new_values, diff.changed
     from (select row_number() over () as position, to_jsonb(changed_row.*) as r from old_rows changed_row) before
     join (select row_number() over () as position, to_jsonb(changed_row.*) as r from new_rows changed_row) after using (position)
     cross join lateral (
-      select array_agg(e.key order by e.key) as changed
+      -- One pass over the columns yields the names and both sides' values.
+      select array_agg(e.key order by e.key) as changed,
+             jsonb_object_agg(e.key, before.r -> e.key) as old_values,
+             jsonb_object_agg(e.key, e.value) as new_values
       from jsonb_each(after.r) e
       where (before.r -> e.key) is distinct from e.value
     ) diff
