@@ -70,7 +70,7 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
   const stopWatching = watchDeadline(controller, fn, request.shutdownSignal);
   try {
     const input = parseInput(fn.definition.spec.input, request.input, fn.name);
-    const ctx = createContext(request, transaction.db, log, controller.signal, outbox, deps);
+    const ctx = createContext(request, () => transaction.db, log, controller.signal, outbox, deps);
     const returned = await runUntilAborted(() => fn.definition.spec.handler(input, ctx), controller.signal, log);
     const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
     const committed = await commitWithOutbox(deps, transaction, request, result, outbox);
@@ -157,7 +157,7 @@ async function runUntilAborted(run: () => Promise<unknown>, signal: AbortSignal,
 
 function createContext(
   request: InvocationRequest,
-  db: FunctionContext["db"],
+  database: () => FunctionContext["db"],
   log: Logger,
   signal: AbortSignal,
   outbox: OutboxMessage[],
@@ -174,7 +174,9 @@ function createContext(
     return { id: message.id };
   };
   return {
-    db,
+    get db() {
+      return database();
+    },
     log,
     invocationId,
     attempt,

@@ -16,7 +16,7 @@ import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
-import { invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { type InvocationOutcome, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
@@ -70,6 +70,8 @@ export async function runJob(
   message: JsMsg,
   /** Who the message is: a job's own id, or (for an event delivered to a listener) an id per listener. */
   identify: (message: JsMsg) => JobIdentity = jobIdentity,
+  /** Called once the handler has finished, before the outcome is recorded (frees a pull slot). */
+  handled: () => void = () => {},
 ): Promise<void> {
   const identity = identify(message);
   const attempt = message.info.deliveryCount;
@@ -109,14 +111,20 @@ export async function runJob(
     );
     return bury(deps, record, message, error, log);
   }
-  let release: () => void;
+  let releaseSlot: () => void;
   try {
-    release = await limiter.acquire(deps.shutdownSignal);
+    releaseSlot = await limiter.acquire(deps.shutdownSignal);
   } catch {
     return; // Shutting down before it started: JetStream delivers it again later.
   }
+  // The concurrency slot is for running handlers: free it as soon as the handler is done, while
+  // the outcome is being recorded (a batch of records is written together).
+  const release = (): void => {
+    releaseSlot();
+    handled();
+  };
   try {
-    while (!(await attemptJob(deps, fn, message, record, input, log))) {
+    while (!(await attemptJob(deps, fn, message, record, input, log, release))) {
       await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
     }
   } finally {
@@ -135,6 +143,7 @@ async function attemptJob(
   record: JobRecord,
   input: unknown,
   log: Logger,
+  handlerDone: () => void,
 ): Promise<boolean> {
   record.startedAt = new Date().toISOString();
   const board = deps.progress.begin(record.id, fn.name, record.attempt);
@@ -152,6 +161,8 @@ async function attemptJob(
     },
   );
   board.finish();
+  // Retrying after a lost database runs the handler again, so only a final outcome frees the slot.
+  if (!isDatabaseLoss(outcome)) handlerDone();
   const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
@@ -178,9 +189,7 @@ async function attemptJob(
     log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
     return true;
   }
-  // drizzle wraps the driver's error (DrizzleQueryError), so look one level further down too.
-  const cause = error.cause as { cause?: unknown } | undefined;
-  if (isConnectionError(cause) || isConnectionError(cause?.cause) || error.code === "E_DATABASE_UNAVAILABLE") {
+  if (isDatabaseLoss(outcome)) {
     log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
     return false;
   }
@@ -220,6 +229,14 @@ async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, 
       await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
     }
   }
+}
+
+/** True when an attempt failed because the database went away, not because of the handler. */
+function isDatabaseLoss(outcome: InvocationOutcome): boolean {
+  if (outcome.ok) return false;
+  // drizzle wraps the driver's error (DrizzleQueryError), so look one level further down too.
+  const cause = outcome.error.cause as { cause?: unknown } | undefined;
+  return isConnectionError(cause) || isConnectionError(cause?.cause) || outcome.error.code === "E_DATABASE_UNAVAILABLE";
 }
 
 /** Records a dead job with its error, then terminates the message so it is never delivered again. */

@@ -14,6 +14,7 @@ import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
+import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
@@ -353,7 +354,8 @@ class ServingRuntime implements Runtime {
         // Twice the concurrency: the next jobs are already here when a slot frees up.
         window: () => worker.limiter.capacity * 2,
         heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
-        handle: (message) => runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message),
+        handle: (message, done) =>
+          runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
         recover: () => this.#ensureConsumer(worker.fn),
         logger: this.logger,
       }),

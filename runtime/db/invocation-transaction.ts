@@ -45,8 +45,8 @@ export function createInvocationTransaction(sql: Sql, stamp: TransactionStamp): 
 type QueryMode = "rows" | "values";
 
 class LazyTransaction implements InvocationTransaction {
-  readonly db: InvocationDatabase;
   readonly #client: unknown;
+  #db: InvocationDatabase | undefined;
   readonly #sql: Sql;
   readonly #stamp: TransactionStamp;
   #connection: Promise<ReservedSql> | undefined;
@@ -66,7 +66,12 @@ class LazyTransaction implements InvocationTransaction {
       savepoint: (callback: SavepointCallback) => this.#savepoint(callback),
     };
     this.#client = client;
-    this.db = drizzle(client as unknown as Sql) as InvocationDatabase;
+  }
+
+  /** Built on first use: a handler that never touches the database never pays for drizzle. */
+  get db(): InvocationDatabase {
+    this.#db ??= drizzle(this.#client as Sql) as InvocationDatabase;
+    return this.#db;
   }
 
   get begun(): boolean {

@@ -58,9 +58,14 @@ export async function startEventListener(options: EventListenerOptions): Promise
     fn: worker.fn.name,
     window: () => worker.limiter.capacity * 2,
     heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs) / 3),
-    handle: (message) =>
-      runJob(options.dependencies(), worker.fn, worker.limiter, message, (delivered) =>
-        eventIdentity(worker.fn.name, delivered),
+    handle: (message, done) =>
+      runJob(
+        options.dependencies(),
+        worker.fn,
+        worker.limiter,
+        message,
+        (delivered) => eventIdentity(worker.fn.name, delivered),
+        done,
       ),
     recover: ensure,
     logger,

@@ -11,7 +11,11 @@ export interface JobPullerOptions {
   window: () => number;
   /** How often held messages are marked in progress, so JetStream does not redeliver them. */
   heartbeatMs: () => number;
-  handle: (message: JsMsg) => Promise<void>;
+  /**
+   * Runs one job. It calls `done()` once the handler has finished, so the puller can fetch more
+   * while the outcome is still being recorded; the message stays kept alive until `handle` settles.
+   */
+  handle: (message: JsMsg, done: () => void) => Promise<void>;
   /** Called when the consumer cannot be reached, to create it again if it was deleted. */
   recover: () => Promise<void>;
   logger: Logger;
@@ -43,6 +47,8 @@ class WindowedPuller implements JobPuller {
   readonly #handling = new Set<Promise<void>>();
   #consumer: Consumer | undefined;
   #outstanding = 0;
+  /** Held messages whose handler has not finished yet: these count against the window. */
+  #working = 0;
   #stopping = false;
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
@@ -79,9 +85,9 @@ class WindowedPuller implements JobPuller {
   async #pullLoop(): Promise<void> {
     while (!this.#stopping) {
       const window = Math.max(1, this.#options.window());
-      const free = window - this.#outstanding - this.#held.size;
+      const free = window - this.#outstanding - this.#working;
       // Pull in halves of the window when busy, so a pull request usually brings several jobs.
-      const threshold = this.#outstanding === 0 && this.#held.size === 0 ? 1 : Math.ceil(window / 2);
+      const threshold = this.#outstanding === 0 && this.#working === 0 ? 1 : Math.ceil(window / 2);
       if (free < threshold) {
         await this.#changed();
         continue;
@@ -119,8 +125,16 @@ class WindowedPuller implements JobPuller {
 
   #take(message: JsMsg): void {
     this.#held.add(message);
+    this.#working++;
+    let working = true;
+    const done = (): void => {
+      if (!working) return;
+      working = false;
+      this.#working--;
+      this.#notify();
+    };
     const handling = this.#options
-      .handle(message)
+      .handle(message, done)
       .catch((error: unknown) => {
         this.#options.logger.error(
           { err: error, fn: this.#options.fn, seq: message.seq },
@@ -128,6 +142,7 @@ class WindowedPuller implements JobPuller {
         );
       })
       .finally(() => {
+        done();
         this.#held.delete(message);
         this.#handling.delete(handling);
         this.#notify();
