@@ -1,0 +1,135 @@
+import postgres, { type Sql } from "postgres";
+import type { RoundContext, Scenario } from "./model";
+import { rotate, runPool } from "./stats";
+
+const AUDITED = "audited (jetfn triggers)";
+const PLAIN = "not audited";
+const SINGLE = "single-row transactions, concurrency 8: time";
+const SINGLE_RATE = "single-row transactions, concurrency 8: rate";
+const BULK_INSERT = "bulk insert";
+const BULK_UPDATE = "bulk update";
+const BULK_DELETE = "bulk delete";
+
+const TABLES: Record<string, string> = {
+  [AUDITED]: "public.audit_bench",
+  [PLAIN]: "bench_plain.audit_bench",
+};
+
+const STAMP_SQL =
+  "select set_config('jetfn.function', 'audit-bench', true), set_config('jetfn.invocation_id', $1, true), set_config('jetfn.attempt', '1', true)";
+
+function target(metric: string, max: number) {
+  return {
+    scenario: "audit",
+    metric,
+    contender: AUDITED,
+    kind: "ratio" as const,
+    baselines: [PLAIN],
+    max,
+    source: "issue 3 (via issue 7)",
+  };
+}
+
+/**
+ * 7. Audit overhead: the same writes on a table with jetfn's audit triggers and on an identical one
+ * without (in a schema that is not audited), back to back.
+ */
+export const auditOverheadScenario: Scenario = {
+  id: "audit",
+  title: "7. Audit overhead",
+  baselines: {
+    [SINGLE]: [PLAIN],
+    [SINGLE_RATE]: [PLAIN],
+    [BULK_INSERT]: [PLAIN],
+    [BULK_UPDATE]: [PLAIN],
+    [BULK_DELETE]: [PLAIN],
+  },
+  targets: [target(SINGLE, 1.05), target(BULK_INSERT, 2.0), target(BULK_UPDATE, 2.5)],
+  async run(context) {
+    const database = await context.services.jetfnDatabase("jetfn_audit");
+    const sql = postgres(database.url, { max: context.sizes.concurrency, onnotice: () => {} });
+    try {
+      await sql.unsafe("create schema bench_plain");
+      for (const table of Object.values(TABLES)) {
+        await sql.unsafe(`create table ${table} (id bigint primary key, n integer not null, note text not null)`);
+      }
+      await sql`select jetfn.attach_audit('public.audit_bench'::regclass)`;
+      await checkTriggers(context, sql);
+      const order = rotate([AUDITED, PLAIN], context.round);
+      for (const contender of order) await singleRows(context, sql, contender);
+      for (const contender of order) await sql.unsafe(`truncate ${TABLES[contender]}`);
+      const rows = context.sizes.auditBulkRows;
+      const statements: Array<[string, (table: string) => string]> = [
+        [BULK_INSERT, (table) => `insert into ${table} select g, g, 'note ' || g from generate_series(1, ${rows}) g`],
+        [BULK_UPDATE, (table) => `update ${table} set n = n + 1`],
+        [BULK_DELETE, (table) => `delete from ${table}`],
+      ];
+      for (const [metric, statement] of statements) {
+        for (const contender of order) {
+          const started = performance.now();
+          await sql.unsafe(statement(TABLES[contender] as string));
+          const ms = performance.now() - started;
+          context.record({ metric, contender, unit: "ms", better: "lower", value: ms });
+        }
+      }
+      const [audit] = await sql`
+        select count(*) filter (where operation = 'INSERT')::int as inserts,
+               count(*) filter (where operation = 'UPDATE')::int as updates,
+               count(*) filter (where operation = 'DELETE')::int as deletes
+        from jetfn.audit_log where table_name = 'audit_bench'`;
+      const expected = context.sizes.auditTransactions + rows;
+      context.check(
+        AUDITED,
+        "audit rows = changed rows",
+        audit?.inserts === expected && audit?.updates === rows && audit?.deletes === rows,
+        `${audit?.inserts} INSERT (want ${expected}), ${audit?.updates} UPDATE, ${audit?.deletes} DELETE (want ${rows})`,
+      );
+    } finally {
+      await sql.end({ timeout: 5 });
+      await database.drop();
+    }
+  },
+};
+
+async function checkTriggers(context: RoundContext, sql: Sql): Promise<void> {
+  const rows = await sql`
+    select n.nspname as schema, count(t.oid)::int as triggers
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    left join pg_trigger t on t.tgrelid = c.oid and t.tgname like 'jetfn_audit_%'
+    where c.relname = 'audit_bench' group by n.nspname`;
+  const count = (schema: string): number => (rows.find((row) => row.schema === schema)?.triggers as number) ?? -1;
+  context.check(
+    AUDITED,
+    "audit triggers on",
+    count("public") === 4,
+    `${count("public")} triggers on public.audit_bench`,
+  );
+  context.check(
+    PLAIN,
+    "no audit triggers",
+    count("bench_plain") === 0,
+    `${count("bench_plain")} on bench_plain.audit_bench`,
+  );
+}
+
+/** `transactions` of BEGIN; stamp; INSERT; COMMIT over `concurrency` connections. */
+async function singleRows(context: RoundContext, sql: Sql, contender: string): Promise<void> {
+  const table = TABLES[contender] as string;
+  const { auditTransactions, concurrency } = context.sizes;
+  const started = performance.now();
+  await runPool(auditTransactions, concurrency, (index) =>
+    sql.begin(async (tx) => {
+      await tx.unsafe(STAMP_SQL, [`audit-bench-${index}`]);
+      await tx.unsafe(`insert into ${table} (id, n, note) values ($1, $2, 'single')`, [index + 1, index]);
+    }),
+  );
+  const ms = performance.now() - started;
+  context.record({ metric: SINGLE, contender, unit: "ms", better: "lower", value: ms });
+  context.record({
+    metric: SINGLE_RATE,
+    contender,
+    unit: "tx/s",
+    better: "higher",
+    value: (auditTransactions * 1000) / ms,
+  });
+}

@@ -1,0 +1,143 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import pino, { type Logger } from "pino";
+import { resolveConfig } from "../runtime/config";
+import { ensureJobStream } from "../runtime/nats/streams";
+import { DONE_PREFIX } from "../runtime/nats/subjects";
+import { type Runtime, type StartRuntimeOptions, startRuntime } from "../runtime/runtime";
+
+/** Name of the global a benchmark function stamps when its first invocation starts. */
+export const FIRST_START_GLOBAL = "__jetfnBenchFirstStart";
+
+/** Line of function-file code that stamps the first start (the file runs in this process). */
+const STAMP_FIRST_START = `(globalThis as Record<string, unknown>).${FIRST_START_GLOBAL} ??= performance.now();`;
+
+/** When the first stamped invocation started (performance.now() of this process), if any. */
+export function firstStart(): number | undefined {
+  return (globalThis as Record<string, unknown>)[FIRST_START_GLOBAL] as number | undefined;
+}
+
+/** Forgets the first-start stamp before a new drain. */
+export function resetFirstStart(): void {
+  delete (globalThis as Record<string, unknown>)[FIRST_START_GLOBAL];
+}
+
+/** Source of a function that does nothing (besides the stamp). */
+export function noopFunctionSource(concurrency: number): string {
+  return `import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ key: z.string(), n: z.number() }).partial(),
+  concurrency: ${concurrency},
+  async handler() {
+    ${STAMP_FIRST_START}
+    return null;
+  },
+});
+`;
+}
+
+/** Source of a function that inserts one row into the (audited) `bench_rows` table. */
+export function insertFunctionSource(concurrency: number): string {
+  return `import { sql } from "drizzle-orm";
+import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ key: z.string(), n: z.number() }),
+  concurrency: ${concurrency},
+  async handler({ key, n }, ctx) {
+    ${STAMP_FIRST_START}
+    await ctx.db.execute(sql\`insert into bench_rows (job_key, n) values (\${key}, \${n})\`);
+    return null;
+  },
+});
+`;
+}
+
+/** Source of a function answering with a version number (hot deploy). */
+export function versionedFunctionSource(version: number): string {
+  return `import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({}).passthrough(),
+  async handler() {
+    return { version: ${version} };
+  },
+});
+`;
+}
+
+/** A temporary functions folder. */
+export interface FunctionsFolder {
+  readonly dir: string;
+  write(name: string, source: string): Promise<string>;
+  remove(): Promise<void>;
+}
+
+/** Creates a temporary functions folder holding `files` (name -> source). */
+export async function createFunctionsFolder(files: Record<string, string> = {}): Promise<FunctionsFolder> {
+  const dir = await mkdtemp(path.join(tmpdir(), "jetfn-bench-fns-"));
+  const write = async (name: string, source: string): Promise<string> => {
+    const file = path.join(dir, `${name}.ts`);
+    await writeFile(file, source);
+    return file;
+  };
+  for (const [name, source] of Object.entries(files)) await write(name, source);
+  return { dir, write, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A logger for runtimes under test: warnings and errors only, to stderr. */
+export function benchLogger(): Logger {
+  return pino({ level: process.env.JETFN_BENCH_LOG_LEVEL ?? "warn" }, pino.destination(2));
+}
+
+/** Starts a jetfn runtime in this process with the benchmark's settings. */
+export function startBenchRuntime(
+  options: StartRuntimeOptions & { natsUrl: string; databaseUrl: string; functionsDir: string },
+): Promise<Runtime> {
+  // migrate: migrations added to the repository after the template was made are applied too.
+  return startRuntime({ logger: benchLogger(), shutdownGrace: "10s", migrate: true, ...options });
+}
+
+/** Creates the jobs stream the way a runtime does, so jobs can be enqueued before one starts. */
+export async function ensureBenchJobStream(nc: NatsConnection): Promise<void> {
+  const config = resolveConfig({});
+  await ensureJobStream(await jetstreamManager(nc), {
+    name: config.streamName,
+    retentionMs: config.jobRetentionMs,
+    duplicateWindowMs: config.duplicateWindowMs,
+  });
+}
+
+/** Counts `jetfn.done.*` notices: a job's outcome is committed when its notice is out. */
+export interface DoneCounter {
+  readonly count: number;
+  /** performance.now() of the latest notice. */
+  readonly lastAt: number;
+  stop(): void;
+}
+
+/** Subscribes to every job's done notice (flushed, so none is missed once this resolves). */
+export async function countDoneNotices(nc: NatsConnection): Promise<DoneCounter> {
+  let count = 0;
+  let lastAt = 0;
+  const subscription = nc.subscribe(`${DONE_PREFIX}>`, {
+    callback: () => {
+      count++;
+      lastAt = performance.now();
+    },
+  });
+  await nc.flush();
+  return {
+    get count() {
+      return count;
+    },
+    get lastAt() {
+      return lastAt;
+    },
+    stop: () => subscription.unsubscribe(),
+  };
+}

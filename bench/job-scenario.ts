@@ -1,0 +1,64 @@
+import type { JobContender, JobContenderFactory, JobKind } from "./contenders/job-contender";
+import type { RoundContext } from "./model";
+import { rotate } from "./stats";
+
+/** A contender of a job scenario, and whether its fill counts as its batched enqueue rate. */
+export interface JobEntry {
+  name: string;
+  create: JobContenderFactory;
+  recordFill: boolean;
+  /** Why it cannot run on this machine, if it cannot. */
+  unavailable?: (context: RoundContext) => string | undefined;
+}
+
+/** Scenario id under which batched fills are reported (scenario 4). */
+export const ENQUEUE_SCENARIO = "enqueue";
+export const BATCHED_ENQUEUE_METRIC = "enqueue, batched";
+
+/**
+ * One round of a job scenario: each contender in turn (a different one first each round) fills its
+ * queue, drains it with its workers, and has its outcome checked.
+ */
+export async function runJobRound(
+  context: RoundContext,
+  kind: JobKind,
+  count: number,
+  metric: string,
+  entries: readonly JobEntry[],
+): Promise<void> {
+  for (const entry of rotate(entries, context.round)) {
+    const reason = entry.unavailable?.(context);
+    if (reason) {
+      context.skip(entry.name, reason);
+      continue;
+    }
+    const tag = `${kind}-r${context.round}-${Date.now().toString(36)}`;
+    let contender: JobContender | undefined;
+    try {
+      contender = await entry.create(context, kind, tag);
+      const fillMs = await contender.fill(count);
+      if (entry.recordFill) {
+        context.record({
+          scenario: ENQUEUE_SCENARIO,
+          metric: BATCHED_ENQUEUE_METRIC,
+          contender: entry.name,
+          unit: "jobs/s",
+          better: "higher",
+          value: (count * 1000) / fillMs,
+        });
+      }
+      const drainMs = await contender.drain(count);
+      context.record({
+        metric,
+        contender: entry.name,
+        unit: "jobs/s",
+        better: "higher",
+        value: (count * 1000) / drainMs,
+      });
+      for (const check of await contender.check(count)) context.check(entry.name, check.label, check.ok, check.detail);
+      context.log(`${entry.name}: ${count} ${kind} jobs drained in ${Math.round(drainMs)} ms`);
+    } finally {
+      await contender?.close();
+    }
+  }
+}

@@ -1,0 +1,138 @@
+import type { Services } from "./services";
+
+/** Counts and durations of one benchmark run; `smoke` uses tiny ones. */
+export interface BenchSizes {
+  rounds: number;
+  /** Request-reply: sequential calls timed one by one, and pipelined calls with 64 in flight. */
+  sequentialCalls: number;
+  pipelinedCalls: number;
+  callsInFlight: number;
+  /** Fire-and-forget: jobs per drain (no-op and insert). */
+  noopJobs: number;
+  insertJobs: number;
+  /** Jobs in flight (or per bulk call) while filling a queue. */
+  enqueueInFlight: number;
+  /** Sequential awaited enqueues per contender. */
+  singleEnqueues: number;
+  /** Worker concurrency of every contender. */
+  concurrency: number;
+  /** Hot deploy: functions deployed, and trials of each kind. */
+  deployedFunctions: number;
+  deployTrials: number;
+  /** Scale: function counts compared, and the idle window measured. */
+  scaleCounts: number[];
+  idleMs: number;
+  /** Audit overhead: single-row transactions and bulk rows. */
+  auditTransactions: number;
+  auditBulkRows: number;
+}
+
+/** The full benchmark, as `npm run bench` runs it. */
+export const FULL_SIZES: BenchSizes = {
+  rounds: 3,
+  sequentialCalls: 2_000,
+  pipelinedCalls: 20_000,
+  callsInFlight: 64,
+  noopJobs: 20_000,
+  insertJobs: 20_000,
+  enqueueInFlight: 256,
+  singleEnqueues: 2_000,
+  concurrency: 8,
+  deployedFunctions: 100,
+  deployTrials: 20,
+  scaleCounts: [0, 50, 500],
+  idleMs: 10_000,
+  auditTransactions: 4_000,
+  auditBulkRows: 100_000,
+};
+
+/** A few-seconds version for CI: proves the harness runs, measures nothing worth quoting. */
+export const SMOKE_SIZES: BenchSizes = {
+  rounds: 1,
+  sequentialCalls: 30,
+  pipelinedCalls: 300,
+  callsInFlight: 64,
+  noopJobs: 300,
+  insertJobs: 200,
+  enqueueInFlight: 64,
+  singleEnqueues: 20,
+  concurrency: 8,
+  deployedFunctions: 5,
+  deployTrials: 2,
+  scaleCounts: [0, 10],
+  idleMs: 500,
+  auditTransactions: 100,
+  auditBulkRows: 1_000,
+};
+
+/** Whether a bigger number is the better one. */
+export type Direction = "higher" | "lower";
+
+/** One measured value of one contender in one round. */
+export interface Sample {
+  scenario: string;
+  metric: string;
+  contender: string;
+  unit: string;
+  better: Direction;
+  value: number;
+  round: number;
+}
+
+/** A correctness check made after a run (row counts, audit rows, no duplicates). */
+export interface Check {
+  scenario: string;
+  round: number;
+  contender: string;
+  label: string;
+  ok: boolean;
+  detail: string;
+}
+
+/**
+ * A goal from issue 7: jetfn's median compared with the baselines' (`ratio`: jetfn ÷ baseline,
+ * `best-peer`: jetfn ÷ the best of several baselines) or with a fixed number (`absolute`).
+ */
+export interface Target {
+  scenario: string;
+  metric: string;
+  contender: string;
+  kind: "ratio" | "best-peer" | "absolute";
+  /** Baseline contenders (one for `ratio`, several for `best-peer`, none for `absolute`). */
+  baselines: string[];
+  /** The figure must be at least `min` / at most `max`. */
+  min?: number;
+  max?: number;
+  /** Where the goal comes from, e.g. "issue 7". */
+  source: string;
+}
+
+/** A contender that could not run here, and why. */
+export interface Skip {
+  scenario: string;
+  contender: string;
+  reason: string;
+}
+
+/** What a scenario gets in each round. */
+export interface RoundContext {
+  round: number;
+  sizes: BenchSizes;
+  services: Services;
+  /** Records a sample under this scenario (or under `scenario` when given). */
+  record(sample: Omit<Sample, "scenario" | "round"> & { scenario?: string }): void;
+  check(contender: string, label: string, ok: boolean, detail: string): void;
+  skip(contender: string, reason: string): void;
+  log(message: string): void;
+}
+
+/** One benchmark scenario: run once per round, taking turns between its contenders. */
+export interface Scenario {
+  id: string;
+  title: string;
+  /** Baselines shown as ratios in the report, per metric (jetfn ÷ baseline). */
+  baselines: Record<string, string[]>;
+  /** Goals checked against the medians (a function when they depend on the sizes). */
+  targets: Target[] | ((sizes: BenchSizes) => Target[]);
+  run(context: RoundContext): Promise<void>;
+}

@@ -1,0 +1,46 @@
+import { createBullmq } from "./contenders/bullmq";
+import { createJetfnJobs } from "./contenders/jetfn-jobs";
+import { createNaiveJetStream } from "./contenders/naive-jetstream";
+import { type JobEntry, runJobRound } from "./job-scenario";
+import type { Scenario } from "./model";
+
+const METRIC = "no-op jobs drained";
+
+const ENTRIES: JobEntry[] = [
+  { name: "jetfn", create: createJetfnJobs, recordFill: true },
+  { name: "naive JetStream", create: createNaiveJetStream, recordFill: true },
+  {
+    name: "BullMQ",
+    create: createBullmq,
+    recordFill: true,
+    unavailable: (context) => context.services.bullmqUnavailable,
+  },
+];
+
+/** 2. Fire-and-forget no-op jobs, drained with their outcome recorded (jetfn) or just acked (peers). */
+export const noopJobsScenario: Scenario = {
+  id: "noop-jobs",
+  title: "2. Fire-and-forget, no-op jobs",
+  baselines: { [METRIC]: ["naive JetStream", "BullMQ"] },
+  targets: [
+    {
+      scenario: "noop-jobs",
+      metric: METRIC,
+      contender: "jetfn",
+      kind: "ratio",
+      baselines: ["BullMQ"],
+      min: 1.5,
+      source: "issue 7",
+    },
+    {
+      scenario: "noop-jobs",
+      metric: METRIC,
+      contender: "jetfn",
+      kind: "ratio",
+      baselines: ["naive JetStream"],
+      min: 0.6,
+      source: "issue 7",
+    },
+  ],
+  run: (context) => runJobRound(context, "noop", context.sizes.noopJobs, METRIC, ENTRIES),
+};

@@ -1,0 +1,280 @@
+import { cpus, loadavg, release, totalmem, type } from "node:os";
+import type { BenchSizes, Check, Direction, Sample, Scenario, Skip, Target } from "./model";
+import { formatNumber, formatRatio, median } from "./stats";
+
+/** The medians of one contender on one metric. */
+export interface Summary {
+  scenario: string;
+  metric: string;
+  contender: string;
+  unit: string;
+  better: Direction;
+  median: number;
+  min: number;
+  max: number;
+  samples: number;
+}
+
+/** A target with the figure it was judged on. */
+export interface TargetResult {
+  target: Target;
+  /** The ratio (or absolute figure) compared with the target. */
+  figure: number;
+  /** The baseline the ratio used (the best one for `best-peer`). */
+  against: string | undefined;
+  met: boolean;
+  note: string;
+}
+
+/** Everything the report is made from. */
+export interface ReportInput {
+  scenarios: readonly Scenario[];
+  sizes: BenchSizes;
+  samples: readonly Sample[];
+  checks: readonly Check[];
+  skips: readonly Skip[];
+  errors: readonly string[];
+  command: string;
+  versions: Record<string, string>;
+  startedAt: Date;
+  durationMs: number;
+  loadBefore: number[];
+}
+
+/** Groups samples per (scenario, metric, contender) into median, min and max. */
+export function summarize(samples: readonly Sample[]): Summary[] {
+  const groups = new Map<string, Sample[]>();
+  for (const sample of samples) {
+    const key = `${sample.scenario}\u0000${sample.metric}\u0000${sample.contender}`;
+    const group = groups.get(key) ?? [];
+    group.push(sample);
+    groups.set(key, group);
+  }
+  return [...groups.values()].map((group) => {
+    const first = group[0] as Sample;
+    const values = group.map((sample) => sample.value);
+    return {
+      scenario: first.scenario,
+      metric: first.metric,
+      contender: first.contender,
+      unit: first.unit,
+      better: first.better,
+      median: median(values),
+      min: Math.min(...values),
+      max: Math.max(...values),
+      samples: values.length,
+    };
+  });
+}
+
+/** Judges every target against the medians. */
+export function judgeTargets(targets: readonly Target[], summaries: readonly Summary[]): TargetResult[] {
+  const find = (scenario: string, metric: string, contender: string): Summary | undefined =>
+    summaries.find((s) => s.scenario === scenario && s.metric === metric && s.contender === contender);
+  return targets.map((target) => {
+    const own = find(target.scenario, target.metric, target.contender);
+    if (!own) return { target, figure: Number.NaN, against: undefined, met: false, note: "not measured" };
+    let figure = own.median;
+    let against: string | undefined;
+    if (target.kind !== "absolute") {
+      const baselines = target.baselines
+        .map((name) => find(target.scenario, target.metric, name))
+        .filter((summary): summary is Summary => summary !== undefined);
+      if (baselines.length === 0) {
+        return { target, figure: Number.NaN, against: undefined, met: false, note: "no baseline measured" };
+      }
+      const best = baselines.reduce((a, b) =>
+        (own.better === "higher" ? b.median > a.median : b.median < a.median) ? b : a,
+      );
+      figure = own.median / best.median;
+      against = best.contender;
+    }
+    const met =
+      (target.min === undefined || figure >= target.min) && (target.max === undefined || figure <= target.max);
+    const missing = target.baselines.filter((name) => !find(target.scenario, target.metric, name));
+    const note = missing.length > 0 ? `not measured here: ${missing.join(", ")}` : "";
+    return { target, figure, against, met, note };
+  });
+}
+
+function targetText(target: Target): string {
+  const bound = [target.min !== undefined ? `>= ${target.min}` : "", target.max !== undefined ? `<= ${target.max}` : ""]
+    .filter(Boolean)
+    .join(" and ");
+  if (target.kind === "absolute") return `${bound}`;
+  const of = target.kind === "best-peer" ? `best of ${target.baselines.join(", ")}` : target.baselines.join(", ");
+  return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}`;
+}
+
+function ratiosText(summary: Summary, summaries: readonly Summary[], scenario: Scenario | undefined): string {
+  const baselines = scenario?.baselines[summary.metric] ?? [];
+  if (baselines.includes(summary.contender)) return "baseline";
+  return baselines
+    .map((name) =>
+      summaries.find((s) => s.scenario === summary.scenario && s.metric === summary.metric && s.contender === name),
+    )
+    .filter((baseline): baseline is Summary => baseline !== undefined)
+    .map((baseline) => `${formatRatio(summary.median / baseline.median)} ${baseline.contender}`)
+    .join(", ");
+}
+
+function table(headers: string[], rows: string[][]): string {
+  const escapeCell = (cell: string): string => cell.replace(/\|/g, "\\|");
+  return [
+    `| ${headers.join(" | ")} |`,
+    `| ${headers.map(() => "---").join(" | ")} |`,
+    ...rows.map((row) => `| ${row.map(escapeCell).join(" | ")} |`),
+  ].join("\n");
+}
+
+function resultRows(input: ReportInput, summaries: readonly Summary[]): string[][] {
+  const rows: string[][] = [];
+  for (const scenario of input.scenarios) {
+    for (const summary of summaries.filter((s) => s.scenario === scenario.id)) {
+      rows.push([
+        scenario.title,
+        summary.metric,
+        summary.contender,
+        `${formatNumber(summary.median)} ${summary.unit}`,
+        summary.samples > 1 ? `${formatNumber(summary.min)}-${formatNumber(summary.max)}` : "",
+        summary.better === "higher" ? "higher" : "lower",
+        ratiosText(summary, summaries, scenario),
+      ]);
+    }
+  }
+  return rows;
+}
+
+const RESULT_HEADERS = ["scenario", "metric", "contender", "median", "min-max", "better", "ratio vs baselines"];
+
+/** The compact table printed at the end of a run. */
+export function renderConsole(input: ReportInput): string {
+  const summaries = summarize(input.samples);
+  const targets = judgeTargets(allTargets(input), summaries);
+  const lines = [table(RESULT_HEADERS, resultRows(input, summaries)), "", "Targets:"];
+  for (const result of targets) lines.push(`  ${targetLine(result)}`);
+  const failed = input.checks.filter((check) => !check.ok);
+  lines.push("", `Checks: ${input.checks.length - failed.length}/${input.checks.length} passed`);
+  for (const check of input.checks) {
+    lines.push(
+      `  ${check.ok ? "ok  " : "FAIL"} [${check.scenario} r${check.round}] ${check.contender}: ${check.label} (${check.detail})`,
+    );
+  }
+  for (const skip of uniqueSkips(input.skips))
+    lines.push(`Skipped ${skip.contender} in ${skip.scenario}: ${skip.reason}`);
+  for (const error of input.errors) lines.push(`ERROR ${error}`);
+  return lines.join("\n");
+}
+
+function targetLine(result: TargetResult): string {
+  const { target } = result;
+  const figure = target.kind === "absolute" ? formatNumber(result.figure) : formatRatio(result.figure);
+  const against = result.against ? ` vs ${result.against}` : "";
+  const verdict = Number.isNaN(result.figure) ? "NOT MEASURED" : result.met ? "met" : "MISSED";
+  return `${verdict}: ${target.scenario} / ${target.metric} / ${target.contender}: ${figure}${against} (target ${targetText(target)}; ${target.source})${result.note ? ` - ${result.note}` : ""}`;
+}
+
+function allTargets(input: ReportInput): Target[] {
+  return input.scenarios.flatMap((scenario) =>
+    typeof scenario.targets === "function" ? scenario.targets(input.sizes) : scenario.targets,
+  );
+}
+
+function uniqueSkips(skips: readonly Skip[]): Skip[] {
+  const seen = new Set<string>();
+  return skips.filter((skip) => {
+    const key = `${skip.scenario}/${skip.contender}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** BENCHMARKS.md: results, targets, checks, and how and where they were measured. */
+export function renderMarkdown(input: ReportInput): string {
+  const summaries = summarize(input.samples);
+  const targets = judgeTargets(allTargets(input), summaries);
+  const cpu = cpus()[0]?.model ?? "unknown CPU";
+  const failed = input.checks.filter((check) => !check.ok);
+  const sections = [
+    "# Benchmarks",
+    "",
+    "Generated by the benchmark harness in `bench/`; do not edit by hand. jetfn and its peers run side by side",
+    "on the same machine in one run, on the same jobs, taking turns (a different contender goes first each",
+    "round). Figures are the median over rounds, with the range; ratios are medians divided by the",
+    "baseline's median (for rates higher is better, for times and latencies lower is better). The machine is",
+    "shared, so absolute numbers drift; compare ratios within one run.",
+    "",
+    `Command: \`${input.command}\``,
+    "",
+    `Run: ${input.startedAt.toISOString()}, ${input.sizes.rounds} round(s), ${Math.round(input.durationMs / 1000)} s in all.`,
+    "",
+    "## Results",
+    "",
+    table(RESULT_HEADERS, resultRows(input, summaries)),
+    "",
+    "## Targets (issue 7)",
+    "",
+    table(
+      ["verdict", "scenario", "metric", "contender", "figure", "target", "note"],
+      targets.map((result) => [
+        Number.isNaN(result.figure) ? "not measured" : result.met ? "met" : "**missed**",
+        result.target.scenario,
+        result.target.metric,
+        result.target.contender,
+        `${result.target.kind === "absolute" ? formatNumber(result.figure) : formatRatio(result.figure)}${result.against ? ` vs ${result.against}` : ""}`,
+        targetText(result.target),
+        result.note,
+      ]),
+    ),
+    "",
+    "## Outcome checks",
+    "",
+    `${input.checks.length - failed.length} of ${input.checks.length} passed.`,
+    "",
+    table(
+      ["scenario", "round", "contender", "check", "result", "detail"],
+      input.checks.map((check) => [
+        check.scenario,
+        String(check.round),
+        check.contender,
+        check.label,
+        check.ok ? "ok" : "**FAILED**",
+        check.detail,
+      ]),
+    ),
+    "",
+  ];
+  const skips = uniqueSkips(input.skips);
+  if (skips.length > 0 || input.errors.length > 0) {
+    sections.push("## Not measured", "");
+    for (const skip of skips) sections.push(`- ${skip.contender} in ${skip.scenario}: ${skip.reason}.`);
+    for (const error of input.errors) sections.push(`- Error: ${error}`);
+    sections.push("");
+  }
+  sections.push(
+    "## Machine, versions, settings",
+    "",
+    `- Machine: ${type()} ${release()}, ${cpus().length} x ${cpu}, ${Math.round(totalmem() / 1_073_741_824)} GB RAM; load average before ${input.loadBefore.map((n) => n.toFixed(2)).join(" ")}, after ${loadavg()
+      .map((n) => n.toFixed(2))
+      .join(" ")}.`,
+    `- Versions: ${Object.entries(input.versions)
+      .map(([name, version]) => `${name} ${version}`)
+      .join(", ")}.`,
+    `- Sizes: ${Object.entries(input.sizes)
+      .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join("/") : value}`)
+      .join(", ")}.`,
+    "- Services: one `nats-server -js` on loopback with a temporary file store; Postgres on 127.0.0.1:5432, each contender in a fresh database per round (jetfn's cloned from a migrated template, so the audit triggers are on); Redis on 127.0.0.1:6379 (or a `redis-server --save '' --appendonly no` started by the harness).",
+    "- Every contender runs in the harness's own Node process (producer, workers and, for jetfn, the runtime), except scenario 6, which starts one child process per function count.",
+    "- Drains: the queue is filled first (that fill is the batched enqueue rate), then the workers start; the drain time runs from the first job's start to the last job's end (jetfn: its `jetfn.done` notice, sent after the outcome is committed).",
+    "- jetfn: functions with `concurrency` 8 (64 for the request-reply function, to match 64 calls in flight), default pool of 20 Postgres connections, log level warn. Insert jobs run `ctx.db.execute(insert ...)` in the invocation's transaction, audited, with the invocation record committed together.",
+    "- naive JetStream: a durable pull consumer, `consume()` with default options, `ack()` per message, nothing recorded.",
+    "- graphile-worker: `run()` with concurrency 8, localQueue size 64, completeJobBatchDelay 0 (its documented batching); `addJobs` in batches of 1,000.",
+    "- pg-boss: 8 `work()` workers with batchSize 8, pollingIntervalSeconds 0.5, supervise and schedule off; `insert` in batches of 1,000.",
+    "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
+    "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
+    "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
+    "",
+  );
+  return sections.join("\n");
+}
