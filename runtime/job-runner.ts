@@ -92,7 +92,7 @@ export async function runJob(
       "E_INPUT_INVALID",
       `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`,
     );
-    return bury(deps, record, message, error, log);
+    return refuse(deps, record, message, error, log);
   }
   let input: unknown;
   try {
@@ -101,7 +101,7 @@ export async function runJob(
       throw new JetfnError("E_INPUT_INVALID", `input for ${fn.name} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
     }
   } catch (error) {
-    return bury(deps, record, message, error as JetfnError, log);
+    return refuse(deps, record, message, error as JetfnError, log);
   }
   record.input = input ?? null;
   if (attempt > fn.retry.attempts) {
@@ -109,7 +109,7 @@ export async function runJob(
       "E_ATTEMPTS_EXHAUSTED",
       `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
     );
-    return bury(deps, record, message, error, log);
+    return refuse(deps, record, message, error, log);
   }
   let releaseSlot: () => void;
   try {
@@ -240,6 +240,29 @@ function isDatabaseLoss(outcome: InvocationOutcome): boolean {
 }
 
 /** Records a dead job with its error, then terminates the message so it is never delivered again. */
+/**
+ * Ends a job that cannot run at all (bad id, input that is not JSON, attempts used up) as dead,
+ * and reports it like a failed invocation so stats and metrics count it.
+ */
+function refuse(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+): Promise<void> {
+  deps.events.emit("invocation:failure", {
+    fn: record.fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    durationMs: 0,
+    error,
+    final: true,
+  });
+  return bury(deps, record, message, error, log);
+}
+
 async function bury(
   deps: JobRunnerDependencies,
   record: JobRecord,
