@@ -63,6 +63,14 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** Hides the passwords in a comma-separated list of server URLs (NATS_URL). */
+export function redactUrls(urls: string): string {
+  return urls
+    .split(",")
+    .map((url) => redactUrl(url.trim()))
+    .join(",");
+}
+
 /**
  * Log fields for a failed invocation: the code always, the stack only when it helps (an error
  * thrown by handler code), so expected refusals stay one short line.

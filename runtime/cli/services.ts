@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { ResolvedConfig } from "../config";
 import { findEmbeddedPostgres, startEmbeddedPostgres } from "../db/embedded-postgres";
 import { JetfnError } from "../errors";
-import { redactUrl } from "../logger";
+import { redactUrl, redactUrls } from "../logger";
 import { isNatsReachable, startLocalNatsServer } from "../nats/local-server";
 
 /** The repository's nats.conf, used when `dev` has to start a NATS server itself. */
@@ -50,10 +50,16 @@ export async function ensureNats(
 ): Promise<void> {
   if (await isNatsReachable(config.natsUrl, config.natsUser, config.natsPassword)) return;
   if (!startIfMissing) {
-    throw new JetfnError("E_UNAVAILABLE", `no NATS server answers at ${config.natsUrl}; start one or set NATS_URL`);
+    throw new JetfnError(
+      "E_UNAVAILABLE",
+      `no NATS server answers at ${redactUrls(config.natsUrl)}; start one or set NATS_URL`,
+    );
   }
   // nats.conf keeps its store under .jetfn/ relative to where the server runs.
   const server = await startLocalNatsServer(NATS_CONFIG_FILE, config.natsUrl, path.dirname(config.stateDir), logger);
-  logger.info({ pid: server.pid, config: NATS_CONFIG_FILE, url: config.natsUrl }, "Started a local nats-server.");
+  logger.info(
+    { pid: server.pid, config: NATS_CONFIG_FILE, url: redactUrls(config.natsUrl) },
+    "Started a local nats-server.",
+  );
   started.push({ name: "nats-server", stop: () => server.stop() });
 }

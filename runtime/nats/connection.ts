@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { JetfnError } from "../errors";
+import { redactUrls } from "../logger";
 
 /** How to reach NATS. */
 export interface NatsOptions {
@@ -27,9 +28,13 @@ export async function connectNats(options: NatsOptions, logger?: Logger): Promis
       waitOnFirstConnect: options.waitOnFirstConnect ?? false,
     });
   } catch (error) {
-    throw new JetfnError("E_UNAVAILABLE", `cannot connect to NATS at ${options.url}: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new JetfnError(
+      "E_UNAVAILABLE",
+      `cannot connect to NATS at ${redactUrls(options.url)}: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
   }
   if (logger) void logStatus(connection, logger);
   return connection;

@@ -56,4 +56,3 @@ export function encodeInput(input: unknown, name: string, maxPayload?: number): 
   }
   return body;
 }
-

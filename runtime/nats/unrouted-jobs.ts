@@ -33,7 +33,8 @@ const SWEEP_LIMIT = 200;
  * Starts the watch. `fn.job.<name>` with an invalid name (`fn.job.a..b`, `fn.job.*`, upper case) can
  * never be deployed: each such job is recorded dead with E_FUNCTION_NOT_FOUND and removed from the
  * stream. A valid name that no runtime has deployed is left alone (its jobs wait for it, as after an
- * undeploy) and reported in a warning whenever its count of waiting jobs changes.
+ * undeploy) and reported in a warning whenever its count of waiting jobs changes. A job published to a
+ * literal wildcard subject (`fn.job.*`) is removed only while it is the newest message matching it.
  */
 export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
   const reportedWaiting = new Map<string, number>();
@@ -75,6 +76,15 @@ async function buryAll(options: UnroutedJobsOptions, subject: string, name: stri
       .getMessage(options.stream, { last_by_subj: subject })
       .catch(() => null);
     if (!message) break;
+    // A subject holding `*` or `>` is also a pattern to the server: the last message matching it may
+    // belong to a real function. Only a literal match is safe to remove.
+    if (message.subject !== subject) {
+      options.logger.warn(
+        { subject },
+        "Jobs were published to a wildcard subject; they cannot be picked out of the stream safely and stay there.",
+      );
+      break;
+    }
     await bury(options, message, name);
     // Another runtime's sweep may have removed it first; either way it is gone.
     await options.manager.streams.deleteMessage(options.stream, message.seq, false).catch(() => false);

@@ -71,7 +71,8 @@ describe("database roles", () => {
     const parent = await client.enqueue("enqueue-next", { name: "runtime-role-parent" });
     const child = ((await client.result(parent.id)) as { child: string }).child;
     await client.result(child);
-    const children = await env.database.sql`select count(*)::int as n from items where name = 'runtime-role-parent-child'`;
+    const children = await env.database
+      .sql`select count(*)::int as n from items where name = 'runtime-role-parent-child'`;
     expect(children[0]?.n).toBe(1);
   });
 });
