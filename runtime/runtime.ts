@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -147,6 +148,8 @@ class ServingRuntime implements Runtime {
   healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
 
   constructor(config: ResolvedConfig, logger: Logger, database: DatabaseClient, nats: NatsConnection) {
+    // Every invocation in flight listens to the abort signal; hundreds at once are expected.
+    setMaxListeners(0, this.#aborting.signal);
     this.config = config;
     this.logger = logger;
     this.database = database;
