@@ -1,17 +1,8 @@
-import {
-  AckPolicy,
-  type ConsumerConfig,
-  DeliverPolicy,
-  DiscardPolicy,
-  type JetStreamManager,
-  RetentionPolicy,
-  StorageType,
-  type StreamConfig,
-} from "@nats-io/jetstream";
+import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
-import { DEFAULT_MAX_ACK_PENDING } from "./streams";
+import { DEFAULT_MAX_ACK_PENDING, ensureStream } from "./streams";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
 export const EVENT_PREFIX = "fn.event.";
@@ -39,26 +30,13 @@ export function listenerConsumerName(fn: string): string {
 }
 
 /** Creates the events stream on `fn.event.>`, or brings an existing one's settings up to date. */
-export async function ensureEventStream(manager: JetStreamManager, settings: EventStreamSettings): Promise<void> {
-  const config: Partial<StreamConfig> & { name: string } = {
-    name: settings.name,
-    subjects: [`${EVENT_PREFIX}>`],
-    description: "jetfn events: fn.event.<name>, one durable consumer per listening function",
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_age: toNanos(settings.retentionMs),
-    duplicate_window: toNanos(settings.duplicateWindowMs),
-  };
-  const existing = await manager.streams.info(settings.name).catch(() => undefined);
-  if (!existing) {
-    await manager.streams.add(config);
-    return;
-  }
-  const current = existing.config;
-  if (current.max_age !== config.max_age || current.duplicate_window !== config.duplicate_window) {
-    await manager.streams.update(settings.name, { ...current, ...config });
-  }
+export function ensureEventStream(manager: JetStreamManager, settings: EventStreamSettings): Promise<void> {
+  return ensureStream(
+    manager,
+    settings,
+    `${EVENT_PREFIX}>`,
+    "jetfn events: fn.event.<name>, one durable consumer per listening function",
+  );
 }
 
 /** The durable consumer a listener gets: its pattern as filter, its retry policy, its start point. */

@@ -24,15 +24,25 @@ export interface JobStreamSettings {
 export const DEFAULT_MAX_ACK_PENDING = 10_000;
 
 /** Creates the jobs stream on `fn.job.>`, or brings an existing one's settings up to date. */
-export async function ensureJobStream(manager: JetStreamManager, settings: JobStreamSettings): Promise<void> {
+export function ensureJobStream(manager: JetStreamManager, settings: JobStreamSettings): Promise<void> {
+  // Jobs stay after they are acknowledged so `jetfn replay` can re-run history.
+  return ensureStream(manager, settings, `${JOB_PREFIX}>`, "jetfn jobs: one subject per function, fn.job.<name>");
+}
+
+/** Creates a limits-retention file stream, or updates its retention and duplicate window. */
+export async function ensureStream(
+  manager: JetStreamManager,
+  settings: JobStreamSettings,
+  subject: string,
+  description: string,
+): Promise<void> {
   const config: Partial<StreamConfig> & { name: string } = {
     name: settings.name,
-    subjects: [`${JOB_PREFIX}>`],
-    description: "jetfn jobs: one subject per function, fn.job.<name>",
+    subjects: [subject],
+    description,
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
-    // Jobs stay after they are acknowledged so `jetfn replay` can re-run history.
     max_age: toNanos(settings.retentionMs),
     duplicate_window: toNanos(settings.duplicateWindowMs),
   };
