@@ -1,5 +1,5 @@
 import { resolveConfig } from "../config";
-import { startDashboard } from "../dashboard/server";
+import { type Dashboard, startDashboard } from "../dashboard/server";
 import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
 import { type Runtime, startRuntime } from "../runtime";
@@ -41,15 +41,7 @@ export async function serve(mode: ServeMode): Promise<void> {
       metricsPort: mode.metricsPort,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
-    const dashboard =
-      mode.dashboardPort === false || mode.dashboardPort === undefined
-        ? undefined
-        : await startDashboard({
-            runtime,
-            port: mode.dashboardPort,
-            host: mode.dashboardHost,
-            token: base.dashboardToken,
-          });
+    const dashboard = await openDashboard(mode, runtime, base.dashboardToken);
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     exitOnSignals(async () => {
       await dashboard?.close();
@@ -76,4 +68,23 @@ function keepFunctionTypesFresh(runtime: Runtime): void {
   refresh();
   runtime.events.on("function:loaded", refresh);
   runtime.events.on("function:removed", refresh);
+}
+
+/**
+ * Starts the dashboard when asked. In development a busy port only costs the dashboard (with a
+ * warning); in production an explicitly requested dashboard that cannot start stops the start.
+ */
+async function openDashboard(
+  mode: ServeMode,
+  runtime: Runtime,
+  token: string | undefined,
+): Promise<Dashboard | undefined> {
+  if (mode.dashboardPort === false || mode.dashboardPort === undefined) return undefined;
+  try {
+    return await startDashboard({ runtime, port: mode.dashboardPort, host: mode.dashboardHost, token });
+  } catch (error) {
+    if (!mode.development) throw error;
+    runtime.logger.warn({ err: error, port: mode.dashboardPort }, "The dashboard could not start; serving without it.");
+    return undefined;
+  }
 }
