@@ -49,6 +49,8 @@ export interface StartRuntimeOptions extends RuntimeOptions {
   migrate?: boolean;
   /** How often consumers are checked for stalls and the stream for jobs no function can take. @default "15s" */
   healthCheckInterval?: Duration;
+  /** Warn at start when the NATS server or the stream falls short of production settings. @default true */
+  productionChecks?: boolean;
 }
 
 /** A running runtime: functions deployed, jobs pulled, calls answered. */
@@ -105,6 +107,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   }
   const runtime = new ServingRuntime(config, logger, database, nc);
   runtime.healthCheckMs = parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL);
+  runtime.productionChecks = options.productionChecks ?? true;
   try {
     await runtime.start();
   } catch (error) {
@@ -146,6 +149,7 @@ class ServingRuntime implements Runtime {
   #unroutedJobs: UnroutedJobs | undefined;
   #rejections: RejectionWatch | undefined;
   healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
+  productionChecks = true;
 
   constructor(config: ResolvedConfig, logger: Logger, database: DatabaseClient, nats: NatsConnection) {
     // Every invocation in flight listens to the abort signal; hundreds at once are expected.
@@ -287,7 +291,7 @@ class ServingRuntime implements Runtime {
   #startWatches(): void {
     const manager = this.#manager as JetStreamManager;
     this.#rejections = watchUnhandledRejections(this.logger);
-    void warnAboutServer(this.nats, manager, this.config.streamName, this.logger);
+    if (this.productionChecks) void warnAboutServer(this.nats, manager, this.config.streamName, this.logger);
     this.#stallWatch = startStallWatch({
       manager,
       stream: this.config.streamName,

@@ -38,6 +38,8 @@ export async function serve(mode: ServeMode): Promise<void> {
       watch: mode.development,
       logger,
       migrate: mode.development,
+      // A laptop's nats-server is not a production cluster; `start` says what falls short.
+      productionChecks: !mode.development,
       metricsPort: mode.metricsPort,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
