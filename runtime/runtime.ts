@@ -14,27 +14,20 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
-import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
-import { type MetricsServer, startMetricsServer } from "./metrics";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
-import { type DeadLetterApi, startDeadLetterApi } from "./nats/dead-letter-api";
 import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
-import { createQueueDepthReader } from "./nats/queue-depth";
-import { warnAboutServer } from "./nats/server-check";
-import { type ServiceDiscovery, startServiceDiscovery } from "./nats/service-discovery";
-import { type StallWatch, startStallWatch } from "./nats/stall-watch";
 import { startStatusApi } from "./nats/status-api";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
 import { consumerName } from "./nats/subjects";
-import { startUnroutedJobs, type UnroutedJobs } from "./nats/unrouted-jobs";
+import { type Operations, startOperations } from "./operations";
 import { type OutboxRelay, startOutboxRelay } from "./outbox-relay";
 import type { Registry } from "./registry";
 import { ackWaitFor } from "./retry-policy";
@@ -133,21 +126,16 @@ class ServingRuntime implements Runtime {
   readonly #js: JetStreamClient;
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
-  readonly #stats: InvocationStats;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
   #stopped: Promise<void> | undefined;
-  #deadLetterApi: DeadLetterApi | undefined;
-  #discovery: ServiceDiscovery | undefined;
-  #metrics: MetricsServer | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
   #scheduler: Scheduler | undefined;
-  #stallWatch: StallWatch | undefined;
-  #unroutedJobs: UnroutedJobs | undefined;
   #rejections: RejectionWatch | undefined;
+  #operations: Operations | undefined;
   healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
   productionChecks = true;
 
@@ -160,7 +148,6 @@ class ServingRuntime implements Runtime {
     this.nats = nats;
     this.#js = jetstream(nats);
     this.#successes = createSuccessRecorder(database.sql);
-    this.#stats = trackInvocationStats(this.events);
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
@@ -231,8 +218,28 @@ class ServingRuntime implements Runtime {
       publishPendingJobs: (messages, log) => (this.#outbox as OutboxRelay).publishCommitted(messages, log),
     });
     this.#statusApi = startStatusApi(this.nats, this.config.queueGroup, this.database, progress, this.logger);
-    await this.#startOperations();
-    this.#startWatches();
+    this.#rejections = watchUnhandledRejections(this.logger);
+    this.#operations = await startOperations({
+      config: this.config,
+      nats: this.nats,
+      js: this.#js,
+      manager: this.#manager,
+      database: this.database,
+      events: this.events,
+      logger: this.logger,
+      functions: () => [...this.#workers.keys()],
+      pullers: () =>
+        [...this.#workers.values()].map((worker) => ({
+          fn: worker.fn.name,
+          held: worker.puller.held,
+          window: worker.limiter.capacity * 2,
+          refresh: () => worker.puller.refresh(),
+          recover: () => this.#ensureConsumer(worker.fn),
+        })),
+      outboxLag: () => this.outboxLag(),
+      productionChecks: this.productionChecks,
+      healthCheckMs: this.healthCheckMs,
+    });
     void this.#refreshPullersOnReconnect();
     this.logger.info(
       {
@@ -255,82 +262,6 @@ class ServingRuntime implements Runtime {
 
   outboxLag(): Promise<OutboxLag> {
     return (this.#outbox as OutboxRelay).lag();
-  }
-
-  /** Dead-letter API, services-protocol discovery and stats, and the metrics endpoint when configured. */
-  async #startOperations(): Promise<void> {
-    const queueDepth = createQueueDepthReader(this.#manager as JetStreamManager, this.config.streamName);
-    this.#deadLetterApi = startDeadLetterApi({
-      nc: this.nats,
-      js: this.#js,
-      sql: this.database.sql,
-      queueGroup: this.config.queueGroup,
-      logger: this.logger,
-    });
-    this.#discovery = startServiceDiscovery({
-      nc: this.nats,
-      queueGroup: this.config.queueGroup,
-      functions: () => [...this.#workers.keys()],
-      stats: this.#stats,
-      queueDepth,
-      outboxLag: () => this.outboxLag(),
-      logger: this.logger,
-    });
-    if (this.config.metricsPort !== undefined) {
-      this.#metrics = await startMetricsServer({
-        port: this.config.metricsPort,
-        events: this.events,
-        stats: this.#stats,
-        queueDepth,
-        logger: this.logger,
-      });
-    }
-  }
-
-  /** Production checks, the stall watch, the sweep for unroutable jobs, and the unhandled-rejection guard. */
-  #startWatches(): void {
-    const manager = this.#manager as JetStreamManager;
-    this.#rejections = watchUnhandledRejections(this.logger);
-    if (this.productionChecks) void warnAboutServer(this.nats, manager, this.config.streamName, this.logger);
-    this.#stallWatch = startStallWatch({
-      manager,
-      stream: this.config.streamName,
-      intervalMs: this.healthCheckMs,
-      events: this.events,
-      logger: this.logger,
-      pullers: () =>
-        [...this.#workers.values()].map((worker) => ({
-          fn: worker.fn.name,
-          held: worker.puller.held,
-          window: worker.limiter.capacity * 2,
-          refresh: () => worker.puller.refresh(),
-          recover: () => this.#ensureConsumer(worker.fn),
-        })),
-    });
-    this.#unroutedJobs = startUnroutedJobs({
-      nc: this.nats,
-      manager,
-      sql: this.database.sql,
-      stream: this.config.streamName,
-      deployed: () => [...this.#workers.keys()],
-      intervalMs: this.healthCheckMs,
-      logger: this.logger,
-    });
-  }
-
-  async #stopWatches(): Promise<void> {
-    await this.#unroutedJobs?.close();
-    await this.#stallWatch?.close();
-  }
-
-  /** Stops what #startOperations started, in reverse order. */
-  async #stopOperations(): Promise<void> {
-    await this.#metrics
-      ?.close()
-      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the metrics endpoint failed."));
-    this.#discovery?.close();
-    await this.#deadLetterApi?.close();
-    this.#stats.close();
   }
 
   stop(): Promise<void> {
@@ -492,8 +423,7 @@ class ServingRuntime implements Runtime {
     await this.#successes
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
-    await this.#stopWatches();
-    await this.#stopOperations();
+    await this.#operations?.close();
     // After the last invocation: whatever it committed to the outbox is published or left for a sweep.
     await this.#outbox
       ?.close()

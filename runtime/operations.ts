@@ -1,0 +1,101 @@
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { ResolvedConfig } from "./config";
+import type { DatabaseClient } from "./db/client";
+import type { OutboxLag } from "./db/outbox";
+import type { RuntimeEmitter } from "./events";
+import { trackInvocationStats } from "./invocation-stats";
+import { startMetricsServer } from "./metrics";
+import { startDeadLetterApi } from "./nats/dead-letter-api";
+import { createQueueDepthReader } from "./nats/queue-depth";
+import { warnAboutServer } from "./nats/server-check";
+import { startServiceDiscovery } from "./nats/service-discovery";
+import { startStallWatch, type WatchedPuller } from "./nats/stall-watch";
+import { startUnroutedJobs } from "./nats/unrouted-jobs";
+
+/** What the operational parts read from the runtime. */
+export interface OperationsContext {
+  config: ResolvedConfig;
+  nats: NatsConnection;
+  js: JetStreamClient;
+  manager: JetStreamManager;
+  database: DatabaseClient;
+  events: RuntimeEmitter;
+  logger: Logger;
+  /** Names of the functions deployed in this process right now. */
+  functions: () => string[];
+  /** This process's pullers, for the stall watch. */
+  pullers: () => WatchedPuller[];
+  outboxLag: () => Promise<OutboxLag>;
+  /** Warn about the NATS server's production settings. */
+  productionChecks: boolean;
+  /** How often consumers and the stream are checked. */
+  healthCheckMs: number;
+}
+
+/** The operational parts of a runtime, stopped together. */
+export interface Operations {
+  close(): Promise<void>;
+}
+
+/**
+ * Starts what operators rely on besides running functions: statistics and services-protocol
+ * discovery, the dead-letter API, the metrics endpoint (when configured), production checks, the
+ * stall watch and the sweep for jobs no function can take.
+ */
+export async function startOperations(context: OperationsContext): Promise<Operations> {
+  const { config, nats, manager, logger } = context;
+  const stats = trackInvocationStats(context.events);
+  const queueDepth = createQueueDepthReader(manager, config.streamName);
+  const deadLetterApi = startDeadLetterApi({
+    nc: nats,
+    js: context.js,
+    sql: context.database.sql,
+    queueGroup: config.queueGroup,
+    logger,
+  });
+  const discovery = startServiceDiscovery({
+    nc: nats,
+    queueGroup: config.queueGroup,
+    functions: context.functions,
+    stats,
+    queueDepth,
+    outboxLag: context.outboxLag,
+    logger,
+  });
+  const metrics =
+    config.metricsPort === undefined
+      ? undefined
+      : await startMetricsServer({ port: config.metricsPort, events: context.events, stats, queueDepth, logger });
+  if (context.productionChecks) void warnAboutServer(nats, manager, config.streamName, logger);
+  const stallWatch = startStallWatch({
+    manager,
+    stream: config.streamName,
+    intervalMs: context.healthCheckMs,
+    events: context.events,
+    logger,
+    pullers: context.pullers,
+  });
+  const unroutedJobs = startUnroutedJobs({
+    nc: nats,
+    manager,
+    sql: context.database.sql,
+    stream: config.streamName,
+    deployed: context.functions,
+    intervalMs: context.healthCheckMs,
+    logger,
+  });
+  return {
+    async close() {
+      await unroutedJobs.close();
+      await stallWatch.close();
+      await metrics
+        ?.close()
+        .catch((error: unknown) => logger.warn({ err: error }, "Closing the metrics endpoint failed."));
+      discovery.close();
+      await deadLetterApi.close();
+      stats.close();
+    },
+  };
+}
