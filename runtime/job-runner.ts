@@ -40,7 +40,25 @@ export interface JobRunnerDependencies {
   shutdownSignal: AbortSignal;
   /** Publishes the jobs and events an invocation committed to the outbox. */
   outbox: OutboxRelay;
+  /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
+  outage: DatabaseOutage;
 }
+
+/** Counts jobs waiting for an unreachable database to answer. */
+export interface DatabaseOutage {
+  waiting: number;
+}
+
+/**
+ * Whether a job held for `heldForMs` still deserves in-progress pings: while it could legitimately
+ * be waiting for a slot and running (twice its timeout, plus a minute for commit and records), or
+ * while the database is away. An attempt stuck past that loses its lease and runs again elsewhere.
+ */
+export function keepJobAlive(timeoutMs: number, outage: DatabaseOutage, heldForMs: number): boolean {
+  return heldForMs < 2 * timeoutMs + STUCK_GRACE_MS || outage.waiting > 0;
+}
+
+const STUCK_GRACE_MS = 60_000;
 
 /** What a finished job announces on `jetfn.done.<id>`. */
 export interface DoneNotice {
@@ -226,7 +244,12 @@ async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, 
       if (!isConnectionError(error) || deps.shutdownSignal.aborted) throw error;
       if (!warned) log.warn({ err: error }, "The database is unreachable; holding the job until it answers.");
       warned = true;
-      await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
+      deps.outage.waiting++;
+      try {
+        await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
+      } finally {
+        deps.outage.waiting--;
+      }
     }
   }
 }

@@ -15,7 +15,7 @@ import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { jobIdentity } from "./job-identity";
-import { type JobRunnerDependencies, runJob } from "./job-runner";
+import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
 import { type CallServer, startCallServer } from "./nats/call-server";
@@ -197,6 +197,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       shutdownSignal: this.#aborting.signal,
       outbox: this.#outbox,
+      outage: { waiting: 0 },
     };
     await this.#coverAudit();
     this.#sealer = startAuditSealer(this.database.sql, this.logger);
@@ -292,6 +293,8 @@ class ServingRuntime implements Runtime {
         // Twice the concurrency: the next jobs are already here when a slot frees up.
         window: () => worker.limiter.capacity * 2,
         heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
+        keepAlive: (heldForMs) =>
+          keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
         handle: (message, done) =>
           runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
         recover: () => this.#ensureConsumer(worker.fn),

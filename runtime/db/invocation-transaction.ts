@@ -44,6 +44,36 @@ export function createInvocationTransaction(sql: Sql, stamp: TransactionStamp): 
 
 type QueryMode = "rows" | "values";
 
+/**
+ * Longest a COMMIT (or ROLLBACK) may take before its connection is given up. A connection killed
+ * at the wrong moment can leave the driver waiting forever (porsager/postgres#1208); without a
+ * bound the job would hang, kept alive by its in-progress pings. After it, the attempt counts as
+ * a database loss and runs again on a fresh connection; the fence settles a COMMIT that did land.
+ */
+export const COMMIT_DEADLINE_MS = 15_000;
+export const ROLLBACK_DEADLINE_MS = 5_000;
+
+async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new JetfnError(
+            "E_DATABASE_UNAVAILABLE",
+            `Postgres did not answer ${what} within ${ms / 1000}s; the connection is abandoned`,
+          ),
+        ),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 class LazyTransaction implements InvocationTransaction {
   readonly #client: unknown;
   #db: InvocationDatabase | undefined;
@@ -82,10 +112,19 @@ class LazyTransaction implements InvocationTransaction {
     this.#closed = true;
     if (!this.#connection) return;
     const connection = await this.#connection;
+    // COMMIT ends the transaction whatever happens (Postgres rolls back a failed one itself), and
+    // the connection goes back to the pool: a later rollback() must not touch it.
+    this.#connection = undefined;
+    let answered = false;
     try {
       const finalQuery = final ? connection.unsafe(final.text, final.params as never[]).execute() : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
-      const [setup, finalResult, commitResult] = await Promise.allSettled([this.#setup, finalQuery, commitQuery]);
+      const [setup, finalResult, commitResult] = await withinDeadline(
+        Promise.allSettled([this.#setup, finalQuery, commitQuery]),
+        COMMIT_DEADLINE_MS,
+        "COMMIT",
+      );
+      answered = true;
       if (setup.status === "rejected") throw setup.reason;
       if (finalResult.status === "rejected") throw finalResult.reason;
       if (commitResult.status === "rejected") throw commitResult.reason;
@@ -96,7 +135,8 @@ class LazyTransaction implements InvocationTransaction {
         );
       }
     } finally {
-      connection.release();
+      // A connection that never answered may be dead without the driver knowing: never reuse it.
+      if (answered) connection.release();
     }
   }
 
@@ -105,12 +145,16 @@ class LazyTransaction implements InvocationTransaction {
     if (!this.#connection) return;
     const connection = await this.#connection.catch(() => undefined);
     if (!connection) return;
-    try {
-      // A broken connection rolls back on the server by itself; nothing to report.
-      await connection.unsafe("rollback").catch(() => undefined);
-    } finally {
-      connection.release();
-    }
+    // A broken connection rolls back on the server by itself; nothing to report.
+    const answered = await withinDeadline(
+      connection.unsafe("rollback").execute(),
+      ROLLBACK_DEADLINE_MS,
+      "ROLLBACK",
+    ).then(
+      () => true,
+      (error: unknown) => (error as JetfnError).code !== "E_DATABASE_UNAVAILABLE",
+    );
+    if (answered) connection.release();
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {

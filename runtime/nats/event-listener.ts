@@ -2,7 +2,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "../define-function";
 import { eventIdentity } from "../event-identity";
-import { type JobRunnerDependencies, runJob } from "../job-runner";
+import { type JobRunnerDependencies, keepJobAlive, runJob } from "../job-runner";
 import type { Limiter } from "../limiter";
 import { ackWaitFor } from "../retry-policy";
 import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
@@ -58,6 +58,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
     fn: worker.fn.name,
     window: () => worker.limiter.capacity * 2,
     heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs) / 3),
+    keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
     handle: (message, done) =>
       runJob(
         options.dependencies(),

@@ -16,6 +16,11 @@ export interface JobPullerOptions {
    * while the outcome is still being recorded; the message stays kept alive until `handle` settles.
    */
   handle: (message: JsMsg, done: () => void) => Promise<void>;
+  /**
+   * Whether a job held this long still deserves in-progress pings. Past it, a stuck attempt loses
+   * its lease and JetStream delivers the job again. @default always
+   */
+  keepAlive?: (heldForMs: number) => boolean;
   /** Called when the consumer cannot be reached, to create it again if it was deleted. */
   recover: () => Promise<void>;
   logger: Logger;
@@ -43,6 +48,7 @@ export function createJobPuller(options: JobPullerOptions): JobPuller {
 class WindowedPuller implements JobPuller {
   readonly #options: JobPullerOptions;
   readonly #held = new Set<JsMsg>();
+  readonly #heldSince = new Map<JsMsg, number>();
   readonly #batches = new Set<ConsumerMessages>();
   readonly #handling = new Set<Promise<void>>();
   #consumer: Consumer | undefined;
@@ -125,6 +131,7 @@ class WindowedPuller implements JobPuller {
 
   #take(message: JsMsg): void {
     this.#held.add(message);
+    this.#heldSince.set(message, Date.now());
     this.#working++;
     let working = true;
     const done = (): void => {
@@ -144,6 +151,7 @@ class WindowedPuller implements JobPuller {
       .finally(() => {
         done();
         this.#held.delete(message);
+        this.#heldSince.delete(message);
         this.#handling.delete(handling);
         this.#notify();
       });
@@ -177,7 +185,11 @@ class WindowedPuller implements JobPuller {
   /** Marks every held job as in progress, so a long handler keeps its lease. */
   #scheduleHeartbeat(): void {
     this.#heartbeat = setTimeout(() => {
-      for (const message of this.#held) message.working();
+      const now = Date.now();
+      const keepAlive = this.#options.keepAlive ?? (() => true);
+      for (const message of this.#held) {
+        if (keepAlive(now - (this.#heldSince.get(message) ?? now))) message.working();
+      }
       if (!this.#stopping || this.#held.size > 0) this.#scheduleHeartbeat();
     }, this.#options.heartbeatMs());
     this.#heartbeat.unref();
