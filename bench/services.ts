@@ -2,13 +2,15 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres, { type Sql } from "postgres";
 import { migrate } from "../runtime/db/migrate";
+import { freePort } from "../runtime/free-port";
+import { stopChild } from "../runtime/stop-child";
 import { sleep, waitUntil } from "./stats";
 
 /** Everything the benchmarks run against, started (and stopped) by the harness. */
@@ -188,7 +190,7 @@ async function startNatsServer(): Promise<NatsHandle> {
     stdio: "ignore",
   });
   const stop = async (): Promise<void> => {
-    await terminate(child);
+    await stopChild(child);
     await rm(storeDir, { recursive: true, force: true });
   };
   stopOnExit(child);
@@ -230,12 +232,12 @@ async function ensureRedis(log: (message: string) => void): Promise<RedisHandle>
   const deadline = Date.now() + 10_000;
   while (!(await redisAnswers(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
-      await terminate(child);
+      await stopChild(child);
       throw new Error(`redis-server did not answer on port ${port}`);
     }
     await sleep(50);
   }
-  return { port, stop: () => terminate(child) };
+  return { port, stop: () => stopChild(child) };
 }
 
 function redisAnswers(port: number): Promise<boolean> {
@@ -259,29 +261,4 @@ function stopOnExit(child: ChildProcess): void {
   };
   process.once("exit", kill);
   child.once("exit", () => process.off("exit", kill));
-}
-
-/** Stops a child this harness started: SIGTERM to its own pid, SIGKILL after 5 s. */
-export function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    child.once("exit", () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
-}
-
-/** A loopback TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -2,19 +2,15 @@ import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } 
 import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
-import { DEFAULT_MAX_ACK_PENDING, ensureStream } from "./streams";
+import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
 export const EVENT_PREFIX = "fn.event.";
 /** Name of the JetStream stream holding events. */
 export const EVENT_STREAM = "JETFN_EVENTS";
 
-/** Settings of the events stream. */
-export interface EventStreamSettings {
-  name: string;
-  retentionMs: number;
-  duplicateWindowMs: number;
-}
+/** Settings of the events stream: the same as the jobs stream's. */
+export type EventStreamSettings = StreamSettings;
 
 /** `comment.created` -> `fn.event.comment.created` (patterns keep their wildcards). */
 export function eventSubject(nameOrPattern: string): string {

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "pino";
 import { JetfnError } from "../errors";
+import { stopChild } from "../stop-child";
 import { connectNats } from "./connection";
 
 /** A nats-server child process started by `jetfn dev`. */
@@ -86,16 +87,4 @@ function forwardOutput(child: ChildProcess, logger: Logger, recent: string[]): v
       }
     });
   }
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    child.once("exit", () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
 }

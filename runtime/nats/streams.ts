@@ -13,8 +13,8 @@ import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
-/** Settings of the jobs stream. */
-export interface JobStreamSettings {
+/** Settings of a jetfn stream (jobs or events). */
+export interface StreamSettings {
   name: string;
   retentionMs: number;
   duplicateWindowMs: number;
@@ -24,7 +24,7 @@ export interface JobStreamSettings {
 export const DEFAULT_MAX_ACK_PENDING = 10_000;
 
 /** Creates the jobs stream on `fn.job.>`, or brings an existing one's settings up to date. */
-export function ensureJobStream(manager: JetStreamManager, settings: JobStreamSettings): Promise<void> {
+export function ensureJobStream(manager: JetStreamManager, settings: StreamSettings): Promise<void> {
   // Jobs stay after they are acknowledged so `jetfn replay` can re-run history.
   return ensureStream(manager, settings, `${JOB_PREFIX}>`, "jetfn jobs: one subject per function, fn.job.<name>");
 }
@@ -32,7 +32,7 @@ export function ensureJobStream(manager: JetStreamManager, settings: JobStreamSe
 /** Creates a limits-retention file stream, or updates its retention and duplicate window. */
 export async function ensureStream(
   manager: JetStreamManager,
-  settings: JobStreamSettings,
+  settings: StreamSettings,
   subject: string,
   description: string,
 ): Promise<void> {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { freePort } from "../free-port";
+import { stopChild } from "../stop-child";
 
 /** A nats-server with JetStream started for tests, on a random port and a temporary store. */
 export interface TestNatsServer {
@@ -43,11 +44,11 @@ export async function startNatsServer(options: TestNatsOptions = {}): Promise<Te
       return child.pid;
     },
     async restart() {
-      await terminate(child);
+      await stopChild(child);
       child = await launch(args, port, probe);
     },
     async stop() {
-      await terminate(child);
+      await stopChild(child);
       await rm(storeDir, { recursive: true, force: true });
     },
   };
@@ -68,18 +69,6 @@ async function launch(args: string[], port: number, auth: { user?: string; pass?
   }
   child.kill("SIGKILL");
   throw new Error(`nats-server did not answer on port ${port}`);
-}
-
-function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    child.once("exit", () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
 }
 
 function natsServerBinary(): string {
