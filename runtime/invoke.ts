@@ -59,7 +59,6 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
   const log = invocationLogger(deps.logger, fn.name, invocationId, attempt);
   const event = { fn: fn.name, invocationId, attempt, kind };
   deps.events.emit("invocation:start", event);
-  const controller = new AbortController();
   const transaction = createInvocationTransaction(deps.sql, {
     functionName: fn.name,
     invocationId,
@@ -67,11 +66,11 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
     statementTimeoutMs: fn.timeoutMs,
   });
   const outbox: OutboxMessage[] = [];
-  const stopWatching = watchDeadline(controller, fn, request.shutdownSignal);
+  const deadline = new InvocationDeadline(fn, request.shutdownSignal);
   try {
     const input = parseInput(fn.definition.spec.input, request.input, fn.name);
-    const ctx = createContext(request, () => transaction.db, log, controller.signal, outbox, deps);
-    const returned = await runUntilAborted(() => fn.definition.spec.handler(input, ctx), controller.signal, log);
+    const ctx = createContext(request, () => transaction.db, log, deadline, outbox, deps);
+    const returned = await deadline.race(() => fn.definition.spec.handler(input, ctx), log);
     const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
     const committed = await commitWithOutbox(deps, transaction, request, result, outbox);
     const durationMs = performance.now() - started;
@@ -82,7 +81,7 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
     const error = toJetfnError(thrown);
     return { ok: false, error, durationMs: performance.now() - started, log };
   } finally {
-    stopWatching();
+    deadline.stop();
   }
 }
 
@@ -115,43 +114,73 @@ async function commitWithOutbox(
   return true;
 }
 
-/** Aborts the invocation at its timeout or at shutdown, with an error saying which. */
-function watchDeadline(controller: AbortController, fn: ResolvedFunction, shutdown: AbortSignal): () => void {
-  const timer = setTimeout(() => {
-    controller.abort(
-      new JetfnError(
-        "E_HANDLER_TIMEOUT",
-        `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`,
-      ),
-    );
-  }, fn.timeoutMs);
-  const onShutdown = (): void =>
-    controller.abort(new JetfnError("E_SHUTTING_DOWN", `${fn.name} was aborted because the runtime is shutting down`));
-  if (shutdown.aborted) onShutdown();
-  else shutdown.addEventListener("abort", onShutdown, { once: true });
-  return () => {
-    clearTimeout(timer);
-    shutdown.removeEventListener("abort", onShutdown);
-  };
-}
+/**
+ * Ends an invocation at its timeout or at shutdown, with an error saying which. The handler's
+ * AbortSignal is only made if the handler asks for `ctx.signal` (most never do).
+ */
+class InvocationDeadline {
+  readonly #shutdown: AbortSignal;
+  readonly #timer: NodeJS.Timeout;
+  readonly #onShutdown: () => void;
+  #controller: AbortController | undefined;
+  #reason: JetfnError | undefined;
+  #reject: ((reason: JetfnError) => void) | undefined;
 
-/** Resolves with the handler's result, or rejects as soon as `signal` aborts. */
-async function runUntilAborted(run: () => Promise<unknown>, signal: AbortSignal, log: Logger): Promise<unknown> {
-  const handler = Promise.resolve().then(run);
-  if (signal.aborted) throw signal.reason;
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([handler, aborted]);
-  } finally {
-    if (onAbort) signal.removeEventListener("abort", onAbort);
-    // A handler that outlives its timeout may still fail later; that is expected, not unhandled.
-    handler.catch((error: unknown) => {
-      if (signal.aborted) log.debug({ err: error }, "Handler settled after it was aborted.");
+  constructor(fn: ResolvedFunction, shutdown: AbortSignal) {
+    this.#shutdown = shutdown;
+    this.#timer = setTimeout(
+      () =>
+        this.#abort(
+          new JetfnError(
+            "E_HANDLER_TIMEOUT",
+            `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`,
+          ),
+        ),
+      fn.timeoutMs,
+    );
+    this.#onShutdown = () =>
+      this.#abort(new JetfnError("E_SHUTTING_DOWN", `${fn.name} was aborted because the runtime is shutting down`));
+    if (shutdown.aborted) this.#onShutdown();
+    else shutdown.addEventListener("abort", this.#onShutdown, { once: true });
+  }
+
+  /** Fired at the timeout or at shutdown. */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#reason) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Resolves with the handler's result, or rejects as soon as the deadline passes. */
+  async race(run: () => Promise<unknown>, log: Logger): Promise<unknown> {
+    const handler = Promise.resolve().then(run);
+    if (this.#reason) throw this.#reason;
+    const aborted = new Promise<never>((_, reject) => {
+      this.#reject = reject;
     });
+    try {
+      return await Promise.race([handler, aborted]);
+    } finally {
+      this.#reject = undefined;
+      // A handler that outlives its timeout may still fail later; that is expected, not unhandled.
+      handler.catch((error: unknown) => {
+        if (this.#reason) log.debug({ err: error }, "Handler settled after it was aborted.");
+      });
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#shutdown.removeEventListener("abort", this.#onShutdown);
+  }
+
+  #abort(reason: JetfnError): void {
+    if (this.#reason) return;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    this.#reject?.(reason);
   }
 }
 
@@ -159,7 +188,7 @@ function createContext(
   request: InvocationRequest,
   database: () => FunctionContext["db"],
   log: Logger,
-  signal: AbortSignal,
+  deadline: InvocationDeadline,
   outbox: OutboxMessage[],
   deps: InvokeDependencies,
 ): FunctionContext {
@@ -181,7 +210,9 @@ function createContext(
     invocationId,
     attempt,
     functionName: fn.name,
-    signal,
+    get signal() {
+      return deadline.signal;
+    },
     progress(done, total) {
       if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
       request.onProgress?.(done, total);

@@ -20,7 +20,7 @@ import { type InvocationOutcome, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
-import { failureFields } from "./logger";
+import { failureFields, invocationLogger } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
 import { doneSubject } from "./nats/subjects";
@@ -103,7 +103,7 @@ export async function runJob(
     streamSeq: identity.streamSeq,
     retryOf: identity.retryOf,
   };
-  const log = deps.logger.child({ fn: fn.name, invocationId: identity.id, attempt });
+  const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
@@ -184,16 +184,24 @@ async function attemptJob(
   const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
-    const applied =
-      outcome.committed || (await whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result)));
-    message.ack();
-    if (!applied) {
-      log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
-      return true;
+    const done: DoneNotice = { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result };
+    let applied = outcome.committed;
+    if (applied) {
+      message.ack();
+      // The jobs and events it asked for go out before anyone hears it is done.
+      await deps.outbox.publishCommitted(outcome.outbox, log);
+      notifyDone(deps, done);
+    } else {
+      // Nothing was committed (no writes, no outbox): the record is written with others in a batch.
+      applied = await whenDatabaseAnswers(deps, log, () =>
+        deps.successes.record(record, outcome.result, (won) => {
+          message.ack();
+          if (won) notifyDone(deps, done);
+        }),
+      );
     }
-    log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
-    await deps.outbox.publishCommitted(outcome.outbox, log);
-    notifyDone(deps, { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result });
+    if (applied) log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
+    else log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
     return true;
   }
   const { error } = outcome;

@@ -47,9 +47,38 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return options.destination ? pino(settings, options.destination) : pino(settings);
 }
 
-/** Child logger carried by one invocation: every line names the function, invocation and attempt. */
+/**
+ * Child logger carried by one invocation: every line names the function, invocation and attempt.
+ * Most invocations write no line at all, and a pino child serializes its bindings when it is made,
+ * so the child is only made when a line is written at an enabled level.
+ */
 export function invocationLogger(root: Logger, fn: string, invocationId: string, attempt: number): Logger {
-  return root.child({ fn, invocationId, attempt });
+  return lazyChild(root, { fn, invocationId, attempt });
+}
+
+const LEVEL_METHODS = new Set(["trace", "debug", "info", "warn", "error", "fatal"]);
+const skip = (): void => {};
+
+/** A logger that behaves as `root.child(bindings)`, made on first real use. */
+export function lazyChild(root: Logger, bindings: Record<string, unknown>): Logger {
+  let child: Logger | undefined;
+  const made = (): Logger => {
+    child ??= root.child(bindings);
+    return child;
+  };
+  return new Proxy(root, {
+    get(_target, property) {
+      if (child === undefined && typeof property === "string" && LEVEL_METHODS.has(property)) {
+        if (!root.isLevelEnabled(property)) return skip;
+      }
+      const logger = made();
+      const value = Reflect.get(logger, property, logger);
+      return typeof value === "function" ? value.bind(logger) : value;
+    },
+    set(_target, property, value) {
+      return Reflect.set(made(), property, value);
+    },
+  });
 }
 
 /** Hides the password in a connection string before it is shown anywhere. */

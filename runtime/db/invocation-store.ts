@@ -135,8 +135,12 @@ returning id`;
 
 /** Records successes of jobs that never touched the database, many per statement. */
 export interface SuccessRecorder {
-  /** Resolves once the record is committed; false if another attempt had finished the job first. */
-  record(record: JobRecord, result: unknown): Promise<boolean>;
+  /**
+   * Resolves once the record is committed; false if another attempt had finished the job first.
+   * `settled` runs synchronously for every job of a batch as soon as it is written, so whatever
+   * it sends (acks, notices) leaves in one socket write instead of one per job.
+   */
+  record(record: JobRecord, result: unknown, settled?: (applied: boolean) => void): Promise<boolean>;
   /** Waits for every queued record to be written. */
   flush(): Promise<void>;
 }
@@ -144,6 +148,7 @@ export interface SuccessRecorder {
 interface PendingSuccess {
   json: string;
   id: string;
+  settled: ((applied: boolean) => void) | undefined;
   resolve: (applied: boolean) => void;
   reject: (error: unknown) => void;
 }
@@ -160,7 +165,11 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
     try {
       const rows = await sql.unsafe(SUCCESS_BATCH_SQL, [`[${[...unique.values()].map((e) => e.json).join(",")}]`]);
       const applied = new Set(rows.map((row) => row.id as string));
-      for (const entry of batch) entry.resolve(applied.has(entry.id) && unique.get(entry.id) === entry);
+      for (const entry of batch) {
+        const won = applied.has(entry.id) && unique.get(entry.id) === entry;
+        entry.settled?.(won);
+        entry.resolve(won);
+      }
     } catch (error) {
       for (const entry of batch) entry.reject(error);
     }
@@ -176,7 +185,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   };
 
   return {
-    record(record, result) {
+    record(record, result, settled) {
       return new Promise<boolean>((resolve, reject) => {
         const json = storableJson({
           id: record.id,
@@ -190,7 +199,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
           stream_seq: record.streamSeq,
           retry_of: record.retryOf ?? null,
         });
-        pending.push({ json, id: record.id, resolve, reject });
+        pending.push({ json, id: record.id, settled, resolve, reject });
         // Wait one turn of the event loop so jobs finishing together share a statement.
         inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
       });
