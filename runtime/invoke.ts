@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
+import type { CommitGroups } from "./db/commit-groups";
 import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
 import type { FunctionContext, ResolvedFunction } from "./define-function";
@@ -24,6 +25,8 @@ export interface InvocationRequest {
   /** For jobs: the statement committed together with the handler's writes. */
   finalStatement?: (result: unknown) => FinalStatement;
   onProgress?: (done: number, total: number | undefined) => void;
+  /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
+  whileCommitting?: () => void;
 }
 
 /** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
@@ -47,6 +50,8 @@ export interface InvokeDependencies {
   events: RuntimeEmitter;
   /** The NATS server's max payload, to refuse oversized jobs and events when they are asked for. */
   maxPayload?: number;
+  /** Share transactions and COMMITs with other invocations (each in its own savepoint). */
+  commitGroups?: CommitGroups;
 }
 
 /**
@@ -59,12 +64,11 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
   const log = invocationLogger(deps.logger, fn.name, invocationId, attempt);
   const event = { fn: fn.name, invocationId, attempt, kind };
   deps.events.emit("invocation:start", event);
-  const transaction = createInvocationTransaction(deps.sql, {
-    functionName: fn.name,
-    invocationId,
-    attempt,
-    statementTimeoutMs: fn.timeoutMs,
-  });
+  const transaction = createInvocationTransaction(
+    deps.sql,
+    { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
+    deps.commitGroups,
+  );
   const outbox: OutboxMessage[] = [];
   const deadline = new InvocationDeadline(fn, request.shutdownSignal);
   try {
@@ -105,7 +109,7 @@ async function commitWithOutbox(
   const final = request.finalStatement?.(result);
   const statement = outbox.length > 0 ? outboxStatement(outbox, origin, final) : final;
   if (transaction.begun) {
-    await transaction.commit(statement);
+    await transaction.commit(statement, request.whileCommitting);
     return true;
   }
   await transaction.commit();

@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
+import { type CommitGroups, isSharedCommitFailure } from "./db/commit-groups";
 import {
   completionStatement,
   FENCED_OUT_CODE,
@@ -32,6 +33,8 @@ import { parseJsonBody } from "./validation";
 export interface JobRunnerDependencies {
   database: DatabaseClient;
   successes: SuccessRecorder;
+  /** Jobs' writes share transactions and COMMITs (each job in its own savepoint). */
+  commitGroups?: CommitGroups;
   nc: NatsConnection;
   js: JetStreamClient;
   progress: ProgressBoard;
@@ -42,6 +45,12 @@ export interface JobRunnerDependencies {
   outbox: OutboxRelay;
   /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
   outage: DatabaseOutage;
+}
+
+/** How the next try of an attempt runs. */
+interface Tries {
+  /** In a transaction of its own, after a shared COMMIT failed. */
+  alone: boolean;
 }
 
 /** Counts jobs waiting for an unreachable database to answer. */
@@ -136,14 +145,26 @@ export async function runJob(
     return; // Shutting down before it started: JetStream delivers it again later.
   }
   // The concurrency slot is for running handlers: free it as soon as the handler is done, while
-  // the outcome is being recorded (a batch of records is written together).
+  // the outcome is being recorded or committed with others.
+  let slotFree = false;
   const release = (): void => {
+    slotFree = true;
     releaseSlot();
     handled();
   };
+  const tries: Tries = { alone: false };
   try {
-    while (!(await attemptJob(deps, fn, message, record, input, log, release))) {
+    while (!(await attemptJob(deps, fn, message, record, input, log, release, tries))) {
       await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
+      if (slotFree) {
+        // Its slot went while its group committed; running the handler again needs one.
+        try {
+          releaseSlot = await limiter.acquire(deps.shutdownSignal);
+        } catch {
+          return; // Shutting down: JetStream delivers it again later.
+        }
+        slotFree = false;
+      }
     }
   } finally {
     release();
@@ -162,11 +183,18 @@ async function attemptJob(
   input: unknown,
   log: Logger,
   handlerDone: () => void,
+  tries: Tries,
 ): Promise<boolean> {
   record.startedAt = new Date().toISOString();
   const board = deps.progress.begin(record.id, fn.name, record.attempt);
   const outcome = await invoke(
-    { sql: deps.database.sql, logger: deps.logger, events: deps.events, maxPayload: deps.nc.info?.max_payload },
+    {
+      sql: deps.database.sql,
+      logger: deps.logger,
+      events: deps.events,
+      maxPayload: deps.nc.info?.max_payload,
+      commitGroups: tries.alone ? undefined : deps.commitGroups,
+    },
     {
       fn,
       invocationId: record.id,
@@ -176,6 +204,8 @@ async function attemptJob(
       shutdownSignal: deps.shutdownSignal,
       finalStatement: (result) => completionStatement(record, result),
       onProgress: (done, total) => board.update(done, total),
+      // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
+      whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
     },
   );
   board.finish();
@@ -214,6 +244,12 @@ async function attemptJob(
     // Not the job's fault: it runs again on the next delivery, after the ack wait.
     log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
     return true;
+  }
+  if (isSharedCommitFailure(error)) {
+    // Not this job's doing (or not only): it runs again at once, in a transaction of its own.
+    tries.alone = true;
+    log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
+    return false;
   }
   if (isDatabaseLoss(outcome)) {
     log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");

@@ -6,6 +6,7 @@ import { type AuditSealer, startAuditSealer } from "./audit-sealer";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
+import { type CommitGroups, createCommitGroups } from "./db/commit-groups";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
 import { assertMigrated, migrate } from "./db/migrate";
 import type { OutboxLag } from "./db/outbox";
@@ -126,6 +127,7 @@ class ServingRuntime implements Runtime {
   readonly #js: JetStreamClient;
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
+  readonly #commitGroups: CommitGroups;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
@@ -148,6 +150,7 @@ class ServingRuntime implements Runtime {
     this.nats = nats;
     this.#js = jetstream(nats);
     this.#successes = createSuccessRecorder(database.sql);
+    this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
@@ -190,6 +193,7 @@ class ServingRuntime implements Runtime {
     this.#jobDependencies = {
       database: this.database,
       successes: this.#successes,
+      commitGroups: this.#commitGroups,
       nc: this.nats,
       js: this.#js,
       progress,
@@ -426,6 +430,7 @@ class ServingRuntime implements Runtime {
     await this.#successes
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
+    await this.#commitGroups.close();
     await this.#operations?.close();
     // After the last invocation: whatever it committed to the outbox is published or left for a sweep.
     await this.#outbox
@@ -438,4 +443,12 @@ class ServingRuntime implements Runtime {
     this.#rejections?.close();
     this.logger.info({ durationMs: Math.round(performance.now() - started) }, "Runtime stopped.");
   }
+}
+
+/**
+ * Connections that carry jobs' shared transactions: a quarter of the pool (at most 4), leaving the
+ * rest for calls, records, the outbox and the sealer. Fewer lanes make bigger groups.
+ */
+export function commitLanes(poolSize: number): number {
+  return Math.max(1, Math.min(4, Math.floor(poolSize / 4)));
 }

@@ -2,21 +2,18 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import type { ReservedSql, Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
+import type { CommitGroups, Seat } from "./commit-groups";
+import {
+  COMMIT_DEADLINE_MS,
+  type FinalStatement,
+  ROLLBACK_DEADLINE_MS,
+  STAMP_SQL,
+  stampParameters,
+  type TransactionStamp,
+  withinDeadline,
+} from "./transaction-parts";
 
-/** Who is writing: read by the audit triggers through transaction-local settings. */
-export interface TransactionStamp {
-  functionName: string;
-  invocationId: string;
-  attempt: number;
-  /** Postgres cancels any statement running longer (the invocation's remaining time). */
-  statementTimeoutMs: number;
-}
-
-/** A statement run just before COMMIT, in the same round trip (the job's final record). */
-export interface FinalStatement {
-  text: string;
-  params: unknown[];
-}
+export type { FinalStatement, TransactionStamp } from "./transaction-parts";
 
 /**
  * One invocation's transaction. Nothing touches Postgres until the handler's first query; that
@@ -27,66 +24,44 @@ export interface InvocationTransaction {
   readonly db: InvocationDatabase;
   /** True once the handler made a query (and so a transaction exists). */
   readonly begun: boolean;
-  /** Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back). */
-  commit(final?: FinalStatement): Promise<void>;
+  /**
+   * Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back).
+   * In a shared transaction, `released` is called once the invocation's part is done and only the
+   * group's COMMIT is pending.
+   */
+  commit(final?: FinalStatement, released?: () => void): Promise<void>;
   /** Rolls back; further queries through `db` fail. */
   rollback(): Promise<void>;
 }
 
-const STAMP_SQL =
-  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), " +
-  "set_config('jetfn.attempt', $3, true), set_config('statement_timeout', $4, true)";
-
 /** Creates a lazy transaction on `sql`'s pool for one invocation. */
-export function createInvocationTransaction(sql: Sql, stamp: TransactionStamp): InvocationTransaction {
-  return new LazyTransaction(sql, stamp);
+export function createInvocationTransaction(
+  sql: Sql,
+  stamp: TransactionStamp,
+  /** When given, the invocation's writes run in a savepoint of a shared transaction (group commit). */
+  groups?: CommitGroups,
+): InvocationTransaction {
+  return new LazyTransaction(sql, stamp, groups);
 }
 
 type QueryMode = "rows" | "values";
-
-/**
- * Longest a COMMIT (or ROLLBACK) may take before its connection is given up. A connection killed
- * at the wrong moment can leave the driver waiting forever (porsager/postgres#1208); without a
- * bound the job would hang, kept alive by its in-progress pings. After it, the attempt counts as
- * a database loss and runs again on a fresh connection; the fence settles a COMMIT that did land.
- */
-export const COMMIT_DEADLINE_MS = 15_000;
-export const ROLLBACK_DEADLINE_MS = 5_000;
-
-async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new JetfnError(
-            "E_DATABASE_UNAVAILABLE",
-            `Postgres did not answer ${what} within ${ms / 1000}s; the connection is abandoned`,
-          ),
-        ),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([work, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 class LazyTransaction implements InvocationTransaction {
   readonly #client: unknown;
   #db: InvocationDatabase | undefined;
   readonly #sql: Sql;
   readonly #stamp: TransactionStamp;
+  readonly #groups: CommitGroups | undefined;
+  #seat: Seat | undefined;
   #connection: Promise<ReservedSql> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
   #closed = false;
   #savepoints = 0;
 
-  constructor(sql: Sql, stamp: TransactionStamp) {
+  constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined) {
     this.#sql = sql;
     this.#stamp = stamp;
+    this.#groups = groups;
     // drizzle drives this object exactly as it drives a postgres.js client.
     const client = {
       options: sql.options,
@@ -108,10 +83,14 @@ class LazyTransaction implements InvocationTransaction {
     return this.#connection !== undefined;
   }
 
-  async commit(final?: FinalStatement): Promise<void> {
+  async commit(final?: FinalStatement, released?: () => void): Promise<void> {
     this.#closed = true;
     if (!this.#connection) return;
     const connection = await this.#connection;
+    if (this.#seat) {
+      this.#connection = undefined;
+      return this.#seat.commit(final, released);
+    }
     // COMMIT ends the transaction whatever happens (Postgres rolls back a failed one itself), and
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
@@ -145,6 +124,7 @@ class LazyTransaction implements InvocationTransaction {
     if (!this.#connection) return;
     const connection = await this.#connection.catch(() => undefined);
     if (!connection) return;
+    if (this.#seat) return this.#seat.rollback();
     // A broken connection rolls back on the server by itself; nothing to report.
     const answered = await withinDeadline(
       connection.unsafe("rollback").execute(),
@@ -176,13 +156,15 @@ class LazyTransaction implements InvocationTransaction {
   }
 
   async #begin(): Promise<ReservedSql> {
+    if (this.#groups) {
+      this.#seat = await this.#groups.seat(this.#stamp);
+      this.#setup = this.#seat.setup;
+      return this.#seat.connection;
+    }
     const connection = await this.#sql.reserve();
-    const { functionName, invocationId, attempt, statementTimeoutMs } = this.#stamp;
     // Sent now, without waiting: they travel in the same write as the handler's first query.
     const begin = connection.unsafe("begin").execute();
-    const stamp = connection
-      .unsafe(STAMP_SQL, [functionName, invocationId, String(attempt), String(Math.max(1, statementTimeoutMs))])
-      .execute();
+    const stamp = connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[]).execute();
     this.#setup = Promise.all([begin, stamp]);
     this.#setup.catch(() => undefined);
     return connection;

@@ -1,0 +1,55 @@
+import { JetfnError } from "../errors";
+
+/** Who is writing: read by the audit triggers through transaction-local settings. */
+export interface TransactionStamp {
+  functionName: string;
+  invocationId: string;
+  attempt: number;
+  /** Postgres cancels any statement running longer (the invocation's remaining time). */
+  statementTimeoutMs: number;
+}
+
+/** A statement run just before COMMIT, in the same round trip (the job's final record). */
+export interface FinalStatement {
+  text: string;
+  params: unknown[];
+}
+
+export const STAMP_SQL =
+  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), " +
+  "set_config('jetfn.attempt', $3, true), set_config('statement_timeout', $4, true)";
+
+/** The stamp's parameters, in STAMP_SQL's order. */
+export function stampParameters(stamp: TransactionStamp): string[] {
+  return [stamp.functionName, stamp.invocationId, String(stamp.attempt), String(Math.max(1, stamp.statementTimeoutMs))];
+}
+
+/**
+ * Longest a COMMIT (or ROLLBACK) may take before its connection is given up. A connection killed
+ * at the wrong moment can leave the driver waiting forever (porsager/postgres#1208); without a
+ * bound the job would hang, kept alive by its in-progress pings. After it, the attempt counts as
+ * a database loss and runs again on a fresh connection; the fence settles a COMMIT that did land.
+ */
+export const COMMIT_DEADLINE_MS = 15_000;
+export const ROLLBACK_DEADLINE_MS = 5_000;
+
+export async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new JetfnError(
+            "E_DATABASE_UNAVAILABLE",
+            `Postgres did not answer ${what} within ${ms / 1000}s; the connection is abandoned`,
+          ),
+        ),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,215 @@
+import postgres, { type Sql } from "postgres";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type CommitGroups, createCommitGroups, isSharedCommitFailure } from "../../runtime/db/commit-groups";
+import { createInvocationTransaction, type InvocationTransaction } from "../../runtime/db/invocation-transaction";
+import { createTestDatabase, type TestDatabase } from "../helpers/database";
+
+let database: TestDatabase;
+let pool: Sql;
+let groups: CommitGroups;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  pool = postgres(database.url, { max: 10, onnotice: () => {} });
+  // In public, so the audit triggers attach (the template has the event trigger).
+  await database.sql.unsafe("create table grouped_rows (id text primary key, n integer not null)");
+  await database.sql.unsafe(
+    "create table deferred_rows (id text primary key, twin text unique deferrable initially deferred)",
+  );
+});
+
+afterAll(async () => {
+  await groups?.close();
+  await pool?.end({ timeout: 2 });
+  await database?.drop();
+});
+
+beforeEach(async () => {
+  await groups?.close();
+  await database.sql.unsafe("truncate grouped_rows, deferred_rows");
+});
+
+let invocation = 0;
+
+function transaction(fn = "grouped-writer"): { tx: InvocationTransaction; id: string } {
+  const id = `00000000-0000-4000-8000-${String(++invocation).padStart(12, "0")}`;
+  const tx = createInvocationTransaction(
+    pool,
+    { functionName: fn, invocationId: id, attempt: 1, statementTimeoutMs: 10_000 },
+    groups,
+  );
+  return { tx, id };
+}
+
+async function insertAndCommit(tx: InvocationTransaction, id: string, n: number): Promise<void> {
+  await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+  await tx.commit();
+}
+
+/** Invocation id -> Postgres transaction id of the audited inserts by `ids`. */
+async function auditedTransactions(ids: string[]): Promise<Map<string, string>> {
+  const rows = await database.sql<{ invocation_id: string; txid: string }[]>`
+    select invocation_id, txid::text from jetfn.audit_log
+    where table_name = 'grouped_rows' and operation = 'INSERT' and invocation_id in ${database.sql(ids)}`;
+  return new Map(rows.map((row) => [row.invocation_id, row.txid]));
+}
+
+describe("commit groups", () => {
+  it("lets jobs waiting for a lane share one COMMIT, each audited under its own invocation", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const jobs = Array.from({ length: 12 }, (_, n) => ({ ...transaction(), n }));
+    await Promise.all(jobs.map(({ tx, id, n }) => insertAndCommit(tx, id, n)));
+
+    const [counted] = await database.sql`select count(*)::int as count from grouped_rows`;
+    expect(counted?.count).toBe(12);
+    const audited = await auditedTransactions(jobs.map((job) => job.id));
+    expect([...audited.keys()].sort()).toEqual(jobs.map((job) => job.id).sort());
+    // One lane, twelve jobs at once: they queued for it, so most shared a transaction.
+    expect(new Set(audited.values()).size).toBeLessThan(6);
+  });
+
+  it("commits at once when nobody waits, so a lone job is not held back", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const { tx, id } = transaction();
+    await insertAndCommit(tx, id, 1);
+    // Visible to another connection as soon as commit() resolved.
+    const [row] = await database.sql`select n from grouped_rows where id = ${id}`;
+    expect(row?.n).toBe(1);
+  });
+
+  it("undoes only the failed job's writes; the rest of its group commits", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const jobs = Array.from({ length: 6 }, (_, n) => ({ ...transaction(), n }));
+    const outcomes = await Promise.allSettled(
+      jobs.map(async ({ tx, id, n }) => {
+        await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+        if (n === 2) {
+          await tx.rollback();
+          throw new Error("handler failed");
+        }
+        await tx.commit();
+      }),
+    );
+    expect(outcomes.map((outcome) => outcome.status)).toEqual([
+      "fulfilled",
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    const rows = await database.sql`select id from grouped_rows order by n`;
+    expect(rows.map((row) => row.id)).toEqual(jobs.filter((job) => job.n !== 2).map((job) => job.id));
+    const audited = await auditedTransactions(jobs.map((job) => job.id));
+    expect(audited.size).toBe(5);
+    expect(audited.has(jobs[2]?.id as string)).toBe(false);
+  });
+
+  it("refuses a job whose handler swallowed a failed statement, without harming its group", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const good = Array.from({ length: 3 }, (_, n) => ({ ...transaction(), n }));
+    const bad = transaction();
+    const swallowing = (async () => {
+      await bad.tx.db.execute(`insert into grouped_rows (id, n) values ('${bad.id}', 100)`);
+      await bad.tx.db.execute("select 1 / 0").catch(() => undefined);
+      await bad.tx.commit();
+    })();
+    const results = await Promise.allSettled([swallowing, ...good.map(({ tx, id, n }) => insertAndCommit(tx, id, n))]);
+    expect(results[0]).toMatchObject({ status: "rejected", reason: { code: "E_HANDLER_FAILED" } });
+    expect(results.slice(1).every((result) => result.status === "fulfilled")).toBe(true);
+    const rows = await database.sql`select id from grouped_rows`;
+    expect(rows.map((row) => row.id).sort()).toEqual(good.map((job) => job.id).sort());
+  });
+
+  it("fails a job whose final statement fails (as the fence does), and commits the others", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n }));
+    const results = await Promise.allSettled(
+      jobs.map(async ({ tx, id, n }) => {
+        await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+        const final =
+          n === 1
+            ? { text: "select jetfn_no_such_function($1)", params: [id] }
+            : { text: "select $1::text", params: [id] };
+        await tx.commit(final);
+      }),
+    );
+    expect(results.map((result) => result.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    expect(results[1]).toMatchObject({ reason: { code: "42883" } });
+    const [counted] = await database.sql`select count(*)::int as count from grouped_rows`;
+    expect(counted?.count).toBe(3);
+  });
+
+  it("fails every member when the shared COMMIT fails, marked so each can run again alone", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const jobs = Array.from({ length: 5 }, (_, n) => ({ ...transaction(), n }));
+    const results = await Promise.allSettled(
+      jobs.map(async ({ tx, id, n }) => {
+        // Two members claim the same twin: the deferred unique check fails at COMMIT.
+        await tx.db.execute(
+          `insert into deferred_rows (id, twin) values ('${id}', '${n === 1 || n === 3 ? "same" : id}')`,
+        );
+        await tx.commit();
+      }),
+    );
+    const rejected = results.filter((result) => result.status === "rejected");
+    // Every job that was in the failed group is told so (it may have been one group or more).
+    expect(rejected.length).toBeGreaterThanOrEqual(2);
+    for (const result of rejected) expect(isSharedCommitFailure((result as PromiseRejectedResult).reason)).toBe(true);
+    // Alone, each of them commits except the second claimant of the twin.
+    const retried = await Promise.allSettled(
+      jobs
+        .filter((_, index) => results[index]?.status === "rejected")
+        .map(async ({ id, n }) => {
+          const alone = createInvocationTransaction(pool, {
+            functionName: "grouped-writer",
+            invocationId: id,
+            attempt: 1,
+            statementTimeoutMs: 10_000,
+          });
+          await alone.db.execute(
+            `insert into deferred_rows (id, twin) values ('${id}', '${n === 1 || n === 3 ? "same" : id}')`,
+          );
+          await alone.commit();
+        }),
+    );
+    const [counted] = await database.sql`select count(*)::int as count from deferred_rows`;
+    expect(counted?.count).toBe(4);
+    expect(retried.filter((result) => result.status === "rejected")).toHaveLength(1);
+  });
+
+  it("starts a new transaction instead of grouping a function known to hold its savepoint long", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
+    // Teach the scheduler that "slow-writer" holds its savepoint ~60 ms.
+    const first = transaction("slow-writer");
+    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 0)`);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    await first.tx.commit();
+
+    const quick = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n: n + 1 }));
+    const slow = transaction("slow-writer");
+    await Promise.all([
+      ...quick.map(({ tx, id, n }) => insertAndCommit(tx, id, n)),
+      (async () => {
+        await slow.tx.db.execute(`insert into grouped_rows (id, n) values ('${slow.id}', 9)`);
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        await slow.tx.commit();
+      })(),
+    ]);
+    const audited = await auditedTransactions([slow.id, ...quick.map((job) => job.id)]);
+    const slowTransaction = audited.get(slow.id);
+    for (const job of quick) expect(audited.get(job.id)).not.toBe(slowTransaction);
+  });
+
+  it("never puts more jobs in one transaction than maxMembers", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxMembers: 3 });
+    const jobs = Array.from({ length: 10 }, (_, n) => ({ ...transaction(), n }));
+    await Promise.all(jobs.map(({ tx, id, n }) => insertAndCommit(tx, id, n)));
+    const perTransaction = new Map<string, number>();
+    for (const txid of (await auditedTransactions(jobs.map((job) => job.id))).values()) {
+      perTransaction.set(txid, (perTransaction.get(txid) ?? 0) + 1);
+    }
+    expect(Math.max(...perTransaction.values())).toBeLessThanOrEqual(3);
+    expect([...perTransaction.values()].reduce((a, b) => a + b, 0)).toBe(10);
+  });
+});
