@@ -16,6 +16,8 @@ import {
 export interface HandlerThread {
   /** Resolves once the function file is loaded in the thread; rejects with E_FUNCTION_LOAD_FAILED. */
   readonly ready: Promise<void>;
+  /** Node's id of the thread (what `threadId` says inside it). */
+  readonly threadId: number;
   /** False once the thread has exited (or is being terminated). */
   readonly alive: boolean;
   /** Runs the handler on `input` with `ctx` relayed; settles with its result or error. */
@@ -74,6 +76,10 @@ class WorkerThread implements HandlerThread {
       this.#crash = error;
     });
     this.#worker.on("exit", (code) => this.#onExit(code));
+  }
+
+  get threadId(): number {
+    return this.#worker.threadId;
   }
 
   get alive(): boolean {
@@ -237,6 +243,7 @@ class WorkerThread implements HandlerThread {
     } else if (!this.#terminating) {
       this.#options.logger.warn({ exitCode: code, err: this.#crash }, "An idle worker thread exited.");
     }
+    this.#options.logger.debug({ threadId: this.#worker.threadId, exitCode: code }, "Worker thread ended.");
     this.#options.onExit(this);
   }
 }
