@@ -110,7 +110,7 @@ class ThreadPool implements HandlerPool {
     this.#threads.add(thread);
     await thread.ready;
     logger.debug(
-      { startMs: Math.round(performance.now() - started), threads: this.#threads.size },
+      { threadId: thread.threadId, startMs: Math.round(performance.now() - started), threads: this.#threads.size },
       "Worker thread started.",
     );
     return thread;

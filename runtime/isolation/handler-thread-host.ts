@@ -51,6 +51,7 @@ interface ActiveRun {
 
 class WorkerThread implements HandlerThread {
   readonly ready: Promise<void>;
+  readonly threadId: number;
   readonly #worker: Worker;
   readonly #options: HandlerThreadOptions;
   #alive = true;
@@ -70,16 +71,13 @@ class WorkerThread implements HandlerThread {
     // Whoever awaits `ready` sees the failure; it must not also count as an unhandled rejection.
     this.ready.catch(() => undefined);
     this.#worker = new Worker(options.script, { workerData: options.data });
+    this.threadId = this.#worker.threadId;
     this.#worker.unref();
     this.#worker.on("message", (message: FromThread) => this.#onMessage(message));
     this.#worker.on("error", (error) => {
       this.#crash = error;
     });
     this.#worker.on("exit", (code) => this.#onExit(code));
-  }
-
-  get threadId(): number {
-    return this.#worker.threadId;
   }
 
   get alive(): boolean {
@@ -243,7 +241,7 @@ class WorkerThread implements HandlerThread {
     } else if (!this.#terminating) {
       this.#options.logger.warn({ exitCode: code, err: this.#crash }, "An idle worker thread exited.");
     }
-    this.#options.logger.debug({ threadId: this.#worker.threadId, exitCode: code }, "Worker thread ended.");
+    this.#options.logger.debug({ threadId: this.threadId, exitCode: code }, "Worker thread ended.");
     this.#options.onExit(this);
   }
 }
