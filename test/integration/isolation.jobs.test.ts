@@ -1,13 +1,14 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
+import type { StoredError } from "../../runtime/db/invocation-store";
 import type { JetfnError } from "../../runtime/errors";
 import type { Runtime } from "../../runtime/runtime";
 import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 import type { CapturedLogger } from "../helpers/logs";
 
 // Functions with `isolation: "thread"` next to plain ones (`add`), on one runtime with real NATS and Postgres.
-export const ISOLATED_FUNCTIONS = path.resolve(FIXTURE_FUNCTIONS, "../isolated-functions");
+const ISOLATED_FUNCTIONS = path.resolve(FIXTURE_FUNCTIONS, "../isolated-functions");
 
 let env: TestEnvironment;
 let client: JetfnClient;
@@ -25,10 +26,11 @@ afterAll(async () => {
 });
 
 async function finished(id: string, timeoutMs = 20_000) {
-  return eventually(async () => {
-    const view = await client.status(id);
-    return ["succeeded", "dead"].includes(view.status) ? view : undefined;
+  const view = await eventually(async () => {
+    const current = await client.status(id);
+    return ["succeeded", "dead"].includes(current.status) ? current : undefined;
   }, timeoutMs);
+  return { ...view, errors: (view.errors ?? []) as StoredError[] };
 }
 
 async function itemsNamed(prefix: string): Promise<{ name: string; invocation: string }[]> {
