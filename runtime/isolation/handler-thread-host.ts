@@ -151,6 +151,10 @@ class WorkerThread implements HandlerThread {
       { invocationId: active.ctx.invocationId, graceMs: this.#options.abortGraceMs },
       "An aborted handler did not stop; its worker thread is terminated.",
     );
+    this.#terminateQuietly();
+  }
+
+  #terminateQuietly(): void {
     this.terminate().catch((error: unknown) =>
       this.#options.logger.error({ err: error }, "Terminating a worker thread failed."),
     );
@@ -171,7 +175,7 @@ class WorkerThread implements HandlerThread {
         return;
       case "load-failed":
         this.#failReady?.(loadFailure(this.#options.data.file, message.error));
-        void this.terminate();
+        this.#terminateQuietly();
         return;
       case "request":
         this.#answer(active?.ctx, message.call, message.request);
