@@ -63,9 +63,11 @@ describe("redeploying an isolated function", () => {
     const slow = client.call("versioned", { delayMs: 1_500 }, { timeout: "10s" }) as Promise<Answer>;
     await new Promise((resolve) => setTimeout(resolve, 300));
     await writeFile(path.join(dir, "versioned.ts"), versionSource("v2"));
-    await eventually(() => runtime.registry.get("versioned")?.version !== v1);
-    const second = (await client.call("versioned", {})) as Answer;
-    expect(second.version).toBe("v2");
+    // The registry shows v2 a moment before the runtime serves it; wait for the runtime.
+    const second = await eventually(async () => {
+      const answer = (await client.call("versioned", {})) as Answer;
+      return answer.version === "v2" ? answer : undefined;
+    });
     expect(second.threadId).not.toBe(first.threadId);
     // The v1 thread still busy with the slow call is not terminated under it.
     expect((await slow).version).toBe("v1");
