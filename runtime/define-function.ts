@@ -90,8 +90,23 @@ export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType 
   on?: string | EventDefinition;
   /** Where a listener deployed for the first time starts: new events only, or every event kept. @default "new" */
   onFrom?: "new" | "all";
+  /**
+   * Where the handler runs. `"none"`: on the runtime's event loop, the cheapest. `"thread"`: in a
+   * worker thread of its own (a pool of `concurrency` threads per runtime), so a handler that spins
+   * or calls `process.exit` costs only its own attempt: at the timeout the thread is terminated even
+   * if it never yields, and an exit fails the attempt with E_HANDLER_EXITED. `ctx.db` queries, logs,
+   * progress and `enqueue`/`call`/`emit` are relayed to the runtime, which keeps the transaction;
+   * input and result cross by structured clone. Costs a few hundred microseconds per invocation and
+   * tens of MB per thread (RELIABILITY.md, "Misbehaving handlers").
+   * @default "none"
+   * @example isolation: "thread"
+   */
+  isolation?: Isolation;
   handler(input: z.output<Input>, ctx: FunctionContext): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
 }
+
+/** Where a handler runs: on the runtime's event loop, or in a worker thread of its own. */
+export type Isolation = "none" | "thread";
 
 /** Marker carried by every definition; a string so copies of the runtime recognise each other. */
 export const FUNCTION_KIND = "jetfn.function";
@@ -153,11 +168,14 @@ export interface ResolvedFunction {
   readonly scheduleInput: unknown;
   /** Set for functions with `on`: the event pattern and where a new listener starts. */
   readonly listen: { readonly pattern: string; readonly from: "new" | "all" } | undefined;
+  /** Where the handler runs (`"thread"`: a worker thread of the function's pool). */
+  readonly isolation: Isolation;
 }
 
 export const DEFAULT_TIMEOUT: Duration = "30s";
 export const DEFAULT_CONCURRENCY = 8;
 export const MAX_CONCURRENCY = 10_000;
+export const DEFAULT_ISOLATION: Isolation = "none";
 const KNOWN_OPTIONS = new Set([
   "input",
   "output",
@@ -172,6 +190,7 @@ const KNOWN_OPTIONS = new Set([
   "scheduleInput",
   "on",
   "onFrom",
+  "isolation",
 ]);
 
 /** Checks a definition's options; throws E_FUNCTION_INVALID naming the option and why. */
@@ -219,6 +238,10 @@ export function resolveFunction(
   }
   const scheduleInput = schedule ? resolveScheduleInput(spec, refuse) : undefined;
   if (!schedule && spec.scheduleInput !== undefined) refuse("option scheduleInput needs a schedule or every");
+  const isolation = spec.isolation ?? DEFAULT_ISOLATION;
+  if (isolation !== "none" && isolation !== "thread") {
+    refuse(`option isolation must be "none" or "thread", got ${JSON.stringify(isolation)}`);
+  }
   return Object.freeze({
     name,
     file,
@@ -231,6 +254,7 @@ export function resolveFunction(
     schedule,
     scheduleInput,
     listen: resolveListen(spec, refuse),
+    isolation,
   });
 }
 

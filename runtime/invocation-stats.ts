@@ -63,6 +63,7 @@ const ERROR_KIND_BY_CODE: Partial<Record<JetfnErrorCode, ErrorKind>> = {
   E_OUTPUT_INVALID: "handler_error",
   E_RETRY_LATER: "handler_error",
   E_HANDLER_TIMEOUT: "timeout",
+  E_HANDLER_EXITED: "handler_error",
   E_NON_RETRYABLE: "non_retryable",
 };
 

@@ -1,14 +1,9 @@
-import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import vm from "node:vm";
-import * as drizzleOrm from "drizzle-orm";
-import * as drizzlePgCore from "drizzle-orm/pg-core";
+import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
-import * as zod from "zod";
 import { type FunctionDefinition, isFunctionDefinition } from "./define-function";
 import { JetfnError } from "./errors";
-import * as publicApi from "./index";
+import { evaluateFunctionCode } from "./evaluate-function";
 
 /** The outcome of loading one function file. */
 export type LoadResult =
@@ -16,17 +11,6 @@ export type LoadResult =
   | { ok: false; file: string; error: JetfnError; dependencies: string[] };
 
 const RUNTIME_DIR = path.dirname(fileURLToPath(import.meta.url));
-
-/**
- * Modules a function file shares with the runtime instead of getting its own copy: the public API
- * (so `instanceof` and zod schemas agree) and the libraries whose objects cross the boundary.
- */
-const HOST_MODULES: Record<string, unknown> = {
-  jetfn: publicApi,
-  zod,
-  "drizzle-orm": drizzleOrm,
-  "drizzle-orm/pg-core": drizzlePgCore,
-};
 
 /** esbuild plugin: imports of the runtime's public entry resolve to the running runtime. */
 const hostRuntimePlugin: esbuild.Plugin = {
@@ -112,7 +96,7 @@ function evaluateCompiled(file: string, batch: CompiledBatch): LoadResult {
   const { dependencies } = compiled;
   let exported: unknown;
   try {
-    exported = evaluate(file, compiled.code);
+    exported = evaluateFunctionCode(file, compiled.code);
   } catch (error) {
     const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     const failure = new JetfnError("E_FUNCTION_LOAD_FAILED", `${file} threw while loading: ${reason}`, {
@@ -135,22 +119,17 @@ function evaluateCompiled(file: string, batch: CompiledBatch): LoadResult {
     );
     return { ok: false, file, error, dependencies };
   }
+  // An isolated function's worker threads evaluate this very build, never a newer file on disk.
+  if ((definition.spec as { isolation?: unknown }).isolation === "thread")
+    compiledSources.set(definition, compiled.code);
   return { ok: true, file, definition, dependencies };
 }
 
-/** Runs compiled CommonJS in this context; the wrapper is garbage once the definition is dropped. */
-function evaluate(file: string, code: string): unknown {
-  const wrapper = vm.runInThisContext(
-    `(function (exports, require, module, __filename, __dirname, __jetfn_meta) {${code}\n})`,
-    { filename: file },
-  ) as (...args: unknown[]) => void;
-  const module = { exports: {} as unknown };
-  const requireFromFile = createRequire(file);
-  const requireShared = (specifier: string): unknown =>
-    specifier in HOST_MODULES ? HOST_MODULES[specifier] : requireFromFile(specifier);
-  const meta = { url: pathToFileURL(file).href, dirname: path.dirname(file), filename: file };
-  wrapper(module.exports, requireShared, module, file, path.dirname(file), meta);
-  return module.exports;
+const compiledSources = new WeakMap<FunctionDefinition, string>();
+
+/** The compiled code a definition with `isolation: "thread"` was evaluated from (for its worker threads). */
+export function compiledSourceOf(definition: FunctionDefinition): string | undefined {
+  return compiledSources.get(definition);
 }
 
 function describeBuildFailure(file: string, error: unknown): JetfnError {

@@ -15,6 +15,7 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
@@ -128,6 +129,7 @@ class ServingRuntime implements Runtime {
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
   readonly #commitGroups: CommitGroups;
+  readonly #isolation: Isolation;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
@@ -151,6 +153,7 @@ class ServingRuntime implements Runtime {
     this.#js = jetstream(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
+    this.#isolation = createIsolation({ logger });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
@@ -282,9 +285,11 @@ class ServingRuntime implements Runtime {
     for (const fn of change.removed) this.#undeploy(fn);
   }
 
-  async #deploy(fn: ResolvedFunction): Promise<void> {
+  async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
-    await this.#ensureConsumer(fn);
+    await this.#ensureConsumer(deployed);
+    // An isolated function's handler is replaced by one that runs it in a worker thread.
+    const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
     const worker: FunctionWorker = {
       fn,
@@ -315,7 +320,9 @@ class ServingRuntime implements Runtime {
   async #redeploy(previous: ResolvedFunction, next: ResolvedFunction): Promise<void> {
     const worker = this.#workers.get(next.name);
     if (!worker) return this.#deploy(next);
-    worker.fn = next;
+    // Invocations in flight keep the version (and the worker threads) they started on.
+    this.#isolation.retire(worker.fn);
+    worker.fn = this.#isolation.prepare(next);
     worker.limiter.capacity = next.concurrency;
     if (
       previous.timeoutMs !== next.timeoutMs ||
@@ -336,6 +343,7 @@ class ServingRuntime implements Runtime {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;
     this.#workers.delete(fn.name);
+    this.#isolation.retire(worker.fn);
     this.#scheduler?.remove(fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
@@ -427,6 +435,7 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
+    await this.#isolation.close();
     await this.#successes
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));

@@ -1,4 +1,3 @@
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../helpers/environment";
 import {
@@ -7,6 +6,7 @@ import {
   enqueueAcknowledged,
   type FaultCluster,
   jobOutcome,
+  keepCalling,
   report,
 } from "./support/fault-cluster";
 
@@ -27,31 +27,6 @@ afterAll(async () => {
   await supervisor?.stop();
   await cluster?.close();
 }, 60_000);
-
-/** Calls `add` every 100ms until stopped; counts answered and unanswered calls. */
-function keepCalling(nc: NatsConnection): { stop(): Promise<{ ok: number; failed: number }> } {
-  let stopped = false;
-  const counts = { ok: 0, failed: 0 };
-  const loop = (async () => {
-    while (!stopped) {
-      try {
-        const reply = await nc.request("fn.call.add", JSON.stringify({ a: 1, b: 2 }), { timeout: 1_000 });
-        if ((reply.json() as { sum?: number }).sum === 3) counts.ok++;
-        else counts.failed++;
-      } catch {
-        counts.failed++;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await loop;
-      return counts;
-    },
-  };
-}
 
 function isAlive(runtime: FaultCluster["runtimes"][number]): boolean {
   return runtime.child.exitCode === null && runtime.child.signalCode === null;

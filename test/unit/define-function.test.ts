@@ -18,6 +18,7 @@ describe("defineFunction options, checked at deploy", () => {
   it("resolves defaults", () => {
     const fn = resolveFunction("demo", "/functions/demo.ts", 7, defineFunction(valid));
     expect(fn).toMatchObject({ name: "demo", version: 7, timeoutMs: 30_000, concurrency: 8, retry: { attempts: 3 } });
+    expect(fn.isolation).toBe("none");
   });
 
   it("names the option and why, with the function and file", () => {
@@ -30,6 +31,9 @@ describe("defineFunction options, checked at deploy", () => {
     expect(refusal({ ...valid, output: 5 })).toContain("option output must be a zod schema");
     expect(refusal({ input: valid.input })).toContain("option handler must be an async function");
     expect(refusal({ ...valid, retries: 3 })).toContain('unknown option "retries"');
+    expect(refusal({ ...valid, isolation: "process" })).toContain(
+      'option isolation must be "none" or "thread", got "process"',
+    );
   });
 
   it("recognises definitions by shape, so copies of the runtime agree", () => {

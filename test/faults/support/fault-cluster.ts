@@ -239,3 +239,32 @@ export async function cpuTicks(pid: number): Promise<number> {
 export function report(scenario: string, figures: Record<string, unknown>): void {
   process.stdout.write(`[faults] ${scenario} ${JSON.stringify({ full: FULL, ...figures })}\n`);
 }
+
+/** Calls `add` every 100ms until stopped; counts answered and unanswered calls, and the slowest answer. */
+export function keepCalling(nc: NatsConnection): {
+  stop(): Promise<{ ok: number; failed: number; worstMs: number }>;
+} {
+  let stopped = false;
+  const counts = { ok: 0, failed: 0, worstMs: 0 };
+  const loop = (async () => {
+    while (!stopped) {
+      const started = performance.now();
+      try {
+        const reply = await nc.request("fn.call.add", JSON.stringify({ a: 1, b: 2 }), { timeout: 1_000 });
+        counts.worstMs = Math.max(counts.worstMs, Math.round(performance.now() - started));
+        if ((reply.json() as { sum?: number }).sum === 3) counts.ok++;
+        else counts.failed++;
+      } catch {
+        counts.failed++;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return counts;
+    },
+  };
+}
