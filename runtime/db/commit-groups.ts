@@ -1,4 +1,4 @@
-import type { ReservedSql, Sql } from "postgres";
+import type { Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import {
@@ -10,6 +10,7 @@ import {
   type TransactionStamp,
   withinDeadline,
 } from "./transaction-parts";
+import { WatchedConnection } from "./watched-connection";
 
 /**
  * Group commit. Each job still gets a transaction of its own as far as it can tell: its writes run
@@ -32,7 +33,7 @@ export interface CommitGroups {
 
 /** One job's savepoint on a lane. */
 export interface Seat {
-  readonly connection: ReservedSql;
+  readonly connection: WatchedConnection;
   /** Settles once the savepoint and the stamp have run. */
   readonly setup: Promise<unknown>;
   /**
@@ -96,7 +97,7 @@ interface Waiter {
 }
 
 class Lane {
-  connection: ReservedSql | undefined;
+  connection: WatchedConnection | undefined;
   /** A transaction is open on the connection. */
   open = false;
   /** A job holds the lane, or a COMMIT or connect is under way. */
@@ -178,7 +179,8 @@ class LaneScheduler implements CommitGroups {
   async #grant(lane: Lane, waiter: Waiter): Promise<void> {
     lane.busy = true;
     try {
-      lane.connection ??= await this.#sql.reserve();
+      if (lane.connection?.closed) this.#reset(lane);
+      lane.connection ??= await WatchedConnection.reserve(this.#sql);
     } catch (error) {
       lane.busy = false;
       waiter.reject(error);
@@ -219,19 +221,24 @@ class LaneScheduler implements CommitGroups {
     const members = lane.members;
     lane.members = [];
     if (answered) lane.connection?.release();
+    this.#reset(lane);
+    for (const member of members) member.reject(new SharedCommitError(members.length, error));
+    this.#dispatch();
+  }
+
+  /** Forgets the lane's connection and whatever transaction it had open. */
+  #reset(lane: Lane): void {
     lane.connection = undefined;
     lane.open = false;
     lane.savepoints = 0;
     lane.busy = false;
-    for (const member of members) member.reject(new SharedCommitError(members.length, error));
-    this.#dispatch();
   }
 
   async #commit(lane: Lane): Promise<void> {
     lane.busy = true;
     const members = lane.members;
     lane.members = [];
-    const connection = lane.connection as ReservedSql;
+    const connection = lane.connection as WatchedConnection;
     let answered = false;
     try {
       const result = await withinDeadline(connection.unsafe("commit").execute(), COMMIT_DEADLINE_MS, "COMMIT");
@@ -253,7 +260,7 @@ class LaneScheduler implements CommitGroups {
 }
 
 class LaneSeat implements Seat {
-  readonly connection: ReservedSql;
+  readonly connection: WatchedConnection;
   readonly setup: Promise<unknown>;
   readonly #scheduler: LaneScheduler;
   readonly #lane: Lane;
@@ -265,7 +272,7 @@ class LaneSeat implements Seat {
   constructor(
     scheduler: LaneScheduler,
     lane: Lane,
-    connection: ReservedSql,
+    connection: WatchedConnection,
     savepoint: string,
     setup: Promise<unknown>,
     functionName: string,

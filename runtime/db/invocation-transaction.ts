@@ -1,5 +1,5 @@
 import { drizzle } from "drizzle-orm/postgres-js";
-import type { ReservedSql, Sql } from "postgres";
+import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import type { CommitGroups, Seat } from "./commit-groups";
@@ -12,6 +12,7 @@ import {
   type TransactionStamp,
   withinDeadline,
 } from "./transaction-parts";
+import { WatchedConnection } from "./watched-connection";
 
 export type { FinalStatement, TransactionStamp } from "./transaction-parts";
 
@@ -53,7 +54,7 @@ class LazyTransaction implements InvocationTransaction {
   readonly #stamp: TransactionStamp;
   readonly #groups: CommitGroups | undefined;
   #seat: Seat | undefined;
-  #connection: Promise<ReservedSql> | undefined;
+  #connection: Promise<WatchedConnection> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
   #closed = false;
   #savepoints = 0;
@@ -145,7 +146,7 @@ class LazyTransaction implements InvocationTransaction {
     });
   }
 
-  #open(): Promise<ReservedSql> {
+  #open(): Promise<WatchedConnection> {
     if (this.#closed) {
       return Promise.reject(
         new JetfnError("E_HANDLER_TIMEOUT", "the invocation already ended; its transaction no longer accepts queries"),
@@ -155,13 +156,13 @@ class LazyTransaction implements InvocationTransaction {
     return this.#connection;
   }
 
-  async #begin(): Promise<ReservedSql> {
+  async #begin(): Promise<WatchedConnection> {
     if (this.#groups) {
       this.#seat = await this.#groups.seat(this.#stamp);
       this.#setup = this.#seat.setup;
       return this.#seat.connection;
     }
-    const connection = await this.#sql.reserve();
+    const connection = await WatchedConnection.reserve(this.#sql);
     // Sent now, without waiting: they travel in the same write as the handler's first query.
     const begin = connection.unsafe("begin").execute();
     const stamp = connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[]).execute();
