@@ -6,6 +6,7 @@ import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
 import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
+import { CallMux } from "./nats/call-mux";
 import { connectNats } from "./nats/connection";
 import {
   type DeadLetterList,
@@ -154,12 +155,14 @@ class NatsClient<M> implements JetfnClient<M> {
   readonly #owned: boolean;
   readonly #timeoutMs: number;
   readonly #js: JetStreamClient;
+  readonly #calls: CallMux;
 
   constructor(connection: NatsConnection, owned: boolean, timeoutMs: number) {
     this.connection = connection;
     this.#owned = owned;
     this.#timeoutMs = timeoutMs;
     this.#js = jetstream(connection);
+    this.#calls = new CallMux(connection);
   }
 
   async call<N extends NameOf<M>>(
@@ -173,7 +176,7 @@ class NatsClient<M> implements JetfnClient<M> {
     try {
       const header = headers();
       if (options.id) header.set(ID_HEADER, options.id);
-      reply = await this.connection.request(callSubject(name), body, { timeout, headers: header });
+      reply = await this.#calls.request(callSubject(name), body, { timeoutMs: timeout, headers: header });
     } catch (error) {
       throw requestFailure(error, `call ${name}`, timeout);
     }
@@ -266,6 +269,7 @@ class NatsClient<M> implements JetfnClient<M> {
   }
 
   async close(): Promise<void> {
+    this.#calls.close();
     if (this.#owned) await this.connection.drain();
   }
 
