@@ -5,7 +5,7 @@ import type { ResolvedConfig } from "./config";
 import type { DatabaseClient } from "./db/client";
 import type { OutboxLag } from "./db/outbox";
 import type { RuntimeEmitter } from "./events";
-import { trackInvocationStats } from "./invocation-stats";
+import type { InvocationStats } from "./invocation-stats";
 import { startMetricsServer } from "./metrics";
 import { startDeadLetterApi } from "./nats/dead-letter-api";
 import { createQueueDepthReader } from "./nats/queue-depth";
@@ -23,6 +23,8 @@ export interface OperationsContext {
   database: DatabaseClient;
   events: RuntimeEmitter;
   logger: Logger;
+  /** The runtime's invocation statistics (served through $SRV.STATS and the metrics). */
+  stats: InvocationStats;
   /** Names of the functions deployed in this process right now. */
   functions: () => string[];
   /** This process's pullers, for the stall watch. */
@@ -46,7 +48,7 @@ export interface Operations {
  */
 export async function startOperations(context: OperationsContext): Promise<Operations> {
   const { config, nats, manager, logger } = context;
-  const stats = trackInvocationStats(context.events);
+  const { stats } = context;
   const queueDepth = createQueueDepthReader(manager, config.streamName);
   const deadLetterApi = startDeadLetterApi({
     nc: nats,
@@ -95,7 +97,6 @@ export async function startOperations(context: OperationsContext): Promise<Opera
         .catch((error: unknown) => logger.warn({ err: error }, "Closing the metrics endpoint failed."));
       discovery.close();
       await deadLetterApi.close();
-      stats.close();
     },
   };
 }

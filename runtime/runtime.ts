@@ -15,6 +15,7 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
@@ -56,6 +57,8 @@ export interface Runtime {
   readonly registry: Registry;
   readonly database: DatabaseClient;
   readonly nats: NatsConnection;
+  /** Calls and jobs this process served, per function (what `$SRV.STATS`, metrics and the dashboard show). */
+  readonly stats: InvocationStats;
   /** Resolves once every file change seen so far is deployed. */
   settled(): Promise<void>;
   /** Scheduled functions with their next due time as this runtime planned it (for `jetfn ls`). */
@@ -119,6 +122,7 @@ class ServingRuntime implements Runtime {
   readonly config: ResolvedConfig;
   readonly logger: Logger;
   readonly events: RuntimeEmitter = createEmitter();
+  readonly stats: InvocationStats = trackInvocationStats(this.events);
   readonly database: DatabaseClient;
   readonly nats: NatsConnection;
   readonly #stopping = new AbortController();
@@ -235,6 +239,7 @@ class ServingRuntime implements Runtime {
       database: this.database,
       events: this.events,
       logger: this.logger,
+      stats: this.stats,
       functions: () => [...this.#workers.keys()],
       pullers: () =>
         [...this.#workers.values()].map((worker) => ({
@@ -450,6 +455,7 @@ class ServingRuntime implements Runtime {
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
     this.#rejections?.close();
+    this.stats.close();
     this.logger.info({ durationMs: Math.round(performance.now() - started) }, "Runtime stopped.");
   }
 }

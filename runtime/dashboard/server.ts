@@ -8,7 +8,7 @@ import { gatherOverview } from "../cli/function-overview";
 import { createClient, type JetfnClient } from "../client";
 import { listDeadLetters } from "../db/dead-letters";
 import { toJetfnError } from "../errors";
-import { trackInvocationStats } from "../invocation-stats";
+import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
@@ -62,7 +62,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const token = options.token ?? randomBytes(16).toString("hex");
   const openReads = LOOPBACK.has(host);
   const client = await createClient({ connection: runtime.nats });
-  const stats = trackInvocationStats(runtime.events);
+  const { stats } = runtime;
   const history = recordInvocationHistory(runtime.events);
   const routes = buildRoutes(runtime, client, stats, history);
 
@@ -107,7 +107,6 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     url,
     signInUrl: `${url}/?token=${token}`,
     async close() {
-      stats.close();
       history.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -118,7 +117,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
 function buildRoutes(
   runtime: Runtime,
   client: JetfnClient,
-  stats: ReturnType<typeof trackInvocationStats>,
+  stats: InvocationStats,
   history: ReturnType<typeof recordInvocationHistory>,
 ): { method: string; pattern: RegExp; handler: Handler }[] {
   const overview = () =>
