@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gte, inArray, isNull, lte, type SQL, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import { auditLog, auditSeals } from "../schema/jetfn";
+import { auditLog, auditLookup, auditSeals } from "../schema/jetfn";
 
 /** Any drizzle Postgres database (postgres.js, node-postgres, PGlite...). */
 // biome-ignore lint/suspicious/noExplicitAny: drizzle's schema parameters vary per application.
@@ -50,13 +50,7 @@ export const DEFAULT_AUDIT_LIMIT = 100;
  * @example await listAuditEntries(db, { function: "send-mail", since: new Date(Date.now() - 3_600_000) })
  */
 export async function listAuditEntries(db: AnyPgDatabase, filter: AuditFilter = {}): Promise<AuditEntry[]> {
-  const rows = await db
-    .select()
-    .from(auditLog)
-    .where(and(...(await conditions(db, filter))))
-    .orderBy(desc(auditLog.id))
-    .limit(filter.limit ?? DEFAULT_AUDIT_LIMIT);
-  return rows.map(toEntry);
+  return selectEntries(db, filter, "desc", filter.limit ?? DEFAULT_AUDIT_LIMIT);
 }
 
 /**
@@ -65,24 +59,13 @@ export async function listAuditEntries(db: AnyPgDatabase, filter: AuditFilter = 
  * @example await rowHistory(db, "items", 42)
  */
 export async function rowHistory(db: AnyPgDatabase, table: string, row: unknown, limit = 1_000): Promise<AuditEntry[]> {
-  const rows = await db
-    .select()
-    .from(auditLog)
-    .where(and(...(await conditions(db, { table, row }))))
-    .orderBy(asc(auditLog.id))
-    .limit(limit);
-  return rows.map(toEntry);
+  return selectEntries(db, { table, row }, "asc", limit);
 }
 
 /** Everything one invocation changed, grouped by `schema.table`, in order. */
 export async function invocationChanges(db: AnyPgDatabase, invocationId: string): Promise<Map<string, AuditEntry[]>> {
-  const rows = await db
-    .select()
-    .from(auditLog)
-    .where(eq(auditLog.invocationId, invocationId))
-    .orderBy(asc(auditLog.id));
   const byTable = new Map<string, AuditEntry[]>();
-  for (const entry of rows.map(toEntry)) {
+  for (const entry of await selectEntries(db, { invocationId }, "asc")) {
     const key = `${entry.schema}.${entry.table}`;
     byTable.set(key, [...(byTable.get(key) ?? []), entry]);
   }
@@ -134,22 +117,90 @@ export async function verifyAuditChain(db: AnyPgDatabase): Promise<AuditChainBre
   return { seq: row.seq, problem: row.problem, expectedRows: row.expected_rows, foundRows: row.found_rows };
 }
 
-async function conditions(db: AnyPgDatabase, filter: AuditFilter): Promise<SQL[]> {
+/**
+ * Audit rows matching `filter` in id order. Filters on function, invocation or row go through
+ * jetfn.audit_lookup, which the sealer fills: sealed rows are found there, the unsealed tail
+ * (seconds of writes while a runtime seals) is scanned. The tail is read first: sealing only moves
+ * rows from the tail into the lookup, so a row sealed between the two reads is seen twice (and
+ * kept once), never missed.
+ */
+async function selectEntries(
+  db: AnyPgDatabase,
+  filter: AuditFilter,
+  direction: "asc" | "desc",
+  limit?: number,
+): Promise<AuditEntry[]> {
+  const keys = filter.row === undefined ? undefined : await primaryKeyCandidates(db, filter);
+  const order = direction === "asc" ? asc : desc;
+  const where = conditions(filter, auditLog, keys);
+  const bounded = <T extends { limit(count: number): T }>(query: T): T =>
+    limit === undefined ? query : query.limit(limit);
+  if (!needsLookup(filter)) {
+    return (
+      await bounded(
+        db
+          .select()
+          .from(auditLog)
+          .where(and(...where))
+          .orderBy(order(auditLog.id))
+          .$dynamic(),
+      )
+    ).map(toEntry);
+  }
+  const tail = await bounded(
+    db
+      .select()
+      .from(auditLog)
+      .where(and(...where, unsealed()))
+      .orderBy(order(auditLog.id))
+      .$dynamic(),
+  );
+  const found = bounded(
+    db
+      .select({ id: auditLookup.id, loggedAt: auditLookup.loggedAt })
+      .from(auditLookup)
+      .where(and(...conditions(filter, auditLookup, keys)))
+      .orderBy(order(auditLookup.id))
+      .$dynamic(),
+  );
+  const sealed = await db
+    .select()
+    .from(auditLog)
+    .where(and(...where, sql`(${auditLog.id}, ${auditLog.loggedAt}) in (select id, logged_at from (${found}) found)`));
+  const byId = new Map([...sealed, ...tail].map((row) => [row.id, row]));
+  const sign = direction === "asc" ? 1 : -1;
+  const rows = [...byId.values()].sort((a, b) => sign * (a.id - b.id));
+  return (limit === undefined ? rows : rows.slice(0, limit)).map(toEntry);
+}
+
+/** Filters that no index of jetfn.audit_log answers (they live in jetfn.audit_lookup). */
+function needsLookup(filter: AuditFilter): boolean {
+  return Boolean(filter.function || filter.invocationId || filter.row !== undefined);
+}
+
+/** Rows not sealed yet, so not in jetfn.audit_lookup; the BRIN index on txid finds them. */
+function unsealed(): SQL {
+  return sql`${auditLog.txid} >= (select txid from jetfn.audit_sealed_through())
+    and (${auditLog.txid}, ${auditLog.id}) > (select txid, id from jetfn.audit_sealed_through())`;
+}
+
+function conditions(
+  filter: AuditFilter,
+  table: typeof auditLog | typeof auditLookup,
+  keys: Record<string, unknown>[] | undefined,
+): SQL[] {
   const where: SQL[] = [];
-  if (filter.function) where.push(eq(auditLog.function, filter.function));
-  if (filter.outside) where.push(isNull(auditLog.function));
-  if (filter.invocationId) where.push(eq(auditLog.invocationId, filter.invocationId));
-  if (filter.since) where.push(gte(auditLog.loggedAt, filter.since.toISOString()));
-  if (filter.until) where.push(lte(auditLog.loggedAt, filter.until.toISOString()));
+  if (filter.function) where.push(eq(table.function, filter.function));
+  if (filter.outside) where.push(isNull(table.function));
+  if (filter.invocationId) where.push(eq(table.invocationId, filter.invocationId));
+  if (filter.since) where.push(gte(table.loggedAt, filter.since.toISOString()));
+  if (filter.until) where.push(lte(table.loggedAt, filter.until.toISOString()));
   if (filter.table) {
-    const [schema, table] = filter.table.includes(".") ? filter.table.split(".", 2) : [undefined, filter.table];
-    where.push(eq(auditLog.tableName, table as string));
-    if (schema) where.push(eq(auditLog.schemaName, schema));
+    const [schema, name] = filter.table.includes(".") ? filter.table.split(".", 2) : [undefined, filter.table];
+    where.push(eq(table.tableName, name as string));
+    if (schema) where.push(eq(table.schemaName, schema));
   }
-  if (filter.row !== undefined) {
-    if (!filter.table) throw new TypeError("a row filter needs the table it belongs to");
-    where.push(inArray(auditLog.pk, await primaryKeyCandidates(db, filter.table, filter.row)));
-  }
+  if (keys) where.push(inArray(table.pk, keys));
   return where;
 }
 
@@ -157,11 +208,9 @@ async function conditions(db: AnyPgDatabase, filter: AuditFilter): Promise<SQL[]
  * The jsonb primary keys a row filter may mean: `42` matches `{"id": 42}` and `{"id": "42"}` for a
  * table keyed by `id`; an object is taken as the key itself.
  */
-async function primaryKeyCandidates(
-  db: AnyPgDatabase,
-  table: string,
-  row: unknown,
-): Promise<Record<string, unknown>[]> {
+async function primaryKeyCandidates(db: AnyPgDatabase, filter: AuditFilter): Promise<Record<string, unknown>[]> {
+  const { table, row } = filter;
+  if (!table) throw new TypeError("a row filter needs the table it belongs to");
   if (typeof row === "object" && row !== null) return [row as Record<string, unknown>];
   const qualified = table.includes(".") ? table : `public.${table}`;
   const result = (await db.execute(

@@ -48,6 +48,20 @@ export const auditLog = jetfnSchema.table("audit_log", {
   changedColumns: text("changed_columns").array(),
 });
 
+/**
+ * Lookup entries of sealed audit rows (function, invocation, row key), written by the sealer so
+ * audited writes maintain no such index themselves (schema/migrations/0007_jetfn_audit_lookup.sql).
+ */
+export const auditLookup = jetfnSchema.table("audit_lookup", {
+  id: bigint("id", { mode: "number" }).notNull(),
+  loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
+  function: text("function"),
+  invocationId: text("invocation_id"),
+  schemaName: text("schema_name").notNull(),
+  tableName: text("table_name").notNull(),
+  pk: jsonb("pk"),
+});
+
 /** Seals of the audit hash chain: each covers a range of rows and chains from the previous. */
 export const auditSeals = jetfnSchema.table("audit_seals", {
   seq: bigint("seq", { mode: "number" }).primaryKey(),

@@ -147,6 +147,35 @@ describe("audit capture", () => {
     }
   });
 
+  it("captures a column added later in UPDATEs, with or without the event trigger", async () => {
+    await env.database.sql`create table reshaped (id int primary key, a text)`;
+    await env.database.sql`insert into reshaped values (1, 'x')`;
+    // The event trigger regenerates the table's UPDATE capture at ALTER TABLE time.
+    await env.database.sql`alter table reshaped add column b int`;
+    await env.database.sql`update reshaped set b = 2`;
+    // Without it, the stale capture notices the new shape and diffs generically until refreshed.
+    await env.database.sql`alter event trigger jetfn_audit_new_tables disable`;
+    try {
+      await env.database.sql`alter table reshaped add column c numeric`;
+      await env.database.sql`alter table reshaped drop column a`;
+      await env.database.sql`update reshaped set c = 1.0, b = 3`;
+      // Numeric scale is part of the stored value: 1.0 -> 1.00 is a change.
+      await env.database.sql`update reshaped set c = 1.00`;
+      const [refreshed] = await env.database.sql`select jetfn.attach_audit_everywhere() as n`;
+      expect(refreshed?.n).toBe(1);
+      await env.database.sql`update reshaped set c = 1.00, b = 4`;
+    } finally {
+      await env.database.sql`alter event trigger jetfn_audit_new_tables enable`;
+    }
+    const rows = await auditOf("table_name = $1 and operation = 'UPDATE'", "reshaped");
+    expect(rows.map((row) => [row.pk, row.old_row, row.new_row, row.changed_columns])).toEqual([
+      [{ id: 1 }, { b: null }, { b: 2 }, ["b"]],
+      [{ id: 1 }, { b: 2, c: null }, { b: 3, c: 1.0 }, ["b", "c"]],
+      [{ id: 1 }, { c: 1.0 }, { c: 1.0 }, ["c"]],
+      [{ id: 1 }, { b: 3 }, { b: 4 }, ["b"]],
+    ]);
+  });
+
   it("does not audit jetfn's own tables into themselves", async () => {
     const [row] = await env.database.sql`select count(*)::int as n from jetfn.audit_log where schema_name = 'jetfn'`;
     expect(row?.n).toBe(0);
