@@ -194,6 +194,12 @@ class LaneScheduler implements CommitGroups {
     lane.open = true;
     const savepoint = `jetfn_job_${++lane.savepoints}`;
     statements.push(connection.unsafe(`savepoint ${savepoint}`).execute());
+    if (lane.savepoints > 1) {
+      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
+      // earlier jobs of this transaction set, so each job starts from the session's settings.
+      statements.push(connection.unsafe("reset all").execute());
+      statements.push(connection.unsafe("reset role").execute());
+    }
     statements.push(connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[]).execute());
     const setup = Promise.all(statements);
     setup.catch(() => undefined);

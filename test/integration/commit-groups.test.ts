@@ -201,6 +201,30 @@ describe("commit groups", () => {
     for (const job of quick) expect(audited.get(job.id)).not.toBe(slowTransaction);
   });
 
+  it("starts every job from the session's settings, whatever earlier jobs of its transaction SET LOCAL", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    await database.sql.unsafe(
+      "do $$ begin create role jetfn_group_reader; exception when duplicate_object then null; end $$",
+    );
+    const jobs = Array.from({ length: 6 }, (_, n) => ({ ...transaction(), n }));
+    const seen = await Promise.all(
+      jobs.map(async ({ tx, id, n }) => {
+        await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+        const [row] = (await tx.db.execute(
+          "select current_setting('search_path') as path, coalesce(current_setting('app.tenant', true), '') as tenant, current_user as who",
+        )) as unknown as { path: string; tenant: string; who: string }[];
+        await tx.db.execute(`set local search_path = pg_temp, tenant_${n}`);
+        await tx.db.execute(`select set_config('app.tenant', 'tenant-${n}', true)`);
+        await tx.db.execute("set local role jetfn_group_reader");
+        await tx.commit();
+        return row;
+      }),
+    );
+    const audited = await auditedTransactions(jobs.map((job) => job.id));
+    expect(new Set(audited.values()).size).toBeLessThan(jobs.length); // they did share transactions
+    for (const row of seen) expect(row).toEqual({ path: '"$user", public', tenant: "", who: "postgres" });
+  });
+
   it("never puts more jobs in one transaction than maxMembers", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxMembers: 3 });
     const jobs = Array.from({ length: 10 }, (_, n) => ({ ...transaction(), n }));
