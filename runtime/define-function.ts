@@ -102,6 +102,14 @@ export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType 
    * @example isolation: "thread"
    */
   isolation?: Isolation;
+  /**
+   * Whether this function's jobs may share a transaction and its COMMIT with other jobs (group
+   * commit; each job in its own savepoint, its SET LOCALs undone for the next). Turn it off for
+   * jobs that rely on transaction-scoped state ending with their own job: temporary tables created
+   * `ON COMMIT DROP` and transaction-level advisory locks last until the group's COMMIT.
+   * @default true
+   */
+  sharedCommit?: boolean;
   handler(input: z.output<Input>, ctx: FunctionContext): Promise<Output extends z.ZodType ? z.input<Output> : unknown>;
 }
 
@@ -170,6 +178,8 @@ export interface ResolvedFunction {
   readonly listen: { readonly pattern: string; readonly from: "new" | "all" } | undefined;
   /** Where the handler runs (`"thread"`: a worker thread of the function's pool). */
   readonly isolation: Isolation;
+  /** Whether its jobs may share a transaction and COMMIT with others (group commit). */
+  readonly sharedCommit: boolean;
 }
 
 export const DEFAULT_TIMEOUT: Duration = "30s";
@@ -191,6 +201,7 @@ const KNOWN_OPTIONS = new Set([
   "on",
   "onFrom",
   "isolation",
+  "sharedCommit",
 ]);
 
 /** Checks a definition's options; throws E_FUNCTION_INVALID naming the option and why. */
@@ -242,6 +253,10 @@ export function resolveFunction(
   if (isolation !== "none" && isolation !== "thread") {
     refuse(`option isolation must be "none" or "thread", got ${JSON.stringify(isolation)}`);
   }
+  const sharedCommit = spec.sharedCommit ?? true;
+  if (typeof sharedCommit !== "boolean") {
+    refuse(`option sharedCommit must be true or false, got ${JSON.stringify(sharedCommit)}`);
+  }
   return Object.freeze({
     name,
     file,
@@ -255,6 +270,7 @@ export function resolveFunction(
     scheduleInput,
     listen: resolveListen(spec, refuse),
     isolation,
+    sharedCommit,
   });
 }
 

@@ -193,7 +193,7 @@ async function attemptJob(
       logger: deps.logger,
       events: deps.events,
       maxPayload: deps.nc.info?.max_payload,
-      commitGroups: tries.alone ? undefined : deps.commitGroups,
+      commitGroups: tries.alone || !fn.sharedCommit ? undefined : deps.commitGroups,
     },
     {
       fn,

@@ -19,6 +19,7 @@ describe("defineFunction options, checked at deploy", () => {
     const fn = resolveFunction("demo", "/functions/demo.ts", 7, defineFunction(valid));
     expect(fn).toMatchObject({ name: "demo", version: 7, timeoutMs: 30_000, concurrency: 8, retry: { attempts: 3 } });
     expect(fn.isolation).toBe("none");
+    expect(fn.sharedCommit).toBe(true);
   });
 
   it("names the option and why, with the function and file", () => {
@@ -34,6 +35,7 @@ describe("defineFunction options, checked at deploy", () => {
     expect(refusal({ ...valid, isolation: "process" })).toContain(
       'option isolation must be "none" or "thread", got "process"',
     );
+    expect(refusal({ ...valid, sharedCommit: "no" })).toContain('option sharedCommit must be true or false, got "no"');
   });
 
   it("recognises definitions by shape, so copies of the runtime agree", () => {
