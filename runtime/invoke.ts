@@ -3,6 +3,7 @@ import type { Sql } from "postgres";
 import type { CommitGroups } from "./db/commit-groups";
 import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
+import { shouldPrepare } from "./db/prepared-statements";
 import type { FunctionContext, ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
@@ -114,7 +115,7 @@ async function commitWithOutbox(
   }
   await transaction.commit();
   const single = statement as FinalStatement;
-  await deps.sql.unsafe(single.text, single.params as never[]);
+  await deps.sql.unsafe(single.text, single.params as never[], { prepare: shouldPrepare(deps.sql, single.text) });
   return true;
 }
 
