@@ -5,6 +5,7 @@ import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
+  openingWithStamp,
   ROLLBACK_DEADLINE_MS,
   STAMP_SQL,
   stampParameters,
@@ -190,19 +191,22 @@ class LaneScheduler implements CommitGroups {
     }
     const connection = lane.connection;
     // Sent without waiting: they travel in the same write as the job's first query.
-    const statements: Promise<unknown>[] = [];
-    if (!lane.open) statements.push(connection.unsafe("begin").execute());
-    lane.open = true;
     const savepoint = `jetfn_job_${++lane.savepoints}`;
-    statements.push(connection.unsafe(`savepoint ${savepoint}`).execute());
-    if (lane.savepoints > 1) {
-      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
-      // earlier jobs of this transaction set, so each job starts from the session's settings.
-      statements.push(connection.unsafe("reset all").execute());
-      statements.push(connection.unsafe("reset role").execute());
-    }
-    statements.push(connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp), PREPARED).execute());
-    const setup = Promise.all(statements);
+    // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
+    // earlier jobs of this transaction set, so each job starts from the session's settings.
+    const opening = [
+      ...(lane.open ? [] : ["begin"]),
+      `savepoint ${savepoint}`,
+      ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
+    ].join("; ");
+    lane.open = true;
+    const together = openingWithStamp(opening, waiter.stamp);
+    const setup = together
+      ? connection.unsafe(together).execute()
+      : Promise.all([
+          connection.unsafe(opening).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp), PREPARED).execute(),
+        ]);
     setup.catch(() => undefined);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp.functionName));
   }

@@ -7,6 +7,7 @@ import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
+  openingWithStamp,
   ROLLBACK_DEADLINE_MS,
   STAMP_SQL,
   stampParameters,
@@ -168,9 +169,13 @@ class LazyTransaction implements InvocationTransaction {
     }
     const connection = await WatchedConnection.reserve(this.#sql);
     // Sent now, without waiting: they travel in the same write as the handler's first query.
-    const begin = connection.unsafe("begin").execute();
-    const stamp = connection.unsafe(STAMP_SQL, stampParameters(this.#stamp), PREPARED).execute();
-    this.#setup = Promise.all([begin, stamp]);
+    const together = openingWithStamp("begin", this.#stamp);
+    this.#setup = together
+      ? connection.unsafe(together).execute()
+      : Promise.all([
+          connection.unsafe("begin").execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp), PREPARED).execute(),
+        ]);
     this.#setup.catch(() => undefined);
     return connection;
   }
