@@ -1,4 +1,3 @@
-import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { resolveConfig } from "./config";
 import type { DeadLetter } from "./db/dead-letters";
@@ -20,6 +19,7 @@ import {
 import { encodeInput, type PublishedJob, publishJob } from "./nats/publish-job";
 import type { ErrorReplyBody } from "./nats/reply";
 import type { InvocationStatusView } from "./nats/status-api";
+import { StreamPublisher } from "./nats/stream-publisher";
 import { callSubject, doneSubject, ERROR_CODE_HEADER, ID_HEADER, STATUS_SUBJECT } from "./nats/subjects";
 import { eventMessage, publishMessage } from "./outbox-message";
 
@@ -154,15 +154,15 @@ class NatsClient<M> implements JetfnClient<M> {
   readonly connection: NatsConnection;
   readonly #owned: boolean;
   readonly #timeoutMs: number;
-  readonly #js: JetStreamClient;
   readonly #calls: CallMux;
+  readonly #publisher: StreamPublisher;
 
   constructor(connection: NatsConnection, owned: boolean, timeoutMs: number) {
     this.connection = connection;
     this.#owned = owned;
     this.#timeoutMs = timeoutMs;
-    this.#js = jetstream(connection);
     this.#calls = new CallMux(connection);
+    this.#publisher = new StreamPublisher(connection);
   }
 
   async call<N extends NameOf<M>>(
@@ -188,7 +188,10 @@ class NatsClient<M> implements JetfnClient<M> {
     input: ClientInput<M, N>,
     options: EnqueueJobOptions = {},
   ): Promise<PublishedJob> {
-    return publishJob(this.#js, name, input, { id: options.id, maxPayload: this.connection.info?.max_payload });
+    return publishJob(this.#publisher, name, input, {
+      id: options.id,
+      maxPayload: this.connection.info?.max_payload,
+    });
   }
 
   async enqueueAndWait<N extends NameOf<M>>(
@@ -206,7 +209,7 @@ class NatsClient<M> implements JetfnClient<M> {
     options: EmitOptions = {},
   ): Promise<EmittedEvent> {
     const message = eventMessage(event, data, options.id, this.connection.info?.max_payload);
-    const ack = await publishMessage(this.#js, message);
+    const ack = await publishMessage(this.#publisher, message);
     return { id: message.id, seq: ack.seq, duplicate: ack.duplicate };
   }
 
@@ -270,6 +273,7 @@ class NatsClient<M> implements JetfnClient<M> {
 
   async close(): Promise<void> {
     this.#calls.close();
+    this.#publisher.close();
     if (this.#owned) await this.connection.drain();
   }
 

@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
-import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { checkEmit, type EventDefinition } from "./define-event";
 import { JetfnError } from "./errors";
 import { describeInvalidName, isValidFunctionName } from "./function-name";
 import { eventSubject } from "./nats/event-stream";
 import { encodeInput } from "./nats/publish-job";
+import type { JetStreamPublisher } from "./nats/stream-publisher";
 import { ID_HEADER, isValidInvocationId, jobSubject } from "./nats/subjects";
 
 /**
@@ -45,7 +46,7 @@ export function eventMessage(
 }
 
 /** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
-export async function publishMessage(js: JetStreamClient, message: OutboxMessage): Promise<PubAck> {
+export async function publishMessage(js: JetStreamPublisher, message: OutboxMessage): Promise<PubAck> {
   const header = natsHeaders();
   for (const [key, value] of Object.entries(message.headers)) header.set(key, value);
   return js.publish(message.subject, message.body, { msgID: message.id, headers: header });

@@ -1,4 +1,3 @@
-import type { JetStreamClient } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import {
@@ -10,6 +9,7 @@ import {
   readOutboxLag,
 } from "./db/outbox";
 import type { RuntimeEmitter } from "./events";
+import type { JetStreamPublisher } from "./nats/stream-publisher";
 import { type OutboxMessage, publishMessage } from "./outbox-message";
 
 /**
@@ -32,7 +32,8 @@ export interface OutboxRelay {
 /** What the relay needs from the runtime. */
 export interface OutboxRelayOptions {
   sql: Sql;
-  js: JetStreamClient;
+  /** Publishes to JetStream and waits for the stored acknowledgement. */
+  js: JetStreamPublisher;
   events: RuntimeEmitter;
   logger: Logger;
   /** Sweep at least this often. @default 1_000 */

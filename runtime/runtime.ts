@@ -28,6 +28,7 @@ import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
 import { startStatusApi } from "./nats/status-api";
+import { StreamPublisher } from "./nats/stream-publisher";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
 import { consumerName } from "./nats/subjects";
 import { type Operations, startOperations } from "./operations";
@@ -133,6 +134,8 @@ class ServingRuntime implements Runtime {
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
   readonly #commitGroups: CommitGroups;
+  /** Publishes committed jobs and events (outbox) and scheduled jobs. */
+  readonly #publisher: StreamPublisher;
   readonly #isolation: Isolation;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
@@ -155,6 +158,7 @@ class ServingRuntime implements Runtime {
     this.database = database;
     this.nats = nats;
     this.#js = jetstream(nats);
+    this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
     this.#isolation = createIsolation({ logger });
@@ -192,11 +196,16 @@ class ServingRuntime implements Runtime {
     const progress = await openProgressBoard(this.nats, this.logger);
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
-      js: this.#js,
+      js: this.#publisher,
       events: this.events,
       logger: this.logger,
     });
-    this.#scheduler = await startScheduler({ nc: this.nats, js: this.#js, events: this.events, logger: this.logger });
+    this.#scheduler = await startScheduler({
+      nc: this.nats,
+      js: this.#publisher,
+      events: this.events,
+      logger: this.logger,
+    });
     this.#jobDependencies = {
       database: this.database,
       successes: this.#successes,
@@ -452,6 +461,7 @@ class ServingRuntime implements Runtime {
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
     await this.#sealer?.close();
+    this.#publisher.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
     this.#rejections?.close();

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import type { JetStreamClient } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "./define-function";
 import type { RuntimeEmitter } from "./events";
+import type { JetStreamPublisher } from "./nats/stream-publisher";
 import { jobMessage, publishMessage } from "./outbox-message";
 import { dueTimesBetween, MAX_CATCH_UP, type ResolvedSchedule } from "./schedule";
 
@@ -36,7 +36,8 @@ export interface Scheduler {
 /** What the scheduler needs from the runtime. */
 export interface SchedulerOptions {
   nc: NatsConnection;
-  js: JetStreamClient;
+  /** Publishes to JetStream and waits for the stored acknowledgement. */
+  js: JetStreamPublisher;
   events: RuntimeEmitter;
   logger: Logger;
 }

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import type { JetStreamClient } from "@nats-io/jetstream";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
@@ -15,6 +14,7 @@ import { JetfnError, toJetfnError } from "../errors";
 import { isValidFunctionName } from "../function-name";
 import { publishJob } from "./publish-job";
 import { replyError, replyJson, statusFor } from "./reply";
+import type { JetStreamPublisher } from "./stream-publisher";
 import { isValidInvocationId } from "./subjects";
 
 /** Lists dead jobs: request `{"function"?: "...", "limit"?: n}`, reply `{"deadLetters": [...]}`. */
@@ -52,7 +52,8 @@ export interface DropReply {
 /** What the dead-letter API needs from the runtime. */
 export interface DeadLetterApiOptions {
   nc: NatsConnection;
-  js: JetStreamClient;
+  /** Publishes to JetStream and waits for the stored acknowledgement. */
+  js: JetStreamPublisher;
   sql: Sql;
   queueGroup: string;
   logger: Logger;

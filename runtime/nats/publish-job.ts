@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
-import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
+import type { JetStreamPublisher } from "./stream-publisher";
 import { ID_HEADER, isValidInvocationId, jobSubject, RETRY_OF_HEADER } from "./subjects";
 
 /** Options of one job publish. */
@@ -24,7 +25,7 @@ export interface PublishedJob {
 
 /** Publishes a job for `name` and waits for JetStream to store it. */
 export async function publishJob(
-  js: JetStreamClient,
+  js: JetStreamPublisher,
   name: string,
   input: unknown,
   options: PublishJobOptions = {},
