@@ -1,7 +1,11 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import type { CommitGroups } from "./db/commit-groups";
-import { createInvocationTransaction, type FinalStatement } from "./db/invocation-transaction";
+import {
+  createInvocationTransaction,
+  type FinalStatement,
+  type InvocationTransaction,
+} from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
 import { shouldPrepare } from "./db/prepared-statements";
 import type { FunctionContext, ResolvedFunction } from "./define-function";
@@ -65,16 +69,26 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
   const log = invocationLogger(deps.logger, fn.name, invocationId, attempt);
   const event = { fn: fn.name, invocationId, attempt, kind };
   deps.events.emit("invocation:start", event);
-  const transaction = createInvocationTransaction(
-    deps.sql,
-    { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
-    deps.commitGroups,
-  );
+  // Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it.
+  let transaction: InvocationTransaction | undefined;
+  let ended = false;
+  const openTransaction = (): InvocationTransaction => {
+    if (!transaction) {
+      transaction = createInvocationTransaction(
+        deps.sql,
+        { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
+        deps.commitGroups,
+      );
+      // A handler that outlived its invocation gets a closed transaction, as if it had one all along.
+      if (ended) void transaction.rollback();
+    }
+    return transaction;
+  };
   const outbox: OutboxMessage[] = [];
   const deadline = new InvocationDeadline(fn, request.shutdownSignal);
   try {
     const input = parseInput(fn.definition.spec.input, request.input, fn.name);
-    const ctx = createContext(request, () => transaction.db, log, deadline, outbox, deps);
+    const ctx = createContext(request, () => openTransaction().db, log, deadline, outbox, deps);
     const returned = await deadline.race(() => fn.definition.spec.handler(input, ctx), log);
     const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
     const committed = await commitWithOutbox(deps, transaction, request, result, outbox);
@@ -82,10 +96,12 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
     deps.events.emit("invocation:success", { ...event, durationMs });
     return { ok: true, result, durationMs, committed, outbox, log };
   } catch (thrown) {
-    await transaction.rollback();
+    ended = true;
+    await transaction?.rollback();
     const error = toJetfnError(thrown);
     return { ok: false, error, durationMs: performance.now() - started, log };
   } finally {
+    ended = true;
     deadline.stop();
   }
 }
@@ -97,23 +113,23 @@ export async function invoke(deps: InvokeDependencies, request: InvocationReques
  */
 async function commitWithOutbox(
   deps: InvokeDependencies,
-  transaction: ReturnType<typeof createInvocationTransaction>,
+  transaction: InvocationTransaction | undefined,
   request: InvocationRequest,
   result: unknown,
   outbox: OutboxMessage[],
 ): Promise<boolean> {
   const origin = { functionName: request.fn.name, invocationId: request.invocationId };
-  if (!transaction.begun && outbox.length === 0) {
-    await transaction.commit();
+  if (!transaction?.begun && outbox.length === 0) {
+    await transaction?.commit();
     return false;
   }
   const final = request.finalStatement?.(result);
   const statement = outbox.length > 0 ? outboxStatement(outbox, origin, final) : final;
-  if (transaction.begun) {
+  if (transaction?.begun) {
     await transaction.commit(statement, request.whileCommitting);
     return true;
   }
-  await transaction.commit();
+  await transaction?.commit();
   const single = statement as FinalStatement;
   await deps.sql.unsafe(single.text, single.params as never[], { prepare: shouldPrepare(deps.sql, single.text) });
   return true;
