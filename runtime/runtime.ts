@@ -263,6 +263,9 @@ class ServingRuntime implements Runtime {
       healthCheckMs: this.healthCheckMs,
     });
     void this.#refreshPullersOnReconnect();
+    // Ready means serving: the server has every subscription (calls, status, discovery) once a
+    // round trip made after them comes back, so a caller starting now is not told "no responders".
+    await this.nats.flush();
     this.logger.info(
       {
         functions: this.registry.names(),
