@@ -236,9 +236,7 @@ class LaneScheduler implements CommitGroups {
   broken(lane: Lane, error: unknown, answered: boolean): void {
     const members = lane.members;
     lane.members = [];
-    // A connection that broke goes back to the pool only through the driver's own close: released
-    // now, between the socket's error and its close, the pool would hand it to someone else.
-    if (answered && !isConnectionError(error)) lane.connection?.release();
+    if (answered) lane.connection?.release();
     this.#reset(lane);
     for (const member of members) member.reject(new SharedCommitError(members.length, error));
     this.#dispatch();

@@ -2,7 +2,6 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
-import { isConnectionError } from "./client";
 import type { CommitGroups, Seat } from "./commit-groups";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
@@ -99,7 +98,6 @@ class LazyTransaction implements InvocationTransaction {
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
     let answered = false;
-    let failure: unknown;
     try {
       const finalQuery = final
         ? connection.unsafe(final.text, final.params, { prepare: shouldPrepare(this.#sql, final.text) }).execute()
@@ -120,13 +118,9 @@ class LazyTransaction implements InvocationTransaction {
           "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
         );
       }
-    } catch (error) {
-      failure = error;
-      throw error;
     } finally {
-      // A connection that never answered may be dead without the driver knowing, and one that
-      // broke must reach the pool only through the driver's own close: never hand either back.
-      if (answered && !isConnectionError(failure)) connection.release();
+      // A connection that never answered may be dead without the driver knowing: never reuse it.
+      if (answered) connection.release();
     }
   }
 
@@ -143,7 +137,7 @@ class LazyTransaction implements InvocationTransaction {
       "ROLLBACK",
     ).then(
       () => true,
-      (error: unknown) => !isConnectionError(error) && (error as JetfnError).code !== "E_DATABASE_UNAVAILABLE",
+      (error: unknown) => (error as JetfnError).code !== "E_DATABASE_UNAVAILABLE",
     );
     if (answered) connection.release();
   }
