@@ -2,43 +2,40 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, FIXTURE_FUNCTIONS } from "../helpers/environment";
 import {
-  createFaultCluster,
   enqueueAcknowledged,
   type FaultCluster,
   jobOutcome,
   keepCalling,
   report,
+  useFaultCluster,
 } from "./support/fault-cluster";
 
 // The misbehaving handlers of bad-handlers.test.ts, with `isolation: "thread"`: each runs in a
 // worker thread of one of two `jetfn start` processes while a caller keeps calling `add` (not
 // isolated) every 100ms. The test still acts as a supervisor; no runtime should need it.
 
-let cluster: FaultCluster;
+const cluster = useFaultCluster({
+  JETFN_MAX_ACK_WAIT: "2s",
+  JETFN_FUNCTIONS: path.resolve(FIXTURE_FUNCTIONS, "../isolated-functions"),
+});
 let supervisor: ReturnType<FaultCluster["supervise"]>;
 
-beforeAll(async () => {
-  cluster = await createFaultCluster({
-    JETFN_MAX_ACK_WAIT: "2s",
-    JETFN_FUNCTIONS: path.resolve(FIXTURE_FUNCTIONS, "../isolated-functions"),
-  });
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-  supervisor = cluster.supervise();
-}, 120_000);
+beforeAll(() => {
+  supervisor = cluster().supervise();
+});
 
 afterAll(async () => {
   await supervisor?.stop();
-  await cluster?.close();
-}, 60_000);
+});
 
 async function enqueueOne(fn: string, input: unknown): Promise<string> {
-  const { ids } = await enqueueAcknowledged(cluster.js, fn, 1, () => input);
+  const { ids } = await enqueueAcknowledged(cluster().js, fn, 1, () => input);
   return ids[0] as string;
 }
 
 async function waitForEnd(id: string, timeoutMs = 60_000) {
   return eventually(async () => {
-    const outcome = await jobOutcome(cluster.env, id);
+    const outcome = await jobOutcome(cluster().env, id);
     return outcome && (outcome.status === "dead" || outcome.status === "succeeded") ? outcome : undefined;
   }, timeoutMs);
 }
@@ -46,7 +43,7 @@ async function waitForEnd(id: string, timeoutMs = 60_000) {
 /** Runs one misbehaving job while `add` is called; reports and returns the outcome. */
 async function scenario(name: string, fn: string, input: unknown) {
   const before = supervisor.restarts;
-  const calls = keepCalling(cluster.nc);
+  const calls = keepCalling(cluster().nc);
   const started = Date.now();
   const outcome = await waitForEnd(await enqueueOne(fn, input));
   const ms = Date.now() - started;
@@ -77,7 +74,7 @@ describe('misbehaving handlers with isolation: "thread"', () => {
       {},
     );
     await eventually(() =>
-      cluster.runtimes.some((runtime) =>
+      cluster().runtimes.some((runtime) =>
         runtime
           .output()
           .split("\n")

@@ -2,51 +2,48 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../helpers/environment";
 import {
   cpuTicks,
-  createFaultCluster,
   enqueueAcknowledged,
   type FaultCluster,
   jobOutcome,
   keepCalling,
   report,
+  useFaultCluster,
 } from "./support/fault-cluster";
 
 // Handlers that misbehave, each run by one of two `jetfn start` processes while a caller keeps
 // calling another function (`add`) every 100ms. The test restarts runtimes that die, as a process
 // supervisor would; for the CPU burner it is also the liveness probe that kills the stuck process.
 
-let cluster: FaultCluster;
+const cluster = useFaultCluster({ JETFN_MAX_ACK_WAIT: "2s" });
 let supervisor: ReturnType<FaultCluster["supervise"]>;
 
-beforeAll(async () => {
-  cluster = await createFaultCluster({ JETFN_MAX_ACK_WAIT: "2s" });
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-  supervisor = cluster.supervise();
-}, 120_000);
+beforeAll(() => {
+  supervisor = cluster().supervise();
+});
 
 afterAll(async () => {
   await supervisor?.stop();
-  await cluster?.close();
-}, 60_000);
+});
 
 function isAlive(runtime: FaultCluster["runtimes"][number]): boolean {
   return runtime.child.exitCode === null && runtime.child.signalCode === null;
 }
 
 async function enqueueOne(fn: string, input: unknown): Promise<string> {
-  const { ids } = await enqueueAcknowledged(cluster.js, fn, 1, () => input);
+  const { ids } = await enqueueAcknowledged(cluster().js, fn, 1, () => input);
   return ids[0] as string;
 }
 
 async function waitForEnd(id: string, timeoutMs = 60_000) {
   return eventually(async () => {
-    const outcome = await jobOutcome(cluster.env, id);
+    const outcome = await jobOutcome(cluster().env, id);
     return outcome && (outcome.status === "dead" || outcome.status === "succeeded") ? outcome : undefined;
   }, timeoutMs);
 }
 
 describe("misbehaving handlers", () => {
   it("a handler that hangs forever times out on each attempt and ends dead; calls keep working", async () => {
-    const calls = keepCalling(cluster.nc);
+    const calls = keepCalling(cluster().nc);
     const started = Date.now();
     const id = await enqueueOne("fault-hang", {});
     const outcome = await waitForEnd(id);
@@ -64,10 +61,10 @@ describe("misbehaving handlers", () => {
   }, 90_000);
 
   it("a leaked rejected promise is logged; the runtime survives and the job's result stands", async () => {
-    const calls = keepCalling(cluster.nc);
+    const calls = keepCalling(cluster().nc);
     const id = await enqueueOne("fault-leak-rejection", {});
     const outcome = await waitForEnd(id);
-    await eventually(() => cluster.runtimes.some((runtime) => runtime.output().includes("nobody handled it")));
+    await eventually(() => cluster().runtimes.some((runtime) => runtime.output().includes("nobody handled it")));
     const counted = await calls.stop();
     report("leaked-rejection", { status: outcome.status, calls: counted, restarts: supervisor.restarts });
     expect(outcome.status).toBe("succeeded");
@@ -77,11 +74,11 @@ describe("misbehaving handlers", () => {
 
   it("process.exit in a handler ends that runtime; the spare delivery declares the job dead", async () => {
     const before = supervisor.restarts;
-    const calls = keepCalling(cluster.nc);
+    const calls = keepCalling(cluster().nc);
     const started = Date.now();
     const id = await enqueueOne("fault-exit", {});
     const outcome = await waitForEnd(id);
-    await eventually(() => cluster.runtimes.every(isAlive), 60_000);
+    await eventually(() => cluster().runtimes.every(isAlive), 60_000);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const counted = await calls.stop();
     report("process-exit", {
@@ -97,13 +94,13 @@ describe("misbehaving handlers", () => {
 
   it("a CPU-burning loop blocks its runtime until killed; the spare delivery declares the job dead", async () => {
     const before = supervisor.restarts;
-    const calls = keepCalling(cluster.nc);
+    const calls = keepCalling(cluster().nc);
     const started = Date.now();
     const id = await enqueueOne("fault-cpu", {});
     // Find the runtime whose event loop is stuck: it burns a whole core.
     const stuck = await eventually(async () => {
       const busy = await Promise.all(
-        cluster.runtimes.map(async (runtime) => {
+        cluster().runtimes.map(async (runtime) => {
           const pid = runtime.child.pid as number;
           const first = await cpuTicks(pid);
           await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -120,7 +117,7 @@ describe("misbehaving handlers", () => {
     const stillSpinning = isAlive(stuck);
     process.kill(stuck.child.pid as number, "SIGKILL");
     await stuck.stop();
-    await eventually(() => supervisor.restarts > before && cluster.runtimes.every(isAlive), 60_000);
+    await eventually(() => supervisor.restarts > before && cluster().runtimes.every(isAlive), 60_000);
     const counted = await calls.stop();
     report("cpu-loop", {
       status: outcome.status,
@@ -136,7 +133,7 @@ describe("misbehaving handlers", () => {
   }, 90_000);
 
   it("a bounded CPU burn longer than the timeout delays everything on its runtime", async () => {
-    const calls = keepCalling(cluster.nc);
+    const calls = keepCalling(cluster().nc);
     const id = await enqueueOne("fault-cpu", { ms: 2_000 });
     const outcome = await waitForEnd(id);
     await new Promise((resolve) => setTimeout(resolve, 500));

@@ -1,12 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   countApplied,
   countRedelivered,
-  createFaultCluster,
   enqueueAcknowledged,
-  type FaultCluster,
   report,
   scale,
+  useFaultCluster,
   waitForSucceeded,
 } from "./support/fault-cluster";
 
@@ -14,35 +13,26 @@ import {
 // row; the killed one is started again. Every acknowledged enqueue must be applied exactly once.
 const JOBS = scale(10_000, 1_000);
 
-let cluster: FaultCluster;
-
-beforeAll(async () => {
-  cluster = await createFaultCluster();
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.close();
-}, 60_000);
+const cluster = useFaultCluster();
 
 describe("kill -9 of a runtime mid-run", () => {
   it(
     `applies each of ${JOBS} acknowledged jobs exactly once`,
     async () => {
       const started = Date.now();
-      const { ids, retried } = await enqueueAcknowledged(cluster.js, "fault-insert", JOBS, (n) => ({ n }));
+      const { ids, retried } = await enqueueAcknowledged(cluster().js, "fault-insert", JOBS, (n) => ({ n }));
       // Let both runtimes get going, then kill one while it holds jobs (some committed, not yet acked).
-      await waitForSucceeded(cluster.env, Math.floor(JOBS / 4), 120_000);
-      const killedPid = cluster.runtimes[0]?.child.pid;
-      await cluster.killAndRestart(0);
-      const succeeded = await waitForSucceeded(cluster.env, JOBS, scale(600_000, 150_000));
-      const counts = await countApplied(cluster.env, ids);
+      await waitForSucceeded(cluster().env, Math.floor(JOBS / 4), 120_000);
+      const killedPid = cluster().runtimes[0]?.child.pid;
+      await cluster().killAndRestart(0);
+      const succeeded = await waitForSucceeded(cluster().env, JOBS, scale(600_000, 150_000));
+      const counts = await countApplied(cluster().env, ids);
       report("kill-9", {
         enqueued: ids.length,
         publishRetries: retried,
         killedPid,
         ...counts,
-        redelivered: await countRedelivered(cluster.env),
+        redelivered: await countRedelivered(cluster().env),
         durationMs: Date.now() - started,
       });
       expect(succeeded).toBe(JOBS);

@@ -1,13 +1,12 @@
 import { readFile } from "node:fs/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   countApplied,
-  createFaultCluster,
   enqueueAcknowledged,
-  type FaultCluster,
   report,
   scale,
+  useFaultCluster,
   waitForSucceeded,
 } from "./support/fault-cluster";
 
@@ -18,16 +17,7 @@ const JOBS_PER_SECOND = scale(200, 100);
 const CALLERS = 4;
 const SAMPLE_MS = 2_000;
 
-let cluster: FaultCluster;
-
-beforeAll(async () => {
-  cluster = await createFaultCluster();
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.close();
-}, 60_000);
+const cluster = useFaultCluster();
 
 async function rssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
@@ -51,8 +41,8 @@ describe("sustained mixed load", () => {
         while (Date.now() < until) {
           const begin = performance.now();
           try {
-            if (index % 2 === 0) await cluster.nc.request("fn.call.add", '{"a":1,"b":2}', { timeout: 5_000 });
-            else await cluster.nc.request("fn.call.echo", '{"value":{"k":[1,2,3]}}', { timeout: 5_000 });
+            if (index % 2 === 0) await cluster().nc.request("fn.call.add", '{"a":1,"b":2}', { timeout: 5_000 });
+            else await cluster().nc.request("fn.call.echo", '{"value":{"k":[1,2,3]}}', { timeout: 5_000 });
             latencies.push({ at: Date.now() - started, ms: performance.now() - begin });
           } catch {
             callFailures++;
@@ -64,7 +54,7 @@ describe("sustained mixed load", () => {
         let second = 0;
         while (Date.now() < until) {
           const tick = Date.now();
-          const batch = await enqueueAcknowledged(cluster.js, "fault-insert", JOBS_PER_SECOND, (n) => ({
+          const batch = await enqueueAcknowledged(cluster().js, "fault-insert", JOBS_PER_SECOND, (n) => ({
             n: second * JOBS_PER_SECOND + n,
           }));
           ids.push(...batch.ids);
@@ -72,7 +62,7 @@ describe("sustained mixed load", () => {
           await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1_000 - (Date.now() - tick))));
         }
       };
-      const manager = await jetstreamManager(cluster.nc);
+      const manager = await jetstreamManager(cluster().nc);
       const samples: { at: number; rssMb: number[]; inFlight: number; backlog: number }[] = [];
       const sampler = async (): Promise<void> => {
         while (Date.now() < until) {
@@ -80,15 +70,15 @@ describe("sustained mixed load", () => {
           const info = await manager.consumers.info("JETFN_JOBS", "fault-insert");
           samples.push({
             at: Date.now() - started,
-            rssMb: await Promise.all(cluster.runtimes.map((runtime) => rssMb(runtime.child.pid as number))),
+            rssMb: await Promise.all(cluster().runtimes.map((runtime) => rssMb(runtime.child.pid as number))),
             inFlight: info.num_ack_pending,
             backlog: info.num_pending,
           });
         }
       };
       await Promise.all([...Array.from({ length: CALLERS }, (_, index) => caller(index)), producer(), sampler()]);
-      const drained = await waitForSucceeded(cluster.env, ids.length, 120_000);
-      const counts = await countApplied(cluster.env, ids);
+      const drained = await waitForSucceeded(cluster().env, ids.length, 120_000);
+      const counts = await countApplied(cluster().env, ids);
       const half = DURATION_MS / 2;
       const firstHalf = latencies.filter((sample) => sample.at < half).map((sample) => sample.ms);
       const secondHalf = latencies.filter((sample) => sample.at >= half).map((sample) => sample.ms);

@@ -1,12 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   countApplied,
   countRedelivered,
-  createFaultCluster,
   enqueueAcknowledged,
-  type FaultCluster,
   report,
   scale,
+  useFaultCluster,
   waitForSucceeded,
 } from "./support/fault-cluster";
 
@@ -14,16 +13,7 @@ import {
 // work and a publisher keeps enqueueing. Nothing restarts the runtimes: they must reconnect alone.
 const JOBS = scale(10_000, 1_000);
 
-let cluster: FaultCluster;
-
-beforeAll(async () => {
-  cluster = await createFaultCluster();
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.close();
-}, 60_000);
+const cluster = useFaultCluster();
 
 describe("nats-server restarted mid-run", () => {
   it(
@@ -31,28 +21,28 @@ describe("nats-server restarted mid-run", () => {
     async () => {
       const started = Date.now();
       // Publish in two halves; the server restarts while the second half is being published.
-      const first = await enqueueAcknowledged(cluster.js, "fault-insert", JOBS / 2, (n) => ({ n }));
-      await waitForSucceeded(cluster.env, Math.floor(JOBS / 4), 120_000);
-      const second = enqueueAcknowledged(cluster.js, "fault-insert", JOBS / 2, (n) => ({ n: JOBS / 2 + n }));
+      const first = await enqueueAcknowledged(cluster().js, "fault-insert", JOBS / 2, (n) => ({ n }));
+      await waitForSucceeded(cluster().env, Math.floor(JOBS / 4), 120_000);
+      const second = enqueueAcknowledged(cluster().js, "fault-insert", JOBS / 2, (n) => ({ n: JOBS / 2 + n }));
       const restartStarted = Date.now();
-      await cluster.env.nats.restart();
+      await cluster().env.nats.restart();
       const restartMs = Date.now() - restartStarted;
       const { ids: later, retried } = await second;
       const ids = [...first.ids, ...later];
-      const succeeded = await waitForSucceeded(cluster.env, JOBS, scale(600_000, 150_000));
-      const counts = await countApplied(cluster.env, ids);
-      const reconnected = cluster.runtimes.map((runtime) => runtime.output().includes("Reconnected to NATS"));
+      const succeeded = await waitForSucceeded(cluster().env, JOBS, scale(600_000, 150_000));
+      const counts = await countApplied(cluster().env, ids);
+      const reconnected = cluster().runtimes.map((runtime) => runtime.output().includes("Reconnected to NATS"));
       report("nats-restart", {
         enqueued: ids.length,
         publishRetries: first.retried + retried,
         restartMs,
         reconnected,
         ...counts,
-        redelivered: await countRedelivered(cluster.env),
+        redelivered: await countRedelivered(cluster().env),
         durationMs: Date.now() - started,
       });
       expect(reconnected).toEqual([true, true]);
-      expect(cluster.runtimes.every((runtime) => runtime.child.exitCode === null)).toBe(true);
+      expect(cluster().runtimes.every((runtime) => runtime.child.exitCode === null)).toBe(true);
       expect(succeeded).toBe(JOBS);
       expect(counts).toMatchObject({ succeeded: JOBS, rows: JOBS, duplicated: 0, lost: 0, auditRows: JOBS });
     },

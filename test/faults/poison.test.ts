@@ -1,37 +1,21 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { eventually } from "../helpers/environment";
-import {
-  createFaultCluster,
-  enqueueAcknowledged,
-  type FaultCluster,
-  jobOutcome,
-  report,
-  scale,
-} from "./support/fault-cluster";
+import { enqueueAcknowledged, jobOutcome, report, scale, useFaultCluster } from "./support/fault-cluster";
 
 // A poison message (every attempt throws) against two `jetfn start` processes: exactly the configured
 // attempts (fault-poison: 3, backoff 400ms then 800ms), spaced by the backoff, then dead.
 const JOBS = scale(20, 3);
 
-let cluster: FaultCluster;
-
-beforeAll(async () => {
-  cluster = await createFaultCluster();
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.close();
-}, 60_000);
+const cluster = useFaultCluster();
 
 describe("a poison message", () => {
   it("is tried exactly the configured number of times, spaced by the backoff, then dead", async () => {
-    const { ids } = await enqueueAcknowledged(cluster.js, "fault-poison", JOBS, (n) => ({ tag: `p${n}` }));
+    const { ids } = await enqueueAcknowledged(cluster().js, "fault-poison", JOBS, (n) => ({ tag: `p${n}` }));
     const gaps: number[][] = [];
     for (const id of ids) {
       const outcome = await eventually(async () => {
-        const found = await jobOutcome(cluster.env, id);
+        const found = await jobOutcome(cluster().env, id);
         return found?.status === "dead" ? found : undefined;
       }, 30_000);
       expect(outcome).toMatchObject({ status: "dead", code: "E_HANDLER_FAILED", attempts: 3 });
@@ -43,7 +27,7 @@ describe("a poison message", () => {
       const times = outcome.errors.map((error) => Date.parse(error.at));
       gaps.push([(times[1] as number) - (times[0] as number), (times[2] as number) - (times[1] as number)]);
     }
-    const manager = await jetstreamManager(cluster.nc);
+    const manager = await jetstreamManager(cluster().nc);
     // No fourth delivery: the consumer has nothing pending or unacknowledged.
     const info = await eventually(async () => {
       const found = await manager.consumers.info("JETFN_JOBS", "fault-poison");

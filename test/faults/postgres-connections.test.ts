@@ -1,12 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   countApplied,
   countRedelivered,
-  createFaultCluster,
   enqueueAcknowledged,
-  type FaultCluster,
   report,
   scale,
+  useFaultCluster,
   waitForSucceeded,
 } from "./support/fault-cluster";
 
@@ -15,20 +14,11 @@ import {
 const JOBS = scale(10_000, 1_000);
 const ROUNDS = scale(10, 3);
 
-let cluster: FaultCluster;
-
-beforeAll(async () => {
-  cluster = await createFaultCluster();
-  await Promise.all([cluster.spawnRuntime(), cluster.spawnRuntime()]);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.close();
-}, 60_000);
+const cluster = useFaultCluster();
 
 /** Terminates every `jetfn` connection to this test's database; returns how many. */
 async function terminateRuntimeConnections(): Promise<number> {
-  const rows = await cluster.env.database.sql<{ terminated: boolean }[]>`
+  const rows = await cluster().env.database.sql<{ terminated: boolean }[]>`
     select pg_terminate_backend(pid) as terminated from pg_stat_activity
     where datname = current_database() and application_name = 'jetfn' and pid <> pg_backend_pid()`;
   return rows.filter((row) => row.terminated).length;
@@ -44,18 +34,18 @@ describe("Postgres connections killed mid-run", () => {
       // used after the close), but a rare crash remains: restart crashed runtimes as a supervisor
       // would, and count them. What must hold is exactly-once, below.
       const exited: string[] = [];
-      const supervisor = cluster.supervise();
-      const { ids, retried } = await enqueueAcknowledged(cluster.js, "fault-insert", JOBS, (n) => ({ n }));
+      const supervisor = cluster().supervise();
+      const { ids, retried } = await enqueueAcknowledged(cluster().js, "fault-insert", JOBS, (n) => ({ n }));
       let terminated = 0;
       for (let round = 1; round <= ROUNDS; round++) {
-        await waitForSucceeded(cluster.env, Math.floor((JOBS * round) / (ROUNDS + 2)), 120_000);
+        await waitForSucceeded(cluster().env, Math.floor((JOBS * round) / (ROUNDS + 2)), 120_000);
         terminated += await terminateRuntimeConnections();
       }
-      const succeeded = await waitForSucceeded(cluster.env, JOBS, scale(600_000, 150_000));
+      const succeeded = await waitForSucceeded(cluster().env, JOBS, scale(600_000, 150_000));
       await supervisor.stop();
-      for (const runtime of cluster.runtimes) if (runtime.child.exitCode !== null) exited.push(runtime.output());
-      const counts = await countApplied(cluster.env, ids);
-      const [dead] = await cluster.env.database.sql<{ dead: number }[]>`
+      for (const runtime of cluster().runtimes) if (runtime.child.exitCode !== null) exited.push(runtime.output());
+      const counts = await countApplied(cluster().env, ids);
+      const [dead] = await cluster().env.database.sql<{ dead: number }[]>`
         select count(*)::int as dead from jetfn.invocations where function = 'fault-insert' and status <> 'succeeded'`;
       report("pg-terminate", {
         enqueued: ids.length,
@@ -65,7 +55,7 @@ describe("Postgres connections killed mid-run", () => {
         runtimeCrashesRestarted: supervisor.restarts,
         ...counts,
         notSucceeded: dead?.dead,
-        redelivered: await countRedelivered(cluster.env),
+        redelivered: await countRedelivered(cluster().env),
         durationMs: Date.now() - started,
       });
       expect(terminated).toBeGreaterThan(0);

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll } from "vitest";
 import { type CliProcess, spawnCli } from "../../helpers/cli";
 import { createTestEnvironment, FIXTURE_FUNCTIONS, type TestEnvironment } from "../../helpers/environment";
 
@@ -34,6 +35,23 @@ export interface FaultCluster {
 }
 
 /** Starts the environment and creates `fault_rows`, the one table the fault fixtures write. */
+/**
+ * For a test file: a fault cluster with two `jetfn start` runtimes, made before the file's tests and
+ * closed after them. Returns a getter, valid once the tests run.
+ */
+export function useFaultCluster(extraEnv: NodeJS.ProcessEnv = {}): () => FaultCluster {
+  let cluster: FaultCluster | undefined;
+  beforeAll(async () => {
+    cluster = await createFaultCluster(extraEnv);
+    const started = cluster;
+    await Promise.all([started.spawnRuntime(), started.spawnRuntime()]);
+  }, 120_000);
+  afterAll(async () => {
+    await cluster?.close();
+  }, 60_000);
+  return () => cluster as FaultCluster;
+}
+
 export async function createFaultCluster(extraEnv: NodeJS.ProcessEnv = {}): Promise<FaultCluster> {
   const env = await createTestEnvironment();
   await env.database.sql`
