@@ -3,7 +3,6 @@ import type { Sql } from "postgres";
 import { type InvocationStatus, invocations } from "../../schema/jetfn";
 import type { DatabaseClient } from "./client";
 import type { FinalStatement } from "./invocation-transaction";
-import { PREPARED } from "./prepared-statements";
 import { storableJson } from "./storable-json";
 
 /** What every job record carries. */
@@ -102,22 +101,18 @@ export async function recordFailure(
   status: "failed" | "dead",
   error: StoredError,
 ): Promise<boolean> {
-  const rows = await sql.unsafe(
-    FAILURE_SQL,
-    [
-      record.id,
-      record.fn,
-      status,
-      record.attempt,
-      storableJson(record.input),
-      storableJson(error),
-      record.enqueuedAt,
-      record.startedAt,
-      record.streamSeq,
-      record.retryOf ?? null,
-    ] as never[],
-    PREPARED,
-  );
+  const rows = await sql.unsafe(FAILURE_SQL, [
+    record.id,
+    record.fn,
+    status,
+    record.attempt,
+    storableJson(record.input),
+    storableJson(error),
+    record.enqueuedAt,
+    record.startedAt,
+    record.streamSeq,
+    record.retryOf ?? null,
+  ] as never[]);
   return rows.length > 0;
 }
 
@@ -168,11 +163,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
     const unique = new Map<string, PendingSuccess>();
     for (const entry of batch) if (!unique.has(entry.id)) unique.set(entry.id, entry);
     try {
-      const rows = await sql.unsafe(
-        SUCCESS_BATCH_SQL,
-        [`[${[...unique.values()].map((e) => e.json).join(",")}]`],
-        PREPARED,
-      );
+      const rows = await sql.unsafe(SUCCESS_BATCH_SQL, [`[${[...unique.values()].map((e) => e.json).join(",")}]`]);
       const applied = new Set(rows.map((row) => row.id as string));
       for (const entry of batch) {
         const won = applied.has(entry.id) && unique.get(entry.id) === entry;

@@ -3,7 +3,6 @@ import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import type { CommitGroups, Seat } from "./commit-groups";
-import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
@@ -99,9 +98,7 @@ class LazyTransaction implements InvocationTransaction {
     this.#connection = undefined;
     let answered = false;
     try {
-      const finalQuery = final
-        ? connection.unsafe(final.text, final.params, { prepare: shouldPrepare(this.#sql, final.text) }).execute()
-        : Promise.resolve();
+      const finalQuery = final ? connection.unsafe(final.text, final.params as never[]).execute() : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
       const [setup, finalResult, commitResult] = await withinDeadline(
         Promise.allSettled([this.#setup, finalQuery, commitQuery]),
@@ -145,8 +142,7 @@ class LazyTransaction implements InvocationTransaction {
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
     return new LazyQuery(async (mode) => {
       const connection = await this.#open();
-      const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
-      const query = connection.unsafe(text, params, { ...options, prepare });
+      const query = connection.unsafe(text, params as never[], options);
       return mode === "values" ? await query.values() : await query;
     });
   }
@@ -174,7 +170,7 @@ class LazyTransaction implements InvocationTransaction {
       ? connection.unsafe(together).execute()
       : Promise.all([
           connection.unsafe("begin").execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp), PREPARED).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[]).execute(),
         ]);
     this.#setup.catch(() => undefined);
     return connection;

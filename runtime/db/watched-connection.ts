@@ -30,7 +30,7 @@ export class WatchedConnection {
   }
 
   /** Sends a statement (pipelined behind earlier ones); it fails at once if the connection is gone. */
-  unsafe(text: string, params: readonly unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
+  unsafe(text: string, params: unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
     if (this.#closed) return refused();
     // The first statement brings the driver's connection object, to be told when it closes (the
     // same hook postgres.js's own sql.begin() uses).
