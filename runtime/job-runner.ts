@@ -3,7 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
-import { type CommitGroups, isSharedCommitFailure } from "./db/commit-groups";
+import type { CommitGroups } from "./db/commit-groups";
 import {
   completionStatement,
   FENCED_OUT_CODE,
@@ -13,6 +13,7 @@ import {
   type StoredError,
   type SuccessRecorder,
 } from "./db/invocation-store";
+import { isSharedCommitFailure } from "./db/shared-commit-error";
 import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";

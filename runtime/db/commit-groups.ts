@@ -1,6 +1,7 @@
-import type { Sql } from "postgres";
-import { JetfnError } from "../errors";
-import { isConnectionError } from "./client";
+import type { PendingQuery, Row, Sql } from "postgres";
+import type { JetfnError } from "../errors";
+import { type LaneOwner, LaneSeat } from "./lane-seat";
+import { SharedCommitError } from "./shared-commit-error";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
@@ -24,6 +25,12 @@ import { WatchedConnection } from "./watched-connection";
  * nest, so two jobs cannot interleave in one transaction). When a job finishes and another is
  * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits at once, so
  * an idle runtime adds no latency.
+ *
+ * The lane does not wait for a cleanly finished job's final record and savepoint release: they are
+ * sent without waiting, and travel in one write with the next job's savepoint, stamp and first
+ * query, so a job costs one round trip. Should one of those statements fail after all (the fence,
+ * or a statement the job never awaited), Postgres refuses everything after it, the lane rolls the
+ * whole transaction back, and each member runs again alone ({@link SharedCommitError}).
  */
 export interface CommitGroups {
   /** Waits for a lane and opens the job's savepoint on it (sent together with its first query). */
@@ -34,9 +41,8 @@ export interface CommitGroups {
 
 /** One job's savepoint on a lane. */
 export interface Seat {
-  readonly connection: WatchedConnection;
-  /** Settles once the savepoint and the stamp have run. */
-  readonly setup: Promise<unknown>;
+  /** Runs one of the job's statements on the lane. */
+  query(text: string, params: unknown[], options: { prepare?: boolean } | undefined, mode: QueryMode): Promise<unknown>;
   /**
    * Runs `final` and releases the savepoint, then resolves once the group has committed.
    * `released` is called in between: the job's own work is done, only the COMMIT is pending.
@@ -45,6 +51,9 @@ export interface Seat {
   /** Undoes the job's writes and hands the lane on. */
   rollback(): Promise<void>;
 }
+
+/** How a query's rows come back: as objects, or as arrays of values. */
+export type QueryMode = "rows" | "values";
 
 export interface CommitGroupOptions {
   /** Connections carrying shared transactions. */
@@ -59,27 +68,6 @@ export interface CommitGroupOptions {
    * has members waiting to commit, so quick jobs are not held back by slow ones. @default 20
    */
   maxSharedHoldMs?: number;
-}
-
-/** Thrown to every job of a group whose COMMIT failed: each runs again, in a transaction of its own. */
-export class SharedCommitError extends JetfnError {
-  readonly sharedCommitFailed = true;
-
-  constructor(members: number, cause: unknown) {
-    super(
-      "E_DATABASE_UNAVAILABLE",
-      `the transaction this job shared with ${members - 1} other(s) did not commit: ${(cause as Error)?.message ?? cause}`,
-      { cause },
-    );
-  }
-}
-
-/** True when an error (or its cause) says a shared COMMIT failed. */
-export function isSharedCommitFailure(error: unknown): boolean {
-  return (
-    (error as { sharedCommitFailed?: unknown } | undefined)?.sharedCommitFailed === true ||
-    (error as { cause?: { sharedCommitFailed?: unknown } } | undefined)?.cause?.sharedCommitFailed === true
-  );
 }
 
 export function createCommitGroups(sql: Sql, options: CommitGroupOptions): CommitGroups {
@@ -97,7 +85,8 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
-class Lane {
+/** One connection carrying shared transactions, and the state of the one open on it. */
+export class Lane {
   connection: WatchedConnection | undefined;
   /** A transaction is open on the connection. */
   open = false;
@@ -105,14 +94,16 @@ class Lane {
   busy = false;
   members: Member[] = [];
   savepoints = 0;
+  /** The previous job's savepoint, released by the next statement sent (it need not be waited for). */
+  pendingRelease: string | undefined;
+  /** A statement sent without waiting failed: the open transaction can only be rolled back. */
+  failure: unknown;
 }
 
 /** Weight of the newest hold time in a function's running average. */
 const HOLD_AVERAGE_WEIGHT = 0.2;
-/** The code Postgres answers with inside a transaction an earlier statement already failed. */
-const IN_FAILED_TRANSACTION = "25P02";
 
-class LaneScheduler implements CommitGroups {
+class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #sql: Sql;
   readonly #lanes: Lane[];
   readonly #maxMembers: number;
@@ -136,7 +127,7 @@ class LaneScheduler implements CommitGroups {
   }
 
   async close(): Promise<void> {
-    while (this.#lanes.some((lane) => lane.busy || lane.members.length > 0) || this.#waiting.length > 0) {
+    while (this.#lanes.some((lane) => lane.busy || lane.open) || this.#waiting.length > 0) {
       await new Promise<void>((resolve) => {
         this.#idle = resolve;
       });
@@ -147,21 +138,24 @@ class LaneScheduler implements CommitGroups {
     }
   }
 
-  /** Gives free lanes to waiting jobs, and commits lanes nobody is waiting for. */
+  /** Gives free lanes to waiting jobs, and ends the transactions of lanes nobody is waiting for. */
   #dispatch(): void {
     for (const lane of this.#lanes) {
       if (lane.busy) continue;
       const next = this.#waiting[0];
-      const mustCommitFirst =
-        lane.members.length > 0 &&
-        (next === undefined || lane.members.length >= this.#maxMembers || this.#isSlow(next.stamp.functionName));
-      if (mustCommitFirst) void this.#commit(lane);
+      const mustEndFirst =
+        lane.open &&
+        (next === undefined ||
+          lane.failure !== undefined ||
+          lane.savepoints >= this.#maxMembers ||
+          (lane.members.length > 0 && this.#isSlow(next.stamp.functionName)));
+      if (mustEndFirst) void this.#end(lane);
       else if (next) {
         this.#waiting.shift();
         void this.#grant(lane, next);
       }
     }
-    if (this.#idle && this.#lanes.every((lane) => !lane.busy && lane.members.length === 0)) {
+    if (this.#idle && this.#lanes.every((lane) => !lane.busy && !lane.open)) {
       const idle = this.#idle;
       this.#idle = undefined;
       idle();
@@ -194,10 +188,12 @@ class LaneScheduler implements CommitGroups {
     // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
     // earlier jobs of this transaction set, so each job starts from the session's settings.
     const opening = [
+      ...(lane.pendingRelease ? [`release savepoint ${lane.pendingRelease}`] : []),
       ...(lane.open ? [] : ["begin"]),
       `savepoint ${savepoint}`,
       ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
     ].join("; ");
+    lane.pendingRelease = undefined;
     lane.open = true;
     const together = openingWithStamp(opening, waiter.stamp);
     const setup = together
@@ -206,22 +202,30 @@ class LaneScheduler implements CommitGroups {
           connection.unsafe(opening).execute(),
           connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[]).execute(),
         ]);
-    setup.catch(() => undefined);
-    waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp.functionName));
+    waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp));
+  }
+
+  /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
+  pipeline(lane: Lane, query: PendingQuery<Row[]>): void {
+    query.execute().catch((error: unknown) => {
+      lane.failure ??= error;
+    });
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
-  joinGroup(lane: Lane, functionName: string, heldMs: number): Promise<void> {
-    this.#held(functionName, heldMs);
+  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void> {
     const committed = new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
-    lane.busy = false;
-    this.#dispatch();
+    this.leave(lane, savepoint, functionName, heldMs);
     return committed;
   }
 
-  /** A seat rolled back to its savepoint: the lane moves on, its group unharmed. */
-  leave(lane: Lane, functionName: string, heldMs: number): void {
+  /**
+   * A seat is done with the lane (its savepoint kept or rolled back): the lane moves on. The
+   * savepoint, unless already released, is released by the next statement the lane sends.
+   */
+  leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void {
     this.#held(functionName, heldMs);
+    lane.pendingRelease = savepoint;
     lane.busy = false;
     this.#dispatch();
   }
@@ -230,10 +234,25 @@ class LaneScheduler implements CommitGroups {
   broken(lane: Lane, error: unknown, answered: boolean): void {
     const members = lane.members;
     lane.members = [];
-    if (answered) lane.connection?.release();
+    const connection = lane.connection;
     this.#reset(lane);
+    if (connection && answered) void this.#discard(connection);
     for (const member of members) member.reject(new SharedCommitError(members.length, error));
     this.#dispatch();
+  }
+
+  /** Rolls back whatever a broken lane left open, then gives the connection back to the pool. */
+  async #discard(connection: WatchedConnection): Promise<void> {
+    if (connection.closed) return;
+    const answered = await withinDeadline(
+      connection.unsafe("rollback").execute(),
+      ROLLBACK_DEADLINE_MS,
+      "ROLLBACK",
+    ).then(
+      () => true,
+      (error: unknown) => !isUnanswered(error),
+    );
+    if (answered) connection.release();
   }
 
   /** Forgets the lane's connection and whatever transaction it had open. */
@@ -242,123 +261,57 @@ class LaneScheduler implements CommitGroups {
     lane.open = false;
     lane.savepoints = 0;
     lane.busy = false;
+    lane.pendingRelease = undefined;
+    lane.failure = undefined;
   }
 
-  async #commit(lane: Lane): Promise<void> {
+  /** Commits the lane's group (or rolls back a transaction with nothing to keep, or doomed). */
+  async #end(lane: Lane): Promise<void> {
     lane.busy = true;
     const members = lane.members;
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
+    const keep = members.length > 0 && lane.failure === undefined;
     let answered = false;
     try {
-      const result = await withinDeadline(connection.unsafe("commit").execute(), COMMIT_DEADLINE_MS, "COMMIT");
+      const result = await withinDeadline(
+        connection.unsafe(keep ? "commit" : "rollback").execute(),
+        COMMIT_DEADLINE_MS,
+        keep ? "COMMIT" : "ROLLBACK",
+      );
       answered = true;
-      if ((result as { command?: string }).command === "ROLLBACK") {
+      if (lane.failure !== undefined) throw lane.failure;
+      if (keep && (result as { command?: string }).command === "ROLLBACK") {
         throw new Error("Postgres rolled the shared transaction back");
       }
     } catch (error) {
+      if (answered || !isUnanswered(error)) {
+        // The transaction ended either way; the connection is fine unless the driver says otherwise.
+        this.#closeTransaction(lane);
+        if (connection.closed) this.#reset(lane);
+        for (const member of members) member.reject(new SharedCommitError(members.length, error));
+        this.#dispatch();
+        return;
+      }
       lane.members = members;
-      this.broken(lane, error, answered || !isUnanswered(error));
+      this.broken(lane, error, false);
       return;
     }
-    lane.open = false;
-    lane.savepoints = 0;
-    lane.busy = false;
+    this.#closeTransaction(lane);
     for (const member of members) member.resolve();
     this.#dispatch();
   }
-}
 
-class LaneSeat implements Seat {
-  readonly connection: WatchedConnection;
-  readonly setup: Promise<unknown>;
-  readonly #scheduler: LaneScheduler;
-  readonly #lane: Lane;
-  readonly #savepoint: string;
-  readonly #functionName: string;
-  readonly #started = performance.now();
-  #ended = false;
-
-  constructor(
-    scheduler: LaneScheduler,
-    lane: Lane,
-    connection: WatchedConnection,
-    savepoint: string,
-    setup: Promise<unknown>,
-    functionName: string,
-  ) {
-    this.#scheduler = scheduler;
-    this.#lane = lane;
-    this.connection = connection;
-    this.#savepoint = savepoint;
-    this.setup = setup;
-    this.#functionName = functionName;
-  }
-
-  async commit(final?: FinalStatement, released?: () => void): Promise<void> {
-    if (this.#ended) throw new JetfnError("E_INTERNAL", "the job's savepoint was already ended");
-    this.#ended = true;
-    const finalQuery = final
-      ? this.connection.unsafe(final.text, final.params as never[]).execute()
-      : Promise.resolve();
-    const release = this.connection.unsafe(`release savepoint ${this.#savepoint}`).execute();
-    let settled: PromiseSettledResult<unknown>[];
-    try {
-      settled = await withinDeadline(
-        Promise.allSettled([this.setup, finalQuery, release]),
-        COMMIT_DEADLINE_MS,
-        "the end of a job's savepoint",
-      );
-    } catch (error) {
-      this.#scheduler.broken(this.#lane, error, false);
-      throw error;
-    }
-    const failure = settled.find((result) => result.status === "rejected")?.reason;
-    if (failure === undefined) {
-      const committed = this.#scheduler.joinGroup(this.#lane, this.#functionName, performance.now() - this.#started);
-      released?.();
-      return committed;
-    }
-    await this.#undo(failure);
-    if ((failure as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
-      throw new JetfnError(
-        "E_HANDLER_FAILED",
-        "a statement failed inside the invocation's transaction (its error was caught by the handler), so its writes were rolled back",
-        { cause: failure },
-      );
-    }
-    throw failure;
-  }
-
-  async rollback(): Promise<void> {
-    if (this.#ended) return;
-    this.#ended = true;
-    await this.#undo(undefined).catch(() => undefined);
-  }
-
-  /** Rolls back to the savepoint and hands the lane on (or gives the lane up if that fails). */
-  async #undo(cause: unknown): Promise<void> {
-    if (isConnectionError(cause)) {
-      this.#scheduler.broken(this.#lane, cause, true);
-      return;
-    }
-    const rollback = this.connection.unsafe(`rollback to savepoint ${this.#savepoint}`).execute();
-    const release = this.connection.unsafe(`release savepoint ${this.#savepoint}`).execute();
-    try {
-      await withinDeadline(
-        Promise.all([this.setup.catch(() => undefined), rollback, release]),
-        ROLLBACK_DEADLINE_MS,
-        "ROLLBACK",
-      );
-    } catch (error) {
-      this.#scheduler.broken(this.#lane, error, !isUnanswered(error));
-      return;
-    }
-    this.#scheduler.leave(this.#lane, this.#functionName, performance.now() - this.#started);
+  #closeTransaction(lane: Lane): void {
+    lane.open = false;
+    lane.savepoints = 0;
+    lane.pendingRelease = undefined;
+    lane.failure = undefined;
+    lane.busy = false;
   }
 }
 
 /** True for the deadline's own error: the connection never answered and must not be reused. */
-function isUnanswered(error: unknown): boolean {
+export function isUnanswered(error: unknown): boolean {
   return (error as JetfnError | undefined)?.code === "E_DATABASE_UNAVAILABLE";
 }

@@ -71,6 +71,7 @@ export function completionStatement(record: JobRecord, result: unknown): FinalSt
       record.streamSeq,
       record.retryOf ?? null,
     ],
+    inlinable: true,
   };
 }
 

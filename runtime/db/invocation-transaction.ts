@@ -2,13 +2,14 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
-import type { CommitGroups, Seat } from "./commit-groups";
+import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   openingWithStamp,
   ROLLBACK_DEADLINE_MS,
   STAMP_SQL,
+  sendable,
   stampParameters,
   type TransactionStamp,
   withinDeadline,
@@ -46,16 +47,14 @@ export function createInvocationTransaction(
   return new LazyTransaction(sql, stamp, groups);
 }
 
-type QueryMode = "rows" | "values";
-
 class LazyTransaction implements InvocationTransaction {
   readonly #client: unknown;
   #db: InvocationDatabase | undefined;
   readonly #sql: Sql;
   readonly #stamp: TransactionStamp;
   readonly #groups: CommitGroups | undefined;
-  #seat: Seat | undefined;
-  #connection: Promise<WatchedConnection> | undefined;
+  /** The connection of its own transaction, or its seat on a commit lane (group commit). */
+  #connection: Promise<WatchedConnection | Seat> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
   #closed = false;
   #savepoints = 0;
@@ -89,16 +88,19 @@ class LazyTransaction implements InvocationTransaction {
     this.#closed = true;
     if (!this.#connection) return;
     const connection = await this.#connection;
-    if (this.#seat) {
+    if (!(connection instanceof WatchedConnection)) {
       this.#connection = undefined;
-      return this.#seat.commit(final, released);
+      return connection.commit(final, released);
     }
     // COMMIT ends the transaction whatever happens (Postgres rolls back a failed one itself), and
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
     let answered = false;
     try {
-      const finalQuery = final ? connection.unsafe(final.text, final.params as never[]).execute() : Promise.resolve();
+      const statement = final ? sendable(final) : undefined;
+      const finalQuery = statement
+        ? connection.unsafe(statement.text, statement.params as never[]).execute()
+        : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
       const [setup, finalResult, commitResult] = await withinDeadline(
         Promise.allSettled([this.#setup, finalQuery, commitQuery]),
@@ -126,7 +128,7 @@ class LazyTransaction implements InvocationTransaction {
     if (!this.#connection) return;
     const connection = await this.#connection.catch(() => undefined);
     if (!connection) return;
-    if (this.#seat) return this.#seat.rollback();
+    if (!(connection instanceof WatchedConnection)) return connection.rollback();
     // A broken connection rolls back on the server by itself; nothing to report.
     const answered = await withinDeadline(
       connection.unsafe("rollback").execute(),
@@ -142,12 +144,13 @@ class LazyTransaction implements InvocationTransaction {
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
     return new LazyQuery(async (mode) => {
       const connection = await this.#open();
+      if (!(connection instanceof WatchedConnection)) return connection.query(text, params, options, mode);
       const query = connection.unsafe(text, params as never[], options);
       return mode === "values" ? await query.values() : await query;
     });
   }
 
-  #open(): Promise<WatchedConnection> {
+  #open(): Promise<WatchedConnection | Seat> {
     if (this.#closed) {
       return Promise.reject(
         new JetfnError("E_HANDLER_TIMEOUT", "the invocation already ended; its transaction no longer accepts queries"),
@@ -157,12 +160,8 @@ class LazyTransaction implements InvocationTransaction {
     return this.#connection;
   }
 
-  async #begin(): Promise<WatchedConnection> {
-    if (this.#groups) {
-      this.#seat = await this.#groups.seat(this.#stamp);
-      this.#setup = this.#seat.setup;
-      return this.#seat.connection;
-    }
+  async #begin(): Promise<WatchedConnection | Seat> {
+    if (this.#groups) return this.#groups.seat(this.#stamp);
     const connection = await WatchedConnection.reserve(this.#sql);
     // Sent now, without waiting: they travel in the same write as the handler's first query.
     const together = openingWithStamp("begin", this.#stamp);

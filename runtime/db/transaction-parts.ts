@@ -1,4 +1,5 @@
 import { JetfnError } from "../errors";
+import { inlineParameters } from "./sql-literal";
 
 /** Who is writing: read by the audit triggers through transaction-local settings. */
 export interface TransactionStamp {
@@ -13,6 +14,11 @@ export interface TransactionStamp {
 export interface FinalStatement {
   text: string;
   params: unknown[];
+  /**
+   * The text is jetfn's own (no `$` but its placeholders), so it may be sent with its parameters
+   * written as literals: one simple-protocol message that pipelines behind what is in flight.
+   */
+  inlinable?: boolean;
 }
 
 export const STAMP_SQL =
@@ -71,4 +77,13 @@ export async function withinDeadline<T>(work: Promise<T>, ms: number, what: stri
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The text and parameters to send for `final`: written with literals when it is inlinable, so it
+ * pipelines (the driver holds back everything behind a statement with parameters it has not
+ * prepared, while it asks the server for their types).
+ */
+export function sendable(final: FinalStatement): { text: string; params: unknown[] } {
+  return final.inlinable ? { text: inlineParameters(final.text, final.params), params: [] } : final;
 }

@@ -1,7 +1,8 @@
 import postgres, { type Sql } from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type CommitGroups, createCommitGroups, isSharedCommitFailure } from "../../runtime/db/commit-groups";
+import { type CommitGroups, createCommitGroups } from "../../runtime/db/commit-groups";
 import { createInvocationTransaction, type InvocationTransaction } from "../../runtime/db/invocation-transaction";
+import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 
 let database: TestDatabase;
@@ -31,14 +32,24 @@ beforeEach(async () => {
 
 let invocation = 0;
 
-function transaction(fn = "grouped-writer"): { tx: InvocationTransaction; id: string } {
+function transaction(fn = "grouped-writer", attempt = 1): { tx: InvocationTransaction; id: string } {
   const id = `00000000-0000-4000-8000-${String(++invocation).padStart(12, "0")}`;
   const tx = createInvocationTransaction(
     pool,
-    { functionName: fn, invocationId: id, attempt: 1, statementTimeoutMs: 10_000 },
+    { functionName: fn, invocationId: id, attempt, statementTimeoutMs: 10_000 },
     groups,
   );
   return { tx, id };
+}
+
+/** Runs `body` and ends the transaction as invoke() does: rolled back when the body throws. */
+async function settle(tx: InvocationTransaction, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    await tx.rollback();
+    throw error;
+  }
 }
 
 async function insertAndCommit(tx: InvocationTransaction, id: string, n: number): Promise<void> {
@@ -121,18 +132,20 @@ describe("commit groups", () => {
     expect(rows.map((row) => row.id).sort()).toEqual(good.map((job) => job.id).sort());
   });
 
-  it("fails a job whose final statement fails (as the fence does), and commits the others", async () => {
+  it("fails a later attempt whose final statement fails (as the fence does), and commits the others", async () => {
     groups = createCommitGroups(pool, { lanes: 1 });
-    const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n }));
+    const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction("grouped-writer", n === 1 ? 2 : 1), n }));
     const results = await Promise.allSettled(
-      jobs.map(async ({ tx, id, n }) => {
-        await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
-        const final =
-          n === 1
-            ? { text: "select jetfn_no_such_function($1)", params: [id] }
-            : { text: "select $1::text", params: [id] };
-        await tx.commit(final);
-      }),
+      jobs.map(({ tx, id, n }) =>
+        settle(tx, async () => {
+          await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+          const final =
+            n === 1
+              ? { text: "select jetfn_no_such_function($1)", params: [id] }
+              : { text: "select $1::text", params: [id] };
+          await tx.commit(final);
+        }),
+      ),
     );
     expect(results.map((result) => result.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
     expect(results[1]).toMatchObject({ reason: { code: "42883" } });
@@ -140,17 +153,44 @@ describe("commit groups", () => {
     expect(counted?.count).toBe(3);
   });
 
+  it("rolls back a group whose first attempt's final statement fails unawaited, and says to run each alone", async () => {
+    groups = createCommitGroups(pool, { lanes: 1 });
+    const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n }));
+    const results = await Promise.allSettled(
+      jobs.map(({ tx, id, n }) =>
+        settle(tx, async () => {
+          await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+          const final =
+            n === 1
+              ? { text: "select jetfn_no_such_function($1)", params: [id], inlinable: true }
+              : { text: "select $1::text", params: [id], inlinable: true };
+          await tx.commit(final);
+        }),
+      ),
+    );
+    // Whoever shared the doomed transaction is told to run again alone; nothing of theirs is kept.
+    const failed = results.flatMap((result, index) => (result.status === "rejected" ? [index] : []));
+    expect(failed).toContain(1);
+    for (const index of failed) {
+      expect(isSharedCommitFailure((results[index] as PromiseRejectedResult).reason)).toBe(true);
+    }
+    const rows = await database.sql`select n from grouped_rows order by n`;
+    expect(rows.map((row) => row.n)).toEqual([0, 1, 2, 3].filter((n) => !failed.includes(n)));
+  });
+
   it("fails every member when the shared COMMIT fails, marked so each can run again alone", async () => {
     groups = createCommitGroups(pool, { lanes: 1 });
     const jobs = Array.from({ length: 5 }, (_, n) => ({ ...transaction(), n }));
     const results = await Promise.allSettled(
-      jobs.map(async ({ tx, id, n }) => {
-        // Two members claim the same twin: the deferred unique check fails at COMMIT.
-        await tx.db.execute(
-          `insert into deferred_rows (id, twin) values ('${id}', '${n === 1 || n === 3 ? "same" : id}')`,
-        );
-        await tx.commit();
-      }),
+      jobs.map(({ tx, id, n }) =>
+        settle(tx, async () => {
+          // Two members claim the same twin: the deferred unique check fails at COMMIT.
+          await tx.db.execute(
+            `insert into deferred_rows (id, twin) values ('${id}', '${n === 1 || n === 3 ? "same" : id}')`,
+          );
+          await tx.commit();
+        }),
+      ),
     );
     const rejected = results.filter((result) => result.status === "rejected");
     // Every job that was in the failed group is told so (it may have been one group or more).

@@ -1,0 +1,187 @@
+import type { PendingQuery, Row } from "postgres";
+import { JetfnError } from "../errors";
+import { isConnectionError } from "./client";
+import type { Lane, QueryMode, Seat } from "./commit-groups";
+import { SharedCommitError } from "./shared-commit-error";
+import {
+  COMMIT_DEADLINE_MS,
+  type FinalStatement,
+  sendable,
+  type TransactionStamp,
+  withinDeadline,
+} from "./transaction-parts";
+import type { WatchedConnection } from "./watched-connection";
+
+/** What a seat asks of the scheduler that owns its lane. */
+export interface LaneOwner {
+  /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
+  pipeline(lane: Lane, query: PendingQuery<Row[]>): void;
+  /** The seat's part is kept: resolves once the group has committed. */
+  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void>;
+  /** The seat is done with the lane. */
+  leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void;
+  /** The lane's connection failed or stopped answering. */
+  broken(lane: Lane, error: unknown, answered: boolean): void;
+}
+
+/** The code Postgres answers with inside a transaction an earlier statement already failed. */
+const IN_FAILED_TRANSACTION = "25P02";
+
+/**
+ * One job's savepoint on a lane. A job that finishes cleanly hands the lane on at once: its final
+ * record and release are sent without waiting (see commit-groups.ts). A job that saw one of its
+ * statements fail, or a later attempt (whose final record is the fence), waits for them instead,
+ * so its failure stays its own.
+ */
+export class LaneSeat implements Seat {
+  readonly #scheduler: LaneOwner;
+  readonly #lane: Lane;
+  readonly #connection: WatchedConnection;
+  readonly #savepoint: string;
+  readonly #setup: Promise<unknown>;
+  readonly #stamp: TransactionStamp;
+  readonly #started = performance.now();
+  /** One of the job's statements failed (the handler may have recovered with a savepoint of its own). */
+  #sawFailure = false;
+  #connectionLost: unknown;
+  #ended = false;
+
+  constructor(
+    scheduler: LaneOwner,
+    lane: Lane,
+    connection: WatchedConnection,
+    savepoint: string,
+    setup: Promise<unknown>,
+    stamp: TransactionStamp,
+  ) {
+    this.#scheduler = scheduler;
+    this.#lane = lane;
+    this.#connection = connection;
+    this.#savepoint = savepoint;
+    this.#stamp = stamp;
+    this.#setup = setup.catch((error: unknown) => {
+      this.#failed(error);
+      throw error;
+    });
+    this.#setup.catch(() => undefined);
+  }
+
+  async query(
+    text: string,
+    params: unknown[],
+    options: { prepare?: boolean } | undefined,
+    mode: QueryMode,
+  ): Promise<unknown> {
+    const query = this.#connection.unsafe(text, params, options);
+    try {
+      return mode === "values" ? await query.values() : await query;
+    } catch (error) {
+      this.#failed(error);
+      // Refused because an earlier job's statement doomed the shared transaction: not this job's doing.
+      if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION && this.#lane.failure !== undefined) {
+        throw new SharedCommitError(this.#lane.members.length + 1, this.#lane.failure);
+      }
+      throw error;
+    }
+  }
+
+  async commit(final?: FinalStatement, released?: () => void): Promise<void> {
+    if (this.#ended) throw new JetfnError("E_INTERNAL", "the job's savepoint was already ended");
+    this.#ended = true;
+    if (this.#connectionLost !== undefined) return this.#lost(this.#connectionLost);
+    if (this.#lane.failure !== undefined) return this.#doomed();
+    // A later attempt's final record is the fence most likely to refuse: keep its failure its own.
+    if (!this.#sawFailure && this.#stamp.attempt === 1) {
+      if (final) {
+        const { text, params } = sendable(final);
+        this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[]));
+      }
+      const committed = this.#scheduler.joinGroup(
+        this.#lane,
+        this.#savepoint,
+        this.#stamp.functionName,
+        this.#heldMs(),
+      );
+      released?.();
+      return committed;
+    }
+    return this.#commitChecked(final, released);
+  }
+
+  async rollback(): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (this.#connectionLost !== undefined) {
+      this.#scheduler.broken(this.#lane, this.#connectionLost, true);
+      return;
+    }
+    this.#undo();
+  }
+
+  /** Runs the final record and the release and waits for them: the job saw a statement fail. */
+  async #commitChecked(final: FinalStatement | undefined, released: (() => void) | undefined): Promise<void> {
+    const statement = final ? sendable(final) : undefined;
+    const finalQuery = statement
+      ? this.#connection.unsafe(statement.text, statement.params as never[]).execute()
+      : Promise.resolve();
+    const release = this.#connection.unsafe(`release savepoint ${this.#savepoint}`).execute();
+    let settled: PromiseSettledResult<unknown>[];
+    try {
+      settled = await withinDeadline(
+        Promise.allSettled([this.#setup, finalQuery, release]),
+        COMMIT_DEADLINE_MS,
+        "the end of a job's savepoint",
+      );
+    } catch (error) {
+      this.#scheduler.broken(this.#lane, error, false);
+      throw error;
+    }
+    const failure = settled.find((result) => result.status === "rejected")?.reason;
+    if (failure === undefined) {
+      // Released already: nothing left for the next job to release.
+      const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#stamp.functionName, this.#heldMs());
+      released?.();
+      return committed;
+    }
+    if (isConnectionError(failure)) return this.#lost(failure);
+    if (this.#lane.failure !== undefined) return this.#doomed();
+    this.#undo();
+    if ((failure as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
+      throw new JetfnError(
+        "E_HANDLER_FAILED",
+        "a statement failed inside the invocation's transaction (its error was caught by the handler), so its writes were rolled back",
+        { cause: failure },
+      );
+    }
+    throw failure;
+  }
+
+  /** Rolls back to the savepoint without waiting (it cannot fail while the savepoint exists). */
+  #undo(): void {
+    if (this.#lane.failure === undefined) {
+      this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(`rollback to savepoint ${this.#savepoint}`));
+    }
+    this.#scheduler.leave(this.#lane, this.#savepoint, this.#stamp.functionName, this.#heldMs());
+  }
+
+  /** The shared transaction was doomed before this job's part could count: it runs again alone. */
+  #doomed(): never {
+    const failure = this.#lane.failure;
+    this.#scheduler.leave(this.#lane, this.#savepoint, this.#stamp.functionName, this.#heldMs());
+    throw new SharedCommitError(this.#lane.members.length + 1, failure);
+  }
+
+  #lost(error: unknown): never {
+    this.#scheduler.broken(this.#lane, error, true);
+    throw error;
+  }
+
+  #failed(error: unknown): void {
+    this.#sawFailure = true;
+    if (isConnectionError(error)) this.#connectionLost ??= error;
+  }
+
+  #heldMs(): number {
+    return performance.now() - this.#started;
+  }
+}
