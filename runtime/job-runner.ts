@@ -98,8 +98,8 @@ export async function runJob(
   message: JsMsg,
   /** Who the message is: a job's own id, or (for an event delivered to a listener) an id per listener. */
   identify: (message: JsMsg) => JobIdentity = jobIdentity,
-  /** Called once the handler has finished, before the outcome is recorded (frees a pull slot). */
-  handled: () => void = () => {},
+  /** Called once the handler has finished, before the outcome is recorded (frees a pull slot), with how long it held its slot. */
+  handled: (handlerMs: number) => void = () => {},
 ): Promise<void> {
   const identity = identify(message);
   const attempt = message.info.deliveryCount;
@@ -148,10 +148,12 @@ export async function runJob(
   // The concurrency slot is for running handlers: free it as soon as the handler is done, while
   // the outcome is being recorded or committed with others.
   let slotFree = false;
+  let slotAt = performance.now();
   const release = (): void => {
+    if (slotFree) return;
     slotFree = true;
     releaseSlot();
-    handled();
+    handled(performance.now() - slotAt);
   };
   const tries: Tries = { alone: false };
   try {
@@ -165,6 +167,7 @@ export async function runJob(
           return; // Shutting down: JetStream delivers it again later.
         }
         slotFree = false;
+        slotAt = performance.now();
       }
     }
   } finally {

@@ -254,7 +254,7 @@ class ServingRuntime implements Runtime {
         [...this.#workers.values()].map((worker) => ({
           fn: worker.fn.name,
           held: worker.puller.held,
-          window: worker.limiter.capacity * 2,
+          window: worker.puller.window,
           refresh: () => worker.puller.refresh(),
           recover: () => this.#ensureConsumer(worker.fn),
         })),
@@ -316,8 +316,7 @@ class ServingRuntime implements Runtime {
         stream: this.config.streamName,
         consumer: consumerName(fn.name),
         fn: fn.name,
-        // Twice the concurrency: the next jobs are already here when a slot frees up.
-        window: () => worker.limiter.capacity * 2,
+        concurrency: () => worker.limiter.capacity,
         heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
         keepAlive: (heldForMs) =>
           keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),

@@ -56,7 +56,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
     stream: options.stream,
     consumer: listenerConsumerName(worker.fn.name),
     fn: worker.fn.name,
-    window: () => worker.limiter.capacity * 2,
+    concurrency: () => worker.limiter.capacity,
     heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs) / 3),
     keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
     handle: (message, done) =>

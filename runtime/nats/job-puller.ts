@@ -7,15 +7,16 @@ export interface JobPullerOptions {
   stream: string;
   consumer: string;
   fn: string;
-  /** Messages this process may hold at once (running plus waiting for a slot). Read on every pull. */
-  window: () => number;
+  /** Handlers of this function that may run at once (read on every pull; the window follows it). */
+  concurrency: () => number;
   /** How often held messages are marked in progress, so JetStream does not redeliver them. */
   heartbeatMs: () => number;
   /**
-   * Runs one job. It calls `done()` once the handler has finished, so the puller can fetch more
-   * while the outcome is still being recorded; the message stays kept alive until `handle` settles.
+   * Runs one job. It calls `done(handlerMs)` once the handler has finished (saying how long it ran),
+   * so the puller can fetch more while the outcome is still being recorded; the message stays kept
+   * alive until `handle` settles.
    */
-  handle: (message: JsMsg, done: () => void) => Promise<void>;
+  handle: (message: JsMsg, done: (handlerMs?: number) => void) => Promise<void>;
   /**
    * Whether a job held this long still deserves in-progress pings. Past it, a stuck attempt loses
    * its lease and JetStream delivers the job again. @default always
@@ -29,6 +30,8 @@ export interface JobPullerOptions {
 /** Pulls one function's jobs, never holding more than its window, and keeps held jobs alive. */
 export interface JobPuller {
   readonly held: number;
+  /** Most jobs whose handler has not finished this process holds at once (see {@link pullWindow}). */
+  readonly window: number;
   start(): void;
   /** Drops pending pull requests and issues new ones (after a reconnect). */
   refresh(): void;
@@ -39,6 +42,26 @@ export interface JobPuller {
 /** Longest a pull request waits on the server for messages. */
 export const FETCH_EXPIRES_MS = 30_000;
 const RETRY_PULL_MS = 1_000;
+
+/** About how much work, in handler time per slot, a puller holds ready beyond what runs. */
+export const WINDOW_WORK_MS = 20;
+/** The window in slots: at least two jobs per slot, at most 32 (for handlers of a millisecond or less). */
+const MIN_JOBS_PER_SLOT = 2;
+const MAX_JOBS_PER_SLOT = 32;
+/** Weight of the newest handler time in the running average. */
+const HANDLER_AVERAGE_WEIGHT = 0.05;
+
+/**
+ * Jobs a puller may hold whose handler has not finished: twice the concurrency for handlers of
+ * 10 ms or more, so the next jobs are already here when a slot frees up; more for quicker ones,
+ * about {@link WINDOW_WORK_MS} of work per slot, so pulls (and the writes after them) come in
+ * batches instead of a few jobs at a time.
+ */
+export function pullWindow(concurrency: number, averageHandlerMs: number | undefined): number {
+  const perSlot =
+    averageHandlerMs === undefined ? MIN_JOBS_PER_SLOT : Math.ceil(WINDOW_WORK_MS / Math.max(averageHandlerMs, 0.001));
+  return Math.max(1, concurrency) * Math.min(MAX_JOBS_PER_SLOT, Math.max(MIN_JOBS_PER_SLOT, perSlot));
+}
 
 /** Creates a puller; call start() to begin. */
 export function createJobPuller(options: JobPullerOptions): JobPuller {
@@ -58,6 +81,7 @@ class WindowedPuller implements JobPuller {
   #stopping = false;
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
+  #averageHandlerMs: number | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
 
   constructor(options: JobPullerOptions) {
@@ -66,6 +90,10 @@ class WindowedPuller implements JobPuller {
 
   get held(): number {
     return this.#held.size;
+  }
+
+  get window(): number {
+    return pullWindow(this.#options.concurrency(), this.#averageHandlerMs);
   }
 
   start(): void {
@@ -90,7 +118,7 @@ class WindowedPuller implements JobPuller {
 
   async #pullLoop(): Promise<void> {
     while (!this.#stopping) {
-      const window = Math.max(1, this.#options.window());
+      const window = this.window;
       const free = window - this.#outstanding - this.#working;
       // Pull in halves of the window when busy, so a pull request usually brings several jobs.
       const threshold = this.#outstanding === 0 && this.#working === 0 ? 1 : Math.ceil(window / 2);
@@ -134,10 +162,15 @@ class WindowedPuller implements JobPuller {
     this.#heldSince.set(message, Date.now());
     this.#working++;
     let working = true;
-    const done = (): void => {
+    const done = (handlerMs?: number): void => {
       if (!working) return;
       working = false;
       this.#working--;
+      if (handlerMs !== undefined) {
+        const average = this.#averageHandlerMs;
+        this.#averageHandlerMs =
+          average === undefined ? handlerMs : average + HANDLER_AVERAGE_WEIGHT * (handlerMs - average);
+      }
       this.#notify();
     };
     const handling = this.#options
@@ -149,7 +182,7 @@ class WindowedPuller implements JobPuller {
         );
       })
       .finally(() => {
-        done();
+        done(undefined);
         this.#held.delete(message);
         this.#heldSince.delete(message);
         this.#handling.delete(handling);
