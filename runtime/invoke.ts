@@ -7,11 +7,12 @@ import {
   type InvocationTransaction,
 } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
-import type { FunctionContext, ResolvedFunction } from "./define-function";
-import { formatDuration } from "./duration";
+import type { EventDefinition } from "./define-event";
+import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "./define-function";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
+import { InvocationDeadline } from "./invocation-deadline";
 import { invocationLogger } from "./logger";
 import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
 import { parseInput, parseOutput } from "./validation";
@@ -31,6 +32,8 @@ export interface InvocationRequest {
   onProgress?: (done: number, total: number | undefined) => void;
   /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
   whileCommitting?: () => void;
+  /** The invocation's logger, when the caller already has one. */
+  log?: Logger;
 }
 
 /** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
@@ -62,190 +65,186 @@ export interface InvokeDependencies {
  * Runs one invocation: validates input, runs the handler in its own lazy transaction with a
  * timeout, validates output, commits (with the job's final record) or rolls back.
  */
-export async function invoke(deps: InvokeDependencies, request: InvocationRequest): Promise<InvocationOutcome> {
-  const { fn, invocationId, attempt, kind } = request;
-  const started = performance.now();
-  const log = invocationLogger(deps.logger, fn.name, invocationId, attempt);
-  const event = { fn: fn.name, invocationId, attempt, kind };
-  deps.events.emit("invocation:start", event);
-  // Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it.
-  let transaction: InvocationTransaction | undefined;
-  let ended = false;
-  const openTransaction = (): InvocationTransaction => {
-    if (!transaction) {
-      transaction = createInvocationTransaction(
-        deps.sql,
+export function invoke(deps: InvokeDependencies, request: InvocationRequest): Promise<InvocationOutcome> {
+  return new Invocation(deps, request).run();
+}
+
+/**
+ * One invocation in progress. It is also what the handler's `ctx` reads from, so an invocation
+ * costs a few objects and no closures: thousands run a second.
+ */
+class Invocation {
+  readonly deps: InvokeDependencies;
+  readonly request: InvocationRequest;
+  readonly deadline: InvocationDeadline;
+  /** Jobs and events the handler asked for, committed with its transaction. */
+  readonly outbox: OutboxMessage[] = [];
+  readonly #started = performance.now();
+  #log: Logger | undefined;
+  /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
+  #transaction: InvocationTransaction | undefined;
+  #ended = false;
+
+  constructor(deps: InvokeDependencies, request: InvocationRequest) {
+    this.deps = deps;
+    this.request = request;
+    this.#log = request.log;
+    this.deadline = new InvocationDeadline(request.fn, request.shutdownSignal);
+  }
+
+  get log(): Logger {
+    const { fn, invocationId, attempt } = this.request;
+    this.#log ??= invocationLogger(this.deps.logger, fn.name, invocationId, attempt);
+    return this.#log;
+  }
+
+  get transaction(): InvocationTransaction {
+    if (!this.#transaction) {
+      const { fn, invocationId, attempt } = this.request;
+      this.#transaction = createInvocationTransaction(
+        this.deps.sql,
         { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
-        deps.commitGroups,
+        this.deps.commitGroups,
       );
       // A handler that outlived its invocation gets a closed transaction, as if it had one all along.
-      if (ended) void transaction.rollback();
+      if (this.#ended) void this.#transaction.rollback();
     }
-    return transaction;
-  };
-  const outbox: OutboxMessage[] = [];
-  const deadline = new InvocationDeadline(fn, request.shutdownSignal);
-  try {
-    const input = parseInput(fn.definition.spec.input, request.input, fn.name);
-    const ctx = createContext(request, () => openTransaction().db, log, deadline, outbox, deps);
-    const returned = await deadline.race(() => fn.definition.spec.handler(input, ctx), log);
-    const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
-    const committed = await commitWithOutbox(deps, transaction, request, result, outbox);
-    const durationMs = performance.now() - started;
-    deps.events.emit("invocation:success", { ...event, durationMs });
-    return { ok: true, result, durationMs, committed, outbox, log };
-  } catch (thrown) {
-    ended = true;
-    await transaction?.rollback();
-    const error = toJetfnError(thrown);
-    return { ok: false, error, durationMs: performance.now() - started, log };
-  } finally {
-    ended = true;
-    deadline.stop();
-  }
-}
-
-/**
- * Commits the handler's transaction with the outbox rows and the final statement (the job's record).
- * A handler that never touched the database still gets its outbox rows written atomically with its
- * record, in one statement. Returns whether the final statement was committed here.
- */
-async function commitWithOutbox(
-  deps: InvokeDependencies,
-  transaction: InvocationTransaction | undefined,
-  request: InvocationRequest,
-  result: unknown,
-  outbox: OutboxMessage[],
-): Promise<boolean> {
-  const origin = { functionName: request.fn.name, invocationId: request.invocationId };
-  if (!transaction?.begun && outbox.length === 0) {
-    await transaction?.commit();
-    return false;
-  }
-  const final = request.finalStatement?.(result);
-  const statement = outbox.length > 0 ? outboxStatement(outbox, origin, final) : final;
-  if (transaction?.begun) {
-    await transaction.commit(statement, request.whileCommitting);
-    return true;
-  }
-  await transaction?.commit();
-  const single = statement as FinalStatement;
-  await deps.sql.unsafe(single.text, single.params as never[]);
-  return true;
-}
-
-/**
- * Ends an invocation at its timeout or at shutdown, with an error saying which. The handler's
- * AbortSignal is only made if the handler asks for `ctx.signal` (most never do).
- */
-class InvocationDeadline {
-  readonly #shutdown: AbortSignal;
-  readonly #timer: NodeJS.Timeout;
-  readonly #onShutdown: () => void;
-  #controller: AbortController | undefined;
-  #reason: JetfnError | undefined;
-  #reject: ((reason: JetfnError) => void) | undefined;
-
-  constructor(fn: ResolvedFunction, shutdown: AbortSignal) {
-    this.#shutdown = shutdown;
-    this.#timer = setTimeout(
-      () =>
-        this.#abort(
-          new JetfnError(
-            "E_HANDLER_TIMEOUT",
-            `${fn.name} did not finish within its timeout of ${formatDuration(fn.timeoutMs)}`,
-          ),
-        ),
-      fn.timeoutMs,
-    );
-    this.#onShutdown = () =>
-      this.#abort(new JetfnError("E_SHUTTING_DOWN", `${fn.name} was aborted because the runtime is shutting down`));
-    if (shutdown.aborted) this.#onShutdown();
-    else shutdown.addEventListener("abort", this.#onShutdown, { once: true });
+    return this.#transaction;
   }
 
-  /** Fired at the timeout or at shutdown. */
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController();
-      if (this.#reason) this.#controller.abort(this.#reason);
-    }
-    return this.#controller.signal;
-  }
-
-  /** Resolves with the handler's result, or rejects as soon as the deadline passes. */
-  async race(run: () => Promise<unknown>, log: Logger): Promise<unknown> {
-    const handler = Promise.resolve().then(run);
-    if (this.#reason) throw this.#reason;
-    const aborted = new Promise<never>((_, reject) => {
-      this.#reject = reject;
+  progress(done: number, total: number | undefined): void {
+    if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
+    const { request } = this;
+    request.onProgress?.(done, total);
+    this.deps.events.emit("invocation:progress", {
+      fn: request.fn.name,
+      invocationId: request.invocationId,
+      attempt: request.attempt,
+      kind: request.kind,
+      done,
+      total,
     });
-    try {
-      return await Promise.race([handler, aborted]);
-    } finally {
-      this.#reject = undefined;
-      // A handler that outlives its timeout may still fail later; that is expected, not unhandled.
-      handler.catch((error: unknown) => {
-        if (this.#reason) log.debug({ err: error }, "Handler settled after it was aborted.");
-      });
-    }
   }
 
-  stop(): void {
-    clearTimeout(this.#timer);
-    this.#shutdown.removeEventListener("abort", this.#onShutdown);
-  }
-
-  #abort(reason: JetfnError): void {
-    if (this.#reason) return;
-    this.#reason = reason;
-    this.#controller?.abort(reason);
-    this.#reject?.(reason);
-  }
-}
-
-function createContext(
-  request: InvocationRequest,
-  database: () => FunctionContext["db"],
-  log: Logger,
-  deadline: InvocationDeadline,
-  outbox: OutboxMessage[],
-  deps: InvokeDependencies,
-): FunctionContext {
-  const { fn, invocationId, attempt, kind } = request;
-  const { events, maxPayload } = deps;
-  const enqueue: FunctionContext["enqueue"] = async (functionName, input, options) => {
+  enqueue(functionName: string, input: unknown, options: EnqueueOptions | undefined): { id: string } {
     if (!isValidFunctionName(functionName)) {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
-    const message = jobMessage(functionName, input, options?.id, maxPayload);
-    outbox.push(message);
+    const message = jobMessage(functionName, input, options?.id, this.deps.maxPayload);
+    this.outbox.push(message);
     return { id: message.id };
-  };
-  return {
-    get db() {
-      return database();
-    },
-    log,
-    invocationId,
-    attempt,
-    functionName: fn.name,
-    get signal() {
-      return deadline.signal;
-    },
-    progress(done, total) {
-      if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
-      request.onProgress?.(done, total);
-      events.emit("invocation:progress", { fn: fn.name, invocationId, attempt, kind, done, total });
-    },
-    enqueue,
-    call: enqueue,
-    async emit(event, data) {
-      const message = eventMessage(event, data, undefined, maxPayload);
-      outbox.push(message);
-      return { id: message.id };
-    },
-  };
+  }
+
+  emit(event: string | EventDefinition, data: unknown): { id: string } {
+    const message = eventMessage(event, data, undefined, this.deps.maxPayload);
+    this.outbox.push(message);
+    return { id: message.id };
+  }
+
+  async run(): Promise<InvocationOutcome> {
+    const { fn, invocationId, attempt, kind } = this.request;
+    const { events } = this.deps;
+    events.emit("invocation:start", { fn: fn.name, invocationId, attempt, kind });
+    try {
+      const input = parseInput(fn.definition.spec.input, this.request.input, fn.name);
+      const ctx = new InvocationContext(this);
+      const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
+      const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
+      const committed = await this.#commit(result);
+      const durationMs = performance.now() - this.#started;
+      events.emit("invocation:success", { fn: fn.name, invocationId, attempt, kind, durationMs });
+      return { ok: true, result, durationMs, committed, outbox: this.outbox, log: this.log };
+    } catch (thrown) {
+      this.#ended = true;
+      await this.#transaction?.rollback();
+      const error = toJetfnError(thrown);
+      return { ok: false, error, durationMs: performance.now() - this.#started, log: this.log };
+    } finally {
+      this.#ended = true;
+      this.deadline.stop();
+    }
+  }
+
+  /**
+   * Commits the handler's transaction with the outbox rows and the final statement (the job's
+   * record). A handler that never touched the database still gets its outbox rows written
+   * atomically with its record, in one statement. Resolves to whether the final statement was
+   * committed here.
+   */
+  #commit(result: unknown): Promise<boolean> | boolean {
+    const transaction = this.#transaction;
+    if (!transaction?.begun && this.outbox.length === 0) {
+      return transaction ? transaction.commit().then(() => false) : false;
+    }
+    return this.#commitWithOutbox(transaction, result);
+  }
+
+  async #commitWithOutbox(transaction: InvocationTransaction | undefined, result: unknown): Promise<boolean> {
+    const { request } = this;
+    const origin = { functionName: request.fn.name, invocationId: request.invocationId };
+    const final = request.finalStatement?.(result);
+    const statement = this.outbox.length > 0 ? outboxStatement(this.outbox, origin, final) : final;
+    if (transaction?.begun) {
+      await transaction.commit(statement, request.whileCommitting);
+      return true;
+    }
+    await transaction?.commit();
+    const single = statement as FinalStatement;
+    await this.deps.sql.unsafe(single.text, single.params as never[]);
+    return true;
+  }
+}
+
+/** What a handler sees as `ctx`: a view of its invocation. */
+class InvocationContext implements FunctionContext {
+  readonly #invocation: Invocation;
+  readonly invocationId: string;
+  readonly attempt: number;
+  readonly functionName: string;
+
+  constructor(invocation: Invocation) {
+    this.#invocation = invocation;
+    this.invocationId = invocation.request.invocationId;
+    this.attempt = invocation.request.attempt;
+    this.functionName = invocation.request.fn.name;
+  }
+
+  get db(): FunctionContext["db"] {
+    return this.#invocation.transaction.db;
+  }
+
+  get log(): Logger {
+    return this.#invocation.log;
+  }
+
+  get signal(): AbortSignal {
+    return this.#invocation.deadline.signal;
+  }
+
+  // Functions made on first use (most handlers never use them) and bound, so a handler may take
+  // them off ctx (`const { enqueue } = ctx`).
+  #progress: FunctionContext["progress"] | undefined;
+  #enqueue: FunctionContext["enqueue"] | undefined;
+  #emit: FunctionContext["emit"] | undefined;
+
+  get progress(): FunctionContext["progress"] {
+    this.#progress ??= (done, total) => this.#invocation.progress(done, total);
+    return this.#progress;
+  }
+
+  get enqueue(): FunctionContext["enqueue"] {
+    this.#enqueue ??= async (functionName, input, options) => this.#invocation.enqueue(functionName, input, options);
+    return this.#enqueue;
+  }
+
+  get call(): FunctionContext["call"] {
+    return this.enqueue;
+  }
+
+  get emit(): FunctionContext["emit"] {
+    this.#emit ??= async (event, data) => this.#invocation.emit(event, data);
+    return this.#emit;
+  }
 }
 
 /** Error codes that no retry can fix. */

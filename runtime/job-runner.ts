@@ -18,7 +18,7 @@ import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
-import { type InvocationOutcome, invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { type InvocationOutcome, type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
@@ -191,27 +191,19 @@ async function attemptJob(
 ): Promise<boolean> {
   record.startedAt = new Date().toISOString();
   const board = deps.progress.begin(record.id, fn.name, record.attempt);
-  const outcome = await invoke(
-    {
-      sql: deps.database.sql,
-      logger: deps.logger,
-      events: deps.events,
-      maxPayload: deps.nc.info?.max_payload,
-      commitGroups: tries.alone || !fn.sharedCommit ? undefined : deps.commitGroups,
-    },
-    {
-      fn,
-      invocationId: record.id,
-      attempt: record.attempt,
-      kind: "job",
-      input,
-      shutdownSignal: deps.shutdownSignal,
-      finalStatement: (result) => completionStatement(record, result),
-      onProgress: (done, total) => board.update(done, total),
-      // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
-      whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
-    },
-  );
+  const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
+    fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    input,
+    shutdownSignal: deps.shutdownSignal,
+    finalStatement: (result) => completionStatement(record, result),
+    onProgress: (done, total) => board.update(done, total),
+    log,
+    // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
+    whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
+  });
   board.finish();
   // Retrying after a lost database runs the handler again, so only a final outcome frees the slot.
   if (!isDatabaseLoss(outcome)) handlerDone();
@@ -227,12 +219,17 @@ async function attemptJob(
       notifyDone(deps, done);
     } else {
       // Nothing was committed (no writes, no outbox): the record is written with others in a batch.
-      applied = await whenDatabaseAnswers(deps, log, () =>
-        deps.successes.record(record, outcome.result, (won) => {
-          message.ack();
-          if (won) notifyDone(deps, done);
-        }),
-      );
+      const settled = (won: boolean): void => {
+        message.ack();
+        if (won) notifyDone(deps, done);
+      };
+      applied = await deps.successes
+        .record(record, outcome.result, settled)
+        .catch((error: unknown) =>
+          isConnectionError(error)
+            ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result, settled))
+            : Promise.reject(error),
+        );
     }
     if (applied) log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
     else log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
@@ -277,6 +274,31 @@ async function attemptJob(
     `Job attempt ${record.attempt} of ${fn.retry.attempts} failed (${error.message}); retrying in ${formatDuration(delayMs)}.`,
   );
   return true;
+}
+
+// What invoke() needs, made once per runtime (with and without commit groups), not once per job.
+const invokeDependenciesOf = new WeakMap<
+  JobRunnerDependencies,
+  { grouped: InvokeDependencies; alone: InvokeDependencies }
+>();
+
+function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): InvokeDependencies {
+  let both = invokeDependenciesOf.get(deps);
+  if (!both) {
+    const make = (commitGroups: CommitGroups | undefined): InvokeDependencies => ({
+      sql: deps.database.sql,
+      logger: deps.logger,
+      events: deps.events,
+      // Read per invocation: a reconnect may reach a server with another limit.
+      get maxPayload() {
+        return deps.nc.info?.max_payload;
+      },
+      commitGroups,
+    });
+    both = { alone: make(undefined), grouped: make(deps.commitGroups) };
+    invokeDependenciesOf.set(deps, both);
+  }
+  return grouped ? both.grouped : both.alone;
 }
 
 /**

@@ -41,17 +41,12 @@ class SlotLimiter implements Limiter {
 
   acquire(signal?: AbortSignal): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    // A free slot and nobody ahead: no waiting, so no abort listener to add and remove.
+    if (this.#active < this.#capacity && this.#queue.length === 0) return Promise.resolve(this.#take());
     return new Promise((resolve, reject) => {
       const grant = (): void => {
         signal?.removeEventListener("abort", onAbort);
-        this.#active++;
-        let released = false;
-        resolve(() => {
-          if (released) return;
-          released = true;
-          this.#active--;
-          this.#wake();
-        });
+        resolve(this.#take());
       };
       const onAbort = (): void => {
         const index = this.#queue.indexOf(grant);
@@ -62,6 +57,18 @@ class SlotLimiter implements Limiter {
       this.#queue.push(grant);
       this.#wake();
     });
+  }
+
+  /** Occupies a slot; returns the function that frees it (once). */
+  #take(): () => void {
+    this.#active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#active--;
+      this.#wake();
+    };
   }
 
   #wake(): void {

@@ -61,25 +61,35 @@ const skip = (): void => {};
 
 /** A logger that behaves as `root.child(bindings)`, made on first real use. */
 export function lazyChild(root: Logger, bindings: Record<string, unknown>): Logger {
-  let child: Logger | undefined;
-  const made = (): Logger => {
-    child ??= root.child(bindings);
-    return child;
-  };
-  return new Proxy(root, {
-    get(_target, property) {
-      if (child === undefined && typeof property === "string" && LEVEL_METHODS.has(property)) {
-        if (!root.isLevelEnabled(property)) return skip;
-      }
-      const logger = made();
-      const value = Reflect.get(logger, property, logger);
-      return typeof value === "function" ? value.bind(logger) : value;
-    },
-    set(_target, property, value) {
-      return Reflect.set(made(), property, value);
-    },
-  });
+  return new Proxy({ root, bindings, child: undefined } as LazyTarget, LAZY_CHILD) as unknown as Logger;
 }
+
+/** What a lazy child holds until it is made. */
+interface LazyTarget {
+  root: Logger;
+  bindings: Record<string, unknown>;
+  child: Logger | undefined;
+}
+
+// One handler for every lazy child (a logger per invocation, thousands a second): no closures.
+const LAZY_CHILD: ProxyHandler<LazyTarget> = {
+  get(target, property) {
+    if (target.child === undefined && typeof property === "string" && LEVEL_METHODS.has(property)) {
+      if (!target.root.isLevelEnabled(property)) return skip;
+    }
+    target.child ??= target.root.child(target.bindings);
+    const logger = target.child;
+    const value = Reflect.get(logger, property, logger);
+    return typeof value === "function" ? value.bind(logger) : value;
+  },
+  set(target, property, value) {
+    target.child ??= target.root.child(target.bindings);
+    return Reflect.set(target.child, property, value);
+  },
+  has(target, property) {
+    return property in (target.child ?? target.root);
+  },
+};
 
 /** Hides the password in a connection string before it is shown anywhere. */
 export function redactUrl(url: string): string {

@@ -51,46 +51,7 @@ class KvProgressBoard implements ProgressBoard {
   }
 
   begin(id: string, fn: string, attempt: number): ProgressHandle {
-    const entry: ProgressEntry = { status: "running", fn, attempt, startedAt: new Date().toISOString(), updatedAt: "" };
-    let written = false;
-    let finished = false;
-    let lastWrite = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const write = (): void => {
-      timer = undefined;
-      if (finished) return;
-      written = true;
-      lastWrite = Date.now();
-      entry.updatedAt = new Date(lastWrite).toISOString();
-      this.#kv.put(id, JSON.stringify(entry)).catch((error: unknown) => {
-        this.#logger.debug({ err: error, invocationId: id }, "Writing progress failed.");
-      });
-    };
-    const schedule = (delay: number): void => {
-      if (timer === undefined) timer = setTimeout(write, delay);
-    };
-    schedule(RUNNING_MARK_AFTER_MS);
-    return {
-      update(done, total) {
-        entry.done = done;
-        if (total !== undefined) entry.total = total;
-        // The first report is written at once rather than at the running mark.
-        if (!written && timer !== undefined) {
-          clearTimeout(timer);
-          timer = undefined;
-        }
-        schedule(Math.max(0, PROGRESS_WRITE_INTERVAL_MS - (Date.now() - lastWrite)));
-      },
-      finish: () => {
-        finished = true;
-        clearTimeout(timer);
-        if (written) {
-          this.#kv.delete(id).catch((error: unknown) => {
-            this.#logger.debug({ err: error, invocationId: id }, "Removing progress failed.");
-          });
-        }
-      },
-    };
+    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt);
   }
 
   async get(id: string): Promise<ProgressEntry | undefined> {
@@ -111,5 +72,75 @@ class KvProgressBoard implements ProgressBoard {
       signal.removeEventListener("abort", stop);
       watcher.stop();
     }
+  }
+}
+
+/**
+ * One job's entry on the board: written once the job has run for a second (quicker jobs are
+ * never written), then at most once per interval while it reports progress.
+ */
+class KvProgressHandle implements ProgressHandle {
+  readonly #kv: KV;
+  readonly #logger: Logger;
+  readonly #id: string;
+  readonly #fn: string;
+  readonly #attempt: number;
+  readonly #startedAt = Date.now();
+  #done: number | undefined;
+  #total: number | undefined;
+  #written = false;
+  #finished = false;
+  #lastWrite = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(kv: KV, logger: Logger, id: string, fn: string, attempt: number) {
+    this.#kv = kv;
+    this.#logger = logger;
+    this.#id = id;
+    this.#fn = fn;
+    this.#attempt = attempt;
+    this.#schedule(RUNNING_MARK_AFTER_MS);
+  }
+
+  update(done: number, total: number | undefined): void {
+    this.#done = done;
+    if (total !== undefined) this.#total = total;
+    if (!this.#written && this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    this.#schedule(Math.max(0, PROGRESS_WRITE_INTERVAL_MS - (Date.now() - this.#lastWrite)));
+  }
+
+  finish(): void {
+    this.#finished = true;
+    clearTimeout(this.#timer);
+    if (!this.#written) return;
+    this.#kv.delete(this.#id).catch((error: unknown) => {
+      this.#logger.debug({ err: error, invocationId: this.#id }, "Removing progress failed.");
+    });
+  }
+
+  #schedule(delay: number): void {
+    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#write(), delay);
+  }
+
+  #write(): void {
+    this.#timer = undefined;
+    if (this.#finished) return;
+    this.#written = true;
+    this.#lastWrite = Date.now();
+    const entry: ProgressEntry = {
+      status: "running",
+      fn: this.#fn,
+      attempt: this.#attempt,
+      startedAt: new Date(this.#startedAt).toISOString(),
+      updatedAt: new Date(this.#lastWrite).toISOString(),
+    };
+    if (this.#done !== undefined) entry.done = this.#done;
+    if (this.#total !== undefined) entry.total = this.#total;
+    this.#kv.put(this.#id, JSON.stringify(entry)).catch((error: unknown) => {
+      this.#logger.debug({ err: error, invocationId: this.#id }, "Writing progress failed.");
+    });
   }
 }
