@@ -28,12 +28,15 @@ export function parseOutput(schema: z.ZodType | undefined, value: unknown, fn: s
   );
 }
 
+// One decoder for every body: decode() without { stream: true } keeps no state between calls.
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** Parses a message body as JSON; an empty body is `undefined`. */
 export function parseJsonBody(body: Uint8Array, fn: string): unknown {
   if (body.length === 0) return undefined;
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+    text = STRICT_UTF8.decode(body);
   } catch {
     throw new JetfnError("E_INPUT_INVALID", `input for ${fn} is not valid UTF-8`);
   }
