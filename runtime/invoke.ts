@@ -7,6 +7,7 @@ import {
   type InvocationTransaction,
 } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
+import { shouldPrepare } from "./db/prepared-statements";
 import type { FunctionContext, ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
@@ -130,7 +131,7 @@ async function commitWithOutbox(
   }
   await transaction?.commit();
   const single = statement as FinalStatement;
-  await deps.sql.unsafe(single.text, single.params as never[]);
+  await deps.sql.unsafe(single.text, single.params as never[], { prepare: shouldPrepare(deps.sql, single.text) });
   return true;
 }
 

@@ -1,6 +1,7 @@
 import type { Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
+import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
@@ -204,10 +205,15 @@ class LaneScheduler implements CommitGroups {
       ? connection.unsafe(together).execute()
       : Promise.all([
           connection.unsafe(opening).execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[]).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp), PREPARED).execute(),
         ]);
     setup.catch(() => undefined);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp.functionName));
+  }
+
+  /** Whether a statement of a job runs prepared (see prepared-statements.ts). */
+  prepares(text: string): boolean {
+    return shouldPrepare(this.#sql, text);
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
@@ -299,7 +305,7 @@ class LaneSeat implements Seat {
     if (this.#ended) throw new JetfnError("E_INTERNAL", "the job's savepoint was already ended");
     this.#ended = true;
     const finalQuery = final
-      ? this.connection.unsafe(final.text, final.params as never[]).execute()
+      ? this.connection.unsafe(final.text, final.params, { prepare: this.#scheduler.prepares(final.text) }).execute()
       : Promise.resolve();
     const release = this.connection.unsafe(`release savepoint ${this.#savepoint}`).execute();
     let settled: PromiseSettledResult<unknown>[];

@@ -3,6 +3,7 @@ import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import type { CommitGroups, Seat } from "./commit-groups";
+import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
@@ -98,7 +99,9 @@ class LazyTransaction implements InvocationTransaction {
     this.#connection = undefined;
     let answered = false;
     try {
-      const finalQuery = final ? connection.unsafe(final.text, final.params as never[]).execute() : Promise.resolve();
+      const finalQuery = final
+        ? connection.unsafe(final.text, final.params, { prepare: shouldPrepare(this.#sql, final.text) }).execute()
+        : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
       const [setup, finalResult, commitResult] = await withinDeadline(
         Promise.allSettled([this.#setup, finalQuery, commitQuery]),
@@ -142,7 +145,8 @@ class LazyTransaction implements InvocationTransaction {
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
     return new LazyQuery(async (mode) => {
       const connection = await this.#open();
-      const query = connection.unsafe(text, params as never[], options);
+      const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
+      const query = connection.unsafe(text, params, { ...options, prepare });
       return mode === "values" ? await query.values() : await query;
     });
   }
@@ -170,7 +174,7 @@ class LazyTransaction implements InvocationTransaction {
       ? connection.unsafe(together).execute()
       : Promise.all([
           connection.unsafe("begin").execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[]).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp), PREPARED).execute(),
         ]);
     this.#setup.catch(() => undefined);
     return connection;

@@ -36,7 +36,7 @@ export class WatchedConnection {
   }
 
   /** Sends a statement (pipelined behind earlier ones); the driver rejects it if the session ended. */
-  unsafe(text: string, params: unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
+  unsafe(text: string, params: readonly unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
     // Until the driver has handed over its connection object, each statement asks for it, to be
     // told when it closes (it is not handed over for a statement that must wait for an answer).
     const hook = this.#driverConnection
