@@ -7,6 +7,7 @@ import {
   type InvocationTransaction,
 } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
+import { shouldPrepare } from "./db/prepared-statements";
 import type { EventDefinition } from "./define-event";
 import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "./define-function";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
@@ -190,7 +191,9 @@ class Invocation {
     }
     await transaction?.commit();
     const single = statement as FinalStatement;
-    await this.deps.sql.unsafe(single.text, single.params as never[]);
+    await this.deps.sql.unsafe(single.text, single.params as never[], {
+      prepare: shouldPrepare(this.deps.sql, single.text),
+    });
     return true;
   }
 }

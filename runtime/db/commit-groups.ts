@@ -1,6 +1,7 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import type { JetfnError } from "../errors";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
+import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { SharedCommitError } from "./shared-commit-error";
 import {
   COMMIT_DEADLINE_MS,
@@ -200,7 +201,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       ? connection.unsafe(together).execute()
       : Promise.all([
           connection.unsafe(opening).execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[]).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[], PREPARED).execute(),
         ]);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp));
   }
@@ -210,6 +211,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     query.execute().catch((error: unknown) => {
       lane.failure ??= error;
     });
+  }
+
+  /** Whether a statement of a job runs prepared (see prepared-statements.ts). */
+  prepares(text: string): boolean {
+    return shouldPrepare(this.#sql, text);
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */

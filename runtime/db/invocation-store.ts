@@ -3,6 +3,7 @@ import type { Sql } from "postgres";
 import { type InvocationStatus, invocations } from "../../schema/jetfn";
 import type { DatabaseClient } from "./client";
 import type { FinalStatement } from "./invocation-transaction";
+import { PREPARED } from "./prepared-statements";
 import { storableJson } from "./storable-json";
 
 /** What every job record carries. */
@@ -102,18 +103,22 @@ export async function recordFailure(
   status: "failed" | "dead",
   error: StoredError,
 ): Promise<boolean> {
-  const rows = await sql.unsafe(FAILURE_SQL, [
-    record.id,
-    record.fn,
-    status,
-    record.attempt,
-    storableJson(record.input),
-    storableJson(error),
-    record.enqueuedAt,
-    record.startedAt,
-    record.streamSeq,
-    record.retryOf ?? null,
-  ] as never[]);
+  const rows = await sql.unsafe(
+    FAILURE_SQL,
+    [
+      record.id,
+      record.fn,
+      status,
+      record.attempt,
+      storableJson(record.input),
+      storableJson(error),
+      record.enqueuedAt,
+      record.startedAt,
+      record.streamSeq,
+      record.retryOf ?? null,
+    ] as never[],
+    PREPARED,
+  );
   return rows.length > 0;
 }
 
@@ -164,7 +169,11 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
     const unique = new Map<string, PendingSuccess>();
     for (const entry of batch) if (!unique.has(entry.id)) unique.set(entry.id, entry);
     try {
-      const rows = await sql.unsafe(SUCCESS_BATCH_SQL, [`[${[...unique.values()].map((e) => e.json).join(",")}]`]);
+      const rows = await sql.unsafe(
+        SUCCESS_BATCH_SQL,
+        [`[${[...unique.values()].map((e) => e.json).join(",")}]`],
+        PREPARED,
+      );
       const applied = new Set(rows.map((row) => row.id as string));
       for (const entry of batch) {
         const won = applied.has(entry.id) && unique.get(entry.id) === entry;

@@ -3,6 +3,7 @@ import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
+import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
@@ -99,7 +100,12 @@ class LazyTransaction implements InvocationTransaction {
     try {
       const statement = final ? sendable(final) : undefined;
       const finalQuery = statement
-        ? connection.unsafe(statement.text, statement.params as never[]).execute()
+        ? connection
+            .unsafe(statement.text, statement.params as never[], {
+              // Inlined (no parameters) it is a simple-protocol statement: nothing to prepare.
+              prepare: statement.params.length > 0 && shouldPrepare(this.#sql, statement.text),
+            })
+            .execute()
         : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
       const [setup, finalResult, commitResult] = await withinDeadline(
@@ -144,8 +150,12 @@ class LazyTransaction implements InvocationTransaction {
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
     return new LazyQuery(async (mode) => {
       const connection = await this.#open();
-      if (!(connection instanceof WatchedConnection)) return connection.query(text, params, options, mode);
-      const query = connection.unsafe(text, params as never[], options);
+      // A statement with parameters runs prepared: described once per connection, then one round trip.
+      const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
+      if (!(connection instanceof WatchedConnection)) {
+        return connection.query(text, params, { ...options, prepare }, mode);
+      }
+      const query = connection.unsafe(text, params as never[], { ...options, prepare });
       return mode === "values" ? await query.values() : await query;
     });
   }
@@ -169,7 +179,7 @@ class LazyTransaction implements InvocationTransaction {
       ? connection.unsafe(together).execute()
       : Promise.all([
           connection.unsafe("begin").execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[]).execute(),
+          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[], PREPARED).execute(),
         ]);
     this.#setup.catch(() => undefined);
     return connection;

@@ -22,6 +22,8 @@ export interface LaneOwner {
   leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void;
   /** The lane's connection failed or stopped answering. */
   broken(lane: Lane, error: unknown, answered: boolean): void;
+  /** Whether a statement with parameters runs prepared. */
+  prepares(text: string): boolean;
 }
 
 /** The code Postgres answers with inside a transaction an earlier statement already failed. */
@@ -122,7 +124,11 @@ export class LaneSeat implements Seat {
   async #commitChecked(final: FinalStatement | undefined, released: (() => void) | undefined): Promise<void> {
     const statement = final ? sendable(final) : undefined;
     const finalQuery = statement
-      ? this.#connection.unsafe(statement.text, statement.params as never[]).execute()
+      ? this.#connection
+          .unsafe(statement.text, statement.params as never[], {
+            prepare: statement.params.length > 0 && this.#scheduler.prepares(statement.text),
+          })
+          .execute()
       : Promise.resolve();
     const release = this.#connection.unsafe(`release savepoint ${this.#savepoint}`).execute();
     let settled: PromiseSettledResult<unknown>[];

@@ -50,10 +50,11 @@ export function stampParameters(stamp: TransactionStamp): string[] {
 }
 
 /**
- * Longest a COMMIT (or ROLLBACK) may take before its connection is given up. A connection killed
- * at the wrong moment can leave the driver waiting forever (porsager/postgres#1208); without a
- * bound the job would hang, kept alive by its in-progress pings. After it, the attempt counts as
- * a database loss and runs again on a fresh connection; the fence settles a COMMIT that did land.
+ * Longest a COMMIT (or ROLLBACK) may take before its connection is given up. The patched driver
+ * rejects at once when the server ends a session, but a server or network that stops answering
+ * without closing the connection would leave it waiting; without a bound the job would hang, kept
+ * alive by its in-progress pings. After it, the attempt counts as a database loss and runs again
+ * on a fresh connection; the fence settles a COMMIT that did land.
  */
 export const COMMIT_DEADLINE_MS = 15_000;
 export const ROLLBACK_DEADLINE_MS = 5_000;

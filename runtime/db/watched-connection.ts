@@ -3,12 +3,18 @@ import type { PendingQuery, ReservedSql, Row, Sql } from "postgres";
 /**
  * A reserved connection that knows when the driver has closed it.
  *
- * postgres.js 3.4 keeps handing a reserved handle's queries to its connection after the server
- * dropped it (pg_terminate_backend, a restart): the query is written to a socket that is gone,
- * which throws from a timer and kills the process (porsager/postgres#1208), or, once the pool has
- * reconnected that connection for someone else, runs in another session. Releasing such a handle
- * puts a closed connection back among the open ones. So every query goes through `unsafe()`,
- * which refuses once the connection has closed, and `release()` leaves a closed one to the pool.
+ * The driver itself no longer lets a reserved handle outlive its session: postgres.js is patched
+ * on install (`patches/postgres+3.4.9.patch`, see RELIABILITY.md), so once the server ended the
+ * session (pg_terminate_backend, a restart) the handle's statements are rejected with
+ * CONNECTION_CLOSED, never sent to the session the pool reconnects, and its `release()` leaves the
+ * connection to the pool. Before the patch this class refused those statements itself.
+ *
+ * Two things are still jetfn's to do:
+ * - `closed`, learnt from the driver's `onclose` hook (the one postgres.js's own `sql.begin()`
+ *   uses): a commit lane whose connection was killed between jobs reserves a new one before the
+ *   next job, instead of failing that job's first statement and running it again.
+ * - `release()` is safe to call twice: a second call to the driver's would hand the pool a
+ *   connection that another user may hold by then, so only the first one reaches it.
  */
 export class WatchedConnection {
   readonly #sql: ReservedSql;
@@ -24,16 +30,15 @@ export class WatchedConnection {
     return new WatchedConnection(await pool.reserve());
   }
 
-  /** True once the driver reported the connection closed. */
+  /** True once the driver reported the connection closed, or once it was released. */
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** Sends a statement (pipelined behind earlier ones); it fails at once if the connection is gone. */
-  unsafe(text: string, params: unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
-    if (this.#closed) return refused();
-    // The first statement brings the driver's connection object, to be told when it closes (the
-    // same hook postgres.js's own sql.begin() uses).
+  /** Sends a statement (pipelined behind earlier ones); the driver rejects it if the session ended. */
+  unsafe(text: string, params: readonly unknown[] = [], options?: { prepare?: boolean }): PendingQuery<Row[]> {
+    // Until the driver has handed over its connection object, each statement asks for it, to be
+    // told when it closes (it is not handed over for a statement that must wait for an answer).
     const hook = this.#driverConnection
       ? options
       : {
@@ -46,7 +51,7 @@ export class WatchedConnection {
     return this.#sql.unsafe(text, params as never[], hook as { prepare?: boolean });
   }
 
-  /** Gives the connection back to the pool (a closed one is already the pool's to reconnect). */
+  /** Gives the connection back to the pool; later calls do nothing. */
   release(): void {
     if (this.#driverConnection && this.#driverConnection.onclose === this.#onClose) {
       this.#driverConnection.onclose = null;
@@ -68,24 +73,4 @@ export class WatchedConnection {
 /** What postgres.js's connection object exposes to `onexecute`. */
 interface DriverConnection {
   onclose: ((error: unknown) => void) | null;
-}
-
-/** The error a query on a closed connection gets, coded like the driver's own. */
-export function connectionClosedError(): Error {
-  return Object.assign(new Error("the Postgres connection was closed (the server ended the session)"), {
-    code: "CONNECTION_CLOSED",
-  });
-}
-
-/** A query that was never sent: it rejects when awaited or executed, like a failed driver query. */
-function refused(): PendingQuery<Row[]> {
-  const failed = Promise.reject(connectionClosedError());
-  failed.catch(() => undefined);
-  const query = Object.assign(failed, {
-    execute: () => query,
-    values: () => query,
-    raw: () => query,
-    cancel: () => undefined,
-  });
-  return query as unknown as PendingQuery<Row[]>;
 }
