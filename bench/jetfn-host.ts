@@ -5,8 +5,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import pino, { type Logger } from "pino";
 import { resolveConfig } from "../runtime/config";
+import { createEmitter, type RuntimeEmitter } from "../runtime/events";
 import { ensureJobStream } from "../runtime/nats/streams";
-import { DONE_PREFIX } from "../runtime/nats/subjects";
 import { type Runtime, type StartRuntimeOptions, startRuntime } from "../runtime/runtime";
 
 /** Name of the global a benchmark function stamps when its first invocation starts. */
@@ -119,32 +119,34 @@ export async function ensureBenchJobStream(nc: NatsConnection): Promise<void> {
   });
 }
 
-/** Counts `jetfn.done.*` notices: a job's outcome is committed when its notice is out. */
+/** Counts jobs whose outcome is recorded (each runtime's `job:done` event, sent with its done notice). */
 export interface DoneCounter {
   readonly count: number;
-  /** performance.now() of the latest notice. */
+  /** performance.now() of the latest one. */
   readonly lastAt: number;
-  stop(): void;
+  /** The emitter to give the runtime, so no job finishes unseen. */
+  readonly events: RuntimeEmitter;
 }
 
-/** Subscribes to every job's done notice (flushed, so none is missed once this resolves). */
-export async function countDoneNotices(nc: NatsConnection): Promise<DoneCounter> {
+/**
+ * Listens for finished jobs in this process, the way the peers' drains count their workers'
+ * completion events (not through a NATS subscription, whose deliveries would load this process).
+ */
+export function countDoneJobs(): DoneCounter {
+  const events = createEmitter();
   let count = 0;
   let lastAt = 0;
-  const subscription = nc.subscribe(`${DONE_PREFIX}>`, {
-    callback: () => {
-      count++;
-      lastAt = performance.now();
-    },
+  events.on("job:done", () => {
+    count++;
+    lastAt = performance.now();
   });
-  await nc.flush();
   return {
+    events,
     get count() {
       return count;
     },
     get lastAt() {
       return lastAt;
     },
-    stop: () => subscription.unsubscribe(),
   };
 }

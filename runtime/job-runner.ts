@@ -400,6 +400,7 @@ async function finishedBefore(
 }
 
 function notifyDone(deps: JobRunnerDependencies, notice: DoneNotice): void {
+  deps.events.emit("job:done", { fn: notice.fn, invocationId: notice.id, status: notice.status });
   try {
     deps.nc.publish(doneSubject(notice.id), JSON.stringify(notice));
   } catch (error) {

@@ -42,6 +42,8 @@ import { type RejectionWatch, watchUnhandledRejections } from "./unhandled-rejec
 export interface StartRuntimeOptions extends RuntimeOptions {
   /** Use this logger instead of creating one. */
   logger?: Logger;
+  /** Emit on this emitter instead of creating one (to listen from before the first job runs). */
+  events?: RuntimeEmitter;
   /** Apply pending migrations at start (dev) instead of refusing to start (production). @default false */
   migrate?: boolean;
   /** How often consumers are checked for stalls and the stream for jobs no function can take. @default "15s" */
@@ -104,7 +106,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     await database.close();
     throw error;
   }
-  const runtime = new ServingRuntime(config, logger, database, nc);
+  const runtime = new ServingRuntime(config, logger, database, nc, options.events);
   runtime.healthCheckMs = parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL);
   runtime.productionChecks = options.productionChecks ?? true;
   try {
@@ -122,8 +124,8 @@ export const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = "15s";
 class ServingRuntime implements Runtime {
   readonly config: ResolvedConfig;
   readonly logger: Logger;
-  readonly events: RuntimeEmitter = createEmitter();
-  readonly stats: InvocationStats = trackInvocationStats(this.events);
+  readonly events: RuntimeEmitter;
+  readonly stats: InvocationStats;
   readonly database: DatabaseClient;
   readonly nats: NatsConnection;
   readonly #stopping = new AbortController();
@@ -150,7 +152,15 @@ class ServingRuntime implements Runtime {
   healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
   productionChecks = true;
 
-  constructor(config: ResolvedConfig, logger: Logger, database: DatabaseClient, nats: NatsConnection) {
+  constructor(
+    config: ResolvedConfig,
+    logger: Logger,
+    database: DatabaseClient,
+    nats: NatsConnection,
+    events: RuntimeEmitter = createEmitter(),
+  ) {
+    this.events = events;
+    this.stats = trackInvocationStats(events);
     // Every invocation in flight listens to the abort signal; hundreds at once are expected.
     setMaxListeners(0, this.#aborting.signal);
     this.config = config;

@@ -1,7 +1,7 @@
 import { createClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
 import {
-  countDoneNotices,
+  countDoneJobs,
   createFunctionsFolder,
   ensureBenchJobStream,
   firstStart,
@@ -49,19 +49,16 @@ export const createJetfnJobs: JobContenderFactory = async (context, kind, tag) =
       return performance.now() - started;
     },
     async drain(count) {
-      const done = await countDoneNotices(nc);
+      const done = countDoneJobs();
       resetFirstStart();
-      try {
-        runtime = await startBenchRuntime({
-          natsUrl: services.natsUrl,
-          databaseUrl: database.url,
-          functionsDir: folder.dir,
-        });
-        await waitUntil(() => done.count >= count, `${count} jetfn ${kind} jobs`, drainTimeoutMs(count), 2);
-        return done.lastAt - (firstStart() ?? Number.NaN);
-      } finally {
-        done.stop();
-      }
+      runtime = await startBenchRuntime({
+        natsUrl: services.natsUrl,
+        databaseUrl: database.url,
+        functionsDir: folder.dir,
+        events: done.events,
+      });
+      await waitUntil(() => done.count >= count, `${count} jetfn ${kind} jobs`, drainTimeoutMs(count), 2);
+      return done.lastAt - (firstStart() ?? Number.NaN);
     },
     async check(count) {
       // Let the runtime finish what it holds, so the counts are final.
