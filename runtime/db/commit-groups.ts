@@ -95,6 +95,8 @@ export class Lane {
   busy = false;
   members: Member[] = [];
   savepoints = 0;
+  /** The previous job's final record (written with literals), sent with the next opening or the COMMIT. */
+  pendingFinal: string | undefined;
   /** The previous job's savepoint, released by the next statement sent (it need not be waited for). */
   pendingRelease: string | undefined;
   /** A statement sent without waiting failed: the open transaction can only be rolled back. */
@@ -188,12 +190,16 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     const savepoint = `jetfn_job_${++lane.savepoints}`;
     // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
     // earlier jobs of this transaction set, so each job starts from the session's settings.
+    // The previous job's final record and release lead the same simple-protocol message: one
+    // round of the server's replies instead of one per statement.
     const opening = [
+      ...(lane.pendingFinal ? [lane.pendingFinal] : []),
       ...(lane.pendingRelease ? [`release savepoint ${lane.pendingRelease}`] : []),
       ...(lane.open ? [] : ["begin"]),
       `savepoint ${savepoint}`,
       ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
     ].join("; ");
+    lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;
     lane.open = true;
     const together = openingWithStamp(opening, waiter.stamp);
@@ -203,6 +209,10 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           connection.unsafe(opening).execute(),
           connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[], PREPARED).execute(),
         ]);
+    // It carries earlier jobs' final records: its failure dooms the whole transaction.
+    setup.catch((error: unknown) => {
+      lane.failure ??= error;
+    });
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp));
   }
 
@@ -267,6 +277,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.open = false;
     lane.savepoints = 0;
     lane.busy = false;
+    lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;
     lane.failure = undefined;
   }
@@ -278,6 +289,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
     const keep = members.length > 0 && lane.failure === undefined;
+    if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
+    lane.pendingFinal = undefined;
     let answered = false;
     try {
       const result = await withinDeadline(
@@ -311,6 +324,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   #closeTransaction(lane: Lane): void {
     lane.open = false;
     lane.savepoints = 0;
+    lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;
     lane.failure = undefined;
     lane.busy = false;

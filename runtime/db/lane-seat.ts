@@ -96,7 +96,12 @@ export class LaneSeat implements Seat {
     if (!this.#sawFailure && this.#stamp.attempt === 1) {
       if (final) {
         const { text, params } = sendable(final);
-        this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[]));
+        // Written with literals, it leads the lane's next message; otherwise it goes now, prepared.
+        if (params.length === 0) this.#lane.pendingFinal = text;
+        else {
+          const prepare = this.#scheduler.prepares(text);
+          this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[], { prepare }));
+        }
       }
       const committed = this.#scheduler.joinGroup(
         this.#lane,
