@@ -7,7 +7,7 @@ import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   openingWithStamp,
-  ROLLBACK_DEADLINE_MS,
+  rollbackAndRelease,
   STAMP_SQL,
   stampParameters,
   type TransactionStamp,
@@ -252,34 +252,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.members = [];
     const connection = lane.connection;
     this.#reset(lane);
-    if (connection && answered) void this.#discard(connection);
+    if (connection && answered) void rollbackAndRelease(connection);
     for (const member of members) member.reject(new SharedCommitError(members.length, error));
     this.#dispatch();
   }
 
-  /** Rolls back whatever a broken lane left open, then gives the connection back to the pool. */
-  async #discard(connection: WatchedConnection): Promise<void> {
-    if (connection.closed) return;
-    const answered = await withinDeadline(
-      connection.unsafe("rollback").execute(),
-      ROLLBACK_DEADLINE_MS,
-      "ROLLBACK",
-    ).then(
-      () => true,
-      (error: unknown) => !isUnanswered(error),
-    );
-    if (answered) connection.release();
-  }
-
   /** Forgets the lane's connection and whatever transaction it had open. */
   #reset(lane: Lane): void {
+    this.#closeTransaction(lane);
     lane.connection = undefined;
-    lane.open = false;
-    lane.savepoints = 0;
-    lane.busy = false;
-    lane.pendingFinal = undefined;
-    lane.pendingRelease = undefined;
-    lane.failure = undefined;
   }
 
   /** Commits the lane's group (or rolls back a transaction with nothing to keep, or doomed). */

@@ -8,7 +8,7 @@ import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   openingWithStamp,
-  ROLLBACK_DEADLINE_MS,
+  rollbackAndRelease,
   STAMP_SQL,
   sendable,
   stampParameters,
@@ -135,16 +135,7 @@ class LazyTransaction implements InvocationTransaction {
     const connection = await this.#connection.catch(() => undefined);
     if (!connection) return;
     if (!(connection instanceof WatchedConnection)) return connection.rollback();
-    // A broken connection rolls back on the server by itself; nothing to report.
-    const answered = await withinDeadline(
-      connection.unsafe("rollback").execute(),
-      ROLLBACK_DEADLINE_MS,
-      "ROLLBACK",
-    ).then(
-      () => true,
-      (error: unknown) => (error as JetfnError).code !== "E_DATABASE_UNAVAILABLE",
-    );
-    if (answered) connection.release();
+    await rollbackAndRelease(connection);
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {

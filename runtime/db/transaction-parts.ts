@@ -1,5 +1,6 @@
 import { JetfnError } from "../errors";
 import { inlineParameters } from "./sql-literal";
+import type { WatchedConnection } from "./watched-connection";
 
 /** Who is writing: read by the audit triggers through transaction-local settings. */
 export interface TransactionStamp {
@@ -58,6 +59,19 @@ export function stampParameters(stamp: TransactionStamp): string[] {
  */
 export const COMMIT_DEADLINE_MS = 15_000;
 export const ROLLBACK_DEADLINE_MS = 5_000;
+
+/**
+ * Rolls back what `connection` has open and gives it back to the pool; a connection that does not
+ * answer within the deadline is abandoned instead (its session rolls back on the server by itself).
+ */
+export async function rollbackAndRelease(connection: WatchedConnection): Promise<void> {
+  if (connection.closed) return;
+  const answered = await withinDeadline(connection.unsafe("rollback").execute(), ROLLBACK_DEADLINE_MS, "ROLLBACK").then(
+    () => true,
+    (error: unknown) => (error as JetfnError | undefined)?.code !== "E_DATABASE_UNAVAILABLE",
+  );
+  if (answered) connection.release();
+}
 
 export async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
