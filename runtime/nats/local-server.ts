@@ -21,6 +21,11 @@ export async function isNatsReachable(url: string, user?: string, password?: str
   }
 }
 
+/** The nats-server executable jetfn starts (`dev`, `jetfn/testing`): `NATS_SERVER_BIN`, else from PATH. */
+export function natsServerBinary(): string {
+  return process.env.NATS_SERVER_BIN || "nats-server";
+}
+
 /**
  * Starts `nats-server -c <configFile>` in `cwd` (the config's relative store_dir resolves there),
  * listening where `url` points, and waits until it answers. It runs in its own process group, so
@@ -34,7 +39,7 @@ export async function startLocalNatsServer(
 ): Promise<LocalNatsServer> {
   const { hostname, port } = new URL(url.split(",")[0] as string);
   const args = ["-c", configFile, "-a", hostname, "-p", port || "4222"];
-  const child = spawn("nats-server", args, { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(natsServerBinary(), args, { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
   const recent: string[] = [];
   const failed = new Promise<never>((_, reject) => {
     child.once("error", (error: NodeJS.ErrnoException) => {
@@ -42,7 +47,7 @@ export async function startLocalNatsServer(
         error.code === "ENOENT"
           ? new JetfnError(
               "E_UNAVAILABLE",
-              "no NATS server answers at NATS_URL and `nats-server` is not installed: install it (Debian: apt install nats-server) or set NATS_URL",
+              `no NATS server answers at NATS_URL and \`${natsServerBinary()}\` is not installed: install it (Debian: apt install nats-server) or set NATS_URL`,
             )
           : error,
       );

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { freePort } from "../free-port";
+import { natsServerBinary } from "../nats/local-server";
 import { stopChild } from "../stop-child";
 
 /** A nats-server with JetStream started for tests, on a random port and a temporary store. */
@@ -69,8 +70,4 @@ async function launch(args: string[], port: number, auth: { user?: string; pass?
   }
   child.kill("SIGKILL");
   throw new Error(`nats-server did not answer on port ${port}`);
-}
-
-function natsServerBinary(): string {
-  return process.env.NATS_SERVER_BIN ?? "nats-server";
 }

@@ -46,11 +46,23 @@ it("dev names the fix when no NATS answers and nats-server is not installed", as
   const port = await freePort();
   const result = await runCli(
     ["dev"],
-    { ...cliEnv, NATS_URL: `nats://127.0.0.1:${port}`, PATH: path.dirname(process.execPath) },
+    { ...cliEnv, NATS_URL: `nats://127.0.0.1:${port}`, PATH: path.dirname(process.execPath), NATS_SERVER_BIN: "" },
     { cwd },
   );
   expect(result.code).not.toBe(0);
   expect(result.stderr).toContain(
     "`nats-server` is not installed: install it (Debian: apt install nats-server) or set NATS_URL",
   );
+});
+
+it("dev starts the nats-server NATS_SERVER_BIN names, and says so when it is missing", async () => {
+  const port = await freePort();
+  const missing = path.join(cwd, "no-such-dir", "nats-server-custom");
+  const result = await runCli(
+    ["dev"],
+    { ...cliEnv, NATS_URL: `nats://127.0.0.1:${port}`, NATS_SERVER_BIN: missing },
+    { cwd },
+  );
+  expect(result.code).not.toBe(0);
+  expect(result.stderr).toContain(`\`${missing}\` is not installed`);
 });
