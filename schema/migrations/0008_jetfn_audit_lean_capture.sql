@@ -348,3 +348,20 @@ $$;
 -- Every table audited so far moves to its generated functions.
 select jetfn.attach_audit(t.tgrelid::regclass)
 from pg_trigger t where t.tgname = 'jetfn_audit_insert';
+
+-- As in 0002, and a renamed column counts too: Postgres reports RENAME COLUMN as a change of a
+-- `table column`, which 0002 let pass, so a generated capture stayed stale until the next start.
+create or replace function jetfn.attach_audit_on_ddl() returns event_trigger
+language plpgsql as $$
+declare
+  command record;
+begin
+  for command in select * from pg_event_trigger_ddl_commands()
+    where object_type in ('table', 'table column') and schema_name in (select s.schema_name from jetfn.audited_schemas s)
+  loop
+    if exists (select 1 from pg_class c where c.oid = command.objid and c.relkind in ('r', 'p') and not c.relispartition) then
+      perform jetfn.attach_audit(command.objid::regclass);
+    end if;
+  end loop;
+end
+$$;
