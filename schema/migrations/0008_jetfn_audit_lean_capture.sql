@@ -267,7 +267,8 @@ begin
     insert into jetfn.audit_log
       (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
     select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
-           jetfn.audit_pk(pair.after_row, %12$L::pg_catalog.text[])::pg_catalog.json,
+           (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
+            from pg_catalog.unnest(%12$L::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
     from rows from (
       pg_catalog.unnest((select pg_catalog.array_agg(pg_catalog.to_jsonb(changed_row.*)) from old_rows changed_row)),
