@@ -10,8 +10,9 @@
 --  * INSERT and DELETE capture go through generated per-table functions too (UPDATE did since 0006):
 --    set-wise over the transition table with row_to_json and the table's key columns, no per-row
 --    plpgsql. The generated functions carry no SET search_path (a SET clause costs every call):
---    every function and type they use is schema-qualified, and the writer's stamp settings are
---    read once per statement.
+--    every function, type, operator and collation they use is schema-qualified (they run as the
+--    log's owner with the writer's search_path), and the writer's stamp settings are read once per
+--    statement.
 
 alter table jetfn.audit_log drop constraint audit_log_pkey;
 alter table jetfn.audit_log drop constraint audit_log_operation_check;
@@ -83,9 +84,10 @@ begin
 end
 $$;
 
--- The head of every generated capture function: operators and names resolve through the writer's
--- search_path (there is no SET clause), so every one is schema-qualified, and unqualified names in
--- its queries mean the function's variables (the table's columns are always qualified).
+-- The head of every generated capture function. Names resolve through the writer's search_path
+-- (there is no SET clause), so every one is schema-qualified; unqualified names in its queries mean
+-- the function's variables (the table's columns are always qualified, so a column named like a
+-- variable does not clash).
 create function jetfn.audit_function_head() returns text
 language sql immutable as $$
   select $head$#variable_conflict use_variable
