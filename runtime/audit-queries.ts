@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gte, inArray, isNull, lte, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gte, isNull, lte, type SQL, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { auditLog, auditLookup, auditSeals } from "../schema/jetfn";
 
@@ -155,22 +155,46 @@ async function selectEntries(
       .orderBy(order(auditLog.id))
       .$dynamic(),
   );
-  const found = bounded(
+  const found = await bounded(
     db
-      .select({ id: auditLookup.id, loggedAt: auditLookup.loggedAt })
+      .select({ id: auditLookup.id, txid: auditLookup.txid })
       .from(auditLookup)
       .where(and(...conditions(filter, auditLookup, keys)))
       .orderBy(order(auditLookup.id))
       .$dynamic(),
   );
-  const sealed = await db
-    .select()
-    .from(auditLog)
-    .where(and(...where, sql`(${auditLog.id}, ${auditLog.loggedAt}) in (select id, logged_at from (${found}) found)`));
+  const sealed = await fetchSealed(db, where, found);
   const byId = new Map([...sealed, ...tail].map((row) => [row.id, row]));
   const sign = direction === "asc" ? 1 : -1;
   const rows = [...byId.values()].sort((a, b) => sign * (a.id - b.id));
   return (limit === undefined ? rows : rows.slice(0, limit)).map(toEntry);
+}
+
+/**
+ * The log rows of lookup entries. The log has no b-tree; its BRIN index over (txid, id) narrows
+ * the scan to the block ranges between the entries' lowest and highest (txid, id), then each row is
+ * matched exactly.
+ */
+async function fetchSealed(
+  db: AnyPgDatabase,
+  where: SQL[],
+  found: { id: number; txid: number | null }[],
+): Promise<(typeof auditLog.$inferSelect)[]> {
+  const located = found.filter((entry): entry is { id: number; txid: number } => entry.txid !== null);
+  if (located.length === 0) return [];
+  const txids = located.map((entry) => entry.txid);
+  const ids = located.map((entry) => entry.id);
+  return db
+    .select()
+    .from(auditLog)
+    .where(
+      and(
+        ...where,
+        sql`${auditLog.txid} between ${Math.min(...txids)} and ${Math.max(...txids)}`,
+        sql`${auditLog.id} between ${Math.min(...ids)} and ${Math.max(...ids)}`,
+        sql`(${auditLog.txid}, ${auditLog.id}) in (select * from unnest(${`{${txids.join(",")}}`}::bigint[], ${`{${ids.join(",")}}`}::bigint[]))`,
+      ),
+    );
 }
 
 /** Filters that no index of jetfn.audit_log answers (they live in jetfn.audit_lookup). */
@@ -200,12 +224,16 @@ function conditions(
     where.push(eq(table.tableName, name as string));
     if (schema) where.push(eq(table.schemaName, schema));
   }
-  if (keys) where.push(inArray(table.pk, keys));
+  // The log stores keys as json, which has no equality; the lookup's are jsonb already.
+  if (keys) {
+    const candidates = keys.map((key) => sql`${JSON.stringify(key)}::jsonb`);
+    where.push(sql`${table.pk}::jsonb in (${sql.join(candidates, sql`, `)})`);
+  }
   return where;
 }
 
 /**
- * The jsonb primary keys a row filter may mean: `42` matches `{"id": 42}` and `{"id": "42"}` for a
+ * The primary keys a row filter may mean: `42` matches `{"id": 42}` and `{"id": "42"}` for a
  * table keyed by `id`; an object is taken as the key itself.
  */
 async function primaryKeyCandidates(db: AnyPgDatabase, filter: AuditFilter): Promise<Record<string, unknown>[]> {

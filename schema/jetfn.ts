@@ -1,4 +1,4 @@
-import { bigint, integer, jsonb, pgSchema, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, integer, json, jsonb, pgSchema, text, timestamp } from "drizzle-orm/pg-core";
 
 /** Postgres schema holding jetfn's own tables; created by schema/migrations/0001_jetfn_invocations.sql. */
 export const jetfnSchema = pgSchema("jetfn");
@@ -30,7 +30,10 @@ export const invocations = jetfnSchema.table("invocations", {
   droppedAt: timestamp("dropped_at", { withTimezone: true, mode: "string" }),
 });
 
-/** One changed row (or one TRUNCATE), written by the audit triggers. Append-only for the runtime. */
+/**
+ * One changed row (or one TRUNCATE), written by the audit triggers. Append-only for the runtime; no
+ * primary key (ids come from a sequence), rows are found through a BRIN index on (txid, id, logged_at).
+ */
 export const auditLog = jetfnSchema.table("audit_log", {
   id: bigint("id", { mode: "number" }).notNull(),
   loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
@@ -42,9 +45,10 @@ export const auditLog = jetfnSchema.table("audit_log", {
   schemaName: text("schema_name").notNull(),
   tableName: text("table_name").notNull(),
   operation: text("operation").$type<"INSERT" | "UPDATE" | "DELETE" | "TRUNCATE">().notNull(),
-  pk: jsonb("pk"),
-  oldRow: jsonb("old_row"),
-  newRow: jsonb("new_row"),
+  /** json, not jsonb: stored as built, cheaper to write (schema/migrations/0008_jetfn_audit_lean_capture.sql). */
+  pk: json("pk"),
+  oldRow: json("old_row"),
+  newRow: json("new_row"),
   changedColumns: text("changed_columns").array(),
 });
 
@@ -54,6 +58,8 @@ export const auditLog = jetfnSchema.table("audit_log", {
  */
 export const auditLookup = jetfnSchema.table("audit_lookup", {
   id: bigint("id", { mode: "number" }).notNull(),
+  /** The row's txid, to fetch it from jetfn.audit_log through its BRIN index (null only if added by hand). */
+  txid: bigint("txid", { mode: "number" }),
   loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
   function: text("function"),
   invocationId: text("invocation_id"),

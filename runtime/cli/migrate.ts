@@ -1,11 +1,15 @@
 import { resolveConfig } from "../config";
+import { ensureAuditCoverage } from "../db/audit-coverage";
 import { connectDatabase } from "../db/client";
 import { migrate } from "../db/migrate";
 import { createLogger } from "../logger";
 import { printJson } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
 
-/** `jetfn migrate`: applies pending migrations to DATABASE_URL (or the embedded Postgres). */
+/**
+ * `jetfn migrate`: applies pending migrations to DATABASE_URL (or the embedded Postgres), then
+ * attaches or refreshes the audit triggers of the audited schemas' tables.
+ */
 export async function migrateCommand(options: { json?: boolean }): Promise<void> {
   const config = resolveConfig();
   const logger = createLogger({ level: "warn", format: "pretty", destination: process.stderr });
@@ -15,6 +19,9 @@ export async function migrateCommand(options: { json?: boolean }): Promise<void>
     const database = connectDatabase({ url, poolSize: 2 });
     try {
       const applied = await migrate(database.sql);
+      // Tables a migration created or altered get their audit capture (re)generated now, also where
+      // no event trigger does it at DDL time; the runtime does the same at start and on deploy.
+      await ensureAuditCoverage(database.sql, config.auditSchemas);
       if (options.json) printJson({ applied });
       else process.stdout.write(applied.length ? `applied: ${applied.join(", ")}\n` : "nothing to apply\n");
     } finally {

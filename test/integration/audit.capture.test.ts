@@ -109,7 +109,7 @@ describe("audit capture", () => {
              count(*) filter (where operation = 'UPDATE')::int as updates,
              count(*) filter (where operation = 'DELETE')::int as deletes
       from jetfn.audit_log where coalesce(new_row->>'tag', old_row->>'tag', '') like 'bulk-%' or
-        (operation = 'UPDATE' and pk in (select jsonb_build_object('id', id) from ledger where tag like 'bulk-%'))`;
+        (operation = 'UPDATE' and pk::jsonb in (select jsonb_build_object('id', id) from ledger where tag like 'bulk-%'))`;
     expect(counts).toEqual({ inserts: 1000, updates: 500, deletes: 500 });
   });
 

@@ -88,4 +88,26 @@ describe("audit queries over sealed and unsealed rows", () => {
     expect(await counts()).toEqual({ lookup: 3, unsealed: 0 });
     expect(await answers()).toEqual(expected);
   });
+
+  it("find sealed rows through the BRIN index whether their block range is summarized or not", async () => {
+    await database.sql`create table many (id int primary key, v text)`;
+    // Far more than one block range (128 pages) of audit rows.
+    await stampedWrite("insert into many select g, repeat('x', 100) from generate_series(1, 30000) g");
+    await database.sql`
+      select brin_summarize_new_values(i.inhrelid::regclass)
+      from pg_inherits i where i.inhparent = 'jetfn.audit_log_brin'::regclass`;
+    // These land in the range being filled, which stays unsummarized.
+    await stampedWrite("update many set v = 'late' where id in (1, 29999)");
+    await sealEverything();
+    for (const id of [1, 15000, 29999]) {
+      const history = await rowHistory(client.db, "many", id);
+      expect(history.map((entry) => entry.operation)).toEqual(id === 15000 ? ["INSERT"] : ["INSERT", "UPDATE"]);
+    }
+    const newest = await listAuditEntries(client.db, { function: "writer", table: "many", limit: 3 });
+    expect(newest.map((entry) => [entry.operation, entry.pk])).toEqual([
+      ["UPDATE", { id: 29999 }],
+      ["UPDATE", { id: 1 }],
+      ["INSERT", { id: 30000 }],
+    ]);
+  });
 });
