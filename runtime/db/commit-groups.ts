@@ -1,5 +1,5 @@
 import type { PendingQuery, Row, Sql } from "postgres";
-import type { JetfnError } from "../errors";
+import { JetfnError } from "../errors";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { SharedCommitError } from "./shared-commit-error";
@@ -175,9 +175,12 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   async #grant(lane: Lane, waiter: Waiter): Promise<void> {
+    // Killed while no job held it: its open transaction died with the session, and the jobs
+    // waiting for its COMMIT must run again, never be told they committed with the next group.
+    if (lane.connection?.closed) this.#drop(lane, closedBetweenJobs());
+    // Busy from here on, also while a connection is reserved, so no other job is given the lane.
     lane.busy = true;
     try {
-      if (lane.connection?.closed) this.#reset(lane);
       lane.connection ??= await WatchedConnection.reserve(this.#sql);
     } catch (error) {
       lane.busy = false;
@@ -248,13 +251,18 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** The lane's connection failed or stopped answering: its open transaction is lost. */
   broken(lane: Lane, error: unknown, answered: boolean): void {
+    const connection = lane.connection;
+    this.#drop(lane, error);
+    if (connection && answered) void rollbackAndRelease(connection);
+    this.#dispatch();
+  }
+
+  /** Forgets the lane's connection and its open transaction; the jobs waiting for its COMMIT run again alone. */
+  #drop(lane: Lane, error: unknown): void {
     const members = lane.members;
     lane.members = [];
-    const connection = lane.connection;
     this.#reset(lane);
-    if (connection && answered) void rollbackAndRelease(connection);
     for (const member of members) member.reject(new SharedCommitError(members.length, error));
-    this.#dispatch();
   }
 
   /** Forgets the lane's connection and whatever transaction it had open. */
@@ -310,6 +318,10 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.failure = undefined;
     lane.busy = false;
   }
+}
+
+function closedBetweenJobs(): JetfnError {
+  return new JetfnError("E_DATABASE_UNAVAILABLE", "the connection closed before the shared transaction committed");
 }
 
 /** True for the deadline's own error: the connection never answered and must not be reused. */

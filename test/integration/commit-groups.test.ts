@@ -218,6 +218,30 @@ describe("commit groups", () => {
     expect(retried.filter((result) => result.status === "rejected")).toHaveLength(1);
   });
 
+  it("fails the members of a transaction whose connection was killed between jobs, and never shares a lane", async () => {
+    // The test holds the lane for a while; it must still pass to the next job, not commit first.
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+    const first = transaction();
+    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 1)`);
+    const [holder] = (await first.tx.db.execute("select pg_backend_pid() as pid")) as unknown as { pid: number }[];
+    // Killed after the job's last statement: nothing the job still sends would notice.
+    await database.sql`select pg_terminate_backend(${holder?.pid as number})`;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The next job waits for the lane, so the first one's COMMIT waits for it.
+    const second = transaction();
+    const secondDone = insertAndCommit(second.tx, second.id, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const firstDone = first.tx.commit();
+
+    const [firstOutcome, secondOutcome] = await Promise.allSettled([firstDone, secondDone]);
+    // Its writes died with the session: it must hear so (and run again alone), not that it committed.
+    expect(firstOutcome.status).toBe("rejected");
+    expect(isSharedCommitFailure((firstOutcome as PromiseRejectedResult).reason)).toBe(true);
+    expect(secondOutcome.status).toBe("fulfilled");
+    const rows = await database.sql`select id from grouped_rows order by n`;
+    expect(rows.map((row) => row.id)).toEqual([second.id]);
+  });
+
   it("starts a new transaction instead of grouping a function known to hold its savepoint long", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
     // Teach the scheduler that "slow-writer" holds its savepoint ~60 ms.
