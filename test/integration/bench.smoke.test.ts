@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { runBench, SCENARIOS } from "../../bench/harness";
+import { measureReplicaCost, replicaCostTable } from "../../bench/nats-durability";
 
 // The benchmark harness must not rot: its smoke version runs every scenario with tiny counts.
 // Nothing here looks at speed; only that each scenario ran and its outcome checks passed.
@@ -25,5 +26,21 @@ describe("npm run bench:smoke", () => {
     ]) {
       expect(labels).toContain(expected);
     }
+  });
+
+  it("measures 3 replicas against 1 on a loopback cluster (bench/nats-durability.ts)", {
+    timeout: 120_000,
+  }, async () => {
+    const rows = await measureReplicaCost({ rounds: 1, sequential: 20, pipelined: 200, inFlight: 16 });
+    expect(rows.map((row) => row.name)).toEqual([
+      "single server, 1 replica",
+      "3-node cluster, 1 replica",
+      "3-node cluster, 3 replicas",
+    ]);
+    for (const row of rows) {
+      expect(row.sequential[0]).toBeGreaterThan(0);
+      expect(row.pipelined[0]).toBeGreaterThan(0);
+    }
+    expect(replicaCostTable(rows, 16)).toContain("| 3-node cluster, 3 replicas |");
   });
 });
