@@ -236,6 +236,15 @@ async function attemptJob(
     return true;
   }
   const { error } = outcome;
+  // Before the fence: a shared transaction doomed by a member's fence (the same job delivered twice
+  // into one group) rolled back every member, the one the fence let through as well. Judged as
+  // fenced out, both copies would be acked and the job lost; alone, one of them commits.
+  if (isSharedCommitFailure(error)) {
+    // Not this job's doing (or not only): it runs again at once, in a transaction of its own.
+    tries.alone = true;
+    log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
+    return false;
+  }
   if ((error.cause as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) {
     message.ack();
     log.warn({ durationMs }, "Another attempt finished this job first; this attempt rolled back its writes.");
@@ -245,12 +254,6 @@ async function attemptJob(
     // Not the job's fault: it runs again on the next delivery, after the ack wait.
     log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
     return true;
-  }
-  if (isSharedCommitFailure(error)) {
-    // Not this job's doing (or not only): it runs again at once, in a transaction of its own.
-    tries.alone = true;
-    log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
-    return false;
   }
   if (isDatabaseLoss(outcome)) {
     log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
