@@ -6,6 +6,7 @@ import { SharedCommitError } from "./shared-commit-error";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
+  isUnanswered,
   openingWithStamp,
   rollbackAndRelease,
   STAMP_SQL,
@@ -322,9 +323,4 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
 function closedBetweenJobs(): JetfnError {
   return new JetfnError("E_DATABASE_UNAVAILABLE", "the connection closed before the shared transaction committed");
-}
-
-/** True for the deadline's own error: the connection never answered and must not be reused. */
-export function isUnanswered(error: unknown): boolean {
-  return (error as JetfnError | undefined)?.code === "E_DATABASE_UNAVAILABLE";
 }

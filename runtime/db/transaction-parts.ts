@@ -68,9 +68,14 @@ export async function rollbackAndRelease(connection: WatchedConnection): Promise
   if (connection.closed) return;
   const answered = await withinDeadline(connection.unsafe("rollback").execute(), ROLLBACK_DEADLINE_MS, "ROLLBACK").then(
     () => true,
-    (error: unknown) => (error as JetfnError | undefined)?.code !== "E_DATABASE_UNAVAILABLE",
+    (error: unknown) => !isUnanswered(error),
   );
   if (answered) connection.release();
+}
+
+/** True for the deadline's own error: the connection never answered and must not be reused. */
+export function isUnanswered(error: unknown): boolean {
+  return (error as JetfnError | undefined)?.code === "E_DATABASE_UNAVAILABLE";
 }
 
 export async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
