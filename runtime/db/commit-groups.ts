@@ -234,9 +234,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
   joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void> {
-    const committed = new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
+    const committed = this.outcome(lane);
     this.leave(lane, savepoint, functionName, heldMs);
     return committed;
+  }
+
+  /** Waits for the lane's open transaction to commit, as its members do. */
+  outcome(lane: Lane): Promise<void> {
+    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
   }
 
   /**

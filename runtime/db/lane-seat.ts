@@ -18,6 +18,8 @@ export interface LaneOwner {
   pipeline(lane: Lane, query: PendingQuery<Row[]>): void;
   /** The seat's part is kept: resolves once the group has committed. */
   joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void>;
+  /** Resolves once the lane's open transaction commits; rejects with a SharedCommitError if it does not. */
+  outcome(lane: Lane): Promise<void>;
   /** The seat is done with the lane. */
   leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void;
   /** The lane's connection failed or stopped answering. */
@@ -156,7 +158,14 @@ export class LaneSeat implements Seat {
     }
     if (isConnectionError(failure)) return this.#lost(failure);
     if (this.#lane.failure !== undefined) return this.#doomed();
+    // The final record may have failed on what earlier members of this transaction wrote and have
+    // not committed yet: the fence refuses a second attempt of a job whose first attempt is one of
+    // them. That verdict stands only if their COMMIT does; if it fails, this job runs again alone
+    // too (told it lost, its message would be acked and the job lost with the group's writes).
+    const finalFailed = settled[1]?.status === "rejected";
+    const groupOutcome = finalFailed && this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
     this.#undo();
+    await groupOutcome;
     if ((failure as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
       throw new JetfnError(
         "E_HANDLER_FAILED",

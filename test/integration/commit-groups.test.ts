@@ -1,8 +1,10 @@
 import postgres, { type Sql } from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type CommitGroups, createCommitGroups } from "../../runtime/db/commit-groups";
+import { completionStatement, FENCED_OUT_CODE, type JobRecord } from "../../runtime/db/invocation-store";
 import { createInvocationTransaction, type InvocationTransaction } from "../../runtime/db/invocation-transaction";
 import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
+import type { FinalStatement } from "../../runtime/db/transaction-parts";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 
 let database: TestDatabase;
@@ -53,8 +55,17 @@ async function settle(tx: InvocationTransaction, body: () => Promise<void>): Pro
 }
 
 async function insertAndCommit(tx: InvocationTransaction, id: string, n: number): Promise<void> {
+  await insertAndCommitWith(tx, id, n);
+}
+
+async function insertAndCommitWith(
+  tx: InvocationTransaction,
+  id: string,
+  n: number,
+  final?: FinalStatement,
+): Promise<void> {
   await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
-  await tx.commit();
+  await tx.commit(final);
 }
 
 /** Invocation id -> Postgres transaction id of the audited inserts by `ids`. */
@@ -151,6 +162,71 @@ describe("commit groups", () => {
     expect(results[1]).toMatchObject({ reason: { code: "42883" } });
     const [counted] = await database.sql`select count(*)::int as count from grouped_rows`;
     expect(counted?.count).toBe(3);
+  });
+
+  it("lets a later attempt fenced by its own group's uncommitted record hear so only once that group commits", async () => {
+    // The same job twice in one transaction: attempt 1 records it, attempt 2's fence refuses. If the
+    // COMMIT then fails, attempt 1's record is gone: attempt 2 must not be told it lost (its message
+    // would be acked and the job lost), but to run again alone like the rest of the group.
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+    const first = transaction("grouped-writer", 1);
+    const second = { id: first.id, tx: transaction("grouped-writer", 2).tx };
+    const breaker = transaction();
+    const record = (attempt: number): JobRecord => ({
+      id: first.id,
+      fn: "grouped-writer",
+      attempt,
+      input: {},
+      enqueuedAt: new Date().toISOString(),
+      startedAt: new Date().toISOString(),
+      streamSeq: 1,
+      retryOf: undefined,
+    });
+    const results = await Promise.allSettled([
+      settle(first.tx, async () => {
+        await first.tx.db.execute(`insert into deferred_rows (id, twin) values ('a', 'same')`);
+        await first.tx.commit(completionStatement(record(1), null));
+      }),
+      settle(second.tx, async () => {
+        await second.tx.db.execute(`insert into deferred_rows (id, twin) values ('b', 'b')`);
+        await second.tx.commit(completionStatement(record(2), null));
+      }),
+      // Claims the same twin as the first: the deferred unique check fails the shared COMMIT.
+      settle(breaker.tx, async () => {
+        await breaker.tx.db.execute(`insert into deferred_rows (id, twin) values ('c', 'same')`);
+        await breaker.tx.commit();
+      }),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(["rejected", "rejected", "rejected"]);
+    for (const result of results) {
+      expect(isSharedCommitFailure((result as PromiseRejectedResult).reason)).toBe(true);
+    }
+    const [recorded] = await database.sql`select count(*)::int as count from jetfn.invocations where id = ${first.id}`;
+    expect(recorded?.count).toBe(0);
+  });
+
+  it("still tells a later attempt fenced by its own group's record that it lost, once that group committed", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+    const first = transaction("grouped-writer", 1);
+    const second = transaction("grouped-writer", 2);
+    const record = (attempt: number): JobRecord => ({
+      id: first.id,
+      fn: "grouped-writer",
+      attempt,
+      input: {},
+      enqueuedAt: new Date().toISOString(),
+      startedAt: new Date().toISOString(),
+      streamSeq: 1,
+      retryOf: undefined,
+    });
+    const results = await Promise.allSettled([
+      settle(first.tx, () => insertAndCommitWith(first.tx, first.id, 1, completionStatement(record(1), null))),
+      settle(second.tx, () => insertAndCommitWith(second.tx, second.id, 2, completionStatement(record(2), null))),
+    ]);
+    expect(results[0]?.status).toBe("fulfilled");
+    expect(results[1]).toMatchObject({ status: "rejected", reason: { code: FENCED_OUT_CODE } });
+    const rows = await database.sql`select n from grouped_rows order by n`;
+    expect(rows.map((row) => row.n)).toEqual([1]);
   });
 
   it("rolls back a group whose first attempt's final statement fails unawaited, and says to run each alone", async () => {
