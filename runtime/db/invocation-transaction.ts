@@ -7,7 +7,6 @@ import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
   COMMIT_DEADLINE_MS,
   type FinalStatement,
-  openingWithStamp,
   rollbackAndRelease,
   STAMP_SQL,
   sendable,
@@ -165,13 +164,10 @@ class LazyTransaction implements InvocationTransaction {
     if (this.#groups) return this.#groups.seat(this.#stamp);
     const connection = await WatchedConnection.reserve(this.#sql);
     // Sent now, without waiting: they travel in the same write as the handler's first query.
-    const together = openingWithStamp("begin", this.#stamp);
-    this.#setup = together
-      ? connection.unsafe(together).execute()
-      : Promise.all([
-          connection.unsafe("begin").execute(),
-          connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[], PREPARED).execute(),
-        ]);
+    this.#setup = Promise.all([
+      connection.unsafe("begin").execute(),
+      connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[], PREPARED).execute(),
+    ]);
     this.#setup.catch(() => undefined);
     return connection;
   }

@@ -26,25 +26,6 @@ export const STAMP_SQL =
   "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), " +
   "set_config('jetfn.attempt', $3, true), set_config('statement_timeout', $4, true)";
 
-/** Characters every stamp value is made of (validated names and ids, numbers): safe as literals. */
-const PLAIN_VALUE = /^[A-Za-z0-9_.:-]*$/;
-
-/**
- * The statements that open an invocation's part of a transaction (`opening`: BEGIN, or SAVEPOINT
- * and its resets) followed by the stamp, as one simple-protocol message: one statement for the
- * driver and the server to handle instead of several. Undefined when a value is not plain enough
- * to be written as a literal; then the stamp goes as its own parameterized statement.
- */
-export function openingWithStamp(opening: string, stamp: TransactionStamp): string | undefined {
-  const values = stampParameters(stamp);
-  if (!values.every((value) => PLAIN_VALUE.test(value))) return undefined;
-  const [fn, id, attempt, timeout] = values.map((value) => `'${value}'`);
-  return (
-    `${opening}; select set_config('jetfn.function', ${fn}, true), set_config('jetfn.invocation_id', ${id}, true), ` +
-    `set_config('jetfn.attempt', ${attempt}, true), set_config('statement_timeout', ${timeout}, true)`
-  );
-}
-
 /** The stamp's parameters, in STAMP_SQL's order. */
 export function stampParameters(stamp: TransactionStamp): string[] {
   return [stamp.functionName, stamp.invocationId, String(stamp.attempt), String(Math.max(1, stamp.statementTimeoutMs))];
