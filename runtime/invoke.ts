@@ -157,8 +157,13 @@ class Invocation {
       return { ok: true, result, durationMs, committed, outbox: this.outbox, log: this.log };
     } catch (thrown) {
       this.#ended = true;
-      await this.#transaction?.rollback();
-      const error = toJetfnError(thrown);
+      // Rejects only when the handler's failure may stem from a group's uncommitted writes and
+      // that group did not commit (see lane-seat.ts): then the job runs again, whatever it saw.
+      const groupFailed = await this.#transaction?.rollback().then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      const error = toJetfnError(groupFailed ?? thrown);
       return { ok: false, error, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;

@@ -4,10 +4,10 @@ import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { SharedCommitError } from "./shared-commit-error";
 import {
+  abandon,
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   isUnanswered,
-  rollbackAndRelease,
   STAMP_SQL,
   stampParameters,
   type TransactionStamp,
@@ -49,7 +49,10 @@ export interface Seat {
    * `released` is called in between: the job's own work is done, only the COMMIT is pending.
    */
   commit(final?: FinalStatement, released?: () => void): Promise<void>;
-  /** Undoes the job's writes and hands the lane on. */
+  /**
+   * Undoes the job's writes and hands the lane on. A job one of whose statements failed while
+   * others wait for the COMMIT hears only after it, and a SharedCommitError if it failed.
+   */
   rollback(): Promise<void>;
 }
 
@@ -101,6 +104,19 @@ export class Lane {
   pendingRelease: string | undefined;
   /** A statement sent without waiting failed: the open transaction can only be rolled back. */
   failure: unknown;
+  /** Counts the transactions ended on the lane: which one a statement was sent in. */
+  transaction = 0;
+
+  /**
+   * What a statement sent without waiting does when it fails: it dooms the transaction it was sent
+   * in. One that fails late, after that transaction was abandoned, must not doom the next one.
+   */
+  dooms(): (error: unknown) => void {
+    const transaction = this.transaction;
+    return (error) => {
+      if (this.transaction === transaction) this.failure ??= error;
+    };
+  }
 }
 
 /** Weight of the newest hold time in a function's running average. */
@@ -210,9 +226,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     const openingQuery = connection.unsafe(opening).execute();
     // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
     // once, before the job's own statements (refused after it) are told why.
-    openingQuery.catch((error: unknown) => {
-      lane.failure ??= error;
-    });
+    openingQuery.catch(lane.dooms());
     const setup = Promise.all([
       openingQuery,
       connection.unsafe(STAMP_SQL, stampParameters(waiter.stamp) as never[], PREPARED).execute(),
@@ -222,9 +236,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
   pipeline(lane: Lane, query: PendingQuery<Row[]>): void {
-    query.execute().catch((error: unknown) => {
-      lane.failure ??= error;
-    });
+    query.execute().catch(lane.dooms());
   }
 
   /** Whether a statement of a job runs prepared (see prepared-statements.ts). */
@@ -256,10 +268,10 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /** The lane's connection failed or stopped answering: its open transaction is lost. */
-  broken(lane: Lane, error: unknown, answered: boolean): void {
+  broken(lane: Lane, error: unknown): void {
     const connection = lane.connection;
     this.#drop(lane, error);
-    if (connection && answered) void rollbackAndRelease(connection);
+    if (connection) void abandon(connection);
     this.#dispatch();
   }
 
@@ -308,7 +320,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
         return;
       }
       lane.members = members;
-      this.broken(lane, error, false);
+      this.broken(lane, error);
       return;
     }
     this.#closeTransaction(lane);
@@ -317,6 +329,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   #closeTransaction(lane: Lane): void {
+    lane.transaction++;
     lane.open = false;
     lane.savepoints = 0;
     lane.pendingFinal = undefined;

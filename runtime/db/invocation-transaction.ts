@@ -5,6 +5,7 @@ import { JetfnError } from "../errors";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import {
+  abandon,
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   rollbackAndRelease,
@@ -33,7 +34,10 @@ export interface InvocationTransaction {
    * group's COMMIT is pending.
    */
   commit(final?: FinalStatement, released?: () => void): Promise<void>;
-  /** Rolls back; further queries through `db` fail. */
+  /**
+   * Rolls back; further queries through `db` fail. Rejects only with a SharedCommitError: the
+   * failure that made it roll back may stem from a group's writes that then did not commit.
+   */
   rollback(): Promise<void>;
 }
 
@@ -123,8 +127,9 @@ class LazyTransaction implements InvocationTransaction {
         );
       }
     } finally {
-      // A connection that never answered may be dead without the driver knowing: never reuse it.
+      // One that never answered goes back to the pool only if it ever does (see abandon()).
       if (answered) connection.release();
+      else void abandon(connection);
     }
   }
 

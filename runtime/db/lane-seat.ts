@@ -23,7 +23,7 @@ export interface LaneOwner {
   /** The seat is done with the lane. */
   leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void;
   /** The lane's connection failed or stopped answering. */
-  broken(lane: Lane, error: unknown, answered: boolean): void;
+  broken(lane: Lane, error: unknown): void;
   /** Whether a statement with parameters runs prepared. */
   prepares(text: string): boolean;
 }
@@ -121,10 +121,10 @@ export class LaneSeat implements Seat {
     if (this.#ended) return;
     this.#ended = true;
     if (this.#connectionLost !== undefined) {
-      this.#scheduler.broken(this.#lane, this.#connectionLost, true);
+      this.#scheduler.broken(this.#lane, this.#connectionLost);
       return;
     }
-    this.#undo();
+    await this.#undoOnceGroupDecides(this.#sawFailure);
   }
 
   /** Runs the final record and the release and waits for them: the job saw a statement fail. */
@@ -146,7 +146,7 @@ export class LaneSeat implements Seat {
         "the end of a job's savepoint",
       );
     } catch (error) {
-      this.#scheduler.broken(this.#lane, error, false);
+      this.#scheduler.broken(this.#lane, error);
       throw error;
     }
     const failure = settled.find((result) => result.status === "rejected")?.reason;
@@ -158,14 +158,7 @@ export class LaneSeat implements Seat {
     }
     if (isConnectionError(failure)) return this.#lost(failure);
     if (this.#lane.failure !== undefined) return this.#doomed();
-    // The final record may have failed on what earlier members of this transaction wrote and have
-    // not committed yet: the fence refuses a second attempt of a job whose first attempt is one of
-    // them. That verdict stands only if their COMMIT does; if it fails, this job runs again alone
-    // too (told it lost, its message would be acked and the job lost with the group's writes).
-    const finalFailed = settled[1]?.status === "rejected";
-    const groupOutcome = finalFailed && this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
-    this.#undo();
-    await groupOutcome;
+    await this.#undoOnceGroupDecides(true);
     if ((failure as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
       throw new JetfnError(
         "E_HANDLER_FAILED",
@@ -174,6 +167,21 @@ export class LaneSeat implements Seat {
       );
     }
     throw failure;
+  }
+
+  /**
+   * Undoes the job's writes; when one of its statements `failed` and earlier members of the
+   * transaction wait for its COMMIT, resolves only once that COMMIT is decided. The failure may
+   * stem from their uncommitted writes: a key one of them took, or the fence refusing a later
+   * attempt of a job whose first attempt is one of them. Alone, the job would have waited for them
+   * and failed only if they commit. So its failure stands only if they do; if they do not, it runs
+   * again alone too (a SharedCommitError). Told it failed, its last attempt would bury the job,
+   * and the job would be lost with the group's writes.
+   */
+  async #undoOnceGroupDecides(failed: boolean): Promise<void> {
+    const group = failed && this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
+    this.#undo();
+    await group;
   }
 
   /** Rolls back to the savepoint without waiting (it cannot fail while the savepoint exists). */
@@ -192,7 +200,7 @@ export class LaneSeat implements Seat {
   }
 
   #lost(error: unknown): never {
-    this.#scheduler.broken(this.#lane, error, true);
+    this.#scheduler.broken(this.#lane, error);
     throw error;
   }
 

@@ -42,16 +42,29 @@ export const COMMIT_DEADLINE_MS = 15_000;
 export const ROLLBACK_DEADLINE_MS = 5_000;
 
 /**
- * Rolls back what `connection` has open and gives it back to the pool; a connection that does not
- * answer within the deadline is abandoned instead (its session rolls back on the server by itself).
+ * Rolls back what `connection` has open and gives it back to the pool once the ROLLBACK answers.
+ * Waits for that at most ROLLBACK_DEADLINE_MS (see {@link abandon} for a connection slower than that).
  */
 export async function rollbackAndRelease(connection: WatchedConnection): Promise<void> {
-  if (connection.closed) return;
-  const answered = await withinDeadline(connection.unsafe("rollback").execute(), ROLLBACK_DEADLINE_MS, "ROLLBACK").then(
-    () => true,
-    (error: unknown) => !isUnanswered(error),
-  );
-  if (answered) connection.release();
+  await withinDeadline(abandon(connection), ROLLBACK_DEADLINE_MS, "ROLLBACK").catch(() => undefined);
+}
+
+/**
+ * Gives up on a connection without waiting for it: a ROLLBACK is queued behind whatever it is still
+ * running. A session that was only slow (a statement waiting for a row lock) thus ends its
+ * transaction and frees its locks as soon as that statement ends, and the connection goes back to
+ * the pool then; left alone, it would sit idle in its transaction holding them, and its pool slot
+ * would be lost. A dead connection is closed by the driver, which gives it back to the pool itself.
+ */
+export function abandon(connection: WatchedConnection): Promise<void> {
+  if (connection.closed) return Promise.resolve();
+  return connection
+    .unsafe("rollback")
+    .execute()
+    .then(
+      () => connection.release(),
+      () => undefined,
+    );
 }
 
 /** True for the deadline's own error: the connection never answered and must not be reused. */
