@@ -1,10 +1,11 @@
 import postgres, { type Sql } from "postgres";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { type CommitGroups, createCommitGroups } from "../../runtime/db/commit-groups";
-import { completionStatement, FENCED_OUT_CODE, type JobRecord, recordFailure } from "../../runtime/db/invocation-store";
+import { FENCED_OUT_CODE, recordFailure } from "../../runtime/db/invocation-store";
 import { createInvocationTransaction, type InvocationTransaction } from "../../runtime/db/invocation-transaction";
 import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
-import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { createGroupedDatabase, finalRecord, holdRecord, jobRecord, settle } from "../helpers/commit-groups";
+import type { TestDatabase } from "../helpers/database";
 
 // The deadline is 15 s in production; a short one lets a test reach it. Read at each use.
 const deadline = vi.hoisted(() => ({ ms: 15_000 }));
@@ -23,12 +24,7 @@ let pool: Sql;
 let groups: CommitGroups;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  pool = postgres(database.url, { max: 10, onnotice: () => {} });
-  await database.sql.unsafe("create table grouped_rows (id text primary key, n integer not null)");
-  await database.sql.unsafe(
-    "create table deferred_rows (id text primary key, twin text unique deferrable initially deferred)",
-  );
+  ({ database, pool } = await createGroupedDatabase());
 });
 
 afterAll(async () => {
@@ -72,29 +68,6 @@ function transaction(
   );
 }
 
-function record(id: string, attempt: number): JobRecord {
-  return {
-    id,
-    fn: "grouped-writer",
-    attempt,
-    input: {},
-    enqueuedAt: new Date().toISOString(),
-    startedAt: new Date().toISOString(),
-    streamSeq: 1,
-    retryOf: undefined,
-  };
-}
-
-/** Runs `body` and ends the transaction as invoke() does: rolled back when the body throws. */
-async function settle(tx: InvocationTransaction, body: () => Promise<void>): Promise<void> {
-  try {
-    await body();
-  } catch (error) {
-    await tx.rollback();
-    throw error;
-  }
-}
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("commit groups: abandoned transactions and verdicts that wait for the group", () => {
@@ -105,10 +78,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     const later = newId();
     // Another attempt of `later` holds its (uncommitted) record, e.g. on another lane: the later
     // attempt's fence waits for it. The server is alive, only a row lock is in the way.
-    const holder = await pool.reserve();
-    await holder.unsafe("begin");
-    const held = completionStatement(record(later, 1), null);
-    await holder.unsafe(held.text, held.params as never[]);
+    const holder = await holdRecord(pool, later);
 
     const memberTx = transaction(member, 1);
     const laterTx = transaction(later, 2);
@@ -116,10 +86,10 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     // The later attempt waits for the lane; the member's COMMIT waits for it.
     const laterDone = settle(laterTx, async () => {
       await laterTx.db.execute(`insert into grouped_rows (id, n) values ('${later}', 2)`);
-      await laterTx.commit(completionStatement(record(later, 2), null));
+      await laterTx.commit(finalRecord(later, 2));
     });
     await sleep(50);
-    const memberDone = settle(memberTx, () => memberTx.commit(completionStatement(record(member, 1), null)));
+    const memberDone = settle(memberTx, () => memberTx.commit(finalRecord(member, 1)));
     const [memberOutcome, laterOutcome] = await Promise.allSettled([memberDone, laterDone]);
     // The deadline passed: both are told to run again (the member alone).
     expect(memberOutcome.status).toBe("rejected");
@@ -135,7 +105,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     const alone = transaction(member, 1, { grouped: false, statementTimeoutMs: 2_000 });
     const rerun = settle(alone, async () => {
       await alone.db.execute(`insert into grouped_rows (id, n) values ('${member}', 1)`);
-      await alone.commit(completionStatement(record(member, 1), null));
+      await alone.commit(finalRecord(member, 1));
     });
     const rerunOutcome = await rerun.then(
       () => "committed",
@@ -161,12 +131,12 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
       settle(first, async () => {
         await first.db.execute(`insert into grouped_rows (id, n) values ('order-${job}', 1)`);
         await first.db.execute(`insert into deferred_rows (id, twin) values ('a', 'same')`);
-        await first.commit(completionStatement(record(job, 1), null));
+        await first.commit(finalRecord(job, 1));
       }),
       settle(second, async () => {
         // The handler's idempotent write: the same key as attempt 1's.
         await second.db.execute(`insert into grouped_rows (id, n) values ('order-${job}', 2)`);
-        await second.commit(completionStatement(record(job, 2), null));
+        await second.commit(finalRecord(job, 2));
       }),
       settle(breaker, async () => {
         await breaker.db.execute(`insert into deferred_rows (id, twin) values ('c', 'same')`);
@@ -183,7 +153,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     // so a handler failure is final: bury() records it dead. Attempt 1 then runs alone and is fenced.
     const secondError = (results[1] as PromiseRejectedResult).reason;
     if (!isSharedCommitFailure(secondError)) {
-      await recordFailure(pool, record(job, 2), "dead", {
+      await recordFailure(pool, jobRecord(job, 2), "dead", {
         attempt: 2,
         code: "E_HANDLER_FAILED",
         name: "PostgresError",
@@ -194,7 +164,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     const alone = transaction(job, 1, { grouped: false });
     const rerun = settle(alone, async () => {
       await alone.db.execute(`insert into grouped_rows (id, n) values ('order-${job}', 1)`);
-      await alone.commit(completionStatement(record(job, 1), null));
+      await alone.commit(finalRecord(job, 1));
     });
     const rerunOutcome = await rerun.then(
       () => "committed",
@@ -216,16 +186,13 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     groups = createCommitGroups(pool, { lanes: 1 });
     const job = newId();
     // Another copy of the job holds its (uncommitted) record: this copy's final record waits for it.
-    const holder = await pool.reserve();
-    await holder.unsafe("begin");
-    const held = completionStatement(record(job, 1), null);
-    await holder.unsafe(held.text, held.params as never[]);
+    const holder = await holdRecord(pool, job);
 
     const copy = transaction(job, 1);
     const copyDone = settle(copy, async () => {
       await copy.db.execute(`insert into grouped_rows (id, n) values ('${job}', 1)`);
       // Nobody waits: the lane commits at once; its COMMIT waits behind the final record and misses the deadline.
-      await copy.commit(completionStatement(record(job, 1), null));
+      await copy.commit(finalRecord(job, 1));
     });
     await expect(copyDone).rejects.toSatisfy(isSharedCommitFailure);
 
@@ -237,7 +204,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     await holder.unsafe("commit");
     holder.release();
     await sleep(200);
-    const nextOutcome = await settle(nextTx, () => nextTx.commit(completionStatement(record(next, 1), null))).then(
+    const nextOutcome = await settle(nextTx, () => nextTx.commit(finalRecord(next, 1))).then(
       () => "committed",
       (error: Error) => `${isSharedCommitFailure(error) ? "SharedCommitError" : "failed"}: ${error.message}`,
     );
@@ -250,10 +217,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
     try {
       const job = newId();
       // Another copy of the job holds its record: this copy's final record, and its COMMIT, wait.
-      const holder = await pool.reserve();
-      await holder.unsafe("begin");
-      const held = completionStatement(record(job, 1), null);
-      await holder.unsafe(held.text, held.params as never[]);
+      const holder = await holdRecord(pool, job);
 
       const tx = createInvocationTransaction(single, {
         functionName: "grouped-writer",
@@ -262,7 +226,7 @@ describe("commit groups: abandoned transactions and verdicts that wait for the g
         statementTimeoutMs: 10_000,
       });
       await tx.db.execute(`insert into grouped_rows (id, n) values ('${job}', 1)`);
-      await expect(tx.commit(completionStatement(record(job, 1), null))).rejects.toMatchObject({
+      await expect(tx.commit(finalRecord(job, 1))).rejects.toMatchObject({
         code: "E_DATABASE_UNAVAILABLE",
       });
 

@@ -1,24 +1,19 @@
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type CommitGroups, createCommitGroups } from "../../runtime/db/commit-groups";
-import { completionStatement, FENCED_OUT_CODE, type JobRecord } from "../../runtime/db/invocation-store";
+import { FENCED_OUT_CODE } from "../../runtime/db/invocation-store";
 import { createInvocationTransaction, type InvocationTransaction } from "../../runtime/db/invocation-transaction";
 import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
 import type { FinalStatement } from "../../runtime/db/transaction-parts";
-import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { createGroupedDatabase, finalRecord, settle } from "../helpers/commit-groups";
+import type { TestDatabase } from "../helpers/database";
 
 let database: TestDatabase;
 let pool: Sql;
 let groups: CommitGroups;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  pool = postgres(database.url, { max: 10, onnotice: () => {} });
-  // In public, so the audit triggers attach (the template has the event trigger).
-  await database.sql.unsafe("create table grouped_rows (id text primary key, n integer not null)");
-  await database.sql.unsafe(
-    "create table deferred_rows (id text primary key, twin text unique deferrable initially deferred)",
-  );
+  ({ database, pool } = await createGroupedDatabase());
 });
 
 afterAll(async () => {
@@ -42,16 +37,6 @@ function transaction(fn = "grouped-writer", attempt = 1): { tx: InvocationTransa
     groups,
   );
   return { tx, id };
-}
-
-/** Runs `body` and ends the transaction as invoke() does: rolled back when the body throws. */
-async function settle(tx: InvocationTransaction, body: () => Promise<void>): Promise<void> {
-  try {
-    await body();
-  } catch (error) {
-    await tx.rollback();
-    throw error;
-  }
 }
 
 async function insertAndCommit(tx: InvocationTransaction, id: string, n: number): Promise<void> {
@@ -172,24 +157,14 @@ describe("commit groups", () => {
     const first = transaction("grouped-writer", 1);
     const second = { id: first.id, tx: transaction("grouped-writer", 2).tx };
     const breaker = transaction();
-    const record = (attempt: number): JobRecord => ({
-      id: first.id,
-      fn: "grouped-writer",
-      attempt,
-      input: {},
-      enqueuedAt: new Date().toISOString(),
-      startedAt: new Date().toISOString(),
-      streamSeq: 1,
-      retryOf: undefined,
-    });
     const results = await Promise.allSettled([
       settle(first.tx, async () => {
         await first.tx.db.execute(`insert into deferred_rows (id, twin) values ('a', 'same')`);
-        await first.tx.commit(completionStatement(record(1), null));
+        await first.tx.commit(finalRecord(first.id, 1));
       }),
       settle(second.tx, async () => {
         await second.tx.db.execute(`insert into deferred_rows (id, twin) values ('b', 'b')`);
-        await second.tx.commit(completionStatement(record(2), null));
+        await second.tx.commit(finalRecord(first.id, 2));
       }),
       // Claims the same twin as the first: the deferred unique check fails the shared COMMIT.
       settle(breaker.tx, async () => {
@@ -209,19 +184,9 @@ describe("commit groups", () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const first = transaction("grouped-writer", 1);
     const second = transaction("grouped-writer", 2);
-    const record = (attempt: number): JobRecord => ({
-      id: first.id,
-      fn: "grouped-writer",
-      attempt,
-      input: {},
-      enqueuedAt: new Date().toISOString(),
-      startedAt: new Date().toISOString(),
-      streamSeq: 1,
-      retryOf: undefined,
-    });
     const results = await Promise.allSettled([
-      settle(first.tx, () => insertAndCommitWith(first.tx, first.id, 1, completionStatement(record(1), null))),
-      settle(second.tx, () => insertAndCommitWith(second.tx, second.id, 2, completionStatement(record(2), null))),
+      settle(first.tx, () => insertAndCommitWith(first.tx, first.id, 1, finalRecord(first.id, 1))),
+      settle(second.tx, () => insertAndCommitWith(second.tx, second.id, 2, finalRecord(first.id, 2))),
     ]);
     expect(results[0]?.status).toBe("fulfilled");
     expect(results[1]).toMatchObject({ status: "rejected", reason: { code: FENCED_OUT_CODE } });
