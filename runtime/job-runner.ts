@@ -1,6 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { isoNow } from "./clock";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
@@ -109,7 +110,7 @@ export async function runJob(
     attempt,
     input: null,
     enqueuedAt: identity.enqueuedAt,
-    startedAt: new Date().toISOString(),
+    startedAt: isoNow(),
     streamSeq: identity.streamSeq,
     retryOf: identity.retryOf,
   };
@@ -189,7 +190,7 @@ async function attemptJob(
   handlerDone: () => void,
   tries: Tries,
 ): Promise<boolean> {
-  record.startedAt = new Date().toISOString();
+  record.startedAt = isoNow();
   const board = deps.progress.begin(record.id, fn.name, record.attempt);
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,
@@ -418,7 +419,7 @@ export function storedError(error: JetfnError, attempt: number): StoredError {
     code: error.code,
     name: originalErrorName(error),
     message: error.message.slice(0, MESSAGE_LIMIT),
-    at: new Date().toISOString(),
+    at: isoNow(),
   };
   const stack = (error.cause as { stack?: unknown } | undefined)?.stack ?? error.stack;
   if (typeof stack === "string") stored.stack = stack.slice(0, STACK_LIMIT);

@@ -1,6 +1,7 @@
 import { eq } from "drizzle-orm";
 import type { Sql } from "postgres";
 import { type InvocationStatus, invocations } from "../../schema/jetfn";
+import { isoNow } from "../clock";
 import type { DatabaseClient } from "./client";
 import type { FinalStatement } from "./invocation-transaction";
 import { PREPARED } from "./prepared-statements";
@@ -205,7 +206,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
           result,
           enqueued_at: record.enqueuedAt,
           started_at: record.startedAt,
-          finished_at: new Date().toISOString(),
+          finished_at: isoNow(),
           stream_seq: record.streamSeq,
           retry_of: record.retryOf ?? null,
         });

@@ -1,0 +1,29 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { isoNow } from "../../runtime/clock";
+
+describe("isoNow", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("is the current time as toISOString writes it", () => {
+    vi.useFakeTimers({ now: new Date("2026-11-29T09:15:02.123Z") });
+    expect(isoNow()).toBe("2026-11-29T09:15:02.123Z");
+  });
+
+  it("follows the clock from one millisecond to the next", () => {
+    vi.useFakeTimers({ now: new Date("2026-11-29T09:15:02.123Z") });
+    expect(isoNow()).toBe("2026-11-29T09:15:02.123Z");
+    vi.advanceTimersByTime(1);
+    expect(isoNow()).toBe("2026-11-29T09:15:02.124Z");
+    vi.setSystemTime(new Date("2027-01-01T00:00:00.000Z"));
+    expect(isoNow()).toBe("2027-01-01T00:00:00.000Z");
+  });
+
+  it("matches the real clock", () => {
+    const before = Date.now();
+    const now = Date.parse(isoNow());
+    expect(now).toBeGreaterThanOrEqual(before);
+    expect(now).toBeLessThanOrEqual(Date.now());
+  });
+});
