@@ -100,10 +100,13 @@ async function measureCount(context: RoundContext, databaseUrl: string, count: n
   }
 }
 
+/** The Node flags `bin/jetfn.mjs` starts a runtime with (its shebang line), so the child stands in for one. */
+const RUNTIME_NODE_FLAGS = ["--max-semi-space-size=64"];
+
 /** Runs the child with the tsx loader; kills it by its own pid if it overstays. */
 function runChild(env: Record<string, string>): Promise<ScaleReport> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CHILD], {
+    const child = spawn(process.execPath, [...RUNTIME_NODE_FLAGS, "--import", "tsx", CHILD], {
       cwd: path.resolve(HERE, ".."),
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],

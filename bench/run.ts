@@ -29,7 +29,7 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(
     [
-      "usage: tsx bench/run.ts [--smoke] [--rounds N] [--only id,id] [--set size=N,...] [--out FILE]",
+      "usage: npm run bench -- [--smoke] [--rounds N] [--only id,id] [--set size=N,...] [--out FILE]",
       "--set overrides sizes, e.g. --set noopJobs=5000,scaleCounts=0/500 (names as in bench/model.ts)",
       `scenarios: ${SCENARIOS.map((scenario) => scenario.id).join(", ")}`,
       "--out defaults to BENCHMARKS.md for a full run; a smoke run writes nothing unless given --out.",
@@ -51,7 +51,7 @@ const argv = process.argv.slice(2).join(" ");
 const script = process.env.npm_lifecycle_event;
 const command = script
   ? `npm run ${script}${argv ? ` -- ${argv}` : ""}`
-  : `npx tsx bench/run.ts${argv ? ` ${argv}` : ""}`;
+  : `node ${process.execArgv.join(" ")} bench/run.ts${argv ? ` ${argv}` : ""}`;
 const out = values.out ?? (values.smoke ? undefined : "BENCHMARKS.md");
 
 const result = await runBench({

@@ -1,5 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
 // Entry point of `npx jetfn`: the runtime is TypeScript, loaded through tsx.
+// --max-semi-space-size=64: a finished job's state lives until its batched record commits (tens of
+// milliseconds); in Node's default young generation it outlived two scavenges and was promoted, and
+// that copying was a fifth of a no-op job's CPU (issue 7, BENCHMARKS.md).
 const [major, minor] = process.versions.node.split(".").map(Number);
 if (major < 20 || (major === 20 && minor < 19)) {
   process.stderr.write(
