@@ -63,6 +63,19 @@ export function pullWindow(concurrency: number, averageHandlerMs: number | undef
   return Math.max(1, concurrency) * Math.min(MAX_JOBS_PER_SLOT, Math.max(MIN_JOBS_PER_SLOT, perSlot));
 }
 
+/**
+ * Jobs held in all, as a multiple of the window: besides those running, jobs whose handler has
+ * finished but whose outcome is still being recorded (batched, or waiting for a shared COMMIT).
+ * Past it a slow database slows pulling instead of piling up finished jobs in memory, and each job
+ * waits less for its record (its state then dies young, before the garbage collector promotes it).
+ */
+export const HELD_WINDOWS = 4;
+
+/** How many jobs to ask for now: what fits both the window of running jobs and the cap on held ones. */
+export function jobsToPull(window: number, state: { outstanding: number; working: number; held: number }): number {
+  return Math.min(window - state.outstanding - state.working, HELD_WINDOWS * window - state.outstanding - state.held);
+}
+
 /** Creates a puller; call start() to begin. */
 export function createJobPuller(options: JobPullerOptions): JobPuller {
   return new WindowedPuller(options);
@@ -119,7 +132,11 @@ class WindowedPuller implements JobPuller {
   async #pullLoop(): Promise<void> {
     while (!this.#stopping) {
       const window = this.window;
-      const free = window - this.#outstanding - this.#working;
+      const free = jobsToPull(window, {
+        outstanding: this.#outstanding,
+        working: this.#working,
+        held: this.#held.size,
+      });
       // Pull in halves of the window when busy, so a pull request usually brings several jobs.
       const threshold = this.#outstanding === 0 && this.#working === 0 ? 1 : Math.ceil(window / 2);
       if (free < threshold) {

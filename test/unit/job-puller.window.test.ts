@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { pullWindow, WINDOW_WORK_MS } from "../../runtime/nats/job-puller";
+import { HELD_WINDOWS, jobsToPull, pullWindow, WINDOW_WORK_MS } from "../../runtime/nats/job-puller";
 
 describe("pullWindow", () => {
   it("holds twice the concurrency before any handler has run, and for handlers of 10 ms or more", () => {
@@ -16,5 +16,19 @@ describe("pullWindow", () => {
 
   it("never holds nothing", () => {
     expect(pullWindow(0, undefined)).toBe(2);
+  });
+});
+
+describe("jobsToPull", () => {
+  it("fills the window of running jobs", () => {
+    expect(jobsToPull(256, { outstanding: 0, working: 0, held: 0 })).toBe(256);
+    expect(jobsToPull(256, { outstanding: 100, working: 56, held: 56 })).toBe(100);
+  });
+
+  it("stops pulling while finished jobs waiting for their records fill the held cap", () => {
+    const cap = HELD_WINDOWS * 256;
+    expect(jobsToPull(256, { outstanding: 0, working: 0, held: cap })).toBe(0);
+    expect(jobsToPull(256, { outstanding: 0, working: 10, held: cap - 100 })).toBe(100);
+    expect(jobsToPull(256, { outstanding: 50, working: 10, held: cap - 100 })).toBe(50);
   });
 });
