@@ -1,4 +1,5 @@
 import type { JobContender, JobContenderFactory, JobKind } from "./contenders/job-contender";
+import { type CpuPerJob, cpuPerJob, readCpu } from "./cpu-use";
 import type { RoundContext } from "./model";
 import { rotate } from "./stats";
 
@@ -47,7 +48,9 @@ export async function runJobRound(
           value: (count * 1000) / fillMs,
         });
       }
+      const cpuBefore = await readCpu();
       const drainMs = await contender.drain(count);
+      const cpuAfter = await readCpu();
       context.record({
         metric,
         contender: entry.name,
@@ -55,10 +58,27 @@ export async function runJobRound(
         better: "higher",
         value: (count * 1000) / drainMs,
       });
+      if (cpuBefore && cpuAfter) recordCpu(context, metric, entry.name, cpuPerJob(cpuBefore, cpuAfter, count));
       for (const check of await contender.check(count)) context.check(entry.name, check.label, check.ok, check.detail);
       context.log(`${entry.name}: ${count} ${kind} jobs drained in ${Math.round(drainMs)} ms`);
     } finally {
       await contender?.close();
     }
+  }
+}
+
+/**
+ * How close a drain came to the machine's limit: CPU per job in this process and in the servers
+ * (Postgres, nats-server, Redis), and how busy all cores were. Measured over the whole drain call,
+ * so the workers' start-up is included.
+ */
+function recordCpu(context: RoundContext, metric: string, contender: string, cpu: CpuPerJob): void {
+  const figures: Array<[string, string, number]> = [
+    ["CPU per job, harness Node process", "µs", cpu.nodeUs],
+    ["CPU per job, Postgres + NATS + Redis servers", "µs", cpu.serversUs],
+    ["all cores busy", "%", cpu.busyPercent],
+  ];
+  for (const [name, unit, value] of figures) {
+    context.record({ metric: `${metric}: ${name}`, contender, unit, better: "lower", value });
   }
 }

@@ -273,6 +273,7 @@ export function renderMarkdown(input: ReportInput): string {
     "- pg-boss: 8 `work()` workers with batchSize 8, pollingIntervalSeconds 0.5, supervise and schedule off; `insert` in batches of 1,000.",
     "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
     "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
+    "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate.",
     "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
     "",
   );

@@ -1,0 +1,36 @@
+import { cpus } from "node:os";
+import { describe, expect, it } from "vitest";
+import { type CpuReading, cpuPerJob, readCpu } from "../../bench/cpu-use";
+
+function reading(node: number, postgres: number, nats: number, redis: number, at: number): CpuReading {
+  return { node, servers: { postgres, "nats-server": nats, "redis-server": redis }, at };
+}
+
+describe("cpuPerJob", () => {
+  it("splits the CPU used between two readings per job, and says how busy the cores were", () => {
+    const before = reading(1_000, 500, 100, 0, 10_000);
+    const after = reading(1_600, 800, 150, 50, 11_000);
+    const perJob = cpuPerJob(before, after, 1_000);
+    expect(perJob.nodeUs).toBeCloseTo(600);
+    expect(perJob.serversUs).toBeCloseTo(400);
+    expect(perJob.busyPercent).toBeCloseTo((100 * 1_000) / (1_000 * cpus().length));
+  });
+
+  it("never counts a server's CPU as negative when its processes ended in between", () => {
+    const perJob = cpuPerJob(reading(0, 900, 0, 0, 0), reading(10, 100, 0, 0, 100), 10);
+    expect(perJob.serversUs).toBe(0);
+  });
+});
+
+describe("readCpu", () => {
+  it.runIf(process.platform === "linux")("sees this process's CPU time grow, and the Postgres servers", async () => {
+    const before = await readCpu();
+    const until = performance.now() + 50;
+    while (performance.now() < until) Math.sqrt(Math.random());
+    const after = await readCpu();
+    expect(before && after).toBeTruthy();
+    expect((after?.node ?? 0) - (before?.node ?? 0)).toBeGreaterThan(20);
+    // The tests run against a Postgres on this machine, whose processes have used some CPU.
+    expect(after?.servers.postgres).toBeGreaterThan(0);
+  });
+});
