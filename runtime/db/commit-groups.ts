@@ -102,10 +102,18 @@ export class Lane {
   pendingFinal: string | undefined;
   /** The previous job's savepoint, released by the next statement sent (it need not be waited for). */
   pendingRelease: string | undefined;
+  /** Members' grouped final rows (see FinalStatement.grouped), by statement, written before the COMMIT. */
+  grouped = new Map<string, string[]>();
   /** A statement sent without waiting failed: the open transaction can only be rolled back. */
   failure: unknown;
   /** Counts the transactions ended on the lane: which one a statement was sent in. */
   transaction = 0;
+
+  addGrouped({ text, row }: { text: string; row: string }): void {
+    const rows = this.grouped.get(text);
+    if (rows) rows.push(row);
+    else this.grouped.set(text, [row]);
+  }
 
   /**
    * What a statement sent without waiting does when it fails: it dooms the transaction it was sent
@@ -298,6 +306,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     const keep = members.length > 0 && lane.failure === undefined;
     if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
     lane.pendingFinal = undefined;
+    if (keep) {
+      for (const [text, rows] of lane.grouped) {
+        this.pipeline(lane, connection.unsafe(text, [`[${rows.join(",")}]`], PREPARED));
+      }
+    }
     let answered = false;
     try {
       const result = await withinDeadline(
@@ -334,6 +347,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.savepoints = 0;
     lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;
+    lane.grouped.clear();
     lane.failure = undefined;
     lane.busy = false;
   }

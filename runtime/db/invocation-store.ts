@@ -58,9 +58,13 @@ export interface InvocationRecord {
 /** Attempts' errors kept per job; older ones are dropped so a job retried forever stays small. */
 export const ERROR_HISTORY_LIMIT = 20;
 
+/** Records the successful attempts of a group commit's members, all in one call (fenced). */
+const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
+
 /** The statement, run just before COMMIT, that records a successful attempt (fenced). */
 export function completionStatement(record: JobRecord, result: unknown): FinalStatement {
   return {
+    grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, result) },
     text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
     params: [
       record.id,
@@ -140,6 +144,22 @@ on conflict (id) do update set
 where i.status not in ('succeeded', 'dead', 'dropped')
 returning id`;
 
+/** A successful attempt as one JSON row of SUCCESS_BATCH_SQL or jetfn.complete_invocations(). */
+function successRow(record: JobRecord, result: unknown): string {
+  return storableJson({
+    id: record.id,
+    function: record.fn,
+    attempts: record.attempt,
+    input: record.input,
+    result,
+    enqueued_at: record.enqueuedAt,
+    started_at: record.startedAt,
+    finished_at: isoNow(),
+    stream_seq: record.streamSeq,
+    retry_of: record.retryOf ?? null,
+  });
+}
+
 /** Records successes of jobs that never touched the database, many per statement. */
 export interface SuccessRecorder {
   /**
@@ -198,19 +218,7 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   return {
     record(record, result, settled) {
       return new Promise<boolean>((resolve, reject) => {
-        const json = storableJson({
-          id: record.id,
-          function: record.fn,
-          attempts: record.attempt,
-          input: record.input,
-          result,
-          enqueued_at: record.enqueuedAt,
-          started_at: record.startedAt,
-          finished_at: isoNow(),
-          stream_seq: record.streamSeq,
-          retry_of: record.retryOf ?? null,
-        });
-        pending.push({ json, id: record.id, settled, resolve, reject });
+        pending.push({ json: successRow(record, result), id: record.id, settled, resolve, reject });
         // Wait one turn of the event loop so jobs finishing together share a statement.
         inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
       });

@@ -96,7 +96,8 @@ export class LaneSeat implements Seat {
     if (this.#lane.failure !== undefined) return this.#doomed();
     // A later attempt's final record is the fence most likely to refuse: keep its failure its own.
     if (!this.#sawFailure && this.#stamp.attempt === 1) {
-      if (final) {
+      if (final?.grouped) this.#lane.addGrouped(final.grouped);
+      else if (final) {
         const { text, params } = sendable(final);
         // Written with literals, it leads the lane's next message; otherwise it goes now, prepared.
         if (params.length === 0) this.#lane.pendingFinal = text;

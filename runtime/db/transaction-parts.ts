@@ -20,6 +20,12 @@ export interface FinalStatement {
    * written as literals: one simple-protocol message that pipelines behind what is in flight.
    */
   inlinable?: boolean;
+  /**
+   * In a shared transaction (group commit), the members' rows may be written together instead: one
+   * call of `text`, whose $1 is the JSON array of every member's `row`, sent just before the COMMIT.
+   * Its failure rolls the group back, as the statements' would.
+   */
+  grouped?: { text: string; row: string };
 }
 
 export const STAMP_SQL =

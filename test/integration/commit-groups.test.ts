@@ -180,7 +180,9 @@ describe("commit groups", () => {
     expect(recorded?.count).toBe(0);
   });
 
-  it("still tells a later attempt fenced by its own group's record that it lost, once that group committed", async () => {
+  it("rolls back a group holding two attempts of one job, and says to run each alone", async () => {
+    // The first attempt's record is written with the group's, just before its COMMIT, so the later
+    // attempt's own (awaited) record goes first; the group's then finds the job finished and refuses.
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const first = transaction("grouped-writer", 1);
     const second = transaction("grouped-writer", 2);
@@ -188,10 +190,22 @@ describe("commit groups", () => {
       settle(first.tx, () => insertAndCommitWith(first.tx, first.id, 1, finalRecord(first.id, 1))),
       settle(second.tx, () => insertAndCommitWith(second.tx, second.id, 2, finalRecord(first.id, 2))),
     ]);
-    expect(results[0]?.status).toBe("fulfilled");
-    expect(results[1]).toMatchObject({ status: "rejected", reason: { code: FENCED_OUT_CODE } });
+    expect(results.map((result) => result.status)).toEqual(["rejected", "rejected"]);
+    for (const result of results) {
+      const reason = (result as PromiseRejectedResult).reason;
+      expect(isSharedCommitFailure(reason)).toBe(true);
+      expect((reason as { cause?: { code?: string } }).cause?.code).toBe(FENCED_OUT_CODE);
+    }
     const rows = await database.sql`select n from grouped_rows order by n`;
-    expect(rows.map((row) => row.n)).toEqual([1]);
+    expect(rows).toEqual([]);
+    // Alone, the fence settles it: the first attempt wins, the later one hears it lost.
+    const again = transaction("grouped-writer", 1);
+    await settle(again.tx, () => insertAndCommitWith(again.tx, again.id, 1, finalRecord(first.id, 1)));
+    const later = transaction("grouped-writer", 2);
+    await expect(
+      settle(later.tx, () => insertAndCommitWith(later.tx, later.id, 2, finalRecord(first.id, 2))),
+    ).rejects.toMatchObject({ code: FENCED_OUT_CODE });
+    expect((await database.sql`select n from grouped_rows order by n`).map((row) => row.n)).toEqual([1]);
   });
 
   it("rolls back a group whose first attempt's final statement fails unawaited, and says to run each alone", async () => {
