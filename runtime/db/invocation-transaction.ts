@@ -3,15 +3,14 @@ import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
-import { PREPARED, shouldPrepare } from "./prepared-statements";
+import { shouldPrepare } from "./prepared-statements";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
   type FinalStatement,
   rollbackAndRelease,
-  STAMP_SQL,
   sendable,
-  stampParameters,
+  stampStatements,
   type TransactionStamp,
   withinDeadline,
 } from "./transaction-parts";
@@ -169,10 +168,7 @@ class LazyTransaction implements InvocationTransaction {
     if (this.#groups) return this.#groups.seat(this.#stamp);
     const connection = await WatchedConnection.reserve(this.#sql);
     // Sent now, without waiting: they travel in the same write as the handler's first query.
-    this.#setup = Promise.all([
-      connection.unsafe("begin").execute(),
-      connection.unsafe(STAMP_SQL, stampParameters(this.#stamp) as never[], PREPARED).execute(),
-    ]);
+    this.#setup = connection.unsafe(`begin; ${stampStatements(this.#stamp)}`).execute();
     this.#setup.catch(() => undefined);
     return connection;
   }

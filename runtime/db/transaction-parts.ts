@@ -1,5 +1,5 @@
 import { JetfnError } from "../errors";
-import { inlineParameters } from "./sql-literal";
+import { inlineParameters, sqlLiteral } from "./sql-literal";
 import type { WatchedConnection } from "./watched-connection";
 
 /** Who is writing: read by the audit triggers through transaction-local settings. */
@@ -28,13 +28,18 @@ export interface FinalStatement {
   grouped?: { text: string; row: string };
 }
 
-export const STAMP_SQL =
-  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), " +
-  "set_config('jetfn.attempt', $3, true), set_config('statement_timeout', $4, true)";
-
-/** The stamp's parameters, in STAMP_SQL's order. */
-export function stampParameters(stamp: TransactionStamp): string[] {
-  return [stamp.functionName, stamp.invocationId, String(stamp.attempt), String(Math.max(1, stamp.statementTimeoutMs))];
+/**
+ * The stamp as SET LOCAL statements, to lead a simple-protocol message. SET is a utility command:
+ * Postgres neither plans nor executes it, which costs less than even a prepared
+ * `select set_config(...)`, and it needs no message (nor reply) of its own.
+ */
+export function stampStatements(stamp: TransactionStamp): string {
+  return (
+    `set local jetfn.function = ${sqlLiteral(stamp.functionName)}; ` +
+    `set local jetfn.invocation_id = ${sqlLiteral(stamp.invocationId)}; ` +
+    `set local jetfn.attempt = ${sqlLiteral(String(stamp.attempt))}; ` +
+    `set local statement_timeout = ${Math.max(1, Math.round(stamp.statementTimeoutMs))}`
+  );
 }
 
 /**
