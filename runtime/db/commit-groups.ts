@@ -198,6 +198,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   async #grant(lane: Lane, waiter: Waiter): Promise<void> {
+    let stamp: string;
+    try {
+      stamp = stampStatements(waiter.stamp);
+    } catch (error) {
+      // A stamp that cannot be written as SQL is the job's failure; the lane was never taken.
+      waiter.reject(error);
+      this.#dispatch();
+      return;
+    }
     // Killed while no job held it: its open transaction died with the session, and the jobs
     // waiting for its COMMIT must run again, never be told they committed with the next group.
     if (lane.connection?.closed) this.#drop(lane, closedBetweenJobs());
@@ -224,7 +233,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       ...(lane.open ? [] : ["begin"]),
       `savepoint ${savepoint}`,
       ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
-      stampStatements(waiter.stamp),
+      stamp,
     ].join("; ");
     lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;

@@ -166,9 +166,11 @@ class LazyTransaction implements InvocationTransaction {
 
   async #begin(): Promise<WatchedConnection | Seat> {
     if (this.#groups) return this.#groups.seat(this.#stamp);
+    // Written before a connection is taken: a stamp that cannot be written as SQL takes none.
+    const opening = `begin; ${stampStatements(this.#stamp)}`;
     const connection = await WatchedConnection.reserve(this.#sql);
-    // Sent now, without waiting: they travel in the same write as the handler's first query.
-    this.#setup = connection.unsafe(`begin; ${stampStatements(this.#stamp)}`).execute();
+    // Sent now, without waiting: it travels in the same write as the handler's first query.
+    this.#setup = connection.unsafe(opening).execute();
     this.#setup.catch(() => undefined);
     return connection;
   }

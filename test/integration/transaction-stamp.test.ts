@@ -80,3 +80,29 @@ it("leaves no stamp behind for the session's next transaction", async () => {
   await single.end();
   expect(after).toEqual({ fn: "", timeout: "0" });
 });
+
+it("refuses a stamp that cannot be written as SQL without taking a connection or a lane", async () => {
+  const single = postgres(database.url, { max: 1, onnotice: () => {} });
+  const lone = createCommitGroups(single, { lanes: 1 });
+  const broken = { functionName: "stamp-writer", invocationId: "nul\u0000here", attempt: 1, statementTimeoutMs: 1_000 };
+  try {
+    for (const groupsOf of [undefined, lone]) {
+      const tx = createInvocationTransaction(single, broken, groupsOf);
+      // drizzle wraps the driver's error; the cause says what was wrong.
+      await expect(tx.db.execute("select 1")).rejects.toMatchObject({
+        cause: { message: expect.stringContaining("U+0000") },
+      });
+      await tx.rollback();
+      // The one connection (and the one lane) still serve the next job.
+      const next = createInvocationTransaction(single, { ...broken, invocationId: "next-job" }, groupsOf);
+      const [row] = (await next.db.execute("select current_setting('jetfn.invocation_id') as id")) as unknown as {
+        id: string;
+      }[];
+      expect(row?.id).toBe("next-job");
+      await next.commit();
+    }
+  } finally {
+    await lone.close();
+    await single.end();
+  }
+});
