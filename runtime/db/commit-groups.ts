@@ -26,11 +26,13 @@ import { WatchedConnection } from "./watched-connection";
  * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits at once, so
  * an idle runtime adds no latency.
  *
- * The lane does not wait for a cleanly finished job's final record and savepoint release: they are
- * sent without waiting, and travel in one write with the next job's savepoint, stamp and first
- * query, so a job costs one round trip. Should one of those statements fail after all (the fence,
- * or a statement the job never awaited), Postgres refuses everything after it, the lane rolls the
- * whole transaction back, and each member runs again alone ({@link SharedCommitError}).
+ * The lane does not wait for a cleanly finished job's final record and savepoint release: the
+ * release travels in one write with the next job's savepoint, stamp and first query, so a job costs
+ * one round trip. Final records that can be grouped (the members' success records) are written
+ * together by one statement sent with the COMMIT; others lead the next job's message. Should one of
+ * those statements fail after all (the fence, or a statement the job never awaited), Postgres
+ * refuses everything after it, the lane rolls the whole transaction back, and each member runs
+ * again alone ({@link SharedCommitError}).
  */
 export interface CommitGroups {
   /** Waits for a lane and opens the job's savepoint on it (sent together with its first query). */

@@ -5,7 +5,8 @@
 --
 -- Fenced like complete_invocation(): if any of the jobs was already finished by another attempt (or
 -- declared dead), it raises JF001 and the shared transaction rolls back; each of its jobs then runs
--- again alone, where complete_invocation() settles which attempt counts.
+-- again alone, where complete_invocation() settles which attempt counts. The same job twice in one
+-- group (ON CONFLICT cannot touch a row twice) ends the same way.
 --
 -- p_records is a JSON array of objects shaped like the success batch's rows (invocation-store.ts).
 create function jetfn.complete_invocations(p_records jsonb) returns void
