@@ -208,6 +208,22 @@ describe("commit groups", () => {
     expect((await database.sql`select n from grouped_rows order by n`).map((row) => row.n)).toEqual([1]);
   });
 
+  it("rolls back a group holding two first attempts of one job (a duplicate message), and says to run each alone", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+    const first = transaction("grouped-writer", 1);
+    const copy = transaction("grouped-writer", 1);
+    const bystander = transaction("grouped-writer", 1);
+    const results = await Promise.allSettled([
+      settle(first.tx, () => insertAndCommitWith(first.tx, first.id, 1, finalRecord(first.id, 1))),
+      settle(copy.tx, () => insertAndCommitWith(copy.tx, copy.id, 2, finalRecord(first.id, 1))),
+      settle(bystander.tx, () => insertAndCommitWith(bystander.tx, bystander.id, 3, finalRecord(bystander.id, 1))),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(["rejected", "rejected", "rejected"]);
+    for (const result of results) expect(isSharedCommitFailure((result as PromiseRejectedResult).reason)).toBe(true);
+    expect(await database.sql`select n from grouped_rows`).toEqual([]);
+    expect(await database.sql`select id from jetfn.invocations where id in (${first.id}, ${bystander.id})`).toEqual([]);
+  });
+
   it("rolls back a group whose first attempt's final statement fails unawaited, and says to run each alone", async () => {
     groups = createCommitGroups(pool, { lanes: 1 });
     const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n }));
