@@ -35,6 +35,15 @@ import { WatchedConnection } from "./watched-connection";
  * again alone ({@link SharedCommitError}).
  */
 export interface CommitGroups {
+  /**
+   * Whether a job of this function takes a lane. Not when its jobs usually hold their savepoint
+   * longer than maxSharedHoldMs: a lane held that long is closed to quick jobs, and so short a COMMIT
+   * is not worth sharing. Such a job runs in a transaction of its own, and says how long it held it
+   * ({@link held}), so a function that turns quick again returns to the lanes.
+   */
+  takes(functionName: string): boolean;
+  /** Notes how long a job of this function held a transaction of its own. */
+  held(functionName: string, ms: number): void;
   /** Waits for a lane and opens the job's savepoint on it (sent together with its first query). */
   seat(stamp: TransactionStamp): Promise<Seat>;
   /** Commits what is pending and gives the connections back. */
@@ -69,8 +78,9 @@ export interface CommitGroupOptions {
    */
   maxMembers?: number;
   /**
-   * A function whose jobs usually hold their savepoint longer than this never joins a group that
-   * has members waiting to commit, so quick jobs are not held back by slow ones. @default 20
+   * A function whose jobs usually hold their savepoint longer than this takes no lane (see
+   * {@link CommitGroups.takes}), so quick jobs are neither held back by slow ones nor left
+   * without a lane. @default 20
    */
   maxSharedHoldMs?: number;
 }
@@ -145,6 +155,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#lanes = Array.from({ length: Math.max(1, options.lanes) }, () => new Lane());
     this.#maxMembers = options.maxMembers ?? 32;
     this.#maxSharedHoldMs = options.maxSharedHoldMs ?? 20;
+  }
+
+  takes(functionName: string): boolean {
+    return !this.#isSlow(functionName);
+  }
+
+  held(functionName: string, ms: number): void {
+    this.#held(functionName, ms);
   }
 
   seat(stamp: TransactionStamp): Promise<Seat> {

@@ -61,6 +61,8 @@ class LazyTransaction implements InvocationTransaction {
   #setup: Promise<unknown> = Promise.resolve();
   #closed = false;
   #savepoints = 0;
+  /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
+  #ownSince: number | undefined;
 
   constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined) {
     this.#sql = sql;
@@ -95,6 +97,7 @@ class LazyTransaction implements InvocationTransaction {
       this.#connection = undefined;
       return connection.commit(final, released);
     }
+    this.#reportHold();
     // COMMIT ends the transaction whatever happens (Postgres rolls back a failed one itself), and
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
@@ -138,7 +141,15 @@ class LazyTransaction implements InvocationTransaction {
     const connection = await this.#connection.catch(() => undefined);
     if (!connection) return;
     if (!(connection instanceof WatchedConnection)) return connection.rollback();
+    this.#reportHold();
     await rollbackAndRelease(connection);
+  }
+
+  /** Tells the commit groups how long a transaction of its own was held, as a lane's seat does. */
+  #reportHold(): void {
+    if (this.#ownSince === undefined) return;
+    this.#groups?.held(this.#stamp.functionName, performance.now() - this.#ownSince);
+    this.#ownSince = undefined;
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
@@ -165,10 +176,12 @@ class LazyTransaction implements InvocationTransaction {
   }
 
   async #begin(): Promise<WatchedConnection | Seat> {
-    if (this.#groups) return this.#groups.seat(this.#stamp);
+    if (this.#groups?.takes(this.#stamp.functionName)) return this.#groups.seat(this.#stamp);
     // Written before a connection is taken: a stamp that cannot be written as SQL takes none.
     const opening = `begin; ${stampStatements(this.#stamp)}`;
     const connection = await WatchedConnection.reserve(this.#sql);
+    // Timed from here: waiting for a connection is not holding one.
+    if (this.#groups) this.#ownSince = performance.now();
     // Sent now, without waiting: it travels in the same write as the handler's first query.
     this.#setup = connection.unsafe(opening).execute();
     this.#setup.catch(() => undefined);

@@ -336,6 +336,54 @@ describe("commit groups", () => {
     for (const job of quick) expect(audited.get(job.id)).not.toBe(slowTransaction);
   });
 
+  it("gives no lane to a function known to hold its savepoint long, so quick jobs keep theirs", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
+    // Teach the scheduler that "slow-writer" holds its savepoint ~60 ms.
+    const first = transaction("slow-writer");
+    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 0)`);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    await first.tx.commit();
+    expect(groups.takes("slow-writer")).toBe(false);
+    expect(groups.takes("grouped-writer")).toBe(true);
+
+    // Three slow jobs hold transactions of their own for 300 ms; with the one lane taken by any of
+    // them, the quick jobs would wait for it.
+    const finished: string[] = [];
+    const slow = Array.from({ length: 3 }, () => transaction("slow-writer"));
+    const quick = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n: n + 1 }));
+    await Promise.all([
+      ...slow.map(async ({ tx, id }) => {
+        await tx.db.execute(`insert into grouped_rows (id, n) values ('${id}', 9)`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await tx.commit();
+        finished.push("slow");
+      }),
+      (async () => {
+        // Started once the slow ones hold their transactions.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await Promise.all(quick.map(({ tx, id, n }) => insertAndCommit(tx, id, n)));
+        finished.push("quick");
+      })(),
+    ]);
+    expect(finished).toEqual(["quick", "slow", "slow", "slow"]);
+    const audited = await auditedTransactions([...slow.map((job) => job.id), ...quick.map((job) => job.id)]);
+    const slowTransactions = new Set(slow.map((job) => audited.get(job.id)));
+    expect(slowTransactions.size).toBe(3);
+    for (const job of quick) expect(slowTransactions.has(audited.get(job.id))).toBe(false);
+  });
+
+  it("returns a function to the lanes once its jobs turn quick", async () => {
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
+    groups.held("turning-writer", 500);
+    expect(groups.takes("turning-writer")).toBe(false);
+    // Its jobs, off the lanes, now end at once: the running average comes down.
+    for (let n = 0; n < 30 && !groups.takes("turning-writer"); n++) {
+      const job = transaction("turning-writer");
+      await insertAndCommit(job.tx, job.id, 100 + n);
+    }
+    expect(groups.takes("turning-writer")).toBe(true);
+  });
+
   it("starts every job from the session's settings, whatever earlier jobs of its transaction SET LOCAL", async () => {
     groups = createCommitGroups(pool, { lanes: 1 });
     await database.sql.unsafe(
