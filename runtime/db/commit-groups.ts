@@ -37,9 +37,9 @@ import { WatchedConnection } from "./watched-connection";
 export interface CommitGroups {
   /**
    * Whether a job of this function takes a lane. Not when its jobs usually hold their savepoint
-   * longer than maxSharedHoldMs: a lane held that long is closed to quick jobs, and so short a COMMIT
-   * is not worth sharing. Such a job runs in a transaction of its own, and says how long it held it
-   * ({@link held}), so a function that turns quick again returns to the lanes.
+   * longer than maxSharedHoldMs: a lane held that long is closed to quick jobs, and next to so long a
+   * hold a shared COMMIT saves little. Such a job runs in a transaction of its own, and says how
+   * long it held it ({@link held}), so a function that turns quick again returns to the lanes.
    */
   takes(functionName: string): boolean;
   /** Notes how long a job of this function held a transaction of its own. */
