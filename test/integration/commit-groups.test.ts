@@ -53,6 +53,14 @@ async function insertAndCommitWith(
   await tx.commit(final);
 }
 
+/** Teaches the scheduler that `fn` holds its savepoint about 60 ms: one job of it, run on a lane. */
+async function teachSlow(fn: string): Promise<void> {
+  const job = transaction(fn);
+  await job.tx.db.execute(`insert into grouped_rows (id, n) values ('${job.id}', 0)`);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  await job.tx.commit();
+}
+
 /** Invocation id -> Postgres transaction id of the audited inserts by `ids`. */
 async function auditedTransactions(ids: string[]): Promise<Map<string, string>> {
   const rows = await database.sql<{ invocation_id: string; txid: string }[]>`
@@ -315,11 +323,7 @@ describe("commit groups", () => {
 
   it("starts a new transaction instead of grouping a function known to hold its savepoint long", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
-    // Teach the scheduler that "slow-writer" holds its savepoint ~60 ms.
-    const first = transaction("slow-writer");
-    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 0)`);
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    await first.tx.commit();
+    await teachSlow("slow-writer");
 
     const quick = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n: n + 1 }));
     const slow = transaction("slow-writer");
@@ -338,11 +342,7 @@ describe("commit groups", () => {
 
   it("gives no lane to a function known to hold its savepoint long, so quick jobs keep theirs", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 20 });
-    // Teach the scheduler that "slow-writer" holds its savepoint ~60 ms.
-    const first = transaction("slow-writer");
-    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 0)`);
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    await first.tx.commit();
+    await teachSlow("slow-writer");
     expect(groups.takes("slow-writer")).toBe(false);
     expect(groups.takes("grouped-writer")).toBe(true);
 
