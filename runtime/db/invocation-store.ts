@@ -63,20 +63,25 @@ const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
 
 /** The statement, run just before COMMIT, that records a successful attempt (fenced). */
 export function completionStatement(record: JobRecord, result: unknown): FinalStatement {
+  let params: unknown[] | undefined;
   return {
     grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, result) },
     text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
-    params: [
-      record.id,
-      record.fn,
-      record.attempt,
-      storableJson(record.input),
-      storableJson(result),
-      record.enqueuedAt,
-      record.startedAt,
-      record.streamSeq,
-      record.retryOf ?? null,
-    ],
+    // Serialised only if asked for: a job whose record goes with its group's sends `grouped.row`.
+    get params() {
+      params ??= [
+        record.id,
+        record.fn,
+        record.attempt,
+        storableJson(record.input),
+        storableJson(result),
+        record.enqueuedAt,
+        record.startedAt,
+        record.streamSeq,
+        record.retryOf ?? null,
+      ];
+      return params;
+    },
     inlinable: true,
   };
 }
