@@ -45,6 +45,13 @@ export async function readCpu(): Promise<CpuReading | undefined> {
   return { node: (own.user + own.system) / 1_000, servers, at: performance.now() };
 }
 
+/** Names of a drain's CPU figures, recorded as "<metric>: <name>" (see job-scenario.ts). */
+export const CPU_FIGURES = {
+  node: "CPU per job, harness Node process",
+  servers: "CPU per job, Postgres + NATS + Redis servers",
+  busy: "all cores busy",
+} as const;
+
 /** Where the CPU went between two readings, per job; busy is the share of every core in use. */
 export interface CpuPerJob {
   nodeUs: number;
@@ -66,4 +73,23 @@ export function cpuPerJob(before: CpuReading, after: CpuReading, jobs: number): 
     serversUs: (serversMs * 1_000) / jobs,
     busyPercent: (100 * (nodeMs + serversMs)) / (wallMs * cpus().length),
   };
+}
+
+/** What a target rate asks of the CPU, next to what a contender spends per job. */
+export interface CpuBudget {
+  /** CPU per job (Node + servers) at which the cores, as busy as measured, would reach the rate. */
+  allowedUs: number;
+  spentUs: number;
+  /** How many times too much CPU per job is spent (below 1: within budget). */
+  over: number;
+}
+
+/**
+ * The CPU budget per job of a drain rate: a drain that keeps `busyPercent` of `cores` busy reaches
+ * `rate` jobs/s only if each job costs at most cores x busy / rate of CPU. Near saturation this is a
+ * limit no tuning of waits can beat: only less work per job can.
+ */
+export function cpuBudget(rate: number, cores: number, busyPercent: number, spentUs: number): CpuBudget {
+  const allowedUs = (cores * (busyPercent / 100) * 1_000_000) / rate;
+  return { allowedUs, spentUs, over: spentUs / allowedUs };
 }

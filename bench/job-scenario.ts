@@ -1,5 +1,5 @@
 import type { JobContender, JobContenderFactory, JobKind } from "./contenders/job-contender";
-import { type CpuPerJob, cpuPerJob, readCpu } from "./cpu-use";
+import { CPU_FIGURES, type CpuPerJob, cpuPerJob, readCpu } from "./cpu-use";
 import type { RoundContext } from "./model";
 import { rotate } from "./stats";
 
@@ -74,9 +74,9 @@ export async function runJobRound(
  */
 function recordCpu(context: RoundContext, metric: string, contender: string, cpu: CpuPerJob): void {
   const figures: Array<[string, string, number]> = [
-    ["CPU per job, harness Node process", "µs", cpu.nodeUs],
-    ["CPU per job, Postgres + NATS + Redis servers", "µs", cpu.serversUs],
-    ["all cores busy", "%", cpu.busyPercent],
+    [CPU_FIGURES.node, "µs", cpu.nodeUs],
+    [CPU_FIGURES.servers, "µs", cpu.serversUs],
+    [CPU_FIGURES.busy, "%", cpu.busyPercent],
   ];
   for (const [name, unit, value] of figures) {
     context.record({ metric: `${metric}: ${name}`, contender, unit, better: "lower", value });

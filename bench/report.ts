@@ -1,4 +1,5 @@
 import { cpus, loadavg, release, totalmem, type } from "node:os";
+import { CPU_FIGURES, cpuBudget } from "./cpu-use";
 import type { BenchSizes, Check, Direction, Sample, Scenario, Skip, Target } from "./model";
 import { formatNumber, formatRatio, median } from "./stats";
 
@@ -67,15 +68,19 @@ export function summarize(samples: readonly Sample[]): Summary[] {
   });
 }
 
-/** Judges every target against the medians. */
-export function judgeTargets(targets: readonly Target[], summaries: readonly Summary[]): TargetResult[] {
+/** Judges every target against the medians; a missed drain rate also gets its CPU budget. */
+export function judgeTargets(
+  targets: readonly Target[],
+  summaries: readonly Summary[],
+  cores = cpus().length,
+): TargetResult[] {
   const find = (scenario: string, metric: string, contender: string): Summary | undefined =>
-    summaries.find((s) => s.scenario === scenario && s.metric === metric && s.contender === contender);
+    findSummary(summaries, scenario, metric, contender);
   return targets.map((target) => {
     const own = find(target.scenario, target.metric, target.contender);
     if (!own) return { target, figure: Number.NaN, against: undefined, met: false, note: "not measured" };
     let figure = own.median;
-    let against: string | undefined;
+    let against: Summary | undefined;
     if (target.kind !== "absolute") {
       const baselines = target.baselines
         .map((name) => find(target.scenario, target.metric, name))
@@ -83,18 +88,49 @@ export function judgeTargets(targets: readonly Target[], summaries: readonly Sum
       if (baselines.length === 0) {
         return { target, figure: Number.NaN, against: undefined, met: false, note: "no baseline measured" };
       }
-      const best = baselines.reduce((a, b) =>
+      against = baselines.reduce((a, b) =>
         (own.better === "higher" ? b.median > a.median : b.median < a.median) ? b : a,
       );
-      figure = own.median / best.median;
-      against = best.contender;
+      figure = own.median / against.median;
     }
     const met =
       (target.min === undefined || figure >= target.min) && (target.max === undefined || figure <= target.max);
     const missing = target.baselines.filter((name) => !find(target.scenario, target.metric, name));
-    const note = missing.length > 0 ? `not measured here: ${missing.join(", ")}` : "";
-    return { target, figure, against, met, note };
+    const notes = missing.length > 0 ? [`not measured here: ${missing.join(", ")}`] : [];
+    const budget = met ? undefined : budgetNote(summaries, target, own, against, cores);
+    if (budget) notes.push(budget);
+    return { target, figure, against: against?.contender, met, note: notes.join("; ") };
   });
+}
+
+function findSummary(
+  summaries: readonly Summary[],
+  scenario: string,
+  metric: string,
+  contender: string,
+): Summary | undefined {
+  return summaries.find((s) => s.scenario === scenario && s.metric === metric && s.contender === contender);
+}
+
+/**
+ * For a missed minimum on a drain rate (a metric with CPU figures): the CPU per job that rate
+ * allows on this machine (see cpuBudget), against what the contender spends.
+ */
+function budgetNote(
+  summaries: readonly Summary[],
+  target: Target,
+  own: Summary,
+  against: Summary | undefined,
+  cores: number,
+): string | undefined {
+  if (target.min === undefined || own.better !== "higher") return undefined;
+  const cpu = (figure: string) =>
+    findSummary(summaries, target.scenario, `${target.metric}: ${figure}`, target.contender)?.median;
+  const [node, servers, busy] = [cpu(CPU_FIGURES.node), cpu(CPU_FIGURES.servers), cpu(CPU_FIGURES.busy)];
+  if (node === undefined || servers === undefined || busy === undefined) return undefined;
+  const rate = target.min * (against?.median ?? 1);
+  const budget = cpuBudget(rate, cores, busy, node + servers);
+  return `at ${Math.round(busy)} % of ${cores} cores, ${formatNumber(rate)} ${own.unit} allows ${formatNumber(budget.allowedUs)} µs of CPU per job; ${target.contender} spends ${formatNumber(budget.spentUs)} µs (${formatRatio(budget.over)} the budget)`;
 }
 
 function targetText(target: Target): string {
@@ -273,7 +309,7 @@ export function renderMarkdown(input: ReportInput): string {
     "- pg-boss: 8 `work()` workers with batchSize 8, pollingIntervalSeconds 0.5, supervise and schedule off; `insert` in batches of 1,000.",
     "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
     "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
-    "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate.",
+    "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate. A missed drain target says what CPU per job its rate allows at the contender's measured core use (cores x busy / rate), against what the contender spends: how much less work per job the target takes.",
     "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
     "",
   );

@@ -1,6 +1,6 @@
 import { cpus } from "node:os";
 import { describe, expect, it } from "vitest";
-import { type CpuReading, cpuPerJob, readCpu } from "../../bench/cpu-use";
+import { type CpuReading, cpuBudget, cpuPerJob, readCpu } from "../../bench/cpu-use";
 
 function reading(node: number, postgres: number, nats: number, redis: number, at: number): CpuReading {
   return { node, servers: { postgres, "nats-server": nats, "redis-server": redis }, at };
@@ -32,5 +32,16 @@ describe("readCpu", () => {
     expect((after?.node ?? 0) - (before?.node ?? 0)).toBeGreaterThan(20);
     // The tests run against a Postgres on this machine, whose processes have used some CPU.
     expect(after?.servers.postgres).toBeGreaterThan(0);
+  });
+});
+
+describe("cpuBudget", () => {
+  it("allows cores x busy / rate of CPU per job, and says how far over it a contender is", () => {
+    // 2 cores 80 % busy: 1.6 s of CPU per second; at 8,000 jobs/s that is 200 µs a job.
+    const budget = cpuBudget(8_000, 2, 80, 300);
+    expect(budget.allowedUs).toBeCloseTo(200);
+    expect(budget.spentUs).toBe(300);
+    expect(budget.over).toBeCloseTo(1.5);
+    expect(cpuBudget(1_000, 4, 50, 1_000).over).toBeCloseTo(0.5);
   });
 });
