@@ -1,5 +1,13 @@
 import postgres, { type Sql } from "postgres";
 import type { RoundContext, Scenario } from "./model";
+import {
+  type AuditCounts,
+  installNaiveAudit,
+  NAIVE_ROW,
+  NAIVE_STATEMENT,
+  NAIVE_TABLES,
+  naiveAuditCounts,
+} from "./naive-audit";
 import { rotate, runPool } from "./stats";
 
 const AUDITED = "audited (jetfn triggers)";
@@ -13,6 +21,7 @@ const BULK_DELETE = "bulk delete";
 const TABLES: Record<string, string> = {
   [AUDITED]: "public.audit_bench",
   [PLAIN]: "bench_plain.audit_bench",
+  ...NAIVE_TABLES,
 };
 
 const STAMP_SQL =
@@ -31,8 +40,9 @@ function target(metric: string, max: number) {
 }
 
 /**
- * 7. Audit overhead: the same writes on a table with jetfn's audit triggers and on an identical one
- * without (in a schema that is not audited), back to back.
+ * 7. Audit overhead: the same writes on a table with jetfn's audit triggers, on identical ones with
+ * the two textbook audit triggers jetfn must beat (see naive-audit.ts), and on one without (in a
+ * schema that is not audited), back to back.
  */
 export const auditOverheadScenario: Scenario = {
   id: "audit",
@@ -50,12 +60,13 @@ export const auditOverheadScenario: Scenario = {
     const sql = postgres(database.url, { max: context.sizes.concurrency, onnotice: () => {} });
     try {
       await sql.unsafe("create schema bench_plain");
-      for (const table of Object.values(TABLES)) {
+      for (const table of [TABLES[AUDITED], TABLES[PLAIN]]) {
         await sql.unsafe(`create table ${table} (id bigint primary key, n integer not null, note text not null)`);
       }
       await sql`select jetfn.attach_audit('public.audit_bench'::regclass)`;
+      await installNaiveAudit(sql);
       await checkTriggers(context, sql);
-      const order = rotate([AUDITED, PLAIN], context.round);
+      const order = rotate([AUDITED, NAIVE_ROW, NAIVE_STATEMENT, PLAIN], context.round);
       for (const contender of order) await singleRows(context, sql, contender);
       for (const contender of order) await sql.unsafe(`truncate ${TABLES[contender]}`);
       const rows = context.sizes.auditBulkRows;
@@ -72,18 +83,21 @@ export const auditOverheadScenario: Scenario = {
           context.record({ metric, contender, unit: "ms", better: "lower", value: ms });
         }
       }
-      const [audit] = await sql`
+      const [audit] = await sql<AuditCounts[]>`
         select count(*) filter (where operation = 'INSERT')::int as inserts,
                count(*) filter (where operation = 'UPDATE')::int as updates,
                count(*) filter (where operation = 'DELETE')::int as deletes
         from jetfn.audit_log where table_name = 'audit_bench'`;
       const expected = context.sizes.auditTransactions + rows;
-      context.check(
-        AUDITED,
-        "audit rows = changed rows",
-        audit?.inserts === expected && audit?.updates === rows && audit?.deletes === rows,
-        `${audit?.inserts} INSERT (want ${expected}), ${audit?.updates} UPDATE, ${audit?.deletes} DELETE (want ${rows})`,
-      );
+      const checkCounts = (contender: string, counts: AuditCounts) =>
+        context.check(
+          contender,
+          "audit rows = changed rows",
+          counts.inserts === expected && counts.updates === rows && counts.deletes === rows,
+          `${counts.inserts} INSERT (want ${expected}), ${counts.updates} UPDATE, ${counts.deletes} DELETE (want ${rows})`,
+        );
+      checkCounts(AUDITED, audit ?? { inserts: 0, updates: 0, deletes: 0 });
+      for (const naive of [NAIVE_ROW, NAIVE_STATEMENT] as const) checkCounts(naive, await naiveAuditCounts(sql, naive));
     } finally {
       await sql.end({ timeout: 5 });
       await database.drop();
