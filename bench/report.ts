@@ -310,7 +310,7 @@ export function renderMarkdown(input: ReportInput): string {
     "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
     "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
     "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate. A missed drain target says what CPU per job its rate allows at the contender's measured core use (cores x busy / rate), against what the contender spends: how much less work per job the target takes.",
-    "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
+    "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited), and identical tables with the two textbook audit triggers of issue 3 (`bench/naive-audit.ts`: row-level, and statement-level over transition tables with an UPDATE's rows paired by key, both storing jsonb into a log with a bigserial key); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
     "",
   );
   return sections.join("\n");
