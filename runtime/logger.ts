@@ -11,26 +11,26 @@ export interface LoggerOptions {
   destination?: NodeJS.WritableStream;
 }
 
-/** Field names whose values never reach a log line. */
-export const REDACTED_PATHS = [
+/** Field names whose values never reach a log line, at the top of a line or one level down. */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set([
   "password",
-  "*.password",
   "token",
-  "*.token",
   "secret",
-  "*.secret",
   "authorization",
-  "*.authorization",
   "databaseUrl",
-  "*.databaseUrl",
-];
+]);
+const CENSORED = "[redacted]";
 
 /** Creates the process's one root logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const settings = {
     level: options.level ?? "info",
     base: { pid: process.pid },
-    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    // Not pino's `redact`: its wildcard paths (`*.password`) cost about 4 µs on every line that
+    // logs an object, one per finished job at `info`; this does the same in a fraction of that.
+    formatters: { log: withoutSecrets, bindings: withoutSecrets },
+    // pino formats a child's bindings without the formatters above; censor them once made.
+    onChild: censorChildBindings,
   };
   if (options.format === "pretty") {
     const destination = options.destination ?? process.stdout;
@@ -45,6 +45,58 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     return pino(settings, stream);
   }
   return options.destination ? pino(settings, options.destination) : pino(settings);
+}
+
+// A secret field's name as a key anywhere in serialized bindings.
+const SECRET_KEY = new RegExp(`"(?:${[...SECRET_FIELDS].join("|")})":`);
+
+/** Rewrites a new child's serialized bindings when they hold a secret field (rare: checked first). */
+function censorChildBindings(child: Logger): void {
+  const holder = child as unknown as Record<symbol, string>;
+  const bindings = holder[pino.symbols.chindingsSym] ?? "";
+  if (!SECRET_KEY.test(bindings)) return;
+  const censored = JSON.stringify(withoutSecrets(JSON.parse(`{${bindings.slice(1)}}`)));
+  holder[pino.symbols.chindingsSym] = `,${censored.slice(1, -1)}`;
+}
+
+/**
+ * `fields` with every secret field, at its top or one level down, replaced by "[redacted]". The
+ * caller's objects are never changed: what holds a secret is copied (an error keeps its class,
+ * message and stack); the rest is passed through as it is.
+ */
+export function withoutSecrets<T extends Record<string, unknown>>(fields: T): T {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in fields) {
+    if (!Object.hasOwn(fields, key)) continue;
+    const value = fields[key];
+    let replacement: unknown;
+    if (SECRET_FIELDS.has(key)) replacement = CENSORED;
+    else if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+      replacement = censorFields(value as Record<string, unknown>);
+    }
+    if (replacement !== undefined && replacement !== value) {
+      copy ??= copyOf(fields);
+      copy[key] = replacement;
+    }
+  }
+  return (copy ?? fields) as T;
+}
+
+/** `value`, or a copy of it with its own secret fields censored. */
+function censorFields(value: Record<string, unknown>): Record<string, unknown> {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in value) {
+    if (SECRET_FIELDS.has(key) && Object.hasOwn(value, key)) {
+      copy ??= copyOf(value);
+      copy[key] = CENSORED;
+    }
+  }
+  return copy ?? value;
+}
+
+/** A shallow copy with the same prototype and every own property (an Error's message and stack too). */
+function copyOf(value: Record<string, unknown>): Record<string, unknown> {
+  return Object.create(Object.getPrototypeOf(value), Object.getOwnPropertyDescriptors(value));
 }
 
 /**

@@ -40,3 +40,41 @@ describe("invocationLogger", () => {
     expect(child).toHaveBeenCalledTimes(1);
   });
 });
+
+describe("secret redaction", () => {
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("hides secrets at the top of a line and one level down, without touching the caller's objects", async () => {
+    const { root, lines } = capture("info");
+    const config = { databaseUrl: "postgres://u:p@h/db", nats: { token: "t0k", url: "nats://h" }, name: "x" };
+    root.info({ password: "hunter2", config, deep: { a: { secret: "kept at depth 2" } } }, "starting");
+    await settle();
+    expect(lines[0]).toMatchObject({
+      password: "[redacted]",
+      config: { databaseUrl: "[redacted]", nats: { token: "t0k", url: "nats://h" }, name: "x" },
+      deep: { a: { secret: "kept at depth 2" } },
+      msg: "starting",
+    });
+    expect(config.databaseUrl).toBe("postgres://u:p@h/db");
+  });
+
+  it("hides secrets in child bindings and in an error's own fields, keeping the error's message and stack", async () => {
+    const { root, lines } = capture("info");
+    const error = Object.assign(new Error("login failed"), { authorization: "Bearer abc", code: "E_X" });
+    root
+      .child({ token: "child-token", fn: "f" })
+      .child({ db: { password: "pw", host: "h" } })
+      .error({ err: error }, "failed");
+    invocationLogger(root, "g", "inv-3", 1).warn({ request: { authorization: "Basic xyz" } }, "refused");
+    await settle();
+    expect(lines[0]).toMatchObject({
+      token: "[redacted]",
+      fn: "f",
+      db: { password: "[redacted]", host: "h" },
+      err: { type: "Error", message: "login failed", authorization: "[redacted]", code: "E_X" },
+    });
+    expect(String((lines[0]?.err as { stack?: string } | undefined)?.stack)).toContain("login failed");
+    expect(lines[1]).toMatchObject({ fn: "g", request: { authorization: "[redacted]" } });
+    expect(error.authorization).toBe("Bearer abc");
+  });
+});
