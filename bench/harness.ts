@@ -1,6 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { auditOverheadScenario } from "./audit-overhead";
+import { auditReadsScenario } from "./audit-reads";
 import { enqueueRateScenario } from "./enqueue-rate";
 import { functionScaleScenario } from "./function-scale";
 import { hotDeployScenario } from "./hot-deploy";
@@ -21,6 +22,7 @@ export const SCENARIOS: readonly Scenario[] = [
   hotDeployScenario,
   functionScaleScenario,
   auditOverheadScenario,
+  auditReadsScenario,
 ];
 
 /** Options of one benchmark run. */

@@ -25,6 +25,9 @@ export interface BenchSizes {
   /** Audit overhead: single-row transactions and bulk rows. */
   auditTransactions: number;
   auditBulkRows: number;
+  /** Audit reads: rows in the log, and how often each query is timed. */
+  auditLogRows: number;
+  auditQueryTrials: number;
 }
 
 /** The full benchmark, as `npm run bench` runs it. */
@@ -44,6 +47,8 @@ export const FULL_SIZES: BenchSizes = {
   idleMs: 10_000,
   auditTransactions: 4_000,
   auditBulkRows: 100_000,
+  auditLogRows: 1_000_000,
+  auditQueryTrials: 20,
 };
 
 /** A few-seconds version for CI: proves the harness runs, measures nothing worth quoting. */
@@ -63,6 +68,8 @@ export const SMOKE_SIZES: BenchSizes = {
   idleMs: 500,
   auditTransactions: 100,
   auditBulkRows: 1_000,
+  auditLogRows: 2_000,
+  auditQueryTrials: 3,
 };
 
 /** Whether a bigger number is the better one. */

@@ -15,10 +15,15 @@ export interface AuditSealerOptions {
   intervalMs?: number;
   /** Rows per seal. @default 10000 */
   batchRows?: number;
+  /** Most rows per seal while catching up (batches grow while they come back full). @default 100000 */
+  maxBatchRows?: number;
 }
 
 export const DEFAULT_SEAL_INTERVAL_MS = 1_000;
 export const DEFAULT_SEAL_BATCH_ROWS = 10_000;
+export const DEFAULT_MAX_SEAL_BATCH_ROWS = 100_000;
+/** How much a full batch's successor grows. */
+const BATCH_GROWTH = 4;
 
 /**
  * Starts sealing. Every runtime runs one; Postgres lets one seal at a time (an advisory lock in
@@ -31,13 +36,20 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<unknown> = Promise.resolve();
 
+  const maxBatchRows = Math.max(batchRows, options.maxBatchRows ?? DEFAULT_MAX_SEAL_BATCH_ROWS);
+
+  // Each batch scans every unsealed row to find the oldest ones (the log has no b-tree, to keep
+  // writes cheap), so a backlog (after a runtime was down) is sealed in growing batches: fewer
+  // scans of it. Batches are bounded because a seal hashes its rows' text in one piece.
   const sealNow = async (): Promise<number> => {
     let total = 0;
+    let rows = batchRows;
     for (;;) {
-      const [row] = await sql<{ sealed: number }[]>`select jetfn.seal_audit(${batchRows}) as sealed`;
+      const [row] = await sql<{ sealed: number }[]>`select jetfn.seal_audit(${rows}) as sealed`;
       const sealed = row?.sealed ?? 0;
       total += sealed;
-      if (sealed < batchRows || closed) return total;
+      if (sealed < rows || closed) return total;
+      rows = Math.min(rows * BATCH_GROWTH, maxBatchRows);
     }
   };
 
