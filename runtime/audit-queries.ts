@@ -1,6 +1,6 @@
-import { and, asc, desc, eq, gte, isNull, lte, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gte, isNull, lte, or, type SQL, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import { auditLog, auditLookup, auditSeals } from "../schema/jetfn";
+import { auditLog, auditLookup, auditSeals, auditTail } from "../schema/jetfn";
 
 /** Any drizzle Postgres database (postgres.js, node-postgres, PGlite...). */
 // biome-ignore lint/suspicious/noExplicitAny: drizzle's schema parameters vary per application.
@@ -118,11 +118,11 @@ export async function verifyAuditChain(db: AnyPgDatabase): Promise<AuditChainBre
 }
 
 /**
- * Audit rows matching `filter` in id order. Filters on function, invocation or row go through
- * jetfn.audit_lookup, which the sealer fills: sealed rows are found there, the unsealed tail
- * (seconds of writes while a runtime seals) is scanned. The tail is read first: sealing only moves
- * rows from the tail into the lookup, so a row sealed between the two reads is seen twice (and
- * kept once), never missed.
+ * Audit rows matching `filter` in id order. Sealed rows are found in jetfn.audit_lookup, which the
+ * sealer fills (b-trees on id, function, invocation; a hash on the row key); the unsealed tail
+ * (seconds of writes while a runtime seals) is read through jetfn.audit_tail. The tail is read
+ * first: sealing only moves rows from the tail into the lookup, so a row sealed between the two
+ * reads is seen twice (and kept once), never missed.
  */
 async function selectEntries(
   db: AnyPgDatabase,
@@ -132,27 +132,14 @@ async function selectEntries(
 ): Promise<AuditEntry[]> {
   const keys = filter.row === undefined ? undefined : await primaryKeyCandidates(db, filter);
   const order = direction === "asc" ? asc : desc;
-  const where = conditions(filter, auditLog, keys);
   const bounded = <T extends { limit(count: number): T }>(query: T): T =>
     limit === undefined ? query : query.limit(limit);
-  if (!needsLookup(filter)) {
-    return (
-      await bounded(
-        db
-          .select()
-          .from(auditLog)
-          .where(and(...where))
-          .orderBy(order(auditLog.id))
-          .$dynamic(),
-      )
-    ).map(toEntry);
-  }
   const tail = await bounded(
     db
       .select()
-      .from(auditLog)
-      .where(and(...where, unsealed()))
-      .orderBy(order(auditLog.id))
+      .from(auditTail)
+      .where(and(...conditions(filter, auditTail, keys)))
+      .orderBy(order(auditTail.id))
       .$dynamic(),
   );
   const found = await bounded(
@@ -163,7 +150,7 @@ async function selectEntries(
       .orderBy(order(auditLookup.id))
       .$dynamic(),
   );
-  const sealed = await fetchSealed(db, where, found);
+  const sealed = await fetchSealed(db, conditions(filter, auditLog, keys), found);
   const byId = new Map([...sealed, ...tail].map((row) => [row.id, row]));
   const sign = direction === "asc" ? 1 : -1;
   const rows = [...byId.values()].sort((a, b) => sign * (a.id - b.id));
@@ -172,16 +159,21 @@ async function selectEntries(
 
 /**
  * The log rows of lookup entries. The log has no b-tree; its BRIN index over (txid, id) narrows
- * the scan to the block ranges between the entries' lowest and highest (txid, id), then each row is
- * matched exactly.
+ * the scan to the block ranges of each cluster of entries (entries far apart, such as a row's
+ * insert and its update months later, make clusters of their own rather than one box spanning the
+ * log), then each row is matched exactly.
  */
 async function fetchSealed(
   db: AnyPgDatabase,
   where: SQL[],
   found: { id: number; txid: number | null }[],
 ): Promise<(typeof auditLog.$inferSelect)[]> {
-  const located = found.filter((entry): entry is { id: number; txid: number } => entry.txid !== null);
+  const located = found.filter((entry): entry is LocatedEntry => entry.txid !== null);
   if (located.length === 0) return [];
+  const boxes = idClusters(located).map((cluster) => {
+    const txids = cluster.map((entry) => entry.txid);
+    return sql`(${auditLog.txid} between ${Math.min(...txids)} and ${Math.max(...txids)} and ${auditLog.id} between ${cluster[0]?.id} and ${cluster.at(-1)?.id})`;
+  });
   const txids = located.map((entry) => entry.txid);
   const ids = located.map((entry) => entry.id);
   return db
@@ -190,27 +182,39 @@ async function fetchSealed(
     .where(
       and(
         ...where,
-        sql`${auditLog.txid} between ${Math.min(...txids)} and ${Math.max(...txids)}`,
-        sql`${auditLog.id} between ${Math.min(...ids)} and ${Math.max(...ids)}`,
+        or(...boxes),
         sql`(${auditLog.txid}, ${auditLog.id}) in (select * from unnest(${`{${txids.join(",")}}`}::bigint[], ${`{${ids.join(",")}}`}::bigint[]))`,
       ),
     );
 }
 
-/** Filters that no index of jetfn.audit_log answers (they live in jetfn.audit_lookup). */
-function needsLookup(filter: AuditFilter): boolean {
-  return Boolean(filter.function || filter.invocationId || filter.row !== undefined);
+/** A sealed row's place in the log. */
+export interface LocatedEntry {
+  id: number;
+  txid: number;
 }
 
-/** Rows not sealed yet, so not in jetfn.audit_lookup; the BRIN index on txid finds them. */
-function unsealed(): SQL {
-  return sql`${auditLog.txid} >= (select txid from jetfn.audit_sealed_through())
-    and (${auditLog.txid}, ${auditLog.id}) > (select txid, id from jetfn.audit_sealed_through())`;
+/**
+ * About the rows of one BRIN block range (128 pages of audit rows): ids closer than this are
+ * fetched with one condition, farther ones with a condition of their own.
+ */
+export const CLUSTER_ID_GAP = 5_000;
+
+/** Entries in id order, split wherever ids lie more than `gap` apart. */
+export function idClusters(entries: readonly LocatedEntry[], gap = CLUSTER_ID_GAP): LocatedEntry[][] {
+  const clusters: LocatedEntry[][] = [];
+  for (const entry of [...entries].sort((a, b) => a.id - b.id)) {
+    const current = clusters.at(-1);
+    const last = current?.at(-1);
+    if (current && last && entry.id - last.id <= gap) current.push(entry);
+    else clusters.push([entry]);
+  }
+  return clusters;
 }
 
 function conditions(
   filter: AuditFilter,
-  table: typeof auditLog | typeof auditLookup,
+  table: typeof auditLog | typeof auditTail | typeof auditLookup,
   keys: Record<string, unknown>[] | undefined,
 ): SQL[] {
   const where: SQL[] = [];

@@ -48,9 +48,13 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
       const [row] = await sql<{ sealed: number }[]>`select jetfn.seal_audit(${rows}) as sealed`;
       const sealed = row?.sealed ?? 0;
       total += sealed;
-      if (sealed < rows || closed) return total;
+      if (sealed < rows || closed) break;
       rows = Math.min(rows * BATCH_GROWTH, maxBatchRows);
     }
+    // Queries find sealed rows and the unsealed tail through the log's BRIN index: summarize the
+    // block ranges filled since, rather than leave them to autovacuum's next run.
+    if (total > 0) await sql`select jetfn.summarize_audit_ranges()`;
+    return total;
   };
 
   const schedule = (): void => {

@@ -30,27 +30,38 @@ export const invocations = jetfnSchema.table("invocations", {
   droppedAt: timestamp("dropped_at", { withTimezone: true, mode: "string" }),
 });
 
+/** Columns of jetfn.audit_log (and of its unsealed tail, jetfn.audit_tail). */
+function auditLogColumns() {
+  return {
+    id: bigint("id", { mode: "number" }).notNull(),
+    loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
+    txid: bigint("txid", { mode: "number" }).notNull(),
+    function: text("function"),
+    invocationId: text("invocation_id"),
+    attempt: integer("attempt"),
+    dbUser: text("db_user").notNull(),
+    schemaName: text("schema_name").notNull(),
+    tableName: text("table_name").notNull(),
+    operation: text("operation").$type<"INSERT" | "UPDATE" | "DELETE" | "TRUNCATE">().notNull(),
+    /** json, not jsonb: stored as built, cheaper to write (schema/migrations/0008_jetfn_audit_lean_capture.sql). */
+    pk: json("pk"),
+    oldRow: json("old_row"),
+    newRow: json("new_row"),
+    changedColumns: text("changed_columns").array(),
+  };
+}
+
 /**
  * One changed row (or one TRUNCATE), written by the audit triggers. Append-only for the runtime; no
  * primary key (ids come from a sequence), rows are found through a BRIN index on (txid, id, logged_at).
  */
-export const auditLog = jetfnSchema.table("audit_log", {
-  id: bigint("id", { mode: "number" }).notNull(),
-  loggedAt: timestamp("logged_at", { withTimezone: true, mode: "string" }).notNull(),
-  txid: bigint("txid", { mode: "number" }).notNull(),
-  function: text("function"),
-  invocationId: text("invocation_id"),
-  attempt: integer("attempt"),
-  dbUser: text("db_user").notNull(),
-  schemaName: text("schema_name").notNull(),
-  tableName: text("table_name").notNull(),
-  operation: text("operation").$type<"INSERT" | "UPDATE" | "DELETE" | "TRUNCATE">().notNull(),
-  /** json, not jsonb: stored as built, cheaper to write (schema/migrations/0008_jetfn_audit_lean_capture.sql). */
-  pk: json("pk"),
-  oldRow: json("old_row"),
-  newRow: json("new_row"),
-  changedColumns: text("changed_columns").array(),
-});
+export const auditLog = jetfnSchema.table("audit_log", auditLogColumns());
+
+/**
+ * The rows of jetfn.audit_log not sealed yet, read through its BRIN index whatever the planner
+ * guesses (schema/migrations/0011_jetfn_audit_reads_at_scale.sql).
+ */
+export const auditTail = jetfnSchema.view("audit_tail", auditLogColumns()).existing();
 
 /**
  * Lookup entries of sealed audit rows (function, invocation, row key), written by the sealer so

@@ -65,7 +65,7 @@ grant usage on schema jetfn to jetfn_runtime;
 grant select, insert, update on jetfn.invocations to jetfn_runtime;
 -- The transactional outbox: written in the invocation's transaction, deleted once published.
 grant select, insert, delete on jetfn.outbox to jetfn_runtime;
-grant select on jetfn.migrations, jetfn.audited_schemas, jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup to jetfn_runtime;
+grant select on jetfn.migrations, jetfn.audited_schemas, jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup, jetfn.audit_tail to jetfn_runtime;
 revoke insert, update, delete, truncate on jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup from public, jetfn_runtime;
 grant execute on all functions in schema jetfn to jetfn_runtime;
 -- Pruning drops audit data: the owner's decision, not the runtime's.

@@ -110,4 +110,33 @@ describe("audit queries over sealed and unsealed rows", () => {
       ["INSERT", { id: 30000 }],
     ]);
   });
+
+  it("keeps the log's BRIN summaries and statistics current for the reads, and jetfn.audit_tail holds the unsealed rows", async () => {
+    await database.sql`create table wide (id int primary key, v text)`;
+    await stampedWrite("insert into wide select g, repeat('y', 100) from generate_series(1, 30000) g");
+    await sealEverything();
+    // The sealer calls this after each round that sealed rows: full ranges get summarized once.
+    const [first] = await database.sql`select jetfn.summarize_audit_ranges() as ranges`;
+    expect(first?.ranges).toBeGreaterThan(0);
+    const [again] = await database.sql`select jetfn.summarize_audit_ranges() as ranges`;
+    expect(again?.ranges).toBe(0);
+    const [stats] = await database.sql`
+      select count(*)::int as columns from pg_stats s
+      join pg_partition_tree('jetfn.audit_log') p on p.relid = format('%I.%I', s.schemaname, s.tablename)::regclass
+      where p.isleaf`;
+    expect(stats?.columns).toBeGreaterThan(0);
+
+    await stampedWrite("update wide set v = 'z' where id <= 3");
+    const tail = await database.sql`select operation, pk::text as pk from jetfn.audit_tail order by id`;
+    expect(tail).toEqual([
+      { operation: "UPDATE", pk: '{"id":1}' },
+      { operation: "UPDATE", pk: '{"id":2}' },
+      { operation: "UPDATE", pk: '{"id":3}' },
+    ]);
+    const history = await rowHistory(client.db, "wide", 2);
+    expect(history.map((entry) => [entry.operation, entry.newRow])).toEqual([
+      ["INSERT", { id: 2, v: "y".repeat(100) }],
+      ["UPDATE", { v: "z" }],
+    ]);
+  });
 });
