@@ -76,3 +76,66 @@ begin
   return total;
 end
 $$;
+
+-- Seals are bounded in bytes as well as rows. A seal hashes its rows' text as one string, and a
+-- value cannot exceed 1 GB: 10,000 rows of 100 KB of JSON made a batch that could never be sealed,
+-- and the sealer's growing batches (up to 100,000 rows) make big rows more likely to hit it. A batch
+-- now ends at the row that takes it past `max_bytes` of stored row data (64 MB; stored JSON may be
+-- compressed, a few times smaller than its text). As in 0008 otherwise.
+drop function jetfn.seal_audit(integer);
+create function jetfn.seal_audit(max_rows integer default 10000, max_bytes bigint default 67108864) returns integer
+language plpgsql security definer set search_path = pg_catalog, jetfn as $$
+declare
+  horizon bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+  previous jetfn.audit_seals;
+  start_hash text;
+  last_row record;
+  sealed record;
+begin
+  if not pg_try_advisory_xact_lock(7423002) then
+    return 0;
+  end if;
+  select * into previous from jetfn.audit_seals order by seq desc limit 1;
+  if previous.seq is null then
+    select a.hash into start_hash from jetfn.audit_anchors a order by a.seq desc limit 1;
+    start_hash := coalesce(start_hash, 'genesis');
+    previous.seq := coalesce((select max(a.seq) from jetfn.audit_anchors a), 0);
+    previous.last_txid := 0;
+    previous.last_id := 0;
+    previous.hash := start_hash;
+  end if;
+  select l.txid, l.id into last_row
+  from (
+    select l.txid, l.id, coalesce(sum(l.size) over (order by l.txid, l.id rows between unbounded preceding and 1 preceding), 0) as before
+    from (
+      select l.txid, l.id, coalesce(pg_column_size(l.old_row), 0) + coalesce(pg_column_size(l.new_row), 0) + 256 as size
+      from jetfn.audit_log l
+      where l.txid >= previous.last_txid and l.txid < horizon
+        and (l.txid, l.id) > (previous.last_txid, previous.last_id)
+      order by l.txid, l.id
+      limit max_rows
+    ) l
+  ) l
+  -- Up to the row that crosses the byte budget (so at least one row, however big).
+  where l.before < max_bytes
+  order by l.txid desc, l.id desc
+  limit 1;
+  if last_row.txid is null then
+    return 0;
+  end if;
+  select * into sealed from jetfn.audit_range_hash(previous.hash, previous.last_txid, previous.last_id, last_row.txid, last_row.id);
+  insert into jetfn.audit_seals
+    (seq, after_txid, after_id, last_txid, last_id, row_count, first_logged_at, last_logged_at, previous_hash, hash)
+  select previous.seq + 1, previous.last_txid, previous.last_id, last_row.txid, last_row.id, sealed.row_count,
+         min(l.logged_at), max(l.logged_at), previous.hash, sealed.hash
+  from jetfn.audit_log l
+  where l.txid >= previous.last_txid and l.txid <= last_row.txid
+    and (l.txid, l.id) > (previous.last_txid, previous.last_id) and (l.txid, l.id) <= (last_row.txid, last_row.id);
+  insert into jetfn.audit_lookup (id, txid, logged_at, function, invocation_id, schema_name, table_name, pk)
+  select l.id, l.txid, l.logged_at, l.function, l.invocation_id, l.schema_name, l.table_name, l.pk::jsonb
+  from jetfn.audit_log l
+  where l.txid >= previous.last_txid and l.txid <= last_row.txid
+    and (l.txid, l.id) > (previous.last_txid, previous.last_id) and (l.txid, l.id) <= (last_row.txid, last_row.id);
+  return sealed.row_count;
+end
+$$;

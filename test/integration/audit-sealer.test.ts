@@ -40,4 +40,24 @@ describe("the background sealer", () => {
     const [lag] = await database.sql`select unsealed_rows::int as rows from jetfn.audit_seal_lag()`;
     expect(lag?.rows).toBe(0);
   });
+
+  it("ends a seal at its byte budget, however big the rows, so a batch never outgrows one value", async () => {
+    await database.sql`create table blobs (id int primary key, body text)`;
+    await database.sql`
+      insert into blobs select g, (select string_agg(md5(g::text || r::text), '') from generate_series(1, 5000) r)
+      from generate_series(1, 4) g`;
+    const before = await database.sql`select coalesce(max(seq), 0)::int as seq from jetfn.audit_seals`;
+    // A budget of one byte: each seal takes the one row that crosses it.
+    const deadline = Date.now() + 20_000;
+    let sealedRows = 0;
+    while (sealedRows < 4 && Date.now() < deadline) {
+      const [row] = await database.sql`select jetfn.seal_audit(100, 1) as sealed`;
+      sealedRows += row?.sealed as number;
+      if (row?.sealed === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const seals = await database.sql`
+      select row_count::int as rows from jetfn.audit_seals where seq > ${before[0]?.seq as number} order by seq`;
+    expect(seals.map((seal) => seal.rows)).toEqual([1, 1, 1, 1]);
+    expect(await database.sql`select * from jetfn.verify_audit()`).toEqual([]);
+  });
 });
