@@ -8,6 +8,11 @@
 --  * Newest-first listings ordered the whole log by id. Every listing now reads sealed rows from
 --    jetfn.audit_lookup, which gets a b-tree on id, and one on (function, id) for --function (the
 --    sealer writes the lookup, off the write path).
+--  * BRIN ranges waited for autovacuum to be summarized, and a new partition for its statistics;
+--    until then queries read them whole. jetfn.summarize_audit_ranges() does both after each
+--    sealing round.
+--  * A seal is also bounded in bytes (jetfn.seal_audit's max_bytes), now that the sealer's batches
+--    grow while it catches up.
 
 create index audit_lookup_id_idx on jetfn.audit_lookup (id);
 drop index jetfn.audit_lookup_function_idx;
