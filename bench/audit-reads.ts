@@ -1,7 +1,7 @@
 import { drizzle } from "drizzle-orm/postgres-js";
 import pino from "pino";
 import postgres, { type Sql } from "postgres";
-import { invocationChanges, listAuditEntries, rowHistory } from "../runtime/audit-queries";
+import { invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "../runtime/audit-queries";
 import { startAuditSealer } from "../runtime/audit-sealer";
 import type { RoundContext, Scenario } from "./model";
 import { median } from "./stats";
@@ -19,7 +19,7 @@ const STAMP_SQL =
 /**
  * 8. Audit reads: the inspection queries of `jetfn audit` (the SDK functions behind it) on a log of
  * `auditLogRows` rows written by 100 invocations of 10 functions, sealed (as the sealer leaves
- * it) but for a tail of recent writes. Also how fast sealing goes.
+ * it) but for a tail of recent writes. Also how fast sealing and verifying the chain go.
  */
 export const auditReadsScenario: Scenario = {
   id: "audit-reads",
@@ -43,6 +43,16 @@ export const auditReadsScenario: Scenario = {
         better: "higher",
         value: (sealed * 1000) / sealMs,
       });
+      const verifyStarted = performance.now();
+      const broken = await verifyAuditChain(drizzle(sql));
+      context.record({
+        metric: "verify the whole chain (audit verify)",
+        contender: CONTENDER,
+        unit: "ms",
+        better: "lower",
+        value: performance.now() - verifyStarted,
+      });
+      context.check(CONTENDER, "the chain verifies", broken === undefined, broken ? JSON.stringify(broken) : "intact");
       await writeTail(sql, rows);
       await measureQueries(context, sql);
     } finally {
