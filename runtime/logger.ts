@@ -76,27 +76,40 @@ export function withoutSecrets<T extends Record<string, unknown>>(fields: T): T 
     }
     if (replacement !== undefined && replacement !== value) {
       copy ??= copyOf(fields);
-      copy[key] = replacement;
+      setField(copy, key, replacement);
     }
   }
   return (copy ?? fields) as T;
 }
 
-/** `value`, or a copy of it with its own secret fields censored. */
+/** `value`, or a copy of it with its own secret fields censored (looked up by name: a big buffer costs nothing). */
 function censorFields(value: Record<string, unknown>): Record<string, unknown> {
   let copy: Record<string, unknown> | undefined;
-  for (const key in value) {
-    if (SECRET_FIELDS.has(key) && Object.hasOwn(value, key)) {
+  for (const key of SECRET_FIELDS) {
+    if (Object.hasOwn(value, key)) {
       copy ??= copyOf(value);
-      copy[key] = CENSORED;
+      setField(copy, key, CENSORED);
     }
   }
   return copy ?? value;
 }
 
-/** A shallow copy with the same prototype and every own property (an Error's message and stack too). */
+/**
+ * A shallow copy with the same prototype and every own property (an Error's message and stack too),
+ * each of them replaceable, even when the original is frozen.
+ */
 function copyOf(value: Record<string, unknown>): Record<string, unknown> {
-  return Object.create(Object.getPrototypeOf(value), Object.getOwnPropertyDescriptors(value));
+  const descriptors = Object.getOwnPropertyDescriptors(value);
+  for (const descriptor of Object.values(descriptors)) {
+    descriptor.configurable = true;
+    if ("value" in descriptor) descriptor.writable = true;
+  }
+  return Object.create(Object.getPrototypeOf(value), descriptors);
+}
+
+/** Sets a field of a copy as a plain value, whatever it was (a getter, a read-only field). */
+function setField(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /**

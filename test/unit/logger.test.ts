@@ -77,4 +77,25 @@ describe("secret redaction", () => {
     expect(lines[1]).toMatchObject({ fn: "g", request: { authorization: "[redacted]" } });
     expect(error.authorization).toBe("Bearer abc");
   });
+
+  it("censors frozen objects and getters too, and passes big buffers through untouched", async () => {
+    const { root, lines } = capture("info");
+    const frozen = Object.freeze({ password: "p", user: "u" });
+    const withGetter = {
+      get token() {
+        return "t";
+      },
+    };
+    const buffer = Buffer.alloc(1_000_000);
+    root.info({ frozen, withGetter, sizes: { bytes: buffer.length } }, "line");
+    root.info({ nested: { buffer } }, "buffer");
+    await settle();
+    expect(lines[0]).toMatchObject({
+      frozen: { password: "[redacted]", user: "u" },
+      withGetter: { token: "[redacted]" },
+      sizes: { bytes: 1_000_000 },
+    });
+    expect(frozen.password).toBe("p");
+    expect(lines[1]?.msg).toBe("buffer");
+  });
 });
