@@ -1,13 +1,6 @@
 import postgres, { type Sql } from "postgres";
 import type { RoundContext, Scenario } from "./model";
-import {
-  type AuditCounts,
-  installNaiveAudit,
-  NAIVE_ROW,
-  NAIVE_STATEMENT,
-  NAIVE_TABLES,
-  naiveAuditCounts,
-} from "./naive-audit";
+import { installNaiveAudit, NAIVE_LOGS, NAIVE_ROW, NAIVE_STATEMENT, NAIVE_TABLES } from "./naive-audit";
 import { rotate, runPool } from "./stats";
 
 const AUDITED = "audited (jetfn triggers)";
@@ -24,8 +17,15 @@ const TABLES: Record<string, string> = {
   ...NAIVE_TABLES,
 };
 
-const STAMP_SQL =
-  "select set_config('jetfn.function', 'audit-bench', true), set_config('jetfn.invocation_id', $1, true), set_config('jetfn.attempt', '1', true)";
+/** The stamp a function's transaction carries: $1 the function, $2 the invocation id. */
+export const STAMP_SQL =
+  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), set_config('jetfn.attempt', '1', true)";
+
+/** Where each audited contender's rows are logged (a FROM target, narrowed to the bench table). */
+const LOGS: Record<string, string> = {
+  [AUDITED]: "jetfn.audit_log where table_name = 'audit_bench'",
+  ...NAIVE_LOGS,
+};
 
 function target(metric: string, max: number) {
   return {
@@ -83,27 +83,39 @@ export const auditOverheadScenario: Scenario = {
           context.record({ metric, contender, unit: "ms", better: "lower", value: ms });
         }
       }
-      const [audit] = await sql<AuditCounts[]>`
-        select count(*) filter (where operation = 'INSERT')::int as inserts,
-               count(*) filter (where operation = 'UPDATE')::int as updates,
-               count(*) filter (where operation = 'DELETE')::int as deletes
-        from jetfn.audit_log where table_name = 'audit_bench'`;
       const expected = context.sizes.auditTransactions + rows;
-      const checkCounts = (contender: string, counts: AuditCounts) =>
+      for (const contender of [AUDITED, NAIVE_ROW, NAIVE_STATEMENT]) {
+        const counts = await auditCounts(sql, LOGS[contender] as string);
         context.check(
           contender,
           "audit rows = changed rows",
           counts.inserts === expected && counts.updates === rows && counts.deletes === rows,
           `${counts.inserts} INSERT (want ${expected}), ${counts.updates} UPDATE, ${counts.deletes} DELETE (want ${rows})`,
         );
-      checkCounts(AUDITED, audit ?? { inserts: 0, updates: 0, deletes: 0 });
-      for (const naive of [NAIVE_ROW, NAIVE_STATEMENT] as const) checkCounts(naive, await naiveAuditCounts(sql, naive));
+      }
     } finally {
       await sql.end({ timeout: 5 });
       await database.drop();
     }
   },
 };
+
+/** Rows per operation in an audit log. */
+interface AuditCounts {
+  inserts: number;
+  updates: number;
+  deletes: number;
+}
+
+/** Counts the rows of `log` (a FROM target) per operation. */
+async function auditCounts(sql: Sql, log: string): Promise<AuditCounts> {
+  const [counts] = await sql.unsafe<AuditCounts[]>(`
+    select count(*) filter (where operation = 'INSERT')::int as inserts,
+           count(*) filter (where operation = 'UPDATE')::int as updates,
+           count(*) filter (where operation = 'DELETE')::int as deletes
+    from ${log}`);
+  return counts ?? { inserts: 0, updates: 0, deletes: 0 };
+}
 
 async function checkTriggers(context: RoundContext, sql: Sql): Promise<void> {
   const rows = await sql`
@@ -133,7 +145,7 @@ async function singleRows(context: RoundContext, sql: Sql, contender: string): P
   const started = performance.now();
   await runPool(auditTransactions, concurrency, (index) =>
     sql.begin(async (tx) => {
-      await tx.unsafe(STAMP_SQL, [`audit-bench-${index}`]);
+      await tx.unsafe(STAMP_SQL, ["audit-bench", `audit-bench-${index}`]);
       await tx.unsafe(`insert into ${table} (id, n, note) values ($1, $2, 'single')`, [index + 1, index]);
     }),
   );

@@ -3,6 +3,7 @@ import pino from "pino";
 import postgres, { type Sql } from "postgres";
 import { invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "../runtime/audit-queries";
 import { startAuditSealer } from "../runtime/audit-sealer";
+import { STAMP_SQL } from "./audit-overhead";
 import type { RoundContext, Scenario } from "./model";
 import { median } from "./stats";
 
@@ -12,9 +13,6 @@ const FUNCTIONS = 10;
 const UNSEALED_ROWS = 1_000;
 const HISTORY_ROW = 42;
 const HISTORY_UPDATES = 5;
-
-const STAMP_SQL =
-  "select set_config('jetfn.function', $1, true), set_config('jetfn.invocation_id', $2, true), set_config('jetfn.attempt', '1', true)";
 
 /**
  * 8. Audit reads: the inspection queries of `jetfn audit` (the SDK functions behind it) on a log of

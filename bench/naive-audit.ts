@@ -16,6 +16,12 @@ export const NAIVE_TABLES = {
   [NAIVE_STATEMENT]: "bench_naive_statement.audit_bench",
 } as const;
 
+/** Each naive contender's log. */
+export const NAIVE_LOGS = {
+  [NAIVE_ROW]: "bench_naive_row.audit_log",
+  [NAIVE_STATEMENT]: "bench_naive_statement.audit_log",
+} as const;
+
 const STAMP_COLUMNS = `nullif(current_setting('jetfn.function', true), ''), nullif(current_setting('jetfn.invocation_id', true), ''),
   nullif(current_setting('jetfn.attempt', true), '')::integer, txid_current(), tg_table_schema, tg_table_name`;
 
@@ -74,22 +80,4 @@ create trigger audit_delete after delete on bench_naive_statement.audit_bench
 export async function installNaiveAudit(sql: Sql): Promise<void> {
   await sql.unsafe(ROW_LEVEL);
   await sql.unsafe(STATEMENT_LEVEL);
-}
-
-/** Rows per operation in an audit log. */
-export interface AuditCounts {
-  inserts: number;
-  updates: number;
-  deletes: number;
-}
-
-/** Rows per operation in a naive contender's log, to check it captured every change. */
-export async function naiveAuditCounts(sql: Sql, contender: keyof typeof NAIVE_TABLES): Promise<AuditCounts> {
-  const schema = NAIVE_TABLES[contender].split(".")[0] as string;
-  const [counts] = await sql.unsafe<AuditCounts[]>(`
-    select count(*) filter (where operation = 'INSERT')::int as inserts,
-           count(*) filter (where operation = 'UPDATE')::int as updates,
-           count(*) filter (where operation = 'DELETE')::int as deletes
-    from ${schema}.audit_log`);
-  return counts ?? { inserts: 0, updates: 0, deletes: 0 };
 }
