@@ -28,8 +28,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     base: { pid: process.pid },
     // Not pino's `redact`: its wildcard paths (`*.password`) cost about 4 µs on every line that
     // logs an object, one per finished job at `info`; this does the same in a fraction of that.
-    formatters: { log: withoutSecrets, bindings: withoutSecrets },
-    // pino formats a child's bindings without the formatters above; censor them once made.
+    formatters: { log: withoutSecrets },
+    // pino formats a child's bindings without the formatters; censor them once made.
     onChild: censorChildBindings,
   };
   if (options.format === "pretty") {
