@@ -1,15 +1,13 @@
-import { mkdir } from "node:fs/promises";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
+// The dashboard on the test fixtures. The docs' screenshots are taken of the shipped examples
+// instead, by dashboard.screenshots.test.ts.
 // Debian's Chromium, installed by .ci/run; Playwright drives it, it never downloads a browser.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SCREENSHOTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs/screenshots");
 
 let env: TestEnvironment;
 let client: JetfnClient;
@@ -43,12 +41,6 @@ afterAll(async () => {
   await env?.close();
 });
 
-async function screenshot(name: string): Promise<void> {
-  if (!process.env.UPDATE_SCREENSHOTS) return;
-  await mkdir(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
-}
-
 describe("the dashboard in a real browser", () => {
   it("lists deployed functions with their numbers, updating live", async () => {
     await client.call("add", { a: 1, b: 2 });
@@ -58,10 +50,8 @@ describe("the dashboard in a real browser", () => {
     const before = Number(await served.textContent());
     await Promise.all([client.call("add", { a: 2, b: 2 }), client.call("add", { a: 3, b: 2 })]);
     await eventually(async () => Number(await served.textContent()) >= before + 2);
-    await screenshot("functions");
     await page.goto(`${dashboard.url}/functions/add`);
     expect(await page.locator("svg.throughput rect").count()).toBeGreaterThan(0);
-    await screenshot("function-charts");
   });
 
   it("shows a job's progress updating live, then its result", async () => {
@@ -71,7 +61,6 @@ describe("the dashboard in a real browser", () => {
     await progress.waitFor({ timeout: 10_000 });
     const first = await progress.textContent();
     await eventually(async () => (await progress.textContent()) !== first);
-    await screenshot("invocation-running");
     await page.locator(".status-succeeded").waitFor({ timeout: 15_000 });
     await page.locator("pre.result").waitFor();
     expect(await page.locator("pre.result").textContent()).toContain('"steps": 12');
@@ -88,7 +77,6 @@ describe("the dashboard in a real browser", () => {
     await page.goto(`${dashboard.url}/invocations/${job.id}`);
     expect(await page.locator("table.changes").textContent()).toContain("seen-in-browser");
     await page.goto(`${dashboard.url}/audit?function=insert-item`);
-    await screenshot("audit");
   });
 
   it("retries a dead job from the dead-letter view, after confirmation and with the token", async () => {
@@ -102,7 +90,6 @@ describe("the dashboard in a real browser", () => {
     await page.goto(`${dashboard.url}/dead-letters`);
     const row = page.locator(`tr[data-id="${job.id}"]`);
     await row.waitFor();
-    await screenshot("dead-letters");
     page.once("dialog", (dialog) => void dialog.accept());
     await row.locator("button.retry").click();
     await page.locator(".notice", { hasText: `retried ${job.id}` }).waitFor();
