@@ -2,7 +2,7 @@
 // Entry point of `npx jetfn`: the runtime is TypeScript, loaded through tsx.
 // --max-semi-space-size=64: a finished job's state lives until its batched record commits (tens of
 // milliseconds); in Node's default young generation it outlived two scavenges and was promoted, and
-// that copying was a fifth of a no-op job's CPU (issue 7, BENCHMARKS.md).
+// that copying was a fifth of a no-op job's CPU (measured with the no-op jobs scenario of BENCHMARKS.md).
 const [major, minor] = process.versions.node.split(".").map(Number);
 if (major < 20 || (major === 20 && minor < 19)) {
   process.stderr.write(

@@ -27,7 +27,7 @@ export function isOlderVersion(a: string, b: string): boolean {
 }
 
 /**
- * Compares the server and the jobs stream with the production settings (README, "Production NATS").
+ * Compares the server and the jobs stream with the production settings (docs/production.md, "NATS durability").
  * A client sees the server's version and the stream's replicas; it cannot see `sync_interval`, so a
  * single-replica stream is reported with what to check on the server.
  */
