@@ -1,4 +1,6 @@
--- Database roles for production. Run once per database as a superuser, after `jetfn migrate`:
+-- Database roles for production. Run once per database as a superuser, after the first
+-- `jetfn migrate` (also run as a superuser, which installs the event trigger that captures new
+-- tables):
 --   psql "$ADMIN_URL" -f schema/roles.sql
 -- then set passwords (ALTER ROLE ... PASSWORD ...) and connect:
 --   jetfn migrate  as jetfn_owner   (owns jetfn's tables and the app's tables, runs migrations)
@@ -6,7 +8,8 @@
 --                                    alter tables, or disable the triggers that feed it)
 -- A table's owner can disable its triggers, so the runtime must not own the audited tables.
 -- The audit triggers and jetfn's maintenance functions run as jetfn_owner (security definer).
--- Re-running this file is safe.
+-- Re-running this file is safe. Run it again after upgrading jetfn: new jetfn tables need the
+-- runtime's grants, and only a superuser can change the event trigger.
 
 do $$
 begin
@@ -16,8 +19,8 @@ begin
   if not exists (select from pg_roles where rolname = 'jetfn_runtime') then
     create role jetfn_runtime login;
   end if;
-exception when duplicate_object then
-  null; -- created concurrently by another session
+exception when duplicate_object or unique_violation then
+  null; -- created concurrently by another session (roles belong to the whole cluster)
 end
 $$;
 
@@ -46,19 +49,54 @@ begin
   for item in
     select p.oid::regprocedure::text as signature
     from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-    where n.nspname = 'jetfn'
+    -- Event trigger functions run as whoever issues DDL, superusers included: they stay with the
+    -- superuser who installed them, or jetfn_owner could rewrite code that superusers run.
+    where n.nspname = 'jetfn' and p.prorettype <> 'event_trigger'::regtype
   loop
     execute format('alter function %s owner to jetfn_owner', item.signature);
   end loop;
 end
 $$;
 
--- The runtime: row changes in the app's schemas, nothing structural.
-grant usage on schema public to jetfn_runtime;
-grant select, insert, update, delete on all tables in schema public to jetfn_runtime;
-grant usage, select on all sequences in schema public to jetfn_runtime;
-alter default privileges for role jetfn_owner in schema public grant select, insert, update, delete on tables to jetfn_runtime;
-alter default privileges for role jetfn_owner in schema public grant usage, select on sequences to jetfn_runtime;
+-- Tables created later in the audited schemas are captured by an event trigger the moment their
+-- DDL ends (a table a superuser creates is handed to jetfn_owner first). Its function stays with
+-- the superuser running this file; creating the trigger needs one.
+do $$
+begin
+  if not (select rolsuper from pg_roles where rolname = current_user) then
+    raise warning 'not a superuser: no event trigger; jetfn migrate and the runtime attach new tables';
+    return;
+  end if;
+  execute format('alter function jetfn.attach_audit_after_ddl() owner to %I', current_user);
+  if not exists (select from pg_event_trigger
+                 where evtname = 'jetfn_audit_new_tables' and evtfoid = 'jetfn.attach_audit_after_ddl()'::regprocedure) then
+    drop event trigger if exists jetfn_audit_new_tables;
+    create event trigger jetfn_audit_new_tables on ddl_command_end
+      when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+      execute function jetfn.attach_audit_after_ddl();
+  end if;
+  drop function if exists jetfn.attach_audit_on_ddl();
+end
+$$;
+
+-- The app's schemas: the owner creates the app's tables there (since Postgres 15 nobody may
+-- create in `public` unless granted); the runtime changes rows, nothing structural.
+do $$
+declare
+  schema_name text;
+begin
+  for schema_name in select s.schema_name from jetfn.audited_schemas s loop
+    execute format('grant usage, create on schema %I to jetfn_owner', schema_name);
+    execute format('grant usage on schema %I to jetfn_runtime', schema_name);
+    execute format('grant select, insert, update, delete on all tables in schema %I to jetfn_runtime', schema_name);
+    execute format('grant usage, select on all sequences in schema %I to jetfn_runtime', schema_name);
+    execute format('alter default privileges for role jetfn_owner in schema %I
+                    grant select, insert, update, delete on tables to jetfn_runtime', schema_name);
+    execute format('alter default privileges for role jetfn_owner in schema %I
+                    grant usage, select on sequences to jetfn_runtime', schema_name);
+  end loop;
+end
+$$;
 
 -- jetfn's own tables: the runtime records invocations; it may only read the audit log.
 grant usage on schema jetfn to jetfn_runtime;

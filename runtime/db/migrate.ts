@@ -96,8 +96,10 @@ async function readMigrations(directory: string): Promise<MigrationFile[]> {
 }
 
 async function ensureLedger(sql: Sql): Promise<void> {
+  // `create schema if not exists` needs CREATE on the database even when the schema exists, and
+  // jetfn_owner (schema/roles.sql), which migrates in production, does not have it.
   await sql.unsafe(`
-    create schema if not exists jetfn;
+    do $$ begin if to_regnamespace('jetfn') is null then create schema jetfn; end if; end $$;
     create table if not exists jetfn.migrations (
       name text primary key,
       checksum text not null,

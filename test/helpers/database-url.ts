@@ -9,3 +9,11 @@ export function databaseUrl(name: string): string {
   url.pathname = `/${name}`;
   return url.toString();
 }
+
+/** The same connection string, connecting as another role (the test server trusts local roles). */
+export function urlAs(url: string, role: string): string {
+  const parsed = new URL(url);
+  parsed.username = role;
+  parsed.password = "";
+  return parsed.toString();
+}

@@ -13,9 +13,15 @@ export interface TestDatabase {
 
 let counter = 0;
 
-/** Clones the migrated template into a fresh database. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const template = inject("templateDatabase");
+/** What the test database starts from. */
+export interface TestDatabaseOptions {
+  /** An empty database, with no migration applied, instead of a clone of the migrated template. @default false */
+  empty?: boolean;
+}
+
+/** Clones the migrated template into a fresh database (or creates an empty one). */
+export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
+  const template = options.empty ? "template1" : inject("templateDatabase");
   const name = `jetfn_test_${process.pid}_${Date.now()}_${counter++}`;
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
   try {
