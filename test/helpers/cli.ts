@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { stopWhenTestEnds, type TestScope } from "./test-scope";
 
 /** The `jetfn` executable, as `npx jetfn` runs it. */
 export const JETFN_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/jetfn.mjs");
@@ -42,8 +43,15 @@ export interface CliProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `jetfn <args>` in the background. */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv, options: { cwd?: string } = {}): CliProcess {
+/**
+ * Starts `jetfn <args>` in the background. Started inside a test, it is stopped when that test
+ * ends, unless `options.laterTestsUseIt`.
+ */
+export function spawnCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  options: { cwd?: string } & TestScope = {},
+): CliProcess {
   const child = spawn(process.execPath, [JETFN_BIN, ...args], {
     env: { ...process.env, ...env },
     cwd: options.cwd,
@@ -57,7 +65,7 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv, options: { cwd?
     output += chunk.toString();
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
+  const process_: CliProcess = {
     child,
     output: () => output,
     async waitFor(text, timeoutMs = 30_000) {
@@ -74,4 +82,6 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv, options: { cwd?
       return exited;
     },
   };
+  if (!options.laterTestsUseIt) stopWhenTestEnds(() => process_.stop());
+  return process_;
 }

@@ -1,6 +1,7 @@
 import postgres, { type Sql } from "postgres";
 import { inject } from "vitest";
 import { adminUrl, databaseUrl } from "./database-url";
+import { stopWhenTestEnds } from "./test-scope";
 
 /** A database of its own for one test file, cloned from the run's migrated template. */
 export interface TestDatabase {
@@ -19,7 +20,7 @@ export interface TestDatabaseOptions {
   empty?: boolean;
 }
 
-/** Clones the migrated template into a fresh database (or creates an empty one). */
+/** Clones the migrated template into a fresh database (or creates an empty one); made inside a test, it is dropped when the test ends. */
 export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
   const template = options.empty ? "template1" : inject("templateDatabase");
   const name = `jetfn_test_${process.pid}_${Date.now()}_${counter++}`;
@@ -40,7 +41,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
   }
   const url = databaseUrl(name);
   const sql = postgres(url, { max: 4, onnotice: () => {} });
-  return {
+  const database: TestDatabase = {
     name,
     url,
     sql,
@@ -51,4 +52,6 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
       await dropper.end();
     },
   };
+  stopWhenTestEnds(() => database.drop());
+  return database;
 }

@@ -5,6 +5,7 @@ import { type Runtime, type StartRuntimeOptions, startRuntime } from "../../runt
 import { createTestDatabase, type TestDatabase } from "./database";
 import { type CapturedLogger, captureLogs } from "./logs";
 import { startNatsServer, type TestNatsOptions, type TestNatsServer } from "./nats-server";
+import { stopWhenTestEnds, type TestScope } from "./test-scope";
 
 /** The fixture functions shared by the integration tests. */
 export const FIXTURE_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/functions");
@@ -13,9 +14,12 @@ export const FIXTURE_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.
 export interface TestEnvironment {
   readonly nats: TestNatsServer;
   readonly database: TestDatabase;
-  /** Starts a runtime on this environment (stopped by close()). */
-  startRuntime(options?: StartRuntimeOptions): Promise<Runtime & { logs: CapturedLogger }>;
-  /** A client connected to this environment's NATS (closed by close()). */
+  /**
+   * Starts a runtime on this environment. Started inside a test, it stops when that test ends,
+   * passed or failed, unless `scope.laterTestsUseIt`; close() stops it at the latest.
+   */
+  startRuntime(options?: StartRuntimeOptions, scope?: TestScope): Promise<Runtime & { logs: CapturedLogger }>;
+  /** A client connected to this environment's NATS (closed when the test that made it ends, or by close()). */
   client(): Promise<JetfnClient>;
   close(): Promise<void>;
 }
@@ -28,7 +32,7 @@ export async function createTestEnvironment(natsOptions: TestNatsOptions = {}): 
   return {
     nats,
     database,
-    async startRuntime(options = {}) {
+    async startRuntime(options = {}, scope = {}) {
       const logs = captureLogs();
       const runtime = await startRuntime({
         natsUrl: nats.url,
@@ -42,6 +46,7 @@ export async function createTestEnvironment(natsOptions: TestNatsOptions = {}): 
         ...options,
       });
       runtimes.push(runtime);
+      if (!scope.laterTestsUseIt) stopWhenTestEnds(() => runtime.stop());
       return Object.assign(runtime, { logs });
     },
     async client() {
@@ -51,6 +56,10 @@ export async function createTestEnvironment(natsOptions: TestNatsOptions = {}): 
         natsPassword: natsOptions.password,
       });
       clients.push(client);
+      // The test may have closed it already (drain refuses a closed connection).
+      stopWhenTestEnds(async () => {
+        if (!client.connection.isClosed()) await client.close();
+      });
       return client;
     },
     async close() {

@@ -137,7 +137,7 @@ describe("audit capture", () => {
       expect(before?.n).toBe(1);
       // The runtime covers tables at start and on every deploy; a restart is a deploy of everything.
       await runtime.stop();
-      runtime = await env.startRuntime();
+      runtime = await env.startRuntime({}, { laterTestsUseIt: true });
       const [after] = await env.database.sql`select count(*)::int as n from jetfn.unaudited_tables()`;
       expect(after?.n).toBe(0);
       await env.database.sql`insert into unnoticed values (1)`;

@@ -94,7 +94,8 @@ function expectOnce(rows: { i: number; fn: string }[], count = 3): void {
 
 describe("the transactional outbox", () => {
   it("publishes a committed invocation's jobs and events once, in order, right after commit", async () => {
-    const runtime = await env.startRuntime({ functionsDir: dir });
+    // The tests after this one use it too, up to the crash.
+    const runtime = await env.startRuntime({ functionsDir: dir }, { laterTestsUseIt: true });
     first = runtime;
     const published: number[] = [];
     runtime.events.on("outbox:published", (event) => {
@@ -188,7 +189,7 @@ describe("the transactional outbox", () => {
     const lag = await readOutboxLag(env.database.sql);
     expect(lag.oldestAgeMs).toBeGreaterThanOrEqual(0);
 
-    const fresh = await env.startRuntime({ functionsDir: dir, maxAckWait: "2s" });
+    const fresh = await env.startRuntime({ functionsDir: dir, maxAckWait: "2s" }, { laterTestsUseIt: true });
     expect((await fresh.outboxLag()).count).toBe(5);
     expectOnce(await allSunk("crashed"));
     await eventually(async () => (await outboxRows()) === 0);

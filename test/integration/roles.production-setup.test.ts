@@ -50,7 +50,8 @@ async function tableState(name: string) {
 
 const CAPTURED = ["jetfn_audit_delete", "jetfn_audit_insert", "jetfn_audit_truncate", "jetfn_audit_update"];
 
-describe("the production role setup, in order, on Postgres 15+", () => {
+// Generous: on a loaded machine `jetfn migrate` and `jetfn start` take many seconds.
+describe("the production role setup, in order, on Postgres 15+", { timeout: 120_000 }, () => {
   it("1. jetfn migrate, as a superuser, installs jetfn and the app's tables", async () => {
     const migrated = await runCli(["migrate"], { DATABASE_URL: database.url });
     expect(migrated.stderr).toBe("");
@@ -59,8 +60,7 @@ describe("the production role setup, in order, on Postgres 15+", () => {
 
   it("2. schema/roles.sql runs, also while other databases run it, and runs again", async () => {
     // Roles belong to the whole cluster: other test files create them at the same moment.
-    const other = await createTestDatabase();
-    onTestFinished(() => other.drop());
+    const other = await createTestDatabase(); // dropped when this test ends
     const script = await readFile(ROLES_SQL, "utf8");
     await Promise.all([database.sql.unsafe(script), other.sql.unsafe(script)]);
     await database.sql.unsafe(script);
@@ -113,13 +113,11 @@ describe("the production role setup, in order, on Postgres 15+", () => {
 
   it("6. jetfn start, as jetfn_runtime, writes audited rows", async () => {
     const runtimeUrl = urlAs(database.url, "jetfn_runtime");
+    // `jetfn start` in a process of its own, stopped when this test ends.
     const runtime = spawnCli(["start"], {
       NATS_URL: nats.url,
       DATABASE_URL: runtimeUrl,
       JETFN_FUNCTIONS: FIXTURE_FUNCTIONS,
-    });
-    onTestFinished(async () => {
-      await runtime.stop();
     });
     await runtime.waitFor("Runtime ready", 60_000);
     const client = await createClient({ natsUrl: nats.url });

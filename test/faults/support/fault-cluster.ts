@@ -68,7 +68,8 @@ export async function createFaultCluster(extraEnv: NodeJS.ProcessEnv = {}): Prom
   const nc = await connect({ servers: env.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const runtimes: CliProcess[] = [];
   const spawnRuntime = async (extraEnv: NodeJS.ProcessEnv = {}): Promise<CliProcess> => {
-    const runtime = spawnCli(["start"], { ...cliEnv, ...extraEnv });
+    // The cluster's runtimes belong to the cluster (restarted in tests, stopped by close()).
+    const runtime = spawnCli(["start"], { ...cliEnv, ...extraEnv }, { laterTestsUseIt: true });
     await runtime.waitFor("Runtime ready", 60_000);
     return runtime;
   };
