@@ -60,8 +60,9 @@ export interface Seat {
    */
   commit(final?: FinalStatement, released?: () => void): Promise<void>;
   /**
-   * Undoes the job's writes and hands the lane on. A job one of whose statements failed while
-   * others wait for the COMMIT hears only after it, and a SharedCommitError if it failed.
+   * Undoes the job's writes and hands the lane on. A job that failed while others wait for the
+   * COMMIT hears only after it (its failure may stem from what they wrote or what it read of
+   * that), and a SharedCommitError if it failed.
    */
   rollback(): Promise<void>;
 }

@@ -125,7 +125,7 @@ export class LaneSeat implements Seat {
       this.#scheduler.broken(this.#lane, this.#connectionLost);
       return;
     }
-    await this.#undoOnceGroupDecides(this.#sawFailure);
+    await this.#undoOnceGroupDecides();
   }
 
   /** Runs the final record and the release and waits for them: the job saw a statement fail. */
@@ -159,7 +159,7 @@ export class LaneSeat implements Seat {
     }
     if (isConnectionError(failure)) return this.#lost(failure);
     if (this.#lane.failure !== undefined) return this.#doomed();
-    await this.#undoOnceGroupDecides(true);
+    await this.#undoOnceGroupDecides();
     if ((failure as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
       throw new JetfnError(
         "E_HANDLER_FAILED",
@@ -171,16 +171,17 @@ export class LaneSeat implements Seat {
   }
 
   /**
-   * Undoes the job's writes; when one of its statements `failed` and earlier members of the
-   * transaction wait for its COMMIT, resolves only once that COMMIT is decided. The failure may
-   * stem from their uncommitted writes: a key one of them took, or the fence refusing a later
-   * attempt of a job whose first attempt is one of them. Alone, the job would have waited for them
-   * and failed only if they commit. So its failure stands only if they do; if they do not, it runs
-   * again alone too (a SharedCommitError). Told it failed, its last attempt would bury the job,
-   * and the job would be lost with the group's writes.
+   * Undoes the job's writes; when earlier members of the transaction wait for its COMMIT, resolves
+   * only once that COMMIT is decided. The job's failure may stem from their uncommitted writes: a
+   * key one of them took, the fence refusing a later attempt of a job whose first attempt is one of
+   * them, or only what it read of them (a handler that fails because a row exists, or because a
+   * balance is too low). Alone, the job would have seen only what they commit. So its failure
+   * stands only if they commit; if they do not, it runs again alone too (a SharedCommitError).
+   * Told it failed, its last attempt (or a NonRetryableError) would bury the job for writes that
+   * never happened.
    */
-  async #undoOnceGroupDecides(failed: boolean): Promise<void> {
-    const group = failed && this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
+  async #undoOnceGroupDecides(): Promise<void> {
+    const group = this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
     this.#undo();
     await group;
   }

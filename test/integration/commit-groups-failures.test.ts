@@ -174,6 +174,48 @@ describe("group commit failure paths, through runJob and real deliveries", () =>
     expect(await outcome(job)).toEqual({ status: "succeeded", rows: 1 });
   });
 
+  it("judges a member's failure only once its group commits: what it read of the others may never commit", {
+    timeout: 90_000,
+  }, async () => {
+    const bench = await startBench();
+    const writerHolds = gate();
+    const marked = await bench.publish(writer, { role: "marks" });
+    const reader = await bench.publish(writer, { role: "reads" });
+    const breaker = await bench.publish(writer, { role: "breaker" });
+    script.current = ({ role, run }) => {
+      if (role === "marks") {
+        // Its row is what the reader sees; the breaker's same twin then fails the shared COMMIT,
+        // and alone it fails for good, so its row never commits.
+        return run === 1 ? { twin: "marker", before: () => writerHolds.opened } : { failFinally: "gives up alone" };
+      }
+      if (role === "reads") return { failIfVisible: "marker" };
+      return run === 1 ? { twin: "marker" } : {};
+    };
+    const deliveries = await Promise.all([bench.next(writer), bench.next(writer), bench.next(writer)]);
+    const byId = new Map(deliveries.map((message) => [message?.headers?.get("Jetfn-Id"), message as JsMsg]));
+    const markedDone = bench.run(writer, byId.get(marked) as JsMsg);
+    await bench.seated(marked, 1);
+    const readerDone = bench.run(writer, byId.get(reader) as JsMsg);
+    await bench.seated(reader, 1);
+    const breakerDone = bench.run(writer, byId.get(breaker) as JsMsg);
+    await bench.seated(breaker, 1);
+    writerHolds.open();
+    await Promise.all([markedDone, readerDone, breakerDone]);
+    await bench.drain(writer);
+    const [readerRecord] = await database.sql`select status, error from jetfn.invocations where id = ${reader}`;
+    expect({
+      marked: await outcome(marked),
+      reader: await outcome(reader),
+      readerError: (readerRecord?.error as { message?: string } | null)?.message ?? null,
+      breaker: await outcome(breaker),
+    }).toEqual({
+      marked: { status: "dead", rows: 0 },
+      reader: { status: "succeeded", rows: 1 },
+      readerError: null,
+      breaker: { status: "succeeded", rows: 1 },
+    });
+  });
+
   it("buries a member whose lone rerun fails for good, and terminates its message", { timeout: 90_000 }, async () => {
     const bench = await startBench();
     const memberHolds = gate();
