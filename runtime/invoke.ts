@@ -1,13 +1,18 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
+import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
+import { FENCED_OUT_CODE } from "./db/invocation-store";
 import {
   createInvocationTransaction,
   type FinalStatement,
   type InvocationTransaction,
+  type TransactionLoss,
 } from "./db/invocation-transaction";
 import { outboxStatement } from "./db/outbox";
 import { shouldPrepare } from "./db/prepared-statements";
+import { isSharedCommitFailure } from "./db/shared-commit-error";
+import { isUnanswered } from "./db/transaction-parts";
 import type { EventDefinition } from "./define-event";
 import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "./define-function";
 import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
@@ -49,7 +54,17 @@ export type InvocationOutcome =
       outbox: OutboxMessage[];
       log: Logger;
     }
-  | { ok: false; error: JetfnError; durationMs: number; log: Logger };
+  | { ok: false; error: JetfnError; kind: FailureKind; durationMs: number; log: Logger };
+
+/**
+ * What ended a failed invocation, as the runtime saw it (never read off the error the handler
+ * threw, which it may have wrapped, replaced or made up):
+ * - `handler`: the handler, its input or output, or one of its statements failed; its retry policy decides.
+ * - `fenced`: its final record was refused because another attempt already finished the job.
+ * - `shared-commit`: the shared transaction it was in did not commit; it runs again alone.
+ * - `database`: the database went away during it; it runs again once the database answers.
+ */
+export type FailureKind = "handler" | "fenced" | TransactionLoss;
 
 /** What invoke() uses from the runtime. */
 export interface InvokeDependencies {
@@ -146,11 +161,14 @@ class Invocation {
     const { fn, invocationId, attempt, kind } = this.request;
     const { events } = this.deps;
     events.emit("invocation:start", { fn: fn.name, invocationId, attempt, kind });
+    // Whether a failure came from the commit (jetfn's own statements) rather than the handler.
+    let committing = false;
     try {
       const input = parseInput(fn.definition.spec.input, this.request.input, fn.name);
       const ctx = new InvocationContext(this);
       const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
       const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
+      committing = true;
       const committed = await this.#commit(result);
       const durationMs = performance.now() - this.#started;
       events.emit("invocation:success", { fn: fn.name, invocationId, attempt, kind, durationMs });
@@ -164,7 +182,9 @@ class Invocation {
         (error: unknown) => error,
       );
       const error = toJetfnError(groupFailed ?? thrown);
-      return { ok: false, error, durationMs: performance.now() - this.#started, log: this.log };
+      const failure: FailureKind =
+        groupFailed !== undefined ? "shared-commit" : failureKind(thrown, committing, this.#transaction?.lost);
+      return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;
       this.deadline.stop();
@@ -201,6 +221,21 @@ class Invocation {
     });
     return true;
   }
+}
+
+/**
+ * Classifies a failure by where it came from: only the commit's own errors can say the record was
+ * fenced out, the shared COMMIT failed or the connection was lost; before the commit, only what the
+ * transaction's statements saw can say so. Anything else the handler threw is the handler's.
+ */
+function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss | undefined): FailureKind {
+  if (committing) {
+    // First: a shared COMMIT that a member's fence failed carries the fence's error as its cause.
+    if (isSharedCommitFailure(thrown)) return "shared-commit";
+    if ((thrown as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) return "fenced";
+    if (isConnectionError(thrown) || isUnanswered(thrown)) return "database";
+  }
+  return lost ?? "handler";
 }
 
 /** What a handler sees as `ctx`: a view of its invocation. */

@@ -7,19 +7,17 @@ import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
 import {
   completionStatement,
-  FENCED_OUT_CODE,
   getInvocation,
   type JobRecord,
   recordFailure,
   type StoredError,
   type SuccessRecorder,
 } from "./db/invocation-store";
-import { isSharedCommitFailure } from "./db/shared-commit-error";
 import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
-import { type InvocationOutcome, type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
@@ -206,8 +204,9 @@ async function attemptJob(
     whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
   });
   board.finish();
-  // Retrying after a lost database runs the handler again, so only a final outcome frees the slot.
-  if (!isDatabaseLoss(outcome)) handlerDone();
+  // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
+  // a final outcome frees the slot.
+  if (outcome.ok || (outcome.kind !== "database" && outcome.kind !== "shared-commit")) handlerDone();
   const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
@@ -237,16 +236,17 @@ async function attemptJob(
     return true;
   }
   const { error } = outcome;
-  // Before the fence: a shared transaction doomed by a member's fence (the same job delivered twice
-  // into one group) rolled back every member, the one the fence let through as well. Judged as
-  // fenced out, both copies would be acked and the job lost; alone, one of them commits.
-  if (isSharedCommitFailure(error)) {
+  // A shared transaction doomed by a member's fence (the same job delivered twice into one group)
+  // rolled back every member, the one the fence let through as well: that is a shared-commit
+  // failure, not a fenced one (see failureKind in invoke.ts). Judged as fenced out, both copies
+  // would be acked and the job lost; alone, one of them commits.
+  if (outcome.kind === "shared-commit") {
     // Not this job's doing (or not only): it runs again at once, in a transaction of its own.
     tries.alone = true;
     log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
     return false;
   }
-  if ((error.cause as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) {
+  if (outcome.kind === "fenced") {
     message.ack();
     log.warn({ durationMs }, "Another attempt finished this job first; this attempt rolled back its writes.");
     return true;
@@ -256,7 +256,7 @@ async function attemptJob(
     log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
     return true;
   }
-  if (isDatabaseLoss(outcome)) {
+  if (outcome.kind === "database") {
     log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
     return false;
   }
@@ -328,15 +328,6 @@ async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, 
   }
 }
 
-/** True when an attempt failed because the database went away, not because of the handler. */
-function isDatabaseLoss(outcome: InvocationOutcome): boolean {
-  if (outcome.ok) return false;
-  // drizzle wraps the driver's error (DrizzleQueryError), so look one level further down too.
-  const cause = outcome.error.cause as { cause?: unknown } | undefined;
-  return isConnectionError(cause) || isConnectionError(cause?.cause) || outcome.error.code === "E_DATABASE_UNAVAILABLE";
-}
-
-/** Records a dead job with its error, then terminates the message so it is never delivered again. */
 /**
  * Ends a job that cannot run at all (bad id, input that is not JSON, attempts used up) as dead,
  * and reports it like a failed invocation so stats and metrics count it.
@@ -360,6 +351,7 @@ function refuse(
   return bury(deps, record, message, error, log);
 }
 
+/** Records a dead job with its error, then terminates the message so it is never delivered again. */
 async function bury(
   deps: JobRunnerDependencies,
   record: JobRecord,

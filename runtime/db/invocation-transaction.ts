@@ -2,8 +2,10 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
+import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import { shouldPrepare } from "./prepared-statements";
+import { isSharedCommitFailure } from "./shared-commit-error";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
@@ -28,6 +30,13 @@ export interface InvocationTransaction {
   /** True once the handler made a query (and so a transaction exists). */
   readonly begun: boolean;
   /**
+   * Set when one of the invocation's statements (or taking its connection or lane) failed because
+   * the database went away, or because the shared transaction it was in was doomed by another job.
+   * What the runtime saw itself: the handler may have caught, wrapped or replaced that error, and
+   * an error it throws of its own (a refused HTTP connection, say) is not the database's.
+   */
+  readonly lost: TransactionLoss | undefined;
+  /**
    * Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back).
    * In a shared transaction, `released` is called once the invocation's part is done and only the
    * group's COMMIT is pending.
@@ -39,6 +48,9 @@ export interface InvocationTransaction {
    */
   rollback(): Promise<void>;
 }
+
+/** Why an invocation's transaction was lost through no fault of its handler. */
+export type TransactionLoss = "database" | "shared-commit";
 
 /** Creates a lazy transaction on `sql`'s pool for one invocation. */
 export function createInvocationTransaction(
@@ -60,6 +72,7 @@ class LazyTransaction implements InvocationTransaction {
   #connection: Promise<WatchedConnection | Seat> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
   #closed = false;
+  #lost: TransactionLoss | undefined;
   #savepoints = 0;
   /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
   #ownSince: number | undefined;
@@ -87,6 +100,10 @@ class LazyTransaction implements InvocationTransaction {
 
   get begun(): boolean {
     return this.#connection !== undefined;
+  }
+
+  get lost(): TransactionLoss | undefined {
+    return this.#lost;
   }
 
   async commit(final?: FinalStatement, released?: () => void): Promise<void> {
@@ -153,16 +170,30 @@ class LazyTransaction implements InvocationTransaction {
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
-    return new LazyQuery(async (mode) => {
+    return new LazyQuery((mode) => this.#run(text, params, options, mode));
+  }
+
+  async #run(
+    text: string,
+    params: unknown[],
+    options: { prepare?: boolean } | undefined,
+    mode: QueryMode,
+  ): Promise<unknown> {
+    try {
       const connection = await this.#open();
       // A statement with parameters runs prepared: described once per connection, then one round trip.
       const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
       if (!(connection instanceof WatchedConnection)) {
-        return connection.query(text, params, { ...options, prepare }, mode);
+        return await connection.query(text, params, { ...options, prepare }, mode);
       }
       const query = connection.unsafe(text, params as never[], { ...options, prepare });
       return mode === "values" ? await query.values() : await query;
-    });
+    } catch (error) {
+      // Noted before the handler sees the error: whatever it then throws, this is what happened.
+      if (isConnectionError(error)) this.#lost ??= "database";
+      else if (isSharedCommitFailure(error)) this.#lost ??= "shared-commit";
+      throw error;
+    }
   }
 
   #open(): Promise<WatchedConnection | Seat> {
