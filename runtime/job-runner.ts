@@ -51,6 +51,8 @@ export interface JobRunnerDependencies {
 interface Tries {
   /** In a transaction of its own, after a shared COMMIT failed. */
   alone: boolean;
+  /** Runs of this delivery that lost their database connection. */
+  databaseLosses: number;
 }
 
 /** Counts jobs waiting for an unreachable database to answer. */
@@ -81,6 +83,12 @@ export interface DoneNotice {
 /** Longest a stack trace kept per attempt; enough to find the line, bounded so records stay small. */
 const STACK_LIMIT = 2_000;
 const MESSAGE_LIMIT = 2_000;
+/**
+ * Runs of one delivery that may lose their database connection and run again without spending an
+ * attempt. An outage costs one such run per job (it waits for the database to answer first); only
+ * a job whose connection dies again and again while the database answers reaches the limit.
+ */
+const MAX_DATABASE_RERUNS = 10;
 /** Wait before retrying a job whose attempt could not reach the database (not the handler's fault). */
 const DATABASE_RETRY_MS = 2_000;
 
@@ -154,7 +162,7 @@ export async function runJob(
     releaseSlot();
     handled(performance.now() - slotAt);
   };
-  const tries: Tries = { alone: false };
+  const tries: Tries = { alone: false, databaseLosses: 0 };
   try {
     while (!(await attemptJob(deps, fn, message, record, input, log, release, tries))) {
       await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
@@ -235,7 +243,7 @@ async function attemptJob(
     else log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
     return true;
   }
-  const { error } = outcome;
+  let { error } = outcome;
   // A shared transaction doomed by a member's fence (the same job delivered twice into one group)
   // rolled back every member, the one the fence let through as well: that is a shared-commit
   // failure, not a fenced one (see failureKind in invoke.ts). Judged as fenced out, both copies
@@ -257,8 +265,21 @@ async function attemptJob(
     return true;
   }
   if (outcome.kind === "database") {
-    log.warn({ durationMs, err: error.cause }, "The database went away during the job; trying again once it answers.");
-    return false;
+    if (++tries.databaseLosses <= MAX_DATABASE_RERUNS) {
+      log.warn(
+        { durationMs, err: error.cause },
+        "The database went away during the job; trying again once it answers.",
+      );
+      return false;
+    }
+    // The database keeps answering others while this job's own connection dies on every run (its
+    // handler may end its own session): the attempt counts, or it would run, and doom the shared
+    // transactions it joins, forever.
+    error = new JetfnError(
+      "E_DATABASE_UNAVAILABLE",
+      `the job lost its database connection on ${tries.databaseLosses} runs in a row: ${error.message}`,
+      { cause: error },
+    );
   }
   const final = NON_RETRYABLE_CODES.has(error.code) || record.attempt >= fn.retry.attempts;
   deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
