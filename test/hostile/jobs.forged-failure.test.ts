@@ -17,7 +17,7 @@ afterAll(async () => {
 
 it.each(["database", "shared-commit", "fenced"])(
   "counts a handler's forged '%s' failure as a failed attempt",
-  { timeout: 60_000 },
+  { timeout: 90_000 },
   async (forge) => {
     const runtime = await env.startRuntime();
     const starts: string[] = [];
@@ -27,7 +27,7 @@ it.each(["database", "shared-commit", "fenced"])(
     const view = await eventually(async () => {
       const status = await client.status(job.id);
       return status.status === "dead" ? status : undefined;
-    }, 15_000).catch(() => client.status(job.id).catch(() => undefined));
+    }, 30_000).catch(() => client.status(job.id).catch(() => undefined));
     const ran = starts.filter((id) => id === job.id).length;
     await runtime.stop();
     expect({ status: view?.status, attempts: view?.attempts, ran }).toEqual({ status: "dead", attempts: 2, ran: 2 });

@@ -26,7 +26,7 @@ it("ends a job whose handler keeps killing its own session, within a bounded num
   const view = await eventually(async () => {
     const status = await client.status(job.id);
     return status.status === "dead" ? status : undefined;
-  }, 20_000).catch(() => client.status(job.id).catch(() => undefined));
+  }, 45_000).catch(() => client.status(job.id).catch(() => undefined));
   const ran = starts.filter((id) => id === job.id).length;
   await runtime.stop();
   expect({

@@ -28,7 +28,7 @@ it("counts a handler's refused HTTP connection as a failed attempt, not as a dat
   const view = await eventually(async () => {
     const status = await client.status(job.id);
     return status.status === "dead" ? status : undefined;
-  }, 20_000).catch(() => client.status(job.id).catch(() => undefined));
+  }, 45_000).catch(() => client.status(job.id).catch(() => undefined));
   const ran = starts.filter((id) => id === job.id).length;
   await runtime.stop();
   expect({ status: view?.status, attempts: view?.attempts, ran }).toEqual({ status: "dead", attempts: 2, ran: 2 });
