@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 it("ends a job whose handler keeps killing its own session, within a bounded number of runs", {
-  timeout: 60_000,
+  timeout: 90_000,
 }, async () => {
   const runtime = await env.startRuntime();
   const starts: string[] = [];

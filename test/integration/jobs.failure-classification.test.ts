@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 it("counts a handler's refused HTTP connection as a failed attempt, not as a database loss", {
-  timeout: 60_000,
+  timeout: 90_000,
 }, async () => {
   const runtime = await env.startRuntime();
   const starts: string[] = [];
