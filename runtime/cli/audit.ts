@@ -1,17 +1,15 @@
-import {
-  type AuditFilter,
-  auditSealStatus,
-  invocationChanges,
-  listAuditEntries,
-  rowHistory,
-  verifyAuditChain,
-} from "../audit-queries";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type AuditFilter, invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
+import { type AuditVerification, verifyAudit } from "../audit-verify";
 import { resolveConfig } from "../config";
 import { uncoveredTables } from "../db/audit-coverage";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import { formatDuration, parseDuration } from "../duration";
 import { JetfnError } from "../errors";
 import { createLogger } from "../logger";
+import { ensureAuditAnchorStream, publishPruneAnchor } from "../nats/audit-anchor-stream";
+import { connectNats } from "../nats/connection";
 import { describeAuditEntry } from "./audit-format";
 import { printJson, printJsonLines } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
@@ -81,27 +79,53 @@ async function check(database: DatabaseClient, options: AuditCommandOptions): Pr
 }
 
 async function verify(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
-  const [broken, status] = await Promise.all([verifyAuditChain(database.db), auditSealStatus(database.db)]);
-  if (options.json) printJson({ ok: broken === undefined, broken: broken ?? null, ...status });
-  else if (broken) {
-    const counts =
-      broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows})`;
-    process.stdout.write(`BROKEN at seal #${broken.seq}: ${broken.problem}${counts}\n`);
-  } else {
-    const lag = status.oldestUnsealed
-      ? `; ${status.unsealedRows} row(s) not sealed yet, oldest ${formatDuration(Date.now() - Date.parse(status.oldestUnsealed))} ago`
-      : "; every row is sealed";
-    process.stdout.write(`chain intact: ${status.seals} seal(s) covering ${status.sealedRows} row(s)${lag}\n`);
-  }
-  if (broken) process.exitCode = 1;
+  const result = await withNats((nc) => verifyAudit(database.db, nc));
+  if (options.json) printJson(result);
+  else process.stdout.write(describeVerification(result));
+  if (!result.ok) process.exitCode = 1;
 }
 
+/** The verify result as a person reads it: the first problem, or what is intact and how far. */
+export function describeVerification(result: AuditVerification): string {
+  const { broken, anchors } = result;
+  if (broken) {
+    const counts =
+      broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows ?? "none"})`;
+    const more = result.problems.length > 1 ? `; ${result.problems.length - 1} more problem(s), see --json` : "";
+    return `BROKEN at seal #${broken.seq}: ${broken.problem}${counts}${more}\n`;
+  }
+  const anchored =
+    anchors.unanchored === 0
+      ? `, anchored through seal #${anchors.anchoredThrough}`
+      : `; ${anchors.unanchored} newest seal(s) not anchored yet`;
+  const lag = result.oldestUnsealed
+    ? `; ${result.unsealedRows} row(s) not sealed yet, oldest ${formatDuration(Date.now() - Date.parse(result.oldestUnsealed))} ago`
+    : "; every row is sealed";
+  return `chain intact: ${result.seals} seal(s) covering ${result.sealedRows} row(s)${anchored}${lag}\n`;
+}
+
+/**
+ * Prunes inside one transaction that also records the prune in NATS before it commits: seals
+ * missing from the database are only accepted by verify up to a prune recorded there.
+ */
 async function prune(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
   if (!options.olderThan) throw new JetfnError("E_INPUT_INVALID", "prune needs --older-than <duration>, e.g. 90d");
   const keepMs = parseDuration(options.olderThan);
-  const rows = await database.sql<{ name: string }[]>`
-    select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;
-  const dropped = rows.map((row) => row.name);
+  const dropped = await withNats(async (nc) => {
+    const js = jetstream(nc);
+    await ensureAuditAnchorStream(await jetstreamManager(nc));
+    return database.sql.begin(async (tx) => {
+      const rows = await tx<{ name: string }[]>`
+        select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;
+      const names = rows.map((row) => row.name);
+      const [anchor] = await tx<{ seq: number; hash: string; reason: string }[]>`
+        select seq::float8 as seq, hash, reason from jetfn.audit_anchors order by seq desc limit 1`;
+      if (names.length > 0 && anchor) {
+        await publishPruneAnchor(js, { throughSeq: anchor.seq, hash: anchor.hash, reason: anchor.reason });
+      }
+      return names;
+    });
+  });
   if (options.json) printJson({ dropped });
   else
     process.stdout.write(
@@ -146,6 +170,22 @@ function parsePositive(value: string): number {
   if (!Number.isInteger(parsed) || parsed < 1)
     throw new JetfnError("E_INPUT_INVALID", `--limit must be a positive integer, got ${value}`);
   return parsed;
+}
+
+/** Runs `run` on a NATS connection (as configured: NATS_URL, NATS_USER, NATS_PASSWORD). */
+async function withNats<T>(run: (nc: NatsConnection) => Promise<T>): Promise<T> {
+  const config = resolveConfig();
+  const nc = await connectNats({
+    url: config.natsUrl,
+    user: config.natsUser,
+    password: config.natsPassword,
+    name: "jetfn audit",
+  });
+  try {
+    return await run(nc);
+  } finally {
+    await nc.close();
+  }
 }
 
 async function withDatabase(run: (database: DatabaseClient) => Promise<void>): Promise<void> {
