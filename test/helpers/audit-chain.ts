@@ -58,12 +58,15 @@ export async function setUpAuditChain(batchRows = 100): Promise<AuditChainSetup>
     async sealAll() {
       // A seal only covers transactions older than the oldest one still running anywhere on the
       // server, so with other test files busy it may take a few rounds.
-      const deadline = Date.now() + 30_000;
+      const deadline = Date.now() + 120_000;
       for (;;) {
         await setup.sealer.sealNow();
         const [lag] = await database.sql`select unsealed_rows::int as rows from jetfn.audit_seal_lag()`;
         if (lag?.rows === 0) return;
-        if (Date.now() > deadline) throw new Error(`${lag?.rows} audit row(s) could not be sealed within 30s`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `${lag?.rows} audit row(s) could not be sealed within 120s (a transaction elsewhere on the server may be holding them back)`,
+          );
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     },
