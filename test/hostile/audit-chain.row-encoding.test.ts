@@ -43,14 +43,18 @@ it("tells NULL from an empty string, and a separator inside a value from one bet
   const [emptyFunction] = await database.sql.unsafe(
     row(`''::text as function, 'a'::text as invocation_id, 1 as attempt, 'u'::text as db_user`),
   );
-  const [commaInside] = await database.sql.unsafe(
-    row(`'f,a'::text as function, null::text as invocation_id, 1 as attempt, 'u'::text as db_user`),
-  );
   const [commaBetween] = await database.sql.unsafe(
     row(`'f'::text as function, 'a'::text as invocation_id, 1 as attempt, 'u'::text as db_user`),
   );
+  const [commaInside] = await database.sql.unsafe(
+    row(`'f,a'::text as function, null::text as invocation_id, 1 as attempt, 'u'::text as db_user`),
+  );
+  const [pipeInside] = await database.sql.unsafe(
+    row(`'f|a'::text as function, null::text as invocation_id, 1 as attempt, 'u'::text as db_user`),
+  );
   expect(nullFunction?.v2).not.toBe(emptyFunction?.v2);
   expect(commaInside?.v2).not.toBe(commaBetween?.v2);
+  expect(pipeInside?.v2).not.toBe(commaBetween?.v2);
 });
 
 it("seals new rows in format 2 and still verifies seals of format 1", async () => {
