@@ -197,7 +197,8 @@ async function withDatabase(run: (database: DatabaseClient) => Promise<void>): P
     started,
     false,
   );
-  const database = connectDatabase({ url, poolSize: 2 });
+  // verify recomputes seals two at a time, beside its other queries.
+  const database = connectDatabase({ url, poolSize: 3 });
   try {
     await run(database);
   } finally {
