@@ -72,13 +72,23 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
     return sealed;
   };
 
+  // One warning per NATS outage, not one a second.
+  let anchoring = true;
   const round = async (): Promise<void> => {
     await sealBatches().catch((error: unknown) => {
       if (!isConnectionError(error)) logger.error({ err: error }, "Sealing the audit log failed; retrying.");
     });
-    await anchor().catch((error: unknown) => {
-      logger.warn({ err: error }, "Publishing audit seal anchors to NATS failed; retrying.");
-    });
+    await anchor().then(
+      () => {
+        if (!anchoring) logger.info("Audit seals are anchored in NATS again.");
+        anchoring = true;
+      },
+      (error: unknown) => {
+        if (anchoring)
+          logger.warn({ err: error }, "Publishing audit seal anchors to NATS failed; retrying each round.");
+        anchoring = false;
+      },
+    );
   };
 
   const schedule = (): void => {

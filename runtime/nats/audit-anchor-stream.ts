@@ -95,17 +95,9 @@ export async function publishSealAnchor(
   }
 }
 
-/** The anchor of seal `seq`, if there is one. */
-export async function readSealAnchor(manager: JetStreamManager, seq: number): Promise<SealAnchor | undefined> {
-  const stored = await manager.streams
-    .getMessage(AUDIT_ANCHOR_STREAM, { last_by_subj: sealAnchorSubject(seq) })
-    .catch(() => null);
-  return stored ? parseSealAnchor(stored) : undefined;
-}
-
 /**
  * The seq of a seal anchored last, or 0 when the stream holds none. Seals are anchored in order
- * (see startAuditAnchorer), so every seal below it that still existed then is anchored too.
+ * (see createAuditAnchorer), so every seal below it that still existed then is anchored too.
  */
 export async function lastAnchoredSeq(manager: JetStreamManager): Promise<number> {
   const info = await manager.streams.info(AUDIT_ANCHOR_STREAM);
