@@ -47,13 +47,35 @@ async function chainStart(db: AnyPgDatabase): Promise<string> {
   return rowsOf<{ hash: string }>(result)[0]?.hash ?? "genesis";
 }
 
+/**
+ * A row's text in each format, as jetfn.audit_row_text (1) and jetfn.audit_row_text_v2 (2) build
+ * it, written out here rather than called: verify must not run code that whoever controls the
+ * database (its owner included, not only a superuser) can replace with a function that returns
+ * the sealed hashes whatever the rows hold. Only built-in functions are used, schema-qualified.
+ */
+const ROW_TEXT: Record<number, string> = {
+  1: `pg_catalog.concat_ws('|', l.id, (extract(epoch from l.logged_at) * 1000000)::bigint, l.txid, l.function,
+        l.invocation_id, l.attempt, l.db_user, l.schema_name, l.table_name, l.operation,
+        l.pk::text, l.old_row::text, l.new_row::text, l.changed_columns::text)`,
+  2: `(row(l.id, (extract(epoch from l.logged_at) * 1000000)::bigint, l.txid, l.function,
+        l.invocation_id, l.attempt, l.db_user, l.schema_name, l.table_name, l.operation,
+        l.pk::text, l.old_row::text, l.new_row::text, l.changed_columns))::text`,
+};
+
 async function recompute(db: AnyPgDatabase, seal: SealAnchor): Promise<{ hash: string; rowCount: number }> {
-  const range = sql`${seal.previousHash}::text, ${seal.afterTxid}::bigint, ${seal.afterId}::bigint, ${seal.lastTxid}::bigint, ${seal.lastId}::bigint`;
-  const query =
-    seal.format === 1
-      ? sql`select hash, row_count from jetfn.audit_range_hash(${range})`
-      : sql`select hash, row_count from jetfn.audit_range_hash_v2(${range})`;
-  const [row] = rowsOf<{ hash: string; row_count: number }>(await db.execute(query));
+  const text = ROW_TEXT[seal.format];
+  if (!text) return { hash: `unknown format ${seal.format}`, rowCount: 0 };
+  const [row] = rowsOf<{ hash: string; row_count: number }>(
+    await db.execute(sql`
+      select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+               ${seal.previousHash}::text || coalesce(pg_catalog.string_agg(${sql.raw(text)}, E'\n' order by l.txid, l.id), ''),
+               'UTF8')), 'hex') as hash,
+             pg_catalog.count(*)::integer as row_count
+      from jetfn.audit_log l
+      where l.txid >= ${seal.afterTxid}::bigint and l.txid <= ${seal.lastTxid}::bigint
+        and (l.txid, l.id) > (${seal.afterTxid}::bigint, ${seal.afterId}::bigint)
+        and (l.txid, l.id) <= (${seal.lastTxid}::bigint, ${seal.lastId}::bigint)`),
+  );
   return { hash: row?.hash ?? "", rowCount: row?.row_count ?? 0 };
 }
 
