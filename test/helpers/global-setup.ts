@@ -1,7 +1,7 @@
-import postgres from "postgres";
-import type { TestProject } from "vitest/node";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import type { TestProject } from "vitest/node";
 import { migrate } from "../../runtime/db/migrate";
 import { functionTypesFile, writeFunctionTypes } from "../../runtime/function-types";
 import { adminUrl, databaseUrl } from "./database-url";
