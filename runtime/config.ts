@@ -1,6 +1,7 @@
 import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {
@@ -44,6 +45,12 @@ export interface RuntimeOptions {
   dashboardToken?: string;
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
+  /**
+   * Reply-subject prefixes the runtime answers to besides `_INBOX.` and `_R_.` (for clients with
+   * their own nats.js `inboxPrefix`); a request with any other reply subject is dropped.
+   * @default process.env.JETFN_INBOX_PREFIXES (comma-separated), none
+   */
+  inboxPrefixes?: string[];
 }
 
 /** Configuration with every value present and checked. */
@@ -67,6 +74,8 @@ export interface ResolvedConfig {
   readonly auditSchemas: readonly string[];
   readonly dashboardToken: string | undefined;
   readonly metricsPort: number | undefined;
+  /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
+  readonly inboxPrefixes: readonly string[];
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -114,6 +123,10 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
+    inboxPrefixes: Object.freeze([
+      ...DEFAULT_INBOX_PREFIXES,
+      ...(options.inboxPrefixes ?? list(env.JETFN_INBOX_PREFIXES) ?? []).map(inboxPrefix),
+    ]),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -152,6 +165,23 @@ function list(value: string | undefined): string[] | undefined {
     .map((item) => item.trim())
     .filter(Boolean);
   return items && items.length > 0 ? items : undefined;
+}
+
+/** An extra inbox prefix, ending with a dot; never a subject jetfn or the server acts on. */
+function inboxPrefix(value: string): string {
+  const prefix = value.endsWith(".") ? value : `${value}.`;
+  const tokens = prefix.slice(0, -1).split(".");
+  if (tokens.some((token) => token === "" || /[\s*>]/.test(token))) {
+    throw new JetfnError("E_CONFIG_INVALID", `JETFN_INBOX_PREFIXES: "${value}" is not a subject prefix`);
+  }
+  // Answers sent there would reach the server's APIs ($JS, $KV, $SYS, ...) or jetfn's own subjects.
+  if (prefix.startsWith("$") || prefix.startsWith("fn.") || prefix.startsWith("jetfn.")) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `JETFN_INBOX_PREFIXES: "${value}" names server or jetfn subjects, not inboxes`,
+    );
+  }
+  return prefix;
 }
 
 function duration(name: string, value: Duration): number {
