@@ -59,8 +59,13 @@ export function createReplyGuard(options: ReplyGuardOptions): ReplyGuard {
   };
 }
 
+/** Prefix of a reply the server rewrote to route it back across a gateway: `_GR_.<cluster>.<server>.<reply>`. */
+const GATEWAY_REPLY = /^_GR_\.[^.]+\.[^.]+\./;
+
 function isInbox(reply: string, prefixes: readonly string[]): boolean {
   // A wildcard cannot be published to; a reply holding one is not an inbox either.
   if (reply.includes("*") || reply.includes(">")) return false;
-  return prefixes.some((prefix) => reply.length > prefix.length && reply.startsWith(prefix));
+  // In a supercluster the requester's own reply subject follows the gateway's routing prefix.
+  const own = reply.replace(GATEWAY_REPLY, "");
+  return prefixes.some((prefix) => own.length > prefix.length && own.startsWith(prefix));
 }
