@@ -1,9 +1,10 @@
+import { randomUUID } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createClient, type JetfnClient } from "../../runtime/client";
 import { runCli } from "../helpers/cli";
-import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { CLIENT_PASSWORD, shippedNatsAuth } from "../helpers/shipped-nats-auth";
 
 // Against the shipped nats.auth.conf: a client user names a reply subject the runtime or the
@@ -89,20 +90,23 @@ it("never lets a client's request make the runtime announce another client's job
 }, async () => {
   await env.startRuntime();
   const victim = await clientUser();
-  const job = await victim.enqueue("sleep", { ms: 300 });
+  const id = `victim-${randomUUID()}`;
   const announced: string[] = [];
-  const notices = runtimeSide.subscribe(`jetfn.done.${job.id}`, {
+  const notices = runtimeSide.subscribe(`jetfn.done.${id}`, {
     callback: (_error, message) => {
       announced.push(message.string());
     },
   });
+  await runtimeSide.flush();
+  const job = await victim.enqueue("sleep", { ms: 100 }, { id });
   const forged = `jetfn.done.${job.id}`;
   attacker.publish("jetfn.api.status", JSON.stringify({ id: job.id }), { reply: forged });
   attacker.publish("fn.call.add", JSON.stringify({ a: 1, b: 2 }), { reply: forged });
   attacker.publish("fn.job.parked", "{}", { reply: forged });
   await attacker.flush();
   // The waiter learns the outcome from the job's record, whatever reaches its done subject.
-  expect(await victim.result(job.id, { timeout: "30s" })).toEqual({ slept: 300 });
+  expect(await victim.result(job.id, { timeout: "30s" })).toEqual({ slept: 100 });
+  await eventually(() => announced.length > 0, 15_000);
   await runtimeSide.flush();
   notices.unsubscribe();
   // Only the runtime's own notice, after the job ended, was published in the runtimes' account.
