@@ -44,7 +44,11 @@ export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
   let running: Promise<number> | undefined;
   const sweep = async (): Promise<number> => {
     const info = await options.manager.streams.info(options.stream, { subjects_filter: `${JOB_PREFIX}>` });
-    const subjects = Object.entries(info.state.subjects ?? {});
+    // Wildcard subjects last: walking one may look at every real job it matches, and must not use
+    // up the budget of the subjects that hold only their own jobs.
+    const subjects = Object.entries(info.state.subjects ?? {}).sort(
+      ([left], [right]) => Number(isPattern(left)) - Number(isPattern(right)),
+    );
     let budget = SCAN_LIMIT;
     let buried = 0;
     for (const [subject, count] of subjects) {
@@ -141,6 +145,10 @@ async function drainSubject(options: UnroutedJobsOptions, request: DrainRequest)
     );
   }
   return { examined, buried, next };
+}
+
+function isPattern(subject: string): boolean {
+  return subject.includes("*") || subject.includes(">");
 }
 
 /** The first message at or after `seq` whose subject matches `subject`, or null. */
