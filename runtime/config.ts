@@ -43,6 +43,11 @@ export interface RuntimeOptions {
   auditSchemas?: string[];
   /** The dashboard's access token; random per start when unset. @default process.env.JETFN_DASHBOARD_TOKEN */
   dashboardToken?: string;
+  /**
+   * More names the dashboard answers to, for a proxy in front of it (`name` or `name:port`); requests
+   * naming any other host are refused. @default process.env.JETFN_DASHBOARD_HOSTS (comma-separated), else none
+   */
+  dashboardHosts?: string[];
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
   /**
@@ -73,6 +78,7 @@ export interface ResolvedConfig {
   readonly queueGroup: string;
   readonly auditSchemas: readonly string[];
   readonly dashboardToken: string | undefined;
+  readonly dashboardHosts: readonly string[];
   readonly metricsPort: number | undefined;
   /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
   readonly inboxPrefixes: readonly string[];
@@ -122,6 +128,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
+    dashboardHosts: Object.freeze(options.dashboardHosts ?? list(env.JETFN_DASHBOARD_HOSTS) ?? []),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
     inboxPrefixes: Object.freeze([
       ...DEFAULT_INBOX_PREFIXES,
