@@ -53,6 +53,15 @@ export interface Dashboard {
 }
 
 export const DEFAULT_DASHBOARD_PORT = 4280;
+// Every answer: never framed (clickjacking retry/drop), sniffed, cached (inputs and results), or
+// named in a Referer (the sign-in URL carries the token).
+const SECURITY_HEADERS = {
+  "referrer-policy": "no-referrer",
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "content-security-policy": "frame-ancestors 'none'",
+  "cache-control": "no-store",
+};
 
 type Handler = (request: IncomingMessage, url: URL) => Promise<Reply>;
 interface Reply {
@@ -309,6 +318,9 @@ function localPath(url: URL): string {
 
 function send(response: ServerResponse, reply: Reply): void {
   if (reply.location) response.setHeader("location", reply.location);
-  response.writeHead(reply.status ?? 200, { "content-type": `${reply.type ?? "text/html"}; charset=utf-8` });
+  response.writeHead(reply.status ?? 200, {
+    ...SECURITY_HEADERS,
+    "content-type": `${reply.type ?? "text/html"}; charset=utf-8`,
+  });
   response.end(reply.body ?? "");
 }

@@ -78,3 +78,15 @@ it("accepts the dashboard's own form post, and a token sent without a browser's 
   expect(fromCurl.status).toBe(303);
   expect(decodeURIComponent(String(fromCurl.headers.location))).toContain(`dropped ${scripted}`);
 });
+
+it("marks every page so it is not framed, sniffed, cached or named in a Referer", async () => {
+  const answer = await httpRequest(`${dashboard.url}/dead-letters`);
+  expect(answer.status).toBe(200);
+  expect(answer.headers).toMatchObject({
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+  });
+  expect(answer.headers["content-security-policy"]).toContain("frame-ancestors 'none'");
+});
