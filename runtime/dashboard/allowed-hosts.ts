@@ -24,7 +24,7 @@ const HOST_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
 /**
  * The names a dashboard bound to `boundHost` answers to, on the port it listens on (`port()`, read
  * once listening): that address; on loopback also localhost, 127.0.0.1 and [::1]; on a wildcard
- * address every interface's address and the machine's name; plus `extra` (JETFN_DASHBOARD_HOSTS:
+ * address also every interface's address, the loopback names and the machine's name; plus `extra` (JETFN_DASHBOARD_HOSTS:
  * names a proxy forwards, `name` for any port or `name:port`). A DNS-rebinding page sends its own
  * name, which is none of these. Throws E_CONFIG_INVALID for an `extra` that is not a host.
  */
@@ -49,7 +49,8 @@ function boundNames(boundHost: string): string[] {
     .flat()
     .map((address) => address?.address)
     .filter(isString);
-  return [...LOOPBACK_NAMES, hostname(), ...addresses].map(canonicalName).filter(isString);
+  // The wildcard itself too: the logged URL names it, and some browsers open it as this machine.
+  return [boundHost, ...LOOPBACK_NAMES, hostname(), ...addresses].map(canonicalName).filter(isString);
 }
 
 /** Whether the dashboard listens on loopback only (reads need no token there). */

@@ -1,3 +1,4 @@
+import { hostname, networkInterfaces } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
 import type { Runtime } from "../../runtime/runtime";
@@ -80,6 +81,25 @@ describe("a dashboard on another address", () => {
       expect({ host, status: answer.status }).toEqual({ host, status: 200 });
     }
     const rebound = await httpRequest(`${ipv6.url}/audit`, { headers: { host: `attacker.example:${ipv6Port}` } });
+    expect(rebound.status).toBe(421);
+  });
+
+  it("on every interface (0.0.0.0) serves the machine's addresses and name, not a rebound name", async () => {
+    const everywhere = await startDashboard({ runtime, port: 0, host: "0.0.0.0", token: "wildcard-token-0123456789" });
+    stopWhenTestEnds(() => everywhere.close());
+    const wildcardPort = new URL(everywhere.url).port;
+    const addresses = Object.values(networkInterfaces())
+      .flat()
+      .filter((address) => address?.family === "IPv4")
+      .map((address) => address?.address as string);
+    const headers = (host: string) => ({ host, authorization: "Bearer wildcard-token-0123456789" });
+    for (const name of ["0.0.0.0", "localhost", hostname(), ...addresses]) {
+      const host = `${name}:${wildcardPort}`;
+      const answer = await httpRequest(`http://127.0.0.1:${wildcardPort}/audit`, { headers: headers(host) });
+      expect({ host, status: answer.status }).toEqual({ host, status: 200 });
+    }
+    const host = `attacker.example:${wildcardPort}`;
+    const rebound = await httpRequest(`http://127.0.0.1:${wildcardPort}/audit`, { headers: headers(host) });
     expect(rebound.status).toBe(421);
   });
 
