@@ -17,9 +17,9 @@ interface HostEntry {
 
 const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"];
 const WILDCARDS = new Set(["0.0.0.0", "::", "[::]", ""]);
-// Letters, digits, dots and dashes, or a bracketed IPv6 literal; an optional port. Nothing else:
-// URL parsing alone would read "attacker@127.0.0.1" as 127.0.0.1.
-const HOST_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/;
+// Letters, digits, dots, dashes and underscores (container names), or a bracketed IPv6 literal;
+// an optional port. Nothing else: URL parsing alone would read "attacker@127.0.0.1" as 127.0.0.1.
+const HOST_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/;
 
 /**
  * The names a dashboard bound to `boundHost` answers to, on the port it listens on (`port()`, read
