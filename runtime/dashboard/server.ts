@@ -54,9 +54,10 @@ export interface Dashboard {
 
 export const DEFAULT_DASHBOARD_PORT = 4280;
 // Every answer: never framed (clickjacking retry/drop), sniffed, cached (inputs and results), or
-// named in a Referer (the sign-in URL carries the token).
+// named in a Referer to another site (the sign-in URL carries the token). Not "no-referrer": with it,
+// browsers send "Origin: null" on the dashboard's own form posts, which the origin check refuses.
 const SECURITY_HEADERS = {
-  "referrer-policy": "no-referrer",
+  "referrer-policy": "same-origin",
   "x-content-type-options": "nosniff",
   "x-frame-options": "DENY",
   "content-security-policy": "frame-ancestors 'none'",

@@ -79,11 +79,11 @@ it("accepts the dashboard's own form post, and a token sent without a browser's 
   expect(decodeURIComponent(String(fromCurl.headers.location))).toContain(`dropped ${scripted}`);
 });
 
-it("marks every page so it is not framed, sniffed, cached or named in a Referer", async () => {
+it("marks every page so it is not framed, sniffed, cached or named in a Referer to another site", async () => {
   const answer = await httpRequest(`${dashboard.url}/dead-letters`);
   expect(answer.status).toBe(200);
   expect(answer.headers).toMatchObject({
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "cache-control": "no-store",
