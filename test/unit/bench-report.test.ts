@@ -17,7 +17,7 @@ const target: Target = {
   kind: "best-peer",
   baselines: ["peer a", "peer b"],
   min: 2,
-  source: "test",
+  reason: "test",
 };
 
 const cpu = (node: number, servers: number, busy: number): Summary[] => [
