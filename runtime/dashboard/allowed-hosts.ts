@@ -24,9 +24,10 @@ const HOST_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/;
 /**
  * The names a dashboard bound to `boundHost` answers to, on the port it listens on (`port()`, read
  * once listening): that address; on loopback also localhost, 127.0.0.1 and [::1]; on a wildcard
- * address also every interface's address, the loopback names and the machine's name; plus `extra` (JETFN_DASHBOARD_HOSTS:
- * names a proxy forwards, `name` for any port or `name:port`). A DNS-rebinding page sends its own
- * name, which is none of these. Throws E_CONFIG_INVALID for an `extra` that is not a host.
+ * address also every interface's address, the loopback names and the machine's name; plus `extra`
+ * (JETFN_DASHBOARD_HOSTS: names a proxy forwards, `name` for any port or `name:port`). A
+ * DNS-rebinding page sends its own name, which is none of these. Throws E_CONFIG_INVALID for an
+ * `extra` that is not a host.
  */
 export function resolveAllowedHosts(boundHost: string, extra: readonly string[], port: () => number): AllowedHosts {
   const configured = extra.map(parseExtra);
