@@ -21,6 +21,7 @@ export type JetfnErrorCode =
   | "E_PAYLOAD_TOO_LARGE"
   | "E_NOT_FOUND"
   | "E_NOT_DEAD"
+  | "E_OUTBOX_ROW_INVALID"
   | "E_CONFIG_INVALID"
   | "E_INTERNAL";
 
@@ -92,6 +93,7 @@ const KNOWN_CODES = new Set<string>([
   "E_PAYLOAD_TOO_LARGE",
   "E_NOT_FOUND",
   "E_NOT_DEAD",
+  "E_OUTBOX_ROW_INVALID",
   "E_CONFIG_INVALID",
   "E_INTERNAL",
 ]);

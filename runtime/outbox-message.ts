@@ -8,6 +8,7 @@ import { eventSubject } from "./nats/event-stream";
 import { encodeInput } from "./nats/publish-job";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
 import { ID_HEADER, isValidInvocationId, jobSubject } from "./nats/subjects";
+import { isValidEventId } from "./outbox-rules";
 
 /**
  * A message to publish once the transaction that asked for it commits: a job for a function
@@ -42,6 +43,12 @@ export function eventMessage(
   maxPayload?: number,
 ): OutboxMessage {
   const checked = checkEmit(event, data);
+  if (!isValidEventId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `event id ${JSON.stringify(id)} must be 1-128 printable ASCII characters, no spaces`,
+    );
+  }
   return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
 }
 

@@ -210,6 +210,7 @@ class ServingRuntime implements Runtime {
       js: this.#publisher,
       events: this.events,
       logger: this.logger,
+      maxPayload: this.nats.info?.max_payload,
     });
     this.#scheduler = await startScheduler({
       nc: this.nats,

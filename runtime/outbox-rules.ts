@@ -1,0 +1,82 @@
+import { isValidEventName } from "./define-event";
+import { JetfnError } from "./errors";
+import { isValidFunctionName } from "./function-name";
+import { EVENT_PREFIX } from "./nats/event-stream";
+import { ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./nats/subjects";
+import type { OutboxMessage } from "./outbox-message";
+
+/**
+ * The rules an outbox row must meet before the relay publishes it with the runtime's NATS rights:
+ * a job for a valid function name or an event for a valid event name, with only the headers jetfn
+ * writes, an id safe as `Nats-Msg-Id`, and a body the server accepts. Anyone who may insert into
+ * `jetfn.outbox` (apps, handler code) would otherwise choose where the runtime publishes, a
+ * JetStream API subject for example. The database checks the same rules
+ * (`jetfn.outbox_row_problem`, schema/migrations/0018_jetfn_outbox_rules.sql) except the body's
+ * size, which only the connected server knows.
+ */
+export interface OutboxRules {
+  /** Largest message the NATS server accepts, headers included (its `max_payload`). */
+  maxPayload: number;
+}
+
+/** Room left for headers under `max_payload`, as for every other publish (see encodeInput). */
+const HEADER_ROOM = 512;
+/** Event ids are printable ASCII without spaces: they travel as the `Nats-Msg-Id` header. */
+const EVENT_ID = /^[!-~]{1,128}$/;
+
+/** Why `message` must not be published, or undefined when it meets every rule. */
+export function outboxRowProblem(message: OutboxMessage, rules: OutboxRules): string | undefined {
+  const problem = describeProblem(message);
+  if (problem) return problem;
+  const size = Buffer.byteLength(message.body);
+  if (size > rules.maxPayload - HEADER_ROOM) {
+    return `the body is ${size} bytes; the NATS server accepts at most ${rules.maxPayload} bytes per message`;
+  }
+  return undefined;
+}
+
+/** Throws E_OUTBOX_ROW_INVALID naming the row and what is wrong with it, unless it meets every rule. */
+export function checkOutboxRow(message: OutboxMessage, rules: OutboxRules): void {
+  const problem = outboxRowProblem(message, rules);
+  if (problem) throw outboxRowError(message, problem);
+}
+
+/** The error of a refused row: its id, subject and the rule it breaks. */
+export function outboxRowError(message: Pick<OutboxMessage, "id" | "subject">, problem: string): JetfnError {
+  return new JetfnError(
+    "E_OUTBOX_ROW_INVALID",
+    `outbox row ${JSON.stringify(message.id)} for ${JSON.stringify(message.subject)} refused: ${problem}`,
+  );
+}
+
+/** True for an id an event may carry (jobs' ids are invocation ids). */
+export function isValidEventId(id: string): boolean {
+  return EVENT_ID.test(id);
+}
+
+function describeProblem(message: OutboxMessage): string | undefined {
+  const { id, subject, headers, body } = message;
+  if (typeof id !== "string" || typeof subject !== "string" || typeof body !== "string" || !isRecord(headers)) {
+    return "id, subject, headers and body are required";
+  }
+  if (subject.startsWith(JOB_PREFIX) && isValidFunctionName(subject.slice(JOB_PREFIX.length))) {
+    if (!isValidInvocationId(id)) return `a job's id must be 8-128 letters, digits, "-" or "_"`;
+    if (!hasOnlyJobHeaders(headers, id)) return "a job's only header is Jetfn-Id, equal to its id";
+    return undefined;
+  }
+  if (subject.startsWith(EVENT_PREFIX) && isValidEventName(subject.slice(EVENT_PREFIX.length))) {
+    if (!isValidEventId(id)) return "an event's id must be 1-128 printable ASCII characters, no spaces";
+    if (Object.keys(headers).length > 0) return "an event has no headers";
+    return undefined;
+  }
+  return "the subject must be fn.job.<function name> or fn.event.<event name>";
+}
+
+function hasOnlyJobHeaders(headers: Record<string, unknown>, id: string): boolean {
+  const keys = Object.keys(headers);
+  return keys.length === 0 || (keys.length === 1 && keys[0] === ID_HEADER && headers[ID_HEADER] === id);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
