@@ -3,6 +3,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { OUTBOX_RULE_CASES } from "../helpers/outbox-rule-cases";
 
 // An outbox row is published with the runtime's NATS rights, so whoever may insert into
 // jetfn.outbox (apps, handler code) must not choose its subject or headers: a row for
@@ -106,4 +107,14 @@ it("sets aside, once, rows that bypassed the constraint or are too large to publ
   expect((JSON.parse(dropped.stdout) as { dropped: string[] }).dropped.sort()).toEqual(ids.sort());
   expect(await env.database.sql`select id from jetfn.outbox_set_aside`).toEqual([]);
   expect(await storedJobs()).toBe(before);
+});
+
+it("the database and the relay apply the same rules", async () => {
+  const verdicts = [];
+  for (const { name, row } of OUTBOX_RULE_CASES) {
+    const [result] = await env.database.sql`
+      select jetfn.outbox_row_problem(${row.id}, ${row.subject}, ${env.database.sql.json(row.headers)}, ${row.body}) as problem`;
+    verdicts.push({ name, accepted: result?.problem === null });
+  }
+  expect(verdicts).toEqual(OUTBOX_RULE_CASES.map(({ name, accepted }) => ({ name, accepted })));
 });

@@ -1,0 +1,83 @@
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { runCli } from "../helpers/cli";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+
+// A row that meets the outbox rules but that JetStream refuses every time (here: larger than the
+// stream's max_msg_size) was retried every second forever. It must not hold up the rows behind
+// it, must be tried again only with back-off, and must end set aside, once, for an operator.
+let env: TestEnvironment;
+let nc: NatsConnection;
+let manager: JetStreamManager;
+
+const STREAM = "JETFN_JOBS";
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  nc = await connect({ servers: env.nats.url });
+  manager = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await env?.close();
+});
+
+async function storedJobs(): Promise<number> {
+  return (await manager.streams.info(STREAM)).state.messages;
+}
+
+async function setMaxMessageSize(bytes: number): Promise<void> {
+  const { config } = await manager.streams.info(STREAM);
+  await manager.streams.update(STREAM, { ...config, max_msg_size: bytes });
+}
+
+function jobRow(id: string, body: string) {
+  return { id, subject: "fn.job.nobody-serves-this", headers: { "Jetfn-Id": id }, body };
+}
+
+it("sets aside a row JetStream keeps refusing, without holding up the rows behind it", {
+  timeout: 90_000,
+}, async () => {
+  const runtime = await env.startRuntime();
+  const setAside: { id: string; reason: string }[] = [];
+  runtime.events.on("outbox:set-aside", (event) => setAside.push(event));
+  await setMaxMessageSize(2_048);
+  const before = await storedJobs();
+
+  const poison = jobRow("poison-row-1", JSON.stringify({ text: "x".repeat(4_000) }));
+  const good = Array.from({ length: 20 }, (_, index) => jobRow(`good-row-${index}`, JSON.stringify({ index })));
+  await env.database.sql.begin(async (tx) => {
+    for (const row of [poison, ...good]) {
+      await tx`insert into jetfn.outbox (id, subject, headers, body)
+               values (${row.id}, ${row.subject}, ${tx.json(row.headers)}, ${row.body})`;
+    }
+  });
+
+  // The rows behind it leave at once, while the poison row waits for its next try.
+  await eventually(async () => (await storedJobs()) === before + 20, 15_000);
+  expect((await env.database.sql`select id from jetfn.outbox`).map((row) => row.id)).toEqual([poison.id]);
+
+  await eventually(() => setAside.length > 0, 45_000);
+  expect(setAside).toEqual([
+    expect.objectContaining({ id: poison.id, reason: expect.stringMatching(/refused it 4 times/) }),
+  ]);
+  // Tried 4 times with back-off (1 s, 2 s, 4 s), not every second or on every commit.
+  const tries = runtime.logs.matching("JetStream refused an outbox row").length + 1;
+  expect(tries).toBe(4);
+  await new Promise((resolve) => setTimeout(resolve, 3_000));
+  expect(setAside).toHaveLength(1);
+  expect(runtime.logs.matching("Outbox row set aside")).toHaveLength(1);
+  expect(runtime.logs.matching("Cannot publish outbox rows")).toEqual([]);
+  expect(await env.database.sql`select id from jetfn.outbox`).toEqual([]);
+  expect(await storedJobs()).toBe(before + 20);
+
+  // Once the stream takes it, the operator releases it and it is published.
+  await setMaxMessageSize(-1);
+  const released = await runCli(["outbox", "release", poison.id, "--json"], { DATABASE_URL: env.database.url });
+  expect(released.code).toBe(0);
+  expect(JSON.parse(released.stdout)).toEqual({ released: [poison.id], refused: [] });
+  await eventually(async () => (await storedJobs()) === before + 21, 15_000);
+  expect(await env.database.sql`select id from jetfn.outbox_set_aside`).toEqual([]);
+});
