@@ -1,5 +1,4 @@
 import { isValidEventName } from "./define-event";
-import { JetfnError } from "./errors";
 import { isValidFunctionName } from "./function-name";
 import { EVENT_PREFIX } from "./nats/event-stream";
 import { ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./nats/subjects";
@@ -33,20 +32,6 @@ export function outboxRowProblem(message: OutboxMessage, rules: OutboxRules): st
     return `the body is ${size} bytes; the NATS server accepts at most ${rules.maxPayload} bytes per message`;
   }
   return undefined;
-}
-
-/** Throws E_OUTBOX_ROW_INVALID naming the row and what is wrong with it, unless it meets every rule. */
-export function checkOutboxRow(message: OutboxMessage, rules: OutboxRules): void {
-  const problem = outboxRowProblem(message, rules);
-  if (problem) throw outboxRowError(message, problem);
-}
-
-/** The error of a refused row: its id, subject and the rule it breaks. */
-export function outboxRowError(message: Pick<OutboxMessage, "id" | "subject">, problem: string): JetfnError {
-  return new JetfnError(
-    "E_OUTBOX_ROW_INVALID",
-    `outbox row ${JSON.stringify(message.id)} for ${JSON.stringify(message.subject)} refused: ${problem}`,
-  );
 }
 
 /** True for an id an event may carry (jobs' ids are invocation ids). */
