@@ -1,7 +1,13 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import postgres from "postgres";
+import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
 import { runCli } from "../helpers/cli";
+import { createTestDatabase } from "../helpers/database";
+import { urlAs } from "../helpers/database-url";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { OUTBOX_RULE_CASES } from "../helpers/outbox-rule-cases";
 
@@ -13,6 +19,7 @@ let env: TestEnvironment;
 
 const PURGE = "$JS.API.STREAM.PURGE.JETFN_JOBS";
 const CONSTRAINT = "outbox_row_is_a_jetfn_message";
+const ROLES_SQL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../schema/roles.sql");
 
 beforeAll(async () => {
   env = await createTestEnvironment();
@@ -117,4 +124,29 @@ it("the database and the relay apply the same rules", async () => {
     verdicts.push({ name, accepted: result?.problem === null });
   }
   expect(verdicts).toEqual(OUTBOX_RULE_CASES.map(({ name, accepted }) => ({ name, accepted })));
+});
+
+it("with the production roles: the runtime role is refused the row, sets rows aside, and cannot read or erase them", {
+  timeout: 90_000,
+}, async () => {
+  const database = await createTestDatabase();
+  await database.sql.unsafe(await readFile(ROLES_SQL, "utf8"));
+  const runtimeUrl = urlAs(database.url, "jetfn_runtime");
+  const asRuntime = postgres(runtimeUrl, { max: 1, onnotice: () => {} });
+  onTestFinished(() => asRuntime.end({ timeout: 2 }));
+  await expect(asRuntime`insert into jetfn.outbox (id, subject, body) values ('evil-2', ${PURGE}, '')`).rejects.toThrow(
+    CONSTRAINT,
+  );
+
+  const runtime = await env.startRuntime({ databaseUrl: runtimeUrl });
+  const setAside: string[] = [];
+  runtime.events.on("outbox:set-aside", (event) => setAside.push(event.id));
+  const large = JSON.stringify({ text: "x".repeat(1_200_000) });
+  await asRuntime`insert into jetfn.outbox (id, subject, headers, body)
+                  values ('too-large-2', 'fn.job.echo', '{"Jetfn-Id": "too-large-2"}', ${large})`;
+  await eventually(() => setAside.length > 0, 30_000);
+  expect(setAside).toEqual(["too-large-2"]);
+  expect(await database.sql`select id from jetfn.outbox_set_aside`).toEqual([{ id: "too-large-2" }]);
+  await expect(asRuntime`select id from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
+  await expect(asRuntime`delete from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
 });
