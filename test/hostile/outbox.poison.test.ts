@@ -1,8 +1,12 @@
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { createEmitter } from "../../runtime/events";
+import { StreamPublisher } from "../../runtime/nats/stream-publisher";
+import { startOutboxRelay } from "../../runtime/outbox-relay";
+import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { captureLogs } from "../helpers/logs";
 
 // A row that meets the outbox rules but that JetStream refuses every time (here: larger than the
 // stream's max_msg_size) was retried every second forever. It must not hold up the rows behind
@@ -56,8 +60,12 @@ it("sets aside a row JetStream keeps refusing, without holding up the rows behin
   });
 
   // The rows behind it leave at once, while the poison row waits for its next try.
-  await eventually(async () => (await storedJobs()) === before + 20, 15_000);
-  expect((await env.database.sql`select id from jetfn.outbox`).map((row) => row.id)).toEqual([poison.id]);
+  await eventually(async () => {
+    const waiting = await env.database.sql`select id from jetfn.outbox`;
+    return waiting.length === 1 && waiting[0]?.id === poison.id;
+  }, 15_000);
+  expect(await storedJobs()).toBe(before + 20);
+  expect(setAside).toEqual([]);
 
   await eventually(() => setAside.length > 0, 45_000);
   expect(setAside).toEqual([
@@ -79,5 +87,54 @@ it("sets aside a row JetStream keeps refusing, without holding up the rows behin
   expect(released.code).toBe(0);
   expect(JSON.parse(released.stdout)).toEqual({ released: [poison.id], refused: [] });
   await eventually(async () => (await storedJobs()) === before + 21, 15_000);
+  expect(await env.database.sql`select id from jetfn.outbox_set_aside`).toEqual([]);
+});
+
+it("backs off while nothing can be published, instead of retrying every second and on every commit", {
+  timeout: 90_000,
+}, async () => {
+  // No stream stores fn.job.> for a while: every publish fails for a passing reason.
+  await manager.streams.delete(STREAM);
+  const logs = captureLogs();
+  const events = createEmitter();
+  const publisher = new StreamPublisher(nc);
+  let tries = 0;
+  const relay = await startOutboxRelay({
+    sql: env.database.sql,
+    js: {
+      publish(subject, data, options) {
+        if (options.msgID === "waiting-row-0") tries++;
+        return publisher.publish(subject, data, options);
+      },
+    },
+    events,
+    logger: logs.logger,
+  });
+  onTestFinished(async () => {
+    await relay.close();
+    publisher.close();
+  });
+  const setAside: string[] = [];
+  events.on("outbox:set-aside", (event) => setAside.push(event.id));
+  const insert = (id: string) =>
+    env.database.sql`insert into jetfn.outbox (id, subject, headers, body)
+                     values (${id}, 'fn.job.nobody-serves-this', ${env.database.sql.json({ "Jetfn-Id": id })}, '{}')`;
+  await insert("waiting-row-0");
+  // Each commit wakes the relay; while it backs off, commits must not bring the tries back.
+  for (let index = 1; index <= 12; index++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await insert(`waiting-row-${index}`);
+  }
+  const triesOfFirst = tries;
+  expect(setAside).toEqual([]);
+  expect(logs.matching("Cannot publish outbox rows")).toHaveLength(1);
+  // In 6.5 s: tried at about 0, 2 and 6 s, not every second plus once per commit.
+  expect(triesOfFirst).toBeGreaterThanOrEqual(2);
+  expect(triesOfFirst).toBeLessThanOrEqual(4);
+  expect(await env.database.sql`select count(*)::int as count from jetfn.outbox`).toEqual([{ count: 13 }]);
+
+  await manager.streams.add({ name: STREAM, subjects: ["fn.job.>"] });
+  await eventually(async () => (await env.database.sql`select 1 from jetfn.outbox`).length === 0, 45_000);
+  expect(logs.matching("The outbox is publishing again")).toHaveLength(1);
   expect(await env.database.sql`select id from jetfn.outbox_set_aside`).toEqual([]);
 });
