@@ -22,6 +22,7 @@ export type JetfnErrorCode =
   | "E_NOT_FOUND"
   | "E_NOT_DEAD"
   | "E_OUTBOX_ROW_INVALID"
+  | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
   | "E_INTERNAL";
 
@@ -94,6 +95,7 @@ const KNOWN_CODES = new Set<string>([
   "E_NOT_FOUND",
   "E_NOT_DEAD",
   "E_OUTBOX_ROW_INVALID",
+  "E_ID_CONFLICT",
   "E_CONFIG_INVALID",
   "E_INTERNAL",
 ]);

@@ -1,8 +1,9 @@
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
-import { FENCED_OUT_CODE } from "./db/invocation-store";
+import { FENCED_OUT_CODE, ID_CONFLICT_CODE } from "./db/invocation-store";
 import {
   createInvocationTransaction,
   type FinalStatement,
@@ -146,9 +147,9 @@ class Invocation {
     if (!isValidFunctionName(functionName)) {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
-    const message = jobMessage(functionName, input, options?.id, this.deps.maxPayload);
-    this.outbox.push(message);
-    return { id: message.id };
+    const id = options?.id ?? randomUUID();
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload));
+    return { id };
   }
 
   emit(event: string | EventDefinition, data: unknown): { id: string } {
@@ -181,9 +182,10 @@ class Invocation {
         () => undefined,
         (error: unknown) => error,
       );
-      const error = toJetfnError(groupFailed ?? thrown);
       const failure: FailureKind =
         groupFailed !== undefined ? "shared-commit" : failureKind(thrown, committing, this.#transaction?.lost);
+      const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
+      const error = conflict ?? toJetfnError(groupFailed ?? thrown);
       return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;
@@ -236,6 +238,19 @@ function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss
     if (isConnectionError(thrown) || isUnanswered(thrown)) return "database";
   }
   return lost ?? "handler";
+}
+
+/**
+ * The record refused this job because its id belongs to another function's invocation (only the
+ * commit's own statements can say so; a handler raising the same code fails as its own error).
+ */
+function idConflict(thrown: unknown, request: InvocationRequest): JetfnError | undefined {
+  if ((thrown as { code?: unknown } | undefined)?.code !== ID_CONFLICT_CODE) return undefined;
+  return new JetfnError(
+    "E_ID_CONFLICT",
+    `invocation id ${request.invocationId} already belongs to a job of another function; this job of ${request.fn.name} was refused`,
+    { cause: thrown },
+  );
 }
 
 /** What a handler sees as `ctx`: a view of its invocation. */
@@ -297,4 +312,5 @@ export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
   "E_NON_RETRYABLE",
   "E_FUNCTION_NOT_FOUND",
   "E_PAYLOAD_TOO_LARGE",
+  "E_ID_CONFLICT",
 ]);
