@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { sql as drizzleSql, type SQL } from "drizzle-orm";
 import type { Sql } from "postgres";
 import type { z } from "zod";
@@ -47,9 +48,9 @@ export async function enqueueInTransaction(
   input: unknown,
   options: OutboxWriteOptions = {},
 ): Promise<{ id: string }> {
-  const message = jobMessage(name, input, options.id, DEFAULT_MAX_PAYLOAD);
-  await tx.execute(insertQuery(message));
-  return { id: message.id };
+  const id = options.id ?? randomUUID();
+  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD)));
+  return { id };
 }
 
 /**

@@ -4,11 +4,11 @@ import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import type { JetStreamPublisher } from "./stream-publisher";
-import { ID_HEADER, isValidInvocationId, jobSubject, RETRY_OF_HEADER } from "./subjects";
+import { ID_HEADER, isValidInvocationId, jobMessageId, jobSubject, RETRY_OF_HEADER } from "./subjects";
 
 /** Options of one job publish. */
 export interface PublishJobOptions {
-  /** Invocation id; random (unguessable) when omitted. Also the `Nats-Msg-Id`, so a repeat is dropped. */
+  /** Invocation id; random (unguessable) when omitted. A repeat for the same function is dropped (see jobMessageId). */
   id?: string;
   /** Id of the dead job this one retries. */
   retryOf?: string;
@@ -39,7 +39,7 @@ export async function publishJob(
   const header = headers();
   header.set(ID_HEADER, id);
   if (options.retryOf) header.set(RETRY_OF_HEADER, options.retryOf);
-  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: id, headers: header });
+  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: jobMessageId(name, id), headers: header });
   return { id, seq: ack.seq, duplicate: ack.duplicate };
 }
 

@@ -29,6 +29,15 @@ export function jobSubject(name: string): string {
   return JOB_PREFIX + name;
 }
 
+/**
+ * The `Nats-Msg-Id` of job `id` of function `name`: `<name>:<id>`. JetStream drops a repeat of the
+ * same function's job within the duplicate window, but not a job of another function that reuses
+ * the id: that one is stored, and refused when it runs (E_ID_CONFLICT), instead of vanishing.
+ */
+export function jobMessageId(name: string, id: string): string {
+  return `${name}:${id}`;
+}
+
 /** Completion notice subject of one invocation. */
 export function doneSubject(id: string): string {
   return DONE_PREFIX + id;
