@@ -127,7 +127,7 @@ export async function runJob(
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
       "E_INPUT_INVALID",
-      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`,
+      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
     );
     return refuse(deps, record, message, error, log);
   }

@@ -7,7 +7,7 @@ import { describeInvalidName, isValidFunctionName } from "./function-name";
 import { eventSubject } from "./nats/event-stream";
 import { encodeInput } from "./nats/publish-job";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
-import { ID_HEADER, isValidInvocationId, jobMessageId, jobSubject } from "./nats/subjects";
+import { ID_HEADER, isReservedInvocationId, isValidInvocationId, jobMessageId, jobSubject } from "./nats/subjects";
 import { isValidEventId } from "./outbox-rules";
 
 /**
@@ -32,6 +32,12 @@ export function jobMessage(
   if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
   if (!isValidInvocationId(id)) {
     throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
   }
   return {
     id: jobMessageId(name, id),

@@ -4,7 +4,14 @@ import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import type { JetStreamPublisher } from "./stream-publisher";
-import { ID_HEADER, isValidInvocationId, jobMessageId, jobSubject, RETRY_OF_HEADER } from "./subjects";
+import {
+  ID_HEADER,
+  isReservedInvocationId,
+  isValidInvocationId,
+  jobMessageId,
+  jobSubject,
+  RETRY_OF_HEADER,
+} from "./subjects";
 
 /** Options of one job publish. */
 export interface PublishJobOptions {
@@ -34,6 +41,12 @@ export async function publishJob(
   const id = options.id ?? randomUUID();
   if (!isValidInvocationId(id)) {
     throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
   }
   const body = encodeInput(input, name, options.maxPayload);
   const header = headers();
