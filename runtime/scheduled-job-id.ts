@@ -1,5 +1,6 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { KV } from "@nats-io/kv";
+import { JetfnError } from "./errors";
 
 /**
  * Key, in the schedules bucket, of the secret that tags scheduled job ids. Function names are
@@ -15,15 +16,23 @@ const TAG_LENGTH = 22;
  * with create-if-absent, so runtimes starting together all end up with the first one written.
  */
 export async function scheduleSecret(kv: KV): Promise<string> {
-  for (;;) {
+  let failure: unknown;
+  // A create that fails because another runtime won is followed by a read that finds theirs; a
+  // create that keeps failing (no permission, no JetStream) is reported instead.
+  for (let tries = 0; tries < 3; tries++) {
     const entry = await kv.get(SCHEDULE_SECRET_KEY);
     if (entry && entry.operation === "PUT" && entry.string().length > 0) return entry.string();
     try {
       await kv.create(SCHEDULE_SECRET_KEY, randomBytes(32).toString("base64url"));
-    } catch {
-      // Another runtime created it first: read theirs.
+    } catch (error) {
+      failure = error;
     }
   }
+  throw new JetfnError(
+    "E_UNAVAILABLE",
+    `could not create or read the schedules' secret (key ${SCHEDULE_SECRET_KEY} of the schedules bucket)`,
+    { cause: failure },
+  );
 }
 
 /**
