@@ -7,7 +7,7 @@ import type { OutboxMessage } from "./outbox-message";
 /**
  * The rules an outbox row must meet before the relay publishes it with the runtime's NATS rights:
  * a job for a valid function name or an event for a valid event name, with only the headers jetfn
- * writes, an id safe as `Nats-Msg-Id`, and a body the server accepts. Anyone who may insert into
+ * writes, the id jetfn gives it as `Nats-Msg-Id` (`<function>:<invocation id>` for a job), and a body the server accepts. Anyone who may insert into
  * `jetfn.outbox` (apps, handler code) would otherwise choose where the runtime publishes, a
  * JetStream API subject for example. The database checks the same rules
  * (`jetfn.outbox_row_problem`, schema/migrations/0018_jetfn_outbox_rules.sql) except the body's
@@ -44,9 +44,13 @@ function describeProblem(message: OutboxMessage): string | undefined {
   if (typeof id !== "string" || typeof subject !== "string" || typeof body !== "string" || !isRecord(headers)) {
     return "id, subject, headers and body are required";
   }
-  if (subject.startsWith(JOB_PREFIX) && isValidFunctionName(subject.slice(JOB_PREFIX.length))) {
-    if (!isValidInvocationId(id)) return `a job's id must be 8-128 letters, digits, "-" or "_"`;
-    if (!hasOnlyJobHeaders(headers, id)) return "a job's only header is Jetfn-Id, equal to its id";
+  const name = subject.startsWith(JOB_PREFIX) ? subject.slice(JOB_PREFIX.length) : undefined;
+  if (name !== undefined && isValidFunctionName(name)) {
+    // A job's row id is its Nats-Msg-Id, "<name>:<invocation id>" (see jobMessageId).
+    if (!id.startsWith(`${name}:`)) return `a job's id must be "<function name>:<invocation id>"`;
+    const invocationId = id.slice(name.length + 1);
+    if (!isValidInvocationId(invocationId)) return `a job's invocation id must be 8-128 letters, digits, "-" or "_"`;
+    if (!hasOnlyJobHeaders(headers, invocationId)) return "a job's only header is Jetfn-Id, equal to its invocation id";
     return undefined;
   }
   if (subject.startsWith(EVENT_PREFIX) && isValidEventName(subject.slice(EVENT_PREFIX.length))) {

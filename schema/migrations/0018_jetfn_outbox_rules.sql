@@ -5,7 +5,8 @@
 -- row stayed. Now:
 --
 -- * jetfn.outbox_row_problem() states the rules once: a job for a valid function name
---   (fn.job.<name>, headers {} or {"Jetfn-Id": <its id>}, an invocation id as its id) or an event
+--   (fn.job.<name>, id "<name>:<invocation id>" as jetfn's Nats-Msg-Id of a job, headers {} or
+--   {"Jetfn-Id": <that invocation id>}) or an event
 --   for a valid event name (fn.event.<name>, no headers, an id of printable ASCII); a body of at
 --   most 64 MiB, the largest max_payload a NATS server accepts. The relay checks the same rules in
 --   runtime/outbox-rules.ts (and the server's real max_payload) before publishing.
@@ -20,6 +21,8 @@
 -- a bounded repetition ({8,128}) made the regular expression about 10 us slower.
 create function jetfn.outbox_row_problem(id text, subject text, headers jsonb, body text) returns text
 language plpgsql immutable parallel safe as $$
+declare
+  invocation text;
 begin
   if id is null or subject is null or headers is null or body is null then
     return 'id, subject, headers and body are required';
@@ -29,13 +32,18 @@ begin
   end if;
   if (subject collate pg_catalog."C") operator(pg_catalog.~) '^fn\.job\.[a-z0-9_-]+(\.[a-z0-9_-]+)*$'
      and pg_catalog.char_length(subject) operator(pg_catalog.<=) 207 then
-    if (id collate pg_catalog."C") operator(pg_catalog.!~) '^[A-Za-z0-9_-]+$'
-       or pg_catalog.char_length(id) not between 8 and 128 then
-      return 'a job''s id must be 8-128 letters, digits, "-" or "_"';
+    -- "fn.job." is 7 characters: the function's name starts at 8, "<name>:" is length - 6 long.
+    if not pg_catalog.starts_with(id, pg_catalog.substr(subject, 8) operator(pg_catalog.||) ':') then
+      return 'a job''s id must be "<function name>:<invocation id>"';
+    end if;
+    invocation := pg_catalog.substr(id, pg_catalog.char_length(subject) operator(pg_catalog.-) 5);
+    if (invocation collate pg_catalog."C") operator(pg_catalog.!~) '^[A-Za-z0-9_-]+$'
+       or pg_catalog.char_length(invocation) not between 8 and 128 then
+      return 'a job''s invocation id must be 8-128 letters, digits, "-" or "_"';
     end if;
     if headers operator(pg_catalog.<>) '{}'::pg_catalog.jsonb
-       and headers operator(pg_catalog.<>) pg_catalog.jsonb_build_object('Jetfn-Id', id) then
-      return 'a job''s only header is Jetfn-Id, equal to its id';
+       and headers operator(pg_catalog.<>) pg_catalog.jsonb_build_object('Jetfn-Id', invocation) then
+      return 'a job''s only header is Jetfn-Id, equal to its invocation id';
     end if;
     return null;
   end if;

@@ -3,7 +3,13 @@ import type { OutboxMessage } from "../../runtime/outbox-message";
 /** Outbox rows and whether the outbox rules accept them, for the relay's and the database's checks alike. */
 export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: boolean }[] = [
   { name: "a job", row: job("job-0001"), accepted: true },
-  { name: "a job of a nested function", row: { ...job("job-0002"), subject: "fn.job.billing.charge" }, accepted: true },
+  { name: "a job of a nested function", row: job("job-0002", "billing.charge"), accepted: true },
+  {
+    name: "a job whose id names another function",
+    row: { ...job("job-0011"), subject: "fn.job.billing.charge" },
+    accepted: false,
+  },
+  { name: "a job whose id is only the invocation id", row: { ...job("job-0012"), id: "job-0012" }, accepted: false },
   { name: "a job without Jetfn-Id", row: { ...job("job-0003"), headers: {} }, accepted: true },
   { name: "an event", row: event("3f1c0a9e-2b7d-4c1e-9a55-0d6f1b2c3d4e"), accepted: true },
   { name: "an event with a short printable id", row: event("order:12/created"), accepted: true },
@@ -44,8 +50,8 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
   { name: "an event id of 129 characters", row: event("e".repeat(129)), accepted: false },
 ];
 
-function job(id: string): OutboxMessage {
-  return { id, subject: "fn.job.send-mail", headers: { "Jetfn-Id": id }, body: "{}" };
+function job(id: string, fn = "send-mail"): OutboxMessage {
+  return { id: `${fn}:${id}`, subject: `fn.job.${fn}`, headers: { "Jetfn-Id": id }, body: "{}" };
 }
 
 function event(id: string): OutboxMessage {

@@ -38,7 +38,7 @@ async function setMaxMessageSize(bytes: number): Promise<void> {
 }
 
 function jobRow(id: string, body: string) {
-  return { id, subject: "fn.job.nobody-serves-this", headers: { "Jetfn-Id": id }, body };
+  return { id: `nobody-serves-this:${id}`, subject: "fn.job.nobody-serves-this", headers: { "Jetfn-Id": id }, body };
 }
 
 it("sets aside a row JetStream keeps refusing, without holding up the rows behind it", {
@@ -103,7 +103,7 @@ it("backs off while nothing can be published, instead of retrying every second a
     sql: env.database.sql,
     js: {
       publish(subject, data, options) {
-        if (options.msgID === "waiting-row-0") tries++;
+        if (options.msgID === "nobody-serves-this:waiting-row-0") tries++;
         return publisher.publish(subject, data, options);
       },
     },
@@ -118,7 +118,7 @@ it("backs off while nothing can be published, instead of retrying every second a
   events.on("outbox:set-aside", (event) => setAside.push(event.id));
   const insert = (id: string) =>
     env.database.sql`insert into jetfn.outbox (id, subject, headers, body)
-                     values (${id}, 'fn.job.nobody-serves-this', ${env.database.sql.json({ "Jetfn-Id": id })}, '{}')`;
+                     values (${`nobody-serves-this:${id}`}, 'fn.job.nobody-serves-this', ${env.database.sql.json({ "Jetfn-Id": id })}, '{}')`;
   const started = Date.now();
   await insert("waiting-row-0");
   // Each commit wakes the relay; while it backs off, commits must not bring the tries back.

@@ -57,7 +57,7 @@ it("refuses, at insert, a row that would purge the jobs stream, even from a supe
   ).rejects.toThrow(CONSTRAINT);
   await expect(
     env.database.sql`insert into jetfn.outbox (id, subject, headers, body)
-                     values ('rollup-1', 'fn.job.echo', '{"Jetfn-Id": "rollup-1", "Nats-Rollup": "all"}', '{}')`,
+                     values ('echo:rollup-1', 'fn.job.echo', '{"Jetfn-Id": "rollup-1", "Nats-Rollup": "all"}', '{}')`,
   ).rejects.toThrow(CONSTRAINT);
   // Give a relay that did take it the time to publish it.
   await new Promise((resolve) => setTimeout(resolve, 2_500));
@@ -75,12 +75,12 @@ it("sets aside, once, rows that bypassed the constraint or are too large to publ
     await tx.unsafe(`alter table jetfn.outbox drop constraint if exists ${CONSTRAINT}`);
     await tx`insert into jetfn.outbox (id, subject, body) values ('evil-purge', ${PURGE}, '')`;
     await tx`insert into jetfn.outbox (id, subject, headers, body)
-             values ('evil-rollup', 'fn.job.echo', '{"Jetfn-Id": "evil-rollup", "Nats-Rollup": "all"}', '{}')`;
+             values ('echo:evil-rollup', 'fn.job.echo', '{"Jetfn-Id": "evil-rollup", "Nats-Rollup": "all"}', '{}')`;
   });
   // Within the database's limit, over the NATS server's max_payload (1 MiB by default).
   const large = JSON.stringify({ text: "x".repeat(1_200_000) });
   await env.database.sql`insert into jetfn.outbox (id, subject, headers, body)
-                         values ('too-large-1', 'fn.job.echo', '{"Jetfn-Id": "too-large-1"}', ${large})`;
+                         values ('echo:too-large-1', 'fn.job.echo', '{"Jetfn-Id": "too-large-1"}', ${large})`;
 
   await eventually(() => setAside.length >= 3, 30_000);
   await env.database.sql.unsafe(
@@ -88,15 +88,15 @@ it("sets aside, once, rows that bypassed the constraint or are too large to publ
   );
   // Several sweeps later: nothing retried, one warning per row, the stream untouched.
   await new Promise((resolve) => setTimeout(resolve, 3_000));
-  expect(setAside.sort()).toEqual(["evil-purge", "evil-rollup", "too-large-1"]);
+  expect(setAside.sort()).toEqual(["echo:evil-rollup", "echo:too-large-1", "evil-purge"]);
   expect(runtime.logs.matching("Outbox row set aside").map((line) => line.messageId)).toHaveLength(3);
   expect(await storedJobs()).toBe(before);
   expect(await env.database.sql`select id from jetfn.outbox`).toEqual([]);
   const kept = await env.database.sql`select id, reason from jetfn.outbox_set_aside order by id`;
-  expect(kept.map((row) => row.id)).toEqual(["evil-purge", "evil-rollup", "too-large-1"]);
-  expect(kept[0]?.reason).toMatch(/subject must be fn\.job/);
-  expect(kept[1]?.reason).toMatch(/only header is Jetfn-Id/);
-  expect(kept[2]?.reason).toMatch(/max_payload|accepts at most/);
+  expect(kept.map((row) => row.id)).toEqual(["echo:evil-rollup", "echo:too-large-1", "evil-purge"]);
+  expect(kept[0]?.reason).toMatch(/only header is Jetfn-Id/);
+  expect(kept[1]?.reason).toMatch(/max_payload|accepts at most/);
+  expect(kept[2]?.reason).toMatch(/subject must be fn\.job/);
 
   // The operator sees them, cannot release them while they break the rules, and drops them.
   const cliEnv = { DATABASE_URL: env.database.url };
@@ -106,7 +106,7 @@ it("sets aside, once, rows that bypassed the constraint or are too large to publ
     .trim()
     .split("\n")
     .map((line) => (JSON.parse(line) as { id: string }).id);
-  expect(ids.sort()).toEqual(["evil-purge", "evil-rollup", "too-large-1"]);
+  expect(ids.sort()).toEqual(["echo:evil-rollup", "echo:too-large-1", "evil-purge"]);
   const release = await runCli(["outbox", "release", "evil-purge"], cliEnv);
   expect(release.code).not.toBe(0);
   expect(release.stdout + release.stderr).toContain("E_OUTBOX_ROW_INVALID");
@@ -145,10 +145,10 @@ it("with the production roles: the runtime role is refused the row, sets rows as
   runtime.events.on("outbox:set-aside", (event) => setAside.push(event.id));
   const large = JSON.stringify({ text: "x".repeat(1_200_000) });
   await asRuntime`insert into jetfn.outbox (id, subject, headers, body)
-                  values ('too-large-2', 'fn.job.echo', '{"Jetfn-Id": "too-large-2"}', ${large})`;
+                  values ('echo:too-large-2', 'fn.job.echo', '{"Jetfn-Id": "too-large-2"}', ${large})`;
   await eventually(() => setAside.length > 0, 30_000);
-  expect(setAside).toEqual(["too-large-2"]);
-  expect(await database.sql`select id from jetfn.outbox_set_aside`).toEqual([{ id: "too-large-2" }]);
+  expect(setAside).toEqual(["echo:too-large-2"]);
+  expect(await database.sql`select id from jetfn.outbox_set_aside`).toEqual([{ id: "echo:too-large-2" }]);
   await expect(asRuntime`select id from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
   await expect(asRuntime`delete from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
 });
@@ -163,9 +163,9 @@ it("an upgrade sets aside the rows already waiting that break the rules, and kee
   await migrate(database.sql, before);
   await database.sql`insert into jetfn.outbox (id, subject, headers, body) values
     ('evil-old', ${PURGE}, '{}', ''),
-    ('good-old-1', 'fn.job.echo', '{"Jetfn-Id": "good-old-1"}', '{}')`;
+    ('echo:good-old-1', 'fn.job.echo', '{"Jetfn-Id": "good-old-1"}', '{}')`;
   await migrate(database.sql);
-  expect(await database.sql`select id from jetfn.outbox`).toEqual([{ id: "good-old-1" }]);
+  expect(await database.sql`select id from jetfn.outbox`).toEqual([{ id: "echo:good-old-1" }]);
   const kept = await database.sql`select id, reason from jetfn.outbox_set_aside`;
   expect(kept).toEqual([{ id: "evil-old", reason: expect.stringMatching(/subject must be fn\.job/) }]);
 });

@@ -12,7 +12,7 @@ describe("the outbox rules", () => {
   });
 
   it("refuses a body the NATS server would not take, headers included", () => {
-    const row = { id: "job-0001", subject: "fn.job.echo", headers: { "Jetfn-Id": "job-0001" }, body: "" };
+    const row = { id: "echo:job-0001", subject: "fn.job.echo", headers: { "Jetfn-Id": "job-0001" }, body: "" };
     expect(outboxRowProblem({ ...row, body: "x".repeat(1_048_576 - 512) }, rules)).toBeUndefined();
     expect(outboxRowProblem({ ...row, body: "x".repeat(1_048_576 - 511) }, rules)).toMatch(/accepts at most 1048576/);
     // Bytes, not characters.
@@ -20,7 +20,7 @@ describe("the outbox rules", () => {
   });
 
   it("refuses rows whose fields are missing or of the wrong type", () => {
-    const row = { id: "job-0001", subject: "fn.job.echo", headers: null, body: "{}" } as never;
+    const row = { id: "echo:job-0001", subject: "fn.job.echo", headers: null, body: "{}" } as never;
     expect(outboxRowProblem(row, rules)).toMatch(/required/);
   });
 });
