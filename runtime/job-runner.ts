@@ -205,7 +205,7 @@ async function attemptJob(
     kind: "job",
     input,
     shutdownSignal: deps.shutdownSignal,
-    finalStatement: (result) => completionStatement(record, result),
+    finalStatement: (resultJson) => completionStatement(record, resultJson),
     onProgress: (done, total) => board.update(done, total),
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
@@ -232,10 +232,10 @@ async function attemptJob(
         if (won) notifyDone(deps, done);
       };
       applied = await deps.successes
-        .record(record, outcome.result, settled)
+        .record(record, outcome.resultJson, settled)
         .catch((error: unknown) =>
           isConnectionError(error)
-            ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result, settled))
+            ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.resultJson, settled))
             : Promise.reject(error),
         );
     }
