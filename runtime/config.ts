@@ -1,6 +1,7 @@
 import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {
@@ -44,6 +45,14 @@ export interface RuntimeOptions {
   dashboardToken?: string;
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
+  /** Lines a handler may log per invocation; the rest are dropped and counted. @default process.env.JETFN_LOG_LINES ?? 1000 */
+  logLines?: number;
+  /** Characters a handler may log per invocation. @default process.env.JETFN_LOG_BYTES ?? 1048576 */
+  logBytes?: number;
+  /** Characters per log line of a handler; longer lines are cut with a marker. @default process.env.JETFN_LOG_LINE_BYTES ?? 16384 */
+  logLineBytes?: number;
+  /** Longest a function file may take to load before it is refused. @default process.env.JETFN_LOAD_TIMEOUT ?? "10s" */
+  loadTimeout?: Duration;
 }
 
 /** Configuration with every value present and checked. */
@@ -67,6 +76,8 @@ export interface ResolvedConfig {
   readonly auditSchemas: readonly string[];
   readonly dashboardToken: string | undefined;
   readonly metricsPort: number | undefined;
+  readonly logLimits: LogLimits;
+  readonly loadTimeoutMs: number;
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -80,6 +91,7 @@ export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
 export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
+export const DEFAULT_LOAD_TIMEOUT: Duration = "10s";
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Merges options over environment variables over defaults, validates, and freezes the result. */
@@ -114,6 +126,18 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
+    logLimits: Object.freeze({
+      lines: options.logLines ?? positive("JETFN_LOG_LINES", env.JETFN_LOG_LINES) ?? DEFAULT_LOG_LIMITS.lines,
+      bytes: options.logBytes ?? positive("JETFN_LOG_BYTES", env.JETFN_LOG_BYTES) ?? DEFAULT_LOG_LIMITS.bytes,
+      lineBytes:
+        options.logLineBytes ??
+        positive("JETFN_LOG_LINE_BYTES", env.JETFN_LOG_LINE_BYTES) ??
+        DEFAULT_LOG_LIMITS.lineBytes,
+    }),
+    loadTimeoutMs: duration(
+      "JETFN_LOAD_TIMEOUT",
+      options.loadTimeout ?? nonEmpty(env.JETFN_LOAD_TIMEOUT) ?? DEFAULT_LOAD_TIMEOUT,
+    ),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -160,6 +184,13 @@ function duration(name: string, value: Duration): number {
   } catch (error) {
     throw new JetfnError("E_CONFIG_INVALID", `${name}: ${(error as Error).message}`);
   }
+}
+
+function positive(name: string, value: string | undefined): number | undefined {
+  const parsed = integer(name, value);
+  if (parsed !== undefined && parsed < 1)
+    throw new JetfnError("E_CONFIG_INVALID", `${name} must be at least 1, got ${parsed}`);
+  return parsed;
 }
 
 function integer(name: string, value: string | undefined): number | undefined {

@@ -19,6 +19,7 @@ import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { InvocationDeadline } from "./invocation-deadline";
+import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "./log-budget";
 import { invocationLogger } from "./logger";
 import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
 import { resultJson } from "./result-json";
@@ -78,6 +79,8 @@ export interface InvokeDependencies {
   maxPayload?: number;
   /** Share transactions and COMMITs with other invocations (each in its own savepoint). */
   commitGroups?: CommitGroups;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
 }
 
 /**
@@ -100,6 +103,9 @@ class Invocation {
   readonly outbox: OutboxMessage[] = [];
   readonly #started = performance.now();
   #log: Logger | undefined;
+  /** What the handler logged through ctx.log; made when it first reaches for it. */
+  #logBudget: LogBudget | undefined;
+  #handlerLog: Logger | undefined;
   /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
   #transaction: InvocationTransaction | undefined;
   #ended = false;
@@ -115,6 +121,15 @@ class Invocation {
     const { fn, invocationId, attempt } = this.request;
     this.#log ??= invocationLogger(this.deps.logger, fn.name, invocationId, attempt);
     return this.#log;
+  }
+
+  /** The logger the handler gets: its lines are cut to size and counted against its budget. */
+  get handlerLog(): Logger {
+    if (!this.#handlerLog) {
+      this.#logBudget = new LogBudget(this.deps.logLimits ?? DEFAULT_LOG_LIMITS);
+      this.#handlerLog = budgetedLogger(this.log, this.#logBudget);
+    }
+    return this.#handlerLog;
   }
 
   get transaction(): InvocationTransaction {
@@ -193,7 +208,18 @@ class Invocation {
     } finally {
       this.#ended = true;
       this.deadline.stop();
+      this.#reportDroppedLines();
     }
+  }
+
+  /** One line, at the end, for what the handler logged past its budget. */
+  #reportDroppedLines(): void {
+    const budget = this.#logBudget;
+    if (!budget || budget.dropped === 0) return;
+    this.log.warn(
+      { droppedLogLines: budget.dropped, loggedLines: budget.lines, loggedBytes: budget.bytes },
+      "The handler logged past its budget; the lines beyond it were dropped.",
+    );
   }
 
   /**
@@ -262,7 +288,7 @@ class InvocationContext implements FunctionContext {
   }
 
   get log(): Logger {
-    return this.#invocation.log;
+    return this.#invocation.handlerLog;
   }
 
   get signal(): AbortSignal {

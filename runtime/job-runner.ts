@@ -21,6 +21,7 @@ import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
+import type { LogLimits } from "./log-budget";
 import { failureFields, invocationLogger } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
@@ -45,6 +46,8 @@ export interface JobRunnerDependencies {
   outbox: OutboxRelay;
   /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
   outage: DatabaseOutage;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
 }
 
 /** How the next try of an attempt runs. */
@@ -319,6 +322,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
         return deps.nc.info?.max_payload;
       },
       commitGroups,
+      logLimits: deps.logLimits,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

@@ -173,8 +173,10 @@ interface LazyTarget {
 // One handler for every lazy child (a logger per invocation, thousands a second): no closures.
 const LAZY_CHILD: ProxyHandler<LazyTarget> = {
   get(target, property) {
-    if (target.child === undefined && typeof property === "string" && LEVEL_METHODS.has(property)) {
-      if (!target.root.isLevelEnabled(property)) return skip;
+    if (target.child === undefined && typeof property === "string") {
+      if (LEVEL_METHODS.has(property) && !target.root.isLevelEnabled(property)) return skip;
+      // Until made, the child's level is its root's: asking for it makes nothing.
+      if (property === "isLevelEnabled") return (level: string) => target.root.isLevelEnabled(level);
     }
     target.child ??= target.root.child(target.bindings);
     const logger = target.child;
