@@ -171,10 +171,15 @@ class ServingRuntime implements Runtime {
     this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
-    this.#isolation = createIsolation({ logger, logLimits: config.logLimits });
+    this.#isolation = createIsolation({
+      logger,
+      logLimits: config.logLimits,
+      loadTimeoutMs: config.loadTimeoutMs,
+    });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
+      loadTimeoutMs: config.loadTimeoutMs,
       logger,
       events: this.events,
     });

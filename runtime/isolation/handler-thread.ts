@@ -122,7 +122,9 @@ function onMessage(definition: FunctionDefinition, message: ToThread): void {
 }
 
 function load(): FunctionDefinition {
-  const exported = evaluateFunctionCode(data.file, data.source) as { default?: unknown } | undefined;
+  const exported = evaluateFunctionCode(data.file, data.source, data.loadTimeoutMs) as
+    | { default?: unknown }
+    | undefined;
   const definition = exported?.default;
   if (!isFunctionDefinition(definition)) {
     throw new JetfnError("E_FUNCTION_LOAD_FAILED", `${data.file} has no defineFunction(...) default export`);

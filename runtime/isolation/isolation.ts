@@ -28,6 +28,8 @@ export interface IsolationOptions {
   abortGraceMs?: number;
   /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits;
+  /** Longest a function file's top-level code may run in a thread. @default no limit */
+  loadTimeoutMs?: number;
 }
 
 /** Creates the pools' owner for one runtime. */
@@ -45,7 +47,13 @@ export function createIsolation(options: IsolationOptions): Isolation {
         throw new JetfnError("E_INTERNAL", `${fn.file}: no compiled code is kept for isolated function ${fn.name}`);
       }
       const pool = createHandlerPool({
-        data: { file: fn.file, functionName: fn.name, source, logLimits: options.logLimits ?? DEFAULT_LOG_LIMITS },
+        data: {
+          file: fn.file,
+          functionName: fn.name,
+          source,
+          logLimits: options.logLimits ?? DEFAULT_LOG_LIMITS,
+          loadTimeoutMs: options.loadTimeoutMs,
+        },
         capacity: fn.concurrency,
         abortGraceMs,
         logger,

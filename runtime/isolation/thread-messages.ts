@@ -14,6 +14,8 @@ export interface ThreadData {
   source: string;
   /** What the handler may log per invocation: lines past it are dropped in the thread. */
   logLimits: LogLimits;
+  /** Longest the file's top-level code may run in the thread (it loaded in time in the runtime's). */
+  loadTimeoutMs?: number;
 }
 
 /** An error as it crosses threads: name, message, stack, `cause`, and its primitive own fields. */
