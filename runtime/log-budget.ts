@@ -138,6 +138,7 @@ function boundedObject(value: Record<string, unknown>, room: number, depth: numb
   if (value instanceof Error)
     keys = ["message", "stack", ...keys.filter((key) => key !== "message" && key !== "stack")];
   const copy: Record<string, unknown> = Object.create(prototype);
+  const plain = prototype === Object.prototype || prototype === null;
   let size = 2;
   for (const key of keys) {
     if (size >= room) {
@@ -146,7 +147,10 @@ function boundedObject(value: Record<string, unknown>, room: number, depth: numb
       break;
     }
     const part = bounded(readField(value, key), room - size - key.length, depth + 1);
-    Object.defineProperty(copy, key, { value: part.value, enumerable: true, writable: true, configurable: true });
+    // Assignment is faster, but would set a plain copy's prototype for `__proto__`, and run (or
+    // throw on) a class's setters and read-only fields.
+    if (plain && key !== "__proto__") copy[key] = part.value;
+    else Object.defineProperty(copy, key, { value: part.value, enumerable: true, writable: true, configurable: true });
     size += key.length + part.size + 4;
   }
   return { value: copy, size };
