@@ -86,7 +86,7 @@ it.each([
     expect(floodLines.length).toBeGreaterThan(0);
     expect(String(floodLines[0]?.payload ?? floodLines[0]?.msg)).toContain("…[truncated]");
     // Generous bounds, for a loaded machine: the flood no longer stalls other calls or grows memory for good.
-    expect(Math.max(...pings)).toBeLessThan(1_500);
+    expect(Math.max(...pings)).toBeLessThan(3_000);
     expect(grewMb).toBeLessThan(150);
   },
 );
