@@ -2,6 +2,7 @@ import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
+import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {
@@ -43,6 +44,11 @@ export interface RuntimeOptions {
   auditSchemas?: string[];
   /** The dashboard's access token; random per start when unset. @default process.env.JETFN_DASHBOARD_TOKEN */
   dashboardToken?: string;
+  /**
+   * More names the dashboard answers to, for a proxy in front of it (`name` or `name:port`); requests
+   * naming any other host are refused. @default process.env.JETFN_DASHBOARD_HOSTS (comma-separated), else none
+   */
+  dashboardHosts?: string[];
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
   /** Lines a handler may log per invocation; the rest are dropped and counted. @default process.env.JETFN_LOG_LINES ?? 1000 */
@@ -53,6 +59,12 @@ export interface RuntimeOptions {
   logLineBytes?: number;
   /** Longest a function file may take to load before it is refused. @default process.env.JETFN_LOAD_TIMEOUT ?? "10s" */
   loadTimeout?: Duration;
+  /**
+   * Reply-subject prefixes the runtime answers to besides `_INBOX.` and `_R_.` (for clients with
+   * their own nats.js `inboxPrefix`); a request with any other reply subject is dropped.
+   * @default process.env.JETFN_INBOX_PREFIXES (comma-separated), none
+   */
+  inboxPrefixes?: string[];
 }
 
 /** Configuration with every value present and checked. */
@@ -75,9 +87,12 @@ export interface ResolvedConfig {
   readonly queueGroup: string;
   readonly auditSchemas: readonly string[];
   readonly dashboardToken: string | undefined;
+  readonly dashboardHosts: readonly string[];
   readonly metricsPort: number | undefined;
   readonly logLimits: LogLimits;
   readonly loadTimeoutMs: number;
+  /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
+  readonly inboxPrefixes: readonly string[];
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -125,6 +140,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
+    dashboardHosts: Object.freeze(options.dashboardHosts ?? list(env.JETFN_DASHBOARD_HOSTS) ?? []),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
     logLimits: Object.freeze({
       lines: options.logLines ?? positive("JETFN_LOG_LINES", env.JETFN_LOG_LINES) ?? DEFAULT_LOG_LIMITS.lines,
@@ -138,6 +154,10 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
       "JETFN_LOAD_TIMEOUT",
       options.loadTimeout ?? nonEmpty(env.JETFN_LOAD_TIMEOUT) ?? DEFAULT_LOAD_TIMEOUT,
     ),
+    inboxPrefixes: Object.freeze([
+      ...DEFAULT_INBOX_PREFIXES,
+      ...(options.inboxPrefixes ?? list(env.JETFN_INBOX_PREFIXES) ?? []).map(inboxPrefix),
+    ]),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -176,6 +196,23 @@ function list(value: string | undefined): string[] | undefined {
     .map((item) => item.trim())
     .filter(Boolean);
   return items && items.length > 0 ? items : undefined;
+}
+
+/** An extra inbox prefix, ending with a dot; never a subject jetfn or the server acts on. */
+function inboxPrefix(value: string): string {
+  const prefix = value.endsWith(".") ? value : `${value}.`;
+  const tokens = prefix.slice(0, -1).split(".");
+  if (tokens.some((token) => token === "" || /[\s*>]/.test(token))) {
+    throw new JetfnError("E_CONFIG_INVALID", `JETFN_INBOX_PREFIXES: "${value}" is not a subject prefix`);
+  }
+  // Answers sent there would reach the server's APIs ($JS, $KV, $SYS, ...) or jetfn's own subjects.
+  if (prefix.startsWith("$") || prefix.startsWith("fn.") || prefix.startsWith("jetfn.")) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `JETFN_INBOX_PREFIXES: "${value}" names server or jetfn subjects, not inboxes`,
+    );
+  }
+  return prefix;
 }
 
 function duration(name: string, value: Duration): number {

@@ -30,6 +30,8 @@ export interface RuntimeEvents {
   "schedule:fired": [{ fn: string; dueAt: string; jobId: string; catchUp: boolean; duplicate: boolean }];
   /** The outbox relay published messages (after a commit, or found by its sweep). */
   "outbox:published": [{ count: number; swept: boolean; durationMs: number }];
+  /** A request was dropped because its reply subject is not an inbox (`api`: call, status, dlq, discovery). */
+  "reply:refused": [{ api: string; subject: string; reply: string }];
 }
 
 /** Typed event emitter of the runtime. */

@@ -27,6 +27,7 @@ import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
+import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
@@ -239,6 +240,11 @@ class ServingRuntime implements Runtime {
     this.#sealer = startAuditSealer(this.database.sql, this.logger);
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
+    const replyGuard = createReplyGuard({
+      prefixes: this.config.inboxPrefixes,
+      events: this.events,
+      logger: this.logger,
+    });
     this.#callServer = startCallServer({
       nc: this.nats,
       queueGroup: this.config.queueGroup,
@@ -252,10 +258,18 @@ class ServingRuntime implements Runtime {
       },
       events: this.events,
       logger: this.logger,
+      replyGuard,
       abortSignal: this.#aborting.signal,
       publishPendingJobs: (messages, log) => (this.#outbox as OutboxRelay).publishCommitted(messages, log),
     });
-    this.#statusApi = startStatusApi(this.nats, this.config.queueGroup, this.database, progress, this.logger);
+    this.#statusApi = startStatusApi(
+      this.nats,
+      this.config.queueGroup,
+      this.database,
+      progress,
+      this.logger,
+      replyGuard,
+    );
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -278,6 +292,7 @@ class ServingRuntime implements Runtime {
       outboxLag: () => this.outboxLag(),
       productionChecks: this.productionChecks,
       healthCheckMs: this.healthCheckMs,
+      replyGuard,
     });
     void this.#refreshPullersOnReconnect();
     // Ready means serving: the server has every subscription (calls, status, discovery) once a

@@ -5,6 +5,7 @@ import { getInvocation, type InvocationRecord } from "../db/invocation-store";
 import { JetfnError, toJetfnError } from "../errors";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
 import { replyError, replyJson, statusFor } from "./reply";
+import type { ReplyGuard } from "./reply-guard";
 import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
 
 /** What `status` reports for an invocation id. */
@@ -74,11 +75,12 @@ export function startStatusApi(
   database: DatabaseClient,
   progress: ProgressBoard,
   logger: Logger,
+  replyGuard: ReplyGuard,
 ): Subscription {
   return nc.subscribe(STATUS_SUBJECT, {
     queue: queueGroup,
     callback: (error, message) => {
-      if (error || !message.reply) return;
+      if (error || !message.reply || !replyGuard.accepts(message, "status")) return;
       void (async () => {
         try {
           const { id } = parseRequest(message.data);
