@@ -23,6 +23,7 @@ import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
+import type { LogLimits } from "./log-budget";
 import { failureFields, invocationLogger } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
@@ -47,6 +48,8 @@ export interface JobRunnerDependencies {
   outbox: OutboxRelay;
   /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
   outage: DatabaseOutage;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
 }
 
 /** How the next try of an attempt runs. */
@@ -207,7 +210,7 @@ async function attemptJob(
     kind: "job",
     input,
     shutdownSignal: deps.shutdownSignal,
-    finalStatement: (result) => completionStatement(record, result),
+    finalStatement: (resultJson) => completionStatement(record, resultJson),
     onProgress: (done, total) => board.update(done, total),
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
@@ -235,10 +238,10 @@ async function attemptJob(
       };
       try {
         applied = await deps.successes
-          .record(record, outcome.result, settled)
+          .record(record, outcome.resultJson, settled)
           .catch((error: unknown) =>
             isConnectionError(error)
-              ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result, settled))
+              ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.resultJson, settled))
               : Promise.reject(error),
           );
       } catch (error) {
@@ -340,6 +343,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
         return deps.nc.info?.max_payload;
       },
       commitGroups,
+      logLimits: deps.logLimits,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

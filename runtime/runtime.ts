@@ -172,10 +172,15 @@ class ServingRuntime implements Runtime {
     this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
-    this.#isolation = createIsolation({ logger });
+    this.#isolation = createIsolation({
+      logger,
+      logLimits: config.logLimits,
+      loadTimeoutMs: config.loadTimeoutMs,
+    });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
+      loadTimeoutMs: config.loadTimeoutMs,
       logger,
       events: this.events,
     });
@@ -230,6 +235,7 @@ class ServingRuntime implements Runtime {
       shutdownSignal: this.#aborting.signal,
       outbox: this.#outbox,
       outage: { waiting: 0 },
+      logLimits: this.config.logLimits,
     };
     await this.#coverAudit();
     this.#sealer = startAuditSealer(this.database.sql, this.logger);
@@ -249,6 +255,7 @@ class ServingRuntime implements Runtime {
         logger: this.logger,
         events: this.events,
         maxPayload: this.nats.info?.max_payload,
+        logLimits: this.config.logLimits,
       },
       events: this.events,
       logger: this.logger,

@@ -62,11 +62,14 @@ export const ERROR_HISTORY_LIMIT = 20;
 /** Records the successful attempts of a group commit's members, all in one call (fenced). */
 const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
 
-/** The statement, run just before COMMIT, that records a successful attempt (fenced). */
-export function completionStatement(record: JobRecord, result: unknown): FinalStatement {
+/**
+ * The statement, run just before COMMIT, that records a successful attempt (fenced), with its
+ * result as JSON already made storable (see storableJson).
+ */
+export function completionStatement(record: JobRecord, resultJson: string): FinalStatement {
   let params: unknown[] | undefined;
   return {
-    grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, result) },
+    grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, resultJson) },
     text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
     // Serialised only if asked for: a job whose record goes with its group's sends `grouped.row`.
     get params() {
@@ -75,7 +78,7 @@ export function completionStatement(record: JobRecord, result: unknown): FinalSt
         record.fn,
         record.attempt,
         storableJson(record.input),
-        storableJson(result),
+        resultJson,
         record.enqueuedAt,
         record.startedAt,
         record.streamSeq,
@@ -154,19 +157,20 @@ where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded
 returning id`;
 
 /** A successful attempt as one JSON row of SUCCESS_BATCH_SQL or jetfn.complete_invocations(). */
-function successRow(record: JobRecord, result: unknown): string {
-  return storableJson({
+function successRow(record: JobRecord, resultJson: string): string {
+  const row = storableJson({
     id: record.id,
     function: record.fn,
     attempts: record.attempt,
     input: record.input,
-    result,
     enqueued_at: record.enqueuedAt,
     started_at: record.startedAt,
     finished_at: isoNow(),
     stream_seq: record.streamSeq,
     retry_of: record.retryOf ?? null,
   });
+  // The result was serialised once, when the invocation ended; spliced in, not serialised again.
+  return `${row.slice(0, -1)},"result":${resultJson}}`;
 }
 
 /** Records successes of jobs that never touched the database, many per statement. */
@@ -176,7 +180,7 @@ export interface SuccessRecorder {
    * `settled` runs synchronously for every job of a batch as soon as it is written, so whatever
    * it sends (acks, notices) leaves in one socket write instead of one per job.
    */
-  record(record: JobRecord, result: unknown, settled?: (applied: boolean) => void): Promise<boolean>;
+  record(record: JobRecord, resultJson: string, settled?: (applied: boolean) => void): Promise<boolean>;
   /** Waits for every queued record to be written. */
   flush(): Promise<void>;
 }
@@ -235,9 +239,9 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   };
 
   return {
-    record(record, result, settled) {
+    record(record, resultJson, settled) {
       return new Promise<boolean>((resolve, reject) => {
-        pending.push({ json: successRow(record, result), id: record.id, fn: record.fn, settled, resolve, reject });
+        pending.push({ json: successRow(record, resultJson), id: record.id, fn: record.fn, settled, resolve, reject });
         // Wait one turn of the event loop so jobs finishing together share a statement.
         inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
       });
