@@ -27,7 +27,7 @@ const LOGS: Record<string, string> = {
   ...NAIVE_LOGS,
 };
 
-function target(metric: string, max: number) {
+function target(metric: string, max: number, reason: string) {
   return {
     scenario: "audit",
     metric,
@@ -35,7 +35,7 @@ function target(metric: string, max: number) {
     kind: "ratio" as const,
     baselines: [PLAIN],
     max,
-    source: "issue 3 (via issue 7)",
+    reason,
   };
 }
 
@@ -54,7 +54,11 @@ export const auditOverheadScenario: Scenario = {
     [BULK_UPDATE]: [PLAIN],
     [BULK_DELETE]: [PLAIN],
   },
-  targets: [target(SINGLE, 1.05), target(BULK_INSERT, 2.0), target(BULK_UPDATE, 2.5)],
+  targets: [
+    target(SINGLE, 1.05, "match a hand-written row-level trigger (1-4 % when the target was set)"),
+    target(BULK_INSERT, 2.0, "beat a hand-written statement-level trigger (about 2.3x when the target was set)"),
+    target(BULK_UPDATE, 2.5, "beat a hand-written statement-level trigger (2.8-3.8x when the target was set)"),
+  ],
   async run(context) {
     const database = await context.services.jetfnDatabase("jetfn_audit");
     const sql = postgres(database.url, { max: context.sizes.concurrency, onnotice: () => {} });

@@ -71,13 +71,22 @@ export const functionScaleScenario: Scenario = {
   },
 };
 
-/** The targets of issue 7 apply to the largest function count of the run. */
+/** The scale targets apply to the largest function count of the run. */
 export function scaleTargets(counts: readonly number[]): Target[] {
   const contender = label(Math.max(...counts));
+  const target = (metric: string, max: number, reason: string): Target => ({
+    scenario: "scale",
+    metric,
+    contender,
+    kind: "absolute",
+    baselines: [],
+    max,
+    reason,
+  });
   return [
-    { scenario: "scale", metric: STARTUP, contender, kind: "absolute", baselines: [], max: 5_000, source: "issue 7" },
-    { scenario: "scale", metric: IDLE_CPU, contender, kind: "absolute", baselines: [], max: 3, source: "issue 7" },
-    { scenario: "scale", metric: RSS, contender, kind: "absolute", baselines: [], max: 300, source: "issue 7" },
+    target(STARTUP, 5_000, "a runtime with 500 functions should restart within seconds"),
+    target(IDLE_CPU, 3, "deployed functions that nobody calls should cost next to nothing"),
+    target(RSS, 300, "500 functions should fit a small container"),
   ];
 }
 

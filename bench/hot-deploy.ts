@@ -22,7 +22,7 @@ export const hotDeployScenario: Scenario = {
       kind: "absolute",
       baselines: [],
       max: 500,
-      source: "issue 7",
+      reason: "a new function file should answer before its author can try it",
     },
     {
       scenario: "hot-deploy",
@@ -31,7 +31,7 @@ export const hotDeployScenario: Scenario = {
       kind: "absolute",
       baselines: [],
       max: 500,
-      source: "issue 7",
+      reason: "an edited function should answer before its author can try it",
     },
   ],
   async run(context) {

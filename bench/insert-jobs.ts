@@ -32,7 +32,7 @@ export const insertJobsScenario: Scenario = {
       kind: "best-peer",
       baselines: ["graphile-worker", "pg-boss", "BullMQ"],
       min: 2,
-      source: "issue 7",
+      reason: "the peers' database-writing jobs are held by round trips per job; grouped commits should double them",
     },
   ],
   run: (context) => runJobRound(context, "insert", context.sizes.insertJobs, METRIC, ENTRIES),

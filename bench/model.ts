@@ -97,7 +97,7 @@ export interface Check {
 }
 
 /**
- * A goal from issue 7: jetfn's median compared with the baselines' (`ratio`: jetfn ÷ baseline,
+ * A goal the bench checks: jetfn's median compared with the baselines' (`ratio`: jetfn ÷ baseline,
  * `best-peer`: jetfn ÷ the best of several baselines) or with a fixed number (`absolute`).
  */
 export interface Target {
@@ -110,8 +110,8 @@ export interface Target {
   /** The figure must be at least `min` / at most `max`. */
   min?: number;
   max?: number;
-  /** Where the goal comes from, e.g. "issue 7". */
-  source: string;
+  /** Why the goal is set, in a phrase (printed beside the verdict and in the targets table). */
+  reason: string;
 }
 
 /** A contender that could not run here, and why. */

@@ -1,7 +1,7 @@
 import type { Sql } from "postgres";
 
 /**
- * The two textbook audit triggers issue 3 measures jetfn's capture against, on tables of their own
+ * The two textbook audit triggers jetfn's capture is measured against, on tables of their own
  * (outside the audited schemas), each writing to its own log: what a team would write by hand.
  *  - row-level: one plpgsql call and one INSERT per changed row, the rows as jsonb;
  *  - statement-level: transition tables, one INSERT ... SELECT per statement, the rows as jsonb,

@@ -207,7 +207,7 @@ function targetLine(result: TargetResult): string {
   const figure = target.kind === "absolute" ? formatNumber(result.figure) : formatRatio(result.figure);
   const against = result.against ? ` vs ${result.against}` : "";
   const verdict = Number.isNaN(result.figure) ? "NOT MEASURED" : result.met ? "met" : "MISSED";
-  return `${verdict}: ${target.scenario} / ${target.metric} / ${target.contender}: ${figure}${against} (target ${targetText(target)}; ${target.source})${result.note ? ` - ${result.note}` : ""}`;
+  return `${verdict}: ${target.scenario} / ${target.metric} / ${target.contender}: ${figure}${against} (target ${targetText(target)}: ${target.reason})${result.note ? ` - ${result.note}` : ""}`;
 }
 
 function allTargets(input: ReportInput): Target[] {
@@ -249,10 +249,10 @@ export function renderMarkdown(input: ReportInput): string {
     "",
     table(RESULT_HEADERS, resultRows(input, summaries)),
     "",
-    "## Targets (issue 7)",
+    "## Targets",
     "",
     table(
-      ["verdict", "scenario", "metric", "contender", "figure", "target", "note"],
+      ["verdict", "scenario", "metric", "contender", "figure", "target", "why", "note"],
       targets.map((result) => [
         Number.isNaN(result.figure) ? "not measured" : result.met ? "met" : "**missed**",
         result.target.scenario,
@@ -260,6 +260,7 @@ export function renderMarkdown(input: ReportInput): string {
         result.target.contender,
         `${result.target.kind === "absolute" ? formatNumber(result.figure) : formatRatio(result.figure)}${result.against ? ` vs ${result.against}` : ""}`,
         targetText(result.target),
+        result.target.reason,
         result.note,
       ]),
     ),
@@ -310,7 +311,7 @@ export function renderMarkdown(input: ReportInput): string {
     "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
     "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
     "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate. A missed drain target says what CPU per job its rate allows at the contender's measured core use (cores x busy / rate), against what the contender spends: how much less work per job the target takes.",
-    "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited), and identical tables with the two textbook audit triggers of issue 3 (`bench/naive-audit.ts`: row-level, and statement-level over transition tables with an UPDATE's rows paired by key, both storing jsonb into a log with a bigserial key); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
+    "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited), and identical tables with the two textbook audit triggers a team would write by hand (`bench/naive-audit.ts`: row-level, and statement-level over transition tables with an UPDATE's rows paired by key, both storing jsonb into a log with a bigserial key); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
     "- Audit reads: a log of `auditLogRows` rows written by 100 invocations of 10 functions (one table), sealed by the runtime's sealer (its rate is the sealing figure) but for a tail of 1,000 unsealed rows; each query is the SDK function behind `jetfn audit`, timed `auditQueryTrials` times, the median per round; each is checked for what it finds.",
     "",
   );

@@ -1,6 +1,8 @@
 import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
+import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {
@@ -42,8 +44,27 @@ export interface RuntimeOptions {
   auditSchemas?: string[];
   /** The dashboard's access token; random per start when unset. @default process.env.JETFN_DASHBOARD_TOKEN */
   dashboardToken?: string;
+  /**
+   * More names the dashboard answers to, for a proxy in front of it (`name` or `name:port`); requests
+   * naming any other host are refused. @default process.env.JETFN_DASHBOARD_HOSTS (comma-separated), else none
+   */
+  dashboardHosts?: string[];
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
+  /** Lines a handler may log per invocation; the rest are dropped and counted. @default process.env.JETFN_LOG_LINES ?? 1000 */
+  logLines?: number;
+  /** Characters a handler may log per invocation. @default process.env.JETFN_LOG_BYTES ?? 1048576 */
+  logBytes?: number;
+  /** Characters per log line of a handler; longer lines are cut with a marker. @default process.env.JETFN_LOG_LINE_BYTES ?? 16384 */
+  logLineBytes?: number;
+  /** Longest a function file may take to load before it is refused. @default process.env.JETFN_LOAD_TIMEOUT ?? "10s" */
+  loadTimeout?: Duration;
+  /**
+   * Reply-subject prefixes the runtime answers to besides `_INBOX.` and `_R_.` (for clients with
+   * their own nats.js `inboxPrefix`); a request with any other reply subject is dropped.
+   * @default process.env.JETFN_INBOX_PREFIXES (comma-separated), none
+   */
+  inboxPrefixes?: string[];
 }
 
 /** Configuration with every value present and checked. */
@@ -66,7 +87,12 @@ export interface ResolvedConfig {
   readonly queueGroup: string;
   readonly auditSchemas: readonly string[];
   readonly dashboardToken: string | undefined;
+  readonly dashboardHosts: readonly string[];
   readonly metricsPort: number | undefined;
+  readonly logLimits: LogLimits;
+  readonly loadTimeoutMs: number;
+  /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
+  readonly inboxPrefixes: readonly string[];
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -80,6 +106,7 @@ export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
 export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
+export const DEFAULT_LOAD_TIMEOUT: Duration = "10s";
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Merges options over environment variables over defaults, validates, and freezes the result. */
@@ -113,7 +140,24 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     queueGroup: options.queueGroup ?? DEFAULT_QUEUE_GROUP,
     auditSchemas: Object.freeze(options.auditSchemas ?? list(env.JETFN_AUDIT_SCHEMAS) ?? ["public"]),
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
+    dashboardHosts: Object.freeze(options.dashboardHosts ?? list(env.JETFN_DASHBOARD_HOSTS) ?? []),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
+    logLimits: Object.freeze({
+      lines: options.logLines ?? positive("JETFN_LOG_LINES", env.JETFN_LOG_LINES) ?? DEFAULT_LOG_LIMITS.lines,
+      bytes: options.logBytes ?? positive("JETFN_LOG_BYTES", env.JETFN_LOG_BYTES) ?? DEFAULT_LOG_LIMITS.bytes,
+      lineBytes:
+        options.logLineBytes ??
+        positive("JETFN_LOG_LINE_BYTES", env.JETFN_LOG_LINE_BYTES) ??
+        DEFAULT_LOG_LIMITS.lineBytes,
+    }),
+    loadTimeoutMs: duration(
+      "JETFN_LOAD_TIMEOUT",
+      options.loadTimeout ?? nonEmpty(env.JETFN_LOAD_TIMEOUT) ?? DEFAULT_LOAD_TIMEOUT,
+    ),
+    inboxPrefixes: Object.freeze([
+      ...DEFAULT_INBOX_PREFIXES,
+      ...(options.inboxPrefixes ?? list(env.JETFN_INBOX_PREFIXES) ?? []).map(inboxPrefix),
+    ]),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -154,12 +198,36 @@ function list(value: string | undefined): string[] | undefined {
   return items && items.length > 0 ? items : undefined;
 }
 
+/** An extra inbox prefix, ending with a dot; never a subject jetfn or the server acts on. */
+function inboxPrefix(value: string): string {
+  const prefix = value.endsWith(".") ? value : `${value}.`;
+  const tokens = prefix.slice(0, -1).split(".");
+  if (tokens.some((token) => token === "" || /[\s*>]/.test(token))) {
+    throw new JetfnError("E_CONFIG_INVALID", `JETFN_INBOX_PREFIXES: "${value}" is not a subject prefix`);
+  }
+  // Answers sent there would reach the server's APIs ($JS, $KV, $SYS, ...) or jetfn's own subjects.
+  if (prefix.startsWith("$") || prefix.startsWith("fn.") || prefix.startsWith("jetfn.")) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `JETFN_INBOX_PREFIXES: "${value}" names server or jetfn subjects, not inboxes`,
+    );
+  }
+  return prefix;
+}
+
 function duration(name: string, value: Duration): number {
   try {
     return parseDuration(value);
   } catch (error) {
     throw new JetfnError("E_CONFIG_INVALID", `${name}: ${(error as Error).message}`);
   }
+}
+
+function positive(name: string, value: string | undefined): number | undefined {
+  const parsed = integer(name, value);
+  if (parsed !== undefined && parsed < 1)
+    throw new JetfnError("E_CONFIG_INVALID", `${name} must be at least 1, got ${parsed}`);
+  return parsed;
 }
 
 function integer(name: string, value: string | undefined): number | undefined {

@@ -21,6 +21,8 @@ export type JetfnErrorCode =
   | "E_PAYLOAD_TOO_LARGE"
   | "E_NOT_FOUND"
   | "E_NOT_DEAD"
+  | "E_OUTBOX_ROW_INVALID"
+  | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
   | "E_INTERNAL";
 
@@ -92,6 +94,8 @@ const KNOWN_CODES = new Set<string>([
   "E_PAYLOAD_TOO_LARGE",
   "E_NOT_FOUND",
   "E_NOT_DEAD",
+  "E_OUTBOX_ROW_INVALID",
+  "E_ID_CONFLICT",
   "E_CONFIG_INVALID",
   "E_INTERNAL",
 ]);

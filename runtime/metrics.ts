@@ -119,11 +119,22 @@ function registerInvocationMetrics(registry: Registry, events: RuntimeEmitter, s
     duration.observe({ fn: event.fn, kind: event.kind }, event.durationMs / 1_000);
     if (event.kind === "job") (event.final ? dead : retries).inc({ fn: event.fn });
   };
+  const refusedReplies = new Counter({
+    name: "jetfn_refused_replies_total",
+    help: "Requests dropped because their reply subject is not an inbox, by API (call, status, dlq, discovery).",
+    labelNames: ["api"] as const,
+    registers: [registry],
+  });
+  const onRefusedReply = (...[event]: RuntimeEvents["reply:refused"]): void => {
+    refusedReplies.inc({ api: event.api });
+  };
   events.on("invocation:success", onSuccess);
   events.on("invocation:failure", onFailure);
+  events.on("reply:refused", onRefusedReply);
   return () => {
     events.off("invocation:success", onSuccess);
     events.off("invocation:failure", onFailure);
+    events.off("reply:refused", onRefusedReply);
   };
 }
 

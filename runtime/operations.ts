@@ -9,6 +9,7 @@ import type { InvocationStats } from "./invocation-stats";
 import { startMetricsServer } from "./metrics";
 import { startDeadLetterApi } from "./nats/dead-letter-api";
 import { createQueueDepthReader } from "./nats/queue-depth";
+import type { ReplyGuard } from "./nats/reply-guard";
 import { warnAboutServer } from "./nats/server-check";
 import { startServiceDiscovery } from "./nats/service-discovery";
 import { startStallWatch, type WatchedPuller } from "./nats/stall-watch";
@@ -34,6 +35,8 @@ export interface OperationsContext {
   productionChecks: boolean;
   /** How often consumers and the stream are checked. */
   healthCheckMs: number;
+  /** Drops API requests whose reply subject is not an inbox. */
+  replyGuard: ReplyGuard;
 }
 
 /** The operational parts of a runtime, stopped together. */
@@ -56,6 +59,7 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     sql: context.database.sql,
     queueGroup: config.queueGroup,
     logger,
+    replyGuard: context.replyGuard,
   });
   const discovery = startServiceDiscovery({
     nc: nats,
@@ -65,6 +69,7 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     queueDepth,
     outboxLag: context.outboxLag,
     logger,
+    replyGuard: context.replyGuard,
   });
   const metrics =
     config.metricsPort === undefined

@@ -29,6 +29,7 @@ import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
+import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
@@ -173,10 +174,15 @@ class ServingRuntime implements Runtime {
     this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
-    this.#isolation = createIsolation({ logger });
+    this.#isolation = createIsolation({
+      logger,
+      logLimits: config.logLimits,
+      loadTimeoutMs: config.loadTimeoutMs,
+    });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
+      loadTimeoutMs: config.loadTimeoutMs,
       logger,
       events: this.events,
     });
@@ -211,6 +217,7 @@ class ServingRuntime implements Runtime {
       js: this.#publisher,
       events: this.events,
       logger: this.logger,
+      maxPayload: this.nats.info?.max_payload,
     });
     this.#scheduler = await startScheduler({
       nc: this.nats,
@@ -230,6 +237,7 @@ class ServingRuntime implements Runtime {
       shutdownSignal: this.#aborting.signal,
       outbox: this.#outbox,
       outage: { waiting: 0 },
+      logLimits: this.config.logLimits,
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
@@ -243,6 +251,11 @@ class ServingRuntime implements Runtime {
     this.#sealer = startAuditSealer(this.database.sql, this.logger, { anchorer });
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
+    const replyGuard = createReplyGuard({
+      prefixes: this.config.inboxPrefixes,
+      events: this.events,
+      logger: this.logger,
+    });
     this.#callServer = startCallServer({
       nc: this.nats,
       queueGroup: this.config.queueGroup,
@@ -252,13 +265,22 @@ class ServingRuntime implements Runtime {
         logger: this.logger,
         events: this.events,
         maxPayload: this.nats.info?.max_payload,
+        logLimits: this.config.logLimits,
       },
       events: this.events,
       logger: this.logger,
+      replyGuard,
       abortSignal: this.#aborting.signal,
       publishPendingJobs: (messages, log) => (this.#outbox as OutboxRelay).publishCommitted(messages, log),
     });
-    this.#statusApi = startStatusApi(this.nats, this.config.queueGroup, this.database, progress, this.logger);
+    this.#statusApi = startStatusApi(
+      this.nats,
+      this.config.queueGroup,
+      this.database,
+      progress,
+      this.logger,
+      replyGuard,
+    );
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -281,6 +303,7 @@ class ServingRuntime implements Runtime {
       outboxLag: () => this.outboxLag(),
       productionChecks: this.productionChecks,
       healthCheckMs: this.healthCheckMs,
+      replyGuard,
     });
     void this.#refreshPullersOnReconnect();
     // Ready means serving: the server has every subscription (calls, status, discovery) once a

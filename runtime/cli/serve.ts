@@ -1,4 +1,4 @@
-import { resolveConfig } from "../config";
+import { type ResolvedConfig, resolveConfig } from "../config";
 import { type Dashboard, startDashboard } from "../dashboard/server";
 import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
@@ -43,7 +43,7 @@ export async function serve(mode: ServeMode): Promise<void> {
       metricsPort: mode.metricsPort,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
-    const dashboard = await openDashboard(mode, runtime, base.dashboardToken);
+    const dashboard = await openDashboard(mode, runtime, base);
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     exitOnSignals(async () => {
       await dashboard?.close();
@@ -79,11 +79,17 @@ function keepFunctionTypesFresh(runtime: Runtime): void {
 async function openDashboard(
   mode: ServeMode,
   runtime: Runtime,
-  token: string | undefined,
+  config: ResolvedConfig,
 ): Promise<Dashboard | undefined> {
   if (mode.dashboardPort === false || mode.dashboardPort === undefined) return undefined;
   try {
-    return await startDashboard({ runtime, port: mode.dashboardPort, host: mode.dashboardHost, token });
+    return await startDashboard({
+      runtime,
+      port: mode.dashboardPort,
+      host: mode.dashboardHost,
+      token: config.dashboardToken,
+      allowedHosts: config.dashboardHosts,
+    });
   } catch (error) {
     if (!mode.development) throw error;
     runtime.logger.warn({ err: error, port: mode.dashboardPort }, "The dashboard could not start; serving without it.");

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
@@ -11,8 +11,11 @@ import { listDeadLetters } from "../db/dead-letters";
 import { toJetfnError } from "../errors";
 import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
+import { presentedTokens, sameToken, signInUrl, tokenCookie } from "./access-token";
+import { isLoopback, resolveAllowedHosts } from "./allowed-hosts";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
+import { refuseForeignRequest } from "./request-guard";
 import { type AuditFilters, auditPage } from "./views/audit";
 import { deadLettersPage } from "./views/dead-letters";
 import { functionPage, functionsPage, functionsTable } from "./views/functions";
@@ -33,6 +36,12 @@ export interface DashboardOptions {
   host?: string;
   /** Access token; random when omitted. Retry and drop always need it. */
   token?: string;
+  /**
+   * More names the dashboard answers to (Host and Origin), for a proxy in front of it: `name` (any
+   * port) or `name:port`. The bound address, and localhost on loopback, are always allowed.
+   * @default none (`jetfn dev` and `start` pass JETFN_DASHBOARD_HOSTS)
+   */
+  allowedHosts?: readonly string[];
 }
 
 /** A running dashboard. */
@@ -45,8 +54,16 @@ export interface Dashboard {
 }
 
 export const DEFAULT_DASHBOARD_PORT = 4280;
-const TOKEN_COOKIE = "jetfn_token";
-const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+// Every answer: never framed (clickjacking retry/drop), sniffed, cached (inputs and results), or
+// named in a Referer to another site (the sign-in URL carries the token). Not "no-referrer": with it,
+// browsers send "Origin: null" on the dashboard's own form posts, which the origin check refuses.
+const SECURITY_HEADERS = {
+  "referrer-policy": "same-origin",
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "content-security-policy": "frame-ancestors 'none'",
+  "cache-control": "no-store",
+};
 
 type Handler = (request: IncomingMessage, url: URL) => Promise<Reply>;
 interface Reply {
@@ -61,7 +78,12 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const { runtime } = options;
   const host = options.host ?? "127.0.0.1";
   const token = options.token ?? randomBytes(16).toString("hex");
-  const openReads = LOOPBACK.has(host);
+  const openReads = isLoopback(host);
+  const allowedHosts = resolveAllowedHosts(
+    host,
+    options.allowedHosts ?? [],
+    () => (server.address() as AddressInfo).port,
+  );
   const client = await createClient({ connection: runtime.nats });
   const { stats } = runtime;
   const history = recordInvocationHistory(runtime.events);
@@ -75,14 +97,16 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   });
 
   async function serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const refusal = refuseForeignRequest(request, allowedHosts);
+    if (refusal) return send(response, { status: refusal.status, type: "text/plain", body: refusal.message });
     const url = new URL(request.url ?? "/", "http://dashboard");
     const given = url.searchParams.get("token");
     if (given !== null && sameToken(given, token)) {
       url.searchParams.delete("token");
-      response.setHeader("set-cookie", `${TOKEN_COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`);
-      return send(response, { status: 303, location: `${url.pathname}${url.search}` });
+      response.setHeader("set-cookie", tokenCookie(token));
+      return send(response, { status: 303, location: localPath(url) });
     }
-    const authorised = sameToken(presentedToken(request) ?? "", token);
+    const authorised = presentedTokens(request).some((presented) => sameToken(presented, token));
     const writes = request.method !== "GET" && request.method !== "HEAD";
     if (!authorised && (writes || !openReads)) {
       return send(response, {
@@ -98,19 +122,27 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     send(response, await route.handler(request, url));
   }
 
+  const stopServing = async (): Promise<void> => {
+    history.close();
+    await client.close();
+  };
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port ?? DEFAULT_DASHBOARD_PORT, host, () => resolve());
+  }).catch(async (error: unknown) => {
+    // A busy port costs `jetfn dev` only the dashboard: leave nothing of it behind on the runtime.
+    await stopServing();
+    throw error;
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   return {
     url,
-    signInUrl: `${url}/?token=${token}`,
+    signInUrl: signInUrl(url, token),
     async close() {
-      history.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await stopServing();
     },
   };
 }
@@ -281,24 +313,16 @@ function parseRow(text: string): unknown {
   }
 }
 
-function presentedToken(request: IncomingMessage): string | undefined {
-  const bearer = request.headers.authorization?.match(/^Bearer (.+)$/)?.[1];
-  if (bearer) return bearer;
-  const cookie = request.headers.cookie
-    ?.split(";")
-    .map((part) => part.trim().split("="))
-    .find(([name]) => name === TOKEN_COOKIE);
-  return cookie?.[1];
-}
-
-function sameToken(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+/** Where the sign-in redirect goes: this page without the token, never another host ("//host"). */
+function localPath(url: URL): string {
+  return url.pathname.startsWith("//") ? "/" : `${url.pathname}${url.search}`;
 }
 
 function send(response: ServerResponse, reply: Reply): void {
   if (reply.location) response.setHeader("location", reply.location);
-  response.writeHead(reply.status ?? 200, { "content-type": `${reply.type ?? "text/html"}; charset=utf-8` });
+  response.writeHead(reply.status ?? 200, {
+    ...SECURITY_HEADERS,
+    "content-type": `${reply.type ?? "text/html"}; charset=utf-8`,
+  });
   response.end(reply.body ?? "");
 }

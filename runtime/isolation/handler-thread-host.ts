@@ -2,6 +2,7 @@ import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { FunctionContext } from "../define-function";
 import { JetfnError } from "../errors";
+import { noteDroppedLines } from "../log-budget";
 import {
   deserializeError,
   type FromThread,
@@ -185,6 +186,9 @@ class WorkerThread implements HandlerThread {
         return;
       case "log":
         writeRelayedLine(active?.ctx.log ?? this.#options.logger, message.line);
+        return;
+      case "log-dropped":
+        noteDroppedLines(active?.ctx.log, message.count);
         return;
       case "unhandled-rejection":
         this.#options.logger.error(

@@ -12,6 +12,7 @@ import { failureFields } from "../logger";
 import type { OutboxMessage } from "../outbox-message";
 import { parseJsonBody } from "../validation";
 import { replyError, replyJson, statusFor } from "./reply";
+import type { ReplyGuard } from "./reply-guard";
 import { CALL_PREFIX, ID_HEADER, isValidInvocationId } from "./subjects";
 
 /** What the call server needs from the runtime. */
@@ -22,6 +23,8 @@ export interface CallServerOptions {
   invokeDependencies: InvokeDependencies;
   events: RuntimeEmitter;
   logger: Logger;
+  /** Drops calls whose reply subject is not an inbox. */
+  replyGuard: ReplyGuard;
   /** Fired when in-flight calls must be aborted (shutdown grace is over). */
   abortSignal: AbortSignal;
   /** Publishes the jobs and events a call committed to the outbox. */
@@ -73,6 +76,7 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
     );
     return;
   }
+  if (!options.replyGuard.accepts(message, "call")) return;
   const target = options.lookup(name);
   if (!target) {
     const reason = isValidFunctionName(name) ? `no function named "${name}" is deployed` : describeInvalidName(name);

@@ -14,6 +14,7 @@ import { JetfnError, toJetfnError } from "../errors";
 import { isValidFunctionName } from "../function-name";
 import { publishJob } from "./publish-job";
 import { replyError, replyJson, statusFor } from "./reply";
+import type { ReplyGuard } from "./reply-guard";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { isValidInvocationId } from "./subjects";
 
@@ -57,6 +58,8 @@ export interface DeadLetterApiOptions {
   sql: Sql;
   queueGroup: string;
   logger: Logger;
+  /** Drops requests whose reply subject is not an inbox. */
+  replyGuard: ReplyGuard;
 }
 
 /** The running dead-letter API. */
@@ -80,7 +83,7 @@ export function startDeadLetterApi(options: DeadLetterApiOptions): DeadLetterApi
     options.nc.subscribe(subject, {
       queue: options.queueGroup,
       callback: (error, message) => {
-        if (error || !message.reply) return;
+        if (error || !message.reply || !options.replyGuard.accepts(message, "dlq")) return;
         const answering = answer(options, message, handle);
         inFlight.add(answering);
         void answering.finally(() => inFlight.delete(answering));

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { DurationHistogram, DurationSummary } from "../duration-histogram";
 import type { ErrorCounts, FunctionStats, InvocationStats } from "../invocation-stats";
 import type { QueueDepth, QueueDepthReader } from "./queue-depth";
+import type { ReplyGuard } from "./reply-guard";
 import { callSubject } from "./subjects";
 
 /** Service name under which every runtime registers (`$SRV.INFO.jetfn`). */
@@ -109,6 +110,8 @@ export interface ServiceDiscoveryOptions {
   /** How far the outbox relay lags, when this runtime runs one. */
   outboxLag?: () => Promise<{ count: number; oldestAgeMs: number }>;
   logger: Logger;
+  /** Drops requests whose reply subject is not an inbox. */
+  replyGuard: ReplyGuard;
 }
 
 /** A runtime's answers to `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`. */
@@ -155,7 +158,7 @@ export function startServiceDiscovery(options: ServiceDiscoveryOptions): Service
       subscriptions.push(
         options.nc.subscribe(subject, {
           callback: (error, message) => {
-            if (error || !message.reply) return;
+            if (error || !message.reply || !options.replyGuard.accepts(message, "discovery")) return;
             void replyWith(message, respond, options.logger);
           },
         }),

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
+import type { JetStreamManager, MsgRequest, StoredMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
@@ -26,27 +26,45 @@ export interface UnroutedJobs {
   close(): Promise<void>;
 }
 
-/** Most jobs one sweep declares dead per subject, so a flood is worked off over several sweeps. */
-const SWEEP_LIMIT = 200;
+/**
+ * Most stored messages one sweep looks at for invalid subjects, so a flood is worked off over
+ * several sweeps and a sweep stays short.
+ */
+const SCAN_LIMIT = 1_000;
 
 /**
  * Starts the watch. `fn.job.<name>` with an invalid name (`fn.job.a..b`, `fn.job.*`, upper case) can
  * never be deployed: each such job is recorded dead with E_FUNCTION_NOT_FOUND and removed from the
  * stream. A valid name that no runtime has deployed is left alone (its jobs wait for it, as after an
- * undeploy) and reported in a warning whenever its count of waiting jobs changes. A job published to a
- * literal wildcard subject (`fn.job.*`) is removed only while it is the newest message matching it.
+ * undeploy) and reported in a warning whenever its count of waiting jobs changes.
  */
 export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
   const reportedWaiting = new Map<string, number>();
+  const cursors = new Map<string, number>();
   let running: Promise<number> | undefined;
   const sweep = async (): Promise<number> => {
     const info = await options.manager.streams.info(options.stream, { subjects_filter: `${JOB_PREFIX}>` });
+    // Wildcard subjects last: walking one may look at every real job it matches, and must not use
+    // up the budget of the subjects that hold only their own jobs.
+    const subjects = Object.entries(info.state.subjects ?? {}).sort(
+      ([left], [right]) => Number(isPattern(left)) - Number(isPattern(right)),
+    );
+    let budget = SCAN_LIMIT;
     let buried = 0;
-    for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
+    for (const [subject, count] of subjects) {
       const name = subject.slice(JOB_PREFIX.length);
-      if (!isValidFunctionName(name)) buried += await buryAll(options, subject, name);
-      else if (!options.deployed().includes(name)) await reportWaiting(options, reportedWaiting, name, count);
+      if (!isValidFunctionName(name)) {
+        const from = cursors.get(subject) ?? info.state.first_seq;
+        const drained = await drainSubject(options, { subject, name, from, stored: count, budget });
+        budget -= drained.examined;
+        buried += drained.buried;
+        if (drained.next === undefined) cursors.delete(subject);
+        else cursors.set(subject, drained.next);
+      } else if (!options.deployed().includes(name)) await reportWaiting(options, reportedWaiting, name, count);
     }
+    // A subject emptied (by this runtime or another) needs no cursor any more.
+    const present = new Set(subjects.map(([subject]) => subject));
+    for (const subject of cursors.keys()) if (!present.has(subject)) cursors.delete(subject);
     return buried;
   };
   const timer = setInterval(() => {
@@ -69,28 +87,75 @@ export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
   };
 }
 
-async function buryAll(options: UnroutedJobsOptions, subject: string, name: string): Promise<number> {
+/** Where one invalid subject's drain starts, and how much it may look at. */
+interface DrainRequest {
+  subject: string;
+  name: string;
+  /** First stream sequence to look at. */
+  from: number;
+  /** Messages the stream holds for the subject (for the progress line). */
+  stored: number;
+  /** Most messages to look at. */
+  budget: number;
+}
+
+/** What one drain did; `next` is where the next sweep goes on, undefined when it reached the end. */
+interface DrainResult {
+  examined: number;
+  buried: number;
+  next: number | undefined;
+}
+
+/**
+ * Walks the stream forward from `from`, by subject, declaring each job of the subject dead and
+ * deleting it. Walking by sequence keeps working where asking for the subject's last message does
+ * not: nats-server 2.9 answers "no message found" for `last_by_subj` once the subject's newest
+ * message is deleted, although older ones remain.
+ */
+async function drainSubject(options: UnroutedJobsOptions, request: DrainRequest): Promise<DrainResult> {
+  const { subject, name } = request;
+  let seq = request.from;
+  let examined = 0;
   let buried = 0;
-  while (buried < SWEEP_LIMIT) {
-    const message = await options.manager.streams
-      .getMessage(options.stream, { last_by_subj: subject })
-      .catch(() => null);
-    if (!message) break;
-    // A subject holding `*` or `>` is also a pattern to the server: the last message matching it may
-    // belong to a real function. Only a literal match is safe to remove.
-    if (message.subject !== subject) {
-      options.logger.warn(
-        { subject },
-        "Jobs were published to a wildcard subject; they cannot be picked out of the stream safely and stay there.",
-      );
+  let next: number | undefined = seq;
+  while (examined < request.budget) {
+    const message = await nextMessage(options, subject, seq);
+    if (!message) {
+      next = undefined;
       break;
     }
+    examined++;
+    seq = message.seq + 1;
+    next = seq;
+    // A subject holding `*` or `>` is also a pattern to the server: the match may be a real
+    // function's job. Only a literal match is this subject's, and only that one is removed.
+    if (message.subject !== subject) continue;
     await bury(options, message, name);
     // Another runtime's sweep may have removed it first; either way it is gone.
     await options.manager.streams.deleteMessage(options.stream, message.seq, false).catch(() => false);
     buried++;
   }
-  return buried;
+  if (buried > 0) {
+    const remaining = Math.max(0, request.stored - buried);
+    options.logger.error(
+      { subject: subject.slice(0, 300), dead: buried, remaining, code: "E_FUNCTION_NOT_FOUND" },
+      remaining > 0
+        ? "Jobs for an invalid function name are dead; the rest follow at the next sweeps."
+        : "Jobs for an invalid function name are dead.",
+    );
+  }
+  return { examined, buried, next };
+}
+
+function isPattern(subject: string): boolean {
+  return subject.includes("*") || subject.includes(">");
+}
+
+/** The first message at or after `seq` whose subject matches `subject`, or null. */
+function nextMessage(options: UnroutedJobsOptions, subject: string, seq: number): Promise<StoredMsg | null> {
+  // STREAM.MSG.GET takes `next_by_subj` (nats-server 2.9+); nats.js types it for direct gets only.
+  const query = { seq, next_by_subj: subject } as unknown as MsgRequest;
+  return options.manager.streams.getMessage(options.stream, query);
 }
 
 async function bury(options: UnroutedJobsOptions, message: StoredMsg, name: string): Promise<void> {
@@ -114,8 +179,9 @@ async function bury(options: UnroutedJobsOptions, message: StoredMsg, name: stri
     at: new Date().toISOString(),
   };
   if (await recordFailure(options.sql, record, "dead", error)) {
-    options.logger.error(
-      { invocationId: id, subject: message.subject, seq: message.seq, code: error.code },
+    // One error line per sweep and subject (drainSubject) keeps a flood of such jobs from flooding the log.
+    options.logger.debug(
+      { invocationId: id, subject: message.subject.slice(0, 300), seq: message.seq, code: error.code },
       "A job for an invalid function name is dead.",
     );
     options.nc.publish(`${DONE_PREFIX}${id}`, JSON.stringify({ id, fn: record.fn, status: "dead", error }));

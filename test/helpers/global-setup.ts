@@ -1,6 +1,9 @@
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import type { TestProject } from "vitest/node";
 import { migrate } from "../../runtime/db/migrate";
+import { functionTypesFile, writeFunctionTypes } from "../../runtime/function-types";
 import { adminUrl, databaseUrl } from "./database-url";
 
 declare module "vitest" {
@@ -9,8 +12,15 @@ declare module "vitest" {
   }
 }
 
-/** Creates one migrated template database per test run; each test file clones it. */
+const repository = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/**
+ * Generates jetfn-functions.ts (the type tests import it, and a fresh clone has none), then creates
+ * one migrated template database per test run; each test file clones it.
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const functionsDir = path.join(repository, "functions");
+  await writeFunctionTypes(functionsDir, functionTypesFile(functionsDir));
   const template = `jetfn_tpl_${process.pid}_${Date.now()}`;
   const admin = postgres(adminUrl(), { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${template}`);

@@ -81,7 +81,7 @@ describe("bad input on fn.job.<name>", () => {
     await expect(publish("fn.job.a..b", "{}")).rejects.toThrow(/no responders/);
     // A space cannot be put in a subject at all: the client refuses it before sending.
     await expect(publish("fn.job.with space", "{}")).rejects.toThrow(/illegal subject/);
-    // One at a time: a wildcard subject is also a pattern, so it is removed only while it is the newest match.
+    // A wildcard subject is also a pattern: only its literal jobs are removed, never the jobs it matches.
     const subjects = ["fn.job.Upper", "fn.job.*", "fn.job.x.*.y", "fn.job.ok.Not", "fn.job.>"];
     const ids: string[] = [];
     for (const subject of subjects) {

@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,13 +5,11 @@ import type { JetfnClient } from "../../runtime/client";
 import { createClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
+import { CLIENT_PASSWORD, shippedNatsAuth } from "../helpers/shipped-nats-auth";
 
-// The shipped nats.auth.conf (its authorization block; listen address and store come from the test
-// server's flags): a client user can publish jobs, call, read status and wait for done notices, and is
+// The shipped nats.auth.conf (listen address and store come from the test server's flags): a client
+// user can publish jobs, call, read status and wait for done notices, and is
 // refused everything that would let it consume, delete or impersonate.
-const RUNTIME_PASSWORD = `runtime-${process.pid}-pw`;
-const CLIENT_PASSWORD = `client-${process.pid}-pw`;
-
 let env: TestEnvironment;
 let runtime: Runtime;
 let client: JetfnClient;
@@ -20,12 +17,7 @@ let raw: NatsConnection;
 const asyncErrors: string[] = [];
 
 beforeAll(async () => {
-  const shipped = await readFile(new URL("../../nats.auth.conf", import.meta.url), "utf8");
-  const authorization = shipped.slice(shipped.indexOf("authorization {"));
-  // nats-server reads $JETFN_*_PASSWORD from its environment, inherited from this process.
-  process.env.JETFN_RUNTIME_PASSWORD = RUNTIME_PASSWORD;
-  process.env.JETFN_CLIENT_PASSWORD = CLIENT_PASSWORD;
-  env = await createTestEnvironment({ config: authorization, user: "jetfn-runtime", password: RUNTIME_PASSWORD });
+  env = await createTestEnvironment(await shippedNatsAuth());
   await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
   runtime = await env.startRuntime();
   client = await createClient({ natsUrl: env.nats.url, natsUser: "jetfn-client", natsPassword: CLIENT_PASSWORD });

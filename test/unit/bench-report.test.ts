@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { CPU_FIGURES } from "../../bench/cpu-use";
-import type { Target } from "../../bench/model";
-import { judgeTargets, type Summary } from "../../bench/report";
+import { type Sample, SMOKE_SIZES, type Target } from "../../bench/model";
+import { judgeTargets, renderConsole, renderMarkdown, type Summary } from "../../bench/report";
 
 const METRIC = "jobs drained";
 
@@ -17,7 +17,7 @@ const target: Target = {
   kind: "best-peer",
   baselines: ["peer a", "peer b"],
   min: 2,
-  source: "test",
+  reason: "peers write one row per round trip",
 };
 
 const cpu = (node: number, servers: number, busy: number): Summary[] => [
@@ -53,5 +53,38 @@ describe("judgeTargets", () => {
     expect(met[0]).toMatchObject({ met: true, note: "" });
     const bare = judgeTargets([target], [summary("jetfn", 4_000), summary("peer a", 5_000)], 2);
     expect(bare[0]).toMatchObject({ met: false, note: "not measured here: peer b" });
+  });
+});
+
+describe("the report", () => {
+  it("states beside each target why it is set", () => {
+    const sample = (contender: string, value: number): Sample => ({
+      scenario: "jobs",
+      metric: METRIC,
+      contender,
+      unit: "jobs/s",
+      better: "higher",
+      value,
+      round: 1,
+    });
+    const samples = [sample("jetfn", 4_000), sample("peer a", 5_000)];
+    const input = {
+      scenarios: [{ id: "jobs", title: "1. Jobs", baselines: {}, targets: [target], run: async () => {} }],
+      sizes: SMOKE_SIZES,
+      samples,
+      checks: [],
+      skips: [],
+      errors: [],
+      command: "npm run bench",
+      versions: {},
+      startedAt: new Date(0),
+      durationMs: 1_000,
+      loadBefore: [0, 0, 0],
+    };
+    expect(renderConsole(input)).toContain("peers write one row per round trip");
+    const markdown = renderMarkdown(input);
+    expect(markdown).toContain("| verdict | scenario | metric | contender | figure | target | why | note |");
+    expect(markdown).toContain("| peers write one row per round trip |");
+    expect(markdown).not.toMatch(/issue \d/i);
   });
 });
