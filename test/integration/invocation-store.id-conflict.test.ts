@@ -79,7 +79,9 @@ it("keeps another function's record from failure records and batched successes",
   expect(await recordFailure(client.sql, record, "dead", error)).toBe(false);
   expect(await otherOwner(client.sql, record.id, record.fn)).toBe("ledger-add");
   const recorder = createSuccessRecorder(client.sql);
-  await expect(recorder.record(record, JSON.stringify({ by: "bigresult" }))).rejects.toMatchObject({ code: "E_ID_CONFLICT" });
+  await expect(recorder.record(record, JSON.stringify({ by: "bigresult" }))).rejects.toMatchObject({
+    code: "E_ID_CONFLICT",
+  });
   expect(await recordOf("owned-0001")).toEqual({
     function: "ledger-add",
     status: "failed",
