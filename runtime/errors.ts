@@ -24,6 +24,7 @@ export type JetfnErrorCode =
   | "E_OUTBOX_ROW_INVALID"
   | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
+  | "E_STATEMENT_REFUSED"
   | "E_INTERNAL";
 
 /** One problem found while validating input or output against its zod schema. */
@@ -97,6 +98,7 @@ const KNOWN_CODES = new Set<string>([
   "E_OUTBOX_ROW_INVALID",
   "E_ID_CONFLICT",
   "E_CONFIG_INVALID",
+  "E_STATEMENT_REFUSED",
   "E_INTERNAL",
 ]);
 

@@ -6,6 +6,7 @@ import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import { shouldPrepare } from "./prepared-statements";
 import { isSharedCommitFailure } from "./shared-commit-error";
+import { assertStatementAllowed } from "./statement-guard";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
@@ -74,6 +75,8 @@ class LazyTransaction implements InvocationTransaction {
   #closed = false;
   #lost: TransactionLoss | undefined;
   #savepoints = 0;
+  /** A statement of the handler's the guard refused: the attempt fails, whatever the handler did with the error. */
+  #refused: JetfnError | undefined;
   /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
   #ownSince: number | undefined;
 
@@ -84,7 +87,8 @@ class LazyTransaction implements InvocationTransaction {
     // drizzle drives this object exactly as it drives a postgres.js client.
     const client = {
       options: sql.options,
-      unsafe: (text: string, params?: unknown[], options?: { prepare?: boolean }) => this.#query(text, params, options),
+      unsafe: (text: string, params?: unknown[], options?: { prepare?: boolean }) =>
+        this.#guardedQuery(text, params, options),
       begin: (first: unknown, second?: unknown) =>
         this.#savepoint((typeof first === "function" ? first : second) as SavepointCallback),
       savepoint: (callback: SavepointCallback) => this.#savepoint(callback),
@@ -108,6 +112,7 @@ class LazyTransaction implements InvocationTransaction {
 
   async commit(final?: FinalStatement, released?: () => void): Promise<void> {
     this.#closed = true;
+    if (this.#refused) throw this.#refused;
     if (!this.#connection) return;
     const connection = await this.#connection;
     if (!(connection instanceof WatchedConnection)) {
@@ -167,6 +172,17 @@ class LazyTransaction implements InvocationTransaction {
     if (this.#ownSince === undefined) return;
     this.#groups?.held(this.#stamp.functionName, performance.now() - this.#ownSince);
     this.#ownSince = undefined;
+  }
+
+  /** A statement of the handler's: refused (never sent) when it would reach beyond the invocation. */
+  #guardedQuery(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
+    try {
+      assertStatementAllowed(text);
+    } catch (error) {
+      this.#refused ??= error as JetfnError;
+      return new LazyQuery(() => Promise.reject(error));
+    }
+    return this.#query(text, params, options);
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
