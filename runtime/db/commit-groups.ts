@@ -2,6 +2,7 @@ import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
+import { resetSession } from "./session-reset";
 import { SharedCommitError } from "./shared-commit-error";
 import {
   abandon,
@@ -336,12 +337,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       }
     }
     let answered = false;
+    const ended = connection.unsafe(keep ? "commit" : "rollback").execute();
+    // Behind it, without waiting: the next transaction on the lane starts on a clean session.
+    resetSession(connection).catch(() => this.#unclean(lane, connection));
     try {
-      const result = await withinDeadline(
-        connection.unsafe(keep ? "commit" : "rollback").execute(),
-        COMMIT_DEADLINE_MS,
-        keep ? "COMMIT" : "ROLLBACK",
-      );
+      const result = await withinDeadline(ended, COMMIT_DEADLINE_MS, keep ? "COMMIT" : "ROLLBACK");
       answered = true;
       if (lane.failure !== undefined) throw lane.failure;
       if (keep && (result as { command?: string }).command === "ROLLBACK") {
@@ -363,6 +363,16 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#closeTransaction(lane);
     for (const member of members) member.resolve();
     this.#dispatch();
+  }
+
+  /**
+   * The session could not be reset after a transaction: it must serve no one else. A job already
+   * sent behind the reset hears that its connection closed, and runs again.
+   */
+  #unclean(lane: Lane, connection: WatchedConnection): void {
+    if (connection.closed) return;
+    if (lane.connection === connection && !lane.busy) lane.connection = undefined;
+    connection.discard();
   }
 
   #closeTransaction(lane: Lane): void {

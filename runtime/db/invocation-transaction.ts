@@ -5,6 +5,7 @@ import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import { shouldPrepare } from "./prepared-statements";
+import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
 import { assertStatementAllowed } from "./statement-guard";
 import {
@@ -124,6 +125,7 @@ class LazyTransaction implements InvocationTransaction {
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
     let answered = false;
+    let clean = false;
     try {
       const statement = final ? sendable(final) : undefined;
       const finalQuery = statement
@@ -135,12 +137,14 @@ class LazyTransaction implements InvocationTransaction {
             .execute()
         : Promise.resolve();
       const commitQuery = connection.unsafe("commit").execute();
-      const [setup, finalResult, commitResult] = await withinDeadline(
-        Promise.allSettled([this.#setup, finalQuery, commitQuery]),
+      const reset = resetSession(connection);
+      const [setup, finalResult, commitResult, resetResult] = await withinDeadline(
+        Promise.allSettled([this.#setup, finalQuery, commitQuery, reset]),
         COMMIT_DEADLINE_MS,
         "COMMIT",
       );
       answered = true;
+      clean = resetResult.status === "fulfilled";
       if (setup.status === "rejected") throw setup.reason;
       if (finalResult.status === "rejected") throw finalResult.reason;
       if (commitResult.status === "rejected") throw commitResult.reason;
@@ -152,7 +156,8 @@ class LazyTransaction implements InvocationTransaction {
       }
     } finally {
       // One that never answered goes back to the pool only if it ever does (see abandon()).
-      if (answered) connection.release();
+      if (answered && clean) connection.release();
+      else if (answered) connection.discard();
       else void abandon(connection);
     }
   }

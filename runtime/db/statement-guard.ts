@@ -148,15 +148,13 @@ function rollbackToHandlerSavepoint(statement: SqlToken[]): boolean {
 
 /**
  * SET LOCAL (and SET TRANSACTION / SET CONSTRAINTS) last until the transaction ends; anything else
- * changes the session. SET LOCAL ROLE and SET LOCAL SESSION AUTHORIZATION are refused too: the
- * invocation's writes are the runtime role's.
+ * changes the session. SET LOCAL ROLE stays allowed (row-level security per tenant): the audit
+ * records the role that wrote, and the session is reset after the transaction anyway.
  */
 function setRefusal(statement: SqlToken[]): string | undefined {
   const second = wordAt(statement, 1);
   if (second === "transaction" || second === "constraints") return undefined;
   if (second !== "local") return "SET without LOCAL changes the session (use SET LOCAL)";
-  const third = wordAt(statement, 2);
-  if (third === "role" || third === "session") return "SET LOCAL ROLE changes who writes";
   const name = settingName(statement, 2);
   if (name === undefined) return "a SET LOCAL the guard cannot read";
   if (isProtectedSetting(name)) return `SET of ${name}, which jetfn sets`;
