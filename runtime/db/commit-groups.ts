@@ -1,5 +1,6 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
+import { GROUP_CHECK_SQL, groupMembers } from "./invocation-checks";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
@@ -94,6 +95,8 @@ export function createCommitGroups(sql: Sql, options: CommitGroupOptions): Commi
 interface Member {
   resolve: () => void;
   reject: (error: unknown) => void;
+  /** Whose writes the transaction keeps (none for a job that rolled its savepoint back). */
+  stamp?: TransactionStamp;
 }
 
 interface Waiter {
@@ -278,15 +281,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
-  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void> {
-    const committed = this.outcome(lane);
-    this.leave(lane, savepoint, functionName, heldMs);
+  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void> {
+    const committed = this.outcome(lane, stamp);
+    this.leave(lane, savepoint, stamp.functionName, heldMs);
     return committed;
   }
 
   /** Waits for the lane's open transaction to commit, as its members do. */
-  outcome(lane: Lane): Promise<void> {
-    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
+  outcome(lane: Lane, stamp?: TransactionStamp): Promise<void> {
+    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, stamp }));
   }
 
   /**
@@ -329,6 +332,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
     const keep = members.length > 0 && lane.failure === undefined;
+    if (keep) {
+      // Every audit row must name a job it keeps (see invocation-checks.ts); a failed check dooms
+      // the transaction, and each job runs again alone, where the culprit fails by itself.
+      const kept = members.flatMap((member) => (member.stamp ? [member.stamp] : []));
+      // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
+      this.pipeline(lane, connection.unsafe("reset role"));
+      this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
+    }
     if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
     lane.pendingFinal = undefined;
     if (keep) {

@@ -4,6 +4,7 @@ import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
+import { asRefusal, invocationCheck } from "./invocation-checks";
 import { shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
@@ -127,15 +128,7 @@ class LazyTransaction implements InvocationTransaction {
     let answered = false;
     let clean = false;
     try {
-      const statement = final ? sendable(final) : undefined;
-      const finalQuery = statement
-        ? connection
-            .unsafe(statement.text, statement.params as never[], {
-              // Inlined (no parameters) it is a simple-protocol statement: nothing to prepare.
-              prepare: statement.params.length > 0 && shouldPrepare(this.#sql, statement.text),
-            })
-            .execute()
-        : Promise.resolve();
+      const finalQuery = this.#checkAndFinal(connection, final ? sendable(final) : undefined);
       const commitQuery = connection.unsafe("commit").execute();
       const reset = resetSession(connection);
       const [setup, finalResult, commitResult, resetResult] = await withinDeadline(
@@ -146,20 +139,38 @@ class LazyTransaction implements InvocationTransaction {
       answered = true;
       clean = resetResult.status === "fulfilled";
       if (setup.status === "rejected") throw setup.reason;
-      if (finalResult.status === "rejected") throw finalResult.reason;
+      if (finalResult.status === "rejected") throw caughtFailure(finalResult.reason) ?? asRefusal(finalResult.reason);
       if (commitResult.status === "rejected") throw commitResult.reason;
-      if ((commitResult.value as { command?: string }).command === "ROLLBACK") {
-        throw new JetfnError(
-          "E_HANDLER_FAILED",
-          "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
-        );
-      }
+      if ((commitResult.value as { command?: string }).command === "ROLLBACK") throw caughtFailure();
     } finally {
       // One that never answered goes back to the pool only if it ever does (see abandon()).
       if (answered && clean) connection.release();
       else if (answered) connection.discard();
       else void abandon(connection);
     }
+  }
+
+  /**
+   * Sends the checks (invocation-checks.ts) and the final statement. An inlined final record shares
+   * one message with the checks: even in a transaction of a handler's own making (one that slipped
+   * past the guard), a failed check then stops the record from being written.
+   */
+  #checkAndFinal(
+    connection: WatchedConnection,
+    statement: { text: string; params: unknown[] } | undefined,
+  ): Promise<unknown> {
+    // As the runtime's role: a handler's SET LOCAL ROLE lasts until COMMIT, and the checks read the audit log.
+    const check = `reset role; ${invocationCheck(this.#stamp)}`;
+    if (statement?.params.length === 0) return connection.unsafe(`${check}; ${statement.text}`).execute();
+    const sent = [connection.unsafe(check).execute()];
+    if (statement) {
+      const prepare = shouldPrepare(this.#sql, statement.text);
+      sent.push(connection.unsafe(statement.text, statement.params as never[], { prepare }).execute());
+    }
+    return Promise.allSettled(sent).then((results) => {
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed) throw failed.reason;
+    });
   }
 
   async rollback(): Promise<void> {
@@ -255,6 +266,20 @@ class LazyTransaction implements InvocationTransaction {
 }
 
 type SavepointCallback = (client: unknown) => Promise<unknown>;
+
+/**
+ * The error of an attempt whose transaction a failed statement had already doomed (the handler
+ * caught its error), seen at COMMIT or by the statements just before it; undefined for `cause`s of
+ * another kind.
+ */
+function caughtFailure(cause?: unknown): JetfnError | undefined {
+  if (cause !== undefined && (cause as { code?: unknown }).code !== "25P02") return undefined;
+  return new JetfnError(
+    "E_HANDLER_FAILED",
+    "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
+    { cause },
+  );
+}
 
 /** A query that runs when awaited, like postgres.js's own; `.values()` asks for rows as arrays. */
 class LazyQuery implements PromiseLike<unknown> {

@@ -175,11 +175,14 @@ function settingName(statement: SqlToken[], index: number): string | undefined {
   }
 }
 
-/** CREATE [OR REPLACE] [GLOBAL | LOCAL] TEMP[ORARY] [UNLOGGED | RECURSIVE] TABLE | VIEW | SEQUENCE ... */
+/** CREATE [OR REPLACE] [GLOBAL | LOCAL] TEMP[ORARY] TABLE | VIEW | SEQUENCE ..., unless ON COMMIT DROP. */
 function createRefusal(statement: SqlToken[]): string | undefined {
   for (let i = 1; i < Math.min(statement.length, 6); i++) {
     const word = wordAt(statement, i);
-    if (word === "temp" || word === "temporary") return "a temporary object outlives the transaction";
+    if (word === "temp" || word === "temporary") {
+      if (hasWords(statement, "on", "commit") && hasWords(statement, "commit", "drop")) return undefined;
+      return "a temporary object outlives the transaction (add ON COMMIT DROP)";
+    }
     if (word !== "or" && word !== "replace" && word !== "global" && word !== "local") return undefined;
   }
   return undefined;

@@ -50,7 +50,7 @@ it("refuses transaction control; other jobs are neither lost nor doubled, no row
     if (i % every === 0 && escapeIndex < ESCAPES.length * 2) {
       const statement = ESCAPES[escapeIndex % ESCAPES.length] as string;
       const input = { tag: `h${escapeIndex}`, statement, throwOnFirst: escapeIndex >= ESCAPES.length };
-      hostile.push((await client.enqueue("sql-escapeIndex", input)).id);
+      hostile.push((await client.enqueue("sql-escape", input)).id);
       escapeIndex++;
     }
   }
@@ -65,7 +65,7 @@ it("refuses transaction control; other jobs are neither lost nor doubled, no row
     from jetfn.invocations group by 1, 2, 3 order by 1, 2, 3`;
   expect(statuses.map((row) => ({ ...row }))).toEqual([
     { function: "ledger-add", status: "succeeded", code: null, n: bystanders.length },
-    { function: "sql-escapeIndex", status: "dead", code: "E_STATEMENT_REFUSED", n: hostile.length },
+    { function: "sql-escape", status: "dead", code: "E_STATEMENT_REFUSED", n: hostile.length },
   ]);
   const [rows] = await env.database.sql<{ bystander: number; hostile: number; doubled: number }[]>`
     select count(*) filter (where tag like 'l%')::int as bystander,

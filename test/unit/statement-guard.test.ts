@@ -28,6 +28,7 @@ const allowed = [
   "rollback to savepoint jetfn_savepoint_3",
   "declare c cursor for select 1",
   "create table t (temp int, temporary text)",
+  "create temp table staged (n integer) on commit drop",
   "notify channel, 'payload'",
   "lock table t in exclusive mode",
   "select 1;;",
