@@ -5,6 +5,7 @@ import { type AuditVerification, verifyAudit } from "../audit-verify";
 import { resolveConfig } from "../config";
 import { uncoveredTables } from "../db/audit-coverage";
 import { connectDatabase, type DatabaseClient } from "../db/client";
+import { DEFAULT_RUNTIME_ROLE, type UnattributedWrites, unattributedWrites } from "../db/unattributed-writes";
 import { formatDuration, parseDuration } from "../duration";
 import { JetfnError } from "../errors";
 import { createLogger } from "../logger";
@@ -26,13 +27,15 @@ export interface AuditCommandOptions {
   limit?: string;
   json?: boolean;
   check?: boolean;
+  /** With --check: the role the runtime connects as. @default "jetfn_runtime" */
+  runtimeRole?: string;
   olderThan?: string;
 }
 
 /**
  * `jetfn audit [invocation-id | verify | prune]`: the audit log, newest first, with filters; one
  * invocation's changes grouped by table; a row's history (`--table t --row 42`); `--check` for
- * tables not covered; `verify` for the hash chain; `prune --older-than 90d`.
+ * tables not covered and writes by the runtime's role outside any invocation; `verify` for the hash chain; `prune --older-than 90d`.
  */
 export async function auditCommand(target: string | undefined, options: AuditCommandOptions): Promise<void> {
   await withDatabase(async (database) => {
@@ -69,13 +72,29 @@ async function showRow(database: DatabaseClient, options: AuditCommandOptions): 
   for (const entry of history) process.stdout.write(`${describeAuditEntry(entry)}\n`);
 }
 
+/** Tables not covered, and writes by the runtime's role outside any invocation (exit 1 if either). */
 async function check(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
   const schemas = resolveConfig().auditSchemas;
-  const missing = await uncoveredTables(database.sql, schemas);
-  if (options.json) printJson({ schemas, uncovered: missing });
-  else if (missing.length === 0) process.stdout.write(`every table of ${schemas.join(", ")} is audited\n`);
-  else for (const table of missing) process.stdout.write(`not audited: ${table.schema}.${table.table}\n`);
-  if (missing.length > 0) process.exitCode = 1;
+  const since = options.since ? parseTime(options.since) : undefined;
+  const [missing, outside] = await Promise.all([
+    uncoveredTables(database.sql, schemas),
+    unattributedWrites(database.sql, options.runtimeRole ?? DEFAULT_RUNTIME_ROLE, since),
+  ]);
+  if (options.json) printJson({ schemas, uncovered: missing, runtimeWritesOutsideInvocations: outside });
+  else {
+    if (missing.length === 0) process.stdout.write(`every table of ${schemas.join(", ")} is audited\n`);
+    else for (const table of missing) process.stdout.write(`not audited: ${table.schema}.${table.table}\n`);
+    process.stdout.write(`${describeUnattributed(outside)}\n`);
+  }
+  if (missing.length > 0 || outside.rows > 0) process.exitCode = 1;
+}
+
+function describeUnattributed(outside: UnattributedWrites): string {
+  if (outside.rows === 0) return `no writes by ${outside.role} outside an invocation`;
+  return (
+    `${outside.rows} change(s) by ${outside.role} outside any invocation, in ${outside.tables.join(", ")}, ` +
+    `from ${outside.first} to ${outside.last}: the runtime writes only inside invocations, so someone used its credentials`
+  );
 }
 
 async function verify(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {

@@ -91,7 +91,11 @@ program
   .option("--since <when>", "a duration ago (2h) or a time")
   .option("--until <when>", "a duration ago or a time")
   .option("--limit <n>", "at most this many changes", "50")
-  .option("--check", "list tables of the audited schemas that are not audited")
+  .option(
+    "--check",
+    "list tables of the audited schemas that are not audited, and writes by the runtime's role outside any invocation",
+  )
+  .option("--runtime-role <name>", "with --check: the role the runtime connects as", "jetfn_runtime")
   .option("--older-than <duration>", "with prune: drop sealed months older than this")
   .option("--json", "one JSON object per line")
   .action(auditCommand);
