@@ -32,9 +32,19 @@ export function statementRefusal(text: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Texts already allowed. drizzle sends the same parameterised texts again and again; reading one
+ * costs a few microseconds, looking it up almost nothing. Bounded, as SQL built with inlined values
+ * has no end of texts (a text past the bound is read every time).
+ */
+const allowedTexts = new Set<string>();
+const MAX_REMEMBERED = 1_000;
+
 /** Throws E_STATEMENT_REFUSED when the guard refuses `text`. */
 export function assertStatementAllowed(text: string): void {
+  if (allowedTexts.has(text)) return;
   const reason = statementRefusal(text);
+  if (!reason && allowedTexts.size < MAX_REMEMBERED) allowedTexts.add(text);
   if (reason) {
     throw new JetfnError(
       "E_STATEMENT_REFUSED",
