@@ -1,14 +1,17 @@
 import { createClient } from "../client";
-import { parseDuration } from "../duration";
 import { JetfnError } from "../errors";
 import { printJson, readJsonArgument } from "./output";
 import { waitForJob } from "./wait-for-job";
+
+/** How long `--wait` waits without `--timeout`: 1h. */
+const DEFAULT_WAIT_MS = 3_600_000;
 
 /** Options of `jetfn enqueue`. */
 export interface EnqueueCommandOptions {
   wait?: boolean;
   id?: string;
-  timeout?: string;
+  /** Milliseconds, parsed from `--timeout`. */
+  timeout?: number;
   json?: boolean;
 }
 
@@ -28,7 +31,7 @@ export async function enqueueCommand(
       return;
     }
     process.stderr.write(`${job.id}\n`);
-    const view = await waitForJob(client, job.id, parseDuration(options.timeout ?? "1h"));
+    const view = await waitForJob(client, job.id, options.timeout ?? DEFAULT_WAIT_MS);
     if (view.status !== "succeeded") {
       const last = view.error as { message?: string } | undefined;
       throw new JetfnError(
