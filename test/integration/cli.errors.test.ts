@@ -105,4 +105,24 @@ describe("the CLI's own errors", () => {
     expect(dead).toContain("boom.ts:7:11");
     expect(runtime.output()).toContain("boom.ts:7:11");
   });
+
+  it("status of an id no runtime recorded and the stream does not hold is E_NOT_FOUND", async () => {
+    const unknown = await runCli(["status", "no-such-invocation-id"], cliEnv);
+    expectOneLineFailure(unknown, "E_NOT_FOUND");
+    expectOneLineFailure(await runCli(["status", "no-such-invocation-id", "--json"], cliEnv), "E_NOT_FOUND");
+  });
+
+  it("status of a stored job nobody has run yet is pending, and enqueue says nobody serves it", async () => {
+    const enqueued = await runCli(["enqueue", "nobody-deploys-this", "{}"], cliEnv);
+    expect(enqueued.code).toBe(0);
+    const id = enqueued.stdout.trim();
+    expect(enqueued.stderr).toBe(
+      `jetfn: warning: no running runtime deploys nobody-deploys-this; job ${id} is stored and waits until one does\n`,
+    );
+    const status = await runCli(["status", id, "--json"], cliEnv);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ id, status: "pending" });
+    const served = await runCli(["enqueue", "add", '{"a": 1, "b": 1}'], cliEnv);
+    expect(served).toMatchObject({ code: 0, stderr: "" });
+  });
 });
