@@ -20,10 +20,13 @@ export async function isFunctionServed(nc: NatsConnection, fn: string): Promise<
       stall: STALL_MS,
       maxWait: MAX_WAIT_MS,
     });
+    let answered = 0;
     for await (const reply of replies) {
       if (servesSubject(reply.data, subject)) return true;
+      answered++;
     }
-    return false;
+    // Silence without "no responders" is a NATS user that may not ask (an application's), not proof.
+    return answered > 0 ? false : undefined;
   } catch (error) {
     // No runtime listens at all: nothing serves the function.
     if (/no responders/i.test((error as Error).message ?? "")) return false;

@@ -28,7 +28,8 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
 async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
   const view = await client.status(id);
   if (view.status !== "pending") return view;
-  const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id);
+  // An application's NATS user may not read the stream: then `pending` is all that can be said.
+  const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
   if (stored !== false) return view;
   // The job may have been recorded (and acknowledged) while the stream was read.
   const again = await client.status(id);
