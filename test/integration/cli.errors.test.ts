@@ -103,6 +103,9 @@ describe("the CLI's own errors", () => {
     expect(status.errors[0]?.stack).toContain(`${FIXTURE_FUNCTIONS}/boom.ts:7:11`);
     const dead = (await runCli(["dlq", "boom", "--json"], cliEnv)).stdout;
     expect(dead).toContain("boom.ts:7:11");
+    const letter = JSON.parse(dead.split("\n")[0] as string) as { diedAt: string; enqueuedAt: string };
+    expect(letter.diedAt).toMatch(ISO_8601);
+    expect(letter.enqueuedAt).toMatch(ISO_8601);
     expect(runtime.output()).toContain("boom.ts:7:11");
   });
 
