@@ -113,6 +113,8 @@ describe("the CLI's own errors", () => {
     const unknown = await runCli(["status", "no-such-invocation-id"], cliEnv);
     expectOneLineFailure(unknown, "E_NOT_FOUND");
     expectOneLineFailure(await runCli(["status", "no-such-invocation-id", "--json"], cliEnv), "E_NOT_FOUND");
+    // --watch would otherwise wait forever for a mistyped id.
+    expectOneLineFailure(await runCli(["status", "no-such-invocation-id", "--watch"], cliEnv), "E_NOT_FOUND");
   });
 
   it("status of a stored job nobody has run yet is pending, and enqueue says nobody serves it", async () => {
