@@ -37,7 +37,7 @@ export async function enqueueCommand(
     }
     process.stderr.write(`${job.id}\n`);
     if (unserved) warnUnserved(name, job.id);
-    const view = await waitForJob(client, job.id, options.timeout ?? DEFAULT_WAIT_MS);
+    const view = await waitForJob(client, job.id, options.timeout ?? DEFAULT_WAIT_MS, name);
     if (view.status !== "succeeded") {
       const last = view.error as { message?: string } | undefined;
       throw new JetfnError(

@@ -8,6 +8,7 @@ import { dlqCommand, dlqDropCommand } from "./dlq";
 import { enqueueCommand } from "./enqueue";
 import { lsCommand } from "./ls";
 import { migrateCommand } from "./migrate";
+import { outboxCommand, outboxDropCommand, outboxReleaseCommand } from "./outbox";
 import { fail, parseDurationOption } from "./output";
 import { replayCommand } from "./replay";
 import { retryCommand } from "./retry";
@@ -95,7 +96,11 @@ program
   .option("--since <when>", "a duration ago (2h) or a time")
   .option("--until <when>", "a duration ago or a time")
   .option("--limit <n>", "at most this many changes", "50")
-  .option("--check", "list tables of the audited schemas that are not audited")
+  .option(
+    "--check",
+    "list tables of the audited schemas that are not audited, and writes by the runtime's role outside any invocation",
+  )
+  .option("--runtime-role <name>", "with --check: the role the runtime connects as", "jetfn_runtime")
   .option("--older-than <duration>", "with prune: drop sealed months older than this")
   .option("--json", "one JSON object per line")
   .action(auditCommand);
@@ -128,6 +133,30 @@ dlq
   .argument("<id>", "the dead job's id")
   .option("--json", "print JSON")
   .action(dlqDropCommand);
+
+const outbox = program
+  .command("outbox")
+  .description("outbox rows set aside instead of published (they break the outbox rules), newest first, with why")
+  .option("--limit <n>", "at most this many", "100")
+  .option("--json", "one JSON object per line")
+  .action(outboxCommand);
+
+outbox
+  .command("release")
+  .description("move set-aside rows back into the outbox, to be published, if they meet the rules now")
+  .argument("[id]", "the row's id")
+  .option("--all", "every set-aside row")
+  .option("--json", "print JSON")
+  // The parent's --json takes the flag wherever it stands: read it with the parent's options.
+  .action((id: string | undefined, _options, command: Command) => outboxReleaseCommand(id, command.optsWithGlobals()));
+
+outbox
+  .command("drop")
+  .description("delete set-aside rows for good")
+  .argument("[id]", "the row's id")
+  .option("--all", "every set-aside row")
+  .option("--json", "print JSON")
+  .action((id: string | undefined, _options, command: Command) => outboxDropCommand(id, command.optsWithGlobals()));
 
 program
   .command("retry")
