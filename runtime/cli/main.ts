@@ -1,13 +1,15 @@
-import { Command, InvalidArgumentError } from "commander";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { DEFAULT_DASHBOARD_PORT } from "../dashboard/server";
+import { JetfnError } from "../errors";
 import { auditCommand } from "./audit";
 import { callCommand } from "./call";
+import { exitQuietlyOnClosedOutput } from "./closed-output";
 import { dlqCommand, dlqDropCommand } from "./dlq";
 import { enqueueCommand } from "./enqueue";
 import { lsCommand } from "./ls";
 import { migrateCommand } from "./migrate";
 import { outboxCommand, outboxDropCommand, outboxReleaseCommand } from "./outbox";
-import { fail } from "./output";
+import { fail, parseDurationOption } from "./output";
 import { replayCommand } from "./replay";
 import { retryCommand } from "./retry";
 import { serve } from "./serve";
@@ -17,7 +19,10 @@ import { typesCommand } from "./types";
 
 const program = new Command("jetfn")
   .description("Serverless-style functions on NATS JetStream, with every database write audited.")
-  .showHelpAfterError();
+  // Commander's errors (unknown flag, missing argument) end like every other failure: one line
+  // `jetfn: E_INPUT_INVALID: <reason>`, not the whole usage. Set before the commands, which inherit it.
+  .exitOverride()
+  .configureOutput({ outputError: () => {} });
 
 program
   .command("dev")
@@ -57,7 +62,7 @@ program
   .description("call a function (request-reply) and print its JSON result")
   .argument("<fn>", "function name, e.g. send-mail or billing.charge")
   .argument("[json]", "input as JSON; - reads standard input")
-  .option("--timeout <duration>", "how long to wait for the reply", "30s")
+  .option("--timeout <duration>", "how long to wait for the reply (default: 30s)", parseTimeout)
   .action(callCommand);
 
 program
@@ -67,7 +72,7 @@ program
   .argument("[json]", "input as JSON; - reads standard input")
   .option("--wait", "show progress, then print the result")
   .option("--id <id>", "invocation id to use (repeats within the duplicate window are dropped)")
-  .option("--timeout <duration>", "with --wait: how long to wait", "1h")
+  .option("--timeout <duration>", "with --wait: how long to wait (default: 1h)", parseTimeout)
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(enqueueCommand);
 
@@ -191,4 +196,24 @@ function parsePort(value: string): number {
   return port;
 }
 
-program.parseAsync(process.argv).catch((error: unknown) => fail(error));
+function parseTimeout(value: string): number {
+  return parseDurationOption("--timeout", value);
+}
+
+/** Help and version exit 0 as commander would; its usage errors become input errors. */
+function failCommand(error: unknown): never {
+  if (error instanceof CommanderError) {
+    // Help and version were printed already (with no command, the help goes to standard error).
+    if (error.exitCode === 0 || error.code === "commander.help") process.exit(error.exitCode);
+    fail(new JetfnError("E_INPUT_INVALID", describeUsageError(error)));
+  }
+  return fail(error);
+}
+
+/** `error: unknown option '--nope'` -> `unknown option '--nope' (see jetfn <command> --help)`. */
+function describeUsageError(error: CommanderError): string {
+  return `${error.message.replace(/^error: /, "").split("\n")[0]} (see jetfn --help)`;
+}
+
+exitQuietlyOnClosedOutput();
+program.parseAsync(process.argv).catch(failCommand);

@@ -41,6 +41,29 @@ export async function resolveDatabaseUrl(
   return embedded.url;
 }
 
+/**
+ * `start`'s database: DATABASE_URL and nothing else. Production must never fall back to a dev
+ * embedded Postgres that happens to run on the same machine.
+ */
+export function requireDatabaseUrl(config: ResolvedConfig): string {
+  if (config.databaseUrl) return config.databaseUrl;
+  throw new JetfnError(
+    "E_CONFIG_INVALID",
+    "DATABASE_URL is not set; `jetfn start` needs it (postgres://user:password@host:5432/db). `jetfn dev` uses an embedded Postgres",
+  );
+}
+
+/** Which database a URL names, for logs: `host:port/db`, never the user or password. */
+export function describeDatabase(url: string): string {
+  try {
+    const parsed = new URL(url);
+    const database = decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "(default database)";
+    return `${parsed.host || "localhost"}/${database}`;
+  } catch {
+    return "(a DATABASE_URL that is not a URL)";
+  }
+}
+
 /** Makes sure NATS answers at NATS_URL, starting `nats-server -c nats.conf` for `dev` if not. */
 export async function ensureNats(
   config: ResolvedConfig,
