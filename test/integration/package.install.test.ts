@@ -25,6 +25,9 @@ export default defineFunction({
 });
 `;
 
+// The same in a worker thread: the thread script the package ships instead of building it.
+const ISOLATED_FUNCTION_FILE = FUNCTION_FILE.replace("  async handler", '  isolation: "thread",\n  async handler');
+
 // Calls, enqueues and waits through jetfn/client, typed by the map `jetfn types --out` wrote.
 const APP_FILE = `import { createClient, JetfnError } from "jetfn/client";
 import type { JetfnFunctions } from "./jetfn-functions";
@@ -33,6 +36,7 @@ const client = await createClient<JetfnFunctions>({ natsUrl: process.env.NATS_UR
 try {
   const called = await client.call("greet", { name: "call" });
   const greeting: string = called.greeting;
+  const isolated = await client.call("greet-isolated", { name: "thread" });
   // @ts-expect-error the input schema wants a string name
   await client.call("greet", { name: 42 }).catch((error: unknown) => error);
   const job = await client.enqueue("greet", { name: "job" });
@@ -43,6 +47,7 @@ try {
   const refused = await client.call("nobody-deploys-this", {}).catch((error: unknown) => error);
   process.stdout.write(JSON.stringify({
     greeting,
+    isolated: isolated.greeting,
     waited,
     status: status.status,
     both: both.greeting,
@@ -157,6 +162,7 @@ beforeAll(async () => {
     appEnv({}),
   );
   await writeFile(path.join(app, "functions", "greet.ts"), FUNCTION_FILE);
+  await writeFile(path.join(app, "functions", "greet-isolated.ts"), ISOLATED_FUNCTION_FILE);
 }, 300_000);
 
 afterAll(async () => {
@@ -223,6 +229,7 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     const output = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
     expect(JSON.parse(output)).toEqual({
       greeting: "hello call",
+      isolated: "hello thread",
       waited: { greeting: "hello job" },
       status: "succeeded",
       both: "hello both",
