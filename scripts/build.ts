@@ -33,6 +33,7 @@ async function buildModules(): Promise<void> {
       index: "runtime/index.ts",
       client: "runtime/client-api.ts",
       testing: "runtime/testing/index.ts",
+      "internal/postgres-driver": "scripts/postgres-driver.ts",
     },
     absWorkingDir: ROOT,
     outdir: DIST,

@@ -13,6 +13,8 @@ import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
+const VITEST = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
+const DRIVER_TEST = "test/integration/postgres-driver.killed-connection.test.ts";
 
 const FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
 
@@ -236,5 +238,16 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
       refusedIsJetfnError: true,
       refusedCode: "E_FUNCTION_NOT_FOUND",
     });
+  }, 120_000);
+
+  it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
+    // The app's own node_modules/postgres is the unpatched release (those cases fail against it);
+    // the runtime uses the copy bundled into dist, which this file re-exports from the same chunk.
+    const driver = path.join(app, "node_modules", "jetfn", "dist", "internal", "postgres-driver.js");
+    const env = appEnv({ JETFN_TEST_DRIVER: driver, NO_COLOR: "1" });
+    if (process.env.JETFN_TEST_DATABASE_URL) env.JETFN_TEST_DATABASE_URL = process.env.JETFN_TEST_DATABASE_URL;
+    const result = await run(process.execPath, [VITEST, "run", DRIVER_TEST, "--maxWorkers", "1"], ROOT, env);
+    expect(result.code, `${result.stdout}\n${result.stderr}`).toBe(0);
+    expect(result.stdout).toMatch(/Tests\s+\d+ passed/);
   }, 120_000);
 });
