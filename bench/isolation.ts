@@ -8,6 +8,7 @@ import { startHandlerThread } from "../runtime/isolation/handler-thread-host";
 import { createIsolation } from "../runtime/isolation/isolation";
 import { handlerThreadScript } from "../runtime/isolation/thread-script";
 import { compiledSourceOf, loadFunctionFile } from "../runtime/loader";
+import { DEFAULT_LOG_LIMITS } from "../runtime/log-budget";
 import { createLogger } from "../runtime/logger";
 import { startTestHarness } from "../runtime/testing";
 
@@ -111,7 +112,12 @@ async function threads(count: number): Promise<void> {
     const begun = performance.now();
     const thread = startHandlerThread({
       script,
-      data: { file: loaded.file, functionName: fn.name, source: compiledSourceOf(loaded.definition) as string },
+      data: {
+        file: loaded.file,
+        functionName: fn.name,
+        source: compiledSourceOf(loaded.definition) as string,
+        logLimits: DEFAULT_LOG_LIMITS,
+      },
       logger: createLogger({ level: "warn" }),
       abortGraceMs: 500,
       onExit: () => {},

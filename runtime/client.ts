@@ -75,6 +75,17 @@ export interface EmittedEvent {
 export interface ResultOptions {
   /** How long to wait for the job to finish. @default the client's timeout */
   timeout?: Duration;
+  /**
+   * The function the job was enqueued for: if the id belongs to another function's job, E_ID_CONFLICT
+   * is thrown instead of that job's result. @default any function
+   */
+  function?: string;
+}
+
+/** Options of a status request. */
+export interface StatusOptions {
+  /** The function the id is expected to belong to (E_ID_CONFLICT otherwise). @default any function */
+  function?: string;
 }
 
 /** Talks to jetfn runtimes over NATS: calls, jobs, results and status. */
@@ -93,7 +104,7 @@ export interface JetfnClient<M = FunctionMap> {
     options?: EnqueueJobOptions & ResultOptions,
   ): Promise<ClientOutput<M, N>>;
   /** Status, attempts, progress, result or errors of an invocation. */
-  status(id: string): Promise<InvocationStatusView>;
+  status(id: string, options?: StatusOptions): Promise<InvocationStatusView>;
   /**
    * Emits an event to every function listening on it; resolves once JetStream stored it. Checked
    * against the event's `defineEvent` schema (E_INPUT_INVALID otherwise).
@@ -200,7 +211,7 @@ class NatsClient<M> implements JetfnClient<M> {
     options: EnqueueJobOptions & ResultOptions = {},
   ): Promise<ClientOutput<M, N>> {
     const { id } = await this.enqueue(name, input, options);
-    return (await this.result(id, options)) as ClientOutput<M, N>;
+    return (await this.result(id, { ...options, function: name })) as ClientOutput<M, N>;
   }
 
   async emit<E extends string | EventDefinition>(
@@ -225,7 +236,7 @@ class NatsClient<M> implements JetfnClient<M> {
     const deadline = Date.now() + timeout;
     try {
       for (;;) {
-        const view = await this.status(id);
+        const view = await this.status(id, { function: options.function });
         if (view.status === "succeeded") return view.result;
         if (view.status === "dead" || view.status === "dropped") throw deadJobError(view);
         const left = deadline - Date.now();
@@ -242,10 +253,11 @@ class NatsClient<M> implements JetfnClient<M> {
     }
   }
 
-  async status(id: string): Promise<InvocationStatusView> {
+  async status(id: string, options: StatusOptions = {}): Promise<InvocationStatusView> {
     let reply: Msg;
     try {
-      reply = await this.connection.request(STATUS_SUBJECT, JSON.stringify({ id }), { timeout: 5_000 });
+      const body = JSON.stringify({ id, function: options.function });
+      reply = await this.connection.request(STATUS_SUBJECT, body, { timeout: 5_000 });
     } catch (error) {
       throw requestFailure(error, "status", 5_000);
     }

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
 import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 
 /** Everything a runtime can be configured with. Every field is optional. */
@@ -50,6 +51,14 @@ export interface RuntimeOptions {
   dashboardHosts?: string[];
   /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
   metricsPort?: number;
+  /** Lines a handler may log per invocation; the rest are dropped and counted. @default process.env.JETFN_LOG_LINES ?? 1000 */
+  logLines?: number;
+  /** Characters a handler may log per invocation. @default process.env.JETFN_LOG_BYTES ?? 1048576 */
+  logBytes?: number;
+  /** Characters per log line of a handler; longer lines are cut with a marker. @default process.env.JETFN_LOG_LINE_BYTES ?? 16384 */
+  logLineBytes?: number;
+  /** Longest a function file may take to load before it is refused. @default process.env.JETFN_LOAD_TIMEOUT ?? "10s" */
+  loadTimeout?: Duration;
   /**
    * Reply-subject prefixes the runtime answers to besides `_INBOX.` and `_R_.` (for clients with
    * their own nats.js `inboxPrefix`); a request with any other reply subject is dropped.
@@ -80,6 +89,8 @@ export interface ResolvedConfig {
   readonly dashboardToken: string | undefined;
   readonly dashboardHosts: readonly string[];
   readonly metricsPort: number | undefined;
+  readonly logLimits: LogLimits;
+  readonly loadTimeoutMs: number;
   /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
   readonly inboxPrefixes: readonly string[];
 }
@@ -95,6 +106,7 @@ export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
 export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
+export const DEFAULT_LOAD_TIMEOUT: Duration = "10s";
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Merges options over environment variables over defaults, validates, and freezes the result. */
@@ -130,6 +142,18 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
     dashboardHosts: Object.freeze(options.dashboardHosts ?? list(env.JETFN_DASHBOARD_HOSTS) ?? []),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
+    logLimits: Object.freeze({
+      lines: options.logLines ?? positive("JETFN_LOG_LINES", env.JETFN_LOG_LINES) ?? DEFAULT_LOG_LIMITS.lines,
+      bytes: options.logBytes ?? positive("JETFN_LOG_BYTES", env.JETFN_LOG_BYTES) ?? DEFAULT_LOG_LIMITS.bytes,
+      lineBytes:
+        options.logLineBytes ??
+        positive("JETFN_LOG_LINE_BYTES", env.JETFN_LOG_LINE_BYTES) ??
+        DEFAULT_LOG_LIMITS.lineBytes,
+    }),
+    loadTimeoutMs: duration(
+      "JETFN_LOAD_TIMEOUT",
+      options.loadTimeout ?? nonEmpty(env.JETFN_LOAD_TIMEOUT) ?? DEFAULT_LOAD_TIMEOUT,
+    ),
     inboxPrefixes: Object.freeze([
       ...DEFAULT_INBOX_PREFIXES,
       ...(options.inboxPrefixes ?? list(env.JETFN_INBOX_PREFIXES) ?? []).map(inboxPrefix),
@@ -199,9 +223,33 @@ function duration(name: string, value: Duration): number {
   }
 }
 
+function positive(name: string, value: string | undefined): number | undefined {
+  const parsed = integer(name, value);
+  if (parsed !== undefined && parsed < 1)
+    throw new JetfnError("E_CONFIG_INVALID", `${name} must be at least 1, got ${parsed}`);
+  return parsed;
+}
+
 function integer(name: string, value: string | undefined): number | undefined {
   if (nonEmpty(value) === undefined) return undefined;
   const parsed = Number(value);
   if (!Number.isInteger(parsed)) throw new JetfnError("E_CONFIG_INVALID", `${name} must be an integer, got "${value}"`);
   return parsed;
+}
+
+/**
+ * Variables a handler thread (`isolation: "thread"`) does not get: the database's and NATS's
+ * addresses and credentials (a handler with them could write outside its transaction, unaudited
+ * as any invocation, or reach the job streams), and jetfn's own settings and secrets (the dashboard
+ * token, the NATS passwords). Everything else a thread gets as the runtime has it.
+ */
+const THREAD_WITHHELD = [/^DATABASE_URL$/, /^PG/, /^NATS_/, /^JETFN_/];
+
+/** The environment of a handler thread: the runtime's, without what {@link THREAD_WITHHELD} names. */
+export function handlerThreadEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && !THREAD_WITHHELD.some((pattern) => pattern.test(name))) kept[name] = value;
+  }
+  return kept;
 }

@@ -25,6 +25,8 @@ export interface DeployerOptions {
   events: RuntimeEmitter;
   /** Coalesces bursts of writes to one file. @default 25 */
   debounceMs?: number;
+  /** Longest a file's top-level code may run when it is loaded. @default DEFAULT_LOAD_TIMEOUT_MS */
+  loadTimeoutMs?: number;
 }
 
 /** Keeps the registry in step with the files of the functions folder. */
@@ -72,7 +74,7 @@ class FolderDeployer implements Deployer {
   async start(): Promise<DeploymentChange> {
     const root = this.#options.functionsDir;
     const files = await listFunctionFiles(root);
-    const results = await loadFunctionFiles(files);
+    const results = await loadFunctionFiles(files, { timeoutMs: this.#options.loadTimeoutMs });
     const change: DeploymentChange = { added: [], updated: [], removed: [] };
     for (const result of results) this.#apply(result, change);
     await this.#publish(change);
@@ -138,7 +140,7 @@ class FolderDeployer implements Deployer {
     for (const file of targets) {
       const stamp = await fileStamp(file);
       if (stamp) {
-        this.#apply(await loadFunctionFile(file), change);
+        this.#apply(await loadFunctionFile(file, { timeoutMs: this.#options.loadTimeoutMs }), change);
         this.#verifyLater(file, stamp);
       } else this.#remove(file, change);
     }

@@ -21,7 +21,10 @@ export type JetfnErrorCode =
   | "E_PAYLOAD_TOO_LARGE"
   | "E_NOT_FOUND"
   | "E_NOT_DEAD"
+  | "E_OUTBOX_ROW_INVALID"
+  | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
+  | "E_STATEMENT_REFUSED"
   | "E_INTERNAL";
 
 /** One problem found while validating input or output against its zod schema. */
@@ -92,7 +95,10 @@ const KNOWN_CODES = new Set<string>([
   "E_PAYLOAD_TOO_LARGE",
   "E_NOT_FOUND",
   "E_NOT_DEAD",
+  "E_OUTBOX_ROW_INVALID",
+  "E_ID_CONFLICT",
   "E_CONFIG_INVALID",
+  "E_STATEMENT_REFUSED",
   "E_INTERNAL",
 ]);
 

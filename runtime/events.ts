@@ -32,6 +32,12 @@ export interface RuntimeEvents {
   "outbox:published": [{ count: number; swept: boolean; durationMs: number }];
   /** A request was dropped because its reply subject is not an inbox (`api`: call, status, dlq, discovery). */
   "reply:refused": [{ api: string; subject: string; reply: string }];
+  /**
+   * The relay moved an outbox row to `jetfn.outbox_set_aside` instead of publishing it: it breaks the
+   * outbox rules, or JetStream kept refusing it. `fn` / `invocationId` name the invocation that wrote
+   * it (null for apps' rows).
+   */
+  "outbox:set-aside": [{ id: string; subject: string; reason: string; fn: string | null; invocationId: string | null }];
 }
 
 /** Typed event emitter of the runtime. */

@@ -2,6 +2,8 @@
 export { z } from "zod";
 export type { AnyPgDatabase, AuditChainBreak, AuditEntry, AuditFilter, AuditSealStatus } from "./audit-queries";
 export { auditSealStatus, invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "./audit-queries";
+export type { AuditVerification, VerifyAuditOptions } from "./audit-verify";
+export { verifyAudit } from "./audit-verify";
 export type {
   CallErrorDetails,
   CallOptions,

@@ -1,8 +1,9 @@
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
-import { FENCED_OUT_CODE } from "./db/invocation-store";
+import { FENCED_OUT_CODE, ID_CONFLICT_CODE } from "./db/invocation-store";
 import {
   createInvocationTransaction,
   type FinalStatement,
@@ -19,8 +20,10 @@ import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { InvocationDeadline } from "./invocation-deadline";
+import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "./log-budget";
 import { invocationLogger } from "./logger";
 import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
+import { resultJson } from "./result-json";
 import { parseInput, parseOutput } from "./validation";
 
 /** What one invocation needs to know. */
@@ -33,8 +36,8 @@ export interface InvocationRequest {
   input: unknown;
   /** Fired when the runtime shuts down: aborts the handler like a timeout. */
   shutdownSignal: AbortSignal;
-  /** For jobs: the statement committed together with the handler's writes. */
-  finalStatement?: (result: unknown) => FinalStatement;
+  /** For jobs: the statement committed together with the handler's writes, given the result's stored JSON. */
+  finalStatement?: (resultJson: string) => FinalStatement;
   onProgress?: (done: number, total: number | undefined) => void;
   /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
   whileCommitting?: () => void;
@@ -47,6 +50,8 @@ export type InvocationOutcome =
   | {
       ok: true;
       result: unknown;
+      /** For jobs: the result as the JSON stored in the job's record. */
+      resultJson: string;
       durationMs: number;
       /** True when the final statement was committed with the handler's transaction. */
       committed: boolean;
@@ -75,6 +80,8 @@ export interface InvokeDependencies {
   maxPayload?: number;
   /** Share transactions and COMMITs with other invocations (each in its own savepoint). */
   commitGroups?: CommitGroups;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
 }
 
 /**
@@ -97,6 +104,9 @@ class Invocation {
   readonly outbox: OutboxMessage[] = [];
   readonly #started = performance.now();
   #log: Logger | undefined;
+  /** What the handler logged through ctx.log; made when it first reaches for it. */
+  #logBudget: LogBudget | undefined;
+  #handlerLog: Logger | undefined;
   /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
   #transaction: InvocationTransaction | undefined;
   #ended = false;
@@ -112,6 +122,15 @@ class Invocation {
     const { fn, invocationId, attempt } = this.request;
     this.#log ??= invocationLogger(this.deps.logger, fn.name, invocationId, attempt);
     return this.#log;
+  }
+
+  /** The logger the handler gets: its lines are cut to size and counted against its budget. */
+  get handlerLog(): Logger {
+    if (!this.#handlerLog) {
+      this.#logBudget = new LogBudget(this.deps.logLimits ?? DEFAULT_LOG_LIMITS);
+      this.#handlerLog = budgetedLogger(this.log, this.#logBudget);
+    }
+    return this.#handlerLog;
   }
 
   get transaction(): InvocationTransaction {
@@ -146,9 +165,9 @@ class Invocation {
     if (!isValidFunctionName(functionName)) {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
-    const message = jobMessage(functionName, input, options?.id, this.deps.maxPayload);
-    this.outbox.push(message);
-    return { id: message.id };
+    const id = options?.id ?? randomUUID();
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload));
+    return { id };
   }
 
   emit(event: string | EventDefinition, data: unknown): { id: string } {
@@ -168,11 +187,13 @@ class Invocation {
       const ctx = new InvocationContext(this);
       const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
       const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
+      // A job's result is stored: one that cannot be fails here, as the handler's fault.
+      const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
       committing = true;
-      const committed = await this.#commit(result);
+      const committed = await this.#commit(json);
       const durationMs = performance.now() - this.#started;
       events.emit("invocation:success", { fn: fn.name, invocationId, attempt, kind, durationMs });
-      return { ok: true, result, durationMs, committed, outbox: this.outbox, log: this.log };
+      return { ok: true, result, resultJson: json, durationMs, committed, outbox: this.outbox, log: this.log };
     } catch (thrown) {
       this.#ended = true;
       // Rejects only when the handler's failure may stem from a group's uncommitted writes and
@@ -181,14 +202,26 @@ class Invocation {
         () => undefined,
         (error: unknown) => error,
       );
-      const error = toJetfnError(groupFailed ?? thrown);
       const failure: FailureKind =
         groupFailed !== undefined ? "shared-commit" : failureKind(thrown, committing, this.#transaction?.lost);
+      const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
+      const error = conflict ?? toJetfnError(groupFailed ?? thrown);
       return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;
       this.deadline.stop();
+      this.#reportDroppedLines();
     }
+  }
+
+  /** One line, at the end, for what the handler logged past its budget. */
+  #reportDroppedLines(): void {
+    const budget = this.#logBudget;
+    if (!budget || budget.dropped === 0) return;
+    this.log.warn(
+      { droppedLogLines: budget.dropped, loggedLines: budget.lines, loggedBytes: budget.bytes },
+      "The handler logged past its budget; the lines beyond it were dropped.",
+    );
   }
 
   /**
@@ -197,18 +230,18 @@ class Invocation {
    * atomically with its record, in one statement. Resolves to whether the final statement was
    * committed here.
    */
-  #commit(result: unknown): Promise<boolean> | boolean {
+  #commit(resultJson: string): Promise<boolean> | boolean {
     const transaction = this.#transaction;
     if (!transaction?.begun && this.outbox.length === 0) {
       return transaction ? transaction.commit().then(() => false) : false;
     }
-    return this.#commitWithOutbox(transaction, result);
+    return this.#commitWithOutbox(transaction, resultJson);
   }
 
-  async #commitWithOutbox(transaction: InvocationTransaction | undefined, result: unknown): Promise<boolean> {
+  async #commitWithOutbox(transaction: InvocationTransaction | undefined, resultJson: string): Promise<boolean> {
     const { request } = this;
     const origin = { functionName: request.fn.name, invocationId: request.invocationId };
-    const final = request.finalStatement?.(result);
+    const final = request.finalStatement?.(resultJson);
     const statement = this.outbox.length > 0 ? outboxStatement(this.outbox, origin, final) : final;
     if (transaction?.begun) {
       await transaction.commit(statement, request.whileCommitting);
@@ -238,6 +271,19 @@ function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss
   return lost ?? "handler";
 }
 
+/**
+ * The record refused this job because its id belongs to another function's invocation (only the
+ * commit's own statements can say so; a handler raising the same code fails as its own error).
+ */
+function idConflict(thrown: unknown, request: InvocationRequest): JetfnError | undefined {
+  if ((thrown as { code?: unknown } | undefined)?.code !== ID_CONFLICT_CODE) return undefined;
+  return new JetfnError(
+    "E_ID_CONFLICT",
+    `invocation id ${request.invocationId} already belongs to a job of another function; this job of ${request.fn.name} was refused`,
+    { cause: thrown },
+  );
+}
+
 /** What a handler sees as `ctx`: a view of its invocation. */
 class InvocationContext implements FunctionContext {
   readonly #invocation: Invocation;
@@ -257,7 +303,7 @@ class InvocationContext implements FunctionContext {
   }
 
   get log(): Logger {
-    return this.#invocation.log;
+    return this.#invocation.handlerLog;
   }
 
   get signal(): AbortSignal {
@@ -297,4 +343,7 @@ export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
   "E_NON_RETRYABLE",
   "E_FUNCTION_NOT_FOUND",
   "E_PAYLOAD_TOO_LARGE",
+  "E_ID_CONFLICT",
+  // The handler sent a statement that would reach beyond its transaction: it would again.
+  "E_STATEMENT_REFUSED",
 ]);

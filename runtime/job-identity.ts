@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
-import { ID_HEADER, isValidInvocationId, RETRY_OF_HEADER } from "./nats/subjects";
+import { ID_HEADER, isReservedInvocationId, isValidInvocationId, RETRY_OF_HEADER } from "./nats/subjects";
 
 /** Who a job message is: its handle and where it came from. */
 export interface JobIdentity {
@@ -15,12 +15,14 @@ export interface JobIdentity {
 /**
  * Reads a job's identity. Publishers using the SDK send a random id in `Jetfn-Id`; for a plain
  * publish without one, the id is derived from the stream position and the server's nanosecond
- * timestamp, so every redelivery maps to the same id and outsiders cannot guess it.
+ * timestamp, so every redelivery maps to the same id and outsiders cannot guess it. A given id
+ * shaped like a derived one is refused (see isReservedInvocationId); the job is then recorded
+ * under its own derived id.
  */
 export function jobIdentity(message: JsMsg): JobIdentity {
   const given = message.headers?.get(ID_HEADER) || undefined;
   const retryOf = message.headers?.get(RETRY_OF_HEADER) || undefined;
-  const valid = given !== undefined && isValidInvocationId(given);
+  const valid = given !== undefined && isValidInvocationId(given) && !isReservedInvocationId(given);
   return {
     id: valid ? given : derivedId(message),
     invalidId: given !== undefined && !valid ? given : undefined,

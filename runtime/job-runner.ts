@@ -8,7 +8,9 @@ import type { CommitGroups } from "./db/commit-groups";
 import {
   completionStatement,
   getInvocation,
+  idConflictError,
   type JobRecord,
+  otherOwner,
   recordFailure,
   type StoredError,
   type SuccessRecorder,
@@ -21,6 +23,7 @@ import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
+import type { LogLimits } from "./log-budget";
 import { failureFields, invocationLogger } from "./logger";
 import type { ProgressBoard } from "./nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
@@ -45,6 +48,8 @@ export interface JobRunnerDependencies {
   outbox: OutboxRelay;
   /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
   outage: DatabaseOutage;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
 }
 
 /** How the next try of an attempt runs. */
@@ -125,7 +130,7 @@ export async function runJob(
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
       "E_INPUT_INVALID",
-      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id`,
+      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
     );
     return refuse(deps, record, message, error, log);
   }
@@ -205,7 +210,7 @@ async function attemptJob(
     kind: "job",
     input,
     shutdownSignal: deps.shutdownSignal,
-    finalStatement: (result) => completionStatement(record, result),
+    finalStatement: (resultJson) => completionStatement(record, resultJson),
     onProgress: (done, total) => board.update(done, total),
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
@@ -231,13 +236,19 @@ async function attemptJob(
         message.ack();
         if (won) notifyDone(deps, done);
       };
-      applied = await deps.successes
-        .record(record, outcome.result, settled)
-        .catch((error: unknown) =>
-          isConnectionError(error)
-            ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.result, settled))
-            : Promise.reject(error),
-        );
+      try {
+        applied = await deps.successes
+          .record(record, outcome.resultJson, settled)
+          .catch((error: unknown) =>
+            isConnectionError(error)
+              ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.resultJson, settled))
+              : Promise.reject(error),
+          );
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== "E_ID_CONFLICT") throw error;
+        refuseConflict(deps, record, message, error as JetfnError, log, durationMs);
+        return true;
+      }
     }
     if (applied) log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
     else log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
@@ -253,6 +264,10 @@ async function attemptJob(
     tries.alone = true;
     log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
     return false;
+  }
+  if (error.code === "E_ID_CONFLICT") {
+    refuseConflict(deps, record, message, error, log, durationMs);
+    return true;
   }
   if (outcome.kind === "fenced") {
     message.ack();
@@ -292,7 +307,16 @@ async function attemptJob(
       ? (error as unknown as { delayMs: number }).delayMs
       : backoffDelay(fn.retry, record.attempt);
   const stored = storedError(error, record.attempt);
-  await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "failed", stored));
+  const recorded = await whenDatabaseAnswers(deps, log, () =>
+    recordFailure(deps.database.sql, record, "failed", stored),
+  );
+  const owner = recorded
+    ? undefined
+    : await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
+  if (owner !== undefined) {
+    refuseConflict(deps, record, message, idConflictError(record.id, record.fn, owner), log, durationMs);
+    return true;
+  }
   message.nak(delayMs);
   log.warn(
     { outcome: "failed", durationMs, retryInMs: delayMs, ...failureFields(error) },
@@ -319,6 +343,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
         return deps.nc.info?.max_payload;
       },
       commitGroups,
+      logLimits: deps.logLimits,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);
@@ -386,12 +411,48 @@ async function bury(
   // Servers before 2.10.4 ignore a +TERM that carries a reason, and deliver the job once more.
   if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
   else message.term(error.message.slice(0, 200));
-  if (!applied) return;
+  if (!applied) {
+    const owner = await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
+    // Its id is another function's: that record stays as it is, and this job ends here, in the logs.
+    if (owner !== undefined) logConflict(log, idConflictError(record.id, record.fn, owner), durationMs);
+    return;
+  }
   log.error(
     { outcome: "dead", durationMs, ...failureFields(error) },
     `Job is dead after attempt ${record.attempt}: ${error.message}`,
   );
   notifyDone(deps, { id: record.id, fn: record.fn, status: "dead", error: stored });
+}
+
+/**
+ * Ends a job whose id belongs to another function's invocation: terminated, reported as a failed
+ * invocation, and never recorded (the record under that id is the other function's) nor announced
+ * as done (its waiters would read the other function's result).
+ */
+function refuseConflict(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs = 0,
+): void {
+  deps.events.emit("invocation:failure", {
+    fn: record.fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    durationMs,
+    error,
+    final: true,
+  });
+  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
+  else message.term(error.message.slice(0, 200));
+  logConflict(log, error, durationMs);
+}
+
+function logConflict(log: Logger, error: JetfnError, durationMs: number | undefined): void {
+  log.error({ outcome: "refused", durationMs, ...failureFields(error) }, `Job refused: ${error.message}`);
 }
 
 /** On a redelivery, acks (or terms) a job whose outcome is already recorded instead of running it again. */
@@ -403,6 +464,10 @@ async function finishedBefore(
 ): Promise<boolean> {
   const existing = await getInvocation(deps.database, record.id);
   if (!existing) return false;
+  if (existing.function !== record.fn) {
+    refuseConflict(deps, record, message, idConflictError(record.id, record.fn, existing.function), log);
+    return true;
+  }
   if (existing.status === "succeeded") {
     message.ack();
     log.info("Job already succeeded; acknowledged without running it again.");

@@ -47,21 +47,30 @@ const BUILD_OPTIONS: esbuild.BuildOptions = {
   },
 };
 
+/** Options of loading function files. */
+export interface LoadOptions {
+  /** Longest a file's top-level code may run; a file still running is refused. @default DEFAULT_LOAD_TIMEOUT_MS */
+  timeoutMs?: number;
+}
+
+/** 10 s: far more than any function file's imports and definitions need. */
+export const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
+
 /**
  * Compiles and evaluates function files. One esbuild pass for all of them; if any has a syntax
  * error, each is compiled on its own so one broken file cannot hold back the others.
  */
-export async function loadFunctionFiles(files: readonly string[]): Promise<LoadResult[]> {
+export async function loadFunctionFiles(files: readonly string[], options: LoadOptions = {}): Promise<LoadResult[]> {
   if (files.length === 0) return [];
   const batch = await compile(files).catch(() => undefined);
-  if (batch) return files.map((file) => evaluateCompiled(file, batch));
-  return Promise.all(files.map((file) => loadFunctionFile(file)));
+  if (batch) return files.map((file) => evaluateCompiled(file, batch, options));
+  return Promise.all(files.map((file) => loadFunctionFile(file, options)));
 }
 
 /** Compiles and evaluates one function file. */
-export async function loadFunctionFile(file: string): Promise<LoadResult> {
+export async function loadFunctionFile(file: string, options: LoadOptions = {}): Promise<LoadResult> {
   try {
-    return evaluateCompiled(file, await compile([file]));
+    return evaluateCompiled(file, await compile([file]), options);
   } catch (error) {
     return { ok: false, file, error: describeBuildFailure(file, error), dependencies: [file] };
   }
@@ -87,7 +96,7 @@ async function compile(files: readonly string[]): Promise<CompiledBatch> {
   return { outputs };
 }
 
-function evaluateCompiled(file: string, batch: CompiledBatch): LoadResult {
+function evaluateCompiled(file: string, batch: CompiledBatch, options: LoadOptions): LoadResult {
   const compiled = batch.outputs.get(path.resolve(file));
   if (!compiled) {
     const error = new JetfnError("E_FUNCTION_LOAD_FAILED", `${file}: esbuild produced no output for this file`);
@@ -95,14 +104,11 @@ function evaluateCompiled(file: string, batch: CompiledBatch): LoadResult {
   }
   const { dependencies } = compiled;
   let exported: unknown;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
   try {
-    exported = evaluateFunctionCode(file, compiled.code);
+    exported = evaluateFunctionCode(file, compiled.code, timeoutMs);
   } catch (error) {
-    const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    const failure = new JetfnError("E_FUNCTION_LOAD_FAILED", `${file} threw while loading: ${reason}`, {
-      cause: error,
-    });
-    return { ok: false, file, error: failure, dependencies };
+    return { ok: false, file, error: loadFailure(file, error, timeoutMs), dependencies };
   }
   const definition = (exported as { default?: unknown } | undefined)?.default;
   if (definition === undefined) {
@@ -130,6 +136,19 @@ const compiledSources = new WeakMap<FunctionDefinition, string>();
 /** The compiled code a definition with `isolation: "thread"` was evaluated from (for its worker threads). */
 export function compiledSourceOf(definition: FunctionDefinition): string | undefined {
   return compiledSources.get(definition);
+}
+
+/** Why evaluating a file failed: its top level threw, or ran past the time limit and was stopped. */
+function loadFailure(file: string, error: unknown, timeoutMs: number): JetfnError {
+  if ((error as { code?: unknown } | undefined)?.code === "ERR_SCRIPT_EXECUTION_TIMEOUT") {
+    return new JetfnError(
+      "E_FUNCTION_LOAD_FAILED",
+      `${file} did not finish loading within ${timeoutMs}ms and was stopped: its top-level code runs too long or never ends (JETFN_LOAD_TIMEOUT)`,
+      { cause: error },
+    );
+  }
+  const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return new JetfnError("E_FUNCTION_LOAD_FAILED", `${file} threw while loading: ${reason}`, { cause: error });
 }
 
 function describeBuildFailure(file: string, error: unknown): JetfnError {

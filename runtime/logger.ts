@@ -29,6 +29,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     // Not pino's `redact`: its wildcard paths (`*.password`) cost about 4 µs on every line that
     // logs an object, one per finished job at `info`; this does the same in a fraction of that.
     formatters: { log: withoutSecrets },
+    serializers: { err: serializeError },
     // pino formats a child's bindings without the formatters; censor them once made.
     onChild: censorChildBindings,
   };
@@ -96,15 +97,48 @@ function censorFields(value: Record<string, unknown>): Record<string, unknown> {
 
 /**
  * A shallow copy with the same prototype and every own property (an Error's message and stack too),
- * each of them replaceable, even when the original is frozen.
+ * each of them replaceable, even when the original is frozen. A getter is read on the original:
+ * on the copy it may not work (Node 22's `stack` getter reads a slot only real errors have).
  */
 function copyOf(value: Record<string, unknown>): Record<string, unknown> {
   const descriptors = Object.getOwnPropertyDescriptors(value);
-  for (const descriptor of Object.values(descriptors)) {
-    descriptor.configurable = true;
-    if ("value" in descriptor) descriptor.writable = true;
+  for (const [key, descriptor] of Object.entries(descriptors)) {
+    const copied =
+      descriptor.get || descriptor.set
+        ? { value: readField(value, key), enumerable: descriptor.enumerable }
+        : descriptor;
+    copied.configurable = true;
+    copied.writable = true;
+    descriptors[key] = copied;
   }
   return Object.create(Object.getPrototypeOf(value), descriptors);
+}
+
+/** A field's value, or a marker when reading it throws (a getter of handler code). */
+function readField(value: object, key: PropertyKey): unknown {
+  try {
+    return Reflect.get(value, key);
+  } catch {
+    return UNREADABLE;
+  }
+}
+
+const UNREADABLE = "[unreadable: its getter threw]";
+
+/**
+ * pino's error serializer, made safe for whatever handler code throws: an error whose getter throws
+ * is logged with its type, message and stack instead of making the log call throw.
+ */
+function serializeError(error: unknown): unknown {
+  try {
+    return pino.stdSerializers.err(error as Error);
+  } catch {
+    const text = (key: string): string | undefined => {
+      const field = typeof error === "object" && error !== null ? readField(error, key) : undefined;
+      return typeof field === "string" ? field : undefined;
+    };
+    return { type: text("name") ?? "Error", message: text("message") ?? String(typeof error), stack: text("stack") };
+  }
 }
 
 /** Sets a field of a copy as a plain value, whatever it was (a getter, a read-only field). */
@@ -139,8 +173,10 @@ interface LazyTarget {
 // One handler for every lazy child (a logger per invocation, thousands a second): no closures.
 const LAZY_CHILD: ProxyHandler<LazyTarget> = {
   get(target, property) {
-    if (target.child === undefined && typeof property === "string" && LEVEL_METHODS.has(property)) {
-      if (!target.root.isLevelEnabled(property)) return skip;
+    if (target.child === undefined && typeof property === "string") {
+      if (LEVEL_METHODS.has(property) && !target.root.isLevelEnabled(property)) return skip;
+      // Until made, the child's level is its root's: asking for it makes nothing.
+      if (property === "isLevelEnabled") return (level: string) => target.root.isLevelEnabled(level);
     }
     target.child ??= target.root.child(target.bindings);
     const logger = target.child;

@@ -7,11 +7,13 @@ import { describeInvalidName, isValidFunctionName } from "./function-name";
 import { eventSubject } from "./nats/event-stream";
 import { encodeInput } from "./nats/publish-job";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
-import { ID_HEADER, isValidInvocationId, jobSubject } from "./nats/subjects";
+import { ID_HEADER, isReservedInvocationId, isValidInvocationId, jobMessageId, jobSubject } from "./nats/subjects";
+import { isValidEventId } from "./outbox-rules";
 
 /**
  * A message to publish once the transaction that asked for it commits: a job for a function
- * (`fn.job.<name>`) or an event (`fn.event.<name>`). `id` is its `Nats-Msg-Id`.
+ * (`fn.job.<name>`) or an event (`fn.event.<name>`). `id` is its `Nats-Msg-Id` (for a job,
+ * `<name>:<invocation id>`; the invocation id is in the `Jetfn-Id` header).
  */
 export interface OutboxMessage {
   id: string;
@@ -20,7 +22,7 @@ export interface OutboxMessage {
   body: string;
 }
 
-/** Builds the message for a job of `name` (its id is also the job's invocation id). */
+/** Builds the message for job `id` of `name` (see jobMessageId for its message id). */
 export function jobMessage(
   name: string,
   input: unknown,
@@ -31,7 +33,18 @@ export function jobMessage(
   if (!isValidInvocationId(id)) {
     throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
   }
-  return { id, subject: jobSubject(name), headers: { [ID_HEADER]: id }, body: encode(input, name, maxPayload) };
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
+  }
+  return {
+    id: jobMessageId(name, id),
+    subject: jobSubject(name),
+    headers: { [ID_HEADER]: id },
+    body: encode(input, name, maxPayload),
+  };
 }
 
 /** Builds the message for an event, after checking its name and data (E_INPUT_INVALID otherwise). */
@@ -42,6 +55,12 @@ export function eventMessage(
   maxPayload?: number,
 ): OutboxMessage {
   const checked = checkEmit(event, data);
+  if (!isValidEventId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `event id ${JSON.stringify(id)} must be 1-128 printable ASCII characters, no spaces`,
+    );
+  }
   return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
 }
 

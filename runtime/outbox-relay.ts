@@ -1,22 +1,29 @@
 import type { Logger } from "pino";
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 import {
   deletePublished,
   deletePublishedIds,
   lockSweepBatch,
   type OutboxLag,
   type OutboxRow,
+  type RefusedRow,
   readOutboxLag,
+  type SetAsideRow,
+  setAsideRows,
 } from "./db/outbox";
 import type { RuntimeEmitter } from "./events";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
+import { createOutboxBackoff, DEFAULT_PUBLISH_ATTEMPTS, nextSweepDelay, type OutboxBackoff } from "./outbox-backoff";
 import { type OutboxMessage, publishMessage } from "./outbox-message";
+import { type OutboxRules, outboxRowProblem } from "./outbox-rules";
 
 /**
  * Publishes committed outbox rows to NATS: an invocation's messages right after its commit, and
  * everything else (apps' rows, leftovers of a runtime that crashed before publishing) by sweeping.
  * Every message is published with `Nats-Msg-Id` = its row id, so a repeat after a crash between
  * publish and delete is dropped by JetStream (and job ids are fenced by their invocation record).
+ * Only rows meeting the outbox rules (outbox-rules.ts) are published; the sweep moves the others,
+ * and rows JetStream keeps refusing, to `jetfn.outbox_set_aside`, with one warning each.
  */
 export interface OutboxRelay {
   /** Publishes messages whose transaction just committed, then deletes their rows. Never throws. */
@@ -36,17 +43,24 @@ export interface OutboxRelayOptions {
   js: JetStreamPublisher;
   events: RuntimeEmitter;
   logger: Logger;
+  /** Largest message the NATS server accepts (its `max_payload`). @default 1_048_576 */
+  maxPayload?: number;
   /** Sweep at least this often. @default 1_000 */
   sweepIntervalMs?: number;
   /** Rows per sweep transaction. @default 500 */
   batchSize?: number;
   /** A function's fresh rows are left this long to the runtime that committed them. @default 2_000 */
   graceMs?: number;
+  /** Times JetStream may refuse a row before it is set aside. @default 4 */
+  publishAttempts?: number;
 }
 
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
 export const DEFAULT_SWEEP_BATCH = 500;
 export const DEFAULT_SWEEP_GRACE_MS = 2_000;
+/** Longest wait between sweeps while publishing fails as a whole. */
+export const MAX_SWEEP_BACKOFF_MS = 30_000;
+const DEFAULT_MAX_PAYLOAD = 1_048_576;
 /** Postgres channel the outbox trigger notifies when an app's rows commit. */
 const NOTIFY_CHANNEL = "jetfn_outbox";
 
@@ -57,14 +71,36 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
   return relay;
 }
 
+/** What one sweep did. */
+interface SweepResult {
+  /** Rows taken from the outbox (published, refused or failed). */
+  taken: number;
+  published: number;
+  /** Nothing could be published and at least one publish failed for a passing reason. */
+  stalled: boolean;
+  setAside: SetAsideRow[];
+}
+
+/** What publishing a list of messages gave. */
+interface PublishResults<M> {
+  published: M[];
+  /** Messages JetStream answered and refused: the same message will be refused again. */
+  refused: { message: M; error: unknown }[];
+  /** Messages whose publish failed for a passing reason (no answer, no connection). */
+  failed: number;
+}
+
 class SweepingRelay implements OutboxRelay {
   readonly #options: OutboxRelayOptions;
   readonly #intervalMs: number;
   readonly #batchSize: number;
   readonly #graceMs: number;
+  readonly #rules: OutboxRules;
+  readonly #backoff: OutboxBackoff;
   #closed = false;
   #wake: (() => void) | undefined;
   #woken = false;
+  #delayMs: number;
   #loop: Promise<void> = Promise.resolve();
   #unlisten: (() => Promise<void>) | undefined;
 
@@ -73,6 +109,9 @@ class SweepingRelay implements OutboxRelay {
     this.#intervalMs = options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
     this.#batchSize = options.batchSize ?? DEFAULT_SWEEP_BATCH;
     this.#graceMs = options.graceMs ?? DEFAULT_SWEEP_GRACE_MS;
+    this.#rules = { maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD };
+    this.#backoff = createOutboxBackoff(options.publishAttempts ?? DEFAULT_PUBLISH_ATTEMPTS);
+    this.#delayMs = this.#intervalMs;
   }
 
   async start(): Promise<void> {
@@ -86,9 +125,15 @@ class SweepingRelay implements OutboxRelay {
   }
 
   async publishCommitted(messages: readonly OutboxMessage[], log: Logger): Promise<void> {
-    if (messages.length === 0) return;
+    // The runtime built these itself, so they meet the rules; any that would not is left to the
+    // sweep, which sets it aside with its reason.
+    const allowed = messages.filter((message) => outboxRowProblem(message, this.#rules) === undefined);
+    if (allowed.length === 0) return;
     const started = performance.now();
-    const published = await this.#publishAll(messages, log);
+    const { published } = await this.#publishAll(allowed);
+    if (published.length < allowed.length) {
+      log.warn({ failed: allowed.length - published.length }, "Publishing after commit failed; the sweep will retry.");
+    }
     try {
       await deletePublishedIds(
         this.#options.sql,
@@ -107,9 +152,7 @@ class SweepingRelay implements OutboxRelay {
 
   wake(): void {
     this.#woken = true;
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#wake?.();
   }
 
   lag(): Promise<OutboxLag> {
@@ -123,66 +166,177 @@ class SweepingRelay implements OutboxRelay {
     await this.#unlisten?.().catch(() => undefined);
   }
 
+  /** Sweeps until closed: at once while batches come full, on the interval (or a wake) otherwise. */
   async #sweepLoop(): Promise<void> {
     while (!this.#closed) {
-      let full = false;
+      let result: SweepResult | undefined;
       try {
-        full = (await this.#sweepOnce()) >= this.#batchSize;
+        result = await this.#sweepOnce();
       } catch (error) {
-        this.#options.logger.warn({ err: error }, "Sweeping the outbox failed; trying again.");
+        if (this.#delayMs === this.#intervalMs) {
+          this.#options.logger.warn({ err: error }, "Sweeping the outbox failed; trying again with back-off.");
+        }
       }
-      if (!full) await this.#idle();
+      this.#reportSetAside(result?.setAside ?? []);
+      const failing = result === undefined || result.stalled;
+      this.#noteFailing(failing, result);
+      if (!failing && (result?.taken ?? 0) >= this.#batchSize) continue;
+      await this.#idle(this.#delayMs, !failing);
     }
   }
 
-  /** One transaction: take the sweep lock, publish a batch in order, delete what was stored. */
-  async #sweepOnce(): Promise<number> {
+  /** Backs off while sweeps fail as a whole, and says once when that starts and when it ends. */
+  #noteFailing(failing: boolean, result: SweepResult | undefined): void {
+    const wasFailing = this.#delayMs > this.#intervalMs;
+    if (failing) {
+      if (!wasFailing && result) {
+        this.#options.logger.warn({ rows: result.taken }, "Cannot publish outbox rows; retrying with back-off.");
+      }
+      this.#delayMs = nextSweepDelay(this.#delayMs, this.#intervalMs, MAX_SWEEP_BACKOFF_MS);
+    } else {
+      if (wasFailing) this.#options.logger.info("The outbox is publishing again.");
+      this.#delayMs = this.#intervalMs;
+    }
+  }
+
+  /**
+   * One transaction: take the sweep lock and a batch; set aside rows breaking the rules; publish
+   * the rest in order; delete what was stored, and set aside rows JetStream refused too often.
+   */
+  async #sweepOnce(): Promise<SweepResult> {
     const started = performance.now();
-    const count = await this.#options.sql.begin(async (tx) => {
-      const rows = await lockSweepBatch(tx as unknown as Sql, this.#batchSize, this.#graceMs);
-      if (!rows || rows.length === 0) return 0;
-      const published = (await this.#publishAll(rows, this.#options.logger)) as OutboxRow[];
+    const result = await this.#options.sql.begin(async (tx) => {
+      const sql = tx as unknown as Sql;
+      const rows = await lockSweepBatch(sql, this.#batchSize, this.#graceMs, this.#backoff.waiting(Date.now()));
+      if (!rows || rows.length === 0) return { taken: 0, published: 0, stalled: false, setAside: [] };
+      const refused: RefusedRow[] = [];
+      const valid = rows.filter((row) => {
+        const reason = outboxRowProblem(row, this.#rules);
+        if (reason) refused.push({ position: row.position, reason });
+        return reason === undefined;
+      });
+      const outcome = await this.#publishAll(valid);
+      refused.push(...this.#countRefusals(outcome.refused));
       await deletePublished(
-        tx as unknown as Sql,
-        published.map((row) => row.position),
+        sql,
+        outcome.published.map((row) => row.position),
       );
-      return published.length;
+      for (const row of outcome.published) this.#backoff.forget(row.position);
+      const setAside = await this.#setAside(tx, refused);
+      const stalled = outcome.published.length === 0 && outcome.failed > 0;
+      return { taken: rows.length, published: outcome.published.length, stalled, setAside };
     });
-    if (count > 0) {
-      this.#options.events.emit("outbox:published", { count, swept: true, durationMs: performance.now() - started });
-      this.#options.logger.debug({ count }, "Outbox rows published by the sweep.");
+    if (result.published > 0) {
+      const durationMs = performance.now() - started;
+      this.#options.events.emit("outbox:published", { count: result.published, swept: true, durationMs });
+      this.#options.logger.debug({ count: result.published }, "Outbox rows published by the sweep.");
     }
-    return count;
+    return result;
   }
 
-  /** Publishes in order without waiting between messages; returns those JetStream stored. */
-  async #publishAll<M extends OutboxMessage>(messages: readonly M[], log: Logger): Promise<M[]> {
+  /** Rows JetStream refused: each waits its back-off, and is set aside once refused too often. */
+  #countRefusals(refusals: PublishResults<OutboxRow>["refused"]): RefusedRow[] {
+    const givenUp: RefusedRow[] = [];
+    for (const { message, error } of refusals) {
+      const reason = (error as Error).message;
+      if (this.#backoff.refused(message.position, Date.now())) {
+        const times = this.#backoff.refusals(message.position);
+        givenUp.push({ position: message.position, reason: `JetStream refused it ${times} times: ${reason}` });
+      } else {
+        this.#options.logger.debug(
+          {
+            messageId: message.id,
+            subject: message.subject,
+            refusals: this.#backoff.refusals(message.position),
+            reason,
+          },
+          "JetStream refused an outbox row; trying it again later.",
+        );
+      }
+    }
+    return givenUp;
+  }
+
+  /** Moves refused rows aside; if that fails (a missing grant), they wait and the sweep goes on. */
+  async #setAside(tx: TransactionSql, refused: RefusedRow[]): Promise<SetAsideRow[]> {
+    if (refused.length === 0) return [];
+    try {
+      return await tx.savepoint((savepoint) => setAsideRows(savepoint as unknown as Sql, refused));
+    } catch (error) {
+      const now = Date.now();
+      for (const row of refused) this.#backoff.refused(row.position, now);
+      this.#options.logger.warn(
+        { err: error, rows: refused.length },
+        "Cannot set aside refused outbox rows; they stay in the outbox, unpublished.",
+      );
+      return [];
+    }
+  }
+
+  /** One warning and one `outbox:set-aside` event per row, once its move committed. */
+  #reportSetAside(rows: readonly SetAsideRow[]): void {
+    for (const row of rows) {
+      this.#backoff.forget(row.position);
+      this.#options.logger.warn(
+        {
+          messageId: row.id,
+          subject: row.subject,
+          fn: row.function,
+          invocationId: row.invocationId,
+          reason: row.reason,
+        },
+        "Outbox row set aside, not published; see `jetfn outbox`.",
+      );
+      this.#options.events.emit("outbox:set-aside", {
+        id: row.id,
+        subject: row.subject,
+        reason: row.reason,
+        fn: row.function,
+        invocationId: row.invocationId,
+      });
+    }
+  }
+
+  /** Publishes in order without waiting between messages; sorts them by what JetStream answered. */
+  async #publishAll<M extends OutboxMessage>(messages: readonly M[]): Promise<PublishResults<M>> {
     const results = await Promise.allSettled(messages.map((message) => publishMessage(this.#options.js, message)));
-    const published: M[] = [];
+    const outcome: PublishResults<M> = { published: [], refused: [], failed: 0 };
     results.forEach((result, index) => {
       const message = messages[index] as M;
-      if (result.status === "fulfilled") published.push(message);
-      else log.warn({ err: result.reason, subject: message.subject, messageId: message.id }, "Publishing failed.");
+      if (result.status === "fulfilled") outcome.published.push(message);
+      else if (isRefusal(result.reason)) outcome.refused.push({ message, error: result.reason });
+      else outcome.failed++;
     });
-    return published;
+    return outcome;
   }
 
-  #idle(): Promise<void> {
-    if (this.#woken || this.#closed) {
+  /** Waits `delayMs`, or less when woken, unless backing off (only close() cuts a back-off short). */
+  #idle(delayMs: number, wakeable: boolean): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (wakeable && this.#woken) {
       this.#woken = false;
       return Promise.resolve();
     }
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#wake = undefined;
-        resolve();
-      }, this.#intervalMs);
-      this.#wake = () => {
+      const done = () => {
         clearTimeout(timer);
+        this.#wake = undefined;
+        this.#woken = false;
         resolve();
       };
-    }).then(() => {
-      this.#woken = false;
+      const timer = setTimeout(done, delayMs);
+      this.#wake = () => {
+        if (wakeable || this.#closed) done();
+      };
     });
   }
+}
+
+/**
+ * True when JetStream (or the client, before sending) refused this very message, so sending it
+ * unchanged fails again; timeouts and lost connections pass. By name: see StreamRefusedError.
+ */
+function isRefusal(error: unknown): boolean {
+  const { name, cause } = (error ?? {}) as { name?: unknown; cause?: { name?: unknown } };
+  return name === "StreamRefusedError" || name === "JetStreamApiError" || cause?.name === "InvalidArgumentError";
 }

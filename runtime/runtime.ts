@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { createAuditAnchorer } from "./audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
@@ -21,6 +22,7 @@ import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
+import { ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
 import { type EventListener, startEventListener } from "./nats/event-listener";
@@ -172,10 +174,15 @@ class ServingRuntime implements Runtime {
     this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
-    this.#isolation = createIsolation({ logger });
+    this.#isolation = createIsolation({
+      logger,
+      logLimits: config.logLimits,
+      loadTimeoutMs: config.loadTimeoutMs,
+    });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
       watch: config.watch,
+      loadTimeoutMs: config.loadTimeoutMs,
       logger,
       events: this.events,
     });
@@ -210,6 +217,7 @@ class ServingRuntime implements Runtime {
       js: this.#publisher,
       events: this.events,
       logger: this.logger,
+      maxPayload: this.nats.info?.max_payload,
     });
     this.#scheduler = await startScheduler({
       nc: this.nats,
@@ -229,9 +237,18 @@ class ServingRuntime implements Runtime {
       shutdownSignal: this.#aborting.signal,
       outbox: this.#outbox,
       outage: { waiting: 0 },
+      logLimits: this.config.logLimits,
     };
     await this.#coverAudit();
-    this.#sealer = startAuditSealer(this.database.sql, this.logger);
+    // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
+    await ensureAuditAnchorStream(this.#manager);
+    const anchorer = createAuditAnchorer({
+      sql: this.database.sql,
+      js: this.#js,
+      manager: this.#manager,
+      logger: this.logger,
+    });
+    this.#sealer = startAuditSealer(this.database.sql, this.logger, { anchorer });
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     const replyGuard = createReplyGuard({
@@ -248,6 +265,7 @@ class ServingRuntime implements Runtime {
         logger: this.logger,
         events: this.events,
         maxPayload: this.nats.info?.max_payload,
+        logLimits: this.config.logLimits,
       },
       events: this.events,
       logger: this.logger,

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -7,8 +6,12 @@ import type { RuntimeEmitter } from "./events";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
 import { jobMessage, publishMessage } from "./outbox-message";
 import { dueTimesBetween, MAX_CATCH_UP, type ResolvedSchedule } from "./schedule";
+import { SCHEDULE_SECRET_KEY, scheduledJobId, scheduleSecret } from "./scheduled-job-id";
 
-/** Key-value bucket remembering, per scheduled function, the last due time fired and the next one. */
+/**
+ * Key-value bucket remembering, per scheduled function, the last due time fired and the next one
+ * (and, under `Secret`, the key that makes scheduled job ids unpredictable to clients).
+ */
 export const SCHEDULE_BUCKET = "JETFN_SCHEDULES";
 
 /** One scheduled function as `jetfn ls` shows it (also what the bucket holds, per function). */
@@ -50,7 +53,7 @@ const RETRY_MS = 5_000;
 /** Opens the schedule bucket and returns a scheduler with nothing planned yet. */
 export async function startScheduler(options: SchedulerOptions): Promise<Scheduler> {
   const kv = await new Kvm(options.nc).create(SCHEDULE_BUCKET, { history: 1 });
-  return new KvScheduler(options, kv);
+  return new KvScheduler(options, kv, await scheduleSecret(kv));
 }
 
 /** Reads every scheduled function's last and next due time from the bucket (from any process). */
@@ -59,21 +62,12 @@ export async function readSchedules(nc: NatsConnection): Promise<ScheduleView[]>
   if (!kv) return [];
   const views: ScheduleView[] = [];
   for await (const key of await kv.keys()) {
+    if (key === SCHEDULE_SECRET_KEY) continue;
     const entry = await kv.get(key);
     const view = entry && entry.operation === "PUT" ? parseView(entry) : undefined;
     if (view) views.push(view);
   }
   return views.sort((a, b) => a.fn.localeCompare(b.fn));
-}
-
-/**
- * The invocation id of a scheduled job: derived from `<fn>@<due time ISO>` (its `Nats-Msg-Id`), so
- * runtimes racing for the same due time publish the same job and the invocation record fences it.
- */
-export function scheduledJobId(fn: string, dueAt: Date): string {
-  const key = `${fn}@${dueAt.toISOString()}`;
-  const encoded = `s_${Buffer.from(key).toString("base64url")}`;
-  return encoded.length <= 128 ? encoded : `s_${createHash("sha256").update(key).digest("hex")}`;
 }
 
 interface Planned {
@@ -90,12 +84,14 @@ interface Planned {
 class KvScheduler implements Scheduler {
   readonly #options: SchedulerOptions;
   readonly #kv: KV;
+  readonly #secret: string;
   readonly #planned = new Map<string, Planned>();
   #closed = false;
 
-  constructor(options: SchedulerOptions, kv: KV) {
+  constructor(options: SchedulerOptions, kv: KV, secret: string) {
     this.#options = options;
     this.#kv = kv;
+    this.#secret = secret;
   }
 
   set(fn: ResolvedFunction): void {
@@ -198,11 +194,9 @@ class KvScheduler implements Scheduler {
 
   async #publish(fn: ResolvedFunction, dueAt: number, catchUp: boolean): Promise<void> {
     const due = new Date(dueAt);
-    const jobId = scheduledJobId(fn.name, due);
-    const message = {
-      ...jobMessage(fn.name, fn.scheduleInput, jobId, this.#options.nc.info?.max_payload),
-      id: `${fn.name}@${due.toISOString()}`,
-    };
+    // The id (and so the Nats-Msg-Id) is the same in every runtime, and unknown to clients.
+    const jobId = scheduledJobId(fn.name, due, this.#secret);
+    const message = jobMessage(fn.name, fn.scheduleInput, jobId, this.#options.nc.info?.max_payload);
     const ack = await publishMessage(this.#options.js, message);
     this.#options.events.emit("schedule:fired", {
       fn: fn.name,

@@ -98,3 +98,18 @@ export const outbox = jetfnSchema.table("outbox", {
   invocationId: text("invocation_id"),
   createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
 });
+
+/** Outbox rows the relay refused to publish, with why (schema/migrations/0018_jetfn_outbox_rules.sql). */
+export const outboxSetAside = jetfnSchema.table("outbox_set_aside", {
+  /** The row's position in jetfn.outbox; ids may repeat here. */
+  position: bigint("position", { mode: "number" }).primaryKey(),
+  id: text("id").notNull(),
+  subject: text("subject").notNull(),
+  headers: jsonb("headers").$type<Record<string, unknown>>().notNull(),
+  body: text("body").notNull(),
+  function: text("function"),
+  invocationId: text("invocation_id"),
+  createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
+  reason: text("reason").notNull(),
+  setAsideAt: timestamp("set_aside_at", { withTimezone: true, mode: "string" }).notNull(),
+});

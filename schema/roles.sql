@@ -103,6 +103,9 @@ grant usage on schema jetfn to jetfn_runtime;
 grant select, insert, update on jetfn.invocations to jetfn_runtime;
 -- The transactional outbox: written in the invocation's transaction, deleted once published.
 grant select, insert, delete on jetfn.outbox to jetfn_runtime;
+-- Rows the relay refuses are moved aside: the runtime (so handler code too) may add them there, not
+-- read, change or remove them. `jetfn outbox` runs as the owner.
+grant insert on jetfn.outbox_set_aside to jetfn_runtime;
 grant select on jetfn.migrations, jetfn.audited_schemas, jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup, jetfn.audit_tail to jetfn_runtime;
 revoke insert, update, delete, truncate on jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup from public, jetfn_runtime;
 grant execute on all functions in schema jetfn to jetfn_runtime;

@@ -28,7 +28,7 @@ export async function enqueueCommand(
       return;
     }
     process.stderr.write(`${job.id}\n`);
-    const view = await waitForJob(client, job.id, parseDuration(options.timeout ?? "1h"));
+    const view = await waitForJob(client, job.id, parseDuration(options.timeout ?? "1h"), name);
     if (view.status !== "succeeded") {
       const last = view.error as { message?: string } | undefined;
       throw new JetfnError(

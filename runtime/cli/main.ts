@@ -90,7 +90,11 @@ program
   .option("--since <when>", "a duration ago (2h) or a time")
   .option("--until <when>", "a duration ago or a time")
   .option("--limit <n>", "at most this many changes", "50")
-  .option("--check", "list tables of the audited schemas that are not audited")
+  .option(
+    "--check",
+    "list tables of the audited schemas that are not audited, and writes by the runtime's role outside any invocation",
+  )
+  .option("--runtime-role <name>", "with --check: the role the runtime connects as", "jetfn_runtime")
   .option("--older-than <duration>", "with prune: drop sealed months older than this")
   .option("--json", "one JSON object per line")
   .action(lazy(async () => (await import("./audit")).auditCommand));
@@ -123,6 +127,36 @@ dlq
   .argument("<id>", "the dead job's id")
   .option("--json", "print JSON")
   .action(lazy(async () => (await import("./dlq")).dlqDropCommand));
+
+const outbox = program
+  .command("outbox")
+  .description("outbox rows set aside instead of published (they break the outbox rules), newest first, with why")
+  .option("--limit <n>", "at most this many", "100")
+  .option("--json", "one JSON object per line")
+  .action(lazy(async () => (await import("./outbox")).outboxCommand));
+
+outbox
+  .command("release")
+  .description("move set-aside rows back into the outbox, to be published, if they meet the rules now")
+  .argument("[id]", "the row's id")
+  .option("--all", "every set-aside row")
+  .option("--json", "print JSON")
+  // The parent's --json takes the flag wherever it stands: read it with the parent's options.
+  .action(async (id: string | undefined, _options, command: Command) => {
+    const { outboxReleaseCommand } = await import("./outbox");
+    await outboxReleaseCommand(id, command.optsWithGlobals());
+  });
+
+outbox
+  .command("drop")
+  .description("delete set-aside rows for good")
+  .argument("[id]", "the row's id")
+  .option("--all", "every set-aside row")
+  .option("--json", "print JSON")
+  .action(async (id: string | undefined, _options, command: Command) => {
+    const { outboxDropCommand } = await import("./outbox");
+    await outboxDropCommand(id, command.optsWithGlobals());
+  });
 
 program
   .command("retry")

@@ -6,16 +6,22 @@ import { progressLine } from "./progress-line";
 const POLL_MS = 250;
 
 /**
- * Polls a job's status until it ends, drawing its progress on standard error (when it is a
- * terminal), and returns the final status.
+ * Polls the status of job `id` (of function `fn`, when given) until it ends, drawing its progress on standard
+ * error (when it is a terminal), and returns the final status. Throws E_ID_CONFLICT when the id
+ * belongs to another function's job.
  */
-export async function waitForJob(client: JetfnClient, id: string, timeoutMs: number): Promise<InvocationStatusView> {
+export async function waitForJob(
+  client: JetfnClient,
+  id: string,
+  timeoutMs: number,
+  fn?: string,
+): Promise<InvocationStatusView> {
   const started = Date.now();
   const draw = process.stderr.isTTY;
   let shown = false;
   try {
     for (;;) {
-      const view = await client.status(id);
+      const view = await client.status(id, { function: fn });
       if (view.status === "succeeded" || view.status === "dead" || view.status === "dropped") return view;
       if (draw && view.progress) {
         process.stderr.write(

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
-import { auditSealStatus, invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "../audit-queries";
+import { invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
+import { verifyAudit } from "../audit-verify";
 import { parseTime } from "../cli/audit";
 import { gatherOverview } from "../cli/function-overview";
 import { createClient, type JetfnClient } from "../client";
@@ -250,8 +251,8 @@ function buildRoutes(
                 since: filters.since ? parseTime(filters.since) : undefined,
                 limit: 200,
               });
-        const [broken, status] = await Promise.all([verifyAuditChain(db), auditSealStatus(db)]);
-        return page("audit log", "audit", auditPage(entries, filters, { broken, status }));
+        const chain = await verifyAudit(db, runtime.nats);
+        return page("audit log", "audit", auditPage(entries, filters, chain));
       },
     },
     {

@@ -1,7 +1,9 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
+import { GROUP_CHECK_SQL, groupMembers } from "./invocation-checks";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
+import { resetSession } from "./session-reset";
 import { SharedCommitError } from "./shared-commit-error";
 import {
   abandon,
@@ -93,6 +95,8 @@ export function createCommitGroups(sql: Sql, options: CommitGroupOptions): Commi
 interface Member {
   resolve: () => void;
   reject: (error: unknown) => void;
+  /** Whose writes the transaction keeps (none for a job that rolled its savepoint back). */
+  stamp?: TransactionStamp;
 }
 
 interface Waiter {
@@ -277,15 +281,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
-  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void> {
-    const committed = this.outcome(lane);
-    this.leave(lane, savepoint, functionName, heldMs);
+  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void> {
+    const committed = this.outcome(lane, stamp);
+    this.leave(lane, savepoint, stamp.functionName, heldMs);
     return committed;
   }
 
   /** Waits for the lane's open transaction to commit, as its members do. */
-  outcome(lane: Lane): Promise<void> {
-    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
+  outcome(lane: Lane, stamp?: TransactionStamp): Promise<void> {
+    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, stamp }));
   }
 
   /**
@@ -328,6 +332,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
     const keep = members.length > 0 && lane.failure === undefined;
+    if (keep) {
+      // Every audit row must name a job it keeps (see invocation-checks.ts); a failed check dooms
+      // the transaction, and each job runs again alone, where the culprit fails by itself.
+      const kept = members.flatMap((member) => (member.stamp ? [member.stamp] : []));
+      // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
+      this.pipeline(lane, connection.unsafe("reset role"));
+      this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
+    }
     if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
     lane.pendingFinal = undefined;
     if (keep) {
@@ -336,12 +348,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       }
     }
     let answered = false;
+    const ended = connection.unsafe(keep ? "commit" : "rollback").execute();
+    // Behind it, without waiting: the next transaction on the lane starts on a clean session.
+    resetSession(connection).catch(() => this.#unclean(lane, connection));
     try {
-      const result = await withinDeadline(
-        connection.unsafe(keep ? "commit" : "rollback").execute(),
-        COMMIT_DEADLINE_MS,
-        keep ? "COMMIT" : "ROLLBACK",
-      );
+      const result = await withinDeadline(ended, COMMIT_DEADLINE_MS, keep ? "COMMIT" : "ROLLBACK");
       answered = true;
       if (lane.failure !== undefined) throw lane.failure;
       if (keep && (result as { command?: string }).command === "ROLLBACK") {
@@ -363,6 +374,16 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#closeTransaction(lane);
     for (const member of members) member.resolve();
     this.#dispatch();
+  }
+
+  /**
+   * The session could not be reset after a transaction: it must serve no one else. A job already
+   * sent behind the reset hears that its connection closed, and runs again.
+   */
+  #unclean(lane: Lane, connection: WatchedConnection): void {
+    if (connection.closed) return;
+    if (lane.connection === connection && !lane.busy) lane.connection = undefined;
+    connection.discard();
   }
 
   #closeTransaction(lane: Lane): void {

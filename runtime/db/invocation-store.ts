@@ -2,6 +2,7 @@ import { eq } from "drizzle-orm";
 import type { Sql } from "postgres";
 import { type InvocationStatus, invocations } from "../../schema/jetfn";
 import { isoNow } from "../clock";
+import { JetfnError } from "../errors";
 import type { DatabaseClient } from "./client";
 import type { FinalStatement } from "./invocation-transaction";
 import { PREPARED } from "./prepared-statements";
@@ -61,11 +62,14 @@ export const ERROR_HISTORY_LIMIT = 20;
 /** Records the successful attempts of a group commit's members, all in one call (fenced). */
 const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
 
-/** The statement, run just before COMMIT, that records a successful attempt (fenced). */
-export function completionStatement(record: JobRecord, result: unknown): FinalStatement {
+/**
+ * The statement, run just before COMMIT, that records a successful attempt (fenced), with its
+ * result as JSON already made storable (see storableJson).
+ */
+export function completionStatement(record: JobRecord, resultJson: string): FinalStatement {
   let params: unknown[] | undefined;
   return {
-    grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, result) },
+    grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, resultJson) },
     text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
     // Serialised only if asked for: a job whose record goes with its group's sends `grouped.row`.
     get params() {
@@ -74,7 +78,7 @@ export function completionStatement(record: JobRecord, result: unknown): FinalSt
         record.fn,
         record.attempt,
         storableJson(record.input),
-        storableJson(result),
+        resultJson,
         record.enqueuedAt,
         record.startedAt,
         record.streamSeq,
@@ -88,6 +92,8 @@ export function completionStatement(record: JobRecord, result: unknown): FinalSt
 
 /** Postgres error code raised when another attempt already finished the job. */
 export const FENCED_OUT_CODE = "JF001";
+/** Postgres error code raised when the job's id is already recorded for another function. */
+export const ID_CONFLICT_CODE = "JF002";
 
 const FAILURE_SQL = `
 insert into jetfn.invocations as i
@@ -100,12 +106,13 @@ on conflict (id) do update set
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped')
+where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
 returning id`;
 
 /**
  * Records a failed attempt (`failed`: a retry follows) or a dead job. Returns false when the job
- * had already finished, which means another attempt won and this one's failure does not count.
+ * had already finished, which means another attempt won and this one's failure does not count, or
+ * when the id belongs to another function (see `idOwner`); that function's record is left alone.
  */
 export async function recordFailure(
   sql: Sql,
@@ -146,23 +153,24 @@ on conflict (id) do update set
   status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped')
+where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
 returning id`;
 
 /** A successful attempt as one JSON row of SUCCESS_BATCH_SQL or jetfn.complete_invocations(). */
-function successRow(record: JobRecord, result: unknown): string {
-  return storableJson({
+function successRow(record: JobRecord, resultJson: string): string {
+  const row = storableJson({
     id: record.id,
     function: record.fn,
     attempts: record.attempt,
     input: record.input,
-    result,
     enqueued_at: record.enqueuedAt,
     started_at: record.startedAt,
     finished_at: isoNow(),
     stream_seq: record.streamSeq,
     retry_of: record.retryOf ?? null,
   });
+  // The result was serialised once, when the invocation ended; spliced in, not serialised again.
+  return `${row.slice(0, -1)},"result":${resultJson}}`;
 }
 
 /** Records successes of jobs that never touched the database, many per statement. */
@@ -172,7 +180,7 @@ export interface SuccessRecorder {
    * `settled` runs synchronously for every job of a batch as soon as it is written, so whatever
    * it sends (acks, notices) leaves in one socket write instead of one per job.
    */
-  record(record: JobRecord, result: unknown, settled?: (applied: boolean) => void): Promise<boolean>;
+  record(record: JobRecord, resultJson: string, settled?: (applied: boolean) => void): Promise<boolean>;
   /** Waits for every queued record to be written. */
   flush(): Promise<void>;
 }
@@ -180,6 +188,7 @@ export interface SuccessRecorder {
 interface PendingSuccess {
   json: string;
   id: string;
+  fn: string;
   settled: ((applied: boolean) => void) | undefined;
   resolve: (applied: boolean) => void;
   reject: (error: unknown) => void;
@@ -201,7 +210,16 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
         PREPARED,
       );
       const applied = new Set(rows.map((row) => row.id as string));
+      const owners = await ownersOf(
+        sql,
+        [...unique.keys()].filter((id) => !applied.has(id)),
+      );
       for (const entry of batch) {
+        const owner = owners.get(entry.id);
+        if (owner !== undefined && owner !== entry.fn) {
+          entry.reject(idConflictError(entry.id, entry.fn, owner));
+          continue;
+        }
         const won = applied.has(entry.id) && unique.get(entry.id) === entry;
         entry.settled?.(won);
         entry.resolve(won);
@@ -221,9 +239,9 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   };
 
   return {
-    record(record, result, settled) {
+    record(record, resultJson, settled) {
       return new Promise<boolean>((resolve, reject) => {
-        pending.push({ json: successRow(record, result), id: record.id, settled, resolve, reject });
+        pending.push({ json: successRow(record, resultJson), id: record.id, fn: record.fn, settled, resolve, reject });
         // Wait one turn of the event loop so jobs finishing together share a statement.
         inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
       });
@@ -232,6 +250,30 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
       while (inFlight !== undefined) await inFlight;
     },
   };
+}
+
+/** The functions whose records hold these ids (only ids that have a record). */
+async function ownersOf(sql: Sql, ids: string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  const rows = await sql`select id, function from jetfn.invocations where id = any(${ids})`;
+  return new Map(rows.map((row) => [row.id as string, row.function as string]));
+}
+
+/**
+ * The function whose record holds invocation id `id`, when that is another function than `fn`:
+ * the job of `fn` reuses an id that is not its own.
+ */
+export async function otherOwner(sql: Sql, id: string, fn: string): Promise<string | undefined> {
+  const owner = (await ownersOf(sql, [id])).get(id);
+  return owner !== undefined && owner !== fn ? owner : undefined;
+}
+
+/** The error of a job refused because its id belongs to a job of another function. */
+export function idConflictError(id: string, fn: string, owner: string): JetfnError {
+  return new JetfnError(
+    "E_ID_CONFLICT",
+    `invocation id ${id} already belongs to a job of ${owner}; this job of ${fn} was refused`,
+  );
 }
 
 /** Reads one invocation by id. */

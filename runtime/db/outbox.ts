@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { sql as drizzleSql, type SQL } from "drizzle-orm";
 import type { Sql } from "postgres";
 import type { z } from "zod";
@@ -47,9 +48,9 @@ export async function enqueueInTransaction(
   input: unknown,
   options: OutboxWriteOptions = {},
 ): Promise<{ id: string }> {
-  const message = jobMessage(name, input, options.id, DEFAULT_MAX_PAYLOAD);
-  await tx.execute(insertQuery(message));
-  return { id: message.id };
+  const id = options.id ?? randomUUID();
+  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD)));
+  return { id };
 }
 
 /**
@@ -97,14 +98,21 @@ const SWEEP_LOCK = [0x6a66, 0x6f62] as const;
 /**
  * Rows a sweep publishes, oldest first, taken only by the one runtime holding the sweep lock (so
  * every invocation's messages leave in order). Fresh rows of invocations are skipped: the runtime
- * that committed them publishes them itself right away.
+ * that committed them publishes them itself right away. So are `waiting` rows (positions whose
+ * last publish was refused, until their back-off ends), which would otherwise fill every batch.
  */
-export async function lockSweepBatch(tx: Sql, limit: number, graceMs: number): Promise<OutboxRow[] | undefined> {
+export async function lockSweepBatch(
+  tx: Sql,
+  limit: number,
+  graceMs: number,
+  waiting: readonly number[] = [],
+): Promise<OutboxRow[] | undefined> {
   const [lock] = await tx`select pg_try_advisory_xact_lock(${SWEEP_LOCK[0]}, ${SWEEP_LOCK[1]}) as locked`;
   if (!lock?.locked) return undefined;
   const rows = await tx`
     select position, id, subject, headers, body from jetfn.outbox
-    where invocation_id is null or created_at < clock_timestamp() - make_interval(secs => ${graceMs / 1000})
+    where (invocation_id is null or created_at < clock_timestamp() - make_interval(secs => ${graceMs / 1000}))
+      and position <> all(${waiting as number[]}::bigint[])
     order by position limit ${limit}`;
   return rows.map((row) => ({
     position: Number(row.position),
@@ -112,6 +120,51 @@ export async function lockSweepBatch(tx: Sql, limit: number, graceMs: number): P
     subject: row.subject as string,
     headers: row.headers as Record<string, string>,
     body: row.body as string,
+  }));
+}
+
+/** An outbox row the relay will not publish, and why. */
+export interface RefusedRow {
+  position: number;
+  reason: string;
+}
+
+/** A row moved to `jetfn.outbox_set_aside`, as the warning and the `outbox:set-aside` event report it. */
+export interface SetAsideRow {
+  position: number;
+  id: string;
+  subject: string;
+  function: string | null;
+  invocationId: string | null;
+  reason: string;
+}
+
+/**
+ * Moves refused rows from the outbox to `jetfn.outbox_set_aside`, with their reason, in the
+ * caller's transaction. Needs only `insert` on the set-aside table: the runtime role (and so
+ * handler code) may add rows there but not read, change or remove them.
+ */
+export async function setAsideRows(tx: Sql, refused: readonly RefusedRow[]): Promise<SetAsideRow[]> {
+  if (refused.length === 0) return [];
+  const rows = await tx`
+    with refused as (
+      select * from unnest(${refused.map((row) => row.position)}::bigint[], ${refused.map((row) => row.reason)}::text[])
+        as r(position, reason)
+    ), moved as (
+      delete from jetfn.outbox o using refused r where o.position = r.position
+      returning o.position, o.id, o.subject, o.headers, o.body, o.function, o.invocation_id, o.created_at, r.reason
+    ), kept as (
+      insert into jetfn.outbox_set_aside (position, id, subject, headers, body, function, invocation_id, created_at, reason)
+      select * from moved
+    )
+    select position, id, subject, function, invocation_id, reason from moved`;
+  return rows.map((row) => ({
+    position: Number(row.position),
+    id: row.id as string,
+    subject: row.subject as string,
+    function: (row.function as string | null) ?? null,
+    invocationId: (row.invocation_id as string | null) ?? null,
+    reason: row.reason as string,
   }));
 }
 

@@ -9,6 +9,7 @@ import type { FunctionContext, FunctionDefinition, InvocationDatabase } from "..
 import { isFunctionDefinition } from "../define-function";
 import { JetfnError, type JetfnErrorCode } from "../errors";
 import { evaluateFunctionCode } from "../evaluate-function";
+import { budgetedLogger, LogBudget } from "../log-budget";
 import { createRelayedClient } from "./relayed-client";
 import {
   deserializeError,
@@ -45,7 +46,7 @@ function relay(run: number, request: ThreadRequest): Promise<unknown> {
   });
 }
 
-function createContext(message: Extract<ToThread, { type: "run" }>): FunctionContext {
+function createContext(message: Extract<ToThread, { type: "run" }>, budget: LogBudget): FunctionContext {
   const { run } = message;
   const controller = new AbortController();
   aborts.set(run, controller);
@@ -59,7 +60,8 @@ function createContext(message: Extract<ToThread, { type: "run" }>): FunctionCon
       db ??= drizzle(createRelayedClient((request) => relay(run, request)) as Sql) as InvocationDatabase;
       return db;
     },
-    log,
+    // Bounded here, so that a flood of lines never crosses to the runtime's thread.
+    log: budgetedLogger(log, budget),
     invocationId: message.invocationId,
     attempt: message.attempt,
     functionName: data.functionName,
@@ -80,22 +82,27 @@ function createContext(message: Extract<ToThread, { type: "run" }>): FunctionCon
 async function runHandler(definition: FunctionDefinition, message: Extract<ToThread, { type: "run" }>): Promise<void> {
   currentRun = message.run;
   log.level = message.logLevel;
-  const ctx = createContext(message);
+  const budget = new LogBudget(data.logLimits);
+  const ctx = createContext(message, budget);
+  let done: FromThread;
   try {
     const value = await definition.spec.handler(message.input as never, ctx);
-    try {
-      post({ type: "done", run: message.run, ok: true, value: value ?? null });
-    } catch (error) {
-      const failure = new JetfnError(
-        "E_OUTPUT_INVALID",
-        `the result of ${data.functionName} cannot be passed back from its worker thread: ${(error as Error).message}`,
-      );
-      post({ type: "done", run: message.run, ok: false, error: serializeError(failure) });
-    }
+    done = { type: "done", run: message.run, ok: true, value: value ?? null };
   } catch (error) {
-    post({ type: "done", run: message.run, ok: false, error: serializeError(error) });
+    done = { type: "done", run: message.run, ok: false, error: serializeError(error) };
   } finally {
     aborts.delete(message.run);
+  }
+  // Before "done": the runtime reports the count when the invocation ends.
+  if (budget.dropped > 0) post({ type: "log-dropped", run: message.run, count: budget.dropped });
+  try {
+    post(done);
+  } catch (error) {
+    const failure = new JetfnError(
+      "E_OUTPUT_INVALID",
+      `the result of ${data.functionName} cannot be passed back from its worker thread: ${(error as Error).message}`,
+    );
+    post({ type: "done", run: message.run, ok: false, error: serializeError(failure) });
   }
 }
 
@@ -115,7 +122,9 @@ function onMessage(definition: FunctionDefinition, message: ToThread): void {
 }
 
 function load(): FunctionDefinition {
-  const exported = evaluateFunctionCode(data.file, data.source) as { default?: unknown } | undefined;
+  const exported = evaluateFunctionCode(data.file, data.source, data.loadTimeoutMs) as
+    | { default?: unknown }
+    | undefined;
   const definition = exported?.default;
   if (!isFunctionDefinition(definition)) {
     throw new JetfnError("E_FUNCTION_LOAD_FAILED", `${data.file} has no defineFunction(...) default export`);

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { FunctionContext, FunctionDefinition, ResolvedFunction } from "../define-function";
 import { JetfnError } from "../errors";
 import { compiledSourceOf } from "../loader";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "../log-budget";
 import { createHandlerPool, DEFAULT_ABORT_GRACE_MS, type HandlerPool } from "./handler-pool";
 
 /** The worker-thread pools of a runtime's isolated functions. */
@@ -25,6 +26,10 @@ export interface IsolationOptions {
   logger: Logger;
   /** How long an aborted handler may take to settle before its thread is terminated. @default 500 */
   abortGraceMs?: number;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
+  /** Longest a function file's top-level code may run in a thread. @default no limit */
+  loadTimeoutMs?: number;
 }
 
 /** Creates the pools' owner for one runtime. */
@@ -42,7 +47,13 @@ export function createIsolation(options: IsolationOptions): Isolation {
         throw new JetfnError("E_INTERNAL", `${fn.file}: no compiled code is kept for isolated function ${fn.name}`);
       }
       const pool = createHandlerPool({
-        data: { file: fn.file, functionName: fn.name, source },
+        data: {
+          file: fn.file,
+          functionName: fn.name,
+          source,
+          logLimits: options.logLimits ?? DEFAULT_LOG_LIMITS,
+          loadTimeoutMs: options.loadTimeoutMs,
+        },
         capacity: fn.concurrency,
         abortGraceMs,
         logger,

@@ -4,12 +4,18 @@
  * keeps neither `code` nor `cause`, which the runtime classifies failures by.
  */
 
+import type { LogLimits } from "../log-budget";
+
 /** Given to each worker thread at start: which build of which function to load. */
 export interface ThreadData {
   file: string;
   functionName: string;
   /** The function file compiled to CommonJS by the loader (the deployed version, not the file on disk). */
   source: string;
+  /** What the handler may log per invocation: lines past it are dropped in the thread. */
+  logLimits: LogLimits;
+  /** Longest the file's top-level code may run in the thread (it loaded in time in the runtime's). */
+  loadTimeoutMs?: number;
 }
 
 /** An error as it crosses threads: name, message, stack, `cause`, and its primitive own fields. */
@@ -57,6 +63,7 @@ export type FromThread =
   | { type: "request"; run: number; call: number; request: ThreadRequest }
   | { type: "progress"; run: number; done: number; total: number | undefined }
   | { type: "log"; run: number; line: string }
+  | { type: "log-dropped"; run: number; count: number }
   | { type: "done"; run: number; ok: true; value: unknown }
   | { type: "done"; run: number; ok: false; error: SerializedError }
   | { type: "unhandled-rejection"; error: SerializedError };

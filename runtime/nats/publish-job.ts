@@ -4,11 +4,18 @@ import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import type { JetStreamPublisher } from "./stream-publisher";
-import { ID_HEADER, isValidInvocationId, jobSubject, RETRY_OF_HEADER } from "./subjects";
+import {
+  ID_HEADER,
+  isReservedInvocationId,
+  isValidInvocationId,
+  jobMessageId,
+  jobSubject,
+  RETRY_OF_HEADER,
+} from "./subjects";
 
 /** Options of one job publish. */
 export interface PublishJobOptions {
-  /** Invocation id; random (unguessable) when omitted. Also the `Nats-Msg-Id`, so a repeat is dropped. */
+  /** Invocation id; random (unguessable) when omitted. A repeat for the same function is dropped (see jobMessageId). */
   id?: string;
   /** Id of the dead job this one retries. */
   retryOf?: string;
@@ -35,11 +42,17 @@ export async function publishJob(
   if (!isValidInvocationId(id)) {
     throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
   }
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
+  }
   const body = encodeInput(input, name, options.maxPayload);
   const header = headers();
   header.set(ID_HEADER, id);
   if (options.retryOf) header.set(RETRY_OF_HEADER, options.retryOf);
-  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: id, headers: header });
+  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: jobMessageId(name, id), headers: header });
   return { id, seq: ack.seq, duplicate: ack.duplicate };
 }
 

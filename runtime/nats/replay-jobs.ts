@@ -4,7 +4,7 @@ import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { jobIdentity } from "../job-identity";
-import { ID_HEADER, jobSubject } from "./subjects";
+import { ID_HEADER, jobMessageId, jobSubject } from "./subjects";
 
 /** Header linking a replayed job to the stored job it re-runs. */
 export const REPLAY_OF_HEADER = "Jetfn-Replay-Of";
@@ -86,7 +86,7 @@ async function publishReplay(target: ReturnType<typeof jetstream>, fn: string, m
   header.set(ID_HEADER, id);
   header.set(REPLAY_OF_HEADER, original);
   try {
-    await target.publish(jobSubject(fn), message.data, { msgID: id, headers: header });
+    await target.publish(jobSubject(fn), message.data, { msgID: jobMessageId(fn, id), headers: header });
   } catch (error) {
     throw new JetfnError(
       "E_UNAVAILABLE",

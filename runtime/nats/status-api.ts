@@ -1,8 +1,9 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
-import { getInvocation, type InvocationRecord } from "../db/invocation-store";
+import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
 import { JetfnError, toJetfnError } from "../errors";
+import { isValidFunctionName } from "../function-name";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
 import { replyError, replyJson, statusFor } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
@@ -68,7 +69,12 @@ export function statusView(
   };
 }
 
-/** Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. */
+/**
+ * Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. A
+ * request may name the function it expects (`{"id": "...", "function": "..."}`): when the id
+ * belongs to another function's invocation, it is answered with E_ID_CONFLICT, never with that
+ * invocation's status or result.
+ */
 export function startStatusApi(
   nc: NatsConnection,
   queueGroup: string,
@@ -83,8 +89,11 @@ export function startStatusApi(
       if (error || !message.reply || !replyGuard.accepts(message, "status")) return;
       void (async () => {
         try {
-          const { id } = parseRequest(message.data);
+          const { id, fn } = parseRequest(message.data);
           const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
+          // The record says whose id it is; a running job of another function may share it.
+          const owner = record?.function ?? live?.fn;
+          if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
           replyJson(message, statusView(id, record, live), nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
           const failure = toJetfnError(thrown);
@@ -96,7 +105,7 @@ export function startStatusApi(
   });
 }
 
-function parseRequest(data: Uint8Array): { id: string } {
+function parseRequest(data: Uint8Array): { id: string; fn: string | undefined } {
   let body: unknown;
   try {
     body = JSON.parse(new TextDecoder().decode(data));
@@ -107,5 +116,9 @@ function parseRequest(data: Uint8Array): { id: string } {
   if (typeof id !== "string" || !isValidInvocationId(id)) {
     throw new JetfnError("E_INPUT_INVALID", "a status request needs an invocation id (8-128 letters, digits, - or _)");
   }
-  return { id };
+  const fn = (body as { function?: unknown }).function;
+  if (fn !== undefined && (typeof fn !== "string" || !isValidFunctionName(fn))) {
+    throw new JetfnError("E_INPUT_INVALID", "a status request's function must be a valid function name");
+  }
+  return { id, fn };
 }

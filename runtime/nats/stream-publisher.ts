@@ -12,6 +12,17 @@ export interface JetStreamPublisher {
 export const PUBLISH_TIMEOUT_MS = 5_000;
 
 /**
+ * JetStream answered and refused this message (too large for the stream, for example): sending it
+ * again unchanged is refused again, unlike a timeout. Recognised by its name, `StreamRefusedError`.
+ */
+class StreamRefusedError extends JetfnError {
+  constructor(message: string) {
+    super("E_UNAVAILABLE", message);
+    this.name = "StreamRefusedError";
+  }
+}
+
+/**
  * Publishes to JetStream and waits for the stored acknowledgement, like `js.publish()`, over
  * CallMux: nats.js builds two Errors with stack traces per publish, which capped enqueue rates.
  */
@@ -40,8 +51,7 @@ export class StreamPublisher implements JetStreamPublisher {
     }
     const answer = reply.json<Partial<PubAck> & { error?: { code?: number; description?: string } }>();
     if (answer.error || !answer.stream) {
-      throw new JetfnError(
-        "E_UNAVAILABLE",
+      throw new StreamRefusedError(
         `JetStream refused the message on ${subject}: ${answer.error?.description ?? "no stream in its answer"}`,
       );
     }

@@ -29,6 +29,15 @@ export function jobSubject(name: string): string {
   return JOB_PREFIX + name;
 }
 
+/**
+ * The `Nats-Msg-Id` of job `id` of function `name`: `<name>:<id>`. JetStream drops a repeat of the
+ * same function's job within the duplicate window, but not a job of another function that reuses
+ * the id: that one is stored, and refused when it runs (E_ID_CONFLICT), instead of vanishing.
+ */
+export function jobMessageId(name: string, id: string): string {
+  return `${name}:${id}`;
+}
+
 /** Completion notice subject of one invocation. */
 export function doneSubject(id: string): string {
   return DONE_PREFIX + id;
@@ -41,6 +50,21 @@ export function consumerName(name: string): string {
 
 /** Invocation ids are safe to use as subject tokens and KV keys. */
 export const INVOCATION_ID_PATTERN = /^[A-Za-z0-9_-]{8,128}$/;
+
+/**
+ * The shape of the ids the runtime derives itself: for a job published without `Jetfn-Id`, and for
+ * each listener of an event (from the listener's name and the event's id, which may be known).
+ */
+const DERIVED_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * True for an id a publisher may not choose: one shaped like the ids the runtime derives. A job
+ * carrying one could otherwise take the id of an event's run by a listener before that run, which
+ * the invocation record would then fence out.
+ */
+export function isReservedInvocationId(id: string): boolean {
+  return DERIVED_ID_PATTERN.test(id);
+}
 
 /** True when `id` can be used as an invocation id. */
 export function isValidInvocationId(id: string): boolean {

@@ -34,7 +34,7 @@ export function jobRecord(id: string, attempt: number): JobRecord {
 
 /** The final statement that records that attempt as succeeded (the fence included). */
 export function finalRecord(id: string, attempt: number): FinalStatement {
-  return completionStatement(jobRecord(id, attempt), null);
+  return completionStatement(jobRecord(id, attempt), "null");
 }
 
 /** Runs `body` and ends the transaction as invoke() does: rolled back when the body throws. */

@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { scheduledJobKey } from "../../runtime/scheduled-job-id";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;
@@ -37,7 +38,7 @@ afterAll(async () => {
 async function dueTimes(fn: string): Promise<number[]> {
   const rows = await env.database.sql`select id from jetfn.invocations where function = ${fn} and status = 'succeeded'`;
   return rows
-    .map((row) => Date.parse(Buffer.from(String(row.id).slice(2), "base64url").toString().replace(`${fn}@`, "")))
+    .map((row) => Date.parse(String(scheduledJobKey(String(row.id))).replace(`${fn}@`, "")))
     .sort((a, b) => a - b);
 }
 

@@ -2,9 +2,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readSchedules, scheduledJobId } from "../../runtime/scheduler";
+import { scheduledJobId, scheduledJobKey, scheduleSecret } from "../../runtime/scheduled-job-id";
+import { readSchedules, SCHEDULE_BUCKET } from "../../runtime/scheduler";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
@@ -37,7 +39,7 @@ afterAll(async () => {
 async function recordedDueTimes(): Promise<string[]> {
   const rows = await env.database.sql`select id, result from jetfn.invocations where function = 'tick' order by id`;
   return rows
-    .map((row) => Buffer.from(String(row.id).slice(2), "base64url").toString())
+    .map((row) => String(scheduledJobKey(String(row.id))))
     .map((key) => key.replace(/^tick@/, ""))
     .sort();
 }
@@ -86,11 +88,16 @@ describe("schedules across runtimes", () => {
       await nc.close();
     }
     const ids = await env.database.sql`select id, result from jetfn.invocations where function = 'tick'`;
+    const secret = await connect({ servers: env.nats.url }).then(async (connection) => {
+      try {
+        return await scheduleSecret(await new Kvm(connection).open(SCHEDULE_BUCKET));
+      } finally {
+        await connection.close();
+      }
+    });
     for (const row of ids) {
-      const due = Buffer.from(String(row.id).slice(2), "base64url")
-        .toString()
-        .replace(/^tick@/, "");
-      expect(row.id).toBe(scheduledJobId("tick", new Date(due)));
+      const due = String(scheduledJobKey(String(row.id))).replace(/^tick@/, "");
+      expect(row.id).toBe(scheduledJobId("tick", new Date(due), secret));
       expect(row.result).toMatchObject({ label: "tick" });
     }
   });

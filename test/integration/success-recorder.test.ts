@@ -42,7 +42,7 @@ describe("success recorder (batched records of jobs that wrote nothing)", () => 
     const jobs = Array.from({ length: 50 }, () => job());
     const settled: boolean[] = [];
     const won = await Promise.all(
-      jobs.map((record, n) => recorder.record(record, { n }, (applied) => settled.push(applied))),
+      jobs.map((record, n) => recorder.record(record, JSON.stringify({ n }), (applied) => settled.push(applied))),
     );
     expect(won).toEqual(jobs.map(() => true));
     expect(settled).toEqual(jobs.map(() => true));
@@ -55,7 +55,7 @@ describe("success recorder (batched records of jobs that wrote nothing)", () => 
     const recorder = createSuccessRecorder(client.sql);
     const finished = job();
     const dead = job();
-    await recorder.record(finished, "first");
+    await recorder.record(finished, '"first"');
     await recordFailure(client.sql, dead, "dead", {
       attempt: 1,
       code: "E_HANDLER_FAILED",
@@ -65,9 +65,9 @@ describe("success recorder (batched records of jobs that wrote nothing)", () => 
     });
     const fresh = job();
     const won = await Promise.all([
-      recorder.record({ ...finished, attempt: 2 }, "second"),
-      recorder.record(fresh, "fresh"),
-      recorder.record({ ...dead, attempt: 2 }, "too late"),
+      recorder.record({ ...finished, attempt: 2 }, '"second"'),
+      recorder.record(fresh, '"fresh"'),
+      recorder.record({ ...dead, attempt: 2 }, '"too late"'),
     ]);
     expect(won).toEqual([false, true, false]);
     expect(await statusOf(finished.id)).toEqual({ status: "succeeded", attempts: 1, result: "first" });
@@ -78,7 +78,10 @@ describe("success recorder (batched records of jobs that wrote nothing)", () => 
   it("lets only the first of two copies of one job in a batch win", async () => {
     const recorder = createSuccessRecorder(client.sql);
     const record = job();
-    const won = await Promise.all([recorder.record(record, "one"), recorder.record({ ...record, attempt: 2 }, "two")]);
+    const won = await Promise.all([
+      recorder.record(record, '"one"'),
+      recorder.record({ ...record, attempt: 2 }, '"two"'),
+    ]);
     expect(won).toEqual([true, false]);
     expect(await statusOf(record.id)).toEqual({ status: "succeeded", attempts: 1, result: "one" });
   });
@@ -93,7 +96,7 @@ describe("success recorder (batched records of jobs that wrote nothing)", () => 
       message: "retry me",
       at: "2026-11-29T09:00:02.000Z",
     });
-    expect(await recorder.record({ ...record, attempt: 2 }, "fixed")).toBe(true);
+    expect(await recorder.record({ ...record, attempt: 2 }, '"fixed"')).toBe(true);
     expect(await statusOf(record.id)).toEqual({ status: "succeeded", attempts: 2, result: "fixed" });
   });
 });

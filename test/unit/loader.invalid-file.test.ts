@@ -56,4 +56,18 @@ describe("loading function files", () => {
     const results = await loadFunctionFiles([good, bad]);
     expect(results.map((result) => result.ok)).toEqual([true, false]);
   });
+
+  it("stops a file whose top-level code never ends, and loads the rest of its batch", async () => {
+    const endless = await file("endless.ts", `let n = 0;\nwhile (n >= 0) n = (n + 1) % 10;\n${GOOD}`);
+    const good = await file("after-endless.ts", GOOD);
+    const begun = performance.now();
+    const results = await loadFunctionFiles([endless, good], { timeoutMs: 200 });
+    expect(performance.now() - begun).toBeLessThan(10_000);
+    expect(results.map((result) => result.ok)).toEqual([false, true]);
+    const [refused] = results;
+    if (refused && !refused.ok) {
+      expect(refused.error.code).toBe("E_FUNCTION_LOAD_FAILED");
+      expect(refused.error.message).toMatch(/endless\.ts did not finish loading within 200ms/);
+    }
+  });
 });

@@ -98,4 +98,26 @@ describe("secret redaction", () => {
     expect(frozen.password).toBe("p");
     expect(lines[1]?.msg).toBe("buffer");
   });
+
+  it("logs an error whose getters throw (handler code's) with its message and stack, instead of throwing", async () => {
+    const { root, lines } = capture("info");
+    const throwing = () => {
+      throw new Error("getter threw");
+    };
+    const plain = Object.defineProperty(new Error("odd error"), "detail", { enumerable: true, get: throwing });
+    const secret = Object.defineProperty(Object.assign(new Error("odd secret"), { token: "t" }), "detail", {
+      enumerable: true,
+      get: throwing,
+    });
+    expect(() => root.error({ err: plain }, "plain")).not.toThrow();
+    expect(() => root.error({ err: secret }, "secret")).not.toThrow();
+    await settle();
+    expect(lines).toMatchObject([
+      { msg: "plain", err: { type: "Error", message: "odd error", stack: expect.stringContaining("odd error") } },
+      {
+        msg: "secret",
+        err: { message: "odd secret", token: "[redacted]", stack: expect.stringContaining("odd secret") },
+      },
+    ]);
+  });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "../../runtime";
 import { defineFunction, resolveFunction } from "../../runtime/define-function";
 import { dueTimesBetween, resolveSchedule } from "../../runtime/schedule";
-import { scheduledJobId } from "../../runtime/scheduler";
+import { scheduledJobId, scheduledJobKey } from "../../runtime/scheduled-job-id";
 
 const at = (iso: string) => Date.parse(iso);
 
@@ -35,11 +35,17 @@ describe("schedules", () => {
     expect(resolveSchedule({})).toBeUndefined();
   });
 
-  it("derives a valid, stable job id from the function and due time", () => {
-    const id = scheduledJobId("reports.daily", new Date("2024-01-01T08:30:00Z"));
+  it("derives a valid job id from the function, the due time and the schedules' secret", () => {
+    const due = new Date("2024-01-01T08:30:00Z");
+    const id = scheduledJobId("reports.daily", due, "secret-1");
     expect(id).toMatch(/^[A-Za-z0-9_-]{8,128}$/);
-    expect(Buffer.from(id.slice(2), "base64url").toString()).toBe("reports.daily@2024-01-01T08:30:00.000Z");
-    expect(scheduledJobId("a".repeat(150), new Date(0))).toMatch(/^s_[0-9a-f]{64}$/);
+    expect(scheduledJobKey(id)).toBe("reports.daily@2024-01-01T08:30:00.000Z");
+    // Stable for runtimes sharing the secret; unpredictable without it.
+    expect(scheduledJobId("reports.daily", due, "secret-1")).toBe(id);
+    expect(scheduledJobId("reports.daily", due, "secret-2")).not.toBe(id);
+    const oldFormula = `s_${Buffer.from("reports.daily@2024-01-01T08:30:00.000Z").toString("base64url")}`;
+    expect(id).not.toBe(oldFormula);
+    expect(scheduledJobId("a".repeat(150), new Date(0), "secret-1")).toMatch(/^s_[0-9a-f]{64}_[A-Za-z0-9_-]{22}$/);
   });
 });
 

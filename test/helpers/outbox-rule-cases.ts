@@ -1,0 +1,59 @@
+import type { OutboxMessage } from "../../runtime/outbox-message";
+
+/** Outbox rows and whether the outbox rules accept them, for the relay's and the database's checks alike. */
+export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: boolean }[] = [
+  { name: "a job", row: job("job-0001"), accepted: true },
+  { name: "a job of a nested function", row: job("job-0002", "billing.charge"), accepted: true },
+  {
+    name: "a job whose id names another function",
+    row: { ...job("job-0011"), subject: "fn.job.billing.charge" },
+    accepted: false,
+  },
+  { name: "a job whose id is only the invocation id", row: { ...job("job-0012"), id: "job-0012" }, accepted: false },
+  { name: "a job without Jetfn-Id", row: { ...job("job-0003"), headers: {} }, accepted: true },
+  { name: "an event", row: event("3f1c0a9e-2b7d-4c1e-9a55-0d6f1b2c3d4e"), accepted: true },
+  { name: "an event with a short printable id", row: event("order:12/created"), accepted: true },
+  {
+    name: "a JetStream API subject",
+    row: { ...job("evil-0001"), subject: "$JS.API.STREAM.PURGE.JETFN_JOBS" },
+    accepted: false,
+  },
+  { name: "a done notice", row: { ...job("evil-0002"), subject: "jetfn.done.victim-000001" }, accepted: false },
+  { name: "a job for an invalid name", row: { ...job("evil-0003"), subject: "fn.job.Bad-Name" }, accepted: false },
+  { name: "a job for a wildcard", row: { ...job("evil-0004"), subject: "fn.job.*" }, accepted: false },
+  { name: "a subject with a space", row: { ...job("evil-0005"), subject: "fn.job.a b" }, accepted: false },
+  { name: "an empty function name", row: { ...job("evil-0006"), subject: "fn.job." }, accepted: false },
+  { name: "an event for a pattern", row: { ...event("e-1"), subject: "fn.event.comment.>" }, accepted: false },
+  {
+    name: "a job with a rollup header",
+    row: { ...job("evil-0007"), headers: { "Jetfn-Id": "evil-0007", "Nats-Rollup": "all" } },
+    accepted: false,
+  },
+  {
+    name: "a job claiming another job's id",
+    row: { ...job("evil-0008"), headers: { "Jetfn-Id": "victim-0001" } },
+    accepted: false,
+  },
+  {
+    name: "a job with Nats-Msg-Id",
+    row: { ...job("evil-0009"), headers: { "Nats-Msg-Id": "evil-0009" } },
+    accepted: false,
+  },
+  { name: "a job with a short id", row: job("short"), accepted: false },
+  { name: "a job id with a line break", row: job("evil-0010\r\nNats-Rollup: all"), accepted: false },
+  {
+    name: "an event with a header",
+    row: { ...event("e-2"), headers: { "Nats-Expected-Stream": "X" } },
+    accepted: false,
+  },
+  { name: "an event id with a space", row: event("order 12"), accepted: false },
+  { name: "an event id of 129 characters", row: event("e".repeat(129)), accepted: false },
+];
+
+function job(id: string, fn = "send-mail"): OutboxMessage {
+  return { id: `${fn}:${id}`, subject: `fn.job.${fn}`, headers: { "Jetfn-Id": id }, body: "{}" };
+}
+
+function event(id: string): OutboxMessage {
+  return { id, subject: "fn.event.comment.created", headers: {}, body: "{}" };
+}
