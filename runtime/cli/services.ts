@@ -1,14 +1,14 @@
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "../config";
 import { findEmbeddedPostgres, startEmbeddedPostgres } from "../db/embedded-postgres";
 import { JetfnError } from "../errors";
 import { redactUrl, redactUrls } from "../logger";
 import { isNatsReachable, startLocalNatsServer } from "../nats/local-server";
+import { PACKAGE_ROOT } from "../package-root";
 
-/** The repository's nats.conf, used when `dev` has to start a NATS server itself. */
-export const NATS_CONFIG_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../nats.conf");
+/** jetfn's nats.conf, used when `dev` has to start a NATS server itself. */
+export const NATS_CONFIG_FILE = path.join(PACKAGE_ROOT, "nats.conf");
 
 /** Something started for this process that must be stopped when it exits. */
 export interface StartedService {

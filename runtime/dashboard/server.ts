@@ -13,6 +13,7 @@ import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
 import { presentedTokens, sameToken, signInUrl, tokenCookie } from "./access-token";
 import { isLoopback, resolveAllowedHosts } from "./allowed-hosts";
+import { DEFAULT_DASHBOARD_PORT } from "./default-port";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
 import { refuseForeignRequest } from "./request-guard";
@@ -53,7 +54,6 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
-export const DEFAULT_DASHBOARD_PORT = 4280;
 // Every answer: never framed (clickjacking retry/drop), sniffed, cached (inputs and results), or
 // named in a Referer to another site (the sign-in URL carries the token). Not "no-referrer": with it,
 // browsers send "Origin: null" on the dashboard's own form posts, which the origin check refuses.
