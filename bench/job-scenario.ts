@@ -1,4 +1,4 @@
-import type { JobContender, JobContenderFactory, JobKind } from "./contenders/job-contender";
+import type { JobContender, JobContenderFactory, JobContenderOptions, JobKind } from "./contenders/job-contender";
 import { CPU_FIGURES, type CpuPerJob, cpuPerJob, readCpu } from "./cpu-use";
 import type { RoundContext } from "./model";
 import { rotate } from "./stats";
@@ -8,6 +8,7 @@ export interface JobEntry {
   name: string;
   create: JobContenderFactory;
   recordFill: boolean;
+  options?: JobContenderOptions;
   /** Why it cannot run on this machine, if it cannot. */
   unavailable?: (context: RoundContext) => string | undefined;
 }
@@ -36,7 +37,7 @@ export async function runJobRound(
     const tag = `${kind}-r${context.round}-${Date.now().toString(36)}`;
     let contender: JobContender | undefined;
     try {
-      contender = await entry.create(context, kind, tag);
+      contender = await entry.create(context, kind, tag, entry.options);
       const fillMs = await contender.fill(count);
       if (entry.recordFill) {
         context.record({
