@@ -2,10 +2,13 @@ import { createBullmq } from "./contenders/bullmq";
 import { createGraphileWorker } from "./contenders/graphile-worker";
 import { createJetfnJobs } from "./contenders/jetfn-jobs";
 import { createPgBoss } from "./contenders/pg-boss";
+import { CPU_FIGURES } from "./cpu-use";
 import { type JobEntry, runJobRound } from "./job-scenario";
 import type { Scenario } from "./model";
 
 const METRIC = "insert-one-row jobs drained";
+/** Postgres CPU per insert job: what decides how many runtimes one Postgres carries. */
+export const INSERT_POSTGRES_CPU = `${METRIC}: ${CPU_FIGURES.postgres}`;
 
 const BARE_PEERS = ["graphile-worker", "pg-boss", "BullMQ"];
 /** The peers with what their users add by hand for jetfn's guarantees (contenders/peer-guarantees.ts). */
@@ -37,7 +40,7 @@ const ENTRIES: JobEntry[] = [
 export const insertJobsScenario: Scenario = {
   id: "insert-jobs",
   title: "3. Fire-and-forget, one (audited) row per job",
-  baselines: { [METRIC]: [...BARE_PEERS, ...GUARANTEED_PEERS] },
+  baselines: { [METRIC]: [...BARE_PEERS, ...GUARANTEED_PEERS], [INSERT_POSTGRES_CPU]: ["graphile-worker"] },
   targets: [
     {
       scenario: "insert-jobs",
@@ -57,6 +60,16 @@ export const insertJobsScenario: Scenario = {
       min: 2,
       reason:
         "the same guarantees added by hand cost each peer a transaction, a stamp and an effects row per job; built in and grouped, they should cost jetfn half as much",
+    },
+    {
+      scenario: "insert-jobs",
+      metric: INSERT_POSTGRES_CPU,
+      contender: "jetfn",
+      kind: "ratio",
+      baselines: ["graphile-worker"],
+      max: 0.7,
+      reason:
+        "with many runtimes on one Postgres, its CPU per job sets the ceiling; graphile-worker keeps its queue in Postgres, jetfn keeps it in NATS and should show it",
     },
   ],
   run: (context) => runJobRound(context, "insert", context.sizes.insertJobs, METRIC, ENTRIES),

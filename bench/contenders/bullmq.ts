@@ -18,6 +18,7 @@ export const createBullmq: JobContenderFactory = async (context, kind, tag, opti
   let worker: Worker | undefined;
   return {
     name: "BullMQ",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {

@@ -27,6 +27,7 @@ export const createGraphileWorker: JobContenderFactory = async (context, kind, t
   let runner: Runner | undefined;
   return {
     name: "graphile-worker",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {

@@ -12,6 +12,8 @@ export interface BenchJobInput {
 /** A job system under test, with its queue filled before its workers start. */
 export interface JobContender {
   readonly name: string;
+  /** The Postgres database its jobs use, if any: whose backends' CPU is counted as its own. */
+  readonly database?: string;
   /** Enqueues `count` jobs as fast as the system allows (many in flight or in bulk); returns ms. */
   fill(count: number): Promise<number>;
   /** Enqueues `count` jobs one after another, each awaited; returns ms. */

@@ -27,6 +27,7 @@ export const createPgBoss: JobContenderFactory = async (context, kind, tag, opti
   await boss.createQueue(queue);
   return {
     name: "pg-boss",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {
