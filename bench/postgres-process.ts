@@ -10,17 +10,21 @@ export function isPostgresProcessOf(title: string, database: string | undefined)
   const match = /^postgres: (?:\S+: )?(.*)$/.exec(title.trim());
   if (!match) return true;
   const what = match[1] ?? "";
+  // An autovacuum worker serves one database, named after it: another database's is not ours.
+  if (what.startsWith(AUTOVACUUM_WORKER)) return database === undefined || what.split(" ")[2] === database;
   if (SERVER_PROCESSES.some((name) => what.startsWith(name))) return true;
   // A client backend: "<user> <database> <host>(<port>) <activity>".
   return database === undefined || what.split(" ")[1] === database;
 }
+
+const AUTOVACUUM_WORKER = "autovacuum worker";
 
 /** Titles of the server's own processes (their work, such as WAL writing, serves every database). */
 const SERVER_PROCESSES = [
   "checkpointer",
   "background writer",
   "walwriter",
-  "autovacuum",
+  "autovacuum launcher",
   "logical replication",
   "archiver",
   "stats collector",
