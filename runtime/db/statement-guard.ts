@@ -1,5 +1,5 @@
 import { JetfnError } from "../errors";
-import { type SqlToken, tokenizeSql, UnreadableSql } from "./sql-tokens";
+import { type SqlToken, type TokenizeOptions, tokenizeSql, UnreadableSql } from "./sql-tokens";
 
 /**
  * The statement guard. A handler's SQL runs inside its invocation's transaction, often a savepoint
@@ -25,6 +25,26 @@ export function statementRefusal(text: string): string | undefined {
     if (error instanceof UnreadableSql) return `the statement cannot be read to its end (${error.message})`;
     throw error;
   }
+  const reason = tokensRefusal(tokens);
+  if (reason || !text.includes("\\")) return reason;
+  // A transaction may have turned standard_conforming_strings off for itself through code the
+  // guard cannot see: then \' ends no plain string. Text that would not even parse that way is
+  // not run at all (Postgres parses the whole message before running any of it).
+  const other = readableAs(text, { backslashStrings: true });
+  const otherReason = other && tokensRefusal(other);
+  return otherReason ? `${otherReason} (as read with standard_conforming_strings off)` : undefined;
+}
+
+function readableAs(text: string, options: TokenizeOptions): SqlToken[] | undefined {
+  try {
+    return tokenizeSql(text, options);
+  } catch (error) {
+    if (error instanceof UnreadableSql) return undefined;
+    throw error;
+  }
+}
+
+function tokensRefusal(tokens: SqlToken[]): string | undefined {
   for (const statement of splitStatements(tokens)) {
     const reason = refusalOf(statement);
     if (reason) return reason;
@@ -75,6 +95,16 @@ const REFUSED_FIRST_WORDS: Record<string, string> = {
   load: "LOAD changes the session",
   do: "a DO block is code the guard cannot read (put it in a function created by a migration)",
 };
+
+/** What ALTER ... SET gives session defaults to. */
+const SESSION_DEFAULT_OBJECTS = new Set(["role", "user", "database", "system"]);
+
+/**
+ * The session's temporary schema: an object made there is a temporary one, whatever the statement
+ * says, and a table there shadows an app table of the same name for later members of a shared
+ * transaction (Postgres searches it first).
+ */
+const TEMP_SCHEMA = /^pg_temp(_\d+)?$/;
 
 /** Functions that take or drop session-level advisory locks, which outlive the transaction. */
 const SESSION_LOCK_FUNCTIONS = new Set([
@@ -132,6 +162,12 @@ function refusalOf(statement: SqlToken[]): string | undefined {
         : refusedCall(statement);
     case "create":
       return createRefusal(statement) ?? refusedCall(statement);
+    case "alter":
+      // ALTER ROLE CURRENT_USER SET ... is allowed to any role for itself: it outlives every
+      // session, and the session reset restores it.
+      return SESSION_DEFAULT_OBJECTS.has(wordAt(statement, 1) ?? "")
+        ? "ALTER ROLE, USER, DATABASE or SYSTEM changes the settings of later sessions"
+        : refusedCall(statement);
     default:
       return refusedCall(statement);
   }
@@ -213,6 +249,8 @@ function refusedCall(statement: SqlToken[]): string | undefined {
   for (let i = 0; i < statement.length; i++) {
     const token = statement[i] as SqlToken;
     if (token.kind !== "word" && token.kind !== "quoted-name") continue;
+    if (TEMP_SCHEMA.test(token.text.toLowerCase()))
+      return "pg_temp holds temporary objects, which outlive the invocation";
     if (SESSION_LOCK_FUNCTIONS.has(token.text)) return `${token.text} takes a session lock (use the _xact_ variants)`;
     if (token.text === "set_config") {
       const reason = setConfigRefusal(statement, i + 1);
@@ -230,7 +268,7 @@ function setConfigRefusal(statement: SqlToken[], open: number): string | undefin
   if (paren?.kind !== "other" || paren.text !== "(") return undefined; // a column or alias named set_config
   const args = callArguments(statement, open);
   const [name, , local] = args ?? [];
-  if (args?.length !== 3 || name?.length !== 1 || name[0]?.kind !== "string") {
+  if (args?.length !== 3 || name?.length !== 1 || name[0]?.kind !== "string" || name[0].escaped) {
     return "a set_config the guard cannot read (give the setting's name as a constant and true as is_local)";
   }
   if (isProtectedSetting(name[0].text)) return `set_config of ${name[0].text}, which jetfn sets`;

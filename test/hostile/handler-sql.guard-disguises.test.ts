@@ -11,7 +11,7 @@ const FULL = process.env.JETFN_FAULTS_FULL === "1";
 const HOSTILE_SQL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/hostile-sql");
 const BYSTANDERS = FULL ? 400 : 90;
 
-const ESCAPES = ["select 1 --\r; commit", "select 1 -- x\rrollback", "select 1 --\r; end"];
+const ESCAPES = ["select 1 --\r; commit", "select 1 -- x\r; rollback", "select 1 --\r; end"];
 
 let env: TestEnvironment;
 

@@ -8,10 +8,10 @@ import { statementRefusal } from "../../runtime/db/statement-guard";
 const bypasses: Record<string, string> = {
   // Postgres ends a -- comment at \r as at \n.
   "a carriage return ends a line comment": "select 1 --\r; commit",
-  "a carriage return ends a line comment (rollback)": "insert into t values (1) -- x\rrollback",
+  "a carriage return ends a line comment (rollback)": "insert into t values (1) -- x\r; rollback",
   // U&"..." names are read with their escapes: this is set_config.
   "a Unicode-escaped function name": "select U&\"set\\005fconfig\"('search_path', 'x', false)",
-  "a Unicode-escaped advisory lock": "select U&\"pg\\005fadvisory\\005flock\"(1)",
+  "a Unicode-escaped advisory lock": 'select U&"pg\\005fadvisory\\005flock"(1)',
   // Setting names written with escapes are the protected names.
   "a Unicode-escaped protected setting": "select set_config(U&'standard\\005fconforming\\005fstrings', 'off', true)",
   "an octal-escaped protected setting": "select set_config(E'standard\\137conforming\\137strings', 'off', true)",
@@ -53,4 +53,13 @@ describe("statement guard (review): legitimate SQL", () => {
       expect(statementRefusal(text)).toBeUndefined();
     });
   }
+});
+
+describe("statement guard (review): session defaults", () => {
+  it("refuses ALTER ROLE ... SET (a role may set its own session defaults; the reset restores them)", () => {
+    expect(statementRefusal("alter role current_user set default_transaction_read_only = on")).toBeDefined();
+    expect(statementRefusal("ALTER USER jetfn_runtime SET search_path = evil")).toBeDefined();
+    expect(statementRefusal("alter database app set search_path = evil")).toBeDefined();
+    expect(statementRefusal("alter table ledger add column n int")).toBeUndefined();
+  });
 });
