@@ -96,6 +96,18 @@ const REFUSED_FIRST_WORDS: Record<string, string> = {
   do: "a DO block is code the guard cannot read (put it in a function created by a migration)",
 };
 
+/**
+ * Built-in functions that run SQL given to them as text, which the guard cannot read: any of them
+ * could set the audit stamp, or standard_conforming_strings, for the rest of the transaction.
+ */
+const SQL_TEXT_FUNCTIONS = new Set([
+  "query_to_xml",
+  "query_to_xmlschema",
+  "query_to_xml_and_xmlschema",
+  "ts_stat",
+  "ts_rewrite",
+]);
+
 /** What ALTER ... SET gives session defaults to. */
 const SESSION_DEFAULT_OBJECTS = new Set(["role", "user", "database", "system"]);
 
@@ -251,6 +263,7 @@ function refusedCall(statement: SqlToken[]): string | undefined {
     if (token.kind !== "word" && token.kind !== "quoted-name") continue;
     if (TEMP_SCHEMA.test(token.text.toLowerCase()))
       return "pg_temp holds temporary objects, which outlive the invocation";
+    if (SQL_TEXT_FUNCTIONS.has(token.text)) return `${token.text} runs SQL text the guard cannot read`;
     if (SESSION_LOCK_FUNCTIONS.has(token.text)) return `${token.text} takes a session lock (use the _xact_ variants)`;
     if (token.text === "set_config") {
       const reason = setConfigRefusal(statement, i + 1);

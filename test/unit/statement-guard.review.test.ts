@@ -63,3 +63,14 @@ describe("statement guard (review): session defaults", () => {
     expect(statementRefusal("alter table ledger add column n int")).toBeUndefined();
   });
 });
+
+describe("statement guard (review): SQL run from text", () => {
+  // Each sets the audit stamp for the rest of the transaction on Postgres 15 (checked).
+  it.each([
+    "select query_to_xml('select set_config(''jetfn.invocation_id'', ''other'', true)', false, false, '')",
+    "select * from ts_stat('select set_config(''jetfn.function'', ''forged'', true)::tsvector')",
+    "select ts_rewrite('a'::tsquery, 'select set_config(''jetfn.function'', ''x'', true)::tsquery, ''b''::tsquery')",
+  ])("refuses %s", (text) => {
+    expect(statementRefusal(text)).toBeDefined();
+  });
+});
