@@ -74,6 +74,16 @@ export function assertStatementAllowed(text: string): void {
 }
 
 /**
+ * Whether a statement the guard allowed may create a temporary object (a table ON COMMIT DROP):
+ * cheap and generous, as a wrong yes only ends a shared transaction early.
+ */
+export function mayCreateTemporaryObject(text: string): boolean {
+  // TEMP, TEMPORARY; any CREATE or SELECT ... INTO (search_path may start with pg_temp, so they
+  // may create there without saying so). Not pg_temp alone: naming it in search_path creates nothing.
+  return /\btemp(orary)?\b|\bcreate\b|\bselect\b[\s\S]*\binto\b/i.test(text);
+}
+
+/**
  * Savepoint names a handler's own nested transactions use (drizzle's `transaction()` inside ctx.db,
  * relayed from a worker thread as text): they nest inside the invocation's own savepoint.
  */
@@ -167,7 +177,9 @@ function refusalOf(statement: SqlToken[]): string | undefined {
     case "rollback":
       return rollbackToHandlerSavepoint(statement) ? undefined : "ROLLBACK ends the transaction";
     case "set":
-      return setRefusal(statement) ?? refusedCall(statement);
+      // pg_temp may be named in search_path (last, against shadowing); what is created there is
+      // sealed off from later members of a shared transaction (see mayCreateTemporaryObject).
+      return setRefusal(statement) ?? refusedCall(statement, false);
     case "declare":
       return hasWords(statement, "with", "hold")
         ? "a cursor WITH HOLD outlives the transaction"
@@ -257,11 +269,11 @@ function hasWords(statement: SqlToken[], first: string, second: string): boolean
  * transaction-local (third argument the literal `true`) and of a setting jetfn does not own.
  * `select ... into temp` counts too.
  */
-function refusedCall(statement: SqlToken[]): string | undefined {
+function refusedCall(statement: SqlToken[], refuseTempSchema = true): string | undefined {
   for (let i = 0; i < statement.length; i++) {
     const token = statement[i] as SqlToken;
     if (token.kind !== "word" && token.kind !== "quoted-name") continue;
-    if (TEMP_SCHEMA.test(token.text.toLowerCase()))
+    if (refuseTempSchema && TEMP_SCHEMA.test(token.text.toLowerCase()))
       return "pg_temp holds temporary objects, which outlive the invocation";
     if (SQL_TEXT_FUNCTIONS.has(token.text)) return `${token.text} runs SQL text the guard cannot read`;
     if (SESSION_LOCK_FUNCTIONS.has(token.text)) return `${token.text} takes a session lock (use the _xact_ variants)`;

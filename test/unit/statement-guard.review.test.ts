@@ -74,3 +74,9 @@ describe("statement guard (review): SQL run from text", () => {
     expect(statementRefusal(text)).toBeDefined();
   });
 });
+
+describe("statement guard (review): pg_temp in search_path", () => {
+  it("allows naming pg_temp in SET LOCAL search_path", () => {
+    expect(statementRefusal("set local search_path = app, pg_temp")).toBeUndefined();
+  });
+});
