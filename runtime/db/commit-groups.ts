@@ -54,6 +54,11 @@ export interface CommitGroups {
 
 /** One job's savepoint on a lane. */
 export interface Seat {
+  /**
+   * No job after this one joins its transaction: it may create a temporary object, which lives
+   * until the COMMIT and would shadow, for a later member, an app table of the same name.
+   */
+  seal(): void;
   /** Runs one of the job's statements on the lane. */
   query(text: string, params: unknown[], options: { prepare?: boolean } | undefined, mode: QueryMode): Promise<unknown>;
   /**
@@ -120,6 +125,8 @@ export class Lane {
   pendingRelease: string | undefined;
   /** Members' grouped final rows (see FinalStatement.grouped), by statement, written before the COMMIT. */
   grouped = new Map<string, string[]>();
+  /** A job of the open transaction may have created a temporary object: it commits before anyone else joins. */
+  sealed = false;
   /** A statement sent without waiting failed: the open transaction can only be rolled back. */
   failure: unknown;
   /** Counts the transactions ended on the lane: which one a statement was sent in. */
@@ -198,6 +205,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
         lane.open &&
         (next === undefined ||
           lane.failure !== undefined ||
+          lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
           (lane.members.length > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
@@ -394,6 +402,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.pendingRelease = undefined;
     lane.grouped.clear();
     lane.failure = undefined;
+    lane.sealed = false;
     lane.busy = false;
   }
 }

@@ -8,7 +8,7 @@ import { asRefusal, invocationCheck } from "./invocation-checks";
 import { shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
-import { assertStatementAllowed } from "./statement-guard";
+import { assertStatementAllowed, mayCreateTemporaryObject } from "./statement-guard";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
@@ -198,11 +198,11 @@ class LazyTransaction implements InvocationTransaction {
       this.#refused ??= error as JetfnError;
       return new LazyQuery(() => Promise.reject(error));
     }
-    return this.#query(text, params, options);
+    return this.#query(text, params, options, mayCreateTemporaryObject(text));
   }
 
-  #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
-    return new LazyQuery((mode) => this.#run(text, params, options, mode));
+  #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }, seals = false): LazyQuery {
+    return new LazyQuery((mode) => this.#run(text, params, options, mode, seals));
   }
 
   async #run(
@@ -210,12 +210,14 @@ class LazyTransaction implements InvocationTransaction {
     params: unknown[],
     options: { prepare?: boolean } | undefined,
     mode: QueryMode,
+    seals: boolean,
   ): Promise<unknown> {
     try {
       const connection = await this.#open();
       // A statement with parameters runs prepared: described once per connection, then one round trip.
       const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
       if (!(connection instanceof WatchedConnection)) {
+        if (seals) connection.seal();
         return await connection.query(text, params, { ...options, prepare }, mode);
       }
       const query = connection.unsafe(text, params as never[], { ...options, prepare });

@@ -70,6 +70,10 @@ export class LaneSeat implements Seat {
     this.#setup.catch(() => undefined);
   }
 
+  seal(): void {
+    this.#lane.sealed = true;
+  }
+
   async query(
     text: string,
     params: unknown[],

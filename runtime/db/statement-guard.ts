@@ -1,5 +1,5 @@
 import { JetfnError } from "../errors";
-import { type SqlToken, tokenizeSql, UnreadableSql } from "./sql-tokens";
+import { type SqlToken, type TokenizeOptions, tokenizeSql, UnreadableSql } from "./sql-tokens";
 
 /**
  * The statement guard. A handler's SQL runs inside its invocation's transaction, often a savepoint
@@ -25,6 +25,26 @@ export function statementRefusal(text: string): string | undefined {
     if (error instanceof UnreadableSql) return `the statement cannot be read to its end (${error.message})`;
     throw error;
   }
+  const reason = tokensRefusal(tokens);
+  if (reason || !text.includes("\\")) return reason;
+  // A transaction may have turned standard_conforming_strings off for itself through code the
+  // guard cannot see: then \' ends no plain string. Text that would not even parse that way is
+  // not run at all (Postgres parses the whole message before running any of it).
+  const other = readableAs(text, { backslashStrings: true });
+  const otherReason = other && tokensRefusal(other);
+  return otherReason ? `${otherReason} (as read with standard_conforming_strings off)` : undefined;
+}
+
+function readableAs(text: string, options: TokenizeOptions): SqlToken[] | undefined {
+  try {
+    return tokenizeSql(text, options);
+  } catch (error) {
+    if (error instanceof UnreadableSql) return undefined;
+    throw error;
+  }
+}
+
+function tokensRefusal(tokens: SqlToken[]): string | undefined {
   for (const statement of splitStatements(tokens)) {
     const reason = refusalOf(statement);
     if (reason) return reason;
@@ -54,6 +74,16 @@ export function assertStatementAllowed(text: string): void {
 }
 
 /**
+ * Whether a statement the guard allowed may create a temporary object (a table ON COMMIT DROP):
+ * cheap and generous, as a wrong yes only ends a shared transaction early.
+ */
+export function mayCreateTemporaryObject(text: string): boolean {
+  // TEMP, TEMPORARY; any CREATE or SELECT ... INTO (search_path may start with pg_temp, so they
+  // may create there without saying so). Not pg_temp alone: naming it in search_path creates nothing.
+  return /\btemp(orary)?\b|\bcreate\b|\bselect\b[\s\S]*\binto\b/i.test(text);
+}
+
+/**
  * Savepoint names a handler's own nested transactions use (drizzle's `transaction()` inside ctx.db,
  * relayed from a worker thread as text): they nest inside the invocation's own savepoint.
  */
@@ -75,6 +105,28 @@ const REFUSED_FIRST_WORDS: Record<string, string> = {
   load: "LOAD changes the session",
   do: "a DO block is code the guard cannot read (put it in a function created by a migration)",
 };
+
+/**
+ * Built-in functions that run SQL given to them as text, which the guard cannot read: any of them
+ * could set the audit stamp, or standard_conforming_strings, for the rest of the transaction.
+ */
+const SQL_TEXT_FUNCTIONS = new Set([
+  "query_to_xml",
+  "query_to_xmlschema",
+  "query_to_xml_and_xmlschema",
+  "ts_stat",
+  "ts_rewrite",
+]);
+
+/** What ALTER ... SET gives session defaults to. */
+const SESSION_DEFAULT_OBJECTS = new Set(["role", "user", "database", "system"]);
+
+/**
+ * The session's temporary schema: an object made there is a temporary one, whatever the statement
+ * says, and a table there shadows an app table of the same name for later members of a shared
+ * transaction (Postgres searches it first).
+ */
+const TEMP_SCHEMA = /^pg_temp(_\d+)?$/;
 
 /** Functions that take or drop session-level advisory locks, which outlive the transaction. */
 const SESSION_LOCK_FUNCTIONS = new Set([
@@ -125,13 +177,21 @@ function refusalOf(statement: SqlToken[]): string | undefined {
     case "rollback":
       return rollbackToHandlerSavepoint(statement) ? undefined : "ROLLBACK ends the transaction";
     case "set":
-      return setRefusal(statement) ?? refusedCall(statement);
+      // pg_temp may be named in search_path (last, against shadowing); what is created there is
+      // sealed off from later members of a shared transaction (see mayCreateTemporaryObject).
+      return setRefusal(statement) ?? refusedCall(statement, false);
     case "declare":
       return hasWords(statement, "with", "hold")
         ? "a cursor WITH HOLD outlives the transaction"
         : refusedCall(statement);
     case "create":
       return createRefusal(statement) ?? refusedCall(statement);
+    case "alter":
+      // ALTER ROLE CURRENT_USER SET ... is allowed to any role for itself: it outlives every
+      // session, and the session reset restores it.
+      return SESSION_DEFAULT_OBJECTS.has(wordAt(statement, 1) ?? "")
+        ? "ALTER ROLE, USER, DATABASE or SYSTEM changes the settings of later sessions"
+        : refusedCall(statement);
     default:
       return refusedCall(statement);
   }
@@ -209,10 +269,13 @@ function hasWords(statement: SqlToken[], first: string, second: string): boolean
  * transaction-local (third argument the literal `true`) and of a setting jetfn does not own.
  * `select ... into temp` counts too.
  */
-function refusedCall(statement: SqlToken[]): string | undefined {
+function refusedCall(statement: SqlToken[], refuseTempSchema = true): string | undefined {
   for (let i = 0; i < statement.length; i++) {
     const token = statement[i] as SqlToken;
     if (token.kind !== "word" && token.kind !== "quoted-name") continue;
+    if (refuseTempSchema && TEMP_SCHEMA.test(token.text.toLowerCase()))
+      return "pg_temp holds temporary objects, which outlive the invocation";
+    if (SQL_TEXT_FUNCTIONS.has(token.text)) return `${token.text} runs SQL text the guard cannot read`;
     if (SESSION_LOCK_FUNCTIONS.has(token.text)) return `${token.text} takes a session lock (use the _xact_ variants)`;
     if (token.text === "set_config") {
       const reason = setConfigRefusal(statement, i + 1);
@@ -230,7 +293,7 @@ function setConfigRefusal(statement: SqlToken[], open: number): string | undefin
   if (paren?.kind !== "other" || paren.text !== "(") return undefined; // a column or alias named set_config
   const args = callArguments(statement, open);
   const [name, , local] = args ?? [];
-  if (args?.length !== 3 || name?.length !== 1 || name[0]?.kind !== "string") {
+  if (args?.length !== 3 || name?.length !== 1 || name[0]?.kind !== "string" || name[0].escaped) {
     return "a set_config the guard cannot read (give the setting's name as a constant and true as is_local)";
   }
   if (isProtectedSetting(name[0].text)) return `set_config of ${name[0].text}, which jetfn sets`;
