@@ -139,6 +139,24 @@ const SESSION_LOCK_FUNCTIONS = new Set([
   "pg_advisory_unlock_all",
 ]);
 
+/**
+ * jetfn's own schema: the invocation records, the outbox, the audit log and the functions that write
+ * them. The runtime role may write there, so a handler's statement naming it could mark another job
+ * succeeded (fencing out its real run) or dead, or write its own records. Handlers read the audit
+ * log through the SDK outside their invocations, never through ctx.db.
+ */
+const JETFN_SCHEMA = "jetfn";
+const JETFN_SCHEMA_REFUSAL =
+  "jetfn's schema holds the runtime's records, outbox and audit log, which a handler may not touch";
+
+/** A search_path value (a SET LOCAL or set_config string) that names jetfn's schema. */
+function namesJetfnSchema(value: string): boolean {
+  return value
+    .toLowerCase()
+    .split(/[\s,]+/)
+    .some((part) => part.replace(/^"|"$/g, "") === JETFN_SCHEMA);
+}
+
 /** Settings whose change would make the guard read text differently from the server, or lie in the audit. */
 function isProtectedSetting(name: string): boolean {
   const lower = name.toLowerCase();
@@ -228,6 +246,12 @@ function setRefusal(statement: SqlToken[]): string | undefined {
   const name = settingName(statement, 2);
   if (name === undefined) return "a SET LOCAL the guard cannot read";
   if (isProtectedSetting(name)) return `SET of ${name}, which jetfn sets`;
+  if (
+    name.toLowerCase() === "search_path" &&
+    statement.some((token) => token.kind === "string" && namesJetfnSchema(token.text))
+  ) {
+    return JETFN_SCHEMA_REFUSAL;
+  }
   return undefined;
 }
 
@@ -273,6 +297,7 @@ function refusedCall(statement: SqlToken[], refuseTempSchema = true): string | u
   for (let i = 0; i < statement.length; i++) {
     const token = statement[i] as SqlToken;
     if (token.kind !== "word" && token.kind !== "quoted-name") continue;
+    if (token.text === JETFN_SCHEMA) return JETFN_SCHEMA_REFUSAL;
     if (refuseTempSchema && TEMP_SCHEMA.test(token.text.toLowerCase()))
       return "pg_temp holds temporary objects, which outlive the invocation";
     if (SQL_TEXT_FUNCTIONS.has(token.text)) return `${token.text} runs SQL text the guard cannot read`;
@@ -297,6 +322,13 @@ function setConfigRefusal(statement: SqlToken[], open: number): string | undefin
     return "a set_config the guard cannot read (give the setting's name as a constant and true as is_local)";
   }
   if (isProtectedSetting(name[0].text)) return `set_config of ${name[0].text}, which jetfn sets`;
+  if (name[0].text.toLowerCase() === "search_path") {
+    const value = args?.[1];
+    if (value?.length !== 1 || value[0]?.kind !== "string" || value[0].escaped) {
+      return "a set_config of search_path the guard cannot read (give the value as a constant)";
+    }
+    if (namesJetfnSchema(value[0].text)) return JETFN_SCHEMA_REFUSAL;
+  }
   if (local?.length !== 1 || local[0]?.kind !== "word" || local[0].text !== "true") {
     return "set_config without is_local true changes the session";
   }
