@@ -5,6 +5,7 @@ import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
 import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
+import { type DelayOptions, dueTime } from "./job-delay";
 import { CallMux } from "./nats/call-mux";
 import { connectNats } from "./nats/connection";
 import {
@@ -53,7 +54,7 @@ export interface CallOptions {
 }
 
 /** Options of one enqueue. */
-export interface EnqueueJobOptions {
+export interface EnqueueJobOptions extends DelayOptions {
   /** Invocation id; random when omitted. Repeating an id within the duplicate window enqueues once. */
   id?: string;
 }
@@ -194,7 +195,7 @@ class NatsClient<M> implements JetfnClient<M> {
     return decodeReply(reply) as ClientOutput<M, N>;
   }
 
-  enqueue<N extends NameOf<M>>(
+  async enqueue<N extends NameOf<M>>(
     name: N,
     input: ClientInput<M, N>,
     options: EnqueueJobOptions = {},
@@ -202,6 +203,7 @@ class NatsClient<M> implements JetfnClient<M> {
     return publishJob(this.#publisher, name, input, {
       id: options.id,
       maxPayload: this.connection.info?.max_payload,
+      notBefore: dueTime(options),
     });
   }
 

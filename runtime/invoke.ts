@@ -20,6 +20,7 @@ import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { InvocationDeadline } from "./invocation-deadline";
+import { dueTime } from "./job-delay";
 import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "./log-budget";
 import { invocationLogger } from "./logger";
 import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
@@ -166,7 +167,8 @@ class Invocation {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
     const id = options?.id ?? randomUUID();
-    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload));
+    const due = options ? dueTime(options) : undefined;
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due));
     return { id };
   }
 

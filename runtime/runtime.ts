@@ -23,6 +23,7 @@ import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
+import { type DelayedJobMover, ensureDelayedJobs, findScheduledJob, startDelayedJobMover } from "./nats/delayed-jobs";
 import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
@@ -144,6 +145,7 @@ class ServingRuntime implements Runtime {
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
+  #delayedJobs: DelayedJobMover | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -209,6 +211,7 @@ class ServingRuntime implements Runtime {
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
     });
+    const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName);
     const progress = await openProgressBoard(this.nats, this.logger);
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
@@ -221,6 +224,12 @@ class ServingRuntime implements Runtime {
       nc: this.nats,
       js: this.#publisher,
       events: this.events,
+      logger: this.logger,
+    });
+    this.#delayedJobs = startDelayedJobMover({
+      js: this.#js,
+      publisher: this.#publisher,
+      stream: delayedStream,
       logger: this.logger,
     });
     this.#jobDependencies = {
@@ -270,6 +279,7 @@ class ServingRuntime implements Runtime {
       progress,
       this.logger,
       replyGuard,
+      (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
     );
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
@@ -495,6 +505,7 @@ class ServingRuntime implements Runtime {
       ?.close()
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
+    await this.#delayedJobs?.stop();
     await this.#sealer?.close();
     this.#publisher.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));

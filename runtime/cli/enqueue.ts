@@ -9,10 +9,12 @@ export interface EnqueueCommandOptions {
   wait?: boolean;
   id?: string;
   timeout?: string;
+  delay?: string;
+  at?: string;
   json?: boolean;
 }
 
-/** `jetfn enqueue <fn> [json] [--wait]`: stores a job and prints its id (and, with --wait, its result). */
+/** `jetfn enqueue <fn> [json] [--wait] [--delay 10m | --at <time>]`: stores a job and prints its id (and, with --wait, its result). */
 export async function enqueueCommand(
   name: string,
   json: string | undefined,
@@ -21,7 +23,7 @@ export async function enqueueCommand(
   const input = await readJsonArgument(json);
   const client = await createClient();
   try {
-    const job = await client.enqueue(name, input, { id: options.id });
+    const job = await client.enqueue(name, input, { id: options.id, delay: options.delay, runAt: options.at });
     if (!options.wait) {
       if (options.json) printJson(job);
       else process.stdout.write(`${job.id}\n`);

@@ -67,6 +67,8 @@ program
   .argument("[json]", "input as JSON; - reads standard input")
   .option("--wait", "show progress, then print the result")
   .option("--id <id>", "invocation id to use (repeats within the duplicate window are dropped)")
+  .option("--delay <duration>", "run the job no sooner than this from now, e.g. 10m")
+  .option("--at <time>", "run the job no sooner than this ISO 8601 time, e.g. 2030-01-01T09:00:00Z")
   .option("--timeout <duration>", "with --wait: how long to wait", "1h")
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(enqueueCommand);

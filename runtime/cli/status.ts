@@ -20,6 +20,7 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
 export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
   if (view.status === "pending") lines.push("not started yet (or no runtime has seen this id)");
+  if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)
     lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);
