@@ -1,4 +1,5 @@
 import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { CANCEL_SUBJECT } from "./cancellation";
 import { resolveConfig } from "./config";
 import type { DeadLetter } from "./db/dead-letters";
 import type { EventDataOf, EventDefinition } from "./define-event";
@@ -7,6 +8,7 @@ import { type Duration, parseDuration } from "./duration";
 import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
 import { type DelayOptions, dueTime } from "./job-delay";
 import { CallMux } from "./nats/call-mux";
+import type { CancelReply } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
 import {
   type DeadLetterList,
@@ -83,6 +85,12 @@ export interface ResultOptions {
   function?: string;
 }
 
+/** Options of a cancel. */
+export interface CancelOptions {
+  /** Why, kept with the job (its error message) and given to a running handler's `ctx.signal`. */
+  reason?: string;
+}
+
 /** Options of a status request. */
 export interface StatusOptions {
   /** The function the id is expected to belong to (E_ID_CONFLICT otherwise). @default any function */
@@ -106,6 +114,11 @@ export interface JetfnClient<M = FunctionMap> {
   ): Promise<ClientOutput<M, N>>;
   /** Status, attempts, progress, result or errors of an invocation. */
   status(id: string, options?: StatusOptions): Promise<InvocationStatusView>;
+  /**
+   * Cancels a job: one not started never runs, a running one is aborted (`ctx.signal`) and rolled
+   * back; it ends `cancelled`. E_NOT_CANCELLABLE when it already ended.
+   */
+  cancel(id: string, options?: CancelOptions): Promise<CancelReply>;
   /**
    * Emits an event to every function listening on it; resolves once JetStream stored it. Checked
    * against the event's `defineEvent` schema (E_INPUT_INVALID otherwise).
@@ -240,7 +253,9 @@ class NatsClient<M> implements JetfnClient<M> {
       for (;;) {
         const view = await this.status(id, { function: options.function });
         if (view.status === "succeeded") return view.result;
-        if (view.status === "dead" || view.status === "dropped") throw deadJobError(view);
+        if (view.status === "dead" || view.status === "dropped" || view.status === "cancelled") {
+          throw deadJobError(view);
+        }
         const left = deadline - Date.now();
         if (left <= 0) {
           throw new JetfnError(
@@ -264,6 +279,10 @@ class NatsClient<M> implements JetfnClient<M> {
       throw requestFailure(error, "status", 5_000);
     }
     return decodeReply(reply) as InvocationStatusView;
+  }
+
+  async cancel(id: string, options: CancelOptions = {}): Promise<CancelReply> {
+    return (await this.#request(CANCEL_SUBJECT, { id, reason: options.reason }, "cancel", 5_000)) as CancelReply;
   }
 
   async deadLetters(options: DeadLetterQuery = {}): Promise<DeadLetter[]> {

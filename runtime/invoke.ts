@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
+import type { Cancellations } from "./cancellation";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE } from "./db/invocation-store";
@@ -44,6 +45,8 @@ export interface InvocationRequest {
   whileCommitting?: () => void;
   /** The invocation's logger, when the caller already has one. */
   log?: Logger;
+  /** For jobs: cancel marks, which abort the handler like a timeout (E_CANCELLED). */
+  cancellations?: Cancellations;
 }
 
 /** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
@@ -111,12 +114,14 @@ class Invocation {
   /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
   #transaction: InvocationTransaction | undefined;
   #ended = false;
+  #unwatch: (() => void) | undefined;
 
   constructor(deps: InvokeDependencies, request: InvocationRequest) {
     this.deps = deps;
     this.request = request;
     this.#log = request.log;
     this.deadline = new InvocationDeadline(request.fn, request.shutdownSignal);
+    this.#unwatch = request.cancellations?.watch(request.invocationId, (reason) => this.deadline.cancel(reason));
   }
 
   get log(): Logger {
@@ -212,6 +217,7 @@ class Invocation {
     } finally {
       this.#ended = true;
       this.deadline.stop();
+      this.#unwatch?.();
       this.#reportDroppedLines();
     }
   }
@@ -341,6 +347,7 @@ class InvocationContext implements FunctionContext {
 /** Error codes that no retry can fix. */
 export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
   "E_INPUT_INVALID",
+  "E_CANCELLED",
   "E_OUTPUT_INVALID",
   "E_NON_RETRYABLE",
   "E_FUNCTION_NOT_FOUND",

@@ -3,6 +3,7 @@ import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManage
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
+import { type Cancellations, openCancellations } from "./cancellation";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
@@ -22,8 +23,15 @@ import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
 import { type CallServer, startCallServer } from "./nats/call-server";
+import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
-import { type DelayedJobMover, ensureDelayedJobs, findScheduledJob, startDelayedJobMover } from "./nats/delayed-jobs";
+import {
+  type DelayedJobMover,
+  ensureDelayedJobs,
+  findScheduledJob,
+  removeScheduledJob,
+  startDelayedJobMover,
+} from "./nats/delayed-jobs";
 import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
@@ -146,6 +154,8 @@ class ServingRuntime implements Runtime {
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
   #delayedJobs: DelayedJobMover | undefined;
+  #cancelApi: Subscription | undefined;
+  #cancellations: Cancellations | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -213,6 +223,8 @@ class ServingRuntime implements Runtime {
     });
     const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName);
     const progress = await openProgressBoard(this.nats, this.logger);
+    const cancellations = await openCancellations(this.nats, this.logger);
+    this.#cancellations = cancellations;
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
       js: this.#publisher,
@@ -231,6 +243,7 @@ class ServingRuntime implements Runtime {
       publisher: this.#publisher,
       stream: delayedStream,
       logger: this.logger,
+      dropped: (id) => cancellations.cancelled(id) !== undefined,
     });
     this.#jobDependencies = {
       database: this.database,
@@ -245,6 +258,7 @@ class ServingRuntime implements Runtime {
       outbox: this.#outbox,
       outage: { waiting: 0 },
       logLimits: this.config.logLimits,
+      cancellations,
     };
     await this.#coverAudit();
     this.#sealer = startAuditSealer(this.database.sql, this.logger);
@@ -280,7 +294,21 @@ class ServingRuntime implements Runtime {
       this.logger,
       replyGuard,
       (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
+      (id) => cancellations.cancelled(id),
     );
+    this.#cancelApi = startCancelApi({
+      nc: this.nats,
+      queueGroup: this.config.queueGroup,
+      database: this.database,
+      progress,
+      cancellations,
+      scheduled: {
+        find: (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
+        remove: (job) => removeScheduledJob(this.#manager as JetStreamManager, delayedStream, job),
+      },
+      logger: this.logger,
+      replyGuard,
+    });
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -505,7 +533,9 @@ class ServingRuntime implements Runtime {
       ?.close()
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
+    this.#cancelApi?.unsubscribe();
     await this.#delayedJobs?.stop();
+    await this.#cancellations?.close();
     await this.#sealer?.close();
     this.#publisher.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));

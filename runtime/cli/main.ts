@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { DEFAULT_DASHBOARD_PORT } from "../dashboard/server";
 import { auditCommand } from "./audit";
 import { callCommand } from "./call";
+import { cancelCommand } from "./cancel";
 import { dlqCommand, dlqDropCommand } from "./dlq";
 import { enqueueCommand } from "./enqueue";
 import { lsCommand } from "./ls";
@@ -72,6 +73,14 @@ program
   .option("--timeout <duration>", "with --wait: how long to wait", "1h")
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(enqueueCommand);
+
+program
+  .command("cancel")
+  .description("cancel a job: not started, it never runs; running, it is aborted and rolled back")
+  .argument("<id>", "invocation id")
+  .option("--reason <text>", "why (kept with the job, given to a running handler's ctx.signal)")
+  .option("--json", "print JSON")
+  .action(cancelCommand);
 
 program
   .command("status")

@@ -71,6 +71,8 @@ export async function ensureDelayedJobs(manager: JetStreamManager, jobStream: st
 /** A delayed job as `status` shows it while it waits. */
 export interface ScheduledJob {
   id: string;
+  /** Its sequence in the delayed-jobs stream. */
+  seq: number;
   fn: string;
   runAt: string;
   enqueuedAt: string;
@@ -87,7 +89,12 @@ export async function findScheduledJob(
   const due = parseNotBefore(stored.header?.get(NOT_BEFORE_HEADER));
   const fn = stored.header?.get(FUNCTION_HEADER);
   if (due === undefined || !fn) return undefined;
-  return { id, fn, runAt: new Date(due).toISOString(), enqueuedAt: stored.time.toISOString() };
+  return { id, seq: stored.seq, fn, runAt: new Date(due).toISOString(), enqueuedAt: stored.time.toISOString() };
+}
+
+/** Removes a waiting delayed job (cancelled) from the stream. */
+export async function removeScheduledJob(manager: JetStreamManager, stream: string, job: ScheduledJob): Promise<void> {
+  await manager.streams.deleteMessage(stream, job.seq, false);
 }
 
 /** What the mover needs from the runtime. */

@@ -39,7 +39,7 @@ export function statusView(
   record: InvocationRecord | undefined,
   live: ProgressEntry | undefined,
 ): InvocationStatusView {
-  const final = record && ["succeeded", "dead", "dropped"].includes(record.status);
+  const final = record && ["succeeded", "dead", "dropped", "cancelled"].includes(record.status);
   if (live && !final) {
     return {
       id,
@@ -85,6 +85,12 @@ export function scheduledView(job: ScheduledJob): InvocationStatusView {
   };
 }
 
+/** A job cancelled before any runtime recorded it (it ends `cancelled` when delivered). */
+function cancelledView(id: string, error: JetfnError): InvocationStatusView {
+  const stored = { attempt: 0, code: error.code, name: error.name, message: error.message };
+  return { id, status: "cancelled", function: null, attempts: 0, progress: null, error: stored, errors: [stored] };
+}
+
 /**
  * Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. A
  * request may name the function it expects (`{"id": "...", "function": "..."}`): when the id
@@ -100,6 +106,8 @@ export function startStatusApi(
   replyGuard: ReplyGuard,
   /** Looks up a delayed job still waiting for its time (asked only when nothing else knows the id). */
   scheduled: (id: string) => Promise<ScheduledJob | undefined> = async () => undefined,
+  /** Whether a job no record knows yet was cancelled (it ends so when delivered). */
+  cancelled: (id: string) => JetfnError | undefined = () => undefined,
 ): Subscription {
   return nc.subscribe(STATUS_SUBJECT, {
     queue: queueGroup,
@@ -112,9 +120,10 @@ export function startStatusApi(
           // The record says whose id it is; a running job of another function may share it.
           const owner = record?.function ?? live?.fn;
           if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
-          const waiting = record || live ? undefined : await scheduled(id);
+          const mark = record || live ? undefined : cancelled(id);
+          const waiting = record || live || mark ? undefined : await scheduled(id);
           if (waiting && fn !== undefined && waiting.fn !== fn) throw idConflictError(id, fn, waiting.fn);
-          const view = waiting ? scheduledView(waiting) : statusView(id, record, live);
+          const view = mark ? cancelledView(id, mark) : waiting ? scheduledView(waiting) : statusView(id, record, live);
           replyJson(message, view, nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
           const failure = toJetfnError(thrown);
