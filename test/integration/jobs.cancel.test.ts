@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
+import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;
@@ -91,5 +92,27 @@ describe("cancelling jobs, with two runtimes", () => {
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     expect(await rowsNamed("cancelled-while-down")).toEqual([]);
     expect((await client.status(job.id)).status).toBe("cancelled");
+  });
+
+  it("works from the CLI: jetfn enqueue --delay / --at, jetfn status shows scheduled, jetfn cancel", async () => {
+    await env.startRuntime();
+    const cliEnv = { NATS_URL: env.nats.url };
+    const delayed = await runCli(["enqueue", "insert-item", '{"name": "cli-delayed"}', "--delay", "1h"], cliEnv);
+    expect(delayed.code).toBe(0);
+    const id = delayed.stdout.trim();
+    const status = await runCli(["status", id], cliEnv);
+    expect(status.stdout).toMatch(/scheduled {2}insert-item/);
+    expect(status.stdout).toMatch(/runs at: \d{4}-/);
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    const timed = await runCli(["enqueue", "insert-item", '{"name": "cli-at"}', "--at", at, "--json"], cliEnv);
+    expect(timed.code).toBe(0);
+    const timedView = await client.status((JSON.parse(timed.stdout) as { id: string }).id);
+    expect(timedView).toMatchObject({ status: "scheduled", runAt: at });
+    const cancelled = await runCli(["cancel", id, "--reason", "from the shell"], cliEnv);
+    expect(cancelled).toMatchObject({ code: 0 });
+    expect(cancelled.stdout).toMatch(/cancelled/);
+    expect((await client.status(id)).status).toBe("cancelled");
+    const again = await runCli(["cancel", "no-such-job-but-valid"], cliEnv);
+    expect(again.code).toBe(0);
   });
 });
