@@ -3,6 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   resolve: {
     alias: {
+      "jetfn/client": new URL("./runtime/client-api.ts", import.meta.url).pathname,
       "jetfn/testing": new URL("./runtime/testing/index.ts", import.meta.url).pathname,
       jetfn: new URL("./runtime/index.ts", import.meta.url).pathname,
     },

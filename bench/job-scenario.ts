@@ -1,6 +1,6 @@
-import type { JobContender, JobContenderFactory, JobKind } from "./contenders/job-contender";
+import type { JobContender, JobContenderFactory, JobContenderOptions, JobKind } from "./contenders/job-contender";
 import { CPU_FIGURES, type CpuPerJob, cpuPerJob, readCpu } from "./cpu-use";
-import type { RoundContext } from "./model";
+import type { Direction, RoundContext } from "./model";
 import { rotate } from "./stats";
 
 /** A contender of a job scenario, and whether its fill counts as its batched enqueue rate. */
@@ -8,6 +8,7 @@ export interface JobEntry {
   name: string;
   create: JobContenderFactory;
   recordFill: boolean;
+  options?: JobContenderOptions;
   /** Why it cannot run on this machine, if it cannot. */
   unavailable?: (context: RoundContext) => string | undefined;
 }
@@ -36,7 +37,7 @@ export async function runJobRound(
     const tag = `${kind}-r${context.round}-${Date.now().toString(36)}`;
     let contender: JobContender | undefined;
     try {
-      contender = await entry.create(context, kind, tag);
+      contender = await entry.create(context, kind, tag, entry.options);
       const fillMs = await contender.fill(count);
       if (entry.recordFill) {
         context.record({
@@ -48,9 +49,10 @@ export async function runJobRound(
           value: (count * 1000) / fillMs,
         });
       }
-      const cpuBefore = await readCpu();
+      const scope = { database: contender.database, natsPid: context.services.natsPid };
+      const cpuBefore = await readCpu(scope);
       const drainMs = await contender.drain(count);
-      const cpuAfter = await readCpu();
+      const cpuAfter = await readCpu(scope);
       context.record({
         metric,
         contender: entry.name,
@@ -68,17 +70,21 @@ export async function runJobRound(
 }
 
 /**
- * How close a drain came to the machine's limit: CPU per job in this process and in the servers
- * (Postgres, nats-server, Redis), and how busy all cores were. Measured over the whole drain call,
- * so the workers' start-up is included.
+ * How close a drain came to the machine's limit: CPU per job in this process and in each server
+ * (Postgres: the contender's database and the server's own processes; the harness's nats-server;
+ * Redis), the jobs one Postgres core would carry, and how busy all cores were. Measured over the
+ * whole drain call, so the workers' start-up is included.
  */
 function recordCpu(context: RoundContext, metric: string, contender: string, cpu: CpuPerJob): void {
-  const figures: Array<[string, string, number]> = [
-    [CPU_FIGURES.node, "µs", cpu.nodeUs],
-    [CPU_FIGURES.servers, "µs", cpu.serversUs],
-    [CPU_FIGURES.busy, "%", cpu.busyPercent],
+  const figures: Array<[string, string, Direction, number | undefined]> = [
+    [CPU_FIGURES.node, "µs", "lower", cpu.nodeUs],
+    [CPU_FIGURES.postgres, "µs", "lower", cpu.serverUs.postgres],
+    [CPU_FIGURES.nats, "µs", "lower", cpu.serverUs["nats-server"]],
+    [CPU_FIGURES.redis, "µs", "lower", cpu.serverUs["redis-server"]],
+    [CPU_FIGURES.postgresJobs, "jobs", "higher", cpu.postgresJobsPerCoreSecond],
+    [CPU_FIGURES.busy, "%", "lower", cpu.busyPercent],
   ];
-  for (const [name, unit, value] of figures) {
-    context.record({ metric: `${metric}: ${name}`, contender, unit, better: "lower", value });
+  for (const [name, unit, better, value] of figures) {
+    if (value !== undefined) context.record({ metric: `${metric}: ${name}`, contender, unit, better, value });
   }
 }

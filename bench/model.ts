@@ -107,6 +107,9 @@ export interface Target {
   kind: "ratio" | "best-peer" | "absolute";
   /** Baseline contenders (one for `ratio`, several for `best-peer`, none for `absolute`). */
   baselines: string[];
+  /** Where the baselines' figure is, when not beside the contender's. @default scenario, metric */
+  baselineScenario?: string;
+  baselineMetric?: string;
   /** The figure must be at least `min` / at most `max`. */
   min?: number;
   max?: number;

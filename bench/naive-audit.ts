@@ -32,19 +32,28 @@ function logTable(schema: string): string {
     old_row jsonb, new_row jsonb)`;
 }
 
-const ROW_LEVEL = `
-create schema bench_naive_row;
-${logTable("bench_naive_row")};
-create function bench_naive_row.capture() returns trigger language plpgsql as $$
+/**
+ * The row-level textbook trigger in `schema` (which must exist): its log, its capture function, and
+ * its trigger on `table`. Also what a peer's users would put under their own tables by hand.
+ */
+export function rowLevelAuditSql(schema: string, table: string): string {
+  return `
+${logTable(schema)};
+create function ${schema}.capture() returns trigger language plpgsql as $$
 begin
-  insert into bench_naive_row.audit_log (function, invocation_id, attempt, txid, schema_name, table_name, operation, old_row, new_row)
+  insert into ${schema}.audit_log (function, invocation_id, attempt, txid, schema_name, table_name, operation, old_row, new_row)
   values (${STAMP_COLUMNS}, tg_op,
           case when tg_op <> 'INSERT' then to_jsonb(old) end, case when tg_op <> 'DELETE' then to_jsonb(new) end);
   return null;
 end $$;
+create trigger audit after insert or update or delete on ${table}
+  for each row execute function ${schema}.capture();`;
+}
+
+const ROW_LEVEL = `
+create schema bench_naive_row;
 create table bench_naive_row.audit_bench (id bigint primary key, n integer not null, note text not null);
-create trigger audit after insert or update or delete on bench_naive_row.audit_bench
-  for each row execute function bench_naive_row.capture();`;
+${rowLevelAuditSql("bench_naive_row", "bench_naive_row.audit_bench")}`;
 
 const STATEMENT_LEVEL = `
 create schema bench_naive_statement;

@@ -1,10 +1,13 @@
 import { createBullmq } from "./contenders/bullmq";
 import { createJetfnJobs } from "./contenders/jetfn-jobs";
 import { createNaiveJetStream } from "./contenders/naive-jetstream";
+import { CPU_FIGURES } from "./cpu-use";
+import { INSERT_POSTGRES_CPU } from "./insert-jobs";
 import { type JobEntry, runJobRound } from "./job-scenario";
 import type { Scenario } from "./model";
 
 const METRIC = "no-op jobs drained";
+const POSTGRES_CPU = `${METRIC}: ${CPU_FIGURES.postgres}`;
 
 const ENTRIES: JobEntry[] = [
   { name: "jetfn", create: createJetfnJobs, recordFill: true },
@@ -40,6 +43,18 @@ export const noopJobsScenario: Scenario = {
       baselines: ["naive JetStream"],
       min: 0.6,
       reason: "a job's durable record, ack and done notice should keep most of a bare runner's rate",
+    },
+    {
+      scenario: "noop-jobs",
+      metric: POSTGRES_CPU,
+      contender: "jetfn",
+      kind: "ratio",
+      baselines: ["graphile-worker"],
+      baselineScenario: "insert-jobs",
+      baselineMetric: INSERT_POSTGRES_CPU,
+      max: 0.25,
+      reason:
+        "a no-op job costs Postgres only its invocation record, the queue's work stays in NATS: a small share of what a Postgres-backed queue's simplest job costs it",
     },
   ],
   run: (context) => runJobRound(context, "noop", context.sizes.noopJobs, METRIC, ENTRIES),

@@ -83,7 +83,7 @@ export function judgeTargets(
     let against: Summary | undefined;
     if (target.kind !== "absolute") {
       const baselines = target.baselines
-        .map((name) => find(target.scenario, target.metric, name))
+        .map((name) => find(baselineScenario(target), baselineMetric(target), name))
         .filter((summary): summary is Summary => summary !== undefined);
       if (baselines.length === 0) {
         return { target, figure: Number.NaN, against: undefined, met: false, note: "no baseline measured" };
@@ -95,12 +95,22 @@ export function judgeTargets(
     }
     const met =
       (target.min === undefined || figure >= target.min) && (target.max === undefined || figure <= target.max);
-    const missing = target.baselines.filter((name) => !find(target.scenario, target.metric, name));
+    const missing = target.baselines.filter((name) => !find(baselineScenario(target), baselineMetric(target), name));
     const notes = missing.length > 0 ? [`not measured here: ${missing.join(", ")}`] : [];
-    const budget = met ? undefined : budgetNote(summaries, target, own, against, cores);
+    const budget = met
+      ? undefined
+      : (budgetNote(summaries, target, own, against, cores) ?? limitNote(target, own, against));
     if (budget) notes.push(budget);
     return { target, figure, against: against?.contender, met, note: notes.join("; ") };
   });
+}
+
+function baselineScenario(target: Target): string {
+  return target.baselineScenario ?? target.scenario;
+}
+
+function baselineMetric(target: Target): string {
+  return target.baselineMetric ?? target.metric;
 }
 
 function findSummary(
@@ -126,11 +136,22 @@ function budgetNote(
   if (target.min === undefined || own.better !== "higher") return undefined;
   const cpu = (figure: string) =>
     findSummary(summaries, target.scenario, `${target.metric}: ${figure}`, target.contender)?.median;
-  const [node, servers, busy] = [cpu(CPU_FIGURES.node), cpu(CPU_FIGURES.servers), cpu(CPU_FIGURES.busy)];
-  if (node === undefined || servers === undefined || busy === undefined) return undefined;
+  const [node, postgres, busy] = [cpu(CPU_FIGURES.node), cpu(CPU_FIGURES.postgres), cpu(CPU_FIGURES.busy)];
+  if (node === undefined || postgres === undefined || busy === undefined) return undefined;
+  const servers = postgres + (cpu(CPU_FIGURES.nats) ?? 0) + (cpu(CPU_FIGURES.redis) ?? 0);
   const rate = target.min * (against?.median ?? 1);
   const budget = cpuBudget(rate, cores, busy, node + servers);
   return `at ${Math.round(busy)} % of ${cores} cores, ${formatNumber(rate)} ${own.unit} allows ${formatNumber(budget.allowedUs)} µs of CPU per job; ${target.contender} spends ${formatNumber(budget.spentUs)} µs (${formatRatio(budget.over)} the budget)`;
+}
+
+/**
+ * For a missed maximum (a cost, such as CPU per job): what the target allows against what the
+ * contender spends, in the figure's unit.
+ */
+function limitNote(target: Target, own: Summary, against: Summary | undefined): string | undefined {
+  if (target.max === undefined || own.better !== "lower") return undefined;
+  const allowed = target.max * (against?.median ?? 1);
+  return `the target allows ${formatNumber(allowed)} ${own.unit}; ${target.contender} spends ${formatNumber(own.median)} ${own.unit} (${formatRatio(own.median / allowed)} the limit)`;
 }
 
 function targetText(target: Target): string {
@@ -139,7 +160,11 @@ function targetText(target: Target): string {
     .join(" and ");
   if (target.kind === "absolute") return `${bound}`;
   const of = target.kind === "best-peer" ? `best of ${target.baselines.join(", ")}` : target.baselines.join(", ");
-  return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}`;
+  const elsewhere =
+    target.baselineScenario || target.baselineMetric
+      ? ` (${baselineScenario(target)} / ${baselineMetric(target)})`
+      : "";
+  return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}${elsewhere}`;
 }
 
 function ratiosText(summary: Summary, summaries: readonly Summary[], scenario: Scenario | undefined): string {
@@ -309,8 +334,8 @@ export function renderMarkdown(input: ReportInput): string {
     "- graphile-worker: `run()` with concurrency 8, localQueue size 64, completeJobBatchDelay 0 (its documented batching); `addJobs` in batches of 1,000.",
     "- pg-boss: 8 `work()` workers with batchSize 8, pollingIntervalSeconds 0.5, supervise and schedule off; `insert` in batches of 1,000.",
     "- BullMQ: a Worker with concurrency 8, default job options; `addBulk` in batches of 1,000.",
-    "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job.",
-    "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime) and of every `postgres`, `nats-server` and `redis-server` process on the machine; all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate. A missed drain target says what CPU per job its rate allows at the contender's measured core use (cores x busy / rate), against what the contender spends: how much less work per job the target takes.",
+    "- Peers' insert jobs run one autocommitted `insert` through postgres.js (pool of 8) per job. The \"+ guarantees\" peers do what their users would add by hand for jetfn's guarantees (`bench/contenders/peer-guarantees.ts`): each job in a postgres.js `sql.begin` that stamps the task's name and the job's id with `set_config`, writes an effects row keyed by the job's id (`on conflict do nothing`; a redelivered job finds it and skips the insert) and inserts the row under the textbook row-level jsonb audit trigger (`bench/naive-audit.ts`); checked for rows = jobs, no duplicates, audit rows = jobs with the task's stamp and a job id with an effects row, effects rows = jobs.",
+    "- CPU per job (scenarios 2 and 3, how close a drain is to the machine's limit): CPU time over each drain call (the workers' start-up included), read from `/proc` (Linux only), of the harness's Node process (the workers and, for jetfn, the runtime), of Postgres (the backends connected to the contender's database, and the server's own processes such as the WAL writer and checkpointer; backends of other databases on the shared server are left out), of the harness's `nats-server` and of every `redis-server`, each reported apart; jobs per Postgres core-second = 1 s / Postgres CPU per job, the jobs one Postgres core would carry (what limits many runtimes sharing one Postgres); all cores busy = that CPU time / (wall time x cores). Near 100 % the drain is CPU-bound, and CPU per job sets its rate. A missed drain target says what CPU per job its rate allows at the contender's measured core use (cores x busy / rate), against what the contender spends (Node + Postgres + NATS + Redis): how much less work per job the target takes; a missed CPU target says what it allows against what is spent.",
     "- Audit overhead: `public.audit_bench` (jetfn audit triggers) vs `bench_plain.audit_bench` (identical, not audited), and identical tables with the two textbook audit triggers a team would write by hand (`bench/naive-audit.ts`: row-level, and statement-level over transition tables with an UPDATE's rows paired by key, both storing jsonb into a log with a bigserial key); single-row = `BEGIN; set_config x3; INSERT; COMMIT` over 8 connections; bulk = one statement each.",
     "- Audit reads: a log of `auditLogRows` rows written by 100 invocations of 10 functions (one table), sealed by the runtime's sealer (its rate is the sealing figure) but for a tail of 1,000 unsealed rows; each query is the SDK function behind `jetfn audit`, timed `auditQueryTrials` times, the median per round; each is checked for what it finds.",
     "",

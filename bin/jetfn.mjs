@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
-// Entry point of `npx jetfn`: the runtime is TypeScript, loaded through tsx.
+// Entry point of `npx jetfn`.
 // --max-semi-space-size=64: a finished job's state lives until its batched record commits (tens of
 // milliseconds); in Node's default young generation it outlived two scavenges and was promoted, and
 // that copying was a fifth of a no-op job's CPU (measured with the no-op jobs scenario of BENCHMARKS.md).
@@ -11,7 +11,14 @@ if (major < 20 || (major === 20 && minor < 19)) {
   process.exit(1);
 }
 
-const { register } = await import("tsx/esm/api");
+// Installed, jetfn runs the JavaScript built into dist/ when it was packed; in its own repository
+// (the TypeScript sources are there) it runs them through tsx, so edits take effect without a build.
+const { existsSync } = await import("node:fs");
 process.setSourceMapsEnabled(true);
-register();
-await import("../runtime/cli/main.ts");
+if (existsSync(new URL("../runtime/cli/main.ts", import.meta.url))) {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import("../runtime/cli/main.ts");
+} else {
+  await import("../dist/cli.js");
+}

@@ -276,7 +276,7 @@ function toEntry(row: typeof auditLog.$inferSelect): AuditEntry {
 }
 
 /** drizzle's execute() returns the rows (postgres.js) or `{ rows }` (node-postgres, PGlite). */
-function rowsOf<T>(result: unknown): T[] {
+export function rowsOf<T>(result: unknown): T[] {
   if (Array.isArray(result)) return result as T[];
   return ((result as { rows?: T[] }).rows ?? []) as T[];
 }

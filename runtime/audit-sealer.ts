@@ -1,10 +1,11 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
+import type { AuditAnchorer } from "./audit-anchorer";
 import { isConnectionError } from "./db/client";
 
-/** Seals settled audit rows into the hash chain in the background, in batches. */
+/** Seals settled audit rows into the hash chain in the background, in batches, and anchors the seals. */
 export interface AuditSealer {
-  /** Seals everything settled now; resolves with the rows sealed. */
+  /** Seals everything settled now and anchors every seal not anchored yet; resolves with the rows sealed. */
   sealNow(): Promise<number>;
   close(): Promise<void>;
 }
@@ -17,6 +18,8 @@ export interface AuditSealerOptions {
   batchRows?: number;
   /** Most rows per seal while catching up (batches grow while they come back full). @default 100000 */
   maxBatchRows?: number;
+  /** Publishes each seal's anchor after its commit. @default none (seals stay unanchored) */
+  anchorer?: AuditAnchorer;
 }
 
 export const DEFAULT_SEAL_INTERVAL_MS = 1_000;
@@ -34,14 +37,14 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
   const batchRows = options.batchRows ?? DEFAULT_SEAL_BATCH_ROWS;
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
-  let round: Promise<unknown> = Promise.resolve();
+  let running: Promise<unknown> = Promise.resolve();
 
   const maxBatchRows = Math.max(batchRows, options.maxBatchRows ?? DEFAULT_MAX_SEAL_BATCH_ROWS);
 
   // Each batch scans every unsealed row to find the oldest ones (the log has no b-tree, to keep
   // writes cheap), so a backlog (after a runtime was down) is sealed in growing batches: fewer
   // scans of it. Batches are bounded because a seal hashes its rows' text in one piece.
-  const sealNow = async (): Promise<number> => {
+  const sealBatches = async (): Promise<number> => {
     let total = 0;
     let rows = batchRows;
     for (;;) {
@@ -57,14 +60,41 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
     return total;
   };
 
+  // Anchoring runs every round, not only after a seal: it also picks up seals another runtime
+  // committed but could not anchor (it stopped, or NATS was away).
+  const anchor = async (): Promise<void> => {
+    await options.anchorer?.anchorPending();
+  };
+
+  const sealNow = async (): Promise<number> => {
+    const sealed = await sealBatches();
+    await anchor();
+    return sealed;
+  };
+
+  // One warning per NATS outage, not one a second.
+  let anchoring = true;
+  const round = async (): Promise<void> => {
+    await sealBatches().catch((error: unknown) => {
+      if (!isConnectionError(error)) logger.error({ err: error }, "Sealing the audit log failed; retrying.");
+    });
+    await anchor().then(
+      () => {
+        if (!anchoring) logger.info("Audit seals are anchored in NATS again.");
+        anchoring = true;
+      },
+      (error: unknown) => {
+        if (anchoring)
+          logger.warn({ err: error }, "Publishing audit seal anchors to NATS failed; retrying each round.");
+        anchoring = false;
+      },
+    );
+  };
+
   const schedule = (): void => {
     if (closed) return;
     timer = setTimeout(() => {
-      round = sealNow()
-        .catch((error: unknown) => {
-          if (!isConnectionError(error)) logger.error({ err: error }, "Sealing the audit log failed; retrying.");
-        })
-        .finally(schedule);
+      running = round().finally(schedule);
     }, intervalMs);
     timer.unref();
   };
@@ -72,14 +102,14 @@ export function startAuditSealer(sql: Sql, logger: Logger, options: AuditSealerO
 
   return {
     sealNow: () => {
-      const next = round.then(sealNow, sealNow);
-      round = next.catch(() => undefined);
+      const next = running.then(sealNow, sealNow);
+      running = next.catch(() => undefined);
       return next;
     },
     async close() {
       closed = true;
       clearTimeout(timer);
-      await round.catch(() => undefined);
+      await running.catch(() => undefined);
     },
   };
 }

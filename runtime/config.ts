@@ -236,3 +236,20 @@ function integer(name: string, value: string | undefined): number | undefined {
   if (!Number.isInteger(parsed)) throw new JetfnError("E_CONFIG_INVALID", `${name} must be an integer, got "${value}"`);
   return parsed;
 }
+
+/**
+ * Variables a handler thread (`isolation: "thread"`) does not get: the database's and NATS's
+ * addresses and credentials (a handler with them could write outside its transaction, unaudited
+ * as any invocation, or reach the job streams), and jetfn's own settings and secrets (the dashboard
+ * token, the NATS passwords). Everything else a thread gets as the runtime has it.
+ */
+const THREAD_WITHHELD = [/^DATABASE_URL$/, /^PG/, /^NATS_/, /^JETFN_/];
+
+/** The environment of a handler thread: the runtime's, without what {@link THREAD_WITHHELD} names. */
+export function handlerThreadEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value !== undefined && !THREAD_WITHHELD.some((pattern) => pattern.test(name))) kept[name] = value;
+  }
+  return kept;
+}

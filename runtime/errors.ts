@@ -1,4 +1,5 @@
 import { type Duration, parseDuration } from "./duration";
+import { mapFunctionStack } from "./function-source-maps";
 
 /**
  * Stable error codes. Once released, a code never changes meaning; each has a row in docs/errors.md.
@@ -26,6 +27,7 @@ export type JetfnErrorCode =
   | "E_OUTBOX_ROW_INVALID"
   | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
+  | "E_STATEMENT_REFUSED"
   | "E_INTERNAL";
 
 /** One problem found while validating input or output against its zod schema. */
@@ -101,6 +103,7 @@ const KNOWN_CODES = new Set<string>([
   "E_OUTBOX_ROW_INVALID",
   "E_ID_CONFLICT",
   "E_CONFIG_INVALID",
+  "E_STATEMENT_REFUSED",
   "E_INTERNAL",
 ]);
 
@@ -114,7 +117,7 @@ export function isJetfnErrorCode(code: unknown): code is JetfnErrorCode {
  * because function files may carry their own copy of the runtime's classes.
  */
 export function toJetfnError(thrown: unknown): JetfnError {
-  if (thrown instanceof JetfnError) return thrown;
+  if (thrown instanceof JetfnError) return copyStack(thrown, thrown);
   if (thrown !== null && typeof thrown === "object") {
     const candidate = thrown as { code?: unknown; message?: unknown; name?: unknown; delayMs?: unknown };
     const message = typeof candidate.message === "string" ? candidate.message : String(thrown);
@@ -135,9 +138,22 @@ export function toJetfnError(thrown: unknown): JetfnError {
   });
 }
 
+/**
+ * Copies the stack, pointing frames in function files at their source lines; the original error
+ * gets the mapped stack too, as logs may print it.
+ */
 function copyStack<T extends Error>(target: T, source: unknown): T {
   const stack = (source as { stack?: unknown }).stack;
-  if (typeof stack === "string") target.stack = stack;
+  if (typeof stack !== "string") return target;
+  const mapped = mapFunctionStack(stack);
+  target.stack = mapped;
+  if (mapped !== stack && source !== target) {
+    try {
+      (source as { stack?: unknown }).stack = mapped;
+    } catch {
+      // A frozen error keeps its compiled lines; the normalised copy has the source lines.
+    }
+  }
   return target;
 }
 

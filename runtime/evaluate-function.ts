@@ -5,6 +5,7 @@ import vm from "node:vm";
 import * as drizzleOrm from "drizzle-orm";
 import * as drizzlePgCore from "drizzle-orm/pg-core";
 import * as zod from "zod";
+import * as clientApi from "./client-api";
 import * as publicApi from "./index";
 
 /**
@@ -13,6 +14,7 @@ import * as publicApi from "./index";
  */
 const HOST_MODULES: Record<string, unknown> = {
   jetfn: publicApi,
+  "jetfn/client": clientApi,
   zod,
   "drizzle-orm": drizzleOrm,
   "drizzle-orm/pg-core": drizzlePgCore,

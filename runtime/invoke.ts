@@ -353,4 +353,6 @@ export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
   "E_FUNCTION_NOT_FOUND",
   "E_PAYLOAD_TOO_LARGE",
   "E_ID_CONFLICT",
+  // The handler sent a statement that would reach beyond its transaction: it would again.
+  "E_STATEMENT_REFUSED",
 ]);

@@ -4,6 +4,7 @@ import * as esbuild from "esbuild";
 import { type FunctionDefinition, isFunctionDefinition } from "./define-function";
 import { JetfnError } from "./errors";
 import { evaluateFunctionCode } from "./evaluate-function";
+import { registerFunctionSourceMap } from "./function-source-maps";
 
 /** The outcome of loading one function file. */
 export type LoadResult =
@@ -77,21 +78,22 @@ export async function loadFunctionFile(file: string, options: LoadOptions = {}):
 }
 
 interface CompiledBatch {
-  outputs: Map<string, { code: string; dependencies: string[] }>;
+  outputs: Map<string, { code: string; dependencies: string[]; outputDir: string }>;
 }
 
 async function compile(files: readonly string[]): Promise<CompiledBatch> {
   const result = await esbuild.build({ ...BUILD_OPTIONS, entryPoints: [...files] });
   const metafile = result.metafile as esbuild.Metafile;
   const codeByOutput = new Map(result.outputFiles?.map((output) => [output.path, output.text]));
-  const outputs = new Map<string, { code: string; dependencies: string[] }>();
+  const outputs: CompiledBatch["outputs"] = new Map();
   for (const [outputPath, meta] of Object.entries(metafile.outputs)) {
     if (!meta.entryPoint) continue;
     const entry = path.resolve(meta.entryPoint);
     const dependencies = Object.keys(meta.inputs)
       .filter((input) => !input.includes("node_modules"))
       .map((input) => path.resolve(input));
-    outputs.set(entry, { code: codeByOutput.get(path.resolve(outputPath)) ?? "", dependencies });
+    const code = codeByOutput.get(path.resolve(outputPath)) ?? "";
+    outputs.set(entry, { code, dependencies, outputDir: path.dirname(path.resolve(outputPath)) });
   }
   return { outputs };
 }
@@ -103,6 +105,7 @@ function evaluateCompiled(file: string, batch: CompiledBatch, options: LoadOptio
     return { ok: false, file, error, dependencies: [file] };
   }
   const { dependencies } = compiled;
+  registerFunctionSourceMap(file, compiled.code, compiled.outputDir);
   let exported: unknown;
   const timeoutMs = options.timeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
   try {

@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { createAuditAnchorer } from "./audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
 import { type Cancellations, openCancellations } from "./cancellation";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
@@ -22,6 +23,7 @@ import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
+import { ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
@@ -261,7 +263,15 @@ class ServingRuntime implements Runtime {
       cancellations,
     };
     await this.#coverAudit();
-    this.#sealer = startAuditSealer(this.database.sql, this.logger);
+    // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
+    await ensureAuditAnchorStream(this.#manager);
+    const anchorer = createAuditAnchorer({
+      sql: this.database.sql,
+      js: this.#js,
+      manager: this.#manager,
+      logger: this.logger,
+    });
+    this.#sealer = startAuditSealer(this.database.sql, this.logger, { anchorer });
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     const replyGuard = createReplyGuard({

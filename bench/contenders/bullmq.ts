@@ -1,28 +1,30 @@
 import type { Queue, Worker } from "bullmq";
 import { waitUntil } from "../stats";
-import { checkRows, drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
+import { drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
 import { createPeerDatabase } from "./peer-database";
 
 const BULK = 1_000;
+const TASK = "bench";
 
 /** BullMQ on Redis: `addBulk` to fill, a Worker with the same concurrency to drain. */
-export const createBullmq: JobContenderFactory = async (context, kind, tag) => {
+export const createBullmq: JobContenderFactory = async (context, kind, tag, options) => {
   const { services, sizes } = context;
   if (services.bullmqUnavailable) throw new Error(services.bullmqUnavailable);
   const { Queue: QueueClass, Worker: WorkerClass } = await import("bullmq");
   const connection = await services.redis();
-  const peer = await createPeerDatabase(services, `bullmq_${kind}`, kind, sizes.concurrency);
+  const peer = await createPeerDatabase(services, `bullmq_${kind}`, kind, sizes.concurrency, options?.guarantees);
   const queueName = `jetfn-bench-${process.pid}-${tag}`;
   const queue: Queue = new QueueClass(queueName, { connection });
   let worker: Worker | undefined;
   return {
     name: "BullMQ",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {
         const jobs = [];
         for (let index = from; index < Math.min(count, from + BULK); index++) {
-          jobs.push({ name: "bench", data: jobInput(tag, index) });
+          jobs.push({ name: TASK, data: jobInput(tag, index) });
         }
         await queue.addBulk(jobs);
       }
@@ -30,7 +32,7 @@ export const createBullmq: JobContenderFactory = async (context, kind, tag) => {
     },
     async enqueueSequentially(count) {
       const started = performance.now();
-      for (let index = 0; index < count; index++) await queue.add("bench", jobInput(tag, index));
+      for (let index = 0; index < count; index++) await queue.add(TASK, jobInput(tag, index));
       return performance.now() - started;
     },
     async drain(count) {
@@ -41,7 +43,7 @@ export const createBullmq: JobContenderFactory = async (context, kind, tag) => {
         queueName,
         async (job) => {
           first ??= performance.now();
-          await peer.work(job.data);
+          await peer.work(job.data, { task: job.name, id: job.id ?? "" });
         },
         { connection, concurrency: sizes.concurrency },
       );
@@ -61,7 +63,7 @@ export const createBullmq: JobContenderFactory = async (context, kind, tag) => {
           detail: JSON.stringify(counts),
         },
       ];
-      if (kind === "insert") checks.push(...(await checkRows(peer.database.sql, count)));
+      if (kind === "insert") checks.push(...(await peer.checkRows(count, TASK)));
       return checks;
     },
     async close() {

@@ -1,7 +1,7 @@
 import { Logger, makeWorkerUtils, type Runner, run, runMigrations, type WorkerUtils } from "graphile-worker";
 import pg from "pg";
 import { waitUntil } from "../stats";
-import { type BenchJobInput, checkRows, drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
+import { type BenchJobInput, drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
 import { createPeerDatabase } from "./peer-database";
 
 const BULK = 1_000;
@@ -12,9 +12,9 @@ const quiet = new Logger(() => () => {});
  * graphile-worker with its documented batching on (local queue, batched completions): `addJobs` to
  * fill, `run()` with the same concurrency to drain.
  */
-export const createGraphileWorker: JobContenderFactory = async (context, kind, tag) => {
+export const createGraphileWorker: JobContenderFactory = async (context, kind, tag, options) => {
   const { services, sizes } = context;
-  const peer = await createPeerDatabase(services, `graphile_${kind}`, kind, sizes.concurrency);
+  const peer = await createPeerDatabase(services, `graphile_${kind}`, kind, sizes.concurrency, options?.guarantees);
   const connectionString = peer.database.url;
   // Our own pool (pg, as graphile-worker uses), so its errors are handled and its end is awaited.
   const pgPool = new pg.Pool({ connectionString, max: sizes.concurrency + 2 });
@@ -27,6 +27,7 @@ export const createGraphileWorker: JobContenderFactory = async (context, kind, t
   let runner: Runner | undefined;
   return {
     name: "graphile-worker",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {
@@ -57,9 +58,9 @@ export const createGraphileWorker: JobContenderFactory = async (context, kind, t
           worker: { localQueue: { size: sizes.concurrency * 8 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 },
         },
         taskList: {
-          [TASK]: async (payload) => {
+          [TASK]: async (payload, helpers) => {
             first ??= performance.now();
-            await peer.work(payload as BenchJobInput);
+            await peer.work(payload as BenchJobInput, { task: TASK, id: helpers.job.id });
             done++;
             last = performance.now();
           },
@@ -82,7 +83,7 @@ export const createGraphileWorker: JobContenderFactory = async (context, kind, t
         50,
       ).catch(() => undefined);
       const checks = [{ label: "all completed", ok: left === 0, detail: `${left} jobs left in the queue` }];
-      if (kind === "insert") checks.push(...(await checkRows(peer.database.sql, count)));
+      if (kind === "insert") checks.push(...(await peer.checkRows(count, TASK)));
       return checks;
     },
     async close() {

@@ -38,6 +38,7 @@ export const createJetfnJobs: JobContenderFactory = async (context, kind, tag) =
   let runtime: Runtime | undefined;
   return {
     name: "jetfn",
+    database: database.name,
     async fill(count) {
       const started = performance.now();
       await runPool(count, sizes.enqueueInFlight, (index) => client.enqueue(name, jobInput(tag, index)));

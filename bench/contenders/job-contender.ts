@@ -12,6 +12,8 @@ export interface BenchJobInput {
 /** A job system under test, with its queue filled before its workers start. */
 export interface JobContender {
   readonly name: string;
+  /** The Postgres database its jobs use, if any: whose backends' CPU is counted as its own. */
+  readonly database?: string;
   /** Enqueues `count` jobs as fast as the system allows (many in flight or in bulk); returns ms. */
   fill(count: number): Promise<number>;
   /** Enqueues `count` jobs one after another, each awaited; returns ms. */
@@ -30,8 +32,23 @@ export interface CheckResult {
   detail: string;
 }
 
+/** How a peer runs its jobs. */
+export interface JobContenderOptions {
+  /**
+   * Insert jobs with what the peer's users add by hand for jetfn's guarantees (a transaction per
+   * job, a stamped audit trigger, an effects row keyed by the job's id; peer-guarantees.ts).
+   * @default false
+   */
+  guarantees?: boolean;
+}
+
 /** Creates a contender for one round. */
-export type JobContenderFactory = (context: RoundContext, kind: JobKind, tag: string) => Promise<JobContender>;
+export type JobContenderFactory = (
+  context: RoundContext,
+  kind: JobKind,
+  tag: string,
+  options?: JobContenderOptions,
+) => Promise<JobContender>;
 
 /** The table every insert job writes one row to (job_key repeats would be duplicates). */
 export const BENCH_TABLE_SQL =

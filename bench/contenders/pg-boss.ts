@@ -1,6 +1,6 @@
 import PgBoss from "pg-boss";
 import { waitUntil } from "../stats";
-import { type BenchJobInput, checkRows, drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
+import { type BenchJobInput, drainTimeoutMs, type JobContenderFactory, jobInput } from "./job-contender";
 import { createPeerDatabase } from "./peer-database";
 
 const BULK = 1_000;
@@ -12,9 +12,9 @@ const BULK = 1_000;
 const BATCH_SIZE = 250;
 
 /** pg-boss 10: `insert` to fill, `concurrency` workers (`work()` with a batch size) to drain. */
-export const createPgBoss: JobContenderFactory = async (context, kind, tag) => {
+export const createPgBoss: JobContenderFactory = async (context, kind, tag, options) => {
   const { services, sizes } = context;
-  const peer = await createPeerDatabase(services, `pgboss_${kind}`, kind, sizes.concurrency);
+  const peer = await createPeerDatabase(services, `pgboss_${kind}`, kind, sizes.concurrency, options?.guarantees);
   const boss = new PgBoss({
     connectionString: peer.database.url,
     max: sizes.concurrency + 2,
@@ -27,6 +27,7 @@ export const createPgBoss: JobContenderFactory = async (context, kind, tag) => {
   await boss.createQueue(queue);
   return {
     name: "pg-boss",
+    database: peer.database.name,
     async fill(count) {
       const started = performance.now();
       for (let from = 0; from < count; from += BULK) {
@@ -50,7 +51,7 @@ export const createPgBoss: JobContenderFactory = async (context, kind, tag) => {
       for (let worker = 0; worker < sizes.concurrency; worker++) {
         await boss.work<BenchJobInput>(queue, { batchSize: BATCH_SIZE, pollingIntervalSeconds: 0.5 }, async (jobs) => {
           first ??= performance.now();
-          for (const job of jobs) await peer.work(job.data);
+          for (const job of jobs) await peer.work(job.data, { task: queue, id: job.id });
           done += jobs.length;
           last = performance.now();
         });
@@ -72,7 +73,7 @@ export const createPgBoss: JobContenderFactory = async (context, kind, tag) => {
         50,
       ).catch(() => undefined);
       const checks = [{ label: "all completed", ok: completed === count, detail: `${completed} completed` }];
-      if (kind === "insert") checks.push(...(await checkRows(peer.database.sql, count)));
+      if (kind === "insert") checks.push(...(await peer.checkRows(count, queue)));
       return checks;
     },
     async close() {

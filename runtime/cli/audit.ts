@@ -1,17 +1,16 @@
-import {
-  type AuditFilter,
-  auditSealStatus,
-  invocationChanges,
-  listAuditEntries,
-  rowHistory,
-  verifyAuditChain,
-} from "../audit-queries";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type AuditFilter, invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
+import { type AuditVerification, verifyAudit } from "../audit-verify";
 import { resolveConfig } from "../config";
 import { uncoveredTables } from "../db/audit-coverage";
 import { connectDatabase, type DatabaseClient } from "../db/client";
+import { DEFAULT_RUNTIME_ROLE, type UnattributedWrites, unattributedWrites } from "../db/unattributed-writes";
 import { formatDuration, parseDuration } from "../duration";
 import { JetfnError } from "../errors";
 import { createLogger } from "../logger";
+import { ensureAuditAnchorStream, publishPruneAnchor } from "../nats/audit-anchor-stream";
+import { connectNats } from "../nats/connection";
 import { describeAuditEntry } from "./audit-format";
 import { printJson, printJsonLines } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
@@ -28,13 +27,15 @@ export interface AuditCommandOptions {
   limit?: string;
   json?: boolean;
   check?: boolean;
+  /** With --check: the role the runtime connects as. @default "jetfn_runtime" */
+  runtimeRole?: string;
   olderThan?: string;
 }
 
 /**
  * `jetfn audit [invocation-id | verify | prune]`: the audit log, newest first, with filters; one
  * invocation's changes grouped by table; a row's history (`--table t --row 42`); `--check` for
- * tables not covered; `verify` for the hash chain; `prune --older-than 90d`.
+ * tables not covered and writes by the runtime's role outside any invocation; `verify` for the hash chain; `prune --older-than 90d`.
  */
 export async function auditCommand(target: string | undefined, options: AuditCommandOptions): Promise<void> {
   await withDatabase(async (database) => {
@@ -71,37 +72,79 @@ async function showRow(database: DatabaseClient, options: AuditCommandOptions): 
   for (const entry of history) process.stdout.write(`${describeAuditEntry(entry)}\n`);
 }
 
+/** Tables not covered, and writes by the runtime's role outside any invocation (exit 1 if either). */
 async function check(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
   const schemas = resolveConfig().auditSchemas;
-  const missing = await uncoveredTables(database.sql, schemas);
-  if (options.json) printJson({ schemas, uncovered: missing });
-  else if (missing.length === 0) process.stdout.write(`every table of ${schemas.join(", ")} is audited\n`);
-  else for (const table of missing) process.stdout.write(`not audited: ${table.schema}.${table.table}\n`);
-  if (missing.length > 0) process.exitCode = 1;
+  const since = options.since ? parseTime(options.since) : undefined;
+  const [missing, outside] = await Promise.all([
+    uncoveredTables(database.sql, schemas),
+    unattributedWrites(database.sql, options.runtimeRole ?? DEFAULT_RUNTIME_ROLE, since),
+  ]);
+  if (options.json) printJson({ schemas, uncovered: missing, runtimeWritesOutsideInvocations: outside });
+  else {
+    if (missing.length === 0) process.stdout.write(`every table of ${schemas.join(", ")} is audited\n`);
+    else for (const table of missing) process.stdout.write(`not audited: ${table.schema}.${table.table}\n`);
+    process.stdout.write(`${describeUnattributed(outside)}\n`);
+  }
+  if (missing.length > 0 || outside.rows > 0) process.exitCode = 1;
+}
+
+function describeUnattributed(outside: UnattributedWrites): string {
+  if (outside.rows === 0) return `no writes by ${outside.role} outside an invocation`;
+  return (
+    `${outside.rows} change(s) by ${outside.role} outside any invocation, in ${outside.tables.join(", ")}, ` +
+    `from ${outside.first} to ${outside.last}: the runtime writes only inside invocations, so someone used its credentials`
+  );
 }
 
 async function verify(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
-  const [broken, status] = await Promise.all([verifyAuditChain(database.db), auditSealStatus(database.db)]);
-  if (options.json) printJson({ ok: broken === undefined, broken: broken ?? null, ...status });
-  else if (broken) {
-    const counts =
-      broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows})`;
-    process.stdout.write(`BROKEN at seal #${broken.seq}: ${broken.problem}${counts}\n`);
-  } else {
-    const lag = status.oldestUnsealed
-      ? `; ${status.unsealedRows} row(s) not sealed yet, oldest ${formatDuration(Date.now() - Date.parse(status.oldestUnsealed))} ago`
-      : "; every row is sealed";
-    process.stdout.write(`chain intact: ${status.seals} seal(s) covering ${status.sealedRows} row(s)${lag}\n`);
-  }
-  if (broken) process.exitCode = 1;
+  const result = await withNats((nc) => verifyAudit(database.db, nc));
+  if (options.json) printJson(result);
+  else process.stdout.write(describeVerification(result));
+  if (!result.ok) process.exitCode = 1;
 }
 
+/** The verify result as a person reads it: the first problem, or what is intact and how far. */
+export function describeVerification(result: AuditVerification): string {
+  const { broken, anchors } = result;
+  if (broken) {
+    const counts =
+      broken.expectedRows === null ? "" : ` (sealed ${broken.expectedRows} rows, found ${broken.foundRows ?? "none"})`;
+    const more = result.problems.length > 1 ? `; ${result.problems.length - 1} more problem(s), see --json` : "";
+    return `BROKEN at seal #${broken.seq}: ${broken.problem}${counts}${more}\n`;
+  }
+  const anchored =
+    anchors.unanchored === 0
+      ? `, anchored through seal #${anchors.anchoredThrough}`
+      : `; ${anchors.unanchored} newest seal(s) not anchored yet`;
+  const lag = result.oldestUnsealed
+    ? `; ${result.unsealedRows} row(s) not sealed yet, oldest ${formatDuration(Date.now() - Date.parse(result.oldestUnsealed))} ago`
+    : "; every row is sealed";
+  return `chain intact: ${result.seals} seal(s) covering ${result.sealedRows} row(s)${anchored}${lag}\n`;
+}
+
+/**
+ * Prunes inside one transaction that also records the prune in NATS before it commits: seals
+ * missing from the database are only accepted by verify up to a prune recorded there.
+ */
 async function prune(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {
   if (!options.olderThan) throw new JetfnError("E_INPUT_INVALID", "prune needs --older-than <duration>, e.g. 90d");
   const keepMs = parseDuration(options.olderThan);
-  const rows = await database.sql<{ name: string }[]>`
-    select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;
-  const dropped = rows.map((row) => row.name);
+  const dropped = await withNats(async (nc) => {
+    const js = jetstream(nc);
+    await ensureAuditAnchorStream(await jetstreamManager(nc));
+    return database.sql.begin(async (tx) => {
+      const rows = await tx<{ name: string }[]>`
+        select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;
+      const names = rows.map((row) => row.name);
+      const [anchor] = await tx<{ seq: number; hash: string; reason: string }[]>`
+        select seq::float8 as seq, hash, reason from jetfn.audit_anchors order by seq desc limit 1`;
+      if (names.length > 0 && anchor) {
+        await publishPruneAnchor(js, { throughSeq: anchor.seq, hash: anchor.hash, reason: anchor.reason });
+      }
+      return names;
+    });
+  });
   if (options.json) printJson({ dropped });
   else
     process.stdout.write(
@@ -148,6 +191,22 @@ function parsePositive(value: string): number {
   return parsed;
 }
 
+/** Runs `run` on a NATS connection (as configured: NATS_URL, NATS_USER, NATS_PASSWORD). */
+async function withNats<T>(run: (nc: NatsConnection) => Promise<T>): Promise<T> {
+  const config = resolveConfig();
+  const nc = await connectNats({
+    url: config.natsUrl,
+    user: config.natsUser,
+    password: config.natsPassword,
+    name: "jetfn audit",
+  });
+  try {
+    return await run(nc);
+  } finally {
+    await nc.close();
+  }
+}
+
 async function withDatabase(run: (database: DatabaseClient) => Promise<void>): Promise<void> {
   const config = resolveConfig();
   const started: StartedService[] = [];
@@ -157,7 +216,8 @@ async function withDatabase(run: (database: DatabaseClient) => Promise<void>): P
     started,
     false,
   );
-  const database = connectDatabase({ url, poolSize: 2 });
+  // verify recomputes seals two at a time, beside its other queries.
+  const database = connectDatabase({ url, poolSize: 3 });
   try {
     await run(database);
   } finally {

@@ -5,7 +5,7 @@ import { printJson, readJsonArgument } from "./output";
 export async function callCommand(
   name: string,
   json: string | undefined,
-  options: { timeout?: string },
+  options: { timeout?: number },
 ): Promise<void> {
   const input = await readJsonArgument(json);
   const client = await createClient();

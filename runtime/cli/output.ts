@@ -1,4 +1,5 @@
-import { toJetfnError } from "../errors";
+import { parseDuration } from "../duration";
+import { JetfnError, toJetfnError } from "../errors";
 
 /** Prints a value as JSON on standard output: indented for a terminal, one line otherwise. */
 export function printJson(value: unknown): void {
@@ -24,7 +25,7 @@ export async function readJsonArgument(text: string | undefined): Promise<unknow
   try {
     return JSON.parse(source);
   } catch (error) {
-    throw new Error(`the input is not valid JSON: ${(error as Error).message}`);
+    throw new JetfnError("E_INPUT_INVALID", `the input is not valid JSON: ${(error as Error).message}`);
   }
 }
 
@@ -32,4 +33,13 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Parses a `--timeout`-style option, refusing what is not a duration as an input error. */
+export function parseDurationOption(option: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new JetfnError("E_INPUT_INVALID", `${option}: ${(error as Error).message}`);
+  }
 }

@@ -4,7 +4,7 @@ import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
 import { type Runtime, startRuntime } from "../runtime";
 import { exitOnSignals } from "../shutdown";
-import { ensureNats, resolveDatabaseUrl, type StartedService } from "./services";
+import { describeDatabase, ensureNats, requireDatabaseUrl, resolveDatabaseUrl, type StartedService } from "./services";
 
 /** How `dev` and `start` differ. */
 export interface ServeMode {
@@ -31,8 +31,11 @@ export async function serve(mode: ServeMode): Promise<void> {
     }
   };
   try {
+    // `start` checks its configuration before reaching out to any service.
+    const required = mode.development ? undefined : requireDatabaseUrl(base);
     await ensureNats(base, logger, started, mode.development);
-    const databaseUrl = await resolveDatabaseUrl(base, logger, started, mode.development);
+    const databaseUrl = required ?? (await resolveDatabaseUrl(base, logger, started, true));
+    logger.info({ database: describeDatabase(databaseUrl) }, `Using the database ${describeDatabase(databaseUrl)}.`);
     const runtime = await startRuntime({
       databaseUrl,
       watch: mode.development,

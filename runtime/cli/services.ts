@@ -1,14 +1,14 @@
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "../config";
 import { findEmbeddedPostgres, startEmbeddedPostgres } from "../db/embedded-postgres";
 import { JetfnError } from "../errors";
 import { redactUrl, redactUrls } from "../logger";
 import { isNatsReachable, startLocalNatsServer } from "../nats/local-server";
+import { PACKAGE_ROOT } from "../package-root";
 
-/** The repository's nats.conf, used when `dev` has to start a NATS server itself. */
-export const NATS_CONFIG_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../nats.conf");
+/** jetfn's nats.conf, used when `dev` has to start a NATS server itself. */
+export const NATS_CONFIG_FILE = path.join(PACKAGE_ROOT, "nats.conf");
 
 /** Something started for this process that must be stopped when it exits. */
 export interface StartedService {
@@ -39,6 +39,29 @@ export async function resolveDatabaseUrl(
   );
   if (embedded.startedHere) started.push({ name: "embedded Postgres", stop: () => embedded.stop() });
   return embedded.url;
+}
+
+/**
+ * `start`'s database: DATABASE_URL and nothing else. Production must never fall back to a dev
+ * embedded Postgres that happens to run on the same machine.
+ */
+export function requireDatabaseUrl(config: ResolvedConfig): string {
+  if (config.databaseUrl) return config.databaseUrl;
+  throw new JetfnError(
+    "E_CONFIG_INVALID",
+    "DATABASE_URL is not set; `jetfn start` needs it (postgres://user:password@host:5432/db). `jetfn dev` uses an embedded Postgres",
+  );
+}
+
+/** Which database a URL names, for logs: `host:port/db`, never the user or password. */
+export function describeDatabase(url: string): string {
+  try {
+    const parsed = new URL(url);
+    const database = decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "(default database)";
+    return `${parsed.host || "localhost"}/${database}`;
+  } catch {
+    return "(a DATABASE_URL that is not a URL)";
+  }
 }
 
 /** Makes sure NATS answers at NATS_URL, starting `nats-server -c nats.conf` for `dev` if not. */

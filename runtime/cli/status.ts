@@ -1,14 +1,18 @@
-import { createClient } from "../client";
+import { createClient, type JetfnClient } from "../client";
+import { resolveConfig } from "../config";
 import { formatDuration } from "../duration";
+import { JetfnError } from "../errors";
 import type { InvocationStatusView } from "../nats/status-api";
 import { printJson } from "./output";
+import { findUnrecordedJob } from "./stored-job";
 import { waitForJob } from "./wait-for-job";
 
 /** `jetfn status <id>`: status, attempts, progress, result or errors. */
 export async function statusCommand(id: string, options: { json?: boolean; watch?: boolean }): Promise<void> {
   const client = await createClient();
   try {
-    const view = options.watch ? await waitForJob(client, id, Number.MAX_SAFE_INTEGER) : await client.status(id);
+    const first = await knownStatus(client, id);
+    const view = options.watch ? await waitForJob(client, id, Number.MAX_SAFE_INTEGER) : first;
     if (options.json) printJson(view);
     else process.stdout.write(describeStatus(view));
   } finally {
@@ -16,10 +20,30 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
   }
 }
 
+/**
+ * The status of an id some runtime or the stream knows. `pending` alone cannot tell a job waiting
+ * in the stream (just enqueued, or for a function no runtime deploys) from a mistyped id, so the
+ * stream is asked; an id in neither is E_NOT_FOUND.
+ */
+async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
+  const view = await client.status(id);
+  if (view.status !== "pending") return view;
+  // An application's NATS user may not read the stream: then `pending` is all that can be said.
+  const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
+  if (stored !== false) return view;
+  // The job may have been recorded (and acknowledged) while the stream was read.
+  const again = await client.status(id);
+  if (again.status !== "pending") return again;
+  throw new JetfnError(
+    "E_NOT_FOUND",
+    `no invocation ${id}: no runtime recorded it and the jobs stream does not hold it`,
+  );
+}
+
 /** A person-readable account of an invocation. */
 export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
-  if (view.status === "pending") lines.push("not started yet (or no runtime has seen this id)");
+  if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
-import { auditSealStatus, invocationChanges, listAuditEntries, rowHistory, verifyAuditChain } from "../audit-queries";
+import { invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
+import { verifyAudit } from "../audit-verify";
 import { parseTime } from "../cli/audit";
 import { gatherOverview } from "../cli/function-overview";
 import { createClient, type JetfnClient } from "../client";
@@ -12,6 +13,7 @@ import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
 import { presentedTokens, sameToken, signInUrl, tokenCookie } from "./access-token";
 import { isLoopback, resolveAllowedHosts } from "./allowed-hosts";
+import { DEFAULT_DASHBOARD_PORT } from "./default-port";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
 import { refuseForeignRequest } from "./request-guard";
@@ -52,7 +54,6 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
-export const DEFAULT_DASHBOARD_PORT = 4280;
 // Every answer: never framed (clickjacking retry/drop), sniffed, cached (inputs and results), or
 // named in a Referer to another site (the sign-in URL carries the token). Not "no-referrer": with it,
 // browsers send "Origin: null" on the dashboard's own form posts, which the origin check refuses.
@@ -250,8 +251,8 @@ function buildRoutes(
                 since: filters.since ? parseTime(filters.since) : undefined,
                 limit: 200,
               });
-        const [broken, status] = await Promise.all([verifyAuditChain(db), auditSealStatus(db)]);
-        return page("audit log", "audit", auditPage(entries, filters, { broken, status }));
+        const chain = await verifyAudit(db, runtime.nats);
+        return page("audit log", "audit", auditPage(entries, filters, chain));
       },
     },
     {

@@ -1,7 +1,9 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
+import { GROUP_CHECK_SQL, groupMembers } from "./invocation-checks";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
+import { resetSession } from "./session-reset";
 import { SharedCommitError } from "./shared-commit-error";
 import {
   abandon,
@@ -52,6 +54,11 @@ export interface CommitGroups {
 
 /** One job's savepoint on a lane. */
 export interface Seat {
+  /**
+   * No job after this one joins its transaction: it may create a temporary object, which lives
+   * until the COMMIT and would shadow, for a later member, an app table of the same name.
+   */
+  seal(): void;
   /** Runs one of the job's statements on the lane. */
   query(text: string, params: unknown[], options: { prepare?: boolean } | undefined, mode: QueryMode): Promise<unknown>;
   /**
@@ -93,6 +100,8 @@ export function createCommitGroups(sql: Sql, options: CommitGroupOptions): Commi
 interface Member {
   resolve: () => void;
   reject: (error: unknown) => void;
+  /** Whose writes the transaction keeps (none for a job that rolled its savepoint back). */
+  stamp?: TransactionStamp;
 }
 
 interface Waiter {
@@ -116,6 +125,8 @@ export class Lane {
   pendingRelease: string | undefined;
   /** Members' grouped final rows (see FinalStatement.grouped), by statement, written before the COMMIT. */
   grouped = new Map<string, string[]>();
+  /** A job of the open transaction may have created a temporary object: it commits before anyone else joins. */
+  sealed = false;
   /** A statement sent without waiting failed: the open transaction can only be rolled back. */
   failure: unknown;
   /** Counts the transactions ended on the lane: which one a statement was sent in. */
@@ -194,6 +205,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
         lane.open &&
         (next === undefined ||
           lane.failure !== undefined ||
+          lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
           (lane.members.length > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
@@ -277,15 +289,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
-  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void> {
-    const committed = this.outcome(lane);
-    this.leave(lane, savepoint, functionName, heldMs);
+  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void> {
+    const committed = this.outcome(lane, stamp);
+    this.leave(lane, savepoint, stamp.functionName, heldMs);
     return committed;
   }
 
   /** Waits for the lane's open transaction to commit, as its members do. */
-  outcome(lane: Lane): Promise<void> {
-    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject }));
+  outcome(lane: Lane, stamp?: TransactionStamp): Promise<void> {
+    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, stamp }));
   }
 
   /**
@@ -328,6 +340,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
     const keep = members.length > 0 && lane.failure === undefined;
+    if (keep) {
+      // Every audit row must name a job it keeps (see invocation-checks.ts); a failed check dooms
+      // the transaction, and each job runs again alone, where the culprit fails by itself.
+      const kept = members.flatMap((member) => (member.stamp ? [member.stamp] : []));
+      // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
+      this.pipeline(lane, connection.unsafe("reset role"));
+      this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
+    }
     if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
     lane.pendingFinal = undefined;
     if (keep) {
@@ -336,12 +356,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       }
     }
     let answered = false;
+    const ended = connection.unsafe(keep ? "commit" : "rollback").execute();
+    // Behind it, without waiting: the next transaction on the lane starts on a clean session.
+    resetSession(connection).catch(() => this.#unclean(lane, connection));
     try {
-      const result = await withinDeadline(
-        connection.unsafe(keep ? "commit" : "rollback").execute(),
-        COMMIT_DEADLINE_MS,
-        keep ? "COMMIT" : "ROLLBACK",
-      );
+      const result = await withinDeadline(ended, COMMIT_DEADLINE_MS, keep ? "COMMIT" : "ROLLBACK");
       answered = true;
       if (lane.failure !== undefined) throw lane.failure;
       if (keep && (result as { command?: string }).command === "ROLLBACK") {
@@ -365,6 +384,16 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#dispatch();
   }
 
+  /**
+   * The session could not be reset after a transaction: it must serve no one else. A job already
+   * sent behind the reset hears that its connection closed, and runs again.
+   */
+  #unclean(lane: Lane, connection: WatchedConnection): void {
+    if (connection.closed) return;
+    if (lane.connection === connection && !lane.busy) lane.connection = undefined;
+    connection.discard();
+  }
+
   #closeTransaction(lane: Lane): void {
     lane.transaction++;
     lane.open = false;
@@ -373,6 +402,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.pendingRelease = undefined;
     lane.grouped.clear();
     lane.failure = undefined;
+    lane.sealed = false;
     lane.busy = false;
   }
 }

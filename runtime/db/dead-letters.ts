@@ -123,7 +123,10 @@ interface DeadLetterRow {
   retry_of: string | null;
 }
 
-/** A timestamp column as ISO 8601 text, whatever type parsers the pool has installed. */
+/**
+ * A timestamp column as ISO 8601 text in UTC with milliseconds, the shape `toISOString()` gives
+ * (and `status` prints), whatever type parsers the pool has installed.
+ */
 function iso(sql: Sql, column: string) {
-  return sql.unsafe(`to_jsonb(${column}) #>> '{}' as ${column}`);
+  return sql.unsafe(`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ${column}`);
 }

@@ -290,15 +290,23 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     error: row.error as StoredError | null,
     errors: row.errors as StoredError[],
     progress: row.progress,
-    enqueuedAt: row.enqueuedAt,
-    startedAt: row.startedAt,
-    finishedAt: row.finishedAt,
-    updatedAt: row.updatedAt,
+    enqueuedAt: isoTimestamp(row.enqueuedAt),
+    startedAt: isoTimestamp(row.startedAt),
+    finishedAt: isoTimestamp(row.finishedAt),
+    updatedAt: isoTimestamp(row.updatedAt) as string,
     retryOf: row.retryOf,
     retriedAs: row.retriedAs,
-    retriedAt: row.retriedAt,
-    droppedAt: row.droppedAt,
+    retriedAt: isoTimestamp(row.retriedAt),
+    droppedAt: isoTimestamp(row.droppedAt),
   };
+}
+
+/**
+ * Postgres's text form of a timestamptz (`2026-12-06 06:39:44.09+00`) as ISO 8601 in UTC, the form
+ * every other command and API prints.
+ */
+function isoTimestamp(value: string | null): string | null {
+  return value === null ? null : new Date(value).toISOString();
 }
 
 const CANCEL_SQL = `

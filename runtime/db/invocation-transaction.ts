@@ -4,8 +4,11 @@ import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
+import { asRefusal, invocationCheck } from "./invocation-checks";
 import { shouldPrepare } from "./prepared-statements";
+import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
+import { assertStatementAllowed, mayCreateTemporaryObject } from "./statement-guard";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
@@ -74,6 +77,8 @@ class LazyTransaction implements InvocationTransaction {
   #closed = false;
   #lost: TransactionLoss | undefined;
   #savepoints = 0;
+  /** A statement of the handler's the guard refused: the attempt fails, whatever the handler did with the error. */
+  #refused: JetfnError | undefined;
   /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
   #ownSince: number | undefined;
 
@@ -84,7 +89,8 @@ class LazyTransaction implements InvocationTransaction {
     // drizzle drives this object exactly as it drives a postgres.js client.
     const client = {
       options: sql.options,
-      unsafe: (text: string, params?: unknown[], options?: { prepare?: boolean }) => this.#query(text, params, options),
+      unsafe: (text: string, params?: unknown[], options?: { prepare?: boolean }) =>
+        this.#guardedQuery(text, params, options),
       begin: (first: unknown, second?: unknown) =>
         this.#savepoint((typeof first === "function" ? first : second) as SavepointCallback),
       savepoint: (callback: SavepointCallback) => this.#savepoint(callback),
@@ -108,6 +114,7 @@ class LazyTransaction implements InvocationTransaction {
 
   async commit(final?: FinalStatement, released?: () => void): Promise<void> {
     this.#closed = true;
+    if (this.#refused) throw this.#refused;
     if (!this.#connection) return;
     const connection = await this.#connection;
     if (!(connection instanceof WatchedConnection)) {
@@ -119,37 +126,51 @@ class LazyTransaction implements InvocationTransaction {
     // the connection goes back to the pool: a later rollback() must not touch it.
     this.#connection = undefined;
     let answered = false;
+    let clean = false;
     try {
-      const statement = final ? sendable(final) : undefined;
-      const finalQuery = statement
-        ? connection
-            .unsafe(statement.text, statement.params as never[], {
-              // Inlined (no parameters) it is a simple-protocol statement: nothing to prepare.
-              prepare: statement.params.length > 0 && shouldPrepare(this.#sql, statement.text),
-            })
-            .execute()
-        : Promise.resolve();
+      const finalQuery = this.#checkAndFinal(connection, final ? sendable(final) : undefined);
       const commitQuery = connection.unsafe("commit").execute();
-      const [setup, finalResult, commitResult] = await withinDeadline(
-        Promise.allSettled([this.#setup, finalQuery, commitQuery]),
+      const reset = resetSession(connection);
+      const [setup, finalResult, commitResult, resetResult] = await withinDeadline(
+        Promise.allSettled([this.#setup, finalQuery, commitQuery, reset]),
         COMMIT_DEADLINE_MS,
         "COMMIT",
       );
       answered = true;
+      clean = resetResult.status === "fulfilled";
       if (setup.status === "rejected") throw setup.reason;
-      if (finalResult.status === "rejected") throw finalResult.reason;
+      if (finalResult.status === "rejected") throw caughtFailure(finalResult.reason) ?? asRefusal(finalResult.reason);
       if (commitResult.status === "rejected") throw commitResult.reason;
-      if ((commitResult.value as { command?: string }).command === "ROLLBACK") {
-        throw new JetfnError(
-          "E_HANDLER_FAILED",
-          "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
-        );
-      }
+      if ((commitResult.value as { command?: string }).command === "ROLLBACK") throw caughtFailure();
     } finally {
       // One that never answered goes back to the pool only if it ever does (see abandon()).
-      if (answered) connection.release();
+      if (answered && clean) connection.release();
+      else if (answered) connection.discard();
       else void abandon(connection);
     }
+  }
+
+  /**
+   * Sends the checks (invocation-checks.ts) and the final statement. An inlined final record shares
+   * one message with the checks: even in a transaction of a handler's own making (one that slipped
+   * past the guard), a failed check then stops the record from being written.
+   */
+  #checkAndFinal(
+    connection: WatchedConnection,
+    statement: { text: string; params: unknown[] } | undefined,
+  ): Promise<unknown> {
+    // As the runtime's role: a handler's SET LOCAL ROLE lasts until COMMIT, and the checks read the audit log.
+    const check = `reset role; ${invocationCheck(this.#stamp)}`;
+    if (statement?.params.length === 0) return connection.unsafe(`${check}; ${statement.text}`).execute();
+    const sent = [connection.unsafe(check).execute()];
+    if (statement) {
+      const prepare = shouldPrepare(this.#sql, statement.text);
+      sent.push(connection.unsafe(statement.text, statement.params as never[], { prepare }).execute());
+    }
+    return Promise.allSettled(sent).then((results) => {
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed) throw failed.reason;
+    });
   }
 
   async rollback(): Promise<void> {
@@ -169,8 +190,19 @@ class LazyTransaction implements InvocationTransaction {
     this.#ownSince = undefined;
   }
 
-  #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
-    return new LazyQuery((mode) => this.#run(text, params, options, mode));
+  /** A statement of the handler's: refused (never sent) when it would reach beyond the invocation. */
+  #guardedQuery(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
+    try {
+      assertStatementAllowed(text);
+    } catch (error) {
+      this.#refused ??= error as JetfnError;
+      return new LazyQuery(() => Promise.reject(error));
+    }
+    return this.#query(text, params, options, mayCreateTemporaryObject(text));
+  }
+
+  #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }, seals = false): LazyQuery {
+    return new LazyQuery((mode) => this.#run(text, params, options, mode, seals));
   }
 
   async #run(
@@ -178,12 +210,14 @@ class LazyTransaction implements InvocationTransaction {
     params: unknown[],
     options: { prepare?: boolean } | undefined,
     mode: QueryMode,
+    seals: boolean,
   ): Promise<unknown> {
     try {
       const connection = await this.#open();
       // A statement with parameters runs prepared: described once per connection, then one round trip.
       const prepare = options?.prepare === true || (params.length > 0 && shouldPrepare(this.#sql, text));
       if (!(connection instanceof WatchedConnection)) {
+        if (seals) connection.seal();
         return await connection.query(text, params, { ...options, prepare }, mode);
       }
       const query = connection.unsafe(text, params as never[], { ...options, prepare });
@@ -234,6 +268,20 @@ class LazyTransaction implements InvocationTransaction {
 }
 
 type SavepointCallback = (client: unknown) => Promise<unknown>;
+
+/**
+ * The error of an attempt whose transaction a failed statement had already doomed (the handler
+ * caught its error), seen at COMMIT or by the statements just before it; undefined for `cause`s of
+ * another kind.
+ */
+function caughtFailure(cause?: unknown): JetfnError | undefined {
+  if (cause !== undefined && (cause as { code?: unknown }).code !== "25P02") return undefined;
+  return new JetfnError(
+    "E_HANDLER_FAILED",
+    "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
+    { cause },
+  );
+}
 
 /** A query that runs when awaited, like postgres.js's own; `.values()` asks for rows as arrays. */
 class LazyQuery implements PromiseLike<unknown> {

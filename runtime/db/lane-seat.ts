@@ -17,7 +17,7 @@ export interface LaneOwner {
   /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
   pipeline(lane: Lane, query: PendingQuery<Row[]>): void;
   /** The seat's part is kept: resolves once the group has committed. */
-  joinGroup(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): Promise<void>;
+  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void>;
   /** Resolves once the lane's open transaction commits; rejects with a SharedCommitError if it does not. */
   outcome(lane: Lane): Promise<void>;
   /** The seat is done with the lane. */
@@ -70,6 +70,10 @@ export class LaneSeat implements Seat {
     this.#setup.catch(() => undefined);
   }
 
+  seal(): void {
+    this.#lane.sealed = true;
+  }
+
   async query(
     text: string,
     params: unknown[],
@@ -106,12 +110,7 @@ export class LaneSeat implements Seat {
           this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[], { prepare }));
         }
       }
-      const committed = this.#scheduler.joinGroup(
-        this.#lane,
-        this.#savepoint,
-        this.#stamp.functionName,
-        this.#heldMs(),
-      );
+      const committed = this.#scheduler.joinGroup(this.#lane, this.#savepoint, this.#stamp, this.#heldMs());
       released?.();
       return committed;
     }
@@ -153,7 +152,7 @@ export class LaneSeat implements Seat {
     const failure = settled.find((result) => result.status === "rejected")?.reason;
     if (failure === undefined) {
       // Released already: nothing left for the next job to release.
-      const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#stamp.functionName, this.#heldMs());
+      const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#stamp, this.#heldMs());
       released?.();
       return committed;
     }

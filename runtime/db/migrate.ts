@@ -1,15 +1,15 @@
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Sql } from "postgres";
 import { JetfnError } from "../errors";
+import { PACKAGE_ROOT } from "../package-root";
 
-/** The repository's migrations: jetfn's own (`0xxx_jetfn_*`) and the app's, applied in name order. */
-export const DEFAULT_MIGRATIONS_DIR = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  "../../schema/migrations",
-);
+/**
+ * jetfn's migrations (`0xxx_jetfn_*`), applied in name order; in this repository the folder also
+ * holds the example app's (`1xxx_*`), which the package does not ship.
+ */
+export const DEFAULT_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, "schema", "migrations");
 
 /** One migration file and what the database knows of it. */
 export interface MigrationState {

@@ -1,4 +1,5 @@
 import { JetfnError } from "../errors";
+import { resetSession } from "./session-reset";
 import { inlineParameters, sqlLiteral } from "./sql-literal";
 import type { WatchedConnection } from "./watched-connection";
 
@@ -69,13 +70,14 @@ export async function rollbackAndRelease(connection: WatchedConnection): Promise
  */
 export function abandon(connection: WatchedConnection): Promise<void> {
   if (connection.closed) return Promise.resolve();
-  return connection
-    .unsafe("rollback")
-    .execute()
-    .then(
-      () => connection.release(),
-      () => undefined,
-    );
+  const rollback = connection.unsafe("rollback").execute();
+  // Sent behind it without waiting: the session goes back to the pool as the pool made it.
+  const reset = resetSession(connection);
+  return Promise.allSettled([rollback, reset]).then(([rolledBack, wasReset]) => {
+    if (rolledBack.status === "rejected") return;
+    if (wasReset.status === "fulfilled") connection.release();
+    else connection.discard();
+  });
 }
 
 /** True for the deadline's own error: the connection never answered and must not be reused. */

@@ -60,6 +60,12 @@ export class WatchedConnection {
     this.#closed = true;
   }
 
+  /** Ends the session (one whose state could not be reset must serve no one else) and gives the handle back. */
+  discard(): void {
+    this.#driverConnection?.terminate();
+    this.release();
+  }
+
   readonly #onClose = (): void => {
     this.#closed = true;
   };
@@ -73,4 +79,5 @@ export class WatchedConnection {
 /** What postgres.js's connection object exposes to `onexecute`. */
 interface DriverConnection {
   onclose: ((error: unknown) => void) | null;
+  terminate(): void;
 }

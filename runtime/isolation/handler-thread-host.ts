@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
+import { handlerThreadEnvironment } from "../config";
 import type { FunctionContext } from "../define-function";
 import { JetfnError } from "../errors";
 import { noteDroppedLines } from "../log-budget";
@@ -71,7 +72,8 @@ class WorkerThread implements HandlerThread {
     });
     // Whoever awaits `ready` sees the failure; it must not also count as an unhandled rejection.
     this.ready.catch(() => undefined);
-    this.#worker = new Worker(options.script, { workerData: options.data });
+    // Its own environment, without the runtime's secrets: code in the thread reads only that.
+    this.#worker = new Worker(options.script, { workerData: options.data, env: handlerThreadEnvironment() });
     this.threadId = this.#worker.threadId;
     this.#worker.unref();
     this.#worker.on("message", (message: FromThread) => this.#onMessage(message));

@@ -3,13 +3,28 @@ import { access, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import * as esbuild from "esbuild";
+import type * as esbuild from "esbuild";
+import { PACKAGE_ROOT } from "../package-root";
 
 const ENTRY = fileURLToPath(new URL("./handler-thread.ts", import.meta.url));
+
+/** The compiled package ships the script, built with the same options when the package is built. */
+const RUNNING_FROM_SOURCES = import.meta.url.endsWith(".ts");
+const SHIPPED_SCRIPT = path.join(PACKAGE_ROOT, "dist", "handler-thread.js");
 
 // Bundled packages that load Node built-ins with require() need one in an ES module.
 const REQUIRE_SHIM =
   'import { createRequire as __jetfnCreateRequire } from "node:module"; const require = __jetfnCreateRequire(import.meta.url);';
+
+/** How the worker-thread script is bundled: handler-thread.ts and all it imports, one ES module. */
+export const HANDLER_THREAD_BUILD: esbuild.BuildOptions = {
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  logLevel: "silent",
+  banner: { js: REQUIRE_SHIM },
+};
 
 let script: Promise<string> | undefined;
 
@@ -20,6 +35,7 @@ let script: Promise<string> | undefined;
  * loading the TypeScript sources through tsx's hooks in each thread took seconds.
  */
 export function handlerThreadScript(): Promise<string> {
+  if (!RUNNING_FROM_SOURCES) return Promise.resolve(SHIPPED_SCRIPT);
   script ??= buildScript().catch((error: unknown) => {
     script = undefined;
     throw error;
@@ -28,16 +44,8 @@ export function handlerThreadScript(): Promise<string> {
 }
 
 async function buildScript(): Promise<string> {
-  const result = await esbuild.build({
-    entryPoints: [ENTRY],
-    bundle: true,
-    write: false,
-    format: "esm",
-    platform: "node",
-    target: "node20",
-    logLevel: "silent",
-    banner: { js: REQUIRE_SHIM },
-  });
+  const esbuild = await import("esbuild");
+  const result = await esbuild.build({ ...HANDLER_THREAD_BUILD, entryPoints: [ENTRY], write: false });
   const code = result.outputFiles[0]?.text ?? "";
   const hash = createHash("sha256").update(code).digest("hex").slice(0, 16);
   const file = path.join(tmpdir(), `jetfn-handler-thread-${hash}.mjs`);

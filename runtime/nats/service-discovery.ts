@@ -1,9 +1,9 @@
-import { createRequire } from "node:module";
 import { hostname } from "node:os";
 import { type Msg, type NatsConnection, nuid, type Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DurationHistogram, DurationSummary } from "../duration-histogram";
 import type { ErrorCounts, FunctionStats, InvocationStats } from "../invocation-stats";
+import { PACKAGE_VERSION } from "../package-root";
 import type { QueueDepth, QueueDepthReader } from "./queue-depth";
 import type { ReplyGuard } from "./reply-guard";
 import { callSubject } from "./subjects";
@@ -18,7 +18,7 @@ export const SERVICE_API_PREFIX = "$SRV";
  */
 const QUEUE_DEPTH_WAIT_MS = 200;
 
-const VERSION = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+const VERSION = PACKAGE_VERSION;
 
 /** Fields every services-protocol response carries. */
 export interface ServiceIdentity {

@@ -9,6 +9,9 @@ let env: TestEnvironment;
 
 beforeAll(async () => {
   env = await createTestEnvironment();
+  await env.database.sql.unsafe(`
+    create function raise_sqlstate(code text) returns void language plpgsql
+      as $$ begin raise exception 'fenced out (not really)' using errcode = code; end $$`);
 });
 
 afterAll(async () => {

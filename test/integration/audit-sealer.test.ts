@@ -1,6 +1,9 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import pino from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { createAuditAnchorer } from "../../runtime/audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "../../runtime/audit-sealer";
+import { setUpAuditChain } from "../helpers/audit-chain";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 
 let database: TestDatabase;
@@ -59,5 +62,38 @@ describe("the background sealer", () => {
       select row_count::int as rows from jetfn.audit_seals where seq > ${before[0]?.seq as number} order by seq`;
     expect(seals.map((seal) => seal.rows)).toEqual([1, 1, 1, 1]);
     expect(await database.sql`select * from jetfn.verify_audit()`).toEqual([]);
+  });
+});
+
+describe("anchoring seals in NATS", () => {
+  it("anchors each seal, and picks up seals committed without their anchor", { timeout: 300_000 }, async () => {
+    const chain = await setUpAuditChain(5);
+    onTestFinished(() => chain.close());
+    await chain.insertNotes(10);
+    await chain.sealAll();
+    expect((await chain.verify()).result).toMatchObject({ ok: true, seals: 2, anchors: { anchored: 2 } });
+
+    // Seals committed by a runtime that stopped (or lost NATS) before publishing their anchors.
+    await chain.insertNotes(10, "later");
+    const deadline = Date.now() + 120_000;
+    while ((await chain.database.sql`select jetfn.seal_audit(5) as sealed`)[0]?.sealed === 0) {
+      if (Date.now() > deadline) throw new Error("nothing could be sealed within 120s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await chain.verify()).result.anchors).toMatchObject({ anchored: 2, unanchored: 1 });
+
+    // The next round of a freshly started anchorer (as at a runtime's start) anchors them in order.
+    const manager = await jetstreamManager(chain.nc);
+    const anchorer = createAuditAnchorer({
+      sql: chain.database.sql,
+      js: jetstream(chain.nc),
+      manager,
+      logger: pino({ level: "silent" }),
+    });
+    expect(await anchorer.anchorPending()).toBe(1);
+    await chain.sealAll();
+    const after = await chain.verify();
+    expect(after.result).toMatchObject({ ok: true, seals: 4, anchors: { anchored: 4, unanchored: 0 } });
+    expect(after.cli.code).toBe(0);
   });
 });

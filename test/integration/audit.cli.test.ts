@@ -99,7 +99,10 @@ describe("jetfn audit", () => {
 
   it("--check reports every table covered, and names one that is not", async () => {
     const covered = await runCli(["audit", "--check"], cliEnv);
-    expect(covered).toMatchObject({ code: 0, stdout: "every table of public is audited\n" });
+    expect(covered).toMatchObject({
+      code: 0,
+      stdout: "every table of public is audited\nno writes by jetfn_runtime outside an invocation\n",
+    });
     await env.database.sql`alter event trigger jetfn_audit_new_tables disable`;
     await env.database.sql`create table forgotten (id int primary key)`;
     await env.database.sql`alter event trigger jetfn_audit_new_tables enable`;
@@ -108,6 +111,7 @@ describe("jetfn audit", () => {
     expect(JSON.parse(missing.stdout)).toEqual({
       schemas: ["public"],
       uncovered: [{ schema: "public", table: "forgotten" }],
+      runtimeWritesOutsideInvocations: { role: "jetfn_runtime", rows: 0, tables: [], first: null, last: null },
     });
   });
 

@@ -22,6 +22,8 @@ describe("npm run bench:smoke", () => {
       "jetfn: invocations recorded succeeded",
       "graphile-worker: rows = jobs",
       "pg-boss: rows = jobs",
+      "graphile-worker + guarantees: audit rows = rows",
+      "pg-boss + guarantees: effects rows = jobs",
       "naive JetStream: all acked",
     ]) {
       expect(labels).toContain(expected);

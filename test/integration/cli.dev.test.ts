@@ -30,6 +30,7 @@ afterAll(async () => {
 it("dev starts an embedded Postgres and a local nats-server, serves, and stops both on Ctrl-C", async () => {
   expect(dev.output()).toContain("Started a local nats-server.");
   expect(dev.output()).toContain("Using the embedded Postgres.");
+  expect(dev.output()).toContain("Using the database 127.0.0.1:");
   const call = await runCli(["call", "add", '{"a": 1, "b": 2}'], cliEnv);
   expect(JSON.parse(call.stdout)).toEqual({ sum: 3 });
   // Other commands find the embedded database while dev runs.

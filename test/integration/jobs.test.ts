@@ -110,7 +110,7 @@ describe("fire-and-forget jobs on fn.job.<name>", () => {
     const errors = view.errors as StoredError[];
     expect(errors.map((error) => error.attempt)).toEqual([1, 2, 3, 4]);
     expect(errors[3]).toMatchObject({ code: "E_HANDLER_FAILED", name: "Error", message: "attempt 4 fails on purpose" });
-    expect(errors[3]?.stack).toContain("flaky.ts");
+    expect(errors[3]?.stack).toContain("flaky.ts:11:");
     expect(await itemsNamed("flaky-dead")).toEqual([]);
     const reason = await client.result(job.id).catch((error: JetfnError) => error);
     expect(reason).toMatchObject({ code: "E_HANDLER_FAILED" });

@@ -1,5 +1,5 @@
 import net from "node:net";
-import postgres, { type Sql } from "postgres";
+import repositoryPostgres, { type Sql } from "postgres";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import { isConnectionError } from "../../runtime/db/client";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
@@ -9,6 +9,12 @@ import { eventually } from "../helpers/environment";
 // unpatched driver (where it hangs, runs a statement in another session, or throws from a timer).
 // Every pool has one connection, so the connection object the server killed is the one the pool
 // reconnects for the next user. Only backends of this file's own database are terminated.
+// JETFN_TEST_DRIVER names another copy of the driver to check instead of this repository's: the
+// package install test points it at the one bundled into an installed jetfn.
+
+const postgres: typeof repositoryPostgres = process.env.JETFN_TEST_DRIVER
+  ? ((await import(process.env.JETFN_TEST_DRIVER)) as { default: typeof repositoryPostgres }).default
+  : repositoryPostgres;
 
 let database: TestDatabase;
 const pools: Sql[] = [];
@@ -28,7 +34,7 @@ afterAll(async () => {
 });
 
 /** A pool of one connection to this file's database. */
-function onePool(options: postgres.Options<Record<string, postgres.PostgresType>> = {}): Sql {
+function onePool(options: repositoryPostgres.Options<Record<string, repositoryPostgres.PostgresType>> = {}): Sql {
   const pool = postgres(database.url, { max: 1, onnotice: () => {}, ...options });
   pools.push(pool);
   return pool;
@@ -195,7 +201,7 @@ it("hands a reserve that was waiting for the killed connection the reconnected o
 
   const second = await settle(waiting, 5_000);
   expect(second.status).toBe("fulfilled");
-  const handle = (second as { value: postgres.ReservedSql }).value;
+  const handle = (second as { value: repositoryPostgres.ReservedSql }).value;
   expect(await backendPid(handle)).not.toBe(killed);
   // The first handle's session is over: releasing it must not give the second one's connection
   // to the pool, where a query would run in the middle of the second handle's work.

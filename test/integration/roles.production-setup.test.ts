@@ -137,7 +137,11 @@ describe("the production role setup, in order, on Postgres 15+", { timeout: 120_
       { table_name: "ledger", db_user: "jetfn_runtime" },
       { table_name: "notes", db_user: "jetfn_runtime" },
     ]);
+    // Rows the runtime role wrote outside any invocation (its credentials used elsewhere) are flagged.
     const check = await runCli(["audit", "--check"], { DATABASE_URL: runtimeUrl });
-    expect(check.code).toBe(0);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain(
+      "2 change(s) by jetfn_runtime outside any invocation, in public.ledger, public.notes",
+    );
   });
 });

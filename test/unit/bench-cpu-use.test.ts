@@ -12,13 +12,19 @@ describe("cpuPerJob", () => {
     const after = reading(1_600, 800, 150, 50, 11_000);
     const perJob = cpuPerJob(before, after, 1_000);
     expect(perJob.nodeUs).toBeCloseTo(600);
-    expect(perJob.serversUs).toBeCloseTo(400);
+    expect(perJob.serverUs.postgres).toBeCloseTo(300);
+    expect(perJob.serverUs["nats-server"]).toBeCloseTo(50);
+    expect(perJob.serverUs["redis-server"]).toBeCloseTo(50);
+    // 300 µs of Postgres CPU per job: one Postgres core carries 3,333 jobs a second.
+    expect(perJob.postgresJobsPerCoreSecond).toBeCloseTo(1_000_000 / 300);
     expect(perJob.busyPercent).toBeCloseTo((100 * 1_000) / (1_000 * cpus().length));
   });
 
   it("never counts a server's CPU as negative when its processes ended in between", () => {
     const perJob = cpuPerJob(reading(0, 900, 0, 0, 0), reading(10, 100, 0, 0, 100), 10);
-    expect(perJob.serversUs).toBe(0);
+    expect(perJob.serverUs.postgres).toBe(0);
+    // No Postgres CPU measured: no jobs-per-core figure rather than an infinite one.
+    expect(perJob.postgresJobsPerCoreSecond).toBeUndefined();
   });
 });
 
@@ -32,6 +38,11 @@ describe("readCpu", () => {
     expect((after?.node ?? 0) - (before?.node ?? 0)).toBeGreaterThan(20);
     // The tests run against a Postgres on this machine, whose processes have used some CPU.
     expect(after?.servers.postgres).toBeGreaterThan(0);
+  });
+
+  it.runIf(process.platform === "linux")("counts no nats-server but the one it is scoped to", async () => {
+    const scoped = await readCpu({ natsPid: -1 });
+    expect(scoped?.servers["nats-server"]).toBe(0);
   });
 });
 

@@ -20,9 +20,11 @@ const target: Target = {
   reason: "peers write one row per round trip",
 };
 
-const cpu = (node: number, servers: number, busy: number): Summary[] => [
+const cpu = (node: number, postgres: number, busy: number, nats = 0, redis = 0): Summary[] => [
   summary("jetfn", node, `${METRIC}: ${CPU_FIGURES.node}`, "µs"),
-  summary("jetfn", servers, `${METRIC}: ${CPU_FIGURES.servers}`, "µs"),
+  summary("jetfn", postgres, `${METRIC}: ${CPU_FIGURES.postgres}`, "µs"),
+  summary("jetfn", nats, `${METRIC}: ${CPU_FIGURES.nats}`, "µs"),
+  summary("jetfn", redis, `${METRIC}: ${CPU_FIGURES.redis}`, "µs"),
   summary("jetfn", busy, `${METRIC}: ${CPU_FIGURES.busy}`, "%"),
 ];
 
@@ -32,13 +34,13 @@ describe("judgeTargets", () => {
       summary("jetfn", 4_000),
       summary("peer a", 5_000),
       summary("peer b", 3_000),
-      ...cpu(150, 250, 80),
+      ...cpu(150, 200, 80, 40, 10),
     ];
     const [result] = judgeTargets([target], summaries, 2);
     expect(result?.met).toBe(false);
     expect(result?.against).toBe("peer a");
     expect(result?.figure).toBeCloseTo(0.8);
-    // 10,000 jobs/s on 2 cores 80 % busy allows 160 µs a job; jetfn spends 150 + 250 = 400 µs.
+    // 10,000 jobs/s on 2 cores 80 % busy allows 160 µs a job; jetfn spends 150 + 200 + 40 + 10 = 400 µs.
     expect(result?.note).toBe(
       "at 80 % of 2 cores, 10,000 jobs/s allows 160 µs of CPU per job; jetfn spends 400 µs (2.50x the budget)",
     );
@@ -53,6 +55,56 @@ describe("judgeTargets", () => {
     expect(met[0]).toMatchObject({ met: true, note: "" });
     const bare = judgeTargets([target], [summary("jetfn", 4_000), summary("peer a", 5_000)], 2);
     expect(bare[0]).toMatchObject({ met: false, note: "not measured here: peer b" });
+  });
+});
+
+describe("a cost target (at most a share of a baseline's CPU per job)", () => {
+  const POSTGRES = `${METRIC}: ${CPU_FIGURES.postgres}`;
+  const NOOP_POSTGRES = `no-op jobs: ${CPU_FIGURES.postgres}`;
+  const costTarget: Target = {
+    scenario: "jobs",
+    metric: POSTGRES,
+    contender: "jetfn",
+    kind: "ratio",
+    baselines: ["peer a"],
+    max: 0.7,
+    reason: "one Postgres carries more runtimes",
+  };
+
+  it("is met at or under the share, and says what it allows when missed", () => {
+    const met = judgeTargets(
+      [costTarget],
+      [summary("jetfn", 140, POSTGRES, "µs"), summary("peer a", 200, POSTGRES, "µs")],
+    );
+    expect(met[0]).toMatchObject({ met: true, against: "peer a", note: "" });
+    expect(met[0]?.figure).toBeCloseTo(0.7);
+    const [missed] = judgeTargets(
+      [costTarget],
+      [summary("jetfn", 280, POSTGRES, "µs"), summary("peer a", 200, POSTGRES, "µs")],
+    );
+    expect(missed?.met).toBe(false);
+    expect(missed?.note).toBe("the target allows 140 µs; jetfn spends 280 µs (2.00x the limit)");
+  });
+
+  it("takes its baseline from another scenario and metric when told to", () => {
+    const crossTarget: Target = {
+      ...costTarget,
+      scenario: "noop",
+      metric: NOOP_POSTGRES,
+      baselineScenario: "jobs",
+      baselineMetric: POSTGRES,
+      max: 0.25,
+    };
+    const noop: Summary = { ...summary("jetfn", 40, NOOP_POSTGRES, "µs"), scenario: "noop" };
+    const [result] = judgeTargets([crossTarget], [noop, summary("peer a", 200, POSTGRES, "µs")]);
+    expect(result).toMatchObject({ met: true, against: "peer a" });
+    expect(result?.figure).toBeCloseTo(0.2);
+    // The same figure beside the contender's, in the baseline's own scenario, is not it.
+    const [alone] = judgeTargets(
+      [crossTarget],
+      [noop, { ...summary("peer a", 200, NOOP_POSTGRES, "µs"), scenario: "noop" }],
+    );
+    expect(alone?.note).toBe("no baseline measured");
   });
 });
 

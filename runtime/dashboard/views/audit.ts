@@ -1,4 +1,5 @@
-import type { AuditChainBreak, AuditEntry, AuditSealStatus } from "../../audit-queries";
+import type { AuditEntry } from "../../audit-queries";
+import type { AuditVerification } from "../../audit-verify";
 import { html, type SafeHtml } from "../html";
 
 /** Filters of the audit view, as typed in the form. */
@@ -11,14 +12,10 @@ export interface AuditFilters {
 }
 
 /** The audit log with filters, the chain's verify status, and each change's diff. */
-export function auditPage(
-  entries: AuditEntry[],
-  filters: AuditFilters,
-  chain: { broken: AuditChainBreak | undefined; status: AuditSealStatus },
-): SafeHtml {
+export function auditPage(entries: AuditEntry[], filters: AuditFilters, chain: AuditVerification): SafeHtml {
   const verify = chain.broken
     ? html`<p class="broken">hash chain BROKEN at seal #${chain.broken.seq}: ${chain.broken.problem}</p>`
-    : html`<p class="ok">hash chain intact: ${chain.status.seals} seal(s), ${chain.status.sealedRows} row(s) sealed, ${chain.status.unsealedRows} waiting</p>`;
+    : html`<p class="ok">hash chain intact: ${chain.seals} seal(s), ${chain.sealedRows} row(s) sealed, ${chain.unsealedRows} waiting; anchored in NATS through seal #${chain.anchors.anchoredThrough}, ${chain.anchors.unanchored} seal(s) not anchored yet</p>`;
   return html`${verify}<form class="filters" method="get">
 <input name="function" placeholder="function" value="${filters.function ?? ""}">
 <input name="table" placeholder="table" value="${filters.table ?? ""}">

@@ -1,0 +1,72 @@
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ID_HEADER, JOB_PREFIX } from "../nats/subjects";
+
+/** Most stream messages one look-up reads before giving up (it then cannot tell). */
+const SCAN_LIMIT = 20_000;
+const FETCH_BATCH = 1_000;
+const FETCH_EXPIRES_MS = 1_000;
+
+/**
+ * Whether the jobs stream holds a job with this id that no runtime has recorded yet: `true` when
+ * found, `false` when every such job was read, `undefined` when there were too many to read.
+ *
+ * A job is recorded before its message is acknowledged, so only messages past a function
+ * consumer's acknowledged floor can be unrecorded; a function no runtime deploys has no consumer
+ * and all its stored jobs count. Messages are read headers only.
+ */
+export async function findUnrecordedJob(nc: NatsConnection, stream: string, id: string): Promise<boolean | undefined> {
+  const manager = await jetstreamManager(nc);
+  const info = await manager.streams.info(stream, { subjects_filter: `${JOB_PREFIX}>` });
+  const lastSeq = info.state.last_seq;
+  const startSeq = await firstUnrecordedSeq(
+    manager,
+    stream,
+    Object.keys(info.state.subjects ?? {}),
+    info.state.first_seq,
+  );
+  if (startSeq === undefined || startSeq > lastSeq) return false;
+  const consumer = await jetstream(nc).consumers.get(stream, {
+    filter_subjects: `${JOB_PREFIX}>`,
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: startSeq,
+    headers_only: true,
+  });
+  let read = 0;
+  while (read < SCAN_LIMIT) {
+    const batch = await consumer.fetch({ max_messages: FETCH_BATCH, expires: FETCH_EXPIRES_MS });
+    let received = 0;
+    for await (const message of batch) {
+      received++;
+      read++;
+      if (message.headers?.get(ID_HEADER) === id) {
+        batch.stop();
+        return true;
+      }
+      if (message.seq >= lastSeq || message.info.pending === 0) {
+        batch.stop();
+        return false;
+      }
+    }
+    if (received === 0) return false;
+  }
+  return undefined;
+}
+
+/** The lowest stream sequence that may hold an unrecorded job; undefined when no job is stored. */
+async function firstUnrecordedSeq(
+  manager: Awaited<ReturnType<typeof jetstreamManager>>,
+  stream: string,
+  subjects: string[],
+  firstSeq: number,
+): Promise<number | undefined> {
+  if (subjects.length === 0) return undefined;
+  const ackFloors = new Map<string, number>();
+  for await (const consumer of manager.consumers.list(stream)) {
+    const subject = consumer.config.filter_subject;
+    if (consumer.config.durable_name && subject?.startsWith(JOB_PREFIX)) {
+      ackFloors.set(subject, consumer.ack_floor.stream_seq + 1);
+    }
+  }
+  return Math.min(...subjects.map((subject) => ackFloors.get(subject) ?? firstSeq));
+}

@@ -1,0 +1,253 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
+
+// jetfn as an app adopts it: `npm pack` here, `npm install <tarball>` in a fresh app, the app's own
+// `tsc --strict`, and the installed, compiled `jetfn` (no tsx in the app) serving the app's function.
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
+const VITEST = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
+const DRIVER_TEST = "test/integration/postgres-driver.killed-connection.test.ts";
+
+const FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ name: z.string() }),
+  output: z.object({ greeting: z.string() }),
+  async handler({ name }) {
+    return { greeting: \`hello \${name}\` };
+  },
+});
+`;
+
+// The same in a worker thread: the thread script the package ships instead of building it.
+const ISOLATED_FUNCTION_FILE = FUNCTION_FILE.replace("  async handler", '  isolation: "thread",\n  async handler');
+
+// Calls, enqueues and waits through jetfn/client, typed by the map `jetfn types --out` wrote.
+const APP_FILE = `import { createClient, JetfnError } from "jetfn/client";
+import type { JetfnFunctions } from "./jetfn-functions";
+
+const client = await createClient<JetfnFunctions>({ natsUrl: process.env.NATS_URL });
+try {
+  const called = await client.call("greet", { name: "call" });
+  const greeting: string = called.greeting;
+  const isolated = await client.call("greet-isolated", { name: "thread" });
+  // @ts-expect-error the input schema wants a string name
+  await client.call("greet", { name: 42 }).catch((error: unknown) => error);
+  const job = await client.enqueue("greet", { name: "job" });
+  const waited = await client.result(job.id, { timeout: "60s" });
+  const status = await client.status(job.id);
+  const both = await client.enqueueAndWait("greet", { name: "both" }, { timeout: "60s" });
+  // @ts-expect-error no function of that name is deployed
+  const refused = await client.call("nobody-deploys-this", {}).catch((error: unknown) => error);
+  process.stdout.write(JSON.stringify({
+    greeting,
+    isolated: isolated.greeting,
+    waited,
+    status: status.status,
+    both: both.greeting,
+    refusedIsJetfnError: refused instanceof JetfnError,
+    refusedCode: (refused as JetfnError).code,
+  }));
+} finally {
+  await client.close();
+}
+`;
+
+// What a project with "moduleResolution": "nodenext" (no bundler) sees of both entries.
+const NODENEXT_FILE = `import { defineFunction, NonRetryableError, z } from "jetfn";
+import { createClient, enqueueInTransaction, type JetfnClient, type OutboxTransaction } from "jetfn/client";
+import { startTestHarness } from "jetfn/testing";
+
+export const fn = defineFunction({
+  input: z.object({ n: z.number() }),
+  async handler({ n }) {
+    if (n < 0) throw new NonRetryableError("negative");
+    return n * 2;
+  },
+});
+export async function enqueueBoth(tx: OutboxTransaction, client: JetfnClient): Promise<string> {
+  await enqueueInTransaction(tx, "double", { n: 1 });
+  return (await client.enqueue("double", { n: 2 })).id;
+}
+export { createClient, startTestHarness };
+`;
+
+const BUNDLER_TSCONFIG = {
+  compilerOptions: {
+    strict: true,
+    target: "ES2022",
+    module: "ESNext",
+    moduleResolution: "Bundler",
+    skipLibCheck: true,
+    types: ["node"],
+    outDir: "build",
+  },
+  files: ["app.ts"],
+};
+
+const NODENEXT_TSCONFIG = {
+  compilerOptions: {
+    strict: true,
+    target: "ES2022",
+    module: "NodeNext",
+    moduleResolution: "NodeNext",
+    skipLibCheck: true,
+    types: ["node"],
+    noEmit: true,
+  },
+  files: ["nodenext.ts"],
+};
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(command, args, { cwd, env, timeout: 240_000, maxBuffer: 32 * 1024 * 1024 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function mustRun(command: string, args: string[], cwd: string, env?: NodeJS.ProcessEnv): Promise<string> {
+  const result = await run(command, args, cwd, env);
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(" ")} exited ${result.code}:\n${result.stdout}\n${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+/** An environment without this test run's loaders (vitest, tsx): only what an app's shell has. */
+function appEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, ...extra };
+}
+
+let work: string;
+let app: string;
+let nats: TestNatsServer;
+let database: TestDatabase;
+let runtime: ChildProcess | undefined;
+let runtimeOutput = "";
+
+beforeAll(async () => {
+  work = await mkdtemp(path.join(tmpdir(), "jetfn-package-"));
+  app = path.join(work, "app");
+  await mkdir(path.join(app, "functions"), { recursive: true });
+  const [packed] = await Promise.all([
+    mustRun("npm", ["pack", "--pack-destination", work], ROOT),
+    startNatsServer().then((server) => {
+      nats = server;
+    }),
+    createTestDatabase({ empty: true }).then((created) => {
+      database = created;
+    }),
+  ]);
+  const tarball = path.join(work, packed.trim().split("\n").at(-1) as string);
+  await mustRun("npm", ["init", "-y"], app);
+  await mustRun("npm", ["pkg", "set", "type=module"], app);
+  // The registry is reachable, but every package is already in npm's cache from this repository's install.
+  await mustRun(
+    "npm",
+    ["install", "--prefer-offline", "--no-audit", "--no-fund", tarball, "@types/node@20"],
+    app,
+    appEnv({}),
+  );
+  await writeFile(path.join(app, "functions", "greet.ts"), FUNCTION_FILE);
+  await writeFile(path.join(app, "functions", "greet-isolated.ts"), ISOLATED_FUNCTION_FILE);
+}, 300_000);
+
+afterAll(async () => {
+  if (runtime && runtime.exitCode === null) {
+    const exited = new Promise((resolve) => runtime?.once("exit", resolve));
+    runtime.kill("SIGTERM");
+    await exited;
+  }
+  await database?.drop();
+  await nats?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("jetfn installed from its packed tarball into a fresh app", () => {
+  it("installs without tsx and with the compiled runtime, its types and only jetfn's migrations", async () => {
+    const installed = path.join(app, "node_modules", "jetfn");
+    expect(existsSync(path.join(app, "node_modules", "tsx"))).toBe(false);
+    expect(existsSync(path.join(installed, "runtime"))).toBe(false);
+    for (const file of ["cli.js", "index.js", "client.js", "testing.js", "handler-thread.js"]) {
+      expect(existsSync(path.join(installed, "dist", file)), file).toBe(true);
+    }
+    const migrations = await readdir(path.join(installed, "schema", "migrations"));
+    expect(migrations.length).toBeGreaterThan(0);
+    expect(migrations.every((name) => /^0\d{3}_jetfn_.*\.sql$/.test(name))).toBe(true);
+  });
+
+  it("writes the function map, and the app's tsc --strict compiles against jetfn, jetfn/client and jetfn/testing", async () => {
+    const env = appEnv({ JETFN_FUNCTIONS: path.join(app, "functions") });
+    await mustRun(path.join(app, "node_modules", ".bin", "jetfn"), ["types", "--out", "jetfn-functions.ts"], app, env);
+    await writeFile(path.join(app, "app.ts"), APP_FILE);
+    await writeFile(path.join(app, "nodenext.ts"), NODENEXT_FILE);
+    await writeFile(path.join(app, "tsconfig.json"), JSON.stringify(BUNDLER_TSCONFIG));
+    await writeFile(path.join(app, "tsconfig.nodenext.json"), JSON.stringify(NODENEXT_TSCONFIG));
+    const [bundler, nodenext] = await Promise.all([
+      run(process.execPath, [TSC, "-p", "tsconfig.json"], app),
+      run(process.execPath, [TSC, "-p", "tsconfig.nodenext.json"], app),
+    ]);
+    expect(bundler, bundler.stdout).toMatchObject({ code: 0 });
+    expect(nodenext, nodenext.stdout).toMatchObject({ code: 0 });
+  }, 120_000);
+
+  it("migrates, starts compiled, and serves the app's calls, jobs and waits through jetfn/client", async () => {
+    const bin = path.join(app, "node_modules", ".bin", "jetfn");
+    const env = appEnv({
+      NATS_URL: nats.url,
+      DATABASE_URL: database.url,
+      JETFN_FUNCTIONS: path.join(app, "functions"),
+      LOG_LEVEL: "info",
+    });
+    await mustRun(bin, ["migrate"], app, env);
+    runtime = spawn(bin, ["start"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] });
+    runtime.stdout?.on("data", (chunk: Buffer) => {
+      runtimeOutput += chunk.toString();
+    });
+    runtime.stderr?.on("data", (chunk: Buffer) => {
+      runtimeOutput += chunk.toString();
+    });
+    const deadline = Date.now() + 60_000;
+    while (!runtimeOutput.includes("Runtime ready")) {
+      if (runtime.exitCode !== null) throw new Error(`jetfn start exited ${runtime.exitCode}:\n${runtimeOutput}`);
+      if (Date.now() > deadline) throw new Error(`jetfn start was not ready within 60s:\n${runtimeOutput}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const output = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
+    expect(JSON.parse(output)).toEqual({
+      greeting: "hello call",
+      isolated: "hello thread",
+      waited: { greeting: "hello job" },
+      status: "succeeded",
+      both: "hello both",
+      refusedIsJetfnError: true,
+      refusedCode: "E_FUNCTION_NOT_FOUND",
+    });
+  }, 120_000);
+
+  it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
+    // The app's own node_modules/postgres is the unpatched release (those cases fail against it);
+    // the runtime uses the copy bundled into dist, which this file re-exports from the same chunk.
+    const driver = path.join(app, "node_modules", "jetfn", "dist", "internal", "postgres-driver.js");
+    const env = appEnv({ JETFN_TEST_DRIVER: driver, NO_COLOR: "1" });
+    if (process.env.JETFN_TEST_DATABASE_URL) env.JETFN_TEST_DATABASE_URL = process.env.JETFN_TEST_DATABASE_URL;
+    const result = await run(process.execPath, [VITEST, "run", DRIVER_TEST, "--maxWorkers", "1"], ROOT, env);
+    expect(result.code, `${result.stdout}\n${result.stderr}`).toBe(0);
+    expect(result.stdout).toMatch(/Tests\s+\d+ passed/);
+  }, 120_000);
+});
