@@ -22,6 +22,8 @@ export type JetfnErrorCode =
   | "E_PAYLOAD_TOO_LARGE"
   | "E_NOT_FOUND"
   | "E_NOT_DEAD"
+  | "E_CANCELLED"
+  | "E_NOT_CANCELLABLE"
   | "E_OUTBOX_ROW_INVALID"
   | "E_ID_CONFLICT"
   | "E_CONFIG_INVALID"
@@ -96,6 +98,8 @@ const KNOWN_CODES = new Set<string>([
   "E_PAYLOAD_TOO_LARGE",
   "E_NOT_FOUND",
   "E_NOT_DEAD",
+  "E_CANCELLED",
+  "E_NOT_CANCELLABLE",
   "E_OUTBOX_ROW_INVALID",
   "E_ID_CONFLICT",
   "E_CONFIG_INVALID",

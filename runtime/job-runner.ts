@@ -1,6 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import type { Cancellations } from "./cancellation";
 import { isoNow } from "./clock";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
@@ -50,6 +51,8 @@ export interface JobRunnerDependencies {
   outage: DatabaseOutage;
   /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits;
+  /** Cancel marks: a cancelled job ends `cancelled` instead of running (or is aborted while it runs). */
+  cancellations?: Cancellations;
 }
 
 /** How the next try of an attempt runs. */
@@ -80,7 +83,7 @@ const STUCK_GRACE_MS = 60_000;
 export interface DoneNotice {
   id: string;
   fn: string;
-  status: "succeeded" | "dead";
+  status: "succeeded" | "dead" | "cancelled";
   result?: unknown;
   error?: StoredError;
 }
@@ -126,6 +129,8 @@ export async function runJob(
     retryOf: identity.retryOf,
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
+  const cancelled = deps.cancellations?.cancelled(identity.id);
+  if (cancelled) return endCancelled(deps, record, message, cancelled, log);
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
@@ -215,6 +220,7 @@ async function attemptJob(
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
     whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
+    cancellations: deps.cancellations,
   });
   board.finish();
   // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
@@ -267,6 +273,10 @@ async function attemptJob(
   }
   if (error.code === "E_ID_CONFLICT") {
     refuseConflict(deps, record, message, error, log, durationMs);
+    return true;
+  }
+  if (error.code === "E_CANCELLED") {
+    await endCancelled(deps, record, message, error, log, durationMs);
     return true;
   }
   if (outcome.kind === "fenced") {
@@ -425,6 +435,25 @@ async function bury(
 }
 
 /**
+ * Ends a cancelled job: records it `cancelled` with the reason (unless it already ended, or the
+ * cancel already recorded it), terminates the message and announces the end.
+ */
+async function endCancelled(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs?: number,
+): Promise<void> {
+  const stored = storedError(error, record.attempt);
+  await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "cancelled", stored));
+  message.term();
+  log.info({ outcome: "cancelled", durationMs }, `Job cancelled: ${error.message}`);
+  notifyDone(deps, { id: record.id, fn: record.fn, status: "cancelled", error: stored });
+}
+
+/**
  * Ends a job whose id belongs to another function's invocation: terminated, reported as a failed
  * invocation, and never recorded (the record under that id is the other function's) nor announced
  * as done (its waiters would read the other function's result).
@@ -473,7 +502,7 @@ async function finishedBefore(
     log.info("Job already succeeded; acknowledged without running it again.");
     return true;
   }
-  if (existing.status === "dead" || existing.status === "dropped") {
+  if (existing.status === "dead" || existing.status === "dropped" || existing.status === "cancelled") {
     message.term();
     log.info({ status: existing.status }, "Job already ended; not running it again.");
     return true;
