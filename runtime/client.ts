@@ -4,7 +4,8 @@ import type { DeadLetter } from "./db/dead-letters";
 import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
-import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
+import { isJetfnErrorCode } from "./error-codes";
+import { JetfnError, type ValidationIssue } from "./errors";
 import { CallMux } from "./nats/call-mux";
 import { connectNats } from "./nats/connection";
 import {
