@@ -111,6 +111,18 @@ export const ERROR_CODES = {
     kind: "other",
     meaning: "retry or drop was asked for a job that is not dead",
   },
+  E_CANCELLED: {
+    status: 409,
+    retryable: false,
+    kind: "other",
+    meaning: "the job was cancelled before it finished",
+  },
+  E_NOT_CANCELLABLE: {
+    status: 409,
+    retryable: true,
+    kind: "other",
+    meaning: "cancel was asked for a job that has already ended",
+  },
   E_OUTBOX_ROW_INVALID: {
     status: 500,
     retryable: true,
