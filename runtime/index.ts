@@ -35,9 +35,10 @@ export type {
 export { defineFunction } from "./define-function";
 export type { Duration } from "./duration";
 export type { DurationHistogram, DurationSummary } from "./duration-histogram";
-export type { JetfnErrorCode, ValidationIssue } from "./errors";
+export type { ErrorKind, JetfnErrorCode } from "./error-codes";
+export type { ValidationIssue } from "./errors";
 export { JetfnError, NonRetryableError, RetryAfterError } from "./errors";
-export type { ErrorCounts, ErrorKind } from "./invocation-stats";
+export type { ErrorCounts } from "./invocation-stats";
 export type { DelayOptions } from "./job-delay";
 export type { CancelReply } from "./nats/cancel-api";
 export type { DropReply, RetriedJob } from "./nats/dead-letter-api";

@@ -17,7 +17,7 @@ import { isSharedCommitFailure } from "./db/shared-commit-error";
 import { isUnanswered } from "./db/transaction-parts";
 import type { EventDefinition } from "./define-event";
 import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "./define-function";
-import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
+import { JetfnError, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { InvocationDeadline } from "./invocation-deadline";
@@ -343,16 +343,3 @@ class InvocationContext implements FunctionContext {
     return this.#emit;
   }
 }
-
-/** Error codes that no retry can fix. */
-export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
-  "E_INPUT_INVALID",
-  "E_CANCELLED",
-  "E_OUTPUT_INVALID",
-  "E_NON_RETRYABLE",
-  "E_FUNCTION_NOT_FOUND",
-  "E_PAYLOAD_TOO_LARGE",
-  "E_ID_CONFLICT",
-  // The handler sent a statement that would reach beyond its transaction: it would again.
-  "E_STATEMENT_REFUSED",
-]);

@@ -18,9 +18,10 @@ import {
 } from "./db/invocation-store";
 import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
+import { isRetryable } from "./error-codes";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
-import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { type InvokeDependencies, invoke } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
@@ -306,7 +307,7 @@ async function attemptJob(
       { cause: error },
     );
   }
-  const final = NON_RETRYABLE_CODES.has(error.code) || record.attempt >= fn.retry.attempts;
+  const final = !isRetryable(error.code) || record.attempt >= fn.retry.attempts;
   deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
   if (final) {
     await bury(deps, record, message, error, log, durationMs);
