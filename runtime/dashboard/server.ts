@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { sql } from "drizzle-orm";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
 import { verifyAudit } from "../audit-verify";
 import { parseTime } from "../cli/audit";
@@ -17,21 +17,13 @@ import { DEFAULT_DASHBOARD_PORT } from "./default-port";
 import { errorPage } from "./error-page";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
+import { invocationFilters, listInvocations } from "./invocation-list";
 import { refuseForeignRequest } from "./request-guard";
 import { SIGN_IN_PATH, safeNext, signInNeeded, signInPage } from "./sign-in";
 import { type AuditFilters, auditPage } from "./views/audit";
 import { deadLettersPage } from "./views/dead-letters";
 import { functionPage, functionsPage, functionsTable } from "./views/functions";
-import {
-  INVOCATION_STATUSES,
-  INVOCATIONS_PAGE_SIZE,
-  type InvocationFilters,
-  type InvocationPage,
-  type InvocationRow,
-  invocationPage,
-  invocationSummary,
-  invocationsPage,
-} from "./views/invocations";
+import { invocationPage, invocationSummary, invocationsPage } from "./views/invocations";
 
 /** Where and how the dashboard listens. */
 export interface DashboardOptions {
@@ -162,6 +154,11 @@ function buildRoutes(
   const page = (title: string, tab: string, body: Parameters<typeof layout>[2]): Reply => ({
     body: layout(title, tab, body),
   });
+  let jsm: Promise<JetStreamManager> | undefined;
+  const manager = () => {
+    jsm ??= jetstreamManager(runtime.nats);
+    return jsm;
+  };
   const idFrom = (url: URL) => decodeURIComponent(url.pathname.split("/").at(-1) ?? "");
   const toDeadLetters = (message: string, fn?: string): Reply => ({
     status: 303,
@@ -250,7 +247,8 @@ function buildRoutes(
       pattern: /^\/invocations$/,
       handler: async (_request, url) => {
         const filters = invocationFilters(url);
-        return page("invocations", "invocations", invocationsPage(await listInvocations(runtime, filters), filters));
+        const list = await listInvocations(runtime, await manager(), filters);
+        return page("invocations", "invocations", invocationsPage(list, filters));
       },
     },
     {
@@ -345,53 +343,6 @@ async function answer(handler: Handler, request: IncomingMessage, url: URL, sess
     if (failure.code !== "E_INPUT_INVALID") throw error;
     return errorPage(400, "bad request", failure.message);
   }
-}
-
-/** The invocation list's filters from the query string, each checked. */
-function invocationFilters(url: URL): InvocationFilters {
-  const status = param(url, "status");
-  if (status !== undefined && !INVOCATION_STATUSES.includes(status)) {
-    throw new JetfnError("E_INPUT_INVALID", `status "${status}" is none of ${INVOCATION_STATUSES.join(", ")}`);
-  }
-  const offsetText = param(url, "offset") ?? "0";
-  const offset = Number(offsetText);
-  if (!Number.isSafeInteger(offset) || offset < 0) {
-    throw new JetfnError("E_INPUT_INVALID", `offset "${offsetText}" is not a whole number of rows`);
-  }
-  const since = param(url, "since");
-  // Checked here so a bad time is answered as bad input before any query runs.
-  if (since !== undefined) parseTime(since);
-  return { function: param(url, "function"), status, since, id: param(url, "id"), offset };
-}
-
-async function listInvocations(runtime: Runtime, filters: InvocationFilters): Promise<InvocationPage> {
-  const since = filters.since ? parseTime(filters.since) : new Date(Date.now() - 24 * 3_600_000);
-  const offset = filters.offset ?? 0;
-  const rows = (await runtime.database.db.execute(sql`
-    select id, function, status, attempts, to_char(enqueued_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as enqueued_at,
-           to_char(finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as finished_at,
-           (extract(epoch from finished_at - started_at) * 1000)::int as duration_ms, error->>'message' as last_error
-    from jetfn.invocations
-    where updated_at >= ${since.toISOString()}
-      ${filters.function ? sql`and function = ${filters.function}` : sql``}
-      ${filters.status ? sql`and status = ${filters.status}` : sql``}
-      ${filters.id ? sql`and starts_with(id, ${filters.id})` : sql``}
-    order by updated_at desc, id
-    limit ${INVOCATIONS_PAGE_SIZE + 1} offset ${offset}`)) as unknown as Record<string, unknown>[];
-  return { rows: rows.slice(0, INVOCATIONS_PAGE_SIZE).map(invocationRow), more: rows.length > INVOCATIONS_PAGE_SIZE };
-}
-
-function invocationRow(row: Record<string, unknown>): InvocationRow {
-  return {
-    id: row.id as string,
-    function: row.function as string,
-    status: row.status as string,
-    attempts: row.attempts as number,
-    enqueuedAt: row.enqueued_at as string | null,
-    finishedAt: row.finished_at as string | null,
-    durationMs: row.duration_ms as number | null,
-    lastError: row.last_error as string | null,
-  };
 }
 
 function param(url: URL, name: string): string | undefined {

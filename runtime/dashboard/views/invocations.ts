@@ -17,6 +17,8 @@ export interface InvocationRow {
   finishedAt: string | null;
   durationMs: number | null;
   lastError: string | null;
+  /** A delayed job's due time (status `scheduled`). */
+  runAt?: string;
 }
 
 /** Filters of the invocations list, as typed in the form. */
@@ -33,6 +35,8 @@ export interface InvocationFilters {
 export interface InvocationPage {
   rows: InvocationRow[];
   more: boolean;
+  /** Delayed jobs waiting (listed under status `scheduled`), when this page does not show them. */
+  scheduled?: number;
 }
 
 /** Every status the list can filter by: the records' statuses and delayed jobs waiting (`scheduled`). */
@@ -63,11 +67,12 @@ export function invocationsPage(page: InvocationPage, filters: InvocationFilters
 <select name="status">${statuses.map((status) => html`<option value="${status}" ${status === (filters.status ?? "") ? "selected" : ""}>${status || "any status"}</option>`)}</select>
 <input name="since" placeholder="since (2h, or a date)" value="${filters.since ?? ""}">
 <button>search</button></form>
+${page.scheduled ? html`<p class="muted"><a href="/invocations?status=scheduled">${page.scheduled} delayed job(s)</a> waiting for their due time (status scheduled).</p>` : ""}
 <table id="invocations"><thead><tr><th>id</th><th>function</th><th>status</th><th>attempts</th><th>enqueued</th><th>took</th><th>last error</th></tr></thead><tbody>
 ${rows.map(
   (row) => html`<tr><td><a href="/invocations/${row.id}">${row.id}</a></td><td>${row.function}</td>
 <td class="status-${row.status}">${row.status}</td><td class="num">${row.attempts}</td><td>${timeCell(row.enqueuedAt)}</td>
-<td class="num">${row.durationMs === null ? "" : `${row.durationMs} ms`}</td><td>${row.lastError ?? ""}</td></tr>`,
+<td class="num">${row.runAt ? html`due ${timeCell(row.runAt)}` : row.durationMs === null ? "" : `${row.durationMs} ms`}</td><td>${row.lastError ?? ""}</td></tr>`,
 )}</tbody></table>
 ${rows.length === 0 ? html`<p class="muted">no invocations match</p>` : ""}
 <p class="paging">${pageLinks(page, filters)}</p>`;
