@@ -127,11 +127,12 @@ describe("a running job's page", () => {
   it("shows when it was enqueued and its input", async () => {
     const job = await client.enqueue("progress", { steps: 20, stepMs: 250 });
     await eventually(async () => (await client.status(job.id)).status === "running", 15_000);
-    const page = await get(`/invocations/${job.id}`);
+    const page = await get(`/invocations/${job.id}`, SIGNED_IN);
     expect(page.body).toContain("status-running");
     expect(page.body).toMatch(/enqueued <time datetime=/);
     expect(page.body).toContain("&quot;stepMs&quot;: 250");
     expect(page.body).toContain('class="cancel"');
+    expect((await get(`/invocations/${job.id}`)).body).toContain("to cancel this job");
     await client.cancel(job.id);
   });
 });
@@ -183,8 +184,8 @@ describe("actions and signing in", () => {
     for (const job of dead) await eventually(async () => (await client.status(job.id)).status === "dead");
     const retried = await post("/dead-letters/retry-all?function=non-retryable", SIGNED_IN);
     expect(retried.status).toBe(303);
-    const location = decodeURIComponent(retried.headers.get("location") ?? "");
-    expect(location).toMatch(/retried \d+ dead job\(s\) of non-retryable/);
+    const message = new URL(retried.headers.get("location") ?? "", dashboard.url).searchParams.get("message");
+    expect(message).toMatch(/retried \d+ dead job\(s\) of non-retryable/);
     for (const job of dead) {
       await eventually(async () => (await client.status(job.id)).retriedAs);
     }
