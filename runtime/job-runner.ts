@@ -208,7 +208,10 @@ async function attemptJob(
   tries: Tries,
 ): Promise<boolean> {
   record.startedAt = isoNow();
-  const board = deps.progress.begin(record.id, fn.name, record.attempt);
+  const board = deps.progress.begin(record.id, fn.name, record.attempt, {
+    enqueuedAt: record.enqueuedAt,
+    input: record.input,
+  });
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,
     invocationId: record.id,

@@ -59,5 +59,6 @@ form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}input,sele
 .status-succeeded{color:#1a7f37}.status-dead,.status-failed{color:#c62828}.status-running{color:#0b61d8}
 .bar{height:.6rem;background:#e3e6ec;border-radius:.3rem;overflow:hidden;width:16rem}.bar>span{display:block;height:100%;background:#6ea8fe}
 .diff-old{color:#c62828}.diff-new{color:#1a7f37}.muted{color:#6b7385}.ok{color:#1a7f37}.broken{color:#c62828;font-weight:600}
+time{white-space:nowrap}.notice{padding:.4rem .6rem;background:#fff8e1;border:1px solid #f0d58c}.signin{color:#6b7385}
 .charts{display:flex;gap:1.5rem;flex-wrap:wrap}.chart{background:#fff;border:1px solid #e3e6ec;padding:.5rem}
 `;

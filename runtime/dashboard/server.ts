@@ -1,32 +1,29 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { sql } from "drizzle-orm";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
 import { verifyAudit } from "../audit-verify";
 import { parseTime } from "../cli/audit";
 import { gatherOverview } from "../cli/function-overview";
 import { createClient, type JetfnClient } from "../client";
 import { listDeadLetters } from "../db/dead-letters";
-import { toJetfnError } from "../errors";
+import { JetfnError, toJetfnError } from "../errors";
 import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
 import { presentedTokens, sameToken, signInUrl, tokenCookie } from "./access-token";
 import { isLoopback, resolveAllowedHosts } from "./allowed-hosts";
 import { DEFAULT_DASHBOARD_PORT } from "./default-port";
+import { errorPage } from "./error-page";
 import { recordInvocationHistory } from "./history";
 import { layout } from "./html";
+import { invocationFilters, listInvocations } from "./invocation-list";
 import { refuseForeignRequest } from "./request-guard";
+import { SIGN_IN_PATH, safeNext, signInNeeded, signInPage } from "./sign-in";
 import { type AuditFilters, auditPage } from "./views/audit";
 import { deadLettersPage } from "./views/dead-letters";
 import { functionPage, functionsPage, functionsTable } from "./views/functions";
-import {
-  type InvocationFilters,
-  type InvocationRow,
-  invocationPage,
-  invocationSummary,
-  invocationsPage,
-} from "./views/invocations";
+import { invocationPage, invocationSummary, invocationsPage } from "./views/invocations";
 
 /** Where and how the dashboard listens. */
 export interface DashboardOptions {
@@ -65,7 +62,11 @@ const SECURITY_HEADERS = {
   "cache-control": "no-store",
 };
 
-type Handler = (request: IncomingMessage, url: URL) => Promise<Reply>;
+/** What a page needs to know about who asks: signed in (token presented) or not. */
+interface Session {
+  signedIn: boolean;
+}
+type Handler = (request: IncomingMessage, url: URL, session: Session) => Promise<Reply>;
 interface Reply {
   status?: number;
   type?: string;
@@ -92,7 +93,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const server = createServer((request, response) => {
     void serve(request, response).catch((error: unknown) => {
       runtime.logger.error({ err: error, url: request.url }, "A dashboard request failed.");
-      if (!response.headersSent) send(response, { status: 500, type: "text/plain", body: toJetfnError(error).message });
+      if (!response.headersSent) send(response, errorPage(500, "error", toJetfnError(error).message));
     });
   });
 
@@ -108,18 +109,13 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
     const authorised = presentedTokens(request).some((presented) => sameToken(presented, token));
     const writes = request.method !== "GET" && request.method !== "HEAD";
-    if (!authorised && (writes || !openReads)) {
-      return send(response, {
-        status: 401,
-        type: "text/plain",
-        body: "this needs the dashboard's access token: open the sign-in URL from the runtime's log",
-      });
-    }
+    const signInPage = !writes && url.pathname === SIGN_IN_PATH;
+    if (!authorised && (writes || !openReads) && !signInPage) return send(response, signInNeeded(url, writes));
     const route = routes.find(
       (candidate) => candidate.method === request.method && candidate.pattern.test(url.pathname),
     );
-    if (!route) return send(response, { status: 404, type: "text/plain", body: "not found" });
-    send(response, await route.handler(request, url));
+    if (!route) return send(response, errorPage(404, "not found", `nothing is served at ${url.pathname}`));
+    send(response, await answer(route.handler, request, url, { signedIn: authorised }));
   }
 
   const stopServing = async (): Promise<void> => {
@@ -158,7 +154,42 @@ function buildRoutes(
   const page = (title: string, tab: string, body: Parameters<typeof layout>[2]): Reply => ({
     body: layout(title, tab, body),
   });
+  let jsm: Promise<JetStreamManager> | undefined;
+  const manager = () => {
+    jsm ??= jetstreamManager(runtime.nats);
+    return jsm;
+  };
   const idFrom = (url: URL) => decodeURIComponent(url.pathname.split("/").at(-1) ?? "");
+  const toDeadLetters = (message: string, fn?: string): Reply => ({
+    status: 303,
+    location: `/dead-letters?${new URLSearchParams({ ...(fn ? { function: fn } : {}), message })}`,
+  });
+  const retryAll = async (url: URL): Promise<Reply> => {
+    const fn = param(url, "function");
+    if (!fn)
+      throw new JetfnError("E_INPUT_INVALID", "retry all needs a function: filter the dead letters by one first");
+    try {
+      // The same request as `jetfn retry --function <fn> --all`.
+      const retried = await client.retryDeadLetters(fn);
+      return toDeadLetters(
+        retried.length === 0 ? `no dead jobs of ${fn} to retry` : `retried ${retried.length} dead job(s) of ${fn}`,
+        fn,
+      );
+    } catch (error) {
+      return toDeadLetters(`could not retry the dead jobs of ${fn}: ${toJetfnError(error).message}`, fn);
+    }
+  };
+  const cancel = async (url: URL): Promise<Reply> => {
+    const id = decodeURIComponent(url.pathname.split("/").at(-2) ?? "");
+    let message: string;
+    try {
+      await client.cancel(id, { reason: "cancelled from the dashboard" });
+      message = `cancelled ${id}`;
+    } catch (error) {
+      message = `could not cancel ${id}: ${toJetfnError(error).message}`;
+    }
+    return { status: 303, location: `/invocations/${encodeURIComponent(id)}?message=${encodeURIComponent(message)}` };
+  };
   const deadLetterAction = async (url: URL, action: "retry" | "drop"): Promise<Reply> => {
     const id = decodeURIComponent(url.pathname.split("/").at(-2) ?? "");
     let message: string;
@@ -173,6 +204,15 @@ function buildRoutes(
     return { status: 303, location: `/dead-letters?message=${encodeURIComponent(message)}` };
   };
   return [
+    {
+      method: "GET",
+      pattern: new RegExp(`^${SIGN_IN_PATH}$`),
+      handler: async (_request, url, session) => {
+        const next = safeNext(url.searchParams.get("next"));
+        if (session.signedIn) return { status: 303, location: next };
+        return page("sign in", "", signInPage(next, url.searchParams.has("token")));
+      },
+    },
     {
       method: "GET",
       pattern: /^\/$/,
@@ -206,22 +246,22 @@ function buildRoutes(
       method: "GET",
       pattern: /^\/invocations$/,
       handler: async (_request, url) => {
-        const filters: InvocationFilters = {
-          function: param(url, "function"),
-          status: param(url, "status"),
-          since: param(url, "since"),
-          id: param(url, "id"),
-        };
-        return page("invocations", "invocations", invocationsPage(await listInvocations(runtime, filters), filters));
+        const filters = invocationFilters(url);
+        const list = await listInvocations(runtime, await manager(), filters);
+        return page("invocations", "invocations", invocationsPage(list, filters));
       },
     },
     {
       method: "GET",
       pattern: /^\/invocations\/[^/]+$/,
-      handler: async (_request, url) => {
+      handler: async (_request, url, session) => {
         const id = idFrom(url);
         const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
-        return page(`invocation ${id}`, "invocations", invocationPage(view, changes));
+        return page(
+          `invocation ${id}`,
+          "invocations",
+          invocationPage(view, changes, { signedIn: session.signedIn, message: param(url, "message") }),
+        );
       },
     },
     {
@@ -258,10 +298,25 @@ function buildRoutes(
     {
       method: "GET",
       pattern: /^\/dead-letters$/,
-      handler: async (_request, url) => {
-        const dead = await listDeadLetters(runtime.database.sql, { fn: param(url, "function") });
-        return page("dead letters", "dead letters", deadLettersPage(dead, param(url, "message")));
+      handler: async (_request, url, session) => {
+        const fn = param(url, "function");
+        const dead = await listDeadLetters(runtime.database.sql, { fn });
+        return page(
+          "dead letters",
+          "dead letters",
+          deadLettersPage(dead, { message: param(url, "message"), function: fn, signedIn: session.signedIn }),
+        );
       },
+    },
+    {
+      method: "POST",
+      pattern: /^\/dead-letters\/retry-all$/,
+      handler: (_request, url) => retryAll(url),
+    },
+    {
+      method: "POST",
+      pattern: /^\/invocations\/[^/]+\/cancel$/,
+      handler: (_request, url) => cancel(url),
     },
     {
       method: "POST",
@@ -276,28 +331,18 @@ function buildRoutes(
   ];
 }
 
-async function listInvocations(runtime: Runtime, filters: InvocationFilters): Promise<InvocationRow[]> {
-  const since = filters.since ? parseTime(filters.since) : new Date(Date.now() - 24 * 3_600_000);
-  const rows = (await runtime.database.db.execute(sql`
-    select id, function, status, attempts, enqueued_at::text as enqueued_at, finished_at::text as finished_at,
-           (extract(epoch from finished_at - started_at) * 1000)::int as duration_ms, error->>'message' as last_error
-    from jetfn.invocations
-    where updated_at >= ${since.toISOString()}
-      ${filters.function ? sql`and function = ${filters.function}` : sql``}
-      ${filters.status ? sql`and status = ${filters.status}` : sql``}
-      ${filters.id ? sql`and id like ${`${filters.id}%`}` : sql``}
-    order by updated_at desc
-    limit 200`)) as unknown as Record<string, unknown>[];
-  return rows.map((row) => ({
-    id: row.id as string,
-    function: row.function as string,
-    status: row.status as string,
-    attempts: row.attempts as number,
-    enqueuedAt: row.enqueued_at as string | null,
-    finishedAt: row.finished_at as string | null,
-    durationMs: row.duration_ms as number | null,
-    lastError: row.last_error as string | null,
-  }));
+/**
+ * Runs a page's handler. Bad input (a filter that is not a time, an unknown status) is answered
+ * 400 with the reason on a page, not as a server error.
+ */
+async function answer(handler: Handler, request: IncomingMessage, url: URL, session: Session): Promise<Reply> {
+  try {
+    return await handler(request, url, session);
+  } catch (error) {
+    const failure = toJetfnError(error);
+    if (failure.code !== "E_INPUT_INVALID") throw error;
+    return errorPage(400, "bad request", failure.message);
+  }
 }
 
 function param(url: URL, name: string): string | undefined {

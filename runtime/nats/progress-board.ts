@@ -12,7 +12,20 @@ export interface ProgressEntry {
   done?: number;
   total?: number;
   updatedAt: string;
+  /** When the job was stored in JetStream (ISO 8601), so a running job's page can say it. */
+  enqueuedAt?: string;
+  /** The job's input, when its JSON is at most PROGRESS_INPUT_MAX_BYTES (the entry is rewritten often). */
+  input?: unknown;
 }
+
+/** What a running job's entry shows besides its progress. */
+export interface ProgressDetails {
+  enqueuedAt?: string;
+  input?: unknown;
+}
+
+/** Larger inputs are left off the board: it is rewritten up to four times a second per job. */
+export const PROGRESS_INPUT_MAX_BYTES = 8_192;
 
 /** The progress of one running job, written for other processes to read. */
 export interface ProgressHandle {
@@ -23,7 +36,7 @@ export interface ProgressHandle {
 
 /** Shared board of running jobs, backed by a JetStream key-value bucket. */
 export interface ProgressBoard {
-  begin(id: string, fn: string, attempt: number): ProgressHandle;
+  begin(id: string, fn: string, attempt: number, details?: ProgressDetails): ProgressHandle;
   get(id: string): Promise<ProgressEntry | undefined>;
   /** Live updates of one key until `signal` aborts. */
   watch(id: string, signal: AbortSignal): AsyncIterable<ProgressEntry | undefined>;
@@ -50,8 +63,8 @@ class KvProgressBoard implements ProgressBoard {
     this.#logger = logger;
   }
 
-  begin(id: string, fn: string, attempt: number): ProgressHandle {
-    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt);
+  begin(id: string, fn: string, attempt: number, details: ProgressDetails = {}): ProgressHandle {
+    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt, shownDetails(details));
   }
 
   async get(id: string): Promise<ProgressEntry | undefined> {
@@ -85,6 +98,7 @@ class KvProgressHandle implements ProgressHandle {
   readonly #id: string;
   readonly #fn: string;
   readonly #attempt: number;
+  readonly #details: ProgressDetails;
   readonly #startedAt = Date.now();
   #done: number | undefined;
   #total: number | undefined;
@@ -93,8 +107,9 @@ class KvProgressHandle implements ProgressHandle {
   #lastWrite = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(kv: KV, logger: Logger, id: string, fn: string, attempt: number) {
+  constructor(kv: KV, logger: Logger, id: string, fn: string, attempt: number, details: ProgressDetails) {
     this.#kv = kv;
+    this.#details = details;
     this.#logger = logger;
     this.#id = id;
     this.#fn = fn;
@@ -131,6 +146,7 @@ class KvProgressHandle implements ProgressHandle {
     this.#written = true;
     this.#lastWrite = Date.now();
     const entry: ProgressEntry = {
+      ...this.#details,
       status: "running",
       fn: this.#fn,
       attempt: this.#attempt,
@@ -143,4 +159,15 @@ class KvProgressHandle implements ProgressHandle {
       this.#logger.debug({ err: error, invocationId: this.#id }, "Writing progress failed.");
     });
   }
+}
+
+/** The details as written: the input only when small enough to rewrite with every update. */
+function shownDetails(details: ProgressDetails): ProgressDetails {
+  const shown: ProgressDetails = {};
+  if (details.enqueuedAt !== undefined) shown.enqueuedAt = details.enqueuedAt;
+  if (details.input !== undefined) {
+    const json = JSON.stringify(details.input);
+    if (json !== undefined && Buffer.byteLength(json) <= PROGRESS_INPUT_MAX_BYTES) shown.input = details.input;
+  }
+  return shown;
 }

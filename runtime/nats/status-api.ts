@@ -48,6 +48,9 @@ export function statusView(
       attempts: live.attempt,
       progress: live.done === undefined ? null : { done: live.done, total: live.total ?? null },
       startedAt: live.startedAt,
+      // The record exists once an attempt failed; before that the board carries what it knows.
+      input: record?.input ?? live.input,
+      enqueuedAt: record?.enqueuedAt ?? live.enqueuedAt ?? null,
       errors: record?.errors ?? [],
     };
   }

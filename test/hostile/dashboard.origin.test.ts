@@ -57,8 +57,18 @@ it.each([
   const retried = await post(`/dead-letters/${id}/retry`, headers);
   expect(retried.status).toBe(403);
   expect((await client.status(id)).status).toBe("dead");
+  const retriedAll = await post("/dead-letters/retry-all?function=boom", headers);
+  expect(retriedAll.status).toBe(403);
+  expect((await client.status(id)).status).toBe("dead");
   const retries = await env.database.sql`select id from jetfn.invocations where retry_of = ${id}`;
   expect(retries).toHaveLength(0);
+});
+
+it("refuses a forged cancel of a job waiting to run", { timeout: 60_000 }, async () => {
+  const later = await client.enqueue("add", { a: 1, b: 1 }, { delay: "1h" });
+  const answer = await post(`/invocations/${later.id}/cancel`, { origin: "http://localhost:3000" });
+  expect(answer.status).toBe(403);
+  expect((await client.status(later.id)).status).toBe("scheduled");
 });
 
 it("accepts the dashboard's own form post, and a token sent without a browser's headers", async () => {

@@ -19,7 +19,7 @@ function inlineScripts(markup: string): string[] {
 it("puts no invocation id into the script of the retry and drop confirmations", () => {
   const page = deadLettersPage(
     [{ id: HOSTILE_ID, function: "boom", attempts: 1, error: null, diedAt: null, enqueuedAt: null, retryOf: null }],
-    undefined,
+    { signedIn: true, function: HOSTILE_ID },
   ).value;
   const scripts = inlineScripts(page);
   expect(scripts.length).toBeGreaterThan(0);

@@ -79,6 +79,29 @@ describe("the dashboard in a real browser", () => {
     await page.goto(`${dashboard.url}/audit?function=insert-item`);
   });
 
+  it("shows a sign-in hint instead of actions, signs in through the form, and retries all dead jobs of a function", async () => {
+    const dead = await Promise.all(["first", "second"].map((reason) => client.enqueue("boom", { reason })));
+    for (const job of dead) await eventually(async () => (await client.status(job.id)).status === "dead");
+    // A browser that never signed in (its own cookies).
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      const fresh = await context.newPage();
+      await fresh.goto(`${dashboard.url}/dead-letters?function=boom`);
+      await fresh.locator(`tr[data-id="${dead[0]?.id}"]`).waitFor();
+      expect(await fresh.locator("button.retry, button.drop, button.retry-all").count()).toBe(0);
+      await fresh.locator("p.signin a.sign-in").click();
+      await fresh.locator('input[name="token"]').fill("test-token-0123456789");
+      await fresh.locator("form button", { hasText: "sign in" }).click();
+      await fresh.waitForURL(`${dashboard.url}/dead-letters?function=boom`);
+      fresh.once("dialog", (dialog) => void dialog.accept());
+      await fresh.locator("button.retry-all").click();
+      await fresh.locator(".notice", { hasText: /retried \d+ dead job\(s\) of boom/ }).waitFor();
+      for (const job of dead) await eventually(async () => (await client.status(job.id)).retriedAs);
+    } finally {
+      await context.close();
+    }
+  });
+
   it("retries a dead job from the dead-letter view, after confirmation and with the token", async () => {
     const job = await client.enqueue("boom", { reason: "retry me" });
     await eventually(async () => (await client.status(job.id)).status === "dead");

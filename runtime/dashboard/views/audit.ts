@@ -1,6 +1,7 @@
 import type { AuditEntry } from "../../audit-queries";
 import type { AuditVerification } from "../../audit-verify";
 import { html, type SafeHtml } from "../html";
+import { timeCell } from "../time-format";
 
 /** Filters of the audit view, as typed in the form. */
 export interface AuditFilters {
@@ -36,7 +37,7 @@ function auditRow(entry: AuditEntry): SafeHtml {
   const rowLink = entry.pk
     ? html`<a href="/audit?table=${entry.table}&row=${encodeURIComponent(JSON.stringify(entry.pk))}">${key}</a>`
     : "";
-  return html`<tr><td>${entry.at.replace("T", " ").slice(0, 19)}</td><td>${who}</td><td>${entry.operation} ${entry.table}</td><td>${rowLink}</td><td>${columns(entry)}</td></tr>`;
+  return html`<tr><td>${timeCell(entry.at)}</td><td>${who}</td><td>${entry.operation} ${entry.table}</td><td>${rowLink}</td><td>${columns(entry)}</td></tr>`;
 }
 
 function columns(entry: AuditEntry): SafeHtml {

@@ -1,6 +1,6 @@
 import type { FunctionOverview } from "../../cli/function-overview";
-import { formatDuration } from "../../duration";
 import type { DurationHistogram } from "../../duration-histogram";
+import { drainText, errorRateText } from "../figures";
 import type { FunctionHistory } from "../history";
 import { html, type SafeHtml } from "../html";
 import { durationChart, throughputChart } from "./charts";
@@ -8,14 +8,13 @@ import { durationChart, throughputChart } from "./charts";
 /** The functions table: one row per function across all runtimes; refreshed in place every 2s. */
 export function functionsTable(functions: FunctionOverview[], runtimes: number): SafeHtml {
   const rows = functions.map((fn) => {
-    const errorRate =
-      fn.served > 0 ? `${((fn.errorCount / Math.max(1, fn.served + fn.errorCount)) * 100).toFixed(1)}%` : "–";
+    const errorRate = errorRateText(fn.served, fn.errorCount);
     return html`<tr data-function="${fn.function}">
 <td><a href="/functions/${fn.function}">${fn.function}</a></td>
-<td class="num">${fn.instances}</td><td class="num served">${fn.served}</td><td class="num">${errorRate}</td>
+<td class="num">${fn.instances}</td><td class="num served">${fn.served}</td><td class="num error-rate">${errorRate}</td>
 <td class="num">${fn.duration.count ? fn.duration.median.toFixed(1) : "–"}</td><td class="num">${fn.duration.count ? fn.duration.p99.toFixed(1) : "–"}</td>
 <td class="num queued">${fn.queued ?? "–"}</td><td class="num">${fn.ackPending ?? "–"}</td>
-<td class="num">${fn.ratePerSecond.toFixed(2)}</td><td class="num">${fn.drainMs === null ? "–" : formatDuration(fn.drainMs)}</td>
+<td class="num">${fn.ratePerSecond.toFixed(2)}</td><td class="num drain">${drainText(fn)}</td>
 <td class="num">${fn.dead}</td></tr>`;
   });
   return html`<p class="muted">${runtimes} runtime(s) answering</p>
