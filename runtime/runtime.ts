@@ -22,7 +22,7 @@ import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
-import { ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
+import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { connectNats } from "./nats/connection";
 import { type EventListener, startEventListener } from "./nats/event-listener";
@@ -32,13 +32,14 @@ import { openProgressBoard } from "./nats/progress-board";
 import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
+import { scaleUpStreams } from "./nats/stream-replicas";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
-import { consumerName } from "./nats/subjects";
+import { consumerName, PROGRESS_BUCKET } from "./nats/subjects";
 import { type Operations, startOperations } from "./operations";
 import { type OutboxRelay, startOutboxRelay } from "./outbox-relay";
 import type { Registry } from "./registry";
 import { ackWaitFor } from "./retry-policy";
-import { type Scheduler, type ScheduleView, startScheduler } from "./scheduler";
+import { SCHEDULE_BUCKET, type Scheduler, type ScheduleView, startScheduler } from "./scheduler";
 import { type RejectionWatch, watchUnhandledRejections } from "./unhandled-rejections";
 
 /** Options of startRuntime beyond the configuration itself. */
@@ -205,13 +206,15 @@ class ServingRuntime implements Runtime {
       name: this.config.streamName,
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
+      replication: this.config.replication,
     });
     await ensureEventStream(this.#manager, {
       name: EVENT_STREAM,
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
+      replication: this.config.replication,
     });
-    const progress = await openProgressBoard(this.nats, this.logger);
+    const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
       js: this.#publisher,
@@ -224,6 +227,7 @@ class ServingRuntime implements Runtime {
       js: this.#publisher,
       events: this.events,
       logger: this.logger,
+      replication: this.config.replication,
     });
     this.#jobDependencies = {
       database: this.database,
@@ -241,7 +245,8 @@ class ServingRuntime implements Runtime {
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
-    await ensureAuditAnchorStream(this.#manager);
+    await ensureAuditAnchorStream(this.#manager, this.config.replication);
+    await scaleUpStreams(this.#manager, this.#streamNames(), this.config.replication, this.logger);
     const anchorer = createAuditAnchorer({
       sql: this.database.sql,
       js: this.#js,
@@ -318,6 +323,17 @@ class ServingRuntime implements Runtime {
       },
       `Runtime ready with ${this.registry.size} function(s).`,
     );
+  }
+
+  /** Every stream jetfn created above, buckets as their `KV_<bucket>` streams. */
+  #streamNames(): string[] {
+    return [
+      this.config.streamName,
+      EVENT_STREAM,
+      `KV_${PROGRESS_BUCKET}`,
+      `KV_${SCHEDULE_BUCKET}`,
+      AUDIT_ANCHOR_STREAM,
+    ];
   }
 
   settled(): Promise<void> {
