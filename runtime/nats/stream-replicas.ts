@@ -56,8 +56,10 @@ export async function scaleUpStreams(
       );
     }
     if (current >= replication.replicas) continue;
+    // Only the count changes: a new placement at the same time would ask the server to move the
+    // stream as well, which is the operator's call.
     await withReplicaHint(replication, () =>
-      manager.streams.update(stream, { ...info.config, ...replicationConfig(replication) }),
+      manager.streams.update(stream, { ...info.config, num_replicas: replication.replicas }),
     );
     logger.info({ stream, from: current, to: replication.replicas }, "Scaled stream up to JETFN_REPLICAS replicas.");
   }
