@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { auditOverheadScenario } from "./audit-overhead";
 import { auditReadsScenario } from "./audit-reads";
@@ -9,7 +9,7 @@ import { insertJobsScenario } from "./insert-jobs";
 import type { BenchSizes, Check, Sample, Scenario, Skip } from "./model";
 import { FULL_SIZES, SMOKE_SIZES } from "./model";
 import { noopJobsScenario } from "./noop-jobs";
-import { type ReportInput, renderConsole, renderMarkdown } from "./report";
+import { keepAbSection, type ReportInput, renderConsole, renderMarkdown } from "./report";
 import { requestReplyScenario } from "./request-reply";
 import { type Services, startServices } from "./services";
 
@@ -125,6 +125,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     loadBefore,
   };
   const markdown = renderMarkdown(input);
-  if (options.out) await writeFile(options.out, markdown);
+  if (options.out) {
+    const previous = await readFile(options.out, "utf8").catch(() => undefined);
+    await writeFile(options.out, keepAbSection(previous, markdown));
+  }
   return { samples, checks, skips, errors, table: renderConsole(input), markdown, durationMs: input.durationMs };
 }

@@ -97,6 +97,23 @@ async function pipelined(setup: Setup, count: number, inFlight: number): Promise
   return count / ((performance.now() - started) / 1000);
 }
 
+/** The stream's leader and its count of current followers, once `wanted` are current or `withinMs` passed. */
+async function currentFollowers(
+  nc: NatsConnection,
+  stream: string,
+  wanted: number,
+  withinMs: number,
+): Promise<{ leader: string | undefined; followers: number }> {
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const info = await jsm.streams.info(stream);
+    const followers = info.cluster?.replicas?.filter((replica) => replica.current).length ?? 0;
+    if (followers >= wanted || Date.now() > deadline) return { leader: info.cluster?.leader, followers };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /** Measures the three setups, taking turns each round; throws if the R3 stream is not replicated. */
 export async function measureReplicaCost(
   sizes: ReplicaCostSizes,
@@ -112,10 +129,10 @@ export async function measureReplicaCost(
     await createStream(singleNc, "SINGLE", 1);
     await createStream(clusterNc, "CLUSTER_R1", 1);
     await createStream(clusterNc, "CLUSTER_R3", 3);
-    // Evidence that the R3 stream really keeps three copies: its leader and two current followers.
-    const r3 = await (await jetstreamManager(clusterNc)).streams.info("CLUSTER_R3");
-    const followers = r3.cluster?.replicas?.filter((replica) => replica.current).length ?? 0;
-    log(`CLUSTER_R3: leader ${r3.cluster?.leader}, ${followers} current followers`);
+    // Evidence that the R3 stream really keeps three copies: its leader and two current followers
+    // (a follower of a stream just created may take a moment to report itself current).
+    const { leader, followers } = await currentFollowers(clusterNc, "CLUSTER_R3", 2, 15_000);
+    log(`CLUSTER_R3: leader ${leader}, ${followers} current followers`);
     if (followers !== 2) throw new Error(`CLUSTER_R3 has ${followers} current followers, expected 2`);
     const setups: Setup[] = [
       { name: "single server, 1 replica", nc: singleNc, stream: "SINGLE", subject: "SINGLE.x" },

@@ -3,6 +3,7 @@
 export type {
   CallErrorDetails,
   CallOptions,
+  CancelOptions,
   ClientOptions,
   DeadLetterQuery,
   EmitOptions,
@@ -14,14 +15,17 @@ export type {
 } from "./client";
 export { createClient } from "./client";
 export type { DeadLetter } from "./db/dead-letters";
-export type { OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
+export type { OutboxJobOptions, OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
 export { emitInTransaction, enqueueInTransaction, readOutboxLag } from "./db/outbox";
 export type { EventDataOf, EventDefinition } from "./define-event";
 export { defineEvent } from "./define-event";
 export type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 export type { Duration } from "./duration";
-export type { JetfnErrorCode, ValidationIssue } from "./errors";
+export type { JetfnErrorCode } from "./error-codes";
+export type { ValidationIssue } from "./errors";
 export { JetfnError } from "./errors";
+export type { DelayOptions } from "./job-delay";
+export type { CancelReply } from "./nats/cancel-api";
 export type { DropReply, RetriedJob } from "./nats/dead-letter-api";
 export type { PublishedJob } from "./nats/publish-job";
 export type { InvocationStatusView } from "./nats/status-api";

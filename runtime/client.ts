@@ -1,11 +1,15 @@
 import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { CANCEL_SUBJECT } from "./cancellation";
 import { resolveConfig } from "./config";
 import type { DeadLetter } from "./db/dead-letters";
 import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
-import { isJetfnErrorCode, JetfnError, type ValidationIssue } from "./errors";
+import { isJetfnErrorCode } from "./error-codes";
+import { JetfnError, type ValidationIssue } from "./errors";
+import { type DelayOptions, dueTime } from "./job-delay";
 import { CallMux } from "./nats/call-mux";
+import type { CancelReply } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
 import {
   type DeadLetterList,
@@ -53,7 +57,7 @@ export interface CallOptions {
 }
 
 /** Options of one enqueue. */
-export interface EnqueueJobOptions {
+export interface EnqueueJobOptions extends DelayOptions {
   /** Invocation id; random when omitted. Repeating an id within the duplicate window enqueues once. */
   id?: string;
 }
@@ -82,6 +86,12 @@ export interface ResultOptions {
   function?: string;
 }
 
+/** Options of a cancel. */
+export interface CancelOptions {
+  /** Why, kept with the job (its error message) and given to a running handler's `ctx.signal`. */
+  reason?: string;
+}
+
 /** Options of a status request. */
 export interface StatusOptions {
   /** The function the id is expected to belong to (E_ID_CONFLICT otherwise). @default any function */
@@ -105,6 +115,11 @@ export interface JetfnClient<M = FunctionMap> {
   ): Promise<ClientOutput<M, N>>;
   /** Status, attempts, progress, result or errors of an invocation. */
   status(id: string, options?: StatusOptions): Promise<InvocationStatusView>;
+  /**
+   * Cancels a job: one not started never runs, a running one is aborted (`ctx.signal`) and rolled
+   * back; it ends `cancelled`. E_NOT_CANCELLABLE when it already ended.
+   */
+  cancel(id: string, options?: CancelOptions): Promise<CancelReply>;
   /**
    * Emits an event to every function listening on it; resolves once JetStream stored it. Checked
    * against the event's `defineEvent` schema (E_INPUT_INVALID otherwise).
@@ -194,7 +209,7 @@ class NatsClient<M> implements JetfnClient<M> {
     return decodeReply(reply) as ClientOutput<M, N>;
   }
 
-  enqueue<N extends NameOf<M>>(
+  async enqueue<N extends NameOf<M>>(
     name: N,
     input: ClientInput<M, N>,
     options: EnqueueJobOptions = {},
@@ -202,6 +217,7 @@ class NatsClient<M> implements JetfnClient<M> {
     return publishJob(this.#publisher, name, input, {
       id: options.id,
       maxPayload: this.connection.info?.max_payload,
+      notBefore: dueTime(options),
     });
   }
 
@@ -238,7 +254,9 @@ class NatsClient<M> implements JetfnClient<M> {
       for (;;) {
         const view = await this.status(id, { function: options.function });
         if (view.status === "succeeded") return view.result;
-        if (view.status === "dead" || view.status === "dropped") throw deadJobError(view);
+        if (view.status === "dead" || view.status === "dropped" || view.status === "cancelled") {
+          throw deadJobError(view);
+        }
         const left = deadline - Date.now();
         if (left <= 0) {
           throw new JetfnError(
@@ -262,6 +280,10 @@ class NatsClient<M> implements JetfnClient<M> {
       throw requestFailure(error, "status", 5_000);
     }
     return decodeReply(reply) as InvocationStatusView;
+  }
+
+  async cancel(id: string, options: CancelOptions = {}): Promise<CancelReply> {
+    return (await this.#request(CANCEL_SUBJECT, { id, reason: options.reason }, "cancel", 5_000)) as CancelReply;
   }
 
   async deadLetters(options: DeadLetterQuery = {}): Promise<DeadLetter[]> {

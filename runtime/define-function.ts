@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { type EventDefinition, isEventDefinition, isValidEventPattern } from "./define-event";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import type { DelayOptions } from "./job-delay";
 import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "./retry-policy";
 import { type CatchUpPolicy, type ResolvedSchedule, resolveSchedule, type ScheduleOption } from "./schedule";
 
@@ -11,7 +12,7 @@ import { type CatchUpPolicy, type ResolvedSchedule, resolveSchedule, type Schedu
 export type InvocationDatabase = PostgresJsDatabase<Record<string, never>>;
 
 /** Options for `ctx.enqueue`. */
-export interface EnqueueOptions {
+export interface EnqueueOptions extends DelayOptions {
   /** Invocation id to use instead of a random one (also the JetStream `Nats-Msg-Id`). */
   id?: string;
 }

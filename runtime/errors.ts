@@ -1,32 +1,6 @@
 import { type Duration, parseDuration } from "./duration";
+import { isJetfnErrorCode, type JetfnErrorCode } from "./error-codes";
 import { mapFunctionStack } from "./function-source-maps";
-
-/**
- * Stable error codes. Once released, a code never changes meaning; each has a row in docs/errors.md.
- */
-export type JetfnErrorCode =
-  | "E_INPUT_INVALID"
-  | "E_OUTPUT_INVALID"
-  | "E_FUNCTION_NOT_FOUND"
-  | "E_FUNCTION_INVALID"
-  | "E_FUNCTION_LOAD_FAILED"
-  | "E_HANDLER_FAILED"
-  | "E_HANDLER_TIMEOUT"
-  | "E_HANDLER_EXITED"
-  | "E_NON_RETRYABLE"
-  | "E_RETRY_LATER"
-  | "E_ATTEMPTS_EXHAUSTED"
-  | "E_SHUTTING_DOWN"
-  | "E_UNAVAILABLE"
-  | "E_DATABASE_UNAVAILABLE"
-  | "E_PAYLOAD_TOO_LARGE"
-  | "E_NOT_FOUND"
-  | "E_NOT_DEAD"
-  | "E_OUTBOX_ROW_INVALID"
-  | "E_ID_CONFLICT"
-  | "E_CONFIG_INVALID"
-  | "E_STATEMENT_REFUSED"
-  | "E_INTERNAL";
 
 /** One problem found while validating input or output against its zod schema. */
 export interface ValidationIssue {
@@ -76,36 +50,6 @@ export class RetryAfterError extends JetfnError {
     this.name = "RetryAfterError";
     this.delayMs = parseDuration(delay);
   }
-}
-
-const KNOWN_CODES = new Set<string>([
-  "E_INPUT_INVALID",
-  "E_OUTPUT_INVALID",
-  "E_FUNCTION_NOT_FOUND",
-  "E_FUNCTION_INVALID",
-  "E_FUNCTION_LOAD_FAILED",
-  "E_HANDLER_FAILED",
-  "E_HANDLER_TIMEOUT",
-  "E_HANDLER_EXITED",
-  "E_NON_RETRYABLE",
-  "E_RETRY_LATER",
-  "E_ATTEMPTS_EXHAUSTED",
-  "E_SHUTTING_DOWN",
-  "E_UNAVAILABLE",
-  "E_DATABASE_UNAVAILABLE",
-  "E_PAYLOAD_TOO_LARGE",
-  "E_NOT_FOUND",
-  "E_NOT_DEAD",
-  "E_OUTBOX_ROW_INVALID",
-  "E_ID_CONFLICT",
-  "E_CONFIG_INVALID",
-  "E_STATEMENT_REFUSED",
-  "E_INTERNAL",
-]);
-
-/** True when `code` is one of the runtime's stable codes. */
-export function isJetfnErrorCode(code: unknown): code is JetfnErrorCode {
-  return typeof code === "string" && KNOWN_CODES.has(code);
 }
 
 /**

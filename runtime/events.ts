@@ -22,7 +22,7 @@ export interface RuntimeEvents {
   "invocation:failure": [InvocationEvent & { durationMs: number; error: JetfnError; final: boolean }];
   "invocation:progress": [InvocationEvent & { done: number; total: number | undefined }];
   /** A job's outcome is recorded and its message acked (the moment its `jetfn.done.<id>` notice goes out). */
-  "job:done": [{ fn: string; invocationId: string; status: "succeeded" | "dead" }];
+  "job:done": [{ fn: string; invocationId: string; status: "succeeded" | "dead" | "cancelled" }];
   "consumer:stalled": [{ fn: string; reason: string }];
   /** A scheduled function's next due time was planned (ISO 8601; null when there is none). */
   "schedule:planned": [{ fn: string; nextDueAt: string | null }];

@@ -7,6 +7,7 @@ export { verifyAudit } from "./audit-verify";
 export type {
   CallErrorDetails,
   CallOptions,
+  CancelOptions,
   ClientOptions,
   DeadLetterQuery,
   EmitOptions,
@@ -18,7 +19,7 @@ export type {
 } from "./client";
 export { createClient } from "./client";
 export type { DeadLetter } from "./db/dead-letters";
-export type { OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
+export type { OutboxJobOptions, OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
 export { emitInTransaction, enqueueInTransaction, readOutboxLag } from "./db/outbox";
 export type { EventDataOf, EventDefinition } from "./define-event";
 export { defineEvent } from "./define-event";
@@ -34,9 +35,12 @@ export type {
 export { defineFunction } from "./define-function";
 export type { Duration } from "./duration";
 export type { DurationHistogram, DurationSummary } from "./duration-histogram";
-export type { JetfnErrorCode, ValidationIssue } from "./errors";
+export type { ErrorKind, JetfnErrorCode } from "./error-codes";
+export type { ValidationIssue } from "./errors";
 export { JetfnError, NonRetryableError, RetryAfterError } from "./errors";
-export type { ErrorCounts, ErrorKind } from "./invocation-stats";
+export type { ErrorCounts } from "./invocation-stats";
+export type { DelayOptions } from "./job-delay";
+export type { CancelReply } from "./nats/cancel-api";
 export type { DropReply, RetriedJob } from "./nats/dead-letter-api";
 export type { PublishedJob } from "./nats/publish-job";
 export type {

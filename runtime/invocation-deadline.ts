@@ -68,6 +68,11 @@ export class InvocationDeadline {
     this.#reject = undefined;
   }
 
+  /** Aborts the invocation because its job was cancelled (E_CANCELLED). */
+  cancel(reason: JetfnError): void {
+    this.#abort(reason);
+  }
+
   /** Aborts the invocation because the runtime is shutting down. */
   abortForShutdown(): void {
     this.#abort(new JetfnError("E_SHUTTING_DOWN", `${this.#fn.name} was aborted because the runtime is shutting down`));

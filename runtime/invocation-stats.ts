@@ -5,11 +5,8 @@ import {
   recordDuration,
   summarizeDurations,
 } from "./duration-histogram";
-import type { JetfnErrorCode } from "./errors";
+import { type ErrorKind, errorKindOf } from "./error-codes";
 import type { InvocationEvent, RuntimeEmitter, RuntimeEvents } from "./events";
-
-/** How `stats` groups failures. */
-export type ErrorKind = "invalid_input" | "handler_error" | "timeout" | "non_retryable" | "other";
 
 /** Failures counted by kind. */
 export type ErrorCounts = Record<ErrorKind, number>;
@@ -56,21 +53,6 @@ export interface InvocationStats {
 
 /** Seconds the processing rate looks back over. */
 export const RATE_WINDOW_SECONDS = 60;
-
-const ERROR_KIND_BY_CODE: Partial<Record<JetfnErrorCode, ErrorKind>> = {
-  E_INPUT_INVALID: "invalid_input",
-  E_HANDLER_FAILED: "handler_error",
-  E_OUTPUT_INVALID: "handler_error",
-  E_RETRY_LATER: "handler_error",
-  E_HANDLER_TIMEOUT: "timeout",
-  E_HANDLER_EXITED: "handler_error",
-  E_NON_RETRYABLE: "non_retryable",
-};
-
-/** The kind a failure counts as in `stats`. */
-export function errorKindOf(code: JetfnErrorCode): ErrorKind {
-  return ERROR_KIND_BY_CODE[code] ?? "other";
-}
 
 /** Zero failures of every kind. */
 export function emptyErrorCounts(): ErrorCounts {

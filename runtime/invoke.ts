@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
+import type { Cancellations } from "./cancellation";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE } from "./db/invocation-store";
@@ -16,10 +17,11 @@ import { isSharedCommitFailure } from "./db/shared-commit-error";
 import { isUnanswered } from "./db/transaction-parts";
 import type { EventDefinition } from "./define-event";
 import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "./define-function";
-import { JetfnError, type JetfnErrorCode, toJetfnError } from "./errors";
+import { JetfnError, toJetfnError } from "./errors";
 import type { InvocationKind, RuntimeEmitter } from "./events";
 import { isValidFunctionName } from "./function-name";
 import { InvocationDeadline } from "./invocation-deadline";
+import { dueTime } from "./job-delay";
 import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "./log-budget";
 import { invocationLogger } from "./logger";
 import { eventMessage, jobMessage, type OutboxMessage } from "./outbox-message";
@@ -43,6 +45,8 @@ export interface InvocationRequest {
   whileCommitting?: () => void;
   /** The invocation's logger, when the caller already has one. */
   log?: Logger;
+  /** For jobs: cancel marks, which abort the handler like a timeout (E_CANCELLED). */
+  cancellations?: Cancellations;
 }
 
 /** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
@@ -110,12 +114,14 @@ class Invocation {
   /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
   #transaction: InvocationTransaction | undefined;
   #ended = false;
+  #unwatch: (() => void) | undefined;
 
   constructor(deps: InvokeDependencies, request: InvocationRequest) {
     this.deps = deps;
     this.request = request;
     this.#log = request.log;
     this.deadline = new InvocationDeadline(request.fn, request.shutdownSignal);
+    this.#unwatch = request.cancellations?.watch(request.invocationId, (reason) => this.deadline.cancel(reason));
   }
 
   get log(): Logger {
@@ -166,7 +172,8 @@ class Invocation {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
     const id = options?.id ?? randomUUID();
-    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload));
+    const due = options ? dueTime(options) : undefined;
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due));
     return { id };
   }
 
@@ -210,6 +217,7 @@ class Invocation {
     } finally {
       this.#ended = true;
       this.deadline.stop();
+      this.#unwatch?.();
       this.#reportDroppedLines();
     }
   }
@@ -335,15 +343,3 @@ class InvocationContext implements FunctionContext {
     return this.#emit;
   }
 }
-
-/** Error codes that no retry can fix. */
-export const NON_RETRYABLE_CODES: ReadonlySet<JetfnErrorCode> = new Set([
-  "E_INPUT_INVALID",
-  "E_OUTPUT_INVALID",
-  "E_NON_RETRYABLE",
-  "E_FUNCTION_NOT_FOUND",
-  "E_PAYLOAD_TOO_LARGE",
-  "E_ID_CONFLICT",
-  // The handler sent a statement that would reach beyond its transaction: it would again.
-  "E_STATEMENT_REFUSED",
-]);

@@ -1,6 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import type { Cancellations } from "./cancellation";
 import { isoNow } from "./clock";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
@@ -17,9 +18,10 @@ import {
 } from "./db/invocation-store";
 import type { ResolvedFunction } from "./define-function";
 import { formatDuration } from "./duration";
+import { isRetryable } from "./error-codes";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
-import { type InvokeDependencies, invoke, NON_RETRYABLE_CODES } from "./invoke";
+import { type InvokeDependencies, invoke } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
@@ -50,6 +52,8 @@ export interface JobRunnerDependencies {
   outage: DatabaseOutage;
   /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits;
+  /** Cancel marks: a cancelled job ends `cancelled` instead of running (or is aborted while it runs). */
+  cancellations?: Cancellations;
 }
 
 /** How the next try of an attempt runs. */
@@ -80,7 +84,7 @@ const STUCK_GRACE_MS = 60_000;
 export interface DoneNotice {
   id: string;
   fn: string;
-  status: "succeeded" | "dead";
+  status: "succeeded" | "dead" | "cancelled";
   result?: unknown;
   error?: StoredError;
 }
@@ -126,6 +130,8 @@ export async function runJob(
     retryOf: identity.retryOf,
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
+  const cancelled = deps.cancellations?.cancelled(identity.id);
+  if (cancelled) return endCancelled(deps, record, message, cancelled, log);
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
@@ -215,6 +221,7 @@ async function attemptJob(
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
     whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
+    cancellations: deps.cancellations,
   });
   board.finish();
   // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
@@ -269,6 +276,10 @@ async function attemptJob(
     refuseConflict(deps, record, message, error, log, durationMs);
     return true;
   }
+  if (error.code === "E_CANCELLED") {
+    await endCancelled(deps, record, message, error, log, durationMs);
+    return true;
+  }
   if (outcome.kind === "fenced") {
     message.ack();
     log.warn({ durationMs }, "Another attempt finished this job first; this attempt rolled back its writes.");
@@ -296,7 +307,7 @@ async function attemptJob(
       { cause: error },
     );
   }
-  const final = NON_RETRYABLE_CODES.has(error.code) || record.attempt >= fn.retry.attempts;
+  const final = !isRetryable(error.code) || record.attempt >= fn.retry.attempts;
   deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
   if (final) {
     await bury(deps, record, message, error, log, durationMs);
@@ -425,6 +436,25 @@ async function bury(
 }
 
 /**
+ * Ends a cancelled job: records it `cancelled` with the reason (unless it already ended, or the
+ * cancel already recorded it), terminates the message and announces the end.
+ */
+async function endCancelled(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs?: number,
+): Promise<void> {
+  const stored = storedError(error, record.attempt);
+  await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "cancelled", stored));
+  message.term();
+  log.info({ outcome: "cancelled", durationMs }, `Job cancelled: ${error.message}`);
+  notifyDone(deps, { id: record.id, fn: record.fn, status: "cancelled", error: stored });
+}
+
+/**
  * Ends a job whose id belongs to another function's invocation: terminated, reported as a failed
  * invocation, and never recorded (the record under that id is the other function's) nor announced
  * as done (its waiters would read the other function's result).
@@ -473,7 +503,7 @@ async function finishedBefore(
     log.info("Job already succeeded; acknowledged without running it again.");
     return true;
   }
-  if (existing.status === "dead" || existing.status === "dropped") {
+  if (existing.status === "dead" || existing.status === "dropped" || existing.status === "cancelled") {
     message.term();
     log.info({ status: existing.status }, "Job already ended; not running it again.");
     return true;

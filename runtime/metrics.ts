@@ -2,9 +2,10 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { errorKindOf } from "./error-codes";
 import { JetfnError } from "./errors";
 import type { RuntimeEmitter, RuntimeEvents } from "./events";
-import { errorKindOf, type InvocationStats } from "./invocation-stats";
+import type { InvocationStats } from "./invocation-stats";
 import type { QueueDepth, QueueDepthReader } from "./nats/queue-depth";
 
 /** Where the metrics endpoint listens; loopback only, so it is never exposed by accident. */

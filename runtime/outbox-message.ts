@@ -4,10 +4,18 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import { checkEmit, type EventDefinition } from "./define-event";
 import { JetfnError } from "./errors";
 import { describeInvalidName, isValidFunctionName } from "./function-name";
+import { NOT_BEFORE_HEADER, routeJob } from "./job-delay";
 import { eventSubject } from "./nats/event-stream";
 import { encodeInput } from "./nats/publish-job";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
-import { ID_HEADER, isReservedInvocationId, isValidInvocationId, jobMessageId, jobSubject } from "./nats/subjects";
+import {
+  ID_HEADER,
+  isReservedInvocationId,
+  isValidInvocationId,
+  JOB_PREFIX,
+  jobMessageId,
+  jobSubject,
+} from "./nats/subjects";
 import { isValidEventId } from "./outbox-rules";
 
 /**
@@ -28,6 +36,8 @@ export function jobMessage(
   input: unknown,
   id: string = randomUUID(),
   maxPayload?: number,
+  /** Due time (epoch ms) of a delayed job; the relay routes it to the delayed-jobs stream. */
+  notBefore?: number,
 ): OutboxMessage {
   if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
   if (!isValidInvocationId(id)) {
@@ -39,10 +49,12 @@ export function jobMessage(
       `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
     );
   }
+  const headers: Record<string, string> = { [ID_HEADER]: id };
+  if (notBefore !== undefined) headers[NOT_BEFORE_HEADER] = String(notBefore);
   return {
     id: jobMessageId(name, id),
     subject: jobSubject(name),
-    headers: { [ID_HEADER]: id },
+    headers,
     body: encode(input, name, maxPayload),
   };
 }
@@ -66,9 +78,12 @@ export function eventMessage(
 
 /** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
 export async function publishMessage(js: JetStreamPublisher, message: OutboxMessage): Promise<PubAck> {
+  const route = message.subject.startsWith(JOB_PREFIX)
+    ? routeJob(message.subject, message.subject.slice(JOB_PREFIX.length), message.headers)
+    : message;
   const header = natsHeaders();
-  for (const [key, value] of Object.entries(message.headers)) header.set(key, value);
-  return js.publish(message.subject, message.body, { msgID: message.id, headers: header });
+  for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
+  return js.publish(route.subject, message.body, { msgID: message.id, headers: header });
 }
 
 function encode(value: unknown, name: string, maxPayload?: number): string {

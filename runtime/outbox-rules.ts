@@ -1,5 +1,6 @@
 import { isValidEventName } from "./define-event";
 import { isValidFunctionName } from "./function-name";
+import { NOT_BEFORE_HEADER, NOT_BEFORE_PATTERN } from "./job-delay";
 import { EVENT_PREFIX } from "./nats/event-stream";
 import { ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./nats/subjects";
 import type { OutboxMessage } from "./outbox-message";
@@ -10,7 +11,7 @@ import type { OutboxMessage } from "./outbox-message";
  * writes, the id jetfn gives it as `Nats-Msg-Id` (`<function>:<invocation id>` for a job), and a body the server accepts. Anyone who may insert into
  * `jetfn.outbox` (apps, handler code) would otherwise choose where the runtime publishes, a
  * JetStream API subject for example. The database checks the same rules
- * (`jetfn.outbox_row_problem`, schema/migrations/0018_jetfn_outbox_rules.sql) except the body's
+ * (`jetfn.outbox_row_problem`, schema/migrations/0018_jetfn_outbox_rules.sql, extended for delayed jobs by 0021) except the body's
  * size, which only the connected server knows.
  */
 export interface OutboxRules {
@@ -50,7 +51,9 @@ function describeProblem(message: OutboxMessage): string | undefined {
     if (!id.startsWith(`${name}:`)) return `a job's id must be "<function name>:<invocation id>"`;
     const invocationId = id.slice(name.length + 1);
     if (!isValidInvocationId(invocationId)) return `a job's invocation id must be 8-128 letters, digits, "-" or "_"`;
-    if (!hasOnlyJobHeaders(headers, invocationId)) return "a job's only header is Jetfn-Id, equal to its invocation id";
+    if (!hasOnlyJobHeaders(headers, invocationId)) {
+      return "a job's headers are Jetfn-Id, equal to its invocation id, and optionally Jetfn-Not-Before, its due time in epoch milliseconds";
+    }
     return undefined;
   }
   if (subject.startsWith(EVENT_PREFIX) && isValidEventName(subject.slice(EVENT_PREFIX.length))) {
@@ -61,9 +64,14 @@ function describeProblem(message: OutboxMessage): string | undefined {
   return "the subject must be fn.job.<function name> or fn.event.<event name>";
 }
 
+/** `{}`, `{Jetfn-Id}`, or `{Jetfn-Id, Jetfn-Not-Before}` (a delayed job, see job-delay.ts). */
 function hasOnlyJobHeaders(headers: Record<string, unknown>, id: string): boolean {
   const keys = Object.keys(headers);
-  return keys.length === 0 || (keys.length === 1 && keys[0] === ID_HEADER && headers[ID_HEADER] === id);
+  if (keys.length === 0) return true;
+  if (headers[ID_HEADER] !== id) return false;
+  if (keys.length === 1) return true;
+  const due = headers[NOT_BEFORE_HEADER];
+  return keys.length === 2 && typeof due === "string" && NOT_BEFORE_PATTERN.test(due);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -4,6 +4,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { createAuditAnchorer } from "./audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
+import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./cancellation";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
@@ -24,7 +25,16 @@ import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
 import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
+import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
+import {
+  type DelayedJobMover,
+  delayedStreamName,
+  ensureDelayedJobs,
+  findScheduledJob,
+  removeScheduledJob,
+  startDelayedJobMover,
+} from "./nats/delayed-jobs";
 import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
@@ -147,6 +157,9 @@ class ServingRuntime implements Runtime {
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
+  #delayedJobs: DelayedJobMover | undefined;
+  #cancelApi: Subscription | undefined;
+  #cancellations: Cancellations | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -214,7 +227,10 @@ class ServingRuntime implements Runtime {
       duplicateWindowMs: this.config.duplicateWindowMs,
       replication: this.config.replication,
     });
+    const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName, this.config.replication);
     const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
+    const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
+    this.#cancellations = cancellations;
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
       js: this.#publisher,
@@ -229,6 +245,13 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       replication: this.config.replication,
     });
+    this.#delayedJobs = startDelayedJobMover({
+      js: this.#js,
+      publisher: this.#publisher,
+      stream: delayedStream,
+      logger: this.logger,
+      dropped: (id) => cancellations.cancelled(id) !== undefined,
+    });
     this.#jobDependencies = {
       database: this.database,
       successes: this.#successes,
@@ -242,6 +265,7 @@ class ServingRuntime implements Runtime {
       outbox: this.#outbox,
       outage: { waiting: 0 },
       logLimits: this.config.logLimits,
+      cancellations,
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
@@ -285,7 +309,22 @@ class ServingRuntime implements Runtime {
       progress,
       this.logger,
       replyGuard,
+      (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
+      (id) => cancellations.cancelled(id),
     );
+    this.#cancelApi = startCancelApi({
+      nc: this.nats,
+      queueGroup: this.config.queueGroup,
+      database: this.database,
+      progress,
+      cancellations,
+      scheduled: {
+        find: (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
+        remove: (job) => removeScheduledJob(this.#manager as JetStreamManager, delayedStream, job),
+      },
+      logger: this.logger,
+      replyGuard,
+    });
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -329,8 +368,10 @@ class ServingRuntime implements Runtime {
   #streamNames(): string[] {
     return [
       this.config.streamName,
+      delayedStreamName(this.config.streamName),
       EVENT_STREAM,
       `KV_${PROGRESS_BUCKET}`,
+      `KV_${CANCEL_BUCKET}`,
       `KV_${SCHEDULE_BUCKET}`,
       AUDIT_ANCHOR_STREAM,
     ];
@@ -521,6 +562,9 @@ class ServingRuntime implements Runtime {
       ?.close()
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
+    this.#cancelApi?.unsubscribe();
+    await this.#delayedJobs?.stop();
+    await this.#cancellations?.close();
     await this.#sealer?.close();
     this.#publisher.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));

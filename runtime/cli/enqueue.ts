@@ -13,10 +13,12 @@ export interface EnqueueCommandOptions {
   id?: string;
   /** Milliseconds, parsed from `--timeout`. */
   timeout?: number;
+  delay?: string;
+  at?: string;
   json?: boolean;
 }
 
-/** `jetfn enqueue <fn> [json] [--wait]`: stores a job and prints its id (and, with --wait, its result). */
+/** `jetfn enqueue <fn> [json] [--wait] [--delay 10m | --at <time>]`: stores a job and prints its id (and, with --wait, its result). */
 export async function enqueueCommand(
   name: string,
   json: string | undefined,
@@ -27,7 +29,7 @@ export async function enqueueCommand(
   // Asked alongside the publish so the answer costs no extra wait when a runtime serves it.
   const served = isFunctionServed(client.connection, name);
   try {
-    const job = await client.enqueue(name, input, { id: options.id });
+    const job = await client.enqueue(name, input, { id: options.id, delay: options.delay, runAt: options.at });
     const unserved = (await served) === false;
     if (!options.wait) {
       if (options.json) printJson(job);

@@ -71,9 +71,19 @@ program
   .argument("[json]", "input as JSON; - reads standard input")
   .option("--wait", "show progress, then print the result")
   .option("--id <id>", "invocation id to use (repeats within the duplicate window are dropped)")
+  .option("--delay <duration>", "run the job no sooner than this from now, e.g. 10m")
+  .option("--at <time>", "run the job no sooner than this ISO 8601 time, e.g. 2030-01-01T09:00:00Z")
   .option("--timeout <duration>", "with --wait: how long to wait (default: 1h)", parseTimeout)
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(lazy(async () => (await import("./enqueue")).enqueueCommand));
+
+program
+  .command("cancel")
+  .description("cancel a job: not started, it never runs; running, it is aborted and rolled back")
+  .argument("<id>", "invocation id")
+  .option("--reason <text>", "why (kept with the job, given to a running handler's ctx.signal)")
+  .option("--json", "print JSON")
+  .action(lazy(async () => (await import("./cancel")).cancelCommand));
 
 program
   .command("status")

@@ -44,6 +44,7 @@ async function knownStatus(client: JetfnClient, id: string): Promise<InvocationS
 export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
+  if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)
     lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);

@@ -22,7 +22,13 @@ export async function waitForJob(
   try {
     for (;;) {
       const view = await client.status(id, { function: fn });
-      if (view.status === "succeeded" || view.status === "dead" || view.status === "dropped") return view;
+      if (
+        view.status === "succeeded" ||
+        view.status === "dead" ||
+        view.status === "dropped" ||
+        view.status === "cancelled"
+      )
+        return view;
       if (draw && view.progress) {
         process.stderr.write(
           `\r${progressLine(view.progress.done, view.progress.total, Date.now() - started)}\u001b[K`,

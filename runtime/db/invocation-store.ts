@@ -100,13 +100,13 @@ insert into jetfn.invocations as i
   (id, function, status, attempts, input, error, errors, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
 values
   ($1, $2, $3, $4, $5::jsonb, $6::jsonb, jsonb_build_array($6::jsonb), $7, $8,
-   case when $3 = 'dead' then clock_timestamp() end, clock_timestamp(), $9, $10)
+   case when $3 in ('dead', 'cancelled') then clock_timestamp() end, clock_timestamp(), $9, $10)
 on conflict (id) do update set
   status = excluded.status, attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
+where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
 returning id`;
 
 /**
@@ -117,7 +117,7 @@ returning id`;
 export async function recordFailure(
   sql: Sql,
   record: JobRecord,
-  status: "failed" | "dead",
+  status: "failed" | "dead" | "cancelled",
   error: StoredError,
 ): Promise<boolean> {
   const rows = await sql.unsafe(
@@ -153,7 +153,7 @@ on conflict (id) do update set
   status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
+where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
 returning id`;
 
 /** A successful attempt as one JSON row of SUCCESS_BATCH_SQL or jetfn.complete_invocations(). */
@@ -307,4 +307,23 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
  */
 function isoTimestamp(value: string | null): string | null {
   return value === null ? null : new Date(value).toISOString();
+}
+
+const CANCEL_SQL = `
+insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at)
+values ($1, $2, 'cancelled', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
+on conflict (id) do update set
+  status = 'cancelled', error = excluded.error,
+  errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
+  finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null
+where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
+returning id`;
+
+/**
+ * Records job `id` of `fn` as cancelled, unless it already ended. False when it had (or the id is
+ * another function's): the cancel came too late.
+ */
+export async function recordCancelled(sql: Sql, id: string, fn: string, error: StoredError): Promise<boolean> {
+  const rows = await sql.unsafe(CANCEL_SQL, [id, fn, storableJson(error)] as never[]);
+  return rows.length > 0;
 }

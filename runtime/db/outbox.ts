@@ -3,6 +3,7 @@ import { sql as drizzleSql, type SQL } from "drizzle-orm";
 import type { Sql } from "postgres";
 import type { z } from "zod";
 import type { EventDefinition } from "../define-event";
+import { type DelayOptions, dueTime } from "../job-delay";
 import { eventMessage, jobMessage, type OutboxMessage } from "../outbox-message";
 import type { FinalStatement } from "./invocation-transaction";
 
@@ -16,6 +17,9 @@ export interface OutboxWriteOptions {
   /** Message id (the job's invocation id for jobs); random when omitted. A repeat is published once. */
   id?: string;
 }
+
+/** Options of `enqueueInTransaction`: an id, and when the job should run. */
+export interface OutboxJobOptions extends OutboxWriteOptions, DelayOptions {}
 
 /** A row waiting in the outbox, as the relay reads it. */
 export interface OutboxRow extends OutboxMessage {
@@ -46,10 +50,10 @@ export async function enqueueInTransaction(
   tx: OutboxTransaction,
   name: string,
   input: unknown,
-  options: OutboxWriteOptions = {},
+  options: OutboxJobOptions = {},
 ): Promise<{ id: string }> {
   const id = options.id ?? randomUUID();
-  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD)));
+  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD, dueTime(options))));
   return { id };
 }
 

@@ -3,6 +3,7 @@ import type { PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
+import { NOT_BEFORE_HEADER, routeJob } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
 import {
   ID_HEADER,
@@ -21,6 +22,8 @@ export interface PublishJobOptions {
   retryOf?: string;
   /** The server's max payload, to refuse oversized input with a clear error. */
   maxPayload?: number;
+  /** Due time (epoch ms): until then the job waits in the delayed-jobs stream (see job-delay.ts). */
+  notBefore?: number;
 }
 
 /** A stored job: its id and where JetStream put it. */
@@ -49,10 +52,13 @@ export async function publishJob(
     );
   }
   const body = encodeInput(input, name, options.maxPayload);
+  const fields: Record<string, string> = { [ID_HEADER]: id };
+  if (options.retryOf) fields[RETRY_OF_HEADER] = options.retryOf;
+  if (options.notBefore !== undefined) fields[NOT_BEFORE_HEADER] = String(options.notBefore);
+  const route = routeJob(jobSubject(name), name, fields);
   const header = headers();
-  header.set(ID_HEADER, id);
-  if (options.retryOf) header.set(RETRY_OF_HEADER, options.retryOf);
-  const ack: PubAck = await js.publish(jobSubject(name), body, { msgID: jobMessageId(name, id), headers: header });
+  for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
+  const ack: PubAck = await js.publish(route.subject, body, { msgID: jobMessageId(name, id), headers: header });
   return { id, seq: ack.seq, duplicate: ack.duplicate };
 }
 

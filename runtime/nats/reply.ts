@@ -1,5 +1,6 @@
 import { headers, type Msg } from "@nats-io/transport-node";
-import type { JetfnError, JetfnErrorCode } from "../errors";
+import { statusOf } from "../error-codes";
+import type { JetfnError } from "../errors";
 import { ERROR_CODE_HEADER, ERROR_HEADER, ID_HEADER } from "./subjects";
 
 /** The JSON body of an error reply. */
@@ -7,22 +8,9 @@ export interface ErrorReplyBody {
   error: { code: string; message: string; issues?: unknown[] };
 }
 
-const STATUS_BY_CODE: Partial<Record<JetfnErrorCode, number>> = {
-  E_INPUT_INVALID: 400,
-  E_PAYLOAD_TOO_LARGE: 413,
-  E_FUNCTION_NOT_FOUND: 404,
-  E_NOT_FOUND: 404,
-  E_NOT_DEAD: 409,
-  E_ID_CONFLICT: 409,
-  E_HANDLER_TIMEOUT: 408,
-  E_SHUTTING_DOWN: 503,
-  E_UNAVAILABLE: 503,
-  E_DATABASE_UNAVAILABLE: 503,
-};
-
 /** HTTP-like status carried in `Nats-Service-Error-Code` for an error. */
 export function statusFor(error: JetfnError): number {
-  return STATUS_BY_CODE[error.code] ?? 500;
+  return statusOf(error.code);
 }
 
 /** Replies with a JSON value; reports a reply above the server's max payload as an error instead. */

@@ -4,6 +4,7 @@ import type { DatabaseClient } from "../db/client";
 import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
 import { JetfnError, toJetfnError } from "../errors";
 import { isValidFunctionName } from "../function-name";
+import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
 import { replyError, replyJson, statusFor } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
@@ -12,8 +13,8 @@ import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
 /** What `status` reports for an invocation id. */
 export interface InvocationStatusView {
   id: string;
-  /** `pending`: not started yet, or an id no runtime has seen. */
-  status: InvocationRecord["status"] | "pending";
+  /** `pending`: not started yet, or an id no runtime has seen; `scheduled`: a delayed job waiting for `runAt`. */
+  status: InvocationRecord["status"] | "pending" | "scheduled";
   function: string | null;
   attempts: number;
   progress: { done: number; total: number | null } | null;
@@ -28,6 +29,8 @@ export interface InvocationStatusView {
   retriedAs?: string | null;
   retriedAt?: string | null;
   droppedAt?: string | null;
+  /** A delayed job's due time (ISO 8601). */
+  runAt?: string;
 }
 
 /** Combines the durable record with live progress into one view. */
@@ -36,7 +39,7 @@ export function statusView(
   record: InvocationRecord | undefined,
   live: ProgressEntry | undefined,
 ): InvocationStatusView {
-  const final = record && ["succeeded", "dead", "dropped"].includes(record.status);
+  const final = record && ["succeeded", "dead", "dropped", "cancelled"].includes(record.status);
   if (live && !final) {
     return {
       id,
@@ -69,6 +72,25 @@ export function statusView(
   };
 }
 
+/** A delayed job waiting for its due time. */
+export function scheduledView(job: ScheduledJob): InvocationStatusView {
+  return {
+    id: job.id,
+    status: "scheduled",
+    function: job.fn,
+    attempts: 0,
+    progress: null,
+    enqueuedAt: job.enqueuedAt,
+    runAt: job.runAt,
+  };
+}
+
+/** A job cancelled before any runtime recorded it (it ends `cancelled` when delivered). */
+function cancelledView(id: string, error: JetfnError): InvocationStatusView {
+  const stored = { attempt: 0, code: error.code, name: error.name, message: error.message };
+  return { id, status: "cancelled", function: null, attempts: 0, progress: null, error: stored, errors: [stored] };
+}
+
 /**
  * Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. A
  * request may name the function it expects (`{"id": "...", "function": "..."}`): when the id
@@ -82,6 +104,10 @@ export function startStatusApi(
   progress: ProgressBoard,
   logger: Logger,
   replyGuard: ReplyGuard,
+  /** Looks up a delayed job still waiting for its time (asked only when nothing else knows the id). */
+  scheduled: (id: string) => Promise<ScheduledJob | undefined> = async () => undefined,
+  /** Whether a job no record knows yet was cancelled (it ends so when delivered). */
+  cancelled: (id: string) => JetfnError | undefined = () => undefined,
 ): Subscription {
   return nc.subscribe(STATUS_SUBJECT, {
     queue: queueGroup,
@@ -94,7 +120,11 @@ export function startStatusApi(
           // The record says whose id it is; a running job of another function may share it.
           const owner = record?.function ?? live?.fn;
           if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
-          replyJson(message, statusView(id, record, live), nc.info?.max_payload ?? 1_048_576);
+          const mark = record || live ? undefined : cancelled(id);
+          const waiting = record || live || mark ? undefined : await scheduled(id);
+          if (waiting && fn !== undefined && waiting.fn !== fn) throw idConflictError(id, fn, waiting.fn);
+          const view = mark ? cancelledView(id, mark) : waiting ? scheduledView(waiting) : statusView(id, record, live);
+          replyJson(message, view, nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
           const failure = toJetfnError(thrown);
           if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A status request failed.");

@@ -54,7 +54,7 @@ interface NodeProcess {
  */
 export async function startNatsCluster(): Promise<TestNatsCluster> {
   const storeDir = await mkdtemp(path.join(tmpdir(), "jetfn-nats-cluster-"));
-  const nodes = await planNodes(storeDir);
+  const nodes = await planNodes();
   const cluster = new Cluster(nodes, storeDir);
   stopWhenTestEnds(() => cluster.stop());
   try {
@@ -67,7 +67,7 @@ export async function startNatsCluster(): Promise<TestNatsCluster> {
   return cluster;
 }
 
-async function planNodes(storeDir: string): Promise<NodeProcess[]> {
+async function planNodes(): Promise<NodeProcess[]> {
   const ports = await Promise.all(NODE_NAMES.map(async () => [await freePort(), await freePort(), await freePort()]));
   const routeUrls = ports.map(([, route]) => `nats-route://127.0.0.1:${route}`);
   return NODE_NAMES.map((name, index) => {

@@ -11,6 +11,34 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
   },
   { name: "a job whose id is only the invocation id", row: { ...job("job-0012"), id: "job-0012" }, accepted: false },
   { name: "a job without Jetfn-Id", row: { ...job("job-0003"), headers: {} }, accepted: true },
+  {
+    name: "a delayed job",
+    row: { ...job("job-0004"), headers: { "Jetfn-Id": "job-0004", "Jetfn-Not-Before": "1893456000000" } },
+    accepted: true,
+  },
+  {
+    name: "a due time without Jetfn-Id",
+    row: { ...job("evil-0011"), headers: { "Jetfn-Not-Before": "1893456000000" } },
+    accepted: false,
+  },
+  {
+    name: "a due time that is not digits",
+    row: { ...job("evil-0012"), headers: { "Jetfn-Id": "evil-0012", "Jetfn-Not-Before": "1\r\nNats-Rollup: all" } },
+    accepted: false,
+  },
+  {
+    name: "a due time of 16 digits",
+    row: { ...job("evil-0013"), headers: { "Jetfn-Id": "evil-0013", "Jetfn-Not-Before": "1".repeat(16) } },
+    accepted: false,
+  },
+  {
+    name: "a delayed job with a third header",
+    row: {
+      ...job("evil-0014"),
+      headers: { "Jetfn-Id": "evil-0014", "Jetfn-Not-Before": "1893456000000", "Nats-Rollup": "all" },
+    },
+    accepted: false,
+  },
   { name: "an event", row: event("3f1c0a9e-2b7d-4c1e-9a55-0d6f1b2c3d4e"), accepted: true },
   { name: "an event with a short printable id", row: event("order:12/created"), accepted: true },
   {

@@ -94,7 +94,7 @@ it("sets aside, once, rows that bypassed the constraint or are too large to publ
   expect(await env.database.sql`select id from jetfn.outbox`).toEqual([]);
   const kept = await env.database.sql`select id, reason from jetfn.outbox_set_aside order by id`;
   expect(kept.map((row) => row.id)).toEqual(["echo:evil-rollup", "echo:too-large-1", "evil-purge"]);
-  expect(kept[0]?.reason).toMatch(/only header is Jetfn-Id/);
+  expect(kept[0]?.reason).toMatch(/Jetfn-Id, equal to its invocation id/);
   expect(kept[1]?.reason).toMatch(/max_payload|accepts at most/);
   expect(kept[2]?.reason).toMatch(/subject must be fn\.job/);
 

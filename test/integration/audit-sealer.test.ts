@@ -19,7 +19,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-describe("the background sealer", () => {
+describe("the background sealer", { timeout: 300_000 }, () => {
   it("catches up on a backlog in growing batches, and the chain verifies", async () => {
     await database.sql`insert into items select g, 'v' || g from generate_series(1, 2500) g`;
     sealer = startAuditSealer(database.sql, pino({ level: "silent" }), {
@@ -29,7 +29,7 @@ describe("the background sealer", () => {
     });
     // Rows settle once every transaction older than theirs has ended, anywhere on the server
     // (other test files run meanwhile); until then a round seals nothing.
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 240_000;
     let sealed = await sealer.sealNow();
     while (sealed === 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -51,7 +51,7 @@ describe("the background sealer", () => {
       from generate_series(1, 4) g`;
     const before = await database.sql`select coalesce(max(seq), 0)::int as seq from jetfn.audit_seals`;
     // A budget of one byte: each seal takes the one row that crosses it.
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 240_000;
     let sealedRows = 0;
     while (sealedRows < 4 && Date.now() < deadline) {
       const [row] = await database.sql`select jetfn.seal_audit(100, 1) as sealed`;

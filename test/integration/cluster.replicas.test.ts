@@ -1,8 +1,10 @@
 import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CANCEL_BUCKET } from "../../runtime/cancellation";
 import { createClient } from "../../runtime/client";
 import { AUDIT_ANCHOR_STREAM } from "../../runtime/nats/audit-anchor-stream";
+import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
 import { EVENT_STREAM } from "../../runtime/nats/event-stream";
 import { consumerName, PROGRESS_BUCKET } from "../../runtime/nats/subjects";
 import { type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
@@ -18,7 +20,15 @@ import { stopWhenTestEnds } from "../helpers/test-scope";
 // jetfn creates gets the replicas, and raising the setting scales existing ones up in place.
 
 /** Every stream jetfn creates, buckets as their streams. */
-const STREAMS = ["JETFN_JOBS", EVENT_STREAM, `KV_${PROGRESS_BUCKET}`, `KV_${SCHEDULE_BUCKET}`, AUDIT_ANCHOR_STREAM];
+const STREAMS = [
+  "JETFN_JOBS",
+  delayedStreamName("JETFN_JOBS"),
+  EVENT_STREAM,
+  `KV_${PROGRESS_BUCKET}`,
+  `KV_${CANCEL_BUCKET}`,
+  `KV_${SCHEDULE_BUCKET}`,
+  AUDIT_ANCHOR_STREAM,
+];
 
 let database: TestDatabase;
 

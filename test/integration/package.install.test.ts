@@ -128,9 +128,17 @@ async function mustRun(command: string, args: string[], cwd: string, env?: NodeJ
   return result.stdout;
 }
 
-/** An environment without this test run's loaders (vitest, tsx): only what an app's shell has. */
+/**
+ * An environment without this test run's loaders (vitest, tsx): only what an app's shell has, with
+ * the machine's extra CA certificates (npm may reach the registry through a proxy; a Node other than
+ * the system's does not read the system npmrc that names them).
+ */
 function appEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, HOME: process.env.HOME, ...extra };
+  const shell: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
+  for (const name of ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR"]) {
+    if (process.env[name]) shell[name] = process.env[name];
+  }
+  return { ...shell, ...extra };
 }
 
 let work: string;

@@ -1,7 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { CPU_FIGURES } from "../../bench/cpu-use";
 import { type Sample, SMOKE_SIZES, type Target } from "../../bench/model";
-import { judgeTargets, renderConsole, renderMarkdown, type Summary } from "../../bench/report";
+import {
+  AB_HEADING,
+  judgeTargets,
+  keepAbSection,
+  renderConsole,
+  renderMarkdown,
+  type Summary,
+} from "../../bench/report";
 
 const METRIC = "jobs drained";
 
@@ -138,5 +145,16 @@ describe("the report", () => {
     expect(markdown).toContain("| verdict | scenario | metric | contender | figure | target | why | note |");
     expect(markdown).toContain("| peers write one row per round trip |");
     expect(markdown).not.toMatch(/issue \d/i);
+  });
+});
+
+describe("the hand-written A/B part of BENCHMARKS.md", () => {
+  it("is kept after the generated report, and absent when there was none", () => {
+    const previous = `# Benchmarks\n\nold figures\n\n${AB_HEADING}\n\n- change x: 1.00x\n`;
+    expect(keepAbSection(previous, "# Benchmarks\n\nnew figures\n")).toBe(
+      `# Benchmarks\n\nnew figures\n\n${AB_HEADING}\n\n- change x: 1.00x\n`,
+    );
+    expect(keepAbSection(undefined, "# Benchmarks\n")).toBe("# Benchmarks\n");
+    expect(keepAbSection("# Benchmarks\n\nold\n", "# Benchmarks\n\nnew\n")).toBe("# Benchmarks\n\nnew\n");
   });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { errorKindOf, isJetfnErrorCode, isRetryable, statusOf } from "../../runtime/error-codes";
 import { JetfnError, NonRetryableError, RetryAfterError, toJetfnError } from "../../runtime/errors";
 
 describe("toJetfnError", () => {
@@ -30,5 +31,23 @@ describe("toJetfnError", () => {
       message: "handler threw a non-error value: just a string",
     });
     expect(new RetryAfterError("later", "2s").delayMs).toBe(2_000);
+  });
+});
+
+describe("ERROR_CODES lookups", () => {
+  it("answer from the declaration", () => {
+    expect(statusOf("E_INPUT_INVALID")).toBe(400);
+    expect(isRetryable("E_INPUT_INVALID")).toBe(false);
+    expect(statusOf("E_DATABASE_UNAVAILABLE")).toBe(503);
+    expect(isRetryable("E_DATABASE_UNAVAILABLE")).toBe(true);
+  });
+
+  it("treat a string that is no code (an error typed by a cast) as a retryable failure with status 500", () => {
+    for (const code of ["E_NO_SUCH_CODE", "toString", "__proto__", "constructor"]) {
+      expect(isJetfnErrorCode(code)).toBe(false);
+      expect(statusOf(code)).toBe(500);
+      expect(isRetryable(code)).toBe(true);
+      expect(errorKindOf(code)).toBe("other");
+    }
   });
 });

@@ -6,9 +6,10 @@ import {
   recordDuration,
   summarizeDurations,
 } from "../../runtime/duration-histogram";
+import { errorKindOf } from "../../runtime/error-codes";
 import { JetfnError, NonRetryableError } from "../../runtime/errors";
 import { createEmitter, type InvocationEvent } from "../../runtime/events";
-import { errorKindOf, trackInvocationStats } from "../../runtime/invocation-stats";
+import { trackInvocationStats } from "../../runtime/invocation-stats";
 
 function event(fn: string, invocationId: string, kind: "call" | "job" = "job", attempt = 1): InvocationEvent {
   return { fn, invocationId, attempt, kind };

@@ -44,7 +44,7 @@ ${rows.map(
 /** One invocation: status (live while running), input, result or errors, and its database changes. */
 export function invocationPage(view: InvocationStatusView, changes: Map<string, AuditEntry[]>): SafeHtml {
   return html`<div id="live" data-fragment="/fragments/invocations/${view.id}">${invocationSummary(view)}</div>
-${view.status === "running" || view.status === "pending" || view.status === "failed" ? refreshScript(1_000) : ""}
+${view.status === "running" || view.status === "pending" || view.status === "scheduled" || view.status === "failed" ? refreshScript(1_000) : ""}
 <h2>database changes</h2>${changes.size === 0 ? html`<p class="muted">none recorded (nothing written, or rolled back)</p>` : ""}
 ${[...changes].map(
   ([table, entries]) =>
