@@ -116,6 +116,7 @@ export async function ensureBenchJobStream(nc: NatsConnection): Promise<void> {
     name: config.streamName,
     retentionMs: config.jobRetentionMs,
     duplicateWindowMs: config.duplicateWindowMs,
+    replication: config.replication,
   });
 }
 

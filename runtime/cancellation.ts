@@ -2,6 +2,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { JetfnError } from "./errors";
+import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./nats/stream-replicas";
 
 /**
  * Cancellation. A cancel mark per invocation id lives in the key-value bucket `JETFN_CANCELS`:
@@ -46,8 +47,14 @@ export function cancelledError(id: string, mark: CancelMark): JetfnError {
 }
 
 /** Opens the bucket and resolves once every existing mark is known. */
-export async function openCancellations(nc: NatsConnection, logger: Logger): Promise<Cancellations> {
-  const kv = await new Kvm(nc).create(CANCEL_BUCKET, { history: 1, ttl: MARK_TTL_MS });
+export async function openCancellations(
+  nc: NatsConnection,
+  logger: Logger,
+  replication: Replication = SINGLE_REPLICA,
+): Promise<Cancellations> {
+  const kv = await withReplicaHint(replication, () =>
+    new Kvm(nc).create(CANCEL_BUCKET, { history: 1, ttl: MARK_TTL_MS, ...bucketReplication(replication) }),
+  );
   const cancellations = new KvCancellations(kv, logger);
   await cancellations.start();
   return cancellations;

@@ -3,6 +3,7 @@ import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
 import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
+import { ALLOWED_REPLICAS, type Replication } from "./nats/stream-replicas";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {
@@ -65,6 +66,14 @@ export interface RuntimeOptions {
    * @default process.env.JETFN_INBOX_PREFIXES (comma-separated), none
    */
   inboxPrefixes?: string[];
+  /**
+   * Copies of every stream and key-value bucket jetfn creates (1, 3 or 5); more than 1 needs a NATS
+   * cluster. Raising it scales existing streams up at the next start; jetfn never lowers it.
+   * @default process.env.JETFN_REPLICAS ?? 1
+   */
+  replicas?: number;
+  /** Server tags the copies must be placed on. @default process.env.JETFN_PLACEMENT_TAGS (comma-separated), none */
+  placementTags?: string[];
 }
 
 /** Configuration with every value present and checked. */
@@ -93,6 +102,8 @@ export interface ResolvedConfig {
   readonly loadTimeoutMs: number;
   /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
   readonly inboxPrefixes: readonly string[];
+  /** Replicas and placement of every stream and bucket jetfn creates. */
+  readonly replication: Replication;
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -107,6 +118,7 @@ export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
 export const DEFAULT_LOAD_TIMEOUT: Duration = "10s";
+export const DEFAULT_REPLICAS = 1;
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Merges options over environment variables over defaults, validates, and freezes the result. */
@@ -158,6 +170,10 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
       ...DEFAULT_INBOX_PREFIXES,
       ...(options.inboxPrefixes ?? list(env.JETFN_INBOX_PREFIXES) ?? []).map(inboxPrefix),
     ]),
+    replication: Object.freeze({
+      replicas: options.replicas ?? integer("JETFN_REPLICAS", env.JETFN_REPLICAS) ?? DEFAULT_REPLICAS,
+      placementTags: Object.freeze(options.placementTags ?? list(env.JETFN_PLACEMENT_TAGS) ?? []),
+    }),
   };
   if (!LOG_LEVELS.has(config.logLevel)) {
     throw new JetfnError(
@@ -182,6 +198,12 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
   }
   if (config.databasePoolSize < 1) {
     throw new JetfnError("E_CONFIG_INVALID", "JETFN_DB_POOL must be at least 1");
+  }
+  if (!ALLOWED_REPLICAS.includes(config.replication.replicas)) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `JETFN_REPLICAS must be one of ${ALLOWED_REPLICAS.join(", ")}, got ${config.replication.replicas}`,
+    );
   }
   return Object.freeze(config);
 }

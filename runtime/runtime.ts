@@ -4,7 +4,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { createAuditAnchorer } from "./audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
-import { type Cancellations, openCancellations } from "./cancellation";
+import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./cancellation";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
@@ -23,12 +23,13 @@ import { jobIdentity } from "./job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./job-runner";
 import { createLimiter, type Limiter } from "./limiter";
 import { createLogger, redactUrls } from "./logger";
-import { ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
+import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
 import {
   type DelayedJobMover,
+  delayedStreamName,
   ensureDelayedJobs,
   findScheduledJob,
   removeScheduledJob,
@@ -41,13 +42,14 @@ import { openProgressBoard } from "./nats/progress-board";
 import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
+import { scaleUpStreams } from "./nats/stream-replicas";
 import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
-import { consumerName } from "./nats/subjects";
+import { consumerName, PROGRESS_BUCKET } from "./nats/subjects";
 import { type Operations, startOperations } from "./operations";
 import { type OutboxRelay, startOutboxRelay } from "./outbox-relay";
 import type { Registry } from "./registry";
 import { ackWaitFor } from "./retry-policy";
-import { type Scheduler, type ScheduleView, startScheduler } from "./scheduler";
+import { SCHEDULE_BUCKET, type Scheduler, type ScheduleView, startScheduler } from "./scheduler";
 import { type RejectionWatch, watchUnhandledRejections } from "./unhandled-rejections";
 
 /** Options of startRuntime beyond the configuration itself. */
@@ -217,15 +219,17 @@ class ServingRuntime implements Runtime {
       name: this.config.streamName,
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
+      replication: this.config.replication,
     });
     await ensureEventStream(this.#manager, {
       name: EVENT_STREAM,
       retentionMs: this.config.jobRetentionMs,
       duplicateWindowMs: this.config.duplicateWindowMs,
+      replication: this.config.replication,
     });
-    const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName);
-    const progress = await openProgressBoard(this.nats, this.logger);
-    const cancellations = await openCancellations(this.nats, this.logger);
+    const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName, this.config.replication);
+    const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
+    const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
     this.#cancellations = cancellations;
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
@@ -239,6 +243,7 @@ class ServingRuntime implements Runtime {
       js: this.#publisher,
       events: this.events,
       logger: this.logger,
+      replication: this.config.replication,
     });
     this.#delayedJobs = startDelayedJobMover({
       js: this.#js,
@@ -264,7 +269,8 @@ class ServingRuntime implements Runtime {
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
-    await ensureAuditAnchorStream(this.#manager);
+    await ensureAuditAnchorStream(this.#manager, this.config.replication);
+    await scaleUpStreams(this.#manager, this.#streamNames(), this.config.replication, this.logger);
     const anchorer = createAuditAnchorer({
       sql: this.database.sql,
       js: this.#js,
@@ -356,6 +362,19 @@ class ServingRuntime implements Runtime {
       },
       `Runtime ready with ${this.registry.size} function(s).`,
     );
+  }
+
+  /** Every stream jetfn created above, buckets as their `KV_<bucket>` streams. */
+  #streamNames(): string[] {
+    return [
+      this.config.streamName,
+      delayedStreamName(this.config.streamName),
+      EVENT_STREAM,
+      `KV_${PROGRESS_BUCKET}`,
+      `KV_${CANCEL_BUCKET}`,
+      `KV_${SCHEDULE_BUCKET}`,
+      AUDIT_ANCHOR_STREAM,
+    ];
   }
 
   settled(): Promise<void> {

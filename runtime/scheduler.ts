@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { ResolvedFunction } from "./define-function";
 import type { RuntimeEmitter } from "./events";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
+import { bucketReplication, type Replication, withReplicaHint } from "./nats/stream-replicas";
 import { jobMessage, publishMessage } from "./outbox-message";
 import { dueTimesBetween, MAX_CATCH_UP, type ResolvedSchedule } from "./schedule";
 import { SCHEDULE_SECRET_KEY, scheduledJobId, scheduleSecret } from "./scheduled-job-id";
@@ -43,6 +44,8 @@ export interface SchedulerOptions {
   js: JetStreamPublisher;
   events: RuntimeEmitter;
   logger: Logger;
+  /** Replicas and placement the schedules bucket is created with. */
+  replication: Replication;
 }
 
 /** Longest a timer sleeps before re-planning (clocks drift, timers cap at ~24 days). */
@@ -52,7 +55,9 @@ const RETRY_MS = 5_000;
 
 /** Opens the schedule bucket and returns a scheduler with nothing planned yet. */
 export async function startScheduler(options: SchedulerOptions): Promise<Scheduler> {
-  const kv = await new Kvm(options.nc).create(SCHEDULE_BUCKET, { history: 1 });
+  const kv = await withReplicaHint(options.replication, () =>
+    new Kvm(options.nc).create(SCHEDULE_BUCKET, { history: 1, ...bucketReplication(options.replication) }),
+  );
   return new KvScheduler(options, kv, await scheduleSecret(kv));
 }
 

@@ -132,7 +132,7 @@ async function prune(database: DatabaseClient, options: AuditCommandOptions): Pr
   const keepMs = parseDuration(options.olderThan);
   const dropped = await withNats(async (nc) => {
     const js = jetstream(nc);
-    await ensureAuditAnchorStream(await jetstreamManager(nc));
+    await ensureAuditAnchorStream(await jetstreamManager(nc), resolveConfig().replication);
     return database.sql.begin(async (tx) => {
       const rows = await tx<{ name: string }[]>`
         select jetfn.prune_audit(${`${Math.floor(keepMs / 1000)} seconds`}::interval) as name`;

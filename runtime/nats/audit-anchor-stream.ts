@@ -12,6 +12,7 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
 
 /**
  * The stream holding the audit chain's anchors: each seal's hash and range, and each prune. It
@@ -58,7 +59,10 @@ const FETCH_EXPIRES_MS = 5_000;
  * Creates the anchor stream: file storage, kept forever, and neither messages nor the stream's
  * contents can be deleted through the JetStream API (deny_delete, deny_purge).
  */
-export async function ensureAuditAnchorStream(manager: JetStreamManager): Promise<void> {
+export async function ensureAuditAnchorStream(
+  manager: JetStreamManager,
+  replication: Replication = SINGLE_REPLICA,
+): Promise<void> {
   const config: Partial<StreamConfig> & { name: string } = {
     name: AUDIT_ANCHOR_STREAM,
     subjects: [`${SEAL_ANCHOR_PREFIX}*`, PRUNE_ANCHOR_SUBJECT],
@@ -68,9 +72,10 @@ export async function ensureAuditAnchorStream(manager: JetStreamManager): Promis
     discard: DiscardPolicy.Old,
     deny_delete: true,
     deny_purge: true,
+    ...replicationConfig(replication),
   };
   const existing = await manager.streams.info(AUDIT_ANCHOR_STREAM).catch(() => undefined);
-  if (!existing) await manager.streams.add(config);
+  if (!existing) await withReplicaHint(replication, () => manager.streams.add(config));
 }
 
 /**

@@ -15,6 +15,7 @@ import { toNanos } from "../duration";
 import { isValidFunctionName } from "../function-name";
 import { DELAYED_PREFIX, delayedSubject, FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
+import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, jobSubject, RETRY_OF_HEADER } from "./subjects";
 
 /** The delayed-jobs stream of a jobs stream: `JETFN_JOBS` -> `JETFN_JOBS_DELAYED`. */
@@ -40,18 +41,25 @@ const BATCH = 256;
  * once moved. Unlimited deliveries and acks pending: every waiting job stays parked on the server
  * (a nak with a delay), however many wait and however long, without holding runtime memory.
  */
-export async function ensureDelayedJobs(manager: JetStreamManager, jobStream: string): Promise<string> {
+export async function ensureDelayedJobs(
+  manager: JetStreamManager,
+  jobStream: string,
+  replication: Replication = SINGLE_REPLICA,
+): Promise<string> {
   const name = delayedStreamName(jobStream);
   const existing = await manager.streams.info(name).catch(() => undefined);
   if (!existing) {
-    await manager.streams.add({
-      name,
-      subjects: [`${DELAYED_PREFIX}>`],
-      description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-    });
+    await withReplicaHint(replication, () =>
+      manager.streams.add({
+        name,
+        subjects: [`${DELAYED_PREFIX}>`],
+        description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        ...replicationConfig(replication),
+      }),
+    );
   }
   const consumer = await manager.consumers.info(name, DELAYED_CONSUMER).catch(() => undefined);
   if (!consumer) {

@@ -41,6 +41,13 @@ export interface JobPuller {
 
 /** Longest a pull request waits on the server for messages. */
 export const FETCH_EXPIRES_MS = 30_000;
+/**
+ * How often the server confirms a waiting pull request is still alive. A pull request lives only on
+ * the consumer's leader: when that server dies, the request dies with it and nothing tells the
+ * client. Two missed heartbeats end the pull and it is issued again (to the new leader), so jobs
+ * resume a few seconds after a failover instead of when the request would have expired.
+ */
+export const PULL_HEARTBEAT_MS = 1_000;
 const RETRY_PULL_MS = 1_000;
 
 /** About how much work, in handler time per slot, a puller holds ready beyond what runs. */
@@ -146,7 +153,11 @@ class WindowedPuller implements JobPuller {
       this.#outstanding += free;
       try {
         this.#consumer ??= await this.#options.js.consumers.get(this.#options.stream, this.#options.consumer);
-        const batch = await this.#consumer.fetch({ max_messages: free, expires: FETCH_EXPIRES_MS });
+        const batch = await this.#consumer.fetch({
+          max_messages: free,
+          expires: FETCH_EXPIRES_MS,
+          idle_heartbeat: PULL_HEARTBEAT_MS,
+        });
         this.#batches.add(batch);
         if (this.#stopping) batch.stop();
         void this.#receive(batch, free);

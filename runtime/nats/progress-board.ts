@@ -1,6 +1,7 @@
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
 import { PROGRESS_BUCKET } from "./subjects";
 
 /** What `status` shows of a job that is running right now. */
@@ -48,9 +49,15 @@ export const RUNNING_MARK_AFTER_MS = 1_000;
 export const PROGRESS_WRITE_INTERVAL_MS = 250;
 const ENTRY_TTL_MS = 24 * 60 * 60 * 1000;
 
-/** Opens (or creates) the progress bucket. */
-export async function openProgressBoard(nc: NatsConnection, logger: Logger): Promise<ProgressBoard> {
-  const kv = await new Kvm(nc).create(PROGRESS_BUCKET, { history: 1, ttl: ENTRY_TTL_MS });
+/** Opens the progress bucket, or creates it with `replication`. */
+export async function openProgressBoard(
+  nc: NatsConnection,
+  logger: Logger,
+  replication: Replication = SINGLE_REPLICA,
+): Promise<ProgressBoard> {
+  const kv = await withReplicaHint(replication, () =>
+    new Kvm(nc).create(PROGRESS_BUCKET, { history: 1, ttl: ENTRY_TTL_MS, ...bucketReplication(replication) }),
+  );
   return new KvProgressBoard(kv, logger);
 }
 

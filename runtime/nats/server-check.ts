@@ -49,7 +49,7 @@ export async function checkServer(
   if (replicas < SAFE_REPLICAS) {
     warnings.push({
       check: "replicas",
-      message: `stream ${stream} has ${replicas} replica(s): an acknowledged job survives a power loss only if every server runs with sync_interval: always (not visible to clients; check the server config), or with ${SAFE_REPLICAS} replicas in a cluster`,
+      message: `stream ${stream} has ${replicas} replica(s): an acknowledged job survives a power loss only if every server runs with sync_interval: always (not visible to clients; check the server config), or with ${SAFE_REPLICAS} replicas on a 3-node cluster (set JETFN_REPLICAS=${SAFE_REPLICAS}; raising it scales existing streams up at the next start)`,
     });
   }
   return warnings;

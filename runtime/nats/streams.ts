@@ -11,6 +11,7 @@ import {
 import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import { type Replication, replicationConfig, withReplicaHint } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
 /** Settings of a jetfn stream (jobs or events). */
@@ -18,6 +19,8 @@ export interface StreamSettings {
   name: string;
   retentionMs: number;
   duplicateWindowMs: number;
+  /** Replicas and placement a new stream gets (an existing one is scaled up by scaleUpStreams). */
+  replication: Replication;
 }
 
 /** Unacknowledged jobs one function's consumer may hand out across all runtimes. */
@@ -29,7 +32,10 @@ export function ensureJobStream(manager: JetStreamManager, settings: StreamSetti
   return ensureStream(manager, settings, `${JOB_PREFIX}>`, "jetfn jobs: one subject per function, fn.job.<name>");
 }
 
-/** Creates a limits-retention file stream, or updates its retention and duplicate window. */
+/**
+ * Creates a limits-retention file stream, or updates its retention and duplicate window (its
+ * replicas are left to scaleUpStreams).
+ */
 export async function ensureStream(
   manager: JetStreamManager,
   settings: StreamSettings,
@@ -48,7 +54,9 @@ export async function ensureStream(
   };
   const existing = await manager.streams.info(settings.name).catch(() => undefined);
   if (!existing) {
-    await manager.streams.add(config);
+    await withReplicaHint(settings.replication, () =>
+      manager.streams.add({ ...config, ...replicationConfig(settings.replication) }),
+    );
     return;
   }
   const current = existing.config;

@@ -188,7 +188,10 @@ export interface AppliedCounts {
 }
 
 /** Counts rows, audit rows and invocation records for the acknowledged ids. */
-export async function countApplied(env: TestEnvironment, ids: readonly string[]): Promise<AppliedCounts> {
+export async function countApplied(
+  env: Pick<TestEnvironment, "database">,
+  ids: readonly string[],
+): Promise<AppliedCounts> {
   const sql = env.database.sql;
   const [counts] = await sql<{ rows: number; distinct: number; duplicated: number }[]>`
     select count(*)::int as rows, count(distinct invocation)::int as distinct,
@@ -224,7 +227,11 @@ export async function countRedelivered(env: TestEnvironment): Promise<number> {
 }
 
 /** Waits until every acknowledged job of fault-insert is recorded succeeded, or the deadline passes. */
-export async function waitForSucceeded(env: TestEnvironment, expected: number, timeoutMs: number): Promise<number> {
+export async function waitForSucceeded(
+  env: Pick<TestEnvironment, "database">,
+  expected: number,
+  timeoutMs: number,
+): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const [row] = await env.database.sql<{ succeeded: number }[]>`
