@@ -20,7 +20,7 @@ export const CANCEL_SUBJECT = "jetfn.api.cancel";
  * How long a mark is kept: longer than a job waits in a queue in practice. The record keeps the
  * outcome after that; a delayed job is looked at at least hourly, so it meets its mark in time.
  */
-export const MARK_TTL_MS = 7 * 24 * 3_600_000;
+const MARK_TTL_MS = 7 * 24 * 3_600_000;
 /** Longest reason kept. */
 export const REASON_LIMIT = 500;
 

@@ -440,7 +440,9 @@ async function bury(
 
 /**
  * Ends a cancelled job: records it `cancelled` with the reason (unless it already ended, or the
- * cancel already recorded it), terminates the message and announces the end.
+ * cancel already recorded it), terminates the message and announces the end. A job that had
+ * already ended otherwise (succeeded or dead, or an id of another function's) keeps its record,
+ * and no cancel is announced for it.
  */
 async function endCancelled(
   deps: JobRunnerDependencies,
@@ -451,8 +453,20 @@ async function endCancelled(
   durationMs?: number,
 ): Promise<void> {
   const stored = storedError(error, record.attempt);
-  await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "cancelled", stored));
+  const applied = await whenDatabaseAnswers(deps, log, () =>
+    recordFailure(deps.database.sql, record, "cancelled", stored),
+  );
   message.term();
+  if (!applied) {
+    const existing = await whenDatabaseAnswers(deps, log, () => getInvocation(deps.database, record.id));
+    if (existing?.status !== "cancelled" || existing.function !== record.fn) {
+      log.info(
+        { outcome: existing?.status, durationMs },
+        "A cancel came for a job that had already ended; its record stands.",
+      );
+      return;
+    }
+  }
   log.info({ outcome: "cancelled", durationMs }, `Job cancelled: ${error.message}`);
   notifyDone(deps, { id: record.id, fn: record.fn, status: "cancelled", error: stored });
 }

@@ -57,9 +57,9 @@ export interface OutboxRelayOptions {
 
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
 export const DEFAULT_SWEEP_BATCH = 500;
-export const DEFAULT_SWEEP_GRACE_MS = 2_000;
+const DEFAULT_SWEEP_GRACE_MS = 2_000;
 /** Longest wait between sweeps while publishing fails as a whole. */
-export const MAX_SWEEP_BACKOFF_MS = 30_000;
+const MAX_SWEEP_BACKOFF_MS = 30_000;
 const DEFAULT_MAX_PAYLOAD = 1_048_576;
 /** Postgres channel the outbox trigger notifies when an app's rows commit. */
 const NOTIFY_CHANNEL = "jetfn_outbox";

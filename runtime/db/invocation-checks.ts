@@ -11,7 +11,7 @@ import type { TransactionStamp } from "./transaction-parts";
  */
 
 /** The Postgres error code the checks raise. */
-export const CHECK_FAILED_CODE = "JF003";
+const CHECK_FAILED_CODE = "JF003";
 
 /** One invocation's own transaction, as a literal statement (it leads the final record's message). */
 export function invocationCheck(stamp: TransactionStamp): string {

@@ -13,7 +13,7 @@ import type { WatchedConnection } from "./watched-connection";
  * costs no round trip, and the connection goes back to the pool only once it has run.
  * Prepared statements are kept: the driver's own live there (a handler cannot PREPARE, see the guard).
  */
-export const SESSION_RESET =
+const SESSION_RESET =
   "reset all; reset role; reset session authorization; select pg_catalog.pg_advisory_unlock_all(); unlisten *; close all; discard temp";
 
 /** Sends the reset on `connection`; resolves once it ran, rejects if it failed. */

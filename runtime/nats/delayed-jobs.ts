@@ -24,13 +24,13 @@ export function delayedStreamName(jobStream: string): string {
 }
 
 /** The one durable consumer every runtime shares to move due jobs. */
-export const DELAYED_CONSUMER = "jetfn-delayed";
+const DELAYED_CONSUMER = "jetfn-delayed";
 
 /**
  * Longest a waiting job is put back for at once: it is looked at again (and put back again) at
  * least this often, so a clock step or a cancellation is noticed, and no server timer is days long.
  */
-export const MAX_PARK_MS = 3_600_000;
+const MAX_PARK_MS = 3_600_000;
 /** Wait before a job whose move failed (NATS unavailable) is tried again. */
 const RETRY_MOVE_MS = 1_000;
 /** Messages one runtime holds at once: each is parked or moved at once, so memory stays flat. */
