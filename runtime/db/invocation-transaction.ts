@@ -8,7 +8,7 @@ import { asRefusal, invocationCheck } from "./invocation-checks";
 import { shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
-import { assertStatementAllowed, mayCreateTemporaryObject } from "./statement-guard";
+import { assertStatementAllowed } from "./statement-guard";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
@@ -192,13 +192,14 @@ class LazyTransaction implements InvocationTransaction {
 
   /** A statement of the handler's: refused (never sent) when it would reach beyond the invocation. */
   #guardedQuery(text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery {
+    let seals: boolean;
     try {
-      assertStatementAllowed(text);
+      seals = assertStatementAllowed(text);
     } catch (error) {
       this.#refused ??= error as JetfnError;
       return new LazyQuery(() => Promise.reject(error));
     }
-    return this.#query(text, params, options, mayCreateTemporaryObject(text));
+    return this.#query(text, params, options, seals);
   }
 
   #query(text: string, params: unknown[] = [], options?: { prepare?: boolean }, seals = false): LazyQuery {

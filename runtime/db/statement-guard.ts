@@ -53,31 +53,38 @@ function tokensRefusal(tokens: SqlToken[]): string | undefined {
 }
 
 /**
- * Texts already allowed. drizzle sends the same parameterised texts again and again; reading one
- * costs a few microseconds, looking it up almost nothing. Bounded, as SQL built with inlined values
- * has no end of texts (a text past the bound is read every time).
+ * Texts already allowed, with whether each may create a temporary object. drizzle sends the same
+ * parameterised texts again and again; reading one costs a few microseconds, looking it up almost
+ * nothing. Bounded, as SQL built with inlined values has no end of texts (a text past the bound is
+ * read every time).
  */
-const allowedTexts = new Set<string>();
+const allowedTexts = new Map<string, boolean>();
 const MAX_REMEMBERED = 1_000;
 
-/** Throws E_STATEMENT_REFUSED when the guard refuses `text`. */
-export function assertStatementAllowed(text: string): void {
-  if (allowedTexts.has(text)) return;
+/**
+ * Throws E_STATEMENT_REFUSED when the guard refuses `text`; otherwise says whether the statement
+ * may create a temporary object (see mayCreateTemporaryObject), remembered with the text.
+ */
+export function assertStatementAllowed(text: string): boolean {
+  const remembered = allowedTexts.get(text);
+  if (remembered !== undefined) return remembered;
   const reason = statementRefusal(text);
-  if (!reason && allowedTexts.size < MAX_REMEMBERED) allowedTexts.add(text);
   if (reason) {
     throw new JetfnError(
       "E_STATEMENT_REFUSED",
       `statement refused: ${reason}. A handler's SQL runs inside the invocation's transaction, which the runtime commits or rolls back; its session serves other invocations after it`,
     );
   }
+  const createsTemporary = mayCreateTemporaryObject(text);
+  if (allowedTexts.size < MAX_REMEMBERED) allowedTexts.set(text, createsTemporary);
+  return createsTemporary;
 }
 
 /**
  * Whether a statement the guard allowed may create a temporary object (a table ON COMMIT DROP):
  * cheap and generous, as a wrong yes only ends a shared transaction early.
  */
-export function mayCreateTemporaryObject(text: string): boolean {
+function mayCreateTemporaryObject(text: string): boolean {
   // TEMP, TEMPORARY; any CREATE or SELECT ... INTO (search_path may start with pg_temp, so they
   // may create there without saying so). Not pg_temp alone: naming it in search_path creates nothing.
   return /\btemp(orary)?\b|\bcreate\b|\bselect\b[\s\S]*\binto\b/i.test(text);
