@@ -53,6 +53,18 @@ interface NodeProcess {
  * current. Started inside a test, the cluster is stopped when the test ends.
  */
 export async function startNatsCluster(): Promise<TestNatsCluster> {
+  // A port found free can be taken by another test's process before nats-server binds it; then a
+  // node exits at start. Start again on other ports, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce();
+    } catch (error) {
+      if (attempt === 3 || !/exited with code/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+async function startOnce(): Promise<TestNatsCluster> {
   const storeDir = await mkdtemp(path.join(tmpdir(), "jetfn-nats-cluster-"));
   const nodes = await planNodes();
   const cluster = new Cluster(nodes, storeDir);
@@ -67,8 +79,16 @@ export async function startNatsCluster(): Promise<TestNatsCluster> {
   return cluster;
 }
 
+/** Nine distinct free ports (client, route, monitor per node), found one after another. */
+async function distinctPorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
 async function planNodes(): Promise<NodeProcess[]> {
-  const ports = await Promise.all(NODE_NAMES.map(async () => [await freePort(), await freePort(), await freePort()]));
+  const free = await distinctPorts(NODE_NAMES.length * 3);
+  const ports = NODE_NAMES.map((_, index) => free.slice(index * 3, index * 3 + 3));
   const routeUrls = ports.map(([, route]) => `nats-route://127.0.0.1:${route}`);
   return NODE_NAMES.map((name, index) => {
     const [port, route, monitor] = ports[index] as number[];
