@@ -109,5 +109,7 @@ grant insert on jetfn.outbox_set_aside to jetfn_runtime;
 grant select on jetfn.migrations, jetfn.audited_schemas, jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup, jetfn.audit_tail to jetfn_runtime;
 revoke insert, update, delete, truncate on jetfn.audit_log, jetfn.audit_seals, jetfn.audit_anchors, jetfn.audit_lookup from public, jetfn_runtime;
 grant execute on all functions in schema jetfn to jetfn_runtime;
+-- Read as each job's part of a shared transaction begins: which audit rows are that job's.
+grant select on sequence jetfn.audit_log_id_seq to jetfn_runtime;
 -- Pruning drops audit data: the owner's decision, not the runtime's.
 revoke execute on function jetfn.prune_audit(interval) from public, jetfn_runtime;

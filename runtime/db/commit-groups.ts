@@ -1,6 +1,6 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
-import { GROUP_CHECK_SQL, groupMembers } from "./invocation-checks";
+import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { type LaneOwner, LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
@@ -100,8 +100,14 @@ export function createCommitGroups(sql: Sql, options: CommitGroupOptions): Commi
 interface Member {
   resolve: () => void;
   reject: (error: unknown) => void;
-  /** Whose writes the transaction keeps (none for a job that rolled its savepoint back). */
-  stamp?: TransactionStamp;
+  /** Whose writes the transaction keeps, and where they begin (none for a job that rolled its savepoint back). */
+  part?: SeatPart;
+}
+
+/** A job's part of a shared transaction: its stamp, and the audit mark read as the part began. */
+export interface SeatPart {
+  stamp: TransactionStamp;
+  mark: Promise<string>;
 }
 
 interface Waiter {
@@ -259,7 +265,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
     // earlier jobs of this transaction set, so each job starts from the session's settings.
     // The previous job's final record and release lead the same simple-protocol message: one
-    // round of the server's replies instead of one per statement.
+    // round of the server's replies instead of one per statement. The audit mark ends it: the
+    // job's audit rows are those written after it (see invocation-checks.ts).
     const opening = [
       ...(lane.pendingFinal ? [lane.pendingFinal] : []),
       ...(lane.pendingRelease ? [`release savepoint ${lane.pendingRelease}`] : []),
@@ -267,6 +274,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       `savepoint ${savepoint}`,
       ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
       stamp,
+      AUDIT_MARK_SQL,
     ].join("; ");
     lane.pendingFinal = undefined;
     lane.pendingRelease = undefined;
@@ -275,7 +283,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
     // once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
-    waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, waiter.stamp));
+    const mark = setup.then(auditMark);
+    mark.catch(lane.dooms());
+    waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
 
   /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
@@ -289,15 +299,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /** A seat finished cleanly: it waits for the group's COMMIT, and the lane moves on. */
-  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void> {
-    const committed = this.outcome(lane, stamp);
-    this.leave(lane, savepoint, stamp.functionName, heldMs);
+  joinGroup(lane: Lane, savepoint: string | undefined, part: SeatPart, heldMs: number): Promise<void> {
+    const committed = this.outcome(lane, part);
+    this.leave(lane, savepoint, part.stamp.functionName, heldMs);
     return committed;
   }
 
   /** Waits for the lane's open transaction to commit, as its members do. */
-  outcome(lane: Lane, stamp?: TransactionStamp): Promise<void> {
-    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, stamp }));
+  outcome(lane: Lane, part?: SeatPart): Promise<void> {
+    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, part }));
   }
 
   /**
@@ -339,11 +349,13 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     const members = lane.members;
     lane.members = [];
     const connection = lane.connection as WatchedConnection;
-    const keep = members.length > 0 && lane.failure === undefined;
+    // Each part's mark came back with the message that opened it (long before, as a rule).
+    const kept = await keptMembers(members);
+    const keep = members.length > 0 && lane.failure === undefined && kept !== undefined;
     if (keep) {
-      // Every audit row must name a job it keeps (see invocation-checks.ts); a failed check dooms
-      // the transaction, and each job runs again alone, where the culprit fails by itself.
-      const kept = members.flatMap((member) => (member.stamp ? [member.stamp] : []));
+      // Every audit row must be written under the stamp of the job whose part it was written in
+      // (see invocation-checks.ts); a failed check dooms the transaction, and each job runs again
+      // alone, where the culprit fails by itself.
       // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
       this.pipeline(lane, connection.unsafe("reset role"));
       this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
@@ -404,6 +416,17 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     lane.failure = undefined;
     lane.sealed = false;
     lane.busy = false;
+  }
+}
+
+/** The kept members with their audit marks; undefined when a mark never came (the lane is doomed then). */
+async function keptMembers(members: readonly Member[]): Promise<GroupMember[] | undefined> {
+  const parts = members.flatMap((member) => (member.part ? [member.part] : []));
+  try {
+    const marks = await Promise.all(parts.map((part) => part.mark));
+    return parts.map((part, n) => ({ stamp: part.stamp, mark: marks[n] as string }));
+  } catch {
+    return undefined;
   }
 }
 

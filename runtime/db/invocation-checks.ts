@@ -5,8 +5,8 @@ import type { TransactionStamp } from "./transaction-parts";
 /**
  * The checks made just before the runtime commits a transaction its handlers' statements ran in
  * (schema/migrations/0019_jetfn_invocation_checks.sql): the transaction is still the one the
- * runtime opened, and every audit row in it names a job it completes, under that job's function
- * and attempt. They catch what the statement guard cannot see: code already in the database that
+ * runtime opened, and every audit row in it carries the stamp of the job that wrote it (in a shared
+ * transaction, the job whose part it was written in: 0022_jetfn_group_check_per_job.sql). They catch what the statement guard cannot see: code already in the database that
  * rewrites the audit stamp, or a transaction control statement that got past the guard.
  */
 
@@ -21,10 +21,36 @@ export function invocationCheck(stamp: TransactionStamp): string {
 /** A shared transaction: $1 is {@link groupMembers} of the jobs whose writes it keeps. */
 export const GROUP_CHECK_SQL = "select jetfn.verify_group($1::jsonb)";
 
+/**
+ * Where a job's part of a shared transaction begins, read last in the message that opens it:
+ * its audit rows are those with a higher id, up to the next part's mark (0022_jetfn_group_check_per_job.sql).
+ */
+export const AUDIT_MARK_SQL =
+  "select case when is_called then last_value else last_value - 1 end as mark from jetfn.audit_log_id_seq";
+
+/** A job whose writes a shared transaction keeps, and where its part began. */
+export interface GroupMember {
+  stamp: TransactionStamp;
+  mark: string;
+}
+
+/** The mark in the reply to a message that ends with AUDIT_MARK_SQL (one result per statement). */
+export function auditMark(reply: unknown): string {
+  const results = reply as { mark?: unknown }[][];
+  const mark = results.at(-1)?.[0]?.mark;
+  if (typeof mark !== "string") throw new JetfnError("E_INTERNAL", "the audit mark was missing from its reply");
+  return mark;
+}
+
 /** The members of a shared transaction, as GROUP_CHECK_SQL reads them. */
-export function groupMembers(stamps: readonly TransactionStamp[]): string {
+export function groupMembers(members: readonly GroupMember[]): string {
   return JSON.stringify(
-    stamps.map((stamp) => ({ function: stamp.functionName, invocation: stamp.invocationId, attempt: stamp.attempt })),
+    members.map(({ stamp, mark }) => ({
+      function: stamp.functionName,
+      invocation: stamp.invocationId,
+      attempt: stamp.attempt,
+      after: mark,
+    })),
   );
 }
 

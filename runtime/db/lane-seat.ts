@@ -1,15 +1,9 @@
 import type { PendingQuery, Row } from "postgres";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
-import type { Lane, QueryMode, Seat } from "./commit-groups";
+import type { Lane, QueryMode, Seat, SeatPart } from "./commit-groups";
 import { SharedCommitError } from "./shared-commit-error";
-import {
-  COMMIT_DEADLINE_MS,
-  type FinalStatement,
-  sendable,
-  type TransactionStamp,
-  withinDeadline,
-} from "./transaction-parts";
+import { COMMIT_DEADLINE_MS, type FinalStatement, sendable, withinDeadline } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
 
 /** What a seat asks of the scheduler that owns its lane. */
@@ -17,7 +11,7 @@ export interface LaneOwner {
   /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
   pipeline(lane: Lane, query: PendingQuery<Row[]>): void;
   /** The seat's part is kept: resolves once the group has committed. */
-  joinGroup(lane: Lane, savepoint: string | undefined, stamp: TransactionStamp, heldMs: number): Promise<void>;
+  joinGroup(lane: Lane, savepoint: string | undefined, part: SeatPart, heldMs: number): Promise<void>;
   /** Resolves once the lane's open transaction commits; rejects with a SharedCommitError if it does not. */
   outcome(lane: Lane): Promise<void>;
   /** The seat is done with the lane. */
@@ -43,7 +37,7 @@ export class LaneSeat implements Seat {
   readonly #connection: WatchedConnection;
   readonly #savepoint: string;
   readonly #setup: Promise<unknown>;
-  readonly #stamp: TransactionStamp;
+  readonly #part: SeatPart;
   readonly #started = performance.now();
   /** One of the job's statements failed (the handler may have recovered with a savepoint of its own). */
   #sawFailure = false;
@@ -56,13 +50,13 @@ export class LaneSeat implements Seat {
     connection: WatchedConnection,
     savepoint: string,
     setup: Promise<unknown>,
-    stamp: TransactionStamp,
+    part: SeatPart,
   ) {
     this.#scheduler = scheduler;
     this.#lane = lane;
     this.#connection = connection;
     this.#savepoint = savepoint;
-    this.#stamp = stamp;
+    this.#part = part;
     this.#setup = setup.catch((error: unknown) => {
       this.#failed(error);
       throw error;
@@ -99,7 +93,7 @@ export class LaneSeat implements Seat {
     if (this.#connectionLost !== undefined) return this.#lost(this.#connectionLost);
     if (this.#lane.failure !== undefined) return this.#doomed();
     // A later attempt's final record is the fence most likely to refuse: keep its failure its own.
-    if (!this.#sawFailure && this.#stamp.attempt === 1) {
+    if (!this.#sawFailure && this.#part.stamp.attempt === 1) {
       if (final?.grouped) this.#lane.addGrouped(final.grouped);
       else if (final) {
         const { text, params } = sendable(final);
@@ -110,7 +104,7 @@ export class LaneSeat implements Seat {
           this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[], { prepare }));
         }
       }
-      const committed = this.#scheduler.joinGroup(this.#lane, this.#savepoint, this.#stamp, this.#heldMs());
+      const committed = this.#scheduler.joinGroup(this.#lane, this.#savepoint, this.#part, this.#heldMs());
       released?.();
       return committed;
     }
@@ -152,7 +146,7 @@ export class LaneSeat implements Seat {
     const failure = settled.find((result) => result.status === "rejected")?.reason;
     if (failure === undefined) {
       // Released already: nothing left for the next job to release.
-      const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#stamp, this.#heldMs());
+      const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#part, this.#heldMs());
       released?.();
       return committed;
     }
@@ -190,13 +184,13 @@ export class LaneSeat implements Seat {
     if (this.#lane.failure === undefined) {
       this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(`rollback to savepoint ${this.#savepoint}`));
     }
-    this.#scheduler.leave(this.#lane, this.#savepoint, this.#stamp.functionName, this.#heldMs());
+    this.#scheduler.leave(this.#lane, this.#savepoint, this.#part.stamp.functionName, this.#heldMs());
   }
 
   /** The shared transaction was doomed before this job's part could count: it runs again alone. */
   #doomed(): never {
     const failure = this.#lane.failure;
-    this.#scheduler.leave(this.#lane, this.#savepoint, this.#stamp.functionName, this.#heldMs());
+    this.#scheduler.leave(this.#lane, this.#savepoint, this.#part.stamp.functionName, this.#heldMs());
     throw new SharedCommitError(this.#lane.members.length + 1, failure);
   }
 
