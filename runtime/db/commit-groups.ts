@@ -1,7 +1,8 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
-import { type LaneOwner, LaneSeat } from "./lane-seat";
+import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
+import { LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
 import { SharedCommitError } from "./shared-commit-error";
@@ -52,31 +53,6 @@ export interface CommitGroups {
   close(): Promise<void>;
 }
 
-/** One job's savepoint on a lane. */
-export interface Seat {
-  /**
-   * No job after this one joins its transaction: it may create a temporary object, which lives
-   * until the COMMIT and would shadow, for a later member, an app table of the same name.
-   */
-  seal(): void;
-  /** Runs one of the job's statements on the lane. */
-  query(text: string, params: unknown[], options: { prepare?: boolean } | undefined, mode: QueryMode): Promise<unknown>;
-  /**
-   * Runs `final` and releases the savepoint, then resolves once the group has committed.
-   * `released` is called in between: the job's own work is done, only the COMMIT is pending.
-   */
-  commit(final?: FinalStatement, released?: () => void): Promise<void>;
-  /**
-   * Undoes the job's writes and hands the lane on. A job that failed while others wait for the
-   * COMMIT hears only after it (its failure may stem from what they wrote or what it read of
-   * that), and a SharedCommitError if it failed.
-   */
-  rollback(): Promise<void>;
-}
-
-/** How a query's rows come back: as objects, or as arrays of values. */
-export type QueryMode = "rows" | "values";
-
 export interface CommitGroupOptions {
   /** Connections carrying shared transactions. */
   lanes: number;
@@ -97,63 +73,10 @@ export function createCommitGroups(sql: Sql, options: CommitGroupOptions): Commi
   return new LaneScheduler(sql, options);
 }
 
-interface Member {
-  resolve: () => void;
-  reject: (error: unknown) => void;
-  /** Whose writes the transaction keeps, and where they begin (none for a job that rolled its savepoint back). */
-  part?: SeatPart;
-}
-
-/** A job's part of a shared transaction: its stamp, and the audit mark read as the part began. */
-export interface SeatPart {
-  stamp: TransactionStamp;
-  mark: Promise<string>;
-}
-
 interface Waiter {
   stamp: TransactionStamp;
   resolve: (seat: Seat) => void;
   reject: (error: unknown) => void;
-}
-
-/** One connection carrying shared transactions, and the state of the one open on it. */
-export class Lane {
-  connection: WatchedConnection | undefined;
-  /** A transaction is open on the connection. */
-  open = false;
-  /** A job holds the lane, or a COMMIT or connect is under way. */
-  busy = false;
-  members: Member[] = [];
-  savepoints = 0;
-  /** The previous job's final record (written with literals), sent with the next opening or the COMMIT. */
-  pendingFinal: string | undefined;
-  /** The previous job's savepoint, released by the next statement sent (it need not be waited for). */
-  pendingRelease: string | undefined;
-  /** Members' grouped final rows (see FinalStatement.grouped), by statement, written before the COMMIT. */
-  grouped = new Map<string, string[]>();
-  /** A job of the open transaction may have created a temporary object: it commits before anyone else joins. */
-  sealed = false;
-  /** A statement sent without waiting failed: the open transaction can only be rolled back. */
-  failure: unknown;
-  /** Counts the transactions ended on the lane: which one a statement was sent in. */
-  transaction = 0;
-
-  addGrouped({ text, row }: { text: string; row: string }): void {
-    const rows = this.grouped.get(text);
-    if (rows) rows.push(row);
-    else this.grouped.set(text, [row]);
-  }
-
-  /**
-   * What a statement sent without waiting does when it fails: it dooms the transaction it was sent
-   * in. One that fails late, after that transaction was abandoned, must not doom the next one.
-   */
-  dooms(): (error: unknown) => void {
-    const transaction = this.transaction;
-    return (error) => {
-      if (this.transaction === transaction) this.failure ??= error;
-    };
-  }
 }
 
 /** Weight of the newest hold time in a function's running average. */
@@ -213,7 +136,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
-          (lane.members.length > 0 && this.#isSlow(next.stamp.functionName)));
+          (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
       else if (next) {
         this.#waiting.shift();
@@ -260,26 +183,12 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       return;
     }
     const connection = lane.connection;
-    // Sent without waiting: they travel in the same write as the job's first query.
-    const savepoint = `jetfn_job_${++lane.savepoints}`;
-    // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
-    // earlier jobs of this transaction set, so each job starts from the session's settings.
-    // The previous job's final record and release lead the same simple-protocol message: one
-    // round of the server's replies instead of one per statement. The audit mark ends it: the
-    // job's audit rows are those written after it (see invocation-checks.ts).
-    const opening = [
-      ...(lane.pendingFinal ? [lane.pendingFinal] : []),
-      ...(lane.pendingRelease ? [`release savepoint ${lane.pendingRelease}`] : []),
-      ...(lane.open ? [] : ["begin"]),
-      `savepoint ${savepoint}`,
-      ...(lane.savepoints > 1 ? ["reset all", "reset role"] : []),
-      stamp,
-      AUDIT_MARK_SQL,
-    ].join("; ");
-    lane.pendingFinal = undefined;
-    lane.pendingRelease = undefined;
-    lane.open = true;
-    const setup = connection.unsafe(opening).execute();
+    // Sent without waiting: they travel in the same write as the job's first query. The previous
+    // job's final record and release lead the same simple-protocol message: one round of the
+    // server's replies instead of one per statement. The audit mark ends it: the job's audit rows
+    // are those written after it (see invocation-checks.ts).
+    const { savepoint, message } = lane.openPart([stamp, AUDIT_MARK_SQL]);
+    const setup = connection.unsafe(message).execute();
     // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
     // once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
@@ -307,7 +216,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** Waits for the lane's open transaction to commit, as its members do. */
   outcome(lane: Lane, part?: SeatPart): Promise<void> {
-    return new Promise<void>((resolve, reject) => lane.members.push({ resolve, reject, part }));
+    return new Promise<void>((resolve, reject) => lane.join({ resolve, reject, part }));
   }
 
   /**
@@ -316,8 +225,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
    */
   leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void {
     this.#held(functionName, heldMs);
-    lane.pendingRelease = savepoint;
-    lane.busy = false;
+    lane.leave(savepoint);
     this.#dispatch();
   }
 
@@ -331,23 +239,21 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** Forgets the lane's connection and its open transaction; the jobs waiting for its COMMIT run again alone. */
   #drop(lane: Lane, error: unknown): void {
-    const members = lane.members;
-    lane.members = [];
+    const members = lane.takeMembers();
     this.#reset(lane);
     for (const member of members) member.reject(new SharedCommitError(members.length, error));
   }
 
   /** Forgets the lane's connection and whatever transaction it had open. */
   #reset(lane: Lane): void {
-    this.#closeTransaction(lane);
+    lane.closeTransaction();
     lane.connection = undefined;
   }
 
   /** Commits the lane's group (or rolls back a transaction with nothing to keep, or doomed). */
   async #end(lane: Lane): Promise<void> {
     lane.busy = true;
-    const members = lane.members;
-    lane.members = [];
+    const members = lane.takeMembers();
     const connection = lane.connection as WatchedConnection;
     // Each part's mark came back with the message that opened it (long before, as a rule).
     const kept = await keptMembers(members);
@@ -360,10 +266,10 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.pipeline(lane, connection.unsafe("reset role"));
       this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
     }
-    if (keep && lane.pendingFinal) this.pipeline(lane, connection.unsafe(lane.pendingFinal));
-    lane.pendingFinal = undefined;
+    const closing = lane.takeClosing();
+    if (keep && closing.final) this.pipeline(lane, connection.unsafe(closing.final));
     if (keep) {
-      for (const [text, rows] of lane.grouped) {
+      for (const [text, rows] of closing.grouped) {
         this.pipeline(lane, connection.unsafe(text, [`[${rows.join(",")}]`], PREPARED));
       }
     }
@@ -381,17 +287,17 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     } catch (error) {
       if (answered || !isUnanswered(error)) {
         // The transaction ended either way; the connection is fine unless the driver says otherwise.
-        this.#closeTransaction(lane);
+        lane.closeTransaction();
         if (connection.closed) this.#reset(lane);
         for (const member of members) member.reject(new SharedCommitError(members.length, error));
         this.#dispatch();
         return;
       }
-      lane.members = members;
+      lane.restoreMembers(members);
       this.broken(lane, error);
       return;
     }
-    this.#closeTransaction(lane);
+    lane.closeTransaction();
     for (const member of members) member.resolve();
     this.#dispatch();
   }
@@ -404,18 +310,6 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     if (connection.closed) return;
     if (lane.connection === connection && !lane.busy) lane.connection = undefined;
     connection.discard();
-  }
-
-  #closeTransaction(lane: Lane): void {
-    lane.transaction++;
-    lane.open = false;
-    lane.savepoints = 0;
-    lane.pendingFinal = undefined;
-    lane.pendingRelease = undefined;
-    lane.grouped.clear();
-    lane.failure = undefined;
-    lane.sealed = false;
-    lane.busy = false;
   }
 }
 

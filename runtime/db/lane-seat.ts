@@ -1,26 +1,10 @@
 import type { PendingQuery, Row } from "postgres";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
-import type { Lane, QueryMode, Seat, SeatPart } from "./commit-groups";
+import type { Lane, LaneOwner, QueryMode, Seat, SeatPart } from "./lane";
 import { SharedCommitError } from "./shared-commit-error";
 import { COMMIT_DEADLINE_MS, type FinalStatement, sendable, withinDeadline } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
-
-/** What a seat asks of the scheduler that owns its lane. */
-export interface LaneOwner {
-  /** Sends a statement of the lane's transaction without waiting; its failure dooms the transaction. */
-  pipeline(lane: Lane, query: PendingQuery<Row[]>): void;
-  /** The seat's part is kept: resolves once the group has committed. */
-  joinGroup(lane: Lane, savepoint: string | undefined, part: SeatPart, heldMs: number): Promise<void>;
-  /** Resolves once the lane's open transaction commits; rejects with a SharedCommitError if it does not. */
-  outcome(lane: Lane): Promise<void>;
-  /** The seat is done with the lane. */
-  leave(lane: Lane, savepoint: string | undefined, functionName: string, heldMs: number): void;
-  /** The lane's connection failed or stopped answering. */
-  broken(lane: Lane, error: unknown): void;
-  /** Whether a statement with parameters runs prepared. */
-  prepares(text: string): boolean;
-}
 
 /** The code Postgres answers with inside a transaction an earlier statement already failed. */
 const IN_FAILED_TRANSACTION = "25P02";
@@ -65,7 +49,7 @@ export class LaneSeat implements Seat {
   }
 
   seal(): void {
-    this.#lane.sealed = true;
+    this.#lane.seal();
   }
 
   async query(
@@ -81,7 +65,7 @@ export class LaneSeat implements Seat {
       this.#failed(error);
       // Refused because an earlier job's statement doomed the shared transaction: not this job's doing.
       if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION && this.#lane.failure !== undefined) {
-        throw new SharedCommitError(this.#lane.members.length + 1, this.#lane.failure);
+        throw new SharedCommitError(this.#lane.members + 1, this.#lane.failure);
       }
       throw error;
     }
@@ -98,7 +82,7 @@ export class LaneSeat implements Seat {
       else if (final) {
         const { text, params } = sendable(final);
         // Written with literals, it leads the lane's next message; otherwise it goes now, prepared.
-        if (params.length === 0) this.#lane.pendingFinal = text;
+        if (params.length === 0) this.#lane.deferFinal(text);
         else {
           const prepare = this.#scheduler.prepares(text);
           this.#scheduler.pipeline(this.#lane, this.#connection.unsafe(text, params as never[], { prepare }));
@@ -174,7 +158,7 @@ export class LaneSeat implements Seat {
    * never happened.
    */
   async #undoOnceGroupDecides(): Promise<void> {
-    const group = this.#lane.members.length > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
+    const group = this.#lane.members > 0 ? this.#scheduler.outcome(this.#lane) : undefined;
     this.#undo();
     await group;
   }
@@ -191,7 +175,7 @@ export class LaneSeat implements Seat {
   #doomed(): never {
     const failure = this.#lane.failure;
     this.#scheduler.leave(this.#lane, this.#savepoint, this.#part.stamp.functionName, this.#heldMs());
-    throw new SharedCommitError(this.#lane.members.length + 1, failure);
+    throw new SharedCommitError(this.#lane.members + 1, failure);
   }
 
   #lost(error: unknown): never {
