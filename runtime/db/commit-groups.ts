@@ -9,7 +9,6 @@ import { SharedCommitError } from "./shared-commit-error";
 import {
   abandon,
   COMMIT_DEADLINE_MS,
-  type FinalStatement,
   isUnanswered,
   stampStatements,
   type TransactionStamp,

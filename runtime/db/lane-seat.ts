@@ -1,4 +1,3 @@
-import type { PendingQuery, Row } from "postgres";
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import type { Lane, LaneOwner, QueryMode, Seat, SeatPart } from "./lane";
