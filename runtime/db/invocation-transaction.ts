@@ -5,7 +5,8 @@ import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
 import type { CommitGroups } from "./commit-groups";
 import { asRefusal, invocationCheck } from "./invocation-checks";
-import type { QueryMode, Seat } from "./lane";
+import type { Seat } from "./lane";
+import { LazyQuery, type QueryMode } from "./lazy-query";
 import { shouldPrepare } from "./prepared-statements";
 import { resetSession } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
@@ -283,33 +284,4 @@ function caughtFailure(cause?: unknown): JetfnError | undefined {
     "a statement failed inside the invocation's transaction (its error was caught by the handler), so Postgres rolled the transaction back",
     { cause },
   );
-}
-
-/** A query that runs when awaited, like postgres.js's own; `.values()` asks for rows as arrays. */
-class LazyQuery implements PromiseLike<unknown> {
-  readonly #run: (mode: QueryMode) => Promise<unknown>;
-  #mode: QueryMode = "rows";
-  #promise: Promise<unknown> | undefined;
-
-  constructor(run: (mode: QueryMode) => Promise<unknown>) {
-    this.#run = run;
-  }
-
-  values(): this {
-    this.#mode = "values";
-    return this;
-  }
-
-  // biome-ignore lint/suspicious/noThenProperty: drizzle awaits this object like a postgres.js query.
-  then<A = unknown, B = never>(
-    onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
-    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    this.#promise ??= this.#run(this.#mode);
-    return this.#promise.then(onFulfilled, onRejected);
-  }
-
-  catch<B = never>(onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<unknown> {
-    return this.then(undefined, onRejected);
-  }
 }

@@ -1,6 +1,7 @@
 import { JetfnError } from "../errors";
 import { isConnectionError } from "./client";
-import type { Lane, LaneOwner, QueryMode, Seat, SeatPart } from "./lane";
+import type { Lane, LaneOwner, Seat, SeatPart } from "./lane";
+import type { QueryMode } from "./lazy-query";
 import { SharedCommitError } from "./shared-commit-error";
 import { COMMIT_DEADLINE_MS, type FinalStatement, sendable, withinDeadline } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";

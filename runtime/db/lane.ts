@@ -1,4 +1,5 @@
 import type { PendingQuery, Row } from "postgres";
+import type { QueryMode } from "./lazy-query";
 import type { FinalStatement, TransactionStamp } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
 
@@ -196,6 +197,3 @@ export interface Seat {
    */
   rollback(): Promise<void>;
 }
-
-/** How a query's rows come back: as objects, or as arrays of values. */
-export type QueryMode = "rows" | "values";

@@ -1,3 +1,4 @@
+import { LazyQuery } from "../db/lazy-query";
 import type { QueryAnswer, ThreadRequest } from "./thread-messages";
 
 /** Sends a request to the runtime and resolves with its reply. */
@@ -11,8 +12,12 @@ export type Relay = (request: ThreadRequest) => Promise<unknown>;
  */
 export function createRelayedClient(relay: Relay): unknown {
   let savepoints = 0;
-  const unsafe = (text: string, params: unknown[] = [], options?: { prepare?: boolean }): RelayedQuery =>
-    new RelayedQuery((mode) => relay({ op: "query", text, params, prepare: options?.prepare, mode }));
+  const unsafe = (text: string, params: unknown[] = [], options?: { prepare?: boolean }): LazyQuery =>
+    new LazyQuery((mode) =>
+      relay({ op: "query", text, params, prepare: options?.prepare, mode }).then((answer) =>
+        toResult(answer as QueryAnswer),
+      ),
+    );
   const client = {
     // drizzle installs its type parsers and serializers here; the runtime's own client has the same.
     options: { parsers: {}, serializers: {} },
@@ -37,31 +42,6 @@ export function createRelayedClient(relay: Relay): unknown {
 }
 
 type SavepointCallback = (client: unknown) => Promise<unknown>;
-
-/** A relayed query: sent when awaited, like postgres.js's own; `.values()` asks for rows as arrays. */
-class RelayedQuery implements PromiseLike<unknown> {
-  readonly #send: (mode: "rows" | "values") => Promise<unknown>;
-  #mode: "rows" | "values" = "rows";
-  #promise: Promise<unknown> | undefined;
-
-  constructor(send: (mode: "rows" | "values") => Promise<unknown>) {
-    this.#send = send;
-  }
-
-  values(): this {
-    this.#mode = "values";
-    return this;
-  }
-
-  // biome-ignore lint/suspicious/noThenProperty: drizzle awaits this object like a postgres.js query.
-  then<A = unknown, B = never>(
-    onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
-    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    this.#promise ??= this.#send(this.#mode).then((answer) => toResult(answer as QueryAnswer));
-    return this.#promise.then(onFulfilled, onRejected);
-  }
-}
 
 /** Rows as postgres.js returns them: an array carrying `count` and `command`. */
 function toResult(answer: QueryAnswer): unknown[] {

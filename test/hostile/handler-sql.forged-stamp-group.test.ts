@@ -49,7 +49,7 @@ it.each([
   ["after its victim", "victim first"],
   ["before its victim", "forger first"],
 ])("never commits a job's rows stamped as another job of its group (forger %s)", async (_, order) => {
-  groups = createCommitGroups(pool, { lanes: 1 });
+  groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
   const victim = job();
   const forger = job();
   const [first, second] = order === "victim first" ? [victim, forger] : [forger, victim];
@@ -75,7 +75,7 @@ it.each([
 });
 
 it("still commits a group whose jobs each write under their own stamp, some writing nothing", async () => {
-  groups = createCommitGroups(pool, { lanes: 1 });
+  groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
   const jobs = Array.from({ length: 5 }, job);
   await jobs[0]?.tx.db.execute("select 1");
   await Promise.all(

@@ -34,7 +34,7 @@ function transaction(functionName: string, id: string) {
 }
 
 it("keeps a later job's write out of an earlier job's temporary table of the same name", async () => {
-  groups = createCommitGroups(pool, { lanes: 1 });
+  groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
   const shadowing = transaction("shadowing", "00000000-0000-4000-8000-000000000001");
   await shadowing.db.execute("create temp table grouped_rows (id text, n integer) on commit drop");
   // Waits for the lane the shadowing job holds: it joins that job's transaction if it may.

@@ -69,9 +69,11 @@ async function auditedTransactions(ids: string[]): Promise<Map<string, string>> 
   return new Map(rows.map((row) => [row.invocation_id, row.txid]));
 }
 
+// Tests about sharing give the scheduler a hold limit no job reaches: on a loaded machine a job
+// can hold its savepoint past the default 20 ms, and the scheduler would then stop sharing.
 describe("commit groups", () => {
   it("lets jobs waiting for a lane share one COMMIT, each audited under its own invocation", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 12 }, (_, n) => ({ ...transaction(), n }));
     await Promise.all(jobs.map(({ tx, id, n }) => insertAndCommit(tx, id, n)));
 
@@ -84,7 +86,7 @@ describe("commit groups", () => {
   });
 
   it("commits at once when nobody waits, so a lone job is not held back", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const { tx, id } = transaction();
     await insertAndCommit(tx, id, 1);
     // Visible to another connection as soon as commit() resolved.
@@ -93,7 +95,7 @@ describe("commit groups", () => {
   });
 
   it("undoes only the failed job's writes; the rest of its group commits", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 6 }, (_, n) => ({ ...transaction(), n }));
     const outcomes = await Promise.allSettled(
       jobs.map(async ({ tx, id, n }) => {
@@ -121,7 +123,7 @@ describe("commit groups", () => {
   });
 
   it("refuses a job whose handler swallowed a failed statement, without harming its group", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const good = Array.from({ length: 3 }, (_, n) => ({ ...transaction(), n }));
     const bad = transaction();
     const swallowing = (async () => {
@@ -137,7 +139,7 @@ describe("commit groups", () => {
   });
 
   it("fails a later attempt whose final statement fails (as the fence does), and commits the others", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction("grouped-writer", n === 1 ? 2 : 1), n }));
     const results = await Promise.allSettled(
       jobs.map(({ tx, id, n }) =>
@@ -233,7 +235,7 @@ describe("commit groups", () => {
   });
 
   it("rolls back a group whose first attempt's final statement fails unawaited, and says to run each alone", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 4 }, (_, n) => ({ ...transaction(), n }));
     const results = await Promise.allSettled(
       jobs.map(({ tx, id, n }) =>
@@ -258,7 +260,7 @@ describe("commit groups", () => {
   });
 
   it("fails every member when the shared COMMIT fails, marked so each can run again alone", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 5 }, (_, n) => ({ ...transaction(), n }));
     const results = await Promise.allSettled(
       jobs.map(({ tx, id, n }) =>
@@ -385,7 +387,7 @@ describe("commit groups", () => {
   });
 
   it("starts every job from the session's settings, whatever earlier jobs of its transaction SET LOCAL", async () => {
-    groups = createCommitGroups(pool, { lanes: 1 });
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     await database.sql.unsafe(
       "do $$ begin create role jetfn_group_reader; exception when duplicate_object then null; end $$",
     );
@@ -409,7 +411,7 @@ describe("commit groups", () => {
   });
 
   it("never puts more jobs in one transaction than maxMembers", async () => {
-    groups = createCommitGroups(pool, { lanes: 1, maxMembers: 3 });
+    groups = createCommitGroups(pool, { lanes: 1, maxMembers: 3, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 10 }, (_, n) => ({ ...transaction(), n }));
     await Promise.all(jobs.map(({ tx, id, n }) => insertAndCommit(tx, id, n)));
     const perTransaction = new Map<string, number>();

@@ -14,7 +14,7 @@ let groups: CommitGroups;
 
 beforeAll(async () => {
   ({ database, pool } = await createGroupedDatabase());
-  groups = createCommitGroups(pool, { lanes: 1 });
+  groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
 });
 
 afterAll(async () => {
