@@ -275,3 +275,21 @@ export function handlerThreadEnvironment(env: NodeJS.ProcessEnv = process.env): 
   }
   return kept;
 }
+
+export const DEFAULT_TEST_ADMIN_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/** What `jetfn/testing` reads from the environment: where test databases are made, and the log level. */
+export function resolveTestHarnessConfig(env: NodeJS.ProcessEnv = process.env): {
+  adminDatabaseUrl: string;
+  logLevel: string;
+} {
+  return {
+    adminDatabaseUrl: nonEmpty(env.JETFN_TEST_DATABASE_URL) ?? DEFAULT_TEST_ADMIN_DATABASE_URL,
+    logLevel: nonEmpty(env.LOG_LEVEL) ?? "warn",
+  };
+}
+
+/** The nats-server executable jetfn starts (`dev`, `jetfn/testing`): `NATS_SERVER_BIN`, else from PATH. */
+export function resolveNatsServerBinary(env: NodeJS.ProcessEnv = process.env): string {
+  return nonEmpty(env.NATS_SERVER_BIN) ?? "nats-server";
+}

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "pino";
+import { resolveNatsServerBinary } from "../config";
 import { JetfnError } from "../errors";
 import { stopChild } from "../stop-child";
 import { connectNats } from "./connection";
@@ -23,7 +24,7 @@ export async function isNatsReachable(url: string, user?: string, password?: str
 
 /** The nats-server executable jetfn starts (`dev`, `jetfn/testing`): `NATS_SERVER_BIN`, else from PATH. */
 export function natsServerBinary(): string {
-  return process.env.NATS_SERVER_BIN || "nats-server";
+  return resolveNatsServerBinary();
 }
 
 /**

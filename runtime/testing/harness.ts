@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { type AuditEntry, listAuditEntries } from "../audit-queries";
 import { createClient, type FunctionMap, type JetfnClient } from "../client";
+import { DEFAULT_TEST_ADMIN_DATABASE_URL, resolveTestHarnessConfig } from "../config";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import type { StoredError } from "../db/invocation-store";
 import { migrate } from "../db/migrate";
@@ -53,7 +54,7 @@ export interface TestHarness {
   close(): Promise<void>;
 }
 
-export const DEFAULT_ADMIN_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres";
+export const DEFAULT_ADMIN_DATABASE_URL = DEFAULT_TEST_ADMIN_DATABASE_URL;
 
 /**
  * Starts a nats-server (JetStream, temporary store, free port), creates and migrates a fresh
@@ -66,13 +67,14 @@ export const DEFAULT_ADMIN_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/po
  * await harness.close();
  */
 export async function startTestHarness(options: TestHarnessOptions = {}): Promise<TestHarness> {
-  const adminUrl = options.adminDatabaseUrl ?? process.env.JETFN_TEST_DATABASE_URL ?? DEFAULT_ADMIN_DATABASE_URL;
+  const environment = resolveTestHarnessConfig();
+  const adminUrl = options.adminDatabaseUrl ?? environment.adminDatabaseUrl;
   const [nats, scratch] = await Promise.all([startNatsServer(), createScratchDatabase(adminUrl)]);
   const database = connectDatabase({ url: scratch.url, poolSize: 4 });
   try {
     await migrate(database.sql);
     const runtime = await startRuntime({
-      logger: createLogger({ level: process.env.LOG_LEVEL ?? "warn" }),
+      logger: createLogger({ level: environment.logLevel }),
       shutdownGrace: "5s",
       ...options,
       functionsDir: path.resolve(options.functionsDir ?? "functions"),
