@@ -76,7 +76,7 @@ export const ERROR_CODES = {
   },
   E_ATTEMPTS_EXHAUSTED: {
     status: 500,
-    retryable: true,
+    retryable: false,
     kind: "other",
     meaning: "a job came back after its last attempt never reported: it is dead",
   },
