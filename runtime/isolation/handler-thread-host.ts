@@ -187,6 +187,8 @@ class WorkerThread implements HandlerThread {
         active?.ctx.progress(message.done, message.total);
         return;
       case "log":
+        // Counted again against the invocation's budget here: the thread's own count runs where
+        // handler code can change it; this one it cannot reach.
         writeRelayedLine(active?.ctx.log ?? this.#options.logger, message.line);
         return;
       case "log-dropped":
