@@ -4,7 +4,7 @@ import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMemb
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";
 import { PREPARED, shouldPrepare } from "./prepared-statements";
-import { resetSession } from "./session-reset";
+import { endTransaction } from "./session-reset";
 import { SharedCommitError } from "./shared-commit-error";
 import {
   abandon,
@@ -273,9 +273,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       }
     }
     let answered = false;
-    const ended = connection.unsafe(keep ? "commit" : "rollback").execute();
-    // Behind it, without waiting: the next transaction on the lane starts on a clean session.
-    resetSession(connection).catch(() => this.#unclean(lane, connection));
+    // The reset goes behind it: the next transaction on the lane starts on a clean session.
+    const { ended, reset } = endTransaction(connection, keep ? "commit" : "rollback");
+    reset.catch(() => this.#unclean(lane, connection));
     try {
       const result = await withinDeadline(ended, COMMIT_DEADLINE_MS, keep ? "COMMIT" : "ROLLBACK");
       answered = true;

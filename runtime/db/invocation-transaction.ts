@@ -8,7 +8,7 @@ import { asRefusal, invocationCheck } from "./invocation-checks";
 import type { Seat } from "./lane";
 import { LazyQuery, type QueryMode } from "./lazy-query";
 import { shouldPrepare } from "./prepared-statements";
-import { resetSession } from "./session-reset";
+import { endTransaction } from "./session-reset";
 import { isSharedCommitFailure } from "./shared-commit-error";
 import { assertStatementAllowed } from "./statement-guard";
 import {
@@ -131,8 +131,7 @@ class LazyTransaction implements InvocationTransaction {
     let clean = false;
     try {
       const finalQuery = this.#checkAndFinal(connection, final ? sendable(final) : undefined);
-      const commitQuery = connection.unsafe("commit").execute();
-      const reset = resetSession(connection);
+      const { ended: commitQuery, reset } = endTransaction(connection, "commit");
       const [setup, finalResult, commitResult, resetResult] = await withinDeadline(
         Promise.allSettled([this.#setup, finalQuery, commitQuery, reset]),
         COMMIT_DEADLINE_MS,

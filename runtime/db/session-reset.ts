@@ -16,7 +16,15 @@ import type { WatchedConnection } from "./watched-connection";
 const SESSION_RESET =
   "reset all; reset role; reset session authorization; select pg_catalog.pg_advisory_unlock_all(); unlisten *; close all; discard temp";
 
-/** Sends the reset on `connection`; resolves once it ran, rejects if it failed. */
-export function resetSession(connection: WatchedConnection): Promise<unknown> {
-  return connection.unsafe(SESSION_RESET).execute();
+/**
+ * Ends the transaction open on `connection` with COMMIT or ROLLBACK and sends the reset right behind
+ * it, without waiting for either. `ended` settles with the COMMIT's or ROLLBACK's answer; `reset`
+ * resolves once the reset ran, and rejects if it failed (the session must then serve no one else).
+ */
+export function endTransaction(
+  connection: WatchedConnection,
+  end: "commit" | "rollback",
+): { ended: Promise<unknown>; reset: Promise<unknown> } {
+  const ended = connection.unsafe(end).execute();
+  return { ended, reset: connection.unsafe(SESSION_RESET).execute() };
 }

@@ -1,5 +1,5 @@
 import { JetfnError } from "../errors";
-import { resetSession } from "./session-reset";
+import { endTransaction } from "./session-reset";
 import { inlineParameters, sqlLiteral } from "./sql-literal";
 import type { WatchedConnection } from "./watched-connection";
 
@@ -70,9 +70,8 @@ export async function rollbackAndRelease(connection: WatchedConnection): Promise
  */
 export function abandon(connection: WatchedConnection): Promise<void> {
   if (connection.closed) return Promise.resolve();
-  const rollback = connection.unsafe("rollback").execute();
-  // Sent behind it without waiting: the session goes back to the pool as the pool made it.
-  const reset = resetSession(connection);
+  // The reset goes behind it: the session goes back to the pool as the pool made it.
+  const { ended: rollback, reset } = endTransaction(connection, "rollback");
   return Promise.allSettled([rollback, reset]).then(([rolledBack, wasReset]) => {
     if (rolledBack.status === "rejected") return;
     if (wasReset.status === "fulfilled") connection.release();
