@@ -199,6 +199,12 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
   if (config.databasePoolSize < 1) {
     throw new JetfnError("E_CONFIG_INVALID", "JETFN_DB_POOL must be at least 1");
   }
+  // Options given in code skip the parsing of their variables: checked here, whichever set them.
+  for (const [name, value] of Object.entries(config.logLimits)) {
+    if (!(Number.isSafeInteger(value) && value >= 1)) {
+      throw new JetfnError("E_CONFIG_INVALID", `the log limit ${name} must be an integer of at least 1, got ${value}`);
+    }
+  }
   if (!ALLOWED_REPLICAS.includes(config.replication.replicas)) {
     throw new JetfnError(
       "E_CONFIG_INVALID",

@@ -23,3 +23,10 @@ it.each([
 ])("refuses %s=%s", (name, value) => {
   expect(() => resolveConfig({}, { [name]: value })).toThrow(expect.objectContaining({ code: "E_CONFIG_INVALID" }));
 });
+
+it.each([[{ logLines: 0 }], [{ logBytes: -5 }], [{ logLineBytes: 1.5 }], [{ logLines: Number.NaN }]])(
+  "refuses log limits given in code that no variable would be allowed to set: %o",
+  (options) => {
+    expect(() => resolveConfig(options, {})).toThrow(expect.objectContaining({ code: "E_CONFIG_INVALID" }));
+  },
+);
