@@ -4,7 +4,7 @@ import type { Sql } from "postgres";
 import type { Cancellations } from "./cancellation";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
-import { FENCED_OUT_CODE, ID_CONFLICT_CODE } from "./db/invocation-store";
+import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError } from "./db/invocation-store";
 import {
   createInvocationTransaction,
   type FinalStatement,
@@ -285,11 +285,7 @@ function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss
  */
 function idConflict(thrown: unknown, request: InvocationRequest): JetfnError | undefined {
   if ((thrown as { code?: unknown } | undefined)?.code !== ID_CONFLICT_CODE) return undefined;
-  return new JetfnError(
-    "E_ID_CONFLICT",
-    `invocation id ${request.invocationId} already belongs to a job of another function; this job of ${request.fn.name} was refused`,
-    { cause: thrown },
-  );
+  return idConflictError(request.invocationId, request.fn.name, undefined, thrown);
 }
 
 /** What a handler sees as `ctx`: a view of its invocation. */

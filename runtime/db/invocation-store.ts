@@ -268,11 +268,12 @@ export async function otherOwner(sql: Sql, id: string, fn: string): Promise<stri
   return owner !== undefined && owner !== fn ? owner : undefined;
 }
 
-/** The error of a job refused because its id belongs to a job of another function. */
-export function idConflictError(id: string, fn: string, owner: string): JetfnError {
+/** The error of a job refused because its id belongs to a job of another function (`owner`, when known). */
+export function idConflictError(id: string, fn: string, owner: string | undefined, cause?: unknown): JetfnError {
   return new JetfnError(
     "E_ID_CONFLICT",
-    `invocation id ${id} already belongs to a job of ${owner}; this job of ${fn} was refused`,
+    `invocation id ${id} already belongs to a job of ${owner ?? "another function"}; this job of ${fn} was refused`,
+    cause === undefined ? undefined : { cause },
   );
 }
 
