@@ -47,7 +47,10 @@ it("records the baseline, without running it, where the ledger holds every squas
   expect(await database.sql`select id from jetfn.invocations`).toEqual([{ id: "kept-0001" }]);
   // And once recorded, migrating again changes nothing.
   expect(await migrate(database.sql)).toEqual([]);
-  expect((await ledger(database)).map((row) => row.name)).toEqual([BASELINE_MIGRATION, ...appRows.map((row) => row.name)]);
+  expect((await ledger(database)).map((row) => row.name)).toEqual([
+    BASELINE_MIGRATION,
+    ...appRows.map((row) => row.name),
+  ]);
 });
 
 it("refuses a ledger holding only some of the squashed migrations, naming them and what to do", async () => {
