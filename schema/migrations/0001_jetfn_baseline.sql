@@ -1,7 +1,8 @@
 -- jetfn's schema, in one migration: every object once, in its final form. jetfn's own tables live
 -- in schema jetfn; the app's tables stay in public (or the configured schemas). Later migrations
--- continue at 0023. (This file replaced migrations 0001-0022 before any release; runtime/db/migrate.ts
--- records it as applied, without running it, on a database that had applied all of them.)
+-- continue at 0023. (This file replaced migrations 0001-0022 before any release and makes the same
+-- schema; runtime/db/migration-baseline.ts records it as applied, without running it, on a
+-- database that had applied all of them. docs/database.md says what to do with other databases.)
 --
 -- Contents:
 --   1. Invocations and dead letters
@@ -321,9 +322,10 @@ alter sequence jetfn.audit_log_id_seq owned by jetfn.audit_log.id;
 -- Catches rows for months whose partition does not exist yet, so a write never fails for it.
 create table jetfn.audit_log_default partition of jetfn.audit_log default;
 
--- One block-range index answers the time, txid (sealing) and id range questions, and it is the
--- only index every audited write maintains: the lookups by invocation, function and row live in
--- jetfn.audit_lookup, off the write path (section 4). It summarizes each block range as soon as the
+-- One block-range index answers the time, txid (sealing) and id range questions. Besides it, the
+-- log has only the b-tree on txid the checks before COMMIT need (section 5): the lookups by
+-- invocation, function and row live in jetfn.audit_lookup, off the write path (section 4), since
+-- every index on the log costs every audited write an index insert. It summarizes each block range as soon as the
 -- next one starts (autovacuum does it in the background, and the sealer through
 -- jetfn.summarize_audit_ranges). A range only counts for lookups once summarized; until then every
 -- query scans it, which is right, only slower. The range being filled stays unsummarized so writers
@@ -970,12 +972,16 @@ create table jetfn.audit_lookup (
   txid          bigint
 );
 
-create index audit_lookup_invocation_idx on jetfn.audit_lookup (invocation_id) where invocation_id is not null;
+-- Newest first: all changes, and those of one function.
+create index audit_lookup_id_idx on jetfn.audit_lookup (id);
 create index audit_lookup_function_idx on jetfn.audit_lookup (function, id) where function is not null;
+-- What one invocation changed.
+create index audit_lookup_invocation_idx on jetfn.audit_lookup (invocation_id) where invocation_id is not null;
+-- What happened to one row. Hash: equality is all a row lookup needs, and hashing a jsonb key is
+-- cheaper than ordering it.
 create index audit_lookup_row_idx on jetfn.audit_lookup using hash (pk);
 -- Pruning deletes by time.
 create index audit_lookup_time_brin on jetfn.audit_lookup using brin (logged_at);
-create index audit_lookup_id_idx on jetfn.audit_lookup (id);
 
 -- Seals up to `max_rows` settled rows, in format 2, and puts them into the lookup with their seal;
 -- returns how many. One sealer at a time (advisory lock); a second caller returns 0 at once
