@@ -777,11 +777,11 @@ insert into jetfn.audited_schemas values ('public');
 -- column regenerates the capture too). Event triggers need a superuser; without one the runtime
 -- attaches missing tables at start and on every deploy, and `jetfn migrate` after migrating.
 --
--- * A table that jetfn's owner cannot manage could not be attached. The capture is attached by
+-- * A table jetfn's owner cannot manage is handed to it first. The capture is attached by
 --   jetfn.attach_audit, which runs as jetfn's owner; with the roles of schema/roles.sql that is
 --   jetfn_owner, who may neither create nor drop triggers on a table a superuser created, so the
---   superuser's CREATE TABLE would fail ("permission denied for table ..."). Such a table is first
---   handed to jetfn's owner, with the privileges that owner's default privileges give its own new
+--   superuser's CREATE TABLE would fail ("permission denied for table ..."). So the table goes to
+--   jetfn's owner, with the privileges that owner's default privileges give its own new
 --   tables in that schema (and their sequences): a table a superuser creates ends up like one
 --   jetfn_owner creates, captured, writable by the runtime, and not owned by the runtime (a
 --   table's owner can disable its triggers). The same holds for a table later given to another
