@@ -11,7 +11,7 @@ import type { OutboxMessage } from "./outbox-message";
  * writes, the id jetfn gives it as `Nats-Msg-Id` (`<function>:<invocation id>` for a job), and a body the server accepts. Anyone who may insert into
  * `jetfn.outbox` (apps, handler code) would otherwise choose where the runtime publishes, a
  * JetStream API subject for example. The database checks the same rules
- * (`jetfn.outbox_row_problem`, schema/migrations/0018_jetfn_outbox_rules.sql, extended for delayed jobs by 0021) except the body's
+ * (`jetfn.outbox_row_problem`, schema/migrations/0001_jetfn_baseline.sql) except the body's
  * size, which only the connected server knows.
  */
 export interface OutboxRules {

@@ -1,6 +1,6 @@
 import { bigint, integer, json, jsonb, pgSchema, text, timestamp } from "drizzle-orm/pg-core";
 
-/** Postgres schema holding jetfn's own tables; created by schema/migrations/0001_jetfn_invocations.sql. */
+/** Postgres schema holding jetfn's own tables; created by schema/migrations/0001_jetfn_baseline.sql. */
 export const jetfnSchema = pgSchema("jetfn");
 
 /** Status of a job invocation. `failed` waits for a retry; `dead` is final until retried by id. */
@@ -23,7 +23,7 @@ export const invocations = jetfnSchema.table("invocations", {
   updatedAt: timestamp("updated_at", { withTimezone: true, mode: "string" }).notNull(),
   streamSeq: bigint("stream_seq", { mode: "number" }),
   retryOf: text("retry_of"),
-  /** Id of the job that re-ran this dead one (schema/migrations/0003_jetfn_dead_letters.sql). */
+  /** Id of the job that re-ran this dead one (schema/migrations/0001_jetfn_baseline.sql). */
   retriedAs: text("retried_as"),
   retriedAt: timestamp("retried_at", { withTimezone: true, mode: "string" }),
   /** When a dead job was discarded with `jetfn dlq drop` (status `dropped`). */
@@ -43,7 +43,7 @@ function auditLogColumns() {
     schemaName: text("schema_name").notNull(),
     tableName: text("table_name").notNull(),
     operation: text("operation").$type<"INSERT" | "UPDATE" | "DELETE" | "TRUNCATE">().notNull(),
-    /** json, not jsonb: stored as built, cheaper to write (schema/migrations/0008_jetfn_audit_lean_capture.sql). */
+    /** json, not jsonb: stored as built, cheaper to write (schema/migrations/0001_jetfn_baseline.sql). */
     pk: json("pk"),
     oldRow: json("old_row"),
     newRow: json("new_row"),
@@ -59,13 +59,13 @@ export const auditLog = jetfnSchema.table("audit_log", auditLogColumns());
 
 /**
  * The rows of jetfn.audit_log not sealed yet, read through its BRIN index whatever the planner
- * guesses (schema/migrations/0011_jetfn_audit_reads_at_scale.sql).
+ * guesses (jetfn.audit_tail_rows in schema/migrations/0001_jetfn_baseline.sql).
  */
 export const auditTail = jetfnSchema.view("audit_tail", auditLogColumns()).existing();
 
 /**
  * Lookup entries of sealed audit rows (function, invocation, row key), written by the sealer so
- * audited writes maintain no such index themselves (schema/migrations/0007_jetfn_audit_lookup.sql).
+ * audited writes maintain no such index themselves (schema/migrations/0001_jetfn_baseline.sql).
  */
 export const auditLookup = jetfnSchema.table("audit_lookup", {
   id: bigint("id", { mode: "number" }).notNull(),
@@ -99,7 +99,7 @@ export const outbox = jetfnSchema.table("outbox", {
   createdAt: timestamp("created_at", { withTimezone: true, mode: "string" }).notNull(),
 });
 
-/** Outbox rows the relay refused to publish, with why (schema/migrations/0018_jetfn_outbox_rules.sql). */
+/** Outbox rows the relay refused to publish, with why (schema/migrations/0001_jetfn_baseline.sql). */
 export const outboxSetAside = jetfnSchema.table("outbox_set_aside", {
   /** The row's position in jetfn.outbox; ids may repeat here. */
   position: bigint("position", { mode: "number" }).primaryKey(),

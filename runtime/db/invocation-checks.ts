@@ -4,9 +4,9 @@ import type { TransactionStamp } from "./transaction-parts";
 
 /**
  * The checks made just before the runtime commits a transaction its handlers' statements ran in
- * (schema/migrations/0019_jetfn_invocation_checks.sql): the transaction is still the one the
+ * (jetfn.verify_invocation and jetfn.verify_group, schema/migrations/0001_jetfn_baseline.sql): the transaction is still the one the
  * runtime opened, and every audit row in it carries the stamp of the job that wrote it (in a shared
- * transaction, the job whose part it was written in: 0022_jetfn_group_check_per_job.sql). They catch what the statement guard cannot see: code already in the database that
+ * transaction, the job whose part it was written in). They catch what the statement guard cannot see: code already in the database that
  * rewrites the audit stamp, or a transaction control statement that got past the guard.
  */
 
@@ -23,7 +23,7 @@ export const GROUP_CHECK_SQL = "select jetfn.verify_group($1::jsonb)";
 
 /**
  * Where a job's part of a shared transaction begins, read last in the message that opens it:
- * its audit rows are those with a higher id, up to the next part's mark (0022_jetfn_group_check_per_job.sql).
+ * its audit rows are those with a higher id, up to the next part's mark (jetfn.verify_group).
  */
 export const AUDIT_MARK_SQL =
   "select case when is_called then last_value else last_value - 1 end as mark from jetfn.audit_log_id_seq";

@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { PACKAGE_ROOT } from "../package-root";
+import { adoptBaseline, BASELINE_MIGRATION } from "./migration-baseline";
 
 /**
  * jetfn's migrations (`0xxx_jetfn_*`), applied in name order; in this repository the folder also
@@ -35,6 +36,7 @@ export async function migrate(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Pro
   try {
     await connection`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     await ensureLedger(connection);
+    await adoptBaseline(connection, files.find((file) => file.name === BASELINE_MIGRATION)?.checksum);
     const applied = await appliedChecksums(connection);
     const done: string[] = [];
     for (const file of files) {

@@ -1,12 +1,10 @@
-import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
-import { DEFAULT_MIGRATIONS_DIR, migrate } from "../../runtime/db/migrate";
 import { runCli } from "../helpers/cli";
 import { createTestDatabase } from "../helpers/database";
 import { urlAs } from "../helpers/database-url";
@@ -151,21 +149,4 @@ it("with the production roles: the runtime role is refused the row, sets rows as
   expect(await database.sql`select id from jetfn.outbox_set_aside`).toEqual([{ id: "echo:too-large-2" }]);
   await expect(asRuntime`select id from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
   await expect(asRuntime`delete from jetfn.outbox_set_aside`).rejects.toThrow(/permission denied/);
-});
-
-it("an upgrade sets aside the rows already waiting that break the rules, and keeps the rest", async () => {
-  const database = await createTestDatabase({ empty: true });
-  const before = await mkdtemp(path.join(tmpdir(), "jetfn-migrations-"));
-  onTestFinished(() => rm(before, { recursive: true, force: true }));
-  for (const file of await readdir(DEFAULT_MIGRATIONS_DIR)) {
-    if (file < "0018") await copyFile(path.join(DEFAULT_MIGRATIONS_DIR, file), path.join(before, file));
-  }
-  await migrate(database.sql, before);
-  await database.sql`insert into jetfn.outbox (id, subject, headers, body) values
-    ('evil-old', ${PURGE}, '{}', ''),
-    ('echo:good-old-1', 'fn.job.echo', '{"Jetfn-Id": "good-old-1"}', '{}')`;
-  await migrate(database.sql);
-  expect(await database.sql`select id from jetfn.outbox`).toEqual([{ id: "echo:good-old-1" }]);
-  const kept = await database.sql`select id, reason from jetfn.outbox_set_aside`;
-  expect(kept).toEqual([{ id: "evil-old", reason: expect.stringMatching(/subject must be fn\.job/) }]);
 });
