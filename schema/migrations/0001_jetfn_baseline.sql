@@ -1294,8 +1294,7 @@ begin
     and not exists (
       select from member m
       where m.function = l.function and m.invocation = l.invocation_id and m.attempt = l.attempt
-        -- A runtime from before this migration sends no marks: it keeps the weaker check.
-        and (m.after is null or (l.id > m.after and (m.until is null or l.id <= m.until))))
+        and l.id > m.after and (m.until is null or l.id <= m.until))
   limit 1;
   if found then
     raise exception 'a shared transaction holds an audit row stamped as %/%/% (function/invocation/attempt) that was not written in that job''s part of it',
