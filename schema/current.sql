@@ -1417,19 +1417,7 @@ CREATE FUNCTION jetfn.complete_invocations(p_records jsonb) RETURNS void
 declare
   recorded integer;
 begin
-  insert into jetfn.invocations as i
-    (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
-  select r.id, r.function, 'succeeded', r.attempts, r.input, r.result, r.enqueued_at, r.started_at, r.finished_at,
-         clock_timestamp(), r.stream_seq, r.retry_of
-  from jsonb_to_recordset(p_records) as r(
-    id text, function text, attempts integer, input jsonb, result jsonb,
-    enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text)
-  on conflict (id) do update set
-    status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
-    started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-    progress = null
-  where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function;
-  get diagnostics recorded = row_count;
+  select count(*) into recorded from jetfn.record_successes(p_records);
   if recorded < jsonb_array_length(p_records) then
     -- Either way the shared transaction rolls back and each job runs again alone, where
     -- complete_invocation() tells which job conflicts; the code says why, for the logs.
@@ -1625,6 +1613,35 @@ begin
     execute format('drop table jetfn.%I', part.name);
     return next part.name;
   end loop;
+end
+$$;
+
+
+--
+-- Name: record_successes(jsonb); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.record_successes(p_records jsonb) RETURNS SETOF text
+    LANGUAGE plpgsql
+    AS $$
+begin
+  return query
+  with recorded as (
+    insert into jetfn.invocations as i
+      (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+    select r.id, r.function, 'succeeded', r.attempts, r.input, r.result, r.enqueued_at, r.started_at, r.finished_at,
+           clock_timestamp(), r.stream_seq, r.retry_of
+    from jsonb_to_recordset(p_records) as r(
+      id text, function text, attempts integer, input jsonb, result jsonb,
+      enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text)
+    on conflict (id) do update set
+      status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
+      started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+      progress = null
+    where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
+    returning i.id
+  )
+  select recorded.id from recorded;
 end
 $$;
 

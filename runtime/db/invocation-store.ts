@@ -139,22 +139,8 @@ export async function recordFailure(
   return rows.length > 0;
 }
 
-const SUCCESS_BATCH_SQL = `
-with batch as (
-  select * from jsonb_to_recordset($1::jsonb) as r(
-    id text, function text, attempts integer, input jsonb, result jsonb,
-    enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text)
-)
-insert into jetfn.invocations as i
-  (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
-select id, function, 'succeeded', attempts, input, result, enqueued_at, started_at, finished_at, clock_timestamp(), stream_seq, retry_of
-from batch
-on conflict (id) do update set
-  status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
-  started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-  progress = null
-where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
-returning id`;
+/** Records a batch of successes (jetfn.record_successes, which the group completion uses too). */
+const SUCCESS_BATCH_SQL = "select jetfn.record_successes($1::jsonb) as id";
 
 /** A successful attempt as one JSON row of SUCCESS_BATCH_SQL or jetfn.complete_invocations(). */
 function successRow(record: JobRecord, resultJson: string): string {
