@@ -16,7 +16,7 @@ export function functionSettings(name: string, fn: ResolvedFunction | undefined)
     ["file", html`<code>${fn.file}</code> (version ${fn.version})`],
     [
       "retry",
-      `${fn.retry.attempts} attempt(s)${fn.retry.backoffMs.length ? `, backoff ${fn.retry.backoffMs.map(formatDuration).join(", ")}` : ""}`,
+      `${fn.retry.attempts} attempt(s)${fn.retry.attempts > 1 && fn.retry.backoffMs.length ? `, backoff ${fn.retry.backoffMs.map(formatDuration).join(", ")}` : ""}`,
     ],
     ["timeout", `${formatDuration(fn.timeoutMs)} per attempt`],
     ["concurrency", `${fn.concurrency} at once per runtime process`],
