@@ -60,8 +60,8 @@ form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}input,sele
 .bar{height:.6rem;background:#e3e6ec;border-radius:.3rem;overflow:hidden;width:16rem}.bar>span{display:block;height:100%;background:#6ea8fe}
 .diff-old{color:#c62828}.diff-new{color:#1a7f37}.muted{color:#6b7385}.ok{color:#1a7f37}.broken{color:#c62828;font-weight:600}
 time{white-space:nowrap}.notice{padding:.4rem .6rem;background:#fff8e1;border:1px solid #f0d58c}.signin{color:#6b7385}
-.charts{display:flex;gap:1rem;flex-wrap:wrap}figure.chart{flex:1 1 540px;max-width:900px;margin:0;background:#fff;border:1px solid #e3e6ec;padding:.5rem .75rem}
-figure.chart figcaption{font-weight:600;display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}figure.chart svg{width:100%;height:auto;display:block}
+.charts{display:flex;gap:1rem;flex-wrap:wrap}figure.chart{flex:0 1 auto;margin:0;background:#fff;border:1px solid #e3e6ec;padding:.5rem .75rem}
+figure.chart figcaption{font-weight:600;display:flex;justify-content:space-between;gap:1rem;flex-wrap:wrap}figure.chart svg{max-width:100%;height:auto;display:block}
 .legend{font-weight:400}.legend .key::before{content:"";display:inline-block;width:.7rem;height:.7rem;margin:0 .3rem 0 .7rem;border-radius:2px;background:currentColor}
 .key.s-ok{color:#6ea8fe}.key.s-error{color:#e57373}.key.s-p50{color:#2e7d32}.key.s-p99{color:#ef6c00}
 rect.s-ok{fill:#6ea8fe}rect.s-error{fill:#e57373}path.line{fill:none;stroke-width:2}path.s-p50{stroke:#2e7d32}path.s-p99{stroke:#ef6c00}

@@ -74,7 +74,7 @@ describe("the charts in a real browser", () => {
     const total = page.locator(".total-attempts");
     const before = Number(await total.textContent());
     await page.evaluate(() => {
-      (window as unknown as { marker: boolean }).marker = true;
+      (globalThis as unknown as { marker: boolean }).marker = true;
     });
     await runJobs("add", [
       { a: 100, b: 1 },
@@ -86,7 +86,7 @@ describe("the charts in a real browser", () => {
     // boom's failure is not add's.
     expect(Number(await page.locator(".total-errors").textContent())).toBe(0);
     // The same document: the figures came through the fragment, not a reload.
-    expect(await page.evaluate(() => (window as unknown as { marker?: boolean }).marker)).toBe(true);
+    expect(await page.evaluate(() => (globalThis as unknown as { marker?: boolean }).marker)).toBe(true);
   });
 
   it("switch range from the picker, and chart the whole deployment on the functions page", async () => {

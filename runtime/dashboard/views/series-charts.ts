@@ -13,10 +13,10 @@ export interface ChartsSource {
 /** The range picker and the live charts: they refresh themselves about once a bucket. */
 export function chartsSection(content: SafeHtml, source: ChartsSource): SafeHtml {
   const query = new URLSearchParams({ range: source.range.name, ...(source.fn ? { function: source.fn } : {}) });
-  return html`<nav class="ranges">range ${CHART_RANGES.map(
+  return html`<p class="ranges">range ${CHART_RANGES.map(
     (range) =>
       html`<a href="?range=${range.name}" class="${range === source.range ? "active" : ""}" data-range="${range.name}">${range.label}</a> `,
-  )}</nav>
+  )}</p>
 <div class="live-charts" data-fragment="/fragments/charts?${query.toString()}" data-every="${source.range.refreshMs}">${content}</div>
 ${hoverScript()}`;
 }

@@ -20,11 +20,11 @@ export interface TimeChart {
   series: readonly ChartSeries[];
 }
 
-const WIDTH = 720;
-const HEIGHT = 200;
-const LEFT = 52;
-const RIGHT = 8;
-const TOP = 10;
+const WIDTH = 560;
+const HEIGHT = 190;
+const LEFT = 44;
+const RIGHT = 14;
+const TOP = 18;
 const BOTTOM = 24;
 const PLOT_WIDTH = WIDTH - LEFT - RIGHT;
 const PLOT_HEIGHT = HEIGHT - TOP - BOTTOM;
@@ -37,12 +37,12 @@ const PLOT_HEIGHT = HEIGHT - TOP - BOTTOM;
 export function timeChart(chart: TimeChart): SafeHtml {
   const count = Math.max(1, ...chart.series.map((series) => series.values.length));
   const step = PLOT_WIDTH / count;
-  const top = niceMax(chartMax(chart.series, count));
-  const y = (value: number) => TOP + PLOT_HEIGHT - (value / top) * PLOT_HEIGHT;
+  const scale = yScale(chartMax(chart.series, count), chart.unit !== "ms");
+  const y = (value: number) => TOP + PLOT_HEIGHT - (value / scale.top) * PLOT_HEIGHT;
   return html`<figure class="chart" id="${chart.id}"><figcaption>${chart.title}
 <span class="legend">${chart.series.map((series) => html`<span class="key ${series.tone}">${series.name}</span>`)}</span></figcaption>
 <svg viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" role="img" aria-label="${chart.title}">
-${yAxis(top, chart.unit, y)}${xAxis(chart.from, chart.bucketMs, count, step)}
+${yAxis(scale, chart.unit, y)}${xAxis(chart.from, chart.bucketMs, count, step)}
 ${bars(chart.series, count, step, y)}${lines(chart.series, step, y)}${hoverTargets(chart, count, step)}
 </svg><p class="readout muted">hover over the chart for the figures of a moment</p></figure>`;
 }
@@ -62,33 +62,37 @@ function chartMax(series: readonly ChartSeries[], count: number): number {
   return max;
 }
 
-/** The top of the y axis: 1, 2, 2.5 or 5 times a power of ten, at or above `max` (at least 1). */
-export function niceMax(max: number): number {
-  if (!(max > 0)) return 1;
-  const power = 10 ** Math.floor(Math.log10(max));
-  for (const factor of [1, 2, 2.5, 5, 10]) if (factor * power >= max) return factor * power;
-  return 10 * power;
+/** A round y scale: a step of 1, 2, 2.5 or 5 times a power of ten, about four steps up to `max`. */
+export function yScale(max: number, whole: boolean): { top: number; step: number } {
+  const rough = max > 0 ? max / 4 : 0.25;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const factors = whole && power < 10 ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10];
+  let step = (factors.find((factor) => factor * power >= rough) ?? 10) * power;
+  if (whole) step = Math.max(1, step);
+  return { top: Math.max(step, Math.ceil(max / step - 1e-9) * step), step };
 }
 
-function yAxis(top: number, unit: string, y: (value: number) => number): SafeHtml {
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((share) => share * top);
+function yAxis(scale: { top: number; step: number }, unit: string, y: (value: number) => number): SafeHtml {
+  const ticks: number[] = [];
+  for (let value = 0; value <= scale.top + scale.step / 1_000; value += scale.step) ticks.push(value);
   return html`<g class="axis y">${ticks.map(
     (value) =>
       html`<line class="grid" x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${y(value).toFixed(1)}" y2="${y(value).toFixed(1)}"/><text x="${LEFT - 6}" y="${(y(value) + 4).toFixed(1)}" text-anchor="end">${axisNumber(value)}</text>`,
-  )}<text class="unit" x="4" y="${TOP + 8}">${unit}</text></g>`;
+  )}<text class="unit" x="${LEFT - 6}" y="${TOP - 8}" text-anchor="end">${unit}</text></g>`;
 }
 
 function xAxis(from: number, bucketMs: number, count: number, step: number): SafeHtml {
   const every = Math.max(1, Math.round(count / 6));
   const ticks: SafeHtml[] = [];
-  for (let index = 0; index <= count; index += every) {
+  // The last tick (the window's end) is left unlabelled: its text would run off the chart.
+  for (let index = 0; index < count; index += every) {
     const x = (LEFT + index * step).toFixed(1);
     const at = new Date(from + index * bucketMs).toISOString().slice(11, 16);
     ticks.push(
       html`<line x1="${x}" x2="${x}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT + 4}"/><text x="${x}" y="${HEIGHT - 6}" text-anchor="middle">${at}</text>`,
     );
   }
-  return html`<g class="axis x"><line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT}"/>${ticks}<text x="${WIDTH - RIGHT}" y="${TOP - 1}" text-anchor="end">UTC</text></g>`;
+  return html`<g class="axis x"><line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT}"/>${ticks}<text x="4" y="${HEIGHT - 6}">UTC</text></g>`;
 }
 
 function bars(series: readonly ChartSeries[], count: number, step: number, y: (value: number) => number): SafeHtml[] {
@@ -149,7 +153,7 @@ function valueText(value: number | null, unit: string): string {
 
 function axisNumber(value: number): string {
   if (value >= 10_000) return `${Number((value / 1_000).toFixed(1))}k`;
-  return Number.isInteger(value) ? String(value) : value.toFixed(1);
+  return String(Number(value.toFixed(3)));
 }
 
 function spanText(ms: number): string {
