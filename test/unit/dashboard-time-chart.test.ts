@@ -38,6 +38,7 @@ describe("a time chart", () => {
 
   it("labels the time axis in UTC and stacks bars up to a round scale", () => {
     expect(chart).toMatch(/text-anchor="middle">13:00<\/text>/);
+    expect(chart).toMatch(/text-anchor="middle">13:01<\/text>/);
     expect(chart).toMatch(/text-anchor="end">4<\/text>/);
     expect(chart.match(/<rect class="s-(ok|error)"/g)).toHaveLength(3);
   });

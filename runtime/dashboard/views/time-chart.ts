@@ -81,15 +81,19 @@ function yAxis(scale: { top: number; step: number }, unit: string, y: (value: nu
   )}<text class="unit" x="${LEFT - 6}" y="${TOP - 8}" text-anchor="end">${unit}</text></g>`;
 }
 
+// Steps between labelled times, shortest first: the first that gives at most 7 labels is used.
+const TICK_STEPS_MS = [1, 2, 3, 5, 10, 15, 30, 60, 120, 180, 240, 360].map((minutes) => minutes * 60_000);
+
+/** Labels at round UTC times (multiples of the step), e.g. every 3 min over 15 min, 4 h over 24 h. */
 function xAxis(from: number, bucketMs: number, count: number, step: number): SafeHtml {
-  const every = Math.max(1, Math.round(count / 6));
+  const span = count * bucketMs;
+  const every = TICK_STEPS_MS.find((candidate) => span / candidate <= 7) ?? (TICK_STEPS_MS.at(-1) as number);
   const ticks: SafeHtml[] = [];
-  // The last tick (the window's end) is left unlabelled: its text would run off the chart.
-  for (let index = 0; index < count; index += every) {
-    const x = (LEFT + index * step).toFixed(1);
-    const at = new Date(from + index * bucketMs).toISOString().slice(11, 16);
+  // The window's end is left unlabelled: its text would run off the chart.
+  for (let at = Math.ceil(from / every) * every; at < from + span; at += every) {
+    const x = (LEFT + ((at - from) / bucketMs) * step).toFixed(1);
     ticks.push(
-      html`<line x1="${x}" x2="${x}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT + 4}"/><text x="${x}" y="${HEIGHT - 6}" text-anchor="middle">${at}</text>`,
+      html`<line x1="${x}" x2="${x}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT + 4}"/><text x="${x}" y="${HEIGHT - 6}" text-anchor="middle">${new Date(at).toISOString().slice(11, 16)}</text>`,
     );
   }
   return html`<g class="axis x"><line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${TOP + PLOT_HEIGHT}" y2="${TOP + PLOT_HEIGHT}"/>${ticks}<text x="4" y="${HEIGHT - 6}">UTC</text></g>`;
