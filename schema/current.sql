@@ -2456,7 +2456,7 @@ CREATE INDEX invocations_finished_brin ON jetfn.invocations USING brin (finished
 -- Name: invocations_updated_brin; Type: INDEX; Schema: jetfn; Owner: -
 --
 
-CREATE INDEX invocations_updated_brin ON jetfn.invocations USING brin (updated_at);
+CREATE INDEX invocations_updated_brin ON jetfn.invocations USING brin (updated_at) WITH (autosummarize='on');
 
 
 --

@@ -1,5 +1,5 @@
 import type { Sql } from "postgres";
-import { SERIES_QUERY_TIMEOUT_MS } from "./series-query";
+import { setLimits } from "./series-query";
 
 /** An invocation as the function page lists it. */
 export interface RecentInvocation {
@@ -42,7 +42,7 @@ const MESSAGE_KEY_CHARS = 160;
 export async function readFunctionActivity(sql: Sql, fn: string, now = Date.now()): Promise<FunctionActivity> {
   const since = new Date(now - ACTIVITY_WINDOW_MS).toISOString();
   return sql.begin(async (transaction) => {
-    await transaction.unsafe(`set local statement_timeout = ${SERIES_QUERY_TIMEOUT_MS}`);
+    await setLimits(transaction);
     const recent = await transaction<RecentRow[]>`
       select id, status, attempts, to_char(updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as updated_at,
              (extract(epoch from finished_at - started_at) * 1000)::int as duration_ms, error->>'message' as last_error

@@ -56,7 +56,10 @@ export function functionRoutes(runtime: Runtime): Route[] {
         const [data, section, activity, audit] = await Promise.all([
           overview(),
           charts(url, name),
-          readFunctionActivity(sql, name),
+          readFunctionActivity(sql, name).catch((error: unknown) => {
+            if (!isQueryTimeout(error)) throw error;
+            return undefined;
+          }),
           listAuditEntries(runtime.database.db, { function: name, limit: AUDIT_ON_FUNCTION_PAGE }),
         ]);
         const body = functionPage({
@@ -109,9 +112,14 @@ async function chartsContent(sql: Sql, range: ChartRange, fn: string | undefined
   try {
     return seriesCharts(await readSeries(sql, range, fn));
   } catch (error) {
-    if ((error as { code?: unknown }).code !== QUERY_CANCELED) throw error;
+    if (!isQueryTimeout(error)) throw error;
     return chartsUnavailable(
       `The figures of the last ${range.label} took longer than ${SERIES_QUERY_TIMEOUT_MS / 1_000} s to read; choose a shorter range.`,
     );
   }
+}
+
+/** A dashboard read ended by its statement timeout (or a lock it waited on too long). */
+function isQueryTimeout(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === QUERY_CANCELED;
 }

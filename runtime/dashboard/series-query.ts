@@ -1,4 +1,4 @@
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 import type { ChartRange } from "./chart-range";
 
 /** One bar of the charts: what ended in `[at, at + bucketMs)`. */
@@ -38,14 +38,14 @@ export async function readSeries(sql: Sql, range: ChartRange, fn?: string, now =
   const since = new Date(from).toISOString();
   const until = new Date(to).toISOString();
   const rows = await sql.begin(async (transaction) => {
-    await transaction.unsafe(`set local statement_timeout = ${SERIES_QUERY_TIMEOUT_MS}`);
+    await setLimits(transaction);
     return transaction<{ bucket: string; succeeded: number; errors: number; p50: number | null; p99: number | null }[]>`
       with touched as (
         select status, started_at, finished_at, errors from jetfn.invocations
         where updated_at >= ${since} ${fn === undefined ? transaction`` : transaction`and function = ${fn}`}
       ), ended as (
         select finished_at as at, status = 'succeeded' as ok, false as error,
-               extract(epoch from finished_at - started_at) * 1000 as ms
+               date_part('epoch', finished_at - started_at) * 1000 as ms
         from touched where status in ('succeeded', 'dead') and finished_at >= ${since}
         union all
         select (failure.value->>'at')::timestamptz, false, true, null
@@ -53,7 +53,7 @@ export async function readSeries(sql: Sql, range: ChartRange, fn?: string, now =
         where touched.errors <> '[]'::jsonb and failure.value->>'code' is distinct from 'E_CANCELLED'
           and (failure.value->>'at')::timestamptz >= ${since}
       )
-      select floor(extract(epoch from at) * 1000 / ${range.bucketMs})::bigint::text as bucket,
+      select (date_part('epoch', date_bin(${`${range.bucketMs} milliseconds`}::interval, at, 'epoch')) * 1000)::bigint::text as bucket,
              (count(*) filter (where ok))::int as succeeded, (count(*) filter (where error))::int as errors,
              percentile_cont(0.5) within group (order by ms) as p50,
              percentile_cont(0.99) within group (order by ms) as p99
@@ -63,6 +63,15 @@ export async function readSeries(sql: Sql, range: ChartRange, fn?: string, now =
   return { range, from, to, buckets: fillBuckets(rows, range.bucketMs, from, to) };
 }
 
+/**
+ * Limits of a dashboard read, for its transaction: the statement timeout; no JIT (it compiled for
+ * over a second, longer than a 24-hour query ran); sorts for the percentiles in memory.
+ */
+export async function setLimits(transaction: TransactionSql): Promise<void> {
+  await transaction`select set_config('statement_timeout', ${String(SERIES_QUERY_TIMEOUT_MS)}, true),
+    set_config('jit', 'off', true), set_config('work_mem', '32MB', true)`;
+}
+
 /** Every bucket of the window, with zeros (and no durations) where nothing ended. */
 function fillBuckets(
   rows: readonly { bucket: string; succeeded: number; errors: number; p50: number | null; p99: number | null }[],
@@ -70,7 +79,7 @@ function fillBuckets(
   from: number,
   to: number,
 ): SeriesBucket[] {
-  const byStart = new Map(rows.map((row) => [Number(row.bucket) * bucketMs, row]));
+  const byStart = new Map(rows.map((row) => [Number(row.bucket), row]));
   const buckets: SeriesBucket[] = [];
   for (let at = from; at < to; at += bucketMs) {
     const row = byStart.get(at);

@@ -132,6 +132,24 @@ describe("the charts' figures", () => {
 });
 
 describe("the chart pages", () => {
+  it("say so when the figures take longer than the statement timeout to read", async () => {
+    // A lock held elsewhere makes the reads wait until their statement timeout ends them.
+    const locker = await env.database.sql.reserve();
+    try {
+      await locker`begin`;
+      await locker`lock table jetfn.invocations in access exclusive mode`;
+      const fragment = await get("/fragments/charts?range=15m&function=add");
+      expect(fragment.status).toBe(200);
+      expect(fragment.body).toContain("took longer than 5 s to read; choose a shorter range");
+      const page = await get("/functions/add?range=15m");
+      expect(page.status).toBe(200);
+      expect(page.body).toContain("took longer than the dashboard waits to read");
+    } finally {
+      await locker`rollback`;
+      locker.release();
+    }
+  }, 30_000);
+
   it("draw three charts with time labels, a legend and a hover target per bucket, for each range", async () => {
     for (const range of CHART_RANGES) {
       const page = await get(`/functions/synthetic?range=${range.name}`);

@@ -17,7 +17,8 @@ export interface FunctionPageData {
   runtimes: number;
   /** Its settings on the runtime serving the dashboard. */
   deployed: ResolvedFunction | undefined;
-  activity: FunctionActivity;
+  /** Undefined when the records could not be read within the statement timeout. */
+  activity: FunctionActivity | undefined;
   audit: AuditEntry[];
   /** The charts section (range picker and live charts). */
   charts: SafeHtml;
@@ -30,8 +31,12 @@ export function functionPage(data: FunctionPageData): SafeHtml {
 <h2>activity</h2>${data.charts}
 <h2>now</h2><div id="now" data-fragment="/fragments/functions/${query}/now" data-every="2000">${nowPanel(data.overview, data.runtimes)}</div>
 <h2>settings</h2>${functionSettings(data.name, data.deployed)}
-<h2>recent invocations</h2>${recentTable(data)}
-<h2>recent errors, grouped by message</h2>${errorTable(data)}
+${
+  data.activity
+    ? html`<h2>recent invocations</h2>${recentTable(data.activity)}
+<h2>recent errors, grouped by message</h2>${errorTable(data.activity)}`
+    : html`<h2>recent invocations and errors</h2><p class="notice error">Its records of the last 24 hours took longer than the dashboard waits to read.</p>`
+}
 <h2>audit changes</h2>${data.audit.length ? html`<table id="audit"><thead><tr><th>when</th><th>who</th><th>change</th><th>row</th><th>columns</th></tr></thead><tbody>${data.audit.map(auditRow)}</tbody></table><p><a href="/audit?function=${query}">all its changes</a></p>` : html`<p class="muted">no database changes recorded</p>`}
 ${refreshScript()}`;
 }
@@ -56,8 +61,7 @@ ${fn.nextDueAt ? html`<p class="muted">next scheduled run ${timeCell(fn.nextDueA
 <p class="muted">${runtimes} runtime(s) answering; served and error rate since each runtime started</p>`;
 }
 
-function recentTable(data: FunctionPageData): SafeHtml {
-  const { recent } = data.activity;
+function recentTable({ recent }: FunctionActivity): SafeHtml {
   if (recent.length === 0) return html`<p class="muted">no job of it in the last 24 hours</p>`;
   return html`<table id="recent"><thead><tr><th>id</th><th>status</th><th>attempts</th><th>last change</th><th>took</th><th>last error</th></tr></thead><tbody>
 ${recent.map(
@@ -66,8 +70,7 @@ ${recent.map(
 )}</tbody></table>`;
 }
 
-function errorTable(data: FunctionPageData): SafeHtml {
-  const { errors } = data.activity;
+function errorTable({ errors }: FunctionActivity): SafeHtml {
   if (errors.length === 0) return html`<p class="muted">no failed attempt in the last 24 hours</p>`;
   return html`<table id="error-groups"><thead><tr><th>count</th><th>code</th><th>message</th><th>last seen</th><th>latest</th></tr></thead><tbody>
 ${errors.map(
