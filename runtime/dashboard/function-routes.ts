@@ -67,6 +67,7 @@ export function functionRoutes(runtime: Runtime): Route[] {
           overview: data.functions.find((fn) => fn.function === name),
           runtimes: data.runtimes,
           deployed: runtime.registry.get(name),
+          functionsDir: runtime.config.functionsDir,
           activity,
           audit,
           charts: section,

@@ -53,7 +53,7 @@ header{display:flex;gap:2rem;align-items:center;padding:.6rem 1.5rem;background:
 nav a{color:#c8d0e0;margin-right:1rem;text-decoration:none}nav a.active{color:#fff;border-bottom:2px solid #6ea8fe}
 main{padding:1rem 1.5rem}h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:.35rem .6rem;border-bottom:1px solid #e3e6ec;text-align:left;vertical-align:top}
-th{background:#eef1f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef1f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 pre{background:#fff;border:1px solid #e3e6ec;padding:.6rem;overflow:auto;max-height:20rem}
 form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}input,select,button{font:inherit;padding:.25rem .4rem}
 .status-succeeded{color:#1a7f37}.status-dead,.status-failed{color:#c62828}.status-running{color:#0b61d8}

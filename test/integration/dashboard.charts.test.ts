@@ -183,6 +183,7 @@ describe("the function page", () => {
     const page = await get("/functions/boom");
     expect(page.body).toMatch(/<tr data-setting="retry"><th>retry<\/th><td>1 attempt\(s\)/);
     expect(page.body).toMatch(/<tr data-setting="timeout"><th>timeout<\/th><td>30s per attempt/);
+    expect(page.body).toContain('<tr data-setting="file"><th>file</th><td><code>boom.ts</code>');
     expect(page.body).toContain('<div data-figure="instances"><dt>instances</dt><dd>1</dd></div>');
     const groups = page.body.match(/<table id="error-groups">[\s\S]*?<\/table>/)?.[0] ?? "";
     expect(groups).toMatch(

@@ -17,6 +17,8 @@ export interface FunctionPageData {
   runtimes: number;
   /** Its settings on the runtime serving the dashboard. */
   deployed: ResolvedFunction | undefined;
+  /** The runtime's functions folder, which file names are shown relative to. */
+  functionsDir: string;
   /** Undefined when the records could not be read within the statement timeout. */
   activity: FunctionActivity | undefined;
   audit: AuditEntry[];
@@ -30,7 +32,7 @@ export function functionPage(data: FunctionPageData): SafeHtml {
   return html`<p><a href="/invocations?function=${query}">all invocations</a> · <a href="/audit?function=${query}">audit</a> · <a href="/dead-letters?function=${query}">dead letters</a></p>
 <h2>activity</h2>${data.charts}
 <h2>now</h2><div id="now" data-fragment="/fragments/functions/${query}/now" data-every="2000">${nowPanel(data.overview, data.runtimes)}</div>
-<h2>settings</h2>${functionSettings(data.name, data.deployed)}
+<h2>settings</h2>${functionSettings(data.name, data.deployed, data.functionsDir)}
 ${
   data.activity
     ? html`<h2>recent invocations</h2>${recentTable(data.activity)}

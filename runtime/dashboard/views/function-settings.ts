@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { ResolvedFunction } from "../../define-function";
 import { formatDuration } from "../../duration";
 import { html, type SafeHtml } from "../html";
@@ -6,14 +7,15 @@ import { html, type SafeHtml } from "../html";
  * A function's settings as the runtime serving the dashboard deployed it: retry and backoff,
  * timeout, concurrency, schedule, events, isolation, commit, and the flow control jobs can use.
  */
-export function functionSettings(name: string, fn: ResolvedFunction | undefined): SafeHtml {
+export function functionSettings(name: string, fn: ResolvedFunction | undefined, functionsDir: string): SafeHtml {
   if (!fn) {
     return html`<p class="muted settings-unknown">${name} is not deployed on the runtime serving this dashboard, so its settings are not known here.</p>`;
   }
   const query = encodeURIComponent(name);
   const rows: [string, SafeHtml | string][] = [
     ["description", fn.description || "–"],
-    ["file", html`<code>${fn.file}</code> (version ${fn.version})`],
+    // Relative to the functions folder: the machine's own paths are not the reader's business.
+    ["file", html`<code>${path.relative(functionsDir, fn.file)}</code> (version ${fn.version})`],
     [
       "retry",
       `${fn.retry.attempts} attempt(s)${fn.retry.attempts > 1 && fn.retry.backoffMs.length ? `, backoff ${fn.retry.backoffMs.map(formatDuration).join(", ")}` : ""}`,
