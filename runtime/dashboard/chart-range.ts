@@ -20,7 +20,7 @@ export const CHART_RANGES: readonly ChartRange[] = Object.freeze([
 ]);
 
 /** The range shown when the URL names none. */
-export const DEFAULT_CHART_RANGE = CHART_RANGES[1] as ChartRange;
+const DEFAULT_CHART_RANGE = CHART_RANGES[1] as ChartRange;
 
 /** The range `?range=` names (the default when absent); E_INPUT_INVALID for any other text. */
 export function chartRangeOf(url: URL): ChartRange {

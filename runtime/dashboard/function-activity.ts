@@ -28,9 +28,9 @@ export interface FunctionActivity {
 }
 
 /** How far back the function page looks, and how much it shows. */
-export const ACTIVITY_WINDOW_MS = 24 * 3_600_000;
-export const RECENT_LIMIT = 20;
-export const ERROR_GROUP_LIMIT = 10;
+const ACTIVITY_WINDOW_MS = 24 * 3_600_000;
+const RECENT_LIMIT = 20;
+const ERROR_GROUP_LIMIT = 10;
 // A message is grouped on its first characters: ids or values at the end would split a group.
 const MESSAGE_KEY_CHARS = 160;
 
