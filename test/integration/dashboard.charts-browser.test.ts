@@ -118,3 +118,18 @@ describe("the function page in a real browser", () => {
     await page.waitForURL(/\/invocations\//);
   });
 });
+
+describe("the invocations list in a real browser", () => {
+  it("shows a bad filter's reason above the form, which keeps it to correct", async () => {
+    await runJobs("add", [{ a: 7, b: 7 }]);
+    const response = await page.goto(`${dashboard.url}/invocations?since=banana&function=add`);
+    expect(response?.status()).toBe(400);
+    expect(await page.locator(".filter-error").textContent()).toContain('"banana" is neither a duration');
+    expect(await page.locator('input[name="function"]').inputValue()).toBe("add");
+    await page.locator('input[name="since"]').fill("1h");
+    await page.locator("form.filters button").click();
+    await page.waitForURL(/since=1h/);
+    expect(await page.locator(".filter-error").count()).toBe(0);
+    expect(await page.locator("#invocations tbody tr").count()).toBeGreaterThanOrEqual(1);
+  });
+});
