@@ -2476,6 +2476,13 @@ CREATE INDEX invocations_finished_brin ON jetfn.invocations USING brin (finished
 
 
 --
+-- Name: invocations_updated_brin; Type: INDEX; Schema: jetfn; Owner: -
+--
+
+CREATE INDEX invocations_updated_brin ON jetfn.invocations USING brin (updated_at) WITH (autosummarize='on');
+
+
+--
 -- Name: outbox_set_aside_id; Type: INDEX; Schema: jetfn; Owner: -
 --
 

@@ -33,6 +33,16 @@ export function invocationFilters(url: URL): InvocationFilters {
   return { function: param(url, "function"), status, since, id: param(url, "id"), offset };
 }
 
+/** The filters as typed, unchecked: to show them again beside the reason one was refused. */
+export function typedFilters(url: URL): InvocationFilters {
+  return {
+    function: param(url, "function"),
+    status: param(url, "status"),
+    since: param(url, "since"),
+    id: param(url, "id"),
+  };
+}
+
 /**
  * One page of invocations, newest change first. Delayed jobs waiting for their due time have no
  * record yet: they are listed from the delayed-jobs stream under status `scheduled`.

@@ -5,25 +5,23 @@ import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
 import { verifyAudit } from "../audit-verify";
 import { parseTime } from "../cli/audit";
-import { gatherOverview } from "../cli/function-overview";
 import { createClient, type JetfnClient } from "../client";
 import { listDeadLetters } from "../db/dead-letters";
 import { JetfnError, toJetfnError } from "../errors";
-import type { InvocationStats } from "../invocation-stats";
 import type { Runtime } from "../runtime";
 import { presentedTokens, sameToken, signInUrl, tokenCookie } from "./access-token";
 import { isLoopback, resolveAllowedHosts } from "./allowed-hosts";
 import { DEFAULT_DASHBOARD_PORT } from "./default-port";
 import { errorPage } from "./error-page";
-import { recordInvocationHistory } from "./history";
+import { functionRoutes } from "./function-routes";
 import { layout } from "./html";
-import { invocationFilters, listInvocations } from "./invocation-list";
+import { invocationFilters, listInvocations, typedFilters } from "./invocation-list";
 import { refuseForeignRequest } from "./request-guard";
+import { type Handler, lastSegment, type Reply, type Route, type Session } from "./route";
 import { SIGN_IN_PATH, safeNext, signInNeeded, signInPage } from "./sign-in";
 import { type AuditFilters, auditPage } from "./views/audit";
 import { deadLettersPage } from "./views/dead-letters";
-import { functionPage, functionsPage, functionsTable } from "./views/functions";
-import { invocationPage, invocationSummary, invocationsPage } from "./views/invocations";
+import { type InvocationFilters, invocationPage, invocationSummary, invocationsPage } from "./views/invocations";
 
 /** Where and how the dashboard listens. */
 export interface DashboardOptions {
@@ -62,18 +60,6 @@ const SECURITY_HEADERS = {
   "cache-control": "no-store",
 };
 
-/** What a page needs to know about who asks: signed in (token presented) or not. */
-interface Session {
-  signedIn: boolean;
-}
-type Handler = (request: IncomingMessage, url: URL, session: Session) => Promise<Reply>;
-interface Reply {
-  status?: number;
-  type?: string;
-  body?: string;
-  location?: string;
-}
-
 /** Serves the dashboard from a runtime process: functions, invocations, audit log, dead letters. */
 export async function startDashboard(options: DashboardOptions): Promise<Dashboard> {
   const { runtime } = options;
@@ -86,9 +72,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     () => (server.address() as AddressInfo).port,
   );
   const client = await createClient({ connection: runtime.nats });
-  const { stats } = runtime;
-  const history = recordInvocationHistory(runtime.events);
-  const routes = buildRoutes(runtime, client, stats, history);
+  const routes = [...functionRoutes(runtime), ...buildRoutes(runtime, client)];
 
   const server = createServer((request, response) => {
     void serve(request, response).catch((error: unknown) => {
@@ -119,7 +103,6 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   }
 
   const stopServing = async (): Promise<void> => {
-    history.close();
     await client.close();
   };
   await new Promise<void>((resolve, reject) => {
@@ -143,14 +126,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   };
 }
 
-function buildRoutes(
-  runtime: Runtime,
-  client: JetfnClient,
-  stats: InvocationStats,
-  history: ReturnType<typeof recordInvocationHistory>,
-): { method: string; pattern: RegExp; handler: Handler }[] {
-  const overview = () =>
-    gatherOverview(runtime.nats, { stream: runtime.config.streamName, maxWaitMs: 700, stallMs: 150 });
+/** Invocations, audit, dead letters, sign-in and the actions. */
+function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
   const page = (title: string, tab: string, body: Parameters<typeof layout>[2]): Reply => ({
     body: layout(title, tab, body),
   });
@@ -159,7 +136,7 @@ function buildRoutes(
     jsm ??= jetstreamManager(runtime.nats);
     return jsm;
   };
-  const idFrom = (url: URL) => decodeURIComponent(url.pathname.split("/").at(-1) ?? "");
+  const idFrom = (url: URL) => lastSegment(url);
   const toDeadLetters = (message: string, fn?: string): Reply => ({
     status: 303,
     location: `/dead-letters?${new URLSearchParams({ ...(fn ? { function: fn } : {}), message })}`,
@@ -180,7 +157,7 @@ function buildRoutes(
     }
   };
   const cancel = async (url: URL): Promise<Reply> => {
-    const id = decodeURIComponent(url.pathname.split("/").at(-2) ?? "");
+    const id = lastSegment(url, 2);
     let message: string;
     try {
       await client.cancel(id, { reason: "cancelled from the dashboard" });
@@ -191,7 +168,7 @@ function buildRoutes(
     return { status: 303, location: `/invocations/${encodeURIComponent(id)}?message=${encodeURIComponent(message)}` };
   };
   const deadLetterAction = async (url: URL, action: "retry" | "drop"): Promise<Reply> => {
-    const id = decodeURIComponent(url.pathname.split("/").at(-2) ?? "");
+    const id = lastSegment(url, 2);
     let message: string;
     try {
       message =
@@ -215,38 +192,17 @@ function buildRoutes(
     },
     {
       method: "GET",
-      pattern: /^\/$/,
-      handler: async () => {
-        const data = await overview();
-        return page("functions", "functions", functionsPage(functionsTable(data.functions, data.runtimes)));
-      },
-    },
-    {
-      method: "GET",
-      pattern: /^\/fragments\/functions$/,
-      handler: async () => {
-        const data = await overview();
-        return { body: functionsTable(data.functions, data.runtimes).value };
-      },
-    },
-    {
-      method: "GET",
-      pattern: /^\/api\/functions$/,
-      handler: async () => ({ type: "application/json", body: JSON.stringify(await overview()) }),
-    },
-    {
-      method: "GET",
-      pattern: /^\/functions\/[^/]+$/,
-      handler: async (_request, url) => {
-        const name = idFrom(url);
-        return page(name, "functions", functionPage(name, history.get(name), stats.get(name).histogram));
-      },
-    },
-    {
-      method: "GET",
       pattern: /^\/invocations$/,
       handler: async (_request, url) => {
-        const filters = invocationFilters(url);
+        let filters: InvocationFilters;
+        try {
+          filters = invocationFilters(url);
+        } catch (error) {
+          const failure = toJetfnError(error);
+          if (failure.code !== "E_INPUT_INVALID") throw error;
+          const body = invocationsPage({ rows: [], more: false }, typedFilters(url), failure.message);
+          return { status: 400, body: layout("invocations", "invocations", body) };
+        }
         const list = await listInvocations(runtime, await manager(), filters);
         return page("invocations", "invocations", invocationsPage(list, filters));
       },

@@ -64,6 +64,28 @@ afterAll(async () => {
   await env?.close();
 });
 
+const JOBS_PER_WAVE = 30;
+
+/**
+ * Jobs of primes.is-prime, with a few inputs it refuses (failed attempts), so the charts have
+ * something to show. For the docs' pictures they come in waves 15 s apart (one chart bucket of
+ * the 15-minute range each); as an ordinary test, in one wave.
+ */
+async function enqueueWaves(): Promise<void> {
+  const waves = process.env.UPDATE_SCREENSHOTS ? 4 : 1;
+  for (let wave = 0; wave < waves; wave++) {
+    if (wave > 0) await new Promise((resolve) => setTimeout(resolve, 15_000));
+    const inputs = Array.from({ length: JOBS_PER_WAVE }, (_, index) => ({ n: 1_000 * wave + index * 7 }));
+    const jobs = await Promise.all([
+      ...inputs.map((input) => client.enqueue("primes.is-prime", input)),
+      ...Array.from({ length: wave + 1 }, () => client.enqueue("primes.is-prime", { n: -1 })),
+    ]);
+    for (const job of jobs) {
+      await eventually(async () => ["succeeded", "dead"].includes((await client.status(job.id)).status));
+    }
+  }
+}
+
 async function screenshot(name: string): Promise<void> {
   if (!process.env.UPDATE_SCREENSHOTS) return;
   await mkdir(SCREENSHOTS, { recursive: true });
@@ -78,6 +100,7 @@ describe("the dashboard with the shipped example functions", () => {
     await client.call("memory-cache", { action: "put", key: "feed", value: { items: [1, 2] } });
     await client.call("memory-cache", { action: "get", key: "feed" });
     await client.enqueueAndWait("factorial", { n: 20 });
+    await enqueueWaves();
     await client.enqueueAndWait("send-mail", { to: ["ada@example.com", "linus@example.com"], subject: "Welcome" });
     // Two comments: the listeners mail the post's other subscribers (2, then 1), and the count goes
     // 1 -> 2 (an UPDATE, shown with its diff in the audit view).
@@ -97,12 +120,18 @@ describe("the dashboard with the shipped example functions", () => {
       .locator("tr[data-function]")
       .evaluateAll((rows) => rows.map((row) => row.getAttribute("data-function")));
     expect([...listed].sort()).toEqual(SHIPPED);
+
+    await page.goto(`${dashboard.url}/?range=15m`);
+    await page.locator("#chart-throughput").waitFor();
+    expect(Number(await page.locator(".total-attempts").textContent())).toBeGreaterThanOrEqual(JOBS_PER_WAVE);
     await screenshot("functions");
 
-    await page.goto(`${dashboard.url}/functions/primes.is-prime`);
-    expect(await page.locator("svg.throughput rect").count()).toBeGreaterThan(0);
-    await screenshot("function-charts");
-  });
+    await page.goto(`${dashboard.url}/functions/primes.is-prime?range=15m`);
+    await page.locator('#settings tr[data-setting="retry"]').waitFor();
+    expect(Number(await page.locator(".total-errors").textContent())).toBeGreaterThanOrEqual(1);
+    await page.locator("#chart-throughput rect.hit:not([data-tip*='succeeded 0 '])").last().hover();
+    await screenshot("function-page");
+  }, 120_000);
 
   it("shows factorial's progress updating live", async () => {
     const job = await client.enqueue("factorial", { n: 24, stepDelayMs: 150 });
@@ -132,9 +161,15 @@ describe("the dashboard with the shipped example functions", () => {
     for (const job of dead) {
       await eventually(async () => (await client.status(job.id)).status === "dead", 20_000);
     }
+    // The refused inputs enqueued for the charts are dropped, as an operator would, so the picture
+    // shows one dead job of each kind.
+    const refused = await env.database.sql`
+      select id from jetfn.invocations where function = 'primes.is-prime' and status = 'dead'`;
+    for (const row of refused) await client.dropDeadLetter(row.id as string);
     await page.goto(`${dashboard.url}/?token=${TOKEN}`);
     await page.goto(`${dashboard.url}/dead-letters`);
     for (const job of dead) await page.locator(`tr[data-id="${job.id}"]`).waitFor();
+    expect(await page.locator("tr[data-id]").count()).toBe(dead.length);
     await screenshot("dead-letters");
   });
 });

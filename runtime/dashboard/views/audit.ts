@@ -29,7 +29,8 @@ ${filters.row ? html`<h2>history of ${filters.table} row ${filters.row}</h2>` : 
 ${entries.map((entry) => auditRow(entry))}</tbody></table>`;
 }
 
-function auditRow(entry: AuditEntry): SafeHtml {
+/** One audit entry as a table row: when, who (function and invocation), the change and its diff. */
+export function auditRow(entry: AuditEntry): SafeHtml {
   const who = entry.function
     ? html`${entry.function} <a href="/invocations/${entry.invocationId ?? ""}">${(entry.invocationId ?? "").slice(0, 8)}</a>${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
     : html`<span class="muted">outside (${entry.dbUser})</span>`;

@@ -5,7 +5,7 @@ import { html, type SafeHtml } from "../html";
 import { signInHint } from "../sign-in";
 import { timeCell } from "../time-format";
 import { CONFIRM } from "./confirm";
-import { refreshScript } from "./functions";
+import { refreshScript } from "./live-refresh";
 
 /** A row of the invocations list. */
 export interface InvocationRow {
@@ -39,7 +39,10 @@ export interface InvocationPage {
   scheduled?: number;
 }
 
-/** Every status the list can filter by: the records' statuses and delayed jobs waiting (`scheduled`). */
+/**
+ * Every status the list can filter by: the records' statuses, delayed jobs waiting (`scheduled`),
+ * and `superseded` (a job replaced by a later one of the same key, once flow control records it).
+ */
 export const INVOCATION_STATUSES: readonly string[] = [
   "queued",
   "scheduled",
@@ -49,6 +52,7 @@ export const INVOCATION_STATUSES: readonly string[] = [
   "dead",
   "dropped",
   "cancelled",
+  "superseded",
 ];
 
 /** Rows per page of the invocations list. */
@@ -57,11 +61,15 @@ export const INVOCATIONS_PAGE_SIZE = 200;
 /** An invocation that has not finished (queued, scheduled, running, or failed with attempts left) can be cancelled. */
 const CANCELLABLE = new Set(["pending", "queued", "scheduled", "running", "failed"]);
 
-/** The searchable list of invocations, a page at a time. */
-export function invocationsPage(page: InvocationPage, filters: InvocationFilters): SafeHtml {
+/**
+ * The searchable list of invocations, a page at a time. With `problem` (a filter it cannot read),
+ * the form keeps what was typed and the reason shows above it, instead of rows.
+ */
+export function invocationsPage(page: InvocationPage, filters: InvocationFilters, problem?: string): SafeHtml {
   const statuses = ["", ...INVOCATION_STATUSES];
   const { rows } = page;
-  return html`<form class="filters" method="get">
+  if (problem && filters.status && !statuses.includes(filters.status)) statuses.push(filters.status);
+  return html`${problem ? html`<p class="notice error filter-error">${problem}</p>` : ""}<form class="filters" method="get">
 <input name="id" placeholder="invocation id" value="${filters.id ?? ""}">
 <input name="function" placeholder="function" value="${filters.function ?? ""}">
 <select name="status">${statuses.map((status) => html`<option value="${status}" ${status === (filters.status ?? "") ? "selected" : ""}>${status || "any status"}</option>`)}</select>
@@ -74,7 +82,7 @@ ${rows.map(
 <td class="status-${row.status}">${row.status}</td><td class="num">${row.attempts}</td><td>${timeCell(row.enqueuedAt)}</td>
 <td class="num">${row.runAt ? html`due ${timeCell(row.runAt)}` : row.durationMs === null ? "" : `${row.durationMs} ms`}</td><td>${row.lastError ?? ""}</td></tr>`,
 )}</tbody></table>
-${rows.length === 0 ? html`<p class="muted">no invocations match</p>` : ""}
+${rows.length === 0 && !problem ? html`<p class="muted">no invocations match</p>` : ""}
 <p class="paging">${pageLinks(page, filters)}</p>`;
 }
 
