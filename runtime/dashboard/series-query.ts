@@ -29,7 +29,7 @@ export const SERIES_QUERY_TIMEOUT_MS = 5_000;
 /**
  * Reads the figures of the charts from `jetfn.invocations`, which every runtime writes: the whole
  * deployment's jobs, not one process's. Bounded three ways: only rows written in the window (the
- * updated_at BRIN index, migration 0023), a fixed number of buckets per range, and a statement
+ * updated_at BRIN index, migration 0024), a fixed number of buckets per range, and a statement
  * timeout. Calls (request-reply) write no record and are not counted here.
  */
 export async function readSeries(sql: Sql, range: ChartRange, fn?: string, now = Date.now()): Promise<Series> {
