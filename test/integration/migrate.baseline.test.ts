@@ -34,22 +34,23 @@ it("records the baseline, without running it, where the ledger holds every squas
   const database = await createTestDatabase();
   await database.sql`insert into jetfn.invocations (id, function, status) values ('kept-0001', 'echo', 'succeeded')`;
   await ledgerBeforeTheSquash(database, SQUASHED_MIGRATIONS);
-  const appRows = (await ledger(database)).filter((row) => row.name.startsWith("1"));
-  expect(appRows.length).toBeGreaterThan(0);
+  // Migrations after the baseline (jetfn's 0023 on, the app's) stay as they were.
+  const laterRows = (await ledger(database)).filter((row) => !SQUASHED_MIGRATIONS.includes(row.name));
+  expect(laterRows.some((row) => row.name.startsWith("1"))).toBe(true);
 
   // Running the baseline on this schema would fail at its first `create table`.
   expect(await migrate(database.sql)).toEqual([]);
 
   const text = await readFile(path.join(DEFAULT_MIGRATIONS_DIR, BASELINE_MIGRATION), "utf8");
   const checksum = createHash("sha256").update(text).digest("hex");
-  expect(await ledger(database)).toEqual([{ name: BASELINE_MIGRATION, checksum }, ...appRows]);
+  expect(await ledger(database)).toEqual([{ name: BASELINE_MIGRATION, checksum }, ...laterRows]);
   expect((await migrationStatus(database.sql)).filter((state) => !state.applied || state.modified)).toEqual([]);
   expect(await database.sql`select id from jetfn.invocations`).toEqual([{ id: "kept-0001" }]);
   // And once recorded, migrating again changes nothing.
   expect(await migrate(database.sql)).toEqual([]);
   expect((await ledger(database)).map((row) => row.name)).toEqual([
     BASELINE_MIGRATION,
-    ...appRows.map((row) => row.name),
+    ...laterRows.map((row) => row.name),
   ]);
 });
 
