@@ -121,8 +121,9 @@ describe("JETFN_REPLICAS on a 3-node cluster", () => {
 
     const second = await startOn(cluster.url, { replicas: 3 });
     const after = await replicatedInfos(nc, 3);
+    // Kept: none gone. The audit sealer may anchor again meanwhile, adding a message.
     for (const stream of STREAMS) {
-      expect(after.get(stream)?.state.messages, stream).toBe(before.get(stream)?.state.messages);
+      expect(after.get(stream)?.state.messages, stream).toBeGreaterThanOrEqual(before.get(stream)?.state.messages ?? 0);
     }
     expect(second.logs.matching("Scaled stream up").map((line) => line.stream)).toEqual(STREAMS);
     // The function's consumer follows its stream (its replicas are inherited).
