@@ -115,7 +115,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   }
   let nc: NatsConnection;
   try {
-    nc = await connectNats({ url: config.natsUrl, user: config.natsUser, password: config.natsPassword }, logger);
+    nc = await connectNats({ url: config.natsUrl, auth: config.natsAuth }, logger);
   } catch (error) {
     await database.close();
     throw error;
@@ -336,6 +336,8 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       stats: this.stats,
       functions: () => [...this.#workers.keys()],
+      undeployed: () => this.registry.names().filter((name) => !this.#workers.has(name)),
+      stopping: () => this.#stopping.signal.aborted,
       pullers: () =>
         [...this.#workers.values()].map((worker) => ({
           fn: worker.fn.name,
