@@ -27,10 +27,10 @@ async function runtimeScrape(): Promise<string> {
   const invocation = { fn: "add", invocationId: "a1", attempt: 1, kind: "job" as const };
   events.emit("invocation:start", invocation);
   events.emit("invocation:success", { ...invocation, kind: "call", durationMs: 12 });
-  const error = new JetfnError("E_HANDLER_ERROR", "boom");
+  const error = new JetfnError("E_HANDLER_FAILED", "boom");
   events.emit("invocation:failure", { ...invocation, durationMs: 30, error, final: false });
   events.emit("invocation:failure", { ...invocation, attempt: 2, durationMs: 30, error, final: true });
-  events.emit("reply:refused", { api: "call" });
+  events.emit("reply:refused", { api: "call", subject: "fn.call.add", reply: "elsewhere" });
   return metrics.registry.metrics();
 }
 
