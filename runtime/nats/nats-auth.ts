@@ -33,9 +33,6 @@ export function checkNatsAuth(auth: NatsAuth): NatsAuth {
     const names = identities.map(([name]) => name).join(" and ");
     throw new JetfnError("E_CONFIG_INVALID", `${names} are both set; NATS takes one way of naming the user`);
   }
-  if (auth.password !== undefined && auth.user === undefined) {
-    throw new JetfnError("E_CONFIG_INVALID", "NATS_PASSWORD is set without NATS_USER");
-  }
   if ((auth.certFile === undefined) !== (auth.keyFile === undefined)) {
     throw new JetfnError("E_CONFIG_INVALID", "NATS_CERT and NATS_KEY go together: set both, or neither");
   }

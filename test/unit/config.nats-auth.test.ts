@@ -33,7 +33,6 @@ it("reads the variables the nats CLI reads", () => {
 it.each([
   [{ NATS_USER: "u", NATS_TOKEN: "t" }, "NATS_USER and NATS_TOKEN are both set"],
   [{ NATS_CREDS: "/c", NATS_NKEY: "/n" }, "NATS_CREDS and NATS_NKEY are both set"],
-  [{ NATS_PASSWORD: "p" }, "NATS_PASSWORD is set without NATS_USER"],
   [{ NATS_CERT: "/c.pem" }, "NATS_CERT and NATS_KEY go together"],
 ])("refuses %o with E_CONFIG_INVALID", (env, message) => {
   expect(() => resolveConfig({}, env)).toThrow(
