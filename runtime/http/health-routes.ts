@@ -9,8 +9,8 @@ import type { Route } from "./server";
 export const livenessRoute: Route = async () => ({ status: 200, contentType: "text/plain", body: "ok\n" });
 
 /**
- * `GET /readyz`: 200 when ready for work, else 503 (starting checks failed, or shutting down), with
- * each check's verdict as JSON.
+ * `GET /readyz`: 200 when ready for work, else 503 (a check failed, or the runtime is shutting down),
+ * with each check's verdict as JSON.
  */
 export function readinessRoute(check: () => Promise<Readiness>): Route {
   return async () => {

@@ -36,7 +36,8 @@ export interface OpsServer {
 export async function startOpsServer(options: OpsServerOptions): Promise<OpsServer> {
   const paths = Object.keys(options.routes).join(", ");
   const server = createServer((request, response) => {
-    const route = Object.hasOwn(options.routes, pathOf(request.url)) ? options.routes[pathOf(request.url)] : undefined;
+    const path = pathOf(request.url);
+    const route = Object.hasOwn(options.routes, path) ? options.routes[path] : undefined;
     if (request.method !== "GET" || route === undefined) {
       response.writeHead(404, { "content-type": "text/plain" }).end(`not found; served: ${paths}\n`);
       return;
@@ -44,7 +45,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
     route().then(
       (answer) => response.writeHead(answer.status, { "content-type": answer.contentType }).end(answer.body),
       (error: unknown) => {
-        options.logger.warn({ err: error, path: pathOf(request.url) }, "Answering an operations request failed.");
+        options.logger.warn({ err: error, path }, "Answering an operations request failed.");
         response.writeHead(500, { "content-type": "text/plain" }).end("failed\n");
       },
     );

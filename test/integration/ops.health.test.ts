@@ -47,6 +47,11 @@ describe("health checks", () => {
     const other = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(other.status).toBe(404);
     expect(await other.text()).toContain("/metrics, /livez, /readyz");
+    // Paths are looked up as own keys only: nothing reaches the route table's prototype.
+    for (const path of ["/constructor", "/__proto__", "/toString"]) {
+      expect((await fetch(`http://127.0.0.1:${port}${path}`)).status).toBe(404);
+    }
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`, { method: "POST" })).status).toBe(404);
   });
 
   it("is not ready while Postgres refuses connections, and ready again after", async () => {
