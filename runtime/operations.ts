@@ -2,17 +2,12 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config";
-import { connectDatabase, type DatabaseClient } from "./db/client";
+import type { DatabaseClient } from "./db/client";
 import type { OutboxLag } from "./db/outbox";
 import type { RuntimeEmitter } from "./events";
-import { livenessRoute, readinessRoute } from "./http/health-routes";
-import { metricsRoute } from "./http/metrics-route";
-import { createReadinessCheck } from "./http/readiness";
-import { startOpsServer } from "./http/server";
 import type { InvocationStats } from "./invocation-stats";
-import { createRuntimeMetrics } from "./metrics";
 import { startDeadLetterApi } from "./nats/dead-letter-api";
-import { createQueueDepthReader, type QueueDepthReader } from "./nats/queue-depth";
+import { createQueueDepthReader } from "./nats/queue-depth";
 import type { ReplyGuard } from "./nats/reply-guard";
 import { warnAboutServer } from "./nats/server-check";
 import { startServiceDiscovery } from "./nats/service-discovery";
@@ -32,10 +27,6 @@ export interface OperationsContext {
   stats: InvocationStats;
   /** Names of the functions deployed in this process right now. */
   functions: () => string[];
-  /** Functions loaded from the folder that do not serve yet (for readiness). */
-  undeployed: () => string[];
-  /** True once the runtime is shutting down (readiness turns false). */
-  stopping: () => boolean;
   /** This process's pullers, for the stall watch. */
   pullers: () => WatchedPuller[];
   outboxLag: () => Promise<OutboxLag>;
@@ -54,8 +45,8 @@ export interface Operations {
 
 /**
  * Starts what operators rely on besides running functions: statistics and services-protocol
- * discovery, the dead-letter API, the metrics and health endpoint (when configured), production checks, the
- * stall watch and the sweep for jobs no function can take.
+ * discovery, the dead-letter API, production checks, the stall watch and the sweep for jobs no
+ * function can take.
  */
 export async function startOperations(context: OperationsContext): Promise<Operations> {
   const { config, nats, manager, logger } = context;
@@ -79,7 +70,6 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     logger,
     replyGuard: context.replyGuard,
   });
-  const opsEndpoint = config.metricsPort === undefined ? undefined : await startOpsEndpoint(context, queueDepth);
   if (context.productionChecks) void warnAboutServer(nats, manager, config.streamName, logger);
   const stallWatch = startStallWatch({
     manager,
@@ -102,56 +92,8 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     async close() {
       await unroutedJobs.close();
       await stallWatch.close();
-      await opsEndpoint
-        ?.close()
-        .catch((error: unknown) => logger.warn({ err: error }, "Closing the metrics and health endpoint failed."));
       discovery.close();
       await deadLetterApi.close();
     },
   };
-}
-
-/**
- * Serves `/metrics`, `/livez` and `/readyz` on JETFN_METRICS_HOST:JETFN_METRICS_PORT. Readiness asks
- * Postgres on a connection of its own, so a pool busy with jobs does not read as a database down.
- */
-async function startOpsEndpoint(context: OperationsContext, queueDepth: QueueDepthReader): Promise<Operations> {
-  const { config, logger } = context;
-  const metrics = createRuntimeMetrics({ events: context.events, stats: context.stats, queueDepth, logger });
-  const probeDatabase = connectDatabase({
-    url: config.databaseUrl as string,
-    poolSize: 1,
-    applicationName: "jetfn-readiness",
-  });
-  const readiness = createReadinessCheck({
-    nats: context.nats,
-    sql: probeDatabase.sql,
-    undeployed: context.undeployed,
-    stopping: context.stopping,
-  });
-  const close = async (): Promise<void> => {
-    metrics.close();
-    await probeDatabase.close();
-  };
-  try {
-    const server = await startOpsServer({
-      host: config.metricsHost,
-      port: config.metricsPort as number,
-      routes: {
-        "/metrics": metricsRoute(metrics.registry),
-        "/livez": livenessRoute,
-        "/readyz": readinessRoute(readiness),
-      },
-      logger,
-    });
-    return {
-      async close() {
-        await server.close();
-        await close();
-      },
-    };
-  } catch (error) {
-    await close();
-    throw error;
-  }
 }

@@ -8,11 +8,20 @@ export interface ReadinessSources {
   sql: Sql;
   /** Functions loaded from the folder that do not serve yet (no consumer, no puller). */
   undeployed: () => string[];
-  /** True once the runtime is shutting down. */
-  stopping: () => boolean;
+  /** Where the runtime is in its life. */
+  phase: () => RuntimePhase;
   /** Longest each service may take to answer. @default 2000 */
   timeoutMs?: number;
 }
+
+/** A runtime's life: deploying, serving, then draining. */
+export type RuntimePhase = "starting" | "serving" | "stopping";
+
+const PHASE_VERDICTS: Record<RuntimePhase, string> = {
+  starting: "starting",
+  serving: "ok",
+  stopping: "shutting down",
+};
 
 /** One check's verdict: `ok`, or why not. */
 export type CheckResult = "ok" | string;
@@ -20,14 +29,15 @@ export type CheckResult = "ok" | string;
 /** Whether the runtime should be given work, and each check's verdict. */
 export interface Readiness {
   ready: boolean;
-  checks: { shutdown: CheckResult; nats: CheckResult; postgres: CheckResult; functions: CheckResult };
+  checks: { runtime: CheckResult; nats: CheckResult; postgres: CheckResult; functions: CheckResult };
 }
 
 export const DEFAULT_READINESS_TIMEOUT_MS = 2_000;
 
 /**
- * Returns a check of readiness: not shutting down, NATS answers a round trip, Postgres answers
- * `select 1`, and every loaded function serves. Probes arriving while a check runs share it.
+ * Returns a check of readiness: the runtime serves (it has started and is not shutting down), NATS
+ * answers a round trip, Postgres answers `select 1`, and every loaded function serves. Probes
+ * arriving while a check runs share it.
  */
 export function createReadinessCheck(sources: ReadinessSources): () => Promise<Readiness> {
   const timeoutMs = sources.timeoutMs ?? DEFAULT_READINESS_TIMEOUT_MS;
@@ -39,7 +49,7 @@ export function createReadinessCheck(sources: ReadinessSources): () => Promise<R
     ]);
     const undeployed = sources.undeployed();
     const checks = {
-      shutdown: sources.stopping() ? "shutting down" : "ok",
+      runtime: PHASE_VERDICTS[sources.phase()],
       nats,
       postgres,
       functions: undeployed.length === 0 ? "ok" : `not serving yet: ${undeployed.join(", ")}`,

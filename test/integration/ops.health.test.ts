@@ -1,11 +1,12 @@
 // The operations endpoint of a real runtime: /livez, /readyz (NATS, Postgres, functions, shutdown),
 // /metrics checked by promtool's rules, and JETFN_METRICS_HOST moving it off loopback.
 import { networkInterfaces } from "node:os";
+import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
 import { adminUrl } from "../helpers/database-url";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 import { findPromtool, lintMetrics, promtoolCheck } from "../helpers/metrics-lint";
 
@@ -42,16 +43,35 @@ describe("health checks", () => {
     expect([live.status, await live.text()]).toEqual([200, "ok\n"]);
     expect(await readiness()).toEqual({
       status: 200,
-      body: { status: "ready", checks: { shutdown: "ok", nats: "ok", postgres: "ok", functions: "ok" } },
+      body: { status: "ready", checks: { runtime: "ok", nats: "ok", postgres: "ok", functions: "ok" } },
     });
     const other = await fetch(`http://127.0.0.1:${port}/healthz`);
     expect(other.status).toBe(404);
     expect(await other.text()).toContain("/metrics, /livez, /readyz");
     // Paths are looked up as own keys only: nothing reaches the route table's prototype.
-    for (const path of ["/constructor", "/__proto__", "/toString"]) {
-      expect((await fetch(`http://127.0.0.1:${port}${path}`)).status).toBe(404);
+    for (const name of ["/constructor", "/__proto__", "/toString"]) {
+      expect((await fetch(`http://127.0.0.1:${port}${name}`)).status).toBe(404);
     }
     expect((await fetch(`http://127.0.0.1:${port}/readyz`, { method: "POST" })).status).toBe(404);
+  });
+
+  it("is live and not ready while the runtime starts, ready once its functions are deployed", async () => {
+    const startingPort = await freePort();
+    const url = `http://127.0.0.1:${startingPort}/readyz`;
+    // A file whose top-level code never ends holds the start until its load times out.
+    const starting = env.startRuntime({
+      metricsPort: startingPort,
+      functionsDir: path.resolve(FIXTURE_FUNCTIONS, "../endless-load"),
+      loadTimeout: "3s",
+    });
+    const during = await eventually(async () => {
+      const answer = await readiness(url);
+      return answer.status === 503 ? answer : undefined;
+    });
+    expect(during.body).toMatchObject({ status: "not ready", checks: { runtime: "starting" } });
+    expect((await fetch(`http://127.0.0.1:${startingPort}/livez`)).status).toBe(200);
+    await starting;
+    expect(await readiness(url)).toMatchObject({ status: 200, body: { checks: { runtime: "ok", functions: "ok" } } });
   });
 
   it("is not ready while Postgres refuses connections, and ready again after", async () => {
@@ -92,7 +112,7 @@ describe("health checks", () => {
     expect(started).toBe(true);
     const stopped = runtime.stop();
     const during = await readiness(`http://127.0.0.1:${drainingPort}/readyz`);
-    expect(during).toMatchObject({ status: 503, body: { status: "not ready", checks: { shutdown: "shutting down" } } });
+    expect(during).toMatchObject({ status: 503, body: { status: "not ready", checks: { runtime: "shutting down" } } });
     expect((await fetch(`http://127.0.0.1:${drainingPort}/livez`)).status).toBe(200);
     await stopped;
     await expect(fetch(`http://127.0.0.1:${drainingPort}/livez`)).rejects.toThrow();
