@@ -1,10 +1,12 @@
 // The operations endpoint of a real runtime: /livez, /readyz (NATS, Postgres, functions, shutdown),
 // /metrics checked by promtool's rules, and JETFN_METRICS_HOST moving it off loopback.
+import { readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
+import { spawnCli } from "../helpers/cli";
 import { adminUrl } from "../helpers/database-url";
 import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
@@ -145,12 +147,28 @@ describe("JETFN_METRICS_HOST", () => {
   });
 });
 
+describe("jetfn start --metrics-host", () => {
+  it.skipIf(outsideAddress === undefined)("serves health checks where the flags say", async () => {
+    const cliPort = await freePort();
+    const cli = spawnCli(["start", "--metrics-port", String(cliPort), "--metrics-host", "0.0.0.0"], {
+      NATS_URL: env.nats.url,
+      DATABASE_URL: env.database.url,
+      JETFN_FUNCTIONS: FIXTURE_FUNCTIONS,
+    });
+    await cli.waitFor("Runtime ready");
+    expect(await readiness(`http://${outsideAddress}:${cliPort}/readyz`)).toMatchObject({ status: 200 });
+    expect(await cli.stop()).toBe(0);
+  });
+});
+
 describe("when NATS stops answering", () => {
   it("is not ready, naming NATS, while the process stays live; ready again when it answers", async () => {
     const pid = env.nats.pid as number;
     // A frozen server (SIGSTOP) keeps its connections open but answers nothing, like a hung node.
     process.kill(pid, "SIGSTOP");
     try {
+      // The signal is delivered asynchronously: wait until every thread of the server has stopped.
+      await eventually(() => readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"));
       const down = await readiness();
       expect(down).toMatchObject({
         status: 503,
