@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type ClientOptions, createClient } from "../../runtime/client";
 import type { RuntimeOptions } from "../../runtime/config";
 import type { NatsAuth } from "../../runtime/nats/nats-auth";
+import { runCli } from "../helpers/cli";
 import { createTestEnvironment } from "../helpers/environment";
 import { createOperatorSetup } from "../helpers/nats-jwt";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -84,6 +85,9 @@ describe("NATS authentication", () => {
     writeFileSync(credsFile, setup.creds, { mode: 0o600 });
     const url = await serveWith(setup.serverConfig, { natsCredsFile: credsFile });
     expect(await refused(url)).toMatch(/Authorization Violation/i);
+    // The CLI reads the same variable the nats CLI does.
+    const call = await runCli(["call", "add", '{"a": 1, "b": 2}'], { NATS_URL: url, NATS_CREDS: credsFile });
+    expect(call).toMatchObject({ code: 0, stdout: expect.stringContaining('"sum":3') });
   });
 
   it("by TLS client certificate (NATS_CA, NATS_CERT, NATS_KEY) with deploy/production/nats-tls.conf", async () => {
