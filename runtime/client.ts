@@ -1,6 +1,6 @@
 import { headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { CANCEL_SUBJECT } from "./cancellation";
-import { resolveConfig } from "./config";
+import { type RuntimeOptions, resolveConfig } from "./config";
 import type { DeadLetter } from "./db/dead-letters";
 import type { EventDataOf, EventDefinition } from "./define-event";
 import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
@@ -37,12 +37,24 @@ type NameOf<M> = keyof M & string;
 type ClientInput<M, N extends string> = M extends Record<N, FunctionDefinition> ? InputOf<M[N]> : unknown;
 type ClientOutput<M, N extends string> = M extends Record<N, FunctionDefinition> ? OutputOf<M[N]> : unknown;
 
-/** How a client reaches the runtimes. */
-export interface ClientOptions {
+/**
+ * How a client reaches the runtimes. The NATS credentials default to the same environment
+ * variables as the runtime's ([configuration](../docs/configuration.md)).
+ */
+export interface ClientOptions
+  extends Pick<
+    RuntimeOptions,
+    | "natsUser"
+    | "natsPassword"
+    | "natsToken"
+    | "natsCredsFile"
+    | "natsNkeyFile"
+    | "natsCaFile"
+    | "natsCertFile"
+    | "natsKeyFile"
+  > {
   /** @default process.env.NATS_URL ?? "nats://127.0.0.1:4222" */
   natsUrl?: string;
-  natsUser?: string;
-  natsPassword?: string;
   /** Reuse a connection instead of opening one (it is not closed by `close()`). */
   connection?: NatsConnection;
   /** Default wait for `call` and `result`. @default "30s" */
@@ -164,13 +176,18 @@ export async function createClient<M = FunctionMap>(options: ClientOptions = {})
     natsUrl: options.natsUrl,
     natsUser: options.natsUser,
     natsPassword: options.natsPassword,
+    natsToken: options.natsToken,
+    natsCredsFile: options.natsCredsFile,
+    natsNkeyFile: options.natsNkeyFile,
+    natsCaFile: options.natsCaFile,
+    natsCertFile: options.natsCertFile,
+    natsKeyFile: options.natsKeyFile,
   });
   const connection =
     options.connection ??
     (await connectNats({
       url: config.natsUrl,
-      user: config.natsUser,
-      password: config.natsPassword,
+      auth: config.natsAuth,
       name: "jetfn-client",
     }));
   return new NatsClient<M>(connection, !options.connection, parseDuration(options.timeout ?? DEFAULT_CLIENT_TIMEOUT));

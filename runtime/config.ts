@@ -2,6 +2,7 @@ import path from "node:path";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
+import { checkNatsAuth, type NatsAuth } from "./nats/nats-auth";
 import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 import { ALLOWED_REPLICAS, type Replication } from "./nats/stream-replicas";
 
@@ -12,6 +13,18 @@ export interface RuntimeOptions {
   /** NATS user and password, when the server requires them. @default process.env.NATS_USER / NATS_PASSWORD */
   natsUser?: string;
   natsPassword?: string;
+  /** NATS token, for a server with `authorization { token }`. @default process.env.NATS_TOKEN */
+  natsToken?: string;
+  /** Path of a NATS credentials file (user JWT and NKey seed). @default process.env.NATS_CREDS */
+  natsCredsFile?: string;
+  /** Path of a file holding a NATS user NKey seed (`SU...`). @default process.env.NATS_NKEY */
+  natsNkeyFile?: string;
+  /** CA certificate(s) the NATS server's certificate is checked against (PEM file). @default process.env.NATS_CA */
+  natsCaFile?: string;
+  /** Client certificate for NATS TLS (PEM file). @default process.env.NATS_CERT */
+  natsCertFile?: string;
+  /** Private key of the client certificate (PEM file). @default process.env.NATS_KEY */
+  natsKeyFile?: string;
   /** Postgres connection string; undefined means the embedded database under `stateDir`. @default process.env.DATABASE_URL */
   databaseUrl?: string;
   /** Folder of function files. @default process.env.JETFN_FUNCTIONS ?? "./functions" */
@@ -50,8 +63,13 @@ export interface RuntimeOptions {
    * naming any other host are refused. @default process.env.JETFN_DASHBOARD_HOSTS (comma-separated), else none
    */
   dashboardHosts?: string[];
-  /** Serve Prometheus metrics on `127.0.0.1:<port>/metrics`; off when unset. @default process.env.JETFN_METRICS_PORT */
+  /**
+   * Serve Prometheus metrics (`/metrics`) and the health checks (`/livez`, `/readyz`) on this port;
+   * off when unset. @default process.env.JETFN_METRICS_PORT
+   */
   metricsPort?: number;
+  /** Address the metrics and health endpoint listens on. @default process.env.JETFN_METRICS_HOST ?? "127.0.0.1" */
+  metricsHost?: string;
   /** Lines a handler may log per invocation; the rest are dropped and counted. @default process.env.JETFN_LOG_LINES ?? 1000 */
   logLines?: number;
   /** Characters a handler may log per invocation. @default process.env.JETFN_LOG_BYTES ?? 1048576 */
@@ -79,8 +97,8 @@ export interface RuntimeOptions {
 /** Configuration with every value present and checked. */
 export interface ResolvedConfig {
   readonly natsUrl: string;
-  readonly natsUser: string | undefined;
-  readonly natsPassword: string | undefined;
+  /** How the runtime authenticates to NATS (user and password, token, credentials, NKey, TLS). */
+  readonly natsAuth: NatsAuth;
   readonly databaseUrl: string | undefined;
   readonly functionsDir: string;
   readonly logLevel: string;
@@ -98,6 +116,7 @@ export interface ResolvedConfig {
   readonly dashboardToken: string | undefined;
   readonly dashboardHosts: readonly string[];
   readonly metricsPort: number | undefined;
+  readonly metricsHost: string;
   readonly logLimits: LogLimits;
   readonly loadTimeoutMs: number;
   /** Every reply-subject prefix the runtime answers to, the defaults first; each ends with a dot. */
@@ -119,14 +138,24 @@ export const DEFAULT_DATABASE_POOL_SIZE = 20;
 export const DEFAULT_QUEUE_GROUP = "jetfn";
 export const DEFAULT_LOAD_TIMEOUT: Duration = "10s";
 export const DEFAULT_REPLICAS = 1;
+/** Loopback, so metrics are never exposed by accident; `0.0.0.0` (or `::`) for a scraper elsewhere. */
+export const DEFAULT_METRICS_HOST = "127.0.0.1";
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Merges options over environment variables over defaults, validates, and freezes the result. */
 export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
   const config: ResolvedConfig = {
     natsUrl: options.natsUrl ?? nonEmpty(env.NATS_URL) ?? DEFAULT_NATS_URL,
-    natsUser: options.natsUser ?? nonEmpty(env.NATS_USER),
-    natsPassword: options.natsPassword ?? nonEmpty(env.NATS_PASSWORD),
+    natsAuth: checkNatsAuth({
+      user: options.natsUser ?? nonEmpty(env.NATS_USER),
+      password: options.natsPassword ?? nonEmpty(env.NATS_PASSWORD),
+      token: options.natsToken ?? nonEmpty(env.NATS_TOKEN),
+      credsFile: options.natsCredsFile ?? nonEmpty(env.NATS_CREDS),
+      nkeyFile: options.natsNkeyFile ?? nonEmpty(env.NATS_NKEY),
+      caFile: options.natsCaFile ?? nonEmpty(env.NATS_CA),
+      certFile: options.natsCertFile ?? nonEmpty(env.NATS_CERT),
+      keyFile: options.natsKeyFile ?? nonEmpty(env.NATS_KEY),
+    }),
     databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
     functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
     logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
@@ -154,6 +183,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     dashboardToken: options.dashboardToken ?? nonEmpty(env.JETFN_DASHBOARD_TOKEN),
     dashboardHosts: Object.freeze(options.dashboardHosts ?? list(env.JETFN_DASHBOARD_HOSTS) ?? []),
     metricsPort: options.metricsPort ?? integer("JETFN_METRICS_PORT", env.JETFN_METRICS_PORT),
+    metricsHost: options.metricsHost ?? nonEmpty(env.JETFN_METRICS_HOST) ?? DEFAULT_METRICS_HOST,
     logLimits: Object.freeze({
       lines: options.logLines ?? positive("JETFN_LOG_LINES", env.JETFN_LOG_LINES) ?? DEFAULT_LOG_LIMITS.lines,
       bytes: options.logBytes ?? positive("JETFN_LOG_BYTES", env.JETFN_LOG_BYTES) ?? DEFAULT_LOG_LIMITS.bytes,

@@ -1,21 +1,26 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { errorKindOf } from "./error-codes";
-import { JetfnError } from "./errors";
 import type { RuntimeEmitter, RuntimeEvents } from "./events";
 import type { InvocationStats } from "./invocation-stats";
 import type { QueueDepth, QueueDepthReader } from "./nats/queue-depth";
 
-/** Where the metrics endpoint listens; loopback only, so it is never exposed by accident. */
-export const METRICS_HOST = "127.0.0.1";
 /** Bucket bounds (seconds) of the invocation duration histogram. */
 export const DURATION_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
-/** What the metrics endpoint reads from the runtime. */
-export interface MetricsServerOptions {
-  port: number;
+/**
+ * prom-client's default gauges named like counters: `promtool check metrics` refuses a gauge ending
+ * in `_total`. Each is the sum of the same gauge by `type` (`nodejs_active_handles{type}`), which
+ * stays: `sum(nodejs_active_handles)` gives the same figure.
+ */
+const MISNAMED_DEFAULT_METRICS = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
+/** What the metrics read from the runtime. */
+export interface MetricsOptions {
   events: RuntimeEmitter;
   /** Source of the in-flight gauge (it pairs each start with its end by invocation id). */
   stats: InvocationStats;
@@ -23,48 +28,21 @@ export interface MetricsServerOptions {
   logger: Logger;
 }
 
-/** A running Prometheus endpoint: `GET /metrics`. */
-export interface MetricsServer {
-  /** The port it listens on. */
-  readonly port: number;
-  close(): Promise<void>;
+/** jetfn's Prometheus registry, fed by the runtime's events. */
+export interface RuntimeMetrics {
+  readonly registry: Registry;
+  /** Stops listening to the runtime's events. */
+  close(): void;
 }
 
-/** Starts the Prometheus endpoint on `127.0.0.1:<port>`, fed by the runtime's events. */
-export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
+/** Builds the registry: jetfn's metrics and Node's process metrics, every name as promtool wants it. */
+export function createRuntimeMetrics(options: MetricsOptions): RuntimeMetrics {
   const registry = new Registry();
   const detach = registerInvocationMetrics(registry, options.events, options.stats);
   registerQueueMetrics(registry, options.queueDepth, options.logger);
   collectDefaultMetrics({ register: registry });
-  const server = createServer((request, response) => {
-    if (request.method !== "GET" || request.url?.split("?")[0] !== "/metrics") {
-      response.writeHead(404, { "content-type": "text/plain" }).end("not found; metrics are at /metrics\n");
-      return;
-    }
-    registry.metrics().then(
-      (text) => response.writeHead(200, { "content-type": registry.contentType }).end(text),
-      (error: unknown) => {
-        options.logger.warn({ err: error }, "Collecting metrics failed.");
-        response.writeHead(500, { "content-type": "text/plain" }).end("collecting metrics failed\n");
-      },
-    );
-  });
-  try {
-    await listen(server, options.port);
-  } catch (error) {
-    detach();
-    throw error;
-  }
-  const port = (server.address() as AddressInfo).port;
-  options.logger.info({ url: `http://${METRICS_HOST}:${port}/metrics` }, "Serving Prometheus metrics.");
-  return {
-    port,
-    async close() {
-      detach();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  for (const name of MISNAMED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  return { registry, close: detach };
 }
 
 /** Counters, error counters by kind and duration histograms; returns a function that stops listening. */
@@ -169,21 +147,5 @@ function registerQueueMetrics(registry: Registry, reader: QueueDepthReader, logg
       this.reset();
       for (const [fn, depth] of await read()) this.set({ fn }, depth.ackPending);
     },
-  });
-}
-
-function listen(server: Server, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (error: Error): void =>
-      reject(
-        new JetfnError("E_CONFIG_INVALID", `metrics port ${port} on ${METRICS_HOST}: ${error.message}`, {
-          cause: error,
-        }),
-      );
-    server.once("error", onError);
-    server.listen(port, METRICS_HOST, () => {
-      server.off("error", onError);
-      resolve();
-    });
   });
 }

@@ -6,7 +6,6 @@ import type { DatabaseClient } from "./db/client";
 import type { OutboxLag } from "./db/outbox";
 import type { RuntimeEmitter } from "./events";
 import type { InvocationStats } from "./invocation-stats";
-import { startMetricsServer } from "./metrics";
 import { startDeadLetterApi } from "./nats/dead-letter-api";
 import { createQueueDepthReader } from "./nats/queue-depth";
 import type { ReplyGuard } from "./nats/reply-guard";
@@ -46,8 +45,8 @@ export interface Operations {
 
 /**
  * Starts what operators rely on besides running functions: statistics and services-protocol
- * discovery, the dead-letter API, the metrics endpoint (when configured), production checks, the
- * stall watch and the sweep for jobs no function can take.
+ * discovery, the dead-letter API, production checks, the stall watch and the sweep for jobs no
+ * function can take.
  */
 export async function startOperations(context: OperationsContext): Promise<Operations> {
   const { config, nats, manager, logger } = context;
@@ -71,10 +70,6 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     logger,
     replyGuard: context.replyGuard,
   });
-  const metrics =
-    config.metricsPort === undefined
-      ? undefined
-      : await startMetricsServer({ port: config.metricsPort, events: context.events, stats, queueDepth, logger });
   if (context.productionChecks) void warnAboutServer(nats, manager, config.streamName, logger);
   const stallWatch = startStallWatch({
     manager,
@@ -97,9 +92,6 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     async close() {
       await unroutedJobs.close();
       await stallWatch.close();
-      await metrics
-        ?.close()
-        .catch((error: unknown) => logger.warn({ err: error }, "Closing the metrics endpoint failed."));
       discovery.close();
       await deadLetterApi.close();
     },

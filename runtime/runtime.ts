@@ -17,6 +17,8 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
+import type { RuntimePhase } from "./http/readiness";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
@@ -39,6 +41,7 @@ import { type EventListener, startEventListener } from "./nats/event-listener";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { openProgressBoard } from "./nats/progress-board";
+import { createQueueDepthReader } from "./nats/queue-depth";
 import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
@@ -115,7 +118,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   }
   let nc: NatsConnection;
   try {
-    nc = await connectNats({ url: config.natsUrl, user: config.natsUser, password: config.natsPassword }, logger);
+    nc = await connectNats({ url: config.natsUrl, auth: config.natsAuth }, logger);
   } catch (error) {
     await database.close();
     throw error;
@@ -166,6 +169,9 @@ class ServingRuntime implements Runtime {
   #scheduler: Scheduler | undefined;
   #rejections: RejectionWatch | undefined;
   #operations: Operations | undefined;
+  /** `/metrics`, `/livez`, `/readyz`: up from the start of start() to the end of the shutdown. */
+  #opsEndpoint: OpsEndpoint | undefined;
+  #serving = false;
   healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
   productionChecks = true;
 
@@ -215,6 +221,7 @@ class ServingRuntime implements Runtime {
         { cause: error },
       );
     });
+    await this.#startOpsEndpoint(this.#manager);
     await ensureJobStream(this.#manager, {
       name: this.config.streamName,
       retentionMs: this.config.jobRetentionMs,
@@ -353,6 +360,7 @@ class ServingRuntime implements Runtime {
     // Ready means serving: the server has every subscription (calls, status, discovery) once a
     // round trip made after them comes back, so a caller starting now is not told "no responders".
     await this.nats.flush();
+    this.#serving = true;
     this.logger.info(
       {
         functions: this.registry.names(),
@@ -362,6 +370,28 @@ class ServingRuntime implements Runtime {
       },
       `Runtime ready with ${this.registry.size} function(s).`,
     );
+  }
+
+  /** Serves metrics and health checks when a metrics port is set; readiness follows #phase. */
+  async #startOpsEndpoint(manager: JetStreamManager): Promise<void> {
+    if (this.config.metricsPort === undefined) return;
+    this.#opsEndpoint = await startOpsEndpoint({
+      host: this.config.metricsHost,
+      port: this.config.metricsPort,
+      databaseUrl: this.config.databaseUrl as string,
+      nats: this.nats,
+      events: this.events,
+      stats: this.stats,
+      queueDepth: createQueueDepthReader(manager, this.config.streamName),
+      logger: this.logger,
+      undeployed: () => this.registry.names().filter((name) => !this.#workers.has(name)),
+      phase: () => this.#phase(),
+    });
+  }
+
+  #phase(): RuntimePhase {
+    if (this.#stopping.signal.aborted) return "stopping";
+    return this.#serving ? "serving" : "starting";
   }
 
   /** Every stream jetfn created above, buckets as their `KV_<bucket>` streams. */
@@ -569,6 +599,10 @@ class ServingRuntime implements Runtime {
     this.#publisher.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
+    // Last, so probes and scrapes see the whole drain (readiness says "shutting down").
+    await this.#opsEndpoint
+      ?.close()
+      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the metrics and health endpoint failed."));
     this.#rejections?.close();
     this.stats.close();
     this.logger.info({ durationMs: Math.round(performance.now() - started) }, "Runtime stopped.");

@@ -191,13 +191,12 @@ function parsePositive(value: string): number {
   return parsed;
 }
 
-/** Runs `run` on a NATS connection (as configured: NATS_URL, NATS_USER, NATS_PASSWORD). */
+/** Runs `run` on a NATS connection (as configured: NATS_URL and the NATS credentials). */
 async function withNats<T>(run: (nc: NatsConnection) => Promise<T>): Promise<T> {
   const config = resolveConfig();
   const nc = await connectNats({
     url: config.natsUrl,
-    user: config.natsUser,
-    password: config.natsPassword,
+    auth: config.natsAuth,
     name: "jetfn audit",
   });
   try {

@@ -26,12 +26,18 @@ program
   .description(
     "run the runtime for development: watch functions/, readable logs, embedded Postgres and NATS when missing",
   )
-  .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
+  .option("--metrics-port <port>", "serve Prometheus metrics and health checks on this port", parsePort)
+  .option("--metrics-host <host>", "where metrics and health checks listen (default: 127.0.0.1)")
   .option("--dashboard <port>", "serve the dashboard on this port", parsePort, DEFAULT_DASHBOARD_PORT)
   .option("--no-dashboard", "do not serve the dashboard")
-  .action(async (options: { metricsPort?: number; dashboard: number | false }) => {
+  .action(async (options: { metricsPort?: number; metricsHost?: string; dashboard: number | false }) => {
     const { serve } = await import("./serve");
-    await serve({ development: true, metricsPort: options.metricsPort, dashboardPort: options.dashboard });
+    await serve({
+      development: true,
+      metricsPort: options.metricsPort,
+      metricsHost: options.metricsHost,
+      dashboardPort: options.dashboard,
+    });
   });
 
 program
@@ -39,22 +45,26 @@ program
   .description(
     "run the runtime for production: JSON logs, DATABASE_URL and NATS_URL required, migrations must be applied",
   )
-  .option("--metrics-port <port>", "serve Prometheus metrics on 127.0.0.1:<port>/metrics", parsePort)
+  .option("--metrics-port <port>", "serve Prometheus metrics and health checks on this port", parsePort)
+  .option("--metrics-host <host>", "where metrics and health checks listen (default: 127.0.0.1)")
   .option("--dashboard <port>", "serve the dashboard on this port (off by default)", parsePort)
   .option(
     "--dashboard-host <host>",
     "where the dashboard listens; off loopback every page needs the token",
     "127.0.0.1",
   )
-  .action(async (options: { metricsPort?: number; dashboard?: number; dashboardHost: string }) => {
-    const { serve } = await import("./serve");
-    await serve({
-      development: false,
-      metricsPort: options.metricsPort,
-      dashboardPort: options.dashboard,
-      dashboardHost: options.dashboardHost,
-    });
-  });
+  .action(
+    async (options: { metricsPort?: number; metricsHost?: string; dashboard?: number; dashboardHost: string }) => {
+      const { serve } = await import("./serve");
+      await serve({
+        development: false,
+        metricsPort: options.metricsPort,
+        metricsHost: options.metricsHost,
+        dashboardPort: options.dashboard,
+        dashboardHost: options.dashboardHost,
+      });
+    },
+  );
 
 program
   .command("call")

@@ -12,6 +12,8 @@ export interface ServeMode {
   development: boolean;
   /** Serve Prometheus metrics on this port (`--metrics-port`); else JETFN_METRICS_PORT, else off. */
   metricsPort?: number;
+  /** Where metrics and health checks listen (`--metrics-host`); else JETFN_METRICS_HOST, else 127.0.0.1. */
+  metricsHost?: string;
   /** Serve the dashboard on this port; `false` turns it off. */
   dashboardPort?: number | false;
   /** Where the dashboard listens. @default "127.0.0.1" */
@@ -44,6 +46,7 @@ export async function serve(mode: ServeMode): Promise<void> {
       // A laptop's nats-server is not a production cluster; `start` says what falls short.
       productionChecks: !mode.development,
       metricsPort: mode.metricsPort,
+      metricsHost: mode.metricsHost,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
     const dashboard = await openDashboard(mode, runtime, base);

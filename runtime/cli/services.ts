@@ -71,7 +71,7 @@ export async function ensureNats(
   started: StartedService[],
   startIfMissing: boolean,
 ): Promise<void> {
-  if (await isNatsReachable(config.natsUrl, config.natsUser, config.natsPassword)) return;
+  if (await isNatsReachable(config.natsUrl, config.natsAuth)) return;
   if (!startIfMissing) {
     throw new JetfnError(
       "E_UNAVAILABLE",

@@ -2,12 +2,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { JetfnError } from "../errors";
 import { redactUrls } from "../logger";
+import { type NatsAuth, natsAuthOptions } from "./nats-auth";
 
 /** How to reach NATS. */
 export interface NatsOptions {
   url: string;
-  user?: string | undefined;
-  password?: string | undefined;
+  /** User and password, token, credentials, NKey or TLS files. @default none */
+  auth?: NatsAuth;
   /** Shown by the server's monitoring. @default "jetfn" */
   name?: string;
   /** Keep retrying the first connection instead of failing at once. @default false */
@@ -16,13 +17,13 @@ export interface NatsOptions {
 
 /** Connects with endless reconnects; throws E_UNAVAILABLE naming the URL if nothing answers. */
 export async function connectNats(options: NatsOptions, logger?: Logger): Promise<NatsConnection> {
+  const auth = await natsAuthOptions(options.auth);
   let connection: NatsConnection;
   try {
     connection = await connect({
       servers: options.url.split(",").map((server) => server.trim()),
       name: options.name ?? "jetfn",
-      user: options.user,
-      pass: options.password,
+      ...auth,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
       waitOnFirstConnect: options.waitOnFirstConnect ?? false,

@@ -4,6 +4,7 @@ import { resolveNatsServerBinary } from "../config";
 import { JetfnError } from "../errors";
 import { stopChild } from "../stop-child";
 import { connectNats } from "./connection";
+import type { NatsAuth } from "./nats-auth";
 
 /** A nats-server child process started by `jetfn dev`. */
 export interface LocalNatsServer {
@@ -12,12 +13,14 @@ export interface LocalNatsServer {
 }
 
 /** True when a NATS server answers at `url` within a second. */
-export async function isNatsReachable(url: string, user?: string, password?: string): Promise<boolean> {
+export async function isNatsReachable(url: string, auth?: NatsAuth): Promise<boolean> {
   try {
-    const connection = await connectNats({ url, user, password, name: "jetfn-probe" });
+    const connection = await connectNats({ url, auth, name: "jetfn-probe" });
     await connection.close();
     return true;
-  } catch {
+  } catch (error) {
+    // An unreadable credentials file is the operator's to fix, not a missing server.
+    if ((error as { code?: unknown }).code === "E_CONFIG_INVALID") throw error;
     return false;
   }
 }

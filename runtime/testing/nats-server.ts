@@ -2,9 +2,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { connect } from "@nats-io/transport-node";
+import { connect, type NodeConnectionOptions } from "@nats-io/transport-node";
 import { freePort } from "../free-port";
 import { natsServerBinary } from "../nats/local-server";
+import { type NatsAuth, natsAuthOptions } from "../nats/nats-auth";
 import { stopChild } from "../stop-child";
 
 /** A nats-server with JetStream started for tests, on a random port and a temporary store. */
@@ -24,6 +25,8 @@ export interface TestNatsOptions {
   /** Credentials the readiness probe uses when the config requires them. */
   user?: string;
   password?: string;
+  /** Other credentials the readiness probe uses: a token, an NKey or credentials file, TLS files. */
+  auth?: NatsAuth;
 }
 
 /** Starts `nats-server -js` on loopback, on a free port with a temporary store. */
@@ -36,7 +39,7 @@ export async function startNatsServer(options: TestNatsOptions = {}): Promise<Te
     await writeFile(file, options.config);
     args.push("-c", file);
   }
-  const probe = { user: options.user, pass: options.password };
+  const probe = { user: options.user, pass: options.password, ...(await natsAuthOptions(options.auth)) };
   let child = await launch(args, port, probe);
   return {
     url: `nats://127.0.0.1:${port}`,
@@ -55,7 +58,7 @@ export async function startNatsServer(options: TestNatsOptions = {}): Promise<Te
   };
 }
 
-async function launch(args: string[], port: number, auth: { user?: string; pass?: string }): Promise<ChildProcess> {
+async function launch(args: string[], port: number, auth: Partial<NodeConnectionOptions>): Promise<ChildProcess> {
   const child = spawn(natsServerBinary(), args, { stdio: "ignore" });
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
