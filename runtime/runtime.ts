@@ -28,6 +28,12 @@ import { type CallServer, startCallServer } from "./nats/call-server";
 import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
 import {
+  type ConsumerDefinitions,
+  DEFINITIONS_BUCKET,
+  openConsumerDefinitions,
+  type SettledDefinition,
+} from "./nats/consumer-definitions";
+import {
   type DelayedJobMover,
   delayedStreamName,
   ensureDelayedJobs,
@@ -93,6 +99,11 @@ interface FunctionWorker {
   puller: JobPuller;
   /** Set while the function listens to events (`on`). */
   listener?: EventListener;
+  /**
+   * The ack wait of the consumer's settings in force (ms): a newer definition run by other runtimes
+   * may have set a shorter one than this runtime's, and held jobs must be kept alive within it.
+   */
+  consumerAckWaitMs: number;
 }
 
 /** Starts a runtime: connects, deploys the functions folder and begins serving. */
@@ -160,6 +171,7 @@ class ServingRuntime implements Runtime {
   #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
+  #definitions: ConsumerDefinitions | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -230,6 +242,7 @@ class ServingRuntime implements Runtime {
     const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName, this.config.replication);
     const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
     const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
+    this.#definitions = await openConsumerDefinitions(this.nats, this.logger, this.config.replication);
     this.#cancellations = cancellations;
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
@@ -342,7 +355,7 @@ class ServingRuntime implements Runtime {
           held: worker.puller.held,
           window: worker.puller.window,
           refresh: () => worker.puller.refresh(),
-          recover: () => this.#ensureConsumer(worker.fn),
+          recover: () => this.#ensureWorkerConsumer(worker),
         })),
       outboxLag: () => this.outboxLag(),
       productionChecks: this.productionChecks,
@@ -372,6 +385,7 @@ class ServingRuntime implements Runtime {
       EVENT_STREAM,
       `KV_${PROGRESS_BUCKET}`,
       `KV_${CANCEL_BUCKET}`,
+      `KV_${DEFINITIONS_BUCKET}`,
       `KV_${SCHEDULE_BUCKET}`,
       AUDIT_ANCHOR_STREAM,
     ];
@@ -404,25 +418,27 @@ class ServingRuntime implements Runtime {
 
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
-    await this.#ensureConsumer(deployed);
+    const settled = await this.#ensureConsumer(deployed);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
     const worker: FunctionWorker = {
       fn,
       limiter,
+      consumerAckWaitMs: settled ? settled.settings.ack_wait / 1_000_000 : Number.POSITIVE_INFINITY,
       puller: createJobPuller({
         js: this.#js,
         stream: this.config.streamName,
         consumer: consumerName(fn.name),
         fn: fn.name,
         concurrency: () => worker.limiter.capacity,
-        heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
+        heartbeatMs: () =>
+          Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs), worker.consumerAckWaitMs) / 3),
         keepAlive: (heldForMs) =>
           keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
         handle: (message, done) =>
           runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
-        recover: () => this.#ensureConsumer(worker.fn),
+        recover: () => this.#ensureWorkerConsumer(worker),
         logger: this.logger,
       }),
     };
@@ -445,7 +461,7 @@ class ServingRuntime implements Runtime {
       previous.retry !== next.retry ||
       previous.description !== next.description
     ) {
-      await this.#ensureConsumer(next);
+      await this.#ensureWorkerConsumer(worker);
     }
     await this.#relisten(worker, previous);
     this.#scheduler?.set(next);
@@ -510,20 +526,29 @@ class ServingRuntime implements Runtime {
     }
   }
 
-  async #ensureConsumer(fn: ResolvedFunction): Promise<void> {
+  /** Creates or updates a function's consumer with the newest definition; undefined if that failed. */
+  async #ensureConsumer(fn: ResolvedFunction): Promise<SettledDefinition | undefined> {
     try {
-      await ensureFunctionConsumer(
+      return await ensureFunctionConsumer(
         this.#manager as JetStreamManager,
         this.config.streamName,
         fn,
         this.config.maxAckWaitMs,
+        this.#definitions as ConsumerDefinitions,
       );
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name },
         "Could not create or update the function's consumer; retrying while pulling.",
       );
+      return undefined;
     }
+  }
+
+  /** #ensureConsumer for a deployed function, remembering the ack wait in force. */
+  async #ensureWorkerConsumer(worker: FunctionWorker): Promise<void> {
+    const settled = await this.#ensureConsumer(worker.fn);
+    if (settled) worker.consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
   }
 
   /** After a reconnect the server may have forgotten pending pull requests; ask again. */
