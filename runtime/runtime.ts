@@ -362,7 +362,7 @@ class ServingRuntime implements Runtime {
       healthCheckMs: this.healthCheckMs,
       replyGuard,
     });
-    void this.#refreshPullersOnReconnect();
+    void this.#followNatsStatus();
     // Ready means serving: the server has every subscription (calls, status, discovery) once a
     // round trip made after them comes back, so a caller starting now is not told "no responders".
     await this.nats.flush();
@@ -551,10 +551,16 @@ class ServingRuntime implements Runtime {
     if (settled) worker.consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
   }
 
-  /** After a reconnect the server may have forgotten pending pull requests; ask again. */
-  async #refreshPullersOnReconnect(): Promise<void> {
+  /**
+   * Announces disconnects and reconnects (metrics count them). After a reconnect the server may have
+   * forgotten pending pull requests; ask again.
+   */
+  async #followNatsStatus(): Promise<void> {
     for await (const status of this.nats.status()) {
-      if (status.type === "reconnect") for (const worker of this.#workers.values()) worker.puller.refresh();
+      if (status.type === "disconnect") this.events.emit("nats:disconnected", { server: status.server });
+      if (status.type !== "reconnect") continue;
+      this.events.emit("nats:reconnected", { server: status.server });
+      for (const worker of this.#workers.values()) worker.puller.refresh();
     }
   }
 

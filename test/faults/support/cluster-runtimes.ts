@@ -4,7 +4,7 @@ import { afterAll, beforeAll } from "vitest";
 import { type CliProcess, spawnCli } from "../../helpers/cli";
 import { createTestDatabase, type TestDatabase } from "../../helpers/database";
 import { FIXTURE_FUNCTIONS } from "../../helpers/environment";
-import { startNatsCluster, type TestNatsCluster } from "../../helpers/nats-cluster";
+import { startNatsCluster, type TestNatsCluster, type TestNatsClusterOptions } from "../../helpers/nats-cluster";
 
 /** A 3-node NATS cluster, a database and `jetfn start` runtimes with R3 streams on them. */
 export interface ClusterRuntimes {
@@ -26,7 +26,9 @@ export interface ClusterRuntimesOptions {
   /** Runtimes started before the tests, one after another. @default 2 */
   runtimes?: number;
   /** Env of runtime `index` on top of cliEnv (a NATS_URL of its own, for example). */
-  runtimeEnv?: (index: number, cluster: TestNatsCluster) => NodeJS.ProcessEnv;
+  runtimeEnv?: (index: number, cluster: TestNatsCluster) => NodeJS.ProcessEnv | Promise<NodeJS.ProcessEnv>;
+  /** Options of the cluster. */
+  cluster?: TestNatsClusterOptions;
 }
 
 /**
@@ -41,7 +43,7 @@ export function useClusterRuntimes(options: ClusterRuntimesOptions = {}): () => 
   let cluster: TestNatsCluster | undefined;
   let database: TestDatabase | undefined;
   beforeAll(async () => {
-    [cluster, database] = await Promise.all([startNatsCluster(), createTestDatabase()]);
+    [cluster, database] = await Promise.all([startNatsCluster(options.cluster), createTestDatabase()]);
     await database.sql`
       create table fault_rows (id bigserial primary key, n int not null, invocation text not null, attempt int not null)`;
     nc = await connect({
@@ -66,7 +68,7 @@ export function useClusterRuntimes(options: ClusterRuntimesOptions = {}): () => 
     };
     const started = cluster;
     for (let index = 0; index < (options.runtimes ?? 2); index++) {
-      await spawnRuntime(options.runtimeEnv?.(index, started) ?? {});
+      await spawnRuntime((await options.runtimeEnv?.(index, started)) ?? {});
     }
     made = { cluster, database, cliEnv, runtimes, spawnRuntime, nc, js: jetstream(nc) };
   }, 240_000);
