@@ -490,6 +490,7 @@ class ServingRuntime implements Runtime {
       manager: this.#manager as JetStreamManager,
       stream: EVENT_STREAM,
       maxAckWaitMs: this.config.maxAckWaitMs,
+      definitions: this.#definitions as ConsumerDefinitions,
       worker,
       dependencies: () => this.#jobDependencies as JobRunnerDependencies,
       logger: this.logger,

@@ -19,7 +19,14 @@ export interface ConsumerSettings {
   readonly max_deliver: number;
   readonly max_ack_pending: number;
   readonly description: string;
+  /** A listener's pattern as a subject (its `on`); a job consumer's filter is fixed by its name. */
+  readonly filter_subject?: string;
+  /** Where a listener's consumer starts when it is created (its `onFrom`). */
+  readonly deliver_policy?: string;
 }
+
+/** Which of a function's consumers a definition is for: its jobs, or its events (`on`). */
+export type ConsumerKind = "jobs" | "events";
 
 /** One function's definition as it bears on its consumer. */
 export interface ConsumerDefinition {
@@ -55,6 +62,7 @@ export interface ConsumerDefinitions {
     fn: string,
     mine: ConsumerDefinition,
     apply: (settings: ConsumerSettings) => Promise<void>,
+    kind?: ConsumerKind,
   ): Promise<SettledDefinition>;
 }
 
@@ -79,12 +87,14 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
     this.#logger = logger;
   }
 
+  // Keys are `<kind>.<function name>`: function names are valid key tokens (letters, digits, `-`, `_`, `.`).
   async settle(
     fn: string,
     mine: ConsumerDefinition,
     apply: (settings: ConsumerSettings) => Promise<void>,
+    kind: ConsumerKind = "jobs",
   ): Promise<SettledDefinition> {
-    const key = definitionKey(fn);
+    const key = `${kind}.${fn}`;
     // Once another runtime wrote while this one settled, a tie goes to the record: two runtimes
     // started together with equal stamps and different settings must not take turns for ever.
     let contested = false;
@@ -130,11 +140,6 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
   }
 }
 
-/** `jobs.<function name>`: function names are valid key tokens (letters, digits, `-`, `_`, `.`). */
-function definitionKey(fn: string): string {
-  return `jobs.${fn}`;
-}
-
 function readDefinition(entry: KvEntry | null): ConsumerDefinition | undefined {
   if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
   try {
@@ -159,6 +164,8 @@ function sameSettings(a: ConsumerSettings, b: ConsumerSettings): boolean {
     a.ack_wait === b.ack_wait &&
     a.max_deliver === b.max_deliver &&
     a.max_ack_pending === b.max_ack_pending &&
-    a.description === b.description
+    a.description === b.description &&
+    a.filter_subject === b.filter_subject &&
+    a.deliver_policy === b.deliver_policy
   );
 }

@@ -79,11 +79,11 @@ export function consumerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number):
 /** The durable consumer of a function's jobs, with `settings`. */
 function consumerConfigFor(fn: string, settings: ConsumerSettings): Partial<ConsumerConfig> {
   return {
+    ...settings,
     durable_name: consumerName(fn),
     filter_subject: jobSubject(fn),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
-    ...settings,
   };
 }
 

@@ -15,6 +15,7 @@ function versionSource(version: string, timeout: string, attempts: number): stri
   return `import { defineFunction, z } from "jetfn";
 export default defineFunction({
   input: z.object({}),
+  on: "rolled.${version}",
   timeout: "${timeout}",
   retry: { attempts: ${attempts}, backoff: "100ms" },
   description: "${version}",
@@ -56,9 +57,17 @@ async function consumer(): Promise<ConsumerInfo> {
   return (await jetstreamManager(nc)).consumers.info("JETFN_JOBS", "rolling");
 }
 
+async function listenerConsumer(): Promise<ConsumerInfo> {
+  const nc = (await env.client()).connection;
+  return (await jetstreamManager(nc)).consumers.info("JETFN_EVENTS", "on-rolling");
+}
+
 /** The consumer settings each version maps to. */
 const V1 = { description: "v1", ack_wait: 8_000_000_000, max_deliver: 3 };
 const V2 = { description: "v2", ack_wait: 4_000_000_000, max_deliver: 5 };
+/** The listener consumer's. */
+const ON_V1 = { filter_subject: "fn.event.rolled.v1", ack_wait: 8_000_000_000, max_deliver: 3 };
+const ON_V2 = { filter_subject: "fn.event.rolled.v2", ack_wait: 4_000_000_000, max_deliver: 5 };
 
 function start(functionsDir: string, options: StartRuntimeOptions = {}) {
   return env.startRuntime({ functionsDir, ...options });
@@ -68,12 +77,15 @@ describe("two versions of one function running side by side", () => {
   it("the newer definition sets the consumer whichever runtime starts last, and an older one does not undo it", async () => {
     const old = await start(oldDir);
     expect((await consumer()).config).toMatchObject(V1);
+    expect((await listenerConsumer()).config).toMatchObject(ON_V1);
     const next = await start(newDir);
     expect((await consumer()).config).toMatchObject(V2);
+    expect((await listenerConsumer()).config).toMatchObject(ON_V2);
     // An old runtime started (or restarted by its supervisor) during the deploy keeps the new settings.
     await old.stop();
     const oldAgain = await start(oldDir);
     expect((await consumer()).config).toMatchObject(V2);
+    expect((await listenerConsumer()).config).toMatchObject(ON_V2);
     expect(
       oldAgain.logs.lines.some((line) => /A newer definition of rolling sets its consumer/.test(`${line.msg}`)),
     ).toBe(true);
