@@ -20,6 +20,8 @@ export interface TestClusterNode {
   readonly name: string;
   readonly url: string;
   readonly port: number;
+  /** Its monitoring port (`/connz`, `/jsz`, ...). */
+  readonly monitorPort: number;
   /** Its process id while it runs. */
   readonly pid: number | undefined;
   readonly running: boolean;
@@ -133,6 +135,7 @@ class Cluster implements TestNatsCluster {
       name: node.name,
       url: `nats://127.0.0.1:${node.port}`,
       port: node.port,
+      monitorPort: node.monitorPort,
       pid: node.child?.pid,
       running: isRunning(node.child),
     }));
