@@ -1,3 +1,4 @@
+import { JetStreamApiCodes } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -134,10 +135,18 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
     try {
       return entry ? await this.#kv.update(key, value, entry.revision) : await this.#kv.create(key, value);
     } catch (error) {
-      if (/wrong last sequence|exists/i.test((error as Error).message)) return undefined;
+      if (isWrongLastSequence(error)) return undefined;
       throw error;
     }
   }
+}
+
+/** The server refused a compare-and-set: the key's revision is no longer the one read. */
+function isWrongLastSequence(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return (
+    code === JetStreamApiCodes.StreamWrongLastSequence || code === JetStreamApiCodes.StreamWrongLastSequenceUnknown
+  );
 }
 
 function readDefinition(entry: KvEntry | null): ConsumerDefinition | undefined {
