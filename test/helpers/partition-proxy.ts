@@ -31,13 +31,13 @@ interface Pair {
 
 /** Starts a proxy to `127.0.0.1:targetPort`; started inside a test, it is closed when the test ends. */
 export async function startPartitionProxy(targetPort: number): Promise<PartitionProxy> {
-  const proxy = new Proxy(targetPort);
+  const proxy = new CuttableProxy(targetPort);
   const port = await proxy.listen();
   stopWhenTestEnds(() => proxy.close());
   return Object.assign(proxy, { port, url: `nats://127.0.0.1:${port}` });
 }
 
-class Proxy {
+class CuttableProxy {
   readonly #targetPort: number;
   readonly #pairs = new Set<Pair>();
   readonly #server: Server;
