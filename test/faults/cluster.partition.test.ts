@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { eventually } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 import { type PartitionProxy, startPartitionProxy } from "../helpers/partition-proxy";
-import { countSucceeded, isAlive, useClusterRuntimes } from "./support/cluster-runtimes";
+import { countSucceeded, drainWithStalls, isAlive, useClusterRuntimes } from "./support/cluster-runtimes";
 import {
   countApplied,
   enqueueAcknowledged,
@@ -68,13 +68,13 @@ describe("a runtime cut off from the cluster by a partition, then reconnected", 
       const reconnectsBefore = occurrences(cutOff.output(), "Reconnected to NATS");
       const cutAt = Date.now();
       for (const proxy of proxies) proxy.cut();
+      // Meanwhile the other runtime finishes everything, the cut-off one's held jobs included.
+      const drain = drainWithStalls(database, JOBS, scale(600_000, 240_000));
       // The cut-off runtime notices by its unanswered pings, and says so in its log and metrics.
       await cutOff.waitFor("NATS answered no pings", 90_000);
       const noticedMs = Date.now() - cutAt;
       const connectedWhileCut = await metric("jetfn_nats_connected");
-      // Meanwhile the other runtime finishes everything, the cut-off one's held jobs included.
-      const succeeded = await waitForSucceeded(env, JOBS, scale(600_000, 240_000));
-      const drainedMs = Date.now() - cutAt;
+      const { succeeded, drainedMs, longestStallMs } = await drain;
       const callsWhileCut = await calls.stop();
       const ranAtHeal = (await metric("jetfn_invocations_total")) ?? 0;
       const healAt = Date.now();
@@ -94,6 +94,7 @@ describe("a runtime cut off from the cluster by a partition, then reconnected", 
         publishRetries: first.retried + later.retried,
         noticedMs,
         drainedWhileCutMs: drainedMs,
+        longestStallWhileCutMs: longestStallMs,
         reconnectedAfterHealMs: reconnectedMs,
         cutOffRanBeforeCut: ranBefore,
         cutOffRanWhileCut: ranAtHeal - ranBefore,

@@ -1,6 +1,6 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { useClusterRuntimes } from "./support/cluster-runtimes";
+import { drainWithStalls, useClusterRuntimes } from "./support/cluster-runtimes";
 import { countApplied, enqueueAcknowledged, report, scale, waitForSucceeded } from "./support/fault-cluster";
 
 // SIGKILL of one of two `jetfn start` processes draining audited one-row jobs from R3 streams on a
@@ -33,7 +33,7 @@ describe("a runtime killed on a 3-node cluster", () => {
       const killedAt = new Date();
       process.kill(victim?.child.pid as number, "SIGKILL");
       await victim?.stop();
-      const succeeded = await waitForSucceeded(env, JOBS, scale(600_000, 240_000));
+      const { succeeded, drainedMs, longestStallMs } = await drainWithStalls(database, JOBS, scale(600_000, 240_000));
       const counts = await countApplied(env, ids);
       // A job the victim held and had not committed runs again on the survivor as attempt 2+.
       const [takeover] = await database.sql<{ jobs: number; lastMs: number | null }[]>`
@@ -49,6 +49,8 @@ describe("a runtime killed on a 3-node cluster", () => {
         heldBeforeKill: heldAtKill,
         rerunOnSurvivor: takeover?.jobs,
         lastRerunAfterKillMs: takeover?.lastMs,
+        drainedAfterKillMs: drainedMs,
+        longestStallAfterKillMs: longestStallMs,
         ...counts,
       });
       expect(survivor?.child.exitCode).toBeNull();

@@ -92,3 +92,29 @@ export async function countSucceeded(database: TestDatabase): Promise<number> {
 export function isAlive(runtime: CliProcess): boolean {
   return runtime.child.exitCode === null && runtime.child.signalCode === null;
 }
+
+/**
+ * From now until `expected` fault-insert jobs have succeeded (or `timeoutMs` passed): how long that
+ * took, and the longest time the succeeded count stood still, sampled every 100 ms.
+ */
+export async function drainWithStalls(
+  database: TestDatabase,
+  expected: number,
+  timeoutMs: number,
+): Promise<{ succeeded: number; drainedMs: number; longestStallMs: number }> {
+  const started = Date.now();
+  const deadline = started + timeoutMs;
+  let last = -1;
+  let lastChange = started;
+  let longestStallMs = 0;
+  for (;;) {
+    const succeeded = await countSucceeded(database);
+    const now = Date.now();
+    if (succeeded !== last) {
+      longestStallMs = Math.max(longestStallMs, now - lastChange);
+      [last, lastChange] = [succeeded, now];
+    }
+    if (succeeded >= expected || now > deadline) return { succeeded, drainedMs: now - started, longestStallMs };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
