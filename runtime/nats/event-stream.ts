@@ -37,7 +37,7 @@ export function ensureEventStream(manager: JetStreamManager, settings: EventStre
 }
 
 /** The settings of a listener's consumer its definition decides: pattern, start, retry policy, timeout. */
-export function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
+function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
   const listen = fn.listen as NonNullable<ResolvedFunction["listen"]>;
   return {
     description: `jetfn listener ${fn.name} on ${listen.pattern}`,

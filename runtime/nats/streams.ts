@@ -67,7 +67,7 @@ export async function ensureStream(
 }
 
 /** The settings of a function's consumer that its definition decides: retry policy, timeout, description. */
-export function consumerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
+function consumerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
   return {
     ack_wait: toNanos(ackWaitFor(fn.timeoutMs, maxAckWaitMs)),
     max_deliver: maxDeliveriesFor(fn.retry),
