@@ -166,6 +166,12 @@ export interface ResolvedFunction {
   readonly file: string;
   /** Changes on every deploy of the same name; in-flight invocations keep the version they started on. */
   readonly version: number;
+  /**
+   * When the definition was written, in ms since the epoch: the newest modification time of its file
+   * and the local files it imports (0 when unknown). Of two runtimes holding different definitions of
+   * one function (a rolling deploy), the later one sets the function's consumer.
+   */
+  readonly definedAt: number;
   readonly definition: FunctionDefinition;
   readonly retry: ResolvedRetryPolicy;
   readonly timeoutMs: number;
@@ -211,6 +217,7 @@ export function resolveFunction(
   file: string,
   version: number,
   definition: FunctionDefinition,
+  definedAt = 0,
 ): ResolvedFunction {
   const spec = definition.spec as FunctionSpec<z.ZodType, z.ZodType | undefined>;
   const refuse = (message: string): never => {
@@ -262,6 +269,7 @@ export function resolveFunction(
     name,
     file,
     version,
+    definedAt,
     definition,
     retry: retry as ResolvedRetryPolicy,
     timeoutMs,

@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { type FSWatcher, watch } from "chokidar";
@@ -174,7 +175,13 @@ class FolderDeployer implements Deployer {
       if (holder && holder.file !== file) {
         throw new JetfnError("E_FUNCTION_INVALID", `${file}: function ${name} is already deployed from ${holder.file}`);
       }
-      const next = resolveFunction(name, file, nextVersion++, result.definition);
+      const next = resolveFunction(
+        name,
+        file,
+        nextVersion++,
+        result.definition,
+        writtenAt([file, ...result.dependencies]),
+      );
       this.#registry = this.#registry.with(next);
       if (previous) change.updated.push({ previous, next });
       else change.added.push(next);
@@ -226,6 +233,22 @@ export async function listFunctionFiles(root: string): Promise<string[]> {
     .map((entry) => path.join(entry.parentPath ?? (entry as unknown as { path: string }).path, entry.name))
     .filter((file) => isFunctionFile(root, file))
     .sort();
+}
+
+/**
+ * The newest modification time of `files`, whole milliseconds (0 if none can be read): when a
+ * definition was written, compared across runtimes of different versions.
+ */
+function writtenAt(files: readonly string[]): number {
+  let newest = 0;
+  for (const file of new Set(files)) {
+    try {
+      newest = Math.max(newest, Math.floor(statSync(file).mtimeMs));
+    } catch {
+      // A dependency gone since the build adds nothing.
+    }
+  }
+  return newest;
 }
 
 /** Identifies a file's current content cheaply; undefined once it is gone. */

@@ -24,6 +24,13 @@ export interface RuntimeEvents {
   /** A job's outcome is recorded and its message acked (the moment its `jetfn.done.<id>` notice goes out). */
   "job:done": [{ fn: string; invocationId: string; status: "succeeded" | "dead" | "cancelled" }];
   "consumer:stalled": [{ fn: string; reason: string }];
+  /**
+   * The connection to NATS was lost (the server went away, or answered no pings: a partition) and
+   * the runtime is reconnecting; `server` is the one it was connected to.
+   */
+  "nats:disconnected": [{ server: string }];
+  /** The runtime is connected to NATS again, to `server`. */
+  "nats:reconnected": [{ server: string }];
   /** A scheduled function's next due time was planned (ISO 8601; null when there is none). */
   "schedule:planned": [{ fn: string; nextDueAt: string | null }];
   /** A job was published for a due time; `duplicate` when another runtime had published it already. */

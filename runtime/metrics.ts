@@ -110,10 +110,39 @@ function registerInvocationMetrics(registry: Registry, events: RuntimeEmitter, s
   events.on("invocation:success", onSuccess);
   events.on("invocation:failure", onFailure);
   events.on("reply:refused", onRefusedReply);
+  const detachConnection = registerConnectionMetrics(registry, events);
   return () => {
     events.off("invocation:success", onSuccess);
     events.off("invocation:failure", onFailure);
     events.off("reply:refused", onRefusedReply);
+    detachConnection();
+  };
+}
+
+/** Whether this process is connected to NATS, and how often it lost the connection. */
+function registerConnectionMetrics(registry: Registry, events: RuntimeEmitter): () => void {
+  const connected = new Gauge({
+    name: "jetfn_nats_connected",
+    help: "1 while this process is connected to NATS, 0 while it is reconnecting (server gone, or a partition).",
+    registers: [registry],
+  });
+  const disconnects = new Counter({
+    name: "jetfn_nats_disconnects_total",
+    help: "Times this process lost its NATS connection (a server gone, or no answer to pings: a partition).",
+    registers: [registry],
+  });
+  // The metrics start with the runtime, which is connected by then.
+  connected.set(1);
+  const onDisconnected = (): void => {
+    connected.set(0);
+    disconnects.inc();
+  };
+  const onReconnected = (): void => connected.set(1);
+  events.on("nats:disconnected", onDisconnected);
+  events.on("nats:reconnected", onReconnected);
+  return () => {
+    events.off("nats:disconnected", onDisconnected);
+    events.off("nats:reconnected", onReconnected);
   };
 }
 

@@ -30,6 +30,12 @@ import { type CallServer, startCallServer } from "./nats/call-server";
 import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
 import {
+  type ConsumerDefinitions,
+  DEFINITIONS_BUCKET,
+  openConsumerDefinitions,
+  type SettledDefinition,
+} from "./nats/consumer-definitions";
+import {
   type DelayedJobMover,
   delayedStreamName,
   ensureDelayedJobs,
@@ -96,6 +102,11 @@ interface FunctionWorker {
   puller: JobPuller;
   /** Set while the function listens to events (`on`). */
   listener?: EventListener;
+  /**
+   * The ack wait of the consumer's settings in force (ms): a newer definition run by other runtimes
+   * may have set a shorter one than this runtime's, and held jobs must be kept alive within it.
+   */
+  consumerAckWaitMs: number;
 }
 
 /** Starts a runtime: connects, deploys the functions folder and begins serving. */
@@ -163,6 +174,7 @@ class ServingRuntime implements Runtime {
   #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
+  #definitions: ConsumerDefinitions | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -237,6 +249,7 @@ class ServingRuntime implements Runtime {
     const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName, this.config.replication);
     const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
     const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
+    this.#definitions = await openConsumerDefinitions(this.nats, this.logger, this.config.replication);
     this.#cancellations = cancellations;
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
@@ -349,14 +362,14 @@ class ServingRuntime implements Runtime {
           held: worker.puller.held,
           window: worker.puller.window,
           refresh: () => worker.puller.refresh(),
-          recover: () => this.#ensureConsumer(worker.fn),
+          recover: () => this.#ensureWorkerConsumer(worker),
         })),
       outboxLag: () => this.outboxLag(),
       productionChecks: this.productionChecks,
       healthCheckMs: this.healthCheckMs,
       replyGuard,
     });
-    void this.#refreshPullersOnReconnect();
+    void this.#followNatsStatus();
     // Ready means serving: the server has every subscription (calls, status, discovery) once a
     // round trip made after them comes back, so a caller starting now is not told "no responders".
     await this.nats.flush();
@@ -402,6 +415,7 @@ class ServingRuntime implements Runtime {
       EVENT_STREAM,
       `KV_${PROGRESS_BUCKET}`,
       `KV_${CANCEL_BUCKET}`,
+      `KV_${DEFINITIONS_BUCKET}`,
       `KV_${SCHEDULE_BUCKET}`,
       AUDIT_ANCHOR_STREAM,
     ];
@@ -434,25 +448,27 @@ class ServingRuntime implements Runtime {
 
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
-    await this.#ensureConsumer(deployed);
+    const settled = await this.#ensureConsumer(deployed);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
     const worker: FunctionWorker = {
       fn,
       limiter,
+      consumerAckWaitMs: settled ? settled.settings.ack_wait / 1_000_000 : Number.POSITIVE_INFINITY,
       puller: createJobPuller({
         js: this.#js,
         stream: this.config.streamName,
         consumer: consumerName(fn.name),
         fn: fn.name,
         concurrency: () => worker.limiter.capacity,
-        heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
+        heartbeatMs: () =>
+          Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs), worker.consumerAckWaitMs) / 3),
         keepAlive: (heldForMs) =>
           keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
         handle: (message, done) =>
           runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
-        recover: () => this.#ensureConsumer(worker.fn),
+        recover: () => this.#ensureWorkerConsumer(worker),
         logger: this.logger,
       }),
     };
@@ -475,7 +491,7 @@ class ServingRuntime implements Runtime {
       previous.retry !== next.retry ||
       previous.description !== next.description
     ) {
-      await this.#ensureConsumer(next);
+      await this.#ensureWorkerConsumer(worker);
     }
     await this.#relisten(worker, previous);
     this.#scheduler?.set(next);
@@ -504,6 +520,7 @@ class ServingRuntime implements Runtime {
       manager: this.#manager as JetStreamManager,
       stream: EVENT_STREAM,
       maxAckWaitMs: this.config.maxAckWaitMs,
+      definitions: this.#definitions as ConsumerDefinitions,
       worker,
       dependencies: () => this.#jobDependencies as JobRunnerDependencies,
       logger: this.logger,
@@ -540,26 +557,41 @@ class ServingRuntime implements Runtime {
     }
   }
 
-  async #ensureConsumer(fn: ResolvedFunction): Promise<void> {
+  /** Creates or updates a function's consumer with the newest definition; undefined if that failed. */
+  async #ensureConsumer(fn: ResolvedFunction): Promise<SettledDefinition | undefined> {
     try {
-      await ensureFunctionConsumer(
+      return await ensureFunctionConsumer(
         this.#manager as JetStreamManager,
         this.config.streamName,
         fn,
         this.config.maxAckWaitMs,
+        this.#definitions as ConsumerDefinitions,
       );
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name },
         "Could not create or update the function's consumer; retrying while pulling.",
       );
+      return undefined;
     }
   }
 
-  /** After a reconnect the server may have forgotten pending pull requests; ask again. */
-  async #refreshPullersOnReconnect(): Promise<void> {
+  /** #ensureConsumer for a deployed function, remembering the ack wait in force. */
+  async #ensureWorkerConsumer(worker: FunctionWorker): Promise<void> {
+    const settled = await this.#ensureConsumer(worker.fn);
+    if (settled) worker.consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
+  }
+
+  /**
+   * Announces disconnects and reconnects (metrics count them). After a reconnect the server may have
+   * forgotten pending pull requests; ask again.
+   */
+  async #followNatsStatus(): Promise<void> {
     for await (const status of this.nats.status()) {
-      if (status.type === "reconnect") for (const worker of this.#workers.values()) worker.puller.refresh();
+      if (status.type === "disconnect") this.events.emit("nats:disconnected", { server: status.server });
+      if (status.type !== "reconnect") continue;
+      this.events.emit("nats:reconnected", { server: status.server });
+      for (const worker of this.#workers.values()) worker.puller.refresh();
     }
   }
 

@@ -5,6 +5,7 @@ import { eventIdentity } from "../event-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "../job-runner";
 import type { Limiter } from "../limiter";
 import { ackWaitFor } from "../retry-policy";
+import type { ConsumerDefinitions } from "./consumer-definitions";
 import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
 import { createJobPuller, type JobPuller } from "./job-puller";
 
@@ -28,6 +29,8 @@ export interface EventListenerOptions {
   manager: JetStreamManager;
   stream: string;
   maxAckWaitMs: number;
+  /** The newest definitions of the functions' consumers, shared by all runtimes. */
+  definitions: ConsumerDefinitions;
   /** The function's current version and its limiter (shared with its jobs). */
   worker: { fn: ResolvedFunction; limiter: Limiter };
   dependencies: () => JobRunnerDependencies;
@@ -37,9 +40,18 @@ export interface EventListenerOptions {
 /** Creates the listener's consumer (if needed) and starts pulling its events. */
 export async function startEventListener(options: EventListenerOptions): Promise<EventListener> {
   const { worker, logger } = options;
+  // The ack wait in force: a newer definition run by other runtimes may have set a shorter one.
+  let consumerAckWaitMs = Number.POSITIVE_INFINITY;
   const ensure = async (): Promise<void> => {
     try {
-      const change = await ensureListenerConsumer(options.manager, options.stream, worker.fn, options.maxAckWaitMs);
+      const { change, settled } = await ensureListenerConsumer(
+        options.manager,
+        options.stream,
+        worker.fn,
+        options.maxAckWaitMs,
+        options.definitions,
+      );
+      consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
       if (change === "replaced") {
         logger.warn(
           { fn: worker.fn.name, on: worker.fn.listen?.pattern },
@@ -57,7 +69,8 @@ export async function startEventListener(options: EventListenerOptions): Promise
     consumer: listenerConsumerName(worker.fn.name),
     fn: worker.fn.name,
     concurrency: () => worker.limiter.capacity,
-    heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs) / 3),
+    heartbeatMs: () =>
+      Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs), consumerAckWaitMs) / 3),
     keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
     handle: (message, done) =>
       runJob(

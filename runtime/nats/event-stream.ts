@@ -2,6 +2,7 @@ import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } 
 import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
@@ -35,14 +36,12 @@ export function ensureEventStream(manager: JetStreamManager, settings: EventStre
   );
 }
 
-/** The durable consumer a listener gets: its pattern as filter, its retry policy, its start point. */
-export function listenerConsumerConfig(fn: ResolvedFunction, maxAckWaitMs: number): Partial<ConsumerConfig> {
+/** The settings of a listener's consumer its definition decides: pattern, start, retry policy, timeout. */
+function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
   const listen = fn.listen as NonNullable<ResolvedFunction["listen"]>;
   return {
-    durable_name: listenerConsumerName(fn.name),
     description: `jetfn listener ${fn.name} on ${listen.pattern}`,
     filter_subject: eventSubject(listen.pattern),
-    ack_policy: AckPolicy.Explicit,
     deliver_policy: listen.from === "all" ? DeliverPolicy.All : DeliverPolicy.New,
     ack_wait: toNanos(ackWaitFor(fn.timeoutMs, maxAckWaitMs)),
     max_deliver: maxDeliveriesFor(fn.retry),
@@ -50,40 +49,72 @@ export function listenerConsumerConfig(fn: ResolvedFunction, maxAckWaitMs: numbe
   };
 }
 
+/** What ensureListenerConsumer did to the consumer, and the settings in force. */
+export interface ListenerConsumerChange {
+  change: "created" | "updated" | "replaced" | "unchanged";
+  settled: SettledDefinition;
+}
+
 /**
- * Creates a listener's durable consumer, or updates its policy. When the pattern changed, the
- * consumer is replaced (a filter cannot be changed in place on every server version); the new one
- * starts per `onFrom`.
+ * Creates a listener's durable consumer, or updates its policy, with the newest definition's
+ * settings (this runtime's unless `definitions` records a newer one: a rolling deploy). When the
+ * pattern changed, the consumer is replaced (a filter cannot be changed in place on every server
+ * version); the new one starts per `onFrom`.
  */
 export async function ensureListenerConsumer(
   manager: JetStreamManager,
   stream: string,
   fn: ResolvedFunction,
   maxAckWaitMs: number,
-): Promise<"created" | "updated" | "replaced" | "unchanged"> {
-  const wanted = listenerConsumerConfig(fn, maxAckWaitMs);
-  const name = wanted.durable_name as string;
+  definitions: ConsumerDefinitions,
+): Promise<ListenerConsumerChange> {
+  let change: ListenerConsumerChange["change"] = "unchanged";
+  const mine = { definedAt: fn.definedAt, settings: listenerSettingsFor(fn, maxAckWaitMs) };
+  const settled = await definitions.settle(
+    fn.name,
+    mine,
+    async (settings) => {
+      const applied = await applyListenerSettings(manager, stream, listenerConsumerName(fn.name), settings);
+      if (applied !== "unchanged") change = applied;
+    },
+    "events",
+  );
+  return { change, settled };
+}
+
+async function applyListenerSettings(
+  manager: JetStreamManager,
+  stream: string,
+  name: string,
+  settings: ConsumerSettings,
+): Promise<ListenerConsumerChange["change"]> {
+  const wanted: Partial<ConsumerConfig> = {
+    ...settings,
+    durable_name: name,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: settings.deliver_policy as DeliverPolicy,
+  };
   const existing = await manager.consumers.info(stream, name).catch(() => undefined);
   if (!existing) {
     await manager.consumers.add(stream, wanted);
     return "created";
   }
   const current = existing.config;
-  if (current.filter_subject !== wanted.filter_subject) {
+  if (current.filter_subject !== settings.filter_subject) {
     await manager.consumers.delete(stream, name);
     await manager.consumers.add(stream, wanted);
     return "replaced";
   }
   if (
-    current.ack_wait !== wanted.ack_wait ||
-    current.max_deliver !== wanted.max_deliver ||
-    current.description !== wanted.description
+    current.ack_wait !== settings.ack_wait ||
+    current.max_deliver !== settings.max_deliver ||
+    current.description !== settings.description
   ) {
     await manager.consumers.update(stream, name, {
-      ack_wait: wanted.ack_wait,
-      max_deliver: wanted.max_deliver,
-      max_ack_pending: wanted.max_ack_pending,
-      description: wanted.description,
+      ack_wait: settings.ack_wait,
+      max_deliver: settings.max_deliver,
+      max_ack_pending: settings.max_ack_pending,
+      description: settings.description,
     });
     return "updated";
   }

@@ -11,6 +11,7 @@ import {
 import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
 import { type Replication, replicationConfig, withReplicaHint } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
@@ -65,46 +66,61 @@ export async function ensureStream(
   }
 }
 
-/** The durable consumer settings a function's retry policy and timeout map to. */
-export function consumerConfigFor(fn: ResolvedFunction, maxAckWaitMs: number): Partial<ConsumerConfig> {
+/** The settings of a function's consumer that its definition decides: retry policy, timeout, description. */
+function consumerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): ConsumerSettings {
   return {
-    durable_name: consumerName(fn.name),
-    description: fn.description || `jetfn function ${fn.name}`,
-    filter_subject: jobSubject(fn.name),
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
     ack_wait: toNanos(ackWaitFor(fn.timeoutMs, maxAckWaitMs)),
     max_deliver: maxDeliveriesFor(fn.retry),
     max_ack_pending: DEFAULT_MAX_ACK_PENDING,
+    description: fn.description || `jetfn function ${fn.name}`,
   };
 }
 
-/** Creates a function's durable consumer, or updates it when its policy changed. */
+/** The durable consumer of a function's jobs, with `settings`. */
+function consumerConfigFor(fn: string, settings: ConsumerSettings): Partial<ConsumerConfig> {
+  return {
+    ...settings,
+    durable_name: consumerName(fn),
+    filter_subject: jobSubject(fn),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+  };
+}
+
+/**
+ * Creates a function's durable consumer, or updates it, with the newest definition's settings:
+ * this runtime's, unless `definitions` records a newer one (a rolling deploy, where runtimes of the
+ * old and the new version run side by side). Returns the settings in force.
+ */
 export async function ensureFunctionConsumer(
   manager: JetStreamManager,
   stream: string,
   fn: ResolvedFunction,
   maxAckWaitMs: number,
+  definitions: ConsumerDefinitions,
+): Promise<SettledDefinition> {
+  const mine = { definedAt: fn.definedAt, settings: consumerSettingsFor(fn, maxAckWaitMs) };
+  return definitions.settle(fn.name, mine, (settings) => applyConsumerSettings(manager, stream, fn.name, settings));
+}
+
+/** Creates the consumer of `fn` with `settings`, or updates the settings that differ. */
+async function applyConsumerSettings(
+  manager: JetStreamManager,
+  stream: string,
+  fn: string,
+  settings: ConsumerSettings,
 ): Promise<void> {
-  const wanted = consumerConfigFor(fn, maxAckWaitMs);
-  const name = wanted.durable_name as string;
+  const name = consumerName(fn);
   const existing = await manager.consumers.info(stream, name).catch(() => undefined);
   if (!existing) {
-    await manager.consumers.add(stream, wanted);
+    await manager.consumers.add(stream, consumerConfigFor(fn, settings));
     return;
   }
   const current = existing.config;
   const changed =
-    current.ack_wait !== wanted.ack_wait ||
-    current.max_deliver !== wanted.max_deliver ||
-    current.max_ack_pending !== wanted.max_ack_pending ||
-    current.description !== wanted.description;
-  if (changed) {
-    await manager.consumers.update(stream, name, {
-      ack_wait: wanted.ack_wait,
-      max_deliver: wanted.max_deliver,
-      max_ack_pending: wanted.max_ack_pending,
-      description: wanted.description,
-    });
-  }
+    current.ack_wait !== settings.ack_wait ||
+    current.max_deliver !== settings.max_deliver ||
+    current.max_ack_pending !== settings.max_ack_pending ||
+    current.description !== settings.description;
+  if (changed) await manager.consumers.update(stream, name, { ...settings });
 }

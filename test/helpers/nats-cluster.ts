@@ -20,6 +20,8 @@ export interface TestClusterNode {
   readonly name: string;
   readonly url: string;
   readonly port: number;
+  /** Its monitoring port (`/connz`, `/jsz`, ...). */
+  readonly monitorPort: number;
   /** Its process id while it runs. */
   readonly pid: number | undefined;
   readonly running: boolean;
@@ -39,6 +41,16 @@ export interface TestNatsCluster {
   stop(): Promise<void>;
 }
 
+/** Options of a test cluster. */
+export interface TestNatsClusterOptions {
+  /**
+   * Whether the nodes tell clients the other nodes' URLs (nats-server's default). Off, a client can
+   * reach only the URLs it was given: a test that puts a proxy in front of the nodes needs that.
+   * @default true
+   */
+  advertise?: boolean;
+}
+
 interface NodeProcess {
   name: string;
   port: number;
@@ -52,21 +64,21 @@ interface NodeProcess {
  * routes; the store lands in a temporary directory, the servers' working directory) and waits until the JetStream meta leader is elected with all three peers
  * current. Started inside a test, the cluster is stopped when the test ends.
  */
-export async function startNatsCluster(): Promise<TestNatsCluster> {
+export async function startNatsCluster(options: TestNatsClusterOptions = {}): Promise<TestNatsCluster> {
   // A port found free can be taken by another test's process before nats-server binds it; then a
   // node exits at start. Start again on other ports, a few times.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce();
+      return await startOnce(options);
     } catch (error) {
       if (attempt === 3 || !/exited with code/.test((error as Error).message)) throw error;
     }
   }
 }
 
-async function startOnce(): Promise<TestNatsCluster> {
+async function startOnce(options: TestNatsClusterOptions): Promise<TestNatsCluster> {
   const storeDir = await mkdtemp(path.join(tmpdir(), "jetfn-nats-cluster-"));
-  const nodes = await planNodes();
+  const nodes = await planNodes(options);
   const cluster = new Cluster(nodes, storeDir);
   stopWhenTestEnds(() => cluster.stop());
   try {
@@ -86,7 +98,7 @@ async function distinctPorts(count: number): Promise<number[]> {
   return [...ports];
 }
 
-async function planNodes(): Promise<NodeProcess[]> {
+async function planNodes(options: TestNatsClusterOptions): Promise<NodeProcess[]> {
   const free = await distinctPorts(NODE_NAMES.length * 3);
   const ports = NODE_NAMES.map((_, index) => free.slice(index * 3, index * 3 + 3));
   const routeUrls = ports.map(([, route]) => `nats-route://127.0.0.1:${route}`);
@@ -103,6 +115,7 @@ async function planNodes(): Promise<NodeProcess[]> {
         ["--cluster", `nats://127.0.0.1:${route}`],
         ["--routes", routeUrls.filter((_, other) => other !== index).join(",")],
         ["-m", String(monitor)],
+        options.advertise === false ? ["--no_advertise=true"] : [],
       ].flat(),
     };
   });
@@ -122,6 +135,7 @@ class Cluster implements TestNatsCluster {
       name: node.name,
       url: `nats://127.0.0.1:${node.port}`,
       port: node.port,
+      monitorPort: node.monitorPort,
       pid: node.child?.pid,
       running: isRunning(node.child),
     }));

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CANCEL_BUCKET } from "../../runtime/cancellation";
 import { createClient } from "../../runtime/client";
 import { AUDIT_ANCHOR_STREAM } from "../../runtime/nats/audit-anchor-stream";
+import { DEFINITIONS_BUCKET } from "../../runtime/nats/consumer-definitions";
 import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
 import { EVENT_STREAM } from "../../runtime/nats/event-stream";
 import { consumerName, PROGRESS_BUCKET } from "../../runtime/nats/subjects";
@@ -26,6 +27,7 @@ const STREAMS = [
   EVENT_STREAM,
   `KV_${PROGRESS_BUCKET}`,
   `KV_${CANCEL_BUCKET}`,
+  `KV_${DEFINITIONS_BUCKET}`,
   `KV_${SCHEDULE_BUCKET}`,
   AUDIT_ANCHOR_STREAM,
 ];

@@ -266,20 +266,36 @@ export function report(scenario: string, figures: Record<string, unknown>): void
   process.stdout.write(`[faults] ${scenario} ${JSON.stringify({ full: FULL, ...figures })}\n`);
 }
 
-/** Calls `add` every 100ms until stopped; counts answered and unanswered calls, and the slowest answer. */
-export function keepCalling(nc: NatsConnection): {
-  stop(): Promise<{ ok: number; failed: number; worstMs: number }>;
-} {
+/** What keepCalling counted. */
+export interface CallCounts {
+  ok: number;
+  failed: number;
+  /** The slowest answered call. */
+  worstMs: number;
+  /** The longest time between two answered calls (or from the first call to the first answer). */
+  longestGapMs: number;
+}
+
+/**
+ * Calls `add` every 100ms until stopped; counts answered and unanswered calls, the slowest answer and
+ * the longest time without an answer.
+ */
+export function keepCalling(nc: NatsConnection): { stop(): Promise<CallCounts> } {
   let stopped = false;
-  const counts = { ok: 0, failed: 0, worstMs: 0 };
+  const counts: CallCounts = { ok: 0, failed: 0, worstMs: 0, longestGapMs: 0 };
+  let lastAnswer = performance.now();
   const loop = (async () => {
     while (!stopped) {
       const started = performance.now();
       try {
         const reply = await nc.request("fn.call.add", JSON.stringify({ a: 1, b: 2 }), { timeout: 1_000 });
-        counts.worstMs = Math.max(counts.worstMs, Math.round(performance.now() - started));
-        if ((reply.json() as { sum?: number }).sum === 3) counts.ok++;
-        else counts.failed++;
+        const now = performance.now();
+        counts.worstMs = Math.max(counts.worstMs, Math.round(now - started));
+        if ((reply.json() as { sum?: number }).sum === 3) {
+          counts.ok++;
+          counts.longestGapMs = Math.max(counts.longestGapMs, Math.round(now - lastAnswer));
+          lastAnswer = now;
+        } else counts.failed++;
       } catch {
         counts.failed++;
       }

@@ -1,0 +1,67 @@
+import { connect } from "@nats-io/transport-node";
+import pino from "pino";
+import { describe, expect, it } from "vitest";
+import {
+  type ConsumerDefinition,
+  type ConsumerSettings,
+  openConsumerDefinitions,
+  supersedes,
+} from "../../runtime/nats/consumer-definitions";
+import { startNatsServer } from "../helpers/nats-server";
+import { stopWhenTestEnds } from "../helpers/test-scope";
+
+// The record of each function's newest definition, settled by runtimes of different versions at the
+// same moment: whatever order their reads, writes and consumer updates interleave in, the settings
+// applied last are the newest definition's.
+
+function definition(definedAt: number, seconds: number): ConsumerDefinition {
+  const settings: ConsumerSettings = {
+    ack_wait: seconds * 1_000_000_000,
+    max_deliver: 3,
+    max_ack_pending: 10_000,
+    description: `written at ${definedAt}`,
+  };
+  return { definedAt, settings };
+}
+
+describe("supersedes", () => {
+  it("a later definition replaces an earlier one, never the reverse; a tie goes to other settings", () => {
+    expect(supersedes(definition(2, 10), definition(1, 30))).toBe(true);
+    expect(supersedes(definition(1, 30), definition(2, 10))).toBe(false);
+    expect(supersedes(definition(1, 30), definition(1, 10))).toBe(true);
+    expect(supersedes(definition(1, 30), definition(1, 10), false)).toBe(false);
+    expect(supersedes(definition(1, 30), definition(1, 30))).toBe(false);
+  });
+});
+
+describe("settling definitions concurrently", () => {
+  it("ends with the newest definition applied, whichever runtime applies last", async () => {
+    const nats = await startNatsServer();
+    stopWhenTestEnds(() => nats.stop());
+    const runtimes = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const nc = await connect({ servers: nats.url });
+        stopWhenTestEnds(() => nc.close());
+        return openConsumerDefinitions(nc, pino({ level: "silent" }));
+      }),
+    );
+    for (let round = 0; round < 5; round++) {
+      let applied: ConsumerSettings | undefined;
+      const fn = `race-${round}`;
+      // Runtime i holds the definition written at i; applying takes a random while, so an older
+      // runtime's write can land after a newer one's.
+      const outcomes = await Promise.all(
+        runtimes.map((definitions, index) =>
+          definitions.settle(fn, definition(index, index + 1), async (settings) => {
+            await new Promise((resolve) => setTimeout(resolve, Math.random() * 30));
+            applied = settings;
+          }),
+        ),
+      );
+      const newest = definition(runtimes.length - 1, runtimes.length).settings;
+      expect(applied).toEqual(newest);
+      // An older runtime that settled before the newest wrote returned its own settings then.
+      expect(outcomes.at(-1)).toEqual({ settings: newest, newerInForce: false, definedAt: runtimes.length - 1 });
+    }
+  });
+});
