@@ -20,8 +20,10 @@ const BUNDLED = new Set(["postgres"]);
 function externalPackages(): string[] {
   const manifest = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as {
     dependencies: Record<string, string>;
+    peerDependencies: Record<string, string>;
   };
-  return Object.keys(manifest.dependencies)
+  // Peer dependencies (what only `jetfn dev` loads) come from the app's node_modules, or not at all.
+  return [...Object.keys(manifest.dependencies), ...Object.keys(manifest.peerDependencies)]
     .filter((name) => !BUNDLED.has(name))
     .flatMap((name) => [name, `${name}/*`]);
 }

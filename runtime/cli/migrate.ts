@@ -12,7 +12,8 @@ import { resolveDatabaseUrl, type StartedService } from "./services";
  */
 export async function migrateCommand(options: { json?: boolean }): Promise<void> {
   const config = resolveConfig();
-  const logger = createLogger({ level: "warn", format: "pretty", destination: process.stderr });
+  // JSON: production migrates too, and its install has no pino-pretty.
+  const logger = createLogger({ level: "warn", destination: process.stderr });
   const started: StartedService[] = [];
   try {
     const url = await resolveDatabaseUrl(config, logger, started, true);
