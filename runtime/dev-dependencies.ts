@@ -2,10 +2,12 @@ import { createRequire } from "node:module";
 import { JetfnError } from "./errors";
 
 /**
- * Packages only `jetfn dev` uses, with the versions jetfn is tested with. They are optional peer
- * dependencies of the package (package.json `peerDependencies`, which a unit test keeps equal to
- * this): an app installs them as its own devDependencies, and a production install
- * (`npm install --omit=dev`) carries neither. `jetfn start` never loads them.
+ * Packages only `jetfn dev` uses, with the versions jetfn is tested with (this repository's
+ * devDependencies; a unit test keeps them equal). The package does not depend on them: an app that
+ * runs `jetfn dev` installs them as its own devDependencies, so a production install
+ * (`npm install --omit=dev`) carries neither, and `jetfn start` never loads them. Not peer
+ * dependencies: npm counts an app's devDependency that a production package names as a peer as a
+ * production one, and `--omit=dev` (even with `--omit=peer`) then installs it.
  */
 export const DEV_DEPENDENCIES = {
   /** Readable log lines for a terminal. */

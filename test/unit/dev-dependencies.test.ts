@@ -5,18 +5,19 @@ import { assertDevDependencies, DEV_DEPENDENCIES, isDevDependencyInstalled } fro
 interface Manifest {
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
-  peerDependencies: Record<string, string>;
-  peerDependenciesMeta: Record<string, { optional?: boolean }>;
+  peerDependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
 }
 
 const manifest = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as Manifest;
 
 describe("the packages only jetfn dev uses", () => {
-  it("are optional peer dependencies with the versions the install hint names, and no dependency", () => {
-    expect(manifest.peerDependencies).toEqual(DEV_DEPENDENCIES);
+  it("are no dependency of the package of any kind, and devDependencies here with the versions the install hint names", () => {
     for (const name of Object.keys(DEV_DEPENDENCIES)) {
-      expect(manifest.peerDependenciesMeta[name], name).toEqual({ optional: true });
+      // A peer or optional dependency would still be installed by `npm install --omit=dev`.
       expect(manifest.dependencies[name], name).toBeUndefined();
+      expect(manifest.peerDependencies?.[name], name).toBeUndefined();
+      expect(manifest.optionalDependencies?.[name], name).toBeUndefined();
       // This repository runs `jetfn dev` (npm start): its own install has them.
       expect(manifest.devDependencies[name], name).toBe(DEV_DEPENDENCIES[name as keyof typeof DEV_DEPENDENCIES]);
     }
