@@ -16,6 +16,11 @@ export interface RuntimeOptions {
   databaseUrl?: string;
   /** Folder of function files. @default process.env.JETFN_FUNCTIONS ?? "./functions" */
   functionsDir?: string;
+  /**
+   * The app's migrations: drizzle-kit's `out` folder (drizzle.config.ts), applied by `jetfn migrate`
+   * after jetfn's own; a folder that does not exist holds none. @default process.env.JETFN_MIGRATIONS ?? "./drizzle"
+   */
+  migrationsDir?: string;
   /** pino level. @default process.env.LOG_LEVEL ?? "info" */
   logLevel?: string;
   /** `pretty` for people, `json` for machines. @default "json" */
@@ -83,6 +88,7 @@ export interface ResolvedConfig {
   readonly natsPassword: string | undefined;
   readonly databaseUrl: string | undefined;
   readonly functionsDir: string;
+  readonly migrationsDir: string;
   readonly logLevel: string;
   readonly logFormat: "pretty" | "json";
   readonly watch: boolean;
@@ -108,6 +114,8 @@ export interface ResolvedConfig {
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 export const DEFAULT_FUNCTIONS_DIR = "./functions";
+/** drizzle-kit's own default `out`. */
+export const DEFAULT_MIGRATIONS_DIR = "./drizzle";
 export const DEFAULT_LOG_LEVEL = "info";
 export const DEFAULT_STATE_DIR = ".jetfn";
 export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
@@ -129,6 +137,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     natsPassword: options.natsPassword ?? nonEmpty(env.NATS_PASSWORD),
     databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
     functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
+    migrationsDir: path.resolve(options.migrationsDir ?? nonEmpty(env.JETFN_MIGRATIONS) ?? DEFAULT_MIGRATIONS_DIR),
     logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
     logFormat: options.logFormat ?? "json",
     watch: options.watch ?? false,

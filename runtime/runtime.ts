@@ -107,8 +107,9 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   const database = connectDatabase({ url: config.databaseUrl, poolSize: config.databasePoolSize });
   try {
     await assertDatabaseReachable(database);
-    if (options.migrate) await migrate(database.sql);
-    else await assertMigrated(database.sql);
+    const sources = { appDirectory: config.migrationsDir };
+    if (options.migrate) await migrate(database.sql, sources);
+    else await assertMigrated(database.sql, sources);
   } catch (error) {
     await database.close();
     throw error;

@@ -4,6 +4,7 @@ import { type AuditEntry, listAuditEntries } from "../audit-queries";
 import { createClient, type FunctionMap, type JetfnClient } from "../client";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import type { StoredError } from "../db/invocation-store";
+import { resolveConfig } from "../config";
 import { migrate } from "../db/migrate";
 import { type JetfnError, toJetfnError } from "../errors";
 import { createLogger } from "../logger";
@@ -70,7 +71,8 @@ export async function startTestHarness(options: TestHarnessOptions = {}): Promis
   const [nats, scratch] = await Promise.all([startNatsServer(), createScratchDatabase(adminUrl)]);
   const database = connectDatabase({ url: scratch.url, poolSize: 4 });
   try {
-    await migrate(database.sql);
+    // The app's migrations too (JETFN_MIGRATIONS, else ./drizzle), as `jetfn migrate` applies them.
+    await migrate(database.sql, { appDirectory: resolveConfig(options).migrationsDir });
     const runtime = await startRuntime({
       logger: createLogger({ level: process.env.LOG_LEVEL ?? "warn" }),
       shutdownGrace: "5s",

@@ -160,7 +160,7 @@ it("an upgrade sets aside the rows already waiting that break the rules, and kee
   for (const file of await readdir(DEFAULT_MIGRATIONS_DIR)) {
     if (file < "0018") await copyFile(path.join(DEFAULT_MIGRATIONS_DIR, file), path.join(before, file));
   }
-  await migrate(database.sql, before);
+  await migrate(database.sql, { directory: before });
   await database.sql`insert into jetfn.outbox (id, subject, headers, body) values
     ('evil-old', ${PURGE}, '{}', ''),
     ('echo:good-old-1', 'fn.job.echo', '{"Jetfn-Id": "good-old-1"}', '{}')`;

@@ -128,7 +128,7 @@ describe("migrating the log to json", () => {
       for (const file of await readdir(DEFAULT_MIGRATIONS_DIR)) {
         if (file < "0008") await copyFile(path.join(DEFAULT_MIGRATIONS_DIR, file), path.join(before, file));
       }
-      await migrate(sql, before);
+      await migrate(sql, { directory: before });
       await sql`create table pairs (a int, b text, note text, primary key (a, b))`;
       await sql`insert into pairs values (1, 'x', 'spaced {"json": [1, 2]}'), (2, 'y', null)`;
       await sql`update pairs set note = 'changed' where a = 2`;
