@@ -90,7 +90,11 @@ describe("the production role setup, in order, on Postgres 15+", { timeout: 120_
     await mkdir(path.join(appDirectory, "meta"), { recursive: true });
     await writeFile(
       path.join(appDirectory, "meta", "_journal.json"),
-      JSON.stringify({ version: "7", dialect: "postgresql", entries: [{ idx: 1, tag: "0001_items", breakpoints: true }] }),
+      JSON.stringify({
+        version: "7",
+        dialect: "postgresql",
+        entries: [{ idx: 1, tag: "0001_items", breakpoints: true }],
+      }),
     );
     await writeFile(
       path.join(appDirectory, "0001_items.sql"),
