@@ -21,6 +21,11 @@ export interface RuntimeOptions {
    * after jetfn's own; a folder that does not exist holds none. @default process.env.JETFN_MIGRATIONS ?? "./drizzle"
    */
   migrationsDir?: string;
+  /**
+   * The app's drizzle schema module (tables and `relations`), loaded so `ctx.db.query` answers
+   * relational queries; a file that does not exist means none. @default process.env.JETFN_SCHEMA ?? "./schema/app.ts"
+   */
+  schemaFile?: string;
   /** pino level. @default process.env.LOG_LEVEL ?? "info" */
   logLevel?: string;
   /** `pretty` for people, `json` for machines. @default "json" */
@@ -89,6 +94,7 @@ export interface ResolvedConfig {
   readonly databaseUrl: string | undefined;
   readonly functionsDir: string;
   readonly migrationsDir: string;
+  readonly schemaFile: string;
   readonly logLevel: string;
   readonly logFormat: "pretty" | "json";
   readonly watch: boolean;
@@ -116,6 +122,7 @@ export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 export const DEFAULT_FUNCTIONS_DIR = "./functions";
 /** drizzle-kit's own default `out`. */
 export const DEFAULT_MIGRATIONS_DIR = "./drizzle";
+export const DEFAULT_SCHEMA_FILE = "./schema/app.ts";
 export const DEFAULT_LOG_LEVEL = "info";
 export const DEFAULT_STATE_DIR = ".jetfn";
 export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
@@ -138,6 +145,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
     functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
     migrationsDir: path.resolve(options.migrationsDir ?? nonEmpty(env.JETFN_MIGRATIONS) ?? DEFAULT_MIGRATIONS_DIR),
+    schemaFile: path.resolve(options.schemaFile ?? nonEmpty(env.JETFN_SCHEMA) ?? DEFAULT_SCHEMA_FILE),
     logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
     logFormat: options.logFormat ?? "json",
     watch: options.watch ?? false,

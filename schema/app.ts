@@ -84,3 +84,10 @@ export const postSubscribersRelations = relations(postSubscribers, ({ one }) => 
 export const commentCountsRelations = relations(commentCounts, ({ one }) => ({
   post: one(posts, { fields: [commentCounts.postId], references: [posts.id] }),
 }));
+
+// `ctx.db` in every handler is typed with this module (the runtime loads it too: JETFN_SCHEMA).
+declare module "jetfn" {
+  interface Register {
+    schema: typeof import("./app");
+  }
+}

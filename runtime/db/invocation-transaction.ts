@@ -1,7 +1,7 @@
-import { drizzle } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
+import { bindPlainDatabase, type DatabaseBinder } from "./app-database";
 import { isConnectionError } from "./client";
 import type { CommitGroups, QueryMode, Seat } from "./commit-groups";
 import { asRefusal, invocationCheck } from "./invocation-checks";
@@ -61,8 +61,10 @@ export function createInvocationTransaction(
   stamp: TransactionStamp,
   /** When given, the invocation's writes run in a savepoint of a shared transaction (group commit). */
   groups?: CommitGroups,
+  /** Makes `db` (with the app's schema, when it has one). @default bindPlainDatabase */
+  bindDatabase: DatabaseBinder = bindPlainDatabase,
 ): InvocationTransaction {
-  return new LazyTransaction(sql, stamp, groups);
+  return new LazyTransaction(sql, stamp, groups, bindDatabase);
 }
 
 class LazyTransaction implements InvocationTransaction {
@@ -71,6 +73,7 @@ class LazyTransaction implements InvocationTransaction {
   readonly #sql: Sql;
   readonly #stamp: TransactionStamp;
   readonly #groups: CommitGroups | undefined;
+  readonly #bindDatabase: DatabaseBinder;
   /** The connection of its own transaction, or its seat on a commit lane (group commit). */
   #connection: Promise<WatchedConnection | Seat> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
@@ -82,8 +85,9 @@ class LazyTransaction implements InvocationTransaction {
   /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
   #ownSince: number | undefined;
 
-  constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined) {
+  constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined, bindDatabase: DatabaseBinder) {
     this.#sql = sql;
+    this.#bindDatabase = bindDatabase;
     this.#stamp = stamp;
     this.#groups = groups;
     // drizzle drives this object exactly as it drives a postgres.js client.
@@ -100,7 +104,7 @@ class LazyTransaction implements InvocationTransaction {
 
   /** Built on first use: a handler that never touches the database never pays for drizzle. */
   get db(): InvocationDatabase {
-    this.#db ??= drizzle(this.#client as Sql) as InvocationDatabase;
+    this.#db ??= this.#bindDatabase(this.#client as Sql);
     return this.#db;
   }
 
