@@ -25,9 +25,12 @@ export function createDatabaseBinder(schema: AppSchema | undefined): DatabaseBin
   const relational = { fullSchema: schema, schema: tables, tableNamesMap };
   const dialect = new PgDialect();
   // Not through drizzle(): its only other work is setting the pool's type parsers, which
-  // connectDatabase's drizzle() already did on the same options object.
+  // connectDatabase's drizzle() already did on the same options object (a worker thread's relayed
+  // client only forwards queries, whose answers the runtime's pool parsed).
   return (client) => {
     const session = new PostgresJsSession(client, dialect, relational, {});
-    return new PostgresJsDatabase<AppSchema>(dialect, session, relational) as unknown as InvocationDatabase;
+    const db = new PostgresJsDatabase<AppSchema>(dialect, session, relational);
+    // As drizzle() does: the runtime reaches a thread's queries' transaction through it.
+    return Object.assign(db, { $client: client }) as unknown as InvocationDatabase;
   };
 }
