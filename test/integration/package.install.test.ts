@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,6 +32,25 @@ export default defineFunction({
 // The same in a worker thread: the thread script the package ships instead of building it.
 const ISOLATED_FUNCTION_FILE = FUNCTION_FILE.replace("  async handler", '  isolation: "thread",\n  async handler');
 
+// The app's tables, declared once with drizzle (the repository's example schema), registered for ctx.db.
+const SCHEMA_FILE = `${readFileSync(path.join(ROOT, "schema", "app.ts"), "utf8").replace('typeof import("./app")', 'typeof import("./schema")')}`;
+
+// A relational query through ctx.db, typed by the app's registered schema.
+const RELATIONAL_FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ title: z.string() }),
+  async handler({ title }, ctx) {
+    const post = await ctx.db.query.posts.findFirst({
+      where: (post, { eq }) => eq(post.title, title),
+      with: { comments: true },
+    });
+    const authors: string[] = post?.comments.map((comment) => comment.author) ?? [];
+    return { authors };
+  },
+});
+`;
+
 // Calls, enqueues and waits through jetfn/client, typed by the map `jetfn types --out` wrote.
 const APP_FILE = `import { createClient, JetfnError } from "jetfn/client";
 import type { JetfnFunctions } from "./jetfn-functions";
@@ -47,6 +66,7 @@ try {
   const waited = await client.result(job.id, { timeout: "60s" });
   const status = await client.status(job.id);
   const both = await client.enqueueAndWait("greet", { name: "both" }, { timeout: "60s" });
+  const related = await client.call("post-authors", { title: "installed" });
   // @ts-expect-error no function of that name is deployed
   const refused = await client.call("nobody-deploys-this", {}).catch((error: unknown) => error);
   process.stdout.write(JSON.stringify({
@@ -55,6 +75,7 @@ try {
     waited,
     status: status.status,
     both: both.greeting,
+    authors: related.authors,
     refusedIsJetfnError: refused instanceof JetfnError,
     refusedCode: (refused as JetfnError).code,
   }));
@@ -92,7 +113,7 @@ const BUNDLER_TSCONFIG = {
     types: ["node"],
     outDir: "build",
   },
-  files: ["app.ts"],
+  files: ["app.ts", "schema.ts"],
 };
 
 const NODENEXT_TSCONFIG = {
@@ -180,12 +201,25 @@ beforeAll(async () => {
   // The registry is reachable, but every package is already in npm's cache from this repository's install.
   await mustRun(
     "npm",
-    ["install", "--omit=dev", "--prefer-offline", "--no-audit", "--no-fund", tarball, "@types/node@20"],
+    [
+      "install",
+      "--omit=dev",
+      "--prefer-offline",
+      "--no-audit",
+      "--no-fund",
+      tarball,
+      "@types/node@20",
+      "drizzle-orm@^0.45.4",
+    ],
     app,
     appEnv({}),
   );
   await writeFile(path.join(app, "functions", "greet.ts"), FUNCTION_FILE);
   await writeFile(path.join(app, "functions", "greet-isolated.ts"), ISOLATED_FUNCTION_FILE);
+  await writeFile(path.join(app, "functions", "post-authors.ts"), RELATIONAL_FUNCTION_FILE);
+  // The app's migrations as `drizzle-kit generate` writes them (the repository's, made from the same schema).
+  await writeFile(path.join(app, "schema.ts"), SCHEMA_FILE);
+  await cp(path.join(ROOT, "drizzle"), path.join(app, "drizzle"), { recursive: true });
 }, 300_000);
 
 afterAll(async () => {
@@ -265,9 +299,16 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
       NATS_URL: nats.url,
       DATABASE_URL: database.url,
       JETFN_FUNCTIONS: path.join(app, "functions"),
+      JETFN_SCHEMA: path.join(app, "schema.ts"),
       LOG_LEVEL: "info",
     });
-    await mustRun(bin, ["migrate"], app, env);
+    // jetfn's migrations, then the app's from drizzle/ (the default JETFN_MIGRATIONS), audited.
+    const migrated = JSON.parse(await mustRun(bin, ["migrate", "--json"], app, env)) as { applied: string[] };
+    expect(migrated.applied.at(-1)).toBe("app:0000_example_tables.sql");
+    const [audited] = await database.sql`select count(*)::int as n from jetfn.unaudited_tables(array['public'])`;
+    expect(audited?.n).toBe(0);
+    const [post] = await database.sql`insert into posts (title) values ('installed') returning id`;
+    await database.sql`insert into comments (post_id, author, body) values (${post?.id as number}, 'ada', 'hi')`;
     runtime = spawn(bin, ["start"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] });
     runtime.stdout?.on("data", (chunk: Buffer) => {
       runtimeOutput += chunk.toString();
@@ -288,6 +329,7 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
       waited: { greeting: "hello job" },
       status: "succeeded",
       both: "hello both",
+      authors: ["ada"],
       refusedIsJetfnError: true,
       refusedCode: "E_FUNCTION_NOT_FOUND",
     });
