@@ -40,6 +40,7 @@ const RELATIONAL_FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
 
 export default defineFunction({
   input: z.object({ title: z.string() }),
+  output: z.object({ authors: z.array(z.string()) }),
   async handler({ title }, ctx) {
     const post = await ctx.db.query.posts.findFirst({
       where: (post, { eq }) => eq(post.title, title),
