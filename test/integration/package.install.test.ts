@@ -336,6 +336,31 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     });
   }, 120_000);
 
+  it("the installed runtime keeps serving after its Postgres connections are killed (pg_terminate_backend)", async () => {
+    // The runtime started by the test above, running the installed package's compiled code and driver.
+    if (!runtime || runtime.exitCode !== null) throw new Error(`jetfn start is not running:\n${runtimeOutput}`);
+    const terminate = async (): Promise<number> => {
+      const rows = await database.sql<{ terminated: boolean }[]>`
+        select pg_terminate_backend(pid) as terminated from pg_stat_activity
+        where datname = current_database() and application_name = 'jetfn' and pid <> pg_backend_pid()`;
+      return rows.filter((row) => row.terminated).length;
+    };
+    expect(await terminate()).toBeGreaterThan(0);
+    // Calls and jobs after the kill: the first attempts may meet dead connections; jobs are held and
+    // retried, calls are answered once the pool has reconnected.
+    const output = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
+    expect(JSON.parse(output)).toMatchObject({
+      waited: { greeting: "hello job" },
+      both: "hello both",
+      authors: ["ada"],
+    });
+    await terminate();
+    const again = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
+    expect(JSON.parse(again)).toMatchObject({ status: "succeeded", authors: ["ada"] });
+    expect(runtime.exitCode, runtimeOutput).toBeNull();
+    expect(runtimeOutput).not.toMatch(/uncaught|unhandled/i);
+  }, 180_000);
+
   it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
     // The app's own node_modules/postgres is the unpatched release (those cases fail against it);
     // the runtime uses the copy bundled into dist, which this file re-exports from the same chunk.
