@@ -121,7 +121,7 @@ export interface ResolvedConfig {
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 export const DEFAULT_FUNCTIONS_DIR = "./functions";
 /** drizzle-kit's own default `out`. */
-export const DEFAULT_MIGRATIONS_DIR = "./drizzle";
+export const DEFAULT_APP_MIGRATIONS_DIR = "./drizzle";
 export const DEFAULT_SCHEMA_FILE = "./schema/app.ts";
 export const DEFAULT_LOG_LEVEL = "info";
 export const DEFAULT_STATE_DIR = ".jetfn";
@@ -144,7 +144,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     natsPassword: options.natsPassword ?? nonEmpty(env.NATS_PASSWORD),
     databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
     functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
-    migrationsDir: path.resolve(options.migrationsDir ?? nonEmpty(env.JETFN_MIGRATIONS) ?? DEFAULT_MIGRATIONS_DIR),
+    migrationsDir: path.resolve(options.migrationsDir ?? nonEmpty(env.JETFN_MIGRATIONS) ?? DEFAULT_APP_MIGRATIONS_DIR),
     schemaFile: path.resolve(options.schemaFile ?? nonEmpty(env.JETFN_SCHEMA) ?? DEFAULT_SCHEMA_FILE),
     logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
     logFormat: options.logFormat ?? "json",
