@@ -1,4 +1,5 @@
 import { access } from "node:fs/promises";
+import { resolve } from "node:path";
 import type { AppSchema } from "./db/app-database";
 import { JetfnError } from "./errors";
 import { evaluateFunctionCode } from "./evaluate-function";
@@ -16,7 +17,8 @@ export interface LoadedAppSchema {
  * Loads the app's drizzle schema (JETFN_SCHEMA) so `ctx.db` answers relational queries over it. A
  * file that does not exist means no schema: `ctx.db` still has every query builder, no `query`.
  */
-export async function loadAppSchema(file: string, timeoutMs: number): Promise<LoadedAppSchema | undefined> {
+export async function loadAppSchema(path: string, timeoutMs: number): Promise<LoadedAppSchema | undefined> {
+  const file = resolve(path);
   const exists = await access(file).then(
     () => true,
     () => false,
