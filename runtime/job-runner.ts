@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Cancellations } from "./cancellation";
 import { isoNow } from "./clock";
+import type { DatabaseBinder } from "./db/app-database";
 import type { DatabaseClient } from "./db/client";
 import { isConnectionError } from "./db/client";
 import type { CommitGroups } from "./db/commit-groups";
@@ -54,6 +55,8 @@ export interface JobRunnerDependencies {
   logLimits?: LogLimits;
   /** Cancel marks: a cancelled job ends `cancelled` instead of running (or is aborted while it runs). */
   cancellations?: Cancellations;
+  /** Makes each invocation's `ctx.db` (with the app's schema). @default bindPlainDatabase */
+  bindDatabase?: DatabaseBinder;
 }
 
 /** How the next try of an attempt runs. */
@@ -358,6 +361,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
       },
       commitGroups,
       logLimits: deps.logLimits,
+      bindDatabase: deps.bindDatabase,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

@@ -77,6 +77,14 @@ export async function loadFunctionFile(file: string, options: LoadOptions = {}):
   }
 }
 
+/** Compiles one module (the app's drizzle schema) as function files are compiled: to CommonJS, imports of packages left to the runtime. */
+export async function compileModule(file: string): Promise<string> {
+  const compiled = (await compile([file])).outputs.get(path.resolve(file));
+  if (!compiled) throw new JetfnError("E_FUNCTION_LOAD_FAILED", `${file}: esbuild produced no output for this file`);
+  registerFunctionSourceMap(file, compiled.code, compiled.outputDir);
+  return compiled.code;
+}
+
 interface CompiledBatch {
   outputs: Map<string, { code: string; dependencies: string[]; outputDir: string }>;
 }

@@ -1,11 +1,12 @@
 import pino, { type Logger } from "pino";
-import pinoPretty from "pino-pretty";
+import type pinoPretty from "pino-pretty";
+import { requireDevDependency } from "./dev-dependencies";
 
 /** Options of the root logger. */
 export interface LoggerOptions {
   /** @default "info" */
   level?: string;
-  /** `pretty` prints for a terminal; `json` one object per line. @default "json" */
+  /** `pretty` prints for a terminal (needs pino-pretty, a development-only package); `json` one object per line. @default "json" */
   format?: "pretty" | "json";
   /** Where lines go. @default standard output */
   destination?: NodeJS.WritableStream;
@@ -35,7 +36,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   if (options.format === "pretty") {
     const destination = options.destination ?? process.stdout;
-    const stream = pinoPretty({
+    // Loaded only here: pino-pretty is a development-only package that production leaves out.
+    const prettyStream = requireDevDependency<typeof pinoPretty>("pino-pretty", "readable logs (`jetfn dev`)");
+    const stream = prettyStream({
       colorize: (destination as { isTTY?: boolean }).isTTY === true,
       singleLine: true,
       translateTime: "HH:MM:ss.l",

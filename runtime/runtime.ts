@@ -2,10 +2,12 @@ import { setMaxListeners } from "node:events";
 import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { type LoadedAppSchema, loadAppSchema } from "./app-schema";
 import { createAuditAnchorer } from "./audit-anchorer";
 import { type AuditSealer, startAuditSealer } from "./audit-sealer";
 import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./cancellation";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
+import { createDatabaseBinder, type DatabaseBinder } from "./db/app-database";
 import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { type CommitGroups, createCommitGroups } from "./db/commit-groups";
@@ -119,10 +121,13 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     );
   }
   const database = connectDatabase({ url: config.databaseUrl, poolSize: config.databasePoolSize });
+  let schema: LoadedAppSchema | undefined;
   try {
     await assertDatabaseReachable(database);
-    if (options.migrate) await migrate(database.sql);
-    else await assertMigrated(database.sql);
+    const sources = { appDirectory: config.migrationsDir };
+    if (options.migrate) await migrate(database.sql, sources);
+    else await assertMigrated(database.sql, sources);
+    schema = await loadAppSchema(config.schemaFile, config.loadTimeoutMs);
   } catch (error) {
     await database.close();
     throw error;
@@ -134,7 +139,7 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     await database.close();
     throw error;
   }
-  const runtime = new ServingRuntime(config, logger, database, nc, options.events);
+  const runtime = new ServingRuntime(config, logger, database, nc, options.events, schema);
   runtime.healthCheckMs = parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL);
   runtime.productionChecks = options.productionChecks ?? true;
   try {
@@ -167,6 +172,8 @@ class ServingRuntime implements Runtime {
   /** Publishes committed jobs and events (outbox) and scheduled jobs. */
   readonly #publisher: StreamPublisher;
   readonly #isolation: Isolation;
+  /** Makes each invocation's `ctx.db`, typed and relational with the app's drizzle schema. */
+  readonly #bindDatabase: DatabaseBinder;
   #manager: JetStreamManager | undefined;
   #jobDependencies: JobRunnerDependencies | undefined;
   #callServer: CallServer | undefined;
@@ -193,6 +200,7 @@ class ServingRuntime implements Runtime {
     database: DatabaseClient,
     nats: NatsConnection,
     events: RuntimeEmitter = createEmitter(),
+    schema?: LoadedAppSchema,
   ) {
     this.events = events;
     this.stats = trackInvocationStats(events);
@@ -206,10 +214,12 @@ class ServingRuntime implements Runtime {
     this.#publisher = new StreamPublisher(nats);
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
+    this.#bindDatabase = createDatabaseBinder(schema?.exports);
     this.#isolation = createIsolation({
       logger,
       logLimits: config.logLimits,
       loadTimeoutMs: config.loadTimeoutMs,
+      schema: schema && { file: schema.file, source: schema.source },
     });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
@@ -286,6 +296,7 @@ class ServingRuntime implements Runtime {
       outage: { waiting: 0 },
       logLimits: this.config.logLimits,
       cancellations,
+      bindDatabase: this.#bindDatabase,
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
@@ -315,6 +326,7 @@ class ServingRuntime implements Runtime {
         events: this.events,
         maxPayload: this.nats.info?.max_payload,
         logLimits: this.config.logLimits,
+        bindDatabase: this.#bindDatabase,
       },
       events: this.events,
       logger: this.logger,

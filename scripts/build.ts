@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import * as esbuild from "esbuild";
+import { DEV_DEPENDENCIES } from "../runtime/dev-dependencies";
 import { HANDLER_THREAD_BUILD } from "../runtime/isolation/thread-script";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -21,7 +22,8 @@ function externalPackages(): string[] {
   const manifest = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as {
     dependencies: Record<string, string>;
   };
-  return Object.keys(manifest.dependencies)
+  // What only `jetfn dev` uses comes from the app's node_modules when the app installed it, or not at all.
+  return [...Object.keys(manifest.dependencies), ...Object.keys(DEV_DEPENDENCIES)]
     .filter((name) => !BUNDLED.has(name))
     .flatMap((name) => [name, `${name}/*`]);
 }

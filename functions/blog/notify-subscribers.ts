@@ -2,9 +2,9 @@
 // the post (but not the comment's author) and record each mail in sent_mail. It has its own
 // consumer on the events stream, so its retries and dead letters do not touch other listeners.
 
-import { and, eq, ne } from "drizzle-orm";
+import { ne } from "drizzle-orm";
 import { defineFunction, z } from "../../runtime";
-import { postSubscribers, posts, sentMail } from "../../schema/app";
+import { sentMail } from "../../schema/app";
 import { commentCreated } from "./_events";
 
 export default defineFunction({
@@ -14,11 +14,13 @@ export default defineFunction({
   output: z.object({ sent: z.number().int() }),
   retry: { attempts: 5, backoff: ["1s", "10s", "1m"] },
   async handler({ postId, author, body }, ctx) {
-    const [post] = await ctx.db.select({ title: posts.title }).from(posts).where(eq(posts.id, postId));
-    const subscribers = await ctx.db
-      .select({ email: postSubscribers.email })
-      .from(postSubscribers)
-      .where(and(eq(postSubscribers.postId, postId), ne(postSubscribers.email, author)));
+    // A relational query: ctx.db is typed with schema/app.ts, relations included.
+    const post = await ctx.db.query.posts.findFirst({
+      columns: { title: true },
+      where: (post, { eq }) => eq(post.id, postId),
+      with: { subscribers: { columns: { email: true }, where: (subscriber) => ne(subscriber.email, author) } },
+    });
+    const subscribers = post?.subscribers ?? [];
     if (subscribers.length === 0) return { sent: 0 };
     const subject = `New comment on "${post?.title ?? `post ${postId}`}"`;
     await ctx.db.insert(sentMail).values(subscribers.map(({ email }) => ({ recipient: email, subject, body })));

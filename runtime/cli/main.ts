@@ -210,7 +210,9 @@ program
 
 program
   .command("migrate")
-  .description("apply pending migrations (schema/migrations) to DATABASE_URL or the embedded Postgres")
+  .description(
+    "apply pending migrations, jetfn's then the app's (JETFN_MIGRATIONS), to DATABASE_URL or the embedded Postgres",
+  )
   .option("--json", "print JSON")
   .action(lazy(async () => (await import("./migrate")).migrateCommand));
 

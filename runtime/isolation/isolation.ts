@@ -4,6 +4,7 @@ import { JetfnError } from "../errors";
 import { compiledSourceOf } from "../loader";
 import { DEFAULT_LOG_LIMITS, type LogLimits } from "../log-budget";
 import { createHandlerPool, DEFAULT_ABORT_GRACE_MS, type HandlerPool } from "./handler-pool";
+import type { ThreadData } from "./thread-messages";
 
 /** The worker-thread pools of a runtime's isolated functions. */
 export interface Isolation {
@@ -30,6 +31,8 @@ export interface IsolationOptions {
   logLimits?: LogLimits;
   /** Longest a function file's top-level code may run in a thread. @default no limit */
   loadTimeoutMs?: number;
+  /** The app's drizzle schema as the runtime compiled it: threads' `ctx.db` answers relational queries too. @default none */
+  schema?: ThreadData["schema"];
 }
 
 /** Creates the pools' owner for one runtime. */
@@ -53,6 +56,7 @@ export function createIsolation(options: IsolationOptions): Isolation {
           source,
           logLimits: options.logLimits ?? DEFAULT_LOG_LIMITS,
           loadTimeoutMs: options.loadTimeoutMs,
+          schema: options.schema,
         },
         capacity: fn.concurrency,
         abortGraceMs,

@@ -16,6 +16,8 @@ export interface ThreadData {
   logLimits: LogLimits;
   /** Longest the file's top-level code may run in the thread (it loaded in time in the runtime's). */
   loadTimeoutMs?: number;
+  /** The app's drizzle schema module, compiled by the runtime, for `ctx.db.query`. */
+  schema?: { file: string; source: string };
 }
 
 /** An error as it crosses threads: name, message, stack, `cause`, and its primitive own fields. */

