@@ -11,6 +11,8 @@ export interface Reply {
   type?: string;
   body?: string;
   location?: string;
+  /** A Set-Cookie header. */
+  cookie?: string;
 }
 
 /** Answers one request the route matched. */

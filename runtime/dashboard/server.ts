@@ -18,7 +18,7 @@ import { layout } from "./html";
 import { invocationFilters, listInvocations, typedFilters } from "./invocation-list";
 import { refuseForeignRequest } from "./request-guard";
 import { type Handler, lastSegment, type Reply, type Route, type Session } from "./route";
-import { SIGN_IN_PATH, safeNext, signInNeeded, signInPage } from "./sign-in";
+import { SIGN_IN_PATH, safeNext, signInNeeded, signInPage, signInWithForm } from "./sign-in";
 import { type AuditFilters, auditPage } from "./views/audit";
 import { deadLettersPage } from "./views/dead-letters";
 import { type InvocationFilters, invocationPage, invocationSummary, invocationsPage } from "./views/invocations";
@@ -90,6 +90,9 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       url.searchParams.delete("token");
       response.setHeader("set-cookie", tokenCookie(token));
       return send(response, { status: 303, location: localPath(url) });
+    }
+    if (request.method === "POST" && url.pathname === SIGN_IN_PATH) {
+      return send(response, await signInWithForm(request, token));
     }
     const authorised = presentedTokens(request).some((presented) => sameToken(presented, token));
     const writes = request.method !== "GET" && request.method !== "HEAD";
@@ -321,6 +324,7 @@ function localPath(url: URL): string {
 
 function send(response: ServerResponse, reply: Reply): void {
   if (reply.location) response.setHeader("location", reply.location);
+  if (reply.cookie) response.setHeader("set-cookie", reply.cookie);
   response.writeHead(reply.status ?? 200, {
     ...SECURITY_HEADERS,
     "content-type": `${reply.type ?? "text/html"}; charset=utf-8`,

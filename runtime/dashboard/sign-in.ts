@@ -1,4 +1,7 @@
+import type { IncomingMessage } from "node:http";
+import { sameToken, tokenCookie } from "./access-token";
 import { html, layout, type SafeHtml } from "./html";
+import type { Reply } from "./route";
 
 /** The page with the token form; reachable without the token (it is how a browser gets one). */
 export const SIGN_IN_PATH = "/sign-in";
@@ -33,7 +36,7 @@ export function signInNeeded(url: URL, write: boolean): { status: number; body: 
 export function signInPage(next: string, mismatch: boolean): SafeHtml {
   return html`${mismatch ? html`<p class="notice error">That token does not match this dashboard's.</p>` : ""}
 <p>Paste the access token (JETFN_DASHBOARD_TOKEN, or the <code>token</code> of the sign-in URL the runtime logged). It is kept as a cookie of this browser.</p>
-<form class="filters" method="get" action="${SIGN_IN_PATH}"><input type="hidden" name="next" value="${next}">
+<form class="filters" method="post" action="${SIGN_IN_PATH}"><input type="hidden" name="next" value="${next}">
 <input type="password" name="token" placeholder="access token" autocomplete="current-password" required><button>sign in</button></form>`;
 }
 
@@ -53,4 +56,31 @@ function actionPage(path: string): string {
 
 function localNext(url: URL): string {
   return safeNext(`${url.pathname}${url.search}`);
+}
+
+/** Longest sign-in form body read: a token and a path. */
+const MAX_FORM_BYTES = 8_192;
+
+/**
+ * The sign-in form's POST. The token travels in the body, so it never sits in a URL the browser
+ * keeps in its history. The right token sets the cookie and goes on to `next`; a wrong one gets the
+ * form again, saying so.
+ */
+export async function signInWithForm(request: IncomingMessage, token: string): Promise<Reply> {
+  const form = new URLSearchParams(await readBody(request));
+  const next = safeNext(form.get("next"));
+  const given = form.get("token");
+  if (given === null || !sameToken(given, token)) {
+    return { status: 401, body: layout("sign in", "", signInPage(next, true)) };
+  }
+  return { status: 303, location: next, cookie: tokenCookie(token) };
+}
+
+async function readBody(request: IncomingMessage): Promise<string> {
+  let body = "";
+  for await (const chunk of request) {
+    body += String(chunk);
+    if (body.length > MAX_FORM_BYTES) return "";
+  }
+  return body;
 }
