@@ -11,10 +11,12 @@ export function errorRateText(served: number, errors: number): string {
 }
 
 /**
- * How long the queue takes to work off at the current rate. Nothing queued, or no rate to
- * estimate from, shows "–" rather than a "0ms" that reads as a measurement.
+ * How long the queue takes to work off at the current rate. Nothing queued shows "–" rather than a
+ * "0ms" that reads as a measurement; jobs waiting while none finish show "stalled".
  */
 export function drainText(fn: Pick<FunctionOverview, "queued" | "drainMs" | "ratePerSecond">): string {
-  if (!fn.queued || fn.ratePerSecond <= 0 || fn.drainMs === null) return "–";
+  if (!fn.queued) return "–";
+  // Jobs wait and none finish: said as `jetfn ls` says it, not hidden behind a dash.
+  if (fn.ratePerSecond <= 0 || fn.drainMs === null) return "stalled";
   return formatDuration(fn.drainMs);
 }

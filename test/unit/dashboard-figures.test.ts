@@ -13,7 +13,7 @@ describe("the dashboard's figures", () => {
 
   it("shows no time to drain when nothing is queued or there is no rate", () => {
     expect(drainText({ queued: 0, drainMs: 0, ratePerSecond: 2 })).toBe("–");
-    expect(drainText({ queued: 5, drainMs: null, ratePerSecond: 0 })).toBe("–");
+    expect(drainText({ queued: 5, drainMs: null, ratePerSecond: 0 })).toBe("stalled");
     expect(drainText({ queued: null, drainMs: null, ratePerSecond: 1 })).toBe("–");
     expect(drainText({ queued: 10, drainMs: 5_000, ratePerSecond: 2 })).toBe("5.0s");
   });
