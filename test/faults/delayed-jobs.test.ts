@@ -1,0 +1,98 @@
+import { readFile } from "node:fs/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { describe, expect, it } from "vitest";
+import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
+import { eventually } from "../helpers/environment";
+import { countApplied, report, scale, useFaultCluster, waitForSucceeded } from "./support/fault-cluster";
+
+// Delayed jobs wait on the server, not in a runtime: each is parked with a nak and a delay, so
+// however many wait, a runtime holds at most a batch of them. And they run at their time after
+// nats-server restarts while they wait.
+const WAITING = scale(100_000, 10_000);
+const DUE = scale(2_000, 300);
+
+const cluster = useFaultCluster();
+
+/** Resident memory of a process, in MiB (Linux). */
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
+
+/** Enqueues `count` jobs of fault-insert with `delay`, 500 at a time; returns their ids. */
+async function enqueueDelayed(count: number, delay: string, first = 0): Promise<string[]> {
+  const client = await cluster().env.client();
+  const ids: string[] = [];
+  for (let start = 0; start < count; start += 500) {
+    const chunk = Array.from({ length: Math.min(500, count - start) }, (_, n) => first + start + n);
+    const jobs = await Promise.all(chunk.map((n) => client.enqueue("fault-insert", { n }, { delay })));
+    ids.push(...jobs.map((job) => job.id));
+  }
+  return ids;
+}
+
+async function delayedConsumer(): Promise<{ parked: number; undelivered: number }> {
+  const manager = await jetstreamManager(cluster().nc);
+  const info = await manager.consumers.info(delayedStreamName("JETFN_JOBS"), "jetfn-delayed");
+  return { parked: info.num_ack_pending, undelivered: info.num_pending };
+}
+
+describe("delayed jobs", () => {
+  it(
+    `keeps ${WAITING} waiting jobs on the server, not in the runtime's memory`,
+    async () => {
+      const pid = cluster().runtimes[0]?.child.pid as number;
+      const before = await rssMiB(pid);
+      const started = Date.now();
+      await enqueueDelayed(WAITING, "1h");
+      const enqueueMs = Date.now() - started;
+      // Every one was looked at once by a runtime, and parked.
+      await eventually(
+        async () => {
+          const consumer = await delayedConsumer();
+          return consumer.parked === WAITING && consumer.undelivered === 0;
+        },
+        scale(600_000, 120_000),
+      );
+      const parkedMs = Date.now() - started;
+      const after = await rssMiB(pid);
+      const second = await rssMiB(cluster().runtimes[1]?.child.pid as number);
+      const [ran] = await cluster().env.database.sql<{ n: number }[]>`select count(*)::int as n from fault_rows`;
+      report("delayed-waiting", {
+        waiting: WAITING,
+        enqueueMs,
+        parkedMs,
+        rssBeforeMiB: Math.round(before),
+        rssAfterMiB: Math.round(after),
+        otherRuntimeRssMiB: Math.round(second),
+      });
+      expect(ran?.n).toBe(0);
+      // A batch of messages held at a time, whatever the count: growth is the heap's slack, not the jobs.
+      expect(after - before).toBeLessThan(80);
+    },
+    scale(900_000, 200_000),
+  );
+
+  it(
+    `runs ${DUE} delayed jobs at their time, once each, across a nats-server restart while they wait`,
+    async () => {
+      const env = cluster().env;
+      const delayMs = 8_000;
+      const enqueuedAt = Date.now();
+      const ids = await enqueueDelayed(DUE, `${delayMs / 1000}s`, 1_000_000);
+      await env.nats.restart();
+      await waitForSucceeded(env, DUE, scale(300_000, 120_000));
+      const counts = await countApplied(env, ids);
+      const [timing] = await env.database.sql<{ early: number; latestMs: number; p99Ms: number }[]>`
+      select count(*) filter (where started_at < ${new Date(enqueuedAt + delayMs)})::int as early,
+             (max(extract(epoch from started_at)) * 1000 - ${enqueuedAt + delayMs}::float8)::int as "latestMs",
+             (percentile_cont(0.99) within group (order by extract(epoch from started_at)) * 1000
+               - ${enqueuedAt + delayMs}::float8)::int as "p99Ms"
+      from jetfn.invocations where id in ${env.database.sql(ids)}`;
+      report("delayed-nats-restart", { jobs: DUE, ...counts, ...timing });
+      expect(counts).toMatchObject({ succeeded: DUE, rows: DUE, duplicated: 0, lost: 0, auditRows: DUE });
+      expect(timing?.early).toBe(0);
+    },
+    scale(600_000, 240_000),
+  );
+});
