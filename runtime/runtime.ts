@@ -17,6 +17,7 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { type FlowControl, openFlowControl } from "./flow/flow-control";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
@@ -160,6 +161,8 @@ class ServingRuntime implements Runtime {
   #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
+  /** Opened when the first function with a concurrency or rate limit is deployed. */
+  #flow: Promise<FlowControl> | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -405,6 +408,7 @@ class ServingRuntime implements Runtime {
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     await this.#ensureConsumer(deployed);
+    await this.#flowFor(deployed);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
@@ -440,6 +444,7 @@ class ServingRuntime implements Runtime {
     this.#isolation.retire(worker.fn);
     worker.fn = this.#isolation.prepare(next);
     worker.limiter.capacity = next.concurrency;
+    await this.#flowFor(next);
     if (
       previous.timeoutMs !== next.timeoutMs ||
       previous.retry !== next.retry ||
@@ -455,12 +460,29 @@ class ServingRuntime implements Runtime {
     );
   }
 
+  /** Opens flow control for the first function with limits, and tells it which functions have them. */
+  async #flowFor(fn: ResolvedFunction): Promise<void> {
+    if (!fn.flow && !this.#flow) return;
+    this.#flow ??= openFlowControl({
+      nc: this.nats,
+      manager: this.#manager as JetStreamManager,
+      publisher: this.#publisher,
+      jobStream: this.config.streamName,
+      logger: this.logger,
+      replication: this.config.replication,
+    });
+    const flow = await this.#flow;
+    (this.#jobDependencies as JobRunnerDependencies).flow = flow;
+    flow.deployed(fn, fn.name);
+  }
+
   #undeploy(fn: ResolvedFunction): void {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;
     this.#workers.delete(fn.name);
     this.#isolation.retire(worker.fn);
     this.#scheduler?.remove(fn.name);
+    void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
     this.#retiring.add(retiring);
@@ -551,6 +573,7 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
+    await this.#flow?.then((flow) => flow.close()).catch(() => undefined);
     await this.#isolation.close();
     await this.#successes
       .flush()
