@@ -18,6 +18,7 @@ import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { type FlowControl, openFlowControl } from "./flow/flow-control";
+import { describeFlow } from "./flow/flow-options";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
@@ -339,6 +340,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       stats: this.stats,
       functions: () => [...this.#workers.keys()],
+      limits: (name) => describeFlow(this.#workers.get(name)?.fn.flow),
       pullers: () =>
         [...this.#workers.values()].map((worker) => ({
           fn: worker.fn.name,

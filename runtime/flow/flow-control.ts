@@ -9,7 +9,7 @@ import { ID_HEADER } from "../nats/subjects";
 import { scheduleSecret } from "../scheduled-job-id";
 import { SCHEDULE_BUCKET } from "../scheduler";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
-import type { ResolvedLimit } from "./flow-options";
+import { describeFlow, type ResolvedLimit } from "./flow-options";
 import { type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
 import { createWaitingRoom, ensureWaitingRoom, type WaitingRoom } from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
@@ -171,7 +171,7 @@ class Gate implements FlowControl {
       if (group.startsWith("c.") && groupFunction(group) === fn.name) running += count;
     let waiting = 0;
     for (const [group, count] of this.#waiting) if (groupFunction(group) === fn.name) waiting += count;
-    return { limits: (fn.flow?.limits ?? []).map(describeLimit), running, waiting };
+    return { limits: describeFlow(fn.flow), running, waiting };
   }
 
   async close(): Promise<void> {
@@ -255,9 +255,4 @@ class Gate implements FlowControl {
       }
     }
   }
-}
-
-function describeLimit(limit: ResolvedLimit): string {
-  const scope = limit.key ? " per key" : "";
-  return limit.kind === "c" ? `concurrency ${limit.limit}${scope}` : `rate ${limit.limit}/${limit.periodMs}ms${scope}`;
 }

@@ -1,4 +1,4 @@
-import { type Duration, parseDuration } from "../duration";
+import { type Duration, formatDuration, parseDuration } from "../duration";
 
 /**
  * Flow control a function declares: a concurrency limit across every runtime and a rate limit on
@@ -89,4 +89,14 @@ function resolveLimit(
   if (key !== undefined && typeof key !== "function")
     throw new TypeError(`${option}.key must be a function of the input`);
   return Object.freeze({ kind, limit, periodMs, key: key as FlowKey<unknown> | undefined });
+}
+
+/** The limits as `jetfn ls` shows them: `concurrency 2 per key`, `rate 10/1s`. */
+export function describeFlow(flow: ResolvedFlow | undefined): string[] {
+  return (flow?.limits ?? []).map((limit) => {
+    const scope = limit.key ? " per key" : "";
+    return limit.kind === "c"
+      ? `concurrency ${limit.limit}${scope}`
+      : `rate ${limit.limit}/${formatDuration(limit.periodMs)}${scope}`;
+  });
 }

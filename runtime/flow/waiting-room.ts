@@ -11,6 +11,7 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "../nats/stream-replicas";
 import { ID_HEADER, jobMessageId, jobSubject, MSG_ID_HEADER } from "../nats/subjects";
+import { groupFunction } from "./flow-key";
 import { WOKEN_HEADER, wokenHeader } from "./wake-tag";
 
 /**
@@ -143,4 +144,17 @@ export function createWaitingRoom(
       return counts;
     },
   };
+}
+
+/** Jobs waiting per function, across every key and limit (for `jetfn ls`); an absent stream is empty. */
+export async function readWaitingJobs(manager: JetStreamManager, jobStream: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const info = await manager.streams
+    .info(waitingStreamName(jobStream), { subjects_filter: `${WAITING_PREFIX}>` })
+    .catch(() => undefined);
+  for (const [subject, count] of Object.entries(info?.state.subjects ?? {})) {
+    const fn = groupFunction(subject.slice(WAITING_PREFIX.length));
+    counts.set(fn, (counts.get(fn) ?? 0) + count);
+  }
+  return counts;
 }
