@@ -19,6 +19,7 @@ import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { type FlowControl, openFlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
+import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
@@ -315,6 +316,7 @@ class ServingRuntime implements Runtime {
       replyGuard,
       (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
       (id) => cancellations.cancelled(id),
+      waitingJobFinder(this.nats),
     );
     this.#cancelApi = startCancelApi({
       nc: this.nats,

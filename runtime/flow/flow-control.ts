@@ -1,5 +1,5 @@
 import type { JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "../define-function";
@@ -11,6 +11,7 @@ import { SCHEDULE_BUCKET } from "../scheduler";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
 import { describeFlow, type ResolvedLimit } from "./flow-options";
 import { type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
+import { markWaiting, openWaitingJobs } from "./waiting-jobs";
 import { createWaitingRoom, ensureWaitingRoom, type WaitingRoom } from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
 
@@ -76,12 +77,14 @@ export async function openFlowControl(options: FlowControlOptions): Promise<Flow
   const secret = await scheduleSecret(await new Kvm(options.nc).open(SCHEDULE_BUCKET));
   const board = await openSlotBoard(options.nc, options.logger, options.replication);
   const room = createWaitingRoom(options.manager, options.publisher, stream, secret);
-  return new Gate(board, room, secret, options.logger);
+  const waitingJobs = await openWaitingJobs(options.nc, options.replication);
+  return new Gate(board, room, waitingJobs, secret, options.logger);
 }
 
 class Gate implements FlowControl {
   readonly #board: SlotBoard;
   readonly #room: WaitingRoom;
+  readonly #waitingJobs: KV;
   readonly #secret: string;
   readonly #logger: Logger;
   readonly #functions = new Map<string, ResolvedFunction>();
@@ -92,9 +95,10 @@ class Gate implements FlowControl {
   #sweeping: Promise<void> | undefined;
   #closed = false;
 
-  constructor(board: SlotBoard, room: WaitingRoom, secret: string, logger: Logger) {
+  constructor(board: SlotBoard, room: WaitingRoom, waitingJobs: KV, secret: string, logger: Logger) {
     this.#board = board;
     this.#room = room;
+    this.#waitingJobs = waitingJobs;
     this.#secret = secret;
     this.#logger = logger;
   }
@@ -194,12 +198,27 @@ class Gate implements FlowControl {
   }
 
   async #park(fn: ResolvedFunction, limit: ResolvedLimit, group: string, job: GateJob, message: JsMsg): Promise<void> {
-    await this.#room.park(message, group, {
-      id: job.id,
-      fn: fn.name,
-      attemptsBefore: job.attempt - 1,
-      enqueuedAt: Date.parse(job.enqueuedAt) || Date.now(),
-    });
+    const since = new Date().toISOString();
+    const token = group.split(".")[1];
+    const limitName = `${limit.kind === "c" ? "concurrency" : "rate"} limit${token === "_" ? "" : `, key ${token}`}`;
+    await Promise.all([
+      this.#room.park(message, group, {
+        id: job.id,
+        fn: fn.name,
+        attemptsBefore: job.attempt - 1,
+        enqueuedAt: Date.parse(job.enqueuedAt) || Date.now(),
+      }),
+      // For `jetfn status` only; a lost entry shows the job as pending.
+      markWaiting(this.#waitingJobs, {
+        id: job.id,
+        fn: fn.name,
+        limit: limitName,
+        since,
+        enqueuedAt: job.enqueuedAt,
+      }).catch((error: unknown) =>
+        this.#logger.debug({ err: error, invocationId: job.id }, "Could not note the job as waiting."),
+      ),
+    ]);
     message.ack();
     this.#waiting.set(group, (this.#waiting.get(group) ?? 0) + 1);
     // A slot freed between our look and the park found nobody waiting: look again.

@@ -6,7 +6,7 @@ export interface FlowRun {
   id: string;
   status: string;
   attempts: number;
-  input: Record<string, unknown>;
+  input: Record<string, unknown> | null;
   result: { start: number; end?: number; attempt?: number } | null;
 }
 

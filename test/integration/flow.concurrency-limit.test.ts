@@ -52,7 +52,7 @@ describe("concurrency limits across runtimes", () => {
     const runs = await finishedRuns(env, "tenant-limited", 30);
     expect(runs.map((run) => run.status)).toEqual(Array(30).fill("succeeded"));
     for (const tenant of ["a", "b", "c"]) {
-      const own = runs.filter((run) => run.input.tenant === tenant);
+      const own = runs.filter((run) => run.input?.tenant === tenant);
       expect(maxOverlap(own)).toBeLessThanOrEqual(2);
       // The job that failed once ran its second attempt as attempt 2, wherever it waited between.
       expect(own.map((run) => run.attempts).sort()).toEqual([...Array(9).fill(1), 2]);
@@ -78,6 +78,36 @@ describe("concurrency limits across runtimes", () => {
     expect(view.attempts).toBe(1);
   });
 
+  it("shows a job waiting for its key's slots as waiting, and a cancelled one never runs", async () => {
+    await env.startRuntime();
+    const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+    const until = Date.now() + 3_000;
+    await bucket.put("c.k_held.tenant-limited.0", JSON.stringify({ until }));
+    await bucket.put("c.k_held.tenant-limited.1", JSON.stringify({ until }));
+    const [kept, dropped] = await enqueueAll("tenant-limited", [
+      { tenant: "held", ms: 1 },
+      { tenant: "held", ms: 1 },
+    ]);
+    const view = await eventually(async () => {
+      const status = await client.status(kept as string);
+      return status.status === "waiting" ? status : undefined;
+    });
+    expect(view).toMatchObject({
+      function: "tenant-limited",
+      attempts: 0,
+      waitingFor: "concurrency limit, key k_held",
+    });
+    await client.cancel(dropped as string, { reason: "not needed" });
+    const done = await finishedRuns(env, "tenant-limited", 0).then(() =>
+      eventually(async () => {
+        const [a, b] = await Promise.all([client.status(kept as string), client.status(dropped as string)]);
+        return a.status === "succeeded" && b.status === "cancelled" ? [a, b] : undefined;
+      }, 20_000),
+    );
+    expect(done[1]?.result ?? null).toBeNull();
+    expect(Date.parse(done[0]?.startedAt as string)).toBeGreaterThanOrEqual(until - 50);
+  });
+
   it("keeps waiting jobs across a restart of every runtime", async () => {
     const first = await env.startRuntime();
     await enqueueAll(
@@ -91,8 +121,8 @@ describe("concurrency limits across runtimes", () => {
     }, 20_000);
     await first.stop();
     await env.startRuntime();
-    const runs = (await finishedRuns(env, "tenant-limited", 12 + 31, 60_000)).filter(
-      (run) => run.input.tenant === "restart",
+    const runs = (await finishedRuns(env, "tenant-limited", 12 + 31 + 2, 60_000)).filter(
+      (run) => run.input?.tenant === "restart",
     );
     expect(runs).toHaveLength(12);
     expect(runs.every((run) => run.status === "succeeded")).toBe(true);

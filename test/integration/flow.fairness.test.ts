@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { gatherOverview } from "../../runtime/cli/function-overview";
 import type { JetfnClient } from "../../runtime/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
@@ -34,6 +35,13 @@ describe("fairness between keys", () => {
         ),
       );
     }
+    // jetfn ls shows the limit, and A's jobs waiting for it (out of the queue).
+    const row = await eventually(async () => {
+      const overview = await gatherOverview(client.connection, { stream: "JETFN_JOBS" });
+      const found = overview.functions.find((fn) => fn.function === "tenant-limited");
+      return found && (found.waiting ?? 0) > 0 ? found : undefined;
+    }, 30_000);
+    expect(row.limits).toEqual(["concurrency 2 per key"]);
     const enqueuedB = Date.now();
     const b = await Promise.all(
       Array.from({ length: 10 }, () => client.enqueue("tenant-limited", { tenant: "b", ms: 20 })),
