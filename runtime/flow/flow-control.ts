@@ -4,14 +4,14 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "../define-function";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
-import type { Replication } from "../nats/stream-replicas";
+import { type Replication, scaleUpStreams } from "../nats/stream-replicas";
 import { ID_HEADER } from "../nats/subjects";
 import { scheduleSecret } from "../scheduled-job-id";
 import { SCHEDULE_BUCKET } from "../scheduler";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
-import { describeFlow, type ResolvedLimit } from "./flow-options";
-import { type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
-import { markWaiting, openWaitingJobs } from "./waiting-jobs";
+import type { ResolvedLimit } from "./flow-options";
+import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
+import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
 import { createWaitingRoom, ensureWaitingRoom, type WaitingRoom } from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
 
@@ -32,8 +32,6 @@ export interface FlowControl {
   admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined>;
   /** Starts or stops sweeping the waiting jobs of a deployed function. */
   deployed(fn: ResolvedFunction | undefined, name: string): void;
-  /** What `jetfn ls` shows of one function's limits. */
-  overview(fn: ResolvedFunction): FlowOverview;
   close(): Promise<void>;
 }
 
@@ -42,16 +40,6 @@ export interface GateJob {
   id: string;
   attempt: number;
   enqueuedAt: string;
-}
-
-/** One function's limits as `jetfn ls` shows them. */
-export interface FlowOverview {
-  /** `concurrency 2 per key`, `rate 10/1s`. */
-  limits: string[];
-  /** Leases held across every runtime. */
-  running: number;
-  /** Jobs in the waiting stream (as of the last sweep). */
-  waiting: number;
 }
 
 /** How long a lease lasts unless renewed: a killed runtime's slots come back within this. */
@@ -78,6 +66,13 @@ export async function openFlowControl(options: FlowControlOptions): Promise<Flow
   const board = await openSlotBoard(options.nc, options.logger, options.replication);
   const room = createWaitingRoom(options.manager, options.publisher, stream, secret);
   const waitingJobs = await openWaitingJobs(options.nc, options.replication);
+  // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
+  await scaleUpStreams(
+    options.manager,
+    [stream, `KV_${FLOW_BUCKET}`, `KV_${WAITING_BUCKET}`],
+    options.replication,
+    options.logger,
+  );
   return new Gate(board, room, waitingJobs, secret, options.logger);
 }
 
@@ -166,16 +161,6 @@ class Gate implements FlowControl {
       }, SWEEP_MS);
       this.#sweeper.unref();
     }
-  }
-
-  overview(fn: ResolvedFunction): FlowOverview {
-    const groups = this.#board.groups();
-    let running = 0;
-    for (const [group, count] of groups)
-      if (group.startsWith("c.") && groupFunction(group) === fn.name) running += count;
-    let waiting = 0;
-    for (const [group, count] of this.#waiting) if (groupFunction(group) === fn.name) waiting += count;
-    return { limits: describeFlow(fn.flow), running, waiting };
   }
 
   async close(): Promise<void> {

@@ -35,8 +35,6 @@ export interface SlotBoard {
   nextFree(group: string, limit: number, now?: number): number;
   /** Takes a free slot until `until`, or answers undefined when every slot is occupied. */
   take(group: string, limit: number, until: number, now?: number): Promise<HeldSlot | undefined>;
-  /** Every group with an occupied slot, and how many (for `jetfn ls`). */
-  groups(now?: number): Map<string, number>;
   close(): Promise<void>;
 }
 
@@ -123,16 +121,6 @@ class KvSlotBoard implements SlotBoard {
       if (revision !== undefined) return this.#held(key, revision);
     }
     return undefined;
-  }
-
-  groups(now = Date.now()): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const [group, slots] of this.#groups) {
-      let count = 0;
-      for (const entry of slots.values()) if (entry.until > now) count++;
-      if (count > 0) counts.set(group, count);
-    }
-    return counts;
   }
 
   async close(): Promise<void> {
