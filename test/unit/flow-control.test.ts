@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { defineFunction, resolveFunction } from "../../runtime/define-function";
 import {
   FUNCTION_WIDE_TOKEN,
   groupFunction,
@@ -7,7 +9,7 @@ import {
   slotGroup,
   UNKEYED_TOKEN,
 } from "../../runtime/flow/flow-key";
-import { resolveFlow } from "../../runtime/flow/flow-options";
+import { describeFlow, resolveFlow } from "../../runtime/flow/flow-options";
 import { readWoken, wokenHeader } from "../../runtime/flow/wake-tag";
 
 describe("resolveFlow", () => {
@@ -83,5 +85,27 @@ describe("woken jobs' tags", () => {
     expect(readWoken("secret", "send-mail", "job-00000001", "2.1700000000000.AAAAAAAAAAAAAAAAAAAAAA")).toBeUndefined();
     expect(readWoken("secret", "send-mail", "job-00000001", "garbage")).toBeUndefined();
     expect(readWoken("secret", "send-mail", "job-00000001", undefined)).toBeUndefined();
+  });
+});
+
+describe("defineFunction with limits, checked at deploy", () => {
+  const valid = { input: z.object({ tenant: z.string() }), async handler() {} };
+  const resolve = (spec: Record<string, unknown>) =>
+    resolveFunction("demo", "/functions/demo.ts", 1, defineFunction(spec as never));
+
+  it("resolves both limits; a function without them has none", () => {
+    const fn = resolve({ ...valid, concurrencyLimit: { limit: 2 }, rateLimit: { limit: 5, period: "1s" } });
+    expect(fn.flow?.limits.map((limit) => limit.kind)).toEqual(["c", "r"]);
+    expect(describeFlow(fn.flow)).toEqual(["concurrency 2", "rate 5/1.0s"]);
+    expect(resolve(valid).flow).toBeUndefined();
+  });
+
+  it("refuses a bad limit, naming it, and limits on an event listener", () => {
+    expect(() => resolve({ ...valid, concurrencyLimit: { limit: 0 } })).toThrow(
+      "function demo (/functions/demo.ts): option concurrencyLimit.limit must be an integer from 1 to 1000, got 0",
+    );
+    expect(() => resolve({ ...valid, on: "comment.created", rateLimit: { limit: 1, period: "1s" } })).toThrow(
+      "options concurrencyLimit and rateLimit do not work with on yet",
+    );
   });
 });
