@@ -15,6 +15,8 @@ import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } 
 export const FLOW_BUCKET = "JETFN_FLOW";
 /** Keys untouched this long leave the bucket (slots of keys no longer used). */
 const BUCKET_TTL_MS = 25 * 3_600_000;
+/** What a freed slot holds. */
+const FREE = JSON.stringify({ until: 0 });
 /** Slots tried per take before the group is judged full (the view may be a moment stale). */
 const MAX_TRIES = 8;
 
@@ -157,8 +159,10 @@ class KvSlotBoard implements SlotBoard {
         }
       },
       release: async () => {
+        // Written free (until 0) rather than deleted: its revision stays known, so the next claim
+        // is one update; a create over a deleted key costs nats.js three requests.
         try {
-          await this.#kv.delete(key, { previousSeq: revision });
+          this.#set(key, await this.#kv.update(key, FREE, revision), 0);
         } catch (error) {
           if (!isConflict(error)) throw error;
         }
