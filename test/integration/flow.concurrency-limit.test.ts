@@ -2,6 +2,7 @@ import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/client";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
+import { replayJobs } from "../../runtime/nats/replay-jobs";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { finishedRuns, maxOverlap } from "../helpers/flow-runs";
 
@@ -108,6 +109,25 @@ describe("concurrency limits across runtimes", () => {
     expect(Date.parse(done[0]?.startedAt as string)).toBeGreaterThanOrEqual(until - 50);
   });
 
+  it("replays a job that waited once, though it is stored twice (as enqueued and as woken)", async () => {
+    const sinceMs = Date.now();
+    await env.startRuntime();
+    const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+    const until = Date.now() + 2_000;
+    await bucket.put("c.k_replayed.tenant-limited.0", JSON.stringify({ until }));
+    await bucket.put("c.k_replayed.tenant-limited.1", JSON.stringify({ until }));
+    const [id] = await enqueueAll("tenant-limited", [{ tenant: "replayed", ms: 1 }]);
+    await eventually(async () => (await client.status(id as string)).status === "succeeded", 20_000);
+    const replayed = await replayJobs({
+      source: client.connection,
+      target: client.connection,
+      stream: "JETFN_JOBS",
+      fn: "tenant-limited",
+      sinceMs,
+    });
+    expect(replayed.map((job) => job.replayOf)).toEqual([id]);
+  });
+
   it("keeps waiting jobs across a restart of every runtime", async () => {
     const first = await env.startRuntime();
     await enqueueAll(
@@ -121,7 +141,7 @@ describe("concurrency limits across runtimes", () => {
     }, 20_000);
     await first.stop();
     await env.startRuntime();
-    const runs = (await finishedRuns(env, "tenant-limited", 12 + 31 + 2, 60_000)).filter(
+    const runs = (await finishedRuns(env, "tenant-limited", 12 + 31 + 2 + 2, 60_000)).filter(
       (run) => run.input?.tenant === "restart",
     );
     expect(runs).toHaveLength(12);
