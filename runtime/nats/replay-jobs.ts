@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
-import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { WOKEN_HEADER } from "../flow/wake-tag";
+import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { jobIdentity } from "../job-identity";
 import { ID_HEADER, jobMessageId, jobSubject } from "./subjects";
 
