@@ -40,4 +40,27 @@ describe("rate limits across runtimes", () => {
     expect(mostStartsWithin(starts, 2_000)).toBeGreaterThanOrEqual(5);
     expect(Math.max(...starts) - Math.min(...starts)).toBeGreaterThanOrEqual(3 * 1_800);
   });
+
+  it("limits starts per key: each account gets its own three per two seconds", async () => {
+    await Promise.all([env.startRuntime(), env.startRuntime()]);
+    await Promise.all(
+      ["a", "b"].flatMap((account) =>
+        Array.from({ length: 9 }, (_, n) => client.enqueue("rate-per-key", { account, n })),
+      ),
+    );
+    const runs = await finishedRuns(env, "rate-per-key", 18, 60_000);
+    expect(runs.map((run) => run.attempts)).toEqual(Array(18).fill(1));
+    for (const account of ["a", "b"]) {
+      const starts = runs.filter((run) => run.input?.account === account).map((run) => run.result?.start as number);
+      expect(mostStartsWithin(starts, 1_800)).toBeLessThanOrEqual(3);
+      expect(mostStartsWithin(starts, 2_000)).toBeGreaterThanOrEqual(3);
+    }
+    // The two accounts started side by side: more than one account's limit at once.
+    expect(
+      mostStartsWithin(
+        runs.map((run) => run.result?.start as number),
+        1_800,
+      ),
+    ).toBeGreaterThan(3);
+  });
 });
