@@ -4,6 +4,12 @@ import type { z } from "zod";
 import { type EventDefinition, isEventDefinition, isValidEventPattern } from "./define-event";
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import {
+  type ConcurrencyLimitOptions,
+  type RateLimitOptions,
+  type ResolvedFlow,
+  resolveFlow,
+} from "./flow/flow-options";
 import type { DelayOptions } from "./job-delay";
 import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "./retry-policy";
 import { type CatchUpPolicy, type ResolvedSchedule, resolveSchedule, type ScheduleOption } from "./schedule";
@@ -90,6 +96,16 @@ export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType 
   timeout?: Duration;
   /** Invocations of this function running at once in one runtime process. @default 8 */
   concurrency?: number;
+  /**
+   * Jobs running at once across every runtime, for the function or per key (docs/flow-control.md).
+   * @example concurrencyLimit: { limit: 2, key: (input) => input.tenantId }
+   */
+  concurrencyLimit?: ConcurrencyLimitOptions<z.output<Input>>;
+  /**
+   * Job starts per period across every runtime, for the function or per key; jobs over it wait.
+   * @example rateLimit: { limit: 10, period: "1s" }
+   */
+  rateLimit?: RateLimitOptions<z.output<Input>>;
   /** One line shown by `jetfn ls` and service discovery. */
   description?: string;
   /**
@@ -207,6 +223,8 @@ export interface ResolvedFunction {
   readonly isolation: Isolation;
   /** Whether its jobs may share a transaction and COMMIT with others (group commit). */
   readonly sharedCommit: boolean;
+  /** Set for functions with `concurrencyLimit` or `rateLimit`. */
+  readonly flow: ResolvedFlow | undefined;
 }
 
 export const DEFAULT_TIMEOUT: Duration = "30s";
@@ -229,6 +247,8 @@ const KNOWN_OPTIONS = new Set([
   "onFrom",
   "isolation",
   "sharedCommit",
+  "concurrencyLimit",
+  "rateLimit",
 ]);
 
 /** Checks a definition's options; throws E_FUNCTION_INVALID naming the option and why. */
@@ -285,6 +305,14 @@ export function resolveFunction(
   if (typeof sharedCommit !== "boolean") {
     refuse(`option sharedCommit must be true or false, got ${JSON.stringify(sharedCommit)}`);
   }
+  let flow: ResolvedFlow | undefined;
+  try {
+    flow = resolveFlow(spec.concurrencyLimit as never, spec.rateLimit as never);
+  } catch (error) {
+    refuse(`option ${(error as Error).message}`);
+  }
+  // A listener's jobs are events under ids the runtime derives; they cannot wait and come back yet.
+  if (flow && spec.on !== undefined) refuse("options concurrencyLimit and rateLimit do not work with on yet");
   return Object.freeze({
     name,
     file,
@@ -300,6 +328,7 @@ export function resolveFunction(
     listen: resolveListen(spec, refuse),
     isolation,
     sharedCommit,
+    flow,
   });
 }
 

@@ -22,6 +22,7 @@ import { formatDuration } from "./duration";
 import { isRetryable } from "./error-codes";
 import { JetfnError, originalErrorName } from "./errors";
 import type { RuntimeEmitter } from "./events";
+import type { FlowControl } from "./flow/flow-control";
 import { type InvokeDependencies, invoke } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
@@ -57,6 +58,8 @@ export interface JobRunnerDependencies {
   cancellations?: Cancellations;
   /** Makes each invocation's `ctx.db` (with the app's schema). @default bindPlainDatabase */
   bindDatabase?: DatabaseBinder;
+  /** Concurrency and rate limits across runtimes (for functions that declare them). */
+  flow?: FlowControl;
 }
 
 /** How the next try of an attempt runs. */
@@ -120,8 +123,12 @@ export async function runJob(
   /** Called once the handler has finished, before the outcome is recorded (frees a pull slot), with how long it held its slot. */
   handled: (handlerMs: number) => void = () => {},
 ): Promise<void> {
-  const identity = identify(message);
-  const attempt = message.info.deliveryCount;
+  // A job woken from the waiting stream keeps its id, enqueue time and the attempts it had spent.
+  const woken = fn.flow ? deps.flow?.woken(message, fn.name) : undefined;
+  const identity = woken
+    ? { ...identify(message), id: woken.id, invalidId: undefined, enqueuedAt: new Date(woken.enqueuedAt).toISOString() }
+    : identify(message);
+  const attempt = message.info.deliveryCount + (woken?.attemptsBefore ?? 0);
   const record: JobRecord = {
     id: identity.id,
     fn: fn.name,
@@ -166,6 +173,15 @@ export async function runJob(
   } catch {
     return; // Shutting down before it started: JetStream delivers it again later.
   }
+  let leave: (() => void) | undefined;
+  if (fn.flow && deps.flow) {
+    try {
+      leave = await deps.flow.admit(fn, input, record, message);
+    } finally {
+      if (!leave) releaseSlot();
+    }
+    if (!leave) return; // Over a limit: parked in the waiting stream, it comes back when a slot frees.
+  }
   // The concurrency slot is for running handlers: free it as soon as the handler is done, while
   // the outcome is being recorded or committed with others.
   let slotFree = false;
@@ -193,6 +209,7 @@ export async function runJob(
     }
   } finally {
     release();
+    leave?.();
   }
 }
 

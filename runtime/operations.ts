@@ -27,6 +27,8 @@ export interface OperationsContext {
   stats: InvocationStats;
   /** Names of the functions deployed in this process right now. */
   functions: () => string[];
+  /** A deployed function's limits across runtimes, described (for `jetfn ls`). */
+  limits?: (fn: string) => string[];
   /** This process's pullers, for the stall watch. */
   pullers: () => WatchedPuller[];
   outboxLag: () => Promise<OutboxLag>;
@@ -67,6 +69,7 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     stats,
     queueDepth,
     outboxLag: context.outboxLag,
+    limits: context.limits,
     logger,
     replyGuard: context.replyGuard,
   });

@@ -19,6 +19,9 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { type FlowControl, openFlowControl } from "./flow/flow-control";
+import { describeFlow } from "./flow/flow-options";
+import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
 import type { RuntimePhase } from "./http/readiness";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
@@ -182,6 +185,8 @@ class ServingRuntime implements Runtime {
   #cancelApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
   #definitions: ConsumerDefinitions | undefined;
+  /** Opened when the first function with a concurrency or rate limit is deployed. */
+  #flow: Promise<FlowControl> | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -343,6 +348,7 @@ class ServingRuntime implements Runtime {
       replyGuard,
       (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
       (id) => cancellations.cancelled(id),
+      waitingJobFinder(this.nats),
     );
     this.#cancelApi = startCancelApi({
       nc: this.nats,
@@ -368,6 +374,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       stats: this.stats,
       functions: () => [...this.#workers.keys()],
+      limits: (name) => describeFlow(this.#workers.get(name)?.fn.flow),
       pullers: () =>
         [...this.#workers.values()].map((worker) => ({
           fn: worker.fn.name,
@@ -461,6 +468,7 @@ class ServingRuntime implements Runtime {
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     const settled = await this.#ensureConsumer(deployed);
+    await this.#flowFor(deployed);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
@@ -498,6 +506,7 @@ class ServingRuntime implements Runtime {
     this.#isolation.retire(worker.fn);
     worker.fn = this.#isolation.prepare(next);
     worker.limiter.capacity = next.concurrency;
+    await this.#flowFor(next);
     if (
       previous.timeoutMs !== next.timeoutMs ||
       previous.retry !== next.retry ||
@@ -513,12 +522,29 @@ class ServingRuntime implements Runtime {
     );
   }
 
+  /** Opens flow control for the first function with limits, and tells it which functions have them. */
+  async #flowFor(fn: ResolvedFunction): Promise<void> {
+    if (!fn.flow && !this.#flow) return;
+    this.#flow ??= openFlowControl({
+      nc: this.nats,
+      manager: this.#manager as JetStreamManager,
+      publisher: this.#publisher,
+      jobStream: this.config.streamName,
+      logger: this.logger,
+      replication: this.config.replication,
+    });
+    const flow = await this.#flow;
+    (this.#jobDependencies as JobRunnerDependencies).flow = flow;
+    flow.deployed(fn, fn.name);
+  }
+
   #undeploy(fn: ResolvedFunction): void {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;
     this.#workers.delete(fn.name);
     this.#isolation.retire(worker.fn);
     this.#scheduler?.remove(fn.name);
+    void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
     this.#retiring.add(retiring);
@@ -625,6 +651,7 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
+    await this.#flow?.then((flow) => flow.close()).catch(() => undefined);
     await this.#isolation.close();
     await this.#successes
       .flush()

@@ -1,6 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type DurationSummary, emptyHistogram, mergeHistogram, summarizeDurations } from "../duration-histogram";
+import { readWaitingJobs } from "../flow/waiting-room";
 import { type ErrorCounts, emptyErrorCounts } from "../invocation-stats";
 import { listQueueDepths, type QueueDepth } from "../nats/queue-depth";
 import { SERVICE_API_PREFIX, SERVICE_NAME, type ServiceStats } from "../nats/service-discovery";
@@ -35,6 +36,10 @@ export interface FunctionOverview {
   dead: number;
   /** For a scheduled function, its next due time (ISO 8601). */
   nextDueAt: string | null;
+  /** Its limits across runtimes (`concurrency 2 per key`, `rate 10/1s`), as its runtimes report them. */
+  limits: string[];
+  /** Jobs waiting for a concurrency or rate limit (out of `queued`); null when unknown. */
+  waiting: number | null;
 }
 
 /** Every function seen, and how many runtimes answered. */
@@ -63,10 +68,13 @@ export interface GatherOptions {
  */
 export async function gatherOverview(nc: NatsConnection, options: GatherOptions): Promise<Overview> {
   const started = performance.now();
-  const [replies, depths, schedules] = await Promise.all([
+  const [replies, depths, schedules, waiting] = await Promise.all([
     gatherStats(nc, options.maxWaitMs ?? 1_500, options.stallMs ?? 300),
     readDepths(nc, options.stream),
     readSchedules(nc).catch(() => []),
+    jetstreamManager(nc)
+      .then((manager) => readWaitingJobs(manager, options.stream))
+      .catch(() => undefined),
   ]);
   const nextDue = new Map(schedules.map((schedule) => [schedule.fn, schedule.nextDueAt]));
   const functions = new Map<string, Accumulator>();
@@ -80,9 +88,12 @@ export async function gatherOverview(nc: NatsConnection, options: GatherOptions)
   };
   for (const reply of replies) for (const endpoint of reply.endpoints ?? []) addEndpoint(accumulator, endpoint);
   for (const fn of depths?.keys() ?? []) accumulator(fn);
+  for (const fn of waiting?.keys() ?? []) accumulator(fn);
   const list = [...functions.values()].map((entry) => ({
     ...finish(entry, depths),
     nextDueAt: nextDue.get(entry.fn) ?? null,
+    limits: [...entry.limits],
+    waiting: waiting ? (waiting.get(entry.fn) ?? 0) : null,
   }));
   list.sort((a, b) => a.function.localeCompare(b.function));
   return {
@@ -144,6 +155,7 @@ interface Accumulator {
   errorCount: number;
   retries: number;
   dead: number;
+  limits: Set<string>;
 }
 
 function newAccumulator(fn: string): Accumulator {
@@ -165,6 +177,7 @@ function newAccumulator(fn: string): Accumulator {
     errorCount: 0,
     retries: 0,
     dead: 0,
+    limits: new Set(),
   };
 }
 
@@ -189,6 +202,7 @@ function addEndpoint(accumulator: (fn: string) => Accumulator, endpoint: Service
   entry.errorCount += endpoint.num_errors;
   entry.retries += data.retries;
   entry.dead += data.dead;
+  for (const limit of data.limits ?? []) entry.limits.add(limit);
 }
 
 /** Every runtime reads the same outbox table; take the largest (freshest) figure. */
@@ -203,7 +217,10 @@ function outboxOf(replies: ServiceStats[]): Overview["outbox"] {
   return outbox;
 }
 
-function finish(entry: Accumulator, depths: Map<string, QueueDepth> | undefined): Omit<FunctionOverview, "nextDueAt"> {
+function finish(
+  entry: Accumulator,
+  depths: Map<string, QueueDepth> | undefined,
+): Omit<FunctionOverview, "nextDueAt" | "limits" | "waiting"> {
   const depth = depths?.get(entry.fn);
   const queued = depths ? (depth?.pending ?? 0) : null;
   const finished = entry.succeeded + entry.errorCount;

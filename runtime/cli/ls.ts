@@ -23,9 +23,11 @@ const COLUMNS: Column<FunctionOverview>[] = [
   { header: "MEMORY", value: (row) => (row.instances === 0 ? "-" : formatBytes(row.memoryBytes)), right: true },
   { header: "QUEUED", value: (row) => (row.queued === null ? "?" : String(row.queued)), right: true },
   { header: "ACK PENDING", value: (row) => (row.ackPending === null ? "?" : String(row.ackPending)), right: true },
+  { header: "WAITING", value: (row) => (row.waiting === null ? "?" : String(row.waiting)), right: true },
   { header: "RATE/S (1M)", value: (row) => row.ratePerSecond.toFixed(2), right: true },
   { header: "TIME LEFT", value: timeLeft, right: true },
   { header: "NEXT DUE", value: (row) => (row.nextDueAt ? row.nextDueAt.replace("T", " ").slice(0, 19) : "") },
+  { header: "LIMITS", value: (row) => row.limits.join(", ") },
 ];
 
 /** `jetfn ls`: one row per function across every running runtime. */

@@ -45,6 +45,7 @@ export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
+  if (view.status === "waiting") lines.push(`not started yet: waiting for its ${view.waitingFor ?? "limit"}`);
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)
     lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);

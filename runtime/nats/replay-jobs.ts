@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
+import { WOKEN_HEADER } from "../flow/wake-tag";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { jobIdentity } from "../job-identity";
 import { ID_HEADER, jobMessageId, jobSubject } from "./subjects";
@@ -68,7 +69,8 @@ export async function replayJobs(options: ReplayOptions): Promise<ReplayedJob[]>
         done = true;
         break;
       }
-      replayed.push(await publishReplay(target, options.fn, message));
+      // A job woken after waiting for a limit is stored again: replaying its first copy is enough.
+      if (!message.headers?.has(WOKEN_HEADER)) replayed.push(await publishReplay(target, options.fn, message));
       if (message.info.pending === 0) {
         done = true;
         break;

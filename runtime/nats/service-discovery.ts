@@ -66,6 +66,8 @@ export interface EndpointData {
   queue: { pending: number; ack_pending: number } | null;
   /** The process answering, so tools can sum memory and find each instance's uptime. */
   process: ProcessData;
+  /** Limits across runtimes (`concurrency 2 per key`, `rate 10/1s`); absent when it has none. */
+  limits?: string[];
 }
 
 /** One runtime process, as reported in every endpoint's data. */
@@ -109,6 +111,8 @@ export interface ServiceDiscoveryOptions {
   queueDepth: QueueDepthReader;
   /** How far the outbox relay lags, when this runtime runs one. */
   outboxLag?: () => Promise<{ count: number; oldestAgeMs: number }>;
+  /** A deployed function's limits across runtimes, described (none: empty). */
+  limits?: (fn: string) => string[];
   logger: Logger;
   /** Drops requests whose reply subject is not an inbox. */
   replyGuard: ReplyGuard;
@@ -144,6 +148,10 @@ export function startServiceDiscovery(options: ServiceDiscoveryOptions): Service
       ]);
       const stats = options.functions().map((fn) => options.stats.get(fn));
       const response = statsResponse(identity, started, stats, depths, options.queueGroup, options.stats.served);
+      for (const endpoint of response.endpoints) {
+        const limits = options.limits?.(endpoint.data.function) ?? [];
+        if (limits.length > 0) endpoint.data.limits = limits;
+      }
       if (outbox) {
         for (const endpoint of response.endpoints) {
           endpoint.data.process.outbox = { count: outbox.count, oldest_age_ms: outbox.oldestAgeMs };

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
 import { JetfnError, toJetfnError } from "../errors";
+import type { WaitingJob } from "../flow/waiting-jobs";
 import { isValidFunctionName } from "../function-name";
 import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
@@ -14,7 +15,7 @@ import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
 export interface InvocationStatusView {
   id: string;
   /** `pending`: not started yet, or an id no runtime has seen; `scheduled`: a delayed job waiting for `runAt`. */
-  status: InvocationRecord["status"] | "pending" | "scheduled";
+  status: InvocationRecord["status"] | "pending" | "scheduled" | "waiting";
   function: string | null;
   attempts: number;
   progress: { done: number; total: number | null } | null;
@@ -31,6 +32,8 @@ export interface InvocationStatusView {
   droppedAt?: string | null;
   /** A delayed job's due time (ISO 8601). */
   runAt?: string;
+  /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
+  waitingFor?: string;
 }
 
 /** Combines the durable record with live progress into one view. */
@@ -88,6 +91,19 @@ export function scheduledView(job: ScheduledJob): InvocationStatusView {
   };
 }
 
+/** A job waiting for a concurrency or rate limit. */
+function waitingView(job: WaitingJob): InvocationStatusView {
+  return {
+    id: job.id,
+    status: "waiting",
+    function: job.fn,
+    attempts: 0,
+    progress: null,
+    enqueuedAt: job.enqueuedAt,
+    waitingFor: job.limit,
+  };
+}
+
 /** A job cancelled before any runtime recorded it (it ends `cancelled` when delivered). */
 function cancelledView(id: string, error: JetfnError): InvocationStatusView {
   const stored = { attempt: 0, code: error.code, name: error.name, message: error.message };
@@ -111,6 +127,8 @@ export function startStatusApi(
   scheduled: (id: string) => Promise<ScheduledJob | undefined> = async () => undefined,
   /** Whether a job no record knows yet was cancelled (it ends so when delivered). */
   cancelled: (id: string) => JetfnError | undefined = () => undefined,
+  /** Looks up a job waiting for a limit (asked only when nothing else knows the id). */
+  waitingJob: (id: string) => Promise<WaitingJob | undefined> = async () => undefined,
 ): Subscription {
   return nc.subscribe(STATUS_SUBJECT, {
     queue: queueGroup,
@@ -126,7 +144,15 @@ export function startStatusApi(
           const mark = record || live ? undefined : cancelled(id);
           const waiting = record || live || mark ? undefined : await scheduled(id);
           if (waiting && fn !== undefined && waiting.fn !== fn) throw idConflictError(id, fn, waiting.fn);
-          const view = mark ? cancelledView(id, mark) : waiting ? scheduledView(waiting) : statusView(id, record, live);
+          const held = record || live || mark || waiting ? undefined : await waitingJob(id);
+          if (held && fn !== undefined && held.fn !== fn) throw idConflictError(id, fn, held.fn);
+          const view = mark
+            ? cancelledView(id, mark)
+            : waiting
+              ? scheduledView(waiting)
+              : held
+                ? waitingView(held)
+                : statusView(id, record, live);
           replyJson(message, view, nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
           const failure = toJetfnError(thrown);

@@ -13,11 +13,11 @@ export function functionsTable(functions: FunctionOverview[], runtimes: number):
 <td class="num">${fn.duration.count ? fn.duration.median.toFixed(1) : "–"}</td><td class="num">${fn.duration.count ? fn.duration.p99.toFixed(1) : "–"}</td>
 <td class="num queued">${fn.queued ?? "–"}</td><td class="num">${fn.ackPending ?? "–"}</td>
 <td class="num">${fn.ratePerSecond.toFixed(2)}</td><td class="num drain">${drainText(fn)}</td>
-<td class="num">${fn.dead}</td></tr>`;
+<td class="num">${fn.dead}</td><td class="num waiting">${fn.waiting ?? "–"}</td><td>${fn.limits.join(", ")}</td></tr>`;
   });
   return html`<p class="muted">${runtimes} runtime(s) answering</p>
 <table id="functions"><thead><tr><th>function</th><th>instances</th><th>served</th><th>errors</th><th>p50 ms</th><th>p99 ms</th>
-<th>queued</th><th>ack pending</th><th>rate /s</th><th>time to drain</th><th>dead</th></tr></thead>
+<th>queued</th><th>ack pending</th><th>rate /s</th><th>time to drain</th><th>dead</th><th>waiting</th><th>limits</th></tr></thead>
 <tbody>${rows}</tbody></table>`;
 }
 

@@ -1,0 +1,160 @@
+import { randomUUID } from "node:crypto";
+import {
+  DiscardPolicy,
+  type JetStreamManager,
+  type JsMsg,
+  type MsgRequest,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { JetStreamPublisher } from "../nats/stream-publisher";
+import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "../nats/stream-replicas";
+import { ID_HEADER, jobMessageId, jobSubject, MSG_ID_HEADER } from "../nats/subjects";
+import { groupFunction } from "./flow-key";
+import { WOKEN_HEADER, wokenHeader } from "./wake-tag";
+
+/**
+ * Jobs over a limit wait here, out of their function's consumer, so they neither block jobs of
+ * other keys behind them nor spend attempts (a nak would count a delivery). The stream
+ * `<jobs stream>_WAITING` keeps them on `jetfn.waiting.<slot group>` (`<kind>.<key token>.<fn>`),
+ * in arrival order per key. Waking one publishes it again to `fn.job.<name>` and deletes it here;
+ * the publish's message id comes from a random id written when it was parked, so two runtimes
+ * waking the same job store it once, and no client can guess it and have the wake dropped.
+ */
+export const WAITING_PREFIX = "jetfn.waiting.";
+
+const FUNCTION_HEADER = "Jetfn-Function";
+const ATTEMPTS_HEADER = "Jetfn-Attempts-Before";
+const ENQUEUED_HEADER = "Jetfn-Enqueued-At";
+const WAKE_ID_HEADER = "Jetfn-Wake-Id";
+/** Headers only the waiting stream's copy carries; every other header of the job goes back with it. */
+const PARKED_ONLY = new Set([FUNCTION_HEADER, ATTEMPTS_HEADER, ENQUEUED_HEADER, WAKE_ID_HEADER, MSG_ID_HEADER]);
+
+/** The waiting stream of a jobs stream: `JETFN_JOBS` -> `JETFN_JOBS_WAITING`. */
+export function waitingStreamName(jobStream: string): string {
+  return `${jobStream}_WAITING`;
+}
+
+/** Creates the waiting stream (kept until each job is woken; no age limit). */
+export async function ensureWaitingRoom(
+  manager: JetStreamManager,
+  jobStream: string,
+  replication: Replication = SINGLE_REPLICA,
+): Promise<string> {
+  const name = waitingStreamName(jobStream);
+  const existing = await manager.streams.info(name).catch(() => undefined);
+  if (!existing) {
+    await withReplicaHint(replication, () =>
+      manager.streams.add({
+        name,
+        subjects: [`${WAITING_PREFIX}>`],
+        description: "jetfn jobs waiting for a concurrency or rate limit, jetfn.waiting.<kind>.<key>.<function>",
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        ...replicationConfig(replication),
+      }),
+    );
+  }
+  return name;
+}
+
+/** A job about to wait: who it is and what it has spent. */
+export interface ParkedJob {
+  id: string;
+  fn: string;
+  /** Attempts spent before this delivery (this one ran nothing). */
+  attemptsBefore: number;
+  /** When it was first enqueued (epoch ms). */
+  enqueuedAt: number;
+}
+
+/** Parks and wakes waiting jobs. */
+export interface WaitingRoom {
+  readonly stream: string;
+  /** Stores the job under its group; the caller acks the original once this resolves. */
+  park(message: JsMsg, group: string, job: ParkedJob): Promise<void>;
+  /** Sends up to `count` of the group's oldest waiting jobs back to their function; how many went. */
+  wake(group: string, count: number): Promise<number>;
+  /** Jobs waiting per group of one function. */
+  waiting(fn: string): Promise<Map<string, number>>;
+}
+
+/** A waiting room on `stream`, publishing woken jobs with `publisher`, tagging them with `secret`. */
+export function createWaitingRoom(
+  manager: JetStreamManager,
+  publisher: JetStreamPublisher,
+  stream: string,
+  secret: string,
+): WaitingRoom {
+  return {
+    stream,
+    async park(message, group, job) {
+      const header = natsHeaders();
+      for (const key of message.headers?.keys() ?? []) {
+        if (PARKED_ONLY.has(key) || key === WOKEN_HEADER) continue;
+        for (const value of message.headers?.values(key) ?? []) header.append(key, value);
+      }
+      header.set(ID_HEADER, job.id);
+      header.set(FUNCTION_HEADER, job.fn);
+      header.set(ATTEMPTS_HEADER, String(job.attemptsBefore));
+      header.set(ENQUEUED_HEADER, String(job.enqueuedAt));
+      header.set(WAKE_ID_HEADER, randomUUID());
+      // A redelivery of the same message parked again within the duplicate window is stored once.
+      const msgID = `${jobMessageId(job.fn, job.id)}:p${message.info.stream}.${message.seq}`;
+      await publisher.publish(WAITING_PREFIX + group, message.data, { msgID, headers: header });
+    },
+    async wake(group, count) {
+      let woken = 0;
+      let cursor = 1;
+      while (woken < count) {
+        const stored = await manager.streams
+          // The server takes next_by_subj in a stream message request (since 2.9); nats.js types only direct gets with it.
+          .getMessage(stream, { next_by_subj: WAITING_PREFIX + group, seq: cursor } as unknown as MsgRequest)
+          .catch(() => null);
+        if (!stored) break;
+        cursor = stored.seq + 1;
+        const fn = stored.header?.get(FUNCTION_HEADER) ?? "";
+        const id = stored.header?.get(ID_HEADER) ?? "";
+        const header = natsHeaders();
+        for (const key of stored.header?.keys() ?? []) {
+          if (PARKED_ONLY.has(key)) continue;
+          for (const value of stored.header?.values(key) ?? []) header.append(key, value);
+        }
+        const job = {
+          attemptsBefore: Number(stored.header?.get(ATTEMPTS_HEADER) ?? 0) || 0,
+          enqueuedAt: Number(stored.header?.get(ENQUEUED_HEADER) ?? 0) || stored.time.getTime(),
+        };
+        header.set(WOKEN_HEADER, wokenHeader(secret, fn, id, job));
+        const msgID = `${jobMessageId(fn, id)}:w${stored.header?.get(WAKE_ID_HEADER) ?? stored.seq}`;
+        await publisher.publish(jobSubject(fn), stored.data, { msgID, headers: header });
+        // Another runtime may have woken and deleted it meanwhile: its publish was the same message.
+        await manager.streams.deleteMessage(stream, stored.seq, false).catch(() => false);
+        woken++;
+      }
+      return woken;
+    },
+    async waiting(fn) {
+      const info = await manager.streams.info(stream, { subjects_filter: `${WAITING_PREFIX}*.*.${fn}` });
+      const counts = new Map<string, number>();
+      for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
+        counts.set(subject.slice(WAITING_PREFIX.length), count);
+      }
+      return counts;
+    },
+  };
+}
+
+/** Jobs waiting per function, across every key and limit (for `jetfn ls`); an absent stream is empty. */
+export async function readWaitingJobs(manager: JetStreamManager, jobStream: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const info = await manager.streams
+    .info(waitingStreamName(jobStream), { subjects_filter: `${WAITING_PREFIX}>` })
+    .catch(() => undefined);
+  for (const [subject, count] of Object.entries(info?.state.subjects ?? {})) {
+    const fn = groupFunction(subject.slice(WAITING_PREFIX.length));
+    counts.set(fn, (counts.get(fn) ?? 0) + count);
+  }
+  return counts;
+}
