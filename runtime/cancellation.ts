@@ -1,8 +1,9 @@
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { JetfnError } from "./errors";
-import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./nats/stream-replicas";
+import { ensureBucket } from "./nats/buckets";
+import { type Replication, SINGLE_REPLICA } from "./nats/stream-replicas";
 
 /**
  * Cancellation. A cancel mark per invocation id lives in the key-value bucket `JETFN_CANCELS`:
@@ -52,9 +53,7 @@ export async function openCancellations(
   logger: Logger,
   replication: Replication = SINGLE_REPLICA,
 ): Promise<Cancellations> {
-  const kv = await withReplicaHint(replication, () =>
-    new Kvm(nc).create(CANCEL_BUCKET, { history: 1, ttl: MARK_TTL_MS, ...bucketReplication(replication) }),
-  );
+  const kv = await ensureBucket(nc, CANCEL_BUCKET, { ttl: MARK_TTL_MS }, replication);
   const cancellations = new KvCancellations(kv, logger);
   await cancellations.start();
   return cancellations;

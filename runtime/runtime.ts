@@ -532,6 +532,7 @@ class ServingRuntime implements Runtime {
       jobStream: this.config.streamName,
       logger: this.logger,
       replication: this.config.replication,
+      secret: (this.#scheduler as Scheduler).secret,
     });
     const flow = await this.#flow;
     (this.#jobDependencies as JobRunnerDependencies).flow = flow;

@@ -1,10 +1,11 @@
-import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "./define-function";
 import type { RuntimeEmitter } from "./events";
+import { ensureBucket, openBucket } from "./nats/buckets";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
-import { bucketReplication, type Replication, withReplicaHint } from "./nats/stream-replicas";
+import type { Replication } from "./nats/stream-replicas";
 import { jobMessage, publishMessage } from "./outbox-message";
 import { dueTimesBetween, MAX_CATCH_UP, type ResolvedSchedule } from "./schedule";
 import { SCHEDULE_SECRET_KEY, scheduledJobId, scheduleSecret } from "./scheduled-job-id";
@@ -34,6 +35,8 @@ export interface Scheduler {
   /** The next due time this runtime has planned for `name`. */
   nextDue(name: string): Date | undefined;
   list(): ScheduleView[];
+  /** The secret every runtime shares for ids clients must not predict (scheduled runs, woken jobs). */
+  readonly secret: string;
   close(): Promise<void>;
 }
 
@@ -55,15 +58,13 @@ const RETRY_MS = 5_000;
 
 /** Opens the schedule bucket and returns a scheduler with nothing planned yet. */
 export async function startScheduler(options: SchedulerOptions): Promise<Scheduler> {
-  const kv = await withReplicaHint(options.replication, () =>
-    new Kvm(options.nc).create(SCHEDULE_BUCKET, { history: 1, ...bucketReplication(options.replication) }),
-  );
+  const kv = await ensureBucket(options.nc, SCHEDULE_BUCKET, {}, options.replication);
   return new KvScheduler(options, kv, await scheduleSecret(kv));
 }
 
 /** Reads every scheduled function's last and next due time from the bucket (from any process). */
 export async function readSchedules(nc: NatsConnection): Promise<ScheduleView[]> {
-  const kv = await new Kvm(nc).open(SCHEDULE_BUCKET).catch(() => undefined);
+  const kv = await openBucket(nc, SCHEDULE_BUCKET).catch(() => undefined);
   if (!kv) return [];
   const views: ScheduleView[] = [];
   for await (const key of await kv.keys()) {
@@ -89,14 +90,14 @@ interface Planned {
 class KvScheduler implements Scheduler {
   readonly #options: SchedulerOptions;
   readonly #kv: KV;
-  readonly #secret: string;
+  readonly secret: string;
   readonly #planned = new Map<string, Planned>();
   #closed = false;
 
   constructor(options: SchedulerOptions, kv: KV, secret: string) {
     this.#options = options;
     this.#kv = kv;
-    this.#secret = secret;
+    this.secret = secret;
   }
 
   set(fn: ResolvedFunction): void {
@@ -200,7 +201,7 @@ class KvScheduler implements Scheduler {
   async #publish(fn: ResolvedFunction, dueAt: number, catchUp: boolean): Promise<void> {
     const due = new Date(dueAt);
     // The id (and so the Nats-Msg-Id) is the same in every runtime, and unknown to clients.
-    const jobId = scheduledJobId(fn.name, due, this.#secret);
+    const jobId = scheduledJobId(fn.name, due, this.secret);
     const message = jobMessage(fn.name, fn.scheduleInput, jobId, this.#options.nc.info?.max_payload);
     const ack = await publishMessage(this.#options.js, message);
     this.#options.events.emit("schedule:fired", {

@@ -1,13 +1,11 @@
 import type { JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { ResolvedFunction } from "../define-function";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { type Replication, scaleUpStreams } from "../nats/stream-replicas";
 import { ID_HEADER } from "../nats/subjects";
-import { scheduleSecret } from "../scheduled-job-id";
-import { SCHEDULE_BUCKET } from "../scheduler";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
 import type { ResolvedLimit } from "./flow-options";
 import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
@@ -57,14 +55,15 @@ export interface FlowControlOptions {
   jobStream: string;
   logger: Logger;
   replication: Replication;
+  /** The runtimes' shared secret (the scheduler's), which signs a woken job's header. */
+  secret: string;
 }
 
 /** Opens the slots bucket and the waiting stream (only when a deployed function has limits). */
 export async function openFlowControl(options: FlowControlOptions): Promise<FlowControl> {
   const stream = await ensureWaitingRoom(options.manager, options.jobStream, options.replication);
-  const secret = await scheduleSecret(await new Kvm(options.nc).open(SCHEDULE_BUCKET));
   const board = await openSlotBoard(options.nc, options.logger, options.replication);
-  const room = createWaitingRoom(options.manager, options.publisher, stream, secret);
+  const room = createWaitingRoom(options.manager, options.publisher, stream, options.secret);
   const waitingJobs = await openWaitingJobs(options.nc, options.replication);
   // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
   await scaleUpStreams(
@@ -73,7 +72,7 @@ export async function openFlowControl(options: FlowControlOptions): Promise<Flow
     options.replication,
     options.logger,
   );
-  return new Gate(board, room, waitingJobs, secret, options.logger);
+  return new Gate(board, room, waitingJobs, options.secret, options.logger);
 }
 
 class Gate implements FlowControl {

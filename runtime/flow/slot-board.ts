@@ -1,7 +1,8 @@
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "../nats/stream-replicas";
+import { ensureBucket } from "../nats/buckets";
+import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 
 /**
  * Counted slots in the key-value bucket `JETFN_FLOW`, shared by every runtime: the primitive under
@@ -51,9 +52,7 @@ export async function openSlotBoard(
   logger: Logger,
   replication: Replication = SINGLE_REPLICA,
 ): Promise<SlotBoard> {
-  const kv = await withReplicaHint(replication, () =>
-    new Kvm(nc).create(FLOW_BUCKET, { history: 1, ttl: BUCKET_TTL_MS, ...bucketReplication(replication) }),
-  );
+  const kv = await ensureBucket(nc, FLOW_BUCKET, { ttl: BUCKET_TTL_MS }, replication);
   const board = new KvSlotBoard(kv, logger);
   await board.start();
   return board;

@@ -1,6 +1,7 @@
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "../nats/stream-replicas";
+import { ensureBucket, openBucket } from "../nats/buckets";
+import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 
 /**
  * Which jobs wait for a limit, by id, for `jetfn status`: the bucket `JETFN_WAITING`, one entry
@@ -25,9 +26,7 @@ export interface WaitingJob {
 
 /** Opens (creating) the bucket parked jobs are written to. */
 export function openWaitingJobs(nc: NatsConnection, replication: Replication = SINGLE_REPLICA): Promise<KV> {
-  return withReplicaHint(replication, () =>
-    new Kvm(nc).create(WAITING_BUCKET, { history: 1, ttl: ENTRY_TTL_MS, ...bucketReplication(replication) }),
-  );
+  return ensureBucket(nc, WAITING_BUCKET, { ttl: ENTRY_TTL_MS }, replication);
 }
 
 /** Records that `job` waits. */
@@ -39,7 +38,7 @@ export async function markWaiting(kv: KV, job: WaitingJob): Promise<void> {
 export function waitingJobFinder(nc: NatsConnection): (id: string) => Promise<WaitingJob | undefined> {
   let bucket: Promise<KV | undefined> | undefined;
   return async (id) => {
-    bucket ??= new Kvm(nc).open(WAITING_BUCKET).catch(() => undefined);
+    bucket ??= openBucket(nc, WAITING_BUCKET).catch(() => undefined);
     const kv = await bucket;
     if (!kv) {
       bucket = undefined; // Created later by the first function with limits: look again next time.

@@ -1,9 +1,10 @@
 import { JetStreamApiCodes } from "@nats-io/jetstream";
-import { type KV, type KvEntry, Kvm } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { JetfnError } from "../errors";
-import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
+import { ensureBucket } from "./buckets";
+import { type Replication, SINGLE_REPLICA } from "./stream-replicas";
 
 /**
  * The key-value bucket that records, per function, the newest definition applied to its durable
@@ -73,9 +74,7 @@ export async function openConsumerDefinitions(
   logger: Logger,
   replication: Replication = SINGLE_REPLICA,
 ): Promise<ConsumerDefinitions> {
-  const kv = await withReplicaHint(replication, () =>
-    new Kvm(nc).create(DEFINITIONS_BUCKET, { history: 1, ...bucketReplication(replication) }),
-  );
+  const kv = await ensureBucket(nc, DEFINITIONS_BUCKET, {}, replication);
   return new KvConsumerDefinitions(kv, logger);
 }
 

@@ -1,7 +1,8 @@
-import { type KV, Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
+import { ensureBucket } from "./buckets";
+import { type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { PROGRESS_BUCKET } from "./subjects";
 
 /** What `status` shows of a job that is running right now. */
@@ -55,9 +56,7 @@ export async function openProgressBoard(
   logger: Logger,
   replication: Replication = SINGLE_REPLICA,
 ): Promise<ProgressBoard> {
-  const kv = await withReplicaHint(replication, () =>
-    new Kvm(nc).create(PROGRESS_BUCKET, { history: 1, ttl: ENTRY_TTL_MS, ...bucketReplication(replication) }),
-  );
+  const kv = await ensureBucket(nc, PROGRESS_BUCKET, { ttl: ENTRY_TTL_MS }, replication);
   return new KvProgressBoard(kv, logger);
 }
 

@@ -3,6 +3,9 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CANCEL_BUCKET } from "../../runtime/cancellation";
 import { createClient } from "../../runtime/client";
+import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
+import { WAITING_BUCKET } from "../../runtime/flow/waiting-jobs";
+import { waitingStreamName } from "../../runtime/flow/waiting-room";
 import { AUDIT_ANCHOR_STREAM } from "../../runtime/nats/audit-anchor-stream";
 import { DEFINITIONS_BUCKET } from "../../runtime/nats/consumer-definitions";
 import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
@@ -30,6 +33,10 @@ const STREAMS = [
   `KV_${DEFINITIONS_BUCKET}`,
   `KV_${SCHEDULE_BUCKET}`,
   AUDIT_ANCHOR_STREAM,
+  // Made when the first function with a concurrency or rate limit deploys (the fixtures have some).
+  waitingStreamName("JETFN_JOBS"),
+  `KV_${FLOW_BUCKET}`,
+  `KV_${WAITING_BUCKET}`,
 ];
 
 let database: TestDatabase;
