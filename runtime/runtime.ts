@@ -1,5 +1,11 @@
 import { setMaxListeners } from "node:events";
-import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { createAuditAnchorer } from "./audit-anchorer";
@@ -17,6 +23,10 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { admitDebouncedJob } from "./flow/debounce";
+import { debounceDependencies, type EnqueueApiOptions, startEnqueueApi } from "./flow/enqueue-api";
+import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
+import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { type InvocationStats, trackInvocationStats } from "./invocation-stats";
 import { createIsolation, type Isolation } from "./isolation/isolation";
 import { jobIdentity } from "./job-identity";
@@ -91,6 +101,8 @@ interface FunctionWorker {
   fn: ResolvedFunction;
   limiter: Limiter;
   puller: JobPuller;
+  /** Pullers of its priority levels (flow/priority-pullers.ts). */
+  priority?: PriorityPullers;
   /** Set while the function listens to events (`on`). */
   listener?: EventListener;
 }
@@ -159,6 +171,7 @@ class ServingRuntime implements Runtime {
   #statusApi: Subscription | undefined;
   #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
+  #enqueueApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
@@ -231,6 +244,17 @@ class ServingRuntime implements Runtime {
     const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
     const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
     this.#cancellations = cancellations;
+    const jobKeys = await openJobKeys(this.nats, this.config.replication);
+    const keyedEnqueue: Omit<EnqueueApiOptions, "replyGuard"> = {
+      nc: this.nats,
+      queueGroup: this.config.queueGroup,
+      database: this.database,
+      keys: jobKeys,
+      publisher: this.#publisher,
+      manager: this.#manager,
+      delayedStream,
+      logger: this.logger,
+    };
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
       js: this.#publisher,
@@ -251,6 +275,7 @@ class ServingRuntime implements Runtime {
       stream: delayedStream,
       logger: this.logger,
       dropped: (id) => cancellations.cancelled(id) !== undefined,
+      admitDebounced: (job) => admitDebouncedJob(debounceDependencies(keyedEnqueue), job),
     });
     this.#jobDependencies = {
       database: this.database,
@@ -325,6 +350,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       replyGuard,
     });
+    this.#enqueueApi = startEnqueueApi({ ...keyedEnqueue, replyGuard });
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -372,6 +398,7 @@ class ServingRuntime implements Runtime {
       EVENT_STREAM,
       `KV_${PROGRESS_BUCKET}`,
       `KV_${CANCEL_BUCKET}`,
+      `KV_${JOB_KEYS_BUCKET}`,
       `KV_${SCHEDULE_BUCKET}`,
       AUDIT_ANCHOR_STREAM,
     ];
@@ -408,26 +435,29 @@ class ServingRuntime implements Runtime {
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
+    const pulling = {
+      js: this.#js,
+      stream: this.config.streamName,
+      fn: fn.name,
+      concurrency: () => worker.limiter.capacity,
+      heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
+      keepAlive: (heldForMs: number) =>
+        keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
+      recover: () => this.#ensureConsumer(worker.fn),
+      logger: this.logger,
+    };
+    const handleWith =
+      (jobLimiter: Limiter) =>
+      (message: JsMsg, done: (handlerMs?: number) => void): Promise<void> =>
+        runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, jobLimiter, message, jobIdentity, done);
     const worker: FunctionWorker = {
       fn,
       limiter,
-      puller: createJobPuller({
-        js: this.#js,
-        stream: this.config.streamName,
-        consumer: consumerName(fn.name),
-        fn: fn.name,
-        concurrency: () => worker.limiter.capacity,
-        heartbeatMs: () => Math.floor(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs) / 3),
-        keepAlive: (heldForMs) =>
-          keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
-        handle: (message, done) =>
-          runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
-        recover: () => this.#ensureConsumer(worker.fn),
-        logger: this.logger,
-      }),
+      puller: createJobPuller({ ...pulling, consumer: consumerName(fn.name), handle: handleWith(limiter) }),
     };
     this.#workers.set(fn.name, worker);
     worker.puller.start();
+    worker.priority = startPriorityPullers(pulling, fn.name, () => worker.limiter, handleWith);
     if (fn.listen) worker.listener = await this.#listen(worker);
     this.#scheduler?.set(fn);
     this.logger.info({ fn: fn.name, file: fn.file, version: fn.version }, `Deployed ${fn.name}.`);
@@ -462,7 +492,9 @@ class ServingRuntime implements Runtime {
     this.#isolation.retire(worker.fn);
     this.#scheduler?.remove(fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
-    const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
+    const retiring = Promise.all([worker.puller.stop(), worker.priority?.stop(), worker.listener?.stop()]).then(
+      () => undefined,
+    );
     this.#retiring.add(retiring);
     void retiring.finally(() => this.#retiring.delete(retiring));
     this.logger.info({ fn: fn.name, file: fn.file }, `Undeployed ${fn.name}; its queued jobs wait for it to return.`);
@@ -518,6 +550,12 @@ class ServingRuntime implements Runtime {
         fn,
         this.config.maxAckWaitMs,
       );
+      await ensurePriorityConsumers(
+        this.#manager as JetStreamManager,
+        this.config.streamName,
+        fn,
+        this.config.maxAckWaitMs,
+      );
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name },
@@ -529,7 +567,11 @@ class ServingRuntime implements Runtime {
   /** After a reconnect the server may have forgotten pending pull requests; ask again. */
   async #refreshPullersOnReconnect(): Promise<void> {
     for await (const status of this.nats.status()) {
-      if (status.type === "reconnect") for (const worker of this.#workers.values()) worker.puller.refresh();
+      if (status.type !== "reconnect") continue;
+      for (const worker of this.#workers.values()) {
+        worker.puller.refresh();
+        worker.priority?.refresh();
+      }
     }
   }
 
@@ -547,7 +589,11 @@ class ServingRuntime implements Runtime {
     await this.#scheduler?.close();
     await Promise.allSettled([
       this.#callServer?.close(),
-      ...[...this.#workers.values()].flatMap((worker) => [worker.puller.stop(), worker.listener?.stop()]),
+      ...[...this.#workers.values()].flatMap((worker) => [
+        worker.puller.stop(),
+        worker.priority?.stop(),
+        worker.listener?.stop(),
+      ]),
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
@@ -563,6 +609,7 @@ class ServingRuntime implements Runtime {
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
     this.#cancelApi?.unsubscribe();
+    this.#enqueueApi?.unsubscribe();
     await this.#delayedJobs?.stop();
     await this.#cancellations?.close();
     await this.#sealer?.close();

@@ -107,7 +107,7 @@ export async function admitDebouncedJob(deps: DebounceDependencies, job: Debounc
 }
 
 function claimOf(entry: KvEntry | null): DebounceClaim | undefined {
-  if (!entry || entry.operation !== "PUT") return undefined;
+  if (entry?.operation !== "PUT") return undefined;
   try {
     const claim = entry.json<DebounceClaim>();
     return typeof claim?.id === "string" && typeof claim.seq === "number" ? claim : undefined;

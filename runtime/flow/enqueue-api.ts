@@ -7,7 +7,7 @@ import { JetfnError, toJetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
 import { jsonDepth, MAX_INPUT_DEPTH } from "../json-depth";
-import { type PublishedJob, publishJob } from "../nats/publish-job";
+import { publishJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -15,29 +15,15 @@ import { ID_HEADER } from "../nats/subjects";
 import { parseJsonBody } from "../validation";
 import { type DebounceDependencies, takeDebounceKey } from "./debounce";
 import { checkDebouncePeriod, checkJobKey, DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
+import { DEBOUNCE_PERIOD_HEADER, ENQUEUE_SUBJECT, type EnqueuedJob } from "./keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "./priority";
 import { enqueueSingleton } from "./singleton";
 
 /**
- * Enqueue API answered by every runtime, for jobs with a debounce or singleton key: claiming a key
- * needs the `JETFN_JOB_KEYS` bucket, which clients cannot reach. Request: headers
- * `Jetfn-Function`, and `Jetfn-Singleton-Key` or `Jetfn-Debounce-Key` with
- * `Jetfn-Debounce-Period` (milliseconds); optionally `Jetfn-Id`, `Jetfn-Priority`,
- * `Jetfn-Not-Before` (singleton only); body: the input as JSON. Jobs without a key are published
- * straight to the stream, as before.
+ * Enqueue API answered by every runtime (`jetfn.api.enqueue`, see keyed-enqueue-request.ts), for
+ * jobs with a debounce or singleton key: claiming a key needs the `JETFN_JOB_KEYS` bucket, which
+ * clients cannot reach. Jobs without a key are published straight to the stream, as before.
  */
-export const ENQUEUE_SUBJECT = "jetfn.api.enqueue";
-/** Header of a debounce period in a request, in milliseconds. */
-export const DEBOUNCE_PERIOD_HEADER = "Jetfn-Debounce-Period";
-
-/** What the enqueue API answers. */
-export interface KeyedEnqueueReply extends PublishedJob {
-  /** Singleton: the key was held, `id` is the holder's and nothing new was enqueued. */
-  existing?: boolean;
-  /** Debounce: a job enqueued later with the same key had already replaced this one. */
-  supersededBy?: string;
-}
-
 /** What the enqueue API needs from the runtime. */
 export interface EnqueueApiOptions {
   nc: NatsConnection;
@@ -84,7 +70,7 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
   });
 }
 
-async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueRequest): Promise<KeyedEnqueueReply> {
+async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueRequest): Promise<EnqueuedJob> {
   const id = request.id ?? crypto.randomUUID();
   const maxPayload = options.nc.info?.max_payload;
   const { fn, input, priority } = request;
@@ -112,7 +98,9 @@ async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueReq
 }
 
 /** What debounce needs, from the API's options. */
-export function debounceDependencies(options: EnqueueApiOptions): DebounceDependencies {
+export function debounceDependencies(
+  options: Pick<EnqueueApiOptions, "keys" | "database" | "nc" | "manager" | "delayedStream" | "logger">,
+): DebounceDependencies {
   return {
     keys: options.keys,
     sql: options.database.sql,
@@ -144,7 +132,10 @@ function parseRequest(message: Msg): KeyedEnqueueRequest {
   };
   if (singleton !== undefined) return { ...request, singleton: checkJobKey(singleton, "singleton") };
   if (request.notBefore !== undefined) {
-    throw new JetfnError("E_INPUT_INVALID", "a debounced job runs one period after its enqueue: give no delay or runAt");
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      "a debounced job runs one period after its enqueue: give no delay or runAt",
+    );
   }
   const period = header(DEBOUNCE_PERIOD_HEADER);
   const periodMs = checkDebouncePeriod(period !== undefined && /^[0-9]{1,12}$/.test(period) ? Number(period) : period);

@@ -80,7 +80,9 @@ export async function compareAndSet(
   claim: object,
 ): Promise<number | undefined> {
   try {
-    return entry ? await keys.update(name, JSON.stringify(claim), entry.revision) : await keys.create(name, JSON.stringify(claim));
+    return entry
+      ? await keys.update(name, JSON.stringify(claim), entry.revision)
+      : await keys.create(name, JSON.stringify(claim));
   } catch (error) {
     if (isWrongRevision(error)) return undefined;
     throw error;

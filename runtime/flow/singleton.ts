@@ -86,7 +86,7 @@ async function holdsKey(database: DatabaseClient, claim: SingletonClaim): Promis
 }
 
 function claimOf(entry: KvEntry | null): SingletonClaim | undefined {
-  if (!entry || entry.operation !== "PUT") return undefined;
+  if (entry?.operation !== "PUT") return undefined;
   try {
     const claim = entry.json<SingletonClaim>();
     return typeof claim?.id === "string" && typeof claim.at === "number" ? claim : undefined;

@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
-import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
+import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { NOT_BEFORE_HEADER, routeJob } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
 import {
@@ -57,7 +57,9 @@ export async function publishJob(
     );
   }
   const body = encodeInput(input, name, options.maxPayload);
-  const fields: Record<string, string> = options.headers ? { ...options.headers, [ID_HEADER]: id } : { [ID_HEADER]: id };
+  const fields: Record<string, string> = options.headers
+    ? { ...options.headers, [ID_HEADER]: id }
+    : { [ID_HEADER]: id };
   if (options.retryOf) fields[RETRY_OF_HEADER] = options.retryOf;
   if (options.notBefore !== undefined) fields[NOT_BEFORE_HEADER] = String(options.notBefore);
   if (options.priority) fields[PRIORITY_HEADER] = String(checkPriority(options.priority));

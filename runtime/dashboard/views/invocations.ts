@@ -49,6 +49,7 @@ export const INVOCATION_STATUSES: readonly string[] = [
   "dead",
   "dropped",
   "cancelled",
+  "superseded",
 ];
 
 /** Rows per page of the invocations list. */
