@@ -48,9 +48,12 @@ export async function listQueueDepths(manager: JetStreamManager, stream: string)
   const depths = new Map<string, QueueDepth>();
   const prioritised: ConsumerInfo[] = [];
   for await (const info of manager.consumers.list(stream)) {
+    if ((parseJobSubject(info.config.filter_subject ?? "")?.priority ?? 0) > 0) {
+      prioritised.push(info);
+      continue;
+    }
     const fn = functionOfConsumer(info);
     if (fn) depths.set(fn, { pending: info.num_pending, ackPending: info.num_ack_pending });
-    else prioritised.push(info);
   }
   // A function's priority consumers (flow/priority.ts) add to its depth.
   for (const info of prioritised) {
