@@ -11,7 +11,7 @@ import { publishJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
-import { ID_HEADER } from "../nats/subjects";
+import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
 import { parseJsonBody } from "../validation";
 import { type DebounceDependencies, takeDebounceKey } from "./debounce";
 import { checkDebouncePeriod, checkJobKey, DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
@@ -123,9 +123,17 @@ function parseRequest(message: Msg): KeyedEnqueueRequest {
     throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs either a singleton key or a debounce key");
   }
   const notBefore = header(NOT_BEFORE_HEADER);
+  const id = header(ID_HEADER) || undefined;
+  // Checked before any key is claimed (publishJob checks it again).
+  if (id !== undefined && (!isValidInvocationId(id) || isReservedInvocationId(id))) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id ${JSON.stringify(id.slice(0, 140))} must be 8-128 letters, digits, "-" or "_", not shaped like the ids jetfn derives itself`,
+    );
+  }
   const request: KeyedEnqueueRequest = {
     fn,
-    id: header(ID_HEADER) || undefined,
+    id,
     input: parseInput(message.data, fn),
     priority: checkPriority(header(PRIORITY_HEADER) ?? 0),
     notBefore: notBefore === undefined ? undefined : checkNotBefore(notBefore),
