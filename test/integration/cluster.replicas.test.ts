@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CANCEL_BUCKET } from "../../runtime/cancellation";
 import { createClient } from "../../runtime/client";
+import { JOB_KEYS_BUCKET } from "../../runtime/flow/job-keys";
 import { AUDIT_ANCHOR_STREAM } from "../../runtime/nats/audit-anchor-stream";
 import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
 import { EVENT_STREAM } from "../../runtime/nats/event-stream";
@@ -26,6 +27,7 @@ const STREAMS = [
   EVENT_STREAM,
   `KV_${PROGRESS_BUCKET}`,
   `KV_${CANCEL_BUCKET}`,
+  `KV_${JOB_KEYS_BUCKET}`,
   `KV_${SCHEDULE_BUCKET}`,
   AUDIT_ANCHOR_STREAM,
 ];
