@@ -457,7 +457,11 @@ class ServingRuntime implements Runtime {
     };
     this.#workers.set(fn.name, worker);
     worker.puller.start();
-    worker.priority = startPriorityPullers(pulling, fn.name, () => worker.limiter, handleWith);
+    worker.priority = startPriorityPullers(pulling, () => worker.limiter, handleWith, {
+      nc: this.nats,
+      manager: this.#manager as JetStreamManager,
+      stream: this.config.streamName,
+    });
     if (fn.listen) worker.listener = await this.#listen(worker);
     this.#scheduler?.set(fn);
     this.logger.info({ fn: fn.name, file: fn.file, version: fn.version }, `Deployed ${fn.name}.`);

@@ -1,4 +1,5 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { ResolvedFunction } from "../define-function";
 import type { Limiter } from "../limiter";
 import { createJobPuller, type JobPuller, type JobPullerOptions } from "../nats/job-puller";
@@ -49,34 +50,69 @@ export interface PriorityPullers {
   stop(): Promise<void>;
 }
 
+/** Where a function's priority jobs can be seen arriving or waiting. */
+export interface PriorityWatch {
+  nc: NatsConnection;
+  manager: JetStreamManager;
+  stream: string;
+}
+
 /**
- * Starts one puller per priority level, sharing the function's limiter, whose waiters of a higher
- * priority go first. Each puller keeps a pull request waiting on the server, so a priority job is
- * fetched as soon as it is stored, whatever backlog the normal consumer has.
+ * Pulls a function's priority levels, each with a puller of its own that shares the function's
+ * limiter (whose waiters of a higher priority go first). A level's puller starts the first time
+ * this runtime sees a job of that level: one stored before it started (its consumer has jobs
+ * pending), or one published since (a core subscription on the level's subject hears every
+ * publish). A function that never gets a priority job costs three idle subscriptions, no pull
+ * requests. Once started, a puller keeps a pull request waiting, so the level's jobs are fetched as
+ * soon as they are stored, whatever the normal backlog.
  */
 export function startPriorityPullers(
   options: Omit<JobPullerOptions, "consumer" | "handle">,
-  fn: string,
   limiter: () => Limiter,
   handle: (limiter: Limiter) => JobPullerOptions["handle"],
+  watch: PriorityWatch,
 ): PriorityPullers {
-  const pullers: JobPuller[] = PRIORITY_LEVELS.map((level) =>
-    createJobPuller({
+  const pullers = new Map<number, JobPuller>();
+  let stopped = false;
+  const start = (level: number): void => {
+    if (stopped || pullers.has(level)) return;
+    const puller = createJobPuller({
       ...options,
-      consumer: priorityConsumerName(fn, level),
+      consumer: priorityConsumerName(options.fn, level),
       handle: handle(prioritised(limiter, level)),
-    }),
+    });
+    pullers.set(level, puller);
+    puller.start();
+  };
+  // Subscribed before the consumers are asked, so no job falls between the two.
+  const subscriptions = PRIORITY_LEVELS.map((level) =>
+    watch.nc.subscribe(prioritySubject(options.fn, level), { callback: () => start(level) }),
   );
-  for (const puller of pullers) puller.start();
+  for (const level of PRIORITY_LEVELS) {
+    void watch.manager.consumers
+      .info(watch.stream, priorityConsumerName(options.fn, level))
+      .then((info) => {
+        if (info.num_pending + info.num_ack_pending > 0) start(level);
+      })
+      .catch((error: unknown) => {
+        // Unknown: pull anyway rather than leave stored priority jobs waiting.
+        options.logger.debug({ err: error, fn: options.fn, level }, "Could not read a priority consumer; pulling it.");
+        start(level);
+      });
+  }
   return {
     get held() {
-      return pullers.reduce((sum, puller) => sum + puller.held, 0);
+      let held = 0;
+      for (const puller of pullers.values()) held += puller.held;
+      return held;
     },
     refresh() {
-      for (const puller of pullers) puller.refresh();
+      for (const puller of pullers.values()) puller.refresh();
     },
     async stop() {
-      await Promise.all(pullers.map((puller) => puller.stop()));
+      stopped = true;
+      for (const subscription of subscriptions) subscription.unsubscribe();
+      await Promise.all([...pullers.values()].map((puller) => puller.stop()));
     },
   };
 }
