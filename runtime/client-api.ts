@@ -24,6 +24,7 @@ export type { Duration } from "./duration";
 export type { JetfnErrorCode } from "./error-codes";
 export type { ValidationIssue } from "./errors";
 export { JetfnError } from "./errors";
+export type { EnqueuedJob, FlowControlOptions } from "./flow/keyed-enqueue-request";
 export type { DelayOptions } from "./job-delay";
 export type { CancelReply } from "./nats/cancel-api";
 export type { DropReply, RetriedJob } from "./nats/dead-letter-api";

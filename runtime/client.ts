@@ -7,6 +7,14 @@ import type { FunctionDefinition, InputOf, OutputOf } from "./define-function";
 import { type Duration, parseDuration } from "./duration";
 import { isJetfnErrorCode } from "./error-codes";
 import { JetfnError, type ValidationIssue } from "./errors";
+import {
+  ENQUEUE_SUBJECT,
+  type EnqueuedJob,
+  type FlowControlOptions,
+  keyedEnqueueRequest,
+  needsKeyedEnqueue,
+} from "./flow/keyed-enqueue-request";
+import { checkPriority } from "./flow/priority";
 import { type DelayOptions, dueTime } from "./job-delay";
 import { CallMux } from "./nats/call-mux";
 import type { CancelReply } from "./nats/cancel-api";
@@ -20,7 +28,7 @@ import {
   type RetriedJob,
   type RetryReply,
 } from "./nats/dead-letter-api";
-import { encodeInput, type PublishedJob, publishJob } from "./nats/publish-job";
+import { encodeInput, publishJob } from "./nats/publish-job";
 import type { ErrorReplyBody } from "./nats/reply";
 import type { InvocationStatusView } from "./nats/status-api";
 import { StreamPublisher } from "./nats/stream-publisher";
@@ -69,7 +77,7 @@ export interface CallOptions {
 }
 
 /** Options of one enqueue. */
-export interface EnqueueJobOptions extends DelayOptions {
+export interface EnqueueJobOptions extends DelayOptions, FlowControlOptions {
   /** Invocation id; random when omitted. Repeating an id within the duplicate window enqueues once. */
   id?: string;
 }
@@ -115,8 +123,12 @@ export interface JetfnClient<M = FunctionMap> {
   readonly connection: NatsConnection;
   /** Request-reply: runs `name` now and returns its result, or throws its error. */
   call<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options?: CallOptions): Promise<ClientOutput<M, N>>;
-  /** Fire-and-forget: stores a job and returns its id once JetStream has it. */
-  enqueue<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options?: EnqueueJobOptions): Promise<PublishedJob>;
+  /**
+   * Fire-and-forget: stores a job and returns its id once JetStream has it. With `singleton`, the
+   * id may be the job already holding the key (`existing: true`); with `debounce`, the job waits
+   * one period and runs unless a later one of its key supersedes it.
+   */
+  enqueue<N extends NameOf<M>>(name: N, input: ClientInput<M, N>, options?: EnqueueJobOptions): Promise<EnqueuedJob>;
   /** Waits for a job's result; throws the job's error if it ends dead. The job keeps going if this gives up. */
   result(id: string, options?: ResultOptions): Promise<unknown>;
   /** Durable request-reply: enqueue, then wait for the result. */
@@ -162,6 +174,8 @@ export interface DeadLetterQuery {
 }
 
 export const DEFAULT_CLIENT_TIMEOUT: Duration = "30s";
+/** Statuses of a job that ended without a result: `result()` throws the job's error. */
+const ENDED_UNSUCCESSFULLY = new Set(["dead", "dropped", "cancelled", "superseded"]);
 /** While waiting for a result, the status is also polled this often, in case a notice was missed. */
 const RESULT_POLL_MS = 2_000;
 
@@ -230,11 +244,27 @@ class NatsClient<M> implements JetfnClient<M> {
     name: N,
     input: ClientInput<M, N>,
     options: EnqueueJobOptions = {},
-  ): Promise<PublishedJob> {
+  ): Promise<EnqueuedJob> {
+    const notBefore = dueTime(options);
+    if (needsKeyedEnqueue(options)) {
+      const maxPayload = this.connection.info?.max_payload;
+      const request = keyedEnqueueRequest(name, input, { ...options, notBefore }, maxPayload);
+      let reply: Msg;
+      try {
+        reply = await this.connection.request(ENQUEUE_SUBJECT, request.body, {
+          timeout: 5_000,
+          headers: request.headers,
+        });
+      } catch (error) {
+        throw requestFailure(error, `enqueue ${name}`, 5_000);
+      }
+      return decodeReply(reply) as EnqueuedJob;
+    }
     return publishJob(this.#publisher, name, input, {
       id: options.id,
       maxPayload: this.connection.info?.max_payload,
-      notBefore: dueTime(options),
+      notBefore,
+      priority: options.priority === undefined ? undefined : checkPriority(options.priority),
     });
   }
 
@@ -271,7 +301,7 @@ class NatsClient<M> implements JetfnClient<M> {
       for (;;) {
         const view = await this.status(id, { function: options.function });
         if (view.status === "succeeded") return view.result;
-        if (view.status === "dead" || view.status === "dropped" || view.status === "cancelled") {
+        if (ENDED_UNSUCCESSFULLY.has(view.status)) {
           throw deadJobError(view);
         }
         const left = deadline - Date.now();

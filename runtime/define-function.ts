@@ -41,6 +41,8 @@ export type InvocationDatabase = PostgresJsDatabase<RegisteredSchema>;
 export interface EnqueueOptions extends DelayOptions {
   /** Invocation id to use instead of a random one (also the JetStream `Nats-Msg-Id`). */
   id?: string;
+  /** 0 (the default) to 3: with a backlog, the function's jobs of a higher priority start first. @default 0 */
+  priority?: number;
 }
 
 /** What a handler receives besides its input. */

@@ -117,6 +117,12 @@ export const ERROR_CODES = {
     kind: "other",
     meaning: "the job was cancelled before it finished",
   },
+  E_SUPERSEDED: {
+    status: 409,
+    retryable: false,
+    kind: "other",
+    meaning: "a debounced job was replaced by a later job with the same debounce key",
+  },
   E_NOT_CANCELLABLE: {
     status: 409,
     retryable: true,

@@ -1,5 +1,6 @@
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
+import { PRIORITY_HEADER, routePriority } from "./flow/priority";
 
 /**
  * Delayed jobs. A job given a due time is not published to `fn.job.<name>` (where a runtime would
@@ -69,9 +70,9 @@ export interface JobRoute {
 }
 
 /**
- * Where a job for `name` with `headers` (its `Jetfn-Id`, and a due time if delayed) is published:
- * to the delayed-jobs stream while its due time is ahead, else to `fn.job.<name>` without the
- * due-time header (the job runs as any other).
+ * Where a job for `name` with `headers` (its `Jetfn-Id`, a due time if delayed, a priority) is
+ * published: to the delayed-jobs stream while its due time is ahead, else to `fn.job.<name>` (or
+ * its priority subject) without the due-time and priority headers (the job runs as any other).
  */
 export function routeJob(
   jobSubject: string,
@@ -79,14 +80,21 @@ export function routeJob(
   headers: Record<string, string>,
   now = Date.now(),
 ): JobRoute {
+  if (headers[NOT_BEFORE_HEADER] === undefined && headers[PRIORITY_HEADER] === undefined) {
+    return { subject: jobSubject, headers };
+  }
   const due = parseNotBefore(headers[NOT_BEFORE_HEADER]);
   const id = headers[ID_HEADER_NAME];
-  if (headers[NOT_BEFORE_HEADER] === undefined) return { subject: jobSubject, headers };
-  const { [NOT_BEFORE_HEADER]: _due, ...rest } = headers;
-  if (due === undefined || due <= now || id === undefined) return { subject: jobSubject, headers: rest };
+  const { [NOT_BEFORE_HEADER]: _due, [PRIORITY_HEADER]: priority, ...rest } = headers;
+  if (due === undefined || due <= now || id === undefined) {
+    // A priority travels as the subject (see flow/priority.ts), not as a header.
+    return { subject: priority === undefined ? jobSubject : routePriority(name, priority), headers: rest };
+  }
+  // Kept while it waits: the delayed-jobs mover publishes it to the priority subject when due.
+  const kept = priority === undefined ? rest : { ...rest, [PRIORITY_HEADER]: priority };
   return {
     subject: delayedSubject(id),
-    headers: { ...rest, [FUNCTION_HEADER]: name, [NOT_BEFORE_HEADER]: String(due) },
+    headers: { ...kept, [FUNCTION_HEADER]: name, [NOT_BEFORE_HEADER]: String(due) },
   };
 }
 

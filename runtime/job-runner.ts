@@ -541,13 +541,16 @@ async function finishedBefore(
     log.info("Job already succeeded; acknowledged without running it again.");
     return true;
   }
-  if (existing.status === "dead" || existing.status === "dropped" || existing.status === "cancelled") {
+  if (ENDED.has(existing.status)) {
     message.term();
     log.info({ status: existing.status }, "Job already ended; not running it again.");
     return true;
   }
   return false;
 }
+
+/** Statuses after which a job never runs again. */
+const ENDED = new Set(["dead", "dropped", "cancelled", "superseded"]);
 
 function notifyDone(deps: JobRunnerDependencies, notice: DoneNotice): void {
   deps.events.emit("job:done", { fn: notice.fn, invocationId: notice.id, status: notice.status });

@@ -4,8 +4,11 @@ export interface Limiter {
   readonly waiting: number;
   /** Changing it takes effect for the next acquire; running invocations are not interrupted. */
   capacity: number;
-  /** Resolves with a release function once a slot is free; rejects if `signal` aborts first. */
-  acquire(signal?: AbortSignal): Promise<() => void>;
+  /**
+   * Resolves with a release function once a slot is free; rejects if `signal` aborts first. Waiters
+   * with a higher `priority` (a job's, 0-3) are granted before lower ones, in order within one.
+   */
+  acquire(signal?: AbortSignal, priority?: number): Promise<() => void>;
 }
 
 /** Creates a limiter with `capacity` slots. */
@@ -17,6 +20,8 @@ class SlotLimiter implements Limiter {
   #capacity: number;
   #active = 0;
   readonly #queue: (() => void)[] = [];
+  /** Priority of each waiter in #queue, kept only once a prioritised waiter came (see #enqueue). */
+  #priorities: number[] | undefined;
 
   constructor(capacity: number) {
     this.#capacity = capacity;
@@ -39,7 +44,7 @@ class SlotLimiter implements Limiter {
     this.#wake();
   }
 
-  acquire(signal?: AbortSignal): Promise<() => void> {
+  acquire(signal?: AbortSignal, priority = 0): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     // A free slot and nobody ahead: no waiting, so no abort listener to add and remove.
     if (this.#active < this.#capacity && this.#queue.length === 0) return Promise.resolve(this.#take());
@@ -50,11 +55,14 @@ class SlotLimiter implements Limiter {
       };
       const onAbort = (): void => {
         const index = this.#queue.indexOf(grant);
-        if (index >= 0) this.#queue.splice(index, 1);
+        if (index >= 0) {
+          this.#queue.splice(index, 1);
+          this.#priorities?.splice(index, 1);
+        }
         reject(signal?.reason);
       };
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.#queue.push(grant);
+      this.#enqueue(grant, priority);
       this.#wake();
     });
   }
@@ -71,7 +79,24 @@ class SlotLimiter implements Limiter {
     };
   }
 
+  /** Queues a waiter behind those of its priority or higher; all-default queues stay plain arrays. */
+  #enqueue(grant: () => void, priority: number): void {
+    if (priority === 0 && this.#priorities === undefined) {
+      this.#queue.push(grant);
+      return;
+    }
+    this.#priorities ??= this.#queue.map(() => 0);
+    let index = this.#queue.length;
+    while (index > 0 && (this.#priorities[index - 1] as number) < priority) index--;
+    this.#queue.splice(index, 0, grant);
+    this.#priorities.splice(index, 0, priority);
+  }
+
   #wake(): void {
-    while (this.#active < this.#capacity && this.#queue.length > 0) (this.#queue.shift() as () => void)();
+    while (this.#active < this.#capacity && this.#queue.length > 0) {
+      this.#priorities?.shift();
+      (this.#queue.shift() as () => void)();
+    }
+    if (this.#queue.length === 0) this.#priorities = undefined;
   }
 }

@@ -3,6 +3,7 @@ import type { PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { checkEmit, type EventDefinition } from "./define-event";
 import { JetfnError } from "./errors";
+import { checkPriority, PRIORITY_HEADER } from "./flow/priority";
 import { describeInvalidName, isValidFunctionName } from "./function-name";
 import { NOT_BEFORE_HEADER, routeJob } from "./job-delay";
 import { eventSubject } from "./nats/event-stream";
@@ -38,6 +39,8 @@ export function jobMessage(
   maxPayload?: number,
   /** Due time (epoch ms) of a delayed job; the relay routes it to the delayed-jobs stream. */
   notBefore?: number,
+  /** Priority 1-3: the relay routes it to the function's priority subject (see flow/priority.ts). */
+  priority?: number,
 ): OutboxMessage {
   if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
   if (!isValidInvocationId(id)) {
@@ -51,6 +54,7 @@ export function jobMessage(
   }
   const headers: Record<string, string> = { [ID_HEADER]: id };
   if (notBefore !== undefined) headers[NOT_BEFORE_HEADER] = String(notBefore);
+  if (priority) headers[PRIORITY_HEADER] = String(checkPriority(priority));
   return {
     id: jobMessageId(name, id),
     subject: jobSubject(name),

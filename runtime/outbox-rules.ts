@@ -1,4 +1,5 @@
 import { isValidEventName } from "./define-event";
+import { PRIORITY_HEADER } from "./flow/priority";
 import { isValidFunctionName } from "./function-name";
 import { NOT_BEFORE_HEADER, NOT_BEFORE_PATTERN } from "./job-delay";
 import { EVENT_PREFIX } from "./nats/event-stream";
@@ -52,7 +53,7 @@ function describeProblem(message: OutboxMessage): string | undefined {
     const invocationId = id.slice(name.length + 1);
     if (!isValidInvocationId(invocationId)) return `a job's invocation id must be 8-128 letters, digits, "-" or "_"`;
     if (!hasOnlyJobHeaders(headers, invocationId)) {
-      return "a job's headers are Jetfn-Id, equal to its invocation id, and optionally Jetfn-Not-Before, its due time in epoch milliseconds";
+      return "a job's headers are Jetfn-Id, equal to its invocation id, and optionally Jetfn-Not-Before, its due time in epoch milliseconds, and Jetfn-Priority, 1 to 3";
     }
     return undefined;
   }
@@ -64,14 +65,22 @@ function describeProblem(message: OutboxMessage): string | undefined {
   return "the subject must be fn.job.<function name> or fn.event.<event name>";
 }
 
-/** `{}`, `{Jetfn-Id}`, or `{Jetfn-Id, Jetfn-Not-Before}` (a delayed job, see job-delay.ts). */
+/**
+ * `{}`, or `{Jetfn-Id}` with, optionally, `Jetfn-Not-Before` (a delayed job, see job-delay.ts) and
+ * `Jetfn-Priority` (1-3, see flow/priority.ts).
+ */
 function hasOnlyJobHeaders(headers: Record<string, unknown>, id: string): boolean {
   const keys = Object.keys(headers);
   if (keys.length === 0) return true;
   if (headers[ID_HEADER] !== id) return false;
-  if (keys.length === 1) return true;
   const due = headers[NOT_BEFORE_HEADER];
-  return keys.length === 2 && typeof due === "string" && NOT_BEFORE_PATTERN.test(due);
+  const priority = headers[PRIORITY_HEADER];
+  const optional = Number(due !== undefined) + Number(priority !== undefined);
+  return (
+    keys.length === 1 + optional &&
+    (due === undefined || (typeof due === "string" && NOT_BEFORE_PATTERN.test(due))) &&
+    (priority === undefined || (typeof priority === "string" && /^[1-3]$/.test(priority)))
+  );
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

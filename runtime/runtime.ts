@@ -1,5 +1,11 @@
 import { setMaxListeners } from "node:events";
-import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { type LoadedAppSchema, loadAppSchema } from "./app-schema";
@@ -19,8 +25,12 @@ import { createDeployer, type Deployer, type DeploymentChange } from "./deployer
 import { type Duration, parseDuration } from "./duration";
 import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
+import { admitDebouncedJob } from "./flow/debounce";
+import { debounceDependencies, type EnqueueApiOptions, startEnqueueApi } from "./flow/enqueue-api";
 import { type FlowControl, openFlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
+import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
+import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
 import type { RuntimePhase } from "./http/readiness";
@@ -105,6 +115,8 @@ interface FunctionWorker {
   fn: ResolvedFunction;
   limiter: Limiter;
   puller: JobPuller;
+  /** Pullers of its priority levels (flow/priority-pullers.ts). */
+  priority?: PriorityPullers;
   /** Set while the function listens to events (`on`). */
   listener?: EventListener;
   /**
@@ -183,6 +195,7 @@ class ServingRuntime implements Runtime {
   #statusApi: Subscription | undefined;
   #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
+  #enqueueApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
   #definitions: ConsumerDefinitions | undefined;
   /** Opened when the first function with a concurrency or rate limit is deployed. */
@@ -266,6 +279,17 @@ class ServingRuntime implements Runtime {
     const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
     this.#definitions = await openConsumerDefinitions(this.nats, this.logger, this.config.replication);
     this.#cancellations = cancellations;
+    const jobKeys = await openJobKeys(this.nats, this.config.replication);
+    const keyedEnqueue: Omit<EnqueueApiOptions, "replyGuard"> = {
+      nc: this.nats,
+      queueGroup: this.config.queueGroup,
+      database: this.database,
+      keys: jobKeys,
+      publisher: this.#publisher,
+      manager: this.#manager,
+      delayedStream,
+      logger: this.logger,
+    };
     this.#outbox = await startOutboxRelay({
       sql: this.database.sql,
       js: this.#publisher,
@@ -286,6 +310,7 @@ class ServingRuntime implements Runtime {
       stream: delayedStream,
       logger: this.logger,
       dropped: (id) => cancellations.cancelled(id) !== undefined,
+      admitDebounced: (job) => admitDebouncedJob(debounceDependencies(keyedEnqueue), job),
     });
     this.#jobDependencies = {
       database: this.database,
@@ -363,6 +388,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       replyGuard,
     });
+    this.#enqueueApi = startEnqueueApi({ ...keyedEnqueue, replyGuard });
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
@@ -435,6 +461,7 @@ class ServingRuntime implements Runtime {
       `KV_${PROGRESS_BUCKET}`,
       `KV_${CANCEL_BUCKET}`,
       `KV_${DEFINITIONS_BUCKET}`,
+      `KV_${JOB_KEYS_BUCKET}`,
       `KV_${SCHEDULE_BUCKET}`,
       AUDIT_ANCHOR_STREAM,
     ];
@@ -472,28 +499,35 @@ class ServingRuntime implements Runtime {
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
+    const pulling = {
+      js: this.#js,
+      stream: this.config.streamName,
+      fn: fn.name,
+      concurrency: () => worker.limiter.capacity,
+      heartbeatMs: () =>
+        Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs), worker.consumerAckWaitMs) / 3),
+      keepAlive: (heldForMs: number) =>
+        keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
+      recover: () => this.#ensureWorkerConsumer(worker),
+      logger: this.logger,
+    };
+    const handleWith =
+      (jobLimiter: Limiter) =>
+      (message: JsMsg, done: (handlerMs?: number) => void): Promise<void> =>
+        runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, jobLimiter, message, jobIdentity, done);
     const worker: FunctionWorker = {
       fn,
       limiter,
       consumerAckWaitMs: settled ? settled.settings.ack_wait / 1_000_000 : Number.POSITIVE_INFINITY,
-      puller: createJobPuller({
-        js: this.#js,
-        stream: this.config.streamName,
-        consumer: consumerName(fn.name),
-        fn: fn.name,
-        concurrency: () => worker.limiter.capacity,
-        heartbeatMs: () =>
-          Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs), worker.consumerAckWaitMs) / 3),
-        keepAlive: (heldForMs) =>
-          keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
-        handle: (message, done) =>
-          runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, worker.limiter, message, jobIdentity, done),
-        recover: () => this.#ensureWorkerConsumer(worker),
-        logger: this.logger,
-      }),
+      puller: createJobPuller({ ...pulling, consumer: consumerName(fn.name), handle: handleWith(limiter) }),
     };
     this.#workers.set(fn.name, worker);
     worker.puller.start();
+    worker.priority = startPriorityPullers(pulling, () => worker.limiter, handleWith, {
+      nc: this.nats,
+      manager: this.#manager as JetStreamManager,
+      stream: this.config.streamName,
+    });
     if (fn.listen) worker.listener = await this.#listen(worker);
     this.#scheduler?.set(fn);
     this.logger.info({ fn: fn.name, file: fn.file, version: fn.version }, `Deployed ${fn.name}.`);
@@ -547,7 +581,9 @@ class ServingRuntime implements Runtime {
     this.#scheduler?.remove(fn.name);
     void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
-    const retiring = Promise.all([worker.puller.stop(), worker.listener?.stop()]).then(() => undefined);
+    const retiring = Promise.all([worker.puller.stop(), worker.priority?.stop(), worker.listener?.stop()]).then(
+      () => undefined,
+    );
     this.#retiring.add(retiring);
     void retiring.finally(() => this.#retiring.delete(retiring));
     this.logger.info({ fn: fn.name, file: fn.file }, `Undeployed ${fn.name}; its queued jobs wait for it to return.`);
@@ -599,13 +635,21 @@ class ServingRuntime implements Runtime {
   /** Creates or updates a function's consumer with the newest definition; undefined if that failed. */
   async #ensureConsumer(fn: ResolvedFunction): Promise<SettledDefinition | undefined> {
     try {
-      return await ensureFunctionConsumer(
+      const settled = await ensureFunctionConsumer(
         this.#manager as JetStreamManager,
         this.config.streamName,
         fn,
         this.config.maxAckWaitMs,
         this.#definitions as ConsumerDefinitions,
       );
+      // The priority levels' consumers follow the settings in force, the newest definition's.
+      await ensurePriorityConsumers(
+        this.#manager as JetStreamManager,
+        this.config.streamName,
+        fn.name,
+        settled.settings,
+      );
+      return settled;
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name },
@@ -630,7 +674,10 @@ class ServingRuntime implements Runtime {
       if (status.type === "disconnect") this.events.emit("nats:disconnected", { server: status.server });
       if (status.type !== "reconnect") continue;
       this.events.emit("nats:reconnected", { server: status.server });
-      for (const worker of this.#workers.values()) worker.puller.refresh();
+      for (const worker of this.#workers.values()) {
+        worker.puller.refresh();
+        worker.priority?.refresh();
+      }
     }
   }
 
@@ -648,7 +695,11 @@ class ServingRuntime implements Runtime {
     await this.#scheduler?.close();
     await Promise.allSettled([
       this.#callServer?.close(),
-      ...[...this.#workers.values()].flatMap((worker) => [worker.puller.stop(), worker.listener?.stop()]),
+      ...[...this.#workers.values()].flatMap((worker) => [
+        worker.puller.stop(),
+        worker.priority?.stop(),
+        worker.listener?.stop(),
+      ]),
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
@@ -665,6 +716,7 @@ class ServingRuntime implements Runtime {
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
     this.#cancelApi?.unsubscribe();
+    this.#enqueueApi?.unsubscribe();
     await this.#delayedJobs?.stop();
     await this.#cancellations?.close();
     await this.#sealer?.close();

@@ -1395,7 +1395,7 @@ begin
     status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
     started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
     progress = null
-  where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function;
+  where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
@@ -1526,16 +1526,19 @@ begin
       return 'a job''s invocation id must be 8-128 letters, digits, "-" or "_"';
     end if;
     if headers operator(pg_catalog.<>) '{}'::pg_catalog.jsonb
-       and headers operator(pg_catalog.<>) pg_catalog.jsonb_build_object('Jetfn-Id', invocation)
        and not (
-         (headers operator(pg_catalog.-) 'Jetfn-Not-Before'::text)
+         (headers operator(pg_catalog.-) 'Jetfn-Not-Before'::text operator(pg_catalog.-) 'Jetfn-Priority'::text)
            operator(pg_catalog.=) pg_catalog.jsonb_build_object('Jetfn-Id', invocation)
-         and pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before')
-           operator(pg_catalog.=) 'string'
-         and ((headers operator(pg_catalog.->>) 'Jetfn-Not-Before') collate pg_catalog."C")
-           operator(pg_catalog.~) '^[0-9]{1,15}$'
+         and (not (headers operator(pg_catalog.?) 'Jetfn-Not-Before') or (
+           pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before') operator(pg_catalog.=) 'string'
+           and ((headers operator(pg_catalog.->>) 'Jetfn-Not-Before') collate pg_catalog."C")
+             operator(pg_catalog.~) '^[0-9]{1,15}$'))
+         and (not (headers operator(pg_catalog.?) 'Jetfn-Priority') or (
+           pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Priority') operator(pg_catalog.=) 'string'
+           and ((headers operator(pg_catalog.->>) 'Jetfn-Priority') collate pg_catalog."C")
+             operator(pg_catalog.~) '^[1-3]$'))
        ) then
-      return 'a job''s headers are Jetfn-Id, equal to its invocation id, and optionally Jetfn-Not-Before, its due time in epoch milliseconds';
+      return 'a job''s headers are Jetfn-Id, equal to its invocation id, and optionally Jetfn-Not-Before, its due time in epoch milliseconds, and Jetfn-Priority, 1 to 3';
     end if;
     return null;
   end if;
@@ -1638,7 +1641,7 @@ begin
       status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
       started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
       progress = null
-    where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
+    where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function
     returning i.id
   )
   select recorded.id from recorded;
@@ -2043,7 +2046,7 @@ CREATE TABLE jetfn.invocations (
     retried_as text,
     retried_at timestamp with time zone,
     dropped_at timestamp with time zone,
-    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text])))
+    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text])))
 );
 
 

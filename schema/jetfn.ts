@@ -4,7 +4,15 @@ import { bigint, integer, json, jsonb, pgSchema, text, timestamp } from "drizzle
 export const jetfnSchema = pgSchema("jetfn");
 
 /** Status of a job invocation. `failed` waits for a retry; `dead` is final until retried by id. */
-export type InvocationStatus = "queued" | "running" | "succeeded" | "failed" | "dead" | "dropped" | "cancelled";
+export type InvocationStatus =
+  | "queued"
+  | "running"
+  | "succeeded"
+  | "failed"
+  | "dead"
+  | "dropped"
+  | "cancelled"
+  | "superseded";
 
 /** One row per job invocation: its handle, outcome and every attempt's error. */
 export const invocations = jetfnSchema.table("invocations", {

@@ -1,5 +1,7 @@
 import { createClient } from "../client";
 import { JetfnError } from "../errors";
+import type { EnqueuedJob, FlowControlOptions } from "../flow/keyed-enqueue-request";
+import { checkPriority } from "../flow/priority";
 import { isFunctionServed } from "./function-served";
 import { printJson, readJsonArgument } from "./output";
 import { waitForJob } from "./wait-for-job";
@@ -15,6 +17,11 @@ export interface EnqueueCommandOptions {
   timeout?: number;
   delay?: string;
   at?: string;
+  /** 0-3, as typed (checked by the client). */
+  priority?: string;
+  singleton?: string;
+  debounce?: string;
+  debouncePeriod?: string;
   json?: boolean;
 }
 
@@ -29,14 +36,21 @@ export async function enqueueCommand(
   // Asked alongside the publish so the answer costs no extra wait when a runtime serves it.
   const served = isFunctionServed(client.connection, name);
   try {
-    const job = await client.enqueue(name, input, { id: options.id, delay: options.delay, runAt: options.at });
+    const job = await client.enqueue(name, input, {
+      id: options.id,
+      delay: options.delay,
+      runAt: options.at,
+      ...flowControl(options),
+    });
     const unserved = (await served) === false;
     if (!options.wait) {
       if (options.json) printJson(job);
       else process.stdout.write(`${job.id}\n`);
+      explainKeyed(job, options);
       if (unserved) warnUnserved(name, job.id);
       return;
     }
+    explainKeyed(job, options);
     process.stderr.write(`${job.id}\n`);
     if (unserved) warnUnserved(name, job.id);
     const view = await waitForJob(client, job.id, options.timeout ?? DEFAULT_WAIT_MS, name);
@@ -51,6 +65,34 @@ export async function enqueueCommand(
   } finally {
     await served.catch(() => undefined);
     await client.close();
+  }
+}
+
+/** The flow-control options given on the command line, checked by the client. */
+function flowControl(options: EnqueueCommandOptions): FlowControlOptions {
+  const flow: FlowControlOptions = {};
+  if (options.priority !== undefined) flow.priority = checkPriority(options.priority);
+  if (options.singleton !== undefined) flow.singleton = { key: options.singleton };
+  if (options.debounce !== undefined) {
+    if (options.debouncePeriod === undefined) {
+      throw new JetfnError("E_INPUT_INVALID", "--debounce needs --debounce-period, e.g. --debounce-period 30s");
+    }
+    flow.debounce = { key: options.debounce, period: options.debouncePeriod };
+  } else if (options.debouncePeriod !== undefined) {
+    throw new JetfnError("E_INPUT_INVALID", "--debounce-period needs --debounce <key>");
+  }
+  return flow;
+}
+
+/** Says on stderr when a keyed enqueue stored nothing new: the id printed is another job's. */
+function explainKeyed(job: EnqueuedJob, options: EnqueueCommandOptions): void {
+  if (job.existing) {
+    process.stderr.write(
+      `jetfn: job ${job.id} already holds singleton key ${JSON.stringify(options.singleton)} (queued or running); nothing new was enqueued\n`,
+    );
+  }
+  if (job.supersededBy) {
+    process.stderr.write(`jetfn: job ${job.id} was superseded at once by job ${job.supersededBy}, enqueued later\n`);
   }
 }
 

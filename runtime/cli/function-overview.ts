@@ -23,6 +23,8 @@ export interface FunctionOverview {
   memoryBytes: number;
   /** Jobs waiting in the stream (consumer `num_pending`); null when unknown. */
   queued: number | null;
+  /** Of `queued`, jobs with a priority (1-3), which start before the others. */
+  queuedPriority: number | null;
   /** Jobs handed out and not yet acknowledged; null when unknown. */
   ackPending: number | null;
   /** Finished invocations per second over the last minute, all instances. */
@@ -235,6 +237,7 @@ function finish(
     inFlight: entry.inFlight,
     memoryBytes: entry.memoryBytes,
     queued,
+    queuedPriority: depths ? (depth?.priorityPending ?? 0) : null,
     ackPending: depths ? (depth?.ackPending ?? 0) : null,
     ratePerSecond: rate,
     drainMs: queued === null ? null : queued === 0 ? 0 : rate > 0 ? Math.round((queued / rate) * 1_000) : null,

@@ -21,7 +21,7 @@ const COLUMNS: Column<FunctionOverview>[] = [
   { header: "SERVED", value: (row) => String(row.served), right: true },
   { header: "IN FLIGHT", value: (row) => String(row.inFlight), right: true },
   { header: "MEMORY", value: (row) => (row.instances === 0 ? "-" : formatBytes(row.memoryBytes)), right: true },
-  { header: "QUEUED", value: (row) => (row.queued === null ? "?" : String(row.queued)), right: true },
+  { header: "QUEUED", value: (row) => queuedText(row), right: true },
   { header: "ACK PENDING", value: (row) => (row.ackPending === null ? "?" : String(row.ackPending)), right: true },
   { header: "WAITING", value: (row) => (row.waiting === null ? "?" : String(row.waiting)), right: true },
   { header: "RATE/S (1M)", value: (row) => row.ratePerSecond.toFixed(2), right: true },
@@ -59,6 +59,12 @@ function describe(overview: Overview): string {
     ? `; outbox: ${overview.outbox.count} waiting${overview.outbox.count > 0 ? `, oldest ${formatDuration(overview.outbox.oldestAgeMs)}` : ""}`
     : "";
   return `${formatTable(COLUMNS, overview.functions)}${runtimes}${outbox}\n`;
+}
+
+/** Jobs waiting, and how many of them have a priority: `5000 (12 prio)`. */
+function queuedText(row: FunctionOverview): string {
+  if (row.queued === null) return "?";
+  return row.queuedPriority ? `${row.queued} (${row.queuedPriority} prio)` : String(row.queued);
 }
 
 /** `-` with nothing queued, `stalled` when jobs wait and none finish, else queued / rate. */

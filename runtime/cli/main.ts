@@ -83,6 +83,10 @@ program
   .option("--id <id>", "invocation id to use (repeats within the duplicate window are dropped)")
   .option("--delay <duration>", "run the job no sooner than this from now, e.g. 10m")
   .option("--at <time>", "run the job no sooner than this ISO 8601 time, e.g. 2030-01-01T09:00:00Z")
+  .option("--priority <n>", "0 (default) to 3: with a backlog, higher-priority jobs start first")
+  .option("--singleton <key>", "enqueue only if no job of this function with this key is queued or running")
+  .option("--debounce <key>", "run only the last of the jobs with this key enqueued within --debounce-period")
+  .option("--debounce-period <duration>", "with --debounce: how long to wait for a later job, e.g. 30s")
   .option("--timeout <duration>", "with --wait: how long to wait (default: 1h)", parseTimeout)
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(lazy(async () => (await import("./enqueue")).enqueueCommand));

@@ -26,7 +26,8 @@ export async function waitForJob(
         view.status === "succeeded" ||
         view.status === "dead" ||
         view.status === "dropped" ||
-        view.status === "cancelled"
+        view.status === "cancelled" ||
+        view.status === "superseded"
       )
         return view;
       if (draw && view.progress) {

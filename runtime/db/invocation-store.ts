@@ -106,7 +106,7 @@ on conflict (id) do update set
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled') and i.function = excluded.function
+where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function
 returning id`;
 
 /**
@@ -303,7 +303,7 @@ on conflict (id) do update set
   status = 'cancelled', error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null
-where i.status not in ('succeeded', 'dead', 'dropped') and i.function = excluded.function
+where i.status not in ('succeeded', 'dead', 'dropped', 'superseded') and i.function = excluded.function
 returning id`;
 
 /**

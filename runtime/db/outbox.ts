@@ -19,7 +19,10 @@ export interface OutboxWriteOptions {
 }
 
 /** Options of `enqueueInTransaction`: an id, and when the job should run. */
-export interface OutboxJobOptions extends OutboxWriteOptions, DelayOptions {}
+export interface OutboxJobOptions extends OutboxWriteOptions, DelayOptions {
+  /** 0 (the default) to 3: with a backlog, the function's jobs of a higher priority start first. @default 0 */
+  priority?: number;
+}
 
 /** A row waiting in the outbox, as the relay reads it. */
 export interface OutboxRow extends OutboxMessage {
@@ -53,7 +56,7 @@ export async function enqueueInTransaction(
   options: OutboxJobOptions = {},
 ): Promise<{ id: string }> {
   const id = options.id ?? randomUUID();
-  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD, dueTime(options))));
+  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD, dueTime(options), options.priority)));
   return { id };
 }
 

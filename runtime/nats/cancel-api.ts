@@ -31,7 +31,7 @@ export interface CancelApiOptions {
   replyGuard: ReplyGuard;
 }
 
-const FINAL = new Set(["succeeded", "dead", "dropped"]);
+const FINAL = new Set(["succeeded", "dead", "dropped", "superseded"]);
 const DEFAULT_REASON = "cancelled on request";
 
 /**

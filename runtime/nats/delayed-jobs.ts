@@ -12,11 +12,13 @@ import {
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { toNanos } from "../duration";
+import { DEBOUNCE_KEY_HEADER } from "../flow/job-keys";
+import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import { isValidFunctionName } from "../function-name";
 import { DELAYED_PREFIX, delayedSubject, FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
-import { ID_HEADER, isValidInvocationId, jobMessageId, jobSubject, RETRY_OF_HEADER } from "./subjects";
+import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";
 
 /** The delayed-jobs stream of a jobs stream: `JETFN_JOBS` -> `JETFN_JOBS_DELAYED`. */
 export function delayedStreamName(jobStream: string): string {
@@ -113,6 +115,11 @@ export interface DelayedJobMoverOptions {
   logger: Logger;
   /** True when the job must not run any more (cancelled); it is dropped instead of moved. */
   dropped?: (id: string, fn: string) => boolean;
+  /**
+   * Asked before a due job that carries a debounce key moves: false drops it (a later job of its
+   * key superseded it; see flow/debounce.ts).
+   */
+  admitDebounced?: (job: { id: string; fn: string; key: string; seq: number }) => Promise<boolean>;
 }
 
 /** Moves due delayed jobs to their function's subject; every runtime runs one. */
@@ -171,12 +178,28 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
     message.nak(Math.min(remaining, MAX_PARK_MS));
     return;
   }
+  const key = message.headers?.get(DEBOUNCE_KEY_HEADER);
+  if (key && options.admitDebounced) {
+    let admitted: boolean;
+    try {
+      admitted = await options.admitDebounced({ id, fn, key, seq: message.seq });
+    } catch (error) {
+      options.logger.warn({ err: error, fn, invocationId: id }, "Could not check a debounced job's key; trying again.");
+      message.nak(RETRY_MOVE_MS);
+      return;
+    }
+    if (!admitted) {
+      message.ack();
+      return;
+    }
+  }
   const header = natsHeaders();
   header.set(ID_HEADER, id);
   const retryOf = message.headers?.get(RETRY_OF_HEADER);
   if (retryOf) header.set(RETRY_OF_HEADER, retryOf);
+  const subject = routePriority(fn, message.headers?.get(PRIORITY_HEADER) || undefined);
   // The move keeps the job's message id: a repeat (a crash between publish and ack) is dropped.
-  void options.publisher.publish(jobSubject(fn), message.data, { msgID: jobMessageId(fn, id), headers: header }).then(
+  void options.publisher.publish(subject, message.data, { msgID: jobMessageId(fn, id), headers: header }).then(
     () => message.ack(),
     (error: unknown) => {
       options.logger.warn({ err: error, fn, invocationId: id }, "Moving a due delayed job failed; trying again.");

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { JetfnError } from "../errors";
+import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { NOT_BEFORE_HEADER, routeJob } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
@@ -24,6 +25,10 @@ export interface PublishJobOptions {
   maxPayload?: number;
   /** Due time (epoch ms): until then the job waits in the delayed-jobs stream (see job-delay.ts). */
   notBefore?: number;
+  /** Priority 1-3 goes to the function's priority subject (see flow/priority.ts); 0 is the default. */
+  priority?: number;
+  /** More headers the job carries (a debounce key). */
+  headers?: Record<string, string>;
 }
 
 /** A stored job: its id and where JetStream put it. */
@@ -52,9 +57,12 @@ export async function publishJob(
     );
   }
   const body = encodeInput(input, name, options.maxPayload);
-  const fields: Record<string, string> = { [ID_HEADER]: id };
+  const fields: Record<string, string> = options.headers
+    ? { ...options.headers, [ID_HEADER]: id }
+    : { [ID_HEADER]: id };
   if (options.retryOf) fields[RETRY_OF_HEADER] = options.retryOf;
   if (options.notBefore !== undefined) fields[NOT_BEFORE_HEADER] = String(options.notBefore);
+  if (options.priority) fields[PRIORITY_HEADER] = String(checkPriority(options.priority));
   const route = routeJob(jobSubject(name), name, fields);
   const header = headers();
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);

@@ -1,4 +1,5 @@
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import { parseJobSubject, priorityConsumerName } from "../flow/priority";
 import { JOB_PREFIX } from "./subjects";
 
 /** Jobs of one function waiting in the stream, from its durable consumer. */
@@ -7,6 +8,8 @@ export interface QueueDepth {
   pending: number;
   /** Delivered jobs not yet acknowledged (`num_ack_pending`): running or waiting for a slot. */
   ackPending: number;
+  /** Of `pending`, jobs with a priority (1-3) waiting in the priority consumers. */
+  priorityPending?: number;
 }
 
 /** Reads every function's queue depth with one consumer listing, cached briefly. */
@@ -43,9 +46,25 @@ export function createQueueDepthReader(
 /** Lists the stream's consumers once and keeps those that are a function's durable consumer. */
 export async function listQueueDepths(manager: JetStreamManager, stream: string): Promise<Map<string, QueueDepth>> {
   const depths = new Map<string, QueueDepth>();
+  const prioritised: ConsumerInfo[] = [];
   for await (const info of manager.consumers.list(stream)) {
+    if ((parseJobSubject(info.config.filter_subject ?? "")?.priority ?? 0) > 0) {
+      prioritised.push(info);
+      continue;
+    }
     const fn = functionOfConsumer(info);
     if (fn) depths.set(fn, { pending: info.num_pending, ackPending: info.num_ack_pending });
+  }
+  // A function's priority consumers (flow/priority.ts) add to its depth.
+  for (const info of prioritised) {
+    const subject = parseJobSubject(info.config.filter_subject ?? "");
+    const depth = subject && subject.priority > 0 ? depths.get(subject.name) : undefined;
+    if (!depth || info.config.durable_name !== priorityConsumerName(subject?.name ?? "", subject?.priority ?? 0)) {
+      continue;
+    }
+    depth.pending += info.num_pending;
+    depth.ackPending += info.num_ack_pending;
+    depth.priorityPending = (depth.priorityPending ?? 0) + info.num_pending;
   }
   return depths;
 }

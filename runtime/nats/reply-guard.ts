@@ -10,7 +10,7 @@ import type { RuntimeEmitter } from "../events";
 export const DEFAULT_INBOX_PREFIXES: readonly string[] = Object.freeze(["_INBOX.", "_R_."]);
 
 /** Which runtime API a request came to (the label of `jetfn_refused_replies_total`). */
-export type ReplyApi = "call" | "status" | "cancel" | "dlq" | "discovery";
+export type ReplyApi = "call" | "status" | "cancel" | "enqueue" | "dlq" | "discovery";
 
 /** Decides whether the runtime may answer a request to its reply subject. */
 export interface ReplyGuard {

@@ -42,7 +42,7 @@ export function statusView(
   record: InvocationRecord | undefined,
   live: ProgressEntry | undefined,
 ): InvocationStatusView {
-  const final = record && ["succeeded", "dead", "dropped", "cancelled"].includes(record.status);
+  const final = record && ["succeeded", "dead", "dropped", "cancelled", "superseded"].includes(record.status);
   if (live && !final) {
     return {
       id,

@@ -77,7 +77,7 @@ function consumerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): Consum
 }
 
 /** The durable consumer of a function's jobs, with `settings`. */
-function consumerConfigFor(fn: string, settings: ConsumerSettings): Partial<ConsumerConfig> {
+export function consumerConfigFor(fn: string, settings: ConsumerSettings): Partial<ConsumerConfig> {
   return {
     ...settings,
     durable_name: consumerName(fn),

@@ -4,6 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { type JobRecord, recordFailure, type StoredError } from "../db/invocation-store";
+import { parseJobSubject } from "../flow/priority";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { consumerName, DONE_PREFIX, ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./subjects";
 
@@ -52,7 +53,8 @@ export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
     let budget = SCAN_LIMIT;
     let buried = 0;
     for (const [subject, count] of subjects) {
-      const name = subject.slice(JOB_PREFIX.length);
+      // A priority subject (fn.job.<name>.P<n>) is its function's too.
+      const name = parseJobSubject(subject)?.name ?? subject.slice(JOB_PREFIX.length);
       if (!isValidFunctionName(name)) {
         const from = cursors.get(subject) ?? info.state.first_seq;
         const drained = await drainSubject(options, { subject, name, from, stored: count, budget });

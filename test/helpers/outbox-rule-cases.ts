@@ -39,6 +39,42 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
     },
     accepted: false,
   },
+  {
+    name: "a job with a priority",
+    row: { ...job("job-0005"), headers: { "Jetfn-Id": "job-0005", "Jetfn-Priority": "3" } },
+    accepted: true,
+  },
+  {
+    name: "a delayed job with a priority",
+    row: {
+      ...job("job-0006"),
+      headers: { "Jetfn-Id": "job-0006", "Jetfn-Not-Before": "1893456000000", "Jetfn-Priority": "1" },
+    },
+    accepted: true,
+  },
+  {
+    name: "a priority out of range",
+    row: { ...job("evil-0015"), headers: { "Jetfn-Id": "evil-0015", "Jetfn-Priority": "4" } },
+    accepted: false,
+  },
+  {
+    name: "a priority that smuggles a header",
+    row: { ...job("evil-0016"), headers: { "Jetfn-Id": "evil-0016", "Jetfn-Priority": "1\r\nNats-Rollup: all" } },
+    accepted: false,
+  },
+  {
+    name: "a priority without Jetfn-Id",
+    row: { ...job("evil-0017"), headers: { "Jetfn-Priority": "2" } },
+    accepted: false,
+  },
+  {
+    name: "a prioritised job with a third header",
+    row: {
+      ...job("evil-0018"),
+      headers: { "Jetfn-Id": "evil-0018", "Jetfn-Priority": "2", "Jetfn-Debounce-Key": "k" },
+    },
+    accepted: false,
+  },
   { name: "an event", row: event("3f1c0a9e-2b7d-4c1e-9a55-0d6f1b2c3d4e"), accepted: true },
   { name: "an event with a short printable id", row: event("order:12/created"), accepted: true },
   {

@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CANCEL_BUCKET } from "../../runtime/cancellation";
 import { createClient } from "../../runtime/client";
+import { JOB_KEYS_BUCKET } from "../../runtime/flow/job-keys";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { WAITING_BUCKET } from "../../runtime/flow/waiting-jobs";
 import { waitingStreamName } from "../../runtime/flow/waiting-room";
@@ -31,6 +32,7 @@ const STREAMS = [
   `KV_${PROGRESS_BUCKET}`,
   `KV_${CANCEL_BUCKET}`,
   `KV_${DEFINITIONS_BUCKET}`,
+  `KV_${JOB_KEYS_BUCKET}`,
   `KV_${SCHEDULE_BUCKET}`,
   AUDIT_ANCHOR_STREAM,
   // Made when the first function with a concurrency or rate limit deploys (the fixtures have some).

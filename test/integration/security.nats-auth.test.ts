@@ -41,6 +41,17 @@ describe("nats.auth.conf", () => {
     expect((await client.status(job.id)).status).toBe("succeeded");
   });
 
+  it("lets the client user enqueue with a priority, a singleton key and a debounce key", async () => {
+    const urgent = await client.enqueue("insert-quick", { name: "urgent-from-client-user" }, { priority: 3 });
+    const single = await client.enqueue("insert-quick", { name: "single" }, { singleton: { key: "client-user" } });
+    const debounced = await client.enqueue(
+      "insert-quick",
+      { name: "later" },
+      { debounce: { key: "c", period: "100ms" } },
+    );
+    for (const job of [urgent, single, debounced]) await client.result(job.id, { timeout: "15s" });
+  });
+
   it("refuses the client user's JetStream API requests: no consuming, reading or deleting the stream", async () => {
     const refused = [
       "$JS.API.INFO",

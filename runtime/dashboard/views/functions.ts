@@ -11,7 +11,7 @@ export function functionsTable(functions: FunctionOverview[], runtimes: number):
 <td><a href="/functions/${encodeURIComponent(fn.function)}">${fn.function}</a></td>
 <td class="num">${fn.instances}</td><td class="num served">${fn.served}</td><td class="num error-rate">${errorRate}</td>
 <td class="num">${fn.duration.count ? fn.duration.median.toFixed(1) : "–"}</td><td class="num">${fn.duration.count ? fn.duration.p99.toFixed(1) : "–"}</td>
-<td class="num queued">${fn.queued ?? "–"}</td><td class="num">${fn.ackPending ?? "–"}</td>
+<td class="num queued">${fn.queued ?? "–"}${fn.queuedPriority ? ` (${fn.queuedPriority} prio)` : ""}</td><td class="num">${fn.ackPending ?? "–"}</td>
 <td class="num">${fn.ratePerSecond.toFixed(2)}</td><td class="num drain">${drainText(fn)}</td>
 <td class="num">${fn.dead}</td><td class="num waiting">${fn.waiting ?? "–"}</td><td>${fn.limits.join(", ")}</td></tr>`;
   });

@@ -1,0 +1,96 @@
+import type { KV, KvEntry } from "@nats-io/kv";
+import type { DatabaseClient } from "../db/client";
+import { getInvocation } from "../db/invocation-store";
+import { JetfnError } from "../errors";
+import type { PublishedJob } from "../nats/publish-job";
+import { claimKey, compareAndSet } from "./job-keys";
+
+/**
+ * Singletons: at most one job per function and singleton key is queued or running. The claim
+ * `singleton.<fn>.<key>` in `JETFN_JOB_KEYS` names the job holding the key; it is taken by
+ * compare-and-set before the job is published, so two enqueues racing on any runtimes get one job.
+ * An enqueue that finds the key held by a job that has not ended is folded into it: nothing is
+ * published and the caller gets the holder's id (`existing: true`).
+ *
+ * The claim is not released when its job ends; the next enqueue sees that the holder ended (its
+ * record is final) and takes the key over. So a runtime stopping at any point never leaves a key
+ * held by a job that ended, and nothing on the job path changes.
+ */
+
+/** What a singleton claim holds. */
+interface SingletonClaim {
+  id: string;
+  /** When the claim was taken (epoch ms). */
+  at: number;
+  /** The job's stream sequence, once it is stored. */
+  seq?: number;
+}
+
+/** An enqueue of a singleton job: stored, or folded into the job already holding the key. */
+export interface SingletonOutcome extends PublishedJob {
+  /** True when the key was held: `id` is the holder's, and nothing new was enqueued. */
+  existing: boolean;
+}
+
+/** Statuses after which a job no longer holds its key. */
+const ENDED = new Set(["succeeded", "dead", "dropped", "cancelled", "superseded"]);
+/**
+ * A claim whose job was never stored (its runtime stopped between claiming and publishing) stops
+ * holding the key after this long; a publish takes far less.
+ */
+const PUBLISH_GRACE_MS = 30_000;
+const CLAIM_ROUNDS = 8;
+
+/** Enqueues `job` unless another job holds its singleton key; `publish` stores it. */
+export async function enqueueSingleton(
+  keys: KV,
+  database: DatabaseClient,
+  job: { id: string; fn: string; key: string },
+  publish: () => Promise<PublishedJob>,
+): Promise<SingletonOutcome> {
+  const name = claimKey("singleton", job.fn, job.key);
+  for (let round = 0; round < CLAIM_ROUNDS; round++) {
+    const entry = await keys.get(name);
+    const current = claimOf(entry);
+    let revision = entry?.revision;
+    if (current?.id !== job.id) {
+      if (current && (await holdsKey(database, current))) {
+        return { id: current.id, seq: current.seq ?? 0, duplicate: true, existing: true };
+      }
+      revision = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
+      if (revision === undefined) continue;
+    }
+    let published: PublishedJob;
+    try {
+      published = await publish();
+    } catch (error) {
+      // Not stored: give the key back at once rather than after the grace period.
+      if (revision !== undefined) await keys.delete(name, { previousSeq: revision }).catch(() => undefined);
+      throw error;
+    }
+    const stored: SingletonClaim = { id: job.id, at: Date.now(), seq: published.seq };
+    if (revision !== undefined) await keys.update(name, JSON.stringify(stored), revision).catch(() => undefined);
+    return { ...published, existing: false };
+  }
+  throw new JetfnError(
+    "E_UNAVAILABLE",
+    `singleton key ${JSON.stringify(job.key)} of ${job.fn} is being claimed by too many enqueues at once; try again`,
+  );
+}
+
+/** Whether the claim's job still holds its key: it has not ended (or is being published right now). */
+async function holdsKey(database: DatabaseClient, claim: SingletonClaim): Promise<boolean> {
+  const record = await getInvocation(database, claim.id);
+  if (record) return !ENDED.has(record.status);
+  return claim.seq !== undefined || Date.now() - claim.at < PUBLISH_GRACE_MS;
+}
+
+function claimOf(entry: KvEntry | null): SingletonClaim | undefined {
+  if (entry?.operation !== "PUT") return undefined;
+  try {
+    const claim = entry.json<SingletonClaim>();
+    return typeof claim?.id === "string" && typeof claim.at === "number" ? claim : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { JetfnClient } from "../../runtime/client";
+import { runCli } from "../helpers/cli";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+
+let env: TestEnvironment;
+let client: JetfnClient;
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
+  client = await env.client();
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+async function ended(id: string, timeoutMs = 20_000) {
+  return eventually(async () => {
+    const view = await client.status(id);
+    return ["succeeded", "dead", "cancelled", "superseded"].includes(view.status) ? view : undefined;
+  }, timeoutMs);
+}
+
+async function namesLike(prefix: string): Promise<string[]> {
+  const rows = await env.database.sql<{ name: string }[]>`
+    select name from items where name like ${`${prefix}%`} order by id`;
+  return rows.map((row) => row.name);
+}
+
+describe("debounce, with two runtimes", () => {
+  it("runs only the last job of a burst with one key; the earlier ones end superseded, visibly", async () => {
+    await Promise.all([env.startRuntime(), env.startRuntime()]);
+    const jobs = [];
+    for (let n = 0; n < 5; n++) {
+      jobs.push(
+        await client.enqueue("insert-item", { name: `burst-${n}` }, { debounce: { key: "user:1", period: "1s" } }),
+      );
+    }
+    const last = jobs[4]?.id as string;
+    for (const [n, job] of jobs.slice(0, 4).entries()) {
+      const view = await client.status(job.id);
+      expect(view.status).toBe("superseded");
+      // Each names the job that replaced it: the next one.
+      const next = jobs[n + 1]?.id as string;
+      expect(view.error).toMatchObject({ code: "E_SUPERSEDED", message: expect.stringContaining(next) });
+    }
+    expect((await client.status(last)).status).toBe("scheduled");
+    const failure = await client.result(jobs[0]?.id as string).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: "E_SUPERSEDED" });
+    expect((await ended(last)).status).toBe("succeeded");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await namesLike("burst-")).toEqual(["burst-4"]);
+  });
+
+  it("keeps keys apart, and runs a job enqueued after the previous one's period again", async () => {
+    await Promise.all([env.startRuntime(), env.startRuntime()]);
+    const a = await client.enqueue("insert-item", { name: "apart-a" }, { debounce: { key: "a", period: "300ms" } });
+    const b = await client.enqueue("insert-item", { name: "apart-b" }, { debounce: { key: "b", period: "300ms" } });
+    expect((await ended(a.id)).status).toBe("succeeded");
+    expect((await ended(b.id)).status).toBe("succeeded");
+    const again = await client.enqueue(
+      "insert-item",
+      { name: "apart-a2" },
+      { debounce: { key: "a", period: "300ms" } },
+    );
+    expect((await ended(again.id)).status).toBe("succeeded");
+    expect((await client.status(a.id)).status).toBe("succeeded");
+    expect((await namesLike("apart-")).sort()).toEqual(["apart-a", "apart-a2", "apart-b"]);
+  });
+
+  it("survives a restart of every runtime while the jobs wait", async () => {
+    const runtimes = await Promise.all([env.startRuntime(), env.startRuntime()]);
+    const jobs = [];
+    for (let n = 0; n < 3; n++) {
+      jobs.push(
+        await client.enqueue("insert-item", { name: `restart-${n}` }, { debounce: { key: "r", period: "2s" } }),
+      );
+    }
+    await Promise.all(runtimes.map((runtime) => runtime.stop()));
+    await env.startRuntime();
+    expect((await ended(jobs[2]?.id as string)).status).toBe("succeeded");
+    for (const job of jobs.slice(0, 2)) expect((await client.status(job.id)).status).toBe("superseded");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await namesLike("restart-")).toEqual(["restart-2"]);
+  });
+
+  it("debounces from the CLI, and status shows the superseded job", async () => {
+    await env.startRuntime();
+    const cli = (name: string) =>
+      runCli(["enqueue", "insert-item", JSON.stringify({ name }), "--debounce", "cli", "--debounce-period", "6s"], {
+        NATS_URL: env.nats.url,
+      });
+    const first = await cli("cli-0");
+    const second = await cli("cli-1");
+    expect([first.code, second.code]).toEqual([0, 0]);
+    const status = await runCli(["status", first.stdout.trim()], { NATS_URL: env.nats.url });
+    expect(status.stdout).toMatch(/superseded/);
+    expect(status.stdout).toContain(second.stdout.trim());
+    expect((await ended(second.stdout.trim())).status).toBe("succeeded");
+    const missing = await runCli(["enqueue", "insert-item", "{}", "--debounce", "cli"], { NATS_URL: env.nats.url });
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/--debounce-period/);
+  });
+});
