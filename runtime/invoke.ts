@@ -43,7 +43,7 @@ export interface InvocationRequest {
   finalStatement?: (resultJson: string) => FinalStatement;
   onProgress?: (done: number, total: number | undefined) => void;
   /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
-  whileCommitting?: () => void;
+  handlerDone?: () => void;
   /** The invocation's logger, when the caller already has one. */
   log?: Logger;
   /** For jobs: cancel marks, which abort the handler like a timeout (E_CANCELLED). */
@@ -256,7 +256,7 @@ class Invocation {
     const final = request.finalStatement?.(resultJson);
     const statement = this.outbox.length > 0 ? outboxStatement(this.outbox, origin, final) : final;
     if (transaction?.begun) {
-      await transaction.commit(statement, request.whileCommitting);
+      await transaction.commit(statement, request.handlerDone);
       return true;
     }
     await transaction?.commit();

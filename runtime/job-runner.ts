@@ -121,7 +121,7 @@ export async function runJob(
   /** Who the message is: a job's own id, or (for an event delivered to a listener) an id per listener. */
   identify: (message: JsMsg) => JobIdentity = jobIdentity,
   /** Called once the handler has finished, before the outcome is recorded (frees a pull slot), with how long it held its slot. */
-  handled: (handlerMs: number) => void = () => {},
+  onHandlerDone: (handlerMs: number) => void = () => {},
 ): Promise<void> {
   // A job woken from the waiting stream keeps its id, enqueue time and the attempts it had spent.
   const woken = fn.flow ? deps.flow?.woken(message, fn.name) : undefined;
@@ -186,15 +186,15 @@ export async function runJob(
   // the outcome is being recorded or committed with others.
   let slotFree = false;
   let slotAt = performance.now();
-  const release = (): void => {
+  const handlerDone = (): void => {
     if (slotFree) return;
     slotFree = true;
     releaseSlot();
-    handled(performance.now() - slotAt);
+    onHandlerDone(performance.now() - slotAt);
   };
   const tries: Tries = { alone: false, databaseLosses: 0 };
   try {
-    while (!(await attemptJob(deps, fn, message, record, input, log, release, tries))) {
+    while (!(await attemptJob(deps, fn, message, record, input, log, handlerDone, tries))) {
       await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
       if (slotFree) {
         // Its slot went while its group committed; running the handler again needs one.
@@ -208,7 +208,7 @@ export async function runJob(
       }
     }
   } finally {
-    release();
+    handlerDone();
     leave?.();
   }
 }
@@ -243,7 +243,7 @@ async function attemptJob(
     onProgress: (done, total) => board.update(done, total),
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
-    whileCommitting: fn.concurrency > 1 ? handlerDone : undefined,
+    handlerDone: fn.concurrency > 1 ? handlerDone : undefined,
     cancellations: deps.cancellations,
   });
   board.finish();

@@ -513,8 +513,8 @@ class ServingRuntime implements Runtime {
     };
     const handleWith =
       (jobLimiter: Limiter) =>
-      (message: JsMsg, done: (handlerMs?: number) => void): Promise<void> =>
-        runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, jobLimiter, message, jobIdentity, done);
+      (message: JsMsg, handlerDone: (handlerMs?: number) => void): Promise<void> =>
+        runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, jobLimiter, message, jobIdentity, handlerDone);
     const worker: FunctionWorker = {
       fn,
       limiter,

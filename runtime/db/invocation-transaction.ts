@@ -43,10 +43,10 @@ export interface InvocationTransaction {
   readonly lost: TransactionLoss | undefined;
   /**
    * Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back).
-   * In a shared transaction, `released` is called once the invocation's part is done and only the
+   * In a shared transaction, `handlerDone` is called once the invocation's part is done and only the
    * group's COMMIT is pending.
    */
-  commit(final?: FinalStatement, released?: () => void): Promise<void>;
+  commit(final?: FinalStatement, handlerDone?: () => void): Promise<void>;
   /**
    * Rolls back; further queries through `db` fail. Rejects only with a SharedCommitError: the
    * failure that made it roll back may stem from a group's writes that then did not commit.
@@ -118,14 +118,14 @@ class LazyTransaction implements InvocationTransaction {
     return this.#lost;
   }
 
-  async commit(final?: FinalStatement, released?: () => void): Promise<void> {
+  async commit(final?: FinalStatement, handlerDone?: () => void): Promise<void> {
     this.#closed = true;
     if (this.#refused) throw this.#refused;
     if (!this.#connection) return;
     const connection = await this.#connection;
     if (!(connection instanceof WatchedConnection)) {
       this.#connection = undefined;
-      return connection.commit(final, released);
+      return connection.commit(final, handlerDone);
     }
     this.#reportHold();
     // COMMIT ends the transaction whatever happens (Postgres rolls back a failed one itself), and

@@ -71,7 +71,7 @@ export class LaneSeat implements Seat {
     }
   }
 
-  async commit(final?: FinalStatement, released?: () => void): Promise<void> {
+  async commit(final?: FinalStatement, handlerDone?: () => void): Promise<void> {
     if (this.#ended) throw new JetfnError("E_INTERNAL", "the job's savepoint was already ended");
     this.#ended = true;
     if (this.#connectionLost !== undefined) return this.#lost(this.#connectionLost);
@@ -89,10 +89,10 @@ export class LaneSeat implements Seat {
         }
       }
       const committed = this.#scheduler.joinGroup(this.#lane, this.#savepoint, this.#part, this.#heldMs());
-      released?.();
+      handlerDone?.();
       return committed;
     }
-    return this.#commitChecked(final, released);
+    return this.#commitChecked(final, handlerDone);
   }
 
   async rollback(): Promise<void> {
@@ -106,7 +106,7 @@ export class LaneSeat implements Seat {
   }
 
   /** Runs the final record and the release and waits for them: the job saw a statement fail. */
-  async #commitChecked(final: FinalStatement | undefined, released: (() => void) | undefined): Promise<void> {
+  async #commitChecked(final: FinalStatement | undefined, handlerDone: (() => void) | undefined): Promise<void> {
     const statement = final ? sendable(final) : undefined;
     const finalQuery = statement
       ? this.#connection
@@ -131,7 +131,7 @@ export class LaneSeat implements Seat {
     if (failure === undefined) {
       // Released already: nothing left for the next job to release.
       const committed = this.#scheduler.joinGroup(this.#lane, undefined, this.#part, this.#heldMs());
-      released?.();
+      handlerDone?.();
       return committed;
     }
     if (isConnectionError(failure)) return this.#lost(failure);

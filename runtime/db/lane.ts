@@ -187,9 +187,9 @@ export interface Seat {
   query(text: string, params: unknown[], options: { prepare?: boolean } | undefined, mode: QueryMode): Promise<unknown>;
   /**
    * Runs `final` and releases the savepoint, then resolves once the group has committed.
-   * `released` is called in between: the job's own work is done, only the COMMIT is pending.
+   * `handlerDone` is called in between: the job's own work is done, only the COMMIT is pending.
    */
-  commit(final?: FinalStatement, released?: () => void): Promise<void>;
+  commit(final?: FinalStatement, handlerDone?: () => void): Promise<void>;
   /**
    * Undoes the job's writes and hands the lane on. A job that failed while others wait for the
    * COMMIT hears only after it (its failure may stem from what they wrote or what it read of

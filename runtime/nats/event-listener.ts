@@ -72,14 +72,14 @@ export async function startEventListener(options: EventListenerOptions): Promise
     heartbeatMs: () =>
       Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs), consumerAckWaitMs) / 3),
     keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
-    handle: (message, done) =>
+    handle: (message, handlerDone) =>
       runJob(
         options.dependencies(),
         worker.fn,
         worker.limiter,
         message,
         (delivered) => eventIdentity(worker.fn.name, delivered),
-        done,
+        handlerDone,
       ),
     recover: ensure,
     logger,

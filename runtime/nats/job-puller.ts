@@ -12,11 +12,11 @@ export interface JobPullerOptions {
   /** How often held messages are marked in progress, so JetStream does not redeliver them. */
   heartbeatMs: () => number;
   /**
-   * Runs one job. It calls `done(handlerMs)` once the handler has finished (saying how long it ran),
+   * Runs one job. It calls `handlerDone(handlerMs)` once the handler has finished (saying how long it ran),
    * so the puller can fetch more while the outcome is still being recorded; the message stays kept
    * alive until `handle` settles.
    */
-  handle: (message: JsMsg, done: (handlerMs?: number) => void) => Promise<void>;
+  handle: (message: JsMsg, handlerDone: (handlerMs?: number) => void) => Promise<void>;
   /**
    * Whether a job held this long still deserves in-progress pings. Past it, a stuck attempt loses
    * its lease and JetStream delivers the job again. @default always
@@ -190,7 +190,7 @@ class WindowedPuller implements JobPuller {
     this.#heldSince.set(message, Date.now());
     this.#working++;
     let working = true;
-    const done = (handlerMs?: number): void => {
+    const handlerDone = (handlerMs?: number): void => {
       if (!working) return;
       working = false;
       this.#working--;
@@ -202,7 +202,7 @@ class WindowedPuller implements JobPuller {
       this.#notify();
     };
     const handling = this.#options
-      .handle(message, done)
+      .handle(message, handlerDone)
       .catch((error: unknown) => {
         this.#options.logger.error(
           { err: error, fn: this.#options.fn, seq: message.seq },
@@ -210,7 +210,7 @@ class WindowedPuller implements JobPuller {
         );
       })
       .finally(() => {
-        done(undefined);
+        handlerDone(undefined);
         this.#held.delete(message);
         this.#heldSince.delete(message);
         this.#handling.delete(handling);
