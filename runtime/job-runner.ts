@@ -25,7 +25,6 @@ import type { RuntimeEmitter } from "./events";
 import type { FlowControl } from "./flow/flow-control";
 import { type InvokeDependencies, invoke } from "./invoke";
 import { type JobIdentity, jobIdentity } from "./job-identity";
-import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 import type { Limiter } from "./limiter";
 import type { LogLimits } from "./log-budget";
 import { failureFields, invocationLogger } from "./logger";
@@ -34,7 +33,7 @@ import { isOlderVersion, TERM_REASON_VERSION } from "./nats/server-check";
 import { doneSubject } from "./nats/subjects";
 import type { OutboxRelay } from "./outbox-relay";
 import { backoffDelay } from "./retry-policy";
-import { parseJsonBody } from "./validation";
+import { parseInputBody } from "./validation";
 
 /** Everything a job needs from the runtime. */
 export interface JobRunnerDependencies {
@@ -152,10 +151,7 @@ export async function runJob(
   }
   let input: unknown;
   try {
-    input = parseJsonBody(message.data, fn.name);
-    if (jsonDepth(message.data) > MAX_INPUT_DEPTH) {
-      throw new JetfnError("E_INPUT_INVALID", `input for ${fn.name} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
-    }
+    input = parseInputBody(message.data, fn.name);
   } catch (error) {
     return refuse(deps, record, message, error as JetfnError, log);
   }

@@ -514,7 +514,14 @@ class ServingRuntime implements Runtime {
     const handleWith =
       (jobLimiter: Limiter) =>
       (message: JsMsg, handlerDone: (handlerMs?: number) => void): Promise<void> =>
-        runJob(this.#jobDependencies as JobRunnerDependencies, worker.fn, jobLimiter, message, jobIdentity, handlerDone);
+        runJob(
+          this.#jobDependencies as JobRunnerDependencies,
+          worker.fn,
+          jobLimiter,
+          message,
+          jobIdentity,
+          handlerDone,
+        );
     const worker: FunctionWorker = {
       fn,
       limiter,

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { JetfnError, type ValidationIssue } from "./errors";
+import { jsonDepth, MAX_INPUT_DEPTH } from "./json-depth";
 
 /**
  * Parses `value` with `schema`. A missing body (undefined) is also tried as `{}`, so a function
@@ -30,6 +31,18 @@ export function parseOutput(schema: z.ZodType | undefined, value: unknown, fn: s
 
 // One decoder for every body: decode() without { stream: true } keeps no state between calls.
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A function's input from a message body: JSON (an empty body is `undefined`), nested at most
+ * MAX_INPUT_DEPTH levels, so validating it cannot exhaust the stack. Throws E_INPUT_INVALID.
+ */
+export function parseInputBody(body: Uint8Array, fn: string): unknown {
+  const input = parseJsonBody(body, fn);
+  if (jsonDepth(body) > MAX_INPUT_DEPTH) {
+    throw new JetfnError("E_INPUT_INVALID", `input for ${fn} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
+  }
+  return input;
+}
 
 /** Parses a message body as JSON; an empty body is `undefined`. */
 export function parseJsonBody(body: Uint8Array, fn: string): unknown {

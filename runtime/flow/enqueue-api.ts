@@ -6,13 +6,12 @@ import type { DatabaseClient } from "../db/client";
 import { JetfnError, toJetfnError } from "../errors";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
-import { jsonDepth, MAX_INPUT_DEPTH } from "../json-depth";
 import { publishJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
-import { parseJsonBody } from "../validation";
+import { parseInputBody } from "../validation";
 import { type DebounceDependencies, takeDebounceKey } from "./debounce";
 import { checkDebouncePeriod, checkJobKey, DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
 import { DEBOUNCE_PERIOD_HEADER, ENQUEUE_SUBJECT, type EnqueuedJob } from "./keyed-enqueue-request";
@@ -134,7 +133,7 @@ function parseRequest(message: Msg): KeyedEnqueueRequest {
   const request: KeyedEnqueueRequest = {
     fn,
     id,
-    input: parseInput(message.data, fn),
+    input: parseInputBody(message.data, fn),
     priority: checkPriority(header(PRIORITY_HEADER) ?? 0),
     notBefore: notBefore === undefined ? undefined : checkNotBefore(notBefore),
   };
@@ -148,14 +147,6 @@ function parseRequest(message: Msg): KeyedEnqueueRequest {
   const period = header(DEBOUNCE_PERIOD_HEADER);
   const periodMs = checkDebouncePeriod(period !== undefined && /^[0-9]{1,12}$/.test(period) ? Number(period) : period);
   return { ...request, debounce: { key: checkJobKey(debounceKey, "debounce"), periodMs } };
-}
-
-function parseInput(data: Uint8Array, fn: string): unknown {
-  const input = parseJsonBody(data, fn);
-  if (jsonDepth(data) > MAX_INPUT_DEPTH) {
-    throw new JetfnError("E_INPUT_INVALID", `input for ${fn} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
-  }
-  return input;
 }
 
 function checkNotBefore(value: string): number {

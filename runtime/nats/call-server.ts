@@ -6,11 +6,10 @@ import { JetfnError } from "../errors";
 import type { RuntimeEmitter } from "../events";
 import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { type InvokeDependencies, invoke } from "../invoke";
-import { jsonDepth, MAX_INPUT_DEPTH } from "../json-depth";
 import type { Limiter } from "../limiter";
 import { failureFields } from "../logger";
 import type { OutboxMessage } from "../outbox-message";
-import { parseJsonBody } from "../validation";
+import { parseInputBody } from "../validation";
 import { replyError, replyJson, statusFor } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
 import { CALL_PREFIX, ID_HEADER, isValidInvocationId } from "./subjects";
@@ -87,10 +86,7 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
   const invocationId = givenId && isValidInvocationId(givenId) ? givenId : randomUUID();
   let input: unknown;
   try {
-    input = parseJsonBody(message.data, name);
-    if (jsonDepth(message.data) > MAX_INPUT_DEPTH) {
-      throw new JetfnError("E_INPUT_INVALID", `input for ${name} is nested deeper than ${MAX_INPUT_DEPTH} levels`);
-    }
+    input = parseInputBody(message.data, name);
   } catch (error) {
     const failure = error as JetfnError;
     replyError(message, statusFor(failure), failure, invocationId);
