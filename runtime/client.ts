@@ -299,9 +299,14 @@ class NatsClient<M> implements JetfnClient<M> {
     const deadline = Date.now() + timeout;
     try {
       for (;;) {
-        const view = await this.status(id, { function: options.function });
-        if (view.status === "succeeded") return view.result;
-        if (ENDED_UNSUCCESSFULLY.has(view.status)) {
+        // A runtime whose Postgres restarts answers E_DATABASE_UNAVAILABLE for a moment: the job is
+        // held, not failed, so the wait goes on until its own deadline.
+        const view = await this.status(id, { function: options.function }).catch(unlessDatabaseUnavailable);
+        if (view instanceof JetfnError) {
+          if (Date.now() >= deadline) throw view;
+        } else if (view.status === "succeeded") {
+          return view.result;
+        } else if (ENDED_UNSUCCESSFULLY.has(view.status)) {
           throw deadJobError(view);
         }
         const left = deadline - Date.now();
@@ -391,6 +396,12 @@ function decodeReply(reply: Msg): unknown {
     issues: body?.error?.issues as ValidationIssue[] | undefined,
   });
   Object.assign(error, { status: Number(status), invocationId: reply.headers?.get(ID_HEADER) || undefined });
+  throw error;
+}
+
+/** A status reply saying Postgres is unreachable, returned to be asked again; anything else is thrown. */
+function unlessDatabaseUnavailable(error: unknown): JetfnError {
+  if (error instanceof JetfnError && error.code === "E_DATABASE_UNAVAILABLE") return error;
   throw error;
 }
 

@@ -26,6 +26,7 @@ export function connectDatabase(options: DatabaseOptions): DatabaseClient {
     connection: { application_name: options.applicationName ?? "jetfn" },
     // Bounded, so an unreachable database is reported instead of waited for forever.
     connect_timeout: 10,
+    backoff: reconnectDelaySeconds,
   });
   // drizzle installs its type parsers on the pool's options; every connection shares them.
   const db = drizzle(sql);
@@ -34,6 +35,17 @@ export function connectDatabase(options: DatabaseOptions): DatabaseClient {
     db,
     close: () => sql.end({ timeout: 5 }),
   };
+}
+
+/**
+ * How long a pooled connection waits before connecting again after `failures` failed connections
+ * (postgres.js counts them across the pool). The driver's default grows to 10-20 s after six, which a
+ * Postgres restart reaches in a second or two of refused connections: the runtime then stayed away
+ * long after the server was back, and status requests went unanswered. At most a second instead;
+ * with jitter, so the pool's connections do not all knock at once.
+ */
+export function reconnectDelaySeconds(failures: number): number {
+  return Math.min(0.05 * 2 ** failures, 1) * (0.5 + Math.random() / 2);
 }
 
 /** Checks the database answers; throws E_DATABASE_UNAVAILABLE naming the host otherwise. */
@@ -77,4 +89,14 @@ const CONNECTION_ERROR_CODES = new Set([
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
   return typeof code === "string" && CONNECTION_ERROR_CODES.has(code);
+}
+
+/** True when `error` or one of its causes is a connection error (drizzle wraps the driver's error in its cause). */
+export function hasConnectionErrorCause(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; current !== null && typeof current === "object" && depth < 5; depth++) {
+    if (isConnectionError(current)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }

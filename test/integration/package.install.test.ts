@@ -4,10 +4,13 @@ import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import postgres, { type Sql } from "postgres";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { DEV_DEPENDENCIES } from "../../runtime/dev-dependencies";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { eventually } from "../helpers/environment";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
+import { startPrivatePostgres } from "../helpers/private-postgres";
 
 // jetfn as an app adopts it: `npm pack` here, the tarball installed into a fresh app as production
 // installs it (`npm install --omit=dev`, so the app's development-only packages stay out), the app's
@@ -17,6 +20,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
 const VITEST = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
 const DRIVER_TEST = "test/integration/postgres-driver.killed-connection.test.ts";
+const RESTART_JOBS = 300;
 
 const FUNCTION_FILE = `import { defineFunction, z } from "jetfn";
 
@@ -50,6 +54,42 @@ export default defineFunction({
     return { authors };
   },
 });
+`;
+
+// One comment per job, stamped with its invocation id, for the Postgres restart case to count.
+const ADD_COMMENT_FUNCTION_FILE = `import { sql } from "drizzle-orm";
+import { defineFunction, z } from "jetfn";
+
+export default defineFunction({
+  input: z.object({ postId: z.number().int(), n: z.number().int() }),
+  output: z.object({ n: z.number().int() }),
+  concurrency: 4,
+  retry: { attempts: 20, backoff: "250ms" },
+  async handler({ postId, n }, ctx) {
+    // Slow enough that the restart lands while jobs are still running.
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    await ctx.db.execute(
+      sql\`insert into comments (post_id, author, body) values (\${postId}, \${ctx.invocationId}, \${String(n)})\`,
+    );
+    return { n };
+  },
+});
+`;
+
+// Enqueues JOBS add-comment jobs, says so on stderr, then waits for every result.
+const RESTART_JOBS_FILE = `import { createClient } from "jetfn/client";
+
+const client = await createClient({ natsUrl: process.env.NATS_URL });
+try {
+  const ids = [];
+  for (let n = 0; n < Number(process.env.JOBS); n++) {
+    ids.push((await client.enqueue("add-comment", { postId: Number(process.env.POST_ID), n })).id);
+  }
+  const results = await Promise.all(ids.map((id) => client.result(id, { timeout: "120s" })));
+  process.stdout.write(JSON.stringify({ ids, results }));
+} finally {
+  await client.close();
+}
 `;
 
 // Calls, enqueues and waits through jetfn/client, typed by the map `jetfn types --out` wrote.
@@ -165,12 +205,64 @@ function appEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...shell, ...extra };
 }
 
+/** The installed `jetfn start`, ready to serve; its output collected for the assertions. */
+interface InstalledRuntime {
+  readonly child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+async function startInstalledRuntime(env: NodeJS.ProcessEnv): Promise<InstalledRuntime> {
+  const child = spawn(path.join(app, "node_modules", ".bin", "jetfn"), ["start"], {
+    cwd: app,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString();
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const deadline = Date.now() + 60_000;
+  while (!output.includes("Runtime ready")) {
+    if (child.exitCode !== null) throw new Error(`jetfn start exited ${child.exitCode}:\n${output}`);
+    if (Date.now() > deadline) throw new Error(`jetfn start was not ready within 60s:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    child,
+    output: () => output,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Runs `work` with a short-lived pool of one connection to `url` (the restart closes any older one). */
+async function withServer<T>(url: string, work: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    return await work(sql);
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
+}
+
+async function countComments(url: string, postId: number): Promise<number> {
+  return withServer(url, async (sql) => {
+    const [row] = await sql<{ n: number }[]>`select count(*)::int as n from comments where post_id = ${postId}`;
+    return row?.n ?? 0;
+  });
+}
+
 let work: string;
 let app: string;
 let nats: TestNatsServer;
 let database: TestDatabase;
-let runtime: ChildProcess | undefined;
-let runtimeOutput = "";
+let runtime: InstalledRuntime | undefined;
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), "jetfn-package-"));
@@ -218,17 +310,15 @@ beforeAll(async () => {
   await writeFile(path.join(app, "functions", "greet.ts"), FUNCTION_FILE);
   await writeFile(path.join(app, "functions", "greet-isolated.ts"), ISOLATED_FUNCTION_FILE);
   await writeFile(path.join(app, "functions", "post-authors.ts"), RELATIONAL_FUNCTION_FILE);
+  await writeFile(path.join(app, "functions", "add-comment.ts"), ADD_COMMENT_FUNCTION_FILE);
+  await writeFile(path.join(app, "restart-jobs.mjs"), RESTART_JOBS_FILE);
   // The app's migrations as `drizzle-kit generate` writes them (the repository's, made from the same schema).
   await writeFile(path.join(app, "schema.ts"), SCHEMA_FILE);
   await cp(path.join(ROOT, "drizzle"), path.join(app, "drizzle"), { recursive: true });
 }, 300_000);
 
 afterAll(async () => {
-  if (runtime && runtime.exitCode === null) {
-    const exited = new Promise((resolve) => runtime?.once("exit", resolve));
-    runtime.kill("SIGTERM");
-    await exited;
-  }
+  await runtime?.stop();
   await database?.drop();
   await nats?.stop();
   if (work) await rm(work, { recursive: true, force: true });
@@ -310,19 +400,7 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     expect(audited?.n).toBe(0);
     const [post] = await database.sql`insert into posts (title) values ('installed') returning id`;
     await database.sql`insert into comments (post_id, author, body) values (${post?.id as number}, 'ada', 'hi')`;
-    runtime = spawn(bin, ["start"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] });
-    runtime.stdout?.on("data", (chunk: Buffer) => {
-      runtimeOutput += chunk.toString();
-    });
-    runtime.stderr?.on("data", (chunk: Buffer) => {
-      runtimeOutput += chunk.toString();
-    });
-    const deadline = Date.now() + 60_000;
-    while (!runtimeOutput.includes("Runtime ready")) {
-      if (runtime.exitCode !== null) throw new Error(`jetfn start exited ${runtime.exitCode}:\n${runtimeOutput}`);
-      if (Date.now() > deadline) throw new Error(`jetfn start was not ready within 60s:\n${runtimeOutput}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    runtime = await startInstalledRuntime(env);
     const output = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
     expect(JSON.parse(output)).toEqual({
       greeting: "hello call",
@@ -338,7 +416,8 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
 
   it("the installed runtime keeps serving after its Postgres connections are killed (pg_terminate_backend)", async () => {
     // The runtime started by the test above, running the installed package's compiled code and driver.
-    if (!runtime || runtime.exitCode !== null) throw new Error(`jetfn start is not running:\n${runtimeOutput}`);
+    if (!runtime || runtime.child.exitCode !== null)
+      throw new Error(`jetfn start is not running:\n${runtime?.output()}`);
     const terminate = async (): Promise<number> => {
       const rows = await database.sql<{ terminated: boolean }[]>`
         select pg_terminate_backend(pid) as terminated from pg_stat_activity
@@ -357,8 +436,85 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     await terminate();
     const again = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: nats.url }));
     expect(JSON.parse(again)).toMatchObject({ status: "succeeded", authors: ["ada"] });
-    expect(runtime.exitCode, runtimeOutput).toBeNull();
-    expect(runtimeOutput).not.toMatch(/uncaught|unhandled/i);
+    expect(runtime.child.exitCode, runtime.output()).toBeNull();
+    expect(runtime.output()).not.toMatch(/uncaught|unhandled/i);
+  }, 180_000);
+
+  it("the installed runtime keeps serving across a restart of its Postgres server, each job applied once", async () => {
+    // A server of this test's own (the machine's shared one must keep running), and a NATS server of
+    // its own, so that only this runtime serves these calls and jobs.
+    const server = await startPrivatePostgres();
+    onTestFinished(() => server.stop());
+    const privateNats = await startNatsServer();
+    const env = appEnv({
+      NATS_URL: privateNats.url,
+      DATABASE_URL: server.url,
+      JETFN_FUNCTIONS: path.join(app, "functions"),
+      JETFN_SCHEMA: path.join(app, "schema.ts"),
+      LOG_LEVEL: "info",
+    });
+    await mustRun(path.join(app, "node_modules", ".bin", "jetfn"), ["migrate", "--json"], app, env);
+    const postId = await withServer(server.url, async (sql) => {
+      const [installed] = await sql`insert into posts (title) values ('installed') returning id`;
+      await sql`insert into comments (post_id, author, body) values (${installed?.id as number}, 'ada', 'hi')`;
+      const [target] = await sql`insert into posts (title) values ('restart') returning id`;
+      return target?.id as number;
+    });
+    const restarted = await startInstalledRuntime(env);
+    onTestFinished(() => restarted.stop());
+
+    const jobs = run(
+      process.execPath,
+      ["restart-jobs.mjs"],
+      app,
+      appEnv({
+        NATS_URL: privateNats.url,
+        JOBS: String(RESTART_JOBS),
+        POST_ID: String(postId),
+      }),
+    );
+    // Restart once some jobs are applied and most are still to run.
+    let appliedBefore = 0;
+    await eventually(async () => {
+      appliedBefore = await countComments(server.url, postId);
+      return appliedBefore >= 10;
+    }, 60_000);
+    const pidBefore = await server.pid();
+    // Down for longer than a waiting client's status poll (2 s), so the app's waits meet the outage.
+    await server.restart({ downMs: 3_000 });
+    expect(await server.pid()).not.toBe(pidBefore);
+    expect(appliedBefore).toBeLessThan(RESTART_JOBS);
+
+    const finished = await jobs;
+    expect(finished.code, finished.stderr).toBe(0);
+    const { ids, results } = JSON.parse(finished.stdout) as { ids: string[]; results: { n: number }[] };
+    expect(results).toEqual(ids.map((_, n) => ({ n })));
+    // Calls, jobs and waits from the app after the restart.
+    const after = await mustRun(process.execPath, ["build/app.js"], app, appEnv({ NATS_URL: privateNats.url }));
+    expect(JSON.parse(after)).toMatchObject({
+      greeting: "hello call",
+      isolated: "hello thread",
+      waited: { greeting: "hello job" },
+      status: "succeeded",
+      both: "hello both",
+      authors: ["ada"],
+    });
+    // Each acknowledged job applied once: one row per invocation id, none missing, none twice.
+    const { authors, succeeded } = await withServer(server.url, async (sql) => {
+      const rows = await sql<{ author: string }[]>`select author from comments where post_id = ${postId}`;
+      const [done] = await sql<{ n: number }[]>`
+        select count(*)::int as n from jetfn.invocations where function = 'add-comment' and status = 'succeeded'`;
+      return { authors: rows.map((row) => row.author), succeeded: done?.n };
+    });
+    const counts = {
+      rows: authors.length,
+      distinct: new Set(authors).size,
+      missing: ids.filter((id) => !authors.includes(id)).length,
+      succeeded,
+    };
+    expect(counts).toEqual({ rows: RESTART_JOBS, distinct: RESTART_JOBS, missing: 0, succeeded: RESTART_JOBS });
+    expect(restarted.child.exitCode, restarted.output()).toBeNull();
+    expect(restarted.output()).not.toMatch(/uncaught|unhandled/i);
   }, 180_000);
 
   it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
