@@ -9,7 +9,7 @@ import {
 } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
-import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "../nats/stream-replicas";
+import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 import { ID_HEADER, jobMessageId, jobSubject, MSG_ID_HEADER } from "../nats/subjects";
 import { groupFunction } from "./flow-key";
 import { WOKEN_HEADER, wokenHeader } from "./wake-tag";
@@ -43,20 +43,18 @@ export async function ensureWaitingRoom(
   replication: Replication = SINGLE_REPLICA,
 ): Promise<string> {
   const name = waitingStreamName(jobStream);
-  const existing = await manager.streams.info(name).catch(() => undefined);
-  if (!existing) {
-    await withReplicaHint(replication, () =>
-      manager.streams.add({
-        name,
-        subjects: [`${WAITING_PREFIX}>`],
-        description: "jetfn jobs waiting for a concurrency or rate limit, jetfn.waiting.<kind>.<key>.<function>",
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-        ...replicationConfig(replication),
-      }),
-    );
-  }
+  await addStreamIfMissing(
+    manager,
+    {
+      name,
+      subjects: [`${WAITING_PREFIX}>`],
+      description: "jetfn jobs waiting for a concurrency or rate limit, jetfn.waiting.<kind>.<key>.<function>",
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+    },
+    replication,
+  );
   return name;
 }
 

@@ -12,7 +12,7 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
+import { addStreamIfMissing, type Replication, replicationConfig, SINGLE_REPLICA } from "./stream-replicas";
 
 /**
  * The stream holding the audit chain's anchors: each seal's hash and range, and each prune. It
@@ -74,8 +74,7 @@ export async function ensureAuditAnchorStream(
     deny_purge: true,
     ...replicationConfig(replication),
   };
-  const existing = await manager.streams.info(AUDIT_ANCHOR_STREAM).catch(() => undefined);
-  if (!existing) await withReplicaHint(replication, () => manager.streams.add(config));
+  await addStreamIfMissing(manager, config, replication);
 }
 
 /**

@@ -17,7 +17,7 @@ import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import { isValidFunctionName } from "../function-name";
 import { DELAYED_PREFIX, delayedSubject, FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
 import type { JetStreamPublisher } from "./stream-publisher";
-import { type Replication, replicationConfig, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
+import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";
 
 /** The delayed-jobs stream of a jobs stream: `JETFN_JOBS` -> `JETFN_JOBS_DELAYED`. */
@@ -49,20 +49,18 @@ export async function ensureDelayedJobs(
   replication: Replication = SINGLE_REPLICA,
 ): Promise<string> {
   const name = delayedStreamName(jobStream);
-  const existing = await manager.streams.info(name).catch(() => undefined);
-  if (!existing) {
-    await withReplicaHint(replication, () =>
-      manager.streams.add({
-        name,
-        subjects: [`${DELAYED_PREFIX}>`],
-        description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
-        retention: RetentionPolicy.Workqueue,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-        ...replicationConfig(replication),
-      }),
-    );
-  }
+  await addStreamIfMissing(
+    manager,
+    {
+      name,
+      subjects: [`${DELAYED_PREFIX}>`],
+      description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+    },
+    replication,
+  );
   const consumer = await manager.consumers.info(name, DELAYED_CONSUMER).catch(() => undefined);
   if (!consumer) {
     await manager.consumers.add(name, {

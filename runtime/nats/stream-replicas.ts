@@ -93,3 +93,23 @@ function placementOf(replication: Replication): Placement {
   // An empty cluster name places the copies on any cluster the tags match.
   return { cluster: "", tags: [...replication.placementTags] };
 }
+
+/**
+ * Creates a stream unless it exists, with the deployment's replicas and placement. Runtimes that
+ * start or deploy together race to create it: the one that loses (the server answers "subjects
+ * overlap" or "name already in use") finds it made, which is all it wanted. True if this call made it.
+ */
+export async function addStreamIfMissing(
+  manager: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+  replication: Replication,
+): Promise<boolean> {
+  if (await manager.streams.info(config.name).catch(() => undefined)) return false;
+  try {
+    await withReplicaHint(replication, () => manager.streams.add({ ...config, ...replicationConfig(replication) }));
+    return true;
+  } catch (error) {
+    if (await manager.streams.info(config.name).catch(() => undefined)) return false;
+    throw error;
+  }
+}

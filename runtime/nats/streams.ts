@@ -12,7 +12,7 @@ import type { ResolvedFunction } from "../define-function";
 import { toNanos } from "../duration";
 import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
-import { type Replication, replicationConfig, withReplicaHint } from "./stream-replicas";
+import { addStreamIfMissing, type Replication } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
 /** Settings of a jetfn stream (jobs or events). */
@@ -55,9 +55,7 @@ export async function ensureStream(
   };
   const existing = await manager.streams.info(settings.name).catch(() => undefined);
   if (!existing) {
-    await withReplicaHint(settings.replication, () =>
-      manager.streams.add({ ...config, ...replicationConfig(settings.replication) }),
-    );
+    await addStreamIfMissing(manager, config, settings.replication);
     return;
   }
   const current = existing.config;
