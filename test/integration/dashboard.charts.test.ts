@@ -47,14 +47,18 @@ async function insertRecords(
   fn: string,
   rows: { status: string; minutesAgo: number; ms?: number; errors?: { code: string; minutesAgo: number }[] }[],
 ): Promise<void> {
+  // One clock for every row, in the middle of a 15-second bucket: rows written "2 minutes ago" fall
+  // in one bucket, however long the inserts take (a row each, read from the clock, split them
+  // across a bucket boundary now and then).
+  const now = Math.floor(Date.now() / 15_000) * 15_000 - 7_500;
   for (const [index, row] of rows.entries()) {
-    const finished = new Date(Date.now() - row.minutesAgo * 60_000);
+    const finished = new Date(now - row.minutesAgo * 60_000);
     const errors = (row.errors ?? []).map((error, attempt) => ({
       attempt: attempt + 1,
       code: error.code,
       name: "Error",
       message: `${error.code} on purpose`,
-      at: new Date(Date.now() - error.minutesAgo * 60_000).toISOString(),
+      at: new Date(now - error.minutesAgo * 60_000).toISOString(),
     }));
     const ends = row.status !== "failed";
     await env.database.sql`
