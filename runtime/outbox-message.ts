@@ -7,7 +7,7 @@ import { checkPriority, PRIORITY_HEADER } from "./flow/priority";
 import { describeInvalidName, isValidFunctionName } from "./function-name";
 import { NOT_BEFORE_HEADER, routeJob } from "./job-delay";
 import { eventSubject } from "./nats/event-stream";
-import { encodeInput } from "./nats/publish-job";
+import { inputJson } from "./nats/publish-job";
 import type { JetStreamPublisher } from "./nats/stream-publisher";
 import {
   ID_HEADER,
@@ -59,7 +59,7 @@ export function jobMessage(
     id: jobMessageId(name, id),
     subject: jobSubject(name),
     headers,
-    body: encode(input, name, maxPayload),
+    body: inputJson(input, name, maxPayload),
   };
 }
 
@@ -77,7 +77,12 @@ export function eventMessage(
       `event id ${JSON.stringify(id)} must be 1-128 printable ASCII characters, no spaces`,
     );
   }
-  return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
+  return {
+    id,
+    subject: eventSubject(checked.name),
+    headers: {},
+    body: inputJson(checked.data, checked.name, maxPayload),
+  };
 }
 
 /** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
@@ -88,8 +93,4 @@ export async function publishMessage(js: JetStreamPublisher, message: OutboxMess
   const header = natsHeaders();
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
   return js.publish(route.subject, message.body, { msgID: message.id, headers: header });
-}
-
-function encode(value: unknown, name: string, maxPayload?: number): string {
-  return new TextDecoder().decode(encodeInput(value, name, maxPayload));
 }

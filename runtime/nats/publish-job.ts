@@ -72,15 +72,30 @@ export async function publishJob(
 
 /** JSON-encodes an input, refusing what the server would refuse with a precise error. */
 export function encodeInput(input: unknown, name: string, maxPayload?: number): Uint8Array {
+  const body = new TextEncoder().encode(toJson(input, name));
+  checkSize(body.length, name, maxPayload);
+  return body;
+}
+
+/** The input as JSON text (an outbox row's body), with the same checks as encodeInput. */
+export function inputJson(input: unknown, name: string, maxPayload?: number): string {
+  const json = toJson(input, name);
+  if (maxPayload !== undefined) checkSize(Buffer.byteLength(json), name, maxPayload);
+  return json;
+}
+
+function toJson(input: unknown, name: string): string {
   const json = input === undefined ? "" : JSON.stringify(input);
   if (json === undefined) throw new JetfnError("E_INPUT_INVALID", `input for ${name} cannot be encoded as JSON`);
-  const body = new TextEncoder().encode(json);
+  return json;
+}
+
+function checkSize(bytes: number, name: string, maxPayload: number | undefined): void {
   // Headers take a few hundred bytes of the same budget.
-  if (maxPayload !== undefined && body.length > maxPayload - 512) {
+  if (maxPayload !== undefined && bytes > maxPayload - 512) {
     throw new JetfnError(
       "E_PAYLOAD_TOO_LARGE",
-      `input for ${name} is ${body.length} bytes; the NATS server accepts at most ${maxPayload} bytes per message (headers included)`,
+      `input for ${name} is ${bytes} bytes; the NATS server accepts at most ${maxPayload} bytes per message (headers included)`,
     );
   }
-  return body;
 }
