@@ -1,6 +1,6 @@
-import { parseDuration } from "../duration";
-import { isJetfnErrorCode } from "../error-codes";
-import { JetfnError, toJetfnError } from "../errors";
+import { parseDuration } from "../support/duration";
+import { isJetfnErrorCode } from "../support/error-codes";
+import { JetfnError, toJetfnError } from "../support/errors";
 
 /** Prints a value as JSON on standard output: indented for a terminal, one line otherwise. */
 export function printJson(value: unknown): void {

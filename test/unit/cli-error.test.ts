@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { toCliError } from "../../runtime/cli/output";
-import { JetfnError, NonRetryableError } from "../../runtime/errors";
+import { JetfnError, NonRetryableError } from "../../runtime/support/errors";
 
 describe("the error a CLI command ends with", () => {
   it("is E_INTERNAL, not a handler's failure, for an error without a jetfn code", () => {

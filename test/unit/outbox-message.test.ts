@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { eventMessage, jobMessage } from "../../runtime/outbox-message";
+import { eventMessage, jobMessage } from "../../runtime/outbox/outbox-message";
 
 describe("outbox messages", () => {
   it("carry the input as its JSON text, whatever characters it holds", () => {
