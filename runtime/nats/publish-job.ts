@@ -45,17 +45,8 @@ export async function publishJob(
   input: unknown,
   options: PublishJobOptions = {},
 ): Promise<PublishedJob> {
-  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
   const id = options.id ?? randomUUID();
-  if (!isValidInvocationId(id)) {
-    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
-  }
-  if (isReservedInvocationId(id)) {
-    throw new JetfnError(
-      "E_INPUT_INVALID",
-      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
-    );
-  }
+  checkJob(name, id);
   const body = encodeInput(input, name, options.maxPayload);
   const fields: Record<string, string> = options.headers
     ? { ...options.headers, [ID_HEADER]: id }
@@ -68,6 +59,20 @@ export async function publishJob(
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
   const ack: PubAck = await js.publish(route.subject, body, { msgID: jobMessageId(name, id), headers: header });
   return { id, seq: ack.seq, duplicate: ack.duplicate };
+}
+
+/** Refuses a job for a name no function can have, or with an id a caller may not choose. */
+export function checkJob(name: string, id: string): void {
+  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
+  if (!isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
+  }
 }
 
 /** JSON-encodes an input, refusing what the server would refuse with a precise error. */
