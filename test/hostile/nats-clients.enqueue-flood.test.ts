@@ -25,10 +25,10 @@ it("refuses keyed enqueues past the bound with E_UNAVAILABLE, and normal jobs st
   await env.startRuntime();
   const client = await env.client();
   const nc = client.connection;
-  const body = new TextEncoder().encode(JSON.stringify({ name: "flood" }));
+  const body = new TextEncoder().encode(JSON.stringify({ name: "flood", ms: 3_000 }));
   const replies = Array.from({ length: FLOOD }, () => {
     const header = natsHeaders();
-    header.set("Jetfn-Function", "insert-item");
+    header.set("Jetfn-Function", "write-then-wait");
     header.set("Jetfn-Singleton-Key", "flood");
     return nc.request("jetfn.api.enqueue", body, { headers: header, timeout: 120_000 });
   });
@@ -58,7 +58,7 @@ it("refuses keyed enqueues past the bound with E_UNAVAILABLE, and normal jobs st
       new RegExp(`already working on ${MAX_KEYED_ENQUEUES_IN_FLIGHT} keyed .* enqueues; try again`),
     );
   }
-  // Every accepted request folded into one job.
+  // Every accepted request folded into one job (it runs for 3 s, longer than the flood).
   const ids = new Set(accepted.map((answer) => answer.body.id as string));
   expect(ids.size).toBe(1);
   const [holder] = [...ids] as [string];
