@@ -1,7 +1,7 @@
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 /**
