@@ -2,6 +2,7 @@ import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
+import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 /**
@@ -111,4 +112,58 @@ describe("debounce claims", () => {
     expect((await ended(next.id)).status).toBe("succeeded");
     expect(await rowsOf(next.id)).toBe(1);
   });
+});
+
+describe("jetfn status", () => {
+  it("shows a scheduled or running job's priority and its debounce or singleton key", async () => {
+    await env.startRuntime();
+    const status = async (id: string, json: boolean) => {
+      const result = await runCli(json ? ["status", id, "--json"] : ["status", id], { NATS_URL: env.nats.url });
+      expect(result).toMatchObject({ code: 0, stderr: "" });
+      return result.stdout;
+    };
+    const scheduled = await client.enqueue(
+      "insert-item",
+      { name: "status-0" },
+      { singleton: { key: "status:1" }, priority: 2, delay: "2m" },
+    );
+    onTestFinished(async () => {
+      await client.cancel(scheduled.id).catch(() => undefined);
+    });
+    expect(JSON.parse(await status(scheduled.id, true))).toMatchObject({
+      status: "scheduled",
+      priority: 2,
+      singletonKey: "status:1",
+    });
+    const text = await status(scheduled.id, false);
+    expect(text).toMatch(/^priority: 2$/m);
+    expect(text).toMatch(/^singleton key: "status:1"$/m);
+
+    const debounced = await client.enqueue(
+      "insert-item",
+      { name: "status-1" },
+      { debounce: { key: "d/1", period: "2m" } },
+    );
+    onTestFinished(async () => {
+      await client.cancel(debounced.id).catch(() => undefined);
+    });
+    expect(JSON.parse(await status(debounced.id, true))).toMatchObject({ status: "scheduled", debounceKey: "d/1" });
+    expect(await status(debounced.id, false)).toMatch(/^debounce key: "d\/1"$/m);
+
+    // A job that was delayed keeps its key once moved; its priority comes from its subject.
+    const running = await client.enqueue(
+      "write-then-wait",
+      { name: "status-2", ms: 8_000 },
+      { singleton: { key: "status:2" }, priority: 1, delay: "200ms" },
+    );
+    onTestFinished(async () => {
+      await client.cancel(running.id).catch(() => undefined);
+    });
+    await eventually(async () => (await client.status(running.id)).status === "running", 20_000);
+    expect(JSON.parse(await status(running.id, true))).toMatchObject({
+      status: "running",
+      priority: 1,
+      singletonKey: "status:2",
+    });
+  }, 60_000);
 });
