@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { ensureBucket } from "../nats/buckets";
+import { type BucketWatch, ensureBucket, watchBucket } from "../nats/buckets";
 import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 
 /**
@@ -62,7 +62,7 @@ class KvSlotBoard implements SlotBoard {
   readonly #kv: KV;
   readonly #logger: Logger;
   readonly #groups = new Map<string, Map<number, SlotEntry>>();
-  #stop: (() => void) | undefined;
+  #watch: BucketWatch | undefined;
 
   constructor(kv: KV, logger: Logger) {
     this.#kv = kv;
@@ -70,22 +70,15 @@ class KvSlotBoard implements SlotBoard {
   }
 
   async start(): Promise<void> {
-    const existing = (await this.#kv.status()).values;
-    const watcher = await this.#kv.watch({ key: ">" });
-    this.#stop = () => watcher.stop();
-    let ready: () => void = () => {};
-    const loaded = new Promise<void>((resolve) => {
-      ready = resolve;
-    });
-    if (existing === 0) ready();
-    void (async () => {
-      for await (const entry of watcher) {
+    this.#watch = await watchBucket(
+      this.#kv,
+      (entry) => {
         if (entry.operation === "PUT") this.#set(entry.key, entry.revision, readUntil(entry.string()));
         else this.#forget(entry.key, entry.revision);
-        if (entry.isUpdate || !entry.delta) ready();
-      }
-    })().catch((error: unknown) => this.#logger.error({ err: error }, "Watching flow-control slots stopped."));
-    await loaded;
+      },
+      this.#logger,
+      "flow-control slots",
+    );
   }
 
   occupied(group: string, limit: number, now = Date.now()): number {
@@ -125,7 +118,7 @@ class KvSlotBoard implements SlotBoard {
   }
 
   async close(): Promise<void> {
-    this.#stop?.();
+    this.#watch?.stop();
   }
 
   /** Compare-and-set on one slot; the new revision, or undefined when another runtime got there first. */
