@@ -32,7 +32,7 @@ export interface HeldSlot {
   readonly key: string;
   /** Moves its free time; false when the slot was lost (taken over after it expired). */
   extend(until: number): Promise<boolean>;
-  /** Frees it now (a no-op if it was taken over). */
+  /** Frees it now (a no-op if it was taken over); a renewal in flight is written first. */
   release(): Promise<void>;
 }
 
@@ -171,26 +171,43 @@ class KvSlotBoard implements SlotBoard {
 
   #held(key: string, first: number): HeldSlot {
     let revision = first;
+    let released = false;
+    // One write at a time, each at the revision the one before wrote: a release sent while a
+    // renewal is in flight would carry the revision the renewal replaces and be refused (the slot
+    // stays taken until its lease runs out), or be accepted and refuse the renewal (a false
+    // "lease ran out").
+    let last: Promise<unknown> = Promise.resolve();
+    const inTurn = <T>(write: () => Promise<T>): Promise<T> => {
+      const next = last.then(write);
+      last = next.catch(() => undefined);
+      return next;
+    };
     return {
       key,
-      extend: async (until) => {
-        try {
-          revision = await this.#kv.update(key, JSON.stringify({ until }), revision);
-          this.#set(key, revision, until);
-          return true;
-        } catch (error) {
-          if (!isConflict(error)) throw error;
-          return false;
-        }
-      },
-      release: async () => {
-        // Written free (until 0) rather than deleted: its revision stays known, so the next claim
-        // is one update; a create over a deleted key costs nats.js three requests.
-        try {
-          this.#set(key, await this.#kv.update(key, FREE, revision), 0);
-        } catch (error) {
-          if (!isConflict(error)) throw error;
-        }
+      extend: (until) =>
+        inTurn(async () => {
+          if (released) return true;
+          try {
+            revision = await this.#kv.update(key, JSON.stringify({ until }), revision);
+            this.#set(key, revision, until);
+            return true;
+          } catch (error) {
+            if (!isConflict(error)) throw error;
+            return false;
+          }
+        }),
+      release: () => {
+        released = true;
+        return inTurn(async () => {
+          // Written free (until 0) rather than deleted: its revision stays known, so the next
+          // claim is one update; a create over a deleted key costs nats.js three requests.
+          try {
+            revision = await this.#kv.update(key, FREE, revision);
+            this.#set(key, revision, 0);
+          } catch (error) {
+            if (!isConflict(error)) throw error;
+          }
+        });
       },
     };
   }

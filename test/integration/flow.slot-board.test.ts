@@ -81,4 +81,31 @@ describe("slot board", () => {
     expect(slot).toBeDefined();
     expect(board.occupied("c.k_tenant7.f", 2)).toBe(1);
   });
+
+  it.each(["renewal", "release"])(
+    "frees a slot whose release meets a renewal in flight (%s sent first), and reports no lost lease",
+    async (first) => {
+      const server = await startNatsServer();
+      const nc = await connect({ servers: server.url });
+      onTestFinished(() => nc.close());
+      const board = await boardOn(nc);
+      const bucket = await bucketOn(nc);
+      const slot = await board.take("c.k_race.f", 1, Date.now() + MINUTE);
+      if (!slot) throw new Error("no slot to race on");
+      // Both sent before either is answered: a renewal timer firing as the job ends.
+      let renewed: Promise<boolean>;
+      let released: Promise<void>;
+      if (first === "renewal") {
+        renewed = slot.extend(Date.now() + MINUTE);
+        released = slot.release();
+      } else {
+        released = slot.release();
+        renewed = slot.extend(Date.now() + MINUTE);
+      }
+      const [kept] = await Promise.all([renewed, released]);
+      expect(kept).toBe(true);
+      expect(untilOf((await bucket.get("c.k_race.f.0"))?.string())).toBe(0);
+      expect(board.occupied("c.k_race.f", 1)).toBe(0);
+    },
+  );
 });
