@@ -5,7 +5,7 @@ import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { natsServerBinary } from "../../runtime/nats/local-server";
-import { stopChild } from "../../runtime/stop-child";
+import { stopChild } from "../../runtime/support/stop-child";
 import { freePort } from "./free-port";
 import { stopWhenTestEnds } from "./test-scope";
 

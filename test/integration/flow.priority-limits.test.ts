@@ -1,7 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { WOKEN_HEADER } from "../../runtime/flow/wake-tag";
 import { ID_HEADER } from "../../runtime/nats/subjects";
