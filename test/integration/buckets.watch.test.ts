@@ -1,8 +1,8 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { CANCEL_BUCKET, openCancellations } from "../../runtime/invocation/cancellation";
 import { FLOW_BUCKET, openSlotBoard } from "../../runtime/flow/slot-board";
+import { CANCEL_BUCKET, openCancellations } from "../../runtime/invocation/cancellation";
 import { eventually } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { dropWatches, startPermissionedNatsServer } from "../helpers/nats-permissions";

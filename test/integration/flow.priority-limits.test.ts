@@ -1,10 +1,10 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/sdk/client";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { WOKEN_HEADER } from "../../runtime/flow/wake-tag";
 import { ID_HEADER } from "../../runtime/nats/subjects";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 
