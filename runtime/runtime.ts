@@ -27,7 +27,7 @@ import { JetfnError } from "./errors";
 import { createEmitter, type RuntimeEmitter } from "./events";
 import { admitDebouncedJob } from "./flow/debounce";
 import { debounceDependencies, type EnqueueApiOptions, startEnqueueApi } from "./flow/enqueue-api";
-import { type FlowControl, openFlowControl } from "./flow/flow-control";
+import { createFlowControl, type FlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
 import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
 import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
@@ -198,8 +198,8 @@ class ServingRuntime implements Runtime {
   #enqueueApi: Subscription | undefined;
   #cancellations: Cancellations | undefined;
   #definitions: ConsumerDefinitions | undefined;
-  /** Opened when the first function with a concurrency or rate limit is deployed. */
-  #flow: Promise<FlowControl> | undefined;
+  /** Opens its bucket and stream when the first function with a concurrency or rate limit is deployed. */
+  #flow: FlowControl | undefined;
   #stopped: Promise<void> | undefined;
   #sealer: AuditSealer | undefined;
   #outbox: OutboxRelay | undefined;
@@ -312,6 +312,15 @@ class ServingRuntime implements Runtime {
       dropped: (id) => cancellations.cancelled(id) !== undefined,
       admitDebounced: (job) => admitDebouncedJob(debounceDependencies(keyedEnqueue), job),
     });
+    this.#flow = createFlowControl({
+      nc: this.nats,
+      manager: this.#manager,
+      publisher: this.#publisher,
+      jobStream: this.config.streamName,
+      logger: this.logger,
+      replication: this.config.replication,
+      secret: this.#scheduler.secret,
+    });
     this.#jobDependencies = {
       database: this.database,
       successes: this.#successes,
@@ -327,6 +336,7 @@ class ServingRuntime implements Runtime {
       logLimits: this.config.logLimits,
       cancellations,
       bindDatabase: this.#bindDatabase,
+      flow: this.#flow,
     };
     await this.#coverAudit();
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
@@ -563,21 +573,9 @@ class ServingRuntime implements Runtime {
     );
   }
 
-  /** Opens flow control for the first function with limits, and tells it which functions have them. */
+  /** Tells flow control which functions run here (it opens for the first with limits or waiting jobs). */
   async #flowFor(fn: ResolvedFunction): Promise<void> {
-    if (!fn.flow && !this.#flow) return;
-    this.#flow ??= openFlowControl({
-      nc: this.nats,
-      manager: this.#manager as JetStreamManager,
-      publisher: this.#publisher,
-      jobStream: this.config.streamName,
-      logger: this.logger,
-      replication: this.config.replication,
-      secret: (this.#scheduler as Scheduler).secret,
-    });
-    const flow = await this.#flow;
-    (this.#jobDependencies as JobRunnerDependencies).flow = flow;
-    flow.deployed(fn, fn.name);
+    await this.#flow?.deployed(fn, fn.name);
   }
 
   #undeploy(fn: ResolvedFunction): void {
@@ -586,7 +584,7 @@ class ServingRuntime implements Runtime {
     this.#workers.delete(fn.name);
     this.#isolation.retire(worker.fn);
     this.#scheduler?.remove(fn.name);
-    void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
+    void this.#flow?.deployed(undefined, fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.priority?.stop(), worker.listener?.stop()]).then(
       () => undefined,
@@ -710,7 +708,7 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
-    await this.#flow?.then((flow) => flow.close()).catch(() => undefined);
+    await this.#flow?.close().catch(() => undefined);
     await this.#isolation.close();
     await this.#successes
       .flush()
