@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import type { ResolvedLimit } from "./flow-options";
 
 /**

@@ -3,11 +3,11 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { defineFunction, resolveFunction } from "../../runtime/define-function";
 import { createFlowControl } from "../../runtime/flow/flow-control";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { StreamPublisher } from "../../runtime/nats/stream-publisher";
 import { SINGLE_REPLICA } from "../../runtime/nats/stream-replicas";
+import { defineFunction, resolveFunction } from "../../runtime/sdk/define-function";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 

@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { defineFunction, resolveFunction } from "../../runtime/define-function";
-import type { JetfnError } from "../../runtime/errors";
 import { FUNCTION_WIDE_TOKEN, groupFunction, keyToken, limitToken, slotGroup } from "../../runtime/flow/flow-key";
 import { describeFlow, resolveFlow } from "../../runtime/flow/flow-options";
 import { readWoken, wokenHeader } from "../../runtime/flow/wake-tag";
+import { defineFunction, resolveFunction } from "../../runtime/sdk/define-function";
+import type { JetfnError } from "../../runtime/support/errors";
 
 describe("resolveFlow", () => {
   it("resolves a concurrency limit and a rate limit, in that order", () => {
