@@ -155,16 +155,21 @@ class OpenedOnDemand implements FlowControl {
 async function openGate(options: FlowControlOptions): Promise<Gate> {
   const stream = await ensureWaitingRoom(options.manager, options.jobStream, options.replication);
   const board = await openSlotBoard(options.nc, options.logger, options.replication);
-  const room = createWaitingRoom(options.manager, options.publisher, stream, options.secret);
-  const waitingJobs = await openWaitingJobs(options.nc, options.replication);
-  // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
-  await scaleUpStreams(
-    options.manager,
-    [stream, `KV_${FLOW_BUCKET}`, `KV_${WAITING_BUCKET}`],
-    options.replication,
-    options.logger,
-  );
-  return new Gate(board, room, waitingJobs, options);
+  try {
+    const room = createWaitingRoom(options.manager, options.publisher, stream, options.secret);
+    const waitingJobs = await openWaitingJobs(options.nc, options.replication);
+    // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
+    await scaleUpStreams(
+      options.manager,
+      [stream, `KV_${FLOW_BUCKET}`, `KV_${WAITING_BUCKET}`],
+      options.replication,
+      options.logger,
+    );
+    return new Gate(board, room, waitingJobs, options);
+  } catch (error) {
+    await board.close().catch(() => undefined); // Its watcher; the next open makes another.
+    throw error;
+  }
 }
 
 class Gate {
