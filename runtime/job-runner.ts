@@ -251,7 +251,6 @@ async function attemptJob(
   // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
   // a final outcome frees the slot.
   if (outcome.ok || (outcome.kind !== "database" && outcome.kind !== "shared-commit")) handlerDone();
-  const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
     const done: DoneNotice = { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result };
@@ -334,7 +333,15 @@ async function attemptJob(
     );
   }
   const final = !isRetryable(error.code) || record.attempt >= fn.retry.attempts;
-  deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
+  deps.events.emit("invocation:failure", {
+    fn: fn.name,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    durationMs: outcome.durationMs,
+    error,
+    final,
+  });
   if (final) {
     await bury(deps, record, message, error, log, durationMs);
     return true;
