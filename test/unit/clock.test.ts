@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { isoAt, isoNow } from "../../runtime/clock";
+import { isoAt, isoNow } from "../../runtime/support/clock";
 
 describe("isoNow", () => {
   afterEach(() => {
