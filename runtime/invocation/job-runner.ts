@@ -16,6 +16,7 @@ import {
   type SuccessRecorder,
 } from "../db/invocation-store";
 import type { FlowControl } from "../flow/flow-control";
+import { flowLabelsOf } from "../flow/flow-labels";
 import type { ProgressBoard } from "../nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "../nats/server-check";
 import { doneSubject } from "../nats/subjects";
@@ -232,6 +233,7 @@ async function attemptJob(
   const board = deps.progress.begin(record.id, fn.name, record.attempt, {
     enqueuedAt: record.enqueuedAt,
     input: record.input,
+    labels: flowLabelsOf(message.subject, message.headers),
   });
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,
