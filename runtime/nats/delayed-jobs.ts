@@ -12,7 +12,7 @@ import {
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { toNanos } from "../duration";
-import { DEBOUNCE_KEY_HEADER } from "../flow/job-keys";
+import { checkJobKey, DEBOUNCE_KEY_HEADER, MAX_KEY_LENGTH } from "../flow/job-keys";
 import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import { isValidFunctionName } from "../function-name";
 import { DELAYED_PREFIX, delayedSubject, FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
@@ -176,7 +176,7 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
     message.nak(Math.min(remaining, MAX_PARK_MS));
     return;
   }
-  const key = message.headers?.get(DEBOUNCE_KEY_HEADER);
+  const key = debounceKey(options, message, fn, id);
   if (key && options.admitDebounced) {
     let admitted: boolean;
     try {
@@ -204,4 +204,25 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
       message.nak(RETRY_MOVE_MS);
     },
   );
+}
+
+/**
+ * The debounce key a delayed job carries, checked as the enqueue API checks it: clients may publish
+ * to `jetfn.delayed.>` themselves, and a key that is too long (a claim subject over the server's
+ * control-line limit closed the runtime's connection at every redelivery) or has wildcards must
+ * never reach the keys bucket. A bad key is ignored: the job moves undebounced, as the job its
+ * sender could have published to `fn.job.<name>`, and no other job's claim is touched.
+ */
+function debounceKey(options: DelayedJobMoverOptions, message: JsMsg, fn: string, id: string): string | undefined {
+  const key = message.headers?.has(DEBOUNCE_KEY_HEADER) ? message.headers.get(DEBOUNCE_KEY_HEADER) : undefined;
+  if (key === undefined) return undefined;
+  try {
+    return checkJobKey(key, "debounce");
+  } catch {
+    options.logger.warn(
+      { fn, invocationId: id, keyLength: key.length, maxKeyLength: MAX_KEY_LENGTH },
+      "A delayed job carries a debounce key the enqueue API would refuse; it moves undebounced.",
+    );
+    return undefined;
+  }
 }
