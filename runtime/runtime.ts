@@ -54,6 +54,7 @@ import {
   type DelayedJobMover,
   delayedStreamName,
   ensureDelayedJobs,
+  farStreamName,
   findScheduledJob,
   removeScheduledJob,
   startDelayedJobMover,
@@ -383,7 +384,7 @@ class ServingRuntime implements Runtime {
       cancellations,
       scheduled: {
         find: (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
-        remove: (job) => removeScheduledJob(this.#manager as JetStreamManager, delayedStream, job),
+        remove: (job) => removeScheduledJob(this.#manager as JetStreamManager, job),
       },
       logger: this.logger,
       replyGuard,
@@ -457,6 +458,7 @@ class ServingRuntime implements Runtime {
     return [
       this.config.streamName,
       delayedStreamName(this.config.streamName),
+      farStreamName(delayedStreamName(this.config.streamName)),
       EVENT_STREAM,
       `KV_${PROGRESS_BUCKET}`,
       `KV_${CANCEL_BUCKET}`,
