@@ -62,6 +62,13 @@ const MAX_PARK_MS = 3_600_000;
 const RETRY_MOVE_MS = 1_000;
 /** Messages one runtime holds at once: each is parked or moved at once, so memory stays flat. */
 const BATCH = 256;
+/**
+ * How long one pull request lasts. nats.js waits a jittered 0.5-1.5x this before it asks again when
+ * its first look at the consumer after a reconnect fails (JetStream still recovering after a
+ * restart), and counts missed heartbeats at half of it: with the default, 30 s, a due job could
+ * wait 15-45 s more after a nats-server restart.
+ */
+const PULL_EXPIRES_MS = 5_000;
 
 /**
  * Creates the delayed-jobs stream and its consumer. Work-queue retention: a job leaves the stream
@@ -225,7 +232,7 @@ function consumeLoop(
     while (!stopping) {
       try {
         const consumer = await options.js.consumers.get(stream, name);
-        messages = await consumer.consume({ max_messages: BATCH });
+        messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS });
         if (stopping) messages.stop();
         for await (const message of messages) await handler(options, message);
       } catch (error) {

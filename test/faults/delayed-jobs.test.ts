@@ -88,16 +88,31 @@ describe("delayed jobs", () => {
       const delayMs = 8_000;
       const enqueuedAt = Date.now();
       const ids = await enqueueDelayed(DUE, `${delayMs / 1000}s`, 1_000_000);
+      // The timeline, from the first enqueue: the last job is due delayMs after the last enqueue;
+      // none can run while nats-server is down.
+      const enqueueMs = Date.now() - enqueuedAt;
       await env.nats.restart();
+      const restartedMs = Date.now() - enqueuedAt;
       await waitForSucceeded(env, DUE, scale(300_000, 120_000));
       const counts = await countApplied(env, ids);
-      const [timing] = await env.database.sql<{ early: number; latestMs: number; p99Ms: number }[]>`
+      const [timing] = await env.database.sql<
+        { early: number; latestMs: number; p99Ms: number; firstStartMs: number; lastStartMs: number }[]
+      >`
       select count(*) filter (where started_at < ${new Date(enqueuedAt + delayMs)})::int as early,
              (max(extract(epoch from started_at)) * 1000 - ${enqueuedAt + delayMs}::float8)::int as "latestMs",
              (percentile_cont(0.99) within group (order by extract(epoch from started_at)) * 1000
-               - ${enqueuedAt + delayMs}::float8)::int as "p99Ms"
+               - ${enqueuedAt + delayMs}::float8)::int as "p99Ms",
+             (min(extract(epoch from started_at)) * 1000 - ${enqueuedAt}::float8)::int as "firstStartMs",
+             (max(extract(epoch from started_at)) * 1000 - ${enqueuedAt}::float8)::int as "lastStartMs"
       from jetfn.invocations where id in ${env.database.sql(ids)}`;
-      report("delayed-nats-restart", { jobs: DUE, ...counts, ...timing });
+      report("delayed-nats-restart", {
+        jobs: DUE,
+        ...counts,
+        ...timing,
+        enqueueMs,
+        restartedMs,
+        lastDueMs: enqueueMs + delayMs,
+      });
       expect(counts).toMatchObject({ succeeded: DUE, rows: DUE, duplicated: 0, lost: 0, auditRows: DUE });
       expect(timing?.early).toBe(0);
     },
