@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
+import { delayedStreamName, farStreamName } from "../../runtime/nats/delayed-jobs";
 import { eventually } from "../helpers/environment";
 import { countApplied, report, scale, useFaultCluster, waitForSucceeded } from "./support/fault-cluster";
 
@@ -31,10 +31,17 @@ async function enqueueDelayed(count: number, delay: string, first = 0): Promise<
   return ids;
 }
 
-async function delayedConsumer(): Promise<{ parked: number; undelivered: number }> {
+/** Jobs parked (delivered, not acked) and not delivered yet, over the delayed and far consumers. */
+async function delayedConsumer(): Promise<{ parked: number; undelivered: number; far: number }> {
   const manager = await jetstreamManager(cluster().nc);
-  const info = await manager.consumers.info(delayedStreamName("JETFN_JOBS"), "jetfn-delayed");
-  return { parked: info.num_ack_pending, undelivered: info.num_pending };
+  const stream = delayedStreamName("JETFN_JOBS");
+  const near = await manager.consumers.info(stream, "jetfn-delayed");
+  const far = await manager.consumers.info(farStreamName(stream), "jetfn-delayed-far");
+  return {
+    parked: near.num_ack_pending + far.num_ack_pending,
+    undelivered: near.num_pending + far.num_pending,
+    far: far.num_ack_pending,
+  };
 }
 
 describe("delayed jobs", () => {
@@ -50,7 +57,8 @@ describe("delayed jobs", () => {
       await eventually(
         async () => {
           const consumer = await delayedConsumer();
-          return consumer.parked === WAITING && consumer.undelivered === 0;
+          // Due in an hour: each waits in the far stream, none in the delayed-jobs consumer's window.
+          return consumer.parked === WAITING && consumer.far === WAITING && consumer.undelivered === 0;
         },
         scale(600_000, 120_000),
       );
