@@ -14,7 +14,7 @@ import { type LoadedAppSchema, loadAppSchema } from "./deploy/app-schema";
 import { createDeployer, type Deployer, type DeploymentChange } from "./deploy/deployer";
 import type { Registry } from "./deploy/registry";
 import { startEnqueueApi } from "./flow/enqueue-api";
-import { type FlowControl, openFlowControl } from "./flow/flow-control";
+import { createFlowControl, type FlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
 import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { waitingJobFinder } from "./flow/waiting-jobs";
@@ -186,8 +186,8 @@ class ServingRuntime implements Runtime {
   #statusApi: Subscription | undefined;
   #cancelApi: Subscription | undefined;
   #enqueueApi: Subscription | undefined;
-  /** Opened when the first function with a concurrency or rate limit is deployed. */
-  #flow: Promise<FlowControl> | undefined;
+  /** Opens its bucket and stream when the first function with a concurrency or rate limit is deployed. */
+  readonly #flow: FlowControl;
   #stopped: Promise<void> | undefined;
   #rejections: RejectionWatch | undefined;
   #operations: Operations | undefined;
@@ -223,6 +223,15 @@ class ServingRuntime implements Runtime {
       logger,
       events: this.events,
     });
+    this.#flow = createFlowControl({
+      nc: this.nats,
+      manager: parts.manager,
+      publisher: parts.publisher,
+      jobStream: config.streamName,
+      logger,
+      replication: config.replication,
+      secret: parts.scheduler.secret,
+    });
     this.#jobDependencies = {
       database,
       successes: this.#successes,
@@ -238,6 +247,7 @@ class ServingRuntime implements Runtime {
       logLimits: config.logLimits,
       cancellations: parts.cancellations,
       bindDatabase: this.#bindDatabase,
+      flow: this.#flow,
     };
   }
 
@@ -451,21 +461,9 @@ class ServingRuntime implements Runtime {
     );
   }
 
-  /** Opens flow control for the first function with limits, and tells it which functions have them. */
+  /** Tells flow control which functions run here (it opens for the first with limits or waiting jobs). */
   async #flowFor(fn: ResolvedFunction): Promise<void> {
-    if (!fn.flow && !this.#flow) return;
-    this.#flow ??= openFlowControl({
-      nc: this.nats,
-      manager: this.#parts.manager,
-      publisher: this.#parts.publisher,
-      jobStream: this.config.streamName,
-      logger: this.logger,
-      replication: this.config.replication,
-      secret: this.#parts.scheduler.secret,
-    });
-    const flow = await this.#flow;
-    this.#jobDependencies.flow = flow;
-    flow.deployed(fn, fn.name);
+    await this.#flow.deployed(fn, fn.name);
   }
 
   #undeploy(fn: ResolvedFunction): void {
@@ -474,7 +472,7 @@ class ServingRuntime implements Runtime {
     this.#workers.delete(fn.name);
     this.#isolation.retire(worker.fn);
     this.#parts.scheduler.remove(fn.name);
-    void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
+    void this.#flow.deployed(undefined, fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.priority?.stop(), worker.listener?.stop()]).then(
       () => undefined,
@@ -593,7 +591,7 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
-    await this.#flow?.then((flow) => flow.close()).catch(() => undefined);
+    await this.#flow.close().catch(() => undefined);
     await this.#isolation.close();
     await this.#successes
       .flush()

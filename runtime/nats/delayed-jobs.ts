@@ -12,6 +12,7 @@ import {
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { isValidFunctionName } from "../deploy/function-name";
+import { type FlowLabels, flowLabelsOf, keyHeadersOf } from "../flow/flow-labels";
 import { checkJobKey, DEBOUNCE_KEY_HEADER, MAX_KEY_LENGTH } from "../flow/job-keys";
 import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import {
@@ -146,6 +147,8 @@ export interface ScheduledJob {
   fn: string;
   runAt: string;
   enqueuedAt: string;
+  /** Its priority and debounce or singleton key, from its headers. */
+  labels: FlowLabels;
 }
 
 /**
@@ -182,6 +185,7 @@ async function findIn(
     fn,
     runAt: new Date(due).toISOString(),
     enqueuedAt: new Date(enqueued).toISOString(),
+    labels: flowLabelsOf(stored.subject, stored.header),
   };
 }
 
@@ -327,6 +331,8 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
   header.set(ID_HEADER, id);
   const retryOf = message.headers?.get(RETRY_OF_HEADER);
   if (retryOf) header.set(RETRY_OF_HEADER, retryOf);
+  // So that status can still show the job's key once it is queued or running.
+  for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
   const subject = routePriority(fn, message.headers?.get(PRIORITY_HEADER) || undefined);
   // The move keeps the job's message id: a repeat (a crash between publish and ack) is dropped.
   void options.publisher.publish(subject, message.data, { msgID: jobMessageId(fn, id), headers: header }).then(
@@ -388,6 +394,7 @@ function relay(options: DelayedJobMoverOptions, message: JsMsg, job: WaitingJob,
     const value = message.headers?.get(name);
     if (value) header.set(name, value);
   }
+  for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
   const enqueued =
     parseNotBefore(message.headers?.get(ENQUEUED_AT_HEADER)) ?? Math.floor(message.info.timestampNanos / 1e6);
   header.set(ENQUEUED_AT_HEADER, String(enqueued));
