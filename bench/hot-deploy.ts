@@ -1,4 +1,4 @@
-import { createClient, type JetfnClient } from "../runtime/client";
+import { createClient, type JetfnClient } from "../runtime/sdk/client";
 import { createFunctionsFolder, startBenchRuntime, versionedFunctionSource } from "./jetfn-host";
 import type { Scenario } from "./model";
 import { quantile, sleep } from "./stats";

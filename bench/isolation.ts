@@ -3,13 +3,13 @@
 //   npx tsx bench/isolation.ts [count]      (default 500 sequential invocations per variant)
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { resolveFunction } from "../runtime/define-function";
+import { compiledSourceOf, loadFunctionFile } from "../runtime/deploy/loader";
 import { startHandlerThread } from "../runtime/isolation/handler-thread-host";
 import { createIsolation } from "../runtime/isolation/isolation";
 import { handlerThreadScript } from "../runtime/isolation/thread-script";
-import { compiledSourceOf, loadFunctionFile } from "../runtime/loader";
-import { DEFAULT_LOG_LIMITS } from "../runtime/log-budget";
-import { createLogger } from "../runtime/logger";
+import { resolveFunction } from "../runtime/sdk/define-function";
+import { DEFAULT_LOG_LIMITS } from "../runtime/support/log-budget";
+import { createLogger } from "../runtime/support/logger";
 import { startTestHarness } from "../runtime/testing";
 
 const FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../test/fixtures/isolated-functions");

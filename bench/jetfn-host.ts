@@ -5,9 +5,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import pino, { type Logger } from "pino";
 import { resolveConfig } from "../runtime/config";
-import { createEmitter, type RuntimeEmitter } from "../runtime/events";
 import { ensureJobStream } from "../runtime/nats/streams";
 import { type Runtime, type StartRuntimeOptions, startRuntime } from "../runtime/runtime";
+import { createEmitter, type RuntimeEmitter } from "../runtime/triggers/events";
 
 /** Name of the global a benchmark function stamps when its first invocation starts. */
 export const FIRST_START_GLOBAL = "__jetfnBenchFirstStart";

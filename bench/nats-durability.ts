@@ -7,7 +7,7 @@
 import { pathToFileURL } from "node:url";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { freePort } from "../runtime/free-port";
+import { freePort } from "../runtime/support/free-port";
 import { startNatsServer, type TestNatsServer } from "../runtime/testing/nats-server";
 import { formatNumber, median, rotate, sleep } from "./stats";
 

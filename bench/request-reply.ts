@@ -1,5 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { createClient } from "../runtime/client";
+import { createClient } from "../runtime/sdk/client";
 import { createFunctionsFolder, noopFunctionSource, startBenchRuntime } from "./jetfn-host";
 import type { RoundContext, Scenario } from "./model";
 import { quantile, rotate, runPool } from "./stats";

@@ -9,8 +9,8 @@ import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres, { type Sql } from "postgres";
 import { migrate } from "../runtime/db/migrate";
-import { freePort } from "../runtime/free-port";
-import { stopChild } from "../runtime/stop-child";
+import { freePort } from "../runtime/support/free-port";
+import { stopChild } from "../runtime/support/stop-child";
 import { sleep, waitUntil } from "./stats";
 
 /** Everything the benchmarks run against, started (and stopped) by the harness. */

@@ -1,10 +1,10 @@
 import path from "node:path";
-import { type Duration, parseDuration } from "./duration";
-import { JetfnError } from "./errors";
-import { DEFAULT_LOG_LIMITS, type LogLimits } from "./log-budget";
 import { checkNatsAuth, type NatsAuth } from "./nats/nats-auth";
 import { DEFAULT_INBOX_PREFIXES } from "./nats/reply-guard";
 import { ALLOWED_REPLICAS, type Replication } from "./nats/stream-replicas";
+import { type Duration, parseDuration } from "./support/duration";
+import { JetfnError } from "./support/errors";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "./support/log-budget";
 
 /** Everything a runtime can be configured with. Every field is optional. */
 export interface RuntimeOptions {

@@ -4,8 +4,7 @@ import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config";
 import type { DatabaseClient } from "./db/client";
 import type { OutboxLag } from "./db/outbox";
-import type { RuntimeEmitter } from "./events";
-import type { InvocationStats } from "./invocation-stats";
+import type { InvocationStats } from "./invocation/invocation-stats";
 import { startDeadLetterApi } from "./nats/dead-letter-api";
 import { createQueueDepthReader } from "./nats/queue-depth";
 import type { ReplyGuard } from "./nats/reply-guard";
@@ -13,6 +12,7 @@ import { warnAboutServer } from "./nats/server-check";
 import { startServiceDiscovery } from "./nats/service-discovery";
 import { startStallWatch, type WatchedPuller } from "./nats/stall-watch";
 import { startUnroutedJobs } from "./nats/unrouted-jobs";
+import type { RuntimeEmitter } from "./triggers/events";
 
 /** What the operational parts read from the runtime. */
 export interface OperationsContext {

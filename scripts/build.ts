@@ -4,8 +4,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import * as esbuild from "esbuild";
-import { DEV_DEPENDENCIES } from "../runtime/dev-dependencies";
 import { HANDLER_THREAD_BUILD } from "../runtime/isolation/thread-script";
+import { DEV_DEPENDENCIES } from "../runtime/support/dev-dependencies";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const DIST = path.join(ROOT, "dist");

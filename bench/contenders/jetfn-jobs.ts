@@ -1,5 +1,5 @@
-import { createClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
+import { createClient } from "../../runtime/sdk/client";
 import {
   countDoneJobs,
   createFunctionsFolder,

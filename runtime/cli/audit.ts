@@ -1,17 +1,18 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type AuditFilter, invocationChanges, listAuditEntries, rowHistory } from "../audit-queries";
-import { type AuditVerification, verifyAudit } from "../audit-verify";
+import { type AuditFilter, invocationChanges, listAuditEntries, rowHistory } from "../audit/audit-queries";
+import { type AuditVerification, verifyAudit } from "../audit/audit-verify";
 import { resolveConfig } from "../config";
 import { uncoveredTables } from "../db/audit-coverage";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import { DEFAULT_RUNTIME_ROLE, type UnattributedWrites, unattributedWrites } from "../db/unattributed-writes";
-import { formatDuration, parseDuration } from "../duration";
-import { JetfnError } from "../errors";
-import { createLogger } from "../logger";
+import { describeAuditEntry } from "../inspect/audit-format";
+import { parseTime } from "../inspect/time-input";
 import { ensureAuditAnchorStream, publishPruneAnchor } from "../nats/audit-anchor-stream";
 import { connectNats } from "../nats/connection";
-import { describeAuditEntry } from "./audit-format";
+import { formatDuration, parseDuration } from "../support/duration";
+import { JetfnError } from "../support/errors";
+import { createLogger } from "../support/logger";
 import { printJson, printJsonLines } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
 
@@ -162,15 +163,6 @@ function filterFrom(options: AuditCommandOptions): AuditFilter {
     until: options.until ? parseTime(options.until) : undefined,
     limit: options.limit ? parsePositive(options.limit) : 50,
   };
-}
-
-/** `1h` means an hour ago; anything else must be a date or time Date can read. */
-export function parseTime(value: string): Date {
-  if (/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.test(value.trim())) return new Date(Date.now() - parseDuration(value));
-  const time = Date.parse(value);
-  if (Number.isNaN(time))
-    throw new JetfnError("E_INPUT_INVALID", `"${value}" is neither a duration (like 2h) nor a date`);
-  return new Date(time);
 }
 
 function parseRow(value: string): unknown {

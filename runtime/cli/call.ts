@@ -1,4 +1,4 @@
-import { createClient } from "../client";
+import { createClient } from "../sdk/client";
 import { printJson, readJsonArgument } from "./output";
 
 /** `jetfn call <fn> [json]`: request-reply; prints the JSON result. */

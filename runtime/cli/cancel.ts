@@ -1,4 +1,4 @@
-import { createClient } from "../client";
+import { createClient } from "../sdk/client";
 import { printJson } from "./output";
 
 /** `jetfn cancel <id> [--reason <text>]`: cancels a job that has not ended (E_NOT_CANCELLABLE otherwise). */

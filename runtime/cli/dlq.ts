@@ -1,5 +1,5 @@
-import { createClient } from "../client";
 import type { DeadLetter } from "../db/dead-letters";
+import { createClient } from "../sdk/client";
 import { printJson, printJsonLines } from "./output";
 import { type Column, formatTable } from "./table";
 

@@ -1,7 +1,7 @@
-import { createClient } from "../client";
-import { JetfnError } from "../errors";
 import type { EnqueuedJob, FlowControlOptions } from "../flow/keyed-enqueue-request";
 import { checkPriority } from "../flow/priority";
+import { createClient } from "../sdk/client";
+import { JetfnError } from "../support/errors";
 import { isFunctionServed } from "./function-served";
 import { printJson, readJsonArgument } from "./output";
 import { waitForJob } from "./wait-for-job";

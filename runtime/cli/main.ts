@@ -1,6 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { DEFAULT_DASHBOARD_PORT } from "../dashboard/default-port";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { exitQuietlyOnClosedOutput } from "./closed-output";
 import { fail, parseDurationOption } from "./output";
 

@@ -2,7 +2,7 @@ import { resolveConfig } from "../config";
 import { ensureAuditCoverage } from "../db/audit-coverage";
 import { connectDatabase } from "../db/client";
 import { migrate } from "../db/migrate";
-import { createLogger } from "../logger";
+import { createLogger } from "../support/logger";
 import { printJson } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
 

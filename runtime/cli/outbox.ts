@@ -7,8 +7,8 @@ import {
   type SetAsideEntry,
   type SetAsideTarget,
 } from "../db/outbox-set-aside";
-import { JetfnError } from "../errors";
-import { createLogger } from "../logger";
+import { JetfnError } from "../support/errors";
+import { createLogger } from "../support/logger";
 import { printJson, printJsonLines } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
 import { type Column, formatTable } from "./table";

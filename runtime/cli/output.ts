@@ -1,5 +1,5 @@
-import { parseDuration } from "../duration";
-import { JetfnError, toJetfnError } from "../errors";
+import { parseDuration } from "../support/duration";
+import { JetfnError, toJetfnError } from "../support/errors";
 
 /** Prints a value as JSON on standard output: indented for a terminal, one line otherwise. */
 export function printJson(value: unknown): void {

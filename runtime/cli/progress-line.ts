@@ -1,4 +1,4 @@
-import { formatDuration } from "../duration";
+import { formatDuration } from "../support/duration";
 
 /** One line of progress for a terminal: a bar, the count, elapsed time and an estimate of time left. */
 export function progressLine(done: number, total: number | null, elapsedMs: number, width = 30): string {

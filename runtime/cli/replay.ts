@@ -1,8 +1,8 @@
-import { createClient } from "../client";
 import { resolveConfig } from "../config";
-import { parseDuration } from "../duration";
-import { JetfnError } from "../errors";
 import { replayJobs } from "../nats/replay-jobs";
+import { createClient } from "../sdk/client";
+import { parseDuration } from "../support/duration";
+import { JetfnError } from "../support/errors";
 import { printJson } from "./output";
 
 /** Options of `jetfn replay`. */

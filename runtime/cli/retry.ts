@@ -1,5 +1,5 @@
-import { createClient } from "../client";
-import { JetfnError } from "../errors";
+import { createClient } from "../sdk/client";
+import { JetfnError } from "../support/errors";
 import { printJsonLines } from "./output";
 
 /** Options of `jetfn retry`. */

@@ -1,10 +1,10 @@
 import { type ResolvedConfig, resolveConfig } from "../config";
 import { type Dashboard, startDashboard } from "../dashboard/server";
-import { assertDevDependencies, type DevDependency } from "../dev-dependencies";
-import { writeFunctionTypes } from "../function-types";
-import { createLogger } from "../logger";
 import { type Runtime, startRuntime } from "../runtime";
-import { exitOnSignals } from "../shutdown";
+import { writeFunctionTypes } from "../sdk/function-types";
+import { assertDevDependencies, type DevDependency } from "../support/dev-dependencies";
+import { createLogger } from "../support/logger";
+import { exitOnSignals } from "../support/shutdown";
 import { describeDatabase, ensureNats, requireDatabaseUrl, resolveDatabaseUrl, type StartedService } from "./services";
 
 /** How `dev` and `start` differ. */

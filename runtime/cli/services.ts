@@ -2,10 +2,10 @@ import path from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "../config";
 import { findEmbeddedPostgres, startEmbeddedPostgres } from "../db/embedded-postgres";
-import { JetfnError } from "../errors";
-import { redactUrl, redactUrls } from "../logger";
 import { isNatsReachable, startLocalNatsServer } from "../nats/local-server";
-import { PACKAGE_ROOT } from "../package-root";
+import { JetfnError } from "../support/errors";
+import { redactUrl, redactUrls } from "../support/logger";
+import { PACKAGE_ROOT } from "../support/package-root";
 
 /** jetfn's nats.conf, used when `dev` has to start a NATS server itself. */
 export const NATS_CONFIG_FILE = path.join(PACKAGE_ROOT, "nats.conf");

@@ -1,7 +1,7 @@
-import { createClient } from "../client";
 import { resolveConfig } from "../config";
-import { formatDuration } from "../duration";
-import { type FunctionOverview, gatherOverview } from "./function-overview";
+import { type FunctionOverview, gatherOverview } from "../inspect/function-overview";
+import { createClient } from "../sdk/client";
+import { formatDuration } from "../support/duration";
 import { printJsonLines } from "./output";
 import { type Column, formatTable } from "./table";
 

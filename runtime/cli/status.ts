@@ -1,8 +1,8 @@
-import { createClient, type JetfnClient } from "../client";
 import { resolveConfig } from "../config";
-import { formatDuration } from "../duration";
-import { JetfnError } from "../errors";
 import type { InvocationStatusView } from "../nats/status-api";
+import { createClient, type JetfnClient } from "../sdk/client";
+import { formatDuration } from "../support/duration";
+import { JetfnError } from "../support/errors";
 import { printJson } from "./output";
 import { findUnrecordedJob } from "./stored-job";
 import { waitForJob } from "./wait-for-job";

@@ -1,5 +1,5 @@
 import { resolveConfig } from "../config";
-import { functionTypesFile, writeFunctionTypes } from "../function-types";
+import { functionTypesFile, writeFunctionTypes } from "../sdk/function-types";
 
 /** `jetfn types`: writes jetfn-functions.ts, the map of functions by name for typed calls. */
 export async function typesCommand(options: { out?: string }): Promise<void> {

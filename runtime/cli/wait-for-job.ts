@@ -1,6 +1,6 @@
-import type { JetfnClient } from "../client";
-import { JetfnError } from "../errors";
 import type { InvocationStatusView } from "../nats/status-api";
+import type { JetfnClient } from "../sdk/client";
+import { JetfnError } from "../support/errors";
 import { progressLine } from "./progress-line";
 
 const POLL_MS = 250;

@@ -1,5 +1,5 @@
 import { hostname, networkInterfaces } from "node:os";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** The names under which the dashboard answers: what a browser showing it puts in Host and Origin. */
 export interface AllowedHosts {

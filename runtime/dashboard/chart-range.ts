@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** A window the charts can show, and how it is cut into bars. */
 export interface ChartRange {

@@ -1,5 +1,5 @@
-import type { FunctionOverview } from "../cli/function-overview";
-import { formatDuration } from "../duration";
+import type { FunctionOverview } from "../inspect/function-overview";
+import { formatDuration } from "../support/duration";
 
 /**
  * Failed share of the finished invocations. `served` already counts the failures (it is

@@ -1,6 +1,6 @@
 import type { Sql } from "postgres";
-import { listAuditEntries } from "../audit-queries";
-import { gatherOverview } from "../cli/function-overview";
+import { listAuditEntries } from "../audit/audit-queries";
+import { gatherOverview } from "../inspect/function-overview";
 import type { Runtime } from "../runtime";
 import { type ChartRange, chartRangeOf } from "./chart-range";
 import { readFunctionActivity } from "./function-activity";

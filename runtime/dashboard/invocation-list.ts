@@ -1,10 +1,10 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { sql } from "drizzle-orm";
-import { parseTime } from "../cli/audit";
-import { JetfnError } from "../errors";
+import { parseTime } from "../inspect/time-input";
 import { delayedStreamName, type ScheduledJob } from "../nats/delayed-jobs";
 import { listScheduledJobs } from "../nats/scheduled-job-list";
 import type { Runtime } from "../runtime";
+import { JetfnError } from "../support/errors";
 import {
   INVOCATION_STATUSES,
   INVOCATIONS_PAGE_SIZE,

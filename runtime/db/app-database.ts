@@ -2,7 +2,7 @@ import { createTableRelationsHelpers, extractTablesRelationalConfig } from "driz
 import { PgDialect } from "drizzle-orm/pg-core";
 import { drizzle, PostgresJsDatabase, PostgresJsSession } from "drizzle-orm/postgres-js";
 import type { Sql } from "postgres";
-import type { InvocationDatabase } from "../define-function";
+import type { InvocationDatabase } from "../sdk/define-function";
 
 /** The exports of the app's drizzle schema module: its tables and their `relations(...)`. */
 export type AppSchema = Record<string, unknown>;

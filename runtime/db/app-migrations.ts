@@ -1,6 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { type MigrationFile, migrationFile } from "./migration-file";
 
 /**

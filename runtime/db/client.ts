@@ -1,6 +1,6 @@
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import postgres, { type Sql } from "postgres";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** Options of a database connection pool. */
 export interface DatabaseOptions {

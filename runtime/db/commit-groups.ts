@@ -1,5 +1,5 @@
 import type { PendingQuery, Row, Sql } from "postgres";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";

@@ -1,5 +1,5 @@
 import type { Sql } from "postgres";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import type { StoredError } from "./invocation-store";
 
 /** A dead job as `jetfn dlq` lists it. */

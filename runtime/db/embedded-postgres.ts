@@ -4,9 +4,9 @@ import { userInfo } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import postgres from "postgres";
-import { assertDevDependencies } from "../dev-dependencies";
-import { JetfnError } from "../errors";
-import { freePort } from "../free-port";
+import { assertDevDependencies } from "../support/dev-dependencies";
+import { JetfnError } from "../support/errors";
+import { freePort } from "../support/free-port";
 
 const run = promisify(execFile);
 

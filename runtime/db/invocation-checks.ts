@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { sqlLiteral } from "./sql-literal";
 import type { TransactionStamp } from "./transaction-parts";
 

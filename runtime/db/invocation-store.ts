@@ -1,8 +1,8 @@
 import { eq } from "drizzle-orm";
 import type { Sql } from "postgres";
 import { type InvocationStatus, invocations } from "../../schema/jetfn";
-import { isoNow } from "../clock";
-import { JetfnError } from "../errors";
+import { isoNow } from "../support/clock";
+import { JetfnError } from "../support/errors";
 import type { DatabaseClient } from "./client";
 import type { FinalStatement } from "./invocation-transaction";
 import { PREPARED } from "./prepared-statements";

@@ -1,6 +1,6 @@
 import type { Sql } from "postgres";
-import type { InvocationDatabase } from "../define-function";
-import { JetfnError } from "../errors";
+import type { InvocationDatabase } from "../sdk/define-function";
+import { JetfnError } from "../support/errors";
 import { bindPlainDatabase, type DatabaseBinder } from "./app-database";
 import { isConnectionError } from "./client";
 import type { CommitGroups } from "./commit-groups";

@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { isConnectionError } from "./client";
 import type { Lane, LaneOwner, Seat, SeatPart } from "./lane";
 import type { QueryMode } from "./lazy-query";

@@ -1,8 +1,8 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Sql } from "postgres";
-import { JetfnError } from "../errors";
-import { PACKAGE_ROOT } from "../package-root";
+import { JetfnError } from "../support/errors";
+import { PACKAGE_ROOT } from "../support/package-root";
 import { readAppMigrations } from "./app-migrations";
 import { adoptBaseline, BASELINE_MIGRATION } from "./migration-baseline";
 import { type MigrationFile, migrationFile } from "./migration-file";

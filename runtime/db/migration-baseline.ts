@@ -1,5 +1,5 @@
 import type { Sql } from "postgres";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /**
  * jetfn's schema migration that replaced the migrations below (squashed before any release):

@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from "postgres";
-import { JetfnError } from "../errors";
-import { type OutboxRules, outboxRowProblem } from "../outbox-rules";
+import { type OutboxRules, outboxRowProblem } from "../outbox/outbox-rules";
+import { JetfnError } from "../support/errors";
 
 /** An outbox row the relay set aside instead of publishing, as `jetfn outbox` lists it. */
 export interface SetAsideEntry {

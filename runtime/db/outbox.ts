@@ -2,9 +2,9 @@ import { randomUUID } from "node:crypto";
 import { sql as drizzleSql, type SQL } from "drizzle-orm";
 import type { Sql } from "postgres";
 import type { z } from "zod";
-import type { EventDefinition } from "../define-event";
-import { type DelayOptions, dueTime } from "../job-delay";
-import { eventMessage, jobMessage, type OutboxMessage } from "../outbox-message";
+import { type DelayOptions, dueTime } from "../invocation/job-delay";
+import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
+import type { EventDefinition } from "../sdk/define-event";
 import type { FinalStatement } from "./invocation-transaction";
 
 /** A drizzle transaction (or database) an app writes outbox rows through: anything with `execute`. */

@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** Thrown to every job of a group whose COMMIT failed: each runs again, in a transaction of its own. */
 export class SharedCommitError extends JetfnError {

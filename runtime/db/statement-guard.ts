@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { type SqlToken, type TokenizeOptions, tokenizeSql, UnreadableSql } from "./sql-tokens";
 
 /**

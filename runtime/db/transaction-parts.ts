@@ -1,4 +1,4 @@
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { endTransaction } from "./session-reset";
 import { inlineParameters, sqlLiteral } from "./sql-literal";
 import type { WatchedConnection } from "./watched-connection";

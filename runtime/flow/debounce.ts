@@ -2,7 +2,7 @@ import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { claimKey, compareAndSet } from "./job-keys";
 import { endSuperseded } from "./superseded-record";
 

@@ -1,4 +1,4 @@
-import { type Duration, formatDuration, parseDuration } from "../duration";
+import { type Duration, formatDuration, parseDuration } from "../support/duration";
 
 /**
  * Flow control a function declares: a concurrency limit across every runtime and a rate limit on

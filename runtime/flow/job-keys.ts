@@ -1,9 +1,9 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type Duration, parseDuration } from "../duration";
-import { JetfnError } from "../errors";
 import { ensureBucket } from "../nats/buckets";
 import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
+import { type Duration, parseDuration } from "../support/duration";
+import { JetfnError } from "../support/errors";
 
 /**
  * Keys of debounced and singleton jobs. Both are claimed in one key-value bucket, `JETFN_JOB_KEYS`,

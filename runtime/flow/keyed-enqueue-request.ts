@@ -1,9 +1,9 @@
 import { type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node";
-import type { Duration } from "../duration";
-import { JetfnError } from "../errors";
-import { FUNCTION_HEADER, NOT_BEFORE_HEADER } from "../job-delay";
+import { FUNCTION_HEADER, NOT_BEFORE_HEADER } from "../invocation/job-delay";
 import { encodeInput, type PublishedJob } from "../nats/publish-job";
 import { ID_HEADER } from "../nats/subjects";
+import type { Duration } from "../support/duration";
+import { JetfnError } from "../support/errors";
 import { checkDebouncePeriod, checkJobKey, DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
 import { checkPriority, PRIORITY_HEADER } from "./priority";
 

@@ -1,6 +1,6 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Limiter } from "../limiter";
+import type { Limiter } from "../invocation/limiter";
 import type { ConsumerSettings } from "../nats/consumer-definitions";
 import { createJobPuller, type JobPuller, type JobPullerOptions } from "../nats/job-puller";
 import { consumerConfigFor } from "../nats/streams";

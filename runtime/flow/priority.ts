@@ -1,6 +1,6 @@
-import { JetfnError } from "../errors";
-import { isValidFunctionName } from "../function-name";
+import { isValidFunctionName } from "../deploy/function-name";
 import { consumerName, JOB_PREFIX } from "../nats/subjects";
+import { JetfnError } from "../support/errors";
 
 /**
  * Job priority. A job enqueued with priority 1-3 is published to its function's priority subject,

@@ -1,8 +1,8 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation } from "../db/invocation-store";
-import { JetfnError } from "../errors";
 import type { PublishedJob } from "../nats/publish-job";
+import { JetfnError } from "../support/errors";
 import { claimKey, compareAndSet } from "./job-keys";
 
 /**

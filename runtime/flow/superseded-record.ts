@@ -1,9 +1,9 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Sql } from "postgres";
-import { isoNow } from "../clock";
 import { ERROR_HISTORY_LIMIT, type StoredError } from "../db/invocation-store";
 import { storableJson } from "../db/storable-json";
 import { doneSubject } from "../nats/subjects";
+import { isoNow } from "../support/clock";
 
 /**
  * Records debounced job `id` of `fn` as superseded by job `by`, unless it already ended; the status

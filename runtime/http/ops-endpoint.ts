@@ -1,10 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { connectDatabase } from "../db/client";
-import type { RuntimeEmitter } from "../events";
-import type { InvocationStats } from "../invocation-stats";
-import { createRuntimeMetrics } from "../metrics";
+import type { InvocationStats } from "../invocation/invocation-stats";
 import type { QueueDepthReader } from "../nats/queue-depth";
+import { createRuntimeMetrics } from "../support/metrics";
+import type { RuntimeEmitter } from "../triggers/events";
 import { livenessRoute, readinessRoute } from "./health-routes";
 import { metricsRoute } from "./metrics-route";
 import { createReadinessCheck, type RuntimePhase } from "./readiness";

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** What a route answers: a status, a content type and a body. */
 export interface RouteAnswer {

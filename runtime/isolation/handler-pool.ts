@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
-import type { FunctionContext } from "../define-function";
-import { JetfnError } from "../errors";
+import type { FunctionContext } from "../sdk/define-function";
+import { JetfnError } from "../support/errors";
 import { type HandlerThread, startHandlerThread } from "./handler-thread-host";
 import type { ThreadData } from "./thread-messages";
 import { handlerThreadScript } from "./thread-script";

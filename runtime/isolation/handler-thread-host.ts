@@ -1,9 +1,9 @@
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { handlerThreadEnvironment } from "../config";
-import type { FunctionContext } from "../define-function";
-import { JetfnError } from "../errors";
-import { noteDroppedLines } from "../log-budget";
+import type { FunctionContext } from "../sdk/define-function";
+import { JetfnError } from "../support/errors";
+import { noteDroppedLines } from "../support/log-budget";
 import {
   deserializeError,
   type FromThread,

@@ -5,12 +5,12 @@ import { parentPort, workerData } from "node:worker_threads";
 import pino, { type Logger } from "pino";
 import type { Sql } from "postgres";
 import { createDatabaseBinder } from "../db/app-database";
-import type { FunctionContext, FunctionDefinition, InvocationDatabase } from "../define-function";
-import { isFunctionDefinition } from "../define-function";
-import type { JetfnErrorCode } from "../error-codes";
-import { JetfnError } from "../errors";
-import { evaluateFunctionCode } from "../evaluate-function";
-import { budgetedLogger, LogBudget } from "../log-budget";
+import { evaluateFunctionCode } from "../deploy/evaluate-function";
+import type { FunctionContext, FunctionDefinition, InvocationDatabase } from "../sdk/define-function";
+import { isFunctionDefinition } from "../sdk/define-function";
+import type { JetfnErrorCode } from "../support/error-codes";
+import { JetfnError } from "../support/errors";
+import { budgetedLogger, LogBudget } from "../support/log-budget";
 import { createRelayedClient } from "./relayed-client";
 import {
   deserializeError,

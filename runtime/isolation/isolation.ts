@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
-import type { FunctionContext, FunctionDefinition, ResolvedFunction } from "../define-function";
-import { JetfnError } from "../errors";
-import { compiledSourceOf } from "../loader";
-import { DEFAULT_LOG_LIMITS, type LogLimits } from "../log-budget";
+import { compiledSourceOf } from "../deploy/loader";
+import type { FunctionContext, FunctionDefinition, ResolvedFunction } from "../sdk/define-function";
+import { JetfnError } from "../support/errors";
+import { DEFAULT_LOG_LIMITS, type LogLimits } from "../support/log-budget";
 import { createHandlerPool, DEFAULT_ABORT_GRACE_MS, type HandlerPool } from "./handler-pool";
 import type { ThreadData } from "./thread-messages";
 

@@ -4,7 +4,7 @@
  * keeps neither `code` nor `cause`, which the runtime classifies failures by.
  */
 
-import type { LogLimits } from "../log-budget";
+import type { LogLimits } from "../support/log-budget";
 
 /** Given to each worker thread at start: which build of which function to load. */
 export interface ThreadData {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type * as esbuild from "esbuild";
-import { PACKAGE_ROOT } from "../package-root";
+import { PACKAGE_ROOT } from "../support/package-root";
 
 const ENTRY = fileURLToPath(new URL("./handler-thread.ts", import.meta.url));
 

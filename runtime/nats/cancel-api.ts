@@ -1,10 +1,16 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { CANCEL_SUBJECT, type Cancellations, type CancelMark, cancelledError, REASON_LIMIT } from "../cancellation";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation, recordCancelled } from "../db/invocation-store";
-import { JetfnError, toJetfnError } from "../errors";
-import { storedError } from "../job-runner";
+import {
+  CANCEL_SUBJECT,
+  type Cancellations,
+  type CancelMark,
+  cancelledError,
+  REASON_LIMIT,
+} from "../invocation/cancellation";
+import { storedError } from "../invocation/job-runner";
+import { JetfnError, toJetfnError } from "../support/errors";
 import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard } from "./progress-board";
 import { replyError, replyJson, statusFor } from "./reply";

@@ -1,7 +1,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { JetfnError } from "../errors";
-import { redactUrls } from "../logger";
+import { JetfnError } from "../support/errors";
+import { redactUrls } from "../support/logger";
 import { type NatsAuth, natsAuthOptions } from "./nats-auth";
 
 /** How to reach NATS. */

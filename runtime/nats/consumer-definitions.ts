@@ -2,7 +2,7 @@ import { JetStreamApiCodes } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { ensureBucket } from "./buckets";
 import { type Replication, SINGLE_REPLICA } from "./stream-replicas";
 

@@ -10,8 +10,8 @@ import {
   listDeadLetters,
   releaseDeadLetter,
 } from "../db/dead-letters";
-import { JetfnError, toJetfnError } from "../errors";
-import { isValidFunctionName } from "../function-name";
+import { isValidFunctionName } from "../deploy/function-name";
+import { JetfnError, toJetfnError } from "../support/errors";
 import { publishJob } from "./publish-job";
 import { replyError, replyJson, statusFor } from "./reply";
 import type { ReplyGuard } from "./reply-guard";

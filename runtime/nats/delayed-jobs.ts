@@ -11,11 +11,17 @@ import {
 } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { toNanos } from "../duration";
+import { isValidFunctionName } from "../deploy/function-name";
 import { DEBOUNCE_KEY_HEADER } from "../flow/job-keys";
 import { PRIORITY_HEADER, routePriority } from "../flow/priority";
-import { isValidFunctionName } from "../function-name";
-import { DELAYED_PREFIX, delayedSubject, FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../job-delay";
+import {
+  DELAYED_PREFIX,
+  delayedSubject,
+  FUNCTION_HEADER,
+  NOT_BEFORE_HEADER,
+  parseNotBefore,
+} from "../invocation/job-delay";
+import { toNanos } from "../support/duration";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";

@@ -1,10 +1,10 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import type { ResolvedFunction } from "../define-function";
-import { eventIdentity } from "../event-identity";
-import { type JobRunnerDependencies, keepJobAlive, runJob } from "../job-runner";
-import type { Limiter } from "../limiter";
-import { ackWaitFor } from "../retry-policy";
+import { type JobRunnerDependencies, keepJobAlive, runJob } from "../invocation/job-runner";
+import type { Limiter } from "../invocation/limiter";
+import { ackWaitFor } from "../invocation/retry-policy";
+import type { ResolvedFunction } from "../sdk/define-function";
+import { eventIdentity } from "../triggers/event-identity";
 import type { ConsumerDefinitions } from "./consumer-definitions";
 import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
 import { createJobPuller, type JobPuller } from "./job-puller";

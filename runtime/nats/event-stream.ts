@@ -1,7 +1,7 @@
 import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
-import type { ResolvedFunction } from "../define-function";
-import { toNanos } from "../duration";
-import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
+import type { ResolvedFunction } from "../sdk/define-function";
+import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 

@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "pino";
 import { resolveNatsServerBinary } from "../config";
-import { JetfnError } from "../errors";
-import { stopChild } from "../stop-child";
+import { JetfnError } from "../support/errors";
+import { stopChild } from "../support/stop-child";
 import { connectNats } from "./connection";
 import type { NatsAuth } from "./nats-auth";
 

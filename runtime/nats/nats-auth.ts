@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { credsAuthenticator, type NodeConnectionOptions, nkeyAuthenticator } from "@nats-io/transport-node";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /**
  * How jetfn authenticates to NATS, as the `nats` CLI takes it from the environment: `NATS_USER` and

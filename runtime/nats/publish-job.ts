@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
-import { JetfnError } from "../errors";
+import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
-import { describeInvalidName, isValidFunctionName } from "../function-name";
-import { NOT_BEFORE_HEADER, routeJob } from "../job-delay";
+import { NOT_BEFORE_HEADER, routeJob } from "../invocation/job-delay";
+import { JetfnError } from "../support/errors";
 import type { JetStreamPublisher } from "./stream-publisher";
 import {
   ID_HEADER,

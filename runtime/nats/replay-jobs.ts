@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
-import { JetfnError } from "../errors";
+import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { WOKEN_HEADER } from "../flow/wake-tag";
-import { describeInvalidName, isValidFunctionName } from "../function-name";
-import { jobIdentity } from "../job-identity";
+import { jobIdentity } from "../invocation/job-identity";
+import { JetfnError } from "../support/errors";
 import { ID_HEADER, jobMessageId, jobSubject } from "./subjects";
 
 /** Header linking a replayed job to the stored job it re-runs. */

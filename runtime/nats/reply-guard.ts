@@ -1,6 +1,6 @@
 import type { Msg } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { RuntimeEmitter } from "../events";
+import type { RuntimeEmitter } from "../triggers/events";
 
 /**
  * Reply subjects a NATS client may own: its inbox (`_INBOX.`, nats.js's default), and the

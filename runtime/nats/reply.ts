@@ -1,6 +1,6 @@
 import { headers, type Msg } from "@nats-io/transport-node";
-import { statusOf } from "../error-codes";
-import type { JetfnError } from "../errors";
+import { statusOf } from "../support/error-codes";
+import type { JetfnError } from "../support/errors";
 import { ERROR_CODE_HEADER, ERROR_HEADER, ID_HEADER } from "./subjects";
 
 /** The JSON body of an error reply. */

@@ -1,5 +1,5 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
-import { DELAYED_PREFIX } from "../job-delay";
+import { DELAYED_PREFIX } from "../invocation/job-delay";
 import { findScheduledJob, type ScheduledJob } from "./delayed-jobs";
 
 /** Delayed jobs waiting for their due time: how many, and the first ones by due time. */

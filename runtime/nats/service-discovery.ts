@@ -1,9 +1,9 @@
 import { hostname } from "node:os";
 import { type Msg, type NatsConnection, nuid, type Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { DurationHistogram, DurationSummary } from "../duration-histogram";
-import type { ErrorCounts, FunctionStats, InvocationStats } from "../invocation-stats";
-import { PACKAGE_VERSION } from "../package-root";
+import type { ErrorCounts, FunctionStats, InvocationStats } from "../invocation/invocation-stats";
+import type { DurationHistogram, DurationSummary } from "../support/duration-histogram";
+import { PACKAGE_VERSION } from "../support/package-root";
 import type { QueueDepth, QueueDepthReader } from "./queue-depth";
 import type { ReplyGuard } from "./reply-guard";
 import { callSubject } from "./subjects";

@@ -1,6 +1,6 @@
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import type { RuntimeEmitter } from "../events";
+import type { RuntimeEmitter } from "../triggers/events";
 import { consumerName } from "./subjects";
 
 /** What the watch needs to know about one deployed function in this process. */

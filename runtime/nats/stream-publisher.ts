@@ -1,6 +1,6 @@
 import type { PubAck } from "@nats-io/jetstream";
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 import { CallMux } from "./call-mux";
 
 /** What publishing a job or event needs: nats.js's JetStreamClient fits, and so does StreamPublisher. */

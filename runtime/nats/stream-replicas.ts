@@ -1,6 +1,6 @@
 import type { JetStreamManager, Placement, StreamConfig } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import { JetfnError } from "../errors";
+import { JetfnError } from "../support/errors";
 
 /** How many NATS servers keep a copy of each stream and key-value bucket jetfn creates, and which. */
 export interface Replication {

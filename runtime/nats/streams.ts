@@ -8,9 +8,9 @@ import {
   StorageType,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import type { ResolvedFunction } from "../define-function";
-import { toNanos } from "../duration";
-import { ackWaitFor, maxDeliveriesFor } from "../retry-policy";
+import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
+import type { ResolvedFunction } from "../sdk/define-function";
+import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
 import { addStreamIfMissing, type Replication } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";

@@ -4,8 +4,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { type JobRecord, recordFailure, type StoredError } from "../db/invocation-store";
+import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { parseJobSubject } from "../flow/priority";
-import { describeInvalidName, isValidFunctionName } from "../function-name";
 import { consumerName, DONE_PREFIX, ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./subjects";
 
 /** Options of the unrouted-jobs watch. */

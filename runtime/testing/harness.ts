@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import path from "node:path";
-import { type AuditEntry, listAuditEntries } from "../audit-queries";
-import { createClient, type FunctionMap, type JetfnClient } from "../client";
+import { type AuditEntry, listAuditEntries } from "../audit/audit-queries";
 import { DEFAULT_TEST_ADMIN_DATABASE_URL, resolveConfig, resolveTestHarnessConfig } from "../config";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import type { StoredError } from "../db/invocation-store";
 import { migrate } from "../db/migrate";
-import { type JetfnError, toJetfnError } from "../errors";
-import { createLogger } from "../logger";
 import { type Runtime, type StartRuntimeOptions, startRuntime } from "../runtime";
+import { createClient, type FunctionMap, type JetfnClient } from "../sdk/client";
+import { type JetfnError, toJetfnError } from "../support/errors";
+import { createLogger } from "../support/logger";
 import { startNatsServer, type TestNatsServer } from "./nats-server";
 import { createScratchDatabase, type ScratchDatabase } from "./scratch-database";
 

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from "node:util";
-import type { AuditEntry } from "../audit-queries";
+import type { AuditEntry } from "../audit/audit-queries";
 import type { CallRun, JobRun } from "./harness";
 
 type Run = JobRun | CallRun;

@@ -3,10 +3,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect, type NodeConnectionOptions } from "@nats-io/transport-node";
-import { freePort } from "../free-port";
 import { natsServerBinary } from "../nats/local-server";
 import { type NatsAuth, natsAuthOptions } from "../nats/nats-auth";
-import { stopChild } from "../stop-child";
+import { freePort } from "../support/free-port";
+import { stopChild } from "../support/stop-child";
 
 /** A nats-server with JetStream started for tests, on a random port and a temporary store. */
 export interface TestNatsServer {

@@ -1,8 +1,8 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import pino from "pino";
-import { createAuditAnchorer } from "../../runtime/audit-anchorer";
-import { type AuditSealer, startAuditSealer } from "../../runtime/audit-sealer";
+import { createAuditAnchorer } from "../../runtime/audit/audit-anchorer";
+import { type AuditSealer, startAuditSealer } from "../../runtime/audit/audit-sealer";
 import { ensureAuditAnchorStream } from "../../runtime/nats/audit-anchor-stream";
 import { type CliResult, runCli } from "./cli";
 import { createTestDatabase, type TestDatabase } from "./database";

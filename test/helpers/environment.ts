@@ -1,7 +1,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient, type JetfnClient } from "../../runtime/client";
 import { type Runtime, type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
+import { createClient, type JetfnClient } from "../../runtime/sdk/client";
 import { createTestDatabase, type TestDatabase } from "./database";
 import { type CapturedLogger, captureLogs } from "./logs";
 import { startNatsServer, type TestNatsOptions, type TestNatsServer } from "./nats-server";

@@ -1,1 +1,1 @@
-export { freePort } from "../../runtime/free-port";
+export { freePort } from "../../runtime/support/free-port";

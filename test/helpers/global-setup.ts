@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import type { TestProject } from "vitest/node";
 import { migrate } from "../../runtime/db/migrate";
-import { functionTypesFile, writeFunctionTypes } from "../../runtime/function-types";
+import { functionTypesFile, writeFunctionTypes } from "../../runtime/sdk/function-types";
 import { adminUrl, databaseUrl } from "./database-url";
 
 declare module "vitest" {

@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import type { Logger } from "pino";
-import { createLogger } from "../../runtime/logger";
+import { createLogger } from "../../runtime/support/logger";
 
 /** A JSON logger whose lines the test can read; set TEST_LOGS=1 to also print them. */
 export interface CapturedLogger {

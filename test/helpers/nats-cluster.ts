@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { natsServerBinary } from "../../runtime/nats/local-server";
-import { stopChild } from "../../runtime/stop-child";
+import { stopChild } from "../../runtime/support/stop-child";
 import { freePort } from "./free-port";
 import { stopWhenTestEnds } from "./test-scope";
 

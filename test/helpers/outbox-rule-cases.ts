@@ -1,4 +1,4 @@
-import type { OutboxMessage } from "../../runtime/outbox-message";
+import type { OutboxMessage } from "../../runtime/outbox/outbox-message";
 
 /** Outbox rows and whether the outbox rules accept them, for the relay's and the database's checks alike. */
 export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: boolean }[] = [

@@ -2,8 +2,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type Browser, chromium } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { stopWhenTestEnds } from "../helpers/test-scope";
 

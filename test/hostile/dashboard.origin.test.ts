@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { httpRequest } from "../helpers/http-request";
 

@@ -1,7 +1,7 @@
 import path from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createLogger } from "../../runtime/logger";
+import { createLogger } from "../../runtime/support/logger";
 import { createTestEnvironment, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 
 // A handler writing 150 MB of log lines in 1.5 s used to block other calls for 1.6 s and leave the

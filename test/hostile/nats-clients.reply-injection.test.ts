@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createClient, type JetfnClient } from "../../runtime/client";
+import { createClient, type JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { CLIENT_PASSWORD, shippedNatsAuth } from "../helpers/shipped-nats-auth";

@@ -1,9 +1,9 @@
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it, onTestFinished } from "vitest";
-import { createEmitter } from "../../runtime/events";
 import { StreamPublisher } from "../../runtime/nats/stream-publisher";
-import { startOutboxRelay } from "../../runtime/outbox-relay";
+import { startOutboxRelay } from "../../runtime/outbox/outbox-relay";
+import { createEmitter } from "../../runtime/triggers/events";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";

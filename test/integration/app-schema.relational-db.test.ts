@@ -1,7 +1,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 
 // ctx.db is drizzle with the app's schema (schema/app.ts here, JETFN_SCHEMA's default): relational

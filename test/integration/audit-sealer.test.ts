@@ -1,8 +1,8 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { createAuditAnchorer } from "../../runtime/audit-anchorer";
-import { type AuditSealer, startAuditSealer } from "../../runtime/audit-sealer";
+import { createAuditAnchorer } from "../../runtime/audit/audit-anchorer";
+import { type AuditSealer, startAuditSealer } from "../../runtime/audit/audit-sealer";
 import { setUpAuditChain } from "../helpers/audit-chain";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;

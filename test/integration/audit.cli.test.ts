@@ -1,9 +1,9 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listAuditEntries, rowHistory } from "../../runtime/audit-queries";
-import type { JetfnClient } from "../../runtime/client";
+import { listAuditEntries, rowHistory } from "../../runtime/audit/audit-queries";
 import { connectDatabase, type DatabaseClient } from "../../runtime/db/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 

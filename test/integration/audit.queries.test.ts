@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { invocationChanges, listAuditEntries, rowHistory } from "../../runtime/audit-queries";
+import { invocationChanges, listAuditEntries, rowHistory } from "../../runtime/audit/audit-queries";
 import { connectDatabase, type DatabaseClient } from "../../runtime/db/client";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 

@@ -1,8 +1,8 @@
 import { headers, type Msg } from "@nats-io/transport-node";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 import type { CapturedLogger } from "../helpers/logs";
 

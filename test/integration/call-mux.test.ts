@@ -1,7 +1,7 @@
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createClient, type JetfnClient } from "../../runtime/client";
 import { CallMux } from "../../runtime/nats/call-mux";
+import { createClient, type JetfnClient } from "../../runtime/sdk/client";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
 let nats: TestNatsServer;

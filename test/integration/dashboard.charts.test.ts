@@ -1,10 +1,10 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { CHART_RANGES } from "../../runtime/dashboard/chart-range";
 import type { Series } from "../../runtime/dashboard/series-query";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // The charts' figures over HTTP: read from jetfn.invocations, so they cover every runtime, with

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // The dashboard's pages over HTTP: figures, filters, sign-in and actions. The browser flows are in

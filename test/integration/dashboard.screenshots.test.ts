@@ -7,8 +7,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // Debian's Chromium, installed by .ci/run; Playwright drives it, it never downloads a browser.

@@ -5,10 +5,10 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "../../runtime";
-import type { JetfnClient } from "../../runtime/client";
-import { defineEvent } from "../../runtime/define-event";
-import type { JetfnError } from "../../runtime/errors";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import { defineEvent } from "../../runtime/sdk/define-event";
+import type { JetfnError } from "../../runtime/support/errors";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import type { CapturedLogger } from "../helpers/logs";
 

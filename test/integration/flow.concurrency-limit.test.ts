@@ -1,8 +1,8 @@
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { replayJobs } from "../../runtime/nats/replay-jobs";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { finishedRuns, maxOverlap } from "../helpers/flow-runs";
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { gatherOverview } from "../../runtime/cli/function-overview";
-import type { JetfnClient } from "../../runtime/client";
+import { gatherOverview } from "../../runtime/inspect/function-overview";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 /** Tenant A's backlog: 10,000 jobs in full mode (JETFN_FAULTS_FULL=1), 2,000 in `npm test`. */

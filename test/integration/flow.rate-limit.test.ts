@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 import { finishedRuns } from "../helpers/flow-runs";
 

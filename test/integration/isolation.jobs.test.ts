@@ -1,9 +1,9 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import type { StoredError } from "../../runtime/db/invocation-store";
-import type { JetfnError } from "../../runtime/errors";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import type { JetfnError } from "../../runtime/support/errors";
 import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 import type { CapturedLogger } from "../helpers/logs";
 

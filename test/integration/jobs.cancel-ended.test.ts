@@ -1,7 +1,7 @@
 import { Kvm } from "@nats-io/kv";
 import { connect, headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { CANCEL_BUCKET } from "../../runtime/cancellation";
+import { CANCEL_BUCKET } from "../../runtime/invocation/cancellation";
 import { doneSubject, ID_HEADER } from "../../runtime/nats/subjects";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 

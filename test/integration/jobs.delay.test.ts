@@ -1,7 +1,7 @@
 import { drizzle } from "drizzle-orm/postgres-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { enqueueInTransaction } from "../../runtime/db/outbox";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;

@@ -1,10 +1,10 @@
 import { jetstream } from "@nats-io/jetstream";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import type { StoredError } from "../../runtime/db/invocation-store";
-import type { JetfnError } from "../../runtime/errors";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import type { JetfnError } from "../../runtime/support/errors";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import type { CapturedLogger } from "../helpers/logs";
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { FunctionOverview } from "../../runtime/cli/function-overview";
 import type { FunctionStatsLine } from "../../runtime/cli/stats";
-import type { JetfnClient } from "../../runtime/client";
 import type { DeadLetter } from "../../runtime/db/dead-letters";
+import type { FunctionOverview } from "../../runtime/inspect/function-overview";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { type CliProcess, runCli, spawnCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 

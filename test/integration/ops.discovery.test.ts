@@ -1,8 +1,8 @@
 import type { Msg } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import type { ServiceInfo, ServicePing, ServiceStats } from "../../runtime/nats/service-discovery";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 import type { CapturedLogger } from "../helpers/logs";

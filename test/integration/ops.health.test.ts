@@ -5,7 +5,7 @@ import { networkInterfaces } from "node:os";
 import path from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { spawnCli } from "../helpers/cli";
 import { adminUrl } from "../helpers/database-url";
 import { createTestEnvironment, eventually, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";

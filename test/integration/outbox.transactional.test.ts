@@ -8,10 +8,10 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
 import { emitInTransaction, enqueueInTransaction, readOutboxLag } from "../../runtime/db/outbox";
-import { jobMessage, publishMessage } from "../../runtime/outbox-message";
+import { jobMessage, publishMessage } from "../../runtime/outbox/outbox-message";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;

@@ -6,7 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres, { type Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { DEV_DEPENDENCIES } from "../../runtime/dev-dependencies";
+import { DEV_DEPENDENCIES } from "../../runtime/support/dev-dependencies";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { eventually } from "../helpers/environment";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";

@@ -1,7 +1,7 @@
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
-import type { JetfnError } from "../../runtime/errors";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import type { JetfnError } from "../../runtime/support/errors";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 
 let env: TestEnvironment;

@@ -5,8 +5,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scheduledJobId, scheduledJobKey, scheduleSecret } from "../../runtime/scheduled-job-id";
-import { readSchedules, SCHEDULE_BUCKET } from "../../runtime/scheduler";
+import { scheduledJobId, scheduledJobKey, scheduleSecret } from "../../runtime/triggers/scheduled-job-id";
+import { readSchedules, SCHEDULE_BUCKET } from "../../runtime/triggers/scheduler";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 

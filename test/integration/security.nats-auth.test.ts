@@ -1,9 +1,9 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/client";
-import { createClient } from "../../runtime/client";
 import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import { createClient } from "../../runtime/sdk/client";
 import { createTestEnvironment, type TestEnvironment } from "../helpers/environment";
 import { CLIENT_PASSWORD, shippedNatsAuth } from "../helpers/shipped-nats-auth";
 

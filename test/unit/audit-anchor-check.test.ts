@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compareWithAnchors } from "../../runtime/audit-anchor-check";
+import { compareWithAnchors } from "../../runtime/audit/audit-anchor-check";
 import type { AuditAnchors, SealAnchor } from "../../runtime/nats/audit-anchor-stream";
 
 /** Seal `seq` of a chain of seals of 10 rows each. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { idClusters } from "../../runtime/audit-queries";
+import { idClusters } from "../../runtime/audit/audit-queries";
 
 describe("idClusters", () => {
   it("keeps near entries together in id order, and gives far ones clusters of their own", () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { isoNow } from "../../runtime/clock";
+import { isoNow } from "../../runtime/support/clock";
 
 describe("isoNow", () => {
   afterEach(() => {

@@ -1,6 +1,6 @@
 import { expect, it } from "vitest";
 import { resolveConfig } from "../../runtime/config";
-import { DEFAULT_LOG_LIMITS } from "../../runtime/log-budget";
+import { DEFAULT_LOG_LIMITS } from "../../runtime/support/log-budget";
 
 it("reads the handler log budget and the load time limit, with defaults", () => {
   expect(resolveConfig({}, {})).toMatchObject({ logLimits: DEFAULT_LOG_LIMITS, loadTimeoutMs: 10_000 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { defineFunction, isFunctionDefinition, resolveFunction } from "../../runtime/define-function";
+import { defineFunction, isFunctionDefinition, resolveFunction } from "../../runtime/sdk/define-function";
 
 const valid = { input: z.object({ n: z.number() }), async handler() {} };
 

@@ -6,10 +6,10 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { createEmitter } from "../../runtime/events";
-import { trackInvocationStats } from "../../runtime/invocation-stats";
-import { createLogger } from "../../runtime/logger";
-import { createRuntimeMetrics, type RuntimeMetrics } from "../../runtime/metrics";
+import { trackInvocationStats } from "../../runtime/invocation/invocation-stats";
+import { createLogger } from "../../runtime/support/logger";
+import { createRuntimeMetrics, type RuntimeMetrics } from "../../runtime/support/metrics";
+import { createEmitter } from "../../runtime/triggers/events";
 import { findPromtool } from "../helpers/metrics-lint";
 
 const DEPLOY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../deploy/production");

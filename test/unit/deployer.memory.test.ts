@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createDeployer, type Deployer } from "../../runtime/deployer";
-import { createEmitter } from "../../runtime/events";
+import { createDeployer, type Deployer } from "../../runtime/deploy/deployer";
+import { createEmitter } from "../../runtime/triggers/events";
 import { captureLogs } from "../helpers/logs";
 
 const REDEPLOYS = Number(process.env.REDEPLOYS ?? 200);

@@ -1,6 +1,10 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { assertDevDependencies, DEV_DEPENDENCIES, isDevDependencyInstalled } from "../../runtime/dev-dependencies";
+import {
+  assertDevDependencies,
+  DEV_DEPENDENCIES,
+  isDevDependencyInstalled,
+} from "../../runtime/support/dev-dependencies";
 
 interface Manifest {
   dependencies: Record<string, string>;

@@ -1,12 +1,12 @@
 // docs/errors.md is where users look up a code: it must list exactly the codes ERROR_CODES declares,
 // each with the status a reply carries and the retry decision the job runner makes. A code added
-// to runtime/error-codes.ts without its row, or a row that no longer says what the runtime does,
+// to runtime/support/error-codes.ts without its row, or a row that no longer says what the runtime does,
 // fails here.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { ERROR_CODES, type JetfnErrorCode } from "../../runtime/error-codes";
+import { ERROR_CODES, type JetfnErrorCode } from "../../runtime/support/error-codes";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 

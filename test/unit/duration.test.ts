@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration, parseDuration, toNanos } from "../../runtime/duration";
+import { formatDuration, parseDuration, toNanos } from "../../runtime/support/duration";
 
 describe("durations", () => {
   it.each([

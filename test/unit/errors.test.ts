@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { errorKindOf, isJetfnErrorCode, isRetryable, statusOf } from "../../runtime/error-codes";
-import { JetfnError, NonRetryableError, RetryAfterError, toJetfnError } from "../../runtime/errors";
+import { errorKindOf, isJetfnErrorCode, isRetryable, statusOf } from "../../runtime/support/error-codes";
+import { JetfnError, NonRetryableError, RetryAfterError, toJetfnError } from "../../runtime/support/errors";
 
 describe("toJetfnError", () => {
   it("wraps plain errors as handler failures, keeping message, stack and cause", () => {

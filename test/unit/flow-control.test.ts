@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { defineFunction, resolveFunction } from "../../runtime/define-function";
 import {
   FUNCTION_WIDE_TOKEN,
   groupFunction,
@@ -11,6 +10,7 @@ import {
 } from "../../runtime/flow/flow-key";
 import { describeFlow, resolveFlow } from "../../runtime/flow/flow-options";
 import { readWoken, wokenHeader } from "../../runtime/flow/wake-tag";
+import { defineFunction, resolveFunction } from "../../runtime/sdk/define-function";
 
 describe("resolveFlow", () => {
   it("resolves a concurrency limit and a rate limit, in that order", () => {

@@ -2,8 +2,8 @@ import { describe, expect, it } from "vitest";
 import { checkDebouncePeriod, checkJobKey, claimKey } from "../../runtime/flow/job-keys";
 import { keyedEnqueueRequest } from "../../runtime/flow/keyed-enqueue-request";
 import { checkPriority, parseJobSubject, priorityConsumerName, prioritySubject } from "../../runtime/flow/priority";
-import { routeJob } from "../../runtime/job-delay";
-import { createLimiter } from "../../runtime/limiter";
+import { routeJob } from "../../runtime/invocation/job-delay";
+import { createLimiter } from "../../runtime/invocation/limiter";
 
 describe("priorities", () => {
   it("accepts integers 0-3 (and their decimal strings, as the CLI gives them)", () => {

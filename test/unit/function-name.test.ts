@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { functionNameFromPath, isFunctionFile, isValidFunctionName } from "../../runtime/function-name";
+import { functionNameFromPath, isFunctionFile, isValidFunctionName } from "../../runtime/deploy/function-name";
 import { consumerName } from "../../runtime/nats/subjects";
 
 describe("function names", () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { isReservedInvocationId, jobMessageId } from "../../runtime/nats/subjects";
-import { jobMessage } from "../../runtime/outbox-message";
+import { jobMessage } from "../../runtime/outbox/outbox-message";
 
 describe("invocation ids", () => {
   it("reserves the shape of the ids the runtime derives, and nothing the SDK generates", () => {

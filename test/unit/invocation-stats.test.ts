@@ -1,15 +1,15 @@
 import { describe, expect, it } from "vitest";
+import { trackInvocationStats } from "../../runtime/invocation/invocation-stats";
 import {
   emptyHistogram,
   histogramQuantile,
   mergeHistogram,
   recordDuration,
   summarizeDurations,
-} from "../../runtime/duration-histogram";
-import { errorKindOf } from "../../runtime/error-codes";
-import { JetfnError, NonRetryableError } from "../../runtime/errors";
-import { createEmitter, type InvocationEvent } from "../../runtime/events";
-import { trackInvocationStats } from "../../runtime/invocation-stats";
+} from "../../runtime/support/duration-histogram";
+import { errorKindOf } from "../../runtime/support/error-codes";
+import { JetfnError, NonRetryableError } from "../../runtime/support/errors";
+import { createEmitter, type InvocationEvent } from "../../runtime/triggers/events";
 
 function event(fn: string, invocationId: string, kind: "call" | "job" = "job", attempt = 1): InvocationEvent {
   return { fn, invocationId, attempt, kind };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dueTime, routeJob } from "../../runtime/job-delay";
+import { dueTime, routeJob } from "../../runtime/invocation/job-delay";
 
 const NOW = Date.parse("2030-01-01T00:00:00Z");
 

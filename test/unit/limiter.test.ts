@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLimiter } from "../../runtime/limiter";
+import { createLimiter } from "../../runtime/invocation/limiter";
 
 describe("limiter", () => {
   it("grants up to its capacity, then queues in order", async () => {

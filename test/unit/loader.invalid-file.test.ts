@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadFunctionFile, loadFunctionFiles } from "../../runtime/loader";
+import { loadFunctionFile, loadFunctionFiles } from "../../runtime/deploy/loader";
 
 let dir: string;
 

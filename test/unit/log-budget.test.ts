@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import { expect, it } from "vitest";
-import { bounded, budgetedLogger, LogBudget, noteDroppedLines, TRUNCATED } from "../../runtime/log-budget";
-import { createLogger } from "../../runtime/logger";
+import { bounded, budgetedLogger, LogBudget, noteDroppedLines, TRUNCATED } from "../../runtime/support/log-budget";
+import { createLogger } from "../../runtime/support/logger";
 
 function capture() {
   const lines: Record<string, unknown>[] = [];

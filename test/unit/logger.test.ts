@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import { describe, expect, it, vi } from "vitest";
-import { createLogger, invocationLogger } from "../../runtime/logger";
+import { createLogger, invocationLogger } from "../../runtime/support/logger";
 
 function capture(level: string) {
   const lines: Record<string, unknown>[] = [];

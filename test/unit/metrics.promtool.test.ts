@@ -3,11 +3,11 @@
 // (Debian's `prometheus` package), the same scrape also goes through it.
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
-import { JetfnError } from "../../runtime/errors";
-import { createEmitter } from "../../runtime/events";
-import { trackInvocationStats } from "../../runtime/invocation-stats";
-import { createLogger } from "../../runtime/logger";
-import { createRuntimeMetrics, type RuntimeMetrics } from "../../runtime/metrics";
+import { trackInvocationStats } from "../../runtime/invocation/invocation-stats";
+import { JetfnError } from "../../runtime/support/errors";
+import { createLogger } from "../../runtime/support/logger";
+import { createRuntimeMetrics, type RuntimeMetrics } from "../../runtime/support/metrics";
+import { createEmitter } from "../../runtime/triggers/events";
 import { findPromtool, lintMetrics, promtoolCheck } from "../helpers/metrics-lint";
 
 const promtool = findPromtool();

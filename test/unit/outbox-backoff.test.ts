@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createOutboxBackoff, nextSweepDelay } from "../../runtime/outbox-backoff";
+import { createOutboxBackoff, nextSweepDelay } from "../../runtime/outbox/outbox-backoff";
 
 describe("the outbox back-off", () => {
   it("waits 1 s, 2 s, 4 s between refusals and gives a row up at the last attempt", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { outboxRowProblem } from "../../runtime/outbox-rules";
+import { outboxRowProblem } from "../../runtime/outbox/outbox-rules";
 import { OUTBOX_RULE_CASES } from "../helpers/outbox-rule-cases";
 
 const rules = { maxPayload: 1_048_576 };

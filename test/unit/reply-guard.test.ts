@@ -1,7 +1,7 @@
 import type { Msg } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
-import { createEmitter } from "../../runtime/events";
 import { createReplyGuard, DEFAULT_INBOX_PREFIXES } from "../../runtime/nats/reply-guard";
+import { createEmitter } from "../../runtime/triggers/events";
 import { captureLogs } from "../helpers/logs";
 
 function request(reply: string): Msg {

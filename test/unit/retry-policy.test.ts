@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ackWaitFor, backoffDelay, maxDeliveriesFor, resolveRetryPolicy } from "../../runtime/retry-policy";
+import { ackWaitFor, backoffDelay, maxDeliveriesFor, resolveRetryPolicy } from "../../runtime/invocation/retry-policy";
 
 describe("retry policy", () => {
   it("defaults to 3 attempts with a growing backoff", () => {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { z } from "../../runtime";
-import { defineFunction, resolveFunction } from "../../runtime/define-function";
-import { dueTimesBetween, resolveSchedule } from "../../runtime/schedule";
-import { scheduledJobId, scheduledJobKey } from "../../runtime/scheduled-job-id";
+import { defineFunction, resolveFunction } from "../../runtime/sdk/define-function";
+import { dueTimesBetween, resolveSchedule } from "../../runtime/triggers/schedule";
+import { scheduledJobId, scheduledJobKey } from "../../runtime/triggers/scheduled-job-id";
 
 const at = (iso: string) => Date.parse(iso);
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { AuditEntry } from "../../runtime/audit-queries";
+import type { AuditEntry } from "../../runtime/audit/audit-queries";
 import { type JobRun, jetfnMatchers } from "../../runtime/testing";
 
 function change(partial: Partial<AuditEntry>): AuditEntry {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { parseInput, parseJsonBody, parseOutput } from "../../runtime/validation";
+import { parseInput, parseJsonBody, parseOutput } from "../../runtime/invocation/validation";
 
 describe("input and output validation", () => {
   const schema = z.object({ to: z.array(z.email()), subject: z.string() });

@@ -1,5 +1,5 @@
-import type { AuditEntry } from "../../audit-queries";
-import type { AuditVerification } from "../../audit-verify";
+import type { AuditEntry } from "../../audit/audit-queries";
+import type { AuditVerification } from "../../audit/audit-verify";
 import { html, type SafeHtml } from "../html";
 import { timeCell } from "../time-format";
 

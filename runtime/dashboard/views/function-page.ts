@@ -1,6 +1,6 @@
-import type { AuditEntry } from "../../audit-queries";
-import type { FunctionOverview } from "../../cli/function-overview";
-import type { ResolvedFunction } from "../../define-function";
+import type { AuditEntry } from "../../audit/audit-queries";
+import type { FunctionOverview } from "../../inspect/function-overview";
+import type { ResolvedFunction } from "../../sdk/define-function";
 import { drainText, errorRateText } from "../figures";
 import type { FunctionActivity } from "../function-activity";
 import { html, type SafeHtml } from "../html";

@@ -1,6 +1,6 @@
 import path from "node:path";
-import type { ResolvedFunction } from "../../define-function";
-import { formatDuration } from "../../duration";
+import type { ResolvedFunction } from "../../sdk/define-function";
+import { formatDuration } from "../../support/duration";
 import { html, type SafeHtml } from "../html";
 
 /**

@@ -1,4 +1,4 @@
-import type { FunctionOverview } from "../../cli/function-overview";
+import type { FunctionOverview } from "../../inspect/function-overview";
 import { drainText, errorRateText } from "../figures";
 import { html, type SafeHtml } from "../html";
 import { refreshScript } from "./live-refresh";

@@ -1,5 +1,5 @@
-import type { AuditEntry } from "../../audit-queries";
-import { describeChange } from "../../cli/audit-format";
+import type { AuditEntry } from "../../audit/audit-queries";
+import { describeChange } from "../../inspect/audit-format";
 import type { InvocationStatusView } from "../../nats/status-api";
 import { html, type SafeHtml } from "../html";
 import { signInHint } from "../sign-in";

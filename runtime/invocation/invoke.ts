@@ -1,0 +1,345 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
+import type { DatabaseBinder } from "../db/app-database";
+import { isConnectionError } from "../db/client";
+import type { CommitGroups } from "../db/commit-groups";
+import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError } from "../db/invocation-store";
+import {
+  createInvocationTransaction,
+  type FinalStatement,
+  type InvocationTransaction,
+  type TransactionLoss,
+} from "../db/invocation-transaction";
+import { outboxStatement } from "../db/outbox";
+import { shouldPrepare } from "../db/prepared-statements";
+import { isSharedCommitFailure } from "../db/shared-commit-error";
+import { isUnanswered } from "../db/transaction-parts";
+import { isValidFunctionName } from "../deploy/function-name";
+import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
+import type { EventDefinition } from "../sdk/define-event";
+import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "../sdk/define-function";
+import { JetfnError, toJetfnError } from "../support/errors";
+import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "../support/log-budget";
+import { invocationLogger } from "../support/logger";
+import type { InvocationKind, RuntimeEmitter } from "../triggers/events";
+import type { Cancellations } from "./cancellation";
+import { InvocationDeadline } from "./invocation-deadline";
+import { dueTime } from "./job-delay";
+import { resultJson } from "./result-json";
+import { parseInput, parseOutput } from "./validation";
+
+/** What one invocation needs to know. */
+export interface InvocationRequest {
+  fn: ResolvedFunction;
+  invocationId: string;
+  attempt: number;
+  kind: InvocationKind;
+  /** Decoded JSON body, not yet validated. */
+  input: unknown;
+  /** Fired when the runtime shuts down: aborts the handler like a timeout. */
+  shutdownSignal: AbortSignal;
+  /** For jobs: the statement committed together with the handler's writes, given the result's stored JSON. */
+  finalStatement?: (resultJson: string) => FinalStatement;
+  onProgress?: (done: number, total: number | undefined) => void;
+  /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
+  handlerDone?: () => void;
+  /** The invocation's logger, when the caller already has one. */
+  log?: Logger;
+  /** For jobs: cancel marks, which abort the handler like a timeout (E_CANCELLED). */
+  cancellations?: Cancellations;
+}
+
+/** How an invocation ended; `log` is its child logger, for the caller's one closing line. */
+export type InvocationOutcome =
+  | {
+      ok: true;
+      result: unknown;
+      /** For jobs: the result as the JSON stored in the job's record. */
+      resultJson: string;
+      durationMs: number;
+      /** True when the final statement was committed with the handler's transaction. */
+      committed: boolean;
+      /** Jobs and events the handler asked for, committed in the outbox: publish them now. */
+      outbox: OutboxMessage[];
+      log: Logger;
+    }
+  | { ok: false; error: JetfnError; kind: FailureKind; durationMs: number; log: Logger };
+
+/**
+ * What ended a failed invocation, as the runtime saw it (never read off the error the handler
+ * threw, which it may have wrapped, replaced or made up):
+ * - `handler`: the handler, its input or output, or one of its statements failed; its retry policy decides.
+ * - `fenced`: its final record was refused because another attempt already finished the job.
+ * - `shared-commit`: the shared transaction it was in did not commit; it runs again alone.
+ * - `database`: the database went away during it; it runs again once the database answers.
+ */
+export type FailureKind = "handler" | "fenced" | TransactionLoss;
+
+/** What invoke() uses from the runtime. */
+export interface InvokeDependencies {
+  sql: Sql;
+  logger: Logger;
+  events: RuntimeEmitter;
+  /** The NATS server's max payload, to refuse oversized jobs and events when they are asked for. */
+  maxPayload?: number;
+  /** Share transactions and COMMITs with other invocations (each in its own savepoint). */
+  commitGroups?: CommitGroups;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
+  /** Makes `ctx.db` over the invocation's transaction, with the app's schema. @default bindPlainDatabase */
+  bindDatabase?: DatabaseBinder;
+}
+
+/**
+ * Runs one invocation: validates input, runs the handler in its own lazy transaction with a
+ * timeout, validates output, commits (with the job's final record) or rolls back.
+ */
+export function invoke(deps: InvokeDependencies, request: InvocationRequest): Promise<InvocationOutcome> {
+  return new Invocation(deps, request).run();
+}
+
+/**
+ * One invocation in progress. It is also what the handler's `ctx` reads from, so an invocation
+ * costs a few objects and no closures: thousands run a second.
+ */
+class Invocation {
+  readonly deps: InvokeDependencies;
+  readonly request: InvocationRequest;
+  readonly deadline: InvocationDeadline;
+  /** Jobs and events the handler asked for, committed with its transaction. */
+  readonly outbox: OutboxMessage[] = [];
+  readonly #started = performance.now();
+  #log: Logger | undefined;
+  /** What the handler logged through ctx.log; made when it first reaches for it. */
+  #logBudget: LogBudget | undefined;
+  #handlerLog: Logger | undefined;
+  /** Made when the handler first reaches for ctx.db: most handlers that never do pay nothing for it. */
+  #transaction: InvocationTransaction | undefined;
+  #ended = false;
+  #unwatch: (() => void) | undefined;
+
+  constructor(deps: InvokeDependencies, request: InvocationRequest) {
+    this.deps = deps;
+    this.request = request;
+    this.#log = request.log;
+    this.deadline = new InvocationDeadline(request.fn, request.shutdownSignal);
+    this.#unwatch = request.cancellations?.watch(request.invocationId, (reason) => this.deadline.cancel(reason));
+  }
+
+  get log(): Logger {
+    const { fn, invocationId, attempt } = this.request;
+    this.#log ??= invocationLogger(this.deps.logger, fn.name, invocationId, attempt);
+    return this.#log;
+  }
+
+  /** The logger the handler gets: its lines are cut to size and counted against its budget. */
+  get handlerLog(): Logger {
+    if (!this.#handlerLog) {
+      this.#logBudget = new LogBudget(this.deps.logLimits ?? DEFAULT_LOG_LIMITS);
+      this.#handlerLog = budgetedLogger(this.log, this.#logBudget);
+    }
+    return this.#handlerLog;
+  }
+
+  get transaction(): InvocationTransaction {
+    if (!this.#transaction) {
+      const { fn, invocationId, attempt } = this.request;
+      this.#transaction = createInvocationTransaction(
+        this.deps.sql,
+        { functionName: fn.name, invocationId, attempt, statementTimeoutMs: fn.timeoutMs },
+        this.deps.commitGroups,
+        this.deps.bindDatabase,
+      );
+      // A handler that outlived its invocation gets a closed transaction, as if it had one all along.
+      if (this.#ended) void this.#transaction.rollback();
+    }
+    return this.#transaction;
+  }
+
+  progress(done: number, total: number | undefined): void {
+    if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
+    const { request } = this;
+    request.onProgress?.(done, total);
+    this.deps.events.emit("invocation:progress", {
+      fn: request.fn.name,
+      invocationId: request.invocationId,
+      attempt: request.attempt,
+      kind: request.kind,
+      done,
+      total,
+    });
+  }
+
+  enqueue(functionName: string, input: unknown, options: EnqueueOptions | undefined): { id: string } {
+    if (!isValidFunctionName(functionName)) {
+      throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
+    }
+    const id = options?.id ?? randomUUID();
+    const due = options ? dueTime(options) : undefined;
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due, options?.priority));
+    return { id };
+  }
+
+  emit(event: string | EventDefinition, data: unknown): { id: string } {
+    const message = eventMessage(event, data, undefined, this.deps.maxPayload);
+    this.outbox.push(message);
+    return { id: message.id };
+  }
+
+  async run(): Promise<InvocationOutcome> {
+    const { fn, invocationId, attempt, kind } = this.request;
+    const { events } = this.deps;
+    events.emit("invocation:start", { fn: fn.name, invocationId, attempt, kind });
+    // Whether a failure came from the commit (jetfn's own statements) rather than the handler.
+    let committing = false;
+    try {
+      const input = parseInput(fn.definition.spec.input, this.request.input, fn.name);
+      const ctx = new InvocationContext(this);
+      const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
+      const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
+      // A job's result is stored: one that cannot be fails here, as the handler's fault.
+      const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
+      committing = true;
+      const committed = await this.#commit(json);
+      const durationMs = performance.now() - this.#started;
+      events.emit("invocation:success", { fn: fn.name, invocationId, attempt, kind, durationMs });
+      return { ok: true, result, resultJson: json, durationMs, committed, outbox: this.outbox, log: this.log };
+    } catch (thrown) {
+      this.#ended = true;
+      // Rejects only when the handler's failure may stem from a group's uncommitted writes and
+      // that group did not commit (see lane-seat.ts): then the job runs again, whatever it saw.
+      const groupFailed = await this.#transaction?.rollback().then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      const failure: FailureKind =
+        groupFailed !== undefined ? "shared-commit" : failureKind(thrown, committing, this.#transaction?.lost);
+      const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
+      const error = conflict ?? toJetfnError(groupFailed ?? thrown);
+      return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
+    } finally {
+      this.#ended = true;
+      this.deadline.stop();
+      this.#unwatch?.();
+      this.#reportDroppedLines();
+    }
+  }
+
+  /** One line, at the end, for what the handler logged past its budget. */
+  #reportDroppedLines(): void {
+    const budget = this.#logBudget;
+    if (!budget || budget.dropped === 0) return;
+    this.log.warn(
+      { droppedLogLines: budget.dropped, loggedLines: budget.lines, loggedBytes: budget.bytes },
+      "The handler logged past its budget; the lines beyond it were dropped.",
+    );
+  }
+
+  /**
+   * Commits the handler's transaction with the outbox rows and the final statement (the job's
+   * record). A handler that never touched the database still gets its outbox rows written
+   * atomically with its record, in one statement. Resolves to whether the final statement was
+   * committed here.
+   */
+  #commit(resultJson: string): Promise<boolean> | boolean {
+    const transaction = this.#transaction;
+    if (!transaction?.begun && this.outbox.length === 0) {
+      return transaction ? transaction.commit().then(() => false) : false;
+    }
+    return this.#commitWithOutbox(transaction, resultJson);
+  }
+
+  async #commitWithOutbox(transaction: InvocationTransaction | undefined, resultJson: string): Promise<boolean> {
+    const { request } = this;
+    const origin = { functionName: request.fn.name, invocationId: request.invocationId };
+    const final = request.finalStatement?.(resultJson);
+    const statement = this.outbox.length > 0 ? outboxStatement(this.outbox, origin, final) : final;
+    if (transaction?.begun) {
+      await transaction.commit(statement, request.handlerDone);
+      return true;
+    }
+    await transaction?.commit();
+    const single = statement as FinalStatement;
+    await this.deps.sql.unsafe(single.text, single.params as never[], {
+      prepare: shouldPrepare(this.deps.sql, single.text),
+    });
+    return true;
+  }
+}
+
+/**
+ * Classifies a failure by where it came from: only the commit's own errors can say the record was
+ * fenced out, the shared COMMIT failed or the connection was lost; before the commit, only what the
+ * transaction's statements saw can say so. Anything else the handler threw is the handler's.
+ */
+function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss | undefined): FailureKind {
+  if (committing) {
+    // First: a shared COMMIT that a member's fence failed carries the fence's error as its cause.
+    if (isSharedCommitFailure(thrown)) return "shared-commit";
+    if ((thrown as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) return "fenced";
+    if (isConnectionError(thrown) || isUnanswered(thrown)) return "database";
+  }
+  return lost ?? "handler";
+}
+
+/**
+ * The record refused this job because its id belongs to another function's invocation (only the
+ * commit's own statements can say so; a handler raising the same code fails as its own error).
+ */
+function idConflict(thrown: unknown, request: InvocationRequest): JetfnError | undefined {
+  if ((thrown as { code?: unknown } | undefined)?.code !== ID_CONFLICT_CODE) return undefined;
+  return idConflictError(request.invocationId, request.fn.name, undefined, thrown);
+}
+
+/** What a handler sees as `ctx`: a view of its invocation. */
+class InvocationContext implements FunctionContext {
+  readonly #invocation: Invocation;
+  readonly invocationId: string;
+  readonly attempt: number;
+  readonly functionName: string;
+
+  constructor(invocation: Invocation) {
+    this.#invocation = invocation;
+    this.invocationId = invocation.request.invocationId;
+    this.attempt = invocation.request.attempt;
+    this.functionName = invocation.request.fn.name;
+  }
+
+  get db(): FunctionContext["db"] {
+    return this.#invocation.transaction.db;
+  }
+
+  get log(): Logger {
+    return this.#invocation.handlerLog;
+  }
+
+  get signal(): AbortSignal {
+    return this.#invocation.deadline.signal;
+  }
+
+  // Functions made on first use (most handlers never use them) and bound, so a handler may take
+  // them off ctx (`const { enqueue } = ctx`).
+  #progress: FunctionContext["progress"] | undefined;
+  #enqueue: FunctionContext["enqueue"] | undefined;
+  #emit: FunctionContext["emit"] | undefined;
+
+  get progress(): FunctionContext["progress"] {
+    this.#progress ??= (done, total) => this.#invocation.progress(done, total);
+    return this.#progress;
+  }
+
+  get enqueue(): FunctionContext["enqueue"] {
+    this.#enqueue ??= async (functionName, input, options) => this.#invocation.enqueue(functionName, input, options);
+    return this.#enqueue;
+  }
+
+  get call(): FunctionContext["call"] {
+    return this.enqueue;
+  }
+
+  get emit(): FunctionContext["emit"] {
+    this.#emit ??= async (event, data) => this.#invocation.emit(event, data);
+    return this.#emit;
+  }
+}

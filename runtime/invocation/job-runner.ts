@@ -1,0 +1,573 @@
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { DatabaseBinder } from "../db/app-database";
+import type { DatabaseClient } from "../db/client";
+import { isConnectionError } from "../db/client";
+import type { CommitGroups } from "../db/commit-groups";
+import {
+  completionStatement,
+  getInvocation,
+  idConflictError,
+  type JobRecord,
+  otherOwner,
+  recordFailure,
+  type StoredError,
+  type SuccessRecorder,
+} from "../db/invocation-store";
+import type { FlowControl } from "../flow/flow-control";
+import type { ProgressBoard } from "../nats/progress-board";
+import { isOlderVersion, TERM_REASON_VERSION } from "../nats/server-check";
+import { doneSubject } from "../nats/subjects";
+import type { OutboxRelay } from "../outbox/outbox-relay";
+import type { ResolvedFunction } from "../sdk/define-function";
+import { isoNow } from "../support/clock";
+import { formatDuration } from "../support/duration";
+import { isRetryable } from "../support/error-codes";
+import { JetfnError, originalErrorName } from "../support/errors";
+import type { LogLimits } from "../support/log-budget";
+import { failureFields, invocationLogger } from "../support/logger";
+import type { RuntimeEmitter } from "../triggers/events";
+import type { Cancellations } from "./cancellation";
+import { type InvokeDependencies, invoke } from "./invoke";
+import { type JobIdentity, jobIdentity } from "./job-identity";
+import type { Limiter } from "./limiter";
+import { backoffDelay } from "./retry-policy";
+import { parseInputBody } from "./validation";
+
+/** Everything a job needs from the runtime. */
+export interface JobRunnerDependencies {
+  database: DatabaseClient;
+  successes: SuccessRecorder;
+  /** Jobs' writes share transactions and COMMITs (each job in its own savepoint). */
+  commitGroups?: CommitGroups;
+  nc: NatsConnection;
+  js: JetStreamClient;
+  progress: ProgressBoard;
+  events: RuntimeEmitter;
+  logger: Logger;
+  shutdownSignal: AbortSignal;
+  /** Publishes the jobs and events an invocation committed to the outbox. */
+  outbox: OutboxRelay;
+  /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
+  outage: DatabaseOutage;
+  /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits;
+  /** Cancel marks: a cancelled job ends `cancelled` instead of running (or is aborted while it runs). */
+  cancellations?: Cancellations;
+  /** Makes each invocation's `ctx.db` (with the app's schema). @default bindPlainDatabase */
+  bindDatabase?: DatabaseBinder;
+  /** Concurrency and rate limits across runtimes (for functions that declare them). */
+  flow?: FlowControl;
+}
+
+/** How the next try of an attempt runs. */
+interface Tries {
+  /** In a transaction of its own, after a shared COMMIT failed. */
+  alone: boolean;
+  /** Runs of this delivery that lost their database connection. */
+  databaseLosses: number;
+}
+
+/** Counts jobs waiting for an unreachable database to answer. */
+export interface DatabaseOutage {
+  waiting: number;
+}
+
+/**
+ * Whether a job held for `heldForMs` still deserves in-progress pings: while it could legitimately
+ * be waiting for a slot and running (twice its timeout, plus a minute for commit and records), or
+ * while the database is away. An attempt stuck past that loses its lease and runs again elsewhere.
+ */
+export function keepJobAlive(timeoutMs: number, outage: DatabaseOutage, heldForMs: number): boolean {
+  return heldForMs < 2 * timeoutMs + STUCK_GRACE_MS || outage.waiting > 0;
+}
+
+const STUCK_GRACE_MS = 60_000;
+
+/** What a finished job announces on `jetfn.done.<id>`. */
+export interface DoneNotice {
+  id: string;
+  fn: string;
+  status: "succeeded" | "dead" | "cancelled";
+  result?: unknown;
+  error?: StoredError;
+}
+
+/** Longest a stack trace kept per attempt; enough to find the line, bounded so records stay small. */
+const STACK_LIMIT = 2_000;
+const MESSAGE_LIMIT = 2_000;
+/**
+ * Runs of one delivery that may lose their database connection and run again without spending an
+ * attempt. An outage costs one such run per job (it waits for the database to answer first); only
+ * a job whose connection dies again and again while the database answers reaches the limit.
+ */
+const MAX_DATABASE_RERUNS = 10;
+/** Wait before retrying a job whose attempt could not reach the database (not the handler's fault). */
+const DATABASE_RETRY_MS = 2_000;
+
+/**
+ * Runs one job message to its end: skips jobs another attempt already finished, runs the handler,
+ * records the outcome in Postgres, and only then acks, naks with backoff, or terminates. While the
+ * database is away the message is held (and kept alive) until it answers again, so an outage
+ * neither loses the job nor burns its attempts.
+ */
+export async function runJob(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  limiter: Limiter,
+  message: JsMsg,
+  /** Who the message is: a job's own id, or (for an event delivered to a listener) an id per listener. */
+  identify: (message: JsMsg) => JobIdentity = jobIdentity,
+  /** Called once the handler has finished, before the outcome is recorded (frees a pull slot), with how long it held its slot. */
+  onHandlerDone: (handlerMs: number) => void = () => {},
+): Promise<void> {
+  // A job woken from the waiting stream keeps its id, enqueue time and the attempts it had spent.
+  const woken = fn.flow ? deps.flow?.woken(message, fn.name) : undefined;
+  const identity = woken
+    ? { ...identify(message), id: woken.id, invalidId: undefined, enqueuedAt: new Date(woken.enqueuedAt).toISOString() }
+    : identify(message);
+  const attempt = message.info.deliveryCount + (woken?.attemptsBefore ?? 0);
+  const record: JobRecord = {
+    id: identity.id,
+    fn: fn.name,
+    attempt,
+    input: null,
+    enqueuedAt: identity.enqueuedAt,
+    startedAt: isoNow(),
+    streamSeq: identity.streamSeq,
+    retryOf: identity.retryOf,
+  };
+  const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
+  const cancelled = deps.cancellations?.cancelled(identity.id);
+  if (cancelled) return endCancelled(deps, record, message, cancelled, log);
+  if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
+  if (identity.invalidId !== undefined) {
+    const error = new JetfnError(
+      "E_INPUT_INVALID",
+      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
+    );
+    return refuse(deps, record, message, error, log);
+  }
+  let input: unknown;
+  try {
+    input = parseInputBody(message.data, fn.name);
+  } catch (error) {
+    return refuse(deps, record, message, error as JetfnError, log);
+  }
+  record.input = input ?? null;
+  if (attempt > fn.retry.attempts) {
+    const error = new JetfnError(
+      "E_ATTEMPTS_EXHAUSTED",
+      `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
+    );
+    return refuse(deps, record, message, error, log);
+  }
+  let releaseSlot: () => void;
+  try {
+    releaseSlot = await limiter.acquire(deps.shutdownSignal);
+  } catch {
+    return; // Shutting down before it started: JetStream delivers it again later.
+  }
+  let leave: (() => void) | undefined;
+  if (fn.flow && deps.flow) {
+    try {
+      leave = await deps.flow.admit(fn, input, record, message);
+    } finally {
+      if (!leave) releaseSlot();
+    }
+    if (!leave) return; // Over a limit: parked in the waiting stream, it comes back when a slot frees.
+  }
+  // The concurrency slot is for running handlers: free it as soon as the handler is done, while
+  // the outcome is being recorded or committed with others.
+  let slotFree = false;
+  let slotAt = performance.now();
+  const handlerDone = (): void => {
+    if (slotFree) return;
+    slotFree = true;
+    releaseSlot();
+    onHandlerDone(performance.now() - slotAt);
+  };
+  const tries: Tries = { alone: false, databaseLosses: 0 };
+  try {
+    while (!(await attemptJob(deps, fn, message, record, input, log, handlerDone, tries))) {
+      await whenDatabaseAnswers(deps, log, () => deps.database.sql`select 1`);
+      if (slotFree) {
+        // Its slot went while its group committed; running the handler again needs one.
+        try {
+          releaseSlot = await limiter.acquire(deps.shutdownSignal);
+        } catch {
+          return; // Shutting down: JetStream delivers it again later.
+        }
+        slotFree = false;
+        slotAt = performance.now();
+      }
+    }
+  } finally {
+    handlerDone();
+    leave?.();
+  }
+}
+
+/**
+ * One attempt. Returns false when the database went away during it: nothing was committed by this
+ * attempt (or, if COMMIT landed, the fence refuses the repeat), so the caller tries again.
+ */
+async function attemptJob(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  message: JsMsg,
+  record: JobRecord,
+  input: unknown,
+  log: Logger,
+  handlerDone: () => void,
+  tries: Tries,
+): Promise<boolean> {
+  record.startedAt = isoNow();
+  const board = deps.progress.begin(record.id, fn.name, record.attempt, {
+    enqueuedAt: record.enqueuedAt,
+    input: record.input,
+  });
+  const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
+    fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    input,
+    shutdownSignal: deps.shutdownSignal,
+    finalStatement: (resultJson) => completionStatement(record, resultJson),
+    onProgress: (done, total) => board.update(done, total),
+    log,
+    // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
+    handlerDone: fn.concurrency > 1 ? handlerDone : undefined,
+    cancellations: deps.cancellations,
+  });
+  board.finish();
+  // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
+  // a final outcome frees the slot.
+  if (outcome.ok || (outcome.kind !== "database" && outcome.kind !== "shared-commit")) handlerDone();
+  const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
+  const durationMs = Math.round(outcome.durationMs * 100) / 100;
+  if (outcome.ok) {
+    const done: DoneNotice = { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result };
+    let applied = outcome.committed;
+    if (applied) {
+      message.ack();
+      // The jobs and events it asked for go out before anyone hears it is done.
+      await deps.outbox.publishCommitted(outcome.outbox, log);
+      notifyDone(deps, done);
+    } else {
+      // Nothing was committed (no writes, no outbox): the record is written with others in a batch.
+      const settled = (won: boolean): void => {
+        message.ack();
+        if (won) notifyDone(deps, done);
+      };
+      try {
+        applied = await deps.successes
+          .record(record, outcome.resultJson, settled)
+          .catch((error: unknown) =>
+            isConnectionError(error)
+              ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.resultJson, settled))
+              : Promise.reject(error),
+          );
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== "E_ID_CONFLICT") throw error;
+        refuseConflict(deps, record, message, error as JetfnError, log, durationMs);
+        return true;
+      }
+    }
+    if (applied) log.info({ outcome: "succeeded", durationMs }, "Job succeeded.");
+    else log.warn({ durationMs }, "Another attempt finished this job first; this attempt's result was discarded.");
+    return true;
+  }
+  let { error } = outcome;
+  // A shared transaction doomed by a member's fence (the same job delivered twice into one group)
+  // rolled back every member, the one the fence let through as well: that is a shared-commit
+  // failure, not a fenced one (see failureKind in invoke.ts). Judged as fenced out, both copies
+  // would be acked and the job lost; alone, one of them commits.
+  if (outcome.kind === "shared-commit") {
+    // Not this job's doing (or not only): it runs again at once, in a transaction of its own.
+    tries.alone = true;
+    log.warn({ durationMs, err: error.cause }, "The shared transaction did not commit; running the job again alone.");
+    return false;
+  }
+  if (error.code === "E_ID_CONFLICT") {
+    refuseConflict(deps, record, message, error, log, durationMs);
+    return true;
+  }
+  if (error.code === "E_CANCELLED") {
+    await endCancelled(deps, record, message, error, log, durationMs);
+    return true;
+  }
+  if (outcome.kind === "fenced") {
+    message.ack();
+    log.warn({ durationMs }, "Another attempt finished this job first; this attempt rolled back its writes.");
+    return true;
+  }
+  if (error.code === "E_SHUTTING_DOWN") {
+    // Not the job's fault: it runs again on the next delivery, after the ack wait.
+    log.warn({ durationMs }, "Job aborted by shutdown; it will be delivered again.");
+    return true;
+  }
+  if (outcome.kind === "database") {
+    if (++tries.databaseLosses <= MAX_DATABASE_RERUNS) {
+      log.warn(
+        { durationMs, err: error.cause },
+        "The database went away during the job; trying again once it answers.",
+      );
+      return false;
+    }
+    // The database keeps answering others while this job's own connection dies on every run (its
+    // handler may end its own session): the attempt counts, or it would run, and doom the shared
+    // transactions it joins, forever.
+    error = new JetfnError(
+      "E_DATABASE_UNAVAILABLE",
+      `the job lost its database connection on ${tries.databaseLosses} runs in a row: ${error.message}`,
+      { cause: error },
+    );
+  }
+  const final = !isRetryable(error.code) || record.attempt >= fn.retry.attempts;
+  deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
+  if (final) {
+    await bury(deps, record, message, error, log, durationMs);
+    return true;
+  }
+  const delayMs =
+    error.code === "E_RETRY_LATER" && typeof (error as { delayMs?: unknown }).delayMs === "number"
+      ? (error as unknown as { delayMs: number }).delayMs
+      : backoffDelay(fn.retry, record.attempt);
+  const stored = storedError(error, record.attempt);
+  const recorded = await whenDatabaseAnswers(deps, log, () =>
+    recordFailure(deps.database.sql, record, "failed", stored),
+  );
+  const owner = recorded
+    ? undefined
+    : await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
+  if (owner !== undefined) {
+    refuseConflict(deps, record, message, idConflictError(record.id, record.fn, owner), log, durationMs);
+    return true;
+  }
+  message.nak(delayMs);
+  log.warn(
+    { outcome: "failed", durationMs, retryInMs: delayMs, ...failureFields(error) },
+    `Job attempt ${record.attempt} of ${fn.retry.attempts} failed (${error.message}); retrying in ${formatDuration(delayMs)}.`,
+  );
+  return true;
+}
+
+// What invoke() needs, made once per runtime (with and without commit groups), not once per job.
+const invokeDependenciesOf = new WeakMap<
+  JobRunnerDependencies,
+  { grouped: InvokeDependencies; alone: InvokeDependencies }
+>();
+
+function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): InvokeDependencies {
+  let both = invokeDependenciesOf.get(deps);
+  if (!both) {
+    const make = (commitGroups: CommitGroups | undefined): InvokeDependencies => ({
+      sql: deps.database.sql,
+      logger: deps.logger,
+      events: deps.events,
+      // Read per invocation: a reconnect may reach a server with another limit.
+      get maxPayload() {
+        return deps.nc.info?.max_payload;
+      },
+      commitGroups,
+      logLimits: deps.logLimits,
+      bindDatabase: deps.bindDatabase,
+    });
+    both = { alone: make(undefined), grouped: make(deps.commitGroups) };
+    invokeDependenciesOf.set(deps, both);
+  }
+  return grouped ? both.grouped : both.alone;
+}
+
+/**
+ * Runs a database step, and while it fails because the database is unreachable, waits and runs it
+ * again. The job's message stays held (and kept alive) meanwhile. Other errors propagate.
+ */
+async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, step: () => Promise<T>): Promise<T> {
+  let warned = false;
+  for (;;) {
+    try {
+      return await step();
+    } catch (error) {
+      if (!isConnectionError(error) || deps.shutdownSignal.aborted) throw error;
+      if (!warned) log.warn({ err: error }, "The database is unreachable; holding the job until it answers.");
+      warned = true;
+      deps.outage.waiting++;
+      try {
+        await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
+      } finally {
+        deps.outage.waiting--;
+      }
+    }
+  }
+}
+
+/**
+ * Ends a job that cannot run at all (bad id, input that is not JSON, attempts used up) as dead,
+ * and reports it like a failed invocation so stats and metrics count it.
+ */
+function refuse(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+): Promise<void> {
+  deps.events.emit("invocation:failure", {
+    fn: record.fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    durationMs: 0,
+    error,
+    final: true,
+  });
+  return bury(deps, record, message, error, log);
+}
+
+/** Records a dead job with its error, then terminates the message so it is never delivered again. */
+async function bury(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs?: number,
+): Promise<void> {
+  const stored = storedError(error, record.attempt);
+  const applied = await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "dead", stored));
+  // Servers before 2.10.4 ignore a +TERM that carries a reason, and deliver the job once more.
+  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
+  else message.term(error.message.slice(0, 200));
+  if (!applied) {
+    const owner = await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
+    // Its id is another function's: that record stays as it is, and this job ends here, in the logs.
+    if (owner !== undefined) logConflict(log, idConflictError(record.id, record.fn, owner), durationMs);
+    return;
+  }
+  log.error(
+    { outcome: "dead", durationMs, ...failureFields(error) },
+    `Job is dead after attempt ${record.attempt}: ${error.message}`,
+  );
+  notifyDone(deps, { id: record.id, fn: record.fn, status: "dead", error: stored });
+}
+
+/**
+ * Ends a cancelled job: records it `cancelled` with the reason (unless it already ended, or the
+ * cancel already recorded it), terminates the message and announces the end. A job that had
+ * already ended otherwise (succeeded or dead, or an id of another function's) keeps its record,
+ * and no cancel is announced for it.
+ */
+async function endCancelled(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs?: number,
+): Promise<void> {
+  const stored = storedError(error, record.attempt);
+  const applied = await whenDatabaseAnswers(deps, log, () =>
+    recordFailure(deps.database.sql, record, "cancelled", stored),
+  );
+  message.term();
+  if (!applied) {
+    const existing = await whenDatabaseAnswers(deps, log, () => getInvocation(deps.database, record.id));
+    if (existing?.status !== "cancelled" || existing.function !== record.fn) {
+      log.info(
+        { outcome: existing?.status, durationMs },
+        "A cancel came for a job that had already ended; its record stands.",
+      );
+      return;
+    }
+  }
+  log.info({ outcome: "cancelled", durationMs }, `Job cancelled: ${error.message}`);
+  notifyDone(deps, { id: record.id, fn: record.fn, status: "cancelled", error: stored });
+}
+
+/**
+ * Ends a job whose id belongs to another function's invocation: terminated, reported as a failed
+ * invocation, and never recorded (the record under that id is the other function's) nor announced
+ * as done (its waiters would read the other function's result).
+ */
+function refuseConflict(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  error: JetfnError,
+  log: Logger,
+  durationMs = 0,
+): void {
+  deps.events.emit("invocation:failure", {
+    fn: record.fn,
+    invocationId: record.id,
+    attempt: record.attempt,
+    kind: "job",
+    durationMs,
+    error,
+    final: true,
+  });
+  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
+  else message.term(error.message.slice(0, 200));
+  logConflict(log, error, durationMs);
+}
+
+function logConflict(log: Logger, error: JetfnError, durationMs: number | undefined): void {
+  log.error({ outcome: "refused", durationMs, ...failureFields(error) }, `Job refused: ${error.message}`);
+}
+
+/** On a redelivery, acks (or terms) a job whose outcome is already recorded instead of running it again. */
+async function finishedBefore(
+  deps: JobRunnerDependencies,
+  record: JobRecord,
+  message: JsMsg,
+  log: Logger,
+): Promise<boolean> {
+  const existing = await getInvocation(deps.database, record.id);
+  if (!existing) return false;
+  if (existing.function !== record.fn) {
+    refuseConflict(deps, record, message, idConflictError(record.id, record.fn, existing.function), log);
+    return true;
+  }
+  if (existing.status === "succeeded") {
+    message.ack();
+    log.info("Job already succeeded; acknowledged without running it again.");
+    return true;
+  }
+  if (ENDED.has(existing.status)) {
+    message.term();
+    log.info({ status: existing.status }, "Job already ended; not running it again.");
+    return true;
+  }
+  return false;
+}
+
+/** Statuses after which a job never runs again. */
+const ENDED = new Set(["dead", "dropped", "cancelled", "superseded"]);
+
+function notifyDone(deps: JobRunnerDependencies, notice: DoneNotice): void {
+  deps.events.emit("job:done", { fn: notice.fn, invocationId: notice.id, status: notice.status });
+  try {
+    deps.nc.publish(doneSubject(notice.id), JSON.stringify(notice));
+  } catch (error) {
+    deps.logger.debug({ err: error, invocationId: notice.id }, "Could not announce the job's end.");
+  }
+}
+
+/** An error as stored per attempt: class, code, message and a bounded stack. */
+export function storedError(error: JetfnError, attempt: number): StoredError {
+  const stored: StoredError = {
+    attempt,
+    code: error.code,
+    name: originalErrorName(error),
+    message: error.message.slice(0, MESSAGE_LIMIT),
+    at: isoNow(),
+  };
+  const stack = (error.cause as { stack?: unknown } | undefined)?.stack ?? error.stack;
+  if (typeof stack === "string") stored.stack = stack.slice(0, STACK_LIMIT);
+  if (error.issues) stored.issues = error.issues;
+  return stored;
+}

@@ -1,0 +1,95 @@
+import { randomUUID } from "node:crypto";
+import type { PubAck } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
+import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
+import { NOT_BEFORE_HEADER, routeJob } from "../invocation/job-delay";
+import { eventSubject } from "../nats/event-stream";
+import { encodeInput } from "../nats/publish-job";
+import type { JetStreamPublisher } from "../nats/stream-publisher";
+import {
+  ID_HEADER,
+  isReservedInvocationId,
+  isValidInvocationId,
+  JOB_PREFIX,
+  jobMessageId,
+  jobSubject,
+} from "../nats/subjects";
+import { checkEmit, type EventDefinition } from "../sdk/define-event";
+import { JetfnError } from "../support/errors";
+import { isValidEventId } from "./outbox-rules";
+
+/**
+ * A message to publish once the transaction that asked for it commits: a job for a function
+ * (`fn.job.<name>`) or an event (`fn.event.<name>`). `id` is its `Nats-Msg-Id` (for a job,
+ * `<name>:<invocation id>`; the invocation id is in the `Jetfn-Id` header).
+ */
+export interface OutboxMessage {
+  id: string;
+  subject: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Builds the message for job `id` of `name` (see jobMessageId for its message id). */
+export function jobMessage(
+  name: string,
+  input: unknown,
+  id: string = randomUUID(),
+  maxPayload?: number,
+  /** Due time (epoch ms) of a delayed job; the relay routes it to the delayed-jobs stream. */
+  notBefore?: number,
+  /** Priority 1-3: the relay routes it to the function's priority subject (see flow/priority.ts). */
+  priority?: number,
+): OutboxMessage {
+  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
+  if (!isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  if (isReservedInvocationId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
+    );
+  }
+  const headers: Record<string, string> = { [ID_HEADER]: id };
+  if (notBefore !== undefined) headers[NOT_BEFORE_HEADER] = String(notBefore);
+  if (priority) headers[PRIORITY_HEADER] = String(checkPriority(priority));
+  return {
+    id: jobMessageId(name, id),
+    subject: jobSubject(name),
+    headers,
+    body: encode(input, name, maxPayload),
+  };
+}
+
+/** Builds the message for an event, after checking its name and data (E_INPUT_INVALID otherwise). */
+export function eventMessage(
+  event: string | EventDefinition,
+  data: unknown,
+  id: string = randomUUID(),
+  maxPayload?: number,
+): OutboxMessage {
+  const checked = checkEmit(event, data);
+  if (!isValidEventId(id)) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `event id ${JSON.stringify(id)} must be 1-128 printable ASCII characters, no spaces`,
+    );
+  }
+  return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
+}
+
+/** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
+export async function publishMessage(js: JetStreamPublisher, message: OutboxMessage): Promise<PubAck> {
+  const route = message.subject.startsWith(JOB_PREFIX)
+    ? routeJob(message.subject, message.subject.slice(JOB_PREFIX.length), message.headers)
+    : message;
+  const header = natsHeaders();
+  for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
+  return js.publish(route.subject, message.body, { msgID: message.id, headers: header });
+}
+
+function encode(value: unknown, name: string, maxPayload?: number): string {
+  return new TextDecoder().decode(encodeInput(value, name, maxPayload));
+}
