@@ -25,7 +25,9 @@ export const GROUP_CHECK_SQL = "select jetfn.verify_group($1::jsonb)";
  * Where a job's part of a shared transaction begins, read last in the message that opens it:
  * its audit rows are those with a higher id, up to the next part's mark (jetfn.verify_group).
  * A function call rather than a SELECT from the sequence: nothing to plan, about a third cheaper.
- * Null (before any row was ever logged) reads as 0: ids start at 1.
+ * Null (before any row was ever logged) reads as 0: ids start at 1. A secret per job set with the
+ * stamp and copied into its rows would need no statement, but a handler can read it: it is in
+ * the SQL text, which pg_stat_statements can show, values and all, to the role that ran it.
  */
 export const AUDIT_MARK_SQL =
   "select coalesce(pg_catalog.pg_sequence_last_value('jetfn.audit_log_id_seq'::pg_catalog.regclass), 0) as mark";
