@@ -1,15 +1,7 @@
 import { setMaxListeners } from "node:events";
-import {
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  jetstream,
-  jetstreamManager,
-} from "@nats-io/jetstream";
+import type { JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { createAuditAnchorer } from "./audit/audit-anchorer";
-import { type AuditSealer, startAuditSealer } from "./audit/audit-sealer";
 import { type ResolvedConfig, type RuntimeOptions, resolveConfig } from "./config";
 import { createDatabaseBinder, type DatabaseBinder } from "./db/app-database";
 import { ensureAuditCoverage } from "./db/audit-coverage";
@@ -21,60 +13,40 @@ import type { OutboxLag } from "./db/outbox";
 import { type LoadedAppSchema, loadAppSchema } from "./deploy/app-schema";
 import { createDeployer, type Deployer, type DeploymentChange } from "./deploy/deployer";
 import type { Registry } from "./deploy/registry";
-import { admitDebouncedJob } from "./flow/debounce";
-import { debounceDependencies, type EnqueueApiOptions, startEnqueueApi } from "./flow/enqueue-api";
-import { type FlowControl, openFlowControl } from "./flow/flow-control";
+import { startEnqueueApi } from "./flow/enqueue-api";
+import { createFlowControl, type FlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
-import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
 import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
 import type { RuntimePhase } from "./http/readiness";
-import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./invocation/cancellation";
 import { type InvocationStats, trackInvocationStats } from "./invocation/invocation-stats";
 import { jobIdentity } from "./invocation/job-identity";
 import { type JobRunnerDependencies, keepJobAlive, runJob } from "./invocation/job-runner";
 import { createLimiter, type Limiter } from "./invocation/limiter";
 import { ackWaitFor } from "./invocation/retry-policy";
 import { createIsolation, type Isolation } from "./isolation/isolation";
-import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type CallServer, startCallServer } from "./nats/call-server";
 import { startCancelApi } from "./nats/cancel-api";
 import { connectNats } from "./nats/connection";
-import {
-  type ConsumerDefinitions,
-  DEFINITIONS_BUCKET,
-  openConsumerDefinitions,
-  type SettledDefinition,
-} from "./nats/consumer-definitions";
-import {
-  type DelayedJobMover,
-  delayedStreamName,
-  ensureDelayedJobs,
-  findScheduledJob,
-  removeScheduledJob,
-  startDelayedJobMover,
-} from "./nats/delayed-jobs";
+import type { SettledDefinition } from "./nats/consumer-definitions";
+import { findScheduledJob, removeScheduledJob } from "./nats/delayed-jobs";
 import { type EventListener, startEventListener } from "./nats/event-listener";
-import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
+import { EVENT_STREAM } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
-import { openProgressBoard } from "./nats/progress-board";
 import { createQueueDepthReader } from "./nats/queue-depth";
 import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
-import { StreamPublisher } from "./nats/stream-publisher";
-import { scaleUpStreams } from "./nats/stream-replicas";
-import { ensureFunctionConsumer, ensureJobStream } from "./nats/streams";
-import { consumerName, PROGRESS_BUCKET } from "./nats/subjects";
+import { ensureFunctionConsumer } from "./nats/streams";
+import { consumerName } from "./nats/subjects";
 import { type Operations, startOperations } from "./operations";
-import { type OutboxRelay, startOutboxRelay } from "./outbox/outbox-relay";
+import { openRuntimeParts, type RuntimeBase, type RuntimeParts } from "./runtime-parts";
 import type { ResolvedFunction } from "./sdk/define-function";
 import { type Duration, parseDuration } from "./support/duration";
-import { JetfnError } from "./support/errors";
 import { createLogger, redactUrls } from "./support/logger";
 import { type RejectionWatch, watchUnhandledRejections } from "./support/unhandled-rejections";
 import { createEmitter, type RuntimeEmitter } from "./triggers/events";
-import { SCHEDULE_BUCKET, type Scheduler, type ScheduleView, startScheduler } from "./triggers/scheduler";
+import type { ScheduleView } from "./triggers/scheduler";
 
 /** Options of startRuntime beyond the configuration itself. */
 export interface StartRuntimeOptions extends RuntimeOptions {
@@ -154,9 +126,21 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     await database.close();
     throw error;
   }
-  const runtime = new ServingRuntime(config, logger, database, nc, options.events, schema);
-  runtime.healthCheckMs = parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL);
-  runtime.productionChecks = options.productionChecks ?? true;
+  const base = { config, logger, database, nats: nc, events: options.events ?? createEmitter() };
+  let parts: RuntimeParts;
+  try {
+    parts = await openRuntimeParts(base);
+  } catch (error) {
+    await nc.close().catch(() => undefined);
+    await database.close();
+    throw error;
+  }
+  const runtime = new ServingRuntime(base, parts, {
+    databaseUrl: config.databaseUrl,
+    schema,
+    healthCheckMs: parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL),
+    productionChecks: options.productionChecks ?? true,
+  });
   try {
     await runtime.start();
   } catch (error) {
@@ -169,6 +153,15 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
 /** How often consumers and the stream are checked (stalls, jobs for invalid names). */
 export const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = "15s";
 
+/** How the serving runtime was asked to serve (from startRuntime's options). */
+interface ServingOptions {
+  /** Checked by startRuntime; the readiness probe opens its own connection with it. */
+  databaseUrl: string;
+  schema?: LoadedAppSchema;
+  healthCheckMs: number;
+  productionChecks: boolean;
+}
+
 class ServingRuntime implements Runtime {
   readonly config: ResolvedConfig;
   readonly logger: Logger;
@@ -180,64 +173,48 @@ class ServingRuntime implements Runtime {
   readonly #aborting = new AbortController();
   readonly #workers = new Map<string, FunctionWorker>();
   readonly #retiring = new Set<Promise<void>>();
-  readonly #js: JetStreamClient;
+  readonly #parts: RuntimeParts;
   readonly #deployer: Deployer;
   readonly #successes: SuccessRecorder;
   readonly #commitGroups: CommitGroups;
-  /** Publishes committed jobs and events (outbox) and scheduled jobs. */
-  readonly #publisher: StreamPublisher;
   readonly #isolation: Isolation;
   /** Makes each invocation's `ctx.db`, typed and relational with the app's drizzle schema. */
   readonly #bindDatabase: DatabaseBinder;
-  #manager: JetStreamManager | undefined;
-  #jobDependencies: JobRunnerDependencies | undefined;
+  readonly #jobDependencies: JobRunnerDependencies;
+  readonly #serving: ServingOptions;
   #callServer: CallServer | undefined;
   #statusApi: Subscription | undefined;
-  #delayedJobs: DelayedJobMover | undefined;
   #cancelApi: Subscription | undefined;
   #enqueueApi: Subscription | undefined;
-  #cancellations: Cancellations | undefined;
-  #definitions: ConsumerDefinitions | undefined;
-  /** Opened when the first function with a concurrency or rate limit is deployed. */
-  #flow: Promise<FlowControl> | undefined;
+  /** Opens its bucket and stream when the first function with a concurrency or rate limit is deployed. */
+  readonly #flow: FlowControl;
   #stopped: Promise<void> | undefined;
-  #sealer: AuditSealer | undefined;
-  #outbox: OutboxRelay | undefined;
-  #scheduler: Scheduler | undefined;
   #rejections: RejectionWatch | undefined;
   #operations: Operations | undefined;
   /** `/metrics`, `/livez`, `/readyz`: up from the start of start() to the end of the shutdown. */
   #opsEndpoint: OpsEndpoint | undefined;
-  #serving = false;
-  healthCheckMs = parseDuration(DEFAULT_HEALTH_CHECK_INTERVAL);
-  productionChecks = true;
+  #ready = false;
 
-  constructor(
-    config: ResolvedConfig,
-    logger: Logger,
-    database: DatabaseClient,
-    nats: NatsConnection,
-    events: RuntimeEmitter = createEmitter(),
-    schema?: LoadedAppSchema,
-  ) {
-    this.events = events;
-    this.stats = trackInvocationStats(events);
-    // Every invocation in flight listens to the abort signal; hundreds at once are expected.
-    setMaxListeners(0, this.#aborting.signal);
+  constructor(base: RuntimeBase, parts: RuntimeParts, serving: ServingOptions) {
+    const { config, logger, database } = base;
     this.config = config;
     this.logger = logger;
     this.database = database;
-    this.nats = nats;
-    this.#js = jetstream(nats);
-    this.#publisher = new StreamPublisher(nats);
+    this.nats = base.nats;
+    this.events = base.events;
+    this.stats = trackInvocationStats(this.events);
+    // Every invocation in flight listens to the abort signal; hundreds at once are expected.
+    setMaxListeners(0, this.#aborting.signal);
+    this.#parts = parts;
+    this.#serving = serving;
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
-    this.#bindDatabase = createDatabaseBinder(schema?.exports);
+    this.#bindDatabase = createDatabaseBinder(serving.schema?.exports);
     this.#isolation = createIsolation({
       logger,
       logLimits: config.logLimits,
       loadTimeoutMs: config.loadTimeoutMs,
-      schema: schema && { file: schema.file, source: schema.source },
+      schema: serving.schema && { file: serving.schema.file, source: serving.schema.source },
     });
     this.#deployer = createDeployer({
       functionsDir: config.functionsDir,
@@ -246,6 +223,32 @@ class ServingRuntime implements Runtime {
       logger,
       events: this.events,
     });
+    this.#flow = createFlowControl({
+      nc: this.nats,
+      manager: parts.manager,
+      publisher: parts.publisher,
+      jobStream: config.streamName,
+      logger,
+      replication: config.replication,
+      secret: parts.scheduler.secret,
+    });
+    this.#jobDependencies = {
+      database,
+      successes: this.#successes,
+      commitGroups: this.#commitGroups,
+      nc: this.nats,
+      js: parts.js,
+      progress: parts.progress,
+      events: this.events,
+      logger,
+      shutdownSignal: this.#aborting.signal,
+      outbox: parts.outbox,
+      outage: { waiting: 0 },
+      logLimits: config.logLimits,
+      cancellations: parts.cancellations,
+      bindDatabase: this.#bindDatabase,
+      flow: this.#flow,
+    };
   }
 
   get registry(): Registry {
@@ -254,91 +257,9 @@ class ServingRuntime implements Runtime {
 
   async start(): Promise<void> {
     const started = performance.now();
-    this.#manager = await jetstreamManager(this.nats).catch((error: unknown) => {
-      throw new JetfnError(
-        "E_UNAVAILABLE",
-        `the NATS server at ${redactUrls(this.config.natsUrl)} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
-        { cause: error },
-      );
-    });
-    await this.#startOpsEndpoint(this.#manager);
-    await ensureJobStream(this.#manager, {
-      name: this.config.streamName,
-      retentionMs: this.config.jobRetentionMs,
-      duplicateWindowMs: this.config.duplicateWindowMs,
-      replication: this.config.replication,
-    });
-    await ensureEventStream(this.#manager, {
-      name: EVENT_STREAM,
-      retentionMs: this.config.jobRetentionMs,
-      duplicateWindowMs: this.config.duplicateWindowMs,
-      replication: this.config.replication,
-    });
-    const delayedStream = await ensureDelayedJobs(this.#manager, this.config.streamName, this.config.replication);
-    const progress = await openProgressBoard(this.nats, this.logger, this.config.replication);
-    const cancellations = await openCancellations(this.nats, this.logger, this.config.replication);
-    this.#definitions = await openConsumerDefinitions(this.nats, this.logger, this.config.replication);
-    this.#cancellations = cancellations;
-    const jobKeys = await openJobKeys(this.nats, this.config.replication);
-    const keyedEnqueue: Omit<EnqueueApiOptions, "replyGuard"> = {
-      nc: this.nats,
-      queueGroup: this.config.queueGroup,
-      database: this.database,
-      keys: jobKeys,
-      publisher: this.#publisher,
-      manager: this.#manager,
-      delayedStream,
-      logger: this.logger,
-    };
-    this.#outbox = await startOutboxRelay({
-      sql: this.database.sql,
-      js: this.#publisher,
-      events: this.events,
-      logger: this.logger,
-      maxPayload: this.nats.info?.max_payload,
-    });
-    this.#scheduler = await startScheduler({
-      nc: this.nats,
-      js: this.#publisher,
-      events: this.events,
-      logger: this.logger,
-      replication: this.config.replication,
-    });
-    this.#delayedJobs = startDelayedJobMover({
-      js: this.#js,
-      publisher: this.#publisher,
-      stream: delayedStream,
-      logger: this.logger,
-      dropped: (id) => cancellations.cancelled(id) !== undefined,
-      admitDebounced: (job) => admitDebouncedJob(debounceDependencies(keyedEnqueue), job),
-    });
-    this.#jobDependencies = {
-      database: this.database,
-      successes: this.#successes,
-      commitGroups: this.#commitGroups,
-      nc: this.nats,
-      js: this.#js,
-      progress,
-      events: this.events,
-      logger: this.logger,
-      shutdownSignal: this.#aborting.signal,
-      outbox: this.#outbox,
-      outage: { waiting: 0 },
-      logLimits: this.config.logLimits,
-      cancellations,
-      bindDatabase: this.#bindDatabase,
-    };
+    const { manager, progress, cancellations, delayedStream } = this.#parts;
+    await this.#startOpsEndpoint();
     await this.#coverAudit();
-    // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
-    await ensureAuditAnchorStream(this.#manager, this.config.replication);
-    await scaleUpStreams(this.#manager, this.#streamNames(), this.config.replication, this.logger);
-    const anchorer = createAuditAnchorer({
-      sql: this.database.sql,
-      js: this.#js,
-      manager: this.#manager,
-      logger: this.logger,
-    });
-    this.#sealer = startAuditSealer(this.database.sql, this.logger, { anchorer });
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     const replyGuard = createReplyGuard({
@@ -362,7 +283,7 @@ class ServingRuntime implements Runtime {
       logger: this.logger,
       replyGuard,
       abortSignal: this.#aborting.signal,
-      publishPendingJobs: (messages, log) => (this.#outbox as OutboxRelay).publishCommitted(messages, log),
+      publishPendingJobs: (messages, log) => this.#parts.outbox.publishCommitted(messages, log),
     });
     this.#statusApi = startStatusApi(
       this.nats,
@@ -371,7 +292,7 @@ class ServingRuntime implements Runtime {
       progress,
       this.logger,
       replyGuard,
-      (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
+      (id) => findScheduledJob(manager, delayedStream, id),
       (id) => cancellations.cancelled(id),
       waitingJobFinder(this.nats),
     );
@@ -382,19 +303,19 @@ class ServingRuntime implements Runtime {
       progress,
       cancellations,
       scheduled: {
-        find: (id) => findScheduledJob(this.#manager as JetStreamManager, delayedStream, id),
-        remove: (job) => removeScheduledJob(this.#manager as JetStreamManager, delayedStream, job),
+        find: (id) => findScheduledJob(manager, delayedStream, id),
+        remove: (job) => removeScheduledJob(manager, delayedStream, job),
       },
       logger: this.logger,
       replyGuard,
     });
-    this.#enqueueApi = startEnqueueApi({ ...keyedEnqueue, replyGuard });
+    this.#enqueueApi = startEnqueueApi({ ...this.#parts.keyedEnqueue, replyGuard });
     this.#rejections = watchUnhandledRejections(this.logger);
     this.#operations = await startOperations({
       config: this.config,
       nats: this.nats,
-      js: this.#js,
-      manager: this.#manager,
+      js: this.#parts.js,
+      manager,
       database: this.database,
       events: this.events,
       logger: this.logger,
@@ -410,15 +331,15 @@ class ServingRuntime implements Runtime {
           recover: () => this.#ensureWorkerConsumer(worker),
         })),
       outboxLag: () => this.outboxLag(),
-      productionChecks: this.productionChecks,
-      healthCheckMs: this.healthCheckMs,
+      productionChecks: this.#serving.productionChecks,
+      healthCheckMs: this.#serving.healthCheckMs,
       replyGuard,
     });
     void this.#followNatsStatus();
     // Ready means serving: the server has every subscription (calls, status, discovery) once a
     // round trip made after them comes back, so a caller starting now is not told "no responders".
     await this.nats.flush();
-    this.#serving = true;
+    this.#ready = true;
     this.logger.info(
       {
         functions: this.registry.names(),
@@ -431,16 +352,16 @@ class ServingRuntime implements Runtime {
   }
 
   /** Serves metrics and health checks when a metrics port is set; readiness follows #phase. */
-  async #startOpsEndpoint(manager: JetStreamManager): Promise<void> {
+  async #startOpsEndpoint(): Promise<void> {
     if (this.config.metricsPort === undefined) return;
     this.#opsEndpoint = await startOpsEndpoint({
       host: this.config.metricsHost,
       port: this.config.metricsPort,
-      databaseUrl: this.config.databaseUrl as string,
+      databaseUrl: this.#serving.databaseUrl,
       nats: this.nats,
       events: this.events,
       stats: this.stats,
-      queueDepth: createQueueDepthReader(manager, this.config.streamName),
+      queueDepth: createQueueDepthReader(this.#parts.manager, this.config.streamName),
       logger: this.logger,
       undeployed: () => this.registry.names().filter((name) => !this.#workers.has(name)),
       phase: () => this.#phase(),
@@ -449,22 +370,7 @@ class ServingRuntime implements Runtime {
 
   #phase(): RuntimePhase {
     if (this.#stopping.signal.aborted) return "stopping";
-    return this.#serving ? "serving" : "starting";
-  }
-
-  /** Every stream jetfn created above, buckets as their `KV_<bucket>` streams. */
-  #streamNames(): string[] {
-    return [
-      this.config.streamName,
-      delayedStreamName(this.config.streamName),
-      EVENT_STREAM,
-      `KV_${PROGRESS_BUCKET}`,
-      `KV_${CANCEL_BUCKET}`,
-      `KV_${DEFINITIONS_BUCKET}`,
-      `KV_${JOB_KEYS_BUCKET}`,
-      `KV_${SCHEDULE_BUCKET}`,
-      AUDIT_ANCHOR_STREAM,
-    ];
+    return this.#ready ? "serving" : "starting";
   }
 
   settled(): Promise<void> {
@@ -472,11 +378,11 @@ class ServingRuntime implements Runtime {
   }
 
   schedules(): ScheduleView[] {
-    return this.#scheduler?.list() ?? [];
+    return this.#parts.scheduler.list();
   }
 
   outboxLag(): Promise<OutboxLag> {
-    return (this.#outbox as OutboxRelay).lag();
+    return this.#parts.outbox.lag();
   }
 
   stop(): Promise<void> {
@@ -500,28 +406,20 @@ class ServingRuntime implements Runtime {
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
     const pulling = {
-      js: this.#js,
+      js: this.#parts.js,
       stream: this.config.streamName,
       fn: fn.name,
       concurrency: () => worker.limiter.capacity,
       heartbeatMs: () =>
         Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, this.config.maxAckWaitMs), worker.consumerAckWaitMs) / 3),
-      keepAlive: (heldForMs: number) =>
-        keepJobAlive(worker.fn.timeoutMs, (this.#jobDependencies as JobRunnerDependencies).outage, heldForMs),
+      keepAlive: (heldForMs: number) => keepJobAlive(worker.fn.timeoutMs, this.#jobDependencies.outage, heldForMs),
       recover: () => this.#ensureWorkerConsumer(worker),
       logger: this.logger,
     };
     const handleWith =
       (jobLimiter: Limiter) =>
       (message: JsMsg, handlerDone: (handlerMs?: number) => void): Promise<void> =>
-        runJob(
-          this.#jobDependencies as JobRunnerDependencies,
-          worker.fn,
-          jobLimiter,
-          message,
-          jobIdentity,
-          handlerDone,
-        );
+        runJob(this.#jobDependencies, worker.fn, jobLimiter, message, jobIdentity, handlerDone);
     const worker: FunctionWorker = {
       fn,
       limiter,
@@ -532,11 +430,11 @@ class ServingRuntime implements Runtime {
     worker.puller.start();
     worker.priority = startPriorityPullers(pulling, () => worker.limiter, handleWith, {
       nc: this.nats,
-      manager: this.#manager as JetStreamManager,
+      manager: this.#parts.manager,
       stream: this.config.streamName,
     });
     if (fn.listen) worker.listener = await this.#listen(worker);
-    this.#scheduler?.set(fn);
+    this.#parts.scheduler.set(fn);
     this.logger.info({ fn: fn.name, file: fn.file, version: fn.version }, `Deployed ${fn.name}.`);
   }
 
@@ -556,28 +454,16 @@ class ServingRuntime implements Runtime {
       await this.#ensureWorkerConsumer(worker);
     }
     await this.#relisten(worker, previous);
-    this.#scheduler?.set(next);
+    this.#parts.scheduler.set(next);
     this.logger.info(
       { fn: next.name, version: next.version, previousVersion: previous.version },
       `Redeployed ${next.name}.`,
     );
   }
 
-  /** Opens flow control for the first function with limits, and tells it which functions have them. */
+  /** Tells flow control which functions run here (it opens for the first with limits or waiting jobs). */
   async #flowFor(fn: ResolvedFunction): Promise<void> {
-    if (!fn.flow && !this.#flow) return;
-    this.#flow ??= openFlowControl({
-      nc: this.nats,
-      manager: this.#manager as JetStreamManager,
-      publisher: this.#publisher,
-      jobStream: this.config.streamName,
-      logger: this.logger,
-      replication: this.config.replication,
-      secret: (this.#scheduler as Scheduler).secret,
-    });
-    const flow = await this.#flow;
-    (this.#jobDependencies as JobRunnerDependencies).flow = flow;
-    flow.deployed(fn, fn.name);
+    await this.#flow.deployed(fn, fn.name);
   }
 
   #undeploy(fn: ResolvedFunction): void {
@@ -585,8 +471,8 @@ class ServingRuntime implements Runtime {
     if (!worker) return;
     this.#workers.delete(fn.name);
     this.#isolation.retire(worker.fn);
-    this.#scheduler?.remove(fn.name);
-    void this.#flow?.then((flow) => flow.deployed(undefined, fn.name));
+    this.#parts.scheduler.remove(fn.name);
+    void this.#flow.deployed(undefined, fn.name);
     // Jobs already held finish on the old code; queued ones wait in the stream for the function to return.
     const retiring = Promise.all([worker.puller.stop(), worker.priority?.stop(), worker.listener?.stop()]).then(
       () => undefined,
@@ -598,13 +484,13 @@ class ServingRuntime implements Runtime {
 
   #listen(worker: FunctionWorker): Promise<EventListener> {
     return startEventListener({
-      js: this.#js,
-      manager: this.#manager as JetStreamManager,
+      js: this.#parts.js,
+      manager: this.#parts.manager,
       stream: EVENT_STREAM,
       maxAckWaitMs: this.config.maxAckWaitMs,
-      definitions: this.#definitions as ConsumerDefinitions,
+      definitions: this.#parts.definitions,
       worker,
-      dependencies: () => this.#jobDependencies as JobRunnerDependencies,
+      dependencies: () => this.#jobDependencies,
       logger: this.logger,
     });
   }
@@ -643,19 +529,14 @@ class ServingRuntime implements Runtime {
   async #ensureConsumer(fn: ResolvedFunction): Promise<SettledDefinition | undefined> {
     try {
       const settled = await ensureFunctionConsumer(
-        this.#manager as JetStreamManager,
+        this.#parts.manager,
         this.config.streamName,
         fn,
         this.config.maxAckWaitMs,
-        this.#definitions as ConsumerDefinitions,
+        this.#parts.definitions,
       );
       // The priority levels' consumers follow the settings in force, the newest definition's.
-      await ensurePriorityConsumers(
-        this.#manager as JetStreamManager,
-        this.config.streamName,
-        fn.name,
-        settled.settings,
-      );
+      await ensurePriorityConsumers(this.#parts.manager, this.config.streamName, fn.name, settled.settings);
       return settled;
     } catch (error) {
       this.logger.error(
@@ -699,7 +580,7 @@ class ServingRuntime implements Runtime {
     await this.#deployer
       .close()
       .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the watcher failed."));
-    await this.#scheduler?.close();
+    await this.#parts.scheduler.close();
     await Promise.allSettled([
       this.#callServer?.close(),
       ...[...this.#workers.values()].flatMap((worker) => [
@@ -710,24 +591,18 @@ class ServingRuntime implements Runtime {
       ...this.#retiring,
     ]);
     clearTimeout(abortTimer);
-    await this.#flow?.then((flow) => flow.close()).catch(() => undefined);
+    await this.#flow.close().catch(() => undefined);
     await this.#isolation.close();
     await this.#successes
       .flush()
       .catch((error: unknown) => this.logger.error({ err: error }, "Writing final records failed."));
     await this.#commitGroups.close();
     await this.#operations?.close();
-    // After the last invocation: whatever it committed to the outbox is published or left for a sweep.
-    await this.#outbox
-      ?.close()
-      .catch((error: unknown) => this.logger.warn({ err: error }, "Closing the relay failed."));
     this.#statusApi?.unsubscribe();
     this.#cancelApi?.unsubscribe();
     this.#enqueueApi?.unsubscribe();
-    await this.#delayedJobs?.stop();
-    await this.#cancellations?.close();
-    await this.#sealer?.close();
-    this.#publisher.close();
+    // After the last invocation: the relay, the mover, the watchers, the sealer.
+    await this.#parts.close();
     await this.nats.drain().catch((error: unknown) => this.logger.warn({ err: error }, "Draining NATS failed."));
     await this.database.close().catch((error: unknown) => this.logger.warn({ err: error }, "Closing Postgres failed."));
     // Last, so probes and scrapes see the whole drain (readiness says "shutting down").

@@ -35,8 +35,10 @@ export async function replayCommand(fn: string, options: ReplayCommandOptions): 
       if (options.json) {
         printJson({ function: fn, replayed: jobs.length, since: iso(sinceMs), until: iso(untilMs), to: where, jobs });
       } else {
+        const prioritised = jobs.filter((job) => job.priority > 0).length;
+        const levels = prioritised > 0 ? `, ${prioritised} with a priority (kept)` : "";
         process.stdout.write(
-          `replayed ${jobs.length} job(s) of ${fn} stored ${iso(sinceMs)} to ${iso(untilMs)} into ${where}\n`,
+          `replayed ${jobs.length} job(s) of ${fn}${levels} stored ${iso(sinceMs)} to ${iso(untilMs)} into ${where}\n`,
         );
       }
     } finally {

@@ -46,6 +46,9 @@ export function describeStatus(view: InvocationStatusView): string {
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   if (view.status === "waiting") lines.push(`not started yet: waiting for its ${view.waitingFor ?? "limit"}`);
+  if (view.priority) lines.push(`priority: ${view.priority}`);
+  if (view.debounceKey) lines.push(`debounce key: ${JSON.stringify(view.debounceKey)}`);
+  if (view.singletonKey) lines.push(`singleton key: ${JSON.stringify(view.singletonKey)}`);
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)
     lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);

@@ -12,8 +12,9 @@ import { endSuperseded } from "./superseded-record";
  *
  * Each debounced job is a delayed job (due one period after its enqueue, see job-delay.ts) that
  * carries its key. The claim `debounce.<fn>.<key>` in `JETFN_JOB_KEYS` names the newest job of the
- * key, by its sequence in the delayed-jobs stream, and whether it is still `waiting` or was `moved`
- * to its function's queue. Both sides change the claim only by compare-and-set on its revision:
+ * key, by its place in the delayed-jobs stream (when the stream was created, then its sequence:
+ * sequences start again at 1 in a stream created again), and whether it is still `waiting` or was
+ * `moved` to its function's queue. Both sides change the claim only by compare-and-set on its revision:
  *
  * - Enqueue (`takeDebounceKey`): after storing job N, the claim goes to N unless it already names a
  *   later job. A job it replaced that was still `waiting` is superseded at once: its record says so
@@ -32,6 +33,11 @@ interface DebounceClaim {
   id: string;
   /** Sequence of the job in the delayed-jobs stream: later jobs have higher ones. */
   seq: number;
+  /**
+   * When that stream was created (epoch ms): a stream created again starts its sequences at 1, so
+   * this orders first. Missing in claims written before it was added: they count as older.
+   */
+  created?: number;
   state: "waiting" | "moved";
 }
 
@@ -42,6 +48,8 @@ export interface DebounceDependencies {
   nc: NatsConnection;
   /** Removes a waiting delayed job by its sequence in the delayed-jobs stream. */
   removeDelayed: (seq: number) => Promise<void>;
+  /** When the delayed-jobs stream was created (epoch ms). */
+  delayedStreamCreated: () => Promise<number>;
   logger: Logger;
 }
 
@@ -63,21 +71,23 @@ const CLAIM_ROUNDS = 8;
  */
 export async function takeDebounceKey(deps: DebounceDependencies, job: DebouncedJob): Promise<string | undefined> {
   const name = claimKey("debounce", job.fn, job.key);
+  const place = { seq: job.seq, created: await deps.delayedStreamCreated() };
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
     const entry = await deps.keys.get(name);
     const current = claimOf(entry);
     if (current?.id === job.id) return undefined;
-    if (current && current.seq > job.seq) {
+    if (current && isLater(current, place)) {
       await endSuperseded(deps.sql, deps.nc, job, current.id, job.key);
       await deps.removeDelayed(job.seq).catch(() => undefined);
       return current.id;
     }
-    const claim: DebounceClaim = { id: job.id, seq: job.seq, state: "waiting" };
+    const claim: DebounceClaim = { id: job.id, ...place, state: "waiting" };
     if ((await compareAndSet(deps.keys, name, entry, claim)) === undefined) continue;
     if (current?.state === "waiting") {
       const replaced = { id: current.id, fn: job.fn, key: job.key, seq: current.seq };
       await endSuperseded(deps.sql, deps.nc, replaced, job.id, job.key);
-      await deps.removeDelayed(current.seq).catch(() => undefined);
+      // Its sequence means nothing in a stream created since (it would name another job there).
+      if (current.created === place.created) await deps.removeDelayed(current.seq).catch(() => undefined);
       deps.logger.info({ fn: job.fn, invocationId: current.id, by: job.id }, "Debounced job superseded.");
     }
     return undefined;
@@ -91,16 +101,17 @@ export async function takeDebounceKey(deps: DebounceDependencies, job: Debounced
  */
 export async function admitDebouncedJob(deps: DebounceDependencies, job: DebouncedJob): Promise<boolean> {
   const name = claimKey("debounce", job.fn, job.key);
+  const place = { seq: job.seq, created: await deps.delayedStreamCreated() };
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
     const entry = await deps.keys.get(name);
     const current = claimOf(entry);
-    if (current && current.id !== job.id && current.seq > job.seq) {
+    if (current && current.id !== job.id && isLater(current, place)) {
       await endSuperseded(deps.sql, deps.nc, job, current.id, job.key);
       return false;
     }
     // Moved already: a repeat delivery after a move whose ack was lost.
     if (current?.id === job.id && current.state === "moved") return true;
-    const moved: DebounceClaim = { id: job.id, seq: job.seq, state: "moved" };
+    const moved: DebounceClaim = { id: job.id, ...place, state: "moved" };
     if ((await compareAndSet(deps.keys, name, entry, moved)) !== undefined) return true;
   }
   throw contention(job);
@@ -114,6 +125,12 @@ function claimOf(entry: KvEntry | null): DebounceClaim | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Whether the claim names a job stored after `place` (in a later stream, or later in the same one). */
+function isLater(claim: DebounceClaim, place: { seq: number; created: number }): boolean {
+  const created = claim.created ?? 0;
+  return created !== place.created ? created > place.created : claim.seq > place.seq;
 }
 
 function contention(job: DebouncedJob): JetfnError {

@@ -48,13 +48,36 @@ interface KeyedEnqueueRequest {
   debounce?: { key: string; periodMs: number };
 }
 
+/**
+ * Keyed enqueues one runtime works on at once. Each costs key-value round trips and a Postgres
+ * lookup; past this many, a flood of requests would hold the database pool that jobs need, so
+ * further requests are refused at once with E_UNAVAILABLE (the client may try again).
+ */
+export const MAX_KEYED_ENQUEUES_IN_FLIGHT = 64;
+/** At most one warning about refused requests per this long. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
 /** Starts answering `jetfn.api.enqueue`. */
 export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
   const { nc, replyGuard, logger } = options;
+  let inFlight = 0;
+  let refused = 0;
+  let lastRefusalLog = 0;
   return nc.subscribe(ENQUEUE_SUBJECT, {
     queue: options.queueGroup,
     callback: (error, message) => {
       if (error || !message.reply || !replyGuard.accepts(message, "enqueue")) return;
+      if (inFlight >= MAX_KEYED_ENQUEUES_IN_FLIGHT) {
+        refused++;
+        if (Date.now() - lastRefusalLog >= REFUSAL_LOG_INTERVAL_MS) {
+          lastRefusalLog = Date.now();
+          logger.warn({ refused, inFlight }, "Refusing keyed enqueues: too many in flight on this runtime.");
+          refused = 0;
+        }
+        replyError(message, statusFor(busy), busy);
+        return;
+      }
+      inFlight++;
       void (async () => {
         try {
           const reply = await enqueueKeyed(options, parseRequest(message));
@@ -63,11 +86,18 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
           const failure = toJetfnError(thrown);
           if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A keyed enqueue failed.");
           replyError(message, statusFor(failure), failure);
+        } finally {
+          inFlight--;
         }
       })();
     },
   });
 }
+
+const busy = new JetfnError(
+  "E_UNAVAILABLE",
+  `this runtime is already working on ${MAX_KEYED_ENQUEUES_IN_FLIGHT} keyed (singleton or debounce) enqueues; try again shortly`,
+);
 
 async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueRequest): Promise<EnqueuedJob> {
   const id = request.id ?? crypto.randomUUID();
@@ -75,8 +105,19 @@ async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueReq
   const { fn, input, priority } = request;
   if (request.singleton !== undefined) {
     const job = { id, fn, key: request.singleton };
-    return enqueueSingleton(options.keys, options.database, job, () =>
-      publishJob(options.publisher, fn, input, { id, maxPayload, priority, notBefore: request.notBefore }),
+    return enqueueSingleton(
+      options.keys,
+      options.database,
+      job,
+      () =>
+        publishJob(options.publisher, fn, input, {
+          id,
+          maxPayload,
+          priority,
+          notBefore: request.notBefore,
+          headers: { [SINGLETON_KEY_HEADER]: request.singleton as string },
+        }),
+      options.logger,
     );
   }
   const debounce = request.debounce as { key: string; periodMs: number };
@@ -107,6 +148,7 @@ export function debounceDependencies(
     removeDelayed: async (seq) => {
       await options.manager.streams.deleteMessage(options.delayedStream, seq, false);
     },
+    delayedStreamCreated: async () => Date.parse((await options.manager.streams.info(options.delayedStream)).created),
     logger: options.logger,
   };
 }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -6,30 +7,37 @@ import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { type Replication, scaleUpStreams } from "../nats/stream-replicas";
 import { ID_HEADER } from "../nats/subjects";
 import type { ResolvedFunction } from "../sdk/define-function";
+import { JetfnError } from "../support/errors";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
 import type { ResolvedLimit } from "./flow-options";
 import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
 import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
-import { createWaitingRoom, ensureWaitingRoom, type WaitingRoom } from "./waiting-room";
+import { createWaitingRoom, ensureWaitingRoom, readWaitingJobs, type WaitingRoom } from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
 
 /**
  * The gate a job of a function with `concurrencyLimit` or `rateLimit` passes before its handler
  * runs: it takes a slot of each limit (a lease or a start), or waits in the waiting stream. Woken
- * jobs come back through `fn.job.<name>`. Every runtime also sweeps its functions' waiting jobs
- * each second, so a slot freed by a runtime that died (its lease ran out) or by time (a rate
- * window passed) wakes them even when nobody released anything.
+ * jobs come back through `fn.job.<name>`. Every runtime also sweeps the waiting jobs of the
+ * functions it runs each second, so a slot freed by a runtime that died (its lease ran out) or by
+ * time (a rate window passed) wakes them even when nobody released anything, and a group whose
+ * limit was removed by a redeploy is woken whole.
  */
 export interface FlowControl {
   /** What a woken job kept (attempts spent, first enqueue time), if its tag verifies. */
   woken(message: JsMsg, fn: string): (WokenJob & { id: string }) | undefined;
   /**
    * Takes the job's slots: resolves with their release when it may run, or undefined once it was
-   * parked (its message acked: it comes back when a slot frees, its attempts untouched).
+   * parked (its message acked: it comes back when a slot frees, its attempts untouched). Rejects
+   * with `E_FLOW_KEY_INVALID` when a key function fails (the attempt fails), or with whatever NATS
+   * answered (the caller tries again): either way, no slot stays held.
    */
   admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined>;
-  /** Starts or stops sweeping the waiting jobs of a deployed function. */
-  deployed(fn: ResolvedFunction | undefined, name: string): void;
+  /**
+   * Tells flow control a function was deployed (or, with `fn` undefined, removed), so its waiting
+   * jobs are swept. Never rejects: an open that fails is logged, and the next job or deploy tries it again.
+   */
+  deployed(fn: ResolvedFunction | undefined, name: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -59,28 +67,118 @@ export interface FlowControlOptions {
   secret: string;
 }
 
-/** Opens the slots bucket and the waiting stream (only when a deployed function has limits). */
-export async function openFlowControl(options: FlowControlOptions): Promise<FlowControl> {
-  const stream = await ensureWaitingRoom(options.manager, options.jobStream, options.replication);
-  const board = await openSlotBoard(options.nc, options.logger, options.replication);
-  const room = createWaitingRoom(options.manager, options.publisher, stream, options.secret);
-  const waitingJobs = await openWaitingJobs(options.nc, options.replication);
-  // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
-  await scaleUpStreams(
-    options.manager,
-    [stream, `KV_${FLOW_BUCKET}`, `KV_${WAITING_BUCKET}`],
-    options.replication,
-    options.logger,
-  );
-  return new Gate(board, room, waitingJobs, options.secret, options.logger);
+/** Most jobs of one group woken per sweep when nothing limits them any more. */
+const WAKE_BATCH = 1_000;
+/** Tries to confirm a parked job's ack, and how long each waits for the server's answer. */
+const ACK_TRIES = 4;
+const ACK_TIMEOUT_MS = 5_000;
+
+/**
+ * Flow control for a runtime. The bucket and the waiting stream are opened on first need: a
+ * deployed function with limits, or one whose jobs were parked (by a version that had limits, or
+ * by another runtime) when this runtime first looked. An open that fails is tried again by the
+ * next job that needs it, or the next deploy.
+ */
+export function createFlowControl(options: FlowControlOptions): FlowControl {
+  return new OpenedOnDemand(options);
 }
 
-class Gate implements FlowControl {
+class OpenedOnDemand implements FlowControl {
+  readonly #options: FlowControlOptions;
+  /** Every function deployed here, limited or not (a gate opened later learns them all). */
+  readonly #functions = new Map<string, ResolvedFunction>();
+  #gate: Promise<Gate> | undefined;
+  /** Waiting jobs per function when first looked at (only while no gate is open). */
+  #parked: Promise<Map<string, number>> | undefined;
+  #closed = false;
+
+  constructor(options: FlowControlOptions) {
+    this.#options = options;
+  }
+
+  woken(message: JsMsg, fn: string): (WokenJob & { id: string }) | undefined {
+    const header = message.headers?.get(WOKEN_HEADER);
+    if (!header) return undefined;
+    const id = message.headers?.get(ID_HEADER) ?? "";
+    const job = readWoken(this.#options.secret, fn, id, header);
+    return job ? { ...job, id } : undefined;
+  }
+
+  async admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined> {
+    return (await this.#open()).admit(fn, input, job, message);
+  }
+
+  async deployed(fn: ResolvedFunction | undefined, name: string): Promise<void> {
+    if (fn) this.#functions.set(name, fn);
+    else this.#functions.delete(name);
+    try {
+      if (!this.#gate) {
+        if (!fn) return;
+        if (!fn.flow) {
+          // Jobs parked while it had limits still wait for a sweep (after a restart, say).
+          this.#parked ??= readWaitingJobs(this.#options.manager, this.#options.jobStream);
+          if (!(await this.#parked).has(name)) return;
+        }
+      }
+      (await this.#open()).deployed(fn, name);
+    } catch (error) {
+      this.#options.logger.warn(
+        { err: error, fn: name },
+        "Could not open flow control; the next job or deploy tries again.",
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const gate = await this.#gate?.catch(() => undefined);
+    await gate?.close();
+  }
+
+  #open(): Promise<Gate> {
+    if (this.#closed) return Promise.reject(new JetfnError("E_SHUTTING_DOWN", "flow control is closed"));
+    this.#gate ??= openGate(this.#options).then(
+      (gate) => {
+        for (const [name, fn] of this.#functions) gate.deployed(fn, name);
+        return gate;
+      },
+      (error: unknown) => {
+        this.#gate = undefined; // Tried again by the next caller.
+        throw error;
+      },
+    );
+    return this.#gate;
+  }
+}
+
+/** Opens the slots bucket and the waiting stream. */
+async function openGate(options: FlowControlOptions): Promise<Gate> {
+  const stream = await ensureWaitingRoom(options.manager, options.jobStream, options.replication);
+  const board = await openSlotBoard(options.nc, options.logger, options.replication);
+  try {
+    const room = createWaitingRoom(options.manager, options.publisher, stream, options.secret);
+    const waitingJobs = await openWaitingJobs(options.nc, options.replication);
+    // Made after the runtime scaled its other streams up: an R1 cluster moved to R3 scales these too.
+    await scaleUpStreams(
+      options.manager,
+      [stream, `KV_${FLOW_BUCKET}`, `KV_${WAITING_BUCKET}`],
+      options.replication,
+      options.logger,
+    );
+    return new Gate(board, room, waitingJobs, options);
+  } catch (error) {
+    await board.close().catch(() => undefined); // Its watcher; the next open makes another.
+    throw error;
+  }
+}
+
+class Gate {
   readonly #board: SlotBoard;
   readonly #room: WaitingRoom;
   readonly #waitingJobs: KV;
-  readonly #secret: string;
+  readonly #nc: NatsConnection;
   readonly #logger: Logger;
+  /** Every function deployed here: their waiting groups are swept, limited or not. */
   readonly #functions = new Map<string, ResolvedFunction>();
   /** Waiting jobs per group, as last seen (a release wakes only where some may wait). */
   readonly #waiting = new Map<string, number>();
@@ -89,38 +187,37 @@ class Gate implements FlowControl {
   #sweeping: Promise<void> | undefined;
   #closed = false;
 
-  constructor(board: SlotBoard, room: WaitingRoom, waitingJobs: KV, secret: string, logger: Logger) {
+  constructor(board: SlotBoard, room: WaitingRoom, waitingJobs: KV, options: FlowControlOptions) {
     this.#board = board;
     this.#room = room;
     this.#waitingJobs = waitingJobs;
-    this.#secret = secret;
-    this.#logger = logger;
-  }
-
-  woken(message: JsMsg, fn: string): (WokenJob & { id: string }) | undefined {
-    const header = message.headers?.get(WOKEN_HEADER);
-    if (!header) return undefined;
-    const id = message.headers?.get(ID_HEADER) ?? "";
-    const job = readWoken(this.#secret, fn, id, header);
-    return job ? { ...job, id } : undefined;
+    this.#nc = options.nc;
+    this.#logger = options.logger;
   }
 
   async admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined> {
     const limits = fn.flow?.limits ?? [];
-    const parsed = fn.definition.spec.input.safeParse(input);
-    const value = parsed.success ? parsed.data : input;
+    const parsed = parsedInput(fn, input);
+    // Input the schema refuses never reaches the handler (it fails E_INPUT_INVALID): no slot, no key.
+    if (!parsed) return () => {};
     const held: { slot: HeldSlot; limit: ResolvedLimit; group: string }[] = [];
-    for (const limit of limits) {
-      const group = slotGroup(fn.name, limit, limitToken(limit, value));
-      const now = Date.now();
-      const slot = await this.#board.take(group, limit.limit, now + (limit.kind === "c" ? LEASE_MS : limit.periodMs));
-      if (slot) {
-        held.push({ slot, limit, group });
-        continue;
+    try {
+      for (const limit of limits) {
+        const group = slotGroup(fn.name, limit, limitToken(limit, parsed.data));
+        const now = Date.now();
+        const slot = await this.#board.take(group, limit.limit, now + (limit.kind === "c" ? LEASE_MS : limit.periodMs));
+        if (slot) {
+          held.push({ slot, limit, group });
+          continue;
+        }
+        for (const taken of held.splice(0)) this.#free(taken.slot, taken.limit, taken.group);
+        await this.#park(fn, limit, group, job, message);
+        return undefined;
       }
+    } catch (error) {
+      // A key function that threw, or NATS that did not answer: what this job took is not kept.
       for (const taken of held) this.#free(taken.slot, taken.limit, taken.group);
-      await this.#park(fn, limit, group, job, message);
-      return undefined;
+      throw error;
     }
     const leases = held.filter((taken) => taken.limit.kind === "c");
     if (leases.length === 0) return () => {};
@@ -150,7 +247,7 @@ class Gate implements FlowControl {
   }
 
   deployed(fn: ResolvedFunction | undefined, name: string): void {
-    if (fn?.flow) this.#functions.set(name, fn);
+    if (fn) this.#functions.set(name, fn);
     else this.#functions.delete(name);
     if (this.#functions.size > 0 && !this.#sweeper && !this.#closed) {
       this.#sweeper = setInterval(() => {
@@ -203,7 +300,7 @@ class Gate implements FlowControl {
         this.#logger.debug({ err: error, invocationId: job.id }, "Could not note the job as waiting."),
       ),
     ]);
-    message.ack();
+    await this.#confirmAck(message, fn.name, job.id);
     this.#waiting.set(group, (this.#waiting.get(group) ?? 0) + 1);
     // A slot freed between our look and the park found nobody waiting: look again.
     const at = this.#board.nextFree(group, limit.limit);
@@ -236,26 +333,66 @@ class Gate implements FlowControl {
     }
   }
 
-  /** Wakes, per waiting group of each function here, as many jobs as it has free slots. */
-  async #sweep(): Promise<void> {
-    for (const fn of this.#functions.values()) {
-      let counts: Map<string, number>;
+  /**
+   * Acks a parked job's original and waits for the server to confirm it: an ack lost on the way
+   * would bring the original back after the ack wait, to be parked (and woken, and run) a second
+   * time. An ack already done is idempotent, so one whose answer was lost is simply sent again.
+   */
+  async #confirmAck(message: JsMsg, fn: string, id: string): Promise<void> {
+    let failure: unknown;
+    try {
+      await message.ackAck({ timeout: ACK_TIMEOUT_MS });
+      return;
+    } catch (error) {
+      failure = error;
+    }
+    // nats.js sends an ack once per message: send it again ourselves, to its reply subject.
+    const reply = (message as unknown as { reply?: string }).reply;
+    for (let tries = 1; reply && tries < ACK_TRIES; tries++) {
+      await sleep(250 * 2 ** tries);
       try {
-        counts = await this.#room.waiting(fn.name);
+        await this.#nc.request(reply, "+ACK", { timeout: ACK_TIMEOUT_MS });
+        return;
       } catch (error) {
-        this.#logger.warn({ err: error, fn: fn.name }, "Could not count waiting jobs.");
-        continue;
-      }
-      for (const group of this.#waiting.keys()) {
-        if (groupFunction(group) === fn.name && !counts.has(group)) this.#waiting.delete(group);
-      }
-      for (const [group, count] of counts) {
-        this.#waiting.set(group, count);
-        const limit = fn.flow?.limits.find((candidate) => group.startsWith(`${candidate.kind}.`));
-        if (!limit) continue;
-        const free = limit.limit - this.#board.occupied(group, limit.limit);
-        if (free > 0) await this.#wake(group, Math.min(free, count));
+        failure = error;
       }
     }
+    this.#logger.warn(
+      { err: failure, fn, invocationId: id },
+      "A parked job's ack was not confirmed: if its original comes back, it parks again (stored once within the duplicate window).",
+    );
+  }
+
+  /**
+   * Wakes, per waiting group of each function deployed here, as many jobs as it has free slots; a
+   * group whose limit the function no longer has (redeployed without it) is woken whole, in batches.
+   */
+  async #sweep(): Promise<void> {
+    let counts: Map<string, number>;
+    try {
+      counts = await this.#room.waiting();
+    } catch (error) {
+      this.#logger.warn({ err: error }, "Could not count waiting jobs.");
+      return;
+    }
+    for (const group of this.#waiting.keys()) if (!counts.has(group)) this.#waiting.delete(group);
+    for (const [group, count] of counts) {
+      this.#waiting.set(group, count);
+      const fn = this.#functions.get(groupFunction(group));
+      if (!fn || this.#closed) continue; // The runtimes that run it sweep it.
+      const limit = fn.flow?.limits.find((candidate) => group.startsWith(`${candidate.kind}.`));
+      const free = limit ? limit.limit - this.#board.occupied(group, limit.limit) : WAKE_BATCH;
+      if (free > 0) await this.#wake(group, Math.min(free, count));
+    }
+  }
+}
+
+/** The job's input as its schema makes it, or undefined when the schema refuses it (or throws). */
+function parsedInput(fn: ResolvedFunction, input: unknown): { data: unknown } | undefined {
+  try {
+    const parsed = fn.definition.spec.input.safeParse(input);
+    return parsed.success ? { data: parsed.data } : undefined;
+  } catch {
+    return undefined; // A refinement that throws: the handler's own parse reports it.
   }
 }

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { JetfnError } from "../support/errors";
 import type { ResolvedLimit } from "./flow-options";
 
 /**
@@ -7,9 +8,6 @@ import type { ResolvedLimit } from "./flow-options";
  * (`h_<32 hex>`), so no key can reach outside its place in a subject or a bucket key.
  */
 export const FUNCTION_WIDE_TOKEN = "_";
-/** Token of a job whose key function threw or returned something else than a string or number. */
-export const UNKEYED_TOKEN = "x_invalid";
-
 const READABLE_KEY = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** The token of a key value. */
@@ -18,17 +16,39 @@ export function keyToken(value: string): string {
   return `h_${createHash("sha256").update(value).digest("hex").slice(0, 32)}`;
 }
 
-/** The token of the key `limit` gives `input` (never throws: a failing key function shares one token). */
+/**
+ * The token of the key `limit` gives `input`. A key function that throws, or returns anything but a
+ * non-empty string or a finite number, is a bug of the function's author: the attempt fails with
+ * `E_FLOW_KEY_INVALID` (retried like a handler's error), rather than the job running under a
+ * guessed key.
+ */
 export function limitToken(limit: ResolvedLimit, input: unknown): string {
   if (!limit.key) return FUNCTION_WIDE_TOKEN;
+  const option = limit.kind === "c" ? "concurrencyLimit" : "rateLimit";
+  let value: unknown;
   try {
-    const value = limit.key(input);
-    if (typeof value === "number" && Number.isFinite(value)) return keyToken(String(value));
-    if (typeof value === "string" && value.length > 0) return keyToken(value);
-  } catch {
-    // A key function that throws on this input: its jobs share one key, and stay limited.
+    value = limit.key(input);
+  } catch (error) {
+    throw new JetfnError("E_FLOW_KEY_INVALID", `${option}.key threw on this job's input: ${describe(error)}`, {
+      cause: error,
+    });
   }
-  return UNKEYED_TOKEN;
+  if (typeof value === "number" && Number.isFinite(value)) return keyToken(String(value));
+  if (typeof value === "string" && value.length > 0) return keyToken(value);
+  const shown =
+    typeof value === "string" ? "an empty string" : typeof value === "number" ? String(value) : typeof value;
+  throw new JetfnError(
+    "E_FLOW_KEY_INVALID",
+    `${option}.key returned ${value === null ? "null" : shown}; it must return a non-empty string or a finite number`,
+  );
+}
+
+function describe(error: unknown): string {
+  try {
+    return error instanceof Error ? error.message : String(error);
+  } catch {
+    return "an unprintable value";
+  }
 }
 
 /** The group of slots of one key of one limit: `<kind>.<token>.<function>` (also the waiting subject's tail). */

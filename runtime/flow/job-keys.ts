@@ -32,9 +32,14 @@ export const MAX_DEBOUNCE_MS = 24 * 3_600_000;
  */
 const CLAIM_TTL_MS = 7 * 24 * 3_600_000;
 
+/** Whether `value` is a valid debounce or singleton key. */
+export function isValidJobKey(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= MAX_KEY_LENGTH && KEY_PATTERN.test(value);
+}
+
 /** Checks a debounce or singleton key from a client; throws E_INPUT_INVALID with what is wrong. */
 export function checkJobKey(value: unknown, what: "debounce" | "singleton"): string {
-  if (typeof value !== "string" || value.length === 0 || value.length > MAX_KEY_LENGTH || !KEY_PATTERN.test(value)) {
+  if (!isValidJobKey(value)) {
     const shown = typeof value === "string" ? JSON.stringify(value.slice(0, 40)) : typeof value;
     throw new JetfnError(
       "E_INPUT_INVALID",

@@ -1,4 +1,5 @@
 import type { KV, KvEntry } from "@nats-io/kv";
+import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation } from "../db/invocation-store";
 import type { PublishedJob } from "../nats/publish-job";
@@ -40,6 +41,8 @@ const ENDED = new Set(["succeeded", "dead", "dropped", "cancelled", "superseded"
  */
 const PUBLISH_GRACE_MS = 30_000;
 const CLAIM_ROUNDS = 8;
+/** How long a failed write of a claim's sequence is retried: well within the grace period. */
+const SEQUENCE_RETRY_MS = 20_000;
 
 /** Enqueues `job` unless another job holds its singleton key; `publish` stores it. */
 export async function enqueueSingleton(
@@ -47,12 +50,18 @@ export async function enqueueSingleton(
   database: DatabaseClient,
   job: { id: string; fn: string; key: string },
   publish: () => Promise<PublishedJob>,
+  logger: Logger,
 ): Promise<SingletonOutcome> {
   const name = claimKey("singleton", job.fn, job.key);
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
     const entry = await keys.get(name);
     const current = claimOf(entry);
     let revision = entry?.revision;
+    // A repeat of the holder's own enqueue (a fixed id, a client's retry): publishing again past the
+    // stream's duplicate window would store a second copy, so the stored job is the answer.
+    if (current?.id === job.id && current.seq !== undefined) {
+      return { id: job.id, seq: current.seq, duplicate: true, existing: true };
+    }
     if (current?.id !== job.id) {
       if (current && (await holdsKey(database, current))) {
         return { id: current.id, seq: current.seq ?? 0, duplicate: true, existing: true };
@@ -68,14 +77,74 @@ export async function enqueueSingleton(
       if (revision !== undefined) await keys.delete(name, { previousSeq: revision }).catch(() => undefined);
       throw error;
     }
-    const stored: SingletonClaim = { id: job.id, at: Date.now(), seq: published.seq };
-    if (revision !== undefined) await keys.update(name, JSON.stringify(stored), revision).catch(() => undefined);
+    if (revision !== undefined) await recordSequence(keys, name, revision, job, published.seq, logger);
     return { ...published, existing: false };
   }
   throw new JetfnError(
     "E_UNAVAILABLE",
     `singleton key ${JSON.stringify(job.key)} of ${job.fn} is being claimed by too many enqueues at once; try again`,
   );
+}
+
+/**
+ * Writes the stored job's sequence into its claim. Without it the claim stops holding the key after
+ * the grace period while the job may still wait, so a failed write is retried (in the background
+ * after the first try, so the caller is not kept waiting) until shortly before the grace ends.
+ */
+async function recordSequence(
+  keys: KV,
+  name: string,
+  revision: number,
+  job: { id: string; fn: string },
+  seq: number,
+  logger: Logger,
+): Promise<void> {
+  const claim = JSON.stringify({ id: job.id, at: Date.now(), seq } satisfies SingletonClaim);
+  const write = async (at: number) => keys.update(name, claim, at);
+  try {
+    await write(revision);
+    return;
+  } catch (error) {
+    logger.warn(
+      { err: error, fn: job.fn, invocationId: job.id },
+      "Could not write a singleton job's sequence into its claim; retrying.",
+    );
+  }
+  void retrySequence(keys, name, job, write, logger).catch((error: unknown) =>
+    logger.error(
+      { err: error, fn: job.fn, invocationId: job.id },
+      "Gave up writing a singleton job's sequence into its claim: its key frees 30 s after the claim, while the job may still wait.",
+    ),
+  );
+}
+
+/** Retries the sequence write at the claim's current revision, as long as the claim still names the job. */
+async function retrySequence(
+  keys: KV,
+  name: string,
+  job: { id: string; fn: string },
+  write: (revision: number) => Promise<number>,
+  logger: Logger,
+): Promise<void> {
+  const deadline = Date.now() + SEQUENCE_RETRY_MS;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 2_000)) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    try {
+      const entry = await keys.get(name);
+      const current = claimOf(entry);
+      // Taken over, or written already: nothing left to do.
+      if (!entry || current?.id !== job.id || current.seq !== undefined) return;
+      await write(entry.revision);
+      logger.info({ fn: job.fn, invocationId: job.id }, "Wrote a singleton job's sequence into its claim.");
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      logger.warn(
+        { err: error, fn: job.fn, invocationId: job.id },
+        "Could not write a singleton job's sequence into its claim; retrying.",
+      );
+    }
+  }
 }
 
 /** Whether the claim's job still holds its key: it has not ended (or is being published right now). */

@@ -75,8 +75,8 @@ export interface WaitingRoom {
   park(message: JsMsg, group: string, job: ParkedJob): Promise<void>;
   /** Sends up to `count` of the group's oldest waiting jobs back to their function; how many went. */
   wake(group: string, count: number): Promise<number>;
-  /** Jobs waiting per group of one function. */
-  waiting(fn: string): Promise<Map<string, number>>;
+  /** Jobs waiting per group, of every function. */
+  waiting(): Promise<Map<string, number>>;
 }
 
 /** A waiting room on `stream`, publishing woken jobs with `publisher`, tagging them with `secret`. */
@@ -133,8 +133,8 @@ export function createWaitingRoom(
       }
       return woken;
     },
-    async waiting(fn) {
-      const info = await manager.streams.info(stream, { subjects_filter: `${WAITING_PREFIX}*.*.${fn}` });
+    async waiting() {
+      const info = await manager.streams.info(stream, { subjects_filter: `${WAITING_PREFIX}>` });
       const counts = new Map<string, number>();
       for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
         counts.set(subject.slice(WAITING_PREFIX.length), count);

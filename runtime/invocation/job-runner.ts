@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -16,6 +17,7 @@ import {
   type SuccessRecorder,
 } from "../db/invocation-store";
 import type { FlowControl } from "../flow/flow-control";
+import { flowLabelsOf } from "../flow/flow-labels";
 import type { ProgressBoard } from "../nats/progress-board";
 import { isOlderVersion, TERM_REASON_VERSION } from "../nats/server-check";
 import { doneSubject } from "../nats/subjects";
@@ -105,6 +107,9 @@ const MESSAGE_LIMIT = 2_000;
 const MAX_DATABASE_RERUNS = 10;
 /** Wait before retrying a job whose attempt could not reach the database (not the handler's fault). */
 const DATABASE_RETRY_MS = 2_000;
+/** First and longest wait before asking flow control again after it did not answer. */
+const FLOW_RETRY_MS = 100;
+const FLOW_RETRY_MAX_MS = 3_000;
 
 /**
  * Runs one job message to its end: skips jobs another attempt already finished, runs the handler,
@@ -123,7 +128,8 @@ export async function runJob(
   onHandlerDone: (handlerMs: number) => void = () => {},
 ): Promise<void> {
   // A job woken from the waiting stream keeps its id, enqueue time and the attempts it had spent.
-  const woken = fn.flow ? deps.flow?.woken(message, fn.name) : undefined;
+  // Read for any function: one redeployed without its limits still runs its woken jobs as they were.
+  const woken = deps.flow?.woken(message, fn.name);
   const identity = woken
     ? { ...identify(message), id: woken.id, invalidId: undefined, enqueuedAt: new Date(woken.enqueuedAt).toISOString() }
     : identify(message);
@@ -172,7 +178,11 @@ export async function runJob(
   let leave: (() => void) | undefined;
   if (fn.flow && deps.flow) {
     try {
-      leave = await deps.flow.admit(fn, input, record, message);
+      leave = await admitWhenFlowAnswers(deps, deps.flow, fn, input, record, message, log);
+    } catch (error) {
+      if ((error as JetfnError).code !== "E_FLOW_KEY_INVALID") return; // Shutting down: delivered again later.
+      // The key function failed: the attempt fails before the handler runs, as if the handler had thrown.
+      return failAttempt(deps, fn, message, record, error as JetfnError, log, 0);
     } finally {
       if (!leave) releaseSlot();
     }
@@ -227,6 +237,7 @@ async function attemptJob(
   const board = deps.progress.begin(record.id, fn.name, record.attempt, {
     enqueuedAt: record.enqueuedAt,
     input: record.input,
+    labels: flowLabelsOf(message.subject, message.headers),
   });
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,
@@ -246,7 +257,6 @@ async function attemptJob(
   // Running again after a lost database or a failed shared COMMIT runs the handler again, so only
   // a final outcome frees the slot.
   if (outcome.ok || (outcome.kind !== "database" && outcome.kind !== "shared-commit")) handlerDone();
-  const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
   const durationMs = Math.round(outcome.durationMs * 100) / 100;
   if (outcome.ok) {
     const done: DoneNotice = { id: record.id, fn: fn.name, status: "succeeded", result: outcome.result };
@@ -326,11 +336,30 @@ async function attemptJob(
       { cause: error },
     );
   }
+  await failAttempt(deps, fn, message, record, error, log, outcome.durationMs);
+  return true;
+}
+
+/**
+ * Ends a failed attempt: with attempts left and a retryable error, records it `failed` and naks
+ * the message with the backoff; otherwise records the job dead.
+ */
+async function failAttempt(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  message: JsMsg,
+  record: JobRecord,
+  error: JetfnError,
+  log: Logger,
+  elapsedMs: number,
+): Promise<void> {
+  const event = { fn: fn.name, invocationId: record.id, attempt: record.attempt, kind: "job" as const };
+  const durationMs = Math.round(elapsedMs * 100) / 100;
   const final = !isRetryable(error.code) || record.attempt >= fn.retry.attempts;
-  deps.events.emit("invocation:failure", { ...event, durationMs: outcome.durationMs, error, final });
+  deps.events.emit("invocation:failure", { ...event, durationMs: elapsedMs, error, final });
   if (final) {
     await bury(deps, record, message, error, log, durationMs);
-    return true;
+    return;
   }
   const delayMs =
     error.code === "E_RETRY_LATER" && typeof (error as { delayMs?: unknown }).delayMs === "number"
@@ -345,14 +374,45 @@ async function attemptJob(
     : await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
   if (owner !== undefined) {
     refuseConflict(deps, record, message, idConflictError(record.id, record.fn, owner), log, durationMs);
-    return true;
+    return;
   }
   message.nak(delayMs);
   log.warn(
     { outcome: "failed", durationMs, retryInMs: delayMs, ...failureFields(error) },
     `Job attempt ${record.attempt} of ${fn.retry.attempts} failed (${error.message}); retrying in ${formatDuration(delayMs)}.`,
   );
-  return true;
+}
+
+/**
+ * Passes the job through flow control, and while NATS does not answer (a timeout, a leader
+ * election of JETFN_FLOW, flow control that could not open) tries again with back-off, keeping the
+ * message held meanwhile: an unanswered gate neither spends an attempt nor lets the job run
+ * unlimited. A key function that fails, and shutdown, end the wait (rejecting).
+ */
+async function admitWhenFlowAnswers(
+  deps: JobRunnerDependencies,
+  flow: FlowControl,
+  fn: ResolvedFunction,
+  input: unknown,
+  record: JobRecord,
+  message: JsMsg,
+  log: Logger,
+): Promise<(() => void) | undefined> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await flow.admit(fn, input, record, message);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === "E_FLOW_KEY_INVALID" || code === "E_SHUTTING_DOWN" || deps.shutdownSignal.aborted) throw error;
+      if (tries === 0 || tries % 20 === 0) {
+        log.warn({ err: error, tries: tries + 1 }, "Flow control did not answer; holding the job and trying again.");
+      }
+      message.working();
+      await sleep(Math.min(FLOW_RETRY_MAX_MS, FLOW_RETRY_MS * 2 ** tries), undefined, {
+        signal: deps.shutdownSignal,
+      });
+    }
+  }
 }
 
 // What invoke() needs, made once per runtime (with and without commit groups), not once per job.

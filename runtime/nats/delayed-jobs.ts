@@ -12,6 +12,7 @@ import {
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { isValidFunctionName } from "../deploy/function-name";
+import { type FlowLabels, flowLabelsOf, keyHeadersOf } from "../flow/flow-labels";
 import { DEBOUNCE_KEY_HEADER } from "../flow/job-keys";
 import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import {
@@ -90,6 +91,8 @@ export interface ScheduledJob {
   fn: string;
   runAt: string;
   enqueuedAt: string;
+  /** Its priority and debounce or singleton key, from its headers. */
+  labels: FlowLabels;
 }
 
 /** The waiting delayed job with this id, if any (one lookup on the server, by subject). */
@@ -103,7 +106,14 @@ export async function findScheduledJob(
   const due = parseNotBefore(stored.header?.get(NOT_BEFORE_HEADER));
   const fn = stored.header?.get(FUNCTION_HEADER);
   if (due === undefined || !fn) return undefined;
-  return { id, seq: stored.seq, fn, runAt: new Date(due).toISOString(), enqueuedAt: stored.time.toISOString() };
+  return {
+    id,
+    seq: stored.seq,
+    fn,
+    runAt: new Date(due).toISOString(),
+    enqueuedAt: stored.time.toISOString(),
+    labels: flowLabelsOf(stored.subject, stored.header),
+  };
 }
 
 /** Removes a waiting delayed job (cancelled) from the stream. */
@@ -201,6 +211,8 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
   header.set(ID_HEADER, id);
   const retryOf = message.headers?.get(RETRY_OF_HEADER);
   if (retryOf) header.set(RETRY_OF_HEADER, retryOf);
+  // So that status can still show the job's key once it is queued or running.
+  for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
   const subject = routePriority(fn, message.headers?.get(PRIORITY_HEADER) || undefined);
   // The move keeps the job's message id: a repeat (a crash between publish and ack) is dropped.
   void options.publisher.publish(subject, message.data, { msgID: jobMessageId(fn, id), headers: header }).then(

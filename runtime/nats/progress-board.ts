@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import type { FlowLabels } from "../flow/flow-labels";
 import { ensureBucket } from "./buckets";
 import { type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { PROGRESS_BUCKET } from "./subjects";
@@ -18,12 +19,15 @@ export interface ProgressEntry {
   enqueuedAt?: string;
   /** The job's input, when its JSON is at most PROGRESS_INPUT_MAX_BYTES (the entry is rewritten often). */
   input?: unknown;
+  /** Its priority and debounce or singleton key. */
+  labels?: FlowLabels;
 }
 
 /** What a running job's entry shows besides its progress. */
 export interface ProgressDetails {
   enqueuedAt?: string;
   input?: unknown;
+  labels?: FlowLabels;
 }
 
 /** Larger inputs are left off the board: it is rewritten up to four times a second per job. */
@@ -171,6 +175,7 @@ class KvProgressHandle implements ProgressHandle {
 function shownDetails(details: ProgressDetails): ProgressDetails {
   const shown: ProgressDetails = {};
   if (details.enqueuedAt !== undefined) shown.enqueuedAt = details.enqueuedAt;
+  if (details.labels !== undefined && Object.keys(details.labels).length > 0) shown.labels = details.labels;
   if (details.input !== undefined) {
     const json = JSON.stringify(details.input);
     if (json !== undefined && Buffer.byteLength(json) <= PROGRESS_INPUT_MAX_BYTES) shown.input = details.input;

@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { type Consumer, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
+import { MAX_PRIORITY, prioritySubject } from "../flow/priority";
 import { WOKEN_HEADER } from "../flow/wake-tag";
 import { jobIdentity } from "../invocation/job-identity";
 import { JetfnError } from "../support/errors";
-import { ID_HEADER, jobMessageId, jobSubject } from "./subjects";
+import { ID_HEADER, jobMessageId } from "./subjects";
 
 /** Header linking a replayed job to the stored job it re-runs. */
 export const REPLAY_OF_HEADER = "Jetfn-Replay-Of";
@@ -29,6 +30,8 @@ export interface ReplayedJob {
   id: string;
   replayOf: string;
   seq: number;
+  /** The original's priority (0-3), which the replay keeps. */
+  priority: number;
 }
 
 /** How long one fetch of history waits when nothing more is stored. */
@@ -37,9 +40,10 @@ const FETCH_BATCH = 256;
 
 /**
  * Re-publishes a function's stored jobs from the stream's history as new jobs (new ids, the same
- * input, `Jetfn-Replay-Of` = the original's id), leaving the originals untouched. Reads with an
- * ordered consumer from `sinceMs`, and stops at the stream's end as of the start, so jobs replayed
- * into the same stream are never replayed again.
+ * input, `Jetfn-Replay-Of` = the original's id), leaving the originals untouched. Jobs of every
+ * priority are replayed, each to its own level's subject (`fn.job.<name>.P<n>`), so they keep their
+ * priority. Reads with an ordered consumer per level from `sinceMs`, and stops at the stream's end
+ * as of the start, so jobs replayed into the same stream are never replayed again.
  */
 export async function replayJobs(options: ReplayOptions): Promise<ReplayedJob[]> {
   if (!isValidFunctionName(options.fn)) throw new JetfnError("E_INPUT_INVALID", describeInvalidName(options.fn));
@@ -49,52 +53,72 @@ export async function replayJobs(options: ReplayOptions): Promise<ReplayedJob[]>
       cause: error,
     });
   });
-  const lastSeq = stream.state.last_seq;
-  const untilMs = options.untilMs ?? Date.now();
-  const consumer = await jetstream(options.source).consumers.get(options.stream, {
-    // A single subject (not an array) keeps this working on servers before 2.10.
-    filter_subjects: jobSubject(options.fn),
-    deliver_policy: DeliverPolicy.StartTime,
-    opt_start_time: new Date(options.sinceMs).toISOString(),
-  });
+  const window = { lastSeq: stream.state.last_seq, untilMs: options.untilMs ?? Date.now() };
   const target = jetstream(options.target);
   const replayed: ReplayedJob[] = [];
+  for (let priority = 0; priority <= MAX_PRIORITY; priority++) {
+    const subject = prioritySubject(options.fn, priority);
+    // A level with nothing stored since `sinceMs` is skipped rather than waited on.
+    const last = await manager.streams.getMessage(options.stream, { last_by_subj: subject }).catch(() => null);
+    if (!last || last.time.getTime() < options.sinceMs) continue;
+    const consumer = await jetstream(options.source).consumers.get(options.stream, {
+      // A single subject (not an array) keeps this working on servers before 2.10.
+      filter_subjects: subject,
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: new Date(options.sinceMs).toISOString(),
+    });
+    for await (const message of readWindow(consumer, window)) {
+      // A job woken after waiting for a limit is stored again: replaying its first copy is enough.
+      if (message.headers?.has(WOKEN_HEADER)) continue;
+      replayed.push(await publishReplay(target, options.fn, priority, message));
+    }
+  }
+  return replayed.sort((a, b) => a.seq - b.seq);
+}
+
+/** The messages an ordered consumer delivers up to the window's end (the stream's end as of the start). */
+async function* readWindow(consumer: Consumer, window: { lastSeq: number; untilMs: number }): AsyncGenerator<JsMsg> {
   for (;;) {
     const batch = await consumer.fetch({ max_messages: FETCH_BATCH, expires: FETCH_EXPIRES_MS });
     let received = 0;
     let done = false;
     for await (const message of batch) {
       received++;
-      if (message.seq > lastSeq || message.time.getTime() > untilMs) {
+      if (message.seq > window.lastSeq || message.time.getTime() > window.untilMs) {
         done = true;
         break;
       }
-      // A job woken after waiting for a limit is stored again: replaying its first copy is enough.
-      if (!message.headers?.has(WOKEN_HEADER)) replayed.push(await publishReplay(target, options.fn, message));
+      yield message;
       if (message.info.pending === 0) {
         done = true;
         break;
       }
     }
     if (done) batch.stop();
-    if (done || received === 0) return replayed;
+    if (done || received === 0) return;
   }
 }
 
-async function publishReplay(target: ReturnType<typeof jetstream>, fn: string, message: JsMsg): Promise<ReplayedJob> {
+async function publishReplay(
+  target: ReturnType<typeof jetstream>,
+  fn: string,
+  priority: number,
+  message: JsMsg,
+): Promise<ReplayedJob> {
   const id = randomUUID();
   const original = jobIdentity(message).id;
+  const subject = prioritySubject(fn, priority);
   const header = headers();
   header.set(ID_HEADER, id);
   header.set(REPLAY_OF_HEADER, original);
   try {
-    await target.publish(jobSubject(fn), message.data, { msgID: jobMessageId(fn, id), headers: header });
+    await target.publish(subject, message.data, { msgID: jobMessageId(fn, id), headers: header });
   } catch (error) {
     throw new JetfnError(
       "E_UNAVAILABLE",
-      `could not publish the replay of job ${original} to ${jobSubject(fn)} (is a jetfn runtime's stream there?): ${(error as Error).message}`,
+      `could not publish the replay of job ${original} to ${subject} (is a jetfn runtime's stream there?): ${(error as Error).message}`,
       { cause: error },
     );
   }
-  return { id, replayOf: original, seq: message.seq };
+  return { id, replayOf: original, seq: message.seq, priority };
 }

@@ -34,6 +34,12 @@ export interface InvocationStatusView {
   runAt?: string;
   /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
   waitingFor?: string;
+  /** 1-3, where known (a scheduled or running job); absent for the default, 0. */
+  priority?: number;
+  /** The job's debounce key, where known (a scheduled or running job). */
+  debounceKey?: string;
+  /** The job's singleton key, where known (a scheduled or running job). */
+  singletonKey?: string;
 }
 
 /** Combines the durable record with live progress into one view. */
@@ -55,6 +61,7 @@ export function statusView(
       input: record?.input ?? live.input,
       enqueuedAt: record?.enqueuedAt ?? live.enqueuedAt ?? null,
       errors: record?.errors ?? [],
+      ...live.labels,
     };
   }
   if (!record) return { id, status: "pending", function: null, attempts: 0, progress: null };
@@ -88,6 +95,7 @@ export function scheduledView(job: ScheduledJob): InvocationStatusView {
     progress: null,
     enqueuedAt: job.enqueuedAt,
     runAt: job.runAt,
+    ...job.labels,
   };
 }
 

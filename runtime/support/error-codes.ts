@@ -50,6 +50,12 @@ export const ERROR_CODES = {
     meaning: "a function file did not compile, threw, or took too long while loading",
   },
   E_HANDLER_FAILED: { status: 500, retryable: true, kind: "handler_error", meaning: "the handler threw" },
+  E_FLOW_KEY_INVALID: {
+    status: 500,
+    retryable: true,
+    kind: "handler_error",
+    meaning: "a concurrencyLimit or rateLimit key function threw, or returned no usable key",
+  },
   E_HANDLER_TIMEOUT: {
     status: 408,
     retryable: true,

@@ -86,8 +86,10 @@ describe("singletons, with two runtimes", () => {
 
   it("prints the holder's id from the CLI and says nothing new was enqueued", async () => {
     await env.startRuntime();
+    // The holder waits 25 s (cancelled at the end), so it still holds the key after three CLI runs on
+    // a loaded machine; with 10 s it had ended before the third at load 16.
     const cli = (name: string) =>
-      runCli(["enqueue", "write-then-wait", JSON.stringify({ name, ms: 10_000 }), "--singleton", "cli"], {
+      runCli(["enqueue", "write-then-wait", JSON.stringify({ name, ms: 25_000 }), "--singleton", "cli"], {
         NATS_URL: env.nats.url,
       });
     const first = await cli("cli-0");

@@ -101,4 +101,35 @@ describe("jetfn replay", () => {
     expect(JSON.parse(result.stdout)).toMatchObject({ replayed: 3 });
     await eventually(async () => (await names(production)).length === 6, 15_000);
   });
+
+  it("replays jobs of every priority, each to its own level's subject", async () => {
+    const plain = await client.enqueue("echo", { value: "plain" });
+    const urgent = await client.enqueue("echo", { value: "urgent" }, { priority: 2 });
+    await Promise.all([client.result(plain.id), client.result(urgent.id)]);
+    const result = await runCli(["replay", "echo", "--since", "10m", "--to", local.nats.url, "--json"], {
+      NATS_URL: production.nats.url,
+    });
+    expect(result).toMatchObject({ code: 0, stderr: "" });
+    const report = JSON.parse(result.stdout) as { jobs: { id: string; replayOf: string; priority: number }[] };
+    expect(report.jobs.map((job) => [job.replayOf, job.priority])).toEqual([
+      [plain.id, 0],
+      [urgent.id, 2],
+    ]);
+    const nc = await connect({ servers: local.nats.url });
+    try {
+      const stored = await (await jetstreamManager(nc)).streams.getMessage("JETFN_JOBS", {
+        last_by_subj: "fn.job.echo.P2",
+      });
+      expect(stored?.header.get(REPLAY_OF_HEADER)).toBe(urgent.id);
+    } finally {
+      await nc.close();
+    }
+    const localClient = await local.client();
+    const values = await Promise.all(report.jobs.map((job) => localClient.result(job.id)));
+    expect(values.map((value) => (value as { value: string }).value)).toEqual(["plain", "urgent"]);
+    const text = await runCli(["replay", "echo", "--since", "10m", "--to", local.nats.url], {
+      NATS_URL: production.nats.url,
+    });
+    expect(text.stdout).toMatch(/^replayed 2 job\(s\) of echo, 1 with a priority \(kept\)/);
+  });
 });

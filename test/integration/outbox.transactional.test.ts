@@ -233,5 +233,5 @@ describe("the transactional outbox", () => {
     } finally {
       await nc.close();
     }
-  });
+  }, 120_000);
 });

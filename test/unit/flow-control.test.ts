@@ -1,16 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import {
-  FUNCTION_WIDE_TOKEN,
-  groupFunction,
-  keyToken,
-  limitToken,
-  slotGroup,
-  UNKEYED_TOKEN,
-} from "../../runtime/flow/flow-key";
+import { FUNCTION_WIDE_TOKEN, groupFunction, keyToken, limitToken, slotGroup } from "../../runtime/flow/flow-key";
 import { describeFlow, resolveFlow } from "../../runtime/flow/flow-options";
 import { readWoken, wokenHeader } from "../../runtime/flow/wake-tag";
 import { defineFunction, resolveFunction } from "../../runtime/sdk/define-function";
+import type { JetfnError } from "../../runtime/support/errors";
 
 describe("resolveFlow", () => {
   it("resolves a concurrency limit and a rate limit, in that order", () => {
@@ -50,12 +44,27 @@ describe("limit keys", () => {
     expect(keyToken("x".repeat(65))).toMatch(/^h_/);
   });
 
-  it("gives keys that cannot be read one shared token, still limited", () => {
+  it("fails a job whose key function throws or gives no usable key, naming the key function", () => {
     const limit = perTenant as NonNullable<typeof perTenant>;
     expect(limitToken(limit, { tenant: 7 })).toBe("k_7");
-    expect(limitToken(limit, { tenant: {} })).toBe(UNKEYED_TOKEN);
-    expect(limitToken(limit, { tenant: "" })).toBe(UNKEYED_TOKEN);
-    expect(limitToken(limit, null)).toBe(UNKEYED_TOKEN);
+    const refused = (input: unknown) => {
+      try {
+        limitToken(limit, input);
+      } catch (error) {
+        return { code: (error as JetfnError).code, message: (error as Error).message };
+      }
+      return undefined;
+    };
+    expect(refused({ tenant: {} })).toEqual({
+      code: "E_FLOW_KEY_INVALID",
+      message: "concurrencyLimit.key returned object; it must return a non-empty string or a finite number",
+    });
+    expect(refused({ tenant: "" })?.message).toContain("returned an empty string");
+    expect(refused({ tenant: Number.NaN })?.message).toContain("returned NaN");
+    expect(refused(null)).toEqual({
+      code: "E_FLOW_KEY_INVALID",
+      message: expect.stringMatching(/^concurrencyLimit\.key threw on this job's input: .*null/),
+    });
     const [wide] = resolveFlow({ limit: 3 } as never, undefined)?.limits ?? [];
     expect(limitToken(wide as NonNullable<typeof wide>, { tenant: "a" })).toBe(FUNCTION_WIDE_TOKEN);
   });
