@@ -1,5 +1,5 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Limiter } from "../invocation/limiter";
 import type { ConsumerSettings } from "../nats/consumer-definitions";
 import { createJobPuller, type JobPuller, type JobPullerOptions } from "../nats/job-puller";
@@ -62,9 +62,9 @@ export interface PriorityWatch {
  * limiter (whose waiters of a higher priority go first). A level's puller starts the first time
  * this runtime sees a job of that level: one stored before it started (its consumer has jobs
  * pending), or one published since (a core subscription on the level's subject hears every
- * publish). A function that never gets a priority job costs three idle subscriptions, no pull
- * requests. Once started, a puller keeps a pull request waiting, so the level's jobs are fetched as
- * soon as they are stored, whatever the normal backlog.
+ * publish, and is dropped once the level's puller runs). A function that never gets a priority job
+ * costs three idle subscriptions, no pull requests. Once started, a puller keeps a pull request
+ * waiting, so the level's jobs are fetched as soon as they are stored, whatever the normal backlog.
  */
 export function startPriorityPullers(
   options: Omit<JobPullerOptions, "consumer" | "handle">,
@@ -73,6 +73,7 @@ export function startPriorityPullers(
   watch: PriorityWatch,
 ): PriorityPullers {
   const pullers = new Map<number, JobPuller>();
+  const subscriptions = new Map<number, Subscription>();
   let stopped = false;
   const start = (level: number): void => {
     if (stopped || pullers.has(level)) return;
@@ -83,11 +84,14 @@ export function startPriorityPullers(
     });
     pullers.set(level, puller);
     puller.start();
+    // Its puller runs for good now: hearing each job's body as well would only cost bandwidth.
+    subscriptions.get(level)?.unsubscribe();
+    subscriptions.delete(level);
   };
   // Subscribed before the consumers are asked, so no job falls between the two.
-  const subscriptions = PRIORITY_LEVELS.map((level) =>
-    watch.nc.subscribe(prioritySubject(options.fn, level), { callback: () => start(level) }),
-  );
+  for (const level of PRIORITY_LEVELS) {
+    subscriptions.set(level, watch.nc.subscribe(prioritySubject(options.fn, level), { callback: () => start(level) }));
+  }
   for (const level of PRIORITY_LEVELS) {
     void watch.manager.consumers
       .info(watch.stream, priorityConsumerName(options.fn, level))
@@ -111,7 +115,7 @@ export function startPriorityPullers(
     },
     async stop() {
       stopped = true;
-      for (const subscription of subscriptions) subscription.unsubscribe();
+      for (const subscription of subscriptions.values()) subscription.unsubscribe();
       await Promise.all([...pullers.values()].map((puller) => puller.stop()));
     },
   };

@@ -1,7 +1,7 @@
-import type { KV } from "@nats-io/kv";
+import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { ensureBucket } from "../nats/buckets";
+import { type BucketWatch, ensureBucket, watchBucket } from "../nats/buckets";
 import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 
 /**
@@ -20,13 +20,19 @@ const BUCKET_TTL_MS = 25 * 3_600_000;
 const FREE = JSON.stringify({ until: 0 });
 /** Slots tried per take before the group is judged full (the view may be a moment stale). */
 const MAX_TRIES = 8;
+/**
+ * A group whose slots have all been free this long is forgotten (keys come from job input, so
+ * fresh ones would otherwise grow the board for the life of the process). Forgetting costs the next
+ * take of it two more requests: its create is refused, and the slot is read and then updated.
+ */
+const DEFAULT_IDLE_MS = 60_000;
 
 /** A slot this runtime holds. */
 export interface HeldSlot {
   readonly key: string;
   /** Moves its free time; false when the slot was lost (taken over after it expired). */
   extend(until: number): Promise<boolean>;
-  /** Frees it now (a no-op if it was taken over). */
+  /** Frees it now (a no-op if it was taken over); a renewal in flight is written first. */
   release(): Promise<void>;
 }
 
@@ -38,7 +44,15 @@ export interface SlotBoard {
   nextFree(group: string, limit: number, now?: number): number;
   /** Takes a free slot until `until`, or answers undefined when every slot is occupied. */
   take(group: string, limit: number, until: number, now?: number): Promise<HeldSlot | undefined>;
+  /** Groups held in memory (for tests and diagnostics). */
+  readonly groups: number;
   close(): Promise<void>;
+}
+
+/** Options of a slot board. */
+export interface SlotBoardOptions {
+  /** Forget a group whose slots have all been free this long (ms). @default 60_000 */
+  idleMs?: number;
 }
 
 interface SlotEntry {
@@ -46,56 +60,57 @@ interface SlotEntry {
   until: number;
 }
 
+interface SlotGroup {
+  readonly slots: Map<number, SlotEntry>;
+  /** When the board last heard of a change in it (epoch ms). */
+  touched: number;
+}
+
 /** Opens the bucket and resolves once every existing slot is known. */
 export async function openSlotBoard(
   nc: NatsConnection,
   logger: Logger,
   replication: Replication = SINGLE_REPLICA,
+  options: SlotBoardOptions = {},
 ): Promise<SlotBoard> {
   const kv = await ensureBucket(nc, FLOW_BUCKET, { ttl: BUCKET_TTL_MS }, replication);
-  const board = new KvSlotBoard(kv, logger);
-  await board.start();
+  const board = new KvSlotBoard(kv, options.idleMs ?? DEFAULT_IDLE_MS);
+  await board.start(logger);
   return board;
 }
 
 class KvSlotBoard implements SlotBoard {
   readonly #kv: KV;
-  readonly #logger: Logger;
-  readonly #groups = new Map<string, Map<number, SlotEntry>>();
-  #stop: (() => void) | undefined;
+  readonly #idleMs: number;
+  readonly #groups = new Map<string, SlotGroup>();
+  #watch: BucketWatch | undefined;
+  #pruner: NodeJS.Timeout | undefined;
 
-  constructor(kv: KV, logger: Logger) {
+  constructor(kv: KV, idleMs: number) {
     this.#kv = kv;
-    this.#logger = logger;
+    this.#idleMs = idleMs;
   }
 
-  async start(): Promise<void> {
-    const existing = (await this.#kv.status()).values;
-    const watcher = await this.#kv.watch({ key: ">" });
-    this.#stop = () => watcher.stop();
-    let ready: () => void = () => {};
-    const loaded = new Promise<void>((resolve) => {
-      ready = resolve;
-    });
-    if (existing === 0) ready();
-    void (async () => {
-      for await (const entry of watcher) {
-        if (entry.operation === "PUT") this.#set(entry.key, entry.revision, readUntil(entry.string()));
-        else this.#forget(entry.key, entry.revision);
-        if (entry.isUpdate || !entry.delta) ready();
-      }
-    })().catch((error: unknown) => this.#logger.error({ err: error }, "Watching flow-control slots stopped."));
-    await loaded;
+  async start(logger: Logger): Promise<void> {
+    this.#watch = await watchBucket(this.#kv, (entry) => this.#heard(entry), logger, "flow-control slots");
+    this.#pruner = setInterval(() => this.#prune(), this.#idleMs);
+    this.#pruner.unref();
+  }
+
+  get groups(): number {
+    return this.#groups.size;
   }
 
   occupied(group: string, limit: number, now = Date.now()): number {
     let count = 0;
-    for (const [index, entry] of this.#groups.get(group) ?? []) if (index < limit && entry.until > now) count++;
+    for (const [index, entry] of this.#groups.get(group)?.slots ?? []) {
+      if (index < limit && entry.until > now) count++;
+    }
     return count;
   }
 
   nextFree(group: string, limit: number, now = Date.now()): number {
-    const slots = this.#groups.get(group);
+    const slots = this.#groups.get(group)?.slots;
     let earliest = Number.POSITIVE_INFINITY;
     for (let index = 0; index < limit; index++) {
       const until = slots?.get(index)?.until ?? 0;
@@ -106,7 +121,7 @@ class KvSlotBoard implements SlotBoard {
   }
 
   async take(group: string, limit: number, until: number, now = Date.now()): Promise<HeldSlot | undefined> {
-    const slots = this.#groups.get(group);
+    const slots = this.#groups.get(group)?.slots;
     const free: number[] = [];
     for (let index = 0; index < limit; index++) if ((slots?.get(index)?.until ?? 0) <= now) free.push(index);
     // Runtimes start at different free slots, so two rarely race for the same one.
@@ -116,7 +131,7 @@ class KvSlotBoard implements SlotBoard {
       const key = `${group}.${index}`;
       // Looked at again right before the claim: another job of this runtime may have taken it
       // meanwhile, and a claim at the revision it wrote would succeed over its lease.
-      const seen = this.#groups.get(group)?.get(index);
+      const seen = this.#groups.get(group)?.slots.get(index);
       if (seen && seen.until > Date.now()) continue;
       const revision = await this.#claim(key, seen, until);
       if (revision !== undefined) return this.#held(key, revision);
@@ -125,11 +140,16 @@ class KvSlotBoard implements SlotBoard {
   }
 
   async close(): Promise<void> {
-    this.#stop?.();
+    clearInterval(this.#pruner);
+    this.#watch?.stop();
   }
 
-  /** Compare-and-set on one slot; the new revision, or undefined when another runtime got there first. */
-  async #claim(key: string, seen: SlotEntry | undefined, until: number): Promise<number | undefined> {
+  /**
+   * Compare-and-set on one slot; the new revision, or undefined when it is taken. A refused write
+   * means the board was behind (a change not heard yet, or a group it forgot): the slot is read
+   * and recorded, and taken at the revision read if it turns out free.
+   */
+  async #claim(key: string, seen: SlotEntry | undefined, until: number, again = false): Promise<number | undefined> {
     const value = JSON.stringify({ until });
     try {
       const revision = seen ? await this.#kv.update(key, value, seen.revision) : await this.#kv.create(key, value);
@@ -137,57 +157,101 @@ class KvSlotBoard implements SlotBoard {
       return revision;
     } catch (error) {
       if (!isConflict(error)) throw error;
-      // Aged out of the bucket since we saw it: it can be created again.
-      if (seen && (await this.#kv.get(key))?.operation !== "PUT") return this.#claim(key, undefined, until);
-      return undefined;
+      const current = await this.#kv.get(key);
+      if (current?.operation !== "PUT") {
+        // Deleted, or aged out of the bucket: it can be created again.
+        this.#forget(key, current?.revision ?? Number.POSITIVE_INFINITY);
+        return again ? undefined : this.#claim(key, undefined, until, true);
+      }
+      const entry = { revision: current.revision, until: readUntil(current.string()) };
+      this.#set(key, entry.revision, entry.until);
+      return !again && entry.until <= Date.now() ? this.#claim(key, entry, until, true) : undefined;
     }
   }
 
   #held(key: string, first: number): HeldSlot {
     let revision = first;
+    let released = false;
+    // One write at a time, each at the revision the one before wrote: a release sent while a
+    // renewal is in flight would carry the revision the renewal replaces and be refused (the slot
+    // stays taken until its lease runs out), or be accepted and refuse the renewal (a false
+    // "lease ran out").
+    let last: Promise<unknown> = Promise.resolve();
+    const inTurn = <T>(write: () => Promise<T>): Promise<T> => {
+      const next = last.then(write);
+      last = next.catch(() => undefined);
+      return next;
+    };
     return {
       key,
-      extend: async (until) => {
-        try {
-          revision = await this.#kv.update(key, JSON.stringify({ until }), revision);
-          this.#set(key, revision, until);
-          return true;
-        } catch (error) {
-          if (!isConflict(error)) throw error;
-          return false;
-        }
-      },
-      release: async () => {
-        // Written free (until 0) rather than deleted: its revision stays known, so the next claim
-        // is one update; a create over a deleted key costs nats.js three requests.
-        try {
-          this.#set(key, await this.#kv.update(key, FREE, revision), 0);
-        } catch (error) {
-          if (!isConflict(error)) throw error;
-        }
+      extend: (until) =>
+        inTurn(async () => {
+          if (released) return true;
+          try {
+            revision = await this.#kv.update(key, JSON.stringify({ until }), revision);
+            this.#set(key, revision, until);
+            return true;
+          } catch (error) {
+            if (!isConflict(error)) throw error;
+            return false;
+          }
+        }),
+      release: () => {
+        released = true;
+        return inTurn(async () => {
+          // Written free (until 0) rather than deleted: its revision stays known, so the next
+          // claim is one update; a create over a deleted key costs nats.js three requests.
+          try {
+            revision = await this.#kv.update(key, FREE, revision);
+            this.#set(key, revision, 0);
+          } catch (error) {
+            if (!isConflict(error)) throw error;
+          }
+        });
       },
     };
   }
 
+  /** A change the watch reported. A free slot of a group not known here is not worth keeping. */
+  #heard(entry: KvWatchEntry): void {
+    if (entry.operation !== "PUT") {
+      this.#forget(entry.key, entry.revision);
+      return;
+    }
+    const until = readUntil(entry.string());
+    if (until > Date.now() || this.#groups.has(splitKey(entry.key).group)) this.#set(entry.key, entry.revision, until);
+  }
+
   #set(key: string, revision: number, until: number): void {
     const { group, index } = splitKey(key);
-    let slots = this.#groups.get(group);
-    if (!slots) {
-      slots = new Map();
-      this.#groups.set(group, slots);
+    let known = this.#groups.get(group);
+    if (!known) {
+      known = { slots: new Map(), touched: 0 };
+      this.#groups.set(group, known);
     }
-    const known = slots.get(index);
+    known.touched = Date.now();
+    const slot = known.slots.get(index);
     // The watch may report our own write after we recorded it: keep the newest.
-    if (!known || known.revision <= revision) slots.set(index, { revision, until });
+    if (!slot || slot.revision <= revision) known.slots.set(index, { revision, until });
   }
 
   #forget(key: string, revision: number): void {
     const { group, index } = splitKey(key);
-    const slots = this.#groups.get(group);
-    const known = slots?.get(index);
-    if (!slots || !known || known.revision > revision) return;
-    slots.delete(index);
-    if (slots.size === 0) this.#groups.delete(group);
+    const known = this.#groups.get(group);
+    const slot = known?.slots.get(index);
+    if (!known || !slot || slot.revision > revision) return;
+    known.slots.delete(index);
+    if (known.slots.size === 0) this.#groups.delete(group);
+  }
+
+  /** Forgets the groups whose slots have all been free for the idle time. */
+  #prune(now = Date.now()): void {
+    for (const [group, known] of this.#groups) {
+      if (known.touched > now - this.#idleMs) continue;
+      let free = true;
+      for (const slot of known.slots.values()) free &&= slot.until <= now;
+      if (free) this.#groups.delete(group);
+    }
   }
 }
 

@@ -10,15 +10,17 @@ import {
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
-import { ID_HEADER, jobMessageId, jobSubject, MSG_ID_HEADER } from "../nats/subjects";
+import { ID_HEADER, jobMessageId, MSG_ID_HEADER } from "../nats/subjects";
 import { groupFunction } from "./flow-key";
+import { PRIORITY_HEADER, parseJobSubject, routePriority } from "./priority";
 import { WOKEN_HEADER, wokenHeader } from "./wake-tag";
 
 /**
  * Jobs over a limit wait here, out of their function's consumer, so they neither block jobs of
  * other keys behind them nor spend attempts (a nak would count a delivery). The stream
  * `<jobs stream>_WAITING` keeps them on `jetfn.waiting.<slot group>` (`<kind>.<key token>.<fn>`),
- * in arrival order per key. Waking one publishes it again to `fn.job.<name>` and deletes it here;
+ * in arrival order per key. Waking one publishes it again to `fn.job.<name>` (or the priority
+ * subject it was parked from, `fn.job.<name>.P<n>`, kept in `Jetfn-Priority`) and deletes it here;
  * the publish's message id comes from a random id written when it was parked, so two runtimes
  * waking the same job store it once, and no client can guess it and have the wake dropped.
  */
@@ -29,7 +31,14 @@ const ATTEMPTS_HEADER = "Jetfn-Attempts-Before";
 const ENQUEUED_HEADER = "Jetfn-Enqueued-At";
 const WAKE_ID_HEADER = "Jetfn-Wake-Id";
 /** Headers only the waiting stream's copy carries; every other header of the job goes back with it. */
-const PARKED_ONLY = new Set([FUNCTION_HEADER, ATTEMPTS_HEADER, ENQUEUED_HEADER, WAKE_ID_HEADER, MSG_ID_HEADER]);
+const PARKED_ONLY = new Set([
+  FUNCTION_HEADER,
+  ATTEMPTS_HEADER,
+  ENQUEUED_HEADER,
+  WAKE_ID_HEADER,
+  MSG_ID_HEADER,
+  PRIORITY_HEADER,
+]);
 
 /** The waiting stream of a jobs stream: `JETFN_JOBS` -> `JETFN_JOBS_WAITING`. */
 export function waitingStreamName(jobStream: string): string {
@@ -99,6 +108,9 @@ export function createWaitingRoom(
       header.set(ATTEMPTS_HEADER, String(job.attemptsBefore));
       header.set(ENQUEUED_HEADER, String(job.enqueuedAt));
       header.set(WAKE_ID_HEADER, randomUUID());
+      // Its priority is the subject it came on (a job carries no priority header on fn.job.*).
+      const priority = parseJobSubject(message.subject)?.priority ?? 0;
+      if (priority > 0) header.set(PRIORITY_HEADER, String(priority));
       // A redelivery of the same message parked again within the duplicate window is stored once.
       const msgID = `${jobMessageId(job.fn, job.id)}:p${message.info.stream}.${message.seq}`;
       await publisher.publish(WAITING_PREFIX + group, message.data, { msgID, headers: header });
@@ -126,7 +138,8 @@ export function createWaitingRoom(
         };
         header.set(WOKEN_HEADER, wokenHeader(secret, fn, id, job));
         const msgID = `${jobMessageId(fn, id)}:w${stored.header?.get(WAKE_ID_HEADER) ?? stored.seq}`;
-        await publisher.publish(jobSubject(fn), stored.data, { msgID, headers: header });
+        const subject = routePriority(fn, stored.header?.get(PRIORITY_HEADER) || undefined);
+        await publisher.publish(subject, stored.data, { msgID, headers: header });
         // Another runtime may have woken and deleted it meanwhile: its publish was the same message.
         await manager.streams.deleteMessage(stream, stored.seq, false).catch(() => false);
         woken++;

@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { ensureBucket } from "../nats/buckets";
+import { type BucketWatch, ensureBucket, watchBucket } from "../nats/buckets";
 import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 import { JetfnError } from "../support/errors";
 
@@ -64,7 +64,7 @@ class KvCancellations implements Cancellations {
   readonly #logger: Logger;
   readonly #marks = new Map<string, CancelMark>();
   readonly #running = new Map<string, (reason: JetfnError) => void>();
-  #stop: (() => void) | undefined;
+  #watch: BucketWatch | undefined;
 
   constructor(kv: KV, logger: Logger) {
     this.#kv = kv;
@@ -72,28 +72,23 @@ class KvCancellations implements Cancellations {
   }
 
   async start(): Promise<void> {
-    const existing = (await this.#kv.status()).values;
-    const watcher = await this.#kv.watch({ key: ">" });
-    this.#stop = () => watcher.stop();
-    let ready: () => void = () => {};
-    const loaded = new Promise<void>((resolve) => {
-      ready = resolve;
-    });
-    if (existing === 0) ready();
-    void (async () => {
-      for await (const entry of watcher) {
+    this.#watch = await watchBucket(
+      this.#kv,
+      (entry) => {
         if (entry.operation === "PUT") this.#apply(entry.key, entry.json<CancelMark>());
         else this.#marks.delete(entry.key);
-        if (entry.isUpdate || !entry.delta) ready();
-      }
-    })().catch((error: unknown) => this.#logger.error({ err: error }, "Watching cancellations stopped."));
-    await loaded;
+      },
+      this.#logger,
+      "cancellations",
+    );
   }
 
   #apply(id: string, mark: CancelMark): void {
+    // A watch made again replays every mark: a running job is aborted at the first only.
+    const known = this.#marks.has(id);
     this.#marks.set(id, mark);
     const abort = this.#running.get(id);
-    if (abort) {
+    if (abort && !known) {
       this.#logger.info({ invocationId: id, reason: mark.reason }, "Cancelling a running job.");
       abort(cancelledError(id, mark));
     }
@@ -120,6 +115,6 @@ class KvCancellations implements Cancellations {
   }
 
   async close(): Promise<void> {
-    this.#stop?.();
+    this.#watch?.stop();
   }
 }

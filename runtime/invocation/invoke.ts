@@ -201,7 +201,9 @@ class Invocation {
       // A job's result is stored: one that cannot be fails here, as the handler's fault.
       const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
       committing = true;
-      const committed = await this.#commit(json);
+      // Most invocations that wrote nothing have nothing to wait for here: no await, no turn lost.
+      const commit = this.#commit(json);
+      const committed = typeof commit === "boolean" ? commit : await commit;
       const durationMs = performance.now() - this.#started;
       events.emit("invocation:success", { fn: fn.name, invocationId, attempt, kind, durationMs });
       return { ok: true, result, resultJson: json, durationMs, committed, outbox: this.outbox, log: this.log };

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId, RETRY_OF_HEADER } from "../nats/subjects";
+import { isoAt } from "../support/clock";
 
 /** Who a job message is: its handle and where it came from. */
 export interface JobIdentity {
@@ -27,7 +28,8 @@ export function jobIdentity(message: JsMsg): JobIdentity {
     id: valid ? given : derivedId(message),
     invalidId: given !== undefined && !valid ? given : undefined,
     retryOf: retryOf && isValidInvocationId(retryOf) ? retryOf : undefined,
-    enqueuedAt: message.time.toISOString(),
+    // As message.time, without a Date per job.
+    enqueuedAt: isoAt(Math.floor(message.info.timestampNanos / 1_000_000)),
     streamSeq: message.seq,
   };
 }

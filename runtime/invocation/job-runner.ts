@@ -169,11 +169,16 @@ export async function runJob(
     );
     return refuse(deps, record, message, error, log);
   }
+  // A free slot is taken at once, without a promise to await (most jobs find one).
   let releaseSlot: () => void;
-  try {
-    releaseSlot = await limiter.acquire(deps.shutdownSignal);
-  } catch {
-    return; // Shutting down before it started: JetStream delivers it again later.
+  const free = deps.shutdownSignal.aborted ? undefined : limiter.tryAcquire?.();
+  if (free) releaseSlot = free;
+  else {
+    try {
+      releaseSlot = await limiter.acquire(deps.shutdownSignal);
+    } catch {
+      return; // Shutting down before it started: JetStream delivers it again later.
+    }
   }
   let leave: (() => void) | undefined;
   if (fn.flow && deps.flow) {
@@ -263,8 +268,9 @@ async function attemptJob(
     let applied = outcome.committed;
     if (applied) {
       message.ack();
-      // The jobs and events it asked for go out before anyone hears it is done.
-      await deps.outbox.publishCommitted(outcome.outbox, log);
+      // The jobs and events it asked for go out before anyone hears it is done. Without any, the
+      // notice follows the ack in the same turn, so both leave in one socket write.
+      if (outcome.outbox.length > 0) await deps.outbox.publishCommitted(outcome.outbox, log);
       notifyDone(deps, done);
     } else {
       // Nothing was committed (no writes, no outbox): the record is written with others in a batch.
@@ -273,13 +279,14 @@ async function attemptJob(
         if (won) notifyDone(deps, done);
       };
       try {
-        applied = await deps.successes
-          .record(record, outcome.resultJson, settled)
-          .catch((error: unknown) =>
-            isConnectionError(error)
-              ? whenDatabaseAnswers(deps, log, () => deps.successes.record(record, outcome.resultJson, settled))
-              : Promise.reject(error),
+        try {
+          applied = await deps.successes.record(record, outcome.resultJson, settled);
+        } catch (error) {
+          if (!isConnectionError(error)) throw error;
+          applied = await whenDatabaseAnswers(deps, log, () =>
+            deps.successes.record(record, outcome.resultJson, settled),
           );
+        }
       } catch (error) {
         if ((error as { code?: unknown }).code !== "E_ID_CONFLICT") throw error;
         refuseConflict(deps, record, message, error as JetfnError, log, durationMs);

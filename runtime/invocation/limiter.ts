@@ -9,6 +9,11 @@ export interface Limiter {
    * with a higher `priority` (a job's, 0-3) are granted before lower ones, in order within one.
    */
   acquire(signal?: AbortSignal, priority?: number): Promise<() => void>;
+  /**
+   * A slot now, when one is free and nobody waits (what acquire() would grant at once), without
+   * a promise or an await; undefined otherwise.
+   */
+  tryAcquire?(): (() => void) | undefined;
 }
 
 /** Creates a limiter with `capacity` slots. */
@@ -47,7 +52,8 @@ class SlotLimiter implements Limiter {
   acquire(signal?: AbortSignal, priority = 0): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     // A free slot and nobody ahead: no waiting, so no abort listener to add and remove.
-    if (this.#active < this.#capacity && this.#queue.length === 0) return Promise.resolve(this.#take());
+    const free = this.tryAcquire();
+    if (free) return Promise.resolve(free);
     return new Promise((resolve, reject) => {
       const grant = (): void => {
         signal?.removeEventListener("abort", onAbort);
@@ -65,6 +71,10 @@ class SlotLimiter implements Limiter {
       this.#enqueue(grant, priority);
       this.#wake();
     });
+  }
+
+  tryAcquire(): (() => void) | undefined {
+    return this.#active < this.#capacity && this.#queue.length === 0 ? this.#take() : undefined;
   }
 
   /** Occupies a slot; returns the function that frees it (once). */

@@ -90,10 +90,11 @@ export function createJobPuller(options: JobPullerOptions): JobPuller {
 
 class WindowedPuller implements JobPuller {
   readonly #options: JobPullerOptions;
-  readonly #held = new Set<JsMsg>();
-  readonly #heldSince = new Map<JsMsg, number>();
+  /** Held messages, with when each was taken. */
+  readonly #held = new Map<JsMsg, number>();
   readonly #batches = new Set<ConsumerMessages>();
-  readonly #handling = new Set<Promise<void>>();
+  /** Resolves stop()'s wait once no message is held. */
+  #idle: (() => void) | undefined;
   #consumer: Consumer | undefined;
   #outstanding = 0;
   /** Held messages whose handler has not finished yet: these count against the window. */
@@ -132,7 +133,11 @@ class WindowedPuller implements JobPuller {
     this.refresh();
     this.#notify();
     await this.#loop;
-    while (this.#handling.size > 0) await Promise.allSettled([...this.#handling]);
+    while (this.#held.size > 0) {
+      await new Promise<void>((resolve) => {
+        this.#idle = resolve;
+      });
+    }
     clearTimeout(this.#heartbeat);
   }
 
@@ -186,8 +191,7 @@ class WindowedPuller implements JobPuller {
   }
 
   #take(message: JsMsg): void {
-    this.#held.add(message);
-    this.#heldSince.set(message, Date.now());
+    this.#held.set(message, Date.now());
     this.#working++;
     let working = true;
     const handlerDone = (handlerMs?: number): void => {
@@ -201,22 +205,32 @@ class WindowedPuller implements JobPuller {
       }
       this.#notify();
     };
-    const handling = this.#options
-      .handle(message, handlerDone)
-      .catch((error: unknown) => {
-        this.#options.logger.error(
-          { err: error, fn: this.#options.fn, seq: message.seq },
-          "A job could not be handled.",
-        );
-      })
-      .finally(() => {
-        handlerDone(undefined);
-        this.#held.delete(message);
-        this.#heldSince.delete(message);
-        this.#handling.delete(handling);
-        this.#notify();
-      });
-    this.#handling.add(handling);
+    // One promise per job for its whole handling (a catch and a finally would make two more).
+    this.#options.handle(message, handlerDone).then(
+      () => this.#release(message, handlerDone),
+      (error: unknown) => {
+        try {
+          this.#options.logger.error(
+            { err: error, fn: this.#options.fn, seq: message.seq },
+            "A job could not be handled.",
+          );
+        } finally {
+          this.#release(message, handlerDone);
+        }
+      },
+    );
+  }
+
+  /** A job is handled: it no longer counts as held (nor, if it still did, as working). */
+  #release(message: JsMsg, handlerDone: (handlerMs?: number) => void): void {
+    handlerDone(undefined);
+    this.#held.delete(message);
+    if (this.#held.size === 0 && this.#idle) {
+      const idle = this.#idle;
+      this.#idle = undefined;
+      idle();
+    }
+    this.#notify();
   }
 
   async #recover(error: unknown): Promise<void> {
@@ -248,8 +262,8 @@ class WindowedPuller implements JobPuller {
     this.#heartbeat = setTimeout(() => {
       const now = Date.now();
       const keepAlive = this.#options.keepAlive ?? (() => true);
-      for (const message of this.#held) {
-        if (keepAlive(now - (this.#heldSince.get(message) ?? now))) message.working();
+      for (const [message, since] of this.#held) {
+        if (keepAlive(now - since)) message.working();
       }
       if (!this.#stopping || this.#held.size > 0) this.#scheduleHeartbeat();
     }, this.#options.heartbeatMs());

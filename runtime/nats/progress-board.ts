@@ -74,7 +74,7 @@ class KvProgressBoard implements ProgressBoard {
   }
 
   begin(id: string, fn: string, attempt: number, details: ProgressDetails = {}): ProgressHandle {
-    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt, shownDetails(details));
+    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt, details);
   }
 
   async get(id: string): Promise<ProgressEntry | undefined> {
@@ -108,7 +108,9 @@ class KvProgressHandle implements ProgressHandle {
   readonly #id: string;
   readonly #fn: string;
   readonly #attempt: number;
-  readonly #details: ProgressDetails;
+  /** As given; cut to what is shown (shownDetails) only when first written: most jobs end before. */
+  #details: ProgressDetails;
+  #shown = false;
   readonly #startedAt = Date.now();
   #done: number | undefined;
   #total: number | undefined;
@@ -155,6 +157,10 @@ class KvProgressHandle implements ProgressHandle {
     if (this.#finished) return;
     this.#written = true;
     this.#lastWrite = Date.now();
+    if (!this.#shown) {
+      this.#details = shownDetails(this.#details);
+      this.#shown = true;
+    }
     const entry: ProgressEntry = {
       ...this.#details,
       status: "running",

@@ -14,3 +14,19 @@ export function isoNow(): string {
   }
   return formatted;
 }
+
+let givenMs = Number.NaN;
+let givenFormatted = "";
+
+/**
+ * `ms` (since the epoch) as ISO 8601, like `new Date(ms).toISOString()`, formatted again only when
+ * it differs from the previous call's: jobs pulled together were mostly stored in the same
+ * millisecond (their enqueue time is read once per job).
+ */
+export function isoAt(ms: number): string {
+  if (ms !== givenMs) {
+    givenMs = ms;
+    givenFormatted = new Date(ms).toISOString();
+  }
+  return givenFormatted;
+}

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { isoNow } from "../../runtime/support/clock";
+import { isoAt, isoNow } from "../../runtime/support/clock";
 
 describe("isoNow", () => {
   afterEach(() => {
@@ -25,5 +25,13 @@ describe("isoNow", () => {
     const now = Date.parse(isoNow());
     expect(now).toBeGreaterThanOrEqual(before);
     expect(now).toBeLessThanOrEqual(Date.now());
+  });
+});
+
+describe("isoAt", () => {
+  it("writes a time as toISOString does, for the same and for other milliseconds in turn", () => {
+    for (const ms of [0, 1_764_000_000_123, 1_764_000_000_123, 1_764_000_000_124, 1_000, 1_764_000_000_123]) {
+      expect(isoAt(ms)).toBe(new Date(ms).toISOString());
+    }
   });
 });

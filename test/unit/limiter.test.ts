@@ -20,6 +20,22 @@ describe("limiter", () => {
     expect(order).toEqual([3, 4]);
   });
 
+  it("tryAcquire takes a free slot at once, and none while full or while others wait", async () => {
+    const limiter = createLimiter(1);
+    const release = limiter.tryAcquire?.();
+    expect(release).toBeTypeOf("function");
+    expect(limiter.active).toBe(1);
+    expect(limiter.tryAcquire?.()).toBeUndefined();
+    const waiter = limiter.acquire();
+    release?.();
+    // The slot went to the waiter, first in line.
+    const waiterRelease = await waiter;
+    expect(limiter.tryAcquire?.()).toBeUndefined();
+    waiterRelease();
+    expect(limiter.active).toBe(0);
+    expect(limiter.tryAcquire?.()).toBeTypeOf("function");
+  });
+
   it("ignores a second release of the same slot", async () => {
     const limiter = createLimiter(1);
     const release = await limiter.acquire();
