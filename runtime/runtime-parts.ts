@@ -11,7 +11,13 @@ import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
 import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./invocation/cancellation";
 import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type ConsumerDefinitions, DEFINITIONS_BUCKET, openConsumerDefinitions } from "./nats/consumer-definitions";
-import { type DelayedJobMover, delayedStreamName, ensureDelayedJobs, startDelayedJobMover } from "./nats/delayed-jobs";
+import {
+  type DelayedJobMover,
+  delayedStreamName,
+  ensureDelayedJobs,
+  farStreamName,
+  startDelayedJobMover,
+} from "./nats/delayed-jobs";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { openProgressBoard, type ProgressBoard } from "./nats/progress-board";
 import { StreamPublisher } from "./nats/stream-publisher";
@@ -158,6 +164,7 @@ function streamNames(config: ResolvedConfig): string[] {
   return [
     config.streamName,
     delayedStreamName(config.streamName),
+    farStreamName(delayedStreamName(config.streamName)),
     EVENT_STREAM,
     `KV_${PROGRESS_BUCKET}`,
     `KV_${CANCEL_BUCKET}`,

@@ -304,7 +304,7 @@ class ServingRuntime implements Runtime {
       cancellations,
       scheduled: {
         find: (id) => findScheduledJob(manager, delayedStream, id),
-        remove: (job) => removeScheduledJob(manager, delayedStream, job),
+        remove: (job) => removeScheduledJob(manager, job),
       },
       logger: this.logger,
       replyGuard,

@@ -1395,7 +1395,7 @@ begin
     status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
     started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
     progress = null
-  where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function;
+  where not jetfn.is_final(i.status) and i.function = excluded.function;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
@@ -1481,6 +1481,17 @@ begin
     end if;
   end loop;
 end
+$$;
+
+
+--
+-- Name: is_final(text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.is_final(p_status text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+  select p_status operator(pg_catalog.=) any ('{succeeded,dead,dropped,cancelled,superseded}'::pg_catalog.text[])
 $$;
 
 
@@ -1641,7 +1652,7 @@ begin
       status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
       started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
       progress = null
-    where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function
+    where not jetfn.is_final(i.status) and i.function = excluded.function
     returning i.id
   )
   select recorded.id from recorded;
@@ -1845,16 +1856,17 @@ begin
     return;
   end if;
   with member as (
-    select m.function, m.invocation, m.attempt, m.after,
-           lead(m.after) over (order by m.after) as until
-    from jsonb_to_recordset(p_members) as m(function text, invocation text, attempt integer, after bigint)
+    select e.m ->> 'function' as function, e.m ->> 'invocation' as invocation,
+           (e.m ->> 'attempt')::integer as attempt, (e.m ->> 'after')::bigint as after, e.part,
+           lead((e.m ->> 'after')::bigint) over (order by e.part) as until
+    from jsonb_array_elements(p_members) with ordinality as e(m, part)
   )
   select l.function, l.invocation_id, l.attempt into stranger from jetfn.audit_log l
   where l.txid = xact
     and not exists (
       select from member m
       where m.function = l.function and m.invocation = l.invocation_id and m.attempt = l.attempt
-        and l.id > m.after and (m.until is null or l.id <= m.until))
+        and (l.id > m.after or (m.after is null and m.part = 1)) and (m.until is null or l.id <= m.until))
   limit 1;
   if found then
     raise exception 'a shared transaction holds an audit row stamped as %/%/% (function/invocation/attempt) that was not written in that job''s part of it',

@@ -185,13 +185,14 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     // Sent without waiting: they travel in the same write as the job's first query. The previous
     // job's final record and release lead the same simple-protocol message: one round of the
     // server's replies instead of one per statement. The audit mark ends it: the job's audit rows
-    // are those written after it (see invocation-checks.ts).
-    const { savepoint, message } = lane.openPart([stamp, AUDIT_MARK_SQL]);
+    // are those written after it (see invocation-checks.ts). The job that begins the transaction
+    // needs none: nothing was written in it before.
+    const { savepoint, message, marked } = lane.openPart([stamp], AUDIT_MARK_SQL);
     const setup = connection.unsafe(message).execute();
     // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
     // once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
-    const mark = setup.then(auditMark);
+    const mark = marked ? setup.then(auditMark) : Promise.resolve(null);
     mark.catch(lane.dooms());
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
@@ -317,7 +318,7 @@ async function keptMembers(members: readonly Member[]): Promise<GroupMember[] | 
   const parts = members.flatMap((member) => (member.part ? [member.part] : []));
   try {
     const marks = await Promise.all(parts.map((part) => part.mark));
-    return parts.map((part, n) => ({ stamp: part.stamp, mark: marks[n] as string }));
+    return parts.map((part, n) => ({ stamp: part.stamp, mark: marks[n] ?? null }));
   } catch {
     return undefined;
   }

@@ -18,20 +18,27 @@ export function invocationCheck(stamp: TransactionStamp): string {
   return `select jetfn.verify_invocation(${sqlLiteral(stamp.functionName)}, ${sqlLiteral(stamp.invocationId)}, ${stamp.attempt})`;
 }
 
-/** A shared transaction: $1 is {@link groupMembers} of the jobs whose writes it keeps. */
+/** A shared transaction: $1 is {@link groupMembers} of the jobs whose writes it keeps, in the order their parts ran. */
 export const GROUP_CHECK_SQL = "select jetfn.verify_group($1::jsonb)";
 
 /**
  * Where a job's part of a shared transaction begins, read last in the message that opens it:
  * its audit rows are those with a higher id, up to the next part's mark (jetfn.verify_group).
+ * A function call rather than a SELECT from the sequence: nothing to plan, about a third cheaper.
+ * Null (before any row was ever logged) reads as 0: ids start at 1. A secret per job set with the
+ * stamp and copied into its rows would need no statement, but a handler can read it: it is in
+ * the SQL text, which pg_stat_statements can show, values and all, to the role that ran it.
  */
 export const AUDIT_MARK_SQL =
-  "select case when is_called then last_value else last_value - 1 end as mark from jetfn.audit_log_id_seq";
+  "select coalesce(pg_catalog.pg_sequence_last_value('jetfn.audit_log_id_seq'::pg_catalog.regclass), 0) as mark";
 
-/** A job whose writes a shared transaction keeps, and where its part began. */
+/**
+ * A job whose writes a shared transaction keeps, and where its part began: null for the part that
+ * began the transaction (its rows are all those before the next part's mark).
+ */
 export interface GroupMember {
   stamp: TransactionStamp;
-  mark: string;
+  mark: string | null;
 }
 
 /** The mark in the reply to a message that ends with AUDIT_MARK_SQL (one result per statement). */

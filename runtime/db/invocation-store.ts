@@ -106,7 +106,7 @@ on conflict (id) do update set
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
   progress = null
-where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function
+where not jetfn.is_final(i.status) and i.function = excluded.function
 returning id`;
 
 /**
@@ -296,6 +296,7 @@ function isoTimestamp(value: string | null): string | null {
   return value === null ? null : new Date(value).toISOString();
 }
 
+// A cancel may overwrite an earlier cancel's record (another reason); every other final status stands.
 const CANCEL_SQL = `
 insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at)
 values ($1, $2, 'cancelled', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
@@ -303,7 +304,7 @@ on conflict (id) do update set
   status = 'cancelled', error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null
-where i.status not in ('succeeded', 'dead', 'dropped', 'superseded') and i.function = excluded.function
+where (not jetfn.is_final(i.status) or i.status = 'cancelled') and i.function = excluded.function
 returning id`;
 
 /**

@@ -55,9 +55,11 @@ export class Lane {
   /**
    * Opens the next job's part: the message (one simple-protocol write) that leads with the previous
    * job's final record and release, begins the transaction if none is open, and opens the savepoint.
-   * `then` follows it in the same message.
+   * `then` follows it in the same message, and `mark` ends it unless the part begins the
+   * transaction (`marked`): the first part needs no mark, its rows are all those before the next one's.
    */
-  openPart(then: readonly string[]): { savepoint: string; message: string } {
+  openPart(then: readonly string[], mark: string): { savepoint: string; message: string; marked: boolean } {
+    const marked = this.#open;
     const savepoint = `jetfn_job_${++this.#savepoints}`;
     const message = [
       ...(this.#pendingFinal ? [this.#pendingFinal] : []),
@@ -68,11 +70,12 @@ export class Lane {
       // earlier jobs of this transaction set, so each job starts from the session's settings.
       ...(this.#savepoints > 1 ? ["reset all", "reset role"] : []),
       ...then,
+      ...(marked ? [mark] : []),
     ].join("; ");
     this.#pendingFinal = undefined;
     this.#pendingRelease = undefined;
     this.#open = true;
-    return { savepoint, message };
+    return { savepoint, message, marked };
   }
 
   /** No job after the current one joins the open transaction. */
@@ -154,10 +157,13 @@ export interface Member {
   part?: SeatPart;
 }
 
-/** A job's part of a shared transaction: its stamp, and the audit mark read as the part began. */
+/**
+ * A job's part of a shared transaction: its stamp, and the audit mark read as the part began (null
+ * for the part that began the transaction).
+ */
 export interface SeatPart {
   stamp: TransactionStamp;
-  mark: Promise<string>;
+  mark: Promise<string | null>;
 }
 
 /** What a seat asks of the scheduler that owns its lane. */

@@ -16,7 +16,7 @@ on conflict (id) do update set
   status = 'superseded', error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null
-where i.status not in ('succeeded', 'dead', 'dropped', 'cancelled', 'superseded') and i.function = excluded.function
+where not jetfn.is_final(i.status) and i.function = excluded.function
 returning id`;
 
 /** The error a superseded job's record keeps. */

@@ -13,7 +13,7 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { isValidFunctionName } from "../deploy/function-name";
 import { type FlowLabels, flowLabelsOf, keyHeadersOf } from "../flow/flow-labels";
-import { DEBOUNCE_KEY_HEADER } from "../flow/job-keys";
+import { checkJobKey, DEBOUNCE_KEY_HEADER, MAX_KEY_LENGTH } from "../flow/job-keys";
 import { PRIORITY_HEADER, routePriority } from "../flow/priority";
 import {
   DELAYED_PREFIX,
@@ -32,8 +32,33 @@ export function delayedStreamName(jobStream: string): string {
   return `${jobStream}_DELAYED`;
 }
 
+/** The far-future delayed jobs of a delayed-jobs stream: `JETFN_JOBS_DELAYED` -> `JETFN_JOBS_DELAYED_FAR`. */
+export function farStreamName(delayedStream: string): string {
+  return `${delayedStream}_FAR`;
+}
+
+/**
+ * Subject prefix of far-future jobs, `jetfn.delayed-far.<id>`: outside `jetfn.delayed.>`, so the
+ * client account (which may publish to `jetfn.delayed.>`) cannot publish there.
+ */
+export const FAR_PREFIX = "jetfn.delayed-far.";
+
 /** The one durable consumer every runtime shares to move due jobs. */
 const DELAYED_CONSUMER = "jetfn-delayed";
+/** The one durable consumer every runtime shares to bring far-future jobs back when they near. */
+const FAR_CONSUMER = "jetfn-delayed-far";
+
+/**
+ * Jobs due within this wait in the delayed-jobs stream; later ones in the far stream, until they
+ * are this close again. After a nats-server restart the server redelivers every parked message of
+ * a consumer at once, and a due job waits behind the re-parking of all the others (about 5,000 a
+ * second): the delayed-jobs consumer holds only the jobs due within this window, and the far
+ * consumer's storm delays no due job as long as it is shorter than half of it: a far job comes
+ * back half the window before it is due.
+ */
+export const NEAR_MS = 120_000;
+/** Header of a moved job naming when it was first enqueued (epoch ms): status shows that, not the move. */
+const ENQUEUED_AT_HEADER = "Jetfn-Enqueued-At";
 
 /**
  * Longest a waiting job is put back for at once: it is looked at again (and put back again) at
@@ -44,6 +69,13 @@ const MAX_PARK_MS = 3_600_000;
 const RETRY_MOVE_MS = 1_000;
 /** Messages one runtime holds at once: each is parked or moved at once, so memory stays flat. */
 const BATCH = 256;
+/**
+ * How long one pull request lasts. nats.js waits a jittered 0.5-1.5x this before it asks again when
+ * its first look at the consumer after a reconnect fails (JetStream still recovering after a
+ * restart), and counts missed heartbeats at half of it: with the default, 30 s, a due job could
+ * wait 15-45 s more after a nats-server restart.
+ */
+const PULL_EXPIRES_MS = 5_000;
 
 /**
  * Creates the delayed-jobs stream and its consumer. Work-queue retention: a job leaves the stream
@@ -56,23 +88,46 @@ export async function ensureDelayedJobs(
   replication: Replication = SINGLE_REPLICA,
 ): Promise<string> {
   const name = delayedStreamName(jobStream);
+  await ensureParkingStream(manager, replication, {
+    stream: name,
+    subject: `${DELAYED_PREFIX}>`,
+    description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
+    consumer: DELAYED_CONSUMER,
+    consumerDescription: "moves delayed jobs to fn.job.<name> when due (shared by every runtime)",
+  });
+  await ensureParkingStream(manager, replication, {
+    stream: farStreamName(name),
+    subject: `${FAR_PREFIX}>`,
+    description: "jetfn delayed jobs due in more than two minutes, jetfn.delayed-far.<invocation id>",
+    consumer: FAR_CONSUMER,
+    consumerDescription:
+      "brings far-future delayed jobs back to jetfn.delayed.<id> when near (shared by every runtime)",
+  });
+  return name;
+}
+
+async function ensureParkingStream(
+  manager: JetStreamManager,
+  replication: Replication,
+  parking: { stream: string; subject: string; description: string; consumer: string; consumerDescription: string },
+): Promise<void> {
   await addStreamIfMissing(
     manager,
     {
-      name,
-      subjects: [`${DELAYED_PREFIX}>`],
-      description: "jetfn delayed jobs waiting for their due time, jetfn.delayed.<invocation id>",
+      name: parking.stream,
+      subjects: [parking.subject],
+      description: parking.description,
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       discard: DiscardPolicy.Old,
     },
     replication,
   );
-  const consumer = await manager.consumers.info(name, DELAYED_CONSUMER).catch(() => undefined);
+  const consumer = await manager.consumers.info(parking.stream, parking.consumer).catch(() => undefined);
   if (!consumer) {
-    await manager.consumers.add(name, {
-      durable_name: DELAYED_CONSUMER,
-      description: "moves delayed jobs to fn.job.<name> when due (shared by every runtime)",
+    await manager.consumers.add(parking.stream, {
+      durable_name: parking.consumer,
+      description: parking.consumerDescription,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: toNanos(30_000),
@@ -80,13 +135,14 @@ export async function ensureDelayedJobs(
       max_ack_pending: -1,
     });
   }
-  return name;
 }
 
 /** A delayed job as `status` shows it while it waits. */
 export interface ScheduledJob {
   id: string;
-  /** Its sequence in the delayed-jobs stream. */
+  /** The stream it waits in: the delayed-jobs stream, or its far stream. */
+  stream: string;
+  /** Its sequence in that stream. */
   seq: number;
   fn: string;
   runAt: string;
@@ -95,30 +151,47 @@ export interface ScheduledJob {
   labels: FlowLabels;
 }
 
-/** The waiting delayed job with this id, if any (one lookup on the server, by subject). */
+/**
+ * The waiting delayed job with this id, if any: one lookup by subject in the delayed-jobs stream
+ * (`stream`), and one in its far stream when not there.
+ */
 export async function findScheduledJob(
   manager: JetStreamManager,
   stream: string,
   id: string,
 ): Promise<ScheduledJob | undefined> {
-  const stored = await manager.streams.getMessage(stream, { last_by_subj: delayedSubject(id) }).catch(() => null);
+  return (
+    (await findIn(manager, stream, delayedSubject(id), id)) ??
+    (await findIn(manager, farStreamName(stream), FAR_PREFIX + id, id))
+  );
+}
+
+async function findIn(
+  manager: JetStreamManager,
+  stream: string,
+  subject: string,
+  id: string,
+): Promise<ScheduledJob | undefined> {
+  const stored = await manager.streams.getMessage(stream, { last_by_subj: subject }).catch(() => null);
   if (!stored) return undefined;
   const due = parseNotBefore(stored.header?.get(NOT_BEFORE_HEADER));
   const fn = stored.header?.get(FUNCTION_HEADER);
   if (due === undefined || !fn) return undefined;
+  const enqueued = parseNotBefore(stored.header?.get(ENQUEUED_AT_HEADER)) ?? stored.time.getTime();
   return {
     id,
+    stream,
     seq: stored.seq,
     fn,
     runAt: new Date(due).toISOString(),
-    enqueuedAt: stored.time.toISOString(),
+    enqueuedAt: new Date(enqueued).toISOString(),
     labels: flowLabelsOf(stored.subject, stored.header),
   };
 }
 
-/** Removes a waiting delayed job (cancelled) from the stream. */
-export async function removeScheduledJob(manager: JetStreamManager, stream: string, job: ScheduledJob): Promise<void> {
-  await manager.streams.deleteMessage(stream, job.seq, false);
+/** Removes a waiting delayed job (cancelled) from the stream it waits in. */
+export async function removeScheduledJob(manager: JetStreamManager, job: ScheduledJob): Promise<void> {
+  await manager.streams.deleteMessage(job.stream, job.seq, false);
 }
 
 /** What the mover needs from the runtime. */
@@ -134,6 +207,8 @@ export interface DelayedJobMoverOptions {
    * key superseded it; see flow/debounce.ts).
    */
   admitDebounced?: (job: { id: string; fn: string; key: string; seq: number }) => Promise<boolean>;
+  /** Jobs due later than this wait in the far stream (NEAR_MS; shorter in tests). */
+  nearMs?: number;
 }
 
 /** Moves due delayed jobs to their function's subject; every runtime runs one. */
@@ -141,20 +216,38 @@ export interface DelayedJobMover {
   stop(): Promise<void>;
 }
 
-/** Starts consuming the delayed-jobs stream. */
+/**
+ * Starts consuming the delayed-jobs stream, and its far stream: two consumers, read by two loops,
+ * so a storm of far-future jobs redelivered after a nats-server restart never holds up a due one.
+ */
 export function startDelayedJobMover(options: DelayedJobMoverOptions): DelayedJobMover {
+  const near = consumeLoop(options, options.stream, DELAYED_CONSUMER, handle);
+  const far = consumeLoop(options, farStreamName(options.stream), FAR_CONSUMER, handleFar);
+  return {
+    async stop() {
+      await Promise.all([near.stop(), far.stop()]);
+    },
+  };
+}
+
+function consumeLoop(
+  options: DelayedJobMoverOptions,
+  stream: string,
+  name: string,
+  handler: (options: DelayedJobMoverOptions, message: JsMsg) => Promise<void>,
+): DelayedJobMover {
   let messages: ConsumerMessages | undefined;
   let stopping = false;
   const loop = (async () => {
     while (!stopping) {
       try {
-        const consumer = await options.js.consumers.get(options.stream, DELAYED_CONSUMER);
-        messages = await consumer.consume({ max_messages: BATCH });
+        const consumer = await options.js.consumers.get(stream, name);
+        messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS });
         if (stopping) messages.stop();
-        for await (const message of messages) await handle(options, message);
+        for await (const message of messages) await handler(options, message);
       } catch (error) {
         if (stopping) break;
-        options.logger.warn({ err: error }, "Reading delayed jobs failed; trying again in a second.");
+        options.logger.warn({ err: error, stream }, "Reading delayed jobs failed; trying again in a second.");
         await new Promise((resolve) => setTimeout(resolve, RETRY_MOVE_MS));
       }
     }
@@ -168,31 +261,58 @@ export function startDelayedJobMover(options: DelayedJobMoverOptions): DelayedJo
   };
 }
 
-/** Parks a job until its due time (capped), or publishes it to its function and acks it. */
-async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<void> {
+/** A delayed message's job, once its headers are checked. */
+interface WaitingJob {
+  id: string;
+  fn: string;
+  due: number;
+}
+
+/**
+ * Reads and checks a delayed message's id, function and due time; terminates it (with an error
+ * log) when one is not valid, and acks it when the job was cancelled. The subject names the id too
+ * (status looks the job up by it): both must agree.
+ */
+function waitingJob(options: DelayedJobMoverOptions, message: JsMsg, prefix: string): WaitingJob | undefined {
   const id = message.headers?.get(ID_HEADER) ?? "";
   const fn = message.headers?.get(FUNCTION_HEADER) ?? "";
   const due = parseNotBefore(message.headers?.get(NOT_BEFORE_HEADER));
-  // The subject names the id too (status looks the job up by it): both must agree.
-  const valid = isValidInvocationId(id) && message.subject === delayedSubject(id) && isValidFunctionName(fn);
+  const valid = isValidInvocationId(id) && message.subject === prefix + id && isValidFunctionName(fn);
   if (!valid || due === undefined) {
     options.logger.error(
       { subject: message.subject, seq: message.seq },
       "Dropped a delayed job without a valid id, function or due time.",
     );
     message.term();
-    return;
+    return undefined;
   }
   if (options.dropped?.(id, fn)) {
     message.ack();
+    return undefined;
+  }
+  return { id, fn, due };
+}
+
+/**
+ * A job of the delayed-jobs stream: parked until its due time (capped), or sent to the far stream
+ * when due later than the near window (not a debounced one: its key's claim names it by its sequence here),
+ * or published to its function and acked when due.
+ */
+async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<void> {
+  const job = waitingJob(options, message, DELAYED_PREFIX);
+  if (!job) return;
+  const { id, fn, due } = job;
+  const remaining = due - Date.now();
+  if (remaining > (options.nearMs ?? NEAR_MS) && !message.headers?.has(DEBOUNCE_KEY_HEADER)) {
+    // The far stream keeps its own message id per source message: a repeat after a crash is dropped.
+    relay(options, message, job, FAR_PREFIX + id, `far:${fn}:${id}:${message.seq}`);
     return;
   }
-  const remaining = due - Date.now();
   if (remaining > 0) {
     message.nak(Math.min(remaining, MAX_PARK_MS));
     return;
   }
-  const key = message.headers?.get(DEBOUNCE_KEY_HEADER);
+  const key = debounceKey(options, message, fn, id);
   if (key && options.admitDebounced) {
     let admitted: boolean;
     try {
@@ -219,6 +339,72 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
     () => message.ack(),
     (error: unknown) => {
       options.logger.warn({ err: error, fn, invocationId: id }, "Moving a due delayed job failed; trying again.");
+      message.nak(RETRY_MOVE_MS);
+    },
+  );
+}
+
+/**
+ * The debounce key a delayed job carries, checked as the enqueue API checks it: clients may publish
+ * to `jetfn.delayed.>` themselves, and a key that is too long (a claim subject over the server's
+ * control-line limit closed the runtime's connection at every redelivery) or has wildcards must
+ * never reach the keys bucket. A bad key is ignored: the job moves undebounced, as the job its
+ * sender could have published to `fn.job.<name>`, and no other job's claim is touched.
+ */
+function debounceKey(options: DelayedJobMoverOptions, message: JsMsg, fn: string, id: string): string | undefined {
+  const key = message.headers?.has(DEBOUNCE_KEY_HEADER) ? message.headers.get(DEBOUNCE_KEY_HEADER) : undefined;
+  if (key === undefined) return undefined;
+  try {
+    return checkJobKey(key, "debounce");
+  } catch {
+    options.logger.warn(
+      { fn, invocationId: id, keyLength: key.length, maxKeyLength: MAX_KEY_LENGTH },
+      "A delayed job carries a debounce key the enqueue API would refuse; it moves undebounced.",
+    );
+    return undefined;
+  }
+}
+
+/**
+ * A job of the far stream: parked until half the near window before its due time (capped), then sent
+ * back to `jetfn.delayed.<id>`, where the delayed-jobs consumer moves it when due.
+ */
+async function handleFar(options: DelayedJobMoverOptions, message: JsMsg): Promise<void> {
+  const job = waitingJob(options, message, FAR_PREFIX);
+  if (!job) return;
+  const remaining = job.due - Date.now();
+  const near = options.nearMs ?? NEAR_MS;
+  if (remaining > near) {
+    message.nak(Math.min(remaining - near / 2, MAX_PARK_MS));
+    return;
+  }
+  relay(options, message, job, delayedSubject(job.id), `near:${job.fn}:${job.id}:${message.seq}`);
+}
+
+/**
+ * Publishes a waiting job to `subject` (the other parking stream) with the headers the mover reads,
+ * and acks it here once stored; on failure it is looked at again in a second.
+ */
+function relay(options: DelayedJobMoverOptions, message: JsMsg, job: WaitingJob, subject: string, msgID: string): void {
+  const header = natsHeaders();
+  header.set(ID_HEADER, job.id);
+  header.set(FUNCTION_HEADER, job.fn);
+  header.set(NOT_BEFORE_HEADER, String(job.due));
+  for (const name of [PRIORITY_HEADER, RETRY_OF_HEADER]) {
+    const value = message.headers?.get(name);
+    if (value) header.set(name, value);
+  }
+  for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
+  const enqueued =
+    parseNotBefore(message.headers?.get(ENQUEUED_AT_HEADER)) ?? Math.floor(message.info.timestampNanos / 1e6);
+  header.set(ENQUEUED_AT_HEADER, String(enqueued));
+  void options.publisher.publish(subject, message.data, { msgID, headers: header }).then(
+    () => message.ack(),
+    (error: unknown) => {
+      options.logger.warn(
+        { err: error, fn: job.fn, invocationId: job.id, subject },
+        "Moving a waiting delayed job failed; trying again.",
+      );
       message.nak(RETRY_MOVE_MS);
     },
   );

@@ -1,6 +1,6 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { DELAYED_PREFIX } from "../invocation/job-delay";
-import { findScheduledJob, type ScheduledJob } from "./delayed-jobs";
+import { FAR_PREFIX, farStreamName, findScheduledJob, type ScheduledJob } from "./delayed-jobs";
 
 /** Delayed jobs waiting for their due time: how many, and the first ones by due time. */
 export interface ScheduledJobList {
@@ -11,22 +11,36 @@ export interface ScheduledJobList {
 }
 
 /**
- * Lists the waiting delayed jobs. They have no database record until they run, so the stream is
- * the only place they show: one subject per job (`jetfn.delayed.<id>`), read one by one.
+ * Lists the waiting delayed jobs. They have no database record until they run, so the streams are
+ * the only place they show: one subject per job, `jetfn.delayed.<id>` in the delayed-jobs stream
+ * and `jetfn.delayed-far.<id>` in its far stream (jobs due in more than two minutes), read one by one.
  */
 export async function listScheduledJobs(
   manager: JetStreamManager,
   stream: string,
   limit: number,
 ): Promise<ScheduledJobList> {
-  // Without a limit only the count is wanted: no need for the server to list every subject.
-  const info = await manager.streams.info(stream, limit > 0 ? { subjects_filter: `${DELAYED_PREFIX}>` } : undefined);
-  const ids = Object.keys(info.state.subjects ?? {})
-    .map((subject) => subject.slice(DELAYED_PREFIX.length))
-    .sort()
-    .slice(0, limit);
+  const [near, far] = await Promise.all([
+    waitingIds(manager, stream, DELAYED_PREFIX, limit),
+    waitingIds(manager, farStreamName(stream), FAR_PREFIX, limit),
+  ]);
+  const ids = [...new Set([...near.ids, ...far.ids])].sort().slice(0, limit);
   const found = await Promise.all(ids.map((id) => findScheduledJob(manager, stream, id)));
   const jobs = found.filter((job): job is ScheduledJob => job !== undefined);
   jobs.sort((a, b) => a.runAt.localeCompare(b.runAt) || a.id.localeCompare(b.id));
-  return { count: info.state.messages, jobs };
+  return { count: near.count + far.count, jobs };
+}
+
+async function waitingIds(
+  manager: JetStreamManager,
+  stream: string,
+  prefix: string,
+  limit: number,
+): Promise<{ count: number; ids: string[] }> {
+  // Without a limit only the count is wanted: no need for the server to list every subject.
+  const info = await manager.streams
+    .info(stream, limit > 0 ? { subjects_filter: `${prefix}>` } : undefined)
+    .catch(() => undefined);
+  const ids = Object.keys(info?.state.subjects ?? {}).map((subject) => subject.slice(prefix.length));
+  return { count: info?.state.messages ?? 0, ids };
 }

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
+import { delayedStreamName, farStreamName } from "../../runtime/nats/delayed-jobs";
 import { eventually } from "../helpers/environment";
 import { countApplied, report, scale, useFaultCluster, waitForSucceeded } from "./support/fault-cluster";
 
@@ -31,10 +31,17 @@ async function enqueueDelayed(count: number, delay: string, first = 0): Promise<
   return ids;
 }
 
-async function delayedConsumer(): Promise<{ parked: number; undelivered: number }> {
+/** Jobs parked (delivered, not acked) and not delivered yet, over the delayed and far consumers. */
+async function delayedConsumer(): Promise<{ parked: number; undelivered: number; far: number }> {
   const manager = await jetstreamManager(cluster().nc);
-  const info = await manager.consumers.info(delayedStreamName("JETFN_JOBS"), "jetfn-delayed");
-  return { parked: info.num_ack_pending, undelivered: info.num_pending };
+  const stream = delayedStreamName("JETFN_JOBS");
+  const near = await manager.consumers.info(stream, "jetfn-delayed");
+  const far = await manager.consumers.info(farStreamName(stream), "jetfn-delayed-far");
+  return {
+    parked: near.num_ack_pending + far.num_ack_pending,
+    undelivered: near.num_pending + far.num_pending,
+    far: far.num_ack_pending,
+  };
 }
 
 describe("delayed jobs", () => {
@@ -50,7 +57,8 @@ describe("delayed jobs", () => {
       await eventually(
         async () => {
           const consumer = await delayedConsumer();
-          return consumer.parked === WAITING && consumer.undelivered === 0;
+          // Due in an hour: each waits in the far stream, none in the delayed-jobs consumer's window.
+          return consumer.parked === WAITING && consumer.far === WAITING && consumer.undelivered === 0;
         },
         scale(600_000, 120_000),
       );
@@ -80,16 +88,43 @@ describe("delayed jobs", () => {
       const delayMs = 8_000;
       const enqueuedAt = Date.now();
       const ids = await enqueueDelayed(DUE, `${delayMs / 1000}s`, 1_000_000);
+      // The timeline, from the first enqueue: the last job is due delayMs after the last enqueue;
+      // none can run while nats-server is down.
+      const enqueueMs = Date.now() - enqueuedAt;
       await env.nats.restart();
+      const restartedMs = Date.now() - enqueuedAt;
       await waitForSucceeded(env, DUE, scale(300_000, 120_000));
       const counts = await countApplied(env, ids);
-      const [timing] = await env.database.sql<{ early: number; latestMs: number; p99Ms: number }[]>`
+      const [timing] = await env.database.sql<
+        {
+          early: number;
+          latestMs: number;
+          p99Ms: number;
+          firstStartMs: number;
+          lastStartMs: number;
+          firstMovedMs: number;
+          lastMovedMs: number;
+        }[]
+      >`
       select count(*) filter (where started_at < ${new Date(enqueuedAt + delayMs)})::int as early,
              (max(extract(epoch from started_at)) * 1000 - ${enqueuedAt + delayMs}::float8)::int as "latestMs",
              (percentile_cont(0.99) within group (order by extract(epoch from started_at)) * 1000
-               - ${enqueuedAt + delayMs}::float8)::int as "p99Ms"
+               - ${enqueuedAt + delayMs}::float8)::int as "p99Ms",
+             (min(extract(epoch from started_at)) * 1000 - ${enqueuedAt}::float8)::int as "firstStartMs",
+             (max(extract(epoch from started_at)) * 1000 - ${enqueuedAt}::float8)::int as "lastStartMs",
+             -- A delayed job's record is enqueued when the mover publishes it to fn.job.<name>:
+             -- moved late is the mover's doing, started late can be the functions' throughput.
+             (min(extract(epoch from enqueued_at)) * 1000 - ${enqueuedAt}::float8)::int as "firstMovedMs",
+             (max(extract(epoch from enqueued_at)) * 1000 - ${enqueuedAt}::float8)::int as "lastMovedMs"
       from jetfn.invocations where id in ${env.database.sql(ids)}`;
-      report("delayed-nats-restart", { jobs: DUE, ...counts, ...timing });
+      report("delayed-nats-restart", {
+        jobs: DUE,
+        ...counts,
+        ...timing,
+        enqueueMs,
+        restartedMs,
+        lastDueMs: enqueueMs + delayMs,
+      });
       expect(counts).toMatchObject({ succeeded: DUE, rows: DUE, duplicated: 0, lost: 0, auditRows: DUE });
       expect(timing?.early).toBe(0);
     },

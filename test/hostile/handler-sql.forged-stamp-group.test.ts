@@ -1,6 +1,7 @@
 import type { Sql } from "postgres";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import { type CommitGroups, createCommitGroups } from "../../runtime/db/commit-groups";
+import { AUDIT_MARK_SQL, GROUP_CHECK_SQL, groupMembers } from "../../runtime/db/invocation-checks";
 import { createInvocationTransaction } from "../../runtime/db/invocation-transaction";
 import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
 import { createGroupedDatabase } from "../helpers/commit-groups";
@@ -90,4 +91,58 @@ it("still commits a group whose jobs each write under their own stamp, some writ
     where table_name = 'grouped_rows' and invocation_id in ${database.sql(jobs.map((j) => j.id))} order by id`;
   expect(audited.map((row) => row.invocation_id)).toEqual(jobs.filter((_, n) => n !== 2).map((j) => j.id));
   expect(new Set(audited.map((row) => row.txid)).size).toBe(1);
+});
+
+// A job that writes nothing leaves the next job's mark equal to its own, and the job that begins
+// the transaction has no mark: the check takes each member's part from its place in the list.
+it("commits a large group in which many jobs write nothing", async () => {
+  groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+  const jobs = Array.from({ length: 30 }, job);
+  const writes = (n: number): boolean => n % 3 === 0;
+  await jobs[0]?.tx.db.execute("select 1");
+  await Promise.all(
+    jobs.map(async ({ id, tx }, n) => {
+      if (writes(n)) await insert(tx, id, n);
+      else await tx.db.execute("select 1");
+      await tx.commit();
+    }),
+  );
+  const audited = await database.sql<{ invocation_id: string; txid: string }[]>`
+    select invocation_id, txid::text from jetfn.audit_log
+    where table_name = 'grouped_rows' and invocation_id in ${database.sql(jobs.map((j) => j.id))} order by id`;
+  expect(audited.map((row) => row.invocation_id)).toEqual(jobs.filter((_, n) => writes(n)).map((j) => j.id));
+  expect(new Set(audited.map((row) => row.txid)).size).toBe(1);
+});
+
+// The job that begins the shared transaction reads no mark (no row of the transaction can come
+// before its part). The check accepts a member without one only as the first: a later member
+// without a mark would have no lower bound, and a job before it could write rows in its name.
+it.each([
+  ["accepted as the first member", [false, true], undefined],
+  ["refused as a later member", [true, false], "JF003"],
+])("a member without a mark is %s", async (_, marked, refusal) => {
+  const ids = [job().id, job().id];
+  const connection = await database.sql.reserve();
+  try {
+    await connection.unsafe("begin");
+    const members = [];
+    for (const [n, id] of ids.entries()) {
+      const [{ mark }] = (await connection.unsafe(AUDIT_MARK_SQL)) as unknown as [{ mark: string }];
+      await connection.unsafe(
+        `set local jetfn.function = 'grouped-writer'; set local jetfn.invocation_id = '${id}'; set local jetfn.attempt = '1'`,
+      );
+      await connection.unsafe(`insert into grouped_rows (id, n) values ('${id}', ${n})`);
+      const stamp = { functionName: "grouped-writer", invocationId: id, attempt: 1, statementTimeoutMs: 10_000 };
+      members.push({ stamp, mark: marked[n] ? mark : null });
+    }
+    const check = GROUP_CHECK_SQL.replace("$1", `'${groupMembers(members)}'`);
+    const checked = connection.unsafe(check).then(
+      () => undefined,
+      (error: { code?: string }) => error.code,
+    );
+    expect(await checked).toBe(refusal);
+  } finally {
+    await connection.unsafe("rollback");
+    connection.release();
+  }
 });

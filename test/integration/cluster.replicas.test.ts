@@ -8,7 +8,7 @@ import { waitingStreamName } from "../../runtime/flow/waiting-room";
 import { CANCEL_BUCKET } from "../../runtime/invocation/cancellation";
 import { AUDIT_ANCHOR_STREAM } from "../../runtime/nats/audit-anchor-stream";
 import { DEFINITIONS_BUCKET } from "../../runtime/nats/consumer-definitions";
-import { delayedStreamName } from "../../runtime/nats/delayed-jobs";
+import { delayedStreamName, farStreamName } from "../../runtime/nats/delayed-jobs";
 import { EVENT_STREAM } from "../../runtime/nats/event-stream";
 import { consumerName, PROGRESS_BUCKET } from "../../runtime/nats/subjects";
 import { type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
@@ -28,6 +28,7 @@ import { stopWhenTestEnds } from "../helpers/test-scope";
 const STREAMS = [
   "JETFN_JOBS",
   delayedStreamName("JETFN_JOBS"),
+  farStreamName(delayedStreamName("JETFN_JOBS")),
   EVENT_STREAM,
   `KV_${PROGRESS_BUCKET}`,
   `KV_${CANCEL_BUCKET}`,

@@ -74,10 +74,11 @@ describe("debounce, with two runtimes", () => {
     expect(await namesLike("restart-")).toEqual(["restart-2"]);
   });
 
+  // Two CLI processes must both enqueue within the period: 6 s was too short once at load 25.
   it("debounces from the CLI, and status shows the superseded job", async () => {
     await env.startRuntime();
     const cli = (name: string) =>
-      runCli(["enqueue", "insert-item", JSON.stringify({ name }), "--debounce", "cli", "--debounce-period", "6s"], {
+      runCli(["enqueue", "insert-item", JSON.stringify({ name }), "--debounce", "cli", "--debounce-period", "15s"], {
         NATS_URL: env.nats.url,
       });
     const first = await cli("cli-0");
@@ -86,9 +87,9 @@ describe("debounce, with two runtimes", () => {
     const status = await runCli(["status", first.stdout.trim()], { NATS_URL: env.nats.url });
     expect(status.stdout).toMatch(/superseded/);
     expect(status.stdout).toContain(second.stdout.trim());
-    expect((await ended(second.stdout.trim())).status).toBe("succeeded");
+    expect((await ended(second.stdout.trim(), 45_000)).status).toBe("succeeded");
     const missing = await runCli(["enqueue", "insert-item", "{}", "--debounce", "cli"], { NATS_URL: env.nats.url });
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/--debounce-period/);
-  });
+  }, 90_000);
 });

@@ -30,7 +30,13 @@ it("lets runtimes create jetfn's streams at the same moment, each finding them m
     expect(buckets.filter((outcome) => outcome.status === "rejected")).toEqual([]);
     const names: string[] = [];
     for await (const name of managers[0]?.streams.names() ?? []) names.push(name);
-    expect(names.sort()).toEqual(["JETFN_AUDIT_ANCHORS", "JETFN_JOBS_DELAYED", "JETFN_JOBS_WAITING", "KV_JETFN_RACE"]);
+    expect(names.sort()).toEqual([
+      "JETFN_AUDIT_ANCHORS",
+      "JETFN_JOBS_DELAYED",
+      "JETFN_JOBS_DELAYED_FAR",
+      "JETFN_JOBS_WAITING",
+      "KV_JETFN_RACE",
+    ]);
   } finally {
     await Promise.all(connections.map((nc) => nc.close()));
     await server.stop();
