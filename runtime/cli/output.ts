@@ -1,4 +1,5 @@
 import { parseDuration } from "../support/duration";
+import { isJetfnErrorCode } from "../support/error-codes";
 import { JetfnError, toJetfnError } from "../support/errors";
 
 /** Prints a value as JSON on standard output: indented for a terminal, one line otherwise. */
@@ -13,9 +14,19 @@ export function printJsonLines(values: Iterable<unknown>): void {
 
 /** Ends the command with a one-line reason on standard error and a non-zero exit code. */
 export function fail(thrown: unknown, exitCode = 1): never {
-  const error = toJetfnError(thrown);
+  const error = toCliError(thrown);
   process.stderr.write(`jetfn: ${error.code}: ${error.message.split("\n")[0]}\n`);
   process.exit(exitCode);
+}
+
+/**
+ * The error a command ends with. No handler runs in the CLI's own process, so an error without a
+ * jetfn code (a Node or library error nobody expected) is E_INTERNAL, not a handler's failure.
+ */
+export function toCliError(thrown: unknown): JetfnError {
+  if (isJetfnErrorCode((thrown as { code?: unknown } | null)?.code)) return toJetfnError(thrown);
+  const message = thrown instanceof Error ? thrown.message : String(thrown);
+  return new JetfnError("E_INTERNAL", `unexpected failure: ${message}`, { cause: thrown });
 }
 
 /** Parses a JSON argument; `-` reads standard input; absent means no input. */

@@ -52,7 +52,11 @@ export async function serve(mode: ServeMode): Promise<void> {
       metricsHost: mode.metricsHost,
     });
     if (mode.development) keepFunctionTypesFresh(runtime);
-    const dashboard = await openDashboard(mode, runtime, base);
+    const dashboard = await openDashboard(mode, runtime, base).catch(async (error: unknown) => {
+      // The runtime is serving already: drain it rather than leave its work to the ack timeout.
+      await runtime.stop();
+      throw error;
+    });
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     exitOnSignals(async () => {
       await dashboard?.close();

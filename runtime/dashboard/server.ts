@@ -108,16 +108,20 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   const stopServing = async (): Promise<void> => {
     await client.close();
   };
+  const port = options.port ?? DEFAULT_DASHBOARD_PORT;
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? DEFAULT_DASHBOARD_PORT, host, () => resolve());
+    server.once("error", (error) =>
+      reject(
+        new JetfnError("E_CONFIG_INVALID", `dashboard port ${port} on ${host}: ${error.message}`, { cause: error }),
+      ),
+    );
+    server.listen(port, host, () => resolve());
   }).catch(async (error: unknown) => {
     // A busy port costs `jetfn dev` only the dashboard: leave nothing of it behind on the runtime.
     await stopServing();
     throw error;
   });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
   return {
     url,
     signInUrl: signInUrl(url, token),

@@ -10,10 +10,11 @@ import {
   REASON_LIMIT,
 } from "../invocation/cancellation";
 import { storedError } from "../invocation/job-runner";
-import { JetfnError, toJetfnError } from "../support/errors";
+import { JetfnError } from "../support/errors";
+import { replyApiFailure } from "./api-failure";
 import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard } from "./progress-board";
-import { replyError, replyJson, statusFor } from "./reply";
+import { replyJson } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
 import { doneSubject, isValidInvocationId } from "./subjects";
 
@@ -57,9 +58,7 @@ export function startCancelApi(options: CancelApiOptions): Subscription {
           const { id, reason } = parseRequest(message.data);
           replyJson(message, await cancel(options, id, reason), nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
-          const failure = toJetfnError(thrown);
-          if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A cancel request failed.");
-          replyError(message, statusFor(failure), failure);
+          replyApiFailure(message, thrown, "cancel", logger);
         }
       })();
     },

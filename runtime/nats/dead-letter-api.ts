@@ -12,8 +12,9 @@ import {
 } from "../db/dead-letters";
 import { isValidFunctionName } from "../deploy/function-name";
 import { JetfnError, toJetfnError } from "../support/errors";
+import { replyApiFailure } from "./api-failure";
 import { publishJob } from "./publish-job";
-import { replyError, replyJson, statusFor } from "./reply";
+import { replyJson } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { isValidInvocationId } from "./subjects";
@@ -107,12 +108,7 @@ async function answer(
     const reply = await handle(parseBody(message.data, message.subject));
     replyJson(message, reply, options.nc.info?.max_payload ?? 1_048_576);
   } catch (thrown) {
-    const failure = toJetfnError(thrown);
-    if (failure.code === "E_HANDLER_FAILED") {
-      options.logger.error({ err: thrown, subject: message.subject }, "A dead-letter request failed.");
-    }
-    // 409 Conflict: the job exists but is in a state that refuses the request.
-    replyError(message, statusFor(failure), failure);
+    replyApiFailure(message, thrown, "dead-letter", options.logger);
   }
 }
 

@@ -45,17 +45,8 @@ export async function publishJob(
   input: unknown,
   options: PublishJobOptions = {},
 ): Promise<PublishedJob> {
-  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
   const id = options.id ?? randomUUID();
-  if (!isValidInvocationId(id)) {
-    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
-  }
-  if (isReservedInvocationId(id)) {
-    throw new JetfnError(
-      "E_INPUT_INVALID",
-      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
-    );
-  }
+  checkJob(name, id);
   const body = encodeInput(input, name, options.maxPayload);
   const fields: Record<string, string> = options.headers
     ? { ...options.headers, [ID_HEADER]: id }
@@ -70,17 +61,46 @@ export async function publishJob(
   return { id, seq: ack.seq, duplicate: ack.duplicate };
 }
 
-/** JSON-encodes an input, refusing what the server would refuse with a precise error. */
-export function encodeInput(input: unknown, name: string, maxPayload?: number): Uint8Array {
-  const json = input === undefined ? "" : JSON.stringify(input);
-  if (json === undefined) throw new JetfnError("E_INPUT_INVALID", `input for ${name} cannot be encoded as JSON`);
-  const body = new TextEncoder().encode(json);
-  // Headers take a few hundred bytes of the same budget.
-  if (maxPayload !== undefined && body.length > maxPayload - 512) {
+/** Refuses a job for a name no function can have, or with an id a caller may not choose. */
+export function checkJob(name: string, id: string): void {
+  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
+  if (!isValidInvocationId(id)) {
+    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
+  }
+  if (isReservedInvocationId(id)) {
     throw new JetfnError(
-      "E_PAYLOAD_TOO_LARGE",
-      `input for ${name} is ${body.length} bytes; the NATS server accepts at most ${maxPayload} bytes per message (headers included)`,
+      "E_INPUT_INVALID",
+      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
     );
   }
+}
+
+/** JSON-encodes an input, refusing what the server would refuse with a precise error. */
+export function encodeInput(input: unknown, name: string, maxPayload?: number): Uint8Array {
+  const body = new TextEncoder().encode(toJson(input, name));
+  checkSize(body.length, name, maxPayload);
   return body;
+}
+
+/** The input as JSON text (an outbox row's body), with the same checks as encodeInput. */
+export function inputJson(input: unknown, name: string, maxPayload?: number): string {
+  const json = toJson(input, name);
+  if (maxPayload !== undefined) checkSize(Buffer.byteLength(json), name, maxPayload);
+  return json;
+}
+
+function toJson(input: unknown, name: string): string {
+  const json = input === undefined ? "" : JSON.stringify(input);
+  if (json === undefined) throw new JetfnError("E_INPUT_INVALID", `input for ${name} cannot be encoded as JSON`);
+  return json;
+}
+
+function checkSize(bytes: number, name: string, maxPayload: number | undefined): void {
+  // Headers take a few hundred bytes of the same budget.
+  if (maxPayload !== undefined && bytes > maxPayload - 512) {
+    throw new JetfnError(
+      "E_PAYLOAD_TOO_LARGE",
+      `input for ${name} is ${bytes} bytes; the NATS server accepts at most ${maxPayload} bytes per message (headers included)`,
+    );
+  }
 }

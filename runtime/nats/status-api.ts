@@ -1,13 +1,14 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { type DatabaseClient, hasConnectionErrorCause } from "../db/client";
+import type { DatabaseClient } from "../db/client";
 import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
 import { isValidFunctionName } from "../deploy/function-name";
 import type { WaitingJob } from "../flow/waiting-jobs";
-import { JetfnError, toJetfnError } from "../support/errors";
+import { JetfnError } from "../support/errors";
+import { replyApiFailure } from "./api-failure";
 import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
-import { replyError, replyJson, statusFor } from "./reply";
+import { replyJson } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
 import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
 
@@ -163,29 +164,11 @@ export function startStatusApi(
                 : statusView(id, record, live);
           replyJson(message, view, nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
-          const failure = statusFailure(thrown);
-          if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A status request failed.");
-          if (failure.code === "E_DATABASE_UNAVAILABLE") logger.warn({ err: thrown }, failure.message);
-          replyError(message, statusFor(failure), failure);
+          replyApiFailure(message, thrown, "status", logger);
         }
       })();
     },
   });
-}
-
-/**
- * A status request that met a Postgres restart or a killed connection is answered as retryable
- * (503 E_DATABASE_UNAVAILABLE, which a waiting client asks again after), not as a handler failure.
- */
-function statusFailure(thrown: unknown): JetfnError {
-  if (!hasConnectionErrorCause(thrown)) return toJetfnError(thrown);
-  return new JetfnError(
-    "E_DATABASE_UNAVAILABLE",
-    "Postgres is unreachable; the status can be asked again once it answers.",
-    {
-      cause: thrown,
-    },
-  );
 }
 
 function parseRequest(data: Uint8Array): { id: string; fn: string | undefined } {

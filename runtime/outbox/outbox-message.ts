@@ -1,20 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
 import { NOT_BEFORE_HEADER, routeJob } from "../invocation/job-delay";
 import { eventSubject } from "../nats/event-stream";
-import { encodeInput } from "../nats/publish-job";
+import { checkJob, inputJson } from "../nats/publish-job";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
-import {
-  ID_HEADER,
-  isReservedInvocationId,
-  isValidInvocationId,
-  JOB_PREFIX,
-  jobMessageId,
-  jobSubject,
-} from "../nats/subjects";
+import { ID_HEADER, JOB_PREFIX, jobMessageId, jobSubject } from "../nats/subjects";
 import { checkEmit, type EventDefinition } from "../sdk/define-event";
 import { JetfnError } from "../support/errors";
 import { isValidEventId } from "./outbox-rules";
@@ -42,16 +34,7 @@ export function jobMessage(
   /** Priority 1-3: the relay routes it to the function's priority subject (see flow/priority.ts). */
   priority?: number,
 ): OutboxMessage {
-  if (!isValidFunctionName(name)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(name));
-  if (!isValidInvocationId(id)) {
-    throw new JetfnError("E_INPUT_INVALID", `invocation id "${id}" must be 8-128 letters, digits, "-" or "_"`);
-  }
-  if (isReservedInvocationId(id)) {
-    throw new JetfnError(
-      "E_INPUT_INVALID",
-      `invocation id "${id}" is shaped like the ids jetfn derives itself; choose another`,
-    );
-  }
+  checkJob(name, id);
   const headers: Record<string, string> = { [ID_HEADER]: id };
   if (notBefore !== undefined) headers[NOT_BEFORE_HEADER] = String(notBefore);
   if (priority) headers[PRIORITY_HEADER] = String(checkPriority(priority));
@@ -59,7 +42,7 @@ export function jobMessage(
     id: jobMessageId(name, id),
     subject: jobSubject(name),
     headers,
-    body: encode(input, name, maxPayload),
+    body: inputJson(input, name, maxPayload),
   };
 }
 
@@ -77,7 +60,12 @@ export function eventMessage(
       `event id ${JSON.stringify(id)} must be 1-128 printable ASCII characters, no spaces`,
     );
   }
-  return { id, subject: eventSubject(checked.name), headers: {}, body: encode(checked.data, checked.name, maxPayload) };
+  return {
+    id,
+    subject: eventSubject(checked.name),
+    headers: {},
+    body: inputJson(checked.data, checked.name, maxPayload),
+  };
 }
 
 /** Publishes one message and waits for JetStream to store it (a repeat of its id is dropped). */
@@ -88,8 +76,4 @@ export async function publishMessage(js: JetStreamPublisher, message: OutboxMess
   const header = natsHeaders();
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
   return js.publish(route.subject, message.body, { msgID: message.id, headers: header });
-}
-
-function encode(value: unknown, name: string, maxPayload?: number): string {
-  return new TextDecoder().decode(encodeInput(value, name, maxPayload));
 }

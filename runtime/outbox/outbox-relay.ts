@@ -212,7 +212,11 @@ class SweepingRelay implements OutboxRelay {
       const refused: RefusedRow[] = [];
       const valid = rows.filter((row) => {
         const reason = outboxRowProblem(row, this.#rules);
-        if (reason) refused.push({ position: row.position, reason });
+        if (reason) {
+          // Counted here, like a refusal by JetStream: if the set-aside fails, the row waits.
+          this.#backoff.refused(row.position, Date.now());
+          refused.push({ position: row.position, reason });
+        }
         return reason === undefined;
       });
       const outcome = await this.#publishAll(valid);
@@ -257,14 +261,15 @@ class SweepingRelay implements OutboxRelay {
     return givenUp;
   }
 
-  /** Moves refused rows aside; if that fails (a missing grant), they wait and the sweep goes on. */
+  /**
+   * Moves refused rows aside; if that fails (a missing grant), they wait out the back-off their
+   * refusal in this sweep set (counted once, not again here) and the sweep goes on.
+   */
   async #setAside(tx: TransactionSql, refused: RefusedRow[]): Promise<SetAsideRow[]> {
     if (refused.length === 0) return [];
     try {
       return await tx.savepoint((savepoint) => setAsideRows(savepoint as unknown as Sql, refused));
     } catch (error) {
-      const now = Date.now();
-      for (const row of refused) this.#backoff.refused(row.position, now);
       this.#options.logger.warn(
         { err: error, rows: refused.length },
         "Cannot set aside refused outbox rows; they stay in the outbox, unpublished.",

@@ -1,3 +1,5 @@
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
@@ -32,6 +34,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   project.provide("templateDatabase", template);
   return async () => {
+    // The app the package.*.test.ts files installed jetfn into (see installedApp), if they ran.
+    await rm(path.join(tmpdir(), `jetfn-package-${template}`), { recursive: true, force: true });
     await admin.unsafe(`drop database if exists ${template} with (force)`);
     await admin.end();
   };

@@ -23,6 +23,10 @@ export interface PrivatePostgres {
    * server (connections are refused), then a start on the same port.
    */
   restart(options?: { downMs?: number }): Promise<void>;
+  /** Fast shutdown, leaving the server down (connections are refused) until up(). */
+  down(): Promise<void>;
+  /** Starts the server again on the same port, after down(). */
+  up(): Promise<void>;
   /** Stops the server (by its postmaster's pid) and removes its data. */
   stop(): Promise<void>;
 }
@@ -63,6 +67,7 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       "-o",
       `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`,
     ]);
+  const stopFast = () => runAs(binaries.pg_ctl, ["stop", "-D", dataDir, "-m", "fast", "-w"]);
   await start();
   const admin = postgres(`postgres://postgres@127.0.0.1:${port}/postgres`, { max: 1, onnotice: () => {} });
   try {
@@ -78,8 +83,14 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     url: `postgres://postgres@127.0.0.1:${port}/jetfn`,
     pid,
     async restart({ downMs = 0 } = {}) {
-      await runAs(binaries.pg_ctl, ["stop", "-D", dataDir, "-m", "fast", "-w"]);
+      await stopFast();
       await new Promise((resolve) => setTimeout(resolve, downMs));
+      await start();
+    },
+    async down() {
+      await stopFast();
+    },
+    async up() {
       await start();
     },
     async stop() {

@@ -1,15 +1,15 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
 import type { JetfnClient } from "../../runtime/sdk/client";
+import { launchChromium } from "../helpers/chromium";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 import { stopWhenTestEnds } from "../helpers/test-scope";
 
 // The dashboard's attackers, in a real browser: a page whose name resolves to 127.0.0.1 (DNS
 // rebinding, simulated by Chromium's resolver rules), and a page on another port of 127.0.0.1.
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const TOKEN = "same-site-token-0123456789";
 let env: TestEnvironment;
 let client: JetfnClient;
@@ -21,10 +21,7 @@ beforeAll(async () => {
   const runtime = await env.startRuntime();
   client = await env.client();
   dashboard = await startDashboard({ runtime, port: 0, token: TOKEN });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP attacker.example 127.0.0.1"],
-  });
+  browser = await launchChromium(["--host-resolver-rules=MAP attacker.example 127.0.0.1"]);
 }, 60_000);
 
 afterAll(async () => {

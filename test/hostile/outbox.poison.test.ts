@@ -146,3 +146,64 @@ it("backs off while nothing can be published, instead of retrying every second a
   expect(logs.matching("The outbox is publishing again")).toHaveLength(1);
   expect(await env.database.sql`select id from jetfn.outbox_set_aside`).toEqual([]);
 });
+
+it("counts a refusal once when setting the row aside fails, and sets it aside once that works", {
+  timeout: 90_000,
+}, async () => {
+  // JetStream refuses the row (larger than the stream takes); the set-aside fails until the
+  // trigger is dropped. A failed set-aside must not count as one more refusal.
+  if (!(await manager.streams.info(STREAM).catch(() => undefined))) {
+    await manager.streams.add({ name: STREAM, subjects: ["fn.job.>"] });
+  }
+  await setMaxMessageSize(2_048);
+  const { sql } = env.database;
+  await sql.unsafe(`
+    create function refuse_set_aside_for_test() returns trigger language plpgsql as
+      $$ begin raise exception 'set-aside refused by the test'; end $$;
+    create trigger refuse_set_aside before insert on jetfn.outbox_set_aside
+      for each row execute function refuse_set_aside_for_test()`);
+  const dropTrigger = () =>
+    sql.unsafe(`drop trigger if exists refuse_set_aside on jetfn.outbox_set_aside;
+                drop function if exists refuse_set_aside_for_test()`);
+  onTestFinished(async () => {
+    await dropTrigger();
+    await setMaxMessageSize(-1);
+  });
+  const logs = captureLogs();
+  const events = createEmitter();
+  const publisher = new StreamPublisher(nc);
+  const poison = jobRow("twice-counted-1", JSON.stringify({ text: "x".repeat(4_000) }));
+  let tries = 0;
+  const relay = await startOutboxRelay({
+    sql,
+    js: {
+      publish(subject, data, options) {
+        if (options.msgID === poison.id) tries++;
+        return publisher.publish(subject, data, options);
+      },
+    },
+    events,
+    logger: logs.logger,
+    publishAttempts: 2,
+  });
+  onTestFinished(async () => {
+    await relay.close();
+    publisher.close();
+  });
+  const setAside: { id: string; reason: string }[] = [];
+  events.on("outbox:set-aside", (event) => setAside.push(event));
+  await sql`insert into jetfn.outbox (id, subject, headers, body)
+            values (${poison.id}, ${poison.subject}, ${sql.json(poison.headers)}, ${poison.body})`;
+
+  await eventually(() => logs.matching("Cannot set aside refused outbox rows").length > 0, 30_000);
+  expect(tries).toBe(2);
+  expect(setAside).toEqual([]);
+  await dropTrigger();
+  await eventually(() => setAside.length > 0, 45_000);
+  // Refused on its third try, and said so: not "4 times" for a failed set-aside counted as a refusal.
+  expect(tries).toBe(3);
+  expect(setAside).toEqual([
+    expect.objectContaining({ id: poison.id, reason: expect.stringMatching(/refused it 3 times/) }),
+  ]);
+  expect(await sql`select id from jetfn.outbox where id = ${poison.id}`).toEqual([]);
+});

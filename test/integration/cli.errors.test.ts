@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type AddressInfo, createServer } from "node:net";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { type CliProcess, JETFN_BIN, runCli, spawnCli } from "../helpers/cli";
 import { createTestEnvironment, FIXTURE_FUNCTIONS, type TestEnvironment } from "../helpers/environment";
 
@@ -80,6 +81,20 @@ describe("the CLI's own errors", () => {
       .find((line) => line.includes("Using the database"));
     expect(JSON.parse(using as string)).toMatchObject({ database: `${url.host}${url.pathname}` });
     if (url.password) expect(using).not.toContain(url.password);
+  });
+
+  it("start with a dashboard port that is taken ends with E_CONFIG_INVALID naming it, after draining", {
+    timeout: 90_000,
+  }, async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+    const { port } = taken.address() as AddressInfo;
+    const started = await runCli(["start", "--dashboard", String(port)], cliEnv);
+    expectOneLineFailure(started, "E_CONFIG_INVALID");
+    expect(started.stderr).toContain(`dashboard port ${port} on 127.0.0.1: listen EADDRINUSE`);
+    // The runtime had started serving: it drained before the command ended.
+    expect(started.stdout).toContain("Runtime stopped.");
   });
 
   it("status --json prints ISO 8601 timestamps, like every other command", async () => {

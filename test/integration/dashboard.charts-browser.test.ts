@@ -1,12 +1,12 @@
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
 import type { JetfnClient } from "../../runtime/sdk/client";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { launchChromium } from "../helpers/chromium";
+import { eventually, type TestEnvironment } from "../helpers/environment";
+import { createItemsEnvironment } from "../helpers/items-environment";
 
 // The charts and the function page in Chromium: hover readouts, live refresh, range switching.
-// Debian's Chromium, installed by .ci/run; Playwright drives it, it never downloads a browser.
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 let env: TestEnvironment;
 let client: JetfnClient;
@@ -15,22 +15,10 @@ let browser: Browser;
 let page: Page;
 
 beforeAll(async () => {
-  env = await createTestEnvironment();
-  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
+  ({ env, client } = await createItemsEnvironment());
   const runtime = await env.startRuntime();
-  client = await env.client();
   dashboard = await startDashboard({ runtime, port: 0 });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 }, 60_000);
 

@@ -5,14 +5,13 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Dashboard, startDashboard } from "../../runtime/dashboard/server";
 import type { JetfnClient } from "../../runtime/sdk/client";
+import { launchChromium } from "../helpers/chromium";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
-// Debian's Chromium, installed by .ci/run; Playwright drives it, it never downloads a browser.
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const EXAMPLES = path.join(ROOT, "functions");
 const SCREENSHOTS = path.join(ROOT, "docs/screenshots");
@@ -44,17 +43,7 @@ beforeAll(async () => {
   const runtime = await env.startRuntime({ functionsDir: EXAMPLES });
   client = await env.client();
   dashboard = await startDashboard({ runtime, port: 0, token: TOKEN });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 }, 60_000);
 

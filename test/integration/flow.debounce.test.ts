@@ -1,33 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import type { TestEnvironment } from "../helpers/environment";
+import { createItemsEnvironment, type ItemsEnvironment } from "../helpers/items-environment";
 
 let env: TestEnvironment;
 let client: JetfnClient;
+let ended: ItemsEnvironment["ended"];
+let namesLike: ItemsEnvironment["namesLike"];
 
 beforeAll(async () => {
-  env = await createTestEnvironment();
-  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
-  client = await env.client();
+  ({ env, client, ended, namesLike } = await createItemsEnvironment());
 });
 
 afterAll(async () => {
   await env?.close();
 });
-
-async function ended(id: string, timeoutMs = 20_000) {
-  return eventually(async () => {
-    const view = await client.status(id);
-    return ["succeeded", "dead", "cancelled", "superseded"].includes(view.status) ? view : undefined;
-  }, timeoutMs);
-}
-
-async function namesLike(prefix: string): Promise<string[]> {
-  const rows = await env.database.sql<{ name: string }[]>`
-    select name from items where name like ${`${prefix}%`} order by id`;
-  return rows.map((row) => row.name);
-}
 
 describe("debounce, with two runtimes", () => {
   it("runs only the last job of a burst with one key; the earlier ones end superseded, visibly", async () => {

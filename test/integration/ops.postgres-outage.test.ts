@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Runtime, startRuntime } from "../../runtime/runtime";
+import { createClient, type JetfnClient } from "../../runtime/sdk/client";
+import { eventually, FIXTURE_FUNCTIONS } from "../helpers/environment";
+import { type CapturedLogger, captureLogs } from "../helpers/logs";
+import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
+import { type PrivatePostgres, startPrivatePostgres } from "../helpers/private-postgres";
+
+// The cancel and dead-letter APIs read Postgres. While it is away they answer as the status API
+// does: 503 E_DATABASE_UNAVAILABLE, asked again once it answers, and a warning in the runtime's
+// log; not a 500 and an error logged as a bug.
+let postgres: PrivatePostgres;
+let nats: TestNatsServer;
+let runtime: Runtime;
+let client: JetfnClient;
+let logs: CapturedLogger;
+
+beforeAll(async () => {
+  [postgres, nats] = await Promise.all([startPrivatePostgres(), startNatsServer()]);
+  logs = captureLogs();
+  runtime = await startRuntime({
+    natsUrl: nats.url,
+    databaseUrl: postgres.url,
+    functionsDir: FIXTURE_FUNCTIONS,
+    logger: logs.logger,
+    migrate: true,
+    shutdownGrace: "5s",
+    databasePoolSize: 4,
+  });
+  client = await createClient({ natsUrl: nats.url });
+}, 120_000);
+
+afterAll(async () => {
+  await client?.close();
+  await runtime?.stop();
+  await Promise.allSettled([nats?.stop(), postgres?.stop()]);
+});
+
+describe("the operator APIs while Postgres is away", () => {
+  it("answer E_DATABASE_UNAVAILABLE, and answer again once it is back", { timeout: 120_000 }, async () => {
+    expect(await client.deadLetters()).toEqual([]);
+    await postgres.down();
+    const unavailable = (request: string) => ({
+      code: "E_DATABASE_UNAVAILABLE",
+      status: 503,
+      message: `Postgres is unreachable; the ${request} request can be asked again once it answers.`,
+    });
+    try {
+      await expect(client.cancel("outage-job-0001")).rejects.toMatchObject(unavailable("cancel"));
+      await expect(client.deadLetters()).rejects.toMatchObject(unavailable("dead-letter"));
+      await expect(client.retryDeadLetter("outage-job-0001")).rejects.toMatchObject(unavailable("dead-letter"));
+      await expect(client.dropDeadLetter("outage-job-0001")).rejects.toMatchObject(unavailable("dead-letter"));
+      await expect(client.status("outage-job-0001")).rejects.toMatchObject(unavailable("status"));
+    } finally {
+      await postgres.up();
+    }
+    expect(logs.matching("request failed")).toEqual([]);
+    expect(logs.matching("Postgres is unreachable").length).toBeGreaterThanOrEqual(5);
+    // The pool reconnects: the same requests are answered again.
+    expect(await eventually(() => client.deadLetters(), 30_000)).toEqual([]);
+    await expect(client.dropDeadLetter("outage-job-0001")).rejects.toMatchObject({ code: "E_NOT_FOUND" });
+  });
+});
