@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CliProcess, spawnCli } from "../helpers/cli";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
-import { eventually, FIXTURE_FUNCTIONS } from "../helpers/environment";
+import { CLUSTER_FUNCTIONS, eventually } from "../helpers/environment";
 import { startNatsCluster, type TestNatsCluster } from "../helpers/nats-cluster";
 import { countApplied, enqueueAcknowledged, report, scale, waitForSucceeded } from "./support/fault-cluster";
 
@@ -31,7 +31,7 @@ beforeAll(async () => {
   const env = {
     NATS_URL: cluster.url,
     DATABASE_URL: database.url,
-    JETFN_FUNCTIONS: FIXTURE_FUNCTIONS,
+    JETFN_FUNCTIONS: CLUSTER_FUNCTIONS,
     JETFN_REPLICAS: "3",
     LOG_LEVEL: "info",
     JETFN_SHUTDOWN_GRACE: "3s",

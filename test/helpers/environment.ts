@@ -9,6 +9,11 @@ import { stopWhenTestEnds, type TestScope } from "./test-scope";
 
 /** The fixture functions shared by the integration tests. */
 export const FIXTURE_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/functions");
+/** The two fixture functions the cluster fault tests use (`add`, `fault-insert`), and nothing else. */
+export const CLUSTER_FUNCTIONS = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../fixtures/cluster-functions",
+);
 
 /** A nats-server and a database of this test file's own, plus what it started on them. */
 export interface TestEnvironment {

@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll } from "vitest";
 import { type CliProcess, spawnCli } from "../../helpers/cli";
 import { createTestDatabase, type TestDatabase } from "../../helpers/database";
-import { FIXTURE_FUNCTIONS } from "../../helpers/environment";
+import { CLUSTER_FUNCTIONS } from "../../helpers/environment";
 import { startNatsCluster, type TestNatsCluster, type TestNatsClusterOptions } from "../../helpers/nats-cluster";
 
 /** A 3-node NATS cluster, a database and `jetfn start` runtimes with R3 streams on them. */
@@ -54,7 +54,7 @@ export function useClusterRuntimes(options: ClusterRuntimesOptions = {}): () => 
     const cliEnv: NodeJS.ProcessEnv = {
       NATS_URL: cluster.url,
       DATABASE_URL: database.url,
-      JETFN_FUNCTIONS: FIXTURE_FUNCTIONS,
+      JETFN_FUNCTIONS: CLUSTER_FUNCTIONS,
       JETFN_REPLICAS: "3",
       LOG_LEVEL: "info",
       JETFN_SHUTDOWN_GRACE: "3s",
