@@ -299,9 +299,9 @@ class NatsClient<M> implements JetfnClient<M> {
     const deadline = Date.now() + timeout;
     try {
       for (;;) {
-        // A runtime whose Postgres restarts answers E_DATABASE_UNAVAILABLE for a moment: the job is
-        // held, not failed, so the wait goes on until its own deadline.
-        const view = await this.status(id, { function: options.function }).catch(unlessDatabaseUnavailable);
+        // A runtime whose Postgres restarts answers E_DATABASE_UNAVAILABLE for a moment, or not within
+        // the poll's 5 s: the job is held, not failed, so the wait goes on until its own deadline.
+        const view = await this.status(id, { function: options.function }).catch(unlessDatabaseComingBack);
         if (view instanceof JetfnError) {
           if (Date.now() >= deadline) throw view;
         } else if (view.status === "succeeded") {
@@ -400,8 +400,10 @@ function decodeReply(reply: Msg): unknown {
 }
 
 /** A status reply saying Postgres is unreachable, returned to be asked again; anything else is thrown. */
-function unlessDatabaseUnavailable(error: unknown): JetfnError {
-  if (error instanceof JetfnError && error.code === "E_DATABASE_UNAVAILABLE") return error;
+/** A status poll's failure that result() waits through: Postgres away, or a reply slower than the poll. */
+function unlessDatabaseComingBack(error: unknown): JetfnError {
+  if (error instanceof JetfnError && (error.code === "E_DATABASE_UNAVAILABLE" || error.code === "E_HANDLER_TIMEOUT"))
+    return error;
   throw error;
 }
 
