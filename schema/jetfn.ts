@@ -14,6 +14,15 @@ export type InvocationStatus =
   | "cancelled"
   | "superseded";
 
+/** Statuses a job does not leave by itself: the same list as `jetfn.is_final(status)` in SQL. */
+export const FINAL_STATUSES: ReadonlySet<string> = new Set<InvocationStatus>([
+  "succeeded",
+  "dead",
+  "dropped",
+  "cancelled",
+  "superseded",
+]);
+
 /** One row per job invocation: its handle, outcome and every attempt's error. */
 export const invocations = jetfnSchema.table("invocations", {
   id: text("id").primaryKey(),

@@ -1,5 +1,6 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Logger } from "pino";
+import { FINAL_STATUSES } from "../../schema/jetfn";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation } from "../db/invocation-store";
 import type { PublishedJob } from "../nats/publish-job";
@@ -33,8 +34,6 @@ export interface SingletonOutcome extends PublishedJob {
   existing: boolean;
 }
 
-/** Statuses after which a job no longer holds its key. */
-const ENDED = new Set(["succeeded", "dead", "dropped", "cancelled", "superseded"]);
 /**
  * A claim whose job was never stored (its runtime stopped between claiming and publishing) stops
  * holding the key after this long; a publish takes far less.
@@ -150,7 +149,7 @@ async function retrySequence(
 /** Whether the claim's job still holds its key: it has not ended (or is being published right now). */
 async function holdsKey(database: DatabaseClient, claim: SingletonClaim): Promise<boolean> {
   const record = await getInvocation(database, claim.id);
-  if (record) return !ENDED.has(record.status);
+  if (record) return !FINAL_STATUSES.has(record.status);
   return claim.seq !== undefined || Date.now() - claim.at < PUBLISH_GRACE_MS;
 }
 

@@ -1,5 +1,6 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { FINAL_STATUSES } from "../../schema/jetfn";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation, recordCancelled } from "../db/invocation-store";
 import {
@@ -38,7 +39,6 @@ export interface CancelApiOptions {
   replyGuard: ReplyGuard;
 }
 
-const FINAL = new Set(["succeeded", "dead", "dropped", "superseded"]);
 const DEFAULT_REASON = "cancelled on request";
 
 /**
@@ -68,7 +68,7 @@ export function startCancelApi(options: CancelApiOptions): Subscription {
 async function cancel(options: CancelApiOptions, id: string, reason: string): Promise<CancelReply> {
   const [record, live] = await Promise.all([getInvocation(options.database, id), options.progress.get(id)]);
   if (record?.status === "cancelled") return { id, status: "cancelled", function: record.function };
-  if (record && FINAL.has(record.status)) throw notCancellable(id, record.status);
+  if (record && FINAL_STATUSES.has(record.status)) throw notCancellable(id, record.status);
   const scheduled = record || live ? undefined : await options.scheduled.find(id);
   const fn = record?.function ?? live?.fn ?? scheduled?.fn;
   await options.cancellations.mark(id, reason);

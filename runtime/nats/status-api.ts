@@ -1,5 +1,6 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { FINAL_STATUSES } from "../../schema/jetfn";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
 import { isValidFunctionName } from "../deploy/function-name";
@@ -49,7 +50,7 @@ export function statusView(
   record: InvocationRecord | undefined,
   live: ProgressEntry | undefined,
 ): InvocationStatusView {
-  const final = record && ["succeeded", "dead", "dropped", "cancelled", "superseded"].includes(record.status);
+  const final = record && FINAL_STATUSES.has(record.status);
   if (live && !final) {
     return {
       id,
