@@ -21,7 +21,9 @@ describe("singletons, with two runtimes", () => {
   it("folds enqueues into the job holding the key while it is queued or running, then takes a new one", async () => {
     await Promise.all([env.startRuntime(), env.startRuntime()]);
     const singleton = { key: "nightly-report" };
-    const first = await client.enqueue("write-then-wait", { name: "held-0", ms: 1_500 }, { singleton });
+    // The holder runs 5 s so it still holds the key when the five repeats arrive on a loaded machine
+    // (with 1.5 s it had once ended before the last of them).
+    const first = await client.enqueue("write-then-wait", { name: "held-0", ms: 5_000 }, { singleton });
     expect(first.existing).toBe(false);
     const repeats = await Promise.all(
       [1, 2, 3, 4, 5].map((n) => client.enqueue("write-then-wait", { name: `held-${n}`, ms: 0 }, { singleton })),
