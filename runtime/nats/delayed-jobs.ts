@@ -1,6 +1,7 @@
 import {
   AckPolicy,
   type ConsumerMessages,
+  type ConsumerUpdateConfig,
   DeliverPolicy,
   DiscardPolicy,
   type JetStreamClient,
@@ -76,6 +77,14 @@ const BATCH = 256;
  * wait 15-45 s more after a nats-server restart.
  */
 const PULL_EXPIRES_MS = 5_000;
+/**
+ * How long the server waits for a runtime's answer to a delayed message (parked, moved, dropped)
+ * before it delivers it again. A runtime answers at once, or once its move is stored; an answer
+ * lost to a nats-server restart (a message delivered just before it) or to a runtime that died
+ * brings the job back only after this. At 30 s, jobs due 8 s after a restart moved 21 s late.
+ * A slow move delivered again meanwhile is published twice under one message id and stored once.
+ */
+const ANSWER_WAIT_MS = 2_000;
 
 /**
  * Creates the delayed-jobs stream and its consumer. Work-queue retention: a job leaves the stream
@@ -123,17 +132,23 @@ async function ensureParkingStream(
     },
     replication,
   );
+  const settings: ConsumerUpdateConfig = {
+    description: parking.consumerDescription,
+    ack_wait: toNanos(ANSWER_WAIT_MS),
+    max_deliver: -1,
+    max_ack_pending: -1,
+  };
   const consumer = await manager.consumers.info(parking.stream, parking.consumer).catch(() => undefined);
   if (!consumer) {
     await manager.consumers.add(parking.stream, {
       durable_name: parking.consumer,
-      description: parking.consumerDescription,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: toNanos(30_000),
-      max_deliver: -1,
-      max_ack_pending: -1,
+      ...settings,
     });
+  } else if (consumer.config.ack_wait !== settings.ack_wait) {
+    // Made by an earlier version (30 s): parked jobs keep their time, the wait applies from now.
+    await manager.consumers.update(parking.stream, parking.consumer, settings);
   }
 }
 
