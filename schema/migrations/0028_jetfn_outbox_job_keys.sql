@@ -45,6 +45,10 @@ begin
        or headers operator(pg_catalog.=) pg_catalog.jsonb_build_object('Jetfn-Id', invocation) then
       return null;
     end if;
+    -- Not an object (a string, an array): deleting keys from it would raise instead of naming the rule.
+    if pg_catalog.jsonb_typeof(headers) operator(pg_catalog.<>) 'object' then
+      return 'a job''s headers are a JSON object';
+    end if;
     if (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority,Jetfn-Singleton-Key,Jetfn-Debounce-Key,Jetfn-Debounce-Period,Jetfn-Debounce-Max-Wait}'::text[])
          operator(pg_catalog.<>) pg_catalog.jsonb_build_object('Jetfn-Id', invocation)
        or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before') operator(pg_catalog.<>) 'string'
