@@ -116,9 +116,13 @@ it("gives the same job when a keyed row is enqueued again, as after a relay cras
     await db.transaction((tx) => enqueueInTransaction(tx, "insert-item", { name }, { id: row.id, ...row.options }));
     await eventually(async () => (await env.database.sql`select id from jetfn.outbox`).length === 0, 15_000);
   };
+  const keys = await openJobKeys(client.connection);
   for (const [kind, row] of Object.entries(rows)) {
     await write(row, `again-${kind}`);
     expect((await ended(row.id)).status).toBe("succeeded");
+    // Enqueued through its key: the claim names the row's job.
+    const claim = await keys.get(claimKey(kind === "singleton" ? "singleton" : "debounce", "insert-item", "again"));
+    expect(claim?.json<{ id: string }>().id).toBe(row.id);
     const before = await stored();
     // The same row again: the relay enqueues it as if for the first time.
     await write(row, `again-${kind}`);

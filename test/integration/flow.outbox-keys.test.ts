@@ -60,26 +60,30 @@ describe("keys through ctx.enqueue, with two runtimes", () => {
     expect((await namesLike("deb-")).sort()).toEqual(["deb-a", "deb-b", "deb-b-0"]);
   });
 
-  it("claims no key for a handler that rolled back", async () => {
+  it("claims a key only once the handler's transaction committed", async () => {
     await env.startRuntime();
-    for (const keyed of [{ singleton: "ob-rolled" }, { debounce: { key: "ob-rolled", period: "100ms" } }]) {
-      await expect(
-        client.enqueueAndWait("enqueue-keyed", { name: "rolled", ...keyed, fail: true }),
-      ).rejects.toMatchObject({ code: "E_NON_RETRYABLE" });
-    }
     const keys = await openJobKeys(client.connection);
-    for (const kind of ["singleton", "debounce"] as const) {
-      expect(await keys.get(claimKey(kind, "write-then-wait", "ob-rolled"))).toBeNull();
+    const claimed = async (kind: "singleton" | "debounce") =>
+      (await keys.get(claimKey(kind, "write-then-wait", "ob-rolled")))?.json<{ id: string }>().id;
+    for (const [kind, keyed] of [
+      ["singleton", { singleton: "ob-rolled" }],
+      ["debounce", { debounce: { key: "ob-rolled", period: "100ms" } }],
+    ] as const) {
+      await expect(
+        client.enqueueAndWait("enqueue-keyed", { name: `rolled-${kind}`, ...keyed, fail: true }),
+      ).rejects.toMatchObject({ code: "E_NON_RETRYABLE" });
+      expect(await claimed(kind)).toBeUndefined();
+      // The same enqueue from a handler that commits claims the key for the id ctx.enqueue gave.
+      const [id] = await enqueueKeyed({ name: `kept-${kind}`, ...keyed });
+      expect(await claimed(kind)).toBe(id);
+      expect((await ended(id as string)).status).toBe("succeeded");
     }
-    expect(await env.database.sql`select id from jetfn.outbox`).toEqual([]);
-    // The key is free: the next singleton enqueue is a new job.
-    const next = await client.enqueue(
-      "write-then-wait",
-      { name: "rolled-after", ms: 0 },
-      { singleton: { key: "ob-rolled" } },
-    );
-    expect(next.existing).toBe(false);
-    expect((await ended(next.id)).status).toBe("succeeded");
-    expect(await namesLike("rolled")).toEqual(["rolled-after"]);
+    expect(await namesLike("rolled-")).toEqual([]);
+    expect((await namesLike("kept-")).sort()).toEqual([
+      "kept-debounce",
+      "kept-debounce-0",
+      "kept-singleton",
+      "kept-singleton-0",
+    ]);
   });
 });
