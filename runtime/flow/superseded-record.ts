@@ -41,7 +41,7 @@ export function supersededError(id: string, by: string, key: string): StoredErro
 }
 
 /** The error of a singleton job from the outbox that found its key held when the relay enqueued it. */
-export function singletonHeldError(id: string, holder: string, key: string): StoredError {
+function singletonHeldError(id: string, holder: string, key: string): StoredError {
   return {
     attempt: 0,
     code: "E_SINGLETON_HELD",
