@@ -144,6 +144,8 @@ function startChild(options: RuntimeChildrenOptions): Promise<Child> {
     stderr: () => stderr.slice(-2_000),
   };
   child.stderr?.on("data", (chunk: Buffer) => {
+    // Its warnings go where an in-process runtime's go (jetfn-host.ts benchLogger: stderr).
+    process.stderr.write(chunk);
     stderr = (stderr + chunk.toString()).slice(-4_000);
   });
   return new Promise((resolve, reject) => {
