@@ -20,9 +20,10 @@ import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } f
 import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
 import type { RuntimePhase } from "./http/readiness";
+import { keepJobAlive } from "./invocation/database-outage";
 import { type InvocationStats, trackInvocationStats } from "./invocation/invocation-stats";
 import { jobIdentity } from "./invocation/job-identity";
-import { type JobRunnerDependencies, keepJobAlive, runJob } from "./invocation/job-runner";
+import { type JobRunnerDependencies, runJob } from "./invocation/job-runner";
 import { createLimiter, type Limiter } from "./invocation/limiter";
 import { ackWaitFor } from "./invocation/retry-policy";
 import { createIsolation, type Isolation } from "./isolation/isolation";
