@@ -1,5 +1,6 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../support/errors";
+import { constraintModes, DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";
@@ -181,19 +182,28 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.#dispatch();
       return;
     }
+    // A later part starts from the constraint modes read as the transaction began, back long since
+    // as a rule (with the first job's first query); waited for only when they are not.
+    const modes = lane.modesPending;
+    if (modes !== undefined) await modes;
     const connection = lane.connection;
     // Sent without waiting: they travel in the same write as the job's first query. The previous
-    // job's final record and release lead the same simple-protocol message: one round of the
-    // server's replies instead of one per statement. The audit mark ends it: the job's audit rows
-    // are those written after it (see invocation-checks.ts). The job that begins the transaction
-    // needs none: nothing was written in it before.
+    // job's deferred constraints, final record and release lead the same simple-protocol message:
+    // one round of the server's replies instead of one per statement. The audit mark ends it: the
+    // job's audit rows are those written after it (see invocation-checks.ts). The job that begins
+    // the transaction needs none (nothing was written in it before): it reads the constraint modes.
     const { savepoint, message, marked } = lane.openPart([stamp], AUDIT_MARK_SQL);
     const setup = connection.unsafe(message).execute();
-    // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
-    // once, before the job's own statements (refused after it) are told why.
+    // It carries earlier jobs' deferred constraints and final records: its failure dooms the whole
+    // transaction. Noted at once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
     const mark = marked ? setup.then(auditMark) : Promise.resolve(null);
     mark.catch(lane.dooms());
+    if (!marked) {
+      const read = setup.then(constraintModes);
+      read.catch(lane.dooms());
+      lane.readModes(read);
+    }
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
 
@@ -262,8 +272,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       // Every audit row must be written under the stamp of the job whose part it was written in
       // (see invocation-checks.ts); a failed check dooms the transaction, and each job runs again
       // alone, where the culprit fails by itself.
-      // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
-      this.pipeline(lane, connection.unsafe("reset role"));
+      // The last job's deferred constraints first, under its stamp and role (see constraint-modes.ts);
+      // then the check as the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
+      this.pipeline(lane, connection.unsafe(`${DEFERRED_CHECKS_SQL}; reset role`));
       this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
     }
     const closing = lane.takeClosing();

@@ -1,4 +1,5 @@
 import type { PendingQuery, Row } from "postgres";
+import { CONSTRAINT_MODES_SQL, DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import type { QueryMode } from "./lazy-query";
 import type { FinalStatement, TransactionStamp } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
@@ -26,6 +27,9 @@ export class Lane {
   #failure: unknown;
   /** Counts the transactions ended on the lane: which one a statement was sent in. */
   #transaction = 0;
+  /** What a later part starts with, once read as the transaction began (see constraint-modes.ts). */
+  #modes: string | undefined;
+  #modesRead: Promise<void> | undefined;
 
   /** A transaction is open on the connection. */
   get open(): boolean {
@@ -54,28 +58,52 @@ export class Lane {
 
   /**
    * Opens the next job's part: the message (one simple-protocol write) that leads with the previous
-   * job's final record and release, begins the transaction if none is open, and opens the savepoint.
-   * `then` follows it in the same message, and `mark` ends it unless the part begins the
-   * transaction (`marked`): the first part needs no mark, its rows are all those before the next one's.
+   * job's deferred constraints, final record and release, begins the transaction if none is open, and
+   * opens the savepoint. `then` follows it in the same message, and `mark` ends it unless the part
+   * begins the transaction (`marked`): the first part needs no mark, its rows are all those before
+   * the next one's. The first part reads the constraint modes instead ({@link readModes}).
    */
   openPart(then: readonly string[], mark: string): { savepoint: string; message: string; marked: boolean } {
     const marked = this.#open;
     const savepoint = `jetfn_job_${++this.#savepoints}`;
     const message = [
+      // Under the previous job's stamp, before the mark: what its deferred constraints write is its own.
+      ...(marked ? [DEFERRED_CHECKS_SQL] : []),
       ...(this.#pendingFinal ? [this.#pendingFinal] : []),
       ...(this.#pendingRelease ? [`release savepoint ${this.#pendingRelease}`] : []),
       ...(this.#open ? [] : ["begin"]),
       `savepoint ${savepoint}`,
-      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
-      // earlier jobs of this transaction set, so each job starts from the session's settings.
+      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...) and constraint
+      // modes: undo what earlier jobs of this transaction set, so each job starts as it would alone.
       ...(this.#savepoints > 1 ? ["reset all", "reset role"] : []),
+      ...(marked && this.#modes ? [this.#modes] : []),
       ...then,
-      ...(marked ? [mark] : []),
+      marked ? mark : CONSTRAINT_MODES_SQL,
     ].join("; ");
     this.#pendingFinal = undefined;
     this.#pendingRelease = undefined;
     this.#open = true;
     return { savepoint, message, marked };
+  }
+
+  /** Takes the constraint modes from the reply to the message that began the transaction (see constraintModes). */
+  readModes(modes: Promise<string>): void {
+    const transaction = this.#transaction;
+    this.#modesRead = modes.then(
+      (read) => {
+        if (this.#transaction === transaction) this.#modes = read;
+      },
+      // Their message failed: it doomed the transaction, whose later parts never run.
+      () => undefined,
+    );
+  }
+
+  /**
+   * Settles once a later part of the open transaction can be opened: its constraint modes came
+   * back (they have, as a rule, with the first job's first query). Undefined when nothing is awaited.
+   */
+  get modesPending(): Promise<void> | undefined {
+    return this.#open && this.#modes === undefined ? this.#modesRead : undefined;
   }
 
   /** No job after the current one joins the open transaction. */
@@ -145,6 +173,8 @@ export class Lane {
     this.#grouped.clear();
     this.#failure = undefined;
     this.#sealed = false;
+    this.#modes = undefined;
+    this.#modesRead = undefined;
     this.busy = false;
   }
 }

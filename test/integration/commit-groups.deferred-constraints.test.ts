@@ -219,7 +219,7 @@ describe("constraint modes in a shared transaction", () => {
       }),
     ]);
     expect(results[0]?.status).toBe("fulfilled");
-    expect(statementError).toMatchObject({ code: "23503" });
+    expect(statementError).toMatchObject({ cause: { code: "23503" } });
     expect(isSharedCommitFailure((results[1] as PromiseRejectedResult).reason)).toBe(false);
     expect((await database.sql`select id from mode_parents`).map((row) => row.id)).toEqual([1]);
   });
