@@ -401,7 +401,7 @@ class ServingRuntime implements Runtime {
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     const settled = await this.#ensureConsumer(deployed);
-    await this.#flowFor(deployed);
+    await this.#flow.deployed(deployed, deployed.name);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
@@ -445,7 +445,7 @@ class ServingRuntime implements Runtime {
     this.#isolation.retire(worker.fn);
     worker.fn = this.#isolation.prepare(next);
     worker.limiter.capacity = next.concurrency;
-    await this.#flowFor(next);
+    await this.#flow.deployed(next, next.name);
     if (
       previous.timeoutMs !== next.timeoutMs ||
       previous.retry !== next.retry ||
@@ -462,10 +462,6 @@ class ServingRuntime implements Runtime {
   }
 
   /** Tells flow control which functions run here (it opens for the first with limits or waiting jobs). */
-  async #flowFor(fn: ResolvedFunction): Promise<void> {
-    await this.#flow.deployed(fn, fn.name);
-  }
-
   #undeploy(fn: ResolvedFunction): void {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;

@@ -3,7 +3,8 @@ import { nanos } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { eventually, type TestEnvironment } from "../helpers/environment";
+import { createItemsEnvironment, type ItemsEnvironment } from "../helpers/items-environment";
 
 /**
  * Singleton and debounce claims against what the stream and the key-value bucket do over time: a
@@ -14,11 +15,10 @@ import { createTestEnvironment, eventually, type TestEnvironment } from "../help
 let env: TestEnvironment;
 let client: JetfnClient;
 let manager: JetStreamManager;
+let itemsEnded: ItemsEnvironment["ended"];
 
 beforeAll(async () => {
-  env = await createTestEnvironment();
-  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
-  client = await env.client();
+  ({ env, client, ended: itemsEnded } = await createItemsEnvironment());
   manager = await jetstreamManager(client.connection);
 });
 
@@ -28,12 +28,7 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function ended(id: string, timeoutMs = 30_000) {
-  return eventually(async () => {
-    const view = await client.status(id);
-    return ["succeeded", "dead", "cancelled", "superseded"].includes(view.status) ? view : undefined;
-  }, timeoutMs);
-}
+const ended = (id: string) => itemsEnded(id, 30_000);
 
 async function rowsOf(invocation: string): Promise<number> {
   const [row] = await env.database.sql<{ count: number }[]>`
