@@ -1,6 +1,6 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../support/errors";
-import { constraintModes, DEFERRED_CHECKS_SQL } from "./constraint-modes";
+import { CONSTRAINT_MODES_SQL, DEFERRED_CHECKS_SQL, DeclaredModes } from "./constraint-modes";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";
@@ -89,6 +89,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #maxSharedHoldMs: number;
   readonly #waiting: Waiter[] = [];
   readonly #holdMs = new Map<string, number>();
+  readonly #modes = new DeclaredModes();
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -136,6 +137,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
+          // Not read yet (the runtime's first transaction): no later part could start as declared.
+          this.#modes.statements === undefined ||
           (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
       else if (next) {
@@ -182,28 +185,26 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.#dispatch();
       return;
     }
-    // A later part starts from the constraint modes read as the transaction began, back long since
-    // as a rule (with the first job's first query); waited for only when they are not.
-    const modes = lane.modesPending;
-    if (modes !== undefined) await modes;
     const connection = lane.connection;
     // Sent without waiting: they travel in the same write as the job's first query. The previous
     // job's deferred constraints, final record and release lead the same simple-protocol message:
-    // one round of the server's replies instead of one per statement. The audit mark ends it: the
+    // one round of the server's replies instead of one per statement. A later part then starts
+    // from the declared constraint modes (see constraint-modes.ts), and the audit mark ends it: the
     // job's audit rows are those written after it (see invocation-checks.ts). The job that begins
-    // the transaction needs none (nothing was written in it before): it reads the constraint modes.
-    const { savepoint, message, marked } = lane.openPart([stamp], AUDIT_MARK_SQL);
+    // the transaction needs neither: nothing was written or set in it before.
+    const later = lane.open;
+    const readModes = !later && this.#modes.due;
+    const then = later
+      ? [...(this.#modes.statements ? [this.#modes.statements] : []), stamp, AUDIT_MARK_SQL]
+      : [stamp, ...(readModes ? [CONSTRAINT_MODES_SQL] : [])];
+    const { savepoint, message } = lane.openPart(then);
     const setup = connection.unsafe(message).execute();
     // It carries earlier jobs' deferred constraints and final records: its failure dooms the whole
     // transaction. Noted at once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
-    const mark = marked ? setup.then(auditMark) : Promise.resolve(null);
+    const mark = later ? setup.then(auditMark) : Promise.resolve(null);
     mark.catch(lane.dooms());
-    if (!marked) {
-      const read = setup.then(constraintModes);
-      read.catch(lane.dooms());
-      lane.readModes(read);
-    }
+    if (readModes) this.#modes.read(setup);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
 

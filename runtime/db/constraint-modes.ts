@@ -11,9 +11,8 @@ import { JetfnError } from "../support/errors";
  *
  * SET CONSTRAINTS lasts to the end of the transaction (a released savepoint keeps it) and Postgres
  * has no statement that puts the declared modes back. So a later job of a shared transaction starts
- * with the statements jetfn.constraint_modes() returns, read once as the transaction begins
- * (schema/migrations/0027_jetfn_constraint_modes.sql); with no constraint declared INITIALLY
- * DEFERRED, the usual case, there are none.
+ * with the statements jetfn.constraint_modes() returns (schema/migrations/0027_jetfn_constraint_modes.sql);
+ * with no constraint declared INITIALLY DEFERRED, the usual case, there are none.
  */
 
 /**
@@ -23,14 +22,55 @@ import { JetfnError } from "../support/errors";
  */
 export const DEFERRED_CHECKS_SQL = "set constraints all immediate";
 
-/** Read last in the message that begins a shared transaction: what a later part starts with. */
+/** Read last in a message that begins a shared transaction, when {@link DeclaredModes.due}. */
 export const CONSTRAINT_MODES_SQL = "select jetfn.constraint_modes() as modes";
 
+/**
+ * How long the statements read are used before they are read again. The read scans the catalog: a
+ * few dozen microseconds of Postgres CPU, a few per cent of an insert job's if paid per shared
+ * transaction. For as long after a migration changes which constraints are deferrable, a later job
+ * of a shared transaction may start from the modes declared before it (the audit check does not
+ * depend on them).
+ */
+const MAX_AGE_MS = 1_000;
+
+/** The statements that give a later part of a shared transaction the declared constraint modes. */
+export class DeclaredModes {
+  #statements: string | undefined;
+  #readAt = Number.NEGATIVE_INFINITY;
+  #reading = false;
+
+  /** The statements, or undefined until first read: until then no later part may open. */
+  get statements(): string | undefined {
+    return this.#statements;
+  }
+
+  /** Whether the message that begins a transaction should read them again (ending with CONSTRAINT_MODES_SQL). */
+  get due(): boolean {
+    return !this.#reading && performance.now() - this.#readAt >= MAX_AGE_MS;
+  }
+
+  /** Takes them from the reply to such a message; if it failed (dooming its transaction), a later one reads them. */
+  read(reply: Promise<unknown>): void {
+    this.#reading = true;
+    void reply
+      .then((results) => {
+        this.#statements = constraintModes(results);
+        this.#readAt = performance.now();
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.#reading = false;
+      });
+  }
+}
+
 /** The statements in the reply to a message that ends with CONSTRAINT_MODES_SQL (one result per statement). */
-export function constraintModes(reply: unknown): string {
+function constraintModes(reply: unknown): string {
   const results = reply as { modes?: unknown }[][];
   const modes = results.at(-1)?.[0]?.modes;
-  if (typeof modes !== "string")
+  if (typeof modes !== "string") {
     throw new JetfnError("E_INTERNAL", "the constraint modes were missing from their reply");
+  }
   return modes;
 }

@@ -1,5 +1,5 @@
 import type { PendingQuery, Row } from "postgres";
-import { CONSTRAINT_MODES_SQL, DEFERRED_CHECKS_SQL } from "./constraint-modes";
+import { DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import type { QueryMode } from "./lazy-query";
 import type { FinalStatement, TransactionStamp } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
@@ -27,9 +27,6 @@ export class Lane {
   #failure: unknown;
   /** Counts the transactions ended on the lane: which one a statement was sent in. */
   #transaction = 0;
-  /** What a later part starts with, once read as the transaction began (see constraint-modes.ts). */
-  #modes: string | undefined;
-  #modesRead: Promise<void> | undefined;
 
   /** A transaction is open on the connection. */
   get open(): boolean {
@@ -59,51 +56,27 @@ export class Lane {
   /**
    * Opens the next job's part: the message (one simple-protocol write) that leads with the previous
    * job's deferred constraints, final record and release, begins the transaction if none is open, and
-   * opens the savepoint. `then` follows it in the same message, and `mark` ends it unless the part
-   * begins the transaction (`marked`): the first part needs no mark, its rows are all those before
-   * the next one's. The first part reads the constraint modes instead ({@link readModes}).
+   * opens the savepoint; `then` ends it. `later`: the part does not begin the transaction.
    */
-  openPart(then: readonly string[], mark: string): { savepoint: string; message: string; marked: boolean } {
-    const marked = this.#open;
+  openPart(then: readonly string[]): { savepoint: string; message: string; later: boolean } {
+    const later = this.#open;
     const savepoint = `jetfn_job_${++this.#savepoints}`;
     const message = [
-      // Under the previous job's stamp, before the mark: what its deferred constraints write is its own.
-      ...(marked ? [DEFERRED_CHECKS_SQL] : []),
+      // Under the previous job's stamp, before the next mark: what its deferred constraints write is its own.
+      ...(later ? [DEFERRED_CHECKS_SQL] : []),
       ...(this.#pendingFinal ? [this.#pendingFinal] : []),
       ...(this.#pendingRelease ? [`release savepoint ${this.#pendingRelease}`] : []),
-      ...(this.#open ? [] : ["begin"]),
+      ...(later ? [] : ["begin"]),
       `savepoint ${savepoint}`,
-      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...) and constraint
-      // modes: undo what earlier jobs of this transaction set, so each job starts as it would alone.
-      ...(this.#savepoints > 1 ? ["reset all", "reset role"] : []),
-      ...(marked && this.#modes ? [this.#modes] : []),
+      // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
+      // earlier jobs of this transaction set, so each job starts from the session's settings.
+      ...(later ? ["reset all", "reset role"] : []),
       ...then,
-      marked ? mark : CONSTRAINT_MODES_SQL,
     ].join("; ");
     this.#pendingFinal = undefined;
     this.#pendingRelease = undefined;
     this.#open = true;
-    return { savepoint, message, marked };
-  }
-
-  /** Takes the constraint modes from the reply to the message that began the transaction (see constraintModes). */
-  readModes(modes: Promise<string>): void {
-    const transaction = this.#transaction;
-    this.#modesRead = modes.then(
-      (read) => {
-        if (this.#transaction === transaction) this.#modes = read;
-      },
-      // Their message failed: it doomed the transaction, whose later parts never run.
-      () => undefined,
-    );
-  }
-
-  /**
-   * Settles once a later part of the open transaction can be opened: its constraint modes came
-   * back (they have, as a rule, with the first job's first query). Undefined when nothing is awaited.
-   */
-  get modesPending(): Promise<void> | undefined {
-    return this.#open && this.#modes === undefined ? this.#modesRead : undefined;
+    return { savepoint, message, later };
   }
 
   /** No job after the current one joins the open transaction. */
@@ -173,8 +146,6 @@ export class Lane {
     this.#grouped.clear();
     this.#failure = undefined;
     this.#sealed = false;
-    this.#modes = undefined;
-    this.#modesRead = undefined;
     this.busy = false;
   }
 }

@@ -6,8 +6,8 @@
 --
 -- Constraint modes set in a savepoint survive its release, and Postgres has no statement that puts
 -- them back as declared. So the next job of a shared transaction starts from what this function
--- returns, read once as the transaction begins: the statements that, after SET CONSTRAINTS ALL
--- IMMEDIATE, give every deferrable constraint its declared mode. Empty when none is declared
+-- returns (read at most once a second: runtime/db/constraint-modes.ts): the statements that, after
+-- SET CONSTRAINTS ALL IMMEDIATE, give every deferrable constraint its declared mode. Empty when none is declared
 -- INITIALLY DEFERRED (ALL IMMEDIATE is then every declared mode); else ALL DEFERRED, then, by name,
 -- the deferrable constraints declared INITIALLY IMMEDIATE (a name costs a catalog lookup per job,
 -- ALL none). Constraints of a schema the role cannot use are left out: naming them would fail, and
