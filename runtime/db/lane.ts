@@ -56,9 +56,9 @@ export class Lane {
   /**
    * Opens the next job's part: the message (one simple-protocol write) that leads with the previous
    * job's deferred constraints, final record and release, begins the transaction if none is open, and
-   * opens the savepoint; `then` ends it. `later`: the part does not begin the transaction.
+   * opens the savepoint; `then` ends it.
    */
-  openPart(then: readonly string[]): { savepoint: string; message: string; later: boolean } {
+  openPart(then: readonly string[]): { savepoint: string; message: string } {
     const later = this.#open;
     const savepoint = `jetfn_job_${++this.#savepoints}`;
     const message = [
@@ -76,7 +76,7 @@ export class Lane {
     this.#pendingFinal = undefined;
     this.#pendingRelease = undefined;
     this.#open = true;
-    return { savepoint, message, later };
+    return { savepoint, message };
   }
 
   /** No job after the current one joins the open transaction. */
