@@ -145,10 +145,11 @@ describe("jetfn status", () => {
     expect(JSON.parse(await status(debounced.id, true))).toMatchObject({ status: "scheduled", debounceKey: "d/1" });
     expect(await status(debounced.id, false)).toMatch(/^debounce key: "d\/1"$/m);
 
-    // A job that was delayed keeps its key once moved; its priority comes from its subject.
+    // A job that was delayed keeps its key once moved; its priority comes from its subject. It runs
+    // 25 s (cancelled at the end) so it is still running when the CLI reads it on a loaded machine.
     const running = await client.enqueue(
       "write-then-wait",
-      { name: "status-2", ms: 8_000 },
+      { name: "status-2", ms: 25_000 },
       { singleton: { key: "status:2" }, priority: 1, delay: "200ms" },
     );
     onTestFinished(async () => {
@@ -160,5 +161,6 @@ describe("jetfn status", () => {
       priority: 1,
       singletonKey: "status:2",
     });
-  }, 60_000);
+    // Five CLI runs, each a Node start: about 10 s each beside two CPU burners.
+  }, 150_000);
 });
