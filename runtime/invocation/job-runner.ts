@@ -146,7 +146,11 @@ export async function runJob(
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
   const cancelled = deps.cancellations?.cancelled(identity.id);
-  if (cancelled) return endCancelled(deps, record, message, cancelled, log);
+  if (cancelled) {
+    // Woken with a lease kept for it: the next waiting job gets that lease now.
+    if (woken && fn.flow) await deps.flow?.forgo(fn, record, message);
+    return endCancelled(deps, record, message, cancelled, log);
+  }
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
