@@ -9,6 +9,7 @@ import { ID_HEADER } from "../nats/subjects";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
+import { flowLabelsOf } from "./flow-labels";
 import type { ResolvedLimit } from "./flow-options";
 import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard, type TakeOptions } from "./slot-board";
 import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
@@ -423,6 +424,7 @@ class Gate {
         limit: limitName,
         since,
         enqueuedAt: job.enqueuedAt,
+        labels: flowLabelsOf(message.subject, message.headers),
       }).catch((error: unknown) =>
         this.#logger.debug({ err: error, invocationId: job.id }, "Could not note the job as waiting."),
       ),

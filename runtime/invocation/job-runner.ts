@@ -143,6 +143,7 @@ export async function runJob(
     startedAt: isoNow(),
     streamSeq: identity.streamSeq,
     retryOf: identity.retryOf,
+    labels: flowLabelsOf(message.subject, message.headers),
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
   const cancelled = deps.cancellations?.cancelled(identity.id);
@@ -246,7 +247,7 @@ async function attemptJob(
   const board = deps.progress.begin(record.id, fn.name, record.attempt, {
     enqueuedAt: record.enqueuedAt,
     input: record.input,
-    labels: flowLabelsOf(message.subject, message.headers),
+    labels: record.labels,
   });
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,
