@@ -15,8 +15,8 @@ export interface CpuReading {
 export interface CpuScope {
   /** Postgres: only this database's backends, and the server's own processes. @default every one */
   database?: string;
-  /** NATS: only this nats-server. @default every one */
-  natsPid?: number;
+  /** NATS: only these nats-servers (the harness's one, or a cluster's nodes). @default every one */
+  natsPids?: readonly number[];
 }
 
 const SERVERS = ["postgres", "nats-server", "redis-server"] as const;
@@ -46,6 +46,20 @@ export async function readCpu(scope: CpuScope = {}): Promise<CpuReading | undefi
 
 /** A server process's name and CPU time (ms), or undefined for any other process or one gone meanwhile. */
 async function readProcess(pid: string): Promise<{ name: ServerName; ms: number } | undefined> {
+  const stat = await readStat(pid);
+  return stat && SERVERS.includes(stat.name as ServerName) ? (stat as { name: ServerName; ms: number }) : undefined;
+}
+
+/**
+ * CPU time (ms) one process has used so far, by its pid (a child process this one started, such as
+ * a runtime of the cluster scenario); undefined once it is gone, or where /proc is missing.
+ */
+export async function readProcessCpu(pid: number): Promise<number | undefined> {
+  return (await readStat(String(pid)))?.ms;
+}
+
+/** A process's command name and CPU time (ms, all its threads), from `/proc/<pid>/stat`. */
+async function readStat(pid: string): Promise<{ name: string; ms: number } | undefined> {
   let stat: string;
   try {
     stat = await readFile(`/proc/${pid}/stat`, "utf8");
@@ -53,15 +67,14 @@ async function readProcess(pid: string): Promise<{ name: ServerName; ms: number 
     return undefined;
   }
   // "pid (comm) state ..."; comm may hold spaces, so split after its closing parenthesis.
-  const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) as ServerName;
-  if (!SERVERS.includes(name)) return undefined;
+  const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // utime and stime are fields 14 and 15 of the line, 12 and 13 after "pid (comm)".
   return { name, ms: (Number(fields[11]) + Number(fields[12])) * MS_PER_TICK };
 }
 
 async function inScope(pid: string, name: ServerName, scope: CpuScope): Promise<boolean> {
-  if (name === "nats-server") return scope.natsPid === undefined || Number(pid) === scope.natsPid;
+  if (name === "nats-server") return scope.natsPids === undefined || scope.natsPids.includes(Number(pid));
   if (name !== "postgres" || scope.database === undefined) return true;
   try {
     const title = (await readFile(`/proc/${pid}/cmdline`, "utf8")).replace(/\0/g, " ");

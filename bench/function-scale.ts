@@ -3,7 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { resolveConfig } from "../runtime/config";
-import { createFunctionsFolder, noopFunctionSource } from "./jetfn-host";
+import { createFunctionsFolder, noopFunctionSource, RUNTIME_NODE_FLAGS } from "./jetfn-host";
 import type { RoundContext, Scenario, Target } from "./model";
 import { REPORT_PREFIX, type ScaleReport } from "./scale-report";
 import { rotate } from "./stats";
@@ -108,9 +108,6 @@ async function measureCount(context: RoundContext, databaseUrl: string, count: n
     await deleteConsumers(context, `${prefix}-`);
   }
 }
-
-/** The Node flags `bin/jetfn.mjs` starts a runtime with (its shebang line), so the child stands in for one. */
-const RUNTIME_NODE_FLAGS = ["--max-semi-space-size=64"];
 
 /** Runs the child with the tsx loader; kills it by its own pid if it overstays. */
 function runChild(env: Record<string, string>): Promise<ScaleReport> {

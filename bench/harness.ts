@@ -2,6 +2,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { auditOverheadScenario } from "./audit-overhead";
 import { auditReadsScenario } from "./audit-reads";
+import { clusterScaleScenario } from "./cluster-scale";
 import { enqueueRateScenario } from "./enqueue-rate";
 import { functionScaleScenario } from "./function-scale";
 import { hotDeployScenario } from "./hot-deploy";
@@ -23,6 +24,7 @@ export const SCENARIOS: readonly Scenario[] = [
   functionScaleScenario,
   auditOverheadScenario,
   auditReadsScenario,
+  clusterScaleScenario,
 ];
 
 /** Options of one benchmark run. */
@@ -33,7 +35,7 @@ export interface BenchOptions {
   rounds?: number;
   /** Overrides of single sizes (e.g. `{ noopJobs: 5000 }`). */
   sizes?: Partial<BenchSizes>;
-  /** Only these scenario ids. @default all */
+  /** Only these scenario ids. @default all but the opt-in ones */
   only?: readonly string[];
   /** Where to write the markdown report; null to write nothing. @default null */
   out?: string | null;
@@ -66,7 +68,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
     rounds: options.rounds ?? options.sizes?.rounds ?? base.rounds,
   };
   const log = options.log ?? ((message: string) => process.stderr.write(`${message}\n`));
-  const scenarios = SCENARIOS.filter((scenario) => !options.only || options.only.includes(scenario.id));
+  const scenarios = SCENARIOS.filter((scenario) =>
+    options.only ? options.only.includes(scenario.id) : !scenario.optIn,
+  );
   const samples: Sample[] = [];
   const checks: Check[] = [];
   const skips: Skip[] = [];

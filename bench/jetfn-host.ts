@@ -40,8 +40,8 @@ export default defineFunction({
 `;
 }
 
-/** Source of a function that inserts one row into the (audited) `bench_rows` table. */
-export function insertFunctionSource(concurrency: number): string {
+/** Source of a function that inserts one row into the (audited) `bench_rows` table, or into `table`. */
+export function insertFunctionSource(concurrency: number, table = "bench_rows"): string {
   return `import { sql } from "drizzle-orm";
 import { defineFunction, z } from "jetfn";
 
@@ -50,7 +50,7 @@ export default defineFunction({
   concurrency: ${concurrency},
   async handler({ key, n }, ctx) {
     ${STAMP_FIRST_START}
-    await ctx.db.execute(sql\`insert into bench_rows (job_key, n) values (\${key}, \${n})\`);
+    await ctx.db.execute(sql\`insert into ${table} (job_key, n) values (\${key}, \${n})\`);
     return null;
   },
 });
@@ -93,6 +93,9 @@ export async function createFunctionsFolder(files: Record<string, string> = {}):
 export function benchLogger(): Logger {
   return pino({ level: process.env.JETFN_BENCH_LOG_LEVEL ?? "warn" }, pino.destination(2));
 }
+
+/** The Node flags `bin/jetfn.mjs` starts a runtime with (its shebang line), so a child process stands in for one. */
+export const RUNTIME_NODE_FLAGS = ["--max-semi-space-size=64"];
 
 /** Starts a jetfn runtime in this process with the benchmark's settings. */
 export function startBenchRuntime(

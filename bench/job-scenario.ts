@@ -49,7 +49,8 @@ export async function runJobRound(
           value: (count * 1000) / fillMs,
         });
       }
-      const scope = { database: contender.database, natsPid: context.services.natsPid };
+      const { natsPid } = context.services;
+      const scope = { database: contender.database, natsPids: natsPid === undefined ? undefined : [natsPid] };
       const cpuBefore = await readCpu(scope);
       const drainMs = await contender.drain(count);
       const cpuAfter = await readCpu(scope);

@@ -1,3 +1,4 @@
+import type { Summary } from "./report";
 import type { Services } from "./services";
 
 /** Counts and durations of one benchmark run; `smoke` uses tiny ones. */
@@ -28,6 +29,12 @@ export interface BenchSizes {
   /** Audit reads: rows in the log, and how often each query is timed. */
   auditLogRows: number;
   auditQueryTrials: number;
+  /** Cluster: jobs per drain (no-op and insert), jobs drained first to warm the runtimes up, runtimes compared, and replicas compared. */
+  clusterNoopJobs: number;
+  clusterInsertJobs: number;
+  clusterWarmupJobs: number;
+  clusterRuntimes: number[];
+  clusterReplicas: number[];
 }
 
 /** The full benchmark, as `npm run bench` runs it. */
@@ -49,6 +56,11 @@ export const FULL_SIZES: BenchSizes = {
   auditBulkRows: 100_000,
   auditLogRows: 1_000_000,
   auditQueryTrials: 20,
+  clusterNoopJobs: 10_000,
+  clusterInsertJobs: 5_000,
+  clusterWarmupJobs: 2_000,
+  clusterRuntimes: [1, 2, 3],
+  clusterReplicas: [1, 3],
 };
 
 /** A few-seconds version for CI: proves the harness runs, measures nothing worth quoting. */
@@ -70,7 +82,24 @@ export const SMOKE_SIZES: BenchSizes = {
   auditBulkRows: 1_000,
   auditLogRows: 2_000,
   auditQueryTrials: 3,
+  clusterNoopJobs: 200,
+  clusterInsertJobs: 100,
+  clusterWarmupJobs: 20,
+  clusterRuntimes: [2],
+  clusterReplicas: [3],
 };
+
+/** `noopJobs=5000,scaleCounts=0/500` -> sizes (lists separated by `/`; a list may hold one number). */
+export function parseSizes(text: string | undefined): Partial<BenchSizes> {
+  const sizes: Record<string, number | number[]> = {};
+  for (const pair of text?.split(",") ?? []) {
+    const [name, value] = pair.split("=");
+    if (!name || value === undefined) throw new Error(`--set expects name=value, got "${pair}"`);
+    const isList = Array.isArray(FULL_SIZES[name.trim() as keyof BenchSizes]);
+    sizes[name.trim()] = isList || value.includes("/") ? value.split("/").map(Number) : Number(value);
+  }
+  return sizes as Partial<BenchSizes>;
+}
 
 /** Whether a bigger number is the better one. */
 export type Direction = "higher" | "lower";
@@ -140,9 +169,13 @@ export interface RoundContext {
 export interface Scenario {
   id: string;
   title: string;
-  /** Baselines shown as ratios in the report, per metric (jetfn ÷ baseline). */
-  baselines: Record<string, string[]>;
+  /** Baselines shown as ratios in the report, per metric (jetfn ÷ baseline; a function when they depend on the sizes). */
+  baselines: Record<string, string[]> | ((sizes: BenchSizes) => Record<string, string[]>);
   /** Goals checked against the medians (a function when they depend on the sizes). */
   targets: Target[] | ((sizes: BenchSizes) => Target[]);
+  /** Runs only when named (`--only <id>`), not in a full run. @default false */
+  optIn?: boolean;
+  /** A section of its own in the report, after the results table, from its medians (markdown). */
+  section?(summaries: readonly Summary[], sizes: BenchSizes): string;
   run(context: RoundContext): Promise<void>;
 }

@@ -167,8 +167,8 @@ function targetText(target: Target): string {
   return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}${elsewhere}`;
 }
 
-function ratiosText(summary: Summary, summaries: readonly Summary[], scenario: Scenario | undefined): string {
-  const baselines = scenario?.baselines[summary.metric] ?? [];
+function ratiosText(summary: Summary, summaries: readonly Summary[], baselinesOf: Record<string, string[]>): string {
+  const baselines = baselinesOf[summary.metric] ?? [];
   if (baselines.includes(summary.contender)) return "baseline";
   return baselines
     .map((name) =>
@@ -191,6 +191,7 @@ function table(headers: string[], rows: string[][]): string {
 function resultRows(input: ReportInput, summaries: readonly Summary[]): string[][] {
   const rows: string[][] = [];
   for (const scenario of input.scenarios) {
+    const baselines = typeof scenario.baselines === "function" ? scenario.baselines(input.sizes) : scenario.baselines;
     for (const summary of summaries.filter((s) => s.scenario === scenario.id)) {
       rows.push([
         scenario.title,
@@ -199,7 +200,7 @@ function resultRows(input: ReportInput, summaries: readonly Summary[]): string[]
         `${formatNumber(summary.median)} ${summary.unit}`,
         summary.samples > 1 ? `${formatNumber(summary.min)}-${formatNumber(summary.max)}` : "",
         summary.better === "higher" ? "higher" : "lower",
-        ratiosText(summary, summaries, scenario),
+        ratiosText(summary, summaries, baselines),
       ]);
     }
   }
@@ -212,7 +213,12 @@ const RESULT_HEADERS = ["scenario", "metric", "contender", "median", "min-max", 
 export function renderConsole(input: ReportInput): string {
   const summaries = summarize(input.samples);
   const targets = judgeTargets(allTargets(input), summaries);
-  const lines = [table(RESULT_HEADERS, resultRows(input, summaries)), "", "Targets:"];
+  const lines = [
+    table(RESULT_HEADERS, resultRows(input, summaries)),
+    "",
+    ...scenarioSections(input, summaries),
+    "Targets:",
+  ];
   for (const result of targets) lines.push(`  ${targetLine(result)}`);
   const failed = input.checks.filter((check) => !check.ok);
   lines.push("", `Checks: ${input.checks.length - failed.length}/${input.checks.length} passed`);
@@ -225,6 +231,15 @@ export function renderConsole(input: ReportInput): string {
     lines.push(`Skipped ${skip.contender} in ${skip.scenario}: ${skip.reason}`);
   for (const error of input.errors) lines.push(`ERROR ${error}`);
   return lines.join("\n");
+}
+
+/** The sections of the scenarios that have one and were measured: a heading, the text, a blank line. */
+function scenarioSections(input: ReportInput, summaries: readonly Summary[]): string[] {
+  return input.scenarios.flatMap((scenario) => {
+    const own = summaries.filter((summary) => summary.scenario === scenario.id);
+    if (!scenario.section || own.length === 0) return [];
+    return [`## ${scenario.title}`, "", scenario.section(own, input.sizes), ""];
+  });
 }
 
 function targetLine(result: TargetResult): string {
@@ -275,6 +290,7 @@ export function renderMarkdown(input: ReportInput): string {
     "",
     table(RESULT_HEADERS, resultRows(input, summaries)),
     "",
+    ...scenarioSections(input, summaries),
     "## Targets",
     "",
     table(
@@ -328,7 +344,7 @@ export function renderMarkdown(input: ReportInput): string {
       .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join("/") : value}`)
       .join(", ")}.`,
     "- Services: one `nats-server -js` on loopback with a temporary file store; Postgres on 127.0.0.1:5432, each contender in a fresh database per round (jetfn's cloned from a migrated template, so the audit triggers are on); Redis on 127.0.0.1:6379 (or a `redis-server --save '' --appendonly no` started by the harness).",
-    `- Every contender runs in the harness's own Node process (producer, workers and, for jetfn, the runtime), except scenario 6, which starts one child process per function count. Node flags: \`${process.execArgv.filter((flag) => flag.startsWith("--max-")).join(" ") || "none"}\` (\`npm run bench\` passes the young-generation size \`npx jetfn\` starts runtimes with; scenario 6's children get it too).`,
+    `- Every contender runs in the harness's own Node process (producer, workers and, for jetfn, the runtime), except scenario 6, which starts one child process per function count, and scenario 9 (opt-in), which runs each runtime in a child process of its own on a 3-node NATS cluster. Node flags: \`${process.execArgv.filter((flag) => flag.startsWith("--max-")).join(" ") || "none"}\` (\`npm run bench\` passes the young-generation size \`npx jetfn\` starts runtimes with; the children of scenarios 6 and 9 get it too).`,
     "- Drains: the queue is filled first (that fill is the batched enqueue rate), then the workers start; the drain time runs from the first job's start to the last job's end (jetfn: its `job:done` event, once the outcome is committed and the job acked; BullMQ: its `completed` event; graphile-worker and pg-boss: when the task function returns, before their batched completion is written, which favours them slightly).",
     "- jetfn: functions with `concurrency` 8 (64 for the request-reply function, to match 64 calls in flight), default pool of 20 Postgres connections, log level warn. Insert jobs run `ctx.db.execute(insert ...)` in the invocation's transaction, audited, with the invocation record committed together.",
     "- naive JetStream: a durable pull consumer, `consume()` with default options, `ack()` per message, nothing recorded.",

@@ -2,18 +2,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { runBench, SCENARIOS } from "./harness";
-import type { BenchSizes } from "./model";
-
-/** `noopJobs=5000,scaleCounts=0/500` -> sizes (lists separated by `/`). */
-function parseSizes(text: string | undefined): Partial<BenchSizes> {
-  const sizes: Record<string, number | number[]> = {};
-  for (const pair of text?.split(",") ?? []) {
-    const [name, value] = pair.split("=");
-    if (!name || value === undefined) throw new Error(`--set expects name=value, got "${pair}"`);
-    sizes[name.trim()] = value.includes("/") ? value.split("/").map(Number) : Number(value);
-  }
-  return sizes as Partial<BenchSizes>;
-}
+import { parseSizes } from "./model";
 
 const { values } = parseArgs({
   options: {
@@ -31,7 +20,12 @@ if (values.help) {
     [
       "usage: npm run bench -- [--smoke] [--rounds N] [--only id,id] [--set size=N,...] [--out FILE]",
       "--set overrides sizes, e.g. --set noopJobs=5000,scaleCounts=0/500 (names as in bench/model.ts)",
-      `scenarios: ${SCENARIOS.map((scenario) => scenario.id).join(", ")}`,
+      `scenarios: ${SCENARIOS.filter((scenario) => !scenario.optIn)
+        .map((scenario) => scenario.id)
+        .join(", ")}`,
+      `opt-in (only with --only): ${SCENARIOS.filter((scenario) => scenario.optIn)
+        .map((scenario) => scenario.id)
+        .join(", ")}`,
       "--out defaults to BENCHMARKS.md for a full run; a smoke run writes nothing unless given --out.",
       "",
     ].join("\n"),

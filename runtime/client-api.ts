@@ -4,7 +4,7 @@
 export type { DeadLetter } from "./db/dead-letters";
 export type { OutboxJobOptions, OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
 export { emitInTransaction, enqueueInTransaction, readOutboxLag } from "./db/outbox";
-export type { EnqueuedJob, FlowControlOptions } from "./flow/keyed-enqueue-request";
+export type { DebounceOptions, EnqueuedJob, FlowControlOptions } from "./flow/keyed-enqueue-request";
 export type { DelayOptions } from "./invocation/job-delay";
 export type { CancelReply } from "./nats/cancel-api";
 export type { DropReply, RetriedJob } from "./nats/dead-letter-api";

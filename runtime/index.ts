@@ -13,6 +13,7 @@ export { verifyAudit } from "./audit/audit-verify";
 export type { DeadLetter } from "./db/dead-letters";
 export type { OutboxJobOptions, OutboxLag, OutboxTransaction, OutboxWriteOptions } from "./db/outbox";
 export { emitInTransaction, enqueueInTransaction, readOutboxLag } from "./db/outbox";
+export type { DebounceOptions, EnqueuedJob, FlowControlOptions } from "./flow/keyed-enqueue-request";
 export type { ErrorCounts } from "./invocation/invocation-stats";
 export type { DelayOptions } from "./invocation/job-delay";
 export type { RetryOptions } from "./invocation/retry-policy";

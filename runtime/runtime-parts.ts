@@ -6,7 +6,7 @@ import { type AuditSealer, startAuditSealer } from "./audit/audit-sealer";
 import type { ResolvedConfig } from "./config";
 import type { DatabaseClient } from "./db/client";
 import { admitDebouncedJob } from "./flow/debounce";
-import { debounceDependencies, type EnqueueApiOptions } from "./flow/enqueue-api";
+import { debounceDependencies, type EnqueueApiOptions, enqueueCommittedKeyed } from "./flow/enqueue-api";
 import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
 import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./invocation/cancellation";
 import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
@@ -111,6 +111,7 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       events: base.events,
       logger,
       maxPayload: nats.info?.max_payload,
+      keyed: (job) => enqueueCommittedKeyed(keyedEnqueue, job),
     });
     opened.push(() => outbox.close());
     const scheduler = await startScheduler({ nc: nats, js: publisher, events: base.events, logger, replication });

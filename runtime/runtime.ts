@@ -16,13 +16,15 @@ import type { Registry } from "./deploy/registry";
 import { startEnqueueApi } from "./flow/enqueue-api";
 import { createFlowControl, type FlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
-import { ensurePriorityConsumers, type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
+import { ensurePriorityConsumer, updatePriorityConsumers } from "./flow/priority-consumers";
+import { type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { waitingJobFinder } from "./flow/waiting-jobs";
 import { type OpsEndpoint, startOpsEndpoint } from "./http/ops-endpoint";
 import type { RuntimePhase } from "./http/readiness";
+import { keepJobAlive } from "./invocation/database-outage";
 import { type InvocationStats, trackInvocationStats } from "./invocation/invocation-stats";
 import { jobIdentity } from "./invocation/job-identity";
-import { type JobRunnerDependencies, keepJobAlive, runJob } from "./invocation/job-runner";
+import { type JobRunnerDependencies, runJob } from "./invocation/job-runner";
 import { createLimiter, type Limiter } from "./invocation/limiter";
 import { ackWaitFor } from "./invocation/retry-policy";
 import { createIsolation, type Isolation } from "./isolation/isolation";
@@ -401,7 +403,7 @@ class ServingRuntime implements Runtime {
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     const settled = await this.#ensureConsumer(deployed);
-    await this.#flowFor(deployed);
+    await this.#flow.deployed(deployed, deployed.name);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);
@@ -432,6 +434,7 @@ class ServingRuntime implements Runtime {
       nc: this.nats,
       manager: this.#parts.manager,
       stream: this.config.streamName,
+      ensureConsumer: (level) => this.#ensureWorkerConsumer(worker, level),
     });
     if (fn.listen) worker.listener = await this.#listen(worker);
     this.#parts.scheduler.set(fn);
@@ -445,7 +448,7 @@ class ServingRuntime implements Runtime {
     this.#isolation.retire(worker.fn);
     worker.fn = this.#isolation.prepare(next);
     worker.limiter.capacity = next.concurrency;
-    await this.#flowFor(next);
+    await this.#flow.deployed(next, next.name);
     if (
       previous.timeoutMs !== next.timeoutMs ||
       previous.retry !== next.retry ||
@@ -462,10 +465,6 @@ class ServingRuntime implements Runtime {
   }
 
   /** Tells flow control which functions run here (it opens for the first with limits or waiting jobs). */
-  async #flowFor(fn: ResolvedFunction): Promise<void> {
-    await this.#flow.deployed(fn, fn.name);
-  }
-
   #undeploy(fn: ResolvedFunction): void {
     const worker = this.#workers.get(fn.name);
     if (!worker) return;
@@ -525,22 +524,29 @@ class ServingRuntime implements Runtime {
     }
   }
 
-  /** Creates or updates a function's consumer with the newest definition; undefined if that failed. */
-  async #ensureConsumer(fn: ResolvedFunction): Promise<SettledDefinition | undefined> {
+  /**
+   * Creates or updates a function's consumer with the newest definition, and the consumer of its
+   * priority `level` if given; undefined if that failed. A level's consumer exists once the level
+   * had a job (flow/priority-consumers.ts); those that exist follow each change of the settings.
+   */
+  async #ensureConsumer(fn: ResolvedFunction, level?: number): Promise<SettledDefinition | undefined> {
+    const { manager } = this.#parts;
+    const stream = this.config.streamName;
     try {
-      const settled = await ensureFunctionConsumer(
-        this.#parts.manager,
-        this.config.streamName,
+      return await ensureFunctionConsumer(
+        manager,
+        stream,
         fn,
         this.config.maxAckWaitMs,
         this.#parts.definitions,
+        async (settings, changed) => {
+          if (changed) await updatePriorityConsumers(manager, stream, fn.name, settings);
+          if (level !== undefined) await ensurePriorityConsumer(manager, stream, fn.name, level, settings);
+        },
       );
-      // The priority levels' consumers follow the settings in force, the newest definition's.
-      await ensurePriorityConsumers(this.#parts.manager, this.config.streamName, fn.name, settled.settings);
-      return settled;
     } catch (error) {
       this.logger.error(
-        { err: error, fn: fn.name },
+        { err: error, fn: fn.name, level },
         "Could not create or update the function's consumer; retrying while pulling.",
       );
       return undefined;
@@ -548,8 +554,8 @@ class ServingRuntime implements Runtime {
   }
 
   /** #ensureConsumer for a deployed function, remembering the ack wait in force. */
-  async #ensureWorkerConsumer(worker: FunctionWorker): Promise<void> {
-    const settled = await this.#ensureConsumer(worker.fn);
+  async #ensureWorkerConsumer(worker: FunctionWorker, level?: number): Promise<void> {
+    const settled = await this.#ensureConsumer(worker.fn, level);
     if (settled) worker.consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
   }
 

@@ -1,3 +1,4 @@
+import type { Sql } from "postgres";
 import type { Runtime } from "../../runtime/runtime";
 import { createClient } from "../../runtime/sdk/client";
 import {
@@ -17,6 +18,7 @@ import {
   checkRows,
   drainTimeoutMs,
   type JobContenderFactory,
+  type JobKind,
   jobInput,
 } from "./job-contender";
 
@@ -64,28 +66,7 @@ export const createJetfnJobs: JobContenderFactory = async (context, kind, tag) =
     async check(count) {
       // Let the runtime finish what it holds, so the counts are final.
       await runtime?.stop();
-      const checks: CheckResult[] = [];
-      const [record] = await database.sql`
-        select count(*) filter (where status = 'succeeded')::int as succeeded, count(*)::int as total
-        from jetfn.invocations where function = ${name}`;
-      checks.push({
-        label: "invocations recorded succeeded",
-        ok: record?.succeeded === count && record?.total === count,
-        detail: `${record?.succeeded} succeeded of ${record?.total} records for ${count} jobs`,
-      });
-      if (kind === "insert") {
-        checks.push(...(await checkRows(database.sql, count)));
-        const [audit] = await database.sql`
-          select count(*)::int as rows, count(distinct invocation_id)::int as invocations,
-                 count(*) filter (where function = ${name})::int as stamped
-          from jetfn.audit_log where table_name = 'bench_rows' and operation = 'INSERT'`;
-        checks.push({
-          label: "audit rows = rows",
-          ok: audit?.rows === count && audit?.invocations === count && audit?.stamped === count,
-          detail: `${audit?.rows} audit rows, ${audit?.invocations} invocations, ${audit?.stamped} stamped ${name}`,
-        });
-      }
-      return checks;
+      return checkJetfnJobs(database.sql, name, kind, count);
     },
     async close() {
       await runtime?.stop();
@@ -96,3 +77,33 @@ export const createJetfnJobs: JobContenderFactory = async (context, kind, tag) =
     },
   };
 };
+
+/**
+ * The outcome of `count` jobs of function `name`, once its runtimes have stopped: every job recorded
+ * succeeded once; for inserts, rows = jobs, no duplicates, and one audit row per job stamped with
+ * the function and its invocation.
+ */
+export async function checkJetfnJobs(sql: Sql, name: string, kind: JobKind, count: number): Promise<CheckResult[]> {
+  const checks: CheckResult[] = [];
+  const [record] = await sql`
+    select count(*) filter (where status = 'succeeded')::int as succeeded, count(*)::int as total
+    from jetfn.invocations where function = ${name}`;
+  checks.push({
+    label: "invocations recorded succeeded",
+    ok: record?.succeeded === count && record?.total === count,
+    detail: `${record?.succeeded} succeeded of ${record?.total} records for ${count} jobs`,
+  });
+  if (kind === "insert") {
+    checks.push(...(await checkRows(sql, count)));
+    const [audit] = await sql`
+      select count(*)::int as rows, count(distinct invocation_id)::int as invocations,
+             count(*) filter (where function = ${name})::int as stamped
+      from jetfn.audit_log where table_name = 'bench_rows' and operation = 'INSERT'`;
+    checks.push({
+      label: "audit rows = rows",
+      ok: audit?.rows === count && audit?.invocations === count && audit?.stamped === count,
+      detail: `${audit?.rows} audit rows, ${audit?.invocations} invocations, ${audit?.stamped} stamped ${name}`,
+    });
+  }
+  return checks;
+}

@@ -22,10 +22,11 @@ export interface EnqueueCommandOptions {
   singleton?: string;
   debounce?: string;
   debouncePeriod?: string;
+  debounceMaxWait?: string;
   json?: boolean;
 }
 
-/** `jetfn enqueue <fn> [json] [--wait] [--delay 10m | --at <time>]`: stores a job and prints its id (and, with --wait, its result). */
+/** `jetfn enqueue <fn> [json] [--wait] [--delay 10m | --at <time>] [--debounce <key> --debounce-period 30s [--debounce-max-wait 5m]]`: stores a job and prints its id (and, with --wait, its result). */
 export async function enqueueCommand(
   name: string,
   json: string | undefined,
@@ -78,8 +79,9 @@ function flowControl(options: EnqueueCommandOptions): FlowControlOptions {
       throw new JetfnError("E_INPUT_INVALID", "--debounce needs --debounce-period, e.g. --debounce-period 30s");
     }
     flow.debounce = { key: options.debounce, period: options.debouncePeriod };
-  } else if (options.debouncePeriod !== undefined) {
-    throw new JetfnError("E_INPUT_INVALID", "--debounce-period needs --debounce <key>");
+    if (options.debounceMaxWait !== undefined) flow.debounce.maxWait = options.debounceMaxWait;
+  } else if (options.debouncePeriod !== undefined || options.debounceMaxWait !== undefined) {
+    throw new JetfnError("E_INPUT_INVALID", "--debounce-period and --debounce-max-wait need --debounce <key>");
   }
   return flow;
 }

@@ -87,6 +87,10 @@ program
   .option("--singleton <key>", "enqueue only if no job of this function with this key is queued or running")
   .option("--debounce <key>", "run only the last of the jobs with this key enqueued within --debounce-period")
   .option("--debounce-period <duration>", "with --debounce: how long to wait for a later job, e.g. 30s")
+  .option(
+    "--debounce-max-wait <duration>",
+    "with --debounce: run the latest job at most this long after the first of a burst, e.g. 5m",
+  )
   .option("--timeout <duration>", "with --wait: how long to wait (default: 1h)", parseTimeout)
   .option("--json", "print JSON (with --wait: the whole status)")
   .action(lazy(async () => (await import("./enqueue")).enqueueCommand));

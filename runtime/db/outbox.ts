@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql as drizzleSql, type SQL } from "drizzle-orm";
 import type { Sql } from "postgres";
 import type { z } from "zod";
+import type { FlowControlOptions } from "../flow/keyed-enqueue-request";
 import { type DelayOptions, dueTime } from "../invocation/job-delay";
 import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
 import type { EventDefinition } from "../sdk/define-event";
@@ -18,11 +19,12 @@ export interface OutboxWriteOptions {
   id?: string;
 }
 
-/** Options of `enqueueInTransaction`: an id, and when the job should run. */
-export interface OutboxJobOptions extends OutboxWriteOptions, DelayOptions {
-  /** 0 (the default) to 3: with a backlog, the function's jobs of a higher priority start first. @default 0 */
-  priority?: number;
-}
+/**
+ * Options of `enqueueInTransaction`: an id, when the job should run, and its flow control (a
+ * priority, a singleton or debounce key), as for `ctx.enqueue`: keys are claimed by the relay once
+ * the transaction committed.
+ */
+export interface OutboxJobOptions extends OutboxWriteOptions, DelayOptions, FlowControlOptions {}
 
 /** A row waiting in the outbox, as the relay reads it. */
 export interface OutboxRow extends OutboxMessage {
@@ -56,7 +58,7 @@ export async function enqueueInTransaction(
   options: OutboxJobOptions = {},
 ): Promise<{ id: string }> {
   const id = options.id ?? randomUUID();
-  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD, dueTime(options), options.priority)));
+  await tx.execute(insertQuery(jobMessage(name, input, id, DEFAULT_MAX_PAYLOAD, dueTime(options), options)));
   return { id };
 }
 

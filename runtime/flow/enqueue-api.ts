@@ -6,17 +6,18 @@ import type { DatabaseClient } from "../db/client";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../invocation/job-delay";
 import { parseInputBody } from "../invocation/validation";
-import { publishJob } from "../nats/publish-job";
+import { publishEncodedJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
 import { JetfnError, toJetfnError } from "../support/errors";
-import { type DebounceDependencies, takeDebounceKey } from "./debounce";
-import { checkDebouncePeriod, checkJobKey, DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
-import { DEBOUNCE_PERIOD_HEADER, ENQUEUE_SUBJECT, type EnqueuedJob } from "./keyed-enqueue-request";
+import { type DebounceDependencies, debounceDueTime, MIN_DEBOUNCE_DELAY_MS, takeDebounceKey } from "./debounce";
+import { DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
+import { ENQUEUE_SUBJECT, type EnqueuedJob, type JobKeyRequest, readKeyHeaders } from "./keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "./priority";
 import { enqueueSingleton } from "./singleton";
+import { endNeverEnqueued } from "./superseded-record";
 
 /**
  * Enqueue API answered by every runtime (`jetfn.api.enqueue`, see keyed-enqueue-request.ts), for
@@ -37,16 +38,21 @@ export interface EnqueueApiOptions {
   replyGuard: ReplyGuard;
 }
 
-/** A parsed, checked request. */
-interface KeyedEnqueueRequest {
+/**
+ * A keyed enqueue, checked: what the enqueue API reads from a request, and the outbox relay from a
+ * keyed row (see outbox-message.ts `keyedJobOf`).
+ */
+export interface KeyedEnqueue extends JobKeyRequest {
   fn: string;
-  id: string | undefined;
-  input: unknown;
+  id: string;
+  /** The input, as JSON (published as it is). */
+  body: Uint8Array;
   priority: number;
   notBefore: number | undefined;
-  singleton?: string;
-  debounce?: { key: string; periodMs: number };
 }
+
+/** What a keyed enqueue needs from the runtime (the API's options but its subscription). */
+export type KeyedEnqueueParts = Omit<EnqueueApiOptions, "queueGroup" | "replyGuard">;
 
 /**
  * Keyed enqueues one runtime works on at once. Each costs key-value round trips and a Postgres
@@ -80,7 +86,8 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
       inFlight++;
       void (async () => {
         try {
-          const reply = await enqueueKeyed(options, parseRequest(message));
+          const request = parseRequest(message);
+          const reply = await enqueueKeyed(options, { ...request, id: request.id ?? crypto.randomUUID() });
           replyJson(message, reply, nc.info?.max_payload ?? 1_048_576, reply.id);
         } catch (thrown) {
           const failure = toJetfnError(thrown);
@@ -99,47 +106,78 @@ const busy = new JetfnError(
   `this runtime is already working on ${MAX_KEYED_ENQUEUES_IN_FLIGHT} keyed (singleton or debounce) enqueues; try again shortly`,
 );
 
-async function enqueueKeyed(options: EnqueueApiOptions, request: KeyedEnqueueRequest): Promise<EnqueuedJob> {
-  const id = request.id ?? crypto.randomUUID();
-  const maxPayload = options.nc.info?.max_payload;
-  const { fn, input, priority } = request;
+/**
+ * Enqueues a job with a singleton or debounce key: claims the key in `JETFN_JOB_KEYS` and publishes
+ * the job (or folds it into the singleton's holder, or has it superseded at once by a later job of
+ * its debounce key). The enqueue API and the outbox relay both enqueue keyed jobs here.
+ */
+export async function enqueueKeyed(parts: KeyedEnqueueParts, request: KeyedEnqueue): Promise<EnqueuedJob> {
+  const { fn, id, body, priority } = request;
+  const maxPayload = parts.nc.info?.max_payload;
   if (request.singleton !== undefined) {
-    const job = { id, fn, key: request.singleton };
+    const key = request.singleton;
     return enqueueSingleton(
-      options.keys,
-      options.database,
-      job,
+      parts.keys,
+      parts.database,
+      { id, fn, key },
       () =>
-        publishJob(options.publisher, fn, input, {
+        publishEncodedJob(parts.publisher, fn, body, {
           id,
           maxPayload,
           priority,
           notBefore: request.notBefore,
-          headers: { [SINGLETON_KEY_HEADER]: request.singleton as string },
+          headers: { [SINGLETON_KEY_HEADER]: key },
         }),
-      options.logger,
+      parts.logger,
     );
   }
-  const debounce = request.debounce as { key: string; periodMs: number };
-  const published = await publishJob(options.publisher, fn, input, {
+  if (request.debounce === undefined) throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs a key");
+  const { key, periodMs, maxWaitMs } = request.debounce;
+  const enqueuedAt = Date.now();
+  const due = await debounceDueTime(parts.keys, { fn, key, periodMs, maxWaitMs }, enqueuedAt);
+  // Taken just before the publish, so the job goes to the delayed-jobs stream (see MIN_DEBOUNCE_DELAY_MS).
+  const notBefore = Math.max(due, Date.now() + MIN_DEBOUNCE_DELAY_MS);
+  const published = await publishEncodedJob(parts.publisher, fn, body, {
     id,
     maxPayload,
     priority,
-    notBefore: Date.now() + debounce.periodMs,
-    headers: { [DEBOUNCE_KEY_HEADER]: debounce.key },
+    notBefore,
+    headers: { [DEBOUNCE_KEY_HEADER]: key },
   });
-  const supersededBy = await takeDebounceKey(debounceDependencies(options), {
+  const supersededBy = await takeDebounceKey(debounceDependencies(parts), {
     id,
     fn,
-    key: debounce.key,
+    key,
     seq: published.seq,
+    enqueuedAt,
+    due: notBefore,
   });
   return supersededBy === undefined ? published : { ...published, supersededBy };
 }
 
+/**
+ * Enqueues a keyed job whose transaction committed (an outbox row): as `enqueueKeyed`, and when a
+ * singleton folds into the job holding its key, the row's own id, which `ctx.enqueue` already
+ * returned, is recorded `superseded` with E_SINGLETON_HELD naming the holder, so its status and
+ * `result()` say what became of it.
+ */
+export async function enqueueCommittedKeyed(parts: KeyedEnqueueParts, request: KeyedEnqueue): Promise<EnqueuedJob> {
+  const job = await enqueueKeyed(parts, request);
+  if (request.singleton !== undefined && job.existing && job.id !== request.id) {
+    const held = { id: request.id, fn: request.fn };
+    if (await endNeverEnqueued(parts.database.sql, parts.nc, held, job.id, request.singleton)) {
+      parts.logger.info(
+        { fn: request.fn, invocationId: request.id, holder: job.id },
+        "Singleton job from the outbox not enqueued: its key is held.",
+      );
+    }
+  }
+  return job;
+}
+
 /** What debounce needs, from the API's options. */
 export function debounceDependencies(
-  options: Pick<EnqueueApiOptions, "keys" | "database" | "nc" | "manager" | "delayedStream" | "logger">,
+  options: Pick<KeyedEnqueueParts, "keys" | "database" | "nc" | "manager" | "delayedStream" | "logger">,
 ): DebounceDependencies {
   return {
     keys: options.keys,
@@ -153,42 +191,34 @@ export function debounceDependencies(
   };
 }
 
-function parseRequest(message: Msg): KeyedEnqueueRequest {
+function parseRequest(message: Msg): Omit<KeyedEnqueue, "id"> & { id: string | undefined } {
   const header = (name: string): string | undefined =>
     message.headers?.has(name) ? (message.headers.get(name) ?? "") : undefined;
   const fn = header(FUNCTION_HEADER) ?? "";
   if (!isValidFunctionName(fn)) throw new JetfnError("E_FUNCTION_NOT_FOUND", describeInvalidName(fn));
-  const singleton = header(SINGLETON_KEY_HEADER);
-  const debounceKey = header(DEBOUNCE_KEY_HEADER);
-  if ((singleton === undefined) === (debounceKey === undefined)) {
-    throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs either a singleton key or a debounce key");
-  }
   const notBefore = header(NOT_BEFORE_HEADER);
   const id = header(ID_HEADER) || undefined;
-  // Checked before any key is claimed (publishJob checks it again).
+  // Checked before any key is claimed (publishing checks it again).
   if (id !== undefined && (!isValidInvocationId(id) || isReservedInvocationId(id))) {
     throw new JetfnError(
       "E_INPUT_INVALID",
       `invocation id ${JSON.stringify(id.slice(0, 140))} must be 8-128 letters, digits, "-" or "_", not shaped like the ids jetfn derives itself`,
     );
   }
-  const request: KeyedEnqueueRequest = {
+  const due = notBefore === undefined ? undefined : checkNotBefore(notBefore);
+  const keys = readKeyHeaders(header, due);
+  if (keys === undefined) {
+    throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs either a singleton key or a debounce key");
+  }
+  parseInputBody(message.data, fn);
+  return {
     fn,
     id,
-    input: parseInputBody(message.data, fn),
+    body: message.data,
     priority: checkPriority(header(PRIORITY_HEADER) ?? 0),
-    notBefore: notBefore === undefined ? undefined : checkNotBefore(notBefore),
+    notBefore: due,
+    ...keys,
   };
-  if (singleton !== undefined) return { ...request, singleton: checkJobKey(singleton, "singleton") };
-  if (request.notBefore !== undefined) {
-    throw new JetfnError(
-      "E_INPUT_INVALID",
-      "a debounced job runs one period after its enqueue: give no delay or runAt",
-    );
-  }
-  const period = header(DEBOUNCE_PERIOD_HEADER);
-  const periodMs = checkDebouncePeriod(period !== undefined && /^[0-9]{1,12}$/.test(period) ? Number(period) : period);
-  return { ...request, debounce: { key: checkJobKey(debounceKey, "debounce"), periodMs } };
 }
 
 function checkNotBefore(value: string): number {

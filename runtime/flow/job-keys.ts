@@ -18,10 +18,17 @@ export const JOB_KEYS_BUCKET = "JETFN_JOB_KEYS";
 export const DEBOUNCE_KEY_HEADER = "Jetfn-Debounce-Key";
 /** Header of a singleton job naming its key. */
 export const SINGLETON_KEY_HEADER = "Jetfn-Singleton-Key";
+/** Header of a debounce period, in milliseconds (in a keyed enqueue request and a keyed outbox row). */
+export const DEBOUNCE_PERIOD_HEADER = "Jetfn-Debounce-Period";
+/** Header of a debounce `maxWait`, in milliseconds (in a keyed enqueue request and a keyed outbox row). */
+export const DEBOUNCE_MAX_WAIT_HEADER = "Jetfn-Debounce-Max-Wait";
 
 /** Longest key, in characters. */
 export const MAX_KEY_LENGTH = 128;
-/** Letters, digits and `_ - . : @ / + =`: tenant ids, emails, paths and base64 fit; spaces and control characters do not. */
+/**
+ * Letters, digits and `_ - . : @ / + =`: tenant ids, emails, paths and base64 fit; spaces and
+ * control characters do not. `jetfn.outbox_row_problem` (migration 0028) checks the same.
+ */
 const KEY_PATTERN = /^[A-Za-z0-9_.:@/+=-]+$/;
 /** Shortest and longest debounce period. */
 export const MIN_DEBOUNCE_MS = 100;
@@ -51,15 +58,36 @@ export function checkJobKey(value: unknown, what: "debounce" | "singleton"): str
 
 /** Checks a debounce period (`"5s"`, milliseconds); throws E_INPUT_INVALID outside 100 ms - 24 h. */
 export function checkDebouncePeriod(value: Duration | undefined): number {
+  const ms = debounceDuration(value, "period");
+  if (ms < MIN_DEBOUNCE_MS || ms > MAX_DEBOUNCE_MS) {
+    throw new JetfnError("E_INPUT_INVALID", `debounce period must be between 100ms and 24h, not ${String(value)}`);
+  }
+  return ms;
+}
+
+/**
+ * Checks a debounce `maxWait` (`"5m"`, milliseconds) against its period; throws E_INPUT_INVALID
+ * unless it is at least the period and at most 24 h.
+ */
+export function checkDebounceMaxWait(value: Duration, periodMs: number): number {
+  const ms = debounceDuration(value, "maxWait");
+  if (ms < periodMs || ms > MAX_DEBOUNCE_MS) {
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      `debounce maxWait must be between the period (${periodMs}ms) and 24h, not ${String(value)}`,
+    );
+  }
+  return ms;
+}
+
+function debounceDuration(value: Duration | undefined, what: string): number {
   let ms: number;
   try {
     ms = parseDuration(value ?? "");
   } catch (error) {
-    throw new JetfnError("E_INPUT_INVALID", `debounce period: ${(error as Error).message}`);
+    throw new JetfnError("E_INPUT_INVALID", `debounce ${what}: ${(error as Error).message}`);
   }
-  if (!Number.isFinite(ms) || ms < MIN_DEBOUNCE_MS || ms > MAX_DEBOUNCE_MS) {
-    throw new JetfnError("E_INPUT_INVALID", `debounce period must be between 100ms and 24h, not ${String(value)}`);
-  }
+  if (!Number.isFinite(ms)) throw new JetfnError("E_INPUT_INVALID", `debounce ${what} must be finite`);
   return ms;
 }
 

@@ -1,47 +1,9 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Limiter } from "../invocation/limiter";
-import type { ConsumerSettings } from "../nats/consumer-definitions";
 import { createJobPuller, type JobPuller, type JobPullerOptions } from "../nats/job-puller";
-import { consumerConfigFor } from "../nats/streams";
 import { PRIORITY_LEVELS, priorityConsumerName, prioritySubject } from "./priority";
-
-/**
- * Creates or updates a function's priority consumers, one per level, with the settings of its
- * normal consumer (ack wait, deliveries, acks pending) and the level's subject as filter.
- */
-export async function ensurePriorityConsumers(
-  manager: JetStreamManager,
-  stream: string,
-  fn: string,
-  settings: ConsumerSettings,
-): Promise<void> {
-  const base = consumerConfigFor(fn, settings);
-  for (const level of PRIORITY_LEVELS) {
-    const name = priorityConsumerName(fn, level);
-    const wanted = {
-      ...base,
-      durable_name: name,
-      filter_subject: prioritySubject(fn, level),
-      description: `${base.description} (priority ${level})`,
-    };
-    const existing = await manager.consumers.info(stream, name).catch(() => undefined);
-    if (!existing) {
-      await manager.consumers.add(stream, wanted);
-      continue;
-    }
-    const current = existing.config;
-    if (
-      current.ack_wait !== wanted.ack_wait ||
-      current.max_deliver !== wanted.max_deliver ||
-      current.max_ack_pending !== wanted.max_ack_pending ||
-      current.description !== wanted.description
-    ) {
-      const { ack_wait, max_deliver, max_ack_pending, description } = wanted;
-      await manager.consumers.update(stream, name, { ack_wait, max_deliver, max_ack_pending, description });
-    }
-  }
-}
+import { waitingLevels } from "./priority-consumers";
 
 /** A function's pullers of its priority levels. */
 export interface PriorityPullers {
@@ -50,24 +12,32 @@ export interface PriorityPullers {
   stop(): Promise<void>;
 }
 
-/** Where a function's priority jobs can be seen arriving or waiting. */
+/** Where a function's priority jobs can be seen arriving or waiting, and how a level gets its consumer. */
 export interface PriorityWatch {
   nc: NatsConnection;
   manager: JetStreamManager;
   stream: string;
+  /** Creates the level's consumer, or updates its settings, with the definition in force; never throws. */
+  ensureConsumer: (level: number) => Promise<void>;
 }
+
+/** First wait before asking again whether priority jobs wait, after the stream could not be read. */
+const RECHECK_MIN_MS = 1_000;
+const RECHECK_MAX_MS = 30_000;
 
 /**
  * Pulls a function's priority levels, each with a puller of its own that shares the function's
- * limiter (whose waiters of a higher priority go first). A level's puller starts the first time
- * this runtime sees a job of that level: one stored before it started (its consumer has jobs
- * pending), or one published since (a core subscription on the level's subject hears every
- * publish, and is dropped once the level's puller runs). A function that never gets a priority job
- * costs three idle subscriptions, no pull requests. Once started, a puller keeps a pull request
- * waiting, so the level's jobs are fetched as soon as they are stored, whatever the normal backlog.
+ * limiter (whose waiters of a higher priority go first). A level's consumer and puller start the
+ * first time this runtime sees a job of that level: one stored before it started or while it was
+ * disconnected (the stream holds jobs on the level's subject that no consumer took yet), or one
+ * published since (a core subscription on the level's subject hears every publish, whoever makes
+ * it, and is dropped once the level's puller runs). A function that never gets a priority job costs
+ * three idle subscriptions: no consumers (flow/priority-consumers.ts), no pull requests. Once
+ * started, a puller keeps a pull request waiting, so the level's jobs are fetched as soon as they
+ * are stored, whatever the normal backlog.
  */
 export function startPriorityPullers(
-  options: Omit<JobPullerOptions, "consumer" | "handle">,
+  options: Omit<JobPullerOptions, "consumer" | "handle" | "recover">,
   limiter: () => Limiter,
   handle: (limiter: Limiter) => JobPullerOptions["handle"],
   watch: PriorityWatch,
@@ -81,29 +51,36 @@ export function startPriorityPullers(
       ...options,
       consumer: priorityConsumerName(options.fn, level),
       handle: handle(prioritised(limiter, level)),
+      recover: () => watch.ensureConsumer(level),
     });
     pullers.set(level, puller);
-    puller.start();
     // Its puller runs for good now: hearing each job's body as well would only cost bandwidth.
     subscriptions.get(level)?.unsubscribe();
     subscriptions.delete(level);
+    // Pulling starts once the consumer is there; if it could not be made, the puller's recovery retries.
+    void watch.ensureConsumer(level).finally(() => {
+      if (!stopped) puller.start();
+    });
   };
-  // Subscribed before the consumers are asked, so no job falls between the two.
+  // Subscribed before the stream is asked, so no job falls between the two.
   for (const level of PRIORITY_LEVELS) {
     subscriptions.set(level, watch.nc.subscribe(prioritySubject(options.fn, level), { callback: () => start(level) }));
   }
-  for (const level of PRIORITY_LEVELS) {
-    void watch.manager.consumers
-      .info(watch.stream, priorityConsumerName(options.fn, level))
-      .then((info) => {
-        if (info.num_pending + info.num_ack_pending > 0) start(level);
-      })
-      .catch((error: unknown) => {
-        // Unknown: pull anyway rather than leave stored priority jobs waiting.
-        options.logger.debug({ err: error, fn: options.fn, level }, "Could not read a priority consumer; pulling it.");
-        start(level);
-      });
-  }
+  const startWaiting = async (): Promise<void> => {
+    for (let delay = RECHECK_MIN_MS; !stopped && subscriptions.size > 0; delay = Math.min(2 * delay, RECHECK_MAX_MS)) {
+      try {
+        for (const level of await waitingLevels(watch.manager, watch.stream, options.fn)) start(level);
+        return;
+      } catch (error) {
+        options.logger.debug(
+          { err: error, fn: options.fn, delay },
+          "Could not look for waiting priority jobs; asking again.",
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      }
+    }
+  };
+  void startWaiting();
   return {
     get held() {
       let held = 0;
@@ -112,6 +89,8 @@ export function startPriorityPullers(
     },
     refresh() {
       for (const puller of pullers.values()) puller.refresh();
+      // Jobs published while this runtime was disconnected were not heard.
+      void startWaiting();
     },
     async stop() {
       stopped = true;

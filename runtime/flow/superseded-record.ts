@@ -21,6 +21,17 @@ on conflict (id) do update set
 where not jetfn.is_final(i.status) and i.function = excluded.function
 returning id`;
 
+/**
+ * Records a singleton job that was never enqueued as superseded, only if no record has the id: the
+ * id came from an outbox row, and must not end a job of that id that exists (another's, maybe).
+ * Its record keeps its singleton key.
+ */
+const NEVER_ENQUEUED_SQL = `
+insert into jetfn.invocations (id, function, status, error, errors, finished_at, updated_at, singleton_key)
+values ($1, $2, 'superseded', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp(), $4)
+on conflict (id) do nothing
+returning id`;
+
 /** The error a superseded job's record keeps. */
 export function supersededError(id: string, by: string, key: string): StoredError {
   return {
@@ -28,6 +39,17 @@ export function supersededError(id: string, by: string, key: string): StoredErro
     code: "E_SUPERSEDED",
     name: "JetfnError",
     message: `job ${id} was superseded by job ${by}, enqueued later with the same debounce key ${JSON.stringify(key)}`,
+    at: isoNow(),
+  };
+}
+
+/** The error of a singleton job from the outbox that found its key held when the relay enqueued it. */
+function singletonHeldError(id: string, holder: string, key: string): StoredError {
+  return {
+    attempt: 0,
+    code: "E_SINGLETON_HELD",
+    name: "JetfnError",
+    message: `job ${id} was not enqueued: job ${holder} held the singleton key ${JSON.stringify(key)} when its transaction committed, and runs in its place`,
     at: isoNow(),
   };
 }
@@ -43,8 +65,33 @@ export async function endSuperseded(
   by: string,
   key: string,
 ): Promise<boolean> {
-  const error = supersededError(job.id, by, key);
-  const rows = await sql.unsafe(SUPERSEDED_SQL, [job.id, job.fn, storableJson(error), key] as never[]);
+  return recordSuperseded(sql, nc, job, supersededError(job.id, by, key), SUPERSEDED_SQL, key);
+}
+
+/**
+ * Ends a singleton job from the outbox that folded into the job holding its key: its `superseded`
+ * record names the holder (E_SINGLETON_HELD), and waiters hear it. False when the id had a record.
+ */
+export async function endNeverEnqueued(
+  sql: Sql,
+  nc: NatsConnection,
+  job: { id: string; fn: string },
+  holder: string,
+  key: string,
+): Promise<boolean> {
+  return recordSuperseded(sql, nc, job, singletonHeldError(job.id, holder, key), NEVER_ENQUEUED_SQL, key);
+}
+
+async function recordSuperseded(
+  sql: Sql,
+  nc: NatsConnection,
+  job: { id: string; fn: string },
+  error: StoredError,
+  statement: string,
+  /** Its debounce or singleton key, which the record keeps. */
+  key: string,
+): Promise<boolean> {
+  const rows = await sql.unsafe(statement, [job.id, job.fn, storableJson(error), key] as never[]);
   if (rows.length === 0) return false;
   nc.publish(doneSubject(job.id), JSON.stringify({ id: job.id, fn: job.fn, status: "superseded", error }));
   return true;

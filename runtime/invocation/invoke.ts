@@ -177,7 +177,7 @@ class Invocation {
     }
     const id = options?.id ?? randomUUID();
     const due = options ? dueTime(options) : undefined;
-    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due, options?.priority));
+    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due, options));
     return { id };
   }
 

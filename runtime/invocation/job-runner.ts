@@ -1,58 +1,56 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseBinder } from "../db/app-database";
-import type { DatabaseClient } from "../db/client";
 import { isConnectionError } from "../db/client";
 import type { CommitGroups } from "../db/commit-groups";
 import {
   completionStatement,
-  getInvocation,
   idConflictError,
   type JobRecord,
   otherOwner,
   recordFailure,
-  type StoredError,
   type SuccessRecorder,
 } from "../db/invocation-store";
 import type { FlowControl } from "../flow/flow-control";
 import { flowLabelsOf } from "../flow/flow-labels";
 import type { ProgressBoard } from "../nats/progress-board";
-import { isOlderVersion, TERM_REASON_VERSION } from "../nats/server-check";
-import { doneSubject } from "../nats/subjects";
 import type { OutboxRelay } from "../outbox/outbox-relay";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { isoNow } from "../support/clock";
 import { formatDuration } from "../support/duration";
 import { isRetryable } from "../support/error-codes";
-import { JetfnError, originalErrorName } from "../support/errors";
+import { JetfnError } from "../support/errors";
 import type { LogLimits } from "../support/log-budget";
 import { failureFields, invocationLogger } from "../support/logger";
-import type { RuntimeEmitter } from "../triggers/events";
 import type { Cancellations } from "./cancellation";
+import { whenDatabaseAnswers } from "./database-outage";
 import { type InvokeDependencies, invoke } from "./invoke";
+import {
+  bury,
+  type DoneNotice,
+  endCancelled,
+  finishedBefore,
+  type JobEndingDependencies,
+  notifyDone,
+  refuse,
+  refuseConflict,
+  storedError,
+} from "./job-endings";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import type { Limiter } from "./limiter";
 import { backoffDelay } from "./retry-policy";
 import { parseInputBody } from "./validation";
 
 /** Everything a job needs from the runtime. */
-export interface JobRunnerDependencies {
-  database: DatabaseClient;
+export interface JobRunnerDependencies extends JobEndingDependencies {
   successes: SuccessRecorder;
   /** Jobs' writes share transactions and COMMITs (each job in its own savepoint). */
   commitGroups?: CommitGroups;
-  nc: NatsConnection;
   js: JetStreamClient;
   progress: ProgressBoard;
-  events: RuntimeEmitter;
-  logger: Logger;
-  shutdownSignal: AbortSignal;
   /** Publishes the jobs and events an invocation committed to the outbox. */
   outbox: OutboxRelay;
-  /** Jobs of this runtime waiting for the database right now (held jobs keep their leases meanwhile). */
-  outage: DatabaseOutage;
   /** What a handler may log per invocation. @default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits;
   /** Cancel marks: a cancelled job ends `cancelled` instead of running (or is aborted while it runs). */
@@ -71,42 +69,12 @@ interface Tries {
   databaseLosses: number;
 }
 
-/** Counts jobs waiting for an unreachable database to answer. */
-export interface DatabaseOutage {
-  waiting: number;
-}
-
-/**
- * Whether a job held for `heldForMs` still deserves in-progress pings: while it could legitimately
- * be waiting for a slot and running (twice its timeout, plus a minute for commit and records), or
- * while the database is away. An attempt stuck past that loses its lease and runs again elsewhere.
- */
-export function keepJobAlive(timeoutMs: number, outage: DatabaseOutage, heldForMs: number): boolean {
-  return heldForMs < 2 * timeoutMs + STUCK_GRACE_MS || outage.waiting > 0;
-}
-
-const STUCK_GRACE_MS = 60_000;
-
-/** What a finished job announces on `jetfn.done.<id>`. */
-export interface DoneNotice {
-  id: string;
-  fn: string;
-  status: "succeeded" | "dead" | "cancelled";
-  result?: unknown;
-  error?: StoredError;
-}
-
-/** Longest a stack trace kept per attempt; enough to find the line, bounded so records stay small. */
-const STACK_LIMIT = 2_000;
-const MESSAGE_LIMIT = 2_000;
 /**
  * Runs of one delivery that may lose their database connection and run again without spending an
  * attempt. An outage costs one such run per job (it waits for the database to answer first); only
  * a job whose connection dies again and again while the database answers reaches the limit.
  */
 const MAX_DATABASE_RERUNS = 10;
-/** Wait before retrying a job whose attempt could not reach the database (not the handler's fault). */
-const DATABASE_RETRY_MS = 2_000;
 /** First and longest wait before asking flow control again after it did not answer. */
 const FLOW_RETRY_MS = 100;
 const FLOW_RETRY_MAX_MS = 3_000;
@@ -452,194 +420,4 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
     invokeDependenciesOf.set(deps, both);
   }
   return grouped ? both.grouped : both.alone;
-}
-
-/**
- * Runs a database step, and while it fails because the database is unreachable, waits and runs it
- * again. The job's message stays held (and kept alive) meanwhile. Other errors propagate.
- */
-async function whenDatabaseAnswers<T>(deps: JobRunnerDependencies, log: Logger, step: () => Promise<T>): Promise<T> {
-  let warned = false;
-  for (;;) {
-    try {
-      return await step();
-    } catch (error) {
-      if (!isConnectionError(error) || deps.shutdownSignal.aborted) throw error;
-      if (!warned) log.warn({ err: error }, "The database is unreachable; holding the job until it answers.");
-      warned = true;
-      deps.outage.waiting++;
-      try {
-        await new Promise((resolve) => setTimeout(resolve, DATABASE_RETRY_MS));
-      } finally {
-        deps.outage.waiting--;
-      }
-    }
-  }
-}
-
-/**
- * Ends a job that cannot run at all (bad id, input that is not JSON, attempts used up) as dead,
- * and reports it like a failed invocation so stats and metrics count it.
- */
-function refuse(
-  deps: JobRunnerDependencies,
-  record: JobRecord,
-  message: JsMsg,
-  error: JetfnError,
-  log: Logger,
-): Promise<void> {
-  deps.events.emit("invocation:failure", {
-    fn: record.fn,
-    invocationId: record.id,
-    attempt: record.attempt,
-    kind: "job",
-    durationMs: 0,
-    error,
-    final: true,
-  });
-  return bury(deps, record, message, error, log);
-}
-
-/** Records a dead job with its error, then terminates the message so it is never delivered again. */
-async function bury(
-  deps: JobRunnerDependencies,
-  record: JobRecord,
-  message: JsMsg,
-  error: JetfnError,
-  log: Logger,
-  durationMs?: number,
-): Promise<void> {
-  const stored = storedError(error, record.attempt);
-  const applied = await whenDatabaseAnswers(deps, log, () => recordFailure(deps.database.sql, record, "dead", stored));
-  // Servers before 2.10.4 ignore a +TERM that carries a reason, and deliver the job once more.
-  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
-  else message.term(error.message.slice(0, 200));
-  if (!applied) {
-    const owner = await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
-    // Its id is another function's: that record stays as it is, and this job ends here, in the logs.
-    if (owner !== undefined) logConflict(log, idConflictError(record.id, record.fn, owner), durationMs);
-    return;
-  }
-  log.error(
-    { outcome: "dead", durationMs, ...failureFields(error) },
-    `Job is dead after attempt ${record.attempt}: ${error.message}`,
-  );
-  notifyDone(deps, { id: record.id, fn: record.fn, status: "dead", error: stored });
-}
-
-/**
- * Ends a cancelled job: records it `cancelled` with the reason (unless it already ended, or the
- * cancel already recorded it), terminates the message and announces the end. A job that had
- * already ended otherwise (succeeded or dead, or an id of another function's) keeps its record,
- * and no cancel is announced for it.
- */
-async function endCancelled(
-  deps: JobRunnerDependencies,
-  record: JobRecord,
-  message: JsMsg,
-  error: JetfnError,
-  log: Logger,
-  durationMs?: number,
-): Promise<void> {
-  const stored = storedError(error, record.attempt);
-  const applied = await whenDatabaseAnswers(deps, log, () =>
-    recordFailure(deps.database.sql, record, "cancelled", stored),
-  );
-  message.term();
-  if (!applied) {
-    const existing = await whenDatabaseAnswers(deps, log, () => getInvocation(deps.database, record.id));
-    if (existing?.status !== "cancelled" || existing.function !== record.fn) {
-      log.info(
-        { outcome: existing?.status, durationMs },
-        "A cancel came for a job that had already ended; its record stands.",
-      );
-      return;
-    }
-  }
-  log.info({ outcome: "cancelled", durationMs }, `Job cancelled: ${error.message}`);
-  notifyDone(deps, { id: record.id, fn: record.fn, status: "cancelled", error: stored });
-}
-
-/**
- * Ends a job whose id belongs to another function's invocation: terminated, reported as a failed
- * invocation, and never recorded (the record under that id is the other function's) nor announced
- * as done (its waiters would read the other function's result).
- */
-function refuseConflict(
-  deps: JobRunnerDependencies,
-  record: JobRecord,
-  message: JsMsg,
-  error: JetfnError,
-  log: Logger,
-  durationMs = 0,
-): void {
-  deps.events.emit("invocation:failure", {
-    fn: record.fn,
-    invocationId: record.id,
-    attempt: record.attempt,
-    kind: "job",
-    durationMs,
-    error,
-    final: true,
-  });
-  if (isOlderVersion(deps.nc.info?.version ?? "0", TERM_REASON_VERSION)) message.term();
-  else message.term(error.message.slice(0, 200));
-  logConflict(log, error, durationMs);
-}
-
-function logConflict(log: Logger, error: JetfnError, durationMs: number | undefined): void {
-  log.error({ outcome: "refused", durationMs, ...failureFields(error) }, `Job refused: ${error.message}`);
-}
-
-/** On a redelivery, acks (or terms) a job whose outcome is already recorded instead of running it again. */
-async function finishedBefore(
-  deps: JobRunnerDependencies,
-  record: JobRecord,
-  message: JsMsg,
-  log: Logger,
-): Promise<boolean> {
-  const existing = await getInvocation(deps.database, record.id);
-  if (!existing) return false;
-  if (existing.function !== record.fn) {
-    refuseConflict(deps, record, message, idConflictError(record.id, record.fn, existing.function), log);
-    return true;
-  }
-  if (existing.status === "succeeded") {
-    message.ack();
-    log.info("Job already succeeded; acknowledged without running it again.");
-    return true;
-  }
-  if (ENDED.has(existing.status)) {
-    message.term();
-    log.info({ status: existing.status }, "Job already ended; not running it again.");
-    return true;
-  }
-  return false;
-}
-
-/** Statuses after which a job never runs again. */
-const ENDED = new Set(["dead", "dropped", "cancelled", "superseded"]);
-
-function notifyDone(deps: JobRunnerDependencies, notice: DoneNotice): void {
-  deps.events.emit("job:done", { fn: notice.fn, invocationId: notice.id, status: notice.status });
-  try {
-    deps.nc.publish(doneSubject(notice.id), JSON.stringify(notice));
-  } catch (error) {
-    deps.logger.debug({ err: error, invocationId: notice.id }, "Could not announce the job's end.");
-  }
-}
-
-/** An error as stored per attempt: class, code, message and a bounded stack. */
-export function storedError(error: JetfnError, attempt: number): StoredError {
-  const stored: StoredError = {
-    attempt,
-    code: error.code,
-    name: originalErrorName(error),
-    message: error.message.slice(0, MESSAGE_LIMIT),
-    at: isoNow(),
-  };
-  const stack = (error.cause as { stack?: unknown } | undefined)?.stack ?? error.stack;
-  if (typeof stack === "string") stored.stack = stack.slice(0, STACK_LIMIT);
-  if (error.issues) stored.issues = error.issues;
-  return stored;
 }

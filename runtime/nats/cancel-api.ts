@@ -10,7 +10,7 @@ import {
   cancelledError,
   REASON_LIMIT,
 } from "../invocation/cancellation";
-import { storedError } from "../invocation/job-runner";
+import { storedError } from "../invocation/job-endings";
 import { JetfnError } from "../support/errors";
 import { replyApiFailure } from "./api-failure";
 import type { ScheduledJob } from "./delayed-jobs";

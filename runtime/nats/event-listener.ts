@@ -1,6 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import { type JobRunnerDependencies, keepJobAlive, runJob } from "../invocation/job-runner";
+import { keepJobAlive } from "../invocation/database-outage";
+import { type JobRunnerDependencies, runJob } from "../invocation/job-runner";
 import type { Limiter } from "../invocation/limiter";
 import { ackWaitFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";

@@ -42,12 +42,22 @@ export interface JobPuller {
 /** Longest a pull request waits on the server for messages. */
 export const FETCH_EXPIRES_MS = 30_000;
 /**
- * How often the server confirms a waiting pull request is still alive. A pull request lives only on
- * the consumer's leader: when that server dies, the request dies with it and nothing tells the
- * client. Two missed heartbeats end the pull and it is issued again (to the new leader), so jobs
- * resume a few seconds after a failover instead of when the request would have expired.
+ * How often the server confirms a waiting pull request of a busy puller is still alive. A pull
+ * request lives only on the consumer's leader: when that server dies, the request dies with it and
+ * nothing tells the client. Two missed heartbeats end the pull and it is issued again (to the new
+ * leader), so jobs resume a few seconds after a failover instead of when the request would have
+ * expired.
  */
 export const PULL_HEARTBEAT_MS = 1_000;
+/**
+ * The heartbeat of a puller that had no job for {@link BUSY_FOR_MS}: half the pull's life, what
+ * nats.js sets when none is asked for. One a second for each of 500 idle functions cost a runtime
+ * 500 messages a second, most of its idle CPU. An idle pull request is still waiting on the new
+ * leader when its consumer's leader dies (test/faults/cluster.idle-failover.test.ts).
+ */
+export const IDLE_PULL_HEARTBEAT_MS = FETCH_EXPIRES_MS / 2;
+/** How long after its last job a puller counts as busy. */
+export const BUSY_FOR_MS = 60_000;
 const RETRY_PULL_MS = 1_000;
 
 /** About how much work, in handler time per slot, a puller holds ready beyond what runs. */
@@ -104,6 +114,8 @@ class WindowedPuller implements JobPuller {
   #loop: Promise<void> | undefined;
   #averageHandlerMs: number | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** When the last job came (Date.now()); none yet counts as idle. */
+  #lastJobAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: JobPullerOptions) {
     this.#options = options;
@@ -161,7 +173,7 @@ class WindowedPuller implements JobPuller {
         const batch = await this.#consumer.fetch({
           max_messages: free,
           expires: FETCH_EXPIRES_MS,
-          idle_heartbeat: PULL_HEARTBEAT_MS,
+          idle_heartbeat: Date.now() - this.#lastJobAt < BUSY_FOR_MS ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
         });
         this.#batches.add(batch);
         if (this.#stopping) batch.stop();
@@ -191,7 +203,8 @@ class WindowedPuller implements JobPuller {
   }
 
   #take(message: JsMsg): void {
-    this.#held.set(message, Date.now());
+    this.#lastJobAt = Date.now();
+    this.#held.set(message, this.#lastJobAt);
     this.#working++;
     let working = true;
     const handlerDone = (handlerMs?: number): void => {

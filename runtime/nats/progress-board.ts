@@ -44,8 +44,6 @@ export interface ProgressHandle {
 export interface ProgressBoard {
   begin(id: string, fn: string, attempt: number, details?: ProgressDetails): ProgressHandle;
   get(id: string): Promise<ProgressEntry | undefined>;
-  /** Live updates of one key until `signal` aborts. */
-  watch(id: string, signal: AbortSignal): AsyncIterable<ProgressEntry | undefined>;
 }
 
 /** A job shows as running once it has run this long (quicker jobs are never written). */
@@ -81,20 +79,6 @@ class KvProgressBoard implements ProgressBoard {
     const entry = await this.#kv.get(id);
     if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
     return entry.json<ProgressEntry>();
-  }
-
-  async *watch(id: string, signal: AbortSignal): AsyncIterable<ProgressEntry | undefined> {
-    const watcher = await this.#kv.watch({ key: id });
-    const stop = (): void => watcher.stop();
-    signal.addEventListener("abort", stop, { once: true });
-    try {
-      for await (const entry of watcher) {
-        yield entry.operation === "PUT" && entry.length > 0 ? entry.json<ProgressEntry>() : undefined;
-      }
-    } finally {
-      signal.removeEventListener("abort", stop);
-      watcher.stop();
-    }
   }
 }
 

@@ -47,7 +47,22 @@ export async function publishJob(
 ): Promise<PublishedJob> {
   const id = options.id ?? randomUUID();
   checkJob(name, id);
-  const body = encodeInput(input, name, options.maxPayload);
+  return publishEncodedJob(js, name, encodeInput(input, name, options.maxPayload), { ...options, id });
+}
+
+/**
+ * Publishes a job whose input is already JSON (a keyed outbox row's body, kept byte for byte) and
+ * waits for JetStream to store it; checked as `publishJob` checks it.
+ */
+export async function publishEncodedJob(
+  js: JetStreamPublisher,
+  name: string,
+  body: Uint8Array,
+  options: PublishJobOptions & { id: string },
+): Promise<PublishedJob> {
+  const { id } = options;
+  checkJob(name, id);
+  checkSize(body.length, name, options.maxPayload);
   const fields: Record<string, string> = options.headers
     ? { ...options.headers, [ID_HEADER]: id }
     : { [ID_HEADER]: id };

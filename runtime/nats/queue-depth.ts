@@ -43,7 +43,11 @@ export function createQueueDepthReader(
   };
 }
 
-/** Lists the stream's consumers once and keeps those that are a function's durable consumer. */
+/**
+ * Lists the stream's consumers once and keeps those that are a function's durable consumer. A
+ * priority level with no consumer yet (flow/priority-consumers.ts) counts every job stored on its
+ * subject, read with one look at the stream's subjects.
+ */
 export async function listQueueDepths(manager: JetStreamManager, stream: string): Promise<Map<string, QueueDepth>> {
   const depths = new Map<string, QueueDepth>();
   const prioritised: ConsumerInfo[] = [];
@@ -56,17 +60,39 @@ export async function listQueueDepths(manager: JetStreamManager, stream: string)
     if (fn) depths.set(fn, { pending: info.num_pending, ackPending: info.num_ack_pending });
   }
   // A function's priority consumers (flow/priority.ts) add to its depth.
+  const consumed = new Set<string>();
   for (const info of prioritised) {
     const subject = parseJobSubject(info.config.filter_subject ?? "");
     const depth = subject && subject.priority > 0 ? depths.get(subject.name) : undefined;
     if (!depth || info.config.durable_name !== priorityConsumerName(subject?.name ?? "", subject?.priority ?? 0)) {
       continue;
     }
-    depth.pending += info.num_pending;
-    depth.ackPending += info.num_ack_pending;
-    depth.priorityPending = (depth.priorityPending ?? 0) + info.num_pending;
+    consumed.add(info.config.filter_subject ?? "");
+    addPriorityDepth(depth, info.num_pending, info.num_ack_pending);
   }
+  if (depths.size > 0) await addUnconsumedLevels(manager, stream, depths, consumed);
   return depths;
+}
+
+/** Adds the jobs stored on priority subjects that have no consumer yet to their function's depth. */
+async function addUnconsumedLevels(
+  manager: JetStreamManager,
+  stream: string,
+  depths: Map<string, QueueDepth>,
+  consumed: ReadonlySet<string>,
+): Promise<void> {
+  const info = await manager.streams.info(stream, { subjects_filter: `${JOB_PREFIX}>` });
+  for (const [subject, stored] of Object.entries(info.state.subjects ?? {})) {
+    const job = parseJobSubject(subject);
+    const depth = job && job.priority > 0 && !consumed.has(subject) ? depths.get(job.name) : undefined;
+    if (depth) addPriorityDepth(depth, stored, 0);
+  }
+}
+
+function addPriorityDepth(depth: QueueDepth, pending: number, ackPending: number): void {
+  depth.pending += pending;
+  depth.ackPending += ackPending;
+  depth.priorityPending = (depth.priorityPending ?? 0) + pending;
 }
 
 /** `billing:charge` filtering `fn.job.billing.charge` -> `billing.charge`; other consumers -> undefined. */

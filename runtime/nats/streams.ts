@@ -88,7 +88,9 @@ export function consumerConfigFor(fn: string, settings: ConsumerSettings): Parti
 /**
  * Creates a function's durable consumer, or updates it, with the newest definition's settings:
  * this runtime's, unless `definitions` records a newer one (a rolling deploy, where runtimes of the
- * old and the new version run side by side). Returns the settings in force.
+ * old and the new version run side by side). `follow` applies the same settings to the function's
+ * other job consumers (its priority levels), told whether this consumer was created or changed.
+ * Returns the settings in force.
  */
 export async function ensureFunctionConsumer(
   manager: JetStreamManager,
@@ -96,23 +98,27 @@ export async function ensureFunctionConsumer(
   fn: ResolvedFunction,
   maxAckWaitMs: number,
   definitions: ConsumerDefinitions,
+  follow?: (settings: ConsumerSettings, changed: boolean) => Promise<void>,
 ): Promise<SettledDefinition> {
   const mine = { definedAt: fn.definedAt, settings: consumerSettingsFor(fn, maxAckWaitMs) };
-  return definitions.settle(fn.name, mine, (settings) => applyConsumerSettings(manager, stream, fn.name, settings));
+  return definitions.settle(fn.name, mine, async (settings) => {
+    const changed = await applyConsumerSettings(manager, stream, fn.name, settings);
+    await follow?.(settings, changed);
+  });
 }
 
-/** Creates the consumer of `fn` with `settings`, or updates the settings that differ. */
+/** Creates the consumer of `fn` with `settings`, or updates the settings that differ; true if it did either. */
 async function applyConsumerSettings(
   manager: JetStreamManager,
   stream: string,
   fn: string,
   settings: ConsumerSettings,
-): Promise<void> {
+): Promise<boolean> {
   const name = consumerName(fn);
   const existing = await manager.consumers.info(stream, name).catch(() => undefined);
   if (!existing) {
     await manager.consumers.add(stream, consumerConfigFor(fn, settings));
-    return;
+    return true;
   }
   const current = existing.config;
   const changed =
@@ -121,4 +127,5 @@ async function applyConsumerSettings(
     current.max_ack_pending !== settings.max_ack_pending ||
     current.description !== settings.description;
   if (changed) await manager.consumers.update(stream, name, { ...settings });
+  return changed;
 }

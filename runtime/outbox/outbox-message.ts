@@ -1,8 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { KeyedEnqueue } from "../flow/enqueue-api";
+import {
+  DEBOUNCE_KEY_HEADER,
+  DEBOUNCE_MAX_WAIT_HEADER,
+  DEBOUNCE_PERIOD_HEADER,
+  SINGLETON_KEY_HEADER,
+} from "../flow/job-keys";
+import { type FlowControlOptions, keyHeaders, readKeyHeaders } from "../flow/keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
-import { NOT_BEFORE_HEADER, routeJob } from "../invocation/job-delay";
+import { NOT_BEFORE_HEADER, parseNotBefore, routeJob } from "../invocation/job-delay";
 import { eventSubject } from "../nats/event-stream";
 import { checkJob, inputJson } from "../nats/publish-job";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -23,7 +31,12 @@ export interface OutboxMessage {
   body: string;
 }
 
-/** Builds the message for job `id` of `name` (see jobMessageId for its message id). */
+/**
+ * Builds the message for job `id` of `name` (see jobMessageId for its message id), with its flow
+ * control: a priority, and a singleton or debounce key, which the relay enqueues through the key's
+ * claim once the transaction committed (see `keyedJobOf`). E_INPUT_INVALID for a bad key, or a
+ * debounced job given a due time.
+ */
 export function jobMessage(
   name: string,
   input: unknown,
@@ -31,13 +44,13 @@ export function jobMessage(
   maxPayload?: number,
   /** Due time (epoch ms) of a delayed job; the relay routes it to the delayed-jobs stream. */
   notBefore?: number,
-  /** Priority 1-3: the relay routes it to the function's priority subject (see flow/priority.ts). */
-  priority?: number,
+  /** Priority 1-3 (the relay routes it to the function's priority subject, see flow/priority.ts) and keys. */
+  flow: FlowControlOptions = {},
 ): OutboxMessage {
   checkJob(name, id);
-  const headers: Record<string, string> = { [ID_HEADER]: id };
+  const headers: Record<string, string> = { [ID_HEADER]: id, ...keyHeaders({ ...flow, notBefore }) };
   if (notBefore !== undefined) headers[NOT_BEFORE_HEADER] = String(notBefore);
-  if (priority) headers[PRIORITY_HEADER] = String(checkPriority(priority));
+  if (flow.priority) headers[PRIORITY_HEADER] = String(checkPriority(flow.priority));
   return {
     id: jobMessageId(name, id),
     subject: jobSubject(name),
@@ -45,6 +58,33 @@ export function jobMessage(
     body: inputJson(input, name, maxPayload),
   };
 }
+
+/**
+ * The keyed enqueue a job row asks for (a singleton or debounce key in its headers), or undefined
+ * for any other row. The row met the outbox rules; what is still wrong throws E_INPUT_INVALID.
+ */
+export function keyedJobOf(message: OutboxMessage): KeyedEnqueue | undefined {
+  const { headers } = message;
+  if (!message.subject.startsWith(JOB_PREFIX) || !KEY_HEADERS.some((name) => headers[name] !== undefined)) {
+    return undefined;
+  }
+  const fn = message.subject.slice(JOB_PREFIX.length);
+  const id = headers[ID_HEADER];
+  if (id === undefined) throw new JetfnError("E_INPUT_INVALID", `a keyed job for ${fn} needs its ${ID_HEADER}`);
+  const notBefore = parseNotBefore(headers[NOT_BEFORE_HEADER]);
+  const keys = readKeyHeaders((name) => headers[name], notBefore) ?? {};
+  const priority = headers[PRIORITY_HEADER];
+  return {
+    fn,
+    id,
+    body: Buffer.from(message.body),
+    priority: priority === undefined ? 0 : checkPriority(priority),
+    notBefore,
+    ...keys,
+  };
+}
+
+const KEY_HEADERS = [SINGLETON_KEY_HEADER, DEBOUNCE_KEY_HEADER, DEBOUNCE_PERIOD_HEADER, DEBOUNCE_MAX_WAIT_HEADER];
 
 /** Builds the message for an event, after checking its name and data (E_INPUT_INVALID otherwise). */
 export function eventMessage(

@@ -11,10 +11,11 @@ import {
   type SetAsideRow,
   setAsideRows,
 } from "../db/outbox";
+import type { KeyedEnqueue } from "../flow/enqueue-api";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import type { RuntimeEmitter } from "../triggers/events";
 import { createOutboxBackoff, DEFAULT_PUBLISH_ATTEMPTS, nextSweepDelay, type OutboxBackoff } from "./outbox-backoff";
-import { type OutboxMessage, publishMessage } from "./outbox-message";
+import { keyedJobOf, type OutboxMessage, publishMessage } from "./outbox-message";
 import { type OutboxRules, outboxRowProblem } from "./outbox-rules";
 
 /**
@@ -23,7 +24,10 @@ import { type OutboxRules, outboxRowProblem } from "./outbox-rules";
  * Every message is published with `Nats-Msg-Id` = its row id, so a repeat after a crash between
  * publish and delete is dropped by JetStream (and job ids are fenced by their invocation record).
  * Only rows meeting the outbox rules (outbox-rules.ts) are published; the sweep moves the others,
- * and rows JetStream keeps refusing, to `jetfn.outbox_set_aside`, with one warning each.
+ * and rows JetStream keeps refusing, to `jetfn.outbox_set_aside`, with one warning each. A job row
+ * with a singleton or debounce key is not published as it is but enqueued through its key's claim
+ * (`keyed`, the enqueue API's own `enqueueKeyed`), one such row after the other, in order; its job
+ * id is the row's, so enqueueing a row again after a crash gives the same job.
  */
 export interface OutboxRelay {
   /** Publishes messages whose transaction just committed, then deletes their rows. Never throws. */
@@ -53,6 +57,11 @@ export interface OutboxRelayOptions {
   graceMs?: number;
   /** Times JetStream may refuse a row before it is set aside. @default 4 */
   publishAttempts?: number;
+  /**
+   * Enqueues a job row with a singleton or debounce key through its key's claim (flow/enqueue-api.ts
+   * `enqueueCommittedKeyed`). @default none: such rows wait in the outbox
+   */
+  keyed?: (job: KeyedEnqueue) => Promise<unknown>;
 }
 
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
@@ -86,6 +95,8 @@ interface PublishResults<M> {
   published: M[];
   /** Messages JetStream answered and refused: the same message will be refused again. */
   refused: { message: M; error: unknown }[];
+  /** Keyed rows whose enqueue refused what they ask for (a reserved id, say): set aside at once. */
+  rejected: { message: M; reason: string }[];
   /** Messages whose publish failed for a passing reason (no answer, no connection). */
   failed: number;
 }
@@ -221,6 +232,10 @@ class SweepingRelay implements OutboxRelay {
       });
       const outcome = await this.#publishAll(valid);
       refused.push(...this.#countRefusals(outcome.refused));
+      for (const { message, reason } of outcome.rejected) {
+        this.#backoff.refused(message.position, Date.now());
+        refused.push({ position: message.position, reason: `its keyed enqueue was refused: ${reason}` });
+      }
       await deletePublished(
         sql,
         outcome.published.map((row) => row.position),
@@ -302,17 +317,49 @@ class SweepingRelay implements OutboxRelay {
     }
   }
 
-  /** Publishes in order without waiting between messages; sorts them by what JetStream answered. */
+  /**
+   * Publishes in order without waiting between messages, keyed rows one after the other (see
+   * #sendAll); sorts them by what JetStream and the keyed enqueues answered.
+   */
   async #publishAll<M extends OutboxMessage>(messages: readonly M[]): Promise<PublishResults<M>> {
-    const results = await Promise.allSettled(messages.map((message) => publishMessage(this.#options.js, message)));
-    const outcome: PublishResults<M> = { published: [], refused: [], failed: 0 };
+    const results = await Promise.allSettled(this.#sendAll(messages));
+    const outcome: PublishResults<M> = { published: [], refused: [], rejected: [], failed: 0 };
     results.forEach((result, index) => {
       const message = messages[index] as M;
       if (result.status === "fulfilled") outcome.published.push(message);
+      else if (isRowProblem(result.reason)) outcome.rejected.push({ message, reason: result.reason.message });
       else if (isRefusal(result.reason)) outcome.refused.push({ message, error: result.reason });
       else outcome.failed++;
     });
     return outcome;
+  }
+
+  /**
+   * Starts every message's publish. Keyed rows go one after the other, in order (so, of two rows
+   * for one singleton key, the first takes it): after one fails for a passing reason, the keyed
+   * rows behind it wait for the next sweep rather than overtake it.
+   */
+  #sendAll(messages: readonly OutboxMessage[]): Promise<unknown>[] {
+    let keyed: Promise<unknown> = Promise.resolve();
+    return messages.map((message) => {
+      let job: KeyedEnqueue | undefined;
+      try {
+        job = keyedJobOf(message);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      if (job === undefined) return publishMessage(this.#options.js, message);
+      const enqueue = this.#options.keyed;
+      const request = job;
+      const sent = keyed.then(
+        () => (enqueue ? enqueue(request) : Promise.reject(new Error("this relay cannot enqueue keyed jobs"))),
+        () => Promise.reject(new Error("an earlier keyed row of this batch is not enqueued yet")),
+      );
+      keyed = sent.catch((error: unknown) => {
+        if (!isRowProblem(error) && !isRefusal(error)) throw error;
+      });
+      return sent;
+    });
   }
 
   /** Waits `delayMs`, or less when woken, unless backing off (only close() cuts a back-off short). */
@@ -336,6 +383,17 @@ class SweepingRelay implements OutboxRelay {
     });
   }
 }
+
+/**
+ * True when a keyed row asks for what the enqueue API refuses too (E_INPUT_INVALID, a function name
+ * no function has, an input too large): enqueueing it again fails again. By code, as everywhere.
+ */
+function isRowProblem(error: unknown): error is Error {
+  const { name, code } = (error ?? {}) as { name?: unknown; code?: unknown };
+  return name === "JetfnError" && typeof code === "string" && ROW_PROBLEMS.has(code);
+}
+
+const ROW_PROBLEMS = new Set(["E_INPUT_INVALID", "E_FUNCTION_NOT_FOUND", "E_PAYLOAD_TOO_LARGE"]);
 
 /**
  * True when JetStream (or the client, before sending) refused this very message, so sending it

@@ -7,6 +7,7 @@ import {
   type ResolvedFlow,
   resolveFlow,
 } from "../flow/flow-options";
+import type { DebounceOptions } from "../flow/keyed-enqueue-request";
 import type { DelayOptions } from "../invocation/job-delay";
 import { type ResolvedRetryPolicy, type RetryOptions, resolveRetryPolicy } from "../invocation/retry-policy";
 import { type Duration, parseDuration } from "../support/duration";
@@ -37,12 +38,32 @@ export type RegisteredSchema = Register extends { schema: infer S extends Record
 /** Drizzle database bound to one invocation's transaction, typed with the app's registered schema. */
 export type InvocationDatabase = PostgresJsDatabase<RegisteredSchema>;
 
-/** Options for `ctx.enqueue`. */
+/**
+ * Options for `ctx.enqueue` and `ctx.call`: an id, when the job should run, and its flow control.
+ * Everything takes effect only if the invocation commits: the outbox relay then publishes the job,
+ * and for a singleton or debounce key claims the key first, as `client.enqueue` does.
+ */
 export interface EnqueueOptions extends DelayOptions {
   /** Invocation id to use instead of a random one (also the JetStream `Nats-Msg-Id`). */
   id?: string;
   /** 0 (the default) to 3: with a backlog, the function's jobs of a higher priority start first. @default 0 */
   priority?: number;
+  /**
+   * Of the jobs enqueued with this key within `period` of each other (by any handler, client or
+   * runtime), only the last runs, one period after the relay published it; the earlier ones end
+   * `superseded`. `maxWait` (at least the period) bounds how long a burst may put the run off.
+   * Keys: 1-128 letters, digits or `_ - . : @ / + =`; period: 100 ms to 24 h. Not with `delay`/`runAt`.
+   * @example await ctx.enqueue("search.reindex", { docId }, { debounce: { key: `doc:${docId}`, period: "5s", maxWait: "1m" } });
+   */
+  debounce?: DebounceOptions;
+  /**
+   * At most one job of the function with this key is queued or running. The returned id is the new
+   * job's; if, when the transaction commits, another job holds the key, nothing is enqueued and that
+   * id ends `superseded` with E_SINGLETON_HELD, whose message names the holder (`ctx.enqueue`
+   * cannot wait for that answer).
+   * @example await ctx.enqueue("reports.nightly", {}, { singleton: { key: "nightly" } });
+   */
+  singleton?: { key: string };
 }
 
 /** What a handler receives besides its input. */

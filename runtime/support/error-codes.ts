@@ -129,6 +129,13 @@ export const ERROR_CODES = {
     kind: "other",
     meaning: "a debounced job was replaced by a later job with the same debounce key",
   },
+  E_SINGLETON_HELD: {
+    status: 409,
+    retryable: false,
+    kind: "other",
+    meaning:
+      "a singleton job from the outbox was not enqueued: another job held its key when its transaction committed",
+  },
   E_NOT_CANCELLABLE: {
     status: 409,
     retryable: true,

@@ -68,7 +68,7 @@ export function spawnCli(
   const process_: CliProcess = {
     child,
     output: () => output,
-    async waitFor(text, timeoutMs = 30_000) {
+    async waitFor(text, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while (!output.includes(text)) {
         if (child.exitCode !== null)

@@ -75,6 +75,137 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
     },
     accepted: false,
   },
+  { name: "a singleton job", row: keyed("job-0007", { "Jetfn-Singleton-Key": "tenant:7/report" }), accepted: true },
+  {
+    name: "a delayed singleton job with a priority",
+    row: keyed("job-0008", {
+      "Jetfn-Singleton-Key": "nightly",
+      "Jetfn-Not-Before": "1893456000000",
+      "Jetfn-Priority": "2",
+    }),
+    accepted: true,
+  },
+  {
+    name: "a debounced job",
+    row: keyed("job-0009", { "Jetfn-Debounce-Key": "doc:7", "Jetfn-Debounce-Period": "1000" }),
+    accepted: true,
+  },
+  {
+    name: "a debounced job with a max wait and a priority",
+    row: keyed("job-0010", {
+      "Jetfn-Debounce-Key": "a+b=c@d.e_f-g",
+      "Jetfn-Debounce-Period": "100",
+      "Jetfn-Debounce-Max-Wait": "86400000",
+      "Jetfn-Priority": "1",
+    }),
+    accepted: true,
+  },
+  {
+    name: "a debounce max wait equal to its period",
+    row: keyed("job-0013", {
+      "Jetfn-Debounce-Key": "k",
+      "Jetfn-Debounce-Period": "2000",
+      "Jetfn-Debounce-Max-Wait": "2000",
+    }),
+    accepted: true,
+  },
+  {
+    name: "a key of 128 characters",
+    row: keyed("job-0014", { "Jetfn-Singleton-Key": "k".repeat(128) }),
+    accepted: true,
+  },
+  {
+    name: "a key of 129 characters",
+    row: keyed("evil-0019", { "Jetfn-Singleton-Key": "k".repeat(129) }),
+    accepted: false,
+  },
+  { name: "an empty key", row: keyed("evil-0020", { "Jetfn-Singleton-Key": "" }), accepted: false },
+  { name: "a key with a space", row: keyed("evil-0021", { "Jetfn-Singleton-Key": "a b" }), accepted: false },
+  { name: "a key with a wildcard", row: keyed("evil-0022", { "Jetfn-Singleton-Key": "tenant.>" }), accepted: false },
+  {
+    name: "a key that smuggles a header",
+    row: keyed("evil-0023", { "Jetfn-Debounce-Key": "k\r\nNats-Rollup: all", "Jetfn-Debounce-Period": "1000" }),
+    accepted: false,
+  },
+  { name: "a non-ASCII key", row: keyed("evil-0024", { "Jetfn-Singleton-Key": "clé" }), accepted: false },
+  { name: "a key that is not a string", row: keyed("evil-0025", { "Jetfn-Singleton-Key": 7 }), accepted: false },
+  {
+    name: "both a singleton and a debounce key",
+    row: keyed("evil-0026", {
+      "Jetfn-Singleton-Key": "k",
+      "Jetfn-Debounce-Key": "k",
+      "Jetfn-Debounce-Period": "1000",
+    }),
+    accepted: false,
+  },
+  { name: "a debounce key without a period", row: keyed("evil-0027", { "Jetfn-Debounce-Key": "k" }), accepted: false },
+  {
+    name: "a debounce period below 100 ms",
+    row: keyed("evil-0028", { "Jetfn-Debounce-Key": "k", "Jetfn-Debounce-Period": "99" }),
+    accepted: false,
+  },
+  {
+    name: "a debounce period over 24 h",
+    row: keyed("evil-0029", { "Jetfn-Debounce-Key": "k", "Jetfn-Debounce-Period": "86400001" }),
+    accepted: false,
+  },
+  {
+    name: "a debounce period written as a duration",
+    row: keyed("evil-0030", { "Jetfn-Debounce-Key": "k", "Jetfn-Debounce-Period": "5s" }),
+    accepted: false,
+  },
+  {
+    name: "a debounce period of 9 digits",
+    row: keyed("evil-0031", { "Jetfn-Debounce-Key": "k", "Jetfn-Debounce-Period": "000001000" }),
+    accepted: false,
+  },
+  {
+    name: "a debounce max wait below its period",
+    row: keyed("evil-0032", {
+      "Jetfn-Debounce-Key": "k",
+      "Jetfn-Debounce-Period": "2000",
+      "Jetfn-Debounce-Max-Wait": "1999",
+    }),
+    accepted: false,
+  },
+  {
+    name: "a debounce max wait that is not digits",
+    row: keyed("evil-0033", {
+      "Jetfn-Debounce-Key": "k",
+      "Jetfn-Debounce-Period": "2000",
+      "Jetfn-Debounce-Max-Wait": "-1",
+    }),
+    accepted: false,
+  },
+  {
+    name: "a debounce period without a key",
+    row: keyed("evil-0034", { "Jetfn-Debounce-Period": "1000" }),
+    accepted: false,
+  },
+  {
+    name: "a singleton with a debounce max wait",
+    row: keyed("evil-0035", { "Jetfn-Singleton-Key": "k", "Jetfn-Debounce-Max-Wait": "1000" }),
+    accepted: false,
+  },
+  {
+    name: "a debounced job with a due time",
+    row: keyed("evil-0036", {
+      "Jetfn-Debounce-Key": "k",
+      "Jetfn-Debounce-Period": "1000",
+      "Jetfn-Not-Before": "1893456000000",
+    }),
+    accepted: false,
+  },
+  {
+    name: "a keyed job without Jetfn-Id",
+    row: { ...job("evil-0037"), headers: { "Jetfn-Singleton-Key": "k" } },
+    accepted: false,
+  },
+  {
+    name: "a keyed job with a fourth header",
+    row: keyed("evil-0038", { "Jetfn-Singleton-Key": "k", "Nats-Rollup": "all" }),
+    accepted: false,
+  },
   { name: "an event", row: event("3f1c0a9e-2b7d-4c1e-9a55-0d6f1b2c3d4e"), accepted: true },
   { name: "an event with a short printable id", row: event("order:12/created"), accepted: true },
   {
@@ -116,6 +247,11 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
 
 function job(id: string, fn = "send-mail"): OutboxMessage {
   return { id: `${fn}:${id}`, subject: `fn.job.${fn}`, headers: { "Jetfn-Id": id }, body: "{}" };
+}
+
+/** A job row with `Jetfn-Id` and `extra` headers (values of any JSON type, as a hostile row may have). */
+function keyed(id: string, extra: Record<string, unknown>): OutboxMessage {
+  return { ...job(id), headers: { "Jetfn-Id": id, ...extra } as Record<string, string> };
 }
 
 function event(id: string): OutboxMessage {

@@ -10,7 +10,10 @@ describe("npm run bench:smoke", () => {
     const result = await runBench({ smoke: true, out: null, log: (line) => lines.push(line) });
 
     expect(result.errors, lines.join("\n")).toEqual([]);
-    for (const scenario of SCENARIOS) expect(result.table).toContain(scenario.title);
+    for (const scenario of SCENARIOS) {
+      if (scenario.optIn) expect(result.table).not.toContain(scenario.title);
+      else expect(result.table).toContain(scenario.title);
+    }
     expect(result.markdown).toContain("## Machine, versions, settings");
     const failed = result.checks.filter((check) => !check.ok);
     expect(failed).toEqual([]);
@@ -28,6 +31,39 @@ describe("npm run bench:smoke", () => {
     ]) {
       expect(labels).toContain(expected);
     }
+  });
+
+  it("runs the opt-in cluster scenario: runtimes in child processes drain on a 3-node cluster at R1 and R3", {
+    timeout: 300_000,
+  }, async () => {
+    const lines: string[] = [];
+    const result = await runBench({
+      smoke: true,
+      only: ["cluster"],
+      sizes: { clusterRuntimes: [2], clusterReplicas: [1, 3] },
+      out: null,
+      log: (line) => lines.push(line),
+    });
+
+    expect(result.errors, lines.join("\n")).toEqual([]);
+    expect(result.checks.filter((check) => !check.ok)).toEqual([]);
+    const labels = new Set(result.checks.map((check) => `${check.contender}: ${check.label}`));
+    for (const replicas of ["R1", "R3"]) {
+      for (const label of [
+        "jobs stream replicated",
+        "invocations recorded succeeded",
+        "rows = jobs",
+        "audit rows = rows",
+      ]) {
+        expect(labels).toContain(`${replicas}, 2 runtimes: ${label}`);
+      }
+    }
+    // Both runtimes' CPU, Postgres's and the three nodes' were read: each figure is there for each drain.
+    const metrics = new Set(result.samples.map((sample) => `${sample.contender} ${sample.metric}`));
+    expect(metrics).toContain("R3 no-op jobs drained, 2 runtimes: CPU per job, runtimes (Node, summed)");
+    expect(metrics).toContain("R3 insert-one-row jobs drained, 2 runtimes: CPU per job, NATS (3 nodes, summed)");
+    expect(result.markdown).toContain("## 9. Runtimes on a 3-node NATS cluster");
+    expect(result.markdown).toContain("show overhead, not scale");
   });
 
   it("measures 3 replicas against 1 on a loopback cluster (bench/nats-durability.ts)", {

@@ -19,8 +19,8 @@ beforeAll(async () => {
   // No DATABASE_URL and nothing listening at NATS_URL: dev must bring up both itself.
   cliEnv = { NATS_URL: `nats://127.0.0.1:${port}`, DATABASE_URL: "", JETFN_FUNCTIONS: FIXTURE_FUNCTIONS };
   dev = spawnCli(["dev"], cliEnv, { cwd });
-  await dev.waitFor("Runtime ready", 60_000);
-}, 90_000);
+  await dev.waitFor("Runtime ready", 100_000);
+}, 120_000);
 
 afterAll(async () => {
   await dev?.stop("SIGKILL");

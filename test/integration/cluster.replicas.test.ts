@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,11 +16,14 @@ import { type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
 import { createClient } from "../../runtime/sdk/client";
 import { SCHEDULE_BUCKET } from "../../runtime/triggers/scheduler";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
-import { eventually, FIXTURE_FUNCTIONS } from "../helpers/environment";
+import { eventually } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { startNatsCluster, type TestNatsCluster } from "../helpers/nats-cluster";
 import { startNatsServer } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
+
+/** Only the functions this file uses: each deploy on the cluster creates R3 consumers. */
+const REPLICA_FUNCTIONS = fileURLToPath(new URL("../fixtures/replica-functions", import.meta.url));
 
 // JETFN_REPLICAS on a 3-node cluster started from deploy/nats-cluster: every stream and bucket
 // jetfn creates gets the replicas, and raising the setting scales existing ones up in place.
@@ -36,7 +40,7 @@ const STREAMS = [
   `KV_${JOB_KEYS_BUCKET}`,
   `KV_${SCHEDULE_BUCKET}`,
   AUDIT_ANCHOR_STREAM,
-  // Made when the first function with a concurrency or rate limit deploys (the fixtures have some).
+  // Made when the first function with a concurrency or rate limit deploys (globally-limited).
   waitingStreamName("JETFN_JOBS"),
   `KV_${FLOW_BUCKET}`,
   `KV_${WAITING_BUCKET}`,
@@ -58,7 +62,7 @@ async function startOn(natsUrl: string, options: StartRuntimeOptions = {}) {
   const runtime = await startRuntime({
     natsUrl,
     databaseUrl: database.url,
-    functionsDir: FIXTURE_FUNCTIONS,
+    functionsDir: REPLICA_FUNCTIONS,
     logger: logs.logger,
     shutdownGrace: "5s",
     databasePoolSize: 4,

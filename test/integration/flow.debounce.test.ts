@@ -1,24 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/sdk/client";
+import { describe, expect, it } from "vitest";
 import { runCli } from "../helpers/cli";
-import type { TestEnvironment } from "../helpers/environment";
-import { createItemsEnvironment, type ItemsEnvironment } from "../helpers/items-environment";
+import { useItemsEnvironment } from "../helpers/items-environment";
 
-let env: TestEnvironment;
-let client: JetfnClient;
-let ended: ItemsEnvironment["ended"];
-let namesLike: ItemsEnvironment["namesLike"];
-
-beforeAll(async () => {
-  ({ env, client, ended, namesLike } = await createItemsEnvironment());
-});
-
-afterAll(async () => {
-  await env?.close();
-});
+const items = useItemsEnvironment();
 
 describe("debounce, with two runtimes", () => {
   it("runs only the last job of a burst with one key; the earlier ones end superseded, visibly", async () => {
+    const { env, client, ended, namesLike } = items();
     await Promise.all([env.startRuntime(), env.startRuntime()]);
     const jobs = [];
     for (let n = 0; n < 5; n++) {
@@ -43,6 +31,7 @@ describe("debounce, with two runtimes", () => {
   });
 
   it("keeps keys apart, and runs a job enqueued after the previous one's period again", async () => {
+    const { env, client, ended, namesLike } = items();
     await Promise.all([env.startRuntime(), env.startRuntime()]);
     const a = await client.enqueue("insert-item", { name: "apart-a" }, { debounce: { key: "a", period: "300ms" } });
     const b = await client.enqueue("insert-item", { name: "apart-b" }, { debounce: { key: "b", period: "300ms" } });
@@ -59,6 +48,7 @@ describe("debounce, with two runtimes", () => {
   });
 
   it("survives a restart of every runtime while the jobs wait", async () => {
+    const { env, client, ended, namesLike } = items();
     const runtimes = await Promise.all([env.startRuntime(), env.startRuntime()]);
     const jobs = [];
     for (let n = 0; n < 3; n++) {
@@ -76,6 +66,7 @@ describe("debounce, with two runtimes", () => {
 
   // Two CLI processes must both enqueue within the period: 6 s was too short once at load 25.
   it("debounces from the CLI, and status shows the superseded job", async () => {
+    const { env, ended } = items();
     await env.startRuntime();
     const cli = (name: string) =>
       runCli(["enqueue", "insert-item", JSON.stringify({ name }), "--debounce", "cli", "--debounce-period", "15s"], {

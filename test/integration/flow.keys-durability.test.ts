@@ -3,7 +3,8 @@ import { nanos } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { eventually, type TestEnvironment } from "../helpers/environment";
+import { createItemsEnvironment, type ItemsEnvironment } from "../helpers/items-environment";
 
 /**
  * Singleton and debounce claims against what the stream and the key-value bucket do over time: a
@@ -14,11 +15,10 @@ import { createTestEnvironment, eventually, type TestEnvironment } from "../help
 let env: TestEnvironment;
 let client: JetfnClient;
 let manager: JetStreamManager;
+let itemsEnded: ItemsEnvironment["ended"];
 
 beforeAll(async () => {
-  env = await createTestEnvironment();
-  await env.database.sql`create table items (id serial primary key, name text not null, attempt int, invocation text)`;
-  client = await env.client();
+  ({ env, client, ended: itemsEnded } = await createItemsEnvironment());
   manager = await jetstreamManager(client.connection);
 });
 
@@ -28,12 +28,7 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function ended(id: string, timeoutMs = 30_000) {
-  return eventually(async () => {
-    const view = await client.status(id);
-    return ["succeeded", "dead", "cancelled", "superseded"].includes(view.status) ? view : undefined;
-  }, timeoutMs);
-}
+const ended = (id: string) => itemsEnded(id, 30_000);
 
 async function rowsOf(invocation: string): Promise<number> {
   const [row] = await env.database.sql<{ count: number }[]>`
@@ -150,10 +145,11 @@ describe("jetfn status", () => {
     expect(JSON.parse(await status(debounced.id, true))).toMatchObject({ status: "scheduled", debounceKey: "d/1" });
     expect(await status(debounced.id, false)).toMatch(/^debounce key: "d\/1"$/m);
 
-    // A job that was delayed keeps its key once moved; its priority comes from its subject.
+    // A job that was delayed keeps its key once moved; its priority comes from its subject. It runs
+    // 25 s (cancelled at the end) so it is still running when the CLI reads it on a loaded machine.
     const running = await client.enqueue(
       "write-then-wait",
-      { name: "status-2", ms: 8_000 },
+      { name: "status-2", ms: 25_000 },
       { singleton: { key: "status:2" }, priority: 1, delay: "200ms" },
     );
     onTestFinished(async () => {
@@ -165,5 +161,6 @@ describe("jetfn status", () => {
       priority: 1,
       singletonKey: "status:2",
     });
-  }, 60_000);
+    // Five CLI runs, each a Node start: about 10 s each beside two CPU burners.
+  }, 150_000);
 });

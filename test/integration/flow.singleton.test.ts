@@ -1,24 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetfnClient } from "../../runtime/sdk/client";
+import { describe, expect, it } from "vitest";
 import { runCli } from "../helpers/cli";
-import type { TestEnvironment } from "../helpers/environment";
-import { createItemsEnvironment, type ItemsEnvironment } from "../helpers/items-environment";
+import { useItemsEnvironment } from "../helpers/items-environment";
 
-let env: TestEnvironment;
-let client: JetfnClient;
-let ended: ItemsEnvironment["ended"];
-let namesLike: ItemsEnvironment["namesLike"];
-
-beforeAll(async () => {
-  ({ env, client, ended, namesLike } = await createItemsEnvironment());
-});
-
-afterAll(async () => {
-  await env?.close();
-});
+const items = useItemsEnvironment();
 
 describe("singletons, with two runtimes", () => {
   it("folds enqueues into the job holding the key while it is queued or running, then takes a new one", async () => {
+    const { env, client, ended, namesLike } = items();
     await Promise.all([env.startRuntime(), env.startRuntime()]);
     const singleton = { key: "nightly-report" };
     // The holder runs 5 s so it still holds the key when the five repeats arrive on a loaded machine
@@ -38,6 +26,7 @@ describe("singletons, with two runtimes", () => {
   });
 
   it("stores one job when many enqueues race for a free key on both runtimes", async () => {
+    const { env, client, ended, namesLike } = items();
     await Promise.all([env.startRuntime(), env.startRuntime()]);
     const other = await env.client();
     const racing = await Promise.all(
@@ -58,6 +47,7 @@ describe("singletons, with two runtimes", () => {
   });
 
   it("keeps the key held across a restart of every runtime, and frees it when the holder is cancelled", async () => {
+    const { env, client, ended, namesLike } = items();
     const runtimes = await Promise.all([env.startRuntime(), env.startRuntime()]);
     const singleton = { key: "restart" };
     const held = await client.enqueue("insert-item", { name: "kept-0" }, { singleton, delay: "3s" });
@@ -75,6 +65,7 @@ describe("singletons, with two runtimes", () => {
   });
 
   it("prints the holder's id from the CLI and says nothing new was enqueued", async () => {
+    const { env, client } = items();
     await env.startRuntime();
     // The holder waits 25 s (cancelled at the end), so it still holds the key after three CLI runs on
     // a loaded machine; with 10 s it had ended before the third at load 16.

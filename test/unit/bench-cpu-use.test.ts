@@ -1,6 +1,6 @@
 import { cpus } from "node:os";
 import { describe, expect, it } from "vitest";
-import { type CpuReading, cpuBudget, cpuPerJob, readCpu } from "../../bench/cpu-use";
+import { type CpuReading, cpuBudget, cpuPerJob, readCpu, readProcessCpu } from "../../bench/cpu-use";
 
 function reading(node: number, postgres: number, nats: number, redis: number, at: number): CpuReading {
   return { node, servers: { postgres, "nats-server": nats, "redis-server": redis }, at };
@@ -41,9 +41,24 @@ describe("readCpu", () => {
   });
 
   it.runIf(process.platform === "linux")("counts no nats-server but the one it is scoped to", async () => {
-    const scoped = await readCpu({ natsPid: -1 });
+    const scoped = await readCpu({ natsPids: [-1] });
     expect(scoped?.servers["nats-server"]).toBe(0);
   });
+});
+
+describe("readProcessCpu", () => {
+  it.runIf(process.platform === "linux")(
+    "reads one process's CPU time by its pid, none for a pid that is gone",
+    async () => {
+      const before = await readProcessCpu(process.pid);
+      // Spin until 60 ms of CPU are used (not of wall time: on a loaded machine that may be far less).
+      const start = process.cpuUsage();
+      while (process.cpuUsage(start).user + process.cpuUsage(start).system < 60_000) Math.sqrt(Math.random());
+      const after = await readProcessCpu(process.pid);
+      expect((after ?? 0) - (before ?? 0)).toBeGreaterThan(20);
+      expect(await readProcessCpu(2 ** 31 - 1)).toBeUndefined();
+    },
+  );
 });
 
 describe("cpuBudget", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkDebouncePeriod, checkJobKey, claimKey } from "../../runtime/flow/job-keys";
+import { checkDebounceMaxWait, checkDebouncePeriod, checkJobKey, claimKey } from "../../runtime/flow/job-keys";
 import { keyedEnqueueRequest } from "../../runtime/flow/keyed-enqueue-request";
 import { checkPriority, parseJobSubject, priorityConsumerName, prioritySubject } from "../../runtime/flow/priority";
 import { routeJob } from "../../runtime/invocation/job-delay";
@@ -99,6 +99,21 @@ describe("debounce and singleton keys", () => {
     for (const period of [0, 99, "25h", "-1s", "soon", undefined, Number.NaN, 1e30]) {
       expect(() => checkDebouncePeriod(period as never)).toThrow(expect.objectContaining({ code: "E_INPUT_INVALID" }));
     }
+  });
+
+  it("accepts a debounce maxWait from the period to 24 h only", () => {
+    expect(checkDebounceMaxWait("1m", 5_000)).toBe(60_000);
+    expect(checkDebounceMaxWait(5_000, 5_000)).toBe(5_000);
+    for (const maxWait of [4_999, "25h", "-1s", "later", Number.NaN]) {
+      expect(() => checkDebounceMaxWait(maxWait as never, 5_000)).toThrow(
+        expect.objectContaining({ code: "E_INPUT_INVALID" }),
+      );
+    }
+    const request = keyedEnqueueRequest("a", {}, { debounce: { key: "k", period: "1s", maxWait: "30s" } });
+    expect(request.headers.get("Jetfn-Debounce-Max-Wait")).toBe("30000");
+    expect(() => keyedEnqueueRequest("a", {}, { debounce: { key: "k", period: "1s", maxWait: "1ms" } })).toThrow(
+      /maxWait must be between the period/,
+    );
   });
 
   it("checks a keyed enqueue before sending it", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { keepJobAlive } from "../../runtime/invocation/job-runner";
+import { keepJobAlive } from "../../runtime/invocation/database-outage";
 
 describe("keeping a held job's lease", () => {
   it("pings while the job could still be waiting for a slot, running and recording", () => {
