@@ -11,14 +11,14 @@ import { JetfnError } from "../support/errors";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
 import { flowLabelsOf } from "./flow-labels";
 import type { ResolvedLimit } from "./flow-options";
-import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard, type TakeOptions } from "./slot-board";
+import { LeaseHandOver, wokenClaim } from "./lease-handover";
+import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
 import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
 import {
   createWaitingRoom,
   ensureWaitingRoom,
   KEPT_SLOT_HEADER,
   readWaitingJobs,
-  type WaitingMessage,
   type WaitingRoom,
 } from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
@@ -27,8 +27,8 @@ import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
  * The gate a job of a function with `concurrencyLimit` or `rateLimit` passes before its handler
  * runs: it takes a slot of each limit (a lease or a start), or waits in the waiting stream. Woken
  * jobs come back through `fn.job.<name>`; a lease freed while jobs wait is kept for the one it
- * wakes, so jobs arriving meanwhile wait behind it instead of taking it. Every runtime also sweeps the waiting jobs of the
- * functions it runs each second, so a slot freed by a runtime that died (its lease ran out) or by
+ * wakes (lease-handover.ts), so jobs arriving meanwhile wait behind it. Every runtime also sweeps
+ * the waiting jobs of the functions it runs each second, so a slot freed by a runtime that died (its lease ran out) or by
  * time (a rate window passed) wakes them even when nobody released anything, and a group whose
  * limit was removed by a redeploy is woken whole.
  */
@@ -206,6 +206,7 @@ class Gate {
   readonly #functions = new Map<string, ResolvedFunction>();
   /** Waiting jobs per group, as last seen (a release wakes only where some may wait). */
   readonly #waiting = new Map<string, number>();
+  readonly #handOver: LeaseHandOver;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
@@ -218,6 +219,7 @@ class Gate {
     this.#nc = options.nc;
     this.#logger = options.logger;
     this.#secret = options.secret;
+    this.#handOver = new LeaseHandOver(board, room, LEASE_MS, this.#waiting);
   }
 
   async admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined> {
@@ -225,7 +227,7 @@ class Gate {
     const parsed = parsedInput(fn, input);
     // Input the schema refuses never reaches the handler (it fails E_INPUT_INVALID): no slot, no key.
     if (!parsed) return () => {};
-    const claim = this.#claim(fn, job, message);
+    const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
     const held: { slot: HeldSlot; limit: ResolvedLimit; group: string }[] = [];
     try {
       for (const limit of limits) {
@@ -274,20 +276,9 @@ class Gate {
   }
 
   async forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
-    const claim = this.#claim(fn, job, message);
-    const kept = claim?.kept;
-    if (!claim?.claimant || !kept) return;
-    const group = kept.slice(0, kept.lastIndexOf("."));
-    // The header is a hint: only a concurrency group of this function is looked at.
-    if (!group.startsWith("c.") || groupFunction(group) !== fn.name) return;
-    const slot = await this.#board.takeKept(
-      group,
-      Number.MAX_SAFE_INTEGER,
-      claim.claimant,
-      kept,
-      Date.now() + LEASE_MS,
-    );
-    if (slot) this.#free(slot, "c", group);
+    const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
+    const kept = claim && (await this.#handOver.takeKept(fn.name, claim));
+    if (kept) this.#free(kept.slot, "c", kept.group);
   }
 
   deployed(fn: ResolvedFunction | undefined, name: string): void {
@@ -312,98 +303,15 @@ class Gate {
   }
 
   /**
-   * A woken job's claim to the lease kept for it. Only a wake a runtime signed counts: anyone may
-   * publish a job with another job's id.
-   */
-  #claim(fn: ResolvedFunction, job: GateJob, message: JsMsg): TakeOptions | undefined {
-    const header = message.headers?.get(WOKEN_HEADER);
-    if (!header || !readWoken(this.#secret, fn.name, job.id, header)) return undefined;
-    return { claimant: job.id, kept: message.headers?.get(KEPT_SLOT_HEADER) || undefined };
-  }
-
-  /**
    * Frees a lease (a rate slot frees by itself). While jobs of its key may wait, it is kept for the
    * oldest of them, which is woken; otherwise it is written free.
    */
   #free(slot: HeldSlot, kind: ResolvedLimit["kind"], group: string): void {
     if (kind !== "c") return;
-    const freed = (this.#waiting.get(group) ?? 0) > 0 ? this.#handOver(group, slot) : slot.release();
+    const freed = (this.#waiting.get(group) ?? 0) > 0 ? this.#handOver.handOver(group, slot) : slot.release();
     freed.catch((error: unknown) =>
       this.#logger.warn({ err: error, slot: slot.key }, "Freeing a lease failed; it runs out by itself."),
     );
-  }
-
-  /** Keeps a lease being freed for the oldest job waiting for it, and wakes that job; frees it if none waits. */
-  async #handOver(group: string, slot: HeldSlot): Promise<void> {
-    let next: WaitingMessage | undefined;
-    try {
-      next = await this.#nextUnkept(group, 1);
-    } catch (error) {
-      await slot.release();
-      throw error;
-    }
-    if (!next) return slot.release();
-    if (await slot.keepFor(next.id, Date.now() + LEASE_MS)) await this.#sendKept(group, slot, next);
-  }
-
-  /**
-   * Wakes up to `count` jobs of a concurrency-limited group, each with a free lease kept for it
-   * (taken before it is sent, so a wake never sends a job to find its slot gone).
-   */
-  async #wakeWithSlots(group: string, limit: ResolvedLimit, count: number): Promise<void> {
-    try {
-      let cursor = 1;
-      for (let woken = 0; woken < count; woken++) {
-        const next = await this.#nextUnkept(group, cursor);
-        if (!next) return;
-        const slot = await this.#board.take(group, limit.limit, Date.now() + LEASE_MS, { keepFor: next.id });
-        if (!slot) return;
-        const after = await this.#sendKept(group, slot, next);
-        if (after === undefined) return;
-        cursor = after;
-      }
-    } catch (error) {
-      this.#logger.warn({ err: error, group }, "Waking waiting jobs failed; the next sweep tries again.");
-    }
-  }
-
-  /** The oldest job of `group` from waiting-stream sequence `from` on that no lease is kept for yet. */
-  async #nextUnkept(group: string, from: number): Promise<WaitingMessage | undefined> {
-    for (let cursor = from; ; ) {
-      const next = await this.#room.next(group, cursor);
-      if (!next) {
-        this.#waiting.set(group, 0);
-        return undefined;
-      }
-      // Woken already by another runtime, which kept a lease for it.
-      if (!this.#board.keptFor(group, next.id)) return next;
-      cursor = next.seq + 1;
-    }
-  }
-
-  /**
-   * Sends `job` back with `slot` kept for it. When another runtime's wake of it was stored first,
-   * the slot is kept for the next in line instead (and so on); freed when the line is empty. The
-   * waiting-stream sequence after the job that went, or undefined when none did.
-   */
-  async #sendKept(group: string, slot: HeldSlot, job: WaitingMessage): Promise<number | undefined> {
-    try {
-      for (let next: WaitingMessage | undefined = job; next; ) {
-        if (await this.#room.send(next, slot.key)) {
-          this.#waiting.set(group, Math.max(0, (this.#waiting.get(group) ?? 0) - 1));
-          return next.seq + 1;
-        }
-        next = await this.#nextUnkept(group, next.seq + 1);
-        // Lost (its time passed and another job took it): the sweep wakes the next one.
-        if (next && !(await slot.keepFor(next.id, Date.now() + LEASE_MS))) return undefined;
-      }
-    } catch (error) {
-      // Kept for a job that may not come: freed, so the sweep or a later job can use it.
-      await slot.release().catch(() => undefined);
-      throw error;
-    }
-    await slot.release();
-    return undefined;
   }
 
   async #park(fn: ResolvedFunction, limit: ResolvedLimit, group: string, job: GateJob, message: JsMsg): Promise<void> {
@@ -450,6 +358,15 @@ class Gate {
     );
     timer.unref();
     this.#timers.set(group, timer);
+  }
+
+  /** Wakes up to `count` jobs of a concurrency-limited group, each with a free lease kept for it. */
+  async #wakeWithSlots(group: string, limit: ResolvedLimit, count: number): Promise<void> {
+    try {
+      await this.#handOver.wakeWithSlots(group, limit, count);
+    } catch (error) {
+      this.#logger.warn({ err: error, group }, "Waking waiting jobs failed; the next sweep tries again.");
+    }
   }
 
   async #wake(group: string, count: number): Promise<void> {
