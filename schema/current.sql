@@ -1439,6 +1439,32 @@ $$;
 
 
 --
+-- Name: constraint_modes(); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.constraint_modes() RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog'
+    AS $$
+declare
+  any_deferred boolean;
+  immediate_names text;
+begin
+  select bool_or(c.condeferred),
+         string_agg(distinct quote_ident(n.nspname) || '.' || quote_ident(c.conname), ', ')
+           filter (where not c.condeferred and has_schema_privilege(n.oid, 'USAGE'))
+    into any_deferred, immediate_names
+  from pg_constraint c join pg_namespace n on n.oid = c.connamespace
+  where c.condeferrable;
+  if not coalesce(any_deferred, false) then
+    return '';
+  end if;
+  return 'set constraints all deferred' || coalesce('; set constraints ' || immediate_names || ' immediate', '');
+end
+$$;
+
+
+--
 -- Name: drop_orphaned_audit_functions(); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 

@@ -1,5 +1,6 @@
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../support/errors";
+import { CONSTRAINT_MODES_SQL, DEFERRED_CHECKS_SQL, DeclaredModes } from "./constraint-modes";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";
@@ -88,6 +89,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #maxSharedHoldMs: number;
   readonly #waiting: Waiter[] = [];
   readonly #holdMs = new Map<string, number>();
+  readonly #modes = new DeclaredModes();
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -135,6 +137,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
+          // Not read yet (the runtime's first transaction): no later part could start as declared.
+          this.#modes.statements === undefined ||
           (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
       else if (next) {
@@ -183,17 +187,24 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     }
     const connection = lane.connection;
     // Sent without waiting: they travel in the same write as the job's first query. The previous
-    // job's final record and release lead the same simple-protocol message: one round of the
-    // server's replies instead of one per statement. The audit mark ends it: the job's audit rows
-    // are those written after it (see invocation-checks.ts). The job that begins the transaction
-    // needs none: nothing was written in it before.
-    const { savepoint, message, marked } = lane.openPart([stamp], AUDIT_MARK_SQL);
+    // job's deferred constraints, final record and release lead the same simple-protocol message:
+    // one round of the server's replies instead of one per statement. A later part then starts
+    // from the declared constraint modes (see constraint-modes.ts), and the audit mark ends it: the
+    // job's audit rows are those written after it (see invocation-checks.ts). The job that begins
+    // the transaction needs neither: nothing was written or set in it before.
+    const later = lane.open;
+    const readModes = !later && this.#modes.due;
+    const then = later
+      ? [...(this.#modes.statements ? [this.#modes.statements] : []), stamp, AUDIT_MARK_SQL]
+      : [stamp, ...(readModes ? [CONSTRAINT_MODES_SQL] : [])];
+    const { savepoint, message } = lane.openPart(then);
     const setup = connection.unsafe(message).execute();
-    // It carries earlier jobs' final records: its failure dooms the whole transaction. Noted at
-    // once, before the job's own statements (refused after it) are told why.
+    // It carries earlier jobs' deferred constraints and final records: its failure dooms the whole
+    // transaction. Noted at once, before the job's own statements (refused after it) are told why.
     setup.catch(lane.dooms());
-    const mark = marked ? setup.then(auditMark) : Promise.resolve(null);
+    const mark = later ? setup.then(auditMark) : Promise.resolve(null);
     mark.catch(lane.dooms());
+    if (readModes) this.#modes.read(setup);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
 
@@ -262,8 +273,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       // Every audit row must be written under the stamp of the job whose part it was written in
       // (see invocation-checks.ts); a failed check dooms the transaction, and each job runs again
       // alone, where the culprit fails by itself.
-      // As the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
-      this.pipeline(lane, connection.unsafe("reset role"));
+      // The last job's deferred constraints first, under its stamp and role (see constraint-modes.ts);
+      // then the check as the runtime's role: the last job's SET LOCAL ROLE lasts until COMMIT.
+      this.pipeline(lane, connection.unsafe(`${DEFERRED_CHECKS_SQL}; reset role`));
       this.pipeline(lane, connection.unsafe(GROUP_CHECK_SQL, [groupMembers(kept)], PREPARED));
     }
     const closing = lane.takeClosing();

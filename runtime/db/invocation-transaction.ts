@@ -4,6 +4,7 @@ import { JetfnError } from "../support/errors";
 import { bindPlainDatabase, type DatabaseBinder } from "./app-database";
 import { isConnectionError } from "./client";
 import type { CommitGroups } from "./commit-groups";
+import { DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import { asRefusal, invocationCheck } from "./invocation-checks";
 import type { Seat } from "./lane";
 import { LazyQuery, type QueryMode } from "./lazy-query";
@@ -164,8 +165,10 @@ class LazyTransaction implements InvocationTransaction {
     connection: WatchedConnection,
     statement: { text: string; params: unknown[] } | undefined,
   ): Promise<unknown> {
-    // As the runtime's role: a handler's SET LOCAL ROLE lasts until COMMIT, and the checks read the audit log.
-    const check = `reset role; ${invocationCheck(this.#stamp)}`;
+    // The handler's deferred constraints first, under its stamp and role, so the check sees what
+    // they write (see constraint-modes.ts). Then the checks as the runtime's role: a handler's SET
+    // LOCAL ROLE lasts until COMMIT, and the checks read the audit log.
+    const check = `${DEFERRED_CHECKS_SQL}; reset role; ${invocationCheck(this.#stamp)}`;
     if (statement?.params.length === 0) return connection.unsafe(`${check}; ${statement.text}`).execute();
     const sent = [connection.unsafe(check).execute()];
     if (statement) {

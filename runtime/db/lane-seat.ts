@@ -1,5 +1,6 @@
 import { JetfnError } from "../support/errors";
 import { isConnectionError } from "./client";
+import { DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import type { Lane, LaneOwner, Seat, SeatPart } from "./lane";
 import type { QueryMode } from "./lazy-query";
 import { SharedCommitError } from "./shared-commit-error";
@@ -105,8 +106,12 @@ export class LaneSeat implements Seat {
     await this.#undoOnceGroupDecides();
   }
 
-  /** Runs the final record and the release and waits for them: the job saw a statement fail. */
+  /**
+   * Runs the job's deferred constraints, its final record and the release, and waits for them: the
+   * job saw a statement fail, or its final record is the fence. A failure of any is its own.
+   */
   async #commitChecked(final: FinalStatement | undefined, handlerDone: (() => void) | undefined): Promise<void> {
+    const deferred = this.#connection.unsafe(DEFERRED_CHECKS_SQL).execute();
     const statement = final ? sendable(final) : undefined;
     const finalQuery = statement
       ? this.#connection
@@ -119,7 +124,7 @@ export class LaneSeat implements Seat {
     let settled: PromiseSettledResult<unknown>[];
     try {
       settled = await withinDeadline(
-        Promise.allSettled([this.#setup, finalQuery, release]),
+        Promise.allSettled([this.#setup, deferred, finalQuery, release]),
         COMMIT_DEADLINE_MS,
         "the end of a job's savepoint",
       );

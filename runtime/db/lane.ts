@@ -1,4 +1,5 @@
 import type { PendingQuery, Row } from "postgres";
+import { DEFERRED_CHECKS_SQL } from "./constraint-modes";
 import type { QueryMode } from "./lazy-query";
 import type { FinalStatement, TransactionStamp } from "./transaction-parts";
 import type { WatchedConnection } from "./watched-connection";
@@ -54,28 +55,28 @@ export class Lane {
 
   /**
    * Opens the next job's part: the message (one simple-protocol write) that leads with the previous
-   * job's final record and release, begins the transaction if none is open, and opens the savepoint.
-   * `then` follows it in the same message, and `mark` ends it unless the part begins the
-   * transaction (`marked`): the first part needs no mark, its rows are all those before the next one's.
+   * job's deferred constraints, final record and release, begins the transaction if none is open, and
+   * opens the savepoint; `then` ends it.
    */
-  openPart(then: readonly string[], mark: string): { savepoint: string; message: string; marked: boolean } {
-    const marked = this.#open;
+  openPart(then: readonly string[]): { savepoint: string; message: string } {
+    const later = this.#open;
     const savepoint = `jetfn_job_${++this.#savepoints}`;
     const message = [
+      // Under the previous job's stamp, before the next mark: what its deferred constraints write is its own.
+      ...(later ? [DEFERRED_CHECKS_SQL] : []),
       ...(this.#pendingFinal ? [this.#pendingFinal] : []),
       ...(this.#pendingRelease ? [`release savepoint ${this.#pendingRelease}`] : []),
-      ...(this.#open ? [] : ["begin"]),
+      ...(later ? [] : ["begin"]),
       `savepoint ${savepoint}`,
       // A released savepoint keeps its SET LOCALs (search_path, role, app.tenant...): undo what
       // earlier jobs of this transaction set, so each job starts from the session's settings.
-      ...(this.#savepoints > 1 ? ["reset all", "reset role"] : []),
+      ...(later ? ["reset all", "reset role"] : []),
       ...then,
-      ...(marked ? [mark] : []),
     ].join("; ");
     this.#pendingFinal = undefined;
     this.#pendingRelease = undefined;
     this.#open = true;
-    return { savepoint, message, marked };
+    return { savepoint, message };
   }
 
   /** No job after the current one joins the open transaction. */

@@ -242,8 +242,9 @@ function rollbackToHandlerSavepoint(statement: SqlToken[]): boolean {
 }
 
 /**
- * SET LOCAL (and SET TRANSACTION / SET CONSTRAINTS) last until the transaction ends; anything else
- * changes the session. SET LOCAL ROLE stays allowed (row-level security per tenant): the audit
+ * SET LOCAL (and SET TRANSACTION) last until the transaction ends, SET CONSTRAINTS until the end of
+ * the job's part (the runtime fires its deferred constraints there and gives the next job the
+ * declared modes, see constraint-modes.ts); anything else changes the session. SET LOCAL ROLE stays allowed (row-level security per tenant): the audit
  * records the role that wrote, and the session is reset after the transaction anyway.
  */
 function setRefusal(statement: SqlToken[]): string | undefined {

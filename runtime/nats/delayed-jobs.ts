@@ -1,6 +1,6 @@
 import {
   AckPolicy,
-  type ConsumerMessages,
+  type ConsumerUpdateConfig,
   DeliverPolicy,
   DiscardPolicy,
   type JetStreamClient,
@@ -9,7 +9,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import { headers as natsHeaders } from "@nats-io/transport-node";
+import { type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { isValidFunctionName } from "../deploy/function-name";
 import { type FlowLabels, flowLabelsOf, keyHeadersOf } from "../flow/flow-labels";
@@ -22,7 +22,9 @@ import {
   NOT_BEFORE_HEADER,
   parseNotBefore,
 } from "../invocation/job-delay";
+import type { Limiter } from "../invocation/limiter";
 import { toNanos } from "../support/duration";
+import { type ParkingReader, readParkingConsumer } from "./parking-reader";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";
@@ -67,15 +69,14 @@ const ENQUEUED_AT_HEADER = "Jetfn-Enqueued-At";
 const MAX_PARK_MS = 3_600_000;
 /** Wait before a job whose move failed (NATS unavailable) is tried again. */
 const RETRY_MOVE_MS = 1_000;
-/** Messages one runtime holds at once: each is parked or moved at once, so memory stays flat. */
-const BATCH = 256;
 /**
- * How long one pull request lasts. nats.js waits a jittered 0.5-1.5x this before it asks again when
- * its first look at the consumer after a reconnect fails (JetStream still recovering after a
- * restart), and counts missed heartbeats at half of it: with the default, 30 s, a due job could
- * wait 15-45 s more after a nats-server restart.
+ * How long the server waits for a runtime's answer to a delayed message (parked, moved, dropped)
+ * before it delivers it again. A runtime answers at once, or once its move is stored; an answer
+ * lost to a nats-server restart (a message delivered just before it) or to a runtime that died
+ * brings the job back only after this. At 30 s, jobs due 8 s after a restart moved 21 s late.
+ * A slow move delivered again meanwhile is published twice under one message id and stored once.
  */
-const PULL_EXPIRES_MS = 5_000;
+const ANSWER_WAIT_MS = 2_000;
 
 /**
  * Creates the delayed-jobs stream and its consumer. Work-queue retention: a job leaves the stream
@@ -123,17 +124,23 @@ async function ensureParkingStream(
     },
     replication,
   );
+  const settings: ConsumerUpdateConfig = {
+    description: parking.consumerDescription,
+    ack_wait: toNanos(ANSWER_WAIT_MS),
+    max_deliver: -1,
+    max_ack_pending: -1,
+  };
   const consumer = await manager.consumers.info(parking.stream, parking.consumer).catch(() => undefined);
   if (!consumer) {
     await manager.consumers.add(parking.stream, {
       durable_name: parking.consumer,
-      description: parking.consumerDescription,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: toNanos(30_000),
-      max_deliver: -1,
-      max_ack_pending: -1,
+      ...settings,
     });
+  } else if (consumer.config.ack_wait !== settings.ack_wait) {
+    // Made by an earlier version (30 s): parked jobs keep their time, the wait applies from now.
+    await manager.consumers.update(parking.stream, parking.consumer, settings);
   }
 }
 
@@ -221,8 +228,16 @@ export interface DelayedJobMover {
  * so a storm of far-future jobs redelivered after a nats-server restart never holds up a due one.
  */
 export function startDelayedJobMover(options: DelayedJobMoverOptions): DelayedJobMover {
-  const near = consumeLoop(options, options.stream, DELAYED_CONSUMER, handle);
-  const far = consumeLoop(options, farStreamName(options.stream), FAR_CONSUMER, handleFar);
+  const read = (stream: string, consumer: string, handler: typeof handle): ParkingReader =>
+    readParkingConsumer({
+      js: options.js,
+      stream,
+      consumer,
+      logger: options.logger,
+      handle: (message, publishing) => handler({ options, publishing }, message),
+    });
+  const near = read(options.stream, DELAYED_CONSUMER, handle);
+  const far = read(farStreamName(options.stream), FAR_CONSUMER, handleFar);
   return {
     async stop() {
       await Promise.all([near.stop(), far.stop()]);
@@ -230,35 +245,10 @@ export function startDelayedJobMover(options: DelayedJobMoverOptions): DelayedJo
   };
 }
 
-function consumeLoop(
-  options: DelayedJobMoverOptions,
-  stream: string,
-  name: string,
-  handler: (options: DelayedJobMoverOptions, message: JsMsg) => Promise<void>,
-): DelayedJobMover {
-  let messages: ConsumerMessages | undefined;
-  let stopping = false;
-  const loop = (async () => {
-    while (!stopping) {
-      try {
-        const consumer = await options.js.consumers.get(stream, name);
-        messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS });
-        if (stopping) messages.stop();
-        for await (const message of messages) await handler(options, message);
-      } catch (error) {
-        if (stopping) break;
-        options.logger.warn({ err: error, stream }, "Reading delayed jobs failed; trying again in a second.");
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MOVE_MS));
-      }
-    }
-  })();
-  return {
-    async stop() {
-      stopping = true;
-      messages?.stop();
-      await loop;
-    },
-  };
+/** What handling one message works with: the mover's options, and its reader's publish slots. */
+interface HandlerContext {
+  options: DelayedJobMoverOptions;
+  publishing: Limiter;
 }
 
 /** A delayed message's job, once its headers are checked. */
@@ -298,14 +288,15 @@ function waitingJob(options: DelayedJobMoverOptions, message: JsMsg, prefix: str
  * when due later than the near window (not a debounced one: its key's claim names it by its sequence here),
  * or published to its function and acked when due.
  */
-async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<void> {
+async function handle(context: HandlerContext, message: JsMsg): Promise<void> {
+  const { options } = context;
   const job = waitingJob(options, message, DELAYED_PREFIX);
   if (!job) return;
   const { id, fn, due } = job;
   const remaining = due - Date.now();
   if (remaining > (options.nearMs ?? NEAR_MS) && !message.headers?.has(DEBOUNCE_KEY_HEADER)) {
     // The far stream keeps its own message id per source message: a repeat after a crash is dropped.
-    relay(options, message, job, FAR_PREFIX + id, `far:${fn}:${id}:${message.seq}`);
+    await relay(context, message, job, FAR_PREFIX + id, `far:${fn}:${id}:${message.seq}`);
     return;
   }
   if (remaining > 0) {
@@ -335,12 +326,8 @@ async function handle(options: DelayedJobMoverOptions, message: JsMsg): Promise<
   for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
   const subject = routePriority(fn, message.headers?.get(PRIORITY_HEADER) || undefined);
   // The move keeps the job's message id: a repeat (a crash between publish and ack) is dropped.
-  void options.publisher.publish(subject, message.data, { msgID: jobMessageId(fn, id), headers: header }).then(
-    () => message.ack(),
-    (error: unknown) => {
-      options.logger.warn({ err: error, fn, invocationId: id }, "Moving a due delayed job failed; trying again.");
-      message.nak(RETRY_MOVE_MS);
-    },
+  await publishThenAck(context, message, subject, { msgID: jobMessageId(fn, id), headers: header }, (error) =>
+    options.logger.warn({ err: error, fn, invocationId: id }, "Moving a due delayed job failed; trying again."),
   );
 }
 
@@ -369,7 +356,8 @@ function debounceKey(options: DelayedJobMoverOptions, message: JsMsg, fn: string
  * A job of the far stream: parked until half the near window before its due time (capped), then sent
  * back to `jetfn.delayed.<id>`, where the delayed-jobs consumer moves it when due.
  */
-async function handleFar(options: DelayedJobMoverOptions, message: JsMsg): Promise<void> {
+async function handleFar(context: HandlerContext, message: JsMsg): Promise<void> {
+  const { options } = context;
   const job = waitingJob(options, message, FAR_PREFIX);
   if (!job) return;
   const remaining = job.due - Date.now();
@@ -378,14 +366,20 @@ async function handleFar(options: DelayedJobMoverOptions, message: JsMsg): Promi
     message.nak(Math.min(remaining - near / 2, MAX_PARK_MS));
     return;
   }
-  relay(options, message, job, delayedSubject(job.id), `near:${job.fn}:${job.id}:${message.seq}`);
+  await relay(context, message, job, delayedSubject(job.id), `near:${job.fn}:${job.id}:${message.seq}`);
 }
 
 /**
  * Publishes a waiting job to `subject` (the other parking stream) with the headers the mover reads,
  * and acks it here once stored; on failure it is looked at again in a second.
  */
-function relay(options: DelayedJobMoverOptions, message: JsMsg, job: WaitingJob, subject: string, msgID: string): void {
+function relay(
+  context: HandlerContext,
+  message: JsMsg,
+  job: WaitingJob,
+  subject: string,
+  msgID: string,
+): Promise<void> {
   const header = natsHeaders();
   header.set(ID_HEADER, job.id);
   header.set(FUNCTION_HEADER, job.fn);
@@ -398,13 +392,35 @@ function relay(options: DelayedJobMoverOptions, message: JsMsg, job: WaitingJob,
   const enqueued =
     parseNotBefore(message.headers?.get(ENQUEUED_AT_HEADER)) ?? Math.floor(message.info.timestampNanos / 1e6);
   header.set(ENQUEUED_AT_HEADER, String(enqueued));
-  void options.publisher.publish(subject, message.data, { msgID, headers: header }).then(
-    () => message.ack(),
+  return publishThenAck(context, message, subject, { msgID, headers: header }, (error) =>
+    context.options.logger.warn(
+      { err: error, fn: job.fn, invocationId: job.id, subject },
+      "Moving a waiting delayed job failed; trying again.",
+    ),
+  );
+}
+
+/**
+ * Publishes a delayed message's job to `subject` and acks the message once JetStream stored it,
+ * or naks it to be looked at again in a second. Resolves once the publish is sent, after waiting
+ * for one of the loop's publish slots: the loop reads no further while every slot waits for an ack.
+ */
+async function publishThenAck(
+  context: HandlerContext,
+  message: JsMsg,
+  subject: string,
+  publish: { msgID: string; headers: MsgHdrs },
+  failed: (error: unknown) => void,
+): Promise<void> {
+  const release = context.publishing.tryAcquire?.() ?? (await context.publishing.acquire());
+  void context.options.publisher.publish(subject, message.data, publish).then(
+    () => {
+      release();
+      message.ack();
+    },
     (error: unknown) => {
-      options.logger.warn(
-        { err: error, fn: job.fn, invocationId: job.id, subject },
-        "Moving a waiting delayed job failed; trying again.",
-      );
+      release();
+      failed(error);
       message.nak(RETRY_MOVE_MS);
     },
   );

@@ -79,7 +79,8 @@ const writer = scriptedWriter("failure-writer", script);
 
 beforeAll(async () => {
   [nats, database] = await Promise.all([startNatsServer(), createTestDatabase()]);
-  // Two rows with the same twin fail the shared COMMIT (the unique check is deferred to it).
+  // Two rows with the same twin fail the shared transaction (the unique check is deferred to the
+  // end of the second writer's part, which, for a clean first attempt, dooms the transaction).
   await database.sql`
     create table failure_rows (
       id bigserial primary key, job text not null, attempt int not null, run int not null,

@@ -176,7 +176,8 @@ describe("commit groups", () => {
         await second.tx.db.execute(`insert into deferred_rows (id, twin) values ('b', 'b')`);
         await second.tx.commit(finalRecord(first.id, 2));
       }),
-      // Claims the same twin as the first: the deferred unique check fails the shared COMMIT.
+      // Claims the same twin as the first: the unique check, deferred to the end of its part, dooms
+      // the shared transaction.
       settle(breaker.tx, async () => {
         await breaker.tx.db.execute(`insert into deferred_rows (id, twin) values ('c', 'same')`);
         await breaker.tx.commit();
@@ -265,7 +266,8 @@ describe("commit groups", () => {
     const results = await Promise.allSettled(
       jobs.map(({ tx, id, n }) =>
         settle(tx, async () => {
-          // Two members claim the same twin: the deferred unique check fails at COMMIT.
+          // Two members claim the same twin: the unique check, deferred to the end of the second
+          // claimant's part, dooms the shared transaction.
           await tx.db.execute(
             `insert into deferred_rows (id, twin) values ('${id}', '${n === 1 || n === 3 ? "same" : id}')`,
           );

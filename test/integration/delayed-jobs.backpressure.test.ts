@@ -1,0 +1,79 @@
+import { randomUUID } from "node:crypto";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, headers as natsHeaders } from "@nats-io/transport-node";
+import { expect, it } from "vitest";
+import { ensureDelayedJobs, farStreamName, startDelayedJobMover } from "../../runtime/nats/delayed-jobs";
+import { StreamPublisher } from "../../runtime/nats/stream-publisher";
+import { eventually } from "../helpers/environment";
+import { captureLogs } from "../helpers/logs";
+import { startNatsServer } from "../helpers/nats-server";
+
+// While JetStream is slow to store what the mover publishes, the mover stops reading: it holds a
+// bounded number of delayed messages, however many wait, and reads on once the acks come. (It kept
+// reading before, so every job delivered meanwhile stayed in its memory until its ack came.) The
+// watch is a fixed window: what it checks is that nothing more happens.
+const JOBS = 2_000;
+
+it("reads no further while its publishes wait for their acks, and moves every job once they come", {
+  timeout: 60_000,
+}, async () => {
+  const server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  const manager = await jetstreamManager(nc);
+  const stream = await ensureDelayedJobs(manager, "JETFN_JOBS");
+  // JetStream as a slow server answers: the far relays' publishes are stored only once released.
+  const real = new StreamPublisher(nc);
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let waiting = 0;
+  const publisher = {
+    async publish(...args: Parameters<StreamPublisher["publish"]>) {
+      waiting++;
+      await released;
+      return real.publish(...args);
+    },
+  };
+  const mover = startDelayedJobMover({
+    js: jetstream(nc),
+    publisher,
+    stream,
+    logger: captureLogs().logger,
+    nearMs: 2_000,
+  });
+  try {
+    const js = jetstream(nc);
+    for (let start = 0; start < JOBS; start += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, () => {
+          const id = `job-${randomUUID()}`;
+          const header = natsHeaders();
+          header.set("Jetfn-Id", id);
+          header.set("Jetfn-Function", "send-mail");
+          header.set("Jetfn-Not-Before", String(Date.now() + 3_600_000));
+          return js.publish(`jetfn.delayed.${id}`, "{}", { headers: header, msgID: `send-mail:${id}` });
+        }),
+      );
+    }
+    // Watched for two pull requests' time (5 s each) once its publishes wait: the mover holds at
+    // most a batch and its publishes; it asks for nothing more until acks come.
+    await eventually(() => waiting > 0, 10_000);
+    let held = 0;
+    let undelivered = JOBS;
+    for (const until = Date.now() + 10_000; Date.now() < until && held < JOBS / 2; ) {
+      const info = await manager.consumers.info(stream, "jetfn-delayed");
+      held = Math.max(held, info.num_ack_pending);
+      undelivered = info.num_pending;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(held).toBeLessThan(JOBS / 2);
+    expect(undelivered).toBe(JOBS - held);
+    release();
+    await eventually(async () => (await manager.streams.info(farStreamName(stream))).state.messages === JOBS, 30_000);
+  } finally {
+    release();
+    await mover.stop();
+    await nc.close();
+  }
+});
