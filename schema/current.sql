@@ -1380,21 +1380,25 @@ $$;
 
 
 --
--- Name: complete_invocation(text, text, integer, jsonb, jsonb, timestamp with time zone, timestamp with time zone, bigint, text); Type: FUNCTION; Schema: jetfn; Owner: -
+-- Name: complete_invocation(text, text, integer, jsonb, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
-CREATE FUNCTION jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text) RETURNS void
+CREATE FUNCTION jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint DEFAULT NULL::smallint, p_debounce_key text DEFAULT NULL::text, p_singleton_key text DEFAULT NULL::text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 begin
   insert into jetfn.invocations as i
-    (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+    (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key)
   values
-    (p_id, p_function, 'succeeded', p_attempt, p_input, p_result, p_enqueued_at, p_started_at, clock_timestamp(), clock_timestamp(), p_stream_seq, p_retry_of)
+    (p_id, p_function, 'succeeded', p_attempt, p_input, p_result, p_enqueued_at, p_started_at, clock_timestamp(),
+     clock_timestamp(), p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key)
   on conflict (id) do update set
     status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
     started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-    progress = null
+    progress = null, priority = coalesce(excluded.priority, i.priority),
+    debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
+    singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
   where not jetfn.is_final(i.status) and i.function = excluded.function;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
@@ -1715,16 +1719,20 @@ begin
   return query
   with recorded as (
     insert into jetfn.invocations as i
-      (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+      (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq,
+       retry_of, priority, debounce_key, singleton_key)
     select r.id, r.function, 'succeeded', r.attempts, r.input, r.result, r.enqueued_at, r.started_at, r.finished_at,
-           clock_timestamp(), r.stream_seq, r.retry_of
+           clock_timestamp(), r.stream_seq, r.retry_of, r.priority, r.debounce_key, r.singleton_key
     from jsonb_to_recordset(p_records) as r(
       id text, function text, attempts integer, input jsonb, result jsonb,
-      enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text)
+      enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text,
+      priority smallint, debounce_key text, singleton_key text)
     on conflict (id) do update set
       status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
       started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-      progress = null
+      progress = null, priority = coalesce(excluded.priority, i.priority),
+      debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
+      singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
     where not jetfn.is_final(i.status) and i.function = excluded.function
     returning i.id
   )
@@ -2131,6 +2139,9 @@ CREATE TABLE jetfn.invocations (
     retried_as text,
     retried_at timestamp with time zone,
     dropped_at timestamp with time zone,
+    priority smallint,
+    debounce_key text,
+    singleton_key text,
     CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text])))
 );
 

@@ -1,4 +1,4 @@
-import { bigint, integer, json, jsonb, pgSchema, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, integer, json, jsonb, pgSchema, smallint, text, timestamp } from "drizzle-orm/pg-core";
 
 /** Postgres schema holding jetfn's own tables; created by schema/migrations/0001_jetfn_baseline.sql. */
 export const jetfnSchema = pgSchema("jetfn");
@@ -45,6 +45,12 @@ export const invocations = jetfnSchema.table("invocations", {
   retriedAt: timestamp("retried_at", { withTimezone: true, mode: "string" }),
   /** When a dead job was discarded with `jetfn dlq drop` (status `dropped`). */
   droppedAt: timestamp("dropped_at", { withTimezone: true, mode: "string" }),
+  /** 1-3 as enqueued; null for the default, 0 (schema/migrations/0029_jetfn_invocation_labels.sql). */
+  priority: smallint("priority"),
+  /** The debounce key it was enqueued with, if any. */
+  debounceKey: text("debounce_key"),
+  /** The singleton key it was enqueued with, if any. */
+  singletonKey: text("singleton_key"),
 });
 
 /** Columns of jetfn.audit_log (and of its unsealed tail, jetfn.audit_tail). */

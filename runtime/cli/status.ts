@@ -1,10 +1,10 @@
 import { resolveConfig } from "../config";
 import type { InvocationStatusView } from "../nats/status-api";
+import { findUnrecordedJob } from "../nats/stored-job";
 import { createClient, type JetfnClient } from "../sdk/client";
 import { formatDuration } from "../support/duration";
 import { JetfnError } from "../support/errors";
 import { printJson } from "./output";
-import { findUnrecordedJob } from "./stored-job";
 import { waitForJob } from "./wait-for-job";
 
 /** `jetfn status <id>`: status, attempts, progress, result or errors. */
@@ -23,14 +23,16 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
 /**
  * The status of an id some runtime or the stream knows. `pending` alone cannot tell a job waiting
  * in the stream (just enqueued, or for a function no runtime deploys) from a mistyped id, so the
- * stream is asked; an id in neither is E_NOT_FOUND.
+ * stream is asked; an id in neither is E_NOT_FOUND. A job found there shows its priority and keys
+ * from its message (no record has them yet).
  */
 async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
   const view = await client.status(id);
   if (view.status !== "pending") return view;
   // An application's NATS user may not read the stream: then `pending` is all that can be said.
   const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
-  if (stored !== false) return view;
+  if (stored) return { ...view, ...stored.labels };
+  if (stored === undefined) return view;
   // The job may have been recorded (and acknowledged) while the stream was read.
   const again = await client.status(id);
   if (again.status !== "pending") return again;

@@ -6,6 +6,7 @@ import { invocationChanges, listAuditEntries, rowHistory } from "../audit/audit-
 import { verifyAudit } from "../audit/audit-verify";
 import { listDeadLetters } from "../db/dead-letters";
 import { parseTime } from "../inspect/time-input";
+import { findUnrecordedJob } from "../nats/stored-job";
 import type { Runtime } from "../runtime";
 import { createClient, type JetfnClient } from "../sdk/client";
 import { JetfnError, toJetfnError } from "../support/errors";
@@ -220,10 +221,18 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
       handler: async (_request, url, session) => {
         const id = idFrom(url);
         const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
+        // A queued job has no record yet: its priority and keys are on its message in the stream.
+        const stored =
+          view.status === "pending"
+            ? await findUnrecordedJob(runtime.nats, runtime.config.streamName, id).catch(() => undefined)
+            : undefined;
         return page(
           `invocation ${id}`,
           "invocations",
-          invocationPage(view, changes, { signedIn: session.signedIn, message: param(url, "message") }),
+          invocationPage(stored ? { ...view, ...stored.labels } : view, changes, {
+            signedIn: session.signedIn,
+            message: param(url, "message"),
+          }),
         );
       },
     },

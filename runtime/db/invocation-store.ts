@@ -8,6 +8,16 @@ import type { FinalStatement } from "./invocation-transaction";
 import { PREPARED } from "./prepared-statements";
 import { storableJson } from "./storable-json";
 
+/**
+ * What a job was enqueued with, kept on its record for `status`: its priority (1-3; absent for the
+ * default, 0) and its debounce or singleton key. Read from its message by flow/flow-labels.ts.
+ */
+export interface JobLabels {
+  priority?: number;
+  debounceKey?: string;
+  singletonKey?: string;
+}
+
 /** What every job record carries. */
 export interface JobRecord {
   id: string;
@@ -20,6 +30,8 @@ export interface JobRecord {
   startedAt: string;
   streamSeq: number;
   retryOf: string | undefined;
+  /** Its priority and keys, when it has any (most jobs have none). */
+  labels?: JobLabels;
 }
 
 /** One attempt's error as kept in `jetfn.invocations.errors`. */
@@ -54,6 +66,8 @@ export interface InvocationRecord {
   retriedAt: string | null;
   /** When this dead job was dropped (`jetfn dlq drop`). */
   droppedAt: string | null;
+  /** What it was enqueued with (absent: the default priority, no key). */
+  labels: JobLabels;
 }
 
 /** Attempts' errors kept per job; older ones are dropped so a job retried forever stays small. */
@@ -68,9 +82,13 @@ const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
  */
 export function completionStatement(record: JobRecord, resultJson: string): FinalStatement {
   let params: unknown[] | undefined;
+  const labelled = hasLabels(record.labels);
   return {
     grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, resultJson) },
-    text: "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
+    // A job without labels (most) sends the statement as it always was.
+    text: labelled
+      ? "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10::smallint, $11, $12)"
+      : "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
     // Serialised only if asked for: a job whose record goes with its group's sends `grouped.row`.
     get params() {
       params ??= [
@@ -83,11 +101,24 @@ export function completionStatement(record: JobRecord, resultJson: string): Fina
         record.startedAt,
         record.streamSeq,
         record.retryOf ?? null,
+        ...(labelled ? labelParams(record.labels) : []),
       ];
       return params;
     },
     inlinable: true,
   };
+}
+
+function hasLabels(labels: JobLabels | undefined): labels is JobLabels {
+  return (
+    labels !== undefined &&
+    (labels.priority !== undefined || labels.debounceKey !== undefined || labels.singletonKey !== undefined)
+  );
+}
+
+/** The priority, debounce key and singleton key as statement parameters (null when absent). */
+function labelParams(labels: JobLabels | undefined): unknown[] {
+  return [labels?.priority ?? null, labels?.debounceKey ?? null, labels?.singletonKey ?? null];
 }
 
 /** Postgres error code raised when another attempt already finished the job. */
@@ -97,15 +128,18 @@ export const ID_CONFLICT_CODE = "JF002";
 
 const FAILURE_SQL = `
 insert into jetfn.invocations as i
-  (id, function, status, attempts, input, error, errors, enqueued_at, started_at, finished_at, updated_at, stream_seq, retry_of)
+  (id, function, status, attempts, input, error, errors, enqueued_at, started_at, finished_at, updated_at, stream_seq,
+   retry_of, priority, debounce_key, singleton_key)
 values
   ($1, $2, $3, $4, $5::jsonb, $6::jsonb, jsonb_build_array($6::jsonb), $7, $8,
-   case when $3 in ('dead', 'cancelled') then clock_timestamp() end, clock_timestamp(), $9, $10)
+   case when $3 in ('dead', 'cancelled') then clock_timestamp() end, clock_timestamp(), $9, $10, $11, $12, $13)
 on conflict (id) do update set
   status = excluded.status, attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-  progress = null
+  progress = null, priority = coalesce(excluded.priority, i.priority),
+  debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
+  singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
 where not jetfn.is_final(i.status) and i.function = excluded.function
 returning id`;
 
@@ -133,6 +167,7 @@ export async function recordFailure(
       record.startedAt,
       record.streamSeq,
       record.retryOf ?? null,
+      ...labelParams(record.labels),
     ] as never[],
     PREPARED,
   );
@@ -154,6 +189,10 @@ function successRow(record: JobRecord, resultJson: string): string {
     finished_at: isoNow(),
     stream_seq: record.streamSeq,
     retry_of: record.retryOf ?? null,
+    // Absent (read as null) for a job without them.
+    priority: record.labels?.priority,
+    debounce_key: record.labels?.debounceKey,
+    singleton_key: record.labels?.singletonKey,
   });
   // The result was serialised once, when the invocation ended; spliced in, not serialised again.
   return `${row.slice(0, -1)},"result":${resultJson}}`;
@@ -285,7 +324,21 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAs: row.retriedAs,
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
+    labels: storedLabels(row),
   };
+}
+
+/** The labels a record keeps, leaving out what it does not have. */
+function storedLabels(row: {
+  priority: number | null;
+  debounceKey: string | null;
+  singletonKey: string | null;
+}): JobLabels {
+  const labels: JobLabels = {};
+  if (row.priority) labels.priority = row.priority;
+  if (row.debounceKey !== null) labels.debounceKey = row.debounceKey;
+  if (row.singletonKey !== null) labels.singletonKey = row.singletonKey;
+  return labels;
 }
 
 /**

@@ -9,17 +9,26 @@ import { ID_HEADER } from "../nats/subjects";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
+import { flowLabelsOf } from "./flow-labels";
 import type { ResolvedLimit } from "./flow-options";
+import { LeaseHandOver, wokenClaim } from "./lease-handover";
 import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
 import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
-import { createWaitingRoom, ensureWaitingRoom, readWaitingJobs, type WaitingRoom } from "./waiting-room";
+import {
+  createWaitingRoom,
+  ensureWaitingRoom,
+  KEPT_SLOT_HEADER,
+  readWaitingJobs,
+  type WaitingRoom,
+} from "./waiting-room";
 import { readWoken, WOKEN_HEADER, type WokenJob } from "./wake-tag";
 
 /**
  * The gate a job of a function with `concurrencyLimit` or `rateLimit` passes before its handler
  * runs: it takes a slot of each limit (a lease or a start), or waits in the waiting stream. Woken
- * jobs come back through `fn.job.<name>`. Every runtime also sweeps the waiting jobs of the
- * functions it runs each second, so a slot freed by a runtime that died (its lease ran out) or by
+ * jobs come back through `fn.job.<name>`; a lease freed while jobs wait is kept for the one it
+ * wakes (lease-handover.ts), so jobs arriving meanwhile wait behind it. Every runtime also sweeps
+ * the waiting jobs of the functions it runs each second, so a slot freed by a runtime that died (its lease ran out) or by
  * time (a rate window passed) wakes them even when nobody released anything, and a group whose
  * limit was removed by a redeploy is woken whole.
  */
@@ -33,6 +42,11 @@ export interface FlowControl {
    * answered (the caller tries again): either way, no slot stays held.
    */
   admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined>;
+  /**
+   * A woken job that ends before its gate (cancelled while it waited) gives the lease kept for it
+   * to the next job waiting, rather than leaving it unused until it runs out. Never rejects.
+   */
+  forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void>;
   /**
    * Tells flow control a function was deployed (or, with `fn` undefined, removed), so its waiting
    * jobs are swept. Never rejects: an open that fails is logged, and the next job or deploy tries it again.
@@ -108,6 +122,15 @@ class OpenedOnDemand implements FlowControl {
     return (await this.#open()).admit(fn, input, job, message);
   }
 
+  async forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
+    if (!fn.flow || !message.headers?.get(KEPT_SLOT_HEADER)) return;
+    try {
+      await (await this.#open()).forgo(fn, job, message);
+    } catch (error) {
+      this.#options.logger.debug({ err: error, invocationId: job.id }, "Could not give up a kept lease; it runs out.");
+    }
+  }
+
   async deployed(fn: ResolvedFunction | undefined, name: string): Promise<void> {
     if (fn) this.#functions.set(name, fn);
     else this.#functions.delete(name);
@@ -178,10 +201,12 @@ class Gate {
   readonly #waitingJobs: KV;
   readonly #nc: NatsConnection;
   readonly #logger: Logger;
+  readonly #secret: string;
   /** Every function deployed here: their waiting groups are swept, limited or not. */
   readonly #functions = new Map<string, ResolvedFunction>();
   /** Waiting jobs per group, as last seen (a release wakes only where some may wait). */
   readonly #waiting = new Map<string, number>();
+  readonly #handOver: LeaseHandOver;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   #sweeper: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
@@ -193,6 +218,8 @@ class Gate {
     this.#waitingJobs = waitingJobs;
     this.#nc = options.nc;
     this.#logger = options.logger;
+    this.#secret = options.secret;
+    this.#handOver = new LeaseHandOver(board, room, LEASE_MS, this.#waiting);
   }
 
   async admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined> {
@@ -200,23 +227,25 @@ class Gate {
     const parsed = parsedInput(fn, input);
     // Input the schema refuses never reaches the handler (it fails E_INPUT_INVALID): no slot, no key.
     if (!parsed) return () => {};
+    const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
     const held: { slot: HeldSlot; limit: ResolvedLimit; group: string }[] = [];
     try {
       for (const limit of limits) {
         const group = slotGroup(fn.name, limit, limitToken(limit, parsed.data));
         const now = Date.now();
-        const slot = await this.#board.take(group, limit.limit, now + (limit.kind === "c" ? LEASE_MS : limit.periodMs));
+        const until = now + (limit.kind === "c" ? LEASE_MS : limit.periodMs);
+        const slot = await this.#board.take(group, limit.limit, until, limit.kind === "c" ? claim : undefined);
         if (slot) {
           held.push({ slot, limit, group });
           continue;
         }
-        for (const taken of held.splice(0)) this.#free(taken.slot, taken.limit, taken.group);
+        for (const taken of held.splice(0)) this.#free(taken.slot, taken.limit.kind, taken.group);
         await this.#park(fn, limit, group, job, message);
         return undefined;
       }
     } catch (error) {
       // A key function that threw, or NATS that did not answer: what this job took is not kept.
-      for (const taken of held) this.#free(taken.slot, taken.limit, taken.group);
+      for (const taken of held) this.#free(taken.slot, taken.limit.kind, taken.group);
       throw error;
     }
     const leases = held.filter((taken) => taken.limit.kind === "c");
@@ -242,8 +271,14 @@ class Gate {
       if (released) return;
       released = true;
       clearInterval(renew);
-      for (const taken of leases) this.#free(taken.slot, taken.limit, taken.group);
+      for (const taken of leases) this.#free(taken.slot, taken.limit.kind, taken.group);
     };
+  }
+
+  async forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
+    const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
+    const kept = claim && (await this.#handOver.takeKept(fn.name, claim));
+    if (kept) this.#free(kept.slot, "c", kept.group);
   }
 
   deployed(fn: ResolvedFunction | undefined, name: string): void {
@@ -267,15 +302,16 @@ class Gate {
     await this.#board.close();
   }
 
-  /** Frees a lease (a rate slot frees by itself) and wakes one job of its key, if one may wait. */
-  #free(slot: HeldSlot, limit: ResolvedLimit, group: string): void {
-    if (limit.kind !== "c") return;
-    slot
-      .release()
-      .then(() => ((this.#waiting.get(group) ?? 0) > 0 ? this.#wake(group, 1) : undefined))
-      .catch((error: unknown) =>
-        this.#logger.warn({ err: error, slot: slot.key }, "Freeing a lease failed; it runs out by itself."),
-      );
+  /**
+   * Frees a lease (a rate slot frees by itself). While jobs of its key may wait, it is kept for the
+   * oldest of them, which is woken; otherwise it is written free.
+   */
+  #free(slot: HeldSlot, kind: ResolvedLimit["kind"], group: string): void {
+    if (kind !== "c") return;
+    const freed = (this.#waiting.get(group) ?? 0) > 0 ? this.#handOver.handOver(group, slot) : slot.release();
+    freed.catch((error: unknown) =>
+      this.#logger.warn({ err: error, slot: slot.key }, "Freeing a lease failed; it runs out by itself."),
+    );
   }
 
   async #park(fn: ResolvedFunction, limit: ResolvedLimit, group: string, job: GateJob, message: JsMsg): Promise<void> {
@@ -296,6 +332,7 @@ class Gate {
         limit: limitName,
         since,
         enqueuedAt: job.enqueuedAt,
+        labels: flowLabelsOf(message.subject, message.headers),
       }).catch((error: unknown) =>
         this.#logger.debug({ err: error, invocationId: job.id }, "Could not note the job as waiting."),
       ),
@@ -304,7 +341,7 @@ class Gate {
     this.#waiting.set(group, (this.#waiting.get(group) ?? 0) + 1);
     // A slot freed between our look and the park found nobody waiting: look again.
     const at = this.#board.nextFree(group, limit.limit);
-    if (at <= Date.now()) await this.#wake(group, 1);
+    if (at <= Date.now()) await (limit.kind === "c" ? this.#wakeWithSlots(group, limit, 1) : this.#wake(group, 1));
     else if (limit.kind === "r") this.#wakeAt(group, limit, at);
   }
 
@@ -321,6 +358,15 @@ class Gate {
     );
     timer.unref();
     this.#timers.set(group, timer);
+  }
+
+  /** Wakes up to `count` jobs of a concurrency-limited group, each with a free lease kept for it. */
+  async #wakeWithSlots(group: string, limit: ResolvedLimit, count: number): Promise<void> {
+    try {
+      await this.#handOver.wakeWithSlots(group, limit, count);
+    } catch (error) {
+      this.#logger.warn({ err: error, group }, "Waking waiting jobs failed; the next sweep tries again.");
+    }
   }
 
   async #wake(group: string, count: number): Promise<void> {
@@ -382,7 +428,9 @@ class Gate {
       if (!fn || this.#closed) continue; // The runtimes that run it sweep it.
       const limit = fn.flow?.limits.find((candidate) => group.startsWith(`${candidate.kind}.`));
       const free = limit ? limit.limit - this.#board.occupied(group, limit.limit) : WAKE_BATCH;
-      if (free > 0) await this.#wake(group, Math.min(free, count));
+      if (free <= 0) continue;
+      if (limit?.kind === "c") await this.#wakeWithSlots(group, limit, Math.min(free, count));
+      else await this.#wake(group, Math.min(free, count));
     }
   }
 }

@@ -12,6 +12,10 @@ import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
  * compare-and-set (create, or update at the revision seen), so two runtimes never hold one slot;
  * one whose holder died frees when its time passes, without anyone deleting it. Every runtime
  * watches the bucket, so it knows which slots look free before it asks.
+ *
+ * A slot can be kept for one job (`{"until": <epoch ms>, "for": "<job id>"}`): a job that frees its
+ * lease hands it to the waiting job it wakes, so no job arriving meanwhile takes it. Only that job's
+ * take gets it; if it does not come by `until`, the slot is free for anyone.
  */
 export const FLOW_BUCKET = "JETFN_FLOW";
 /** Keys untouched this long leave the bucket (slots of keys no longer used). */
@@ -34,6 +38,21 @@ export interface HeldSlot {
   extend(until: number): Promise<boolean>;
   /** Frees it now (a no-op if it was taken over); a renewal in flight is written first. */
   release(): Promise<void>;
+  /**
+   * Keeps it for job `holder` until `until` instead of freeing it (no more renewals): only that
+   * job's take gets it. False when the slot was lost (taken over after it expired).
+   */
+  keepFor(holder: string, until: number): Promise<boolean>;
+}
+
+/** Who takes a slot, and how. */
+export interface TakeOptions {
+  /** Take it kept for this job (a slot handed to a woken job before it is sent back). */
+  keepFor?: string;
+  /** The job taking it, when it was woken: a slot kept for it is taken first. */
+  claimant?: string;
+  /** The key of the slot kept for `claimant`, as its wake said (read when this board has not heard of it). */
+  kept?: string;
 }
 
 /** The slots every runtime sees. */
@@ -42,8 +61,24 @@ export interface SlotBoard {
   occupied(group: string, limit: number, now?: number): number;
   /** When the next slot of a full group frees by itself (epoch ms); `now` when one is free. */
   nextFree(group: string, limit: number, now?: number): number;
-  /** Takes a free slot until `until`, or answers undefined when every slot is occupied. */
-  take(group: string, limit: number, until: number, now?: number): Promise<HeldSlot | undefined>;
+  /**
+   * Takes a free slot until `until` (or the one kept for `options.claimant`), or answers undefined
+   * when every slot is occupied.
+   */
+  take(group: string, limit: number, until: number, options?: TakeOptions): Promise<HeldSlot | undefined>;
+  /**
+   * Takes the slot of `group` kept for job `claimant` (seen on the board, or read at `kept`, the key
+   * its wake named), until `until`; undefined when none is kept for it any more.
+   */
+  takeKept(
+    group: string,
+    limit: number,
+    claimant: string,
+    kept: string | undefined,
+    until: number,
+  ): Promise<HeldSlot | undefined>;
+  /** Whether a slot of `group` is kept for job `holder` now, as far as this runtime has heard. */
+  keptFor(group: string, holder: string, now?: number): boolean;
   /** Groups held in memory (for tests and diagnostics). */
   readonly groups: number;
   close(): Promise<void>;
@@ -58,6 +93,8 @@ export interface SlotBoardOptions {
 interface SlotEntry {
   revision: number;
   until: number;
+  /** The job it is kept for, if it is. */
+  holder?: string;
 }
 
 interface SlotGroup {
@@ -120,7 +157,20 @@ class KvSlotBoard implements SlotBoard {
     return earliest;
   }
 
-  async take(group: string, limit: number, until: number, now = Date.now()): Promise<HeldSlot | undefined> {
+  keptFor(group: string, holder: string, now = Date.now()): boolean {
+    for (const entry of this.#groups.get(group)?.slots.values() ?? []) {
+      if (entry.holder === holder && entry.until > now) return true;
+    }
+    return false;
+  }
+
+  async take(group: string, limit: number, until: number, options: TakeOptions = {}): Promise<HeldSlot | undefined> {
+    const value = options.keepFor === undefined ? { until } : { until, for: options.keepFor };
+    if (options.claimant !== undefined) {
+      const kept = await this.takeKept(group, limit, options.claimant, options.kept, until);
+      if (kept) return kept;
+    }
+    const now = Date.now();
     const slots = this.#groups.get(group)?.slots;
     const free: number[] = [];
     for (let index = 0; index < limit; index++) if ((slots?.get(index)?.until ?? 0) <= now) free.push(index);
@@ -133,8 +183,42 @@ class KvSlotBoard implements SlotBoard {
       // meanwhile, and a claim at the revision it wrote would succeed over its lease.
       const seen = this.#groups.get(group)?.slots.get(index);
       if (seen && seen.until > Date.now()) continue;
-      const revision = await this.#claim(key, seen, until);
+      const revision = await this.#claim(key, seen, value);
       if (revision !== undefined) return this.#held(key, revision);
+    }
+    return undefined;
+  }
+
+  async takeKept(
+    group: string,
+    limit: number,
+    claimant: string,
+    kept: string | undefined,
+    until: number,
+  ): Promise<HeldSlot | undefined> {
+    // The slot its wake named first: two runtimes may both have kept a slot for it, and the one
+    // whose wake was a duplicate gives its slot to the next job in line.
+    const named = kept?.startsWith(`${group}.`) && splitKey(kept).index < limit ? kept : undefined;
+    const key = named ?? this.#keptKey(group, limit, claimant);
+    if (key === undefined) return undefined;
+    let entry = this.#groups.get(group)?.slots.get(splitKey(key).index);
+    if (entry?.holder !== claimant) {
+      // The watch may not have reported the keeping yet (written by another runtime just before it sent the job).
+      const current = await this.#kv.get(key);
+      if (current?.operation !== "PUT") return undefined;
+      entry = { revision: current.revision, ...readSlot(current.string()) };
+      this.#set(key, entry.revision, entry.until, entry.holder);
+      if (entry.holder !== claimant) return undefined;
+    }
+    // Kept for it even if its time has passed, as long as nobody took it since: the revision says.
+    const revision = await this.#claim(key, entry, { until }, true);
+    return revision === undefined ? undefined : this.#held(key, revision);
+  }
+
+  /** The key of a slot of `group` kept for `holder`, as far as this runtime has heard. */
+  #keptKey(group: string, limit: number, holder: string): string | undefined {
+    for (const [index, entry] of this.#groups.get(group)?.slots ?? []) {
+      if (index < limit && entry.holder === holder) return `${group}.${index}`;
     }
     return undefined;
   }
@@ -149,11 +233,11 @@ class KvSlotBoard implements SlotBoard {
    * means the board was behind (a change not heard yet, or a group it forgot): the slot is read
    * and recorded, and taken at the revision read if it turns out free.
    */
-  async #claim(key: string, seen: SlotEntry | undefined, until: number, again = false): Promise<number | undefined> {
-    const value = JSON.stringify({ until });
+  async #claim(key: string, seen: SlotEntry | undefined, value: SlotValue, again = false): Promise<number | undefined> {
     try {
-      const revision = seen ? await this.#kv.update(key, value, seen.revision) : await this.#kv.create(key, value);
-      this.#set(key, revision, until);
+      const text = JSON.stringify(value);
+      const revision = seen ? await this.#kv.update(key, text, seen.revision) : await this.#kv.create(key, text);
+      this.#set(key, revision, value.until, value.for);
       return revision;
     } catch (error) {
       if (!isConflict(error)) throw error;
@@ -161,11 +245,11 @@ class KvSlotBoard implements SlotBoard {
       if (current?.operation !== "PUT") {
         // Deleted, or aged out of the bucket: it can be created again.
         this.#forget(key, current?.revision ?? Number.POSITIVE_INFINITY);
-        return again ? undefined : this.#claim(key, undefined, until, true);
+        return again ? undefined : this.#claim(key, undefined, value, true);
       }
-      const entry = { revision: current.revision, until: readUntil(current.string()) };
-      this.#set(key, entry.revision, entry.until);
-      return !again && entry.until <= Date.now() ? this.#claim(key, entry, until, true) : undefined;
+      const entry = { revision: current.revision, ...readSlot(current.string()) };
+      this.#set(key, entry.revision, entry.until, entry.holder);
+      return !again && entry.until <= Date.now() ? this.#claim(key, entry, value, true) : undefined;
     }
   }
 
@@ -209,6 +293,19 @@ class KvSlotBoard implements SlotBoard {
           }
         });
       },
+      keepFor: (holder, until) => {
+        released = true;
+        return inTurn(async () => {
+          try {
+            revision = await this.#kv.update(key, JSON.stringify({ until, for: holder }), revision);
+            this.#set(key, revision, until, holder);
+            return true;
+          } catch (error) {
+            if (!isConflict(error)) throw error;
+            return false;
+          }
+        });
+      },
     };
   }
 
@@ -218,11 +315,13 @@ class KvSlotBoard implements SlotBoard {
       this.#forget(entry.key, entry.revision);
       return;
     }
-    const until = readUntil(entry.string());
-    if (until > Date.now() || this.#groups.has(splitKey(entry.key).group)) this.#set(entry.key, entry.revision, until);
+    const { until, holder } = readSlot(entry.string());
+    if (until > Date.now() || this.#groups.has(splitKey(entry.key).group)) {
+      this.#set(entry.key, entry.revision, until, holder);
+    }
   }
 
-  #set(key: string, revision: number, until: number): void {
+  #set(key: string, revision: number, until: number, holder?: string): void {
     const { group, index } = splitKey(key);
     let known = this.#groups.get(group);
     if (!known) {
@@ -232,7 +331,9 @@ class KvSlotBoard implements SlotBoard {
     known.touched = Date.now();
     const slot = known.slots.get(index);
     // The watch may report our own write after we recorded it: keep the newest.
-    if (!slot || slot.revision <= revision) known.slots.set(index, { revision, until });
+    if (!slot || slot.revision <= revision) {
+      known.slots.set(index, holder === undefined ? { revision, until } : { revision, until, holder });
+    }
   }
 
   #forget(key: string, revision: number): void {
@@ -260,12 +361,20 @@ function splitKey(key: string): { group: string; index: number } {
   return { group: key.slice(0, dot), index: Number(key.slice(dot + 1)) };
 }
 
-function readUntil(text: string): number {
+/** What a slot's entry holds. */
+interface SlotValue {
+  until: number;
+  for?: string;
+}
+
+/** A slot's free time, and the job it is kept for, if any (anything unreadable is a free slot). */
+function readSlot(text: string): { until: number; holder?: string } {
   try {
-    const until = (JSON.parse(text) as { until?: unknown }).until;
-    return typeof until === "number" ? until : 0;
+    const value = JSON.parse(text) as { until?: unknown; for?: unknown };
+    const until = typeof value.until === "number" ? value.until : 0;
+    return typeof value.for === "string" ? { until, holder: value.for } : { until };
   } catch {
-    return 0;
+    return { until: 0 };
   }
 }
 

@@ -7,25 +7,28 @@ import { isoNow } from "../support/clock";
 
 /**
  * Records debounced job `id` of `fn` as superseded by job `by`, unless it already ended; the status
- * is final (migration 0023), so an attempt of it that would still finish is fenced out.
+ * is final (migration 0023), so an attempt of it that would still finish is fenced out. Its record
+ * keeps its debounce key, as a job's that ran does (migration 0029).
  */
 const SUPERSEDED_SQL = `
-insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at)
-values ($1, $2, 'superseded', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
+insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at, debounce_key)
+values ($1, $2, 'superseded', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp(), $4)
 on conflict (id) do update set
   status = 'superseded', error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
-  finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null
+  finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null,
+  debounce_key = excluded.debounce_key
 where not jetfn.is_final(i.status) and i.function = excluded.function
 returning id`;
 
 /**
  * Records a singleton job that was never enqueued as superseded, only if no record has the id: the
  * id came from an outbox row, and must not end a job of that id that exists (another's, maybe).
+ * Its record keeps its singleton key.
  */
 const NEVER_ENQUEUED_SQL = `
-insert into jetfn.invocations (id, function, status, error, errors, finished_at, updated_at)
-values ($1, $2, 'superseded', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
+insert into jetfn.invocations (id, function, status, error, errors, finished_at, updated_at, singleton_key)
+values ($1, $2, 'superseded', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp(), $4)
 on conflict (id) do nothing
 returning id`;
 
@@ -62,7 +65,7 @@ export async function endSuperseded(
   by: string,
   key: string,
 ): Promise<boolean> {
-  return recordSuperseded(sql, nc, job, supersededError(job.id, by, key), SUPERSEDED_SQL);
+  return recordSuperseded(sql, nc, job, supersededError(job.id, by, key), SUPERSEDED_SQL, key);
 }
 
 /**
@@ -76,7 +79,7 @@ export async function endNeverEnqueued(
   holder: string,
   key: string,
 ): Promise<boolean> {
-  return recordSuperseded(sql, nc, job, singletonHeldError(job.id, holder, key), NEVER_ENQUEUED_SQL);
+  return recordSuperseded(sql, nc, job, singletonHeldError(job.id, holder, key), NEVER_ENQUEUED_SQL, key);
 }
 
 async function recordSuperseded(
@@ -85,8 +88,10 @@ async function recordSuperseded(
   job: { id: string; fn: string },
   error: StoredError,
   statement: string,
+  /** Its debounce or singleton key, which the record keeps. */
+  key: string,
 ): Promise<boolean> {
-  const rows = await sql.unsafe(statement, [job.id, job.fn, storableJson(error)] as never[]);
+  const rows = await sql.unsafe(statement, [job.id, job.fn, storableJson(error), key] as never[]);
   if (rows.length === 0) return false;
   nc.publish(doneSubject(job.id), JSON.stringify({ id: job.id, fn: job.fn, status: "superseded", error }));
   return true;

@@ -2,6 +2,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ensureBucket, openBucket } from "../nats/buckets";
 import { type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
+import type { FlowLabels } from "./flow-labels";
 
 /**
  * Which jobs wait for a limit, by id, for `jetfn status`: the bucket `JETFN_WAITING`, one entry
@@ -22,6 +23,8 @@ export interface WaitingJob {
   /** When it parked (ISO 8601). */
   since: string;
   enqueuedAt: string;
+  /** Its priority and debounce or singleton key, from its message (absent in entries of older runtimes). */
+  labels?: FlowLabels;
 }
 
 /** Opens (creating) the bucket parked jobs are written to. */

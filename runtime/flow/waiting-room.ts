@@ -6,6 +6,7 @@ import {
   type MsgRequest,
   RetentionPolicy,
   StorageType,
+  type StoredMsg,
 } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -25,6 +26,12 @@ import { WOKEN_HEADER, wokenHeader } from "./wake-tag";
  * waking the same job store it once, and no client can guess it and have the wake dropped.
  */
 export const WAITING_PREFIX = "jetfn.waiting.";
+/**
+ * On a woken job: the key of the slot kept for it in `JETFN_FLOW`, so the runtime it reaches can
+ * read that slot when its watch has not reported the keeping yet. Only a hint: the slot itself says
+ * whom it is kept for.
+ */
+export const KEPT_SLOT_HEADER = "Jetfn-Kept-Slot";
 
 const FUNCTION_HEADER = "Jetfn-Function";
 const ATTEMPTS_HEADER = "Jetfn-Attempts-Before";
@@ -77,11 +84,27 @@ export interface ParkedJob {
   enqueuedAt: number;
 }
 
+/** A job in the waiting stream, read to be woken. */
+export interface WaitingMessage {
+  /** Its sequence in the waiting stream: the next look starts after it. */
+  readonly seq: number;
+  readonly id: string;
+  readonly fn: string;
+  readonly stored: StoredMsg;
+}
+
 /** Parks and wakes waiting jobs. */
 export interface WaitingRoom {
   readonly stream: string;
   /** Stores the job under its group; the caller acks the original once this resolves. */
   park(message: JsMsg, group: string, job: ParkedJob): Promise<void>;
+  /** The oldest job of the group at or after waiting-stream sequence `from`, if any. */
+  next(group: string, from?: number): Promise<WaitingMessage | undefined>;
+  /**
+   * Sends a waiting job back to its function (naming the slot kept for it, if one is) and removes
+   * it here. False when another runtime's wake of it was stored first (this publish was a duplicate).
+   */
+  send(job: WaitingMessage, keptSlot?: string): Promise<boolean>;
   /** Sends up to `count` of the group's oldest waiting jobs back to their function; how many went. */
   wake(group: string, count: number): Promise<number>;
   /** Jobs waiting per group, of every function. */
@@ -95,12 +118,12 @@ export function createWaitingRoom(
   stream: string,
   secret: string,
 ): WaitingRoom {
-  return {
+  const room: WaitingRoom = {
     stream,
     async park(message, group, job) {
       const header = natsHeaders();
       for (const key of message.headers?.keys() ?? []) {
-        if (PARKED_ONLY.has(key) || key === WOKEN_HEADER) continue;
+        if (PARKED_ONLY.has(key) || key === WOKEN_HEADER || key === KEPT_SLOT_HEADER) continue;
         for (const value of message.headers?.values(key) ?? []) header.append(key, value);
       }
       header.set(ID_HEADER, job.id);
@@ -115,33 +138,47 @@ export function createWaitingRoom(
       const msgID = `${jobMessageId(job.fn, job.id)}:p${message.info.stream}.${message.seq}`;
       await publisher.publish(WAITING_PREFIX + group, message.data, { msgID, headers: header });
     },
+    async next(group, from = 1) {
+      const stored = await manager.streams
+        // The server takes next_by_subj in a stream message request (since 2.9); nats.js types only direct gets with it.
+        .getMessage(stream, { next_by_subj: WAITING_PREFIX + group, seq: from } as unknown as MsgRequest)
+        .catch(() => null);
+      if (!stored) return undefined;
+      return {
+        seq: stored.seq,
+        id: stored.header?.get(ID_HEADER) ?? "",
+        fn: stored.header?.get(FUNCTION_HEADER) ?? "",
+        stored,
+      };
+    },
+    async send(job, keptSlot) {
+      const { stored, fn, id } = job;
+      const header = natsHeaders();
+      for (const key of stored.header?.keys() ?? []) {
+        if (PARKED_ONLY.has(key)) continue;
+        for (const value of stored.header?.values(key) ?? []) header.append(key, value);
+      }
+      const kept = {
+        attemptsBefore: Number(stored.header?.get(ATTEMPTS_HEADER) ?? 0) || 0,
+        enqueuedAt: Number(stored.header?.get(ENQUEUED_HEADER) ?? 0) || stored.time.getTime(),
+      };
+      header.set(WOKEN_HEADER, wokenHeader(secret, fn, id, kept));
+      if (keptSlot !== undefined) header.set(KEPT_SLOT_HEADER, keptSlot);
+      const msgID = `${jobMessageId(fn, id)}:w${stored.header?.get(WAKE_ID_HEADER) ?? stored.seq}`;
+      const subject = routePriority(fn, stored.header?.get(PRIORITY_HEADER) || undefined);
+      const ack = await publisher.publish(subject, stored.data, { msgID, headers: header });
+      // Another runtime may have woken and deleted it meanwhile: its publish was the same message.
+      await manager.streams.deleteMessage(stream, job.seq, false).catch(() => false);
+      return !ack.duplicate;
+    },
     async wake(group, count) {
       let woken = 0;
       let cursor = 1;
       while (woken < count) {
-        const stored = await manager.streams
-          // The server takes next_by_subj in a stream message request (since 2.9); nats.js types only direct gets with it.
-          .getMessage(stream, { next_by_subj: WAITING_PREFIX + group, seq: cursor } as unknown as MsgRequest)
-          .catch(() => null);
-        if (!stored) break;
-        cursor = stored.seq + 1;
-        const fn = stored.header?.get(FUNCTION_HEADER) ?? "";
-        const id = stored.header?.get(ID_HEADER) ?? "";
-        const header = natsHeaders();
-        for (const key of stored.header?.keys() ?? []) {
-          if (PARKED_ONLY.has(key)) continue;
-          for (const value of stored.header?.values(key) ?? []) header.append(key, value);
-        }
-        const job = {
-          attemptsBefore: Number(stored.header?.get(ATTEMPTS_HEADER) ?? 0) || 0,
-          enqueuedAt: Number(stored.header?.get(ENQUEUED_HEADER) ?? 0) || stored.time.getTime(),
-        };
-        header.set(WOKEN_HEADER, wokenHeader(secret, fn, id, job));
-        const msgID = `${jobMessageId(fn, id)}:w${stored.header?.get(WAKE_ID_HEADER) ?? stored.seq}`;
-        const subject = routePriority(fn, stored.header?.get(PRIORITY_HEADER) || undefined);
-        await publisher.publish(subject, stored.data, { msgID, headers: header });
-        // Another runtime may have woken and deleted it meanwhile: its publish was the same message.
-        await manager.streams.deleteMessage(stream, stored.seq, false).catch(() => false);
+        const job = await room.next(group, cursor);
+        if (!job) break;
+        cursor = job.seq + 1;
+        await room.send(job);
         woken++;
       }
       return woken;
@@ -155,6 +192,7 @@ export function createWaitingRoom(
       return counts;
     },
   };
+  return room;
 }
 
 /** Jobs waiting per function, across every key and limit (for `jetfn ls`); an absent stream is empty. */

@@ -111,10 +111,15 @@ export async function runJob(
     startedAt: isoNow(),
     streamSeq: identity.streamSeq,
     retryOf: identity.retryOf,
+    labels: flowLabelsOf(message.subject, message.headers),
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
   const cancelled = deps.cancellations?.cancelled(identity.id);
-  if (cancelled) return endCancelled(deps, record, message, cancelled, log);
+  if (cancelled) {
+    // Woken with a lease kept for it: the next waiting job gets that lease now.
+    if (woken && fn.flow) await deps.flow?.forgo(fn, record, message);
+    return endCancelled(deps, record, message, cancelled, log);
+  }
   if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
   if (identity.invalidId !== undefined) {
     const error = new JetfnError(
@@ -210,7 +215,7 @@ async function attemptJob(
   const board = deps.progress.begin(record.id, fn.name, record.attempt, {
     enqueuedAt: record.enqueuedAt,
     input: record.input,
-    labels: flowLabelsOf(message.subject, message.headers),
+    labels: record.labels,
   });
   const outcome = await invoke(invokeDependencies(deps, !tries.alone && fn.sharedCommit), {
     fn,

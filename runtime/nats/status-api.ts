@@ -36,11 +36,14 @@ export interface InvocationStatusView {
   runAt?: string;
   /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
   waitingFor?: string;
-  /** 1-3, where known (a scheduled or running job); absent for the default, 0. */
+  /**
+   * 1-3, as the job was enqueued; absent for the default, 0. Known in every state but `pending`,
+   * where `jetfn status` reads it from the job's message in the stream.
+   */
   priority?: number;
-  /** The job's debounce key, where known (a scheduled or running job). */
+  /** The job's debounce key, if it has one (known as `priority` is). */
   debounceKey?: string;
-  /** The job's singleton key, where known (a scheduled or running job). */
+  /** The job's singleton key, if it has one (known as `priority` is). */
   singletonKey?: string;
 }
 
@@ -63,7 +66,7 @@ export function statusView(
       input: record?.input ?? live.input,
       enqueuedAt: record?.enqueuedAt ?? live.enqueuedAt ?? null,
       errors: record?.errors ?? [],
-      ...live.labels,
+      ...(live.labels ?? record?.labels),
     };
   }
   if (!record) return { id, status: "pending", function: null, attempts: 0, progress: null };
@@ -84,6 +87,7 @@ export function statusView(
     retriedAs: record.retriedAs,
     retriedAt: record.retriedAt,
     droppedAt: record.droppedAt,
+    ...record.labels,
   };
 }
 
@@ -111,6 +115,7 @@ function waitingView(job: WaitingJob): InvocationStatusView {
     progress: null,
     enqueuedAt: job.enqueuedAt,
     waitingFor: job.limit,
+    ...job.labels,
   };
 }
 

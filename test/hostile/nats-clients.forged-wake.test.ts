@@ -1,6 +1,8 @@
 import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { headers } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // A job woken from the waiting stream carries `Jetfn-Woken`: the attempts it already spent and its
@@ -51,4 +53,25 @@ it("ignores a Jetfn-Woken header no runtime wrote", async () => {
   }, 20_000);
   expect(refused.error).toMatchObject({ code: "E_INPUT_INVALID" });
   expect(await client.status(reserved).then((view) => view.status)).toBe("pending");
+});
+
+it("keeps a lease kept for a woken job from a job that copies its id without a tag that verifies", async () => {
+  await env.startRuntime();
+  const client = await env.client();
+  const bucket = await eventually(() => new Kvm(client.connection).open(FLOW_BUCKET).catch(() => undefined));
+  // Slot 0 of tenant "kept" is kept for the job a runtime woke; slot 1 is running another.
+  const kept = JSON.stringify({ until: Date.now() + 3_600_000, for: "woken-victim-1" });
+  await bucket.put("c.k_kept.tenant-limited.0", kept);
+  await bucket.put("c.k_kept.tenant-limited.1", JSON.stringify({ until: Date.now() + 3_600_000 }));
+  const header = headers();
+  header.set("Jetfn-Id", "woken-victim-1");
+  header.set("Jetfn-Woken", "0.1000000000000.AAAAAAAAAAAAAAAAAAAAAA");
+  header.set("Jetfn-Kept-Slot", "c.k_kept.tenant-limited.0");
+  await jetstream(client.connection).publish("fn.job.tenant-limited", JSON.stringify({ tenant: "kept", ms: 1 }), {
+    msgID: "tenant-limited:woken-victim-1:forged",
+    headers: header,
+  });
+  // It waits like any job over the limit; the lease stays kept for the job it was kept for.
+  await eventually(async () => (await client.status("woken-victim-1")).status === "waiting", 20_000);
+  expect((await bucket.get("c.k_kept.tenant-limited.0"))?.string()).toBe(kept);
 });

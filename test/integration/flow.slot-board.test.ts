@@ -108,4 +108,38 @@ describe("slot board", () => {
       expect(board.occupied("c.k_race.f", 1)).toBe(0);
     },
   );
+
+  it("keeps a slot for one job: it takes the slot even before its watch heard of the keeping, and nobody else does", async () => {
+    const { board, bucket } = await deafBoard();
+    // Another runtime freed its lease and kept it for job "woken-a", which it sent back.
+    await bucket.put("c.k_kept.f.0", JSON.stringify({ until: Date.now() + MINUTE, for: "woken-a" }));
+    const until = Date.now() + MINUTE;
+    const slot = await board.take("c.k_kept.f", 1, until, { claimant: "woken-a", kept: "c.k_kept.f.0" });
+    expect(slot?.key).toBe("c.k_kept.f.0");
+    expect(JSON.parse((await bucket.get("c.k_kept.f.0"))?.string() ?? "{}")).toEqual({ until });
+
+    await bucket.put("c.k_kept2.f.0", JSON.stringify({ until: Date.now() + MINUTE, for: "woken-b" }));
+    expect(await board.take("c.k_kept2.f", 1, until)).toBeUndefined();
+    expect(await board.take("c.k_kept2.f", 1, until, { claimant: "woken-c", kept: "c.k_kept2.f.0" })).toBeUndefined();
+    // The refused take recorded whom the slot is kept for: its job finds it without the hint.
+    expect(board.keptFor("c.k_kept2.f", "woken-b")).toBe(true);
+    expect((await board.take("c.k_kept2.f", 1, until, { claimant: "woken-b" }))?.key).toBe("c.k_kept2.f.0");
+  });
+
+  it("hands a held slot over: kept for the named job, occupied for everyone else until then", async () => {
+    const server = await startNatsServer();
+    const nc = await connect({ servers: server.url });
+    onTestFinished(() => nc.close());
+    const board = await boardOn(nc);
+    const bucket = await bucketOn(nc);
+    const slot = await board.take("c.k_hand.f", 1, Date.now() + MINUTE);
+    if (!slot) throw new Error("no slot to hand over");
+    expect(await slot.keepFor("next-job", Date.now() + MINUTE)).toBe(true);
+    expect((JSON.parse((await bucket.get("c.k_hand.f.0"))?.string() ?? "{}") as { for?: string }).for).toBe("next-job");
+    expect(board.keptFor("c.k_hand.f", "next-job")).toBe(true);
+    expect(await board.take("c.k_hand.f", 1, Date.now() + MINUTE)).toBeUndefined();
+    // Kept for a job that never came: once its time has passed, anyone may take it.
+    expect(await slot.keepFor("gone-job", Date.now() - 1)).toBe(true);
+    expect((await board.take("c.k_hand.f", 1, Date.now() + MINUTE))?.key).toBe("c.k_hand.f.0");
+  });
 });

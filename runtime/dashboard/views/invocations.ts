@@ -117,7 +117,7 @@ export function invocationPage(
 ): SafeHtml {
   return html`${context.message ? html`<p class="notice">${context.message}</p>` : ""}
 ${CANCELLABLE.has(view.status) ? cancelAction(view.id, context.signedIn) : ""}
-<div id="live" data-fragment="/fragments/invocations/${view.id}">${invocationSummary(view)}</div>
+${enqueuedWith(view)}<div id="live" data-fragment="/fragments/invocations/${view.id}">${invocationSummary(view)}</div>
 ${view.status === "running" || view.status === "pending" || view.status === "scheduled" || view.status === "failed" ? refreshScript(1_000) : ""}
 <h2>database changes</h2>${changes.size === 0 ? html`<p class="muted">none recorded (nothing written, or rolled back)</p>` : ""}
 ${[...changes].map(
@@ -127,6 +127,20 @@ ${[...changes].map(
         html`<tr><td>${entry.operation}</td><td>${JSON.stringify(entry.pk)}</td><td>${describeChange(entry)}</td><td class="muted">attempt ${entry.attempt ?? "–"}</td></tr>`,
     )}</tbody></table>`,
 )}`;
+}
+
+/**
+ * What the job was enqueued with (priority, debounce or singleton key), when it has any. Outside
+ * the live part: it never changes, and a queued job's comes from the stream, read once per page.
+ */
+function enqueuedWith(view: InvocationStatusView): SafeHtml | string {
+  const parts = [
+    view.priority ? html`priority <strong class="priority">${view.priority}</strong>` : "",
+    view.debounceKey ? html`debounce key <code class="debounce-key">${view.debounceKey}</code>` : "",
+    view.singletonKey ? html`singleton key <code class="singleton-key">${view.singletonKey}</code>` : "",
+  ].filter((part) => part !== "");
+  if (parts.length === 0) return "";
+  return html`<p class="enqueued-with">enqueued with ${parts.map((part, index) => html`${index > 0 ? " · " : ""}${part}`)}</p>`;
 }
 
 /** The cancel button, or how to sign in for it. */
@@ -149,7 +163,7 @@ export function invocationSummary(view: InvocationStatusView): SafeHtml {
     at: string;
     stack?: string;
   }[];
-  return html`<p>status <strong class="status status-${view.status}">${view.status}</strong> · function ${view.function ?? "?"} · attempts ${view.attempts}</p>
+  return html`<p>status <strong class="status status-${view.status}">${view.status}</strong>${view.waitingFor ? html` (for its ${view.waitingFor})` : ""} · function ${view.function ?? "?"} · attempts ${view.attempts}</p>
 ${progress}
 <p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
 ${view.input === undefined ? "" : html`<h2>input</h2><pre class="input">${JSON.stringify(view.input, null, 2)}</pre>`}

@@ -1,21 +1,32 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ID_HEADER, JOB_PREFIX } from "../nats/subjects";
+import { type FlowLabels, flowLabelsOf } from "../flow/flow-labels";
+import { ID_HEADER, JOB_PREFIX } from "./subjects";
 
 /** Most stream messages one look-up reads before giving up (it then cannot tell). */
 const SCAN_LIMIT = 20_000;
 const FETCH_BATCH = 1_000;
 const FETCH_EXPIRES_MS = 1_000;
 
+/** A job the stream holds that no runtime has recorded yet. */
+export interface UnrecordedJob {
+  /** Its priority and debounce or singleton key, from its message. */
+  labels: FlowLabels;
+}
+
 /**
- * Whether the jobs stream holds a job with this id that no runtime has recorded yet: `true` when
+ * Whether the jobs stream holds a job with this id that no runtime has recorded yet: the job when
  * found, `false` when every such job was read, `undefined` when there were too many to read.
  *
  * A job is recorded before its message is acknowledged, so only messages past a function
  * consumer's acknowledged floor can be unrecorded; a function no runtime deploys has no consumer
  * and all its stored jobs count. Messages are read headers only.
  */
-export async function findUnrecordedJob(nc: NatsConnection, stream: string, id: string): Promise<boolean | undefined> {
+export async function findUnrecordedJob(
+  nc: NatsConnection,
+  stream: string,
+  id: string,
+): Promise<UnrecordedJob | false | undefined> {
   const manager = await jetstreamManager(nc);
   const info = await manager.streams.info(stream, { subjects_filter: `${JOB_PREFIX}>` });
   const lastSeq = info.state.last_seq;
@@ -41,7 +52,7 @@ export async function findUnrecordedJob(nc: NatsConnection, stream: string, id: 
       read++;
       if (message.headers?.get(ID_HEADER) === id) {
         batch.stop();
-        return true;
+        return { labels: flowLabelsOf(message.subject, message.headers) };
       }
       if (message.seq >= lastSeq || message.info.pending === 0) {
         batch.stop();
