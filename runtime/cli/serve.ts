@@ -35,6 +35,15 @@ export async function serve(mode: ServeMode): Promise<void> {
         .catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
     }
   };
+  // Registered before anything starts: a signal during start-up (a slow embedded Postgres, many
+  // functions to deploy) still stops what was started so far. The local nats-server runs in its own
+  // process group, so nothing else would stop it.
+  let serving: { runtime: Runtime; dashboard?: Dashboard } | undefined;
+  exitOnSignals(async () => {
+    await serving?.dashboard?.close();
+    await serving?.runtime.stop();
+    await stopStarted();
+  }, logger);
   try {
     // `start` checks its configuration before reaching out to any service.
     const required = mode.development ? undefined : requireDatabaseUrl(base);
@@ -58,11 +67,7 @@ export async function serve(mode: ServeMode): Promise<void> {
       throw error;
     });
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
-    exitOnSignals(async () => {
-      await dashboard?.close();
-      await runtime.stop();
-      await stopStarted();
-    }, logger);
+    serving = { runtime, dashboard };
   } catch (error) {
     await stopStarted();
     throw error;

@@ -4,6 +4,7 @@ import path from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type CliProcess, runCli, spawnCli } from "../helpers/cli";
+import { createTestDatabase } from "../helpers/database";
 import { FIXTURE_FUNCTIONS } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 
@@ -23,7 +24,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await dev?.stop("SIGKILL");
+  // SIGTERM, not SIGKILL: dev stops the nats-server and Postgres it started (even while starting).
+  await dev?.stop("SIGTERM");
   await rm(cwd, { recursive: true, force: true });
 });
 
@@ -66,4 +68,23 @@ it("dev starts the nats-server NATS_SERVER_BIN names, and says so when it is mis
   );
   expect(result.code).not.toBe(0);
   expect(result.stderr).toContain(`\`${missing}\` is not installed`);
+});
+
+it("a signal while dev is still starting stops the nats-server it started", async () => {
+  const database = await createTestDatabase();
+  const port = await freePort();
+  const natsUrl = `nats://127.0.0.1:${port}`;
+  // A database is named, so dev starts only nats-server; deploying every fixture function takes
+  // seconds, so the signal lands while the runtime is starting.
+  const starting = spawnCli(["dev"], { ...cliEnv, NATS_URL: natsUrl, DATABASE_URL: database.url }, { cwd });
+  try {
+    await starting.waitFor("Started a local nats-server.");
+    expect(starting.output()).not.toContain("Runtime ready");
+    await starting.stop("SIGTERM");
+    // Before, the runtime's own handlers were not there yet: dev died and its nats-server ran on.
+    await expect(connect({ servers: natsUrl, reconnect: false, timeout: 1_000 })).rejects.toThrow();
+  } finally {
+    await starting.stop("SIGKILL");
+    await database.drop();
+  }
 });
