@@ -93,6 +93,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #waiting: Waiter[] = [];
   readonly #holdMs = new Map<string, number>();
   readonly #modes: DeclaredModes;
+  /** Lanes holding their open transaction for a read of the modes under way (see #awaitModes). */
+  readonly #awaitingModes = new Set<Lane>();
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -136,7 +138,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     // Once per round: a lane told it may go on with a later part gets the statements that said so.
     const modes = this.#modes.statements;
     for (const lane of this.#lanes) {
-      if (lane.busy) continue;
+      if (lane.busy || this.#awaitingModes.has(lane)) continue;
       const next = this.#waiting[0];
       const mustEndFirst =
         lane.open &&
@@ -144,10 +146,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
-          // Not read yet, not lately, or unreadable: no later part could start as declared.
-          modes === undefined ||
           (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
+      else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
       else if (next) {
         this.#waiting.shift();
         void this.#grant(lane, next, modes);
@@ -158,6 +159,25 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.#idle = undefined;
       idle();
     }
+  }
+
+  /**
+   * A later part needs the declared modes, and they were not read lately (or cannot be): the lane
+   * holds its transaction for a read under way that began moments ago (started now if due), then
+   * looks again; with none, it commits, and the next job begins a transaction, which needs none.
+   */
+  #awaitModes(lane: Lane): void {
+    this.#modes.refresh();
+    const arriving = this.#modes.arriving();
+    if (!arriving) {
+      void this.#end(lane);
+      return;
+    }
+    this.#awaitingModes.add(lane);
+    void arriving.then(() => {
+      this.#awaitingModes.delete(lane);
+      this.#dispatch();
+    });
   }
 
   #isSlow(functionName: string): boolean {

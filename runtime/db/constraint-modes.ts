@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { JetfnError } from "../support/errors";
@@ -25,12 +26,15 @@ import { JetfnError } from "../support/errors";
  */
 export const DEFERRED_CHECKS_SQL = "set constraints all immediate";
 
+/** A read that takes longer (the function replaced by one that hangs, a lock) fails. */
+const READ_TIMEOUT_MS = 5_000;
+
 /**
  * Read on the pool, beside the jobs' transactions: a read that fails (EXECUTE revoked, the function
  * replaced by one that raises, a timeout) must not doom a job's transaction. One simple-protocol
  * message, one implicit transaction: the timeout ends with it.
  */
-const CONSTRAINT_MODES_SQL = `set local statement_timeout = 5000; select jetfn.constraint_modes() as modes`;
+const CONSTRAINT_MODES_SQL = `set local statement_timeout = ${READ_TIMEOUT_MS}; select jetfn.constraint_modes() as modes`;
 
 /**
  * How long after their read began the statements may open a later part of a shared transaction.
@@ -43,9 +47,17 @@ const MAX_AGE_MS = 1_000;
  * When they are read again, counted from when the last read began: before they expire, so a busy
  * runtime always has some (a lane without them holds one job per transaction). The read scans the
  * catalog (pg_constraint): 130-180 µs of Postgres CPU on a loaded machine, at most 1.25 times a
- * second, and only while lanes open parts: an idle runtime reads nothing.
+ * second, and only while lanes open parts: an idle runtime reads nothing (no timer).
  */
 const REFRESH_AFTER_MS = 800;
+
+/**
+ * How long, from its start, a lane with a job waiting may hold its transaction open for a read
+ * under way rather than commit it (the members wait that much longer for their COMMIT). A read
+ * answers in well under a millisecond on a warm pool; this covers a new connection. It matters when
+ * lanes get busy after a second or more of quiet, or at start: the first part triggers the read.
+ */
+const WAIT_FOR_READ_MS = 100;
 
 /** After a failed read the next waits this long, doubled per failure in a row, up to MAX_RETRY_MS. */
 const FIRST_RETRY_MS = 1_000;
@@ -60,6 +72,7 @@ export class DeclaredModes {
   #readAt = Number.NEGATIVE_INFINITY;
   #nextReadAt = Number.NEGATIVE_INFINITY;
   #reading: Promise<void> | undefined;
+  #readingSince = Number.NEGATIVE_INFINITY;
   #failures = 0;
   #failingSince = 0;
   #closed = false;
@@ -74,12 +87,23 @@ export class DeclaredModes {
     return performance.now() - this.#readAt < MAX_AGE_MS ? this.#statements : undefined;
   }
 
-  /** Reads them on the pool if due, without waiting; called as a lane opens a part. */
+  /** Reads them on the pool if due, without waiting; called as a lane opens a part, or needs them. */
   refresh(): void {
     if (this.#reading || this.#closed || performance.now() < this.#nextReadAt) return;
-    this.#reading = this.#read().finally(() => {
+    this.#readingSince = performance.now();
+    this.#reading = this.#read(this.#readingSince).finally(() => {
       this.#reading = undefined;
     });
+  }
+
+  /**
+   * A read under way that began less than WAIT_FOR_READ_MS ago: settles when it does, or when that
+   * time is up. Undefined when there is none worth waiting for.
+   */
+  arriving(): Promise<void> | undefined {
+    const left = this.#readingSince + WAIT_FOR_READ_MS - performance.now();
+    if (!this.#reading || left <= 0) return undefined;
+    return Promise.race([this.#reading, sleep(left, undefined, { ref: false })]);
   }
 
   /** Reads no more, once a read under way ends. */
@@ -88,10 +112,7 @@ export class DeclaredModes {
     await this.#reading;
   }
 
-  async #read(): Promise<void> {
-    const startedAt = performance.now();
-    // Not due again until this read ends (a failure sets the back-off then).
-    this.#nextReadAt = Number.POSITIVE_INFINITY;
+  async #read(startedAt: number): Promise<void> {
     try {
       this.#statements = constraintModes(await this.#sql.unsafe(CONSTRAINT_MODES_SQL));
       this.#readAt = startedAt;
