@@ -24,7 +24,8 @@ import { endSuperseded } from "./superseded-record";
  *   N starts the next burst.
  * - Due (`admitDebouncedJob`, called by the delayed-jobs mover): job J moves if the claim names J
  *   (or an earlier job, or nothing: a claim lost to a crash), turning it `moved`, or if J is
- *   released; if the claim names a later job, J is superseded instead.
+ *   released and has not ended (a superseded job's message may outlive it); if the claim names a
+ *   later job, J is superseded instead.
  * - maxWait: the claim keeps when the first job of its burst was enqueued (`since`); an enqueue with
  *   a maxWait makes its job due no later than `since + maxWait` (`debounceDueTime`). Once that time
  *   has come, the next enqueue releases the latest job rather than superseding it (marking it
@@ -178,7 +179,9 @@ export async function admitDebouncedJob(deps: DebounceDependencies, job: Debounc
     const entry = await deps.keys.get(name);
     const current = claimOf(entry);
     if (current && current.id !== job.id && isAfter(current, place)) {
-      if (isReleased(current, place)) return true;
+      // A job superseded earlier whose delayed message outlived it (its removal failed, or its
+      // runtime stopped first) is released too, but has ended: its first attempt would run.
+      if (isReleased(current, place)) return !(await hasEnded(deps.sql, job.id));
       await endSuperseded(deps.sql, deps.nc, job, current.id, job.key);
       return false;
     }
@@ -188,6 +191,12 @@ export async function admitDebouncedJob(deps: DebounceDependencies, job: Debounc
     if ((await compareAndSet(deps.keys, name, entry, moved)) !== undefined) return true;
   }
   throw contention(job);
+}
+
+/** Whether job `id` has a final record (a superseded one, say). */
+async function hasEnded(sql: Sql, id: string): Promise<boolean> {
+  const rows = await sql`select 1 from jetfn.invocations where id = ${id} and jetfn.is_final(status)`;
+  return rows.length > 0;
 }
 
 function claimOf(entry: KvEntry | null): DebounceClaim | undefined {
