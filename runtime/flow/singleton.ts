@@ -50,6 +50,8 @@ export async function enqueueSingleton(
   job: { id: string; fn: string; key: string },
   publish: () => Promise<PublishedJob>,
   logger: Logger,
+  /** Whether a job has a cancel mark (see holdsKey). */
+  cancelled: (id: string) => boolean = () => false,
 ): Promise<SingletonOutcome> {
   const name = claimKey("singleton", job.fn, job.key);
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
@@ -63,7 +65,7 @@ export async function enqueueSingleton(
     // Taken by this call (undefined for a repeat of an enqueue whose claim has no sequence yet).
     let taken: number | undefined;
     if (current?.id !== job.id) {
-      if (current && (await holdsKey(database, current))) {
+      if (current && (await holdsKey(database, current, cancelled))) {
         return { id: current.id, seq: current.seq ?? 0, duplicate: true, existing: true };
       }
       taken = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
@@ -149,10 +151,20 @@ async function retrySequence(
   }
 }
 
-/** Whether the claim's job still holds its key: it has not ended (or is being published right now). */
-async function holdsKey(database: DatabaseClient, claim: SingletonClaim): Promise<boolean> {
+/**
+ * Whether the claim's job still holds its key: it has not ended (or is being published right now).
+ * A job with no record that was cancelled holds it no more: a cancel that does not know the job's
+ * function (it waits in the queue, no runtime received it yet) writes only the mark, and the job
+ * ends `cancelled` without running whenever it is delivered.
+ */
+async function holdsKey(
+  database: DatabaseClient,
+  claim: SingletonClaim,
+  cancelled: (id: string) => boolean,
+): Promise<boolean> {
   const record = await getInvocation(database, claim.id);
   if (record) return !FINAL_STATUSES.has(record.status);
+  if (cancelled(claim.id)) return false;
   return claim.seq !== undefined || Date.now() - claim.at < PUBLISH_GRACE_MS;
 }
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectDatabase, type DatabaseClient } from "../../runtime/db/client";
 import { claimKey, openJobKeys, SINGLETON_KEY_HEADER } from "../../runtime/flow/job-keys";
 import { enqueueSingleton } from "../../runtime/flow/singleton";
+import { type Cancellations, openCancellations } from "../../runtime/invocation/cancellation";
 import { type PublishedJob, publishJob } from "../../runtime/nats/publish-job";
 import { StreamPublisher } from "../../runtime/nats/stream-publisher";
 import type { JetfnClient } from "../../runtime/sdk/client";
@@ -17,6 +18,7 @@ let env: TestEnvironment;
 let client: JetfnClient;
 let database: DatabaseClient;
 let keys: KV;
+let cancellations: Cancellations;
 let publisher: StreamPublisher;
 const { logger } = captureLogs();
 
@@ -27,10 +29,12 @@ beforeAll(async () => {
   client = await env.client();
   database = connectDatabase({ url: env.database.url, poolSize: 2 });
   keys = await openJobKeys(client.connection);
+  cancellations = await openCancellations(client.connection, logger);
   publisher = new StreamPublisher(client.connection);
 });
 
 afterAll(async () => {
+  await cancellations?.close();
   await database?.close();
   await env?.close();
 });
@@ -75,5 +79,19 @@ describe("singleton claims", () => {
       id: holder.id,
       existing: true,
     });
+  });
+
+  it("frees the key of a queued holder at once when it is cancelled, before any runtime received it", async () => {
+    const singleton = { key: "cancelled-holder" };
+    const holder = await client.enqueue(FN, {}, { singleton });
+    expect(holder.existing).toBe(false);
+    // Its function is unknown to the cancel (no record, not scheduled): only the cancel mark is written.
+    await client.cancel(holder.id);
+    await eventually(() => cancellations.cancelled(holder.id) !== undefined);
+    const next = { id: "after-cancel-0001", fn: FN, key: singleton.key };
+    const outcome = await enqueueSingleton(keys, database, next, publish(next.id, next.key), logger, (id) =>
+      Boolean(cancellations.cancelled(id)),
+    );
+    expect(outcome).toMatchObject({ id: next.id, existing: false });
   });
 });
