@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LEASE_MS } from "../../runtime/flow/flow-control";
@@ -129,6 +130,62 @@ describe("a lease kept for a woken job that does not use it", () => {
     const startedAfter = Date.parse(second?.startedAt as string) - freed;
     console.info(`kept lease, key changed: the second job started ${startedAfter} ms after the slot freed`);
     expect(Date.parse(second?.startedAt as string)).toBeGreaterThanOrEqual(Date.parse(first?.startedAt as string));
+    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+  });
+});
+
+describe("a lease kept for a woken job whose runtime stops before its gate", () => {
+  it("is taken by that job on another runtime at once, and the next job follows", { timeout: 90_000 }, async () => {
+    const fn = "kept-stopped";
+    // One handler at a time per runtime, one job per tenant everywhere; jobs that honour the abort.
+    await writeFile(
+      path.join(dir, `${fn}.ts`),
+      `import { defineFunction, z } from "jetfn";
+export default defineFunction({
+  input: z.object({ tenant: z.string(), ms: z.number().default(0) }),
+  concurrency: 1,
+  concurrencyLimit: { limit: 1, key: (input) => input.tenant },
+  timeout: "60s",
+  async handler({ ms }, ctx) {
+    await new Promise((resolve) => { const timer = setTimeout(resolve, ms); ctx.signal.addEventListener("abort", () => { clearTimeout(timer); resolve(undefined); }); });
+    return { start: Date.now() };
+  },
+});
+`,
+    );
+    // A job held by a runtime comes back only after a minute, longer than anything below.
+    const options = { functionsDir: dir, maxAckWait: "60s" as const, shutdownGrace: "1s" as const };
+    const first = await env.startRuntime(options);
+    const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+    const slot = `c.k_t.${fn}.0`;
+    await bucket.put(slot, JSON.stringify({ until: Date.now() + 3_600_000 }));
+    const enqueueWaiting = async () => {
+      const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
+      await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
+      return id;
+    };
+    const woken = await enqueueWaiting();
+    const next = await enqueueWaiting();
+    // The runtime's one handler slot is busy for long.
+    const long = await client.enqueue(fn as never, { tenant: "long", ms: 60_000 } as never);
+    await eventually(async () => (await client.status(long.id)).status === "running", 20_000);
+    // The slot frees: the sweep keeps it for the first waiting job and wakes it, and the runtime
+    // takes the woken job, which waits there for the handler slot.
+    const consumer = await jetstream(client.connection).consumers.get("JETFN_JOBS", fn);
+    await bucket.put(slot, JSON.stringify({ until: 0 }));
+    await eventually(async () => (await consumer.info()).num_ack_pending === 2, 20_000);
+    expect(JSON.parse((await bucket.get(slot))?.string() ?? "{}").for).toBe(woken);
+    // Stopped before the handler slot frees: the grace runs out, the woken job never reached its gate.
+    await first.stop();
+    const stopped = Date.now();
+    await env.startRuntime(options);
+    const [ran, after] = await Promise.all([ended(woken, "succeeded"), ended(next, "succeeded")]);
+    const startedAfter = Date.parse(after.startedAt as string) - stopped;
+    console.info(
+      `kept lease, runtime stopped: the woken job started ${Date.parse(ran.startedAt as string) - stopped} ms and the next ${startedAfter} ms after the stop`,
+    );
+    // In their order, and not by the keeping running out (LEASE_MS after the wake).
+    expect(Date.parse(after.startedAt as string)).toBeGreaterThanOrEqual(Date.parse(ran.startedAt as string));
     expect(startedAfter).toBeLessThan(LEASE_MS / 3);
   });
 });
