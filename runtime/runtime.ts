@@ -210,7 +210,7 @@ class ServingRuntime implements Runtime {
     this.#parts = parts;
     this.#serving = serving;
     this.#successes = createSuccessRecorder(database.sql);
-    this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
+    this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize), logger });
     this.#bindDatabase = createDatabaseBinder(serving.schema?.exports);
     this.#isolation = createIsolation({
       logger,
@@ -294,9 +294,12 @@ class ServingRuntime implements Runtime {
       progress,
       this.logger,
       replyGuard,
-      (id) => findScheduledJob(manager, delayedStream, id),
-      (id) => cancellations.cancelled(id),
-      waitingJobFinder(this.nats),
+      {
+        cancelled: (id) => cancellations.cancelled(id),
+        scheduled: (id) => findScheduledJob(manager, delayedStream, id),
+        waitingJob: waitingJobFinder(this.nats),
+        queued: (id) => this.#parts.unrecordedJobs.findIfFree(id),
+      },
     );
     this.#cancelApi = startCancelApi({
       nc: this.nats,
