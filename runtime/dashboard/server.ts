@@ -221,9 +221,10 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
       handler: async (_request, url, session) => {
         const id = idFrom(url);
         const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
-        // A queued job has no record yet: its priority and keys are on its message in the stream.
+        // A queued job has no record yet: its priority and keys are on its message in the stream,
+        // which the status API reads when it has a turn free (it then names the job's function).
         const stored =
-          view.status === "pending"
+          view.status === "pending" && view.function === null
             ? await findUnrecordedJob(runtime.nats, runtime.config.streamName, id).catch(() => undefined)
             : undefined;
         return page(
@@ -239,7 +240,10 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
     {
       method: "GET",
       pattern: /^\/fragments\/invocations\/[^/]+$/,
-      handler: async (_request, url) => ({ body: invocationSummary(await client.status(idFrom(url))).value }),
+      // Asked every second while the page is open: the summary shows no labels, so no stream read.
+      handler: async (_request, url) => ({
+        body: invocationSummary(await client.status(idFrom(url), { stream: false })).value,
+      }),
     },
     {
       method: "GET",

@@ -1,15 +1,23 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type FlowLabels, flowLabelsOf } from "../flow/flow-labels";
+import { parseJobSubject } from "../flow/priority";
+import { createLimiter } from "../invocation/limiter";
 import { ID_HEADER, JOB_PREFIX } from "./subjects";
 
 /** Most stream messages one look-up reads before giving up (it then cannot tell). */
 const SCAN_LIMIT = 20_000;
 const FETCH_BATCH = 1_000;
 const FETCH_EXPIRES_MS = 1_000;
+/** The look-up's consumer is deleted when it ends; this is the server's backstop if that fails. */
+const CONSUMER_INACTIVE_MS = 30_000;
 
 /** A job the stream holds that no runtime has recorded yet. */
 export interface UnrecordedJob {
+  /** Its function, from its subject (undefined for a subject no function can have). */
+  fn: string | undefined;
+  /** When it was stored (ISO 8601). */
+  enqueuedAt: string;
   /** Its priority and debounce or singleton key, from its message. */
   labels: FlowLabels;
 }
@@ -42,26 +50,67 @@ export async function findUnrecordedJob(
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: startSeq,
     headers_only: true,
+    inactive_threshold: CONSUMER_INACTIVE_MS,
   });
-  let read = 0;
-  while (read < SCAN_LIMIT) {
-    const batch = await consumer.fetch({ max_messages: FETCH_BATCH, expires: FETCH_EXPIRES_MS });
-    let received = 0;
-    for await (const message of batch) {
-      received++;
-      read++;
-      if (message.headers?.get(ID_HEADER) === id) {
-        batch.stop();
-        return { labels: flowLabelsOf(message.subject, message.headers) };
+  try {
+    let read = 0;
+    while (read < SCAN_LIMIT) {
+      const batch = await consumer.fetch({ max_messages: FETCH_BATCH, expires: FETCH_EXPIRES_MS });
+      let received = 0;
+      for await (const message of batch) {
+        received++;
+        read++;
+        if (message.headers?.get(ID_HEADER) === id) {
+          batch.stop();
+          return {
+            fn: parseJobSubject(message.subject)?.name,
+            enqueuedAt: new Date(Math.floor(message.info.timestampNanos / 1e6)).toISOString(),
+            labels: flowLabelsOf(message.subject, message.headers),
+          };
+        }
+        if (message.seq >= lastSeq || message.info.pending === 0) {
+          batch.stop();
+          return false;
+        }
       }
-      if (message.seq >= lastSeq || message.info.pending === 0) {
-        batch.stop();
-        return false;
-      }
+      if (received === 0) return false;
     }
-    if (received === 0) return false;
+    return undefined;
+  } finally {
+    await consumer.delete().catch(() => undefined);
   }
-  return undefined;
+}
+
+/** Look-ups one runtime makes at once: each reads the stream's backlog of unrecorded jobs. */
+const MAX_LOOKUPS_IN_FLIGHT = 4;
+
+/** Looks ids up among a stream's unrecorded jobs, a few at once (see findUnrecordedJob). */
+export interface UnrecordedJobFinder {
+  /** Waits for a turn; undefined when it cannot tell (too many jobs to read, or NATS failed). */
+  find(id: string): Promise<UnrecordedJob | false | undefined>;
+  /** Only when a turn is free at once, else undefined: for requests any client can make. */
+  findIfFree(id: string): Promise<UnrecordedJob | false | undefined>;
+}
+
+/** A finder over `stream`, for one runtime. */
+export function unrecordedJobFinder(nc: NatsConnection, stream: string): UnrecordedJobFinder {
+  const turns = createLimiter(MAX_LOOKUPS_IN_FLIGHT);
+  const look = async (id: string, release: () => void) => {
+    try {
+      return await findUnrecordedJob(nc, stream, id);
+    } catch {
+      return undefined;
+    } finally {
+      release();
+    }
+  };
+  return {
+    find: async (id) => look(id, await turns.acquire()),
+    findIfFree: async (id) => {
+      const release = turns.tryAcquire?.();
+      return release ? look(id, release) : undefined;
+    },
+  };
 }
 
 /** The lowest stream sequence that may hold an unrecorded job; undefined when no job is stored. */
