@@ -51,7 +51,7 @@ export async function enqueueSingleton(
   publish: () => Promise<PublishedJob>,
   logger: Logger,
   /** Whether a job has a cancel mark (see holdsKey). */
-  cancelled: (id: string) => boolean = () => false,
+  cancelled: (id: string) => boolean,
 ): Promise<SingletonOutcome> {
   const name = claimKey("singleton", job.fn, job.key);
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
