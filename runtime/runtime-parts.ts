@@ -109,6 +109,7 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       publisher,
       manager,
       delayedStream,
+      cancellations,
       logger,
       jobs: jobsById({
         manager,

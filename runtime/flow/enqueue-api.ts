@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
 import { ownerOf } from "../db/invocation-store";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
+import type { Cancellations } from "../invocation/cancellation";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../invocation/job-delay";
 import { parseInputBody } from "../invocation/validation";
 import { replyApiFailure } from "../nats/api-failure";
@@ -36,6 +37,8 @@ export interface KeyedEnqueueParts {
   manager: JetStreamManager;
   /** The delayed-jobs stream, where debounced jobs wait. */
   delayedStream: string;
+  /** Cancel marks: a queued singleton holder cancelled before it ran holds its key no longer. */
+  cancellations: Pick<Cancellations, "cancelled">;
   logger: Logger;
 }
 
@@ -184,6 +187,7 @@ export async function enqueueKeyed(
           onDuplicate,
         }),
       parts.logger,
+      (holder) => parts.cancellations.cancelled(holder) !== undefined,
     );
   }
   if (request.debounce === undefined) throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs a key");
