@@ -298,7 +298,7 @@ class ServingRuntime implements Runtime {
         cancelled: (id) => cancellations.cancelled(id),
         scheduled: (id) => findScheduledJob(manager, delayedStream, id),
         waitingJob: waitingJobFinder(this.nats),
-        queued: (id) => this.#parts.unrecordedJobs.findIfFree(id),
+        queued: (id, fn) => this.#parts.unrecordedJobs.findIfFree(id, fn),
       },
     );
     this.#cancelApi = startCancelApi({

@@ -12,7 +12,10 @@ import { parseJobSubject } from "./priority";
  * replaces it, would record that other job `superseded` (and, when it waits as a delayed job,
  * remove it), so it never runs; a singleton enqueued under another job's id would make that job
  * the key's holder, into which later enqueues of the key fold. So the enqueue API refuses such an
- * id (E_ID_CONFLICT), unless the job found is this same keyed job (a client repeating its enqueue).
+ * id (E_ID_CONFLICT), unless the job found is this same keyed job (a client repeating its enqueue):
+ * that one is already enqueued, and the repeat is answered with it, claiming and storing nothing
+ * (past the stream's duplicate window a second copy would be stored, and would take its key from
+ * the key's later jobs).
  *
  * The places a job passes through are asked in the order it passes through them (delayed, queued
  * in the jobs stream, waiting for a limit, recorded), so a job that moves on while they are asked
@@ -25,14 +28,19 @@ import { parseJobSubject } from "./priority";
 export interface JobUnderId {
   fn: string | undefined;
   labels?: FlowLabels;
+  /** Its sequence in the stream that holds it, when it waits in one. */
+  seq?: number;
 }
 
 /** Where jobs are found by id. */
 export interface JobsById {
   /** A delayed job waiting for its time. */
   scheduled(id: string): Promise<JobUnderId | undefined>;
-  /** A job the jobs stream holds and no runtime recorded yet; undefined when it could not tell. */
-  queued(id: string): Promise<JobUnderId | false | undefined>;
+  /**
+   * A job the jobs stream holds and no runtime recorded yet (one of `fn`, when the id has messages
+   * of several functions); undefined when it could not tell.
+   */
+  queued(id: string, fn: string): Promise<JobUnderId | false | undefined>;
   /** A job waiting for a concurrency or rate limit. */
   waiting(id: string): Promise<JobUnderId | undefined>;
   /** The id's record. */
@@ -47,17 +55,22 @@ export interface ChosenIdJob {
   key: string;
 }
 
-/**
- * Throws E_ID_CONFLICT when the id is another job's. Resolves to false when the jobs stream held
- * too many unrecorded jobs to read them all (the id was checked everywhere else).
- */
-export async function refuseTakenId(jobs: JobsById, job: ChosenIdJob): Promise<boolean> {
-  refuseOther(await jobs.scheduled(job.id), job);
-  const queued = await jobs.queued(job.id);
+/** What the look for a chosen id found, when no other job has it. */
+export interface ChosenIdCheck {
+  /** False when the jobs stream held too many unrecorded jobs to read them all (the id was checked everywhere else). */
+  complete: boolean;
+  /** This same keyed job, enqueued already (the first place it was found). */
+  same: JobUnderId | undefined;
+}
+
+/** Throws E_ID_CONFLICT when the id is another job's; else says whether this job was found. */
+export async function checkChosenId(jobs: JobsById, job: ChosenIdJob): Promise<ChosenIdCheck> {
+  const scheduled = refuseOther(await jobs.scheduled(job.id), job);
+  const queued = await jobs.queued(job.id, job.fn);
   if (queued) refuseOther(queued, job);
-  refuseOther(await jobs.waiting(job.id), job);
-  refuseOther(await jobs.recorded(job.id), job);
-  return queued !== undefined;
+  const waiting = refuseOther(await jobs.waiting(job.id), job);
+  const recorded = refuseOther(await jobs.recorded(job.id), job);
+  return { complete: queued !== undefined, same: scheduled ?? (queued || undefined) ?? waiting ?? recorded };
 }
 
 /**
@@ -82,8 +95,10 @@ function jobOfMessage(subject: string, headers: MsgHdrs | undefined): JobUnderId
   return { fn, labels: flowLabelsOf(subject, headers) };
 }
 
-function refuseOther(found: JobUnderId | undefined, job: ChosenIdJob): void {
+/** Throws E_ID_CONFLICT when `found` is another job; else returns it. */
+function refuseOther(found: JobUnderId | undefined, job: ChosenIdJob): JobUnderId | undefined {
   if (found && !isSameJob(found, job)) throw takenIdError(job, found);
+  return found;
 }
 
 /** The same keyed job: same function and key (a repeat of its enqueue, or the outbox relay's). */

@@ -158,7 +158,16 @@ export async function takeDebounceKey(
     if ((await compareAndSet(deps.keys, name, entry, claim)) === undefined) continue;
     if (joins) {
       const replaced = { id: current.id, fn: job.fn, key: job.key, seq: current.seq };
-      await endSuperseded(deps.sql, deps.nc, replaced, job.id, job.key);
+      // Best effort: `job` is stored and holds the key; the mover supersedes the replaced job when due.
+      try {
+        await endSuperseded(deps.sql, deps.nc, replaced, job.id, job.key);
+      } catch (error) {
+        deps.logger.warn(
+          { err: error, fn: job.fn, invocationId: current.id },
+          "Replaced debounced job left to the mover.",
+        );
+        return undefined;
+      }
       // Its sequence means nothing in a stream created since (it would name another job there).
       if (current.created === place.created) await deps.removeDelayed(current.seq).catch(() => undefined);
       deps.logger.info({ fn: job.fn, invocationId: current.id, by: job.id }, "Debounced job superseded.");

@@ -3,17 +3,19 @@ import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
+import { ownerOf } from "../db/invocation-store";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import type { Cancellations } from "../invocation/cancellation";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../invocation/job-delay";
 import { parseInputBody } from "../invocation/validation";
+import { replyApiFailure } from "../nats/api-failure";
 import { type PublishJobOptions, publishEncodedJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
-import { JetfnError, toJetfnError } from "../support/errors";
-import { type ChosenIdJob, type JobsById, refuseDuplicate, refuseTakenId } from "./chosen-id";
+import { JetfnError } from "../support/errors";
+import { type ChosenIdJob, checkChosenId, type JobsById, type JobUnderId, refuseDuplicate } from "./chosen-id";
 import { type DebounceDependencies, debounceDueTime, MIN_DEBOUNCE_DELAY_MS, takeDebounceKey } from "./debounce";
 import { DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
 import { ENQUEUE_SUBJECT, type EnqueuedJob, type JobKeyRequest, readKeyHeaders } from "./keyed-enqueue-request";
@@ -101,9 +103,7 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
               : await enqueueChosenId(options, { ...request, id: request.id }, uncheckedWarning);
           replyJson(message, reply, nc.info?.max_payload ?? 1_048_576, reply.id);
         } catch (thrown) {
-          const failure = toJetfnError(thrown);
-          if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A keyed enqueue failed.");
-          replyError(message, statusFor(failure), failure);
+          replyApiFailure(message, thrown, "enqueue", logger);
         } finally {
           inFlight--;
         }
@@ -119,9 +119,10 @@ const busy = new JetfnError(
 
 /**
  * A keyed enqueue whose client chose the id: refused (E_ID_CONFLICT) when the id is another job's,
- * before anything is claimed or stored, and when the publish finds another job's message under it.
- * The outbox relay does not come here: its rows' ids were chosen by the runtime or by function
- * code, and a row relayed again after a crash is the same job.
+ * before anything is claimed or stored, and when the publish finds another job's message under it;
+ * answered with the job when this same job was enqueued already (a repeat). The outbox relay does
+ * not come here: its rows' ids were chosen by the runtime or by function code, and a row relayed
+ * again after a crash is the same job (see `enqueueCommittedKeyed`).
  */
 async function enqueueChosenId(
   options: EnqueueApiOptions,
@@ -129,7 +130,8 @@ async function enqueueChosenId(
   warning: { at: number },
 ): Promise<EnqueuedJob> {
   const job = chosenIdJob(request);
-  const complete = await refuseTakenId(options.jobs, job);
+  const { complete, same } = await checkChosenId(options.jobs, job);
+  if (same) return alreadyEnqueued(request, same);
   if (!complete && Date.now() - warning.at >= REFUSAL_LOG_INTERVAL_MS) {
     warning.at = Date.now();
     options.logger.warn(
@@ -138,6 +140,15 @@ async function enqueueChosenId(
     );
   }
   return enqueueKeyed(options, request, (stored) => refuseDuplicate(options.manager, stored, job));
+}
+
+/**
+ * The answer to a repeat of a keyed enqueue whose job exists: nothing is claimed or stored (a
+ * singleton's answer says `existing`, as when its claim names the job).
+ */
+function alreadyEnqueued(request: KeyedEnqueue, found: Pick<JobUnderId, "seq">): EnqueuedJob {
+  const job = { id: request.id, seq: found.seq ?? 0, duplicate: true };
+  return request.singleton === undefined ? job : { ...job, existing: true };
 }
 
 function chosenIdJob(request: KeyedEnqueue): ChosenIdJob {
@@ -193,6 +204,10 @@ export async function enqueueKeyed(
     headers: { [DEBOUNCE_KEY_HEADER]: key },
     onDuplicate,
   });
+  // A repeat: the job was stored before, and may have moved and run since while a later job of its
+  // key took the claim: taking the key now would supersede it. The mover decides on it when it is
+  // due, as on a job whose enqueue stopped before claiming.
+  if (published.duplicate) return published;
   const supersededBy = await takeDebounceKey(debounceDependencies(parts), {
     id,
     fn,
@@ -208,9 +223,13 @@ export async function enqueueKeyed(
  * Enqueues a keyed job whose transaction committed (an outbox row): as `enqueueKeyed`, and when a
  * singleton folds into the job holding its key, the row's own id, which `ctx.enqueue` already
  * returned, is recorded `superseded` with E_SINGLETON_HELD naming the holder, so its status and
- * `result()` say what became of it.
+ * `result()` say what became of it. A row whose job has a record already (the row was relayed
+ * before, and its delete failed or the runtime stopped) is that job: nothing is claimed or stored.
  */
 export async function enqueueCommittedKeyed(parts: KeyedEnqueueParts, request: KeyedEnqueue): Promise<EnqueuedJob> {
+  // Past the stream's duplicate window a second copy would be stored: with a debounce key, it would
+  // supersede the key's later job and run the row's old input again.
+  if ((await ownerOf(parts.database.sql, request.id)) === request.fn) return alreadyEnqueued(request, {});
   const job = await enqueueKeyed(parts, request);
   if (request.singleton !== undefined && job.existing && job.id !== request.id) {
     const held = { id: request.id, fn: request.fn };

@@ -19,7 +19,7 @@ export interface JobsByIdSources {
 export function jobsById(sources: JobsByIdSources): JobsById {
   return {
     scheduled: async (id) => findScheduledJob(sources.manager, sources.delayedStream, id),
-    queued: (id) => sources.unrecorded.find(id),
+    queued: (id, fn) => sources.unrecorded.find(id, fn),
     waiting: async (id) => sources.waitingJob(id),
     recorded: async (id) => {
       const record = await getInvocation(sources.database, id);

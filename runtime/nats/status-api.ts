@@ -136,9 +136,10 @@ export interface StatusLookups {
   waitingJob: (id: string) => Promise<WaitingJob | undefined>;
   /**
    * A job queued in the jobs stream that no runtime recorded yet, asked only when the request asks
-   * for it (`"stream": true`): it reads the stream's backlog. Undefined when it cannot tell.
+   * for it (`"stream": true`): it reads the stream's backlog. Undefined when it cannot tell. `fn`:
+   * the function the request expects, whose job is shown when several messages carry the id.
    */
-  queued: (id: string) => Promise<UnrecordedJob | false | undefined>;
+  queued: (id: string, fn: string | undefined) => Promise<UnrecordedJob | false | undefined>;
 }
 
 const NO_LOOKUPS: StatusLookups = {
@@ -199,7 +200,7 @@ async function statusOf(
   if (waiting) return ownedBy(fn, waiting.fn, id, scheduledView(waiting));
   const held = await look.waitingJob(id);
   if (held) return ownedBy(fn, held.fn, id, waitingView(held));
-  const queued = stream ? await look.queued(id) : undefined;
+  const queued = stream ? await look.queued(id, fn) : undefined;
   if (queued) return ownedBy(fn, queued.fn, id, queuedView(id, queued));
   return statusView(id, undefined, undefined);
 }
