@@ -210,7 +210,7 @@ class ServingRuntime implements Runtime {
     this.#parts = parts;
     this.#serving = serving;
     this.#successes = createSuccessRecorder(database.sql);
-    this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize) });
+    this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize), logger });
     this.#bindDatabase = createDatabaseBinder(serving.schema?.exports);
     this.#isolation = createIsolation({
       logger,

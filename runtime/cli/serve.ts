@@ -28,13 +28,17 @@ export async function serve(mode: ServeMode): Promise<void> {
   if (mode.development) assertDevDependencies(developmentPackages(base), "`jetfn dev`");
   const logger = createLogger({ level: base.logLevel, format: mode.development ? "pretty" : "json" });
   const started: StartedService[] = [];
-  const stopStarted = async (): Promise<void> => {
-    for (const service of started.reverse()) {
-      await service
-        .stop()
-        .catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
-    }
-  };
+  // Once: a signal during start-up stops the services, and the start it interrupts fails on them
+  // and must wait for the same stop before this process exits.
+  let stopping: Promise<void> | undefined;
+  const stopStarted = (): Promise<void> =>
+    (stopping ??= (async () => {
+      for (const service of started.reverse()) {
+        await service
+          .stop()
+          .catch((error: unknown) => logger.warn({ err: error, service: service.name }, "Stopping a service failed."));
+      }
+    })());
   // Registered before anything starts: a signal during start-up (a slow embedded Postgres, many
   // functions to deploy) still stops what was started so far. The local nats-server runs in its own
   // process group, so nothing else would stop it.
@@ -69,7 +73,10 @@ export async function serve(mode: ServeMode): Promise<void> {
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     serving = { runtime, dashboard };
   } catch (error) {
+    const signalled = stopping !== undefined;
     await stopStarted();
+    // Stopped by a signal while starting: the failure is the stop's doing, not worth reporting.
+    if (signalled) return;
     throw error;
   }
 }

@@ -32,12 +32,21 @@ export async function resolveDatabaseUrl(
       "DATABASE_URL is not set and no embedded Postgres is running; set DATABASE_URL or run `npx jetfn dev`",
     );
   }
-  const embedded = await startEmbeddedPostgres(config.stateDir);
+  const starting = startEmbeddedPostgres(config.stateDir);
+  // Listed before it answers: a signal while it starts (initdb, pg_ctl start) stops it once it is up,
+  // instead of leaving it running after this process exits.
+  started.push({
+    name: "embedded Postgres",
+    stop: async () => {
+      const embedded = await starting.catch(() => undefined);
+      if (embedded?.startedHere) await embedded.stop();
+    },
+  });
+  const embedded = await starting;
   logger.info(
     { url: redactUrl(embedded.url), dataDir: path.join(config.stateDir, "postgres"), reused: !embedded.startedHere },
     "Using the embedded Postgres.",
   );
-  if (embedded.startedHere) started.push({ name: "embedded Postgres", stop: () => embedded.stop() });
   return embedded.url;
 }
 

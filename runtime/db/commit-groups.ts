@@ -1,6 +1,7 @@
+import pino, { type Logger } from "pino";
 import type { PendingQuery, Row, Sql } from "postgres";
 import { JetfnError } from "../support/errors";
-import { CONSTRAINT_MODES_SQL, DEFERRED_CHECKS_SQL, DeclaredModes } from "./constraint-modes";
+import { DEFERRED_CHECKS_SQL, DeclaredModes } from "./constraint-modes";
 import { AUDIT_MARK_SQL, auditMark, GROUP_CHECK_SQL, type GroupMember, groupMembers } from "./invocation-checks";
 import { Lane, type LaneOwner, type Member, type Seat, type SeatPart } from "./lane";
 import { LaneSeat } from "./lane-seat";
@@ -67,6 +68,8 @@ export interface CommitGroupOptions {
    * without a lane. @default 20
    */
   maxSharedHoldMs?: number;
+  /** Where a failure to read the declared constraint modes is told. @default no logging */
+  logger?: Logger;
 }
 
 export function createCommitGroups(sql: Sql, options: CommitGroupOptions): CommitGroups {
@@ -89,7 +92,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #maxSharedHoldMs: number;
   readonly #waiting: Waiter[] = [];
   readonly #holdMs = new Map<string, number>();
-  readonly #modes = new DeclaredModes();
+  readonly #modes: DeclaredModes;
+  /** Lanes holding their open transaction for a read of the modes under way (see #awaitModes). */
+  readonly #awaitingModes = new Set<Lane>();
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -97,6 +102,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#lanes = Array.from({ length: Math.max(1, options.lanes) }, () => new Lane());
     this.#maxMembers = options.maxMembers ?? 32;
     this.#maxSharedHoldMs = options.maxSharedHoldMs ?? 20;
+    this.#modes = new DeclaredModes(sql, options.logger ?? pino({ enabled: false }));
   }
 
   takes(functionName: string): boolean {
@@ -124,12 +130,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       lane.connection?.release();
       lane.connection = undefined;
     }
+    await this.#modes.close();
   }
 
   /** Gives free lanes to waiting jobs, and ends the transactions of lanes nobody is waiting for. */
   #dispatch(): void {
+    // Once per round: a lane told it may go on with a later part gets the statements that said so.
+    const modes = this.#modes.statements;
     for (const lane of this.#lanes) {
-      if (lane.busy) continue;
+      if (lane.busy || this.#awaitingModes.has(lane)) continue;
       const next = this.#waiting[0];
       const mustEndFirst =
         lane.open &&
@@ -137,13 +146,12 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
-          // Not read yet (the runtime's first transaction): no later part could start as declared.
-          this.#modes.statements === undefined ||
           (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
+      else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
       else if (next) {
         this.#waiting.shift();
-        void this.#grant(lane, next);
+        void this.#grant(lane, next, modes);
       }
     }
     if (this.#idle && this.#lanes.every((lane) => !lane.busy && !lane.open)) {
@@ -151,6 +159,25 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.#idle = undefined;
       idle();
     }
+  }
+
+  /**
+   * A later part needs the declared modes, and they were not read lately (or cannot be): the lane
+   * holds its transaction for a read under way that began moments ago (started now if due), then
+   * looks again; with none, it commits, and the next job begins a transaction, which needs none.
+   */
+  #awaitModes(lane: Lane): void {
+    this.#modes.refresh();
+    const arriving = this.#modes.arriving();
+    if (!arriving) {
+      void this.#end(lane);
+      return;
+    }
+    this.#awaitingModes.add(lane);
+    void arriving.then(() => {
+      this.#awaitingModes.delete(lane);
+      this.#dispatch();
+    });
   }
 
   #isSlow(functionName: string): boolean {
@@ -162,7 +189,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#holdMs.set(functionName, average === undefined ? ms : average + HOLD_AVERAGE_WEIGHT * (ms - average));
   }
 
-  async #grant(lane: Lane, waiter: Waiter): Promise<void> {
+  /** `modes`: the statements a later part starts with (defined whenever the lane's transaction is open). */
+  async #grant(lane: Lane, waiter: Waiter, modes: string | undefined): Promise<void> {
     let stamp: string;
     try {
       stamp = stampStatements(waiter.stamp);
@@ -193,10 +221,9 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     // job's audit rows are those written after it (see invocation-checks.ts). The job that begins
     // the transaction needs neither: nothing was written or set in it before.
     const later = lane.open;
-    const readModes = !later && this.#modes.due;
-    const then = later
-      ? [...(this.#modes.statements ? [this.#modes.statements] : []), stamp, AUDIT_MARK_SQL]
-      : [stamp, ...(readModes ? [CONSTRAINT_MODES_SQL] : [])];
+    // Read on the pool, beside this transaction, when due: for the parts after this one.
+    this.#modes.refresh();
+    const then = later ? [...(modes ? [modes] : []), stamp, AUDIT_MARK_SQL] : [stamp];
     const { savepoint, message } = lane.openPart(then);
     const setup = connection.unsafe(message).execute();
     // It carries earlier jobs' deferred constraints and final records: its failure dooms the whole
@@ -204,7 +231,6 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     setup.catch(lane.dooms());
     const mark = later ? setup.then(auditMark) : Promise.resolve(null);
     mark.catch(lane.dooms());
-    if (readModes) this.#modes.read(setup);
     waiter.resolve(new LaneSeat(this, lane, connection, savepoint, setup, { stamp: waiter.stamp, mark }));
   }
 

@@ -1,3 +1,6 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
 import { JetfnError } from "../support/errors";
 
 /**
@@ -12,7 +15,8 @@ import { JetfnError } from "../support/errors";
  * SET CONSTRAINTS lasts to the end of the transaction (a released savepoint keeps it) and Postgres
  * has no statement that puts the declared modes back. So a later job of a shared transaction starts
  * with the statements jetfn.constraint_modes() returns (schema/migrations/0027_jetfn_constraint_modes.sql);
- * with no constraint declared INITIALLY DEFERRED, the usual case, there are none.
+ * with no constraint declared INITIALLY DEFERRED, the usual case, there are none. Until they are
+ * read (and while reading them fails) a lane's transactions hold one job each, which need none.
  */
 
 /**
@@ -22,50 +26,128 @@ import { JetfnError } from "../support/errors";
  */
 export const DEFERRED_CHECKS_SQL = "set constraints all immediate";
 
-/** Read last in a message that begins a shared transaction, when {@link DeclaredModes.due}. */
-export const CONSTRAINT_MODES_SQL = "select jetfn.constraint_modes() as modes";
+/** A read that takes longer (the function replaced by one that hangs, a lock) fails. */
+const READ_TIMEOUT_MS = 5_000;
 
 /**
- * How long the statements read are used before they are read again. The read scans the catalog
- * (pg_constraint): 130-180 µs of Postgres CPU on a loaded machine, a few per cent of an insert job's
- * if paid with every shared transaction. For as long after a migration changes which constraints are deferrable, a later job
- * of a shared transaction may start from the modes declared before it (the audit check does not
- * depend on them).
+ * Read on the pool, beside the jobs' transactions: a read that fails (EXECUTE revoked, the function
+ * replaced by one that raises, a timeout) must not doom a job's transaction. One simple-protocol
+ * message, one implicit transaction: the timeout ends with it.
+ */
+const CONSTRAINT_MODES_SQL = `set local statement_timeout = ${READ_TIMEOUT_MS}; select jetfn.constraint_modes() as modes`;
+
+/**
+ * How long after their read began the statements may open a later part of a shared transaction.
+ * For as long after a migration changes which constraints are deferrable, a later job of a shared
+ * transaction may start from the modes declared before it (the audit check does not depend on them).
  */
 const MAX_AGE_MS = 1_000;
 
+/**
+ * When they are read again, counted from when the last read began: before they expire, so a busy
+ * runtime always has some (a lane without them holds one job per transaction). The read scans the
+ * catalog (pg_constraint): 130-180 µs of Postgres CPU on a loaded machine, at most 1.25 times a
+ * second, and only while lanes open parts: an idle runtime reads nothing (no timer).
+ */
+const REFRESH_AFTER_MS = 800;
+
+/**
+ * How long, from its start, a lane with a job waiting may hold its transaction open for a read
+ * under way rather than commit it (the members wait that much longer for their COMMIT). A read
+ * answers in well under a millisecond on a warm pool; this covers a new connection. It matters when
+ * lanes get busy after a second or more of quiet, or at start: the first part triggers the read.
+ */
+const WAIT_FOR_READ_MS = 100;
+
+/** After a failed read the next waits this long, doubled per failure in a row, up to MAX_RETRY_MS. */
+const FIRST_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 30_000;
+
 /** The statements that give a later part of a shared transaction the declared constraint modes. */
 export class DeclaredModes {
+  readonly #sql: Sql;
+  readonly #logger: Logger;
   #statements: string | undefined;
+  /** When the read the statements came from began (the catalog it saw is at least that recent). */
   #readAt = Number.NEGATIVE_INFINITY;
-  #reading = false;
+  #nextReadAt = Number.NEGATIVE_INFINITY;
+  #reading: Promise<void> | undefined;
+  #readingSince = Number.NEGATIVE_INFINITY;
+  #failures = 0;
+  #failingSince = 0;
+  #closed = false;
 
-  /** The statements, or undefined until first read: until then no later part may open. */
+  constructor(sql: Sql, logger: Logger) {
+    this.#sql = sql;
+    this.#logger = logger;
+  }
+
+  /** The statements, or undefined while none were read in the last MAX_AGE_MS: then no later part may open. */
   get statements(): string | undefined {
-    return this.#statements;
+    return performance.now() - this.#readAt < MAX_AGE_MS ? this.#statements : undefined;
   }
 
-  /** Whether the message that begins a transaction should read them again (ending with CONSTRAINT_MODES_SQL). */
-  get due(): boolean {
-    return !this.#reading && performance.now() - this.#readAt >= MAX_AGE_MS;
+  /** Reads them on the pool if due, without waiting; called as a lane opens a part, or needs them. */
+  refresh(): void {
+    if (this.#reading || this.#closed || performance.now() < this.#nextReadAt) return;
+    this.#readingSince = performance.now();
+    this.#reading = this.#read(this.#readingSince).finally(() => {
+      this.#reading = undefined;
+    });
   }
 
-  /** Takes them from the reply to such a message; if it failed (dooming its transaction), a later one reads them. */
-  read(reply: Promise<unknown>): void {
-    this.#reading = true;
-    void reply
-      .then((results) => {
-        this.#statements = constraintModes(results);
-        this.#readAt = performance.now();
-      })
-      .catch(() => undefined)
-      .finally(() => {
-        this.#reading = false;
-      });
+  /**
+   * A read under way that began less than WAIT_FOR_READ_MS ago: settles when it does, or when that
+   * time is up. Undefined when there is none worth waiting for.
+   */
+  arriving(): Promise<void> | undefined {
+    const left = this.#readingSince + WAIT_FOR_READ_MS - performance.now();
+    if (!this.#reading || left <= 0) return undefined;
+    return Promise.race([this.#reading, sleep(left, undefined, { ref: false })]);
+  }
+
+  /** Reads no more, once a read under way ends. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#reading;
+  }
+
+  async #read(startedAt: number): Promise<void> {
+    try {
+      this.#statements = constraintModes(await this.#sql.unsafe(CONSTRAINT_MODES_SQL));
+      this.#readAt = startedAt;
+      this.#nextReadAt = startedAt + REFRESH_AFTER_MS;
+      this.#recovered();
+    } catch (error) {
+      this.#failed(error);
+    }
+  }
+
+  #failed(error: unknown): void {
+    const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** this.#failures, MAX_RETRY_MS);
+    this.#nextReadAt = performance.now() + retryInMs;
+    this.#failures += 1;
+    // One warning per streak of failures, not one per read.
+    if (this.#failures > 1) return;
+    this.#failingSince = performance.now();
+    this.#logger.warn(
+      { err: error, retryInMs },
+      "Could not read the declared constraint modes; until a read succeeds, shared transactions hold one job each.",
+    );
+  }
+
+  #recovered(): void {
+    if (this.#failures === 0) return;
+    const failingForMs = Math.round(performance.now() - this.#failingSince);
+    this.#logger.info(
+      { failedReads: this.#failures, failingForMs },
+      "Read the declared constraint modes again; transactions are shared again.",
+    );
+    this.#failures = 0;
   }
 }
 
-/** The statements in the reply to a message that ends with CONSTRAINT_MODES_SQL (one result per statement). */
+/** The statements in the reply to CONSTRAINT_MODES_SQL (one result per statement). */
 function constraintModes(reply: unknown): string {
   const results = reply as { modes?: unknown }[][];
   const modes = results.at(-1)?.[0]?.modes;

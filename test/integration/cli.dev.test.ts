@@ -1,4 +1,4 @@
-import { access, chmod, mkdtemp, rm } from "node:fs/promises";
+import { access, chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -88,3 +88,46 @@ it("a signal while dev is still starting stops the nats-server it started", asyn
     await database.drop();
   }
 });
+
+it("a signal while dev's embedded Postgres is starting stops that Postgres once it is up", async () => {
+  const fresh = await mkdtemp(path.join(tmpdir(), "jetfn-dev-starting-"));
+  await chmod(fresh, 0o755);
+  const pidFile = path.join(fresh, ".jetfn/postgres/postmaster.pid");
+  const env = { ...cliEnv, NATS_URL: `nats://127.0.0.1:${await freePort()}` };
+  const starting = spawnCli(["dev"], env, { cwd: fresh });
+  try {
+    // The server writes its pid file as it starts, before pg_ctl sees it ready: the signal lands
+    // while the start is under way, before dev has said it is using it.
+    const deadline = Date.now() + 90_000;
+    while (!(await exists(pidFile))) {
+      if (Date.now() > deadline) throw new Error(`no ${pidFile} within 90 s:\n${starting.output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await starting.stop("SIGTERM");
+    // Before, it was not yet among the started services: dev exited and the server ran on.
+    expect(await exists(pidFile), starting.output()).toBe(false);
+  } finally {
+    await starting.stop("SIGKILL");
+    await stopLeftPostgres(pidFile);
+    await rm(fresh, { recursive: true, force: true });
+  }
+}, 120_000);
+
+function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Stops a server the test would otherwise leave behind (its postmaster's own pid, never by name). */
+async function stopLeftPostgres(pidFile: string): Promise<void> {
+  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).split("\n")[0]);
+  if (!pid) return;
+  try {
+    process.kill(pid, "SIGQUIT");
+  } catch {
+    return;
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+}

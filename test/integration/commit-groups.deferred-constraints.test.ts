@@ -5,6 +5,7 @@ import { createInvocationTransaction, type InvocationTransaction } from "../../r
 import { isSharedCommitFailure } from "../../runtime/db/shared-commit-error";
 import { createGroupedDatabase, settle } from "../helpers/commit-groups";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { eventually } from "../helpers/environment";
 
 // Deferred constraints (constraint triggers and keys declared DEFERRABLE INITIALLY DEFERRED) fire
 // when their transaction commits. Before, that was after the audit check, and in a shared
@@ -249,6 +250,56 @@ describe("constraint modes in a shared transaction", () => {
     expect(results[1]).toMatchObject({ reason: { code: "23505" } });
     const rows = await database.sql`select id from deferred_rows order by id`;
     expect(rows.map((row) => row.id)).toEqual([first.id, third.id].sort());
+  });
+});
+
+describe("constraint modes after a migration", () => {
+  /** Two jobs, the second waiting for the first's lane: whether they shared a transaction, and how the second's insert failed. */
+  async function pair(parent: number): Promise<{ shared: boolean; statementError: unknown }> {
+    const first = job();
+    const second = job();
+    const txids: unknown[] = [];
+    let statementError: unknown;
+    await first.tx.db.execute("set constraints all deferred");
+    await Promise.allSettled([
+      settle(first.tx, async () => {
+        txids.push((await first.tx.db.execute("select txid_current()::text as txid"))[0]?.txid);
+        await first.tx.db.execute(`insert into mode_parents (id) values (${parent})`);
+        await first.tx.commit();
+      }),
+      settle(second.tx, async () => {
+        txids.push((await second.tx.db.execute("select txid_current()::text as txid"))[0]?.txid);
+        await second.tx.db
+          .execute(`insert into mode_late (id, parent) values ('${second.id}', -1)`)
+          .catch((error: unknown) => {
+            statementError = error;
+            throw error;
+          });
+        await second.tx.commit();
+      }),
+    ]);
+    return { shared: txids[0] === txids[1], statementError };
+  }
+
+  it("starts a later part from the modes a migration declared more than a second before", async () => {
+    sharing();
+    // Read as they were: the key below does not exist yet.
+    await pair(100);
+    await database.sql.unsafe(`create table mode_late (id text primary key,
+      parent integer constraint mode_late_parent references mode_parents deferrable initially immediate)`);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      // Modes read before the migration are no longer used; the next read names the new key.
+      let parent = 100;
+      const shared = await eventually(async () => {
+        const outcome = await pair(++parent);
+        return outcome.shared ? outcome : undefined;
+      });
+      // Declared IMMEDIATE: checked at the statement, though the job before it deferred every constraint.
+      expect(shared.statementError).toMatchObject({ cause: { code: "23503" } });
+    } finally {
+      await database.sql.unsafe("drop table mode_late");
+    }
   });
 });
 
