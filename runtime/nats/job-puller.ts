@@ -55,15 +55,16 @@ export const PULL_HEARTBEAT_MS = 1_000;
  * still waiting on the new leader when its consumer's leader dies
  * (test/faults/cluster.idle-failover.test.ts); the heartbeat is for a pull lost otherwise.
  */
-export const IDLE_PULL_HEARTBEAT_MS = 10_000;
+export const IDLE_PULL_HEARTBEAT_MS = 15_000;
 /**
  * Longest an idle puller's pull request waits on the server. nats.js ends a fetch once two
  * heartbeats are missed, checking once a heartbeat period: 2-3 periods after the server's last
- * message. The pull must outlive that, or no missed heartbeat ever ends it: with 15 s on a 30 s
- * pull (half its life, the most the server accepts), a lost pull was given up 30-45 s after the
- * last heartbeat, its whole life or half again, never sooner. A minute with 10 s gives it up after
- * 20-30 s, and each idle function issues a pull once a minute instead of twice (a pull, its
- * subscription and its end cost both sides more than the three heartbeats a minute it adds).
+ * message. The pull must outlive that, or a lost one is presumed alive past the end it would have
+ * had: a 30 s pull with 15 s (half its life, the most the server accepts) was given up 30-45 s
+ * after the last heartbeat. A minute holds the three periods, and each idle function issues its
+ * pull half as often (a new pull costs both sides more than a heartbeat; 10 s heartbeats, given up
+ * after 20-30 s, took back what that saved). A job that comes while a pull is lost does not wait
+ * for it: the stall watch pulls again within two checks.
  */
 export const IDLE_FETCH_EXPIRES_MS = 60_000;
 /** How long after its last job a puller counts as busy. */

@@ -52,7 +52,7 @@ function startPuller(nc: NatsConnection, consumer: string, logger = captureLogs(
   return puller;
 }
 
-it("asks an idle pull's heartbeat at most a third of the pull's life", async () => {
+it("asks for idle pulls that outlive three heartbeat periods", async () => {
   const nc = await serverWithConsumers();
   const asked: { expires: number; idle_heartbeat: number }[] = [];
   nc.subscribe(`$JS.API.CONSUMER.MSG.NEXT.${STREAM}.heard`, {
@@ -72,9 +72,9 @@ it("gives up an idle pull that gets no answer within three heartbeats, before it
   const logs = captureLogs();
   const started = performance.now();
   startPuller(nc, "silent", logs.logger);
-  const failed = await eventually(() => logs.matching("A pull request for jobs failed").at(0), 50_000);
+  const failed = await eventually(() => logs.matching("A pull request for jobs failed").at(0), 55_000);
   const elapsedMs = performance.now() - started;
   expect(String((failed.err as { message?: string }).message)).toContain("heartbeats missed");
   expect(elapsedMs).toBeLessThan(3 * IDLE_PULL_HEARTBEAT_MS + 2_000);
   expect(elapsedMs).toBeLessThan(IDLE_FETCH_EXPIRES_MS);
-}, 60_000);
+}, 75_000);
