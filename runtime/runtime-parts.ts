@@ -8,6 +8,8 @@ import type { DatabaseClient } from "./db/client";
 import { admitDebouncedJob } from "./flow/debounce";
 import { debounceDependencies, type EnqueueApiOptions, enqueueCommittedKeyed } from "./flow/enqueue-api";
 import { JOB_KEYS_BUCKET, openJobKeys } from "./flow/job-keys";
+import { jobsById } from "./flow/jobs-by-id";
+import { waitingJobFinder } from "./flow/waiting-jobs";
 import { CANCEL_BUCKET, type Cancellations, openCancellations } from "./invocation/cancellation";
 import { AUDIT_ANCHOR_STREAM, ensureAuditAnchorStream } from "./nats/audit-anchor-stream";
 import { type ConsumerDefinitions, DEFINITIONS_BUCKET, openConsumerDefinitions } from "./nats/consumer-definitions";
@@ -20,6 +22,7 @@ import {
 } from "./nats/delayed-jobs";
 import { EVENT_STREAM, ensureEventStream } from "./nats/event-stream";
 import { openProgressBoard, type ProgressBoard } from "./nats/progress-board";
+import { type UnrecordedJobFinder, unrecordedJobFinder } from "./nats/stored-job";
 import { StreamPublisher } from "./nats/stream-publisher";
 import { scaleUpStreams } from "./nats/stream-replicas";
 import { ensureJobStream } from "./nats/streams";
@@ -54,6 +57,8 @@ export interface RuntimeParts {
   progress: ProgressBoard;
   cancellations: Cancellations;
   definitions: ConsumerDefinitions;
+  /** Finds jobs the jobs stream holds that no runtime recorded yet (status, the enqueue API). */
+  unrecordedJobs: UnrecordedJobFinder;
   /** What keyed enqueues (debounce, singletons) need; the enqueue API adds its reply guard. */
   keyedEnqueue: Omit<EnqueueApiOptions, "replyGuard">;
   outbox: OutboxRelay;
@@ -95,6 +100,7 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
     const cancellations = await openCancellations(nats, logger, replication);
     opened.push(() => cancellations.close());
     const definitions = await openConsumerDefinitions(nats, logger, replication);
+    const unrecordedJobs = unrecordedJobFinder(nats, config.streamName);
     const keyedEnqueue: RuntimeParts["keyedEnqueue"] = {
       nc: nats,
       queueGroup: config.queueGroup,
@@ -103,7 +109,15 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       publisher,
       manager,
       delayedStream,
+      cancellations,
       logger,
+      jobs: jobsById({
+        manager,
+        delayedStream,
+        unrecorded: unrecordedJobs,
+        waitingJob: waitingJobFinder(nats),
+        database: base.database,
+      }),
     };
     const outbox = await startOutboxRelay({
       sql: base.database.sql,
@@ -139,6 +153,7 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       progress,
       cancellations,
       definitions,
+      unrecordedJobs,
       keyedEnqueue,
       outbox,
       scheduler,

@@ -294,9 +294,12 @@ class ServingRuntime implements Runtime {
       progress,
       this.logger,
       replyGuard,
-      (id) => findScheduledJob(manager, delayedStream, id),
-      (id) => cancellations.cancelled(id),
-      waitingJobFinder(this.nats),
+      {
+        cancelled: (id) => cancellations.cancelled(id),
+        scheduled: (id) => findScheduledJob(manager, delayedStream, id),
+        waitingJob: waitingJobFinder(this.nats),
+        queued: (id, fn) => this.#parts.unrecordedJobs.findIfFree(id, fn),
+      },
     );
     this.#cancelApi = startCancelApi({
       nc: this.nats,

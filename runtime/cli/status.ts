@@ -24,11 +24,12 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
  * The status of an id some runtime or the stream knows. `pending` alone cannot tell a job waiting
  * in the stream (just enqueued, or for a function no runtime deploys) from a mistyped id, so the
  * stream is asked; an id in neither is E_NOT_FOUND. A job found there shows its priority and keys
- * from its message (no record has them yet).
+ * from its message (no record has them yet). The runtime answering the status reads the stream
+ * itself when it has a turn free, and then names the job's function; otherwise this reads it.
  */
 async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
   const view = await client.status(id);
-  if (view.status !== "pending") return view;
+  if (view.status !== "pending" || view.function !== null) return view;
   // An application's NATS user may not read the stream: then `pending` is all that can be said.
   const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
   if (stored) return { ...view, ...stored.labels };

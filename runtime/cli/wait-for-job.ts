@@ -21,7 +21,7 @@ export async function waitForJob(
   let shown = false;
   try {
     for (;;) {
-      const view = await client.status(id, { function: fn });
+      const view = await client.status(id, { function: fn, stream: false });
       if (
         view.status === "succeeded" ||
         view.status === "dead" ||

@@ -6,7 +6,7 @@ import { invocationChanges, listAuditEntries, rowHistory } from "../audit/audit-
 import { verifyAudit } from "../audit/audit-verify";
 import { listDeadLetters } from "../db/dead-letters";
 import { parseTime } from "../inspect/time-input";
-import { findUnrecordedJob } from "../nats/stored-job";
+import { unrecordedJobFinder } from "../nats/stored-job";
 import type { Runtime } from "../runtime";
 import { createClient, type JetfnClient } from "../sdk/client";
 import { JetfnError, toJetfnError } from "../support/errors";
@@ -139,6 +139,8 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
   const page = (title: string, tab: string, body: Parameters<typeof layout>[2]): Reply => ({
     body: layout(title, tab, body),
   });
+  // A pending job's page reads the stream's backlog: a few such reads at once, the rest show less.
+  const unrecorded = unrecordedJobFinder(runtime.nats, runtime.config.streamName);
   let jsm: Promise<JetStreamManager> | undefined;
   const manager = () => {
     jsm ??= jetstreamManager(runtime.nats);
@@ -221,11 +223,11 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
       handler: async (_request, url, session) => {
         const id = idFrom(url);
         const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
-        // A queued job has no record yet: its priority and keys are on its message in the stream.
+        // A queued job has no record yet: its priority and keys are on its message in the stream,
+        // which the status API reads when it has a turn free (it then names the job's function);
+        // else the page reads it, when one of its own turns is free (any page load may ask).
         const stored =
-          view.status === "pending"
-            ? await findUnrecordedJob(runtime.nats, runtime.config.streamName, id).catch(() => undefined)
-            : undefined;
+          view.status === "pending" && view.function === null ? await unrecorded.findIfFree(id) : undefined;
         return page(
           `invocation ${id}`,
           "invocations",
@@ -239,7 +241,10 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
     {
       method: "GET",
       pattern: /^\/fragments\/invocations\/[^/]+$/,
-      handler: async (_request, url) => ({ body: invocationSummary(await client.status(idFrom(url))).value }),
+      // Asked every second while the page is open: the summary shows no labels, so no stream read.
+      handler: async (_request, url) => ({
+        body: invocationSummary(await client.status(idFrom(url), { stream: false })).value,
+      }),
     },
     {
       method: "GET",

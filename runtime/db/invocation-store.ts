@@ -289,8 +289,13 @@ async function ownersOf(sql: Sql, ids: string[]): Promise<Map<string, string>> {
  * the job of `fn` reuses an id that is not its own.
  */
 export async function otherOwner(sql: Sql, id: string, fn: string): Promise<string | undefined> {
-  const owner = (await ownersOf(sql, [id])).get(id);
+  const owner = await ownerOf(sql, id);
   return owner !== undefined && owner !== fn ? owner : undefined;
+}
+
+/** The function whose record holds invocation id `id`; undefined when the id has no record. */
+export async function ownerOf(sql: Sql, id: string): Promise<string | undefined> {
+  return (await ownersOf(sql, [id])).get(id);
 }
 
 /** The error of a job refused because its id belongs to a job of another function (`owner`, when known). */

@@ -24,12 +24,14 @@ import { endSuperseded } from "./superseded-record";
  *   N starts the next burst.
  * - Due (`admitDebouncedJob`, called by the delayed-jobs mover): job J moves if the claim names J
  *   (or an earlier job, or nothing: a claim lost to a crash), turning it `moved`, or if J is
- *   released; if the claim names a later job, J is superseded instead.
+ *   released and has not ended (a superseded job's message may outlive it); if the claim names a
+ *   later job, J is superseded instead.
  * - maxWait: the claim keeps when the first job of its burst was enqueued (`since`); an enqueue with
  *   a maxWait makes its job due no later than `since + maxWait` (`debounceDueTime`). Once that time
- *   has come, the latest job is due, and the next enqueue releases it rather than superseding it:
- *   the burst ends even while enqueues keep coming. All of it lives in the claim, so it holds
- *   across runtimes and restarts.
+ *   has come, the next enqueue releases the latest job rather than superseding it (marking it
+ *   released in the claim first if it is not due yet: enqueues closer than the least delay would
+ *   otherwise each find it still waiting): the burst ends even while enqueues keep coming. All of
+ *   it lives in the claim, so it holds across runtimes and restarts.
  *
  * The claim's revision orders the two: a job moved is never also superseded, and a job superseded
  * never moves. A runtime that stops between storing a job and claiming the key leaves both jobs
@@ -96,6 +98,11 @@ export const MIN_DEBOUNCE_DELAY_MS = MIN_DEBOUNCE_MS;
  * When a debounced job enqueued `now` is due: one period later, or, with a maxWait, no later than
  * maxWait after the first job of the burst it joins (read from the claim; a claim written at the
  * same time by another runtime may make it a little late or early, never lost).
+ *
+ * An enqueue that comes once that time has passed, while the burst's latest job still waits (it
+ * cannot be due sooner than MIN_DEBOUNCE_DELAY_MS after its enqueue, so with enqueues closer than
+ * that it is never due when the next comes), ends the burst: it marks that job `released` in the
+ * claim, and its own job starts the next burst.
  */
 export async function debounceDueTime(
   keys: KV,
@@ -104,9 +111,18 @@ export async function debounceDueTime(
 ): Promise<number> {
   const due = now + job.periodMs;
   if (job.maxWaitMs === undefined) return due;
-  const current = claimOf(await keys.get(claimKey("debounce", job.fn, job.key)));
-  if (!current || !continuesBurst(current, now) || current.since === undefined) return due;
-  return Math.max(Math.min(due, current.since + job.maxWaitMs), now + MIN_DEBOUNCE_DELAY_MS);
+  const name = claimKey("debounce", job.fn, job.key);
+  for (let round = 0; round < CLAIM_ROUNDS; round++) {
+    const entry = await keys.get(name);
+    const current = claimOf(entry);
+    if (!current || !continuesBurst(current, now) || current.since === undefined) return due;
+    const deadline = current.since + job.maxWaitMs;
+    if (now < deadline) return Math.max(Math.min(due, deadline), now + MIN_DEBOUNCE_DELAY_MS);
+    const ended: DebounceClaim = { ...current, released: placeOf(current) };
+    if ((await compareAndSet(keys, name, entry, ended)) !== undefined) return due;
+  }
+  // Another runtime keeps writing the claim: its enqueues see the deadline as well.
+  return due;
 }
 
 /**
@@ -142,7 +158,16 @@ export async function takeDebounceKey(
     if ((await compareAndSet(deps.keys, name, entry, claim)) === undefined) continue;
     if (joins) {
       const replaced = { id: current.id, fn: job.fn, key: job.key, seq: current.seq };
-      await endSuperseded(deps.sql, deps.nc, replaced, job.id, job.key);
+      // Best effort: `job` is stored and holds the key; the mover supersedes the replaced job when due.
+      try {
+        await endSuperseded(deps.sql, deps.nc, replaced, job.id, job.key);
+      } catch (error) {
+        deps.logger.warn(
+          { err: error, fn: job.fn, invocationId: current.id },
+          "Replaced debounced job left to the mover.",
+        );
+        return undefined;
+      }
       // Its sequence means nothing in a stream created since (it would name another job there).
       if (current.created === place.created) await deps.removeDelayed(current.seq).catch(() => undefined);
       deps.logger.info({ fn: job.fn, invocationId: current.id, by: job.id }, "Debounced job superseded.");
@@ -163,7 +188,9 @@ export async function admitDebouncedJob(deps: DebounceDependencies, job: Debounc
     const entry = await deps.keys.get(name);
     const current = claimOf(entry);
     if (current && current.id !== job.id && isAfter(current, place)) {
-      if (isReleased(current, place)) return true;
+      // A job superseded earlier whose delayed message outlived it (its removal failed, or its
+      // runtime stopped first) is released too, but has ended: its first attempt would run.
+      if (isReleased(current, place)) return !(await hasEnded(deps.sql, job.id));
       await endSuperseded(deps.sql, deps.nc, job, current.id, job.key);
       return false;
     }
@@ -173,6 +200,12 @@ export async function admitDebouncedJob(deps: DebounceDependencies, job: Debounc
     if ((await compareAndSet(deps.keys, name, entry, moved)) !== undefined) return true;
   }
   throw contention(job);
+}
+
+/** Whether job `id` has a final record (a superseded one, say). */
+async function hasEnded(sql: Sql, id: string): Promise<boolean> {
+  const rows = await sql`select 1 from jetfn.invocations where id = ${id} and jetfn.is_final(status)`;
+  return rows.length > 0;
 }
 
 function claimOf(entry: KvEntry | null): DebounceClaim | undefined {
@@ -185,9 +218,13 @@ function claimOf(entry: KvEntry | null): DebounceClaim | undefined {
   }
 }
 
-/** Whether a job enqueued at `now` joins the burst of the claim's job: it still waits, not yet due. */
+/**
+ * Whether a job enqueued at `now` joins the burst of the claim's job: it still waits, not yet due,
+ * and its burst was not ended by maxWait (the job itself released).
+ */
 function continuesBurst(claim: DebounceClaim, now: number): boolean {
-  return claim.state === "waiting" && (claim.due === undefined || claim.due > now);
+  const waits = claim.state === "waiting" && (claim.due === undefined || claim.due > now);
+  return waits && !isReleased(claim, placeOf(claim));
 }
 
 function placeOf(claim: DebounceClaim): Place {

@@ -3,15 +3,19 @@ import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { DatabaseClient } from "../db/client";
+import { ownerOf } from "../db/invocation-store";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
+import type { Cancellations } from "../invocation/cancellation";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER, parseNotBefore } from "../invocation/job-delay";
 import { parseInputBody } from "../invocation/validation";
-import { publishEncodedJob } from "../nats/publish-job";
+import { replyApiFailure } from "../nats/api-failure";
+import { type PublishJobOptions, publishEncodedJob } from "../nats/publish-job";
 import { replyError, replyJson, statusFor } from "../nats/reply";
 import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
-import { JetfnError, toJetfnError } from "../support/errors";
+import { JetfnError } from "../support/errors";
+import { type ChosenIdJob, checkChosenId, type JobsById, type JobUnderId, refuseDuplicate } from "./chosen-id";
 import { type DebounceDependencies, debounceDueTime, MIN_DEBOUNCE_DELAY_MS, takeDebounceKey } from "./debounce";
 import { DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
 import { ENQUEUE_SUBJECT, type EnqueuedJob, type JobKeyRequest, readKeyHeaders } from "./keyed-enqueue-request";
@@ -24,18 +28,26 @@ import { endNeverEnqueued } from "./superseded-record";
  * jobs with a debounce or singleton key: claiming a key needs the `JETFN_JOB_KEYS` bucket, which
  * clients cannot reach. Jobs without a key are published straight to the stream, as before.
  */
-/** What the enqueue API needs from the runtime. */
-export interface EnqueueApiOptions {
+/** What a keyed enqueue needs from the runtime. */
+export interface KeyedEnqueueParts {
   nc: NatsConnection;
-  queueGroup: string;
   database: DatabaseClient;
   keys: KV;
   publisher: JetStreamPublisher;
   manager: JetStreamManager;
   /** The delayed-jobs stream, where debounced jobs wait. */
   delayedStream: string;
+  /** Cancel marks: a queued singleton holder cancelled before it ran holds its key no longer. */
+  cancellations: Pick<Cancellations, "cancelled">;
   logger: Logger;
+}
+
+/** What the enqueue API needs from the runtime. */
+export interface EnqueueApiOptions extends KeyedEnqueueParts {
+  queueGroup: string;
   replyGuard: ReplyGuard;
+  /** Where jobs are found by id, to refuse a chosen id that is another job's (see chosen-id.ts). */
+  jobs: JobsById;
 }
 
 /**
@@ -50,9 +62,6 @@ export interface KeyedEnqueue extends JobKeyRequest {
   priority: number;
   notBefore: number | undefined;
 }
-
-/** What a keyed enqueue needs from the runtime (the API's options but its subscription). */
-export type KeyedEnqueueParts = Omit<EnqueueApiOptions, "queueGroup" | "replyGuard">;
 
 /**
  * Keyed enqueues one runtime works on at once. Each costs key-value round trips and a Postgres
@@ -69,6 +78,7 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
   let inFlight = 0;
   let refused = 0;
   let lastRefusalLog = 0;
+  const uncheckedWarning = { at: 0 };
   return nc.subscribe(ENQUEUE_SUBJECT, {
     queue: options.queueGroup,
     callback: (error, message) => {
@@ -87,12 +97,13 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
       void (async () => {
         try {
           const request = parseRequest(message);
-          const reply = await enqueueKeyed(options, { ...request, id: request.id ?? crypto.randomUUID() });
+          const reply =
+            request.id === undefined
+              ? await enqueueKeyed(options, { ...request, id: crypto.randomUUID() })
+              : await enqueueChosenId(options, { ...request, id: request.id }, uncheckedWarning);
           replyJson(message, reply, nc.info?.max_payload ?? 1_048_576, reply.id);
         } catch (thrown) {
-          const failure = toJetfnError(thrown);
-          if (failure.code === "E_HANDLER_FAILED") logger.error({ err: thrown }, "A keyed enqueue failed.");
-          replyError(message, statusFor(failure), failure);
+          replyApiFailure(message, thrown, "enqueue", logger);
         } finally {
           inFlight--;
         }
@@ -107,11 +118,57 @@ const busy = new JetfnError(
 );
 
 /**
+ * A keyed enqueue whose client chose the id: refused (E_ID_CONFLICT) when the id is another job's,
+ * before anything is claimed or stored, and when the publish finds another job's message under it;
+ * answered with the job when this same job was enqueued already (a repeat). The outbox relay does
+ * not come here: its rows' ids were chosen by the runtime or by function code, and a row relayed
+ * again after a crash is the same job (see `enqueueCommittedKeyed`).
+ */
+async function enqueueChosenId(
+  options: EnqueueApiOptions,
+  request: KeyedEnqueue,
+  warning: { at: number },
+): Promise<EnqueuedJob> {
+  const job = chosenIdJob(request);
+  const { complete, same } = await checkChosenId(options.jobs, job);
+  if (same) return alreadyEnqueued(request, same);
+  if (!complete && Date.now() - warning.at >= REFUSAL_LOG_INTERVAL_MS) {
+    warning.at = Date.now();
+    options.logger.warn(
+      { fn: job.fn, invocationId: job.id },
+      "A keyed enqueue's chosen id was checked against every job but those queued in the jobs stream: it holds too many unrecorded jobs to read them all.",
+    );
+  }
+  return enqueueKeyed(options, request, (stored) => refuseDuplicate(options.manager, stored, job));
+}
+
+/**
+ * The answer to a repeat of a keyed enqueue whose job exists: nothing is claimed or stored (a
+ * singleton's answer says `existing`, as when its claim names the job).
+ */
+function alreadyEnqueued(request: KeyedEnqueue, found: Pick<JobUnderId, "seq">): EnqueuedJob {
+  const job = { id: request.id, seq: found.seq ?? 0, duplicate: true };
+  return request.singleton === undefined ? job : { ...job, existing: true };
+}
+
+function chosenIdJob(request: KeyedEnqueue): ChosenIdJob {
+  const { id, fn } = request;
+  if (request.singleton !== undefined) return { id, fn, kind: "singleton", key: request.singleton };
+  if (request.debounce !== undefined) return { id, fn, kind: "debounce", key: request.debounce.key };
+  throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs a key");
+}
+
+/**
  * Enqueues a job with a singleton or debounce key: claims the key in `JETFN_JOB_KEYS` and publishes
  * the job (or folds it into the singleton's holder, or has it superseded at once by a later job of
  * its debounce key). The enqueue API and the outbox relay both enqueue keyed jobs here.
  */
-export async function enqueueKeyed(parts: KeyedEnqueueParts, request: KeyedEnqueue): Promise<EnqueuedJob> {
+export async function enqueueKeyed(
+  parts: KeyedEnqueueParts,
+  request: KeyedEnqueue,
+  /** Called when the publish was a duplicate (see PublishJobOptions); may refuse it. */
+  onDuplicate?: PublishJobOptions["onDuplicate"],
+): Promise<EnqueuedJob> {
   const { fn, id, body, priority } = request;
   const maxPayload = parts.nc.info?.max_payload;
   if (request.singleton !== undefined) {
@@ -127,8 +184,10 @@ export async function enqueueKeyed(parts: KeyedEnqueueParts, request: KeyedEnque
           priority,
           notBefore: request.notBefore,
           headers: { [SINGLETON_KEY_HEADER]: key },
+          onDuplicate,
         }),
       parts.logger,
+      (holder) => parts.cancellations.cancelled(holder) !== undefined,
     );
   }
   if (request.debounce === undefined) throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs a key");
@@ -143,7 +202,12 @@ export async function enqueueKeyed(parts: KeyedEnqueueParts, request: KeyedEnque
     priority,
     notBefore,
     headers: { [DEBOUNCE_KEY_HEADER]: key },
+    onDuplicate,
   });
+  // A repeat: the job was stored before, and may have moved and run since while a later job of its
+  // key took the claim: taking the key now would supersede it. The mover decides on it when it is
+  // due, as on a job whose enqueue stopped before claiming.
+  if (published.duplicate) return published;
   const supersededBy = await takeDebounceKey(debounceDependencies(parts), {
     id,
     fn,
@@ -159,9 +223,13 @@ export async function enqueueKeyed(parts: KeyedEnqueueParts, request: KeyedEnque
  * Enqueues a keyed job whose transaction committed (an outbox row): as `enqueueKeyed`, and when a
  * singleton folds into the job holding its key, the row's own id, which `ctx.enqueue` already
  * returned, is recorded `superseded` with E_SINGLETON_HELD naming the holder, so its status and
- * `result()` say what became of it.
+ * `result()` say what became of it. A row whose job has a record already (the row was relayed
+ * before, and its delete failed or the runtime stopped) is that job: nothing is claimed or stored.
  */
 export async function enqueueCommittedKeyed(parts: KeyedEnqueueParts, request: KeyedEnqueue): Promise<EnqueuedJob> {
+  // Past the stream's duplicate window a second copy would be stored: with a debounce key, it would
+  // supersede the key's later job and run the row's old input again.
+  if ((await ownerOf(parts.database.sql, request.id)) === request.fn) return alreadyEnqueued(request, {});
   const job = await enqueueKeyed(parts, request);
   if (request.singleton !== undefined && job.existing && job.id !== request.id) {
     const held = { id: request.id, fn: request.fn };

@@ -12,7 +12,7 @@ import { groupFunction, limitToken, slotGroup } from "./flow-key";
 import { flowLabelsOf } from "./flow-labels";
 import type { ResolvedLimit } from "./flow-options";
 import { LeaseHandOver, wokenClaim } from "./lease-handover";
-import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard } from "./slot-board";
+import { FLOW_BUCKET, type HeldSlot, openSlotBoard, type SlotBoard, type TakeOptions } from "./slot-board";
 import { markWaiting, openWaitingJobs, WAITING_BUCKET } from "./waiting-jobs";
 import {
   createWaitingRoom,
@@ -224,10 +224,14 @@ class Gate {
 
   async admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined> {
     const limits = fn.flow?.limits ?? [];
-    const parsed = parsedInput(fn, input);
-    // Input the schema refuses never reaches the handler (it fails E_INPUT_INVALID): no slot, no key.
-    if (!parsed) return () => {};
     const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
+    const parsed = parsedInput(fn, input);
+    if (!parsed) {
+      // Input the schema refuses never reaches the handler (it fails E_INPUT_INVALID): no slot, no
+      // key, and a lease kept for it (valid under the version that parked it) goes on.
+      await this.#giveOn(fn, claim, job.id);
+      return () => {};
+    }
     const held: { slot: HeldSlot; limit: ResolvedLimit; group: string }[] = [];
     try {
       for (const limit of limits) {
@@ -241,13 +245,18 @@ class Gate {
         }
         for (const taken of held.splice(0)) this.#free(taken.slot, taken.limit.kind, taken.group);
         await this.#park(fn, limit, group, job, message);
+        await this.#giveOn(fn, claim, job.id);
         return undefined;
       }
     } catch (error) {
       // A key function that threw, or NATS that did not answer: what this job took is not kept.
       for (const taken of held) this.#free(taken.slot, taken.limit.kind, taken.group);
+      // The attempt fails (a NATS error is asked again, and claims its kept lease then).
+      if ((error as JetfnError).code === "E_FLOW_KEY_INVALID") await this.#giveOn(fn, claim, job.id);
       throw error;
     }
+    // Kept in a group it no longer takes (its key changed with a redeploy): the next of that group gets it.
+    if (claim?.kept && !held.some((taken) => taken.slot.key === claim.kept)) void this.#giveOn(fn, claim, job.id);
     const leases = held.filter((taken) => taken.limit.kind === "c");
     if (leases.length === 0) return () => {};
     const renew = setInterval(() => {
@@ -275,10 +284,8 @@ class Gate {
     };
   }
 
-  async forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
-    const claim = wokenClaim(this.#secret, fn.name, job.id, message.headers);
-    const kept = claim && (await this.#handOver.takeKept(fn.name, claim));
-    if (kept) this.#free(kept.slot, "c", kept.group);
+  forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
+    return this.#giveOn(fn, wokenClaim(this.#secret, fn.name, job.id, message.headers), job.id);
   }
 
   deployed(fn: ResolvedFunction | undefined, name: string): void {
@@ -376,6 +383,26 @@ class Gate {
       else this.#waiting.set(group, Math.max(0, (this.#waiting.get(group) ?? 0) - woken));
     } catch (error) {
       this.#logger.warn({ err: error, group }, "Waking waiting jobs failed; the next sweep tries again.");
+    }
+  }
+
+  /**
+   * Passes a lease still kept for a woken job that leaves the gate without it (cancelled, refused,
+   * parked again, or admitted under another key) to the next job waiting, rather than leaving it
+   * idle until its time runs out. Never rejects: a lease not passed on runs out as before.
+   */
+  async #giveOn(fn: ResolvedFunction, claim: TakeOptions | undefined, id: string): Promise<void> {
+    if (!claim?.kept) return;
+    try {
+      const kept = await this.#handOver.takeKept(fn.name, claim);
+      if (!kept) return;
+      const limit = fn.flow?.limits.find((candidate) => candidate.kind === "c")?.limit ?? 0;
+      // Past a limit lowered (or removed) by a redeploy no job can take it: passed on, it would wake
+      // job after job only for each to wait again.
+      if (Number(kept.slot.key.slice(kept.slot.key.lastIndexOf(".") + 1)) >= limit) await kept.slot.release();
+      else this.#free(kept.slot, "c", kept.group);
+    } catch (error) {
+      this.#logger.debug({ err: error, invocationId: id }, "Could not pass on a kept lease; it runs out.");
     }
   }
 

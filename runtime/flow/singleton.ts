@@ -50,32 +50,37 @@ export async function enqueueSingleton(
   job: { id: string; fn: string; key: string },
   publish: () => Promise<PublishedJob>,
   logger: Logger,
+  /** Whether a job has a cancel mark (see holdsKey). */
+  cancelled: (id: string) => boolean,
 ): Promise<SingletonOutcome> {
   const name = claimKey("singleton", job.fn, job.key);
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
     const entry = await keys.get(name);
     const current = claimOf(entry);
-    let revision = entry?.revision;
     // A repeat of the holder's own enqueue (a fixed id, a client's retry): publishing again past the
     // stream's duplicate window would store a second copy, so the stored job is the answer.
     if (current?.id === job.id && current.seq !== undefined) {
       return { id: job.id, seq: current.seq, duplicate: true, existing: true };
     }
+    // Taken by this call (undefined for a repeat of an enqueue whose claim has no sequence yet).
+    let taken: number | undefined;
     if (current?.id !== job.id) {
-      if (current && (await holdsKey(database, current))) {
+      if (current && (await holdsKey(database, current, cancelled))) {
         return { id: current.id, seq: current.seq ?? 0, duplicate: true, existing: true };
       }
-      revision = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
-      if (revision === undefined) continue;
+      taken = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
+      if (taken === undefined) continue;
     }
     let published: PublishedJob;
     try {
       published = await publish();
     } catch (error) {
-      // Not stored: give the key back at once rather than after the grace period.
-      if (revision !== undefined) await keys.delete(name, { previousSeq: revision }).catch(() => undefined);
+      // Not stored: give the key back at once rather than after the grace period. Only a claim this
+      // call took: a repeat's claim is the first enqueue's, whose publish may still succeed.
+      if (taken !== undefined) await keys.delete(name, { previousSeq: taken }).catch(() => undefined);
       throw error;
     }
+    const revision = taken ?? entry?.revision;
     if (revision !== undefined) await recordSequence(keys, name, revision, job, published.seq, logger);
     return { ...published, existing: false };
   }
@@ -146,10 +151,20 @@ async function retrySequence(
   }
 }
 
-/** Whether the claim's job still holds its key: it has not ended (or is being published right now). */
-async function holdsKey(database: DatabaseClient, claim: SingletonClaim): Promise<boolean> {
+/**
+ * Whether the claim's job still holds its key: it has not ended (or is being published right now).
+ * A job with no record that was cancelled holds it no more: a cancel that does not know the job's
+ * function (it waits in the queue, no runtime received it yet) writes only the mark, and the job
+ * ends `cancelled` without running whenever it is delivered.
+ */
+async function holdsKey(
+  database: DatabaseClient,
+  claim: SingletonClaim,
+  cancelled: (id: string) => boolean,
+): Promise<boolean> {
   const record = await getInvocation(database, claim.id);
   if (record) return !FINAL_STATUSES.has(record.status);
+  if (cancelled(claim.id)) return false;
   return claim.seq !== undefined || Date.now() - claim.at < PUBLISH_GRACE_MS;
 }
 

@@ -6,9 +6,12 @@ import { doneSubject } from "../nats/subjects";
 import { isoNow } from "../support/clock";
 
 /**
- * Records debounced job `id` of `fn` as superseded by job `by`, unless it already ended; the status
- * is final (migration 0023), so an attempt of it that would still finish is fenced out. Its record
- * keeps its debounce key, as a job's that ran does (migration 0029).
+ * Records debounced job `id` of `fn` as superseded by job `by`, if it has not started: no record
+ * yet, or one still `queued`. A debounced job is superseded before it moves to its function's queue,
+ * so a job of the id that runs, ran or waits for a retry is another copy of it (a repeated enqueue,
+ * a delayed message a client published under the id): that job is left alone. The status is final
+ * (migration 0023), so an attempt that would still start is fenced out. Its record keeps its
+ * debounce key, as a job's that ran does (migration 0029).
  */
 const SUPERSEDED_SQL = `
 insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at, debounce_key)
@@ -18,7 +21,7 @@ on conflict (id) do update set
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   finished_at = excluded.finished_at, updated_at = excluded.updated_at, progress = null,
   debounce_key = excluded.debounce_key
-where not jetfn.is_final(i.status) and i.function = excluded.function
+where i.status = 'queued' and i.function = excluded.function
 returning id`;
 
 /**
@@ -56,7 +59,7 @@ function singletonHeldError(id: string, holder: string, key: string): StoredErro
 
 /**
  * Ends a debounced job that a later one replaced: writes its `superseded` record and tells waiters
- * (`jetfn.done.<id>`). False when it had already ended (its record stands).
+ * (`jetfn.done.<id>`). False when a job of the id had started or ended (its record stands).
  */
 export async function endSuperseded(
   sql: Sql,

@@ -150,7 +150,7 @@ export async function runJob(
     try {
       releaseSlot = await limiter.acquire(deps.shutdownSignal);
     } catch {
-      return; // Shutting down before it started: JetStream delivers it again later.
+      return handBack(message, woken !== undefined); // Shutting down before it started.
     }
   }
   let leave: (() => void) | undefined;
@@ -158,7 +158,7 @@ export async function runJob(
     try {
       leave = await admitWhenFlowAnswers(deps, deps.flow, fn, input, record, message, log);
     } catch (error) {
-      if ((error as JetfnError).code !== "E_FLOW_KEY_INVALID") return; // Shutting down: delivered again later.
+      if ((error as JetfnError).code !== "E_FLOW_KEY_INVALID") return handBack(message, woken !== undefined); // Shutting down.
       // The key function failed: the attempt fails before the handler runs, as if the handler had thrown.
       return failAttempt(deps, fn, message, record, error as JetfnError, log, 0);
     } finally {
@@ -361,6 +361,15 @@ async function failAttempt(
     { outcome: "failed", durationMs, retryInMs: delayMs, ...failureFields(error) },
     `Job attempt ${record.attempt} of ${fn.retry.attempts} failed (${error.message}); retrying in ${formatDuration(delayMs)}.`,
   );
+}
+
+/**
+ * A job this runtime gives up before it started, as it shuts down. JetStream delivers it again after
+ * the ack wait; a woken job at once, to another runtime: a lease is kept for it, and the jobs
+ * waiting behind it would wait out the ack wait too (or the keeping's 15 s).
+ */
+function handBack(message: JsMsg, woken: boolean): void {
+  if (woken) message.nak();
 }
 
 /**

@@ -22,9 +22,8 @@ import {
   NOT_BEFORE_HEADER,
   parseNotBefore,
 } from "../invocation/job-delay";
-import type { Limiter } from "../invocation/limiter";
 import { toNanos } from "../support/duration";
-import { type ParkingReader, readParkingConsumer } from "./parking-reader";
+import { type ParkingReader, type PublishSlots, readParkingConsumer } from "./parking-reader";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";
@@ -74,7 +73,8 @@ const RETRY_MOVE_MS = 1_000;
  * before it delivers it again. A runtime answers at once, or once its move is stored; an answer
  * lost to a nats-server restart (a message delivered just before it) or to a runtime that died
  * brings the job back only after this. At 30 s, jobs due 8 s after a restart moved 21 s late.
- * A slow move delivered again meanwhile is published twice under one message id and stored once.
+ * A message waiting in a runtime (a slow move) is kept alive (parking-reader.ts); one delivered
+ * again anyway is published twice under one message id and stored once.
  */
 const ANSWER_WAIT_MS = 2_000;
 
@@ -248,7 +248,7 @@ export function startDelayedJobMover(options: DelayedJobMoverOptions): DelayedJo
 /** What handling one message works with: the mover's options, and its reader's publish slots. */
 interface HandlerContext {
   options: DelayedJobMoverOptions;
-  publishing: Limiter;
+  publishing: PublishSlots;
 }
 
 /** A delayed message's job, once its headers are checked. */
@@ -412,7 +412,7 @@ async function publishThenAck(
   publish: { msgID: string; headers: MsgHdrs },
   failed: (error: unknown) => void,
 ): Promise<void> {
-  const release = context.publishing.tryAcquire?.() ?? (await context.publishing.acquire());
+  const release = await context.publishing.take(message);
   void context.options.publisher.publish(subject, message.data, publish).then(
     () => {
       release();

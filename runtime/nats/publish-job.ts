@@ -29,6 +29,11 @@ export interface PublishJobOptions {
   priority?: number;
   /** More headers the job carries (a debounce key). */
   headers?: Record<string, string>;
+  /**
+   * Called when JetStream answers that it already holds a message of this id (a duplicate within
+   * its window), with where that message is; may throw to refuse the publish's outcome.
+   */
+  onDuplicate?: (stored: { stream: string; seq: number }) => Promise<void>;
 }
 
 /** A stored job: its id and where JetStream put it. */
@@ -73,6 +78,7 @@ export async function publishEncodedJob(
   const header = headers();
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
   const ack: PubAck = await js.publish(route.subject, body, { msgID: jobMessageId(name, id), headers: header });
+  if (ack.duplicate && options.onDuplicate) await options.onDuplicate({ stream: ack.stream, seq: ack.seq });
   return { id, seq: ack.seq, duplicate: ack.duplicate };
 }
 

@@ -11,6 +11,7 @@ import type { ScheduledJob } from "./delayed-jobs";
 import type { ProgressBoard, ProgressEntry } from "./progress-board";
 import { replyJson } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
+import type { UnrecordedJob } from "./stored-job";
 import { isValidInvocationId, STATUS_SUBJECT } from "./subjects";
 
 /** What `status` reports for an invocation id. */
@@ -37,8 +38,8 @@ export interface InvocationStatusView {
   /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
   waitingFor?: string;
   /**
-   * 1-3, as the job was enqueued; absent for the default, 0. Known in every state but `pending`,
-   * where `jetfn status` reads it from the job's message in the stream.
+   * 1-3, as the job was enqueued; absent for the default, 0. Known in every state; for a `pending`
+   * job, read from its message in the stream when the request asked (`"stream": true`).
    */
   priority?: number;
   /** The job's debounce key, if it has one (known as `priority` is). */
@@ -125,11 +126,35 @@ function cancelledView(id: string, error: JetfnError): InvocationStatusView {
   return { id, status: "cancelled", function: null, attempts: 0, progress: null, error: stored, errors: [stored] };
 }
 
+/** Where the status API looks for a job no record or running entry knows (each asked in turn). */
+export interface StatusLookups {
+  /** Whether a job no record knows yet was cancelled (it ends so when delivered). */
+  cancelled: (id: string) => JetfnError | undefined;
+  /** A delayed job still waiting for its time. */
+  scheduled: (id: string) => Promise<ScheduledJob | undefined>;
+  /** A job waiting for a limit. */
+  waitingJob: (id: string) => Promise<WaitingJob | undefined>;
+  /**
+   * A job queued in the jobs stream that no runtime recorded yet, asked only when the request asks
+   * for it (`"stream": true`): it reads the stream's backlog. Undefined when it cannot tell. `fn`:
+   * the function the request expects, whose job is shown when several messages carry the id.
+   */
+  queued: (id: string, fn: string | undefined) => Promise<UnrecordedJob | false | undefined>;
+}
+
+const NO_LOOKUPS: StatusLookups = {
+  cancelled: () => undefined,
+  scheduled: async () => undefined,
+  waitingJob: async () => undefined,
+  queued: async () => undefined,
+};
+
 /**
  * Answers `jetfn.api.status` requests (`{"id": "..."}`) from Postgres and the progress board. A
  * request may name the function it expects (`{"id": "...", "function": "..."}`): when the id
  * belongs to another function's invocation, it is answered with E_ID_CONFLICT, never with that
- * invocation's status or result.
+ * invocation's status or result. With `"stream": true`, a `pending` id is also looked for among the
+ * jobs stream's unrecorded jobs, whose function, priority and keys the answer then shows.
  */
 export function startStatusApi(
   nc: NatsConnection,
@@ -138,37 +163,17 @@ export function startStatusApi(
   progress: ProgressBoard,
   logger: Logger,
   replyGuard: ReplyGuard,
-  /** Looks up a delayed job still waiting for its time (asked only when nothing else knows the id). */
-  scheduled: (id: string) => Promise<ScheduledJob | undefined> = async () => undefined,
-  /** Whether a job no record knows yet was cancelled (it ends so when delivered). */
-  cancelled: (id: string) => JetfnError | undefined = () => undefined,
-  /** Looks up a job waiting for a limit (asked only when nothing else knows the id). */
-  waitingJob: (id: string) => Promise<WaitingJob | undefined> = async () => undefined,
+  lookups: Partial<StatusLookups> = {},
 ): Subscription {
+  const look: StatusLookups = { ...NO_LOOKUPS, ...lookups };
   return nc.subscribe(STATUS_SUBJECT, {
     queue: queueGroup,
     callback: (error, message) => {
       if (error || !message.reply || !replyGuard.accepts(message, "status")) return;
       void (async () => {
         try {
-          const { id, fn } = parseRequest(message.data);
-          const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
-          // The record says whose id it is; a running job of another function may share it.
-          const owner = record?.function ?? live?.fn;
-          if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
-          const mark = record || live ? undefined : cancelled(id);
-          const waiting = record || live || mark ? undefined : await scheduled(id);
-          if (waiting && fn !== undefined && waiting.fn !== fn) throw idConflictError(id, fn, waiting.fn);
-          const held = record || live || mark || waiting ? undefined : await waitingJob(id);
-          if (held && fn !== undefined && held.fn !== fn) throw idConflictError(id, fn, held.fn);
-          const view = mark
-            ? cancelledView(id, mark)
-            : waiting
-              ? scheduledView(waiting)
-              : held
-                ? waitingView(held)
-                : statusView(id, record, live);
-          replyJson(message, view, nc.info?.max_payload ?? 1_048_576);
+          const request = parseRequest(message.data);
+          replyJson(message, await statusOf(database, progress, look, request), nc.info?.max_payload ?? 1_048_576);
         } catch (thrown) {
           replyApiFailure(message, thrown, "status", logger);
         }
@@ -177,7 +182,63 @@ export function startStatusApi(
   });
 }
 
-function parseRequest(data: Uint8Array): { id: string; fn: string | undefined } {
+/** The view of one status request: each place asked in turn, until one knows the id. */
+async function statusOf(
+  database: DatabaseClient,
+  progress: ProgressBoard,
+  look: StatusLookups,
+  { id, fn, stream }: StatusRequest,
+): Promise<InvocationStatusView> {
+  const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
+  // The record says whose id it is; a running job of another function may share it.
+  const owner = record?.function ?? live?.fn;
+  if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
+  if (record || live) return statusView(id, record, live);
+  const mark = look.cancelled(id);
+  if (mark) return cancelledView(id, mark);
+  const waiting = await look.scheduled(id);
+  if (waiting) return ownedBy(fn, waiting.fn, id, scheduledView(waiting));
+  const held = await look.waitingJob(id);
+  if (held) return ownedBy(fn, held.fn, id, waitingView(held));
+  const queued = stream ? await look.queued(id, fn) : undefined;
+  if (queued) return ownedBy(fn, queued.fn, id, queuedView(id, queued));
+  return statusView(id, undefined, undefined);
+}
+
+/** The view, unless the request expects another function than the job's (E_ID_CONFLICT). */
+function ownedBy(
+  expected: string | undefined,
+  owner: string | undefined,
+  id: string,
+  view: InvocationStatusView,
+): InvocationStatusView {
+  if (expected !== undefined && owner !== undefined && owner !== expected) {
+    throw idConflictError(id, expected, owner);
+  }
+  return view;
+}
+
+/** A job queued in the stream, not started: `pending`, with what its message says. */
+function queuedView(id: string, job: UnrecordedJob): InvocationStatusView {
+  return {
+    id,
+    status: "pending",
+    function: job.fn ?? null,
+    attempts: 0,
+    progress: null,
+    enqueuedAt: job.enqueuedAt,
+    ...job.labels,
+  };
+}
+
+interface StatusRequest {
+  id: string;
+  fn: string | undefined;
+  /** Whether to look for a pending id in the jobs stream. */
+  stream: boolean;
+}
+
+function parseRequest(data: Uint8Array): StatusRequest {
   let body: unknown;
   try {
     body = JSON.parse(new TextDecoder().decode(data));
@@ -192,5 +253,5 @@ function parseRequest(data: Uint8Array): { id: string; fn: string | undefined } 
   if (fn !== undefined && (typeof fn !== "string" || !isValidFunctionName(fn))) {
     throw new JetfnError("E_INPUT_INVALID", "a status request's function must be a valid function name");
   }
-  return { id, fn };
+  return { id, fn, stream: (body as { stream?: unknown }).stream === true };
 }

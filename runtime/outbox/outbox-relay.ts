@@ -386,13 +386,15 @@ class SweepingRelay implements OutboxRelay {
 
 /**
  * True when a keyed row asks for what the enqueue API refuses too (E_INPUT_INVALID, a function name
- * no function has, an input too large): enqueueing it again fails again. By code, as everywhere.
+ * no function can have, an input too large): enqueueing it again fails again. By code, as everywhere.
  */
 function isRowProblem(error: unknown): error is Error {
   const { name, code } = (error ?? {}) as { name?: unknown; code?: unknown };
   return name === "JetfnError" && typeof code === "string" && ROW_PROBLEMS.has(code);
 }
 
+// E_FUNCTION_NOT_FOUND comes only for a name no function can have: a valid name not deployed yet
+// (a rolling deploy) is enqueued, and its job waits in the stream for its function.
 const ROW_PROBLEMS = new Set(["E_INPUT_INVALID", "E_FUNCTION_NOT_FOUND", "E_PAYLOAD_TOO_LARGE"]);
 
 /**

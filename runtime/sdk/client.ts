@@ -116,6 +116,13 @@ export interface CancelOptions {
 export interface StatusOptions {
   /** The function the id is expected to belong to (E_ID_CONFLICT otherwise). @default any function */
   function?: string;
+  /**
+   * For a job no runtime has started yet (`pending`): look for it in the jobs stream, to show its
+   * function, priority and keys. That reads the stream's backlog, so a loop polling the status may
+   * pass false (as `result()` does).
+   * @default true
+   */
+  stream?: boolean;
 }
 
 /** Talks to jetfn runtimes over NATS: calls, jobs, results and status. */
@@ -301,7 +308,9 @@ class NatsClient<M> implements JetfnClient<M> {
       for (;;) {
         // A runtime whose Postgres restarts answers E_DATABASE_UNAVAILABLE for a moment, or not within
         // the poll's 5 s: the job is held, not failed, so the wait goes on until its own deadline.
-        const view = await this.status(id, { function: options.function }).catch(unlessDatabaseComingBack);
+        const view = await this.status(id, { function: options.function, stream: false }).catch(
+          unlessDatabaseComingBack,
+        );
         if (view instanceof JetfnError) {
           if (Date.now() >= deadline) throw view;
         } else if (view.status === "succeeded") {
@@ -326,7 +335,7 @@ class NatsClient<M> implements JetfnClient<M> {
   async status(id: string, options: StatusOptions = {}): Promise<InvocationStatusView> {
     let reply: Msg;
     try {
-      const body = JSON.stringify({ id, function: options.function });
+      const body = JSON.stringify({ id, function: options.function, stream: options.stream ?? true });
       reply = await this.connection.request(STATUS_SUBJECT, body, { timeout: 5_000 });
     } catch (error) {
       throw requestFailure(error, "status", 5_000);

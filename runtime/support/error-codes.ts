@@ -152,7 +152,7 @@ export const ERROR_CODES = {
     status: 409,
     retryable: false,
     kind: "other",
-    meaning: "an invocation id already belongs to a job of another function",
+    meaning: "an invocation id already belongs to a job of another function (to another job, for a keyed enqueue)",
   },
   E_DEV_DEPENDENCY_MISSING: {
     status: 500,

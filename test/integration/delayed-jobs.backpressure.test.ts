@@ -77,3 +77,63 @@ it("reads no further while its publishes wait for their acks, and moves every jo
     await nc.close();
   }
 });
+
+// Publishes that take longer than the consumers' ack wait (2 s): the messages the mover holds, those
+// waiting their turn in its batch and those whose publish waits for its ack, are kept alive, so the
+// server delivers none again before it is moved (each delivery again would be published again).
+const SLOW_JOBS = 600;
+const SLOW_ACK_MS = 3_000;
+
+it("keeps what it holds alive while publishes take longer than the ack wait: no job is delivered again", {
+  timeout: 90_000,
+}, async () => {
+  const server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  const manager = await jetstreamManager(nc);
+  const stream = await ensureDelayedJobs(manager, "JETFN_JOBS");
+  const real = new StreamPublisher(nc);
+  // Publishes per source message: its relay's message id names the delayed message's sequence.
+  const publishes = new Map<string, number>();
+  const publisher = {
+    async publish(...args: Parameters<StreamPublisher["publish"]>) {
+      const id = args[2].msgID;
+      publishes.set(id, (publishes.get(id) ?? 0) + 1);
+      await new Promise((resolve) => setTimeout(resolve, SLOW_ACK_MS));
+      return real.publish(...args);
+    },
+  };
+  const mover = startDelayedJobMover({
+    js: jetstream(nc),
+    publisher,
+    stream,
+    logger: captureLogs().logger,
+    nearMs: 2_000,
+  });
+  try {
+    const js = jetstream(nc);
+    await Promise.all(
+      Array.from({ length: SLOW_JOBS }, () => {
+        const id = `job-${randomUUID()}`;
+        const header = natsHeaders();
+        header.set("Jetfn-Id", id);
+        header.set("Jetfn-Function", "send-mail");
+        header.set("Jetfn-Not-Before", String(Date.now() + 3_600_000));
+        return js.publish(`jetfn.delayed.${id}`, "{}", { headers: header, msgID: `send-mail:${id}` });
+      }),
+    );
+    const started = Date.now();
+    await eventually(
+      async () => (await manager.streams.info(farStreamName(stream))).state.messages === SLOW_JOBS,
+      60_000,
+    );
+    const again = [...publishes.values()].filter((count) => count > 1).length;
+    console.info(
+      `slow publishes: ${SLOW_JOBS} jobs moved in ${Date.now() - started} ms, ${again} published more than once (delivered again)`,
+    );
+    expect(publishes.size).toBe(SLOW_JOBS);
+    expect(again).toBe(0);
+  } finally {
+    await mover.stop();
+    await nc.close();
+  }
+});

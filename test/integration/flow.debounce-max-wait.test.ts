@@ -60,6 +60,13 @@ async function ranJobs(prefix: string): Promise<number[]> {
   return (await namesLike(`${prefix}-`)).map((name) => Number(name.slice(prefix.length + 1)));
 }
 
+/** When each job of `ids` that ran started (epoch ms), from its record. */
+async function startTimes(ids: string[]): Promise<Map<string, number>> {
+  const rows = await env.database.sql<{ id: string; started_at: Date }[]>`
+    select id, started_at from jetfn.invocations where id = any(${ids}) and status = 'succeeded'`;
+  return new Map(rows.map((row) => [row.id, row.started_at.getTime()]));
+}
+
 describe("debounce maxWait, with two runtimes", () => {
   it("runs the latest job once the first of a burst waited maxWait, and again in the next burst, while enqueues keep coming", {
     timeout: 120_000,
@@ -88,6 +95,41 @@ describe("debounce maxWait, with two runtimes", () => {
     // The stream stopped: its last burst ends with its last job, one period later.
     const last = sent.at(-1) as Sent;
     expect((await ended(last.id)).status).toBe("succeeded");
+  });
+
+  it("ends each burst at maxWait when enqueues come faster than the least debounce delay (every 50 ms)", {
+    timeout: 90_000,
+  }, async () => {
+    await Promise.all([env.startRuntime(), env.startRuntime()]);
+    const debounce = { key: "fast", period: "1s", maxWait: "2s" };
+    const sent: Sent[] = [];
+    const streamEnds = Date.now() + 6_000;
+    for (let n = 0; Date.now() < streamEnds; n++) {
+      const at = Date.now();
+      const job = await client.enqueue("insert-item", { name: `fast-${n}` }, { debounce });
+      sent.push({ id: job.id, at, done: Date.now() });
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 50 - (Date.now() - at))));
+    }
+    const last = sent.length - 1;
+    expect((await ended((sent[last] as Sent).id)).status).toBe("succeeded");
+    const ran = await ranJobs("fast");
+    const started = await startTimes(sent.map((job) => job.id));
+    // Bursts of 2 s in a 6 s stream: at least two ended while enqueues kept coming.
+    expect(ran.filter((n) => n < last).length, `ran: ${ran.join(", ")} of 0-${last}`).toBeGreaterThanOrEqual(2);
+    let burstStart = 0;
+    for (const n of ran) {
+      const job = sent[n] as Sent;
+      const start = sent[burstStart] as Sent;
+      // The job that ended the burst was enqueued within maxWait of its start, and ran soon after.
+      expect(job.at).toBeLessThanOrEqual(start.done + 2_000);
+      expect(started.get(job.id), `job ${n} (burst from ${burstStart})`).toBeLessThanOrEqual(start.done + 3_500);
+      burstStart = n + 1;
+    }
+    // Every other job ended superseded.
+    const [row] = await env.database.sql<{ superseded: number }[]>`
+      select count(*)::int as superseded from jetfn.invocations
+      where id = any(${sent.map((job) => job.id)}) and status = 'superseded'`;
+    expect(row?.superseded).toBe(sent.length - ran.length);
   });
 
   it("keeps a burst's start in the claim: a job enqueued after every runtime that saw the burst begin stopped still ends it in time", {

@@ -1,6 +1,16 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
+import { DEFAULT_STREAM_NAME } from "../../runtime/config";
+import type { DatabaseClient } from "../../runtime/db/client";
+import { type DebounceDependencies, takeDebounceKey } from "../../runtime/flow/debounce";
+import { debounceDependencies } from "../../runtime/flow/enqueue-api";
+import { DEBOUNCE_KEY_HEADER, openJobKeys } from "../../runtime/flow/job-keys";
+import { ensureDelayedJobs } from "../../runtime/nats/delayed-jobs";
+import { publishJob } from "../../runtime/nats/publish-job";
+import { StreamPublisher } from "../../runtime/nats/stream-publisher";
 import { runCli } from "../helpers/cli";
 import { useItemsEnvironment } from "../helpers/items-environment";
+import { captureLogs } from "../helpers/logs";
 
 const items = useItemsEnvironment();
 
@@ -62,6 +72,47 @@ describe("debounce, with two runtimes", () => {
     for (const job of jobs.slice(0, 2)) expect((await client.status(job.id)).status).toBe("superseded");
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(await namesLike("restart-")).toEqual(["restart-2"]);
+  });
+
+  it("never runs a superseded job whose delayed message was left behind, after its burst was released", async () => {
+    const { env, client, ended, namesLike } = items();
+    // Enqueues as the enqueue API does, by a runtime that stops before it removes a superseded job's
+    // delayed message; no runtime moves jobs meanwhile.
+    const nc = client.connection;
+    const manager = await jetstreamManager(nc);
+    const deps: DebounceDependencies = {
+      ...debounceDependencies({
+        keys: await openJobKeys(nc),
+        database: { sql: env.database.sql } as DatabaseClient,
+        nc,
+        manager,
+        delayedStream: await ensureDelayedJobs(manager, DEFAULT_STREAM_NAME),
+        logger: captureLogs().logger,
+      }),
+      removeDelayed: () => Promise.reject(new Error("the runtime stopped before removing it")),
+    };
+    const publisher = new StreamPublisher(nc);
+    const enqueue = async (name: string) => {
+      const enqueuedAt = Date.now();
+      const due = enqueuedAt + 1_000;
+      const headers = { [DEBOUNCE_KEY_HEADER]: "left" };
+      const job = await publishJob(publisher, "insert-item", { name }, { notBefore: due, headers });
+      await takeDebounceKey(deps, { id: job.id, fn: "insert-item", key: "left", seq: job.seq, enqueuedAt, due });
+      return job.id;
+    };
+    const first = await enqueue("left-0");
+    const second = await enqueue("left-1");
+    // The second job is due when the third comes: the third releases it, and every job before it.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const third = await enqueue("left-2");
+    const runtime = await env.startRuntime();
+    expect((await ended(second)).status).toBe("succeeded");
+    expect((await ended(third)).status).toBe("succeeded");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await client.status(first)).status).toBe("superseded");
+    expect(await namesLike("left-")).toEqual(["left-1", "left-2"]);
+    // Its handler never ran (an attempt's own lines carry its number).
+    expect(runtime.logs.lines.filter((line) => line.invocationId === first && line.attempt !== undefined)).toEqual([]);
   });
 
   // Two CLI processes must both enqueue within the period: 6 s was too short once at load 25.

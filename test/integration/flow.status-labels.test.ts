@@ -9,7 +9,7 @@ import { createTestEnvironment, eventually, type TestEnvironment } from "../help
 /**
  * `jetfn status` shows what a job was enqueued with, its priority and its debounce or singleton
  * key, in every state: queued in the stream, waiting for a limit, running, and once it ended
- * (succeeded or dead). So does the dashboard's page of the job.
+ * (succeeded or dead). So do the dashboard's page of the job and `client.status`.
  */
 
 let env: TestEnvironment;
@@ -56,6 +56,27 @@ describe("jetfn status shows a job's priority and keys", () => {
         { name: "labelled", ms: 6_000 },
         { priority: 2, singleton: { key: "labels:1" } },
       );
+      expect(await client.status(job.id)).toMatchObject({
+        status: "pending",
+        function: "write-then-wait",
+        priority: 2,
+        singletonKey: "labels:1",
+      });
+      // Asked not to read the stream (as result() polls), it knows only that the job is pending.
+      const unread = await client.status(job.id, { stream: false });
+      expect(unread).toMatchObject({ status: "pending", function: null });
+      expect(unread).not.toHaveProperty("singletonKey");
+      // A debounced job, moved to the queue when due, carries its key there.
+      const debounced = await client.enqueue(
+        "write-then-wait",
+        { name: "debounced", ms: 0 },
+        { debounce: { key: "labels:d", period: "100ms" } },
+      );
+      await eventually(async () => (await client.status(debounced.id)).status === "pending");
+      expect(await client.status(debounced.id)).toMatchObject({
+        function: "write-then-wait",
+        debounceKey: "labels:d",
+      });
       expect(await statusJson(job.id)).toMatchObject({ status: "pending", priority: 2, singletonKey: "labels:1" });
       const queued = await statusText(job.id);
       expect(queued).toMatch(/^priority: 2$/m);

@@ -1,0 +1,191 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LEASE_MS } from "../../runtime/flow/flow-control";
+import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+
+/**
+ * A lease kept for a woken job that will not run (its input no longer passes the schema, its key
+ * function now throws) goes on to the next job waiting, rather than idling until it runs out.
+ */
+
+let env: TestEnvironment;
+let client: JetfnClient;
+let dir: string;
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  client = await env.client();
+  dir = await mkdtemp(path.join(tmpdir(), "jetfn-kept-lease-"));
+});
+
+afterAll(async () => {
+  await env?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A function limited to one job at a time, whose input schema and key are given as source text. */
+function source(input: string, key = ""): string {
+  return `import { defineFunction, z } from "jetfn";
+export default defineFunction({
+  input: z.object({ n: ${input} }),
+  concurrencyLimit: { limit: 1${key} },
+  retry: { attempts: 1 },
+  async handler({ n }) {
+    return { n, start: Date.now() };
+  },
+});
+`;
+}
+
+/** Holds the function's one slot, as a runtime would, until `until`. */
+async function holdSlot(fn: string, until: number): Promise<void> {
+  const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+  await bucket.put(`c._.${fn}.0`, JSON.stringify({ until }));
+}
+
+/** Parks a job behind the held slot: enqueued, then seen waiting. */
+async function parked(fn: string, n: number): Promise<string> {
+  const { id } = await client.enqueue(fn as never, { n } as never);
+  await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
+  return id;
+}
+
+/**
+ * Parks jobs of inputs `ns` behind the held slot, redeploys the function from `before` to `after`,
+ * then frees the slot: the sweep wakes the first of them with the slot kept for it. Returns their
+ * ids and when the slot freed.
+ */
+async function wokenAfterRedeploy(
+  fn: string,
+  before: string,
+  after: string,
+  ns: number[],
+): Promise<{ ids: string[]; freed: number }> {
+  const file = path.join(dir, `${fn}.ts`);
+  await writeFile(file, before);
+  const runtime = await env.startRuntime({ functionsDir: dir, watch: true });
+  await holdSlot(fn, Date.now() + 3_600_000);
+  const ids: string[] = [];
+  for (const n of ns) ids.push(await parked(fn, n));
+  const deployedBefore = runtime.registry.get(fn);
+  await writeFile(file, after);
+  await eventually(() => runtime.registry.get(fn) !== deployedBefore, 20_000);
+  const freed = Date.now();
+  await holdSlot(fn, 0);
+  return { ids, freed };
+}
+
+/** The job's view once it ended with `status`. */
+function ended(id: string, status: string) {
+  return eventually(async () => {
+    const view = await client.status(id);
+    return view.status === status ? view : undefined;
+  }, 30_000);
+}
+
+describe("a lease kept for a woken job that does not use it", () => {
+  it("goes to the next job when the woken job's input fails the redeployed schema", async () => {
+    const { ids, freed } = await wokenAfterRedeploy(
+      "kept-schema",
+      source("z.number()"),
+      source("z.number().min(0)"),
+      [-1, 1],
+    );
+    expect(((await ended(ids[0] as string, "dead")).error as { code?: string }).code).toBe("E_INPUT_INVALID");
+    const startedAfter = Date.parse((await ended(ids[1] as string, "succeeded")).startedAt as string) - freed;
+    console.info(`kept lease, refused input: the next job started ${startedAfter} ms after the slot freed`);
+    // Not by the keeping running out (LEASE_MS after the wake).
+    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+  });
+
+  it("goes to the next job when the woken job's key function throws after a redeploy", async () => {
+    const key = `, key: (input) => { if (input.n < 0) throw new Error("no key for a negative n"); return "all"; }`;
+    const { ids, freed } = await wokenAfterRedeploy(
+      "kept-key-throws",
+      source("z.number()"),
+      source("z.number()", key),
+      [-1, 1],
+    );
+    expect(((await ended(ids[0] as string, "dead")).error as { code?: string }).code).toBe("E_FLOW_KEY_INVALID");
+    const startedAfter = Date.parse((await ended(ids[1] as string, "succeeded")).startedAt as string) - freed;
+    console.info(`kept lease, key threw: the next job started ${startedAfter} ms after the slot freed`);
+    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+  });
+
+  it("goes to the next job of its old key when the woken job's key changed with a redeploy", async () => {
+    // Parked function-wide; after the redeploy each job's slots are those of key "all".
+    const { ids, freed } = await wokenAfterRedeploy(
+      "kept-key-changed",
+      source("z.number()"),
+      source("z.number()", `, key: () => "all"`),
+      [1, 2],
+    );
+    const [first, second] = await Promise.all(ids.map((id) => ended(id, "succeeded")));
+    const startedAfter = Date.parse(second?.startedAt as string) - freed;
+    console.info(`kept lease, key changed: the second job started ${startedAfter} ms after the slot freed`);
+    expect(Date.parse(second?.startedAt as string)).toBeGreaterThanOrEqual(Date.parse(first?.startedAt as string));
+    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+  });
+});
+
+describe("a lease kept for a woken job whose runtime stops before its gate", () => {
+  it("is taken by that job on another runtime at once, and the next job follows", { timeout: 90_000 }, async () => {
+    const fn = "kept-stopped";
+    // One handler at a time per runtime, one job per tenant everywhere; jobs that honour the abort.
+    await writeFile(
+      path.join(dir, `${fn}.ts`),
+      `import { defineFunction, z } from "jetfn";
+export default defineFunction({
+  input: z.object({ tenant: z.string(), ms: z.number().default(0) }),
+  concurrency: 1,
+  concurrencyLimit: { limit: 1, key: (input) => input.tenant },
+  timeout: "60s",
+  async handler({ ms }, ctx) {
+    await new Promise((resolve) => { const timer = setTimeout(resolve, ms); ctx.signal.addEventListener("abort", () => { clearTimeout(timer); resolve(undefined); }); });
+    return { start: Date.now() };
+  },
+});
+`,
+    );
+    // A job held by a runtime comes back only after a minute, longer than anything below.
+    const options = { functionsDir: dir, maxAckWait: "60s" as const, shutdownGrace: "1s" as const };
+    const first = await env.startRuntime(options);
+    const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+    const slot = `c.k_t.${fn}.0`;
+    await bucket.put(slot, JSON.stringify({ until: Date.now() + 3_600_000 }));
+    const enqueueWaiting = async () => {
+      const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
+      await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
+      return id;
+    };
+    const woken = await enqueueWaiting();
+    const next = await enqueueWaiting();
+    // The runtime's one handler slot is busy for long.
+    const long = await client.enqueue(fn as never, { tenant: "long", ms: 60_000 } as never);
+    await eventually(async () => (await client.status(long.id)).status === "running", 20_000);
+    // The slot frees: the sweep keeps it for the first waiting job and wakes it, and the runtime
+    // takes the woken job, which waits there for the handler slot.
+    const consumer = await jetstream(client.connection).consumers.get("JETFN_JOBS", fn);
+    await bucket.put(slot, JSON.stringify({ until: 0 }));
+    await eventually(async () => (await consumer.info()).num_ack_pending === 2, 20_000);
+    expect(JSON.parse((await bucket.get(slot))?.string() ?? "{}").for).toBe(woken);
+    // Stopped before the handler slot frees: the grace runs out, the woken job never reached its gate.
+    await first.stop();
+    const stopped = Date.now();
+    await env.startRuntime(options);
+    const [ran, after] = await Promise.all([ended(woken, "succeeded"), ended(next, "succeeded")]);
+    const startedAfter = Date.parse(after.startedAt as string) - stopped;
+    console.info(
+      `kept lease, runtime stopped: the woken job started ${Date.parse(ran.startedAt as string) - stopped} ms and the next ${startedAfter} ms after the stop`,
+    );
+    // In their order, and not by the keeping running out (LEASE_MS after the wake).
+    expect(Date.parse(after.startedAt as string)).toBeGreaterThanOrEqual(Date.parse(ran.startedAt as string));
+    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+  });
+});
