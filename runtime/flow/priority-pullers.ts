@@ -66,21 +66,49 @@ export function startPriorityPullers(
   for (const level of PRIORITY_LEVELS) {
     subscriptions.set(level, watch.nc.subscribe(prioritySubject(options.fn, level), { callback: () => start(level) }));
   }
-  const startWaiting = async (): Promise<void> => {
-    for (let delay = RECHECK_MIN_MS; !stopped && subscriptions.size > 0; delay = Math.min(2 * delay, RECHECK_MAX_MS)) {
-      try {
-        for (const level of await waitingLevels(watch.manager, watch.stream, options.fn)) start(level);
-        return;
-      } catch (error) {
-        options.logger.debug(
-          { err: error, fn: options.fn, delay },
-          "Could not look for waiting priority jobs; asking again.",
-        );
-        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+  // One look for waiting priority jobs at a time: a refresh while it retries makes it look again at once.
+  let looking = false;
+  let lookAgain = false;
+  let endPause: (() => void) | undefined;
+  const pause = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => endPause?.(), ms).unref();
+      endPause = () => {
+        clearTimeout(timer);
+        endPause = undefined;
+        resolve();
+      };
+    });
+  const lookUntilAnswered = async (): Promise<void> => {
+    try {
+      for (let delay = RECHECK_MIN_MS; !stopped && subscriptions.size > 0; ) {
+        lookAgain = false;
+        try {
+          for (const level of await waitingLevels(watch.manager, watch.stream, options.fn)) start(level);
+          if (!lookAgain) return;
+        } catch (error) {
+          options.logger.debug(
+            { err: error, fn: options.fn, delay },
+            "Could not look for waiting priority jobs; asking again.",
+          );
+          if (!lookAgain) await pause(delay);
+        }
+        delay = lookAgain ? RECHECK_MIN_MS : Math.min(2 * delay, RECHECK_MAX_MS);
       }
+    } finally {
+      looking = false;
     }
   };
-  void startWaiting();
+  const lookForWaiting = (): void => {
+    if (looking) {
+      lookAgain = true;
+      endPause?.();
+      return;
+    }
+    looking = true;
+    void lookUntilAnswered();
+  };
+  lookForWaiting();
   return {
     get held() {
       let held = 0;
@@ -90,10 +118,11 @@ export function startPriorityPullers(
     refresh() {
       for (const puller of pullers.values()) puller.refresh();
       // Jobs published while this runtime was disconnected were not heard.
-      void startWaiting();
+      lookForWaiting();
     },
     async stop() {
       stopped = true;
+      endPause?.();
       for (const subscription of subscriptions.values()) subscription.unsubscribe();
       await Promise.all([...pullers.values()].map((puller) => puller.stop()));
     },

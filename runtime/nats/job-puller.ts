@@ -39,7 +39,7 @@ export interface JobPuller {
   stop(): Promise<void>;
 }
 
-/** Longest a pull request waits on the server for messages. */
+/** Longest a busy puller's pull request waits on the server for messages. */
 export const FETCH_EXPIRES_MS = 30_000;
 /**
  * How often the server confirms a waiting pull request of a busy puller is still alive. A pull
@@ -50,12 +50,23 @@ export const FETCH_EXPIRES_MS = 30_000;
  */
 export const PULL_HEARTBEAT_MS = 1_000;
 /**
- * The heartbeat of a puller that had no job for {@link BUSY_FOR_MS}: half the pull's life, what
- * nats.js sets when none is asked for. One a second for each of 500 idle functions cost a runtime
- * 500 messages a second, most of its idle CPU. An idle pull request is still waiting on the new
- * leader when its consumer's leader dies (test/faults/cluster.idle-failover.test.ts).
+ * The heartbeat of a puller that had no job for {@link BUSY_FOR_MS}. One a second for each of 500
+ * idle functions cost a runtime 500 messages a second, most of its idle CPU. An idle pull request is
+ * still waiting on the new leader when its consumer's leader dies
+ * (test/faults/cluster.idle-failover.test.ts); the heartbeat is for a pull lost otherwise.
  */
-export const IDLE_PULL_HEARTBEAT_MS = FETCH_EXPIRES_MS / 2;
+export const IDLE_PULL_HEARTBEAT_MS = 15_000;
+/**
+ * Longest an idle puller's pull request waits on the server. nats.js ends a fetch once two
+ * heartbeats are missed, checking once a heartbeat period: 2-3 periods after the server's last
+ * message. The pull must outlive that, or a lost one is presumed alive past the end it would have
+ * had: a 30 s pull with 15 s (half its life, the most the server accepts) was given up 30-45 s
+ * after the last heartbeat. A minute holds the three periods, and each idle function issues its
+ * pull half as often (a new pull costs both sides more than a heartbeat; 10 s heartbeats, given up
+ * after 20-30 s, took back what that saved). A job that comes while a pull is lost does not wait
+ * for it: the stall watch pulls again within two checks.
+ */
+export const IDLE_FETCH_EXPIRES_MS = 60_000;
 /** How long after its last job a puller counts as busy. */
 export const BUSY_FOR_MS = 60_000;
 const RETRY_PULL_MS = 1_000;
@@ -170,10 +181,11 @@ class WindowedPuller implements JobPuller {
       this.#outstanding += free;
       try {
         this.#consumer ??= await this.#options.js.consumers.get(this.#options.stream, this.#options.consumer);
+        const busy = Date.now() - this.#lastJobAt < BUSY_FOR_MS;
         const batch = await this.#consumer.fetch({
           max_messages: free,
-          expires: FETCH_EXPIRES_MS,
-          idle_heartbeat: Date.now() - this.#lastJobAt < BUSY_FOR_MS ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
+          expires: busy ? FETCH_EXPIRES_MS : IDLE_FETCH_EXPIRES_MS,
+          idle_heartbeat: busy ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
         });
         this.#batches.add(batch);
         if (this.#stopping) batch.stop();
