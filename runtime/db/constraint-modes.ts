@@ -54,10 +54,12 @@ const REFRESH_AFTER_MS = 800;
 /**
  * How long, from its start, a lane with a job waiting may hold its transaction open for a read
  * under way rather than commit it (the members wait that much longer for their COMMIT). A read
- * answers in well under a millisecond on a warm pool; this covers a new connection. It matters when
- * lanes get busy after a second or more of quiet, or at start: the first part triggers the read.
+ * answers in well under a millisecond on a warm pool, but it may need a new connection, and on a
+ * loaded machine (two cores, load 7) it took over 100 ms: a burst after a quiet second then lost
+ * its grouping (75 transactions for 80 jobs). It matters only when lanes get busy after a second or
+ * more of quiet: a busy runtime reads again before the modes expire.
  */
-const WAIT_FOR_READ_MS = 100;
+const WAIT_FOR_READ_MS = 1_000;
 
 /** After a failed read the next waits this long, doubled per failure in a row, up to MAX_RETRY_MS. */
 const FIRST_RETRY_MS = 1_000;
