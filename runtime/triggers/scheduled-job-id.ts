@@ -18,11 +18,12 @@ const TAG_LENGTH = 22;
 export async function scheduleSecret(kv: KV): Promise<string> {
   let failure: unknown;
   // A create that fails because another runtime won is followed by a read that finds theirs; a
-  // create that keeps failing (no permission, no JetStream) is reported instead.
+  // read or create that keeps failing (no permission, no JetStream) is reported instead. A read that
+  // timed out once (a server slow to answer while runtimes start on a loaded machine) is tried again.
   for (let tries = 0; tries < 3; tries++) {
-    const entry = await kv.get(SCHEDULE_SECRET_KEY);
-    if (entry && entry.operation === "PUT" && entry.string().length > 0) return entry.string();
     try {
+      const entry = await kv.get(SCHEDULE_SECRET_KEY);
+      if (entry && entry.operation === "PUT" && entry.string().length > 0) return entry.string();
       await kv.create(SCHEDULE_SECRET_KEY, randomBytes(32).toString("base64url"));
     } catch (error) {
       failure = error;
