@@ -37,6 +37,8 @@ export interface BenchOptions {
   sizes?: Partial<BenchSizes>;
   /** Only these scenario ids. @default all but the opt-in ones */
   only?: readonly string[];
+  /** The job scenarios run only these contenders (A/B runs of jetfn alone). @default all */
+  contenders?: readonly string[];
   /** Where to write the markdown report; null to write nothing. @default null */
   out?: string | null;
   /** Shown in the report as the command that produced it. */
@@ -90,6 +92,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchResult>
             round,
             sizes,
             services,
+            contenders: options.contenders,
             record: (sample) => samples.push({ scenario: scenario.id, round, ...sample }),
             check: (contender, label, ok, detail) =>
               checks.push({ scenario: scenario.id, round, contender, label, ok, detail }),

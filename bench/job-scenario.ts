@@ -28,7 +28,8 @@ export async function runJobRound(
   metric: string,
   entries: readonly JobEntry[],
 ): Promise<void> {
-  for (const entry of rotate(entries, context.round)) {
+  const asked = entries.filter((entry) => context.contenders?.includes(entry.name) ?? true);
+  for (const entry of rotate(asked, context.round)) {
     const reason = entry.unavailable?.(context);
     if (reason) {
       context.skip(entry.name, reason);

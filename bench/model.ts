@@ -158,6 +158,8 @@ export interface RoundContext {
   round: number;
   sizes: BenchSizes;
   services: Services;
+  /** The contenders asked for (`--contenders`); the job scenarios skip the others. @default all */
+  contenders?: readonly string[];
   /** Records a sample under this scenario (or under `scenario` when given). */
   record(sample: Omit<Sample, "scenario" | "round"> & { scenario?: string }): void;
   check(contender: string, label: string, ok: boolean, detail: string): void;

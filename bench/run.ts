@@ -9,6 +9,7 @@ const { values } = parseArgs({
     smoke: { type: "boolean", default: false },
     rounds: { type: "string" },
     only: { type: "string" },
+    contenders: { type: "string" },
     out: { type: "string" },
     set: { type: "string" },
     help: { type: "boolean", default: false },
@@ -18,7 +19,8 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(
     [
-      "usage: npm run bench -- [--smoke] [--rounds N] [--only id,id] [--set size=N,...] [--out FILE]",
+      "usage: npm run bench -- [--smoke] [--rounds N] [--only id,id] [--contenders name,name] [--set size=N,...] [--out FILE]",
+      "--contenders runs only these contenders in the job scenarios (e.g. jetfn, for A/B runs of two commits)",
       "--set overrides sizes, e.g. --set noopJobs=5000,scaleCounts=0/500 (names as in bench/model.ts)",
       `scenarios: ${SCENARIOS.filter((scenario) => !scenario.optIn)
         .map((scenario) => scenario.id)
@@ -46,12 +48,15 @@ const script = process.env.npm_lifecycle_event;
 const command = script
   ? `npm run ${script}${argv ? ` -- ${argv}` : ""}`
   : `node ${process.execArgv.join(" ")} bench/run.ts${argv ? ` ${argv}` : ""}`;
-const out = values.out ?? (values.smoke ? undefined : "BENCHMARKS.md");
+// A smoke run, or one leaving contenders out, is no full report: it writes only where --out says.
+const contenders = values.contenders?.split(",").map((name) => name.trim());
+const out = values.out ?? (values.smoke || contenders ? undefined : "BENCHMARKS.md");
 
 const result = await runBench({
   smoke: values.smoke,
   rounds: values.rounds ? Number(values.rounds) : undefined,
   only: values.only?.split(",").map((id) => id.trim()),
+  contenders,
   sizes: parseSizes(values.set),
   out: out ? path.resolve(out) : null,
   command,
