@@ -48,12 +48,13 @@ describe("jetfn status shows a job's priority and keys", () => {
     const dashboard = await startDashboard({ runtime, port: 0, token: "labels-token-0123456789" });
     const page = async (id: string) => (await fetch(`${dashboard.url}/invocations/${id}`)).text();
     try {
-      // write-then-wait runs one job at a time: the blocker keeps the next one queued.
-      const blocker = await client.enqueue("write-then-wait", { name: "blocker", ms: 10_000 });
+      // write-then-wait runs one job at a time: the blocker keeps the next one queued, long enough for
+      // the checks below, which start the CLI twice (3-4 s each at load 10); under its 30 s timeout.
+      const blocker = await client.enqueue("write-then-wait", { name: "blocker", ms: 25_000 });
       await reaches(blocker.id, "running");
       const job = await client.enqueue(
         "write-then-wait",
-        { name: "labelled", ms: 6_000 },
+        { name: "labelled", ms: 12_000 },
         { priority: 2, singleton: { key: "labels:1" } },
       );
       expect(await client.status(job.id)).toMatchObject({
@@ -83,7 +84,7 @@ describe("jetfn status shows a job's priority and keys", () => {
       expect(queued).toMatch(/^singleton key: "labels:1"$/m);
       expect(await page(job.id)).toMatch(/enqueued with priority <strong class="priority">2<\/strong>/);
 
-      await reaches(job.id, "running");
+      await reaches(job.id, "running", 60_000);
       expect(await statusJson(job.id)).toMatchObject({ status: "running", priority: 2, singletonKey: "labels:1" });
 
       await reaches(job.id, "succeeded");
@@ -101,7 +102,7 @@ describe("jetfn status shows a job's priority and keys", () => {
     } finally {
       await dashboard.close();
     }
-  }, 90_000);
+  }, 150_000);
 
   it("after it died", async () => {
     await env.startRuntime();
@@ -117,10 +118,11 @@ describe("jetfn status shows a job's priority and keys", () => {
 
   it("while it waits for a concurrency limit, and after it was woken and ran", async () => {
     await env.startRuntime();
-    // Both slots of tenant "labels" taken for a few seconds, as by two running jobs.
+    // Both slots of tenant "labels" taken for 15 s, as by two running jobs.
     // The bucket is made when a runtime deploys a function with limits.
     const bucket = await eventually(() => new Kvm(client.connection).open(FLOW_BUCKET).catch(() => undefined));
-    const held = JSON.stringify({ until: Date.now() + 3_000 });
+    // Long enough for the status checks below while it waits (the CLI takes 3-4 s at load 10).
+    const held = JSON.stringify({ until: Date.now() + 15_000 });
     await bucket.put("c.k_labels.tenant-limited.0", held);
     await bucket.put("c.k_labels.tenant-limited.1", held);
     const job = await client.enqueue(
@@ -137,5 +139,5 @@ describe("jetfn status shows a job's priority and keys", () => {
     });
     await reaches(job.id, "succeeded");
     expect(await statusJson(job.id)).toMatchObject({ status: "succeeded", priority: 3, singletonKey: "labels:w" });
-  }, 60_000);
+  }, 90_000);
 });
