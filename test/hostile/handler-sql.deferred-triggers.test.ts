@@ -1,6 +1,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import type { Runtime } from "../../runtime/runtime";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // Deferred constraint triggers fire as their transaction commits. Before, that was after the check
@@ -17,6 +18,7 @@ const ALONE = FULL ? 100 : 20;
 const BYSTANDERS = FULL ? 200 : 40;
 
 let env: TestEnvironment;
+let runtime: Runtime;
 
 beforeAll(async () => {
   env = await createTestEnvironment();
@@ -39,7 +41,7 @@ beforeAll(async () => {
     create constraint trigger forge_source after insert on forged_sources
       deferrable initially deferred for each row execute function forge_deferred_source();
   `);
-  await env.startRuntime({ functionsDir: DEFERRED_SQL });
+  runtime = await env.startRuntime({ functionsDir: DEFERRED_SQL });
 });
 
 afterAll(async () => {
@@ -67,6 +69,9 @@ async function effectsAudit(): Promise<Map<string, string>> {
 it("audits every row a deferred trigger writes under the job whose statement queued it, grouped or alone", {
   timeout: 180_000,
 }, async () => {
+  // Queued while no runtime runs, so that they wait for it together and share transactions even on
+  // a loaded machine (enqueued to a running runtime, they may arrive one by one and commit alone).
+  await runtime.stop();
   const client = await env.client();
   const jobs = new Map<string, string>();
   const enqueue = async (fn: string, tag: string): Promise<void> => {
@@ -76,6 +81,7 @@ it("audits every row a deferred trigger writes under the job whose statement que
     ...Array.from({ length: GROUPED }, (_, n) => enqueue("deferred-source", `g${n}`)),
     ...Array.from({ length: ALONE }, (_, n) => enqueue("deferred-source-alone", `a${n}`)),
   ]);
+  runtime = await env.startRuntime({ functionsDir: DEFERRED_SQL }, { laterTestsUseIt: true });
   await settled([...jobs.values()].map((job) => job.split("/")[1] as string));
   const audited = await effectsAudit();
   expect(new Map([...audited].filter(([source]) => jobs.has(source)))).toEqual(jobs);
