@@ -1,33 +1,19 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LEASE_MS } from "../../runtime/flow/flow-control";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
-import type { JetfnClient } from "../../runtime/sdk/client";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { eventually } from "../helpers/environment";
+import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
 
 /**
  * A lease kept for a woken job that will not run (its input no longer passes the schema, its key
  * function now throws) goes on to the next job waiting, rather than idling until it runs out.
  */
 
-let env: TestEnvironment;
-let client: JetfnClient;
-let dir: string;
-
-beforeAll(async () => {
-  env = await createTestEnvironment();
-  client = await env.client();
-  dir = await mkdtemp(path.join(tmpdir(), "jetfn-kept-lease-"));
-});
-
-afterAll(async () => {
-  await env?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const scene = useFunctionsDirEnvironment("jetfn-kept-lease-");
 
 /** A function limited to one job at a time, whose input schema and key are given as source text. */
 function source(input: string, key = ""): string {
@@ -45,12 +31,14 @@ export default defineFunction({
 
 /** Holds the function's one slot, as a runtime would, until `until`. */
 async function holdSlot(fn: string, until: number): Promise<void> {
+  const { client } = scene();
   const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
   await bucket.put(`c._.${fn}.0`, JSON.stringify({ until }));
 }
 
 /** Parks a job behind the held slot: enqueued, then seen waiting. */
 async function parked(fn: string, n: number): Promise<string> {
+  const { client } = scene();
   const { id } = await client.enqueue(fn as never, { n } as never);
   await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
   return id;
@@ -67,6 +55,7 @@ async function wokenAfterRedeploy(
   after: string,
   ns: number[],
 ): Promise<{ ids: string[]; freed: number }> {
+  const { env, dir } = scene();
   const file = path.join(dir, `${fn}.ts`);
   await writeFile(file, before);
   const runtime = await env.startRuntime({ functionsDir: dir, watch: true });
@@ -84,7 +73,7 @@ async function wokenAfterRedeploy(
 /** The job's view once it ended with `status`. */
 function ended(id: string, status: string) {
   return eventually(async () => {
-    const view = await client.status(id);
+    const view = await scene().client.status(id);
     return view.status === status ? view : undefined;
   }, 30_000);
 }
@@ -136,6 +125,7 @@ describe("a lease kept for a woken job that does not use it", () => {
 
 describe("a lease kept for a woken job whose runtime stops before its gate", () => {
   it("is taken by that job on another runtime at once, and the next job follows", { timeout: 90_000 }, async () => {
+    const { env, client, dir } = scene();
     const fn = "kept-stopped";
     // One handler at a time per runtime, one job per tenant everywhere; jobs that honour the abort.
     await writeFile(
