@@ -1,28 +1,37 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { LEASE_MS } from "../../runtime/flow/flow-control";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
+import { readWaitingJobs } from "../../runtime/flow/waiting-room";
 import { eventually } from "../helpers/environment";
 import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
 
 /**
  * A lease kept for a woken job that will not run (its input no longer passes the schema, its key
- * function now throws) goes on to the next job waiting, rather than idling until it runs out.
+ * function now throws, its attempts ran out) goes on to the next job waiting, rather than idling
+ * until it runs out.
  */
 
 const scene = useFunctionsDirEnvironment("jetfn-kept-lease-");
 
-/** A function limited to one job at a time, whose input schema and key are given as source text. */
-function source(input: string, key = ""): string {
+/** The input whose first attempt fails; its retry comes 3 s later. */
+const FAILS_FIRST = 13;
+
+/**
+ * A function limited to one job at a time, whose input schema and key are given as source text,
+ * with `attempts` attempts per job.
+ */
+function source(input: string, key = "", attempts = 1): string {
   return `import { defineFunction, z } from "jetfn";
 export default defineFunction({
   input: z.object({ n: ${input} }),
   concurrencyLimit: { limit: 1${key} },
-  retry: { attempts: 1 },
-  async handler({ n }) {
+  retry: { attempts: ${attempts}, backoff: "3s" },
+  async handler({ n }, ctx) {
+    if (n === ${FAILS_FIRST} && ctx.attempt === 1) throw new Error("its first attempt fails");
     return { n, start: Date.now() };
   },
 });
@@ -46,21 +55,33 @@ async function parked(fn: string, n: number): Promise<string> {
 
 /**
  * Parks jobs of inputs `ns` behind the held slot, redeploys the function from `before` to `after`,
- * then frees the slot: the sweep wakes the first of them with the slot kept for it. Returns their
- * ids and when the slot freed.
+ * then frees the slot: the sweep wakes the first of them with the slot kept for it. With
+ * `failedOnce`, the first is a job of `FAILS_FIRST` whose first attempt ran (the slot was free) and
+ * failed, parked when its retry came. Returns their ids and when the slot freed.
  */
 async function wokenAfterRedeploy(
   fn: string,
   before: string,
   after: string,
   ns: number[],
+  { failedOnce = false } = {},
 ): Promise<{ ids: string[]; freed: number }> {
-  const { env, dir } = scene();
+  const { env, client, dir } = scene();
   const file = path.join(dir, `${fn}.ts`);
   await writeFile(file, before);
   const runtime = await env.startRuntime({ functionsDir: dir, watch: true });
-  await holdSlot(fn, Date.now() + 3_600_000);
   const ids: string[] = [];
+  if (failedOnce) {
+    const { id } = await client.enqueue(fn as never, { n: FAILS_FIRST } as never);
+    ids.push(id);
+    // Its record says failed (and stays so while it waits: status reads the record first).
+    await eventually(async () => (await client.status(id)).status === "failed", 20_000);
+  }
+  await holdSlot(fn, Date.now() + 3_600_000);
+  if (failedOnce) {
+    const manager = await jetstreamManager(client.connection);
+    await eventually(async () => (await readWaitingJobs(manager, "JETFN_JOBS")).get(fn) === 1, 20_000);
+  }
   for (const n of ns) ids.push(await parked(fn, n));
   const deployedBefore = runtime.registry.get(fn);
   await writeFile(file, after);
@@ -78,6 +99,17 @@ function ended(id: string, status: string) {
   }, 30_000);
 }
 
+/**
+ * The woken job `ids[0]` ended dead with `code`, and the next one, `ids[1]`, started soon after the
+ * slot freed at `freed`: with the lease passed on, not once the keeping ran out (LEASE_MS after the wake).
+ */
+async function expectPassedOn(ids: string[], freed: number, code: string, label: string): Promise<void> {
+  expect(((await ended(ids[0] as string, "dead")).error as { code?: string }).code).toBe(code);
+  const startedAfter = Date.parse((await ended(ids[1] as string, "succeeded")).startedAt as string) - freed;
+  console.info(`kept lease, ${label}: the next job started ${startedAfter} ms after the slot freed`);
+  expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+}
+
 describe("a lease kept for a woken job that does not use it", () => {
   it("goes to the next job when the woken job's input fails the redeployed schema", async () => {
     const { ids, freed } = await wokenAfterRedeploy(
@@ -86,11 +118,7 @@ describe("a lease kept for a woken job that does not use it", () => {
       source("z.number().min(0)"),
       [-1, 1],
     );
-    expect(((await ended(ids[0] as string, "dead")).error as { code?: string }).code).toBe("E_INPUT_INVALID");
-    const startedAfter = Date.parse((await ended(ids[1] as string, "succeeded")).startedAt as string) - freed;
-    console.info(`kept lease, refused input: the next job started ${startedAfter} ms after the slot freed`);
-    // Not by the keeping running out (LEASE_MS after the wake).
-    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+    await expectPassedOn(ids, freed, "E_INPUT_INVALID", "refused input");
   });
 
   it("goes to the next job when the woken job's key function throws after a redeploy", async () => {
@@ -101,10 +129,19 @@ describe("a lease kept for a woken job that does not use it", () => {
       source("z.number()", key),
       [-1, 1],
     );
-    expect(((await ended(ids[0] as string, "dead")).error as { code?: string }).code).toBe("E_FLOW_KEY_INVALID");
-    const startedAfter = Date.parse((await ended(ids[1] as string, "succeeded")).startedAt as string) - freed;
-    console.info(`kept lease, key threw: the next job started ${startedAfter} ms after the slot freed`);
-    expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+    await expectPassedOn(ids, freed, "E_FLOW_KEY_INVALID", "key threw");
+  });
+
+  it("goes to the next job when the woken job's attempts ran out with a redeploy", async () => {
+    // Its first attempt failed and its second waited; the function now allows one.
+    const { ids, freed } = await wokenAfterRedeploy(
+      "kept-exhausted",
+      source("z.number()", "", 2),
+      source("z.number()", "", 1),
+      [1],
+      { failedOnce: true },
+    );
+    await expectPassedOn(ids, freed, "E_ATTEMPTS_EXHAUSTED", "attempts ran out");
   });
 
   it("goes to the next job of its old key when the woken job's key changed with a redeploy", async () => {
