@@ -144,6 +144,9 @@ export async function runJob(
       if (!leave) releaseSlot();
     }
     if (!leave) return; // Over a limit: parked in the waiting stream, it comes back when a slot frees.
+  } else if (woken) {
+    // Its function lost its limits since it was woken: the lease kept for it is not taken.
+    void deps.flow?.forgo(fn, record, message);
   }
   // The concurrency slot is for running handlers: free it as soon as the handler is done, while
   // the outcome is being recorded or committed with others.

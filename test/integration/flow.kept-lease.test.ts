@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { LEASE_MS } from "../../runtime/flow/flow-control";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
 import { readWaitingJobs } from "../../runtime/flow/waiting-room";
+import type { Runtime } from "../../runtime/runtime";
 import { eventually } from "../helpers/environment";
 import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
 
@@ -160,53 +161,68 @@ describe("a lease kept for a woken job that does not use it", () => {
   });
 });
 
-describe("a lease kept for a woken job whose runtime stops before its gate", () => {
-  it("is taken by that job on another runtime at once, and the next job follows", { timeout: 90_000 }, async () => {
-    const { env, client, dir } = scene();
-    const fn = "kept-stopped";
-    // One handler at a time per runtime, one job per tenant everywhere; jobs that honour the abort.
-    await writeFile(
-      path.join(dir, `${fn}.ts`),
-      `import { defineFunction, z } from "jetfn";
+/**
+ * A function of one handler at a time per runtime whose jobs honour the abort; `limited`, one job
+ * per tenant everywhere.
+ */
+function tenantSource(limited: boolean): string {
+  return `import { defineFunction, z } from "jetfn";
 export default defineFunction({
   input: z.object({ tenant: z.string(), ms: z.number().default(0) }),
-  concurrency: 1,
-  concurrencyLimit: { limit: 1, key: (input) => input.tenant },
+  concurrency: 1,${limited ? "\n  concurrencyLimit: { limit: 1, key: (input) => input.tenant }," : ""}
   timeout: "60s",
   async handler({ ms }, ctx) {
     await new Promise((resolve) => { const timer = setTimeout(resolve, ms); ctx.signal.addEventListener("abort", () => { clearTimeout(timer); resolve(undefined); }); });
     return { start: Date.now() };
   },
 });
-`,
-    );
-    // A job held by a runtime comes back only after a minute, longer than anything below.
-    const options = { functionsDir: dir, maxAckWait: "60s" as const, shutdownGrace: "1s" as const };
-    const first = await env.startRuntime(options);
-    const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
-    const slot = `c.k_t.${fn}.0`;
-    await bucket.put(slot, JSON.stringify({ until: Date.now() + 3_600_000 }));
-    const enqueueWaiting = async () => {
-      const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
-      await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
-      return id;
-    };
-    const woken = await enqueueWaiting();
-    const next = await enqueueWaiting();
-    // The runtime's one handler slot is busy for long.
-    const long = await client.enqueue(fn as never, { tenant: "long", ms: 60_000 } as never);
-    await eventually(async () => (await client.status(long.id)).status === "running", 20_000);
-    // The slot frees: the sweep keeps it for the first waiting job and wakes it, and the runtime
-    // takes the woken job, which waits there for the handler slot.
-    const consumer = await jetstream(client.connection).consumers.get("JETFN_JOBS", fn);
-    await bucket.put(slot, JSON.stringify({ until: 0 }));
-    await eventually(async () => (await consumer.info()).num_ack_pending === 2, 20_000);
-    expect(JSON.parse((await bucket.get(slot))?.string() ?? "{}").for).toBe(woken);
+`;
+}
+
+/** A job held by a runtime comes back only after a minute, longer than anything here. */
+const HOLDING = { maxAckWait: "60s", shutdownGrace: "1s" } as const;
+
+/**
+ * Parks `count` jobs of tenant "t" of `fn` (tenantSource(true)) behind its held slot on a runtime
+ * whose one handler slot a long job then keeps busy, and frees the slot: the sweep keeps it for the
+ * first waiting job and wakes it, and the runtime takes the woken job, which waits there for the
+ * handler slot. Returns the waiting jobs' ids and the runtime.
+ */
+async function wokenBehindBusyHandler(fn: string, count: number): Promise<{ ids: string[]; runtime: Runtime }> {
+  const { env, client, dir } = scene();
+  await writeFile(path.join(dir, `${fn}.ts`), tenantSource(true));
+  const runtime = await env.startRuntime({ functionsDir: dir, ...HOLDING });
+  const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
+  const slot = `c.k_t.${fn}.0`;
+  await bucket.put(slot, JSON.stringify({ until: Date.now() + 3_600_000 }));
+  const ids: string[] = [];
+  for (let n = 0; n < count; n++) {
+    const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
+    await eventually(async () => (await client.status(id)).status === "waiting", 20_000);
+    ids.push(id);
+  }
+  const long = await client.enqueue(fn as never, { tenant: "long", ms: 60_000 } as never);
+  await eventually(async () => (await client.status(long.id)).status === "running", 20_000);
+  const consumer = await jetstream(client.connection).consumers.get("JETFN_JOBS", fn);
+  await bucket.put(slot, JSON.stringify({ until: 0 }));
+  await eventually(async () => (await consumer.info()).num_ack_pending === 2, 20_000);
+  expect(JSON.parse((await bucket.get(slot))?.string() ?? "{}").for).toBe(ids[0]);
+  return { ids, runtime };
+}
+
+describe("a lease kept for a woken job whose runtime stops before its gate", () => {
+  it("is taken by that job on another runtime at once, and the next job follows", { timeout: 90_000 }, async () => {
+    const { env, dir } = scene();
+    const fn = "kept-stopped";
+    const {
+      ids: [woken, next],
+      runtime,
+    } = await wokenBehindBusyHandler(fn, 2);
     // Stopped before the handler slot frees: the grace runs out, the woken job never reached its gate.
-    await first.stop();
+    await runtime.stop();
     const stopped = Date.now();
-    await env.startRuntime(options);
-    const [ran, after] = await Promise.all([ended(woken, "succeeded"), ended(next, "succeeded")]);
+    await env.startRuntime({ functionsDir: dir, ...HOLDING });
+    const [ran, after] = await Promise.all([ended(woken as string, "succeeded"), ended(next as string, "succeeded")]);
     const startedAfter = Date.parse(after.startedAt as string) - stopped;
     console.info(
       `kept lease, runtime stopped: the woken job started ${Date.parse(ran.startedAt as string) - stopped} ms and the next ${startedAfter} ms after the stop`,
@@ -215,4 +231,44 @@ export default defineFunction({
     expect(Date.parse(after.startedAt as string)).toBeGreaterThanOrEqual(Date.parse(ran.startedAt as string));
     expect(startedAfter).toBeLessThan(LEASE_MS / 3);
   });
+});
+
+// Nothing waits for a limit the function no longer has (its sweep wakes the limit's jobs whole), but
+// a runtime still on the version with the limit, or the limit put back, would see the lease taken.
+describe("a lease kept for a woken job that reaches a version of its function without the limit", () => {
+  for (const cancelled of [true, false]) {
+    it(`is written free when the job ${cancelled ? "is cancelled" : "runs"}: the limit put back admits a job at once`, {
+      timeout: 90_000,
+    }, async () => {
+      const { env, client, dir } = scene();
+      const fn = cancelled ? "kept-unlimited-cancelled" : "kept-unlimited-ran";
+      const file = path.join(dir, `${fn}.ts`);
+      const {
+        ids: [woken],
+        runtime,
+      } = await wokenBehindBusyHandler(fn, 1);
+      if (cancelled) await client.cancel(woken as string, { reason: "not needed" });
+      // Handed back before its gate, to a runtime whose version of the function has no limit.
+      await runtime.stop();
+      await writeFile(file, tenantSource(false));
+      const unlimited = await env.startRuntime({ functionsDir: dir, watch: true, ...HOLDING });
+      if (cancelled) {
+        const ending = (line: Record<string, unknown>) =>
+          line.invocationId === woken && String(line.msg).startsWith("Job cancelled");
+        await eventually(() => unlimited.logs.lines.some(ending), 20_000);
+      } else await ended(woken as string, "succeeded");
+      // The limit comes back (a redeploy reverted, say) within the keeping's time.
+      await writeFile(file, tenantSource(true));
+      // Once it runs the new version (the registry has it a moment before its jobs do).
+      await eventually(() => unlimited.logs.lines.some((line) => line.msg === `Redeployed ${fn}.`), 20_000);
+      const enqueued = Date.now();
+      const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
+      const startedAfter = Date.parse((await ended(id, "succeeded")).startedAt as string) - enqueued;
+      console.info(
+        `kept lease, woken job ${cancelled ? "cancelled" : "ran"} without the limit: a job of the limit put back started ${startedAfter} ms after its enqueue`,
+      );
+      // Not once the keeping ran out (LEASE_MS after the wake).
+      expect(startedAfter).toBeLessThan(LEASE_MS / 3);
+    });
+  }
 });
