@@ -9,11 +9,13 @@ import { readWaitingJobs } from "../../runtime/flow/waiting-room";
 import type { Runtime } from "../../runtime/runtime";
 import { eventually } from "../helpers/environment";
 import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
+import type { CapturedLogger } from "../helpers/logs";
 
 /**
- * A lease kept for a woken job that will not run (its input no longer passes the schema, its key
- * function now throws, its attempts ran out) goes on to the next job waiting, rather than idling
- * until it runs out.
+ * A lease kept for a woken job that will not take it (its input no longer passes the schema, its
+ * key function now throws, its attempts ran out, its runtime stopped before its gate, its function
+ * lost the limit) goes on to the next job waiting, or is written free, rather than idling until it
+ * runs out.
  */
 
 const scene = useFunctionsDirEnvironment("jetfn-kept-lease-");
@@ -37,6 +39,11 @@ export default defineFunction({
   },
 });
 `;
+}
+
+/** Waits until `runtime` runs its redeployed version of `fn` (its registry has it a moment before its jobs do). */
+function redeployed(runtime: Runtime & { logs: CapturedLogger }, fn: string): Promise<boolean> {
+  return eventually(() => runtime.logs.lines.some((line) => line.msg === `Redeployed ${fn}.`), 20_000);
 }
 
 /** Holds the function's one slot, as a runtime would, until `until`. */
@@ -84,9 +91,8 @@ async function wokenAfterRedeploy(
     await eventually(async () => (await readWaitingJobs(manager, "JETFN_JOBS")).get(fn) === 1, 20_000);
   }
   for (const n of ns) ids.push(await parked(fn, n));
-  const deployedBefore = runtime.registry.get(fn);
   await writeFile(file, after);
-  await eventually(() => runtime.registry.get(fn) !== deployedBefore, 20_000);
+  await redeployed(runtime, fn);
   const freed = Date.now();
   await holdSlot(fn, 0);
   return { ids, freed };
@@ -259,8 +265,7 @@ describe("a lease kept for a woken job that reaches a version of its function wi
       } else await ended(woken as string, "succeeded");
       // The limit comes back (a redeploy reverted, say) within the keeping's time.
       await writeFile(file, tenantSource(true));
-      // Once it runs the new version (the registry has it a moment before its jobs do).
-      await eventually(() => unlimited.logs.lines.some((line) => line.msg === `Redeployed ${fn}.`), 20_000);
+      await redeployed(unlimited, fn);
       const enqueued = Date.now();
       const { id } = await client.enqueue(fn as never, { tenant: "t" } as never);
       const startedAfter = Date.parse((await ended(id, "succeeded")).startedAt as string) - enqueued;
