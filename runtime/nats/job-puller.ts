@@ -186,6 +186,10 @@ class WindowedPuller implements JobPuller {
           max_messages: free,
           expires: busy ? FETCH_EXPIRES_MS : IDLE_FETCH_EXPIRES_MS,
           idle_heartbeat: busy ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
+          // bind: after a reconnect nats.js pulls again without asking for the consumer's info
+          // first, one request per pull of every function at once; the runtime pulls again anyway
+          // (refresh), and the stall watch finds a consumer the server lost with one listing.
+          bind: true,
         });
         this.#batches.add(batch);
         if (this.#stopping) batch.stop();
