@@ -114,4 +114,17 @@ describe("a reconnect of a runtime with many functions", () => {
     expect(asked.filter((subject) => !named(subject)).length).toBeLessThanOrEqual(3);
     expect(await ranTags()).toEqual(expect.arrayContaining(PUBLISHED_AWAY.map((name) => `away-${name}`)));
   }, 180_000);
+
+  it("pulls again after the server restarts: jobs enqueued then run, priority ones too", async () => {
+    const runtime = await env.startRuntime({ functionsDir: dir, healthCheckInterval: "1h" });
+    const reconnected = new Promise((resolve) => runtime.events.once("nats:reconnected", resolve));
+    await env.nats.restart();
+    await reconnected;
+    const client = await env.client();
+    const ran = (await ranTags()).length;
+    await client.enqueue("burst-011", { tag: "after-restart" });
+    await client.enqueue("burst-012", { tag: "after-restart-p1" }, { priority: 1 });
+    await eventually(async () => (await ranTags()).length === ran + 2, 60_000);
+    expect(await ranTags()).toEqual(expect.arrayContaining(["after-restart", "after-restart-p1"]));
+  }, 180_000);
 });
