@@ -186,9 +186,9 @@ class WindowedPuller implements JobPuller {
           max_messages: free,
           expires: busy ? FETCH_EXPIRES_MS : IDLE_FETCH_EXPIRES_MS,
           idle_heartbeat: busy ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
-          // bind: after a reconnect nats.js pulls again without asking for the consumer's info
-          // first, one request per pull of every function at once; the runtime pulls again anyway
-          // (refresh), and the stall watch finds a consumer the server lost with one listing.
+          // bind: without it, after a reconnect nats.js first asks each pull's consumer for its info,
+          // one API request per function at once (500 for 500 functions). The runtime pulls again
+          // itself (refresh), and the stall watch finds a consumer the server lost.
           bind: true,
         });
         this.#batches.add(batch);
