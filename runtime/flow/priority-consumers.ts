@@ -1,5 +1,6 @@
-import { type ConsumerInfo, JetStreamApiCodes, type JetStreamManager } from "@nats-io/jetstream";
+import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { ConsumerSettings } from "../nats/consumer-definitions";
+import { consumerInfo } from "../nats/consumer-lookup";
 import { consumerConfigFor } from "../nats/streams";
 import { PRIORITY_LEVELS, priorityConsumerName, prioritySubject } from "./priority";
 
@@ -39,23 +40,6 @@ export async function updatePriorityConsumers(
   for (const level of PRIORITY_LEVELS) await updateIfPresent(manager, stream, fn, level, settings);
 }
 
-/**
- * The levels of `fn` with jobs waiting in the stream: jobs its consumer has not delivered or has not
- * seen acknowledged, or, for a level with no consumer yet, any job stored on its subject.
- */
-export async function waitingLevels(manager: JetStreamManager, stream: string, fn: string): Promise<number[]> {
-  // `fn.job.<name>.*` holds the levels' subjects (and those of functions named `<name>.<x>`).
-  const info = await manager.streams.info(stream, { subjects_filter: `${prioritySubject(fn, 0)}.*` });
-  const stored = info.state.subjects ?? {};
-  const waiting: number[] = [];
-  for (const level of PRIORITY_LEVELS) {
-    if (!stored[prioritySubject(fn, level)]) continue;
-    const consumer = await levelInfo(manager, stream, fn, level);
-    if (!consumer || consumer.num_pending + consumer.num_ack_pending > 0) waiting.push(level);
-  }
-  return waiting;
-}
-
 /** The consumer config of one level: the function's settings, the level's subject and name. */
 function levelConfig(fn: string, level: number, settings: ConsumerSettings) {
   const base = consumerConfigFor(fn, settings);
@@ -91,20 +75,11 @@ async function updateIfPresent(
 }
 
 /** A level consumer's info; undefined when it does not exist (any other failure is thrown). */
-async function levelInfo(
+function levelInfo(
   manager: JetStreamManager,
   stream: string,
   fn: string,
   level: number,
 ): Promise<ConsumerInfo | undefined> {
-  try {
-    return await manager.consumers.info(stream, priorityConsumerName(fn, level));
-  } catch (error) {
-    if (isConsumerNotFound(error)) return undefined;
-    throw error;
-  }
-}
-
-function isConsumerNotFound(error: unknown): boolean {
-  return (error as { code?: unknown }).code === JetStreamApiCodes.ConsumerNotFound;
+  return consumerInfo(manager, stream, priorityConsumerName(fn, level));
 }
