@@ -33,12 +33,16 @@ export function createPriorityBacklog(manager: JetStreamManager, stream: string)
   let queued: Question[] = [];
   let reading = false;
   const readQueued = async (): Promise<void> => {
-    while (queued.length > 0) {
-      const questions = queued;
-      queued = [];
-      await answerTogether(manager, stream, questions);
+    try {
+      while (queued.length > 0) {
+        const questions = queued;
+        queued = [];
+        await answerTogether(manager, stream, questions);
+      }
+    } finally {
+      // Never left reading: a question asked later would wait for a read that never comes.
+      reading = false;
     }
-    reading = false;
   };
   return {
     waitingLevels(fn, pulled) {

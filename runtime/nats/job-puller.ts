@@ -188,7 +188,9 @@ class WindowedPuller implements JobPuller {
           idle_heartbeat: busy ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
           // bind: without it, after a reconnect nats.js first asks each pull's consumer for its info,
           // one API request per function at once (500 for 500 functions). The runtime pulls again
-          // itself (refresh), and the stall watch finds a consumer the server lost.
+          // itself (refresh); the fetch's own re-pull then goes out after it stopped listening, and
+          // the server drops a pull nobody listens to. A consumer lost meanwhile is found when a
+          // failed pull makes the next one look the consumer up (see #receive).
           bind: true,
         });
         this.#batches.add(batch);
@@ -210,6 +212,9 @@ class WindowedPuller implements JobPuller {
         this.#take(message);
       }
     } catch (error) {
+      // Heartbeats missed: the pull was lost, perhaps with its consumer (deleted, or gone with a
+      // server's store). The next pull looks the consumer up first, and recreates it if it is gone.
+      this.#consumer = undefined;
       this.#options.logger.warn({ err: error, fn: this.#options.fn }, "A pull request for jobs failed; pulling again.");
     } finally {
       this.#outstanding -= requested - received;

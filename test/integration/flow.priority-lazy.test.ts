@@ -90,6 +90,17 @@ describe("priority consumers created when a level's first job exists", () => {
     expect(await lazyConsumers()).toEqual(["lazy", "lazy:P2", "lazy:P3"]);
   });
 
+  it("recreates a level consumer deleted while the runtime pulls from it, and runs the level's next job", async () => {
+    // The stall watch looks after functions' own consumers only; a level's puller finds its loss itself.
+    await env.startRuntime({ functionsDir: dir });
+    await publishRaw("fn.job.lazy.P2", "before-delete");
+    await eventually(() => ran("before-delete"), 20_000);
+    await (await manager()).consumers.delete(STREAM, "lazy:P2");
+    await publishRaw("fn.job.lazy.P2", "after-delete");
+    await eventually(() => ran("after-delete"), 20_000);
+    expect(await lazyConsumers()).toContain("lazy:P2");
+  });
+
   it("gives a redeploy's new retry policy to the level consumers that exist, and creates no others", async () => {
     const runtime = await env.startRuntime({ functionsDir: dir, watch: true });
     const maxDeliver = async (name: string) =>
