@@ -1,5 +1,6 @@
-import { type ConsumerInfo, JetStreamApiCodes, type JetStreamManager } from "@nats-io/jetstream";
+import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { ConsumerSettings } from "../nats/consumer-definitions";
+import { findConsumer } from "../nats/stream-lookup";
 import { consumerConfigFor } from "../nats/streams";
 import { PRIORITY_LEVELS, priorityConsumerName, prioritySubject } from "./priority";
 
@@ -91,20 +92,11 @@ async function updateIfPresent(
 }
 
 /** A level consumer's info; undefined when it does not exist (any other failure is thrown). */
-async function levelInfo(
+function levelInfo(
   manager: JetStreamManager,
   stream: string,
   fn: string,
   level: number,
 ): Promise<ConsumerInfo | undefined> {
-  try {
-    return await manager.consumers.info(stream, priorityConsumerName(fn, level));
-  } catch (error) {
-    if (isConsumerNotFound(error)) return undefined;
-    throw error;
-  }
-}
-
-function isConsumerNotFound(error: unknown): boolean {
-  return (error as { code?: unknown }).code === JetStreamApiCodes.ConsumerNotFound;
+  return findConsumer(manager, stream, priorityConsumerName(fn, level));
 }

@@ -8,6 +8,7 @@ import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } 
  * deployment's replicas and placement. `ttl` (ms) ages out entries nobody removed. Runtimes starting
  * together race to create it; the loser's create can be refused ("subjects overlap with an existing
  * stream", seen in CI with two runtimes starting at once), and then it opens the bucket the winner made.
+ * A create that failed otherwise (it timed out) is thrown unless the bucket is found to exist.
  */
 export async function ensureBucket(
   nc: NatsConnection,
@@ -20,13 +21,14 @@ export async function ensureBucket(
       new Kvm(nc).create(name, { history: 1, ...options, ...bucketReplication(replication) }),
     );
   } catch (error) {
+    // Opening binds without asking the server: ask whether the winner's bucket is really there.
     const made = await openBucket(nc, name).catch(() => undefined);
-    if (made) return made;
+    if (made && (await made.status().catch(() => undefined))) return made;
     throw error;
   }
 }
 
-/** Opens a bucket another part of jetfn created; rejects when it does not exist. */
+/** Opens a bucket another part of jetfn created, without asking the server whether it exists. */
 export function openBucket(nc: NatsConnection, name: string): Promise<KV> {
   return new Kvm(nc).open(name);
 }
@@ -101,10 +103,15 @@ export async function watchBucket(
       if (!loaded) resolve();
       loaded = true;
     };
-    // Before loading, a failure fails the start; after, the watch is made again.
+    // Before loading, a failure fails the start (which may try again: the watch is stopped, not
+    // left running beside the next); after, the watch is made again.
     const ended = (error: unknown): void => {
-      if (loaded) again(error, started);
-      else reject(error ?? new Error(`watching ${what} ended before the existing entries were loaded`));
+      if (loaded) {
+        again(error, started);
+        return;
+      }
+      watcher?.stop();
+      reject(error ?? new Error(`watching ${what} ended before the existing entries were loaded`));
     };
     follow(ready).then(
       () => ended(undefined),
