@@ -27,14 +27,17 @@ const LOGS: Record<string, string> = {
   ...NAIVE_LOGS,
 };
 
-function target(metric: string, max: number, reason: string) {
+const TEXTBOOK = [NAIVE_ROW, NAIVE_STATEMENT];
+
+/** jetfn's triggers no slower than the faster of the two textbook triggers on the same writes. */
+function target(metric: string, reason: string) {
   return {
     scenario: "audit",
     metric,
     contender: AUDITED,
-    kind: "ratio" as const,
-    baselines: [PLAIN],
-    max,
+    kind: "best-peer" as const,
+    baselines: TEXTBOOK,
+    max: 1,
     reason,
   };
 }
@@ -55,9 +58,10 @@ export const auditOverheadScenario: Scenario = {
     [BULK_DELETE]: [PLAIN],
   },
   targets: [
-    target(SINGLE, 1.05, "match a hand-written row-level trigger (1-4 % when the target was set)"),
-    target(BULK_INSERT, 2.0, "beat a hand-written statement-level trigger (about 2.3x when the target was set)"),
-    target(BULK_UPDATE, 2.5, "beat a hand-written statement-level trigger (2.8-3.8x when the target was set)"),
+    target(SINGLE, "stamped and keyed, a captured row should cost no more than a textbook trigger's"),
+    target(BULK_INSERT, "one statement's rows are captured together, ahead of a row-by-row trigger"),
+    target(BULK_UPDATE, "only changed columns are kept, ahead of copying whole rows"),
+    target(BULK_DELETE, "one statement's rows are captured together, ahead of a row-by-row trigger"),
   ],
   async run(context) {
     const database = await context.services.jetfnDatabase("jetfn_audit");
@@ -71,7 +75,7 @@ export const auditOverheadScenario: Scenario = {
       await installNaiveAudit(sql);
       await checkTriggers(context, sql);
       const order = rotate([AUDITED, NAIVE_ROW, NAIVE_STATEMENT, PLAIN], context.round);
-      for (const contender of order) await singleRows(context, sql, contender);
+      await singleRows(context, sql, order);
       for (const contender of order) await sql.unsafe(`truncate ${TABLES[contender]}`);
       const rows = context.sizes.auditBulkRows;
       const statements: Array<[string, (table: string) => string]> = [
@@ -142,24 +146,42 @@ async function checkTriggers(context: RoundContext, sql: Sql): Promise<void> {
   );
 }
 
-/** `transactions` of BEGIN; stamp; INSERT; COMMIT over `concurrency` connections. */
-async function singleRows(context: RoundContext, sql: Sql, contender: string): Promise<void> {
-  const table = TABLES[contender] as string;
+/**
+ * `auditTransactions` single-row transactions (BEGIN; stamp; INSERT; COMMIT) per contender, over
+ * `concurrency` connections. A single-row transaction's time is mostly its COMMIT's
+ * WAL flush, which drifts with the machine's load by more than the triggers differ: so the
+ * contenders take turns in slices of SINGLE_ROW_SLICES, and each one's time is the sum of its slices.
+ */
+const SINGLE_ROW_SLICES = 8;
+
+async function singleRows(context: RoundContext, sql: Sql, order: readonly string[]): Promise<void> {
   const { auditTransactions, concurrency } = context.sizes;
-  const started = performance.now();
-  await runPool(auditTransactions, concurrency, (index) =>
-    sql.begin(async (tx) => {
-      await tx.unsafe(STAMP_SQL, ["audit-bench", `audit-bench-${index}`]);
-      await tx.unsafe(`insert into ${table} (id, n, note) values ($1, $2, 'single')`, [index + 1, index]);
-    }),
-  );
-  const ms = performance.now() - started;
-  context.record({ metric: SINGLE, contender, unit: "ms", better: "lower", value: ms });
-  context.record({
-    metric: SINGLE_RATE,
-    contender,
-    unit: "tx/s",
-    better: "higher",
-    value: (auditTransactions * 1000) / ms,
-  });
+  const spent = new Map(order.map((contender) => [contender, 0]));
+  const slice = Math.ceil(auditTransactions / SINGLE_ROW_SLICES);
+  for (let first = 0; first < auditTransactions; first += slice) {
+    const count = Math.min(slice, auditTransactions - first);
+    // Each slice in another order too, so none always runs right after the same neighbour.
+    for (const contender of rotate(order, first / slice)) {
+      const table = TABLES[contender] as string;
+      const started = performance.now();
+      await runPool(count, concurrency, (offset) =>
+        sql.begin(async (tx) => {
+          const index = first + offset;
+          await tx.unsafe(STAMP_SQL, ["audit-bench", `audit-bench-${index}`]);
+          await tx.unsafe(`insert into ${table} (id, n, note) values ($1, $2, 'single')`, [index + 1, index]);
+        }),
+      );
+      spent.set(contender, (spent.get(contender) ?? 0) + performance.now() - started);
+    }
+  }
+  for (const [contender, ms] of spent) {
+    context.record({ metric: SINGLE, contender, unit: "ms", better: "lower", value: ms });
+    context.record({
+      metric: SINGLE_RATE,
+      contender,
+      unit: "tx/s",
+      better: "higher",
+      value: (auditTransactions * 1000) / ms,
+    });
+  }
 }

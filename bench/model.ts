@@ -142,6 +142,11 @@ export interface Target {
   /** The figure must be at least `min` / at most `max`. */
   min?: number;
   max?: number;
+  /**
+   * Judged round by round instead of on the medians: each round's ratio against that round's
+   * baselines, and the figure is the worst of them (a goal that must hold in every round).
+   */
+  everyRound?: boolean;
   /** Why the goal is set, in a phrase (printed beside the verdict and in the targets table). */
   reason: string;
 }

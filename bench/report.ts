@@ -14,6 +14,8 @@ export interface Summary {
   min: number;
   max: number;
   samples: number;
+  /** The value of each round, by round number. */
+  byRound?: ReadonlyMap<number, number>;
 }
 
 /** A target with the figure it was judged on. */
@@ -64,6 +66,7 @@ export function summarize(samples: readonly Sample[]): Summary[] {
       min: Math.min(...values),
       max: Math.max(...values),
       samples: values.length,
+      byRound: new Map(group.map((sample) => [sample.round, sample.value])),
     };
   });
 }
@@ -81,28 +84,63 @@ export function judgeTargets(
     if (!own) return { target, figure: Number.NaN, against: undefined, met: false, note: "not measured" };
     let figure = own.median;
     let against: Summary | undefined;
+    const notes: string[] = [];
     if (target.kind !== "absolute") {
       const baselines = target.baselines
         .map((name) => find(baselineScenario(target), baselineMetric(target), name))
         .filter((summary): summary is Summary => summary !== undefined);
-      if (baselines.length === 0) {
+      const worst = target.everyRound ? worstRound(target, own, baselines) : undefined;
+      if (baselines.length === 0 || (target.everyRound && !worst)) {
         return { target, figure: Number.NaN, against: undefined, met: false, note: "no baseline measured" };
       }
-      against = baselines.reduce((a, b) =>
-        (own.better === "higher" ? b.median > a.median : b.median < a.median) ? b : a,
-      );
-      figure = own.median / against.median;
+      if (worst) {
+        ({ figure, against } = worst);
+        notes.push(`worst of ${worst.rounds} rounds: round ${worst.round}`);
+      } else {
+        against = best(baselines, own.better, (summary) => summary.median);
+        figure = own.median / against.median;
+      }
     }
     const met =
       (target.min === undefined || figure >= target.min) && (target.max === undefined || figure <= target.max);
     const missing = target.baselines.filter((name) => !find(baselineScenario(target), baselineMetric(target), name));
-    const notes = missing.length > 0 ? [`not measured here: ${missing.join(", ")}`] : [];
+    if (missing.length > 0) notes.push(`not measured here: ${missing.join(", ")}`);
     const budget = met
       ? undefined
       : (budgetNote(summaries, target, own, against, cores) ?? limitNote(target, own, against));
     if (budget) notes.push(budget);
     return { target, figure, against: against?.contender, met, note: notes.join("; ") };
   });
+}
+
+/** The better of `summaries` by `value` (higher or lower, as `better` says). */
+function best(summaries: readonly Summary[], better: Direction, value: (summary: Summary) => number): Summary {
+  return summaries.reduce((a, b) => ((better === "higher" ? value(b) > value(a) : value(b) < value(a)) ? b : a));
+}
+
+/**
+ * For a target judged in every round: each round's ratio of `own` to that round's best baseline, and
+ * the round where it fared worst (undefined when no round has both).
+ */
+function worstRound(
+  target: Target,
+  own: Summary,
+  baselines: readonly Summary[],
+): { figure: number; against: Summary; round: number; rounds: number } | undefined {
+  let worst: { figure: number; against: Summary; round: number } | undefined;
+  let rounds = 0;
+  for (const [round, value] of own.byRound ?? []) {
+    const measured = baselines.filter((summary) => summary.byRound?.has(round));
+    if (measured.length === 0) continue;
+    rounds++;
+    const against = best(measured, own.better, (summary) => summary.byRound?.get(round) as number);
+    const figure = value / (against.byRound?.get(round) as number);
+    // Worse: a lower ratio for a minimum, a higher one for a maximum.
+    const worse =
+      target.min !== undefined ? figure < (worst?.figure ?? Infinity) : figure > (worst?.figure ?? -Infinity);
+    if (worse) worst = { figure, against, round };
+  }
+  return worst && { ...worst, rounds };
 }
 
 function baselineScenario(target: Target): string {
@@ -164,7 +202,8 @@ function targetText(target: Target): string {
     target.baselineScenario || target.baselineMetric
       ? ` (${baselineScenario(target)} / ${baselineMetric(target)})`
       : "";
-  return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}${elsewhere}`;
+  const when = target.everyRound ? ", in every round" : "";
+  return `${bound.replace(/(\d+(\.\d+)?)/g, "$1x")} ${of}${elsewhere}${when}`;
 }
 
 function ratiosText(summary: Summary, summaries: readonly Summary[], baselinesOf: Record<string, string[]>): string {

@@ -16,6 +16,7 @@ import type { Registry } from "./deploy/registry";
 import { startEnqueueApi } from "./flow/enqueue-api";
 import { createFlowControl, type FlowControl } from "./flow/flow-control";
 import { describeFlow } from "./flow/flow-options";
+import { createPriorityBacklog, type PriorityBacklog } from "./flow/priority-backlog";
 import { ensurePriorityConsumer, updatePriorityConsumers } from "./flow/priority-consumers";
 import { type PriorityPullers, startPriorityPullers } from "./flow/priority-pullers";
 import { waitingJobFinder } from "./flow/waiting-jobs";
@@ -199,6 +200,8 @@ class ServingRuntime implements Runtime {
   #enqueueApi: Subscription | undefined;
   /** Opens its bucket and stream when the first function with a concurrency or rate limit is deployed. */
   readonly #flow: FlowControl;
+  /** Where every function looks for its waiting priority jobs, all with one read after a reconnect. */
+  readonly #priorityBacklog: PriorityBacklog;
   #stopped: Promise<void> | undefined;
   #rejections: RejectionWatch | undefined;
   #operations: Operations | undefined;
@@ -243,6 +246,7 @@ class ServingRuntime implements Runtime {
       replication: config.replication,
       secret: parts.scheduler.secret,
     });
+    this.#priorityBacklog = createPriorityBacklog(parts.manager, config.streamName);
     this.#jobDependencies = {
       database,
       successes: this.#successes,
@@ -444,8 +448,7 @@ class ServingRuntime implements Runtime {
     worker.puller.start();
     worker.priority = startPriorityPullers(pulling, () => worker.limiter, handleWith, {
       nc: this.nats,
-      manager: this.#parts.manager,
-      stream: this.config.streamName,
+      backlog: this.#priorityBacklog,
       ensureConsumer: (level) => this.#ensureWorkerConsumer(worker, { level }),
     });
     if (fn.listen) worker.listener = await this.#listen(worker);

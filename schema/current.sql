@@ -1439,6 +1439,24 @@ $$;
 
 
 --
+-- Name: constraint_mode_clashes(); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.constraint_mode_clashes() RETURNS text[]
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog'
+    AS $$
+  select array_agg(clash order by clash) from (
+    select quote_ident(n.nspname) || '.' || quote_ident(c.conname) as clash
+    from pg_constraint c join pg_namespace n on n.oid = c.connamespace
+    where c.condeferrable and has_schema_privilege(n.oid, 'USAGE')
+    group by n.nspname, c.conname
+    having bool_or(c.condeferred) and not bool_and(c.condeferred)
+  ) clashes
+$$;
+
+
+--
 -- Name: constraint_modes(); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -1458,6 +1476,9 @@ begin
   where c.condeferrable;
   if not coalesce(any_deferred, false) then
     return '';
+  end if;
+  if jetfn.constraint_mode_clashes() is not null then
+    return null;
   end if;
   return 'set constraints all deferred' || coalesce('; set constraints ' || immediate_names || ' immediate', '');
 end

@@ -146,6 +146,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
           lane.failure !== undefined ||
           lane.sealed ||
           lane.savepoints >= this.#maxMembers ||
+          // No statement gives a later part the declared modes (see constraint-modes.ts).
+          modes === null ||
           (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
       if (mustEndFirst) void this.#end(lane);
       else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
@@ -189,8 +191,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     this.#holdMs.set(functionName, average === undefined ? ms : average + HOLD_AVERAGE_WEIGHT * (ms - average));
   }
 
-  /** `modes`: the statements a later part starts with (defined whenever the lane's transaction is open). */
-  async #grant(lane: Lane, waiter: Waiter, modes: string | undefined): Promise<void> {
+  /** `modes`: the statements a later part starts with (a string whenever the lane's transaction is open). */
+  async #grant(lane: Lane, waiter: Waiter, modes: string | null | undefined): Promise<void> {
     let stamp: string;
     try {
       stamp = stampStatements(waiter.stamp);

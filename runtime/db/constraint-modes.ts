@@ -14,9 +14,17 @@ import { JetfnError } from "../support/errors";
  *
  * SET CONSTRAINTS lasts to the end of the transaction (a released savepoint keeps it) and Postgres
  * has no statement that puts the declared modes back. So a later job of a shared transaction starts
- * with the statements jetfn.constraint_modes() returns (schema/migrations/0027_jetfn_constraint_modes.sql);
- * with no constraint declared INITIALLY DEFERRED, the usual case, there are none. Until they are
- * read (and while reading them fails) a lane's transactions hold one job each, which need none.
+ * with the statements jetfn.constraint_modes() returns (schema/migrations/0027_jetfn_constraint_modes.sql,
+ * 0030_jetfn_constraint_mode_clashes.sql); with no constraint declared INITIALLY DEFERRED, the usual
+ * case, there are none. Until they are read (and while reading them fails) a lane's transactions
+ * hold one job each, which need none.
+ *
+ * The statements name the constraints declared INITIALLY IMMEDIATE, and SET CONSTRAINTS s.name sets
+ * every constraint of that name in schema s: names are unique per table only. When one declared
+ * INITIALLY DEFERRED shares a name with one declared INITIALLY IMMEDIATE, no statement gives both
+ * their declared modes, and constraint_modes() returns null: a lane's transactions then hold one job
+ * each too, for as long as the clash lasts, so a handler that relies on the deferral behaves as it
+ * does alone (one warning names the clash; renaming either constraint lets transactions be shared).
  */
 
 /**
@@ -32,9 +40,12 @@ const READ_TIMEOUT_MS = 5_000;
 /**
  * Read on the pool, beside the jobs' transactions: a read that fails (EXECUTE revoked, the function
  * replaced by one that raises, a timeout) must not doom a job's transaction. One simple-protocol
- * message, one implicit transaction: the timeout ends with it.
+ * message, one implicit transaction: the timeout ends with it. The clashing names, for the warning,
+ * only when the modes are null (a second look at the catalog, only then).
  */
-const CONSTRAINT_MODES_SQL = `set local statement_timeout = ${READ_TIMEOUT_MS}; select jetfn.constraint_modes() as modes`;
+const CONSTRAINT_MODES_SQL = `set local statement_timeout = ${READ_TIMEOUT_MS};
+select modes, case when modes is null then jetfn.constraint_mode_clashes() end as clashes
+from jetfn.constraint_modes() as modes`;
 
 /**
  * How long after their read began the statements may open a later part of a shared transaction.
@@ -69,7 +80,9 @@ const MAX_RETRY_MS = 30_000;
 export class DeclaredModes {
   readonly #sql: Sql;
   readonly #logger: Logger;
-  #statements: string | undefined;
+  #statements: string | null | undefined;
+  /** Whether the last read found constraints of one name with different modes (told once per streak). */
+  #clashing = false;
   /** When the read the statements came from began (the catalog it saw is at least that recent). */
   #readAt = Number.NEGATIVE_INFINITY;
   #nextReadAt = Number.NEGATIVE_INFINITY;
@@ -84,8 +97,13 @@ export class DeclaredModes {
     this.#logger = logger;
   }
 
-  /** The statements, or undefined while none were read in the last MAX_AGE_MS: then no later part may open. */
-  get statements(): string | undefined {
+  /**
+   * The statements ('' when none are needed); null when no statement can give a later part the
+   * declared modes (constraints of one name with different modes): then no later part may open, and
+   * the lane commits before its next job. Undefined while none were read in the last MAX_AGE_MS: no
+   * later part may open before a read either, which the lane may wait for (see arriving()).
+   */
+  get statements(): string | null | undefined {
     return performance.now() - this.#readAt < MAX_AGE_MS ? this.#statements : undefined;
   }
 
@@ -116,10 +134,12 @@ export class DeclaredModes {
 
   async #read(startedAt: number): Promise<void> {
     try {
-      this.#statements = constraintModes(await this.#sql.unsafe(CONSTRAINT_MODES_SQL));
+      const { modes, clashes } = constraintModes(await this.#sql.unsafe(CONSTRAINT_MODES_SQL));
+      this.#statements = modes;
       this.#readAt = startedAt;
       this.#nextReadAt = startedAt + REFRESH_AFTER_MS;
-      this.#recovered();
+      this.#recovered(modes !== null);
+      this.#noteClashes(modes === null, clashes);
     } catch (error) {
       this.#failed(error);
     }
@@ -138,23 +158,44 @@ export class DeclaredModes {
     );
   }
 
-  #recovered(): void {
+  /** Tells an operator why transactions stopped being shared, once per streak of clashing reads, and when they are again. */
+  #noteClashes(clashing: boolean, clashes: string[]): void {
+    if (clashing === this.#clashing) return;
+    this.#clashing = clashing;
+    if (clashing) {
+      this.#logger.warn(
+        { clashingConstraints: clashes },
+        "Deferrable constraints of one schema share a name with different declared modes, and no SET CONSTRAINTS statement can give each its own; until one is renamed, shared transactions hold one job each.",
+      );
+    } else {
+      this.#logger.info(
+        "No deferrable constraints of one schema share a name with different modes any more; transactions are shared again.",
+      );
+    }
+  }
+
+  /** `shared`: whether what was read lets transactions be shared (not while constraint names clash). */
+  #recovered(shared: boolean): void {
     if (this.#failures === 0) return;
     const failingForMs = Math.round(performance.now() - this.#failingSince);
     this.#logger.info(
       { failedReads: this.#failures, failingForMs },
-      "Read the declared constraint modes again; transactions are shared again.",
+      shared
+        ? "Read the declared constraint modes again; transactions are shared again."
+        : "Read the declared constraint modes again.",
     );
     this.#failures = 0;
   }
 }
 
-/** The statements in the reply to CONSTRAINT_MODES_SQL (one result per statement). */
-function constraintModes(reply: unknown): string {
-  const results = reply as { modes?: unknown }[][];
-  const modes = results.at(-1)?.[0]?.modes;
-  if (typeof modes !== "string") {
+/** The statements (or null) and the clashing names in the reply to CONSTRAINT_MODES_SQL (one result per statement). */
+function constraintModes(reply: unknown): { modes: string | null; clashes: string[] } {
+  const results = reply as { modes?: unknown; clashes?: unknown }[][];
+  const row = results.at(-1)?.[0];
+  const modes = row?.modes;
+  if (typeof modes !== "string" && modes !== null) {
     throw new JetfnError("E_INTERNAL", "the constraint modes were missing from their reply");
   }
-  return modes;
+  const clashes = Array.isArray(row?.clashes) ? row.clashes.map(String) : [];
+  return { modes, clashes };
 }

@@ -44,8 +44,10 @@ export interface FlowControl {
    */
   admit(fn: ResolvedFunction, input: unknown, job: GateJob, message: JsMsg): Promise<(() => void) | undefined>;
   /**
-   * A woken job that ends before its gate (cancelled while it waited) gives the lease kept for it
-   * to the next job waiting, rather than leaving it unused until it runs out. Never rejects.
+   * A woken job that will not take the lease kept for it (it ends before its gate: cancelled,
+   * refused, finished before; or its function was redeployed without limits) gives that lease to
+   * the next job waiting, or writes it free past the function's limit, rather than leaving it unused
+   * until it runs out. Never rejects.
    */
   forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void>;
   /**
@@ -126,7 +128,10 @@ class OpenedOnDemand implements FlowControl {
   }
 
   async forgo(fn: ResolvedFunction, job: GateJob, message: JsMsg): Promise<void> {
-    if (!fn.flow || !message.headers?.get(KEPT_SLOT_HEADER)) return;
+    // Also for a function that lost its limits: nothing here waits for it (the sweep wakes that
+    // limit's jobs whole), but a runtime still on the version with the limit, or the limit put
+    // back, would find the slot taken until the keeping ran out. Past the limit it is written free.
+    if (!message.headers?.get(KEPT_SLOT_HEADER)) return;
     try {
       await (await this.#open()).forgo(fn, job, message);
     } catch (error) {

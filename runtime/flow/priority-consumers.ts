@@ -1,6 +1,6 @@
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { ConsumerSettings } from "../nats/consumer-definitions";
-import { findConsumer } from "../nats/stream-lookup";
+import { consumerInfo } from "../nats/consumer-lookup";
 import { consumerConfigFor } from "../nats/streams";
 import { PRIORITY_LEVELS, priorityConsumerName, prioritySubject } from "./priority";
 
@@ -38,23 +38,6 @@ export async function updatePriorityConsumers(
   settings: ConsumerSettings,
 ): Promise<void> {
   for (const level of PRIORITY_LEVELS) await updateIfPresent(manager, stream, fn, level, settings);
-}
-
-/**
- * The levels of `fn` with jobs waiting in the stream: jobs its consumer has not delivered or has not
- * seen acknowledged, or, for a level with no consumer yet, any job stored on its subject.
- */
-export async function waitingLevels(manager: JetStreamManager, stream: string, fn: string): Promise<number[]> {
-  // `fn.job.<name>.*` holds the levels' subjects (and those of functions named `<name>.<x>`).
-  const info = await manager.streams.info(stream, { subjects_filter: `${prioritySubject(fn, 0)}.*` });
-  const stored = info.state.subjects ?? {};
-  const waiting: number[] = [];
-  for (const level of PRIORITY_LEVELS) {
-    if (!stored[prioritySubject(fn, level)]) continue;
-    const consumer = await levelInfo(manager, stream, fn, level);
-    if (!consumer || consumer.num_pending + consumer.num_ack_pending > 0) waiting.push(level);
-  }
-  return waiting;
 }
 
 /** The consumer config of one level: the function's settings, the level's subject and name. */
@@ -98,5 +81,5 @@ function levelInfo(
   fn: string,
   level: number,
 ): Promise<ConsumerInfo | undefined> {
-  return findConsumer(manager, stream, priorityConsumerName(fn, level));
+  return consumerInfo(manager, stream, priorityConsumerName(fn, level));
 }

@@ -1,9 +1,8 @@
-import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Limiter } from "../invocation/limiter";
 import { createJobPuller, type JobPuller, type JobPullerOptions } from "../nats/job-puller";
 import { PRIORITY_LEVELS, priorityConsumerName, prioritySubject } from "./priority";
-import { waitingLevels } from "./priority-consumers";
+import type { PriorityBacklog } from "./priority-backlog";
 
 /** A function's pullers of its priority levels. */
 export interface PriorityPullers {
@@ -15,8 +14,8 @@ export interface PriorityPullers {
 /** Where a function's priority jobs can be seen arriving or waiting, and how a level gets its consumer. */
 export interface PriorityWatch {
   nc: NatsConnection;
-  manager: JetStreamManager;
-  stream: string;
+  /** Shared by the runtime's functions, so that they all ask with one read after a reconnect. */
+  backlog: PriorityBacklog;
   /** Creates the level's consumer, or updates its settings, with the definition in force; never throws. */
   ensureConsumer: (level: number) => Promise<void>;
 }
@@ -84,7 +83,7 @@ export function startPriorityPullers(
       for (let delay = RECHECK_MIN_MS; !stopped && subscriptions.size > 0; ) {
         lookAgain = false;
         try {
-          for (const level of await waitingLevels(watch.manager, watch.stream, options.fn)) start(level);
+          for (const level of await watch.backlog.waitingLevels(options.fn, [...pullers.keys()])) start(level);
           if (!lookAgain) return;
         } catch (error) {
           options.logger.debug(

@@ -114,34 +114,13 @@ export async function runJob(
     labels: flowLabelsOf(message.subject, message.headers),
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
-  const cancelled = deps.cancellations?.cancelled(identity.id);
-  if (cancelled) {
-    // Woken with a lease kept for it: the next waiting job gets that lease now.
-    if (woken && fn.flow) await deps.flow?.forgo(fn, record, message);
-    return endCancelled(deps, record, message, cancelled, log);
+  const runnable = await runnableInput(deps, fn, identity.invalidId, record, message, log);
+  if (!runnable) {
+    // Woken with a lease kept for it: the next waiting job gets that lease now, not when its keeping runs out.
+    if (woken) await deps.flow?.forgo(fn, record, message);
+    return;
   }
-  if (attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) return;
-  if (identity.invalidId !== undefined) {
-    const error = new JetfnError(
-      "E_INPUT_INVALID",
-      `header Jetfn-Id "${identity.invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
-    );
-    return refuse(deps, record, message, error, log);
-  }
-  let input: unknown;
-  try {
-    input = parseInputBody(message.data, fn.name);
-  } catch (error) {
-    return refuse(deps, record, message, error as JetfnError, log);
-  }
-  record.input = input ?? null;
-  if (attempt > fn.retry.attempts) {
-    const error = new JetfnError(
-      "E_ATTEMPTS_EXHAUSTED",
-      `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
-    );
-    return refuse(deps, record, message, error, log);
-  }
+  const { input } = runnable;
   // A free slot is taken at once, without a promise to await (most jobs find one).
   let releaseSlot: () => void;
   const free = deps.shutdownSignal.aborted ? undefined : limiter.tryAcquire?.();
@@ -165,6 +144,9 @@ export async function runJob(
       if (!leave) releaseSlot();
     }
     if (!leave) return; // Over a limit: parked in the waiting stream, it comes back when a slot frees.
+  } else if (woken) {
+    // Its function lost its limits since it was woken: the lease kept for it is not taken.
+    void deps.flow?.forgo(fn, record, message);
   }
   // The concurrency slot is for running handlers: free it as soon as the handler is done, while
   // the outcome is being recorded or committed with others.
@@ -195,6 +177,54 @@ export async function runJob(
     handlerDone();
     leave?.();
   }
+}
+
+/**
+ * The job's input, to run with; or, for a job that must not run, undefined once it was ended:
+ * cancelled, finished by an earlier attempt, or refused (an invalid id, input that is not JSON,
+ * attempts used up).
+ */
+async function runnableInput(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  invalidId: string | undefined,
+  record: JobRecord,
+  message: JsMsg,
+  log: Logger,
+): Promise<{ input: unknown } | undefined> {
+  const cancelled = deps.cancellations?.cancelled(record.id);
+  if (cancelled) {
+    await endCancelled(deps, record, message, cancelled, log);
+    return undefined;
+  }
+  if (record.attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) {
+    return undefined;
+  }
+  if (invalidId !== undefined) {
+    const error = new JetfnError(
+      "E_INPUT_INVALID",
+      `header Jetfn-Id "${invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
+    );
+    await refuse(deps, record, message, error, log);
+    return undefined;
+  }
+  let input: unknown;
+  try {
+    input = parseInputBody(message.data, fn.name);
+  } catch (error) {
+    await refuse(deps, record, message, error as JetfnError, log);
+    return undefined;
+  }
+  record.input = input ?? null;
+  if (record.attempt > fn.retry.attempts) {
+    const error = new JetfnError(
+      "E_ATTEMPTS_EXHAUSTED",
+      `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
+    );
+    await refuse(deps, record, message, error, log);
+    return undefined;
+  }
+  return { input };
 }
 
 /**

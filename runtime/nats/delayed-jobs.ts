@@ -23,8 +23,8 @@ import {
   parseNotBefore,
 } from "../invocation/job-delay";
 import { toNanos } from "../support/duration";
+import { consumerInfo } from "./consumer-lookup";
 import { type ParkingReader, type PublishSlots, readParkingConsumer } from "./parking-reader";
-import { findConsumer } from "./stream-lookup";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
 import { ID_HEADER, isValidInvocationId, jobMessageId, RETRY_OF_HEADER } from "./subjects";
@@ -131,7 +131,7 @@ async function ensureParkingStream(
     max_deliver: -1,
     max_ack_pending: -1,
   };
-  const consumer = await findConsumer(manager, parking.stream, parking.consumer);
+  const consumer = await consumerInfo(manager, parking.stream, parking.consumer);
   if (!consumer) {
     await manager.consumers.add(parking.stream, {
       durable_name: parking.consumer,

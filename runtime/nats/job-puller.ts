@@ -186,6 +186,10 @@ class WindowedPuller implements JobPuller {
           max_messages: free,
           expires: busy ? FETCH_EXPIRES_MS : IDLE_FETCH_EXPIRES_MS,
           idle_heartbeat: busy ? PULL_HEARTBEAT_MS : IDLE_PULL_HEARTBEAT_MS,
+          // bind: without it, after a reconnect nats.js first asks each pull's consumer for its info,
+          // one API request per function at once (500 for 500 functions). The runtime pulls again
+          // itself (refresh), and the stall watch finds a consumer the server lost.
+          bind: true,
         });
         this.#batches.add(batch);
         if (this.#stopping) batch.stop();

@@ -1,6 +1,7 @@
-import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import type { RuntimeEmitter } from "../triggers/events";
+import { type ConsumerLookup, lookUpConsumers } from "./consumer-lookup";
 import { consumerName } from "./subjects";
 
 /** What the watch needs to know about one deployed function in this process. */
@@ -41,9 +42,8 @@ export interface StallWatch {
  * is reported only. Every case emits `consumer:stalled` and logs a warning.
  *
  * Each check reads the stream's consumers with one listing (paged by the server, 256 a page)
- * instead of one info request per function (500 functions made 500 requests a check). A consumer the listing leaves out is asked for on its own before it
- * counts as missing: on a cluster the server leaves out consumers whose leader did not answer in
- * time, and a consumer deleted between two pages shifts the next page past another one.
+ * instead of one info request per function (500 functions made 500 requests a check); a consumer
+ * the listing leaves out is asked for on its own before it counts as missing (nats/consumer-lookup.ts).
  */
 export function startStallWatch(options: StallWatchOptions): StallWatch {
   const lastSeen = new Map<string, { delivered: number; pending: number }>();
@@ -53,20 +53,8 @@ export function startStallWatch(options: StallWatchOptions): StallWatch {
     options.events.emit("consumer:stalled", { fn, reason });
     options.logger.warn({ fn, reason }, `The consumer of ${fn} stalled: ${reason}.`);
   };
-  /** The consumer's info from the listing, or asked for on its own; undefined when it does not exist. */
-  const infoOf = async (puller: WatchedPuller, listed: ReadonlyMap<string, ConsumerInfo>) => {
-    const name = consumerName(puller.fn);
-    const found = listed.get(name);
-    if (found) return found;
-    try {
-      return await options.manager.consumers.info(options.stream, name);
-    } catch (error) {
-      if (!/not found/i.test((error as Error).message)) throw error;
-      return undefined;
-    }
-  };
-  const checkOne = async (puller: WatchedPuller, listed: ReadonlyMap<string, ConsumerInfo>): Promise<void> => {
-    const info = await infoOf(puller, listed);
+  const checkOne = async (puller: WatchedPuller, consumers: ConsumerLookup): Promise<void> => {
+    const info = await consumers.info(consumerName(puller.fn));
     if (!info) {
       stalled(puller.fn, "its consumer is missing; creating it again");
       await puller.recover();
@@ -94,19 +82,16 @@ export function startStallWatch(options: StallWatchOptions): StallWatch {
   const check = async (): Promise<void> => {
     const pullers = options.pullers();
     if (pullers.length === 0) return;
-    let listed: Map<string, ConsumerInfo>;
+    let consumers: ConsumerLookup;
     try {
-      listed = await listConsumers(options.manager, options.stream);
+      // With the stream gone, every consumer counts as missing and is created again.
+      consumers = await lookUpConsumers(options.manager, options.stream, pullers.length);
     } catch (error) {
-      // The stream is gone: each consumer is asked for on its own, counts as missing and is created again.
-      if (/not found/i.test((error as Error).message)) listed = new Map();
-      else {
-        options.logger.debug({ err: error }, "Could not list the consumers; checking them at the next check.");
-        return;
-      }
+      options.logger.debug({ err: error }, "Could not list the consumers; checking them at the next check.");
+      return;
     }
     for (const puller of pullers) {
-      await checkOne(puller, listed).catch((error: unknown) =>
+      await checkOne(puller, consumers).catch((error: unknown) =>
         options.logger.debug({ err: error, fn: puller.fn }, "Could not check the consumer; trying at the next check."),
       );
     }
@@ -124,11 +109,4 @@ export function startStallWatch(options: StallWatchOptions): StallWatch {
       await running;
     },
   };
-}
-
-/** Every consumer of `stream` by name, read page by page. */
-async function listConsumers(manager: JetStreamManager, stream: string): Promise<Map<string, ConsumerInfo>> {
-  const consumers = new Map<string, ConsumerInfo>();
-  for await (const info of manager.consumers.list(stream)) consumers.set(info.name, info);
-  return consumers;
 }

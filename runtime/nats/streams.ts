@@ -12,7 +12,8 @@ import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
-import { findConsumer, findStream } from "./stream-lookup";
+import { consumerInfo } from "./consumer-lookup";
+import { streamInfo } from "./stream-lookup";
 import { addStreamIfMissing, type Replication } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
@@ -54,7 +55,7 @@ export async function ensureStream(
     max_age: toNanos(settings.retentionMs),
     duplicate_window: toNanos(settings.duplicateWindowMs),
   };
-  const existing = await findStream(manager, settings.name);
+  const existing = await streamInfo(manager, settings.name);
   if (!existing) {
     await addStreamIfMissing(manager, config, settings.replication);
     return;
@@ -116,7 +117,7 @@ async function applyConsumerSettings(
   settings: ConsumerSettings,
 ): Promise<boolean> {
   const name = consumerName(fn);
-  const existing = await findConsumer(manager, stream, name);
+  const existing = await consumerInfo(manager, stream, name);
   if (!existing) {
     await manager.consumers.add(stream, consumerConfigFor(fn, settings));
     return true;

@@ -6,6 +6,7 @@ import type { Sql } from "postgres";
 import { type JobRecord, recordFailure, type StoredError } from "../db/invocation-store";
 import { describeInvalidName, isValidFunctionName } from "../deploy/function-name";
 import { parseJobSubject } from "../flow/priority";
+import { type ConsumerLookup, lookUpConsumers } from "./consumer-lookup";
 import { consumerName, DONE_PREFIX, ID_HEADER, isValidInvocationId, JOB_PREFIX } from "./subjects";
 
 /** Options of the unrouted-jobs watch. */
@@ -52,6 +53,8 @@ export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
     );
     let budget = SCAN_LIMIT;
     let buried = 0;
+    /** Jobs stored for each valid name this process does not deploy, over its subjects. */
+    const undeployed = new Map<string, number>();
     for (const [subject, count] of subjects) {
       // A priority subject (fn.job.<name>.P<n>) is its function's too.
       const name = parseJobSubject(subject)?.name ?? subject.slice(JOB_PREFIX.length);
@@ -62,8 +65,9 @@ export function startUnroutedJobs(options: UnroutedJobsOptions): UnroutedJobs {
         buried += drained.buried;
         if (drained.next === undefined) cursors.delete(subject);
         else cursors.set(subject, drained.next);
-      } else if (!options.deployed().includes(name)) await reportWaiting(options, reportedWaiting, name, count);
+      } else if (!options.deployed().includes(name)) undeployed.set(name, (undeployed.get(name) ?? 0) + count);
     }
+    await reportUndeployed(options, reportedWaiting, undeployed, info.state.consumer_count);
     // A subject emptied (by this runtime or another) needs no cursor any more.
     const present = new Set(subjects.map(([subject]) => subject));
     for (const subject of cursors.keys()) if (!present.has(subject)) cursors.delete(subject);
@@ -190,14 +194,44 @@ async function bury(options: UnroutedJobsOptions, message: StoredMsg, name: stri
   }
 }
 
+/**
+ * Warns about the jobs waiting for each function this process does not deploy, when their count
+ * changed. The functions' consumers are read together: one listing for many of them (a runtime
+ * beside others that deploy the rest), not one request each per sweep.
+ */
+async function reportUndeployed(
+  options: UnroutedJobsOptions,
+  reported: Map<string, number>,
+  undeployed: ReadonlyMap<string, number>,
+  consumerCount: number,
+): Promise<void> {
+  if (undeployed.size === 0) return;
+  let consumers: ConsumerLookup;
+  try {
+    consumers = await lookUpConsumers(options.manager, options.stream, undeployed.size, consumerCount);
+  } catch (error) {
+    options.logger.debug(
+      { err: error },
+      "Could not read the consumers of undeployed functions; trying at the next sweep.",
+    );
+    return;
+  }
+  for (const [name, stored] of undeployed) {
+    await reportWaiting(options, reported, name, stored, consumers).catch((error: unknown) =>
+      options.logger.debug({ err: error, fn: name }, "Could not read the consumer; trying at the next sweep."),
+    );
+  }
+}
+
 async function reportWaiting(
   options: UnroutedJobsOptions,
   reported: Map<string, number>,
   name: string,
   stored: number,
+  consumers: ConsumerLookup,
 ): Promise<void> {
   // Jobs stay in the stream after they ran (for replay); only a consumer knows how many still wait.
-  const consumer = await options.manager.consumers.info(options.stream, consumerName(name)).catch(() => undefined);
+  const consumer = await consumers.info(consumerName(name));
   const waiting = consumer ? consumer.num_pending + consumer.num_ack_pending : stored;
   if (waiting === 0 || reported.get(name) === waiting) return;
   reported.set(name, waiting);

@@ -17,6 +17,8 @@ export interface PartitionProxy {
   cut(): void;
   /** Lets the bytes flow again and connects the connections made while cut. */
   heal(): void;
+  /** Closes every connection made so far, both sides, as a server restart does; new ones are accepted. */
+  reset(): void;
   close(): Promise<void>;
 }
 
@@ -80,6 +82,10 @@ class CuttableProxy {
       if (!pair.upstream) this.#connect(pair);
       else if (pair.connected) this.#flow(pair);
     }
+  }
+
+  reset(): void {
+    for (const pair of [...this.#pairs]) this.#drop(pair);
   }
 
   async close(): Promise<void> {

@@ -320,4 +320,33 @@ describe("jetfn.constraint_modes", () => {
     await fresh.sql.unsafe("drop table c1");
     expect(await modes()).toBe("set constraints all deferred");
   });
+
+  it("returns null while a constraint declared INITIALLY DEFERRED shares its name with one declared INITIALLY IMMEDIATE", async () => {
+    // SET CONSTRAINTS s.name sets every constraint of that name in s: no statement gives both their modes.
+    const fresh = await createTestDatabase();
+    const read = async (): Promise<{ modes: string | null; clashes: string[] | null }> => {
+      const [row] = await fresh.sql<{ modes: string | null; clashes: string[] | null }[]>`
+        select jetfn.constraint_modes() as modes, jetfn.constraint_mode_clashes() as clashes`;
+      return { modes: row?.modes ?? null, clashes: row?.clashes ?? null };
+    };
+    await fresh.sql.unsafe(`create schema "Odd Schema"; create table p (id integer primary key);
+      create table "Odd Schema".c1 (p integer constraint "Shared Name" references p deferrable initially deferred);
+      create table "Odd Schema".c2 (p integer constraint "Shared Name" references p deferrable)`);
+    expect(await read()).toEqual({ modes: null, clashes: ['"Odd Schema"."Shared Name"'] });
+    // The same name in another schema is another constraint to SET CONSTRAINTS.
+    await fresh.sql.unsafe(`drop table "Odd Schema".c2;
+      create table c2 (p integer constraint "Shared Name" references p deferrable)`);
+    expect(await read()).toEqual({
+      modes: 'set constraints all deferred; set constraints public."Shared Name" immediate',
+      clashes: null,
+    });
+    // Both deferred, or a non-deferrable one beside a deferred one (SET CONSTRAINTS ... IMMEDIATE skips it): no clash.
+    await fresh.sql.unsafe(`create table "Odd Schema".c3 (p integer constraint "Shared Name" references p deferrable initially deferred);
+      create table "Odd Schema".c4 (p integer constraint "Shared Name" references p)`);
+    expect(await read()).toMatchObject({ clashes: null });
+    await fresh.sql.unsafe(
+      `create table c5 (p integer constraint "Shared Name" references p deferrable initially deferred)`,
+    );
+    expect(await read()).toEqual({ modes: null, clashes: ['public."Shared Name"'] });
+  });
 });

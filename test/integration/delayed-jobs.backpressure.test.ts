@@ -1,12 +1,66 @@
 import { randomUUID } from "node:crypto";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { connect, headers as natsHeaders } from "@nats-io/transport-node";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
 import { ensureDelayedJobs, farStreamName, startDelayedJobMover } from "../../runtime/nats/delayed-jobs";
-import { StreamPublisher } from "../../runtime/nats/stream-publisher";
+import { type JetStreamPublisher, StreamPublisher } from "../../runtime/nats/stream-publisher";
 import { eventually } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer } from "../helpers/nats-server";
+
+/** A mover on a NATS server of the test's own, and what the test looks at. */
+interface Moving {
+  nc: NatsConnection;
+  manager: JetStreamManager;
+  /** The delayed jobs stream it reads. */
+  stream: string;
+  /** Stops the mover and closes the connection (the server stops with the test). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a NATS server and a delayed job mover on it (near is 2 s) whose publishes go through
+ * `publisher`, made around the real one: JetStream as a slow server answers.
+ */
+async function startMover(publisher: (real: StreamPublisher) => JetStreamPublisher): Promise<Moving> {
+  const server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  const manager = await jetstreamManager(nc);
+  const stream = await ensureDelayedJobs(manager, "JETFN_JOBS");
+  const mover = startDelayedJobMover({
+    js: jetstream(nc),
+    publisher: publisher(new StreamPublisher(nc)),
+    stream,
+    logger: captureLogs().logger,
+    nearMs: 2_000,
+  });
+  return {
+    nc,
+    manager,
+    stream,
+    async stop() {
+      await mover.stop();
+      await nc.close();
+    },
+  };
+}
+
+/** Stores `count` jobs of `send-mail` due in an hour (in the far stream once moved), 500 at a time. */
+async function storeDelayedJobs(nc: NatsConnection, count: number): Promise<void> {
+  const js = jetstream(nc);
+  for (let start = 0; start < count; start += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, count - start) }, () => {
+        const id = `job-${randomUUID()}`;
+        const header = natsHeaders();
+        header.set("Jetfn-Id", id);
+        header.set("Jetfn-Function", "send-mail");
+        header.set("Jetfn-Not-Before", String(Date.now() + 3_600_000));
+        return js.publish(`jetfn.delayed.${id}`, "{}", { headers: header, msgID: `send-mail:${id}` });
+      }),
+    );
+  }
+}
 
 // While JetStream is slow to store what the mover publishes, the mover stops reading: it holds a
 // bounded number of delayed messages, however many wait, and reads on once the acks come. (It kept
@@ -17,45 +71,21 @@ const JOBS = 2_000;
 it("reads no further while its publishes wait for their acks, and moves every job once they come", {
   timeout: 60_000,
 }, async () => {
-  const server = await startNatsServer();
-  const nc = await connect({ servers: server.url });
-  const manager = await jetstreamManager(nc);
-  const stream = await ensureDelayedJobs(manager, "JETFN_JOBS");
-  // JetStream as a slow server answers: the far relays' publishes are stored only once released.
-  const real = new StreamPublisher(nc);
+  // The far relays' publishes are stored only once released.
   let release!: () => void;
   const released = new Promise<void>((resolve) => {
     release = resolve;
   });
   let waiting = 0;
-  const publisher = {
-    async publish(...args: Parameters<StreamPublisher["publish"]>) {
+  const { nc, manager, stream, stop } = await startMover((real) => ({
+    async publish(...args) {
       waiting++;
       await released;
       return real.publish(...args);
     },
-  };
-  const mover = startDelayedJobMover({
-    js: jetstream(nc),
-    publisher,
-    stream,
-    logger: captureLogs().logger,
-    nearMs: 2_000,
-  });
+  }));
   try {
-    const js = jetstream(nc);
-    for (let start = 0; start < JOBS; start += 500) {
-      await Promise.all(
-        Array.from({ length: 500 }, () => {
-          const id = `job-${randomUUID()}`;
-          const header = natsHeaders();
-          header.set("Jetfn-Id", id);
-          header.set("Jetfn-Function", "send-mail");
-          header.set("Jetfn-Not-Before", String(Date.now() + 3_600_000));
-          return js.publish(`jetfn.delayed.${id}`, "{}", { headers: header, msgID: `send-mail:${id}` });
-        }),
-      );
-    }
+    await storeDelayedJobs(nc, JOBS);
     // Watched for two pull requests' time (5 s each) once its publishes wait: the mover holds at
     // most a batch and its publishes; it asks for nothing more until acks come.
     await eventually(() => waiting > 0, 10_000);
@@ -73,8 +103,7 @@ it("reads no further while its publishes wait for their acks, and moves every jo
     await eventually(async () => (await manager.streams.info(farStreamName(stream))).state.messages === JOBS, 30_000);
   } finally {
     release();
-    await mover.stop();
-    await nc.close();
+    await stop();
   }
 });
 
@@ -87,40 +116,18 @@ const SLOW_ACK_MS = 3_000;
 it("keeps what it holds alive while publishes take longer than the ack wait: no job is delivered again", {
   timeout: 90_000,
 }, async () => {
-  const server = await startNatsServer();
-  const nc = await connect({ servers: server.url });
-  const manager = await jetstreamManager(nc);
-  const stream = await ensureDelayedJobs(manager, "JETFN_JOBS");
-  const real = new StreamPublisher(nc);
   // Publishes per source message: its relay's message id names the delayed message's sequence.
   const publishes = new Map<string, number>();
-  const publisher = {
-    async publish(...args: Parameters<StreamPublisher["publish"]>) {
+  const { nc, manager, stream, stop } = await startMover((real) => ({
+    async publish(...args) {
       const id = args[2].msgID;
       publishes.set(id, (publishes.get(id) ?? 0) + 1);
       await new Promise((resolve) => setTimeout(resolve, SLOW_ACK_MS));
       return real.publish(...args);
     },
-  };
-  const mover = startDelayedJobMover({
-    js: jetstream(nc),
-    publisher,
-    stream,
-    logger: captureLogs().logger,
-    nearMs: 2_000,
-  });
+  }));
   try {
-    const js = jetstream(nc);
-    await Promise.all(
-      Array.from({ length: SLOW_JOBS }, () => {
-        const id = `job-${randomUUID()}`;
-        const header = natsHeaders();
-        header.set("Jetfn-Id", id);
-        header.set("Jetfn-Function", "send-mail");
-        header.set("Jetfn-Not-Before", String(Date.now() + 3_600_000));
-        return js.publish(`jetfn.delayed.${id}`, "{}", { headers: header, msgID: `send-mail:${id}` });
-      }),
-    );
+    await storeDelayedJobs(nc, SLOW_JOBS);
     const started = Date.now();
     await eventually(
       async () => (await manager.streams.info(farStreamName(stream))).state.messages === SLOW_JOBS,
@@ -133,7 +140,6 @@ it("keeps what it holds alive while publishes take longer than the ack wait: no 
     expect(publishes.size).toBe(SLOW_JOBS);
     expect(again).toBe(0);
   } finally {
-    await mover.stop();
-    await nc.close();
+    await stop();
   }
 });

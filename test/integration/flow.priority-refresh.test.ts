@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
+import { createPriorityBacklog } from "../../runtime/flow/priority-backlog";
 import { startPriorityPullers } from "../../runtime/flow/priority-pullers";
 import { createLimiter } from "../../runtime/invocation/limiter";
 import { captureLogs } from "../helpers/logs";
@@ -39,7 +40,11 @@ it("keeps one retrying look for waiting priority jobs however often it is refres
     },
     () => createLimiter(1),
     () => async () => {},
-    { nc, manager: await jetstreamManager(nc), stream: MISSING_STREAM, ensureConsumer: async () => {} },
+    {
+      nc,
+      backlog: createPriorityBacklog(await jetstreamManager(nc), MISSING_STREAM),
+      ensureConsumer: async () => {},
+    },
   );
   stopWhenTestEnds(() => pullers.stop());
   await new Promise((resolve) => setTimeout(resolve, 200));

@@ -3,11 +3,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FLOW_BUCKET } from "../../runtime/flow/slot-board";
-import type { JetfnClient } from "../../runtime/sdk/client";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { eventually } from "../helpers/environment";
 import { finishedRuns } from "../helpers/flow-runs";
+import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
 
 /**
  * Flow control when limits go away or NATS does not answer: parked jobs are woken once their
@@ -15,20 +15,7 @@ import { finishedRuns } from "../helpers/flow-runs";
  * fails the attempt and keeps no lease, and flow control that could not open is opened again.
  */
 
-let env: TestEnvironment;
-let client: JetfnClient;
-let dir: string;
-
-beforeAll(async () => {
-  env = await createTestEnvironment();
-  client = await env.client();
-  dir = await mkdtemp(path.join(tmpdir(), "jetfn-flow-recovery-"));
-});
-
-afterAll(async () => {
-  await env?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const scene = useFunctionsDirEnvironment("jetfn-flow-recovery-");
 
 /** A function reporting when it ran, with the given limit options (source text). */
 function source(limits: string): string {
@@ -46,12 +33,14 @@ export default defineFunction({
 
 /** Holds every slot of a group, as a runtime would, until far in the future. */
 async function holdSlots(group: string, count: number): Promise<void> {
+  const { client } = scene();
   const bucket = await new Kvm(client.connection).open(FLOW_BUCKET);
   const until = Date.now() + 3_600_000;
   for (let slot = 0; slot < count; slot++) await bucket.put(`${group}.${slot}`, JSON.stringify({ until }));
 }
 
 async function enqueueWaiting(fn: string, count: number): Promise<string[]> {
+  const { client } = scene();
   const ids: string[] = [];
   for (let n = 0; n < count; n++) ids.push((await client.enqueue(fn as never, { n } as never)).id);
   await eventually(async () => {
@@ -63,6 +52,7 @@ async function enqueueWaiting(fn: string, count: number): Promise<string[]> {
 
 describe("parked jobs of a function that lost its limit", () => {
   it("run once the function is redeployed without its concurrency limit, on two runtimes", async () => {
+    const { env, dir } = scene();
     await writeFile(path.join(dir, "unlimited-later.ts"), source("concurrencyLimit: { limit: 1 },"));
     const runtimes = await Promise.all([
       env.startRuntime({ functionsDir: dir, watch: true }),
@@ -79,6 +69,7 @@ describe("parked jobs of a function that lost its limit", () => {
   });
 
   it("run once the rate limit is removed while the concurrency limit stays", async () => {
+    const { env, dir } = scene();
     await writeFile(
       path.join(dir, "rate-dropped.ts"),
       source('concurrencyLimit: { limit: 5 }, rateLimit: { limit: 1, period: "1d" },'),
@@ -93,6 +84,7 @@ describe("parked jobs of a function that lost its limit", () => {
   });
 
   it("run after a restart where no deployed function has a limit", async () => {
+    const { env } = scene();
     const own = await mkdtemp(path.join(tmpdir(), "jetfn-flow-restart-"));
     try {
       await writeFile(path.join(own, "restarted-unlimited.ts"), source("concurrencyLimit: { limit: 1 },"));
@@ -113,6 +105,7 @@ describe("parked jobs of a function that lost its limit", () => {
 
 describe("a key function that throws", () => {
   it("fails the attempt with E_FLOW_KEY_INVALID, retried by policy, and frees the lease taken before it", async () => {
+    const { env, client, dir } = scene();
     await writeFile(
       path.join(dir, "key-throws.ts"),
       source(`concurrencyLimit: { limit: 1 },
@@ -147,6 +140,7 @@ describe("a key function that throws", () => {
 
 describe("flow control that cannot open", () => {
   it("holds a limited job without spending an attempt, and opens once NATS lets it", async () => {
+    const { env, client } = scene();
     const own = await mkdtemp(path.join(tmpdir(), "jetfn-flow-blocked-"));
     const manager = await jetstreamManager(client.connection);
     // Another stream on the waiting stream's subjects: creating JETFN_JOBS_WAITING fails until it goes.

@@ -1,28 +1,14 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { drizzle } from "drizzle-orm/postgres-js";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { enqueueInTransaction } from "../../runtime/db/outbox";
-import type { JetfnClient } from "../../runtime/sdk/client";
-import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { eventually } from "../helpers/environment";
+import { useFunctionsDirEnvironment } from "../helpers/functions-dir-environment";
 
 // A rolling deploy: the app enqueues jobs of a function that no runtime serves yet. Plain and keyed
 // outbox rows alike become jobs that wait for it, and run once it is deployed; none is set aside.
-let env: TestEnvironment;
-let client: JetfnClient;
-let dir: string;
-
-beforeAll(async () => {
-  env = await createTestEnvironment();
-  client = await env.client();
-  dir = await mkdtemp(path.join(tmpdir(), "jetfn-outbox-undeployed-"));
-});
-
-afterAll(async () => {
-  await env?.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const scene = useFunctionsDirEnvironment("jetfn-outbox-undeployed-");
 
 const DEPLOYED_LATER = `import { defineFunction, z } from "jetfn";
 export default defineFunction({
@@ -36,6 +22,7 @@ export default defineFunction({
 it("enqueues plain, singleton and debounced rows of a function deployed a few seconds later, which runs them", {
   timeout: 90_000,
 }, async () => {
+  const { env, client, dir } = scene();
   await writeFile(path.join(dir, "placeholder.ts"), DEPLOYED_LATER);
   const runtime = await env.startRuntime({ functionsDir: dir, watch: true });
   const setAside: string[] = [];

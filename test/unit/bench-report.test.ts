@@ -115,6 +115,42 @@ describe("a cost target (at most a share of a baseline's CPU per job)", () => {
   });
 });
 
+describe("a target that must hold in every round", () => {
+  const everyRound: Target = { ...target, kind: "ratio", baselines: ["peer a"], min: 1.5, everyRound: true };
+  const rounds = (contender: string, values: number[]): Summary => ({
+    ...summary(contender, median(values)),
+    byRound: new Map(values.map((value, index) => [index + 1, value])),
+  });
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+
+  it("is judged on its worst round, though the medians meet it", () => {
+    // Medians 3,000 vs 1,900 (1.58x); round 2 alone is 2,000 vs 1,600 (1.25x).
+    const summaries = [rounds("jetfn", [3_000, 2_000, 3_100]), rounds("peer a", [1_900, 1_600, 2_000])];
+    expect(judgeTargets([{ ...everyRound, everyRound: false }], summaries)[0]?.met).toBe(true);
+    const [result] = judgeTargets([everyRound], summaries);
+    expect(result).toMatchObject({ met: false, against: "peer a" });
+    expect(result?.figure).toBeCloseTo(1.25);
+    expect(result?.note).toMatch(/^worst of 3 rounds: round 2/);
+  });
+
+  it("takes each round's best baseline, and the highest ratio for a cost", () => {
+    const cost: Target = { ...everyRound, kind: "best-peer", baselines: ["peer a", "peer b"], min: undefined, max: 1 };
+    const time = (contender: string, values: number[]): Summary => ({ ...rounds(contender, values), better: "lower" });
+    const [result] = judgeTargets(
+      [cost],
+      [time("jetfn", [90, 100]), time("peer a", [100, 120]), time("peer b", [95, 80])],
+    );
+    // Round 1: 90 vs the better 95 (0.95x); round 2: 100 vs 80 (1.25x).
+    expect(result).toMatchObject({ met: false, against: "peer b" });
+    expect(result?.figure).toBeCloseTo(1.25);
+  });
+
+  it("has no baseline when no round measured both", () => {
+    const [result] = judgeTargets([everyRound], [rounds("jetfn", [3_000]), summary("peer a", 1_000)]);
+    expect(result?.note).toBe("no baseline measured");
+  });
+});
+
 describe("the report", () => {
   it("states beside each target why it is set", () => {
     const sample = (contender: string, value: number): Sample => ({
