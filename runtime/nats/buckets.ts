@@ -1,6 +1,8 @@
+import { jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection, QueuedIterator } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { JETSTREAM_TIMEOUT_MS } from "./jetstream-timeout";
 import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
 
 /**
@@ -18,7 +20,7 @@ export async function ensureBucket(
 ): Promise<KV> {
   try {
     return await withReplicaHint(replication, () =>
-      new Kvm(nc).create(name, { history: 1, ...options, ...bucketReplication(replication) }),
+      bucketManager(nc).create(name, { history: 1, ...options, ...bucketReplication(replication) }),
     );
   } catch (error) {
     // Opening binds without asking the server: ask whether the winner's bucket is really there.
@@ -30,7 +32,12 @@ export async function ensureBucket(
 
 /** Opens a bucket another part of jetfn created, without asking the server whether it exists. */
 export function openBucket(nc: NatsConnection, name: string): Promise<KV> {
-  return new Kvm(nc).open(name);
+  return bucketManager(nc).open(name);
+}
+
+/** Opens and creates buckets whose reads and writes wait JETSTREAM_TIMEOUT_MS for an answer. */
+function bucketManager(nc: NatsConnection): Kvm {
+  return new Kvm(jetstream(nc, { timeout: JETSTREAM_TIMEOUT_MS }));
 }
 
 /** A watch on every key of a bucket; `stop` ends it for good. */
