@@ -3,9 +3,9 @@ import { JetfnError } from "../support/errors";
 
 /**
  * Longest a start-up request is asked again for, counted from its first try (ms). A JetStream
- * request waits 5 s for its answer, so this allows about five tries: a server slow to answer while
- * runtimes start on a loaded machine answers within it, one that stays silent longer fails the
- * start, and the process supervisor (or the operator) starts it again.
+ * request waits 5 s for its answer (JETSTREAM_TIMEOUT_MS), so this allows about five tries: a
+ * server slow to answer while runtimes start on a loaded machine answers within it, one that stays
+ * silent longer fails the start, and the process supervisor (or the operator) starts it again.
  */
 export const DEFAULT_ANSWER_WAIT_MS = 30_000;
 /** Waits before asking again, one step per unanswered try in a row; the last step repeats (ms). */
