@@ -449,8 +449,8 @@ function requestFailure(error: unknown, what: string, timeoutMs: number, afterTi
     );
   }
   if (name === "TimeoutError" || /timeout/i.test(message)) {
-    const message = `${what}: no reply within ${timeoutMs}ms${afterTimeout ? `; ${afterTimeout}` : ""}`;
-    return new JetfnError("E_HANDLER_TIMEOUT", message, { cause: error });
+    const text = `${what}: no reply within ${timeoutMs}ms${afterTimeout ? `; ${afterTimeout}` : ""}`;
+    return new JetfnError("E_HANDLER_TIMEOUT", text, { cause: error });
   }
   return new JetfnError("E_UNAVAILABLE", `${what}: ${message}`, { cause: error });
 }
