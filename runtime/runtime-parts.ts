@@ -27,6 +27,7 @@ import { StreamPublisher } from "./nats/stream-publisher";
 import { scaleUpStreams } from "./nats/stream-replicas";
 import { ensureJobStream } from "./nats/streams";
 import { PROGRESS_BUCKET } from "./nats/subjects";
+import { untilAnswered } from "./nats/until-answered";
 import { type OutboxRelay, startOutboxRelay } from "./outbox/outbox-relay";
 import { JetfnError } from "./support/errors";
 import { redactUrls } from "./support/logger";
@@ -80,32 +81,51 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
         .catch((error: unknown) => logger.warn({ err: error }, "Closing a runtime part failed."));
     }
   };
+  // Each step below is safe to repeat (it creates what is missing and opens what exists), so one
+  // that NATS did not answer in time, a server slow while runtimes start on a loaded machine, is
+  // asked again instead of failing the start.
+  const answered = <T>(what: string, step: () => Promise<T>): Promise<T> => untilAnswered(what, step, { logger });
   try {
-    const manager = await jetstreamManager(nats).catch((error: unknown) => {
-      throw new JetfnError(
-        "E_UNAVAILABLE",
-        `the NATS server at ${redactUrls(config.natsUrl)} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
-        { cause: error },
-      );
-    });
+    const manager = await answered("the JetStream account info", () => jetstreamManager(nats)).catch(
+      (error: unknown) => {
+        if (error instanceof JetfnError) throw error; // Not answered in time: the server is there but slow.
+        throw new JetfnError(
+          "E_UNAVAILABLE",
+          `the NATS server at ${redactUrls(config.natsUrl)} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,
+          { cause: error },
+        );
+      },
+    );
     const js = jetstream(nats);
     const publisher = new StreamPublisher(nats);
     opened.push(() => publisher.close());
     const { replication } = config;
     const retention = { retentionMs: config.jobRetentionMs, duplicateWindowMs: config.duplicateWindowMs, replication };
-    await ensureJobStream(manager, { name: config.streamName, ...retention });
-    await ensureEventStream(manager, { name: EVENT_STREAM, ...retention });
-    const delayedStream = await ensureDelayedJobs(manager, config.streamName, replication);
-    const progress = await openProgressBoard(nats, logger, replication);
-    const cancellations = await openCancellations(nats, logger, replication);
+    await answered(`the stream ${config.streamName}`, () =>
+      ensureJobStream(manager, { name: config.streamName, ...retention }),
+    );
+    await answered(`the stream ${EVENT_STREAM}`, () =>
+      ensureEventStream(manager, { name: EVENT_STREAM, ...retention }),
+    );
+    const delayedStream = await answered("the delayed-jobs streams and their consumers", () =>
+      ensureDelayedJobs(manager, config.streamName, replication),
+    );
+    const progress = await answered(`the bucket ${PROGRESS_BUCKET}`, () =>
+      openProgressBoard(nats, logger, replication),
+    );
+    const cancellations = await answered(`the bucket ${CANCEL_BUCKET} and its watch`, () =>
+      openCancellations(nats, logger, replication),
+    );
     opened.push(() => cancellations.close());
-    const definitions = await openConsumerDefinitions(nats, logger, replication);
+    const definitions = await answered(`the bucket ${DEFINITIONS_BUCKET}`, () =>
+      openConsumerDefinitions(nats, logger, replication),
+    );
     const unrecordedJobs = unrecordedJobFinder(nats, config.streamName);
     const keyedEnqueue: RuntimeParts["keyedEnqueue"] = {
       nc: nats,
       queueGroup: config.queueGroup,
       database: base.database,
-      keys: await openJobKeys(nats, replication),
+      keys: await answered(`the bucket ${JOB_KEYS_BUCKET}`, () => openJobKeys(nats, replication)),
       publisher,
       manager,
       delayedStream,
@@ -128,7 +148,9 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       keyed: (job) => enqueueCommittedKeyed(keyedEnqueue, job),
     });
     opened.push(() => outbox.close());
-    const scheduler = await startScheduler({ nc: nats, js: publisher, events: base.events, logger, replication });
+    const scheduler = await answered(`the bucket ${SCHEDULE_BUCKET} and the schedules' secret`, () =>
+      startScheduler({ nc: nats, js: publisher, events: base.events, logger, replication }),
+    );
     opened.push(() => scheduler.close());
     const delayedJobs = startDelayedJobMover({
       js,
@@ -140,8 +162,10 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
     });
     opened.push(() => delayedJobs.stop());
     // Seals are anchored outside the database, where whoever controls it cannot rewrite them.
-    await ensureAuditAnchorStream(manager, replication);
-    await scaleUpStreams(manager, streamNames(config), replication, logger);
+    await answered(`the stream ${AUDIT_ANCHOR_STREAM}`, () => ensureAuditAnchorStream(manager, replication));
+    await answered("the replicas of every stream", () =>
+      scaleUpStreams(manager, streamNames(config), replication, logger),
+    );
     const anchorer = createAuditAnchorer({ sql: base.database.sql, js, manager, logger });
     const sealer = startAuditSealer(base.database.sql, logger, { anchorer });
     opened.push(() => sealer.close());

@@ -42,6 +42,7 @@ import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { ensureFunctionConsumer } from "./nats/streams";
 import { consumerName } from "./nats/subjects";
+import { untilAnswered } from "./nats/until-answered";
 import { type Operations, startOperations } from "./operations";
 import { openRuntimeParts, type RuntimeBase, type RuntimeParts } from "./runtime-parts";
 import type { ResolvedFunction } from "./sdk/define-function";
@@ -99,6 +100,14 @@ interface FunctionWorker {
    * may have set a shorter one than this runtime's, and held jobs must be kept alive within it.
    */
   consumerAckWaitMs: number;
+}
+
+/** How #ensureConsumer makes a function's consumer. */
+interface ConsumerEnsuring {
+  /** Also the consumer of this priority level. */
+  level?: number;
+  /** Ask again while NATS does not answer in time (deploys; see nats/until-answered.ts). @default false */
+  untilAnswered?: boolean;
 }
 
 /** Starts a runtime: connects, deploys the functions folder and begins serving. */
@@ -409,7 +418,7 @@ class ServingRuntime implements Runtime {
 
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#stopping.signal.aborted) return;
-    const settled = await this.#ensureConsumer(deployed);
+    const settled = await this.#ensureConsumer(deployed, { untilAnswered: true });
     await this.#flow.deployed(deployed, deployed.name);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
@@ -440,7 +449,7 @@ class ServingRuntime implements Runtime {
     worker.priority = startPriorityPullers(pulling, () => worker.limiter, handleWith, {
       nc: this.nats,
       backlog: this.#priorityBacklog,
-      ensureConsumer: (level) => this.#ensureWorkerConsumer(worker, level),
+      ensureConsumer: (level) => this.#ensureWorkerConsumer(worker, { level }),
     });
     if (fn.listen) worker.listener = await this.#listen(worker);
     this.#parts.scheduler.set(fn);
@@ -460,7 +469,7 @@ class ServingRuntime implements Runtime {
       previous.retry !== next.retry ||
       previous.description !== next.description
     ) {
-      await this.#ensureWorkerConsumer(worker);
+      await this.#ensureWorkerConsumer(worker, { untilAnswered: true });
     }
     await this.#relisten(worker, previous);
     this.#parts.scheduler.set(next);
@@ -534,12 +543,14 @@ class ServingRuntime implements Runtime {
    * Creates or updates a function's consumer with the newest definition, and the consumer of its
    * priority `level` if given; undefined if that failed. A level's consumer exists once the level
    * had a job (flow/priority-consumers.ts); those that exist follow each change of the settings.
+   * A deploy asks again while NATS does not answer in time; a puller's recovery has its own loop.
    */
-  async #ensureConsumer(fn: ResolvedFunction, level?: number): Promise<SettledDefinition | undefined> {
+  async #ensureConsumer(fn: ResolvedFunction, options: ConsumerEnsuring = {}): Promise<SettledDefinition | undefined> {
     const { manager } = this.#parts;
     const stream = this.config.streamName;
-    try {
-      return await ensureFunctionConsumer(
+    const { level } = options;
+    const ensure = (): Promise<SettledDefinition> =>
+      ensureFunctionConsumer(
         manager,
         stream,
         fn,
@@ -550,6 +561,12 @@ class ServingRuntime implements Runtime {
           if (level !== undefined) await ensurePriorityConsumer(manager, stream, fn.name, level, settings);
         },
       );
+    try {
+      if (!options.untilAnswered) return await ensure();
+      return await untilAnswered(`the consumer of ${fn.name}`, ensure, {
+        logger: this.logger,
+        signal: this.#stopping.signal,
+      });
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name, level },
@@ -560,8 +577,8 @@ class ServingRuntime implements Runtime {
   }
 
   /** #ensureConsumer for a deployed function, remembering the ack wait in force. */
-  async #ensureWorkerConsumer(worker: FunctionWorker, level?: number): Promise<void> {
-    const settled = await this.#ensureConsumer(worker.fn, level);
+  async #ensureWorkerConsumer(worker: FunctionWorker, options: ConsumerEnsuring = {}): Promise<void> {
+    const settled = await this.#ensureConsumer(worker.fn, options);
     if (settled) worker.consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
   }
 

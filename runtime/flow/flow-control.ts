@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { type Replication, scaleUpStreams } from "../nats/stream-replicas";
 import { ID_HEADER } from "../nats/subjects";
+import { untilAnswered } from "../nats/until-answered";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
 import { groupFunction, limitToken, slotGroup } from "./flow-key";
@@ -107,6 +108,8 @@ class OpenedOnDemand implements FlowControl {
   /** Waiting jobs per function when first looked at (only while no gate is open). */
   #parked: Promise<Map<string, number>> | undefined;
   #closed = false;
+  /** Ends a deploy's asking again (nats/until-answered.ts) when flow control closes. */
+  readonly #closing = new AbortController();
 
   constructor(options: FlowControlOptions) {
     this.#options = options;
@@ -144,11 +147,17 @@ class OpenedOnDemand implements FlowControl {
         if (!fn) return;
         if (!fn.flow) {
           // Jobs parked while it had limits still wait for a sweep (after a restart, say).
-          this.#parked ??= readWaitingJobs(this.#options.manager, this.#options.jobStream);
+          this.#parked ??= this.#untilAnswered("the waiting jobs", () =>
+            readWaitingJobs(this.#options.manager, this.#options.jobStream),
+          ).catch((error: unknown) => {
+            this.#parked = undefined; // Read again by the next deploy.
+            throw error;
+          });
           if (!(await this.#parked).has(name)) return;
         }
       }
-      (await this.#open()).deployed(fn, name);
+      // A deploy waits for NATS to answer; a job that finds the gate closed tries once (next job again).
+      (await this.#untilAnswered("flow control's bucket and waiting stream", () => this.#open())).deployed(fn, name);
     } catch (error) {
       this.#options.logger.warn(
         { err: error, fn: name },
@@ -159,8 +168,13 @@ class OpenedOnDemand implements FlowControl {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     const gate = await this.#gate?.catch(() => undefined);
     await gate?.close();
+  }
+
+  #untilAnswered<T>(what: string, request: () => Promise<T>): Promise<T> {
+    return untilAnswered(what, request, { logger: this.#options.logger, signal: this.#closing.signal });
   }
 
   #open(): Promise<Gate> {

@@ -1,5 +1,6 @@
 import { type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node";
 import { FUNCTION_HEADER, NOT_BEFORE_HEADER } from "../invocation/job-delay";
+import { JETSTREAM_TIMEOUT_MS } from "../nats/jetstream-timeout";
 import { encodeInput, type PublishedJob } from "../nats/publish-job";
 import { ID_HEADER } from "../nats/subjects";
 import type { Duration } from "../support/duration";
@@ -26,6 +27,16 @@ import { checkPriority, PRIORITY_HEADER } from "./priority";
  * same way once their transaction committed.
  */
 export const ENQUEUE_SUBJECT = "jetfn.api.enqueue";
+
+/**
+ * How long a client waits for the answer to a keyed enqueue. The runtime's work for one is several
+ * JetStream requests in a row (the key's claim read and written, the publish, the job's sequence
+ * written into the claim), each allowed JETSTREAM_TIMEOUT_MS, and Postgres look-ups. A client that
+ * waited as long as one of them gave up while a slow key-value write still let the runtime store
+ * the job, and did not learn its id; waiting four times as long, it gets the runtime's own answer:
+ * the job, or E_UNAVAILABLE when a request of the runtime failed.
+ */
+export const KEYED_ENQUEUE_TIMEOUT_MS = 4 * JETSTREAM_TIMEOUT_MS;
 
 /** A stored job (or, for a singleton, the job already holding its key), as `enqueue` returns it. */
 export interface EnqueuedJob extends PublishedJob {

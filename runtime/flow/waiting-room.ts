@@ -9,6 +9,7 @@ import {
   type StoredMsg,
 } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
+import { streamInfo } from "../nats/stream-lookup";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "../nats/stream-replicas";
 import { ID_HEADER, jobMessageId, MSG_ID_HEADER } from "../nats/subjects";
@@ -198,9 +199,7 @@ export function createWaitingRoom(
 /** Jobs waiting per function, across every key and limit (for `jetfn ls`); an absent stream is empty. */
 export async function readWaitingJobs(manager: JetStreamManager, jobStream: string): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
-  const info = await manager.streams
-    .info(waitingStreamName(jobStream), { subjects_filter: `${WAITING_PREFIX}>` })
-    .catch(() => undefined);
+  const info = await streamInfo(manager, waitingStreamName(jobStream), { subjects_filter: `${WAITING_PREFIX}>` });
   for (const [subject, count] of Object.entries(info?.state.subjects ?? {})) {
     const fn = groupFunction(subject.slice(WAITING_PREFIX.length));
     counts.set(fn, (counts.get(fn) ?? 0) + count);

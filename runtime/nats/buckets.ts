@@ -1,6 +1,8 @@
+import { jetstream } from "@nats-io/jetstream";
 import { type KV, Kvm, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection, QueuedIterator } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { JETSTREAM_TIMEOUT_MS } from "./jetstream-timeout";
 import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } from "./stream-replicas";
 
 /**
@@ -8,6 +10,7 @@ import { bucketReplication, type Replication, SINGLE_REPLICA, withReplicaHint } 
  * deployment's replicas and placement. `ttl` (ms) ages out entries nobody removed. Runtimes starting
  * together race to create it; the loser's create can be refused ("subjects overlap with an existing
  * stream", seen in CI with two runtimes starting at once), and then it opens the bucket the winner made.
+ * A create that failed otherwise (it timed out) is thrown unless the bucket is found to exist.
  */
 export async function ensureBucket(
   nc: NatsConnection,
@@ -17,18 +20,24 @@ export async function ensureBucket(
 ): Promise<KV> {
   try {
     return await withReplicaHint(replication, () =>
-      new Kvm(nc).create(name, { history: 1, ...options, ...bucketReplication(replication) }),
+      bucketManager(nc).create(name, { history: 1, ...options, ...bucketReplication(replication) }),
     );
   } catch (error) {
+    // Opening binds without asking the server: ask whether the winner's bucket is really there.
     const made = await openBucket(nc, name).catch(() => undefined);
-    if (made) return made;
+    if (made && (await made.status().catch(() => undefined))) return made;
     throw error;
   }
 }
 
-/** Opens a bucket another part of jetfn created; rejects when it does not exist. */
+/** Opens a bucket another part of jetfn created, without asking the server whether it exists. */
 export function openBucket(nc: NatsConnection, name: string): Promise<KV> {
-  return new Kvm(nc).open(name);
+  return bucketManager(nc).open(name);
+}
+
+/** Opens and creates buckets whose reads and writes wait JETSTREAM_TIMEOUT_MS for an answer. */
+function bucketManager(nc: NatsConnection): Kvm {
+  return new Kvm(jetstream(nc, { timeout: JETSTREAM_TIMEOUT_MS }));
 }
 
 /** A watch on every key of a bucket; `stop` ends it for good. */
@@ -101,10 +110,15 @@ export async function watchBucket(
       if (!loaded) resolve();
       loaded = true;
     };
-    // Before loading, a failure fails the start; after, the watch is made again.
+    // Before loading, a failure fails the start (which may try again: the watch is stopped, not
+    // left running beside the next); after, the watch is made again.
     const ended = (error: unknown): void => {
-      if (loaded) again(error, started);
-      else reject(error ?? new Error(`watching ${what} ended before the existing entries were loaded`));
+      if (loaded) {
+        again(error, started);
+        return;
+      }
+      watcher?.stop();
+      reject(error ?? new Error(`watching ${what} ended before the existing entries were loaded`));
     };
     follow(ready).then(
       () => ended(undefined),

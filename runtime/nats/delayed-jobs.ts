@@ -23,6 +23,7 @@ import {
   parseNotBefore,
 } from "../invocation/job-delay";
 import { toNanos } from "../support/duration";
+import { consumerInfo } from "./consumer-lookup";
 import { type ParkingReader, type PublishSlots, readParkingConsumer } from "./parking-reader";
 import type { JetStreamPublisher } from "./stream-publisher";
 import { addStreamIfMissing, type Replication, SINGLE_REPLICA } from "./stream-replicas";
@@ -130,7 +131,7 @@ async function ensureParkingStream(
     max_deliver: -1,
     max_ack_pending: -1,
   };
-  const consumer = await manager.consumers.info(parking.stream, parking.consumer).catch(() => undefined);
+  const consumer = await consumerInfo(manager, parking.stream, parking.consumer);
   if (!consumer) {
     await manager.consumers.add(parking.stream, {
       durable_name: parking.consumer,

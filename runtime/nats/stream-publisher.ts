@@ -2,6 +2,7 @@ import type { PubAck } from "@nats-io/jetstream";
 import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
 import { JetfnError } from "../support/errors";
 import { CallMux } from "./call-mux";
+import { JETSTREAM_TIMEOUT_MS } from "./jetstream-timeout";
 
 /** What publishing a job or event needs: nats.js's JetStreamClient fits, and so does StreamPublisher. */
 export interface JetStreamPublisher {
@@ -9,7 +10,7 @@ export interface JetStreamPublisher {
 }
 
 /** Longest a publish waits for JetStream to store the message. */
-export const PUBLISH_TIMEOUT_MS = 5_000;
+export const PUBLISH_TIMEOUT_MS = JETSTREAM_TIMEOUT_MS;
 
 /**
  * JetStream answered and refused this message (too large for the stream, for example): sending it

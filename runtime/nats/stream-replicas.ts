@@ -1,6 +1,7 @@
 import type { JetStreamManager, Placement, StreamConfig } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import { JetfnError } from "../support/errors";
+import { streamInfo } from "./stream-lookup";
 
 /** How many NATS servers keep a copy of each stream and key-value bucket jetfn creates, and which. */
 export interface Replication {
@@ -104,7 +105,7 @@ export async function addStreamIfMissing(
   config: Partial<StreamConfig> & { name: string },
   replication: Replication,
 ): Promise<boolean> {
-  if (await manager.streams.info(config.name).catch(() => undefined)) return false;
+  if (await streamInfo(manager, config.name)) return false;
   try {
     await withReplicaHint(replication, () => manager.streams.add({ ...config, ...replicationConfig(replication) }));
     return true;

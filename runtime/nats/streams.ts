@@ -12,6 +12,8 @@ import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
+import { consumerInfo } from "./consumer-lookup";
+import { streamInfo } from "./stream-lookup";
 import { addStreamIfMissing, type Replication } from "./stream-replicas";
 import { consumerName, JOB_PREFIX, jobSubject } from "./subjects";
 
@@ -53,7 +55,7 @@ export async function ensureStream(
     max_age: toNanos(settings.retentionMs),
     duplicate_window: toNanos(settings.duplicateWindowMs),
   };
-  const existing = await manager.streams.info(settings.name).catch(() => undefined);
+  const existing = await streamInfo(manager, settings.name);
   if (!existing) {
     await addStreamIfMissing(manager, config, settings.replication);
     return;
@@ -115,7 +117,7 @@ async function applyConsumerSettings(
   settings: ConsumerSettings,
 ): Promise<boolean> {
   const name = consumerName(fn);
-  const existing = await manager.consumers.info(stream, name).catch(() => undefined);
+  const existing = await consumerInfo(manager, stream, name);
   if (!existing) {
     await manager.consumers.add(stream, consumerConfigFor(fn, settings));
     return true;

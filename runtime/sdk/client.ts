@@ -5,6 +5,7 @@ import {
   ENQUEUE_SUBJECT,
   type EnqueuedJob,
   type FlowControlOptions,
+  KEYED_ENQUEUE_TIMEOUT_MS,
   keyedEnqueueRequest,
   needsKeyedEnqueue,
 } from "../flow/keyed-enqueue-request";
@@ -259,11 +260,11 @@ class NatsClient<M> implements JetfnClient<M> {
       let reply: Msg;
       try {
         reply = await this.connection.request(ENQUEUE_SUBJECT, request.body, {
-          timeout: 5_000,
+          timeout: KEYED_ENQUEUE_TIMEOUT_MS,
           headers: request.headers,
         });
       } catch (error) {
-        throw requestFailure(error, `enqueue ${name}`, 5_000);
+        throw requestFailure(error, `enqueue ${name}`, KEYED_ENQUEUE_TIMEOUT_MS, keyedEnqueueUnanswered(options.id));
       }
       return decodeReply(reply) as EnqueuedJob;
     }
@@ -424,7 +425,18 @@ function deadJobError(view: InvocationStatusView): JetfnError {
   return error;
 }
 
-function requestFailure(error: unknown, what: string, timeoutMs: number): JetfnError {
+/**
+ * What a keyed enqueue that got no answer may have done, and how to find out: the runtime may have
+ * stored the job, and the same id asked again is answered with it (flow/chosen-id.ts).
+ */
+function keyedEnqueueUnanswered(id: string | undefined): string {
+  return id === undefined
+    ? "the job may have been enqueued (an enqueue given an id can be asked again safely: a repeat is answered with the job)"
+    : `the job may have been enqueued: enqueue it again with id ${JSON.stringify(id)}, which is answered with the job if it was`;
+}
+
+/** The JetfnError of a request to the runtimes that failed; `afterTimeout` adds to a timeout's message. */
+function requestFailure(error: unknown, what: string, timeoutMs: number, afterTimeout?: string): JetfnError {
   const name = (error as { name?: string }).name ?? "";
   const message = (error as Error).message ?? String(error);
   if (name === "NoRespondersError" || /no responders/i.test(message)) {
@@ -437,7 +449,8 @@ function requestFailure(error: unknown, what: string, timeoutMs: number): JetfnE
     );
   }
   if (name === "TimeoutError" || /timeout/i.test(message)) {
-    return new JetfnError("E_HANDLER_TIMEOUT", `${what}: no reply within ${timeoutMs}ms`, { cause: error });
+    const text = `${what}: no reply within ${timeoutMs}ms${afterTimeout ? `; ${afterTimeout}` : ""}`;
+    return new JetfnError("E_HANDLER_TIMEOUT", text, { cause: error });
   }
   return new JetfnError("E_UNAVAILABLE", `${what}: ${message}`, { cause: error });
 }

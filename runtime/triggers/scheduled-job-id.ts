@@ -1,5 +1,6 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { KV } from "@nats-io/kv";
+import { isUnanswered } from "../nats/until-answered";
 import { JetfnError } from "../support/errors";
 
 /**
@@ -14,18 +15,20 @@ const TAG_LENGTH = 22;
 /**
  * Reads the secret every runtime tags scheduled job ids with, creating it on first use. Created
  * with create-if-absent, so runtimes starting together all end up with the first one written.
+ * A read or create NATS did not answer in time is thrown as it is, for the caller's start-up retry
+ * (nats/until-answered.ts): asked again, the read finds a create that was carried out late.
  */
 export async function scheduleSecret(kv: KV): Promise<string> {
   let failure: unknown;
   // A create that fails because another runtime won is followed by a read that finds theirs; a
-  // read or create that keeps failing (no permission, no JetStream) is reported instead. A read that
-  // timed out once (a server slow to answer while runtimes start on a loaded machine) is tried again.
+  // create that keeps failing (no permission, no JetStream) is reported instead.
   for (let tries = 0; tries < 3; tries++) {
+    const entry = await kv.get(SCHEDULE_SECRET_KEY);
+    if (entry && entry.operation === "PUT" && entry.string().length > 0) return entry.string();
     try {
-      const entry = await kv.get(SCHEDULE_SECRET_KEY);
-      if (entry && entry.operation === "PUT" && entry.string().length > 0) return entry.string();
       await kv.create(SCHEDULE_SECRET_KEY, randomBytes(32).toString("base64url"));
     } catch (error) {
+      if (isUnanswered(error)) throw error;
       failure = error;
     }
   }

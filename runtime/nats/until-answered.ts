@@ -1,0 +1,86 @@
+import type { Logger } from "pino";
+import { JetfnError } from "../support/errors";
+
+/**
+ * Longest a start-up request is asked again for, counted from its first try (ms). A JetStream
+ * request waits 5 s for its answer (JETSTREAM_TIMEOUT_MS), so this allows about five tries: a
+ * server slow to answer while runtimes start on a loaded machine answers within it, one that stays
+ * silent longer fails the start, and the process supervisor (or the operator) starts it again.
+ */
+export const DEFAULT_ANSWER_WAIT_MS = 30_000;
+/** Waits before asking again, one step per unanswered try in a row; the last step repeats (ms). */
+export const ANSWER_BACKOFF_MS: readonly number[] = Object.freeze([250, 500, 1_000, 2_000]);
+
+/** How a request is asked again. */
+export interface UntilAnsweredOptions {
+  /** Gets a warning per try that went unanswered. */
+  logger: Logger;
+  /** No try starts later than this after the first (ms). @default DEFAULT_ANSWER_WAIT_MS */
+  totalMs?: number;
+  /** Ends the waiting, and the asking, when aborted (the runtime is stopping). */
+  signal?: AbortSignal;
+}
+
+/**
+ * True when NATS did not answer a request in time (nats.js's TimeoutError): the same request may be
+ * answered when asked again. Any other failure is an answer: a refusal (permissions, a bad stream
+ * config), "no responders" (nats.js reports JetStream's as JetStreamNotEnabled: the server or the
+ * account has no JetStream, which waiting does not change) or a closed connection.
+ */
+export function isUnanswered(error: unknown): boolean {
+  return error instanceof Error && error.name === "TimeoutError";
+}
+
+/**
+ * Runs `request` (a JetStream management request, or an idempotent step of a few) and asks again,
+ * after a short back-off, while NATS does not answer it in time, for up to `totalMs`; then fails
+ * with E_UNAVAILABLE naming `what`. Other failures are thrown at once. Only for what a runtime sets
+ * up (start, deploy), never for a job's own publishes and acks: `request` must be safe to repeat,
+ * since an unanswered request may still have been carried out.
+ */
+export async function untilAnswered<T>(
+  what: string,
+  request: () => Promise<T>,
+  options: UntilAnsweredOptions,
+): Promise<T> {
+  const totalMs = options.totalMs ?? DEFAULT_ANSWER_WAIT_MS;
+  const started = Date.now();
+  for (let tries = 1; ; tries++) {
+    try {
+      return await request();
+    } catch (error) {
+      if (!isUnanswered(error)) throw error;
+      const elapsedMs = Date.now() - started;
+      const retryInMs = ANSWER_BACKOFF_MS[Math.min(tries, ANSWER_BACKOFF_MS.length) - 1] ?? 0;
+      if (options.signal?.aborted || elapsedMs + retryInMs > totalMs) throw unanswered(what, tries, elapsedMs, error);
+      options.logger.warn(
+        { err: error, request: what, tries, elapsedMs, retryInMs },
+        "NATS did not answer in time; asking again.",
+      );
+      await pause(retryInMs, options.signal);
+      if (options.signal?.aborted) throw unanswered(what, tries, Date.now() - started, error);
+    }
+  }
+}
+
+function unanswered(what: string, tries: number, elapsedMs: number, cause: unknown): JetfnError {
+  const seconds = Math.round(elapsedMs / 100) / 10;
+  return new JetfnError(
+    "E_UNAVAILABLE",
+    `NATS did not answer in time when asked for ${what} (${tries} ${tries === 1 ? "try" : "tries"} over ${seconds} s)`,
+    { cause },
+  );
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
