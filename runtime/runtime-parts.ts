@@ -88,7 +88,8 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
   try {
     const manager = await answered("the JetStream account info", () => jetstreamManager(nats)).catch(
       (error: unknown) => {
-        if (error instanceof JetfnError) throw error; // Not answered in time: the server is there but slow.
+        // Only "no responders" means no JetStream; anything else (not answered in time, a refusal) is what it is.
+        if ((error as Error).name !== "JetStreamNotEnabled") throw error;
         throw new JetfnError(
           "E_UNAVAILABLE",
           `the NATS server at ${redactUrls(config.natsUrl)} does not offer JetStream (${(error as Error).message}); start it with -js, or jetstream {} in its config`,

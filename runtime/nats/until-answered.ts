@@ -22,13 +22,22 @@ export interface UntilAnsweredOptions {
 }
 
 /**
- * True when NATS did not answer a request in time (nats.js's TimeoutError): the same request may be
- * answered when asked again. Any other failure is an answer: a refusal (permissions, a bad stream
- * config), "no responders" (nats.js reports JetStream's as JetStreamNotEnabled: the server or the
- * account has no JetStream, which waiting does not change) or a closed connection.
+ * JetStream's "temporarily unavailable" (503): a cluster without a meta leader answers so once it
+ * has been leaderless for a while (its servers stay silent before that), e.g. while NATS nodes and
+ * runtimes restart together.
+ */
+const JETSTREAM_TEMPORARILY_UNAVAILABLE = 10008;
+
+/**
+ * True when NATS did not answer a request in time (nats.js's TimeoutError), or JetStream said it is
+ * temporarily unavailable: the same request may be answered when asked again. Any other failure is
+ * an answer: a refusal (permissions, a bad stream config), "no responders" (nats.js reports
+ * JetStream's as JetStreamNotEnabled: the server or the account has no JetStream, which waiting
+ * does not change) or a closed connection.
  */
 export function isUnanswered(error: unknown): boolean {
-  return error instanceof Error && error.name === "TimeoutError";
+  if (!(error instanceof Error)) return false;
+  return error.name === "TimeoutError" || (error as { code?: unknown }).code === JETSTREAM_TEMPORARILY_UNAVAILABLE;
 }
 
 /**

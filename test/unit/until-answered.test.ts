@@ -113,6 +113,26 @@ describe("untilAnswered", () => {
     expect(logs.lines).toEqual([]);
   });
 
+  it("asks again when a cluster without a meta leader answers JetStream is temporarily unavailable", async () => {
+    const unavailable = new JetStreamApiError({
+      code: 503,
+      err_code: 10_008,
+      description: "JetStream system temporarily unavailable",
+    });
+    let tries = 0;
+    const request = async (): Promise<string> => {
+      tries++;
+      if (tries < 3) throw unavailable;
+      return "answer";
+    };
+    const outcome = await settle(
+      untilAnswered("the JetStream account info", request, { logger: captureLogs().logger }),
+    );
+    expect(outcome).toEqual({ value: "answer" });
+    expect(tries).toBe(3);
+    expect(isUnanswered(unavailable)).toBe(true);
+  });
+
   it("stops asking once its signal aborts (the runtime is stopping)", async () => {
     const stopping = new AbortController();
     const server = slowServer(Number.POSITIVE_INFINITY);
