@@ -549,6 +549,9 @@ class ServingRuntime implements Runtime {
     const { manager } = this.#parts;
     const stream = this.config.streamName;
     const { level } = options;
+    // Kept across tries: a try that changed the function's consumer and then went unanswered leaves
+    // the next try nothing to change there, and its priority consumers must still follow.
+    let changedOnce = false;
     const ensure = (): Promise<SettledDefinition> =>
       ensureFunctionConsumer(
         manager,
@@ -557,7 +560,8 @@ class ServingRuntime implements Runtime {
         this.config.maxAckWaitMs,
         this.#parts.definitions,
         async (settings, changed) => {
-          if (changed) await updatePriorityConsumers(manager, stream, fn.name, settings);
+          changedOnce ||= changed;
+          if (changedOnce) await updatePriorityConsumers(manager, stream, fn.name, settings);
           if (level !== undefined) await ensurePriorityConsumer(manager, stream, fn.name, level, settings);
         },
       );

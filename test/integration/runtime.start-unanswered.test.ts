@@ -1,10 +1,13 @@
-import { jetstreamManager } from "@nats-io/jetstream";
+import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Runtime, startRuntime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { type DroppingProxy, startDroppingProxy } from "../helpers/dropping-proxy";
-import { CLUSTER_FUNCTIONS } from "../helpers/environment";
+import { CLUSTER_FUNCTIONS, eventually } from "../helpers/environment";
 import { type CapturedLogger, captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsOptions } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -104,6 +107,55 @@ describe("a runtime whose start-up request NATS does not answer in time", () => 
       await nc.close();
     }
     expect(askedAgain(start.logs)).toEqual(["the consumer of add"]);
+  });
+
+  it("updates a function's priority consumers when a try changed its own consumer and then went unanswered", async () => {
+    // A redeployed retry policy: the first try updates `steady` and loses the update of `steady:P2`;
+    // the next try finds `steady` current, and must still bring its priority consumer along.
+    const dir = await mkdtemp(path.join(tmpdir(), "jetfn-start-unanswered-"));
+    stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
+    const version = async (attempts: number, writtenAt: Date): Promise<void> => {
+      const file = path.join(dir, "steady.ts");
+      await writeFile(
+        file,
+        `import { defineFunction, z } from "jetfn";
+export default defineFunction({ input: z.object({}), retry: { attempts: ${attempts} }, async handler() { return null; } });
+`,
+      );
+      await utimes(file, writtenAt, writtenAt);
+    };
+    await version(2, new Date(Date.now() - 60_000));
+    const nats = await startNatsServer();
+    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
+    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    const nc = await connect({ servers: nats.url });
+    stopWhenTestEnds(() => nc.close());
+    const manager = await jetstreamManager(nc);
+    await jetstream(nc).publish("fn.job.steady.P2", "{}");
+    const maxDeliver = async (name: string) => (await manager.consumers.info("JETFN_JOBS", name)).config.max_deliver;
+    await eventually(
+      () =>
+        maxDeliver("steady:P2")
+          .then((deliveries) => deliveries === 3)
+          .catch(() => false),
+      20_000,
+    );
+    await first.stop();
+    await version(4, new Date());
+    const subject = "$JS.API.CONSUMER.CREATE.JETFN_JOBS.steady:P2.fn.job.steady.P2";
+    let lost = false;
+    const proxy = await startDroppingProxy(nats.port, (published) => {
+      if (lost || published !== subject) return false;
+      lost = true;
+      return true;
+    });
+    const logs = captureLogs();
+    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
+    stopWhenTestEnds(() => second.stop());
+    expect(proxy.dropped).toEqual([subject]);
+    expect(askedAgain(logs)).toEqual(["the consumer of steady"]);
+    expect(await maxDeliver("steady")).toBe(5);
+    expect(await maxDeliver("steady:P2")).toBe(5);
   });
 
   it("fails at once, without asking again, when the account has no JetStream", async () => {
