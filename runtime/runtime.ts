@@ -42,7 +42,7 @@ import { createReplyGuard } from "./nats/reply-guard";
 import { startStatusApi } from "./nats/status-api";
 import { ensureFunctionConsumer } from "./nats/streams";
 import { consumerName } from "./nats/subjects";
-import { untilAnswered } from "./nats/until-answered";
+import { DEFAULT_ANSWER_WAIT_MS, untilAnswered } from "./nats/until-answered";
 import { type Operations, startOperations } from "./operations";
 import { openRuntimeParts, type RuntimeBase, type RuntimeParts } from "./runtime-parts";
 import type { ResolvedFunction } from "./sdk/define-function";
@@ -182,6 +182,12 @@ class ServingRuntime implements Runtime {
   readonly database: DatabaseClient;
   readonly nats: NatsConnection;
   readonly #stopping = new AbortController();
+  /**
+   * Until when a deploy asks for its consumer once only: another deploy just waited out NATS's
+   * silence in full, and deploys run one after another (500 functions would each wait it again).
+   * Those consumers are made by their pullers' recovery once NATS answers.
+   */
+  #deploysTryOnceUntil = 0;
   readonly #aborting = new AbortController();
   readonly #workers = new Map<string, FunctionWorker>();
   readonly #retiring = new Set<Promise<void>>();
@@ -245,6 +251,7 @@ class ServingRuntime implements Runtime {
       logger,
       replication: config.replication,
       secret: parts.scheduler.secret,
+      stopping: this.#stopping.signal,
     });
     this.#priorityBacklog = createPriorityBacklog(parts.manager, config.streamName);
     this.#jobDependencies = {
@@ -566,10 +573,15 @@ class ServingRuntime implements Runtime {
         },
       );
     try {
-      if (!options.untilAnswered) return await ensure();
+      if (!options.untilAnswered || performance.now() < this.#deploysTryOnceUntil) return await ensure();
       return await untilAnswered(`the consumer of ${fn.name}`, ensure, {
         logger: this.logger,
         signal: this.#stopping.signal,
+      }).catch((error: unknown) => {
+        if ((error as { code?: unknown }).code === "E_UNAVAILABLE") {
+          this.#deploysTryOnceUntil = performance.now() + DEFAULT_ANSWER_WAIT_MS;
+        }
+        throw error;
       });
     } catch (error) {
       this.logger.error(

@@ -82,6 +82,8 @@ export interface FlowControlOptions {
   replication: Replication;
   /** The runtimes' shared secret (the scheduler's), which signs a woken job's header. */
   secret: string;
+  /** Aborted when the runtime begins to stop: a deploy's wait for NATS to answer ends with it. */
+  stopping?: AbortSignal;
 }
 
 /** Most jobs of one group woken per sweep when nothing limits them any more. */
@@ -174,7 +176,10 @@ class OpenedOnDemand implements FlowControl {
   }
 
   #untilAnswered<T>(what: string, request: () => Promise<T>): Promise<T> {
-    return untilAnswered(what, request, { logger: this.#options.logger, signal: this.#closing.signal });
+    // The runtime's stop too: close() comes only after the deploys under way have ended.
+    const stopping = this.#options.stopping;
+    const signal = stopping ? AbortSignal.any([this.#closing.signal, stopping]) : this.#closing.signal;
+    return untilAnswered(what, request, { logger: this.#options.logger, signal });
   }
 
   #open(): Promise<Gate> {

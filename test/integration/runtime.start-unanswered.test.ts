@@ -158,6 +158,45 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     expect(await maxDeliver("steady:P2")).toBe(5);
   });
 
+  it("waits out NATS's silence once per start, not once per function, and makes the consumers once it answers", {
+    timeout: 120_000,
+  }, async () => {
+    // Deploys run one after another: with every consumer create lost, each function waited the
+    // whole 30 s again (500 functions: four hours). The first waits; the next try once, and their
+    // pullers make the consumers when NATS answers again.
+    const creates = ["add", "fault-insert"].map((fn) => `$JS.API.CONSUMER.CREATE.JETFN_JOBS.${fn}.fn.job.${fn}`);
+    const nats = await startNatsServer();
+    let silent = true;
+    const proxy = await startDroppingProxy(nats.port, (published) => silent && creates.includes(published));
+    const logs = captureLogs();
+    const runtime = await startRuntime({
+      natsUrl: proxy.url,
+      databaseUrl: database.url,
+      functionsDir: CLUSTER_FUNCTIONS,
+      logger: logs.logger,
+      shutdownGrace: "2s",
+      productionChecks: false,
+    });
+    stopWhenTestEnds(() => runtime.stop());
+    const waited = new Set(askedAgain(logs));
+    expect(waited.size).toBe(1);
+    expect(runtime.registry.names().sort()).toEqual(["add", "fault-insert"]);
+    silent = false;
+    const nc = await connect({ servers: nats.url });
+    stopWhenTestEnds(() => nc.close());
+    const manager = await jetstreamManager(nc);
+    for (const fn of ["add", "fault-insert"]) {
+      await eventually(
+        () =>
+          manager.consumers.info("JETFN_JOBS", fn).then(
+            () => true,
+            () => false,
+          ),
+        30_000,
+      );
+    }
+  });
+
   it("fails at once, without asking again, when the account has no JetStream", async () => {
     const user = { user: "no-jetstream", password: "no-jetstream" };
     const start = await startLosing("nothing", {
