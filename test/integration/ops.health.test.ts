@@ -57,7 +57,9 @@ describe("health checks", () => {
     expect((await fetch(`http://127.0.0.1:${port}/readyz`, { method: "POST" })).status).toBe(404);
   });
 
-  it("is live and not ready while the runtime starts, ready once its functions are deployed", async () => {
+  it("is live and not ready while the runtime starts, ready once its functions are deployed", {
+    timeout: 90_000,
+  }, async () => {
     const startingPort = await freePort();
     const url = `http://127.0.0.1:${startingPort}/readyz`;
     // A file whose top-level code never ends holds the start until its load times out.
@@ -66,10 +68,12 @@ describe("health checks", () => {
       functionsDir: path.resolve(FIXTURE_FUNCTIONS, "../endless-load"),
       loadTimeout: "3s",
     });
+    // The endpoint opens once NATS and Postgres are set up, which on a loaded machine took over 10 s
+    // (fetch refused until then); the deploy then holds the start for the 3 s load timeout.
     const during = await eventually(async () => {
       const answer = await readiness(url);
       return answer.status === 503 ? answer : undefined;
-    });
+    }, 60_000);
     expect(during.body).toMatchObject({ status: "not ready", checks: { runtime: "starting" } });
     expect((await fetch(`http://127.0.0.1:${startingPort}/livez`)).status).toBe(200);
     await starting;
