@@ -57,6 +57,12 @@ describe("the node leading an idle function's consumer killed on a 3-node cluste
       return info?.cluster?.leader && info.cluster.leader !== leader ? info.cluster.leader : undefined;
     }, 60_000);
     const electedAt = Date.now();
+    // The killed node may have led the stream too: a publish before its new leader is elected finds
+    // no responders (E_UNAVAILABLE, which a client retries). The job is enqueued once one leads.
+    await eventually(async () => {
+      const info = await manager.streams.info("JETFN_JOBS").catch(() => undefined);
+      return info?.cluster?.leader !== undefined && info.cluster.leader !== leader;
+    }, 60_000);
     const client = await createClient({ natsUrl: cluster.url });
     stopWhenTestEnds(() => client.close());
     const { id } = await client.enqueue(CONSUMER, { a: 2, b: 3 });
