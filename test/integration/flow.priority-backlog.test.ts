@@ -4,6 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createPriorityBacklog } from "../../runtime/flow/priority-backlog";
 import { ensurePriorityConsumer } from "../../runtime/flow/priority-consumers";
 import { consumerConfigFor } from "../../runtime/nats/streams";
+import { type ApiRequestCounter, countApiRequests } from "../helpers/api-requests";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
 // Which priority levels have jobs waiting is read for every function of a runtime together: one
@@ -16,22 +17,13 @@ const SETTINGS = { ack_wait: 30_000_000_000, max_deliver: 3, max_ack_pending: 10
 let nats: TestNatsServer;
 let nc: NatsConnection;
 let manager: JetStreamManager;
-let observer: NatsConnection;
-/** JetStream API requests the server got, by kind (`STREAM.INFO`, `CONSUMER.LIST`, ...). */
-const requests = new Map<string, number>();
+let requests: ApiRequestCounter;
 
 beforeAll(async () => {
   nats = await startNatsServer();
   nc = await connect({ servers: nats.url });
   manager = await jetstreamManager(nc);
-  observer = await connect({ servers: nats.url });
-  observer.subscribe("$JS.API.>", {
-    callback: (_error, message) => {
-      const kind = message.subject.split(".").slice(2, 4).join(".");
-      requests.set(kind, (requests.get(kind) ?? 0) + 1);
-    },
-  });
-  await observer.flush();
+  requests = await countApiRequests(nats.url);
 });
 
 beforeEach(async () => {
@@ -40,20 +32,14 @@ beforeEach(async () => {
 });
 
 afterAll(async () => {
-  await observer?.close();
+  await requests?.close();
   await nc?.close();
   await nats?.stop();
 });
 
 /** API requests of each kind that `action` made, and what it returned. */
-async function counted<T>(action: () => Promise<T>): Promise<{ made: Record<string, number>; result: T }> {
-  await nc.flush();
-  await observer.flush();
-  requests.clear();
-  const result = await action();
-  await nc.flush();
-  await observer.flush();
-  return { made: Object.fromEntries(requests), result };
+function counted<T>(action: () => Promise<T>): Promise<{ made: Record<string, number>; result: T }> {
+  return requests.counted(nc, action);
 }
 
 async function publish(subject: string, count = 1): Promise<void> {

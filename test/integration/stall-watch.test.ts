@@ -5,6 +5,7 @@ import { type StallWatch, startStallWatch, type WatchedPuller } from "../../runt
 import { consumerConfigFor } from "../../runtime/nats/streams";
 import { consumerName, jobSubject } from "../../runtime/nats/subjects";
 import { createEmitter } from "../../runtime/triggers/events";
+import { type ApiRequestCounter, countApiRequests } from "../helpers/api-requests";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
@@ -18,9 +19,8 @@ const SETTINGS = { ack_wait: 30_000_000_000, max_deliver: 3, max_ack_pending: 10
 let nats: TestNatsServer;
 let nc: NatsConnection;
 let manager: JetStreamManager;
-let observer: NatsConnection;
 /** Consumer API requests seen on the server, by kind (INFO, LIST, ...). */
-const requests = new Map<string, number>();
+let requests: ApiRequestCounter;
 
 /** A function's puller as the watch sees it, recording what the watch asked of it. */
 interface FakePuller extends WatchedPuller {
@@ -70,14 +70,7 @@ beforeAll(async () => {
   nc = await connect({ servers: nats.url });
   manager = await jetstreamManager(nc);
   // Another connection's view of the consumer API: every request is a message on $JS.API.CONSUMER.<kind>.
-  observer = await connect({ servers: nats.url });
-  observer.subscribe("$JS.API.CONSUMER.>", {
-    callback: (_error, message) => {
-      const kind = message.subject.split(".")[3] ?? "";
-      requests.set(kind, (requests.get(kind) ?? 0) + 1);
-    },
-  });
-  await observer.flush();
+  requests = await countApiRequests(nats.url, "$JS.API.CONSUMER.>", (subject) => subject.split(".")[3] ?? "");
 });
 
 beforeEach(async () => {
@@ -86,21 +79,14 @@ beforeEach(async () => {
 });
 
 afterAll(async () => {
-  await observer?.close();
+  await requests?.close();
   await nc?.close();
   await nats?.stop();
 });
 
 /** Consumer API requests of each kind that `action` made. */
 async function counted(action: () => Promise<void>): Promise<Record<string, number>> {
-  await nc.flush();
-  await observer.flush();
-  requests.clear();
-  await action();
-  // The observer has every request the server got before its answer to this round trip.
-  await nc.flush();
-  await observer.flush();
-  return Object.fromEntries(requests);
+  return (await requests.counted(nc, action)).made;
 }
 
 describe("the stall watch", () => {

@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { consumerConfigFor } from "../../runtime/nats/streams";
 import { startUnroutedJobs } from "../../runtime/nats/unrouted-jobs";
+import { type ApiRequestCounter, countApiRequests } from "../helpers/api-requests";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
@@ -19,22 +20,13 @@ let nats: TestNatsServer;
 let database: TestDatabase;
 let nc: NatsConnection;
 let manager: JetStreamManager;
-let observer: NatsConnection;
-/** JetStream API requests the server got, by kind (`STREAM.INFO`, `CONSUMER.LIST`, ...). */
-const requests = new Map<string, number>();
+let requests: ApiRequestCounter;
 
 beforeAll(async () => {
   [nats, database] = await Promise.all([startNatsServer(), createTestDatabase()]);
   nc = await connect({ servers: nats.url });
   manager = await jetstreamManager(nc);
-  observer = await connect({ servers: nats.url });
-  observer.subscribe("$JS.API.>", {
-    callback: (_error, message) => {
-      const kind = message.subject.split(".").slice(2, 4).join(".");
-      requests.set(kind, (requests.get(kind) ?? 0) + 1);
-    },
-  });
-  await observer.flush();
+  requests = await countApiRequests(nats.url);
 });
 
 beforeEach(async () => {
@@ -43,7 +35,7 @@ beforeEach(async () => {
 });
 
 afterAll(async () => {
-  await observer?.close();
+  await requests?.close();
   await nc?.close();
   await nats?.stop();
   await database?.drop();
@@ -65,13 +57,7 @@ function sweeper() {
 
 /** API requests of each kind that `action` made. */
 async function counted(action: () => Promise<unknown>): Promise<Record<string, number>> {
-  await nc.flush();
-  await observer.flush();
-  requests.clear();
-  await action();
-  await nc.flush();
-  await observer.flush();
-  return Object.fromEntries(requests);
+  return (await requests.counted(nc, action)).made;
 }
 
 describe("the unrouted-jobs sweep", () => {
