@@ -6,7 +6,9 @@ import { countApplied, enqueueAcknowledged, report, scale, waitForSucceeded } fr
 // SIGKILL of one of two `jetfn start` processes draining audited one-row jobs from R3 streams on a
 // 3-node cluster. It is not started again: the jobs it held unacknowledged must run on the other
 // runtime once their ack wait runs out, each applied once.
-const JOBS = scale(5_000, 1_000);
+// Enough that jobs are still running when the victim is killed: on a fast machine two runtimes drained
+// the last 750 of 1,000 between two 250 ms polls, and the victim died holding none.
+const JOBS = scale(5_000, 3_000);
 /** fault-insert's timeout, hence its consumer's ack wait. */
 const ACK_WAIT_MS = 2_000;
 /**
