@@ -17,7 +17,11 @@ import { DEV_DEPENDENCIES } from "../../runtime/support/dev-dependencies";
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
 export const VITEST = path.join(ROOT, "node_modules", "vitest", "vitest.mjs");
-export const DRIVER_TEST = "test/integration/postgres-driver.killed-connection.test.ts";
+/** The tests of what patches/postgres+3.4.9.patch changes in the driver. */
+export const DRIVER_TESTS = [
+  "test/integration/postgres-driver.killed-connection.test.ts",
+  "test/integration/postgres-driver.results.test.ts",
+];
 export const RESTART_JOBS = 300;
 
 const FUNCTION_FILE = `import { defineFunction, z } from "jetfn";

@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEV_DEPENDENCIES } from "../../runtime/support/dev-dependencies";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
-import { appEnv, DRIVER_TEST, type InstalledApp, installedApp, ROOT, run, VITEST } from "../helpers/installed-package";
+import { appEnv, DRIVER_TESTS, type InstalledApp, installedApp, ROOT, run, VITEST } from "../helpers/installed-package";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 
 // What the packed tarball installs into a fresh app, what it leaves out, and that the app's own
@@ -82,13 +82,13 @@ describe("jetfn installed from its packed tarball into a fresh app", () => {
     expect(nodenext, nodenext.stdout).toMatchObject({ code: 0 });
   });
 
-  it("carries the driver fixes: the killed-connection cases pass against the installed package's driver", async () => {
+  it("carries the driver patches: the killed-connection and result cases pass against the installed package's driver", async () => {
     // The app's own node_modules/postgres is the unpatched release (those cases fail against it);
     // the runtime uses the copy bundled into dist, which this file re-exports from the same chunk.
     const driver = path.join(app, "node_modules", "jetfn", "dist", "internal", "postgres-driver.js");
     const env = appEnv({ JETFN_TEST_DRIVER: driver, NO_COLOR: "1" });
     if (process.env.JETFN_TEST_DATABASE_URL) env.JETFN_TEST_DATABASE_URL = process.env.JETFN_TEST_DATABASE_URL;
-    const result = await run(process.execPath, [VITEST, "run", DRIVER_TEST, "--maxWorkers", "1"], ROOT, env);
+    const result = await run(process.execPath, [VITEST, "run", ...DRIVER_TESTS, "--maxWorkers", "1"], ROOT, env);
     expect(result.code, `${result.stdout}\n${result.stderr}`).toBe(0);
     expect(result.stdout).toMatch(/Tests\s+\d+ passed/);
   }, 120_000);
