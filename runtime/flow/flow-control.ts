@@ -3,6 +3,7 @@ import type { JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { headerValue } from "../nats/header-value";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { type Replication, scaleUpStreams } from "../nats/stream-replicas";
 import { ID_HEADER } from "../nats/subjects";
@@ -118,9 +119,9 @@ class OpenedOnDemand implements FlowControl {
   }
 
   woken(message: JsMsg, fn: string): (WokenJob & { id: string }) | undefined {
-    const header = message.headers?.get(WOKEN_HEADER);
+    const header = headerValue(message.headers, WOKEN_HEADER);
     if (!header) return undefined;
-    const id = message.headers?.get(ID_HEADER) ?? "";
+    const id = headerValue(message.headers, ID_HEADER) ?? "";
     const job = readWoken(this.#options.secret, fn, id, header);
     return job ? { ...job, id } : undefined;
   }
@@ -133,7 +134,7 @@ class OpenedOnDemand implements FlowControl {
     // Also for a function that lost its limits: nothing here waits for it (the sweep wakes that
     // limit's jobs whole), but a runtime still on the version with the limit, or the limit put
     // back, would find the slot taken until the keeping ran out. Past the limit it is written free.
-    if (!message.headers?.get(KEPT_SLOT_HEADER)) return;
+    if (!headerValue(message.headers, KEPT_SLOT_HEADER)) return;
     try {
       await (await this.#open()).forgo(fn, job, message);
     } catch (error) {

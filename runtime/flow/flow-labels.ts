@@ -1,4 +1,5 @@
 import type { MsgHdrs } from "@nats-io/transport-node";
+import { headerValue } from "../nats/header-value";
 import { DEBOUNCE_KEY_HEADER, isValidJobKey, SINGLETON_KEY_HEADER } from "./job-keys";
 import { PRIORITY_HEADER, parseJobSubject } from "./priority";
 
@@ -18,12 +19,12 @@ export interface FlowLabels {
 /** The labels of a job message: priority from a `fn.job.<name>.P<n>` subject or a `Jetfn-Priority` header. */
 export function flowLabelsOf(subject: string, headers: MsgHdrs | undefined): FlowLabels {
   const labels: FlowLabels = {};
-  const header = headers?.get(PRIORITY_HEADER) ?? "";
+  const header = headerValue(headers, PRIORITY_HEADER) ?? "";
   const priority = /^[1-3]$/.test(header) ? Number(header) : (parseJobSubject(subject)?.priority ?? 0);
   if (priority > 0) labels.priority = priority;
-  const debounceKey = validKey(headers?.get(DEBOUNCE_KEY_HEADER));
+  const debounceKey = validKey(headerValue(headers, DEBOUNCE_KEY_HEADER));
   if (debounceKey) labels.debounceKey = debounceKey;
-  const singletonKey = validKey(headers?.get(SINGLETON_KEY_HEADER));
+  const singletonKey = validKey(headerValue(headers, SINGLETON_KEY_HEADER));
   if (singletonKey) labels.singletonKey = singletonKey;
   return labels;
 }
@@ -32,7 +33,7 @@ export function flowLabelsOf(subject: string, headers: MsgHdrs | undefined): Flo
 export function keyHeadersOf(headers: MsgHdrs | undefined): [string, string][] {
   const carried: [string, string][] = [];
   for (const name of [DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER]) {
-    const key = validKey(headers?.get(name));
+    const key = validKey(headerValue(headers, name));
     if (key) carried.push([name, key]);
   }
   return carried;

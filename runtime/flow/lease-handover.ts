@@ -1,4 +1,5 @@
 import type { MsgHdrs } from "@nats-io/transport-node";
+import { headerValue } from "../nats/header-value";
 import { groupFunction } from "./flow-key";
 import type { ResolvedLimit } from "./flow-options";
 import type { HeldSlot, SlotBoard, TakeOptions } from "./slot-board";
@@ -15,9 +16,9 @@ export function wokenClaim(
   id: string,
   headers: MsgHdrs | undefined,
 ): TakeOptions | undefined {
-  const header = headers?.get(WOKEN_HEADER);
+  const header = headerValue(headers, WOKEN_HEADER);
   if (!header || !readWoken(secret, fn, id, header)) return undefined;
-  return { claimant: id, kept: headers?.get(KEPT_SLOT_HEADER) || undefined };
+  return { claimant: id, kept: headerValue(headers, KEPT_SLOT_HEADER) };
 }
 
 /**

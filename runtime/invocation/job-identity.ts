@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { JsMsg } from "@nats-io/jetstream";
+import { headerValue } from "../nats/header-value";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId, RETRY_OF_HEADER } from "../nats/subjects";
 import { isoAt } from "../support/clock";
 
@@ -21,8 +22,9 @@ export interface JobIdentity {
  * under its own derived id.
  */
 export function jobIdentity(message: JsMsg): JobIdentity {
-  const given = message.headers?.get(ID_HEADER) || undefined;
-  const retryOf = message.headers?.get(RETRY_OF_HEADER) || undefined;
+  const headers = message.headers;
+  const given = headerValue(headers, ID_HEADER);
+  const retryOf = headerValue(headers, RETRY_OF_HEADER);
   const valid = given !== undefined && isValidInvocationId(given) && !isReservedInvocationId(given);
   return {
     id: valid ? given : derivedId(message),

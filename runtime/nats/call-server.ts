@@ -10,6 +10,7 @@ import type { ResolvedFunction } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
 import { failureFields } from "../support/logger";
 import type { RuntimeEmitter } from "../triggers/events";
+import { headerValue } from "./header-value";
 import { replyError, replyJson, statusFor } from "./reply";
 import type { ReplyGuard } from "./reply-guard";
 import { CALL_PREFIX, ID_HEADER, isValidInvocationId } from "./subjects";
@@ -82,7 +83,7 @@ async function handleCall(options: CallServerOptions, message: Msg): Promise<voi
     replyError(message, 404, { code: "E_FUNCTION_NOT_FOUND", message: reason });
     return;
   }
-  const givenId = message.headers?.get(ID_HEADER);
+  const givenId = headerValue(message.headers, ID_HEADER);
   const invocationId = givenId && isValidInvocationId(givenId) ? givenId : randomUUID();
   let input: unknown;
   try {
