@@ -63,39 +63,73 @@ export async function openProgressBoard(
 }
 
 class KvProgressBoard implements ProgressBoard {
-  readonly #kv: KV;
-  readonly #logger: Logger;
+  readonly kv: KV;
+  readonly logger: Logger;
+  /**
+   * Entries not written yet, oldest first (a Set keeps insertion order). One timer marks those
+   * that have run for a second, instead of a timer per job: most jobs end long before.
+   */
+  readonly #unwritten = new Set<KvProgressHandle>();
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(kv: KV, logger: Logger) {
-    this.#kv = kv;
-    this.#logger = logger;
+    this.kv = kv;
+    this.logger = logger;
   }
 
   begin(id: string, fn: string, attempt: number, details: ProgressDetails = {}): ProgressHandle {
-    return new KvProgressHandle(this.#kv, this.#logger, id, fn, attempt, details);
+    const handle = new KvProgressHandle(this, id, fn, attempt, details);
+    this.#unwritten.add(handle);
+    this.#sweep ??= this.#scheduleSweep(RUNNING_MARK_AFTER_MS);
+    return handle;
+  }
+
+  /** The entry is written (or its job ended): the sweep no longer looks at it. */
+  forget(handle: KvProgressHandle): void {
+    this.#unwritten.delete(handle);
   }
 
   async get(id: string): Promise<ProgressEntry | undefined> {
-    const entry = await this.#kv.get(id);
+    const entry = await this.kv.get(id);
     if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
     return entry.json<ProgressEntry>();
+  }
+
+  #scheduleSweep(delay: number): NodeJS.Timeout {
+    // Unreferenced: a running job, not its board, keeps the process alive.
+    return setTimeout(() => this.#markRunning(), delay).unref();
+  }
+
+  /** Writes the entries of jobs running for a second, then waits for the next oldest to get there. */
+  #markRunning(): void {
+    this.#sweep = undefined;
+    const now = Date.now();
+    for (const handle of this.#unwritten) {
+      const due = handle.startedAt + RUNNING_MARK_AFTER_MS;
+      if (due > now) {
+        this.#sweep = this.#scheduleSweep(due - now);
+        return;
+      }
+      this.#unwritten.delete(handle);
+      handle.write();
+    }
   }
 }
 
 /**
  * One job's entry on the board: written once the job has run for a second (quicker jobs are
- * never written), then at most once per interval while it reports progress.
+ * never written; the board's sweep marks them), then at most once per interval while it reports
+ * progress.
  */
 class KvProgressHandle implements ProgressHandle {
-  readonly #kv: KV;
-  readonly #logger: Logger;
+  readonly #board: KvProgressBoard;
   readonly #id: string;
   readonly #fn: string;
   readonly #attempt: number;
   /** As given; cut to what is shown (shownDetails) only when first written: most jobs end before. */
   #details: ProgressDetails;
   #shown = false;
-  readonly #startedAt = Date.now();
+  readonly startedAt = Date.now();
   #done: number | undefined;
   #total: number | undefined;
   #written = false;
@@ -103,40 +137,38 @@ class KvProgressHandle implements ProgressHandle {
   #lastWrite = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(kv: KV, logger: Logger, id: string, fn: string, attempt: number, details: ProgressDetails) {
-    this.#kv = kv;
+  constructor(board: KvProgressBoard, id: string, fn: string, attempt: number, details: ProgressDetails) {
+    this.#board = board;
     this.#details = details;
-    this.#logger = logger;
     this.#id = id;
     this.#fn = fn;
     this.#attempt = attempt;
-    this.#schedule(RUNNING_MARK_AFTER_MS);
   }
 
   update(done: number, total: number | undefined): void {
     this.#done = done;
     if (total !== undefined) this.#total = total;
-    if (!this.#written && this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
+    // The first progress is written at once, without waiting for the running mark.
+    if (!this.#written) this.#board.forget(this);
+    if (this.#timer === undefined) {
+      const delay = Math.max(0, PROGRESS_WRITE_INTERVAL_MS - (Date.now() - this.#lastWrite));
+      this.#timer = setTimeout(() => this.write(), delay);
     }
-    this.#schedule(Math.max(0, PROGRESS_WRITE_INTERVAL_MS - (Date.now() - this.#lastWrite)));
   }
 
   finish(): void {
     this.#finished = true;
     clearTimeout(this.#timer);
-    if (!this.#written) return;
-    this.#kv.delete(this.#id).catch((error: unknown) => {
-      this.#logger.debug({ err: error, invocationId: this.#id }, "Removing progress failed.");
+    if (!this.#written) {
+      this.#board.forget(this);
+      return;
+    }
+    this.#board.kv.delete(this.#id).catch((error: unknown) => {
+      this.#board.logger.debug({ err: error, invocationId: this.#id }, "Removing progress failed.");
     });
   }
 
-  #schedule(delay: number): void {
-    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#write(), delay);
-  }
-
-  #write(): void {
+  write(): void {
     this.#timer = undefined;
     if (this.#finished) return;
     this.#written = true;
@@ -150,13 +182,13 @@ class KvProgressHandle implements ProgressHandle {
       status: "running",
       fn: this.#fn,
       attempt: this.#attempt,
-      startedAt: new Date(this.#startedAt).toISOString(),
+      startedAt: new Date(this.startedAt).toISOString(),
       updatedAt: new Date(this.#lastWrite).toISOString(),
     };
     if (this.#done !== undefined) entry.done = this.#done;
     if (this.#total !== undefined) entry.total = this.#total;
-    this.#kv.put(this.#id, JSON.stringify(entry)).catch((error: unknown) => {
-      this.#logger.debug({ err: error, invocationId: this.#id }, "Writing progress failed.");
+    this.#board.kv.put(this.#id, JSON.stringify(entry)).catch((error: unknown) => {
+      this.#board.logger.debug({ err: error, invocationId: this.#id }, "Writing progress failed.");
     });
   }
 }
