@@ -114,7 +114,9 @@ export async function runJob(
     labels: flowLabelsOf(message.subject, message.headers),
   };
   const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
-  const runnable = await runnableInput(deps, fn, identity.invalidId, record, message, log);
+  const checked = runnableInput(deps, fn, identity.invalidId, record, message, log);
+  // Most jobs are runnable at once: only a job ended here, or a later attempt, waits for anything.
+  const runnable = checked instanceof Promise ? await checked : checked;
   if (!runnable) {
     // Woken with a lease kept for it: the next waiting job gets that lease now, not when its keeping runs out.
     if (woken) await deps.flow?.forgo(fn, record, message);
@@ -182,38 +184,52 @@ export async function runJob(
 /**
  * The job's input, to run with; or, for a job that must not run, undefined once it was ended:
  * cancelled, finished by an earlier attempt, or refused (an invalid id, input that is not JSON,
- * attempts used up).
+ * attempts used up). Answered at once when nothing is to be waited for (a first attempt to run).
  */
-async function runnableInput(
+function runnableInput(
   deps: JobRunnerDependencies,
   fn: ResolvedFunction,
   invalidId: string | undefined,
   record: JobRecord,
   message: JsMsg,
   log: Logger,
-): Promise<{ input: unknown } | undefined> {
+): Runnable | Promise<Runnable> {
   const cancelled = deps.cancellations?.cancelled(record.id);
-  if (cancelled) {
-    await endCancelled(deps, record, message, cancelled, log);
-    return undefined;
+  if (cancelled) return endCancelled(deps, record, message, cancelled, log).then(notRunnable);
+  if (record.attempt > 1) {
+    return whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)).then((finished) =>
+      finished ? undefined : checkedInput(deps, fn, invalidId, record, message, log),
+    );
   }
-  if (record.attempt > 1 && (await whenDatabaseAnswers(deps, log, () => finishedBefore(deps, record, message, log)))) {
-    return undefined;
-  }
+  return checkedInput(deps, fn, invalidId, record, message, log);
+}
+
+/** What runnableInput answers: the input, or undefined for a job that was ended instead. */
+type Runnable = { input: unknown } | undefined;
+
+const notRunnable = (): Runnable => undefined;
+
+/** The input of a job that was not ended before: refused when its id, body or attempt count says so. */
+function checkedInput(
+  deps: JobRunnerDependencies,
+  fn: ResolvedFunction,
+  invalidId: string | undefined,
+  record: JobRecord,
+  message: JsMsg,
+  log: Logger,
+): Runnable | Promise<Runnable> {
   if (invalidId !== undefined) {
     const error = new JetfnError(
       "E_INPUT_INVALID",
       `header Jetfn-Id "${invalidId}" is not a valid invocation id (8-128 letters, digits, "-" or "_", not shaped like the ids the runtime derives itself)`,
     );
-    await refuse(deps, record, message, error, log);
-    return undefined;
+    return refuse(deps, record, message, error, log).then(notRunnable);
   }
   let input: unknown;
   try {
     input = parseInputBody(message.data, fn.name);
   } catch (error) {
-    await refuse(deps, record, message, error as JetfnError, log);
-    return undefined;
+    return refuse(deps, record, message, error as JetfnError, log).then(notRunnable);
   }
   record.input = input ?? null;
   if (record.attempt > fn.retry.attempts) {
@@ -221,8 +237,7 @@ async function runnableInput(
       "E_ATTEMPTS_EXHAUSTED",
       `all ${fn.retry.attempts} attempts were used, and the last one never reported back (the runtime stopped or lost the job's lease)`,
     );
-    await refuse(deps, record, message, error, log);
-    return undefined;
+    return refuse(deps, record, message, error, log).then(notRunnable);
   }
   return { input };
 }
