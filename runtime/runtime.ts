@@ -512,6 +512,7 @@ class ServingRuntime implements Runtime {
       definitions: this.#parts.definitions,
       worker,
       dependencies: () => this.#jobDependencies,
+      deploying: (what, request) => this.#deploying(what, request),
       logger: this.logger,
     });
   }
@@ -573,22 +574,31 @@ class ServingRuntime implements Runtime {
         },
       );
     try {
-      if (!options.untilAnswered || performance.now() < this.#deploysTryOnceUntil) return await ensure();
-      return await untilAnswered(`the consumer of ${fn.name}`, ensure, {
-        logger: this.logger,
-        signal: this.#stopping.signal,
-      }).catch((error: unknown) => {
-        if ((error as { code?: unknown }).code === "E_UNAVAILABLE") {
-          this.#deploysTryOnceUntil = performance.now() + DEFAULT_ANSWER_WAIT_MS;
-        }
-        throw error;
-      });
+      if (!options.untilAnswered) return await ensure();
+      return await this.#deploying(`the consumer of ${fn.name}`, ensure);
     } catch (error) {
       this.logger.error(
         { err: error, fn: fn.name, level },
         "Could not create or update the function's consumer; retrying while pulling.",
       );
       return undefined;
+    }
+  }
+
+  /**
+   * Runs a deploy's setup `request` (a function's or a listener's consumer) and asks again while
+   * NATS does not answer in time (nats/until-answered.ts); asks once until #deploysTryOnceUntil,
+   * after another deploy waited out NATS's silence in full.
+   */
+  async #deploying<T>(what: string, request: () => Promise<T>): Promise<T> {
+    if (performance.now() < this.#deploysTryOnceUntil) return await request();
+    try {
+      return await untilAnswered(what, request, { logger: this.logger, signal: this.#stopping.signal });
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "E_UNAVAILABLE") {
+        this.#deploysTryOnceUntil = performance.now() + DEFAULT_ANSWER_WAIT_MS;
+      }
+      throw error;
     }
   }
 

@@ -35,6 +35,11 @@ export interface EventListenerOptions {
   /** The function's current version and its limiter (shared with its jobs). */
   worker: { fn: ResolvedFunction; limiter: Limiter };
   dependencies: () => JobRunnerDependencies;
+  /**
+   * Runs the consumer's setup at the listener's start and update (a deploy) under the runtime's
+   * start-up retry policy (nats/until-answered.ts); the puller's recovery asks once, in its own loop.
+   */
+  deploying: <T>(what: string, request: () => Promise<T>) => Promise<T>;
   logger: Logger;
 }
 
@@ -43,14 +48,10 @@ export async function startEventListener(options: EventListenerOptions): Promise
   const { worker, logger } = options;
   // The ack wait in force: a newer definition run by other runtimes may have set a shorter one.
   let consumerAckWaitMs = Number.POSITIVE_INFINITY;
-  const ensure = async (): Promise<void> => {
+  const ensure = async (asking: Asking = once): Promise<void> => {
     try {
-      const { change, settled } = await ensureListenerConsumer(
-        options.manager,
-        options.stream,
-        worker.fn,
-        options.maxAckWaitMs,
-        options.definitions,
+      const { change, settled } = await asking(`the listener consumer of ${worker.fn.name}`, () =>
+        ensureListenerConsumer(options.manager, options.stream, worker.fn, options.maxAckWaitMs, options.definitions),
       );
       consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
       if (change === "replaced") {
@@ -63,7 +64,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
       logger.error({ err: error, fn: worker.fn.name }, "Could not create or update the listener's consumer.");
     }
   };
-  await ensure();
+  await ensure(options.deploying);
   const puller: JobPuller = createJobPuller({
     js: options.js,
     stream: options.stream,
@@ -82,17 +83,24 @@ export async function startEventListener(options: EventListenerOptions): Promise
         (delivered) => eventIdentity(worker.fn.name, delivered),
         handlerDone,
       ),
-    recover: ensure,
+    recover: () => ensure(),
     logger,
   });
   puller.start();
   logger.info({ fn: worker.fn.name, on: worker.fn.listen?.pattern }, `${worker.fn.name} listens to events.`);
   return {
-    update: ensure,
+    update: () => ensure(options.deploying),
     stop: () => puller.stop(),
     async remove() {
       await puller.stop();
       await deleteListenerConsumer(options.manager, options.stream, worker.fn.name);
     },
   };
+}
+
+/** How a consumer's setup is asked of NATS: once, or under a retry policy. */
+type Asking = <T>(what: string, request: () => Promise<T>) => Promise<T>;
+
+function once<T>(_what: string, request: () => Promise<T>): Promise<T> {
+  return request();
 }

@@ -3,6 +3,7 @@ import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
+import { consumerInfo } from "./consumer-lookup";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
@@ -94,7 +95,9 @@ async function applyListenerSettings(
     ack_policy: AckPolicy.Explicit,
     deliver_policy: settings.deliver_policy as DeliverPolicy,
   };
-  const existing = await manager.consumers.info(stream, name).catch(() => undefined);
+  // Only "not found" is missing: a create after an info NATS did not answer in time is refused
+  // (2.10+) or moves the filter in place (2.9), and the consumer does not start anew per onFrom.
+  const existing = await consumerInfo(manager, stream, name);
   if (!existing) {
     await manager.consumers.add(stream, wanted);
     return "created";

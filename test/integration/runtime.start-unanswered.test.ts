@@ -158,6 +158,57 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     expect(await maxDeliver("steady:P2")).toBe(5);
   });
 
+  it("replaces a listener's consumer for its new pattern when the consumer's info is lost", async () => {
+    // Any failure of the info was taken for a missing consumer, and a create followed: refused on a
+    // server that has the consumer (2.10+), or, on 2.9, an update that moved the filter in place, so
+    // the consumer did not start anew per onFrom and delivered events of the new pattern stored
+    // before the deploy.
+    const dir = await mkdtemp(path.join(tmpdir(), "jetfn-start-unanswered-"));
+    stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
+    const version = async (on: string, writtenAt: Date): Promise<void> => {
+      const file = path.join(dir, "listener.ts");
+      await writeFile(
+        file,
+        `import { defineFunction, z } from "jetfn";
+export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
+`,
+      );
+      await utimes(file, writtenAt, writtenAt);
+    };
+    await version("ping.sent", new Date(Date.now() - 60_000));
+    const nats = await startNatsServer();
+    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
+    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    await first.stop();
+    const nc = await connect({ servers: nats.url });
+    stopWhenTestEnds(() => nc.close());
+    const js = jetstream(nc);
+    await js.publish("fn.event.pong.sent", "{}"); // Before the new pattern's deploy: not for it (onFrom "new").
+    await version("pong.sent", new Date());
+    const subject = "$JS.API.CONSUMER.INFO.JETFN_EVENTS.on-listener";
+    let lost = false;
+    const proxy = await startDroppingProxy(nats.port, (published) => {
+      if (lost || published !== subject) return false;
+      lost = true;
+      return true;
+    });
+    const logs = captureLogs();
+    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
+    stopWhenTestEnds(() => second.stop());
+    expect(proxy.dropped).toEqual([subject]);
+    const manager = await jetstreamManager(nc);
+    const consumer = () => manager.consumers.info("JETFN_EVENTS", "on-listener");
+    expect((await consumer()).config.filter_subject).toBe("fn.event.pong.sent");
+    const { seq } = await js.publish("fn.event.pong.sent", "{}");
+    const handled = await eventually(async () => {
+      const info = await consumer();
+      return info.ack_floor.stream_seq >= seq ? info : undefined;
+    }, 20_000);
+    expect(handled.delivered.consumer_seq).toBe(1);
+    expect(askedAgain(logs)).toEqual(["the listener consumer of listener"]);
+    expect(logs.matching("its consumer was replaced")).toHaveLength(1);
+  });
+
   it("waits out NATS's silence once per start, not once per function, and makes the consumers once it answers", {
     timeout: 120_000,
   }, async () => {
