@@ -14,15 +14,14 @@ export type DatabaseBinder = (client: Sql) => InvocationDatabase;
 export const bindPlainDatabase: DatabaseBinder = (client) => drizzle(client) as unknown as InvocationDatabase;
 
 /**
- * A binder whose `ctx.db` also answers relational queries over `schema` (`ctx.db.query.posts
- * .findMany({ with: { comments: true } })`). drizzle() would work out the tables' relations again for
- * every invocation (about 160 µs for the example app, more than a no-op job costs); they are worked
- * out once here, and each invocation only gets its session and database objects.
+ * The runtime's binder: `ctx.db` over an invocation's client, and with `schema` it also answers
+ * relational queries (`ctx.db.query.posts.findMany({ with: { comments: true } })`). drizzle() would
+ * make a dialect per invocation and, with a schema, work out the tables' relations again (about
+ * 160 µs for the example app, more than a no-op job costs); both are made once here, and each
+ * invocation only gets its session and database objects.
  */
 export function createDatabaseBinder(schema: AppSchema | undefined): DatabaseBinder {
-  if (!schema) return bindPlainDatabase;
-  const { tables, tableNamesMap } = extractTablesRelationalConfig(schema, createTableRelationsHelpers);
-  const relational = { fullSchema: schema, schema: tables, tableNamesMap };
+  const relational = schema ? relationalConfig(schema) : undefined;
   const dialect = new PgDialect();
   // Not through drizzle(): its only other work is setting the pool's type parsers, which
   // connectDatabase's drizzle() already did on the same options object (a worker thread's relayed
@@ -33,4 +32,9 @@ export function createDatabaseBinder(schema: AppSchema | undefined): DatabaseBin
     // As drizzle() does: the runtime reaches a thread's queries' transaction through it.
     return Object.assign(db, { $client: client }) as unknown as InvocationDatabase;
   };
+}
+
+function relationalConfig(schema: AppSchema) {
+  const { tables, tableNamesMap } = extractTablesRelationalConfig(schema, createTableRelationsHelpers);
+  return { fullSchema: schema, schema: tables, tableNamesMap };
 }
