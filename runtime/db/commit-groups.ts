@@ -82,6 +82,9 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
+/** The order #dispatch looks at lanes in: those with a transaction open, then the others. */
+const OPEN_FIRST = [true, false] as const;
+
 /** Weight of the newest hold time in a function's running average. */
 const HOLD_AVERAGE_WEIGHT = 0.2;
 
@@ -95,6 +98,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #modes: DeclaredModes;
   /** Lanes holding their open transaction for a read of the modes under way (see #awaitModes). */
   readonly #awaitingModes = new Set<Lane>();
+  /** Lanes whose transaction commits after this turn unless a job joins (see #endAfterTurn). */
+  readonly #endingAfterTurn = new Set<Lane>();
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -137,23 +142,10 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   #dispatch(): void {
     // Once per round: a lane told it may go on with a later part gets the statements that said so.
     const modes = this.#modes.statements;
-    for (const lane of this.#lanes) {
-      if (lane.busy || this.#awaitingModes.has(lane)) continue;
-      const next = this.#waiting[0];
-      const mustEndFirst =
-        lane.open &&
-        (next === undefined ||
-          lane.failure !== undefined ||
-          lane.sealed ||
-          lane.savepoints >= this.#maxMembers ||
-          // No statement gives a later part the declared modes (see constraint-modes.ts).
-          modes === null ||
-          (lane.members > 0 && this.#isSlow(next.stamp.functionName)));
-      if (mustEndFirst) void this.#end(lane);
-      else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
-      else if (next) {
-        this.#waiting.shift();
-        void this.#grant(lane, next, modes);
+    // Lanes with a transaction open first: a waiting job joins a group before it begins one.
+    for (const open of OPEN_FIRST) {
+      for (const lane of this.#lanes) {
+        if (lane.open === open) this.#offer(lane, modes);
       }
     }
     if (this.#idle && this.#lanes.every((lane) => !lane.busy && !lane.open)) {
@@ -161,6 +153,44 @@ class LaneScheduler implements CommitGroups, LaneOwner {
       this.#idle = undefined;
       idle();
     }
+  }
+
+  /** Gives a free lane to the first waiting job, or ends its transaction (see #dispatch). */
+  #offer(lane: Lane, modes: string | null | undefined): void {
+    if (lane.busy || this.#awaitingModes.has(lane)) return;
+    const next = this.#waiting[0];
+    const mustEndFirst =
+      lane.open &&
+      (lane.failure !== undefined ||
+        lane.sealed ||
+        lane.savepoints >= this.#maxMembers ||
+        // No statement gives a later part the declared modes (see constraint-modes.ts).
+        modes === null ||
+        (next !== undefined && lane.members > 0 && this.#isSlow(next.stamp.functionName)));
+    if (mustEndFirst) void this.#end(lane);
+    else if (next === undefined && lane.open) this.#endAfterTurn(lane);
+    else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
+    else if (next) {
+      this.#waiting.shift();
+      void this.#grant(lane, next, modes);
+    }
+  }
+
+  /**
+   * Nobody waits for the lane: its transaction commits after this turn of the event loop, unless a
+   * job reaches for the database in it and joins. Committed at once, each group held only the jobs
+   * that had queued during the last COMMIT: with as many lanes as running handlers, about ten. A
+   * turn lets handlers running now join too, and groups fill up (fewer COMMITs, group checks and
+   * success records per job), for a delay of one turn when a runtime is idle.
+   */
+  #endAfterTurn(lane: Lane): void {
+    if (this.#endingAfterTurn.has(lane)) return;
+    this.#endingAfterTurn.add(lane);
+    setImmediate(() => {
+      this.#endingAfterTurn.delete(lane);
+      // A job that joined holds the lane (its leave looks again); a lane ended meanwhile is closed.
+      if (lane.open && !lane.busy && !this.#awaitingModes.has(lane)) void this.#end(lane);
+    });
   }
 
   /**
