@@ -27,8 +27,8 @@ import { WatchedConnection } from "./watched-connection";
  *
  * A lane is one connection carrying such shared transactions, one job at a time (savepoints
  * nest, so two jobs cannot interleave in one transaction). When a job finishes and another is
- * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits at once, so
- * an idle runtime adds no latency.
+ * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits after the
+ * current turn of the event loop (see #endAfterTurn), so an idle runtime adds next to no latency.
  *
  * The lane does not wait for a cleanly finished job's final record and savepoint release: the
  * release travels in one write with the next job's savepoint, stamp and first query, so a job costs
