@@ -82,6 +82,13 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
+/**
+ * Jobs a group must have before its lane lingers a turn for more (see #endAfterTurn). A lone job
+ * commits at once: held open, its writes and row locks would wait for a job that joins and then
+ * waits itself (on a call whose transaction needs one of those locks, say), at any load.
+ */
+const MIN_MEMBERS_TO_LINGER = 2;
+
 /** The order #dispatch looks at lanes in: those with a transaction open, then the others. */
 const OPEN_FIRST = [true, false] as const;
 
@@ -168,8 +175,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
         modes === null ||
         (next !== undefined && lane.members > 0 && this.#isSlow(next.stamp.functionName)));
     if (mustEndFirst) void this.#end(lane);
-    else if (next === undefined && lane.open) this.#endAfterTurn(lane);
-    else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
+    else if (next === undefined && lane.open) {
+      // A lone job commits at once: nothing it wrote waits on jobs that have not run yet.
+      if (lane.members >= MIN_MEMBERS_TO_LINGER) this.#endAfterTurn(lane);
+      else void this.#end(lane);
+    } else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
     else if (next) {
       this.#waiting.shift();
       void this.#grant(lane, next, modes);
@@ -177,11 +187,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /**
-   * Nobody waits for the lane: its transaction commits after this turn of the event loop, unless a
-   * job reaches for the database in it and joins. Committed at once, each group held only the jobs
-   * that had queued during the last COMMIT: with as many lanes as running handlers, about ten. A
-   * turn lets handlers running now join too, and groups fill up (fewer COMMITs, group checks and
-   * success records per job), for a delay of one turn when a runtime is idle.
+   * Nobody waits for a lane whose group formed under load: its transaction commits after this turn
+   * of the event loop, unless a job reaches for the database in it and joins. Committed at once,
+   * each group held only the jobs that had queued during the last COMMIT: with as many lanes as
+   * running handlers, about ten. A turn lets handlers running now join too, and groups fill up
+   * (fewer COMMITs, group checks and success records per job).
    */
   #endAfterTurn(lane: Lane): void {
     if (this.#endingAfterTurn.has(lane)) return;
@@ -321,9 +331,15 @@ class LaneScheduler implements CommitGroups, LaneOwner {
 
   /** Commits the lane's group (or rolls back a transaction with nothing to keep, or doomed). */
   async #end(lane: Lane): Promise<void> {
+    const connection = lane.connection;
+    if (!connection) {
+      // Its session was given up meanwhile (see #unclean): what it held is lost, not committed.
+      this.#drop(lane, closedBetweenJobs());
+      this.#dispatch();
+      return;
+    }
     lane.busy = true;
     const members = lane.takeMembers();
-    const connection = lane.connection as WatchedConnection;
     // Each part's mark came back with the message that opened it (long before, as a rule).
     const kept = await keptMembers(members);
     const keep = members.length > 0 && lane.failure === undefined && kept !== undefined;
@@ -378,7 +394,11 @@ class LaneScheduler implements CommitGroups, LaneOwner {
    */
   #unclean(lane: Lane, connection: WatchedConnection): void {
     if (connection.closed) return;
-    if (lane.connection === connection && !lane.busy) lane.connection = undefined;
+    if (lane.connection === connection && !lane.busy) {
+      // A transaction opened on it since (waiting a turn for its COMMIT) dies with the session.
+      if (lane.open) this.#drop(lane, closedBetweenJobs());
+      else lane.connection = undefined;
+    }
     connection.discard();
   }
 }

@@ -103,9 +103,9 @@ class KvProgressBoard implements ProgressBoard {
   /** Writes the entries of jobs running for a second, then waits for the next oldest to get there. */
   #markRunning(): void {
     this.#sweep = undefined;
-    const now = Date.now();
+    const now = performance.now();
     for (const handle of this.#unwritten) {
-      const due = handle.startedAt + RUNNING_MARK_AFTER_MS;
+      const due = handle.since + RUNNING_MARK_AFTER_MS;
       if (due > now) {
         this.#sweep = this.#scheduleSweep(due - now);
         return;
@@ -129,7 +129,9 @@ class KvProgressHandle implements ProgressHandle {
   /** As given; cut to what is shown (shownDetails) only when first written: most jobs end before. */
   #details: ProgressDetails;
   #shown = false;
-  readonly startedAt = Date.now();
+  readonly #startedAt = Date.now();
+  /** When it began on the monotonic clock: a wall clock set back would hold up the sweep. */
+  readonly since = performance.now();
   #done: number | undefined;
   #total: number | undefined;
   #written = false;
@@ -182,7 +184,7 @@ class KvProgressHandle implements ProgressHandle {
       status: "running",
       fn: this.#fn,
       attempt: this.#attempt,
-      startedAt: new Date(this.startedAt).toISOString(),
+      startedAt: new Date(this.#startedAt).toISOString(),
       updatedAt: new Date(this.#lastWrite).toISOString(),
     };
     if (this.#done !== undefined) entry.done = this.#done;

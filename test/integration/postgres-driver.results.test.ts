@@ -51,6 +51,9 @@ it("keeps a result's details readable and hidden, without an own property per de
   // Still writable (the driver sets them as replies arrive; callers may too).
   rows.count = 7;
   expect(rows.count).toBe(7);
+  // Read through another object, a detail is undefined (no own property to find), never a throw.
+  expect(new Proxy(rows, {}).count).toBeUndefined();
+  expect(Object.create(rows).command).toBeUndefined();
   // The patched shape: no own property per detail (the unpatched driver defines five per result).
   expect(Object.getOwnPropertyNames(rows).filter((name) => !/^\d+$/.test(name) && name !== "length")).toEqual([]);
 });
