@@ -27,8 +27,8 @@ import { WatchedConnection } from "./watched-connection";
  *
  * A lane is one connection carrying such shared transactions, one job at a time (savepoints
  * nest, so two jobs cannot interleave in one transaction). When a job finishes and another is
- * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits after the
- * current turn of the event loop (see #endAfterTurn), so an idle runtime adds next to no latency.
+ * waiting, the lane passes to it and the COMMIT waits; when nobody waits, it commits at once, so
+ * an idle runtime adds no latency (under load, after the current turn: see #endAfterTurn).
  *
  * The lane does not wait for a cleanly finished job's final record and savepoint release: the
  * release travels in one write with the next job's savepoint, stamp and first query, so a job costs
@@ -83,11 +83,12 @@ interface Waiter {
 }
 
 /**
- * Jobs a group must have before its lane lingers a turn for more (see #endAfterTurn). A lone job
- * commits at once: held open, its writes and row locks would wait for a job that joins and then
- * waits itself (on a call whose transaction needs one of those locks, say), at any load.
+ * How long after a job last had to queue for a lane the lanes linger a turn before committing (see
+ * #endAfterTurn). Only under load: there, jobs already join groups while others wait for lanes. A
+ * quiet runtime commits each job at once, so a lone job's writes and row locks never wait for a job
+ * that joins and then waits itself (on a call whose transaction needs one of those locks, say).
  */
-const MIN_MEMBERS_TO_LINGER = 2;
+const LINGER_AFTER_QUEUE_MS = 1_000;
 
 /** The order #dispatch looks at lanes in: those with a transaction open, then the others. */
 const OPEN_FIRST = [true, false] as const;
@@ -107,6 +108,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   readonly #awaitingModes = new Set<Lane>();
   /** Lanes whose transaction commits after this turn unless a job joins (see #endAfterTurn). */
   readonly #endingAfterTurn = new Set<Lane>();
+  /** When a job last had to wait for a lane (performance.now()). */
+  #queuedAt = Number.NEGATIVE_INFINITY;
   #idle: (() => void) | undefined;
 
   constructor(sql: Sql, options: CommitGroupOptions) {
@@ -129,6 +132,7 @@ class LaneScheduler implements CommitGroups, LaneOwner {
     return new Promise<Seat>((resolve, reject) => {
       this.#waiting.push({ stamp, resolve, reject });
       this.#dispatch();
+      if (this.#waiting.length > 0) this.#queuedAt = performance.now();
     });
   }
 
@@ -176,8 +180,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
         (next !== undefined && lane.members > 0 && this.#isSlow(next.stamp.functionName)));
     if (mustEndFirst) void this.#end(lane);
     else if (next === undefined && lane.open) {
-      // A lone job commits at once: nothing it wrote waits on jobs that have not run yet.
-      if (lane.members >= MIN_MEMBERS_TO_LINGER) this.#endAfterTurn(lane);
+      // Under load only: a lone job of a quiet runtime commits at once (see LINGER_AFTER_QUEUE_MS).
+      if (performance.now() - this.#queuedAt < LINGER_AFTER_QUEUE_MS) this.#endAfterTurn(lane);
       else void this.#end(lane);
     } else if (next && lane.open && modes === undefined) this.#awaitModes(lane);
     else if (next) {

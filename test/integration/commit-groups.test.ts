@@ -94,6 +94,31 @@ describe("commit groups", () => {
     expect(row?.n).toBe(1);
   });
 
+  it("holds no lone job's locks for a job that joins and then waits on them (a quiet runtime commits at once)", async () => {
+    // A job that joined the lone job's transaction and then waited for another transaction needing
+    // that job's row lock (a call writing the same key, say) would hold the lock itself: the group
+    // waits for the joiner, the joiner for the other transaction, that one for the lock.
+    groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
+    const first = transaction();
+    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 1)`);
+    const committed = first.tx.commit(finalRecord(first.id, 1));
+    // The next job reaches for the database in the same turn, then waits on the first job's key.
+    const next = transaction();
+    await next.tx.db.execute("select 1");
+    const started = performance.now();
+    const other = database.sql`insert into grouped_rows (id, n) values (${first.id}, 2) on conflict do nothing`;
+    const outcome = await Promise.race([
+      other.then(() => "other transaction went through"),
+      new Promise((resolve) => setTimeout(() => resolve("still waiting on the lock"), 3_000)),
+    ]);
+    expect(outcome).toBe("other transaction went through");
+    expect(performance.now() - started).toBeLessThan(3_000);
+    await committed;
+    await next.tx.commit(finalRecord(next.id, 1));
+    const [row] = await database.sql`select n from grouped_rows where id = ${first.id}`;
+    expect(row?.n).toBe(1);
+  });
+
   it("undoes only the failed job's writes; the rest of its group commits", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 6 }, (_, n) => ({ ...transaction(), n }));
