@@ -191,8 +191,8 @@ class LaneScheduler implements CommitGroups, LaneOwner {
   }
 
   /**
-   * Nobody waits for a lane whose group formed under load: its transaction commits after this turn
-   * of the event loop, unless a job reaches for the database in it and joins. Committed at once,
+   * Nobody waits for the lane of a runtime under load: its transaction commits after this turn of
+   * the event loop, unless a job reaches for the database in it and joins. Committed at once,
    * each group held only the jobs that had queued during the last COMMIT: with as many lanes as
    * running handlers, about ten. A turn lets handlers running now join too, and groups fill up
    * (fewer COMMITs, group checks and success records per job).
