@@ -1,4 +1,4 @@
-import { headers as makeHeaders, type MsgHdrs } from "@nats-io/transport-node";
+import { type MsgHdrs, headers as makeHeaders } from "@nats-io/transport-node";
 import { expect, it } from "vitest";
 import { headerValue } from "../../runtime/nats/header-value";
 
