@@ -21,8 +21,13 @@ import {
 // nats-server pings a client only when nothing went either way for a ping interval), so its share of
 // the calls goes unanswered until the partition heals; the figures say how many.
 const JOBS = scale(5_000, 1_000);
-/** Jobs enqueued after the partition heals, to see the cut-off runtime work again. */
-const AFTER_JOBS = scale(1_000, 200);
+/**
+ * Jobs enqueued after the partition heals, to see the cut-off runtime work again: more than one
+ * pull of the other runtime (quick handlers ask for up to 32 jobs per slot, 256 for 8 slots, in one
+ * pull request), since the server fills the oldest waiting pull request first. With 200, a CI run
+ * saw the other runtime's one pull take them all.
+ */
+const AFTER_JOBS = scale(1_000, 600);
 
 const proxies: PartitionProxy[] = [];
 let metricsPort = 0;
