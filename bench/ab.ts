@@ -89,7 +89,7 @@ try {
   }
   const [before, after] = sides as [(typeof sides)[0], (typeof sides)[0]];
   process.stdout.write(
-    `Before: ${before.ref} (${before.commit.slice(0, 7)}); after: ${after.ref} (${after.commit.slice(0, 7)}); ${before.runs.length} rounds, alternating; each run \`npm run bench -- --only insert-jobs,noop-jobs --contenders jetfn --rounds 1 --set ${values.set}\`.\n\n`,
+    `Before: ${before.ref} (${before.commit.slice(0, 7)}); after: ${after.ref} (${after.commit.slice(0, 7)}); ${before.runs.length} round(s), alternating; each run \`npm run bench -- --only insert-jobs,noop-jobs --contenders jetfn --rounds 1 --set ${values.set}\`.\n\n`,
   );
   process.stdout.write(`${abTable(abRows(before.runs, after.runs))}\n`);
 } finally {

@@ -119,6 +119,22 @@ describe("commit groups", () => {
     expect(row?.n).toBe(1);
   });
 
+  it("under load, lets a job that reaches for the database in the same turn join a lane nobody waited for", async () => {
+    groups = createCommitGroups(pool, { lanes: 2, maxSharedHoldMs: 60_000 });
+    // Three jobs at once on two lanes: one queues, so the runtime counts as under load.
+    await Promise.all([transaction(), transaction(), transaction()].map(({ tx, id }, n) => insertAndCommit(tx, id, n)));
+    const first = transaction();
+    await first.tx.db.execute(`insert into grouped_rows (id, n) values ('${first.id}', 10)`);
+    const committed = first.tx.commit(finalRecord(first.id, 1));
+    // Nobody waited when the first job left its lane; this job asks for one in the same turn.
+    const second = transaction();
+    await insertAndCommitWith(second.tx, second.id, 11, finalRecord(second.id, 1));
+    await committed;
+    const audited = await auditedTransactions([first.id, second.id]);
+    expect(audited.size).toBe(2);
+    expect(audited.get(first.id)).toBe(audited.get(second.id));
+  });
+
   it("undoes only the failed job's writes; the rest of its group commits", async () => {
     groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
     const jobs = Array.from({ length: 6 }, (_, n) => ({ ...transaction(), n }));
