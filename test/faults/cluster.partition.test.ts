@@ -1,4 +1,6 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
+import { consumerName } from "../../runtime/nats/subjects";
 import { eventually } from "../helpers/environment";
 import { freePort } from "../helpers/free-port";
 import { type PartitionProxy, startPartitionProxy } from "../helpers/partition-proxy";
@@ -22,10 +24,10 @@ import {
 // the calls goes unanswered until the partition heals; the figures say how many.
 const JOBS = scale(5_000, 1_000);
 /**
- * Jobs enqueued after the partition heals, to see the cut-off runtime work again: more than one
- * pull of the other runtime (quick handlers ask for up to 32 jobs per slot, 256 for 8 slots, in one
- * pull request), since the server fills the oldest waiting pull request first. With 200, a CI run
- * saw the other runtime's one pull take them all.
+ * Jobs enqueued after the partition heals (once both runtimes have a pull waiting), to see the
+ * cut-off runtime work again: more than one pull of the other runtime (quick handlers ask for up to
+ * 32 jobs per slot, 256 for 8 slots, in one pull request), since the server fills the oldest waiting
+ * pull request first. With 200, a CI run saw the other runtime's one pull take them all.
  */
 const AFTER_JOBS = scale(1_000, 600);
 
@@ -86,6 +88,13 @@ describe("a runtime cut off from the cluster by a partition, then reconnected", 
       for (const proxy of proxies) proxy.heal();
       await eventually(() => occurrences(cutOff.output(), "Reconnected to NATS") > reconnectsBefore, 90_000);
       const reconnectedMs = Date.now() - healAt;
+      // Its pulls failed while cut, so it pulls again after a back-off: wait until both runtimes
+      // have a pull waiting, or the other one could take every job before the healed one asks.
+      const manager = await jetstreamManager(nc);
+      await eventually(
+        async () => ((await manager.consumers.info("JETFN_JOBS", consumerName("fault-insert"))).num_waiting ?? 0) >= 2,
+        30_000,
+      );
       const callsAfter = keepCalling(nc);
       const later = await enqueueAcknowledged(js, "fault-insert", AFTER_JOBS, (n) => ({ n: JOBS + n }));
       const total = await waitForSucceeded(env, JOBS + AFTER_JOBS, scale(300_000, 120_000));
