@@ -37,15 +37,33 @@ interface Start {
   natsUrl: string;
 }
 
-/** Starts a runtime on a fresh nats-server through a proxy that loses the first request to `subject`. */
-async function startLosing(subject: string, natsOptions: TestNatsOptions = {}): Promise<Start> {
-  const nats = await startNatsServer(natsOptions);
+/** A proxy to a nats-server's `port` that loses the first request to `subject`. */
+function losingFirst(port: number, subject: string): Promise<DroppingProxy> {
   let lost = false;
-  const proxy = await startDroppingProxy(nats.port, (published) => {
+  return startDroppingProxy(port, (published) => {
     if (lost || published !== subject) return false;
     lost = true;
     return true;
   });
+}
+
+/** A functions folder of the test's own, removed when the test ends. */
+async function functionsFolder(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "jetfn-start-unanswered-"));
+  stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Writes function file `file` into `dir`, dated `writtenAt` (runtimes keep the newest definition's settings). */
+async function writeFunction(dir: string, file: string, source: string, writtenAt: Date): Promise<void> {
+  await writeFile(path.join(dir, file), source);
+  await utimes(path.join(dir, file), writtenAt, writtenAt);
+}
+
+/** Starts a runtime on a fresh nats-server through a proxy that loses the first request to `subject`. */
+async function startLosing(subject: string, natsOptions: TestNatsOptions = {}): Promise<Start> {
+  const nats = await startNatsServer(natsOptions);
+  const proxy = await losingFirst(nats.port, subject);
   const logs = captureLogs();
   try {
     const runtime = await startRuntime({
@@ -112,18 +130,16 @@ describe("a runtime whose start-up request NATS does not answer in time", () => 
   it("updates a function's priority consumers when a try changed its own consumer and then went unanswered", async () => {
     // A redeployed retry policy: the first try updates `steady` and loses the update of `steady:P2`;
     // the next try finds `steady` current, and must still bring its priority consumer along.
-    const dir = await mkdtemp(path.join(tmpdir(), "jetfn-start-unanswered-"));
-    stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
-    const version = async (attempts: number, writtenAt: Date): Promise<void> => {
-      const file = path.join(dir, "steady.ts");
-      await writeFile(
-        file,
+    const dir = await functionsFolder();
+    const version = (attempts: number, writtenAt: Date) =>
+      writeFunction(
+        dir,
+        "steady.ts",
         `import { defineFunction, z } from "jetfn";
 export default defineFunction({ input: z.object({}), retry: { attempts: ${attempts} }, async handler() { return null; } });
 `,
+        writtenAt,
       );
-      await utimes(file, writtenAt, writtenAt);
-    };
     await version(2, new Date(Date.now() - 60_000));
     const nats = await startNatsServer();
     const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
@@ -143,12 +159,7 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     await first.stop();
     await version(4, new Date());
     const subject = "$JS.API.CONSUMER.CREATE.JETFN_JOBS.steady:P2.fn.job.steady.P2";
-    let lost = false;
-    const proxy = await startDroppingProxy(nats.port, (published) => {
-      if (lost || published !== subject) return false;
-      lost = true;
-      return true;
-    });
+    const proxy = await losingFirst(nats.port, subject);
     const logs = captureLogs();
     const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
     stopWhenTestEnds(() => second.stop());
@@ -163,18 +174,16 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     // server that has the consumer (2.10+), or, on 2.9, an update that moved the filter in place, so
     // the consumer did not start anew per onFrom and delivered events of the new pattern stored
     // before the deploy.
-    const dir = await mkdtemp(path.join(tmpdir(), "jetfn-start-unanswered-"));
-    stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
-    const version = async (on: string, writtenAt: Date): Promise<void> => {
-      const file = path.join(dir, "listener.ts");
-      await writeFile(
-        file,
+    const dir = await functionsFolder();
+    const version = (on: string, writtenAt: Date) =>
+      writeFunction(
+        dir,
+        "listener.ts",
         `import { defineFunction, z } from "jetfn";
 export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
 `,
+        writtenAt,
       );
-      await utimes(file, writtenAt, writtenAt);
-    };
     await version("ping.sent", new Date(Date.now() - 60_000));
     const nats = await startNatsServer();
     const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
@@ -186,12 +195,7 @@ export default defineFunction({ on: "${on}", input: z.object({}), async handler(
     await js.publish("fn.event.pong.sent", "{}"); // Before the new pattern's deploy: not for it (onFrom "new").
     await version("pong.sent", new Date());
     const subject = "$JS.API.CONSUMER.INFO.JETFN_EVENTS.on-listener";
-    let lost = false;
-    const proxy = await startDroppingProxy(nats.port, (published) => {
-      if (lost || published !== subject) return false;
-      lost = true;
-      return true;
-    });
+    const proxy = await losingFirst(nats.port, subject);
     const logs = captureLogs();
     const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
     stopWhenTestEnds(() => second.stop());
