@@ -1,13 +1,13 @@
-// `npx tsx bench/ab.ts <before> <after> [--rounds N] [--set size=N,...]`: an A/B run of two
+// `npm run bench:ab -- <before> <after> [--rounds N] [--set size=N,...]`: an A/B run of two
 // commits' job paths (docs/benchmarks.md). Each commit gets a worktree and an install of its own
 // (driver patches differ between commits), the two take turns (each round the other goes first),
 // jetfn alone in the insert and no-op scenarios; the medians, ranges and ratios come out as a table
 // for BENCHMARKS.md. Run it with nothing else on the machine.
-import { spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, promisify } from "node:util";
 import { abRows, abTable, jetfnFigures, type RunFigures } from "./ab-figures";
 
 const { values, positionals } = parseArgs({
@@ -20,7 +20,7 @@ const { values, positionals } = parseArgs({
 });
 if (values.help || positionals.length !== 2) {
   process.stdout.write(
-    "usage: npx tsx bench/ab.ts <before-commit> <after-commit> [--rounds 6] [--set insertJobs=10000,noopJobs=20000]\n",
+    "usage: npm run bench:ab -- <before-commit> <after-commit> [--rounds 6] [--set insertJobs=10000,noopJobs=20000]\n",
   );
   process.exit(values.help ? 0 : 2);
 }
@@ -28,24 +28,11 @@ const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1)
   throw new Error(`--rounds must be a whole number of at least 1, not ${values.rounds}`);
 
-/** Runs a command, its output passed through when `show` is set; rejects on a non-zero exit. */
-function run(command: string, args: string[], cwd: string, show = false): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    const take = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (show) process.stderr.write(chunk);
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
-    child.on("error", reject);
-    child.on("close", (code) =>
-      code === 0
-        ? resolve(output)
-        : reject(new Error(`${command} ${args.join(" ")} exited with ${code}:\n${output.slice(-2000)}`)),
-    );
-  });
+const exec = promisify(execFile);
+
+/** Runs a command; its output, or a rejection naming the command and its stderr on a non-zero exit. */
+async function run(command: string, args: string[], cwd: string): Promise<string> {
+  return (await exec(command, args, { cwd, maxBuffer: 64 * 1024 * 1024 })).stdout;
 }
 
 const repository = (await run("git", ["rev-parse", "--show-toplevel"], process.cwd())).trim();
