@@ -64,6 +64,16 @@ export async function startDroppingProxy(
   return { url: `nats://127.0.0.1:${port}`, dropped, published, close };
 }
 
+/** A proxy to a nats-server's `port` that loses the first request to `subject`. */
+export function losingFirst(port: number, subject: string): Promise<DroppingProxy> {
+  let lost = false;
+  return startDroppingProxy(port, (published) => {
+    if (lost || published !== subject) return false;
+    lost = true;
+    return true;
+  });
+}
+
 const CRLF = Buffer.from("\r\n");
 
 /**

@@ -6,7 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Runtime, startRuntime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
-import { type DroppingProxy, startDroppingProxy } from "../helpers/dropping-proxy";
+import { type DroppingProxy, losingFirst, startDroppingProxy } from "../helpers/dropping-proxy";
 import { CLUSTER_FUNCTIONS, eventually } from "../helpers/environment";
 import { type CapturedLogger, captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsOptions } from "../helpers/nats-server";
@@ -35,16 +35,6 @@ interface Start {
   proxy: DroppingProxy;
   logs: CapturedLogger;
   natsUrl: string;
-}
-
-/** A proxy to a nats-server's `port` that loses the first request to `subject`. */
-function losingFirst(port: number, subject: string): Promise<DroppingProxy> {
-  let lost = false;
-  return startDroppingProxy(port, (published) => {
-    if (lost || published !== subject) return false;
-    lost = true;
-    return true;
-  });
 }
 
 /** A functions folder of the test's own, removed when the test ends. */
