@@ -529,6 +529,7 @@ class ServingRuntime implements Runtime {
     if (!worker.listener) worker.listener = await this.#listen(worker);
     else if (
       previous.listen?.pattern !== next.listen.pattern ||
+      previous.listen?.from !== next.listen.from ||
       previous.timeoutMs !== next.timeoutMs ||
       previous.retry !== next.retry
     ) {

@@ -50,7 +50,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
   let consumerAckWaitMs = Number.POSITIVE_INFINITY;
   const ensure = async (asking: Asking = once): Promise<void> => {
     try {
-      const { change, settled } = await asking(`the listener consumer of ${worker.fn.name}`, () =>
+      const { change, settled, keptStart } = await asking(`the listener consumer of ${worker.fn.name}`, () =>
         ensureListenerConsumer(options.manager, options.stream, worker.fn, options.maxAckWaitMs, options.definitions),
       );
       consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
@@ -60,6 +60,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
           "The listener's pattern changed; its consumer was replaced and starts per onFrom.",
         );
       }
+      if (keptStart !== undefined) warnStartKept(logger, worker.fn, options.stream, keptStart);
     } catch (error) {
       logger.error({ err: error, fn: worker.fn.name }, "Could not create or update the listener's consumer.");
     }
@@ -96,6 +97,17 @@ export async function startEventListener(options: EventListenerOptions): Promise
       await deleteListenerConsumer(options.manager, options.stream, worker.fn.name);
     },
   };
+}
+
+/**
+ * A changed `onFrom` does not move an existing consumer (event-stream.ts says why): tells the
+ * operator the consumer kept its position, and how to start the listener over.
+ */
+function warnStartKept(logger: Logger, fn: ResolvedFunction, stream: string, keptStart: string): void {
+  logger.warn(
+    { fn: fn.name, onFrom: fn.listen?.from, consumerStart: keptStart, stream, consumer: listenerConsumerName(fn.name) },
+    "The listener's onFrom changed; its consumer keeps its position, as onFrom only decides where a new listener starts. To start it over, delete its consumer or rename the function.",
+  );
 }
 
 /** How a consumer's setup is asked of NATS: once, or under a retry policy. */

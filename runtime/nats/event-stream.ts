@@ -54,13 +54,19 @@ function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): Consum
 export interface ListenerConsumerChange {
   change: "created" | "updated" | "replaced" | "unchanged";
   settled: SettledDefinition;
+  /** The consumer's start (`deliver_policy`) when the definition in force asks for another: it is kept. */
+  keptStart?: string;
 }
+
+/** What one application of a definition did to the listener's consumer. */
+type ListenerConsumerApplied = Pick<ListenerConsumerChange, "change" | "keptStart">;
 
 /**
  * Creates a listener's durable consumer, or updates its policy, with the newest definition's
  * settings (this runtime's unless `definitions` records a newer one: a rolling deploy). When the
  * pattern changed, the consumer is replaced (a filter cannot be changed in place on every server
- * version); the new one starts per `onFrom`.
+ * version); the new one starts per `onFrom`. A changed `onFrom` alone keeps the consumer where it
+ * is (`keptStart`).
  */
 export async function ensureListenerConsumer(
   manager: JetStreamManager,
@@ -70,17 +76,19 @@ export async function ensureListenerConsumer(
   definitions: ConsumerDefinitions,
 ): Promise<ListenerConsumerChange> {
   let change: ListenerConsumerChange["change"] = "unchanged";
+  let keptStart: string | undefined;
   const mine = { definedAt: fn.definedAt, settings: listenerSettingsFor(fn, maxAckWaitMs) };
   const settled = await definitions.settle(
     fn.name,
     mine,
     async (settings) => {
       const applied = await applyListenerSettings(manager, stream, listenerConsumerName(fn.name), settings);
-      if (applied !== "unchanged") change = applied;
+      if (applied.change !== "unchanged") change = applied.change;
+      keptStart = applied.keptStart;
     },
     "events",
   );
-  return { change, settled };
+  return { change, settled, keptStart };
 }
 
 async function applyListenerSettings(
@@ -88,7 +96,7 @@ async function applyListenerSettings(
   stream: string,
   name: string,
   settings: ConsumerSettings,
-): Promise<ListenerConsumerChange["change"]> {
+): Promise<ListenerConsumerApplied> {
   const wanted: Partial<ConsumerConfig> = {
     ...settings,
     durable_name: name,
@@ -100,17 +108,24 @@ async function applyListenerSettings(
   const existing = await consumerInfo(manager, stream, name);
   if (!existing) {
     await manager.consumers.add(stream, wanted);
-    return "created";
+    return { change: "created" };
   }
   const current = existing.config;
   if (current.filter_subject !== settings.filter_subject) {
     await manager.consumers.delete(stream, name);
     await manager.consumers.add(stream, wanted);
-    return "replaced";
+    return { change: "replaced" };
   }
+  // A start cannot be changed in place, and a new consumer would run every kept event again ("all")
+  // or skip those not yet delivered ("new"): the consumer keeps its position, and the caller warns.
+  const keptStart =
+    settings.deliver_policy !== undefined && current.deliver_policy !== settings.deliver_policy
+      ? current.deliver_policy
+      : undefined;
   if (
     current.ack_wait !== settings.ack_wait ||
     current.max_deliver !== settings.max_deliver ||
+    current.max_ack_pending !== settings.max_ack_pending ||
     current.description !== settings.description
   ) {
     await manager.consumers.update(stream, name, {
@@ -119,9 +134,9 @@ async function applyListenerSettings(
       max_ack_pending: settings.max_ack_pending,
       description: settings.description,
     });
-    return "updated";
+    return { change: "updated", keptStart };
   }
-  return "unchanged";
+  return { change: "unchanged", keptStart };
 }
 
 /** Deletes a listener's consumer (when a function stops listening); missing is fine. */

@@ -1,0 +1,113 @@
+import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_MAX_ACK_PENDING } from "../../runtime/nats/streams";
+import { type Runtime, startRuntime } from "../../runtime/runtime";
+import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { eventually } from "../helpers/environment";
+import { type CapturedLogger, captureLogs } from "../helpers/logs";
+import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
+import { stopWhenTestEnds } from "../helpers/test-scope";
+
+// How a deployed listener's consumer follows its redeploys: the settings that can change in place
+// do, and the start (onFrom) stays and is told.
+
+let database: TestDatabase;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await database?.drop();
+});
+
+interface Listening {
+  nats: TestNatsServer;
+  manager: JetStreamManager;
+  js: JetStreamClient;
+  dir: string;
+  file: string;
+}
+
+/** A listener source: `on` and `onFrom` as given (none: the function does not listen). */
+function listenerSource(listen: { on?: string; onFrom?: string }): string {
+  const on = listen.on ? `on: ${JSON.stringify(listen.on)},` : "";
+  const onFrom = listen.onFrom ? `onFrom: ${JSON.stringify(listen.onFrom)},` : "";
+  return `import { defineFunction, z } from "jetfn";
+export default defineFunction({ ${on} ${onFrom} input: z.object({}).passthrough(), async handler() { return null; } });
+`;
+}
+
+/** A nats-server, a client's manager on it, and a functions folder holding listener.ts (written a minute ago). */
+async function listening(source: string): Promise<Listening> {
+  const dir = await mkdtemp(path.join(tmpdir(), "jetfn-listener-consumer-"));
+  stopWhenTestEnds(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "listener.ts");
+  await writeFile(file, source);
+  const writtenAt = new Date(Date.now() - 60_000);
+  await utimes(file, writtenAt, writtenAt);
+  const nats = await startNatsServer();
+  const nc = await connect({ servers: nats.url });
+  stopWhenTestEnds(() => nc.close());
+  return { nats, manager: await jetstreamManager(nc), js: jetstream(nc), dir, file };
+}
+
+function start(dir: string, natsUrl: string, logs: CapturedLogger, watch = false): Promise<Runtime> {
+  return startRuntime({
+    natsUrl,
+    databaseUrl: database.url,
+    functionsDir: dir,
+    logger: logs.logger,
+    watch,
+    shutdownGrace: "2s",
+    productionChecks: false,
+  }).then((runtime) => {
+    stopWhenTestEnds(() => runtime.stop());
+    return runtime;
+  });
+}
+
+/** Writes `source` into `file` and waits until `runtime` has redeployed it. */
+async function redeploy(runtime: Runtime, file: string, source: string): Promise<void> {
+  const loaded = new Promise<void>((resolve) => runtime.events.once("function:loaded", () => resolve()));
+  await writeFile(file, source);
+  await loaded;
+  await runtime.settled();
+}
+
+describe("a listener's consumer across redeploys", () => {
+  it("keeps its position when onFrom changes, and warns once with the function's name", async () => {
+    // onFrom was not compared: the consumer silently kept its start and nobody was told.
+    const { nats, manager, js, dir, file } = await listening(listenerSource({ on: "ping.sent" }));
+    const logs = captureLogs();
+    const runtime = await start(dir, nats.url, logs, true);
+    const consumer = () => manager.consumers.info("JETFN_EVENTS", "on-listener");
+    const before = await consumer();
+    const { seq } = await js.publish("fn.event.ping.sent", "{}");
+    await eventually(async () => (await consumer()).ack_floor.stream_seq >= seq, 20_000);
+    await redeploy(runtime, file, listenerSource({ on: "ping.sent", onFrom: "all" }));
+    expect(logs.matching("onFrom changed")).toMatchObject([
+      { level: 40, fn: "listener", onFrom: "all", consumerStart: "new", consumer: "on-listener" },
+    ]);
+    const after = await consumer();
+    expect(after.created).toBe(before.created);
+    expect(after.config.deliver_policy).toBe("new");
+    expect(after.delivered.consumer_seq).toBe(1);
+  });
+
+  it("brings max_ack_pending back to the runtime's when the consumer has another", async () => {
+    // Only ack_wait, max_deliver and the description were compared: a consumer left with another
+    // max_ack_pending (by hand, or by an older version) kept it.
+    const { nats, manager, dir } = await listening(listenerSource({ on: "ping.sent" }));
+    const first = await start(dir, nats.url, captureLogs());
+    await first.stop();
+    await manager.consumers.update("JETFN_EVENTS", "on-listener", { max_ack_pending: 7 });
+    await start(dir, nats.url, captureLogs());
+    const consumer = await manager.consumers.info("JETFN_EVENTS", "on-listener");
+    expect(consumer.config.max_ack_pending).toBe(DEFAULT_MAX_ACK_PENDING);
+  });
+});
