@@ -50,7 +50,8 @@ export async function consumerInfo(
   }
 }
 
-function isNotFound(error: unknown): boolean {
+/** True when JetStream answered that the consumer, or its stream, does not exist. */
+export function isNotFound(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   return code === JetStreamApiCodes.ConsumerNotFound || code === JetStreamApiCodes.StreamNotFound;
 }

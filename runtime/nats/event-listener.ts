@@ -94,7 +94,17 @@ export async function startEventListener(options: EventListenerOptions): Promise
     stop: () => puller.stop(),
     async remove() {
       await puller.stop();
-      await deleteListenerConsumer(options.manager, options.stream, worker.fn.name);
+      const consumer = listenerConsumerName(worker.fn.name);
+      try {
+        await options.deploying(`the deletion of the listener consumer of ${worker.fn.name}`, () =>
+          deleteListenerConsumer(options.manager, options.stream, worker.fn.name),
+        );
+      } catch (error) {
+        logger.error(
+          { err: error, fn: worker.fn.name, consumer, stream: options.stream },
+          "Could not delete the listener's consumer; delete it by hand, or it resumes from its old position if the function listens again.",
+        );
+      }
     },
   };
 }

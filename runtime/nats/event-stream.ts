@@ -3,7 +3,7 @@ import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
-import { consumerInfo } from "./consumer-lookup";
+import { consumerInfo, isNotFound } from "./consumer-lookup";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
@@ -112,7 +112,7 @@ async function applyListenerSettings(
   }
   const current = existing.config;
   if (current.filter_subject !== settings.filter_subject) {
-    await manager.consumers.delete(stream, name);
+    await deleteConsumer(manager, stream, name);
     await manager.consumers.add(stream, wanted);
     return { change: "replaced" };
   }
@@ -139,7 +139,20 @@ async function applyListenerSettings(
   return { change: "unchanged", keptStart };
 }
 
-/** Deletes a listener's consumer (when a function stops listening); missing is fine. */
-export async function deleteListenerConsumer(manager: JetStreamManager, stream: string, fn: string): Promise<void> {
-  await manager.consumers.delete(stream, listenerConsumerName(fn)).catch(() => false);
+/**
+ * Deletes a listener's consumer (when a function stops listening). A missing one counts as deleted;
+ * any other failure is thrown, since a consumer left behind keeps its position and would deliver
+ * every event since if the function listened again.
+ */
+export function deleteListenerConsumer(manager: JetStreamManager, stream: string, fn: string): Promise<void> {
+  return deleteConsumer(manager, stream, listenerConsumerName(fn));
+}
+
+/** Deletes a consumer; one already gone counts as deleted (an earlier, unanswered try may have done it). */
+async function deleteConsumer(manager: JetStreamManager, stream: string, name: string): Promise<void> {
+  try {
+    await manager.consumers.delete(stream, name);
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
 }

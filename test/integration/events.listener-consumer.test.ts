@@ -7,13 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_ACK_PENDING } from "../../runtime/nats/streams";
 import { type Runtime, startRuntime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
+import { losingFirst } from "../helpers/dropping-proxy";
 import { eventually } from "../helpers/environment";
 import { type CapturedLogger, captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
 
 // How a deployed listener's consumer follows its redeploys: the settings that can change in place
-// do, and the start (onFrom) stays and is told.
+// do, the start (onFrom) stays and is told, and a consumer no longer wanted is deleted even when
+// NATS loses the first request to delete it.
 
 let database: TestDatabase;
 
@@ -109,5 +111,24 @@ describe("a listener's consumer across redeploys", () => {
     await start(dir, nats.url, captureLogs());
     const consumer = await manager.consumers.info("JETFN_EVENTS", "on-listener");
     expect(consumer.config.max_ack_pending).toBe(DEFAULT_MAX_ACK_PENDING);
+  });
+
+  it("deletes the consumer of a function that stops listening when the first delete is lost", async () => {
+    // Every failure of the delete was swallowed: the consumer stayed, keeping its position for
+    // when the function listened again.
+    const { nats, manager, dir, file } = await listening(listenerSource({ on: "ping.sent" }));
+    const subject = "$JS.API.CONSUMER.DELETE.JETFN_EVENTS.on-listener";
+    const proxy = await losingFirst(nats.port, subject);
+    const logs = captureLogs();
+    const runtime = await start(dir, proxy.url, logs, true);
+    await manager.consumers.info("JETFN_EVENTS", "on-listener");
+    await redeploy(runtime, file, listenerSource({}));
+    expect(proxy.dropped).toEqual([subject]);
+    await expect(manager.consumers.info("JETFN_EVENTS", "on-listener")).rejects.toMatchObject({
+      message: expect.stringMatching(/consumer not found/),
+    });
+    expect(logs.matching("NATS did not answer in time; asking again.").map((line) => line.request)).toEqual([
+      "the deletion of the listener consumer of listener",
+    ]);
   });
 });
