@@ -48,13 +48,26 @@ export async function startEventListener(options: EventListenerOptions): Promise
   const { worker, logger } = options;
   // The ack wait in force: a newer definition run by other runtimes may have set a shorter one.
   let consumerAckWaitMs = Number.POSITIVE_INFINITY;
+  // Set when a try deletes the consumer to replace it, until the replacement is told: a try whose
+  // create then goes unanswered leaves the next one no consumer to replace, only one to create.
+  let replaced = false;
   const ensure = async (asking: Asking = once): Promise<void> => {
     try {
       const { change, settled, keptStart } = await asking(`the listener consumer of ${worker.fn.name}`, () =>
-        ensureListenerConsumer(options.manager, options.stream, worker.fn, options.maxAckWaitMs, options.definitions),
+        ensureListenerConsumer(
+          options.manager,
+          options.stream,
+          worker.fn,
+          options.maxAckWaitMs,
+          options.definitions,
+          () => {
+            replaced = true;
+          },
+        ),
       );
       consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
-      if (change === "replaced") {
+      if (replaced || change === "replaced") {
+        replaced = false;
         logger.warn(
           { fn: worker.fn.name, on: worker.fn.listen?.pattern },
           "The listener's pattern changed; its consumer was replaced and starts per onFrom.",

@@ -65,8 +65,8 @@ type ListenerConsumerApplied = Pick<ListenerConsumerChange, "change" | "keptStar
  * Creates a listener's durable consumer, or updates its policy, with the newest definition's
  * settings (this runtime's unless `definitions` records a newer one: a rolling deploy). When the
  * pattern changed, the consumer is replaced (a filter cannot be changed in place on every server
- * version); the new one starts per `onFrom`. A changed `onFrom` alone keeps the consumer where it
- * is (`keptStart`).
+ * version); the new one starts per `onFrom`, and `replacing` is called before the old one is
+ * deleted. A changed `onFrom` alone keeps the consumer where it is (`keptStart`).
  */
 export async function ensureListenerConsumer(
   manager: JetStreamManager,
@@ -74,6 +74,7 @@ export async function ensureListenerConsumer(
   fn: ResolvedFunction,
   maxAckWaitMs: number,
   definitions: ConsumerDefinitions,
+  replacing: () => void = () => undefined,
 ): Promise<ListenerConsumerChange> {
   let change: ListenerConsumerChange["change"] = "unchanged";
   let keptStart: string | undefined;
@@ -82,7 +83,7 @@ export async function ensureListenerConsumer(
     fn.name,
     mine,
     async (settings) => {
-      const applied = await applyListenerSettings(manager, stream, listenerConsumerName(fn.name), settings);
+      const applied = await applyListenerSettings(manager, stream, listenerConsumerName(fn.name), settings, replacing);
       if (applied.change !== "unchanged") change = applied.change;
       keptStart = applied.keptStart;
     },
@@ -96,6 +97,7 @@ async function applyListenerSettings(
   stream: string,
   name: string,
   settings: ConsumerSettings,
+  replacing: () => void,
 ): Promise<ListenerConsumerApplied> {
   const wanted: Partial<ConsumerConfig> = {
     ...settings,
@@ -112,6 +114,7 @@ async function applyListenerSettings(
   }
   const current = existing.config;
   if (current.filter_subject !== settings.filter_subject) {
+    replacing();
     await deleteConsumer(manager, stream, name);
     await manager.consumers.add(stream, wanted);
     return { change: "replaced" };

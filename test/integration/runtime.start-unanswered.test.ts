@@ -203,6 +203,39 @@ export default defineFunction({ on: "${on}", input: z.object({}), async handler(
     expect(logs.matching("its consumer was replaced")).toHaveLength(1);
   });
 
+  it("warns that a listener's consumer was replaced when the create after the delete is lost", async () => {
+    // The delete of the old pattern's consumer was answered and the create lost: the next try found
+    // no consumer, created one and reported "created", so the replacement went untold.
+    const dir = await functionsFolder();
+    const version = (on: string, writtenAt: Date) =>
+      writeFunction(
+        dir,
+        "listener.ts",
+        `import { defineFunction, z } from "jetfn";
+export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
+`,
+        writtenAt,
+      );
+    await version("ping.sent", new Date(Date.now() - 60_000));
+    const nats = await startNatsServer();
+    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
+    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    await first.stop();
+    await version("pong.sent", new Date());
+    const subject = "$JS.API.CONSUMER.CREATE.JETFN_EVENTS.on-listener.fn.event.pong.sent";
+    const proxy = await losingFirst(nats.port, subject);
+    const logs = captureLogs();
+    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
+    stopWhenTestEnds(() => second.stop());
+    expect(proxy.dropped).toEqual([subject]);
+    const nc = await connect({ servers: nats.url });
+    stopWhenTestEnds(() => nc.close());
+    const consumer = await (await jetstreamManager(nc)).consumers.info("JETFN_EVENTS", "on-listener");
+    expect(consumer.config.filter_subject).toBe("fn.event.pong.sent");
+    expect(askedAgain(logs)).toEqual(["the listener consumer of listener"]);
+    expect(logs.matching("its consumer was replaced")).toMatchObject([{ fn: "listener", on: "pong.sent" }]);
+  });
+
   it("waits out NATS's silence once per start, not once per function, and makes the consumers once it answers", {
     timeout: 120_000,
   }, async () => {
