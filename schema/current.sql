@@ -228,7 +228,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;$head$
+  xact pg_catalog.int8 := pg_catalog.txid_current();$head$
 $_$;
 
 
@@ -654,7 +654,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -682,7 +682,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -710,7 +710,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -738,7 +738,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -766,7 +766,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -794,7 +794,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -822,7 +822,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -850,7 +850,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -878,7 +878,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -906,7 +906,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -934,7 +934,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -962,7 +962,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
@@ -990,7 +990,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
@@ -1057,7 +1057,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
@@ -1124,7 +1124,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
@@ -1191,7 +1191,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
@@ -1258,7 +1258,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
@@ -1325,7 +1325,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
-  xact pg_catalog.int8 := pg_catalog.pg_current_xact_id()::pg_catalog.text::pg_catalog.int8;
+  xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
   shape := (select pg_catalog.array_agg(k.k) from pg_catalog.json_object_keys(
