@@ -67,27 +67,68 @@ export async function scaleUpStreams(
 }
 
 /**
+ * The server's refusal of more than one replica when it is not in a cluster at all: no wait helps,
+ * so the start fails at once.
+ */
+const REPLICAS_NOT_SUPPORTED = 10_074;
+/** How a server words a refusal of the replicas or placement asked for ("insufficient resources", "no suitable peers for placement"). */
+const REPLICA_REFUSAL = /replica|peer|placement|cluster|resources/i;
+const PLACEMENT_REFUSED = "ReplicaPlacementError";
+
+/**
+ * A cluster's refusal of the replicas or placement JETFN_REPLICAS and JETFN_PLACEMENT_TAGS ask for.
+ * A cluster still forming, or with a node restarting, refuses so for a while; start-up asks again
+ * (nats/until-answered.ts) and fails with this error if it keeps refusing.
+ */
+export interface ReplicaPlacementRefusal extends JetfnError {
+  readonly replicas: number;
+  readonly placementTags: readonly string[];
+  /** The server's own words. */
+  readonly serverSaid: string;
+}
+
+class ReplicaPlacementError extends JetfnError implements ReplicaPlacementRefusal {
+  readonly replicas: number;
+  readonly placementTags: readonly string[];
+  readonly serverSaid: string;
+
+  constructor(replication: Replication, serverSaid: string, cause: unknown) {
+    super("E_CONFIG_INVALID", replicaHint(replication, serverSaid), { cause });
+    this.name = PLACEMENT_REFUSED;
+    this.replicas = replication.replicas;
+    this.placementTags = replication.placementTags;
+    this.serverSaid = serverSaid;
+  }
+}
+
+/** True for a cluster's refusal of the replicas or placement asked for, which may pass once the cluster has formed. */
+export function isReplicaPlacementRefusal(error: unknown): error is ReplicaPlacementRefusal {
+  return error instanceof Error && error.name === PLACEMENT_REFUSED;
+}
+
+/**
  * Runs a stream or bucket creation or update, turning the server's refusal of more replicas than
- * it has (a single server, a cluster too small, no server with the placement tags) into an error
- * naming the setting.
+ * it has (a single server, a cluster too small or still forming, no server with the placement
+ * tags) into an E_CONFIG_INVALID error naming the setting. A single server's refusal is a plain
+ * JetfnError; a cluster's is a ReplicaPlacementRefusal, which start-up asks again for a while.
  */
 export async function withReplicaHint<T>(replication: Replication, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
     const message = (error as Error).message ?? "";
-    if (replication.replicas > 1 || replication.placementTags.length > 0) {
-      if (/replica|peer|placement|cluster|resources/i.test(message)) {
-        const tags = replication.placementTags.length > 0 ? ` tagged ${replication.placementTags.join(", ")}` : "";
-        throw new JetfnError(
-          "E_CONFIG_INVALID",
-          `JETFN_REPLICAS=${replication.replicas} needs a NATS cluster with JetStream on at least ${replication.replicas} servers${tags}; the server said: ${message}`,
-          { cause: error },
-        );
-      }
+    const asksForCluster = replication.replicas > 1 || replication.placementTags.length > 0;
+    if (!asksForCluster || !REPLICA_REFUSAL.test(message)) throw error;
+    if ((error as { code?: unknown }).code === REPLICAS_NOT_SUPPORTED) {
+      throw new JetfnError("E_CONFIG_INVALID", replicaHint(replication, message), { cause: error });
     }
-    throw error;
+    throw new ReplicaPlacementError(replication, message, error);
   }
+}
+
+function replicaHint(replication: Replication, serverSaid: string): string {
+  const tags = replication.placementTags.length > 0 ? ` tagged ${replication.placementTags.join(", ")}` : "";
+  return `JETFN_REPLICAS=${replication.replicas} needs a NATS cluster with JetStream on at least ${replication.replicas} servers${tags}; the server said: ${serverSaid}`;
 }
 
 function placementOf(replication: Replication): Placement {

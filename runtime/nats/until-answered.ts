@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { JetfnError } from "../support/errors";
+import { isReplicaPlacementRefusal, type ReplicaPlacementRefusal } from "./stream-replicas";
 
 /**
  * Longest a start-up request is asked again for, counted from its first try (ms). A JetStream
@@ -8,6 +9,15 @@ import { JetfnError } from "../support/errors";
  * silent longer fails the start, and the process supervisor (or the operator) starts it again.
  */
 export const DEFAULT_ANSWER_WAIT_MS = 30_000;
+/**
+ * Longest a start-up request is asked again for while a NATS cluster refuses the replicas or
+ * placement it asks for, counted from its first try (ms). A cluster refuses so while it forms
+ * (servers and runtimes started together: a meta leader is elected by two of three servers, and a
+ * stream of 3 replicas waits for the third) and for a few seconds after a node restarts. A cluster
+ * that refuses longer is too small for JETFN_REPLICAS (or has no server with the placement tags),
+ * and the start fails with E_CONFIG_INVALID.
+ */
+export const DEFAULT_PLACEMENT_WAIT_MS = 60_000;
 /** Waits before asking again, one step per unanswered try in a row; the last step repeats (ms). */
 export const ANSWER_BACKOFF_MS: readonly number[] = Object.freeze([250, 500, 1_000, 2_000]);
 
@@ -17,6 +27,8 @@ export interface UntilAnsweredOptions {
   logger: Logger;
   /** No try starts later than this after the first (ms). @default DEFAULT_ANSWER_WAIT_MS */
   totalMs?: number;
+  /** No try refused the replicas starts later than this after the first (ms). @default DEFAULT_PLACEMENT_WAIT_MS */
+  placementWaitMs?: number;
   /** Ends the waiting, and the asking, when aborted (the runtime is stopping). */
   signal?: AbortSignal;
 }
@@ -43,33 +55,51 @@ export function isUnanswered(error: unknown): boolean {
 /**
  * Runs `request` (a JetStream management request, or an idempotent step of a few) and asks again,
  * after a short back-off, while NATS does not answer it in time, for up to `totalMs`; then fails
- * with E_UNAVAILABLE naming `what`. Other failures are thrown at once. Only for what a runtime sets
- * up (start, deploy), never for a job's own publishes and acks: `request` must be safe to repeat,
- * since an unanswered request may still have been carried out.
+ * with E_UNAVAILABLE naming `what`. A cluster's refusal of the replicas asked for
+ * (isReplicaPlacementRefusal) is asked again the same way for up to `placementWaitMs`, then thrown
+ * as it is (E_CONFIG_INVALID naming JETFN_REPLICAS). Other failures are thrown at once. Only for
+ * what a runtime sets up (start, deploy), never for a job's own publishes and acks: `request` must
+ * be safe to repeat, since an unanswered request may still have been carried out.
  */
 export async function untilAnswered<T>(
   what: string,
   request: () => Promise<T>,
   options: UntilAnsweredOptions,
 ): Promise<T> {
-  const totalMs = options.totalMs ?? DEFAULT_ANSWER_WAIT_MS;
   const started = Date.now();
   for (let tries = 1; ; tries++) {
     try {
       return await request();
     } catch (error) {
-      if (!isUnanswered(error)) throw error;
+      const refused = isReplicaPlacementRefusal(error);
+      if (!refused && !isUnanswered(error)) throw error;
       const elapsedMs = Date.now() - started;
       const retryInMs = ANSWER_BACKOFF_MS[Math.min(tries, ANSWER_BACKOFF_MS.length) - 1] ?? 0;
-      if (options.signal?.aborted || elapsedMs + retryInMs > totalMs) throw unanswered(what, tries, elapsedMs, error);
-      options.logger.warn(
-        { err: error, request: what, tries, elapsedMs, retryInMs },
-        "NATS did not answer in time; asking again.",
-      );
+      const giveUp = (): Error => (refused ? error : unanswered(what, tries, Date.now() - started, error));
+      const limitMs = refused
+        ? (options.placementWaitMs ?? DEFAULT_PLACEMENT_WAIT_MS)
+        : (options.totalMs ?? DEFAULT_ANSWER_WAIT_MS);
+      if (options.signal?.aborted || elapsedMs + retryInMs > limitMs) throw giveUp();
+      const asking = { request: what, tries, elapsedMs, retryInMs };
+      if (refused) warnRefused(options.logger, error, { ...asking, waitsUpToMs: limitMs });
+      else options.logger.warn({ err: error, ...asking }, "NATS did not answer in time; asking again.");
       await pause(retryInMs, options.signal);
-      if (options.signal?.aborted) throw unanswered(what, tries, Date.now() - started, error);
+      if (options.signal?.aborted) throw giveUp();
     }
   }
+}
+
+function warnRefused(logger: Logger, refusal: ReplicaPlacementRefusal, asking: Record<string, unknown>): void {
+  logger.warn(
+    {
+      setting: "JETFN_REPLICAS",
+      replicas: refusal.replicas,
+      ...(refusal.placementTags.length > 0 ? { placementTags: refusal.placementTags } : {}),
+      serverSaid: refusal.serverSaid,
+      ...asking,
+    },
+    "The NATS cluster refused the replicas JETFN_REPLICAS asks for (still forming, or a node restarting?); asking again.",
+  );
 }
 
 function unanswered(what: string, tries: number, elapsedMs: number, cause: unknown): JetfnError {

@@ -1,9 +1,11 @@
 import { JetStreamApiError, jserrors } from "@nats-io/jetstream/internal";
 import { errors } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { withReplicaHint } from "../../runtime/nats/stream-replicas";
 import {
   ANSWER_BACKOFF_MS,
   DEFAULT_ANSWER_WAIT_MS,
+  DEFAULT_PLACEMENT_WAIT_MS,
   isUnanswered,
   untilAnswered,
 } from "../../runtime/nats/until-answered";
@@ -145,5 +147,87 @@ describe("untilAnswered", () => {
     stopping.abort();
     expect(await outcome).toMatchObject({ code: "E_UNAVAILABLE" });
     expect(server.askedAt).toEqual([0]);
+  });
+
+  describe("a cluster's refusal of the replicas asked for", () => {
+    const R3 = { replicas: 3, placementTags: [] };
+    /** How a cluster with a meta leader but fewer than 3 JetStream peers refuses a stream of 3 replicas. */
+    const noPeers = new JetStreamApiError({
+      code: 500,
+      err_code: 10_005,
+      description: "no suitable peers for placement",
+    });
+    /** A request through withReplicaHint that the cluster refuses `refusals` times, then does. */
+    function formingCluster(refusals: number): { request: () => Promise<string>; askedAt: number[] } {
+      const askedAt: number[] = [];
+      const request = (): Promise<string> =>
+        withReplicaHint(R3, async () => {
+          askedAt.push(Date.now());
+          if (askedAt.length > refusals) return "created";
+          throw noPeers;
+        });
+      return { request, askedAt };
+    }
+
+    it("is asked again until the cluster places them, a warning per try naming the setting and the server's words", async () => {
+      const logs = captureLogs();
+      const cluster = formingCluster(3);
+      const outcome = await settle(untilAnswered("the stream JETFN_JOBS", cluster.request, { logger: logs.logger }));
+      expect(outcome).toEqual({ value: "created" });
+      expect(cluster.askedAt).toEqual([0, 250, 750, 1_750]);
+      expect(logs.lines.filter((line) => line.level === 40)).toMatchObject([
+        { setting: "JETFN_REPLICAS", replicas: 3, serverSaid: "no suitable peers for placement", tries: 1 },
+        { tries: 2, retryInMs: 500, waitsUpToMs: DEFAULT_PLACEMENT_WAIT_MS },
+        { tries: 3, retryInMs: 1_000 },
+      ]);
+    });
+
+    it("fails with E_CONFIG_INVALID naming JETFN_REPLICAS once the cluster refused them for the placement wait", async () => {
+      const cluster = formingCluster(Number.POSITIVE_INFINITY);
+      const outcome = await settle(untilAnswered("x", cluster.request, { logger: captureLogs().logger }));
+      expect(DEFAULT_PLACEMENT_WAIT_MS).toBe(60_000);
+      // Tries at 0, 0.25, 0.75, 1.75 s, then every 2 s; one more would start at 61.75 s.
+      expect(cluster.askedAt.at(-1)).toBe(59_750);
+      expect(outcome.error).toMatchObject({
+        code: "E_CONFIG_INVALID",
+        message:
+          "JETFN_REPLICAS=3 needs a NATS cluster with JetStream on at least 3 servers; the server said: no suitable peers for placement",
+      });
+      expect(outcome.error?.cause).toBe(noPeers);
+    });
+
+    it("fails at once when the server is not in a cluster at all", async () => {
+      const logs = captureLogs();
+      const single = new JetStreamApiError({
+        code: 500,
+        err_code: 10_074,
+        description: "replicas > 1 not supported in non-clustered mode",
+      });
+      let tries = 0;
+      const request = (): Promise<never> =>
+        withReplicaHint(R3, async () => {
+          tries++;
+          throw single;
+        });
+      const outcome = await settle(untilAnswered("x", request, { logger: logs.logger }));
+      expect(outcome.error).toMatchObject({
+        code: "E_CONFIG_INVALID",
+        message: expect.stringContaining("JETFN_REPLICAS=3"),
+      });
+      expect(tries).toBe(1);
+      expect(logs.lines).toEqual([]);
+    });
+
+    it("is thrown as the server said it when only one replica is asked for, anywhere", async () => {
+      let tries = 0;
+      const request = (): Promise<never> =>
+        withReplicaHint({ replicas: 1, placementTags: [] }, async () => {
+          tries++;
+          throw noPeers;
+        });
+      const outcome = await settle(untilAnswered("x", request, { logger: captureLogs().logger }));
+      expect(outcome.error).toBe(noPeers);
+      expect(tries).toBe(1);
+    });
   });
 });
