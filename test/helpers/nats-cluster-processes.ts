@@ -51,6 +51,12 @@ export interface NatsClusterOptions {
    * @default true
    */
   advertise?: boolean;
+  /**
+   * The nodes started at once; the others wait for `start(name)`, as when servers and runtimes start
+   * together. Unless all start, no meta leader is waited for (one node alone has none).
+   * @default every node
+   */
+  startedNodes?: readonly string[];
 }
 
 interface NodeProcess {
@@ -85,8 +91,9 @@ async function startOnce(options: NatsClusterOptions): Promise<NatsCluster> {
   const nodes = await planNodes(options);
   const cluster = new Cluster(nodes, storeDir);
   try {
-    await Promise.all(nodes.map((node) => cluster.start(node.name)));
-    await waitForMetaLeader(nodes);
+    const started = nodes.filter((node) => options.startedNodes?.includes(node.name) ?? true);
+    await Promise.all(started.map((node) => cluster.start(node.name)));
+    if (started.length === nodes.length) await waitForMetaLeader(nodes);
   } catch (error) {
     await cluster.stop();
     throw error;

@@ -12,12 +12,13 @@ import { DEFINITIONS_BUCKET } from "../../runtime/nats/consumer-definitions";
 import { delayedStreamName, farStreamName } from "../../runtime/nats/delayed-jobs";
 import { EVENT_STREAM } from "../../runtime/nats/event-stream";
 import { consumerName, PROGRESS_BUCKET } from "../../runtime/nats/subjects";
-import { type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
+import { DEFAULT_PLACEMENT_WAIT_MS } from "../../runtime/nats/until-answered";
+import { type Runtime, type StartRuntimeOptions, startRuntime } from "../../runtime/runtime";
 import { createClient } from "../../runtime/sdk/client";
 import { SCHEDULE_BUCKET } from "../../runtime/triggers/scheduler";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { eventually } from "../helpers/environment";
-import { captureLogs } from "../helpers/logs";
+import { type CapturedLogger, captureLogs } from "../helpers/logs";
 import { startNatsCluster, type TestNatsCluster } from "../helpers/nats-cluster";
 import { startNatsServer } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -70,6 +71,28 @@ async function startOn(natsUrl: string, options: StartRuntimeOptions = {}) {
   });
   stopWhenTestEnds(() => runtime.stop());
   return Object.assign(runtime, { logs });
+}
+
+/** The warning a runtime logs each time a cluster refuses the replicas it asks for, before asking again. */
+const REFUSED = "The NATS cluster refused the replicas JETFN_REPLICAS asks for";
+
+/** The first refusal `logs` show while `starting` runs; the start's failure if it ends first. */
+async function firstRefusal(logs: CapturedLogger, starting: Promise<Runtime>): Promise<Record<string, unknown>> {
+  let ended: { error?: unknown } | undefined;
+  starting.then(
+    () => {
+      ended = {};
+    },
+    (error: unknown) => {
+      ended = { error };
+    },
+  );
+  for (;;) {
+    const refusal = logs.matching(REFUSED)[0];
+    if (refusal) return refusal;
+    if (ended) throw ended.error ?? new Error("the runtime started without the cluster refusing its replicas");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 async function connectTo(cluster: TestNatsCluster): Promise<NatsConnection> {
@@ -156,11 +179,48 @@ describe("JETFN_REPLICAS on a 3-node cluster", () => {
     expect(third.logs.matching("jetfn never lowers them").length).toBe(STREAMS.length);
   });
 
-  it("refuses JETFN_REPLICAS=3 on a single server with E_CONFIG_INVALID naming the setting", async () => {
+  it("starts once a cluster still forming can place 3 replicas, after asking again while it refused them", {
+    timeout: 180_000,
+  }, async () => {
+    // Servers and runtimes started together: one node up, the runtime starting, then the others.
+    const cluster = await startNatsCluster({ startedNodes: ["n1"] });
+    const logs = captureLogs();
+    const starting = startRuntime({
+      natsUrl: cluster.url,
+      databaseUrl: database.url,
+      functionsDir: REPLICA_FUNCTIONS,
+      logger: logs.logger,
+      shutdownGrace: "5s",
+      databasePoolSize: 4,
+      replicas: 3,
+    });
+    stopWhenTestEnds(() => starting.then((runtime) => runtime.stop()).catch(() => undefined));
+    // Two of three elect a meta leader, which refuses a stream of 3 replicas until the third joins.
+    await cluster.start("n2");
+    const refusal = await firstRefusal(logs, starting);
+    expect(refusal).toMatchObject({
+      level: 40,
+      setting: "JETFN_REPLICAS",
+      replicas: 3,
+      serverSaid: expect.stringMatching(/peers|resources/),
+      waitsUpToMs: DEFAULT_PLACEMENT_WAIT_MS,
+    });
+    await cluster.start("n3");
+    await starting;
+    const nc = await connectTo(cluster);
+    await replicatedInfos(nc, 3);
+    await expectWorkRuns(cluster.url, "formed-cluster-job");
+  });
+
+  it("refuses JETFN_REPLICAS=3 on a single server with E_CONFIG_INVALID naming the setting, without waiting", async () => {
     const server = await startNatsServer();
+    const started = Date.now();
     await expect(startOn(server.url, { replicas: 3 })).rejects.toMatchObject({
       code: "E_CONFIG_INVALID",
       message: expect.stringContaining("JETFN_REPLICAS=3 needs a NATS cluster"),
     });
+    // A server outside any cluster says so ("not supported in non-clustered mode"): no wait for a
+    // cluster to form. Half the wait a cluster gets leaves a loaded machine plenty for the rest.
+    expect(Date.now() - started).toBeLessThan(DEFAULT_PLACEMENT_WAIT_MS / 2);
   });
 });
