@@ -117,6 +117,8 @@ export async function startEventListener(options: EventListenerOptions): Promise
     stop: () => puller.stop(),
     async remove() {
       await puller.stop();
+      // A recovery already under way would otherwise create the consumer again after the delete.
+      await ensuring;
       const consumer = listenerConsumerName(worker.fn.name);
       try {
         await options.deploying(`the deletion of the listener consumer of ${worker.fn.name}`, () =>
