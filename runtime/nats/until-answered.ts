@@ -27,8 +27,6 @@ export interface UntilAnsweredOptions {
   logger: Logger;
   /** No try starts later than this after the first (ms). @default DEFAULT_ANSWER_WAIT_MS */
   totalMs?: number;
-  /** No try refused the replicas starts later than this after the first (ms). @default DEFAULT_PLACEMENT_WAIT_MS */
-  placementWaitMs?: number;
   /** Ends the waiting, and the asking, when aborted (the runtime is stopping). */
   signal?: AbortSignal;
 }
@@ -56,7 +54,7 @@ export function isUnanswered(error: unknown): boolean {
  * Runs `request` (a JetStream management request, or an idempotent step of a few) and asks again,
  * after a short back-off, while NATS does not answer it in time, for up to `totalMs`; then fails
  * with E_UNAVAILABLE naming `what`. A cluster's refusal of the replicas asked for
- * (isReplicaPlacementRefusal) is asked again the same way for up to `placementWaitMs`, then thrown
+ * (isReplicaPlacementRefusal) is asked again the same way for up to DEFAULT_PLACEMENT_WAIT_MS, then thrown
  * as it is (E_CONFIG_INVALID naming JETFN_REPLICAS). Other failures are thrown at once. Only for
  * what a runtime sets up (start, deploy), never for a job's own publishes and acks: `request` must
  * be safe to repeat, since an unanswered request may still have been carried out.
@@ -76,9 +74,7 @@ export async function untilAnswered<T>(
       const elapsedMs = Date.now() - started;
       const retryInMs = ANSWER_BACKOFF_MS[Math.min(tries, ANSWER_BACKOFF_MS.length) - 1] ?? 0;
       const giveUp = (): Error => (refused ? error : unanswered(what, tries, Date.now() - started, error));
-      const limitMs = refused
-        ? (options.placementWaitMs ?? DEFAULT_PLACEMENT_WAIT_MS)
-        : (options.totalMs ?? DEFAULT_ANSWER_WAIT_MS);
+      const limitMs = refused ? DEFAULT_PLACEMENT_WAIT_MS : (options.totalMs ?? DEFAULT_ANSWER_WAIT_MS);
       if (options.signal?.aborted || elapsedMs + retryInMs > limitMs) throw giveUp();
       const asking = { request: what, tries, elapsedMs, retryInMs };
       if (refused) warnRefused(options.logger, error, { ...asking, waitsUpToMs: limitMs });
