@@ -1,5 +1,5 @@
 import postgres, { type Sql } from "postgres";
-import { readCpu } from "./cpu-use";
+import { readProcessRunNs } from "./cpu-use";
 import type { RoundContext, Scenario } from "./model";
 import { installNaiveAudit, NAIVE_LOGS, NAIVE_ROW, NAIVE_STATEMENT, NAIVE_TABLES } from "./naive-audit";
 import { rotate, runPool } from "./stats";
@@ -8,7 +8,7 @@ const AUDITED = "audited (jetfn triggers)";
 const PLAIN = "not audited";
 const SINGLE = "single-row transactions, concurrency 8: time";
 const SINGLE_RATE = "single-row transactions, concurrency 8: rate";
-const SINGLE_CPU = "single-row transactions, concurrency 8: Postgres CPU per transaction";
+const SINGLE_CPU = "single-row transactions, concurrency 8: Postgres backend CPU per transaction";
 const BULK_INSERT = "bulk insert";
 const BULK_UPDATE = "bulk update";
 const BULK_DELETE = "bulk delete";
@@ -157,19 +157,35 @@ async function checkTriggers(context: RoundContext, sql: Sql): Promise<void> {
  */
 const SINGLE_ROW_SLICES = 8;
 
+/**
+ * CPU (ns) each client backend of `database` has used so far: the pool's, which run the
+ * transactions (the server's own processes and autovacuum are left out: they serve whoever ran
+ * before as much as whoever runs now). Undefined where /proc is missing.
+ */
+async function backendCpu(sql: Sql, database: string): Promise<Map<number, number> | undefined> {
+  const rows = await sql<{ pid: number }[]>`
+    select pid from pg_stat_activity where datname = ${database} and backend_type = 'client backend'`;
+  const cpu = new Map<number, number>();
+  for (const { pid } of rows) {
+    const ns = await readProcessRunNs(pid);
+    if (ns !== undefined) cpu.set(pid, ns); // Otherwise gone meanwhile.
+  }
+  return rows.length > 0 && cpu.size === 0 ? undefined : cpu;
+}
+
 async function singleRows(context: RoundContext, sql: Sql, order: readonly string[], database: string): Promise<void> {
   const { auditTransactions, concurrency } = context.sizes;
   const spent = new Map(order.map((contender) => [contender, 0]));
-  // Postgres CPU (this database's backends and the server's own processes), ms per contender: time
-  // is mostly waiting for the WAL flush, so the triggers' own cost shows better here.
-  const postgresMs = new Map(order.map((contender) => [contender, 0]));
+  // CPU of the backends running the transactions, ns per contender: time is mostly waiting for
+  // the WAL flush, so the triggers' own cost shows better here.
+  const backendNs = new Map<string, number>();
   const slice = Math.ceil(auditTransactions / SINGLE_ROW_SLICES);
   for (let first = 0; first < auditTransactions; first += slice) {
     const count = Math.min(slice, auditTransactions - first);
     // Each slice in another order too, so none always runs right after the same neighbour.
     for (const contender of rotate(order, first / slice)) {
       const table = TABLES[contender] as string;
-      const cpuBefore = await readCpu({ database });
+      const cpuBefore = await backendCpu(sql, database);
       const started = performance.now();
       await runPool(count, concurrency, (offset) =>
         sql.begin(async (tx) => {
@@ -179,16 +195,17 @@ async function singleRows(context: RoundContext, sql: Sql, order: readonly strin
         }),
       );
       spent.set(contender, (spent.get(contender) ?? 0) + performance.now() - started);
-      const cpuAfter = await readCpu({ database });
+      const cpuAfter = await backendCpu(sql, database);
       if (cpuBefore && cpuAfter) {
-        const used = cpuAfter.servers.postgres - cpuBefore.servers.postgres;
-        postgresMs.set(contender, (postgresMs.get(contender) ?? 0) + used);
+        let used = 0;
+        for (const [pid, ns] of cpuAfter) used += Math.max(0, ns - (cpuBefore.get(pid) ?? 0));
+        backendNs.set(contender, (backendNs.get(contender) ?? 0) + used);
       }
     }
   }
-  for (const [contender, ms] of postgresMs) {
-    if (ms === 0) continue; // No /proc: not measured.
-    const value = (ms * 1_000) / auditTransactions;
+  // Each contender measured in every slice, or none is reported (no /proc).
+  for (const [contender, ns] of backendNs) {
+    const value = ns / 1_000 / auditTransactions;
     context.record({ metric: SINGLE_CPU, contender, unit: "µs", better: "lower", value });
   }
   for (const [contender, ms] of spent) {

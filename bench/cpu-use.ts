@@ -58,6 +58,18 @@ export async function readProcessCpu(pid: number): Promise<number | undefined> {
   return (await readStat(String(pid)))?.ms;
 }
 
+/**
+ * CPU time (ns) one process has spent running so far, from `/proc/<pid>/schedstat`: finer than
+ * `stat`'s 10 ms ticks, for short windows. Undefined once it is gone, or where /proc is missing.
+ */
+export async function readProcessRunNs(pid: number): Promise<number | undefined> {
+  try {
+    return Number((await readFile(`/proc/${pid}/schedstat`, "utf8")).split(" ")[0]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A process's command name and CPU time (ms, all its threads), from `/proc/<pid>/stat`. */
 async function readStat(pid: string): Promise<{ name: string; ms: number } | undefined> {
   let stat: string;

@@ -6,7 +6,7 @@ import type { Limiter } from "../invocation/limiter";
 import { ackWaitFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { eventIdentity } from "../triggers/event-identity";
-import type { ConsumerDefinitions } from "./consumer-definitions";
+import type { ConsumerDefinitions, ConsumerSettings } from "./consumer-definitions";
 import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
 import { createJobPuller, type JobPuller } from "./job-puller";
 
@@ -51,7 +51,14 @@ export async function startEventListener(options: EventListenerOptions): Promise
   // Set when a try deletes the consumer to replace it, until the replacement is told: a try whose
   // create then goes unanswered leaves the next one no consumer to replace, only one to create.
   let replaced = false;
-  const ensure = async (asking: Asking = once): Promise<void> => {
+  // One setup at a time: a deploy's and the puller's recovery could otherwise each find the
+  // other's consumer missing or replaced, and delete what the other had just created.
+  let ensuring = Promise.resolve();
+  const ensure = (asking: Asking = once): Promise<void> => {
+    ensuring = ensuring.then(() => ensureOnce(asking));
+    return ensuring;
+  };
+  const ensureOnce = async (asking: Asking): Promise<void> => {
     try {
       const { change, settled, keptStart } = await asking(`the listener consumer of ${worker.fn.name}`, () =>
         ensureListenerConsumer(
@@ -73,7 +80,10 @@ export async function startEventListener(options: EventListenerOptions): Promise
           "The listener's pattern changed; its consumer was replaced and starts per onFrom.",
         );
       }
-      if (keptStart !== undefined) warnStartKept(logger, worker.fn, options.stream, keptStart);
+      // A newer definition in force (a rolling deploy) is the newer runtimes' to warn about.
+      if (keptStart !== undefined && !settled.newerInForce) {
+        warnStartKept(logger, worker.fn.name, settled.settings, options.stream, keptStart);
+      }
     } catch (error) {
       logger.error({ err: error, fn: worker.fn.name }, "Could not create or update the listener's consumer.");
     }
@@ -107,6 +117,8 @@ export async function startEventListener(options: EventListenerOptions): Promise
     stop: () => puller.stop(),
     async remove() {
       await puller.stop();
+      // A recovery already under way would otherwise create the consumer again after the delete.
+      await ensuring;
       const consumer = listenerConsumerName(worker.fn.name);
       try {
         await options.deploying(`the deletion of the listener consumer of ${worker.fn.name}`, () =>
@@ -126,9 +138,9 @@ export async function startEventListener(options: EventListenerOptions): Promise
  * A changed `onFrom` does not move an existing consumer (event-stream.ts says why): tells the
  * operator the consumer kept its position, and how to start the listener over.
  */
-function warnStartKept(logger: Logger, fn: ResolvedFunction, stream: string, keptStart: string): void {
+function warnStartKept(logger: Logger, fn: string, inForce: ConsumerSettings, stream: string, keptStart: string): void {
   logger.warn(
-    { fn: fn.name, onFrom: fn.listen?.from, consumerStart: keptStart, stream, consumer: listenerConsumerName(fn.name) },
+    { fn, onFrom: inForce.deliver_policy, consumerStart: keptStart, stream, consumer: listenerConsumerName(fn) },
     "The listener's onFrom changed; its consumer keeps its position, as onFrom only decides where a new listener starts. To start it over, delete its consumer or rename the function.",
   );
 }

@@ -5,6 +5,7 @@ import { toNanos } from "../support/duration";
 import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
 import { consumerInfo, isNotFound } from "./consumer-lookup";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
+import { isUnanswered } from "./until-answered";
 
 /** Subject prefix of events: `fn.event.<name>`, captured by the events stream. */
 export const EVENT_PREFIX = "fn.event.";
@@ -65,8 +66,8 @@ type ListenerConsumerApplied = Pick<ListenerConsumerChange, "change" | "keptStar
  * Creates a listener's durable consumer, or updates its policy, with the newest definition's
  * settings (this runtime's unless `definitions` records a newer one: a rolling deploy). When the
  * pattern changed, the consumer is replaced (a filter cannot be changed in place on every server
- * version); the new one starts per `onFrom`, and `replacing` is called before the old one is
- * deleted. A changed `onFrom` alone keeps the consumer where it is (`keptStart`).
+ * version); the new one starts per `onFrom`, and `replacing` is called once the old one is (or
+ * may have been) deleted. A changed `onFrom` alone keeps the consumer where it is (`keptStart`).
  */
 export async function ensureListenerConsumer(
   manager: JetStreamManager,
@@ -114,8 +115,14 @@ async function applyListenerSettings(
   }
   const current = existing.config;
   if (current.filter_subject !== settings.filter_subject) {
+    try {
+      await deleteConsumer(manager, stream, name);
+    } catch (error) {
+      // Unanswered, it may have been deleted all the same: the next try then finds none to replace.
+      if (isUnanswered(error)) replacing();
+      throw error;
+    }
     replacing();
-    await deleteConsumer(manager, stream, name);
     await manager.consumers.add(stream, wanted);
     return { change: "replaced" };
   }

@@ -101,6 +101,22 @@ describe("a listener's consumer across redeploys", () => {
     expect(after.delivered.consumer_seq).toBe(1);
   });
 
+  it("in a rolling deploy, warns about a kept start only from runtimes running the definition in force", async () => {
+    // Each runtime compared the consumer with the settings in force, a newer runtime's: an older
+    // one warned that its onFrom ("new") had changed from the consumer's ("new").
+    const older = await listening(listenerSource({ on: "ping.sent" }));
+    const newer = await mkdtemp(path.join(tmpdir(), "jetfn-listener-newer-"));
+    stopWhenTestEnds(() => rm(newer, { recursive: true, force: true }));
+    await writeFile(path.join(newer, "listener.ts"), listenerSource({ on: "ping.sent", onFrom: "all" }));
+    const olderLogs = captureLogs();
+    const newerLogs = captureLogs();
+    await (await start(older.dir, older.nats.url, captureLogs())).stop();
+    await start(newer, older.nats.url, newerLogs);
+    await start(older.dir, older.nats.url, olderLogs);
+    expect(newerLogs.matching("onFrom changed")).toMatchObject([{ onFrom: "all", consumerStart: "new" }]);
+    expect(olderLogs.matching("onFrom changed")).toEqual([]);
+  });
+
   it("brings max_ack_pending back to the runtime's when the consumer has another", async () => {
     // Only ack_wait, max_deliver and the description were compared: a consumer left with another
     // max_ack_pending (by hand, or by an older version) kept it.

@@ -23,7 +23,7 @@ afterAll(async () => {
   await rm(before, { recursive: true, force: true });
 });
 
-it("writes the functions of tables attached before it anew, and their rows keep the transaction's id", async () => {
+it("writes the functions of tables attached before it anew (attaching afresh a table whose functions have other names), and their rows keep the transaction's id", async () => {
   const { sql } = database;
   await migrate(sql, { directory: before });
   await sql`create table public.attached_early (id int primary key, v text)`;
@@ -33,9 +33,18 @@ it("writes the functions of tables attached before it anew, and their rows keep 
     where t.tgrelid = 'public.attached_early'::regclass and t.tgname <> 'jetfn_audit_truncate'
     order by p.proname`;
   expect((await sources()).map((row) => row.new_head)).toEqual([false, false, false]);
+  // As after a restore from a dump: the table has another oid than its functions' names say.
+  await sql`create table public.restored (id int primary key)`;
+  const [restored] = await sql`select 'public.restored'::regclass::oid::text as oid`;
+  await sql.unsafe(`alter function jetfn.capture_insert_${restored?.oid}() rename to capture_insert_1`);
 
   await migrate(sql);
   expect((await sources()).map((row) => row.new_head)).toEqual([true, true, true]);
+  const [insertTrigger] = await sql`
+    select p.proname, p.prosrc like '%txid_current()%' as new_head
+    from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+    where t.tgrelid = 'public.restored'::regclass and t.tgname = 'jetfn_audit_insert'`;
+  expect(insertTrigger).toEqual({ proname: `capture_insert_${restored?.oid}`, new_head: true });
   const [changed] = await sql.begin(async (tx) => {
     await tx`insert into public.attached_early values (1, 'a')`;
     await tx`update public.attached_early set v = 'b'`;
