@@ -132,6 +132,7 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
       delayedStream,
       cancellations,
       logger,
+      events: base.events,
       jobs: jobsById({
         manager,
         delayedStream,

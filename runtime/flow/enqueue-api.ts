@@ -15,8 +15,10 @@ import type { ReplyGuard } from "../nats/reply-guard";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
 import { ID_HEADER, isReservedInvocationId, isValidInvocationId } from "../nats/subjects";
 import { JetfnError } from "../support/errors";
+import type { RuntimeEmitter } from "../triggers/events";
 import { type ChosenIdJob, checkChosenId, type JobsById, type JobUnderId, refuseDuplicate } from "./chosen-id";
 import { type DebounceDependencies, debounceDueTime, MIN_DEBOUNCE_DELAY_MS, takeDebounceKey } from "./debounce";
+import { type DeadlineRun, type EnqueueSteps, runWithinDeadline, UNBOUNDED_STEPS } from "./enqueue-deadline";
 import { DEBOUNCE_KEY_HEADER, SINGLETON_KEY_HEADER } from "./job-keys";
 import { ENQUEUE_SUBJECT, type EnqueuedJob, type JobKeyRequest, readKeyHeaders } from "./keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "./priority";
@@ -48,6 +50,8 @@ export interface EnqueueApiOptions extends KeyedEnqueueParts {
   replyGuard: ReplyGuard;
   /** Where jobs are found by id, to refuse a chosen id that is another job's (see chosen-id.ts). */
   jobs: JobsById;
+  /** Where an enqueue answered at its deadline reports, once its work has ended (`enqueue:overran`). */
+  events: RuntimeEmitter;
 }
 
 /**
@@ -93,23 +97,46 @@ export function startEnqueueApi(options: EnqueueApiOptions): Subscription {
         replyError(message, statusFor(busy), busy);
         return;
       }
+      // Counted until its work ends, which may be after the deadline answered.
       inFlight++;
-      void (async () => {
-        try {
-          const request = parseRequest(message);
-          const reply =
-            request.id === undefined
-              ? await enqueueKeyed(options, { ...request, id: crypto.randomUUID() })
-              : await enqueueChosenId(options, { ...request, id: request.id }, uncheckedWarning);
-          replyJson(message, reply, nc.info?.max_payload ?? 1_048_576, reply.id);
-        } catch (thrown) {
-          replyApiFailure(message, thrown, "enqueue", logger);
-        } finally {
-          inFlight--;
-        }
-      })();
+      void answerEnqueue(options, message, uncheckedWarning).finally(() => {
+        inFlight--;
+      });
     },
   });
+}
+
+/** Answers one keyed enqueue, by its deadline at the latest (see enqueue-deadline.ts); never throws. */
+async function answerEnqueue(options: EnqueueApiOptions, message: Msg, warning: { at: number }): Promise<void> {
+  const { nc, logger } = options;
+  let request: KeyedEnqueue;
+  let run: DeadlineRun;
+  try {
+    const parsed = parseRequest(message);
+    request = { ...parsed, id: parsed.id ?? crypto.randomUUID() };
+    const job = request;
+    run = runWithinDeadline({ fn: job.fn, id: job.id, logger }, (steps) =>
+      parsed.id === undefined
+        ? enqueueKeyed(options, job, undefined, steps)
+        : enqueueChosenId(options, job, warning, steps),
+    );
+  } catch (thrown) {
+    replyApiFailure(message, thrown, "enqueue", logger);
+    return;
+  }
+  try {
+    const reply = await run.answer;
+    replyJson(message, reply, nc.info?.max_payload ?? 1_048_576, reply.id);
+  } catch (thrown) {
+    // An answer that the job may be stored names it, so the caller can look it up.
+    const maybeStored = (thrown as { code?: unknown }).code === "E_HANDLER_TIMEOUT";
+    replyApiFailure(message, thrown, "enqueue", logger, maybeStored ? request.id : undefined);
+  }
+  const { overran, answered, outcome } = await run.done;
+  if (!overran) return;
+  const overrun = { fn: request.fn, invocationId: request.id, answered, outcome };
+  logger.warn(overrun, "A keyed enqueue was answered at its deadline; its work has ended.");
+  options.events.emit("enqueue:overran", overrun);
 }
 
 const busy = new JetfnError(
@@ -128,6 +155,7 @@ async function enqueueChosenId(
   options: EnqueueApiOptions,
   request: KeyedEnqueue,
   warning: { at: number },
+  steps: EnqueueSteps,
 ): Promise<EnqueuedJob> {
   const job = chosenIdJob(request);
   const { complete, same } = await checkChosenId(options.jobs, job);
@@ -139,7 +167,7 @@ async function enqueueChosenId(
       "A keyed enqueue's chosen id was checked against every job but those queued in the jobs stream: it holds too many unrecorded jobs to read them all.",
     );
   }
-  return enqueueKeyed(options, request, (stored) => refuseDuplicate(options.manager, stored, job));
+  return enqueueKeyed(options, request, (stored) => refuseDuplicate(options.manager, stored, job), steps);
 }
 
 /**
@@ -168,27 +196,36 @@ export async function enqueueKeyed(
   request: KeyedEnqueue,
   /** Called when the publish was a duplicate (see PublishJobOptions); may refuse it. */
   onDuplicate?: PublishJobOptions["onDuplicate"],
+  /** Where its steps report, to answer by a deadline (see enqueue-deadline.ts). */
+  steps: EnqueueSteps = UNBOUNDED_STEPS,
 ): Promise<EnqueuedJob> {
   const { fn, id, body, priority } = request;
   const maxPayload = parts.nc.info?.max_payload;
   if (request.singleton !== undefined) {
     const key = request.singleton;
-    return enqueueSingleton(
+    const job = await enqueueSingleton(
       parts.keys,
       parts.database,
       { id, fn, key },
-      () =>
-        publishEncodedJob(parts.publisher, fn, body, {
+      async () => {
+        steps.beforePublish();
+        const published = await publishEncodedJob(parts.publisher, fn, body, {
           id,
           maxPayload,
           priority,
           notBefore: request.notBefore,
           headers: { [SINGLETON_KEY_HEADER]: key },
           onDuplicate,
-        }),
+        });
+        steps.stored({ ...published, existing: false });
+        return published;
+      },
       parts.logger,
       (holder) => parts.cancellations.cancelled(holder) !== undefined,
+      () => steps.beforeWrite(),
     );
+    steps.stored(job);
+    return job;
   }
   if (request.debounce === undefined) throw new JetfnError("E_INPUT_INVALID", "a keyed enqueue needs a key");
   const { key, periodMs, maxWaitMs } = request.debounce;
@@ -196,6 +233,7 @@ export async function enqueueKeyed(
   const due = await debounceDueTime(parts.keys, { fn, key, periodMs, maxWaitMs }, enqueuedAt);
   // Taken just before the publish, so the job goes to the delayed-jobs stream (see MIN_DEBOUNCE_DELAY_MS).
   const notBefore = Math.max(due, Date.now() + MIN_DEBOUNCE_DELAY_MS);
+  steps.beforePublish();
   const published = await publishEncodedJob(parts.publisher, fn, body, {
     id,
     maxPayload,
@@ -204,6 +242,7 @@ export async function enqueueKeyed(
     headers: { [DEBOUNCE_KEY_HEADER]: key },
     onDuplicate,
   });
+  steps.stored(published);
   // A repeat: the job was stored before, and may have moved and run since while a later job of its
   // key took the claim: taking the key now would supersede it. The mover decides on it when it is
   // due, as on a job whose enqueue stopped before claiming.

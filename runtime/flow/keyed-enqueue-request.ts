@@ -33,8 +33,8 @@ export const ENQUEUE_SUBJECT = "jetfn.api.enqueue";
  * JetStream requests in a row (the key's claim read and written, the publish, the job's sequence
  * written into the claim), each allowed JETSTREAM_TIMEOUT_MS, and Postgres look-ups. A client that
  * waited as long as one of them gave up while a slow key-value write still let the runtime store
- * the job, and did not learn its id; waiting four times as long, it gets the runtime's own answer:
- * the job, or E_UNAVAILABLE when a request of the runtime failed.
+ * the job, and did not learn its id; waiting four times as long, it gets the runtime's own answer,
+ * which comes by the runtime's deadline, derived from this (KEYED_ENQUEUE_DEADLINE_MS).
  */
 export const KEYED_ENQUEUE_TIMEOUT_MS = 4 * JETSTREAM_TIMEOUT_MS;
 

@@ -52,6 +52,8 @@ export async function enqueueSingleton(
   logger: Logger,
   /** Whether a job has a cancel mark (see holdsKey). */
   cancelled: (id: string) => boolean,
+  /** Called before the claim is written; throws to stop the enqueue there (its deadline, see enqueue-deadline.ts). */
+  beforeClaim: () => void = () => undefined,
 ): Promise<SingletonOutcome> {
   const name = claimKey("singleton", job.fn, job.key);
   for (let round = 0; round < CLAIM_ROUNDS; round++) {
@@ -68,6 +70,7 @@ export async function enqueueSingleton(
       if (current && (await holdsKey(database, current, cancelled))) {
         return { id: current.id, seq: current.seq ?? 0, duplicate: true, existing: true };
       }
+      beforeClaim();
       taken = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
       if (taken === undefined) continue;
     }

@@ -11,13 +11,20 @@ import { replyError, statusFor } from "./reply";
  * request to NATS (a key-value bucket, a stream) timed out or found nothing answering (503
  * E_UNAVAILABLE). `request` names the request: "status", "cancel", "dead-letter", "enqueue".
  */
-export function replyApiFailure(message: Msg, thrown: unknown, request: string, logger: Logger): void {
+export function replyApiFailure(
+  message: Msg,
+  thrown: unknown,
+  request: string,
+  logger: Logger,
+  /** The id the answer names (`Jetfn-Id`), for a request whose job may exist. */
+  invocationId?: string,
+): void {
   const unavailable = unavailableFailure(thrown, request);
   const failure = unavailable ?? toJetfnError(thrown);
   const fields = { err: thrown, subject: message.subject };
   if (unavailable) logger.warn(fields, unavailable.message);
   else if (failure.code === "E_HANDLER_FAILED") logger.error(fields, `A ${request} request failed.`);
-  replyError(message, statusFor(failure), failure);
+  replyError(message, statusFor(failure), failure, invocationId);
 }
 
 /** Names nats.js gives errors of a request that NATS did not answer: it may answer when asked again. */

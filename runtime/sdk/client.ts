@@ -426,13 +426,14 @@ function deadJobError(view: InvocationStatusView): JetfnError {
 }
 
 /**
- * What a keyed enqueue that got no answer may have done, and how to find out: the runtime may have
- * stored the job, and the same id asked again is answered with it (flow/chosen-id.ts).
+ * What a keyed enqueue that got no answer may have done, and how to find out. The runtime answers by
+ * its own deadline (flow/enqueue-deadline.ts), well before this; no answer at all means the request
+ * or its answer was lost, or the runtime stopped: the job may or may not be stored.
  */
 function keyedEnqueueUnanswered(id: string | undefined): string {
   return id === undefined
-    ? "the job may have been enqueued (an enqueue given an id can be asked again safely: a repeat is answered with the job)"
-    : `the job may have been enqueued: enqueue it again with id ${JSON.stringify(id)}, which is answered with the job if it was`;
+    ? "the enqueue's outcome is unknown: the job may or may not have been enqueued, and with no id of your own it cannot be looked up (give an id to check with `jetfn status <id>`, and to enqueue again safely)"
+    : `the enqueue's outcome is unknown: the job may or may not have been enqueued; check with \`jetfn status ${id}\` (client.status), or enqueue it again with id ${JSON.stringify(id)}, which is answered with the job if it was (a singleton folded into the job holding its key stores nothing under its own id)`;
 }
 
 /** The JetfnError of a request to the runtimes that failed; `afterTimeout` adds to a timeout's message. */

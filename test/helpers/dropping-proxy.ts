@@ -4,8 +4,9 @@ import { stopWhenTestEnds } from "./test-scope";
 /**
  * A TCP proxy to a nats-server that loses chosen requests: it reads the NATS protocol clients send,
  * and drops a publication whose subject `drop` picks, so the server never sees it and the client
- * waits out its whole request timeout, as with a server too loaded to answer in time. Everything
- * else, both ways, passes unchanged. It lives in the test's own process and stops with the test.
+ * waits out its whole request timeout, as with a server too loaded to answer in time (or, started
+ * with `startDelayingProxy`, holds it back a while). Everything else, both ways, passes unchanged.
+ * It lives in the test's own process and stops with the test.
  */
 export interface DroppingProxy {
   readonly url: string;
@@ -25,9 +26,30 @@ export async function startDroppingProxy(
   targetPort: number,
   drop: (subject: string) => boolean,
 ): Promise<DroppingProxy> {
+  return startFilteringProxy(targetPort, (subject) => (drop(subject) ? "drop" : 0));
+}
+
+/**
+ * Starts a proxy to `127.0.0.1:targetPort` that holds each publication back for `delayOf(subject)`
+ * milliseconds before the server sees it (0: at once; "drop": never), as a server slow to answer
+ * those requests does; started inside a test, it is closed when the test ends.
+ */
+export async function startDelayingProxy(
+  targetPort: number,
+  delayOf: (subject: string) => number | "drop",
+): Promise<DroppingProxy> {
+  return startFilteringProxy(targetPort, delayOf);
+}
+
+/** A proxy that drops (`"drop"`), delays (milliseconds) or passes (0) each publication. */
+async function startFilteringProxy(
+  targetPort: number,
+  decide: (subject: string) => number | "drop",
+): Promise<DroppingProxy> {
   const dropped: string[] = [];
   const published: string[] = [];
   const sockets = new Set<Socket>();
+  const held = new Set<NodeJS.Timeout>();
   const server: Server = createServer((client) => {
     const upstream = tcpConnect({ port: targetPort, host: "127.0.0.1" });
     for (const socket of [client, upstream]) {
@@ -42,12 +64,22 @@ export async function startDroppingProxy(
     upstream.pipe(client);
     const parser = new ClientProtocol((subject) => {
       published.push(subject);
-      const lost = drop(subject);
-      if (lost) dropped.push(subject);
-      return !lost;
+      const decision = decide(subject);
+      if (decision === "drop") dropped.push(subject);
+      return decision;
     });
     client.on("data", (chunk: Buffer) => {
-      for (const kept of parser.read(chunk)) upstream.write(kept);
+      for (const { bytes, delayMs } of parser.read(chunk)) {
+        if (delayMs === 0) {
+          upstream.write(bytes);
+          continue;
+        }
+        const timer = setTimeout(() => {
+          held.delete(timer);
+          upstream.write(bytes);
+        }, delayMs);
+        held.add(timer);
+      }
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -57,6 +89,7 @@ export async function startDroppingProxy(
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : 0;
   const close = async (): Promise<void> => {
+    for (const timer of held) clearTimeout(timer);
     for (const socket of sockets) socket.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
@@ -82,16 +115,16 @@ const CRLF = Buffer.from("\r\n");
  */
 class ClientProtocol {
   #pending = Buffer.alloc(0);
-  readonly #keep: (subject: string) => boolean;
+  readonly #decide: (subject: string) => number | "drop";
 
-  constructor(keep: (subject: string) => boolean) {
-    this.#keep = keep;
+  constructor(decide: (subject: string) => number | "drop") {
+    this.#decide = decide;
   }
 
-  /** The complete operations in `chunk` (with what came before) that are to be passed on. */
-  read(chunk: Buffer): Buffer[] {
+  /** The complete operations in `chunk` (with what came before) to pass on, each with its delay. */
+  read(chunk: Buffer): Array<{ bytes: Buffer; delayMs: number }> {
     this.#pending = Buffer.concat([this.#pending, chunk]);
-    const kept: Buffer[] = [];
+    const kept: Array<{ bytes: Buffer; delayMs: number }> = [];
     for (;;) {
       const lineEnd = this.#pending.indexOf(CRLF);
       if (lineEnd < 0) return kept;
@@ -102,7 +135,8 @@ class ClientProtocol {
       if (this.#pending.length < end) return kept;
       const bytes = this.#pending.subarray(0, end);
       this.#pending = this.#pending.subarray(end);
-      if (payload === 0 || this.#keep(words[1] ?? "")) kept.push(bytes);
+      const decision = payload === 0 ? 0 : this.#decide(words[1] ?? "");
+      if (decision !== "drop") kept.push({ bytes, delayMs: decision });
     }
   }
 }
