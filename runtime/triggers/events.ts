@@ -35,7 +35,6 @@ export interface RuntimeEvents {
   "schedule:planned": [{ fn: string; nextDueAt: string | null }];
   /** A job was published for a due time; `duplicate` when another runtime had published it already. */
   "schedule:fired": [{ fn: string; dueAt: string; jobId: string; catchUp: boolean; duplicate: boolean }];
-  /** The outbox relay published messages (after a commit, or found by its sweep). */
   /**
    * A keyed enqueue (debounce, singleton) was answered at its deadline, before its work ended; emitted
    * once that work has ended. `answered`: what the answer said of the job; `outcome`: what became of it
@@ -49,6 +48,7 @@ export interface RuntimeEvents {
       outcome: "not-stored" | "unknown" | "stored";
     },
   ];
+  /** The outbox relay published messages (after a commit, or found by its sweep). */
   "outbox:published": [{ count: number; swept: boolean; durationMs: number }];
   /** A request was dropped because its reply subject is not an inbox (`api`: call, status, dlq, discovery). */
   "reply:refused": [{ api: string; subject: string; reply: string }];
