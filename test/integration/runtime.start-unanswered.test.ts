@@ -50,6 +50,36 @@ async function writeFunction(dir: string, file: string, source: string, writtenA
   await utimes(path.join(dir, file), writtenAt, writtenAt);
 }
 
+/** Writes listener.ts into `dir`, listening to `on`, dated `writtenAt`. */
+function writeListener(dir: string, on: string, writtenAt: Date): Promise<void> {
+  return writeFunction(
+    dir,
+    "listener.ts",
+    `import { defineFunction, z } from "jetfn";
+export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
+`,
+    writtenAt,
+  );
+}
+
+/** How these tests start a runtime on the functions in `dir`. */
+function folderOptions(dir: string) {
+  return { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
+}
+
+/**
+ * Starts a runtime on the functions in `dir` through a proxy to the nats-server on `natsPort` that
+ * loses the first request to `subject`, and checks that it lost one.
+ */
+async function startDirLosing(dir: string, natsPort: number, subject: string): Promise<CapturedLogger> {
+  const proxy = await losingFirst(natsPort, subject);
+  const logs = captureLogs();
+  const runtime = await startRuntime({ ...folderOptions(dir), natsUrl: proxy.url, logger: logs.logger });
+  stopWhenTestEnds(() => runtime.stop());
+  expect(proxy.dropped).toEqual([subject]);
+  return logs;
+}
+
 /** Starts a runtime on a fresh nats-server through a proxy that loses the first request to `subject`. */
 async function startLosing(subject: string, natsOptions: TestNatsOptions = {}): Promise<Start> {
   const nats = await startNatsServer(natsOptions);
@@ -132,8 +162,7 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
       );
     await version(2, new Date(Date.now() - 60_000));
     const nats = await startNatsServer();
-    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
-    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    const first = await startRuntime({ ...folderOptions(dir), natsUrl: nats.url, logger: captureLogs().logger });
     const nc = await connect({ servers: nats.url });
     stopWhenTestEnds(() => nc.close());
     const manager = await jetstreamManager(nc);
@@ -148,12 +177,7 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     );
     await first.stop();
     await version(4, new Date());
-    const subject = "$JS.API.CONSUMER.CREATE.JETFN_JOBS.steady:P2.fn.job.steady.P2";
-    const proxy = await losingFirst(nats.port, subject);
-    const logs = captureLogs();
-    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
-    stopWhenTestEnds(() => second.stop());
-    expect(proxy.dropped).toEqual([subject]);
+    const logs = await startDirLosing(dir, nats.port, "$JS.API.CONSUMER.CREATE.JETFN_JOBS.steady:P2.fn.job.steady.P2");
     expect(askedAgain(logs)).toEqual(["the consumer of steady"]);
     expect(await maxDeliver("steady")).toBe(5);
     expect(await maxDeliver("steady:P2")).toBe(5);
@@ -165,31 +189,16 @@ export default defineFunction({ input: z.object({}), retry: { attempts: ${attemp
     // the consumer did not start anew per onFrom and delivered events of the new pattern stored
     // before the deploy.
     const dir = await functionsFolder();
-    const version = (on: string, writtenAt: Date) =>
-      writeFunction(
-        dir,
-        "listener.ts",
-        `import { defineFunction, z } from "jetfn";
-export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
-`,
-        writtenAt,
-      );
-    await version("ping.sent", new Date(Date.now() - 60_000));
+    await writeListener(dir, "ping.sent", new Date(Date.now() - 60_000));
     const nats = await startNatsServer();
-    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
-    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    const first = await startRuntime({ ...folderOptions(dir), natsUrl: nats.url, logger: captureLogs().logger });
     await first.stop();
     const nc = await connect({ servers: nats.url });
     stopWhenTestEnds(() => nc.close());
     const js = jetstream(nc);
     await js.publish("fn.event.pong.sent", "{}"); // Before the new pattern's deploy: not for it (onFrom "new").
-    await version("pong.sent", new Date());
-    const subject = "$JS.API.CONSUMER.INFO.JETFN_EVENTS.on-listener";
-    const proxy = await losingFirst(nats.port, subject);
-    const logs = captureLogs();
-    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
-    stopWhenTestEnds(() => second.stop());
-    expect(proxy.dropped).toEqual([subject]);
+    await writeListener(dir, "pong.sent", new Date());
+    const logs = await startDirLosing(dir, nats.port, "$JS.API.CONSUMER.INFO.JETFN_EVENTS.on-listener");
     const manager = await jetstreamManager(nc);
     const consumer = () => manager.consumers.info("JETFN_EVENTS", "on-listener");
     expect((await consumer()).config.filter_subject).toBe("fn.event.pong.sent");
@@ -207,27 +216,16 @@ export default defineFunction({ on: "${on}", input: z.object({}), async handler(
     // The delete of the old pattern's consumer was answered and the create lost: the next try found
     // no consumer, created one and reported "created", so the replacement went untold.
     const dir = await functionsFolder();
-    const version = (on: string, writtenAt: Date) =>
-      writeFunction(
-        dir,
-        "listener.ts",
-        `import { defineFunction, z } from "jetfn";
-export default defineFunction({ on: "${on}", input: z.object({}), async handler() { return null; } });
-`,
-        writtenAt,
-      );
-    await version("ping.sent", new Date(Date.now() - 60_000));
+    await writeListener(dir, "ping.sent", new Date(Date.now() - 60_000));
     const nats = await startNatsServer();
-    const options = { databaseUrl: database.url, functionsDir: dir, shutdownGrace: "2s", productionChecks: false };
-    const first = await startRuntime({ ...options, natsUrl: nats.url, logger: captureLogs().logger });
+    const first = await startRuntime({ ...folderOptions(dir), natsUrl: nats.url, logger: captureLogs().logger });
     await first.stop();
-    await version("pong.sent", new Date());
-    const subject = "$JS.API.CONSUMER.CREATE.JETFN_EVENTS.on-listener.fn.event.pong.sent";
-    const proxy = await losingFirst(nats.port, subject);
-    const logs = captureLogs();
-    const second = await startRuntime({ ...options, natsUrl: proxy.url, logger: logs.logger });
-    stopWhenTestEnds(() => second.stop());
-    expect(proxy.dropped).toEqual([subject]);
+    await writeListener(dir, "pong.sent", new Date());
+    const logs = await startDirLosing(
+      dir,
+      nats.port,
+      "$JS.API.CONSUMER.CREATE.JETFN_EVENTS.on-listener.fn.event.pong.sent",
+    );
     const nc = await connect({ servers: nats.url });
     stopWhenTestEnds(() => nc.close());
     const consumer = await (await jetstreamManager(nc)).consumers.info("JETFN_EVENTS", "on-listener");
