@@ -15,6 +15,24 @@ export const CLUSTER_FUNCTIONS = path.resolve(
   "../fixtures/cluster-functions",
 );
 
+/**
+ * Starts a runtime on the cluster fixture functions (the tests that put a proxy between it and NATS),
+ * with a short shutdown grace and no production checks; it stops when the test ends.
+ */
+export async function startClusterFunctionsRuntime(
+  options: StartRuntimeOptions & Required<Pick<StartRuntimeOptions, "natsUrl" | "databaseUrl">>,
+): Promise<Runtime> {
+  const runtime = await startRuntime({
+    functionsDir: CLUSTER_FUNCTIONS,
+    shutdownGrace: "2s",
+    databasePoolSize: 8,
+    productionChecks: false,
+    ...options,
+  });
+  stopWhenTestEnds(() => runtime.stop());
+  return runtime;
+}
+
 /** A nats-server and a database of this test file's own, plus what it started on them. */
 export interface TestEnvironment {
   readonly nats: TestNatsServer;

@@ -1,9 +1,8 @@
 import { expect, it } from "vitest";
-import { startRuntime } from "../../runtime/runtime";
 import { createClient } from "../../runtime/sdk/client";
 import { createTestDatabase } from "../helpers/database";
 import { startDroppingProxy } from "../helpers/dropping-proxy";
-import { CLUSTER_FUNCTIONS } from "../helpers/environment";
+import { startClusterFunctionsRuntime } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -25,16 +24,7 @@ it("answers a keyed enqueue whose runtime waited out one unanswered key-value wr
   });
   const database = await createTestDatabase();
   const logs = captureLogs();
-  const runtime = await startRuntime({
-    natsUrl: proxy.url,
-    databaseUrl: database.url,
-    functionsDir: CLUSTER_FUNCTIONS,
-    logger: logs.logger,
-    shutdownGrace: "2s",
-    databasePoolSize: 8,
-    productionChecks: false,
-  });
-  stopWhenTestEnds(() => runtime.stop());
+  await startClusterFunctionsRuntime({ natsUrl: proxy.url, databaseUrl: database.url, logger: logs.logger });
   const client = await createClient({ natsUrl: nats.url });
   stopWhenTestEnds(() => client.close());
 

@@ -2,13 +2,12 @@ import { once } from "node:events";
 import { expect, it } from "vitest";
 import { KEYED_ENQUEUE_DEADLINE_MS } from "../../runtime/flow/enqueue-deadline";
 import { KEYED_ENQUEUE_TIMEOUT_MS } from "../../runtime/flow/keyed-enqueue-request";
-import { startRuntime } from "../../runtime/runtime";
 import { createClient } from "../../runtime/sdk/client";
 import type { JetfnError } from "../../runtime/support/errors";
 import type { RuntimeEvents } from "../../runtime/triggers/events";
 import { createTestDatabase } from "../helpers/database";
 import { startDelayingProxy } from "../helpers/dropping-proxy";
-import { CLUSTER_FUNCTIONS } from "../helpers/environment";
+import { startClusterFunctionsRuntime } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -31,16 +30,11 @@ async function start(decide: Decide) {
     return decide(subject);
   });
   const database = await createTestDatabase();
-  const runtime = await startRuntime({
+  const runtime = await startClusterFunctionsRuntime({
     natsUrl: proxy.url,
     databaseUrl: database.url,
-    functionsDir: CLUSTER_FUNCTIONS,
     logger: captureLogs().logger,
-    shutdownGrace: "2s",
-    databasePoolSize: 8,
-    productionChecks: false,
   });
-  stopWhenTestEnds(() => runtime.stop());
   const client = await createClient({ natsUrl: nats.url });
   stopWhenTestEnds(() => client.close());
   const arm = (on: boolean) => {

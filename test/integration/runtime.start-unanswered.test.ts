@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Runtime, startRuntime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { type DroppingProxy, losingFirst, startDroppingProxy } from "../helpers/dropping-proxy";
-import { CLUSTER_FUNCTIONS, eventually } from "../helpers/environment";
+import { CLUSTER_FUNCTIONS, eventually, startClusterFunctionsRuntime } from "../helpers/environment";
 import { type CapturedLogger, captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsOptions } from "../helpers/nats-server";
 import { stopWhenTestEnds } from "../helpers/test-scope";
@@ -86,18 +86,13 @@ async function startLosing(subject: string, natsOptions: TestNatsOptions = {}): 
   const proxy = await losingFirst(nats.port, subject);
   const logs = captureLogs();
   try {
-    const runtime = await startRuntime({
+    const runtime = await startClusterFunctionsRuntime({
       natsUrl: proxy.url,
       natsUser: natsOptions.user,
       natsPassword: natsOptions.password,
       databaseUrl: database.url,
-      functionsDir: CLUSTER_FUNCTIONS,
       logger: logs.logger,
-      shutdownGrace: "2s",
-      databasePoolSize: 8,
-      productionChecks: false,
     });
-    stopWhenTestEnds(() => runtime.stop());
     return { runtime, proxy, logs, natsUrl: nats.url };
   } catch (error) {
     return { error: error as Error, proxy, logs, natsUrl: nats.url };
