@@ -73,28 +73,21 @@ export async function scaleUpStreams(
 const REPLICAS_NOT_SUPPORTED = 10_074;
 /** How a server words a refusal of the replicas or placement asked for ("insufficient resources", "no suitable peers for placement"). */
 const REPLICA_REFUSAL = /replica|peer|placement|cluster|resources/i;
-const PLACEMENT_REFUSED = "ReplicaPlacementError";
 
 /**
  * A cluster's refusal of the replicas or placement JETFN_REPLICAS and JETFN_PLACEMENT_TAGS ask for.
  * A cluster still forming, or with a node restarting, refuses so for a while; start-up asks again
  * (nats/until-answered.ts) and fails with this error if it keeps refusing.
  */
-export interface ReplicaPlacementRefusal extends JetfnError {
+export class ReplicaPlacementError extends JetfnError {
   readonly replicas: number;
   readonly placementTags: readonly string[];
   /** The server's own words. */
   readonly serverSaid: string;
-}
-
-class ReplicaPlacementError extends JetfnError implements ReplicaPlacementRefusal {
-  readonly replicas: number;
-  readonly placementTags: readonly string[];
-  readonly serverSaid: string;
 
   constructor(replication: Replication, serverSaid: string, cause: unknown) {
     super("E_CONFIG_INVALID", replicaHint(replication, serverSaid), { cause });
-    this.name = PLACEMENT_REFUSED;
+    this.name = "ReplicaPlacementError";
     this.replicas = replication.replicas;
     this.placementTags = replication.placementTags;
     this.serverSaid = serverSaid;
@@ -102,15 +95,15 @@ class ReplicaPlacementError extends JetfnError implements ReplicaPlacementRefusa
 }
 
 /** True for a cluster's refusal of the replicas or placement asked for, which may pass once the cluster has formed. */
-export function isReplicaPlacementRefusal(error: unknown): error is ReplicaPlacementRefusal {
-  return error instanceof Error && error.name === PLACEMENT_REFUSED;
+export function isReplicaPlacementRefusal(error: unknown): error is ReplicaPlacementError {
+  return error instanceof ReplicaPlacementError;
 }
 
 /**
  * Runs a stream or bucket creation or update, turning the server's refusal of more replicas than
  * it has (a single server, a cluster too small or still forming, no server with the placement
  * tags) into an E_CONFIG_INVALID error naming the setting. A single server's refusal is a plain
- * JetfnError; a cluster's is a ReplicaPlacementRefusal, which start-up asks again for a while.
+ * JetfnError; a cluster's is a ReplicaPlacementError, which start-up asks again for a while.
  */
 export async function withReplicaHint<T>(replication: Replication, run: () => Promise<T>): Promise<T> {
   try {

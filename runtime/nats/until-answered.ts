@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { JetfnError } from "../support/errors";
-import { isReplicaPlacementRefusal, type ReplicaPlacementRefusal } from "./stream-replicas";
+import { isReplicaPlacementRefusal, type ReplicaPlacementError } from "./stream-replicas";
 
 /**
  * Longest a start-up request is asked again for, counted from its first try (ms). A JetStream
@@ -85,7 +85,7 @@ export async function untilAnswered<T>(
   }
 }
 
-function warnRefused(logger: Logger, refusal: ReplicaPlacementRefusal, asking: Record<string, unknown>): void {
+function warnRefused(logger: Logger, refusal: ReplicaPlacementError, asking: Record<string, unknown>): void {
   logger.warn(
     {
       setting: "JETFN_REPLICAS",
