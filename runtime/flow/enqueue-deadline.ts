@@ -136,13 +136,17 @@ class DeadlineSteps implements EnqueueSteps {
       logger.warn({ err: error, fn, invocationId: id }, "A keyed enqueue failed after its job was stored.");
       return this.job;
     }
-    if (this.#phase === "publishing" && isUnanswered(error)) throw maybeStored(this.#job, error);
+    if (this.#phase === "publishing" && publishUnconfirmed(error)) throw maybeStored(this.#job, error);
     throw error;
   }
 }
 
-/** A publish that got no answer (timed out, or its connection closed) may have been stored. */
-function isUnanswered(error: unknown): boolean {
+/**
+ * A publish that got no answer (timed out, or its connection closed) may have been stored. Not
+ * nats/until-answered.ts's isUnanswered, which asks whether a request may be answered if asked again
+ * (JetStream's "temporarily unavailable" stored nothing).
+ */
+function publishUnconfirmed(error: unknown): boolean {
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
   const name = (cause as { name?: unknown } | null)?.name;
   return name === "TimeoutError" || name === "RequestError";
