@@ -35,7 +35,7 @@ import { connectNats } from "./nats/connection";
 import type { SettledDefinition } from "./nats/consumer-definitions";
 import { findScheduledJob, removeScheduledJob } from "./nats/delayed-jobs";
 import { type EventListener, startEventListener } from "./nats/event-listener";
-import { EVENT_STREAM } from "./nats/event-stream";
+import { EVENT_STREAM, listenerConsumerName, withdrawListenerConsumer } from "./nats/event-stream";
 import { createJobPuller, type JobPuller } from "./nats/job-puller";
 import { createQueueDepthReader } from "./nats/queue-depth";
 import { createReplyGuard } from "./nats/reply-guard";
@@ -419,8 +419,47 @@ class ServingRuntime implements Runtime {
     // A deploy often comes with a new table; make sure it is audited before the code writes to it.
     if (change.added.length + change.updated.length > 0) await this.#coverAudit();
     for (const fn of change.added) await this.#deploy(fn);
+    await this.#withdrawListeners(change.added.filter((fn) => !fn.listen));
     for (const { previous, next } of change.updated) await this.#redeploy(previous, next);
     for (const fn of change.removed) this.#undeploy(fn);
+  }
+
+  /**
+   * Deletes the listener consumers of functions deployed without `on` that an earlier version
+   * listened with (changed while no runtime watched its file): the consumer would hold events for a
+   * listener that no longer exists, and older runtimes would listen on. One listing of the recorded
+   * definitions; then a withdrawal for each function found there (withdrawListenerConsumer).
+   */
+  async #withdrawListeners(quiet: ResolvedFunction[]): Promise<void> {
+    if (quiet.length === 0) return;
+    const { definitions, manager } = this.#parts;
+    let recorded: Set<string>;
+    try {
+      recorded = await definitions.recordedFunctions("events");
+    } catch (error) {
+      this.logger.warn(
+        { err: error },
+        "Could not list the listeners' definitions; consumers of former listeners stay.",
+      );
+      return;
+    }
+    for (const fn of quiet.filter((each) => recorded.has(each.name))) {
+      const consumer = listenerConsumerName(fn.name);
+      try {
+        const outcome = await withdrawListenerConsumer(manager, EVENT_STREAM, fn.name, fn.definedAt, definitions);
+        if (outcome === "withdrawn") {
+          this.logger.info(
+            { fn: fn.name, consumer },
+            `${fn.name} no longer listens to events; its consumer is deleted.`,
+          );
+        }
+      } catch (error) {
+        this.logger.warn(
+          { err: error, fn: fn.name, consumer, stream: EVENT_STREAM },
+          "Could not delete the consumer of a function that no longer listens; the next start tries again.",
+        );
+      }
+    }
   }
 
   async #deploy(deployed: ResolvedFunction): Promise<void> {
@@ -528,6 +567,7 @@ class ServingRuntime implements Runtime {
     }
     if (!worker.listener) worker.listener = await this.#listen(worker);
     else if (
+      !worker.listener.listening ||
       previous.listen?.pattern !== next.listen.pattern ||
       previous.listen?.from !== next.listen.from ||
       previous.timeoutMs !== next.timeoutMs ||

@@ -8,9 +8,10 @@ import { type Replication, SINGLE_REPLICA } from "./stream-replicas";
 
 /**
  * The key-value bucket that records, per function, the newest definition applied to its durable
- * consumer: when that definition was written and the consumer settings it maps to. Runtimes of two
- * versions share one consumer during a rolling deploy; this is how the newer definition stays in
- * force when a runtime of the older one starts or recreates the consumer.
+ * consumer: when that definition was written and the consumer settings it maps to, or (for a
+ * listener) that it stopped listening. Runtimes of two versions share one consumer during a rolling
+ * deploy; this is how the newer definition stays in force when a runtime of the older one starts or
+ * recreates the consumer, and how a consumer a newer version deleted is not created again.
  */
 export const DEFINITIONS_BUCKET = "JETFN_DEFINITIONS";
 
@@ -37,15 +38,34 @@ export interface ConsumerDefinition {
   readonly settings: ConsumerSettings;
 }
 
+/** What the bucket may hold besides a definition: since `definedAt` the function wants no such consumer. */
+export interface Withdrawal {
+  readonly definedAt: number;
+  readonly settings: null;
+}
+
+export type Recorded = ConsumerDefinition | Withdrawal;
+
 /** What a runtime's definition came to. */
 export interface SettledDefinition {
-  /** The settings now in force on the consumer (this runtime's, or a newer definition's). */
+  /**
+   * The settings now in force on the consumer (this runtime's, or a newer definition's); when
+   * `withdrawn`, this runtime's own, applied to nothing.
+   */
   readonly settings: ConsumerSettings;
   /** True when a newer definition of another runtime is in force instead of this runtime's. */
   readonly newerInForce: boolean;
+  /**
+   * True when a newer definition wants no consumer (a listener that stopped listening): nothing was
+   * applied, and the caller deletes the consumer rather than keep or create it.
+   */
+  readonly withdrawn: boolean;
   /** When the definition in force was written. */
   readonly definedAt: number;
 }
+
+/** What {@link ConsumerDefinitions.withdraw} found: recorded now, recorded before, or a newer definition in force. */
+export type WithdrawalOutcome = "withdrawn" | "already" | "newer";
 
 /** Rounds of read, compare-and-set and apply before giving up (each lost round means another runtime wrote). */
 const MAX_ROUNDS = 10;
@@ -66,6 +86,15 @@ export interface ConsumerDefinitions {
     apply: (settings: ConsumerSettings) => Promise<void>,
     kind?: ConsumerKind,
   ): Promise<SettledDefinition>;
+  /**
+   * Records that `fn`, as defined at `definedAt`, wants no consumer of `kind` (a function that stops
+   * listening), unless a newer definition is recorded ("newer": its consumer stays). The caller
+   * deletes the consumer after "withdrawn"; older runtimes then find the withdrawal in force and do
+   * not create it again.
+   */
+  withdraw(fn: string, definedAt: number, kind?: ConsumerKind): Promise<WithdrawalOutcome>;
+  /** The functions with anything recorded for `kind` (one listing of the bucket's keys). */
+  recordedFunctions(kind: ConsumerKind): Promise<Set<string>>;
 }
 
 /** Opens the definitions bucket, or creates it with `replication`. */
@@ -100,8 +129,8 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
     let contested = false;
     for (let round = 0; round < MAX_ROUNDS; round++, contested = true) {
       const entry = await this.#kv.get(key);
-      const recorded = readDefinition(entry);
-      let inForce: ConsumerDefinition;
+      const recorded = readRecorded(entry);
+      let inForce: Recorded;
       let revision: number;
       if (recorded === undefined || supersedes(mine, recorded, !contested)) {
         const written = await this.#record(key, mine, entry);
@@ -109,6 +138,18 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
         [inForce, revision] = [mine, written];
       } else {
         [inForce, revision] = [recorded, (entry as KvEntry).revision];
+      }
+      if (inForce.settings === null) {
+        this.#logger.info(
+          {
+            fn,
+            kind,
+            definedAt: new Date(mine.definedAt).toISOString(),
+            inForce: new Date(inForce.definedAt).toISOString(),
+          },
+          `A newer definition of ${fn} has no ${kind} consumer; this runtime's older one does not create it.`,
+        );
+        return { settings: mine.settings, newerInForce: true, withdrawn: true, definedAt: inForce.definedAt };
       }
       await apply(inForce.settings);
       // Another runtime recorded a definition while this one applied: apply again from its record.
@@ -120,16 +161,33 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
           `A newer definition of ${fn} sets its consumer; this runtime's older one does not replace it.`,
         );
       }
-      return { settings: inForce.settings, newerInForce, definedAt: inForce.definedAt };
+      return { settings: inForce.settings, newerInForce, withdrawn: false, definedAt: inForce.definedAt };
     }
-    throw new JetfnError(
-      "E_UNAVAILABLE",
-      `the consumer definition of ${fn} kept changing under this runtime (${MAX_ROUNDS} rounds)`,
-    );
+    throw changingUnder(fn);
+  }
+
+  async withdraw(fn: string, definedAt: number, kind: ConsumerKind = "events"): Promise<WithdrawalOutcome> {
+    const key = `${kind}.${fn}`;
+    const mine: Withdrawal = { definedAt, settings: null };
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const entry = await this.#kv.get(key);
+      const recorded = readRecorded(entry);
+      if (recorded !== undefined && !supersedes(mine, recorded))
+        return recorded.settings === null ? "already" : "newer";
+      if ((await this.#record(key, mine, entry)) !== undefined) return "withdrawn";
+    }
+    throw changingUnder(fn);
+  }
+
+  async recordedFunctions(kind: ConsumerKind): Promise<Set<string>> {
+    const names = new Set<string>();
+    const prefix = `${kind}.`;
+    for await (const key of await this.#kv.keys(`${prefix}>`)) names.add(key.slice(prefix.length));
+    return names;
   }
 
   /** Compare-and-set of the record; undefined when another runtime wrote first. */
-  async #record(key: string, definition: ConsumerDefinition, entry: KvEntry | null): Promise<number | undefined> {
+  async #record(key: string, definition: Recorded, entry: KvEntry | null): Promise<number | undefined> {
     const value = JSON.stringify(definition);
     try {
       return entry ? await this.#kv.update(key, value, entry.revision) : await this.#kv.create(key, value);
@@ -148,10 +206,18 @@ function isWrongLastSequence(error: unknown): boolean {
   );
 }
 
-function readDefinition(entry: KvEntry | null): ConsumerDefinition | undefined {
+function changingUnder(fn: string): JetfnError {
+  return new JetfnError(
+    "E_UNAVAILABLE",
+    `the consumer definition of ${fn} kept changing under this runtime (${MAX_ROUNDS} rounds)`,
+  );
+}
+
+function readRecorded(entry: KvEntry | null): Recorded | undefined {
   if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
   try {
-    const value = entry.json<ConsumerDefinition>();
+    const value = entry.json<Recorded>();
+    // typeof null is "object" too: a withdrawal reads as one.
     return Number.isFinite(value.definedAt) && typeof value.settings === "object" ? value : undefined;
   } catch {
     return undefined;
@@ -162,12 +228,13 @@ function readDefinition(entry: KvEntry | null): ConsumerDefinition | undefined {
  * Whether `mine` replaces `recorded`: written later, or (when `winsTie`) at the same moment with
  * other settings, as after a change of configuration (JETFN_MAX_ACK_WAIT) with the same files.
  */
-export function supersedes(mine: ConsumerDefinition, recorded: ConsumerDefinition, winsTie = true): boolean {
+export function supersedes(mine: Recorded, recorded: Recorded, winsTie = true): boolean {
   if (mine.definedAt !== recorded.definedAt) return mine.definedAt > recorded.definedAt;
   return winsTie && !sameSettings(mine.settings, recorded.settings);
 }
 
-function sameSettings(a: ConsumerSettings, b: ConsumerSettings): boolean {
+function sameSettings(a: ConsumerSettings | null, b: ConsumerSettings | null): boolean {
+  if (a === null || b === null) return a === b;
   return (
     a.ack_wait === b.ack_wait &&
     a.max_deliver === b.max_deliver &&

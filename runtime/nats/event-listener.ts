@@ -7,7 +7,7 @@ import { ackWaitFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { eventIdentity } from "../triggers/event-identity";
 import type { ConsumerDefinitions, ConsumerSettings } from "./consumer-definitions";
-import { deleteListenerConsumer, ensureListenerConsumer, listenerConsumerName } from "./event-stream";
+import { ensureListenerConsumer, listenerConsumerName, withdrawListenerConsumer } from "./event-stream";
 import { createJobPuller, type JobPuller } from "./job-puller";
 
 /**
@@ -16,6 +16,8 @@ import { createJobPuller, type JobPuller } from "./job-puller";
  * fence apply per listener), sharing the function's concurrency limit.
  */
 export interface EventListener {
+  /** False while a newer version of the function, run by other runtimes, does not listen. */
+  readonly listening: boolean;
   /** The function was redeployed (the worker holds the new version): follow its pattern and policy. */
   update(): Promise<void>;
   /** Stops pulling; resolves when every held event has been handled. */
@@ -43,7 +45,10 @@ export interface EventListenerOptions {
   logger: Logger;
 }
 
-/** Creates the listener's consumer (if needed) and starts pulling its events. */
+/**
+ * Creates the listener's consumer (if needed) and starts pulling its events; or, when a newer
+ * version of the function stopped listening (a rolling deploy), neither, until a redeploy listens again.
+ */
 export async function startEventListener(options: EventListenerOptions): Promise<EventListener> {
   const { worker, logger } = options;
   // The ack wait in force: a newer definition run by other runtimes may have set a shorter one.
@@ -51,6 +56,11 @@ export async function startEventListener(options: EventListenerOptions): Promise
   // Set when a try deletes the consumer to replace it, until the replacement is told: a try whose
   // create then goes unanswered leaves the next one no consumer to replace, only one to create.
   let replaced = false;
+  let puller: JobPuller | undefined;
+  // Stopped or removed: a setup still under way starts no puller.
+  let closed = false;
+  // A puller stopped because a newer version does not listen; stop() and remove() wait for it.
+  let stopping: Promise<void> = Promise.resolve();
   // One setup at a time: a deploy's and the puller's recovery could otherwise each find the
   // other's consumer missing or replaced, and delete what the other had just created.
   let ensuring = Promise.resolve();
@@ -72,6 +82,12 @@ export async function startEventListener(options: EventListenerOptions): Promise
           },
         ),
       );
+      if (change === "withdrawn") {
+        // Not awaited: a puller's recovery runs this, and its stop waits for that recovery.
+        if (puller) stopping = Promise.all([stopping, puller.stop()]).then(() => undefined);
+        puller = undefined;
+        return;
+      }
       consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
       if (replaced || change === "replaced") {
         replaced = false;
@@ -87,43 +103,70 @@ export async function startEventListener(options: EventListenerOptions): Promise
     } catch (error) {
       logger.error({ err: error, fn: worker.fn.name }, "Could not create or update the listener's consumer.");
     }
+    if (!puller && !closed) {
+      puller = startPulling();
+      logger.info({ fn: worker.fn.name, on: worker.fn.listen?.pattern }, `${worker.fn.name} listens to events.`);
+    }
+  };
+  const startPulling = (): JobPuller => {
+    const started = createJobPuller({
+      js: options.js,
+      stream: options.stream,
+      consumer: listenerConsumerName(worker.fn.name),
+      fn: worker.fn.name,
+      concurrency: () => worker.limiter.capacity,
+      heartbeatMs: () =>
+        Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs), consumerAckWaitMs) / 3),
+      keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
+      handle: (message, handlerDone) =>
+        runJob(
+          options.dependencies(),
+          worker.fn,
+          worker.limiter,
+          message,
+          (delivered) => eventIdentity(worker.fn.name, delivered),
+          handlerDone,
+        ),
+      recover: () => ensure(),
+      logger,
+    });
+    started.start();
+    return started;
+  };
+  const stop = async (): Promise<void> => {
+    closed = true;
+    const current = puller;
+    puller = undefined;
+    await Promise.all([stopping, current?.stop()]);
   };
   await ensure(options.deploying);
-  const puller: JobPuller = createJobPuller({
-    js: options.js,
-    stream: options.stream,
-    consumer: listenerConsumerName(worker.fn.name),
-    fn: worker.fn.name,
-    concurrency: () => worker.limiter.capacity,
-    heartbeatMs: () =>
-      Math.floor(Math.min(ackWaitFor(worker.fn.timeoutMs, options.maxAckWaitMs), consumerAckWaitMs) / 3),
-    keepAlive: (heldForMs) => keepJobAlive(worker.fn.timeoutMs, options.dependencies().outage, heldForMs),
-    handle: (message, handlerDone) =>
-      runJob(
-        options.dependencies(),
-        worker.fn,
-        worker.limiter,
-        message,
-        (delivered) => eventIdentity(worker.fn.name, delivered),
-        handlerDone,
-      ),
-    recover: () => ensure(),
-    logger,
-  });
-  puller.start();
-  logger.info({ fn: worker.fn.name, on: worker.fn.listen?.pattern }, `${worker.fn.name} listens to events.`);
   return {
+    get listening() {
+      return puller !== undefined;
+    },
     update: () => ensure(options.deploying),
-    stop: () => puller.stop(),
+    stop,
     async remove() {
-      await puller.stop();
+      await stop();
       // A recovery already under way would otherwise create the consumer again after the delete.
       await ensuring;
       const consumer = listenerConsumerName(worker.fn.name);
       try {
-        await options.deploying(`the deletion of the listener consumer of ${worker.fn.name}`, () =>
-          deleteListenerConsumer(options.manager, options.stream, worker.fn.name),
+        const outcome = await options.deploying(`the deletion of the listener consumer of ${worker.fn.name}`, () =>
+          withdrawListenerConsumer(
+            options.manager,
+            options.stream,
+            worker.fn.name,
+            worker.fn.definedAt,
+            options.definitions,
+          ),
         );
+        if (outcome === "newer") {
+          logger.info(
+            { fn: worker.fn.name, consumer },
+            "A newer definition of the function listens to events; its consumer stays.",
+          );
+        }
       } catch (error) {
         logger.error(
           { err: error, fn: worker.fn.name, consumer, stream: options.stream },

@@ -2,7 +2,12 @@ import { AckPolicy, type ConsumerConfig, DeliverPolicy, type JetStreamManager } 
 import { ackWaitFor, maxDeliveriesFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { toNanos } from "../support/duration";
-import type { ConsumerDefinitions, ConsumerSettings, SettledDefinition } from "./consumer-definitions";
+import type {
+  ConsumerDefinitions,
+  ConsumerSettings,
+  SettledDefinition,
+  WithdrawalOutcome,
+} from "./consumer-definitions";
 import { consumerInfo, isNotFound } from "./consumer-lookup";
 import { DEFAULT_MAX_ACK_PENDING, ensureStream, type StreamSettings } from "./streams";
 import { isUnanswered } from "./until-answered";
@@ -53,7 +58,8 @@ function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): Consum
 
 /** What ensureListenerConsumer did to the consumer, and the settings in force. */
 export interface ListenerConsumerChange {
-  change: "created" | "updated" | "replaced" | "unchanged";
+  /** "withdrawn": a newer version of the function does not listen; its consumer is deleted, not created. */
+  change: "created" | "updated" | "replaced" | "unchanged" | "withdrawn";
   settled: SettledDefinition;
   /** The consumer's start (`deliver_policy`) when the definition in force asks for another: it is kept. */
   keptStart?: string;
@@ -90,7 +96,31 @@ export async function ensureListenerConsumer(
     },
     "events",
   );
+  if (settled.withdrawn) {
+    // This runtime may have created it just before the withdrawal was recorded (settle saw the record move).
+    await deleteListenerConsumer(manager, stream, fn.name);
+    return { change: "withdrawn", settled };
+  }
   return { change, settled, keptStart };
+}
+
+/**
+ * Stops `fn` listening for every runtime, as of its definition written at `definedAt`: records the
+ * withdrawal, so that runtimes still on an older version that listened do not create the consumer
+ * again (with `onFrom: "all"` it would deliver every kept event once more), then deletes it. A newer
+ * definition that listens keeps its consumer ("newer"). After "already" (another runtime, or an
+ * earlier start, withdrew it) the consumer is deleted too: that delete may have been lost.
+ */
+export async function withdrawListenerConsumer(
+  manager: JetStreamManager,
+  stream: string,
+  fn: string,
+  definedAt: number,
+  definitions: ConsumerDefinitions,
+): Promise<WithdrawalOutcome> {
+  const outcome = await definitions.withdraw(fn, definedAt, "events");
+  if (outcome !== "newer") await deleteListenerConsumer(manager, stream, fn);
+  return outcome;
 }
 
 async function applyListenerSettings(

@@ -3,6 +3,7 @@ import pino from "pino";
 import { describe, expect, it } from "vitest";
 import {
   type ConsumerDefinition,
+  type ConsumerDefinitions,
   type ConsumerSettings,
   openConsumerDefinitions,
   supersedes,
@@ -61,7 +62,61 @@ describe("settling definitions concurrently", () => {
       const newest = definition(runtimes.length - 1, runtimes.length).settings;
       expect(applied).toEqual(newest);
       // An older runtime that settled before the newest wrote returned its own settings then.
-      expect(outcomes.at(-1)).toEqual({ settings: newest, newerInForce: false, definedAt: runtimes.length - 1 });
+      expect(outcomes.at(-1)).toEqual({
+        settings: newest,
+        newerInForce: false,
+        withdrawn: false,
+        definedAt: runtimes.length - 1,
+      });
+    }
+  });
+
+  it("leaves no consumer once a newer definition withdrew it, whenever older runtimes apply theirs", async () => {
+    // An older runtime that read its definition before the withdrawal and created the consumer
+    // after the delete must learn of the withdrawal and delete it itself.
+    const nats = await startNatsServer();
+    stopWhenTestEnds(() => nats.stop());
+    const runtimes = await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const nc = await connect({ servers: nats.url });
+        stopWhenTestEnds(() => nc.close());
+        return openConsumerDefinitions(nc, pino({ level: "silent" }));
+      }),
+    );
+    const [withdrawing, ...older] = runtimes as [ConsumerDefinitions, ...ConsumerDefinitions[]];
+    for (let round = 0; round < 5; round++) {
+      const fn = `withdrawn-${round}`;
+      let exists = false;
+      const pause = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 30));
+      const settling = older.map(async (definitions, index) => {
+        const settled = await definitions.settle(
+          fn,
+          definition(index, index + 1),
+          async () => {
+            await pause();
+            exists = true;
+          },
+          "events",
+        );
+        if (settled.withdrawn) exists = false;
+      });
+      await pause();
+      const outcome = await withdrawing.withdraw(fn, older.length, "events");
+      if (outcome === "withdrawn") exists = false;
+      await Promise.all(settling);
+      expect(outcome).toBe("withdrawn");
+      expect(exists).toBe(false);
+      // Later settles of the older definitions apply nothing.
+      const late = await (older[0] as ConsumerDefinitions).settle(
+        fn,
+        definition(0, 1),
+        async () => {
+          exists = true;
+        },
+        "events",
+      );
+      expect(late).toMatchObject({ withdrawn: true, definedAt: older.length });
+      expect(exists).toBe(false);
     }
   });
 });

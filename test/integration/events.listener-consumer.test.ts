@@ -147,4 +147,70 @@ describe("a listener's consumer across redeploys", () => {
       "the deletion of the listener consumer of listener",
     ]);
   });
+
+  it("in a rolling deploy, is not created again by a runtime still on a version that listened", async () => {
+    // The newer runtime deleted the consumer of a function that stopped listening; the older one's
+    // recovery created it again from its own definition, and with onFrom "all" it ran every kept
+    // event once more. A restart of the older version did the same.
+    const older = await listening(listenerSource({ on: "ping.sent", onFrom: "all" }));
+    const newer = await mkdtemp(path.join(tmpdir(), "jetfn-listener-newer-"));
+    stopWhenTestEnds(() => rm(newer, { recursive: true, force: true }));
+    const newerFile = path.join(newer, "listener.ts");
+    await writeFile(newerFile, listenerSource({ on: "ping.sent", onFrom: "all" }));
+    const writtenAt = new Date(Date.now() - 60_000);
+    await utimes(newerFile, writtenAt, writtenAt);
+    const olderLogs = captureLogs();
+    const newerRuntime = await start(newer, older.nats.url, captureLogs(), true);
+    const olderRuntime = await start(older.dir, older.nats.url, olderLogs);
+    let olderRuns = 0;
+    olderRuntime.events.on("job:done", ({ fn }) => {
+      if (fn === "listener") olderRuns++;
+    });
+    const consumer = () => older.manager.consumers.info("JETFN_EVENTS", "on-listener");
+    const exists = () =>
+      consumer().then(
+        () => true,
+        () => false,
+      );
+    const { seq } = await older.js.publish("fn.event.ping.sent", "{}");
+    await eventually(async () => (await consumer()).ack_floor.stream_seq >= seq, 20_000);
+    const runsBefore = olderRuns;
+
+    await redeploy(newerRuntime, newerFile, listenerSource({}));
+    // The older runtime's pull fails with its consumer, and its recovery asks for the consumer again.
+    await eventually(async () => olderLogs.matching("does not create it").length > 0 || (await exists()), 20_000);
+    expect(await exists()).toBe(false);
+    expect(olderLogs.matching("does not create it")).toMatchObject([{ fn: "listener", kind: "events" }]);
+    expect(olderRuns).toBe(runsBefore);
+
+    const restartLogs = captureLogs();
+    await olderRuntime.stop();
+    await start(older.dir, older.nats.url, restartLogs);
+    expect(await exists()).toBe(false);
+    expect(restartLogs.matching("does not create it")).toHaveLength(1);
+  });
+
+  it("is deleted when the function stopped listening while no runtime ran it, and made anew when it listens again", async () => {
+    // Only a redeploy seen by a running runtime deleted it: a runtime started on the changed file
+    // left the consumer behind, keeping events for a listener that no longer existed.
+    const { nats, manager, dir, file } = await listening(listenerSource({ on: "ping.sent" }));
+    await (await start(dir, nats.url, captureLogs())).stop();
+    await writeFile(file, listenerSource({}));
+    const logs = captureLogs();
+    const quiet = await start(dir, nats.url, logs);
+    await expect(manager.consumers.info("JETFN_EVENTS", "on-listener")).rejects.toMatchObject({
+      message: expect.stringMatching(/consumer not found/),
+    });
+    expect(logs.matching("no longer listens")).toMatchObject([{ fn: "listener", consumer: "on-listener" }]);
+    await quiet.stop();
+
+    // A later version that listens again is newer than the withdrawal: its consumer is created.
+    const later = new Date(Date.now() + 60_000);
+    await writeFile(file, listenerSource({ on: "ping.sent" }));
+    await utimes(file, later, later);
+    await start(dir, nats.url, captureLogs());
+    expect((await manager.consumers.info("JETFN_EVENTS", "on-listener")).config.filter_subject).toBe(
+      "fn.event.ping.sent",
+    );
+  });
 });
