@@ -207,8 +207,8 @@ export async function enqueueKeyed(
       parts.keys,
       parts.database,
       { id, fn, key },
-      async () => {
-        steps.beforePublish();
+      async (again) => {
+        if (!again) steps.beforePublish();
         const published = await publishEncodedJob(parts.publisher, fn, body, {
           id,
           maxPayload,
@@ -217,7 +217,7 @@ export async function enqueueKeyed(
           headers: { [SINGLETON_KEY_HEADER]: key },
           onDuplicate,
         });
-        steps.stored({ ...published, existing: false });
+        if (!again) steps.stored({ ...published, existing: false });
         return published;
       },
       parts.logger,

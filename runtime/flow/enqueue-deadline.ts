@@ -146,7 +146,7 @@ class DeadlineSteps implements EnqueueSteps {
  * nats/until-answered.ts's isUnanswered, which asks whether a request may be answered if asked again
  * (JetStream's "temporarily unavailable" stored nothing).
  */
-function publishUnconfirmed(error: unknown): boolean {
+export function publishUnconfirmed(error: unknown): boolean {
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
   const name = (cause as { name?: unknown } | null)?.name;
   return name === "TimeoutError" || name === "RequestError";

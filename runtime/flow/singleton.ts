@@ -5,6 +5,7 @@ import type { DatabaseClient } from "../db/client";
 import { getInvocation } from "../db/invocation-store";
 import type { PublishedJob } from "../nats/publish-job";
 import { JetfnError } from "../support/errors";
+import { publishUnconfirmed } from "./enqueue-deadline";
 import { claimKey, compareAndSet } from "./job-keys";
 
 /**
@@ -43,12 +44,15 @@ const CLAIM_ROUNDS = 8;
 /** How long a failed write of a claim's sequence is retried: well within the grace period. */
 const SEQUENCE_RETRY_MS = 20_000;
 
-/** Enqueues `job` unless another job holds its singleton key; `publish` stores it. */
+/**
+ * Enqueues `job` unless another job holds its singleton key; `publish` stores it (`again`: asked
+ * once more under the same id after JetStream did not confirm, outside the enqueue's deadline).
+ */
 export async function enqueueSingleton(
   keys: KV,
   database: DatabaseClient,
   job: { id: string; fn: string; key: string },
-  publish: () => Promise<PublishedJob>,
+  publish: (again?: boolean) => Promise<PublishedJob>,
   logger: Logger,
   /** Whether a job has a cancel mark (see holdsKey). */
   cancelled: (id: string) => boolean,
@@ -78,9 +82,16 @@ export async function enqueueSingleton(
     try {
       published = await publish();
     } catch (error) {
-      // Not stored: give the key back at once rather than after the grace period. Only a claim this
-      // call took: a repeat's claim is the first enqueue's, whose publish may still succeed.
-      if (taken !== undefined) await keys.delete(name, { previousSeq: taken }).catch(() => undefined);
+      // Only a claim this call took: a repeat's claim is the first enqueue's, whose publish may still succeed.
+      if (taken === undefined) throw error;
+      if (publishUnconfirmed(error)) {
+        // JetStream may have stored the job: giving the key back would let another enqueue store a
+        // second. The claim stays, and learns the job's sequence from a publish under the same id.
+        void confirmPublish(keys, name, taken, job, () => publish(true), logger);
+      } else {
+        // Not stored: give the key back at once rather than after the grace period.
+        await keys.delete(name, { previousSeq: taken }).catch(() => undefined);
+      }
       throw error;
     }
     const revision = taken ?? entry?.revision;
@@ -123,6 +134,43 @@ async function recordSequence(
       "Gave up writing a singleton job's sequence into its claim: its key frees 30 s after the claim, while the job may still wait.",
     ),
   );
+}
+
+/**
+ * After a publish JetStream did not confirm: publishes the job again under its id until answered,
+ * for up to SEQUENCE_RETRY_MS, and writes the sequence into the claim. Within the stream's duplicate
+ * window the answer is the stored copy's (`duplicate`), or the job is stored now: either way one job
+ * holds the key, for as long as it waits. Given up, the claim frees the key after its grace period.
+ */
+async function confirmPublish(
+  keys: KV,
+  name: string,
+  revision: number,
+  job: { id: string; fn: string },
+  publishAgain: () => Promise<PublishedJob>,
+  logger: Logger,
+): Promise<void> {
+  const deadline = Date.now() + SEQUENCE_RETRY_MS;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 2_000)) {
+    try {
+      const { seq, duplicate } = await publishAgain();
+      logger.info(
+        { fn: job.fn, invocationId: job.id, seq, duplicate },
+        "A singleton job's unconfirmed publish is settled: its claim holds the stored job.",
+      );
+      await recordSequence(keys, name, revision, job, seq, logger);
+      return;
+    } catch (error) {
+      if (!publishUnconfirmed(error) || Date.now() > deadline) {
+        logger.error(
+          { err: error, fn: job.fn, invocationId: job.id },
+          "Could not learn whether a singleton job's unconfirmed publish was stored: its key frees 30 s after the claim, while the job may wait.",
+        );
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }
 
 /** Retries the sequence write at the claim's current revision, as long as the claim still names the job. */

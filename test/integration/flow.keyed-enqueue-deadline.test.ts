@@ -139,3 +139,32 @@ it("answers E_HANDLER_TIMEOUT, naming the job, when the publish itself went unan
   expect(await client.status(id)).toMatchObject({ status: "pending", function: null });
   expect(await client.enqueue("add", { a: 3, b: 3 }, { id, debounce })).toMatchObject({ id, duplicate: false });
 });
+
+it("keeps a singleton's key when JetStream stored its job without confirming, so a second enqueue joins it", async () => {
+  // The claim was given back on any failed publish: this one was stored (6 s late, after the
+  // runtime's 5 s request gave up), and the next enqueue of the key took the claim and stored a
+  // second job. Now the claim stays, and a publish under the same id learns the stored sequence.
+  // The first job is delayed, so that it still holds the key when the second comes.
+  let delayed = false;
+  const { client, arm } = await start((subject) => {
+    if (delayed || !subject.startsWith("jetfn.delayed.")) return 0;
+    delayed = true;
+    return 6_000;
+  });
+  arm(true);
+  const singleton = { key: "late-confirm" };
+  const first = await timed(() =>
+    client.enqueue("add", { a: 4, b: 4 }, { id: "late-confirm-01", singleton, delay: "1h" }),
+  );
+  expect(first.error?.code).toBe("E_HANDLER_TIMEOUT");
+  const second = await client.enqueue("add", { a: 5, b: 5 }, { id: "late-confirm-02", singleton });
+  arm(false);
+  expect(second).toMatchObject({ id: "late-confirm-01", existing: true });
+  // One job, stored once, though published twice.
+  expect(await client.status("late-confirm-01")).toMatchObject({ status: "scheduled" });
+  expect(await client.status("late-confirm-02")).toMatchObject({ status: "pending", function: null });
+  // Once the original publish has landed too, the key still names the one job.
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  const third = await client.enqueue("add", { a: 6, b: 6 }, { id: "late-confirm-03", singleton });
+  expect(third).toMatchObject({ id: "late-confirm-01", existing: true });
+});
