@@ -51,7 +51,10 @@ export interface RuntimeOptions {
   streamName?: string;
   /** How long the stream keeps jobs (also the replay window). @default process.env.JETFN_JOB_RETENTION ?? "7d" */
   jobRetention?: Duration;
-  /** Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate. @default "2m" */
+  /**
+   * Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate; at least a minute (a keyed
+   * enqueue whose publish went unconfirmed is published again under its id within it). @default "2m"
+   */
   duplicateWindow?: Duration;
   /** How long shutdown waits for in-flight invocations before aborting them. @default process.env.JETFN_SHUTDOWN_GRACE ?? "30s" */
   shutdownGrace?: Duration;
@@ -147,6 +150,12 @@ export const DEFAULT_STATE_DIR = ".jetfn";
 export const DEFAULT_STREAM_NAME = "JETFN_JOBS";
 export const DEFAULT_JOB_RETENTION: Duration = "7d";
 export const DEFAULT_DUPLICATE_WINDOW: Duration = "2m";
+/**
+ * Shortest duplicate window: a singleton whose publish JetStream did not confirm is published again
+ * under the same id for up to half a minute after (flow/singleton.ts), and a client's retry of an
+ * enqueue comes within its 20 s wait; past the window either would store a second copy.
+ */
+export const MIN_DUPLICATE_WINDOW_MS = 60_000;
 export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";
 export const DEFAULT_MAX_ACK_WAIT: Duration = "10s";
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
@@ -184,7 +193,7 @@ export function resolveConfig(options: RuntimeOptions = {}, env: NodeJS.ProcessE
       "JETFN_JOB_RETENTION",
       options.jobRetention ?? nonEmpty(env.JETFN_JOB_RETENTION) ?? DEFAULT_JOB_RETENTION,
     ),
-    duplicateWindowMs: duration("duplicateWindow", options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW),
+    duplicateWindowMs: duplicateWindow(options.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW),
     shutdownGraceMs: duration(
       "JETFN_SHUTDOWN_GRACE",
       options.shutdownGrace ?? nonEmpty(env.JETFN_SHUTDOWN_GRACE) ?? DEFAULT_SHUTDOWN_GRACE,
@@ -296,6 +305,17 @@ function duration(name: string, value: Duration): number {
   } catch (error) {
     throw new JetfnError("E_CONFIG_INVALID", `${name}: ${(error as Error).message}`);
   }
+}
+
+function duplicateWindow(value: Duration): number {
+  const ms = duration("duplicateWindow", value);
+  if (ms < MIN_DUPLICATE_WINDOW_MS) {
+    throw new JetfnError(
+      "E_CONFIG_INVALID",
+      `duplicateWindow must be at least 1m (a publish that went unconfirmed is asked again under the same id within it), got ${JSON.stringify(value)}`,
+    );
+  }
+  return ms;
 }
 
 function positive(name: string, value: string | undefined): number | undefined {

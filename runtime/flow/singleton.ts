@@ -4,6 +4,8 @@ import { FINAL_STATUSES } from "../../schema/jetfn";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation } from "../db/invocation-store";
 import type { PublishedJob } from "../nats/publish-job";
+import { refusedForNow } from "../nats/stream-publisher";
+import { isUnanswered } from "../nats/until-answered";
 import { JetfnError } from "../support/errors";
 import { publishUnconfirmed } from "./enqueue-deadline";
 import { claimKey, compareAndSet } from "./job-keys";
@@ -87,7 +89,7 @@ export async function enqueueSingleton(
       if (publishUnconfirmed(error)) {
         // JetStream may have stored the job: giving the key back would let another enqueue store a
         // second. The claim stays, and learns the job's sequence from a publish under the same id.
-        void confirmPublish(keys, name, taken, job, () => publish(true), logger);
+        void confirmPublish(keys, name, job, () => publish(true), logger);
       } else {
         // Not stored: give the key back at once rather than after the grace period.
         await keys.delete(name, { previousSeq: taken }).catch(() => undefined);
@@ -139,38 +141,45 @@ async function recordSequence(
 /**
  * After a publish JetStream did not confirm: publishes the job again under its id until answered,
  * for up to SEQUENCE_RETRY_MS, and writes the sequence into the claim. Within the stream's duplicate
- * window the answer is the stored copy's (`duplicate`), or the job is stored now: either way one job
- * holds the key, for as long as it waits. Given up, the claim frees the key after its grace period.
+ * window (at least a minute, see config.ts) the answer is the stored copy's (`duplicate`), or the
+ * job is stored now: either way one job holds the key, for as long as it waits. Each try first
+ * renews the claim (its grace counts from then), and none is made once another enqueue took the
+ * key: a publish must never land after the claim stopped holding the key for this job.
  */
 async function confirmPublish(
   keys: KV,
   name: string,
-  revision: number,
   job: { id: string; fn: string },
   publishAgain: () => Promise<PublishedJob>,
   logger: Logger,
 ): Promise<void> {
   const deadline = Date.now() + SEQUENCE_RETRY_MS;
-  for (let delay = 250; ; delay = Math.min(delay * 2, 2_000)) {
+  let failure: unknown;
+  for (let delay = 250; Date.now() < deadline; delay = Math.min(delay * 2, 2_000)) {
     try {
+      const entry = await keys.get(name);
+      const current = claimOf(entry);
+      // Another job took the key, or a repeat of this enqueue wrote the sequence: nothing to settle.
+      if (current?.id !== job.id || current.seq !== undefined) return;
+      const renewed = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
+      if (renewed === undefined) continue; // Moved meanwhile: look at it again.
       const { seq, duplicate } = await publishAgain();
       logger.info(
         { fn: job.fn, invocationId: job.id, seq, duplicate },
         "A singleton job's unconfirmed publish is settled: its claim holds the stored job.",
       );
-      await recordSequence(keys, name, revision, job, seq, logger);
+      await recordSequence(keys, name, renewed, job, seq, logger);
       return;
     } catch (error) {
-      if (!publishUnconfirmed(error) || Date.now() > deadline) {
-        logger.error(
-          { err: error, fn: job.fn, invocationId: job.id },
-          "Could not learn whether a singleton job's unconfirmed publish was stored: its key frees 30 s after the claim, while the job may wait.",
-        );
-        return;
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      failure = error;
     }
+    if (!publishUnconfirmed(failure) && !refusedForNow(failure) && !isUnanswered(failure)) break;
+    await new Promise((resolve) => setTimeout(resolve, delay));
   }
+  logger.error(
+    { err: failure, fn: job.fn, invocationId: job.id },
+    "Could not learn whether a singleton job's unconfirmed publish was stored: its key frees 30 s after the claim, while the job may wait.",
+  );
 }
 
 /** Retries the sequence write at the claim's current revision, as long as the claim still names the job. */

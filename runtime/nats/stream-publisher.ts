@@ -14,13 +14,26 @@ export const PUBLISH_TIMEOUT_MS = JETSTREAM_TIMEOUT_MS;
 
 /**
  * JetStream answered and refused this message (too large for the stream, for example): sending it
- * again unchanged is refused again, unlike a timeout. Recognised by its name, `StreamRefusedError`.
+ * again unchanged is refused again, unlike a timeout, unless JetStream said it is temporarily
+ * unavailable (a stream electing its leader). Recognised by its name, `StreamRefusedError`.
  */
 class StreamRefusedError extends JetfnError {
-  constructor(message: string) {
+  /** JetStream's own error code (`err_code`), when its answer had one. */
+  readonly apiCode: number | undefined;
+
+  constructor(message: string, apiCode: number | undefined) {
     super("E_UNAVAILABLE", message);
     this.name = "StreamRefusedError";
+    this.apiCode = apiCode;
   }
+}
+
+/** JetStream's "temporarily unavailable" (10008): nothing was stored, and a publish later may be. */
+const TEMPORARILY_UNAVAILABLE = 10008;
+
+/** True when JetStream answered a publish that it is temporarily unavailable: stored nothing, may store it later. */
+export function refusedForNow(error: unknown): boolean {
+  return error instanceof StreamRefusedError && error.apiCode === TEMPORARILY_UNAVAILABLE;
 }
 
 /**
@@ -50,10 +63,11 @@ export class StreamPublisher implements JetStreamPublisher {
       }
       throw new JetfnError("E_UNAVAILABLE", `publishing to ${subject}: ${(error as Error).message}`, { cause: error });
     }
-    const answer = reply.json<Partial<PubAck> & { error?: { code?: number; description?: string } }>();
+    const answer = reply.json<Partial<PubAck> & { error?: { err_code?: number; description?: string } }>();
     if (answer.error || !answer.stream) {
       throw new StreamRefusedError(
         `JetStream refused the message on ${subject}: ${answer.error?.description ?? "no stream in its answer"}`,
+        answer.error?.err_code,
       );
     }
     return { stream: answer.stream, seq: answer.seq ?? 0, duplicate: answer.duplicate === true, domain: answer.domain };
