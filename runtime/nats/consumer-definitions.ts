@@ -140,7 +140,7 @@ class KvConsumerDefinitions implements ConsumerDefinitions {
         [inForce, revision] = [recorded, (entry as KvEntry).revision];
       }
       if (inForce.settings === null) {
-        this.#logger.info(
+        this.#logger.warn(
           {
             fn,
             kind,

@@ -7,7 +7,12 @@ import { ackWaitFor } from "../invocation/retry-policy";
 import type { ResolvedFunction } from "../sdk/define-function";
 import { eventIdentity } from "../triggers/event-identity";
 import type { ConsumerDefinitions, ConsumerSettings } from "./consumer-definitions";
-import { ensureListenerConsumer, listenerConsumerName, withdrawListenerConsumer } from "./event-stream";
+import {
+  deleteListenerConsumer,
+  ensureListenerConsumer,
+  listenerConsumerName,
+  withdrawListenerConsumer,
+} from "./event-stream";
 import { createJobPuller, type JobPuller } from "./job-puller";
 
 /**
@@ -82,12 +87,7 @@ export async function startEventListener(options: EventListenerOptions): Promise
           },
         ),
       );
-      if (change === "withdrawn") {
-        // Not awaited: a puller's recovery runs this, and its stop waits for that recovery.
-        if (puller) stopping = Promise.all([stopping, puller.stop()]).then(() => undefined);
-        puller = undefined;
-        return;
-      }
+      if (change === "withdrawn") return await withdrawn();
       consumerAckWaitMs = settled.settings.ack_wait / 1_000_000;
       if (replaced || change === "replaced") {
         replaced = false;
@@ -106,6 +106,20 @@ export async function startEventListener(options: EventListenerOptions): Promise
     if (!puller && !closed) {
       puller = startPulling();
       logger.info({ fn: worker.fn.name, on: worker.fn.listen?.pattern }, `${worker.fn.name} listens to events.`);
+    }
+  };
+  // A newer version does not listen: no puller, and no consumer, whatever becomes of the delete.
+  const withdrawn = async (): Promise<void> => {
+    // Not awaited: a puller's recovery runs this, and its stop waits for that recovery.
+    if (puller) stopping = Promise.all([stopping, puller.stop()]).then(() => undefined);
+    puller = undefined;
+    try {
+      await deleteListenerConsumer(options.manager, options.stream, worker.fn.name);
+    } catch (error) {
+      logger.error(
+        { err: error, fn: worker.fn.name, consumer: listenerConsumerName(worker.fn.name) },
+        "Could not delete the consumer a newer version of the function withdrew; the next start of a runtime tries again.",
+      );
     }
   };
   const startPulling = (): JobPuller => {

@@ -58,7 +58,7 @@ function listenerSettingsFor(fn: ResolvedFunction, maxAckWaitMs: number): Consum
 
 /** What ensureListenerConsumer did to the consumer, and the settings in force. */
 export interface ListenerConsumerChange {
-  /** "withdrawn": a newer version of the function does not listen; its consumer is deleted, not created. */
+  /** "withdrawn": a newer version of the function does not listen; its consumer is to be deleted, not created. */
   change: "created" | "updated" | "replaced" | "unchanged" | "withdrawn";
   settled: SettledDefinition;
   /** The consumer's start (`deliver_policy`) when the definition in force asks for another: it is kept. */
@@ -96,11 +96,9 @@ export async function ensureListenerConsumer(
     },
     "events",
   );
-  if (settled.withdrawn) {
-    // This runtime may have created it just before the withdrawal was recorded (settle saw the record move).
-    await deleteListenerConsumer(manager, stream, fn.name);
-    return { change: "withdrawn", settled };
-  }
+  // The caller deletes the consumer: this runtime may have created it just before the withdrawal
+  // was recorded (settle saw the record move).
+  if (settled.withdrawn) return { change: "withdrawn", settled };
   return { change, settled, keptStart };
 }
 
