@@ -70,8 +70,11 @@ export interface RuntimeParts {
   close(): Promise<void>;
 }
 
-/** Opens the runtime's parts; if one fails, those already opened are closed before the error is thrown. */
-export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts> {
+/**
+ * Opens the runtime's parts; if one fails, those already opened are closed before the error is
+ * thrown. `signal` ends the retries of an unanswered step (startRuntime's, aborting the start).
+ */
+export async function openRuntimeParts(base: RuntimeBase, signal?: AbortSignal): Promise<RuntimeParts> {
   const { config, logger, nats } = base;
   const opened: Array<() => Promise<void> | void> = [];
   const closeOpened = async (): Promise<void> => {
@@ -84,7 +87,8 @@ export async function openRuntimeParts(base: RuntimeBase): Promise<RuntimeParts>
   // Each step below is safe to repeat (it creates what is missing and opens what exists), so one
   // that NATS did not answer in time, a server slow while runtimes start on a loaded machine, is
   // asked again instead of failing the start.
-  const answered = <T>(what: string, step: () => Promise<T>): Promise<T> => untilAnswered(what, step, { logger });
+  const answered = <T>(what: string, step: () => Promise<T>): Promise<T> =>
+    untilAnswered(what, step, { logger, signal });
   try {
     const manager = await answered("the JetStream account info", () => jetstreamManager(nats)).catch(
       (error: unknown) => {

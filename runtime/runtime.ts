@@ -64,6 +64,12 @@ export interface StartRuntimeOptions extends RuntimeOptions {
   healthCheckInterval?: Duration;
   /** Warn at start when the NATS server or the stream falls short of production settings. @default true */
   productionChecks?: boolean;
+  /**
+   * Stops the runtime when aborted. During the start, the step under way ends at its next request
+   * or retry, what was started so far is stopped, and startRuntime rejects with the signal's reason;
+   * after it, like stop().
+   */
+  signal?: AbortSignal;
 }
 
 /** A running runtime: functions deployed, jobs pulled, calls answered. */
@@ -112,6 +118,8 @@ interface ConsumerEnsuring {
 
 /** Starts a runtime: connects, deploys the functions folder and begins serving. */
 export async function startRuntime(options: StartRuntimeOptions = {}): Promise<Runtime> {
+  const { signal } = options;
+  signal?.throwIfAborted();
   const config = resolveConfig(options);
   const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
   if (!config.databaseUrl) {
@@ -127,39 +135,52 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
     if (options.migrate) await migrate(database.sql, sources);
     else await assertMigrated(database.sql, sources);
     schema = await loadAppSchema(config.schemaFile, config.loadTimeoutMs);
+    signal?.throwIfAborted();
   } catch (error) {
     await database.close();
-    throw error;
+    throw abortedOr(signal, error);
   }
   let nc: NatsConnection;
   try {
     nc = await connectNats({ url: config.natsUrl, auth: config.natsAuth }, logger);
   } catch (error) {
     await database.close();
-    throw error;
+    throw abortedOr(signal, error);
   }
   const base = { config, logger, database, nats: nc, events: options.events ?? createEmitter() };
   let parts: RuntimeParts;
   try {
-    parts = await openRuntimeParts(base);
+    signal?.throwIfAborted();
+    parts = await openRuntimeParts(base, signal);
+    if (signal?.aborted) {
+      await parts.close();
+      throw signal.reason;
+    }
   } catch (error) {
     await nc.close().catch(() => undefined);
     await database.close();
-    throw error;
+    throw abortedOr(signal, error);
   }
   const runtime = new ServingRuntime(base, parts, {
     databaseUrl: config.databaseUrl,
     schema,
     healthCheckMs: parseDuration(options.healthCheckInterval ?? DEFAULT_HEALTH_CHECK_INTERVAL),
     productionChecks: options.productionChecks ?? true,
+    signal,
   });
   try {
     await runtime.start();
+    signal?.throwIfAborted();
   } catch (error) {
     await runtime.stop();
-    throw error;
+    throw abortedOr(signal, error);
   }
   return runtime;
+}
+
+/** What a start that failed throws: the abort's reason when it was aborted (its steps then fail on that). */
+function abortedOr(signal: AbortSignal | undefined, error: unknown): unknown {
+  return signal?.aborted ? signal.reason : error;
 }
 
 /** How often consumers and the stream are checked (stalls, jobs for invalid names). */
@@ -172,6 +193,8 @@ interface ServingOptions {
   schema?: LoadedAppSchema;
   healthCheckMs: number;
   productionChecks: boolean;
+  /** startRuntime's signal: ends the start's requests when aborted, and stops the runtime after it. */
+  signal?: AbortSignal;
 }
 
 class ServingRuntime implements Runtime {
@@ -182,6 +205,8 @@ class ServingRuntime implements Runtime {
   readonly database: DatabaseClient;
   readonly nats: NatsConnection;
   readonly #stopping = new AbortController();
+  /** Ends deploys' retries: when stopping, or when startRuntime's signal aborts the start. */
+  readonly #deploysEnd: AbortSignal;
   /**
    * Until when a deploy asks for its consumer once only: another deploy just waited out NATS's
    * silence in full, and deploys run one after another (500 functions would each wait it again).
@@ -227,6 +252,9 @@ class ServingRuntime implements Runtime {
     setMaxListeners(0, this.#aborting.signal);
     this.#parts = parts;
     this.#serving = serving;
+    this.#deploysEnd = serving.signal
+      ? AbortSignal.any([this.#stopping.signal, serving.signal])
+      : this.#stopping.signal;
     this.#successes = createSuccessRecorder(database.sql);
     this.#commitGroups = createCommitGroups(database.sql, { lanes: commitLanes(config.databasePoolSize), logger });
     this.#bindDatabase = createDatabaseBinder(serving.schema?.exports);
@@ -364,6 +392,7 @@ class ServingRuntime implements Runtime {
     // Ready means serving: the server has every subscription (calls, status, discovery) once a
     // round trip made after them comes back, so a caller starting now is not told "no responders".
     await this.nats.flush();
+    this.#followSignal();
     this.#ready = true;
     this.logger.info(
       {
@@ -374,6 +403,15 @@ class ServingRuntime implements Runtime {
       },
       `Runtime ready with ${this.registry.size} function(s).`,
     );
+  }
+
+  /** After the start, startRuntime's signal stops the runtime (during it, startRuntime stops it). */
+  #followSignal(): void {
+    const { signal } = this.#serving;
+    if (!signal || signal.aborted) return;
+    const stop = (): void => void this.stop();
+    signal.addEventListener("abort", stop, { once: true });
+    this.#stopping.signal.addEventListener("abort", () => signal.removeEventListener("abort", stop), { once: true });
   }
 
   /** Serves metrics and health checks when a metrics port is set; readiness follows #phase. */
@@ -463,7 +501,7 @@ class ServingRuntime implements Runtime {
   }
 
   async #deploy(deployed: ResolvedFunction): Promise<void> {
-    if (this.#stopping.signal.aborted) return;
+    if (this.#deploysEnd.aborted) return;
     const settled = await this.#ensureConsumer(deployed, { untilAnswered: true });
     await this.#flow.deployed(deployed, deployed.name);
     // An isolated function's handler is replaced by one that runs it in a worker thread.
@@ -634,7 +672,7 @@ class ServingRuntime implements Runtime {
   async #deploying<T>(what: string, request: () => Promise<T>): Promise<T> {
     if (performance.now() < this.#deploysTryOnceUntil) return await request();
     try {
-      return await untilAnswered(what, request, { logger: this.logger, signal: this.#stopping.signal });
+      return await untilAnswered(what, request, { logger: this.logger, signal: this.#deploysEnd });
     } catch (error) {
       if ((error as { code?: unknown }).code === "E_UNAVAILABLE") {
         this.#deploysTryOnceUntil = performance.now() + DEFAULT_ANSWER_WAIT_MS;

@@ -43,9 +43,15 @@ export async function serve(mode: ServeMode): Promise<void> {
   // functions to deploy) still stops what was started so far. The local nats-server runs in its own
   // process group, so nothing else would stop it.
   let serving: { runtime: Runtime; dashboard?: Dashboard } | undefined;
+  // A signal during the runtime's start ends it there: what it started (deployed functions already
+  // pulling jobs) drains and stops before the services do.
+  const starting = new AbortController();
+  let runtimeStart: Promise<Runtime | undefined> = Promise.resolve(undefined);
   exitOnSignals(async () => {
+    starting.abort();
+    const runtime = await runtimeStart.catch(() => undefined);
     await serving?.dashboard?.close();
-    await serving?.runtime.stop();
+    await runtime?.stop();
     await stopStarted();
   }, logger);
   try {
@@ -54,7 +60,8 @@ export async function serve(mode: ServeMode): Promise<void> {
     await ensureNats(base, logger, started, mode.development);
     const databaseUrl = required ?? (await resolveDatabaseUrl(base, logger, started, true));
     logger.info({ database: describeDatabase(databaseUrl) }, `Using the database ${describeDatabase(databaseUrl)}.`);
-    const runtime = await startRuntime({
+    runtimeStart = startRuntime({
+      signal: starting.signal,
       databaseUrl,
       watch: mode.development,
       logger,
@@ -64,6 +71,7 @@ export async function serve(mode: ServeMode): Promise<void> {
       metricsPort: mode.metricsPort,
       metricsHost: mode.metricsHost,
     });
+    const runtime = (await runtimeStart) as Runtime;
     if (mode.development) keepFunctionTypesFresh(runtime);
     const dashboard = await openDashboard(mode, runtime, base).catch(async (error: unknown) => {
       // The runtime is serving already: drain it rather than leave its work to the ack timeout.
@@ -73,7 +81,7 @@ export async function serve(mode: ServeMode): Promise<void> {
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     serving = { runtime, dashboard };
   } catch (error) {
-    const signalled = stopping !== undefined;
+    const signalled = stopping !== undefined || starting.signal.aborted;
     await stopStarted();
     // Stopped by a signal while starting: the failure is the stop's doing, not worth reporting.
     if (signalled) return;
