@@ -52,8 +52,8 @@ export interface RuntimeOptions {
   /** How long the stream keeps jobs (also the replay window). @default process.env.JETFN_JOB_RETENTION ?? "7d" */
   jobRetention?: Duration;
   /**
-   * Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate; at least a minute (a keyed
-   * enqueue whose publish went unconfirmed is published again under its id within it). @default "2m"
+   * Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate; at least a minute (a
+   * singleton whose publish went unconfirmed is published again under its id within it). @default "2m"
    */
   duplicateWindow?: Duration;
   /** How long shutdown waits for in-flight invocations before aborting them. @default process.env.JETFN_SHUTDOWN_GRACE ?? "30s" */
@@ -152,8 +152,9 @@ export const DEFAULT_JOB_RETENTION: Duration = "7d";
 export const DEFAULT_DUPLICATE_WINDOW: Duration = "2m";
 /**
  * Shortest duplicate window: a singleton whose publish JetStream did not confirm is published again
- * under the same id for up to half a minute after (flow/singleton.ts), and a client's retry of an
- * enqueue comes within its 20 s wait; past the window either would store a second copy.
+ * under the same id for up to about 40 s after (flow/singleton.ts: 20 s of tries, each a read, a
+ * write and a publish of up to 5 s), and a client's retry of an enqueue comes within its 20 s wait;
+ * past the window either would store a second copy.
  */
 export const MIN_DUPLICATE_WINDOW_MS = 60_000;
 export const DEFAULT_SHUTDOWN_GRACE: Duration = "30s";

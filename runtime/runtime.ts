@@ -279,7 +279,8 @@ class ServingRuntime implements Runtime {
       logger,
       replication: config.replication,
       secret: parts.scheduler.secret,
-      stopping: this.#stopping.signal,
+      // Its retries end with a start that was given up, too (startRuntime's signal).
+      stopping: this.#deploysEnd,
     });
     this.#priorityBacklog = createPriorityBacklog(parts.manager, config.streamName);
     this.#jobDependencies = {
@@ -310,8 +311,10 @@ class ServingRuntime implements Runtime {
     const { manager, progress, cancellations, delayedStream } = this.#parts;
     await this.#startOpsEndpoint();
     await this.#coverAudit();
+    this.#deploysEnd.throwIfAborted();
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
+    this.#deploysEnd.throwIfAborted();
     const replyGuard = createReplyGuard({
       prefixes: this.config.inboxPrefixes,
       events: this.events,
@@ -503,7 +506,9 @@ class ServingRuntime implements Runtime {
   async #deploy(deployed: ResolvedFunction): Promise<void> {
     if (this.#deploysEnd.aborted) return;
     const settled = await this.#ensureConsumer(deployed, { untilAnswered: true });
+    if (this.#deploysEnd.aborted) return;
     await this.#flow.deployed(deployed, deployed.name);
+    if (this.#deploysEnd.aborted) return;
     // An isolated function's handler is replaced by one that runs it in a worker thread.
     const fn = this.#isolation.prepare(deployed);
     const limiter = createLimiter(fn.concurrency);

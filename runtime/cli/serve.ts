@@ -46,19 +46,27 @@ export async function serve(mode: ServeMode): Promise<void> {
   // A signal during the runtime's start ends it there: what it started (deployed functions already
   // pulling jobs) drains and stops before the services do.
   const starting = new AbortController();
+  let servicesStart: Promise<unknown> = Promise.resolve();
   let runtimeStart: Promise<Runtime | undefined> = Promise.resolve(undefined);
   exitOnSignals(async () => {
-    starting.abort();
-    const runtime = await runtimeStart.catch(() => undefined);
     await serving?.dashboard?.close();
+    starting.abort();
+    // A service still starting is in `started` once it is up, and stopped with the others.
+    await servicesStart.catch(() => undefined);
+    const runtime = await runtimeStart.catch(() => undefined);
     await runtime?.stop();
     await stopStarted();
   }, logger);
   try {
     // `start` checks its configuration before reaching out to any service.
     const required = mode.development ? undefined : requireDatabaseUrl(base);
-    await ensureNats(base, logger, started, mode.development);
-    const databaseUrl = required ?? (await resolveDatabaseUrl(base, logger, started, true));
+    const services = (async () => {
+      await ensureNats(base, logger, started, mode.development);
+      return required ?? (await resolveDatabaseUrl(base, logger, started, true));
+    })();
+    servicesStart = services;
+    const databaseUrl = await services;
+    starting.signal.throwIfAborted();
     logger.info({ database: describeDatabase(databaseUrl) }, `Using the database ${describeDatabase(databaseUrl)}.`);
     runtimeStart = startRuntime({
       signal: starting.signal,
@@ -78,6 +86,11 @@ export async function serve(mode: ServeMode): Promise<void> {
       await runtime.stop();
       throw error;
     });
+    if (starting.signal.aborted) {
+      // The signal came while the dashboard opened: the runtime is stopping already.
+      await dashboard?.close();
+      return;
+    }
     if (dashboard) logger.info({ url: dashboard.url, signIn: dashboard.signInUrl }, `Dashboard at ${dashboard.url}`);
     serving = { runtime, dashboard };
   } catch (error) {

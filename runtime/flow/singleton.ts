@@ -156,24 +156,32 @@ async function confirmPublish(
   const deadline = Date.now() + SEQUENCE_RETRY_MS;
   let failure: unknown;
   for (let delay = 250; Date.now() < deadline; delay = Math.min(delay * 2, 2_000)) {
+    let renewed: number | undefined;
     try {
       const entry = await keys.get(name);
       const current = claimOf(entry);
       // Another job took the key, or a repeat of this enqueue wrote the sequence: nothing to settle.
       if (current?.id !== job.id || current.seq !== undefined) return;
-      const renewed = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
-      if (renewed === undefined) continue; // Moved meanwhile: look at it again.
-      const { seq, duplicate } = await publishAgain();
-      logger.info(
-        { fn: job.fn, invocationId: job.id, seq, duplicate },
-        "A singleton job's unconfirmed publish is settled: its claim holds the stored job.",
-      );
-      await recordSequence(keys, name, renewed, job, seq, logger);
-      return;
+      renewed = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
     } catch (error) {
+      // The key store did not answer: ask again until the deadline (the claim holds meanwhile).
       failure = error;
     }
-    if (!publishUnconfirmed(failure) && !refusedForNow(failure) && !isUnanswered(failure)) break;
+    if (renewed !== undefined) {
+      try {
+        const { seq, duplicate } = await publishAgain();
+        logger.info(
+          { fn: job.fn, invocationId: job.id, seq, duplicate },
+          "A singleton job's unconfirmed publish is settled: its claim holds the stored job.",
+        );
+        await recordSequence(keys, name, renewed, job, seq, logger);
+        return;
+      } catch (error) {
+        failure = error;
+        if (!publishUnconfirmed(error) && !refusedForNow(error) && !isUnanswered(error)) break;
+      }
+    }
+    // A lost compare-and-set (the claim moved meanwhile) is looked at again after the same pause.
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   logger.error(
