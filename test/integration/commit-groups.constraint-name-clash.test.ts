@@ -14,6 +14,12 @@ import { createTestEnvironment, eventually, type TestEnvironment } from "../help
 // modes back, so those transactions hold one job each (and a warning names the clash).
 const CLASH_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/constraint-clash");
 const JOBS = 40;
+/**
+ * Two lanes (commitLanes of a pool of 5) for the function's 8 handlers: jobs wait for a lane, so the
+ * runtime is under load and its lanes linger for company. With a lane per handler, whether any job
+ * waited (and transactions were shared) was up to the machine's timing, and a slow one shared none.
+ */
+const RUNTIME = { functionsDir: CLASH_FUNCTIONS, databasePoolSize: 5 };
 
 let env: TestEnvironment;
 let runtime: Runtime & { logs: { matching(text: string): Record<string, unknown>[] } };
@@ -26,7 +32,7 @@ beforeAll(async () => {
       parent text constraint clash_parent_fk references clash_parents deferrable initially deferred);
   `);
   // Started once so that the streams exist; each burst is queued while no runtime runs.
-  runtime = await env.startRuntime({ functionsDir: CLASH_FUNCTIONS }, { laterTestsUseIt: true });
+  runtime = await env.startRuntime(RUNTIME, { laterTestsUseIt: true });
 });
 
 afterAll(async () => {
@@ -43,7 +49,7 @@ async function queuedBurst(tag: string): Promise<string[]> {
   const jobs = await Promise.all(
     Array.from({ length: JOBS }, (_, n) => client.enqueue("clash-child", { tag: `${tag} ${n}` })),
   );
-  runtime = await env.startRuntime({ functionsDir: CLASH_FUNCTIONS }, { laterTestsUseIt: true });
+  runtime = await env.startRuntime(RUNTIME, { laterTestsUseIt: true });
   const ids = jobs.map((job) => job.id);
   await settled(ids);
   return ids;
@@ -85,11 +91,16 @@ async function outcome(ids: string[]): Promise<{ statuses: Record<string, number
 
 describe("two deferrable keys of one schema share a name, one INITIALLY DEFERRED, one INITIALLY IMMEDIATE", () => {
   it("shares transactions between jobs that rely on their deferred key while its name is its own", async () => {
-    const seen = await outcome(await queuedBurst("alone"));
-    expect(seen.statuses).toEqual({ succeeded: JOBS });
-    // What the next test shows depends on jobs like these sharing transactions.
-    expect(seen.transactions).toBeLessThan(JOBS * 0.8);
-  }, 90_000);
+    // What the next test shows depends on jobs like these sharing transactions; how many share is
+    // up to the machine's load, so a burst that shared too few is followed by another.
+    for (let round = 1; ; round++) {
+      const seen = await outcome(await queuedBurst(`alone ${round}`));
+      expect(seen.statuses).toEqual({ succeeded: JOBS });
+      if (seen.transactions < JOBS * 0.8) break;
+      if (round === 5)
+        throw new Error(`${round} bursts of ${JOBS} jobs shared no transactions enough (last: ${seen.transactions})`);
+    }
+  }, 150_000);
 
   it("runs every job that relies on the deferred key to success, whatever transaction it lands in", async () => {
     await env.database.sql.unsafe(`create table clash_strict (id text primary key,
