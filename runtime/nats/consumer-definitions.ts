@@ -226,10 +226,14 @@ function readRecorded(entry: KvEntry | null): Recorded | undefined {
 
 /**
  * Whether `mine` replaces `recorded`: written later, or (when `winsTie`) at the same moment with
- * other settings, as after a change of configuration (JETFN_MAX_ACK_WAIT) with the same files.
+ * other settings, as after a change of configuration (JETFN_MAX_ACK_WAIT) with the same files. A
+ * withdrawal is never replaced by a definition of its own date: two versions dated alike (files
+ * deployed with one fixed date) would otherwise take turns, and each turn of the one that listens
+ * makes the consumer anew, starting per onFrom.
  */
 export function supersedes(mine: Recorded, recorded: Recorded, winsTie = true): boolean {
   if (mine.definedAt !== recorded.definedAt) return mine.definedAt > recorded.definedAt;
+  if (recorded.settings === null) return false;
   return winsTie && !sameSettings(mine.settings, recorded.settings);
 }
 

@@ -33,6 +33,16 @@ describe("supersedes", () => {
     expect(supersedes(definition(1, 30), definition(1, 10), false)).toBe(false);
     expect(supersedes(definition(1, 30), definition(1, 30))).toBe(false);
   });
+
+  it("a withdrawal wins a tie both ways, and gives way only to a later definition", () => {
+    // Dated alike, the older runtime's recovery won the tie and made the withdrawn consumer anew.
+    const withdrawal = (definedAt: number) => ({ definedAt, settings: null });
+    expect(supersedes(definition(1, 30), withdrawal(1))).toBe(false);
+    expect(supersedes(withdrawal(1), definition(1, 30))).toBe(true);
+    expect(supersedes(definition(2, 30), withdrawal(1))).toBe(true);
+    expect(supersedes(withdrawal(1), definition(2, 30))).toBe(false);
+    expect(supersedes(withdrawal(1), withdrawal(1))).toBe(false);
+  });
 });
 
 describe("settling definitions concurrently", () => {
