@@ -45,17 +45,27 @@ describe("supersedes", () => {
   });
 });
 
+/** `count` runtimes' views of one definitions bucket, on a nats-server of the test's own. */
+async function runtimesSharingDefinitions(count: number): Promise<ConsumerDefinitions[]> {
+  const nats = await startNatsServer();
+  stopWhenTestEnds(() => nats.stop());
+  return Promise.all(
+    Array.from({ length: count }, async () => {
+      const nc = await connect({ servers: nats.url });
+      stopWhenTestEnds(() => nc.close());
+      return openConsumerDefinitions(nc, pino({ level: "silent" }));
+    }),
+  );
+}
+
+/** A random while of up to 30 ms, so that runtimes' writes interleave differently each round. */
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * 30));
+}
+
 describe("settling definitions concurrently", () => {
   it("ends with the newest definition applied, whichever runtime applies last", async () => {
-    const nats = await startNatsServer();
-    stopWhenTestEnds(() => nats.stop());
-    const runtimes = await Promise.all(
-      Array.from({ length: 6 }, async () => {
-        const nc = await connect({ servers: nats.url });
-        stopWhenTestEnds(() => nc.close());
-        return openConsumerDefinitions(nc, pino({ level: "silent" }));
-      }),
-    );
+    const runtimes = await runtimesSharingDefinitions(6);
     for (let round = 0; round < 5; round++) {
       let applied: ConsumerSettings | undefined;
       const fn = `race-${round}`;
@@ -64,7 +74,7 @@ describe("settling definitions concurrently", () => {
       const outcomes = await Promise.all(
         runtimes.map((definitions, index) =>
           definitions.settle(fn, definition(index, index + 1), async (settings) => {
-            await new Promise((resolve) => setTimeout(resolve, Math.random() * 30));
+            await pause();
             applied = settings;
           }),
         ),
@@ -84,20 +94,11 @@ describe("settling definitions concurrently", () => {
   it("leaves no consumer once a newer definition withdrew it, whenever older runtimes apply theirs", async () => {
     // An older runtime that read its definition before the withdrawal and created the consumer
     // after the delete must learn of the withdrawal and delete it itself.
-    const nats = await startNatsServer();
-    stopWhenTestEnds(() => nats.stop());
-    const runtimes = await Promise.all(
-      Array.from({ length: 5 }, async () => {
-        const nc = await connect({ servers: nats.url });
-        stopWhenTestEnds(() => nc.close());
-        return openConsumerDefinitions(nc, pino({ level: "silent" }));
-      }),
-    );
+    const runtimes = await runtimesSharingDefinitions(5);
     const [withdrawing, ...older] = runtimes as [ConsumerDefinitions, ...ConsumerDefinitions[]];
     for (let round = 0; round < 5; round++) {
       const fn = `withdrawn-${round}`;
       let exists = false;
-      const pause = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 30));
       const settling = older.map(async (definitions, index) => {
         const settled = await definitions.settle(
           fn,
