@@ -159,9 +159,8 @@ async function confirmPublish(
     let renewed: number | undefined;
     try {
       const entry = await keys.get(name);
-      const current = claimOf(entry);
       // Another job took the key, or a repeat of this enqueue wrote the sequence: nothing to settle.
-      if (current?.id !== job.id || current.seq !== undefined) return;
+      if (!awaitsSequence(entry, job.id)) return;
       renewed = await compareAndSet(keys, name, entry, { id: job.id, at: Date.now() } satisfies SingletonClaim);
     } catch (error) {
       // The key store did not answer: ask again until the deadline (the claim holds meanwhile).
@@ -203,9 +202,8 @@ async function retrySequence(
     await new Promise((resolve) => setTimeout(resolve, delay));
     try {
       const entry = await keys.get(name);
-      const current = claimOf(entry);
       // Taken over, or written already: nothing left to do.
-      if (!entry || current?.id !== job.id || current.seq !== undefined) return;
+      if (!entry || !awaitsSequence(entry, job.id)) return;
       await write(entry.revision);
       logger.info({ fn: job.fn, invocationId: job.id }, "Wrote a singleton job's sequence into its claim.");
       return;
@@ -234,6 +232,12 @@ async function holdsKey(
   if (record) return !FINAL_STATUSES.has(record.status);
   if (cancelled(claim.id)) return false;
   return claim.seq !== undefined || Date.now() - claim.at < PUBLISH_GRACE_MS;
+}
+
+/** Whether the claim in `entry` names job `id` and has no sequence written yet. */
+function awaitsSequence(entry: KvEntry | null, id: string): boolean {
+  const claim = claimOf(entry);
+  return claim?.id === id && claim.seq === undefined;
 }
 
 function claimOf(entry: KvEntry | null): SingletonClaim | undefined {

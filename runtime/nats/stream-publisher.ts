@@ -3,6 +3,7 @@ import { type MsgHdrs, type NatsConnection, headers as natsHeaders } from "@nats
 import { JetfnError } from "../support/errors";
 import { CallMux } from "./call-mux";
 import { JETSTREAM_TIMEOUT_MS } from "./jetstream-timeout";
+import { JETSTREAM_TEMPORARILY_UNAVAILABLE } from "./until-answered";
 
 /** What publishing a job or event needs: nats.js's JetStreamClient fits, and so does StreamPublisher. */
 export interface JetStreamPublisher {
@@ -28,12 +29,9 @@ class StreamRefusedError extends JetfnError {
   }
 }
 
-/** JetStream's "temporarily unavailable" (10008): nothing was stored, and a publish later may be. */
-const TEMPORARILY_UNAVAILABLE = 10008;
-
 /** True when JetStream answered a publish that it is temporarily unavailable: stored nothing, may store it later. */
 export function refusedForNow(error: unknown): boolean {
-  return error instanceof StreamRefusedError && error.apiCode === TEMPORARILY_UNAVAILABLE;
+  return error instanceof StreamRefusedError && error.apiCode === JETSTREAM_TEMPORARILY_UNAVAILABLE;
 }
 
 /**

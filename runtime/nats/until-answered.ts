@@ -36,7 +36,7 @@ export interface UntilAnsweredOptions {
  * has been leaderless for a while (its servers stay silent before that), e.g. while NATS nodes and
  * runtimes restart together.
  */
-const JETSTREAM_TEMPORARILY_UNAVAILABLE = 10008;
+export const JETSTREAM_TEMPORARILY_UNAVAILABLE = 10008;
 
 /**
  * True when NATS did not answer a request in time (nats.js's TimeoutError), or JetStream said it is
