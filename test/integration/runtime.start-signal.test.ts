@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Runtime, startRuntime } from "../../runtime/runtime";
+import type { Runtime } from "../../runtime/runtime";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { startDroppingProxy } from "../helpers/dropping-proxy";
-import { CLUSTER_FUNCTIONS, eventually } from "../helpers/environment";
+import { eventually, startClusterFunctionsRuntime } from "../helpers/environment";
 import { captureLogs } from "../helpers/logs";
 import { startNatsServer, type TestNatsServer } from "../helpers/nats-server";
-import { stopWhenTestEnds } from "../helpers/test-scope";
 
 // startRuntime's `signal`: an app embedding the runtime can give up a start that waits on a silent
 // NATS (each unanswered request is asked again for up to 30 s), and stop the runtime later with the
@@ -33,15 +32,7 @@ async function databaseConnections(): Promise<number> {
 }
 
 function start(natsUrl: string, signal: AbortSignal): Promise<Runtime> {
-  return startRuntime({
-    natsUrl,
-    databaseUrl: database.url,
-    functionsDir: CLUSTER_FUNCTIONS,
-    logger: captureLogs().logger,
-    shutdownGrace: "2s",
-    productionChecks: false,
-    signal,
-  });
+  return startClusterFunctionsRuntime({ natsUrl, databaseUrl: database.url, logger: captureLogs().logger, signal });
 }
 
 describe("startRuntime's signal", () => {
@@ -73,7 +64,6 @@ describe("startRuntime's signal", () => {
   it("stops the runtime when aborted after the start", async () => {
     const controller = new AbortController();
     const runtime = await start(nats.url, controller.signal);
-    stopWhenTestEnds(() => runtime.stop());
     expect(runtime.nats.isClosed()).toBe(false);
     controller.abort();
     await eventually(() => runtime.nats.isClosed(), 15_000);
