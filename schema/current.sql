@@ -1730,6 +1730,52 @@ $$;
 
 
 --
+-- Name: record_step(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.record_step(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_result jsonb, p_step_started_at timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_seq integer;
+begin
+  -- Also locks the record: steps of one invocation take their seq one after another.
+  insert into jetfn.invocations as i
+    (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key)
+  values
+    (p_id, p_function, 'running', p_attempt, p_input, p_enqueued_at, p_started_at, clock_timestamp(),
+     p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key)
+  on conflict (id) do update set
+    status = 'running', attempts = greatest(i.attempts, excluded.attempts), started_at = excluded.started_at,
+    updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
+    debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
+    singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
+  where not jetfn.is_final(i.status) and i.function = excluded.function;
+  if not found then
+    if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
+      raise exception 'invocation id % already belongs to another function than %', p_id, p_function
+        using errcode = 'JF002';
+    end if;
+    raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
+  end if;
+
+  select coalesce(max(seq), 0) + 1 into v_seq from jetfn.steps where invocation_id = p_id;
+  insert into jetfn.steps
+    (invocation_id, key, seq, kind, status, attempts, result, txid, started_at, finished_at, updated_at)
+  values
+    (p_id, p_key, v_seq, 'step', 'succeeded', p_attempt, p_result, pg_catalog.txid_current(),
+     p_step_started_at, clock_timestamp(), clock_timestamp())
+  on conflict (invocation_id, key) do nothing;
+  if not found then
+    raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
+  end if;
+  return v_seq;
+end
+$$;
+
+
+--
 -- Name: record_successes(jsonb); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -2242,6 +2288,36 @@ COMMENT ON TABLE jetfn.outbox_set_aside IS 'Outbox rows the relay refused to pub
 
 
 --
+-- Name: steps; Type: TABLE; Schema: jetfn; Owner: -
+--
+
+CREATE TABLE jetfn.steps (
+    invocation_id text NOT NULL,
+    key text NOT NULL,
+    seq integer NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    result jsonb,
+    error jsonb,
+    errors jsonb DEFAULT '[]'::jsonb NOT NULL,
+    wake_at timestamp with time zone,
+    event text,
+    match_paths text[],
+    match_values jsonb,
+    after_at timestamp with time zone,
+    event_id text,
+    code_version text,
+    txid bigint,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'sleep'::text, 'wait'::text, 'patch'::text]))),
+    CONSTRAINT steps_status_check CHECK ((status = ANY (ARRAY['retrying'::text, 'succeeded'::text, 'failed'::text, 'sleeping'::text, 'waiting'::text, 'matched'::text, 'timed_out'::text])))
+);
+
+
+--
 -- Name: comment_counts; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2468,6 +2544,22 @@ ALTER TABLE ONLY jetfn.outbox
 
 ALTER TABLE ONLY jetfn.outbox_set_aside
     ADD CONSTRAINT outbox_set_aside_pkey PRIMARY KEY ("position");
+
+
+--
+-- Name: steps steps_invocation_id_seq_key; Type: CONSTRAINT; Schema: jetfn; Owner: -
+--
+
+ALTER TABLE ONLY jetfn.steps
+    ADD CONSTRAINT steps_invocation_id_seq_key UNIQUE (invocation_id, seq);
+
+
+--
+-- Name: steps steps_pkey; Type: CONSTRAINT; Schema: jetfn; Owner: -
+--
+
+ALTER TABLE ONLY jetfn.steps
+    ADD CONSTRAINT steps_pkey PRIMARY KEY (invocation_id, key);
 
 
 --
@@ -2803,6 +2895,14 @@ CREATE TRIGGER jetfn_audit_update AFTER UPDATE ON public.posts REFERENCING OLD T
 --
 
 CREATE TRIGGER jetfn_audit_update AFTER UPDATE ON public.sent_mail REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jetfn.capture_update_<public.sent_mail>();
+
+
+--
+-- Name: steps steps_invocation_id_fkey; Type: FK CONSTRAINT; Schema: jetfn; Owner: -
+--
+
+ALTER TABLE ONLY jetfn.steps
+    ADD CONSTRAINT steps_invocation_id_fkey FOREIGN KEY (invocation_id) REFERENCES jetfn.invocations(id) ON DELETE CASCADE;
 
 
 --

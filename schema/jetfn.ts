@@ -1,4 +1,4 @@
-import { bigint, integer, json, jsonb, pgSchema, smallint, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, integer, json, jsonb, pgSchema, primaryKey, smallint, text, timestamp } from "drizzle-orm/pg-core";
 
 /** Postgres schema holding jetfn's own tables; created by schema/migrations/0001_jetfn_baseline.sql. */
 export const jetfnSchema = pgSchema("jetfn");
@@ -52,6 +52,39 @@ export const invocations = jetfnSchema.table("invocations", {
   /** The singleton key it was enqueued with, if any. */
   singletonKey: text("singleton_key"),
 });
+
+/**
+ * One row per durable step an invocation reached: its memo (docs/durable-steps.md,
+ * schema/migrations/0032_jetfn_steps.sql). Written only by jetfn.record_step.
+ */
+export const steps = jetfnSchema.table(
+  "steps",
+  {
+    invocationId: text("invocation_id").notNull(),
+    /** The step's name, or `name#n` for its n-th call in a run. */
+    key: text("key").notNull(),
+    /** 1, 2, ... in the order first recorded. */
+    seq: integer("seq").notNull(),
+    kind: text("kind").$type<"step" | "sleep" | "wait" | "patch">().notNull(),
+    status: text("status").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    result: jsonb("result"),
+    error: jsonb("error"),
+    errors: jsonb("errors").notNull().default([]),
+    wakeAt: timestamp("wake_at", { withTimezone: true, mode: "string" }),
+    event: text("event"),
+    matchPaths: text("match_paths").array(),
+    matchValues: jsonb("match_values"),
+    afterAt: timestamp("after_at", { withTimezone: true, mode: "string" }),
+    eventId: text("event_id"),
+    codeVersion: text("code_version"),
+    txid: bigint("txid", { mode: "number" }),
+    startedAt: timestamp("started_at", { withTimezone: true, mode: "string" }),
+    finishedAt: timestamp("finished_at", { withTimezone: true, mode: "string" }),
+    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "string" }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.invocationId, table.key] })],
+);
 
 /** Columns of jetfn.audit_log (and of its unsealed tail, jetfn.audit_tail). */
 function auditLogColumns() {

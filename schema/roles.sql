@@ -101,6 +101,8 @@ $$;
 -- jetfn's own tables: the runtime records invocations; it may only read the audit log.
 grant usage on schema jetfn to jetfn_runtime;
 grant select, insert, update on jetfn.invocations to jetfn_runtime;
+-- Durable steps' memos: written by jetfn.record_step in the step's transaction.
+grant select, insert, update on jetfn.steps to jetfn_runtime;
 -- The transactional outbox: written in the invocation's transaction, deleted once published.
 grant select, insert, delete on jetfn.outbox to jetfn_runtime;
 -- Rows the relay refuses are moved aside: the runtime (so handler code too) may add them there, not

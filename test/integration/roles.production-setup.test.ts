@@ -160,4 +160,13 @@ describe("the production role setup, in order, on Postgres 15+", { timeout: 120_
       "2 change(s) by jetfn_runtime outside any invocation, in public.ledger, public.notes",
     );
   });
+
+  it("7. the runtime role records durable steps' memos and reads them", async () => {
+    const runtimeSql = connect("jetfn_runtime");
+    await runtimeSql`select jetfn.record_step('roles-steps-1', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 1, null,
+      null, null, null, 'reserve', '{"left": 2}'::jsonb, now())`;
+    expect(await runtimeSql`select key, result from jetfn.steps where invocation_id = 'roles-steps-1'`).toEqual([
+      { key: "reserve", result: { left: 2 } },
+    ]);
+  });
 });

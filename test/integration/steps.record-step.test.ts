@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../helpers/database";
+
+// jetfn.record_step (migration 0032), the memo's statement: it makes the job's record if there is
+// none, and is fenced like a job's record (JF001 once the invocation ended, JF002 for another
+// function's id) and by the step's key (JF004: another run recorded the step first).
+let database: TestDatabase;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await database?.drop();
+});
+
+const recordStep = (id: string, fn: string, key: string, result: unknown, attempt = 1) =>
+  database.sql`select jetfn.record_step(${id}, ${fn}, ${attempt}, '{"n": 1}'::jsonb, now(), now(), 7, null,
+    null, null, null, ${key}, ${database.sql.json(result as never)}, now()) as seq`;
+
+const complete = (id: string, fn: string) =>
+  database.sql`select jetfn.complete_invocation(${id}, ${fn}, 1, '{}'::jsonb, '{}'::jsonb, now(), now(), 1, null)`;
+
+const recordOf = async (id: string) =>
+  (await database.sql`select function, status, attempts, input, stream_seq from jetfn.invocations where id = ${id}`)[0];
+
+const stepsOf = async (id: string) =>
+  database.sql`select key, seq, kind, status, attempts, result, txid is not null as has_txid
+    from jetfn.steps where invocation_id = ${id} order by seq`;
+
+it("makes the job's record running with the first step, and numbers steps in the order recorded", async () => {
+  expect(await recordStep("steps-0001", "orders.fulfil", "reserve", { left: 3 })).toEqual([{ seq: 1 }]);
+  expect(await recordOf("steps-0001")).toEqual({
+    function: "orders.fulfil",
+    status: "running",
+    attempts: 1,
+    input: { n: 1 },
+    stream_seq: "7",
+  });
+  expect(await recordStep("steps-0001", "orders.fulfil", "charge", "ch_1", 2)).toEqual([{ seq: 2 }]);
+  expect(await recordOf("steps-0001")).toMatchObject({ status: "running", attempts: 2 });
+  expect(await stepsOf("steps-0001")).toEqual([
+    { key: "reserve", seq: 1, kind: "step", status: "succeeded", attempts: 1, result: { left: 3 }, has_txid: true },
+    { key: "charge", seq: 2, kind: "step", status: "succeeded", attempts: 2, result: "ch_1", has_txid: true },
+  ]);
+  // The job's own record then ends it as usual.
+  await complete("steps-0001", "orders.fulfil");
+  expect(await recordOf("steps-0001")).toMatchObject({ status: "succeeded" });
+});
+
+it("refuses a step recorded twice with JF004 and keeps the first memo", async () => {
+  await recordStep("steps-0002", "orders.fulfil", "reserve", { by: "first run" });
+  await expect(recordStep("steps-0002", "orders.fulfil", "reserve", { by: "second run" })).rejects.toMatchObject({
+    code: "JF004",
+  });
+  expect(await stepsOf("steps-0002")).toMatchObject([{ key: "reserve", result: { by: "first run" } }]);
+});
+
+it("writes nothing once the invocation ended (JF001), nor for another function's id (JF002)", async () => {
+  await complete("steps-0003", "orders.fulfil");
+  await expect(recordStep("steps-0003", "orders.fulfil", "late", 1)).rejects.toMatchObject({ code: "JF001" });
+  await database.sql`update jetfn.invocations set status = 'cancelled' where id = 'steps-0001'`;
+  await expect(recordStep("steps-0001", "orders.fulfil", "after-cancel", 1)).rejects.toMatchObject({ code: "JF001" });
+  await recordStep("steps-0004", "orders.fulfil", "reserve", 1);
+  await expect(recordStep("steps-0004", "billing.charge", "reserve-2", 1)).rejects.toMatchObject({ code: "JF002" });
+  expect(await stepsOf("steps-0003")).toEqual([]);
+  expect((await stepsOf("steps-0001")).map((step) => step.key)).toEqual(["reserve", "charge"]);
+  expect(await recordOf("steps-0004")).toMatchObject({ function: "orders.fulfil" });
+  expect((await stepsOf("steps-0004")).map((step) => step.key)).toEqual(["reserve"]);
+});
+
+it("deletes an invocation's steps with its record", async () => {
+  await database.sql`delete from jetfn.invocations where id = 'steps-0004'`;
+  expect(await stepsOf("steps-0004")).toEqual([]);
+});
+
+it("lets two runs racing for one step commit one memo", async () => {
+  // Each in its own transaction, as two runs of one job would: the second waits on the record's row
+  // lock, then finds the key taken.
+  const results = await Promise.allSettled(
+    ["run-a", "run-b"].map((run) =>
+      database.sql.begin(async (tx) => {
+        await tx`select jetfn.record_step('steps-0005', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 1, null,
+          null, null, null, 'reserve', ${tx.json({ run } as never)}, now())`;
+        await tx`select pg_sleep(0.1)`;
+      }),
+    ),
+  );
+  expect(results.filter((result) => result.status === "fulfilled")).toHaveLength(1);
+  const failed = results.find((result) => result.status === "rejected") as PromiseRejectedResult;
+  expect(failed.reason).toMatchObject({ code: "JF004" });
+  expect(await stepsOf("steps-0005")).toHaveLength(1);
+});
