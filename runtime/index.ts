@@ -53,9 +53,11 @@ export type {
   FunctionSpec,
   InputOf,
   InvocationDatabase,
+  Jsonified,
   OutputOf,
   Register,
   RegisteredSchema,
+  StepContext,
 } from "./sdk/define-function";
 export { defineFunction } from "./sdk/define-function";
 export type { Duration } from "./support/duration";

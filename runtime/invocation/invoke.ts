@@ -4,7 +4,7 @@ import type { Sql } from "postgres";
 import type { DatabaseBinder } from "../db/app-database";
 import { isConnectionError } from "../db/client";
 import type { CommitGroups } from "../db/commit-groups";
-import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError } from "../db/invocation-store";
+import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
 import {
   createInvocationTransaction,
   type FinalStatement,
@@ -18,7 +18,7 @@ import { isUnanswered } from "../db/transaction-parts";
 import { isValidFunctionName } from "../deploy/function-name";
 import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
 import type { EventDefinition } from "../sdk/define-event";
-import type { EnqueueOptions, FunctionContext, ResolvedFunction } from "../sdk/define-function";
+import type { EnqueueOptions, FunctionContext, ResolvedFunction, StepContext } from "../sdk/define-function";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "../support/log-budget";
 import { invocationLogger } from "../support/logger";
@@ -27,6 +27,7 @@ import type { Cancellations } from "./cancellation";
 import { InvocationDeadline } from "./invocation-deadline";
 import { dueTime } from "./job-delay";
 import { resultJson } from "./result-json";
+import { type StepHost, Steps, stepInvalid } from "./steps";
 import { parseInput, parseOutput } from "./validation";
 
 /** What one invocation needs to know. */
@@ -41,6 +42,8 @@ export interface InvocationRequest {
   shutdownSignal: AbortSignal;
   /** For jobs: the statement committed together with the handler's writes, given the result's stored JSON. */
   finalStatement?: (resultJson: string) => FinalStatement;
+  /** For jobs: what the job's record holds; its first durable step creates it (steps.ts). */
+  jobRecord?: JobRecord;
   onProgress?: (done: number, total: number | undefined) => void;
   /** Called when only a shared COMMIT is left to wait for (the handler and its writes are done). */
   handlerDone?: () => void;
@@ -89,6 +92,8 @@ export interface InvokeDependencies {
   logLimits?: LogLimits;
   /** Makes `ctx.db` over the invocation's transaction, with the app's schema. @default bindPlainDatabase */
   bindDatabase?: DatabaseBinder;
+  /** Publishes the jobs and events a durable step committed. @default none: the outbox relay's sweep does */
+  publishCommitted?: (messages: OutboxMessage[], log: Logger) => Promise<void>;
 }
 
 /**
@@ -118,6 +123,8 @@ class Invocation {
   #transaction: InvocationTransaction | undefined;
   #ended = false;
   #unwatch: (() => void) | undefined;
+  /** Made at the handler's first step call. */
+  #steps: Steps | undefined;
 
   constructor(deps: InvokeDependencies, request: InvocationRequest) {
     this.deps = deps;
@@ -157,6 +164,67 @@ class Invocation {
     return this.#transaction;
   }
 
+  /** `ctx.db`: a job that uses durable steps does its database work inside them. */
+  get handlerDb(): FunctionContext["db"] {
+    if (this.#steps && this.request.jobRecord) {
+      throw stepInvalid(
+        "ctx.db was used outside a step after the handler called ctx.step: once a job uses steps, its database work goes inside them (step.db)",
+      );
+    }
+    return this.transaction.db;
+  }
+
+  /** `ctx.step`. */
+  step(name: unknown, fn: unknown): Promise<unknown> {
+    try {
+      return this.#stepsOfRun().step(name, fn);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #stepsOfRun(): Steps {
+    if (this.#steps) return this.#steps;
+    const { request, deps } = this;
+    const record = request.jobRecord;
+    if (record && this.#transaction) {
+      throw stepInvalid(
+        "ctx.step was called after the handler used ctx.db outside a step: a job that uses steps does its database work inside them (step.db)",
+      );
+    }
+    const invocation = this;
+    const host: StepHost = {
+      sql: deps.sql,
+      functionName: request.fn.name,
+      get maxPayload() {
+        return deps.maxPayload;
+      },
+      record,
+      ownTransaction: () =>
+        createInvocationTransaction(
+          deps.sql,
+          {
+            functionName: request.fn.name,
+            invocationId: request.invocationId,
+            attempt: request.attempt,
+            statementTimeoutMs: request.fn.timeoutMs,
+          },
+          undefined,
+          deps.bindDatabase,
+        ),
+      get ended() {
+        return invocation.#ended;
+      },
+      stepContext: (key, transaction, outbox) => new StepView(invocation, key, transaction, outbox),
+      publishCommitted: (messages) => deps.publishCommitted?.(messages, invocation.log) ?? Promise.resolve(),
+      get log() {
+        return invocation.log;
+      },
+    };
+    this.#steps = new Steps(host);
+    return this.#steps;
+  }
+
   progress(done: number, total: number | undefined): void {
     if (!Number.isFinite(done) || (total !== undefined && !Number.isFinite(total))) return;
     const { request } = this;
@@ -171,19 +239,24 @@ class Invocation {
     });
   }
 
-  enqueue(functionName: string, input: unknown, options: EnqueueOptions | undefined): { id: string } {
+  enqueue(
+    functionName: string,
+    input: unknown,
+    options: EnqueueOptions | undefined,
+    outbox: OutboxMessage[] = this.outbox,
+  ): { id: string } {
     if (!isValidFunctionName(functionName)) {
       throw new JetfnError("E_FUNCTION_NOT_FOUND", `cannot enqueue "${functionName}": not a valid function name`);
     }
     const id = options?.id ?? randomUUID();
     const due = options ? dueTime(options) : undefined;
-    this.outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due, options));
+    outbox.push(jobMessage(functionName, input, id, this.deps.maxPayload, due, options));
     return { id };
   }
 
-  emit(event: string | EventDefinition, data: unknown): { id: string } {
+  emit(event: string | EventDefinition, data: unknown, outbox: OutboxMessage[] = this.outbox): { id: string } {
     const message = eventMessage(event, data, undefined, this.deps.maxPayload);
-    this.outbox.push(message);
+    outbox.push(message);
     return { id: message.id };
   }
 
@@ -197,6 +270,8 @@ class Invocation {
       const input = parseInput(fn.definition.spec.input, this.request.input, fn.name);
       const ctx = new InvocationContext(this);
       const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
+      // A step found the invocation ended: a handler that caught that still ends fenced out.
+      if (this.#steps?.fenced) throw this.#steps.fenced;
       const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
       // A job's result is stored: one that cannot be fails here, as the handler's fault.
       const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
@@ -215,10 +290,17 @@ class Invocation {
         () => undefined,
         (error: unknown) => error,
       );
+      // A step that found the invocation ended, or its id another function's, fences the whole run
+      // out, whatever the handler made of that step's error.
+      const fenced = this.#steps?.fenced;
       const failure: FailureKind =
-        groupFailed !== undefined ? "shared-commit" : failureKind(thrown, committing, this.#transaction?.lost);
+        groupFailed !== undefined
+          ? "shared-commit"
+          : fenced && fenced.code !== "E_ID_CONFLICT"
+            ? "fenced"
+            : failureKind(thrown, committing, this.#transaction?.lost ?? this.#steps?.lost);
       const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
-      const error = conflict ?? toJetfnError(groupFailed ?? thrown);
+      const error = fenced ?? conflict ?? toJetfnError(groupFailed ?? thrown);
       return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;
@@ -309,7 +391,7 @@ class InvocationContext implements FunctionContext {
   }
 
   get db(): FunctionContext["db"] {
-    return this.#invocation.transaction.db;
+    return this.#invocation.handlerDb;
   }
 
   get log(): Logger {
@@ -344,4 +426,64 @@ class InvocationContext implements FunctionContext {
     this.#emit ??= async (event, data) => this.#invocation.emit(event, data);
     return this.#emit;
   }
+
+  #step: FunctionContext["step"] | undefined;
+
+  get step(): FunctionContext["step"] {
+    this.#step ??= ((name: string, fn: unknown) => this.#invocation.step(name, fn)) as FunctionContext["step"];
+    return this.#step;
+  }
+}
+
+/**
+ * What a durable step's `fn` sees: its own transaction and outbox rows in a job; in a call, the
+ * call's own (its steps run at once, in its transaction).
+ */
+class StepView implements StepContext {
+  readonly #invocation: Invocation;
+  readonly #key: string;
+  readonly #transaction: InvocationTransaction | undefined;
+  readonly #outbox: OutboxMessage[];
+  #log: Logger | undefined;
+
+  constructor(
+    invocation: Invocation,
+    key: string,
+    transaction: InvocationTransaction | undefined,
+    outbox: OutboxMessage[],
+  ) {
+    this.#invocation = invocation;
+    this.#key = key;
+    this.#transaction = transaction;
+    this.#outbox = transaction ? outbox : invocation.outbox;
+  }
+
+  get db(): StepContext["db"] {
+    return (this.#transaction ?? this.#invocation.transaction).db;
+  }
+
+  get log(): Logger {
+    this.#log ??= this.#invocation.handlerLog.child({ step: this.#key });
+    return this.#log;
+  }
+
+  get attempt(): number {
+    return this.#invocation.request.attempt;
+  }
+
+  get signal(): AbortSignal {
+    return this.#invocation.deadline.signal;
+  }
+
+  progress(done: number, total?: number): void {
+    this.#invocation.progress(done, total);
+  }
+
+  enqueue = async (functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }> =>
+    this.#invocation.enqueue(functionName, input, options, this.#outbox);
+
+  call = this.enqueue;
+
+  emit = async (event: string | EventDefinition, data: unknown): Promise<{ id: string }> =>
+    this.#invocation.emit(event, data, this.#outbox);
 }

@@ -270,6 +270,7 @@ async function attemptJob(
     input,
     shutdownSignal: deps.shutdownSignal,
     finalStatement: (resultJson) => completionStatement(record, resultJson),
+    jobRecord: record,
     onProgress: (done, total) => board.update(done, total),
     log,
     // With concurrency 1 the next job waits for the COMMIT too, so it sees this one's writes.
@@ -469,6 +470,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
       commitGroups,
       logLimits: deps.logLimits,
       bindDatabase: deps.bindDatabase,
+      publishCommitted: (messages, log) => deps.outbox.publishCommitted(messages, log),
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

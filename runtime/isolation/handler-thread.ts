@@ -76,6 +76,11 @@ function createContext(message: Extract<ToThread, { type: "run" }>, budget: LogB
     },
     enqueue: jobRequest("enqueue"),
     call: jobRequest("call"),
+    // Steps need their own transactions in the runtime's process: not across the thread yet.
+    step: () =>
+      Promise.reject(
+        new JetfnError("E_STEP_INVALID", 'durable steps do not work in functions with isolation: "thread" yet'),
+      ),
     emit(event, eventData) {
       // The runtime checks the data against the event's schema: it loaded the same file.
       const name = typeof event === "string" ? event : event.name;

@@ -105,7 +105,53 @@ export interface FunctionContext {
     event: E,
     data: E extends EventDefinition<infer S> ? z.input<S> : unknown,
   ): Promise<{ id: string }>;
+  /**
+   * A durable step (docs/durable-steps.md): runs `fn` once per job and returns its result as stored
+   * JSON. Its writes through `step.db`, its `step.enqueue`/`step.emit` and its result commit in one
+   * transaction of its own; a later run of the job (a retry, a redelivery after a crash) gets the
+   * stored result without running `fn` again. Names are 1-100 printable characters without `#`; a
+   * name called again in one run is `name#2`, `name#3`... Once a job calls a step, its `ctx.db`
+   * works only inside steps. In a call (request-reply), `fn` runs at once, in the call's transaction.
+   * @example const charge = await ctx.step("charge", async ({ db }) => (await db.insert(charges).values(row).returning())[0]);
+   */
+  step<T>(name: string, fn: (step: StepContext) => T | Promise<T>): Promise<Jsonified<Awaited<T>>>;
 }
+
+/** What a durable step's `fn` gets: the step's own transaction, outbox and logger. */
+export interface StepContext {
+  /** Drizzle, inside the step's transaction: it commits with the step's result. */
+  readonly db: InvocationDatabase;
+  /** Logger bound to the invocation and the step's key. */
+  readonly log: Logger;
+  /** The job's attempt. */
+  readonly attempt: number;
+  /** Fired when the invocation times out, is cancelled, or the runtime shuts down. */
+  readonly signal: AbortSignal;
+  /** As `ctx.progress`. */
+  progress(done: number, total?: number): void;
+  /** Enqueues a job, published only if the step commits. */
+  enqueue(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
+  /** As `enqueue`. */
+  call(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
+  /** Emits an event, published only if the step commits. */
+  emit<E extends string | EventDefinition>(
+    event: E,
+    data: E extends EventDefinition<infer S> ? z.input<S> : unknown,
+  ): Promise<{ id: string }>;
+}
+
+/** A value as it comes back from JSON: what a step returns, in every run alike. */
+export type Jsonified<T> = T extends string | number | boolean | null
+  ? T
+  : T extends undefined
+    ? null
+    : T extends { toJSON(): infer J }
+      ? Jsonified<J>
+      : T extends readonly (infer U)[]
+        ? Jsonified<U>[]
+        : T extends object
+          ? { [K in keyof T as T[K] extends (...args: never[]) => unknown ? never : K]: Jsonified<T[K]> }
+          : never;
 
 /** The options a function file passes to `defineFunction`. */
 export interface FunctionSpec<Input extends z.ZodType, Output extends z.ZodType | undefined> {

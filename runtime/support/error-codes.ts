@@ -173,6 +173,27 @@ export const ERROR_CODES = {
     kind: "other",
     meaning: "the handler sent SQL that would reach beyond its invocation's transaction",
   },
+  E_STEP_INVALID: {
+    // The handler's code uses steps wrongly: it would again.
+    status: 500,
+    retryable: false,
+    kind: "non_retryable",
+    meaning:
+      "a durable step API was used wrongly (its name, nesting, ctx.db outside steps, or where steps do not work)",
+  },
+  E_STEP_MISMATCH: {
+    status: 500,
+    retryable: false,
+    kind: "non_retryable",
+    meaning:
+      "a run found a memo of another kind under a step's key: the code changed in a way the history cannot follow",
+  },
+  E_STEP_LIMIT: {
+    status: 413,
+    retryable: false,
+    kind: "non_retryable",
+    meaning: "the invocation reached 1,000 steps, or 16 MiB of stored step results",
+  },
   E_INTERNAL: { status: 500, retryable: true, kind: "other", meaning: "a bug in jetfn, or a migration failed" },
 } as const satisfies Record<`E_${string}`, ErrorCodeEntry>;
 
