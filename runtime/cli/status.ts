@@ -28,7 +28,7 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
  * itself when it has a turn free, and then names the job's function; otherwise this reads it.
  */
 async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
-  const view = await client.status(id);
+  const view = await client.status(id, { steps: true });
   if (view.status !== "pending" || view.function !== null) return view;
   // An application's NATS user may not read the stream: then `pending` is all that can be said.
   const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
@@ -64,6 +64,19 @@ export function describeStatus(view: InvocationStatusView): string {
   if (view.droppedAt) lines.push(`dropped: ${view.droppedAt}`);
   for (const error of (view.errors ?? []) as { attempt: number; code: string; name: string; message: string }[]) {
     lines.push(`attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}`);
+  }
+  if (view.steps?.length) {
+    lines.push(`steps: ${view.steps.length}`);
+    const width = Math.max(...view.steps.map((step) => step.key.length));
+    for (const step of view.steps) {
+      const took =
+        step.startedAt && step.finishedAt
+          ? `  ${formatDuration(Date.parse(step.finishedAt) - Date.parse(step.startedAt))}`
+          : "";
+      lines.push(
+        `  ${step.seq} ${step.key.padEnd(width)}  ${step.kind}  ${step.status}  attempt ${step.attempts}  ${step.finishedAt ?? ""}${took}`,
+      );
+    }
   }
   return `${lines.join("\n")}\n`;
 }

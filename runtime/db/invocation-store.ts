@@ -350,7 +350,7 @@ function storedLabels(row: {
  * Postgres's text form of a timestamptz (`2026-12-06 06:39:44.09+00`) as ISO 8601 in UTC, the form
  * every other command and API prints.
  */
-function isoTimestamp(value: string | null): string | null {
+export function isoTimestamp(value: string | null): string | null {
   return value === null ? null : new Date(value).toISOString();
 }
 

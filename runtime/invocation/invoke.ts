@@ -174,6 +174,19 @@ class Invocation {
     return this.transaction.db;
   }
 
+  /**
+   * `ctx.enqueue`, `ctx.call` and `ctx.emit` of a job commit with its final record: inside a step's
+   * `fn` they would be lost when a later run replays that step, so they are refused there.
+   */
+  outsideSteps(api: string): void {
+    const running = this.#steps?.running;
+    if (running !== undefined && this.request.jobRecord) {
+      throw stepInvalid(
+        `${api} was called while step "${running}" runs: inside a step, use the step's own (step.enqueue, step.emit), which commit with it`,
+      );
+    }
+  }
+
   /** `ctx.step`. */
   step(name: unknown, fn: unknown): Promise<unknown> {
     try {
@@ -270,8 +283,8 @@ class Invocation {
       const input = parseInput(fn.definition.spec.input, this.request.input, fn.name);
       const ctx = new InvocationContext(this);
       const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
-      // A step found the invocation ended: a handler that caught that still ends fenced out.
-      if (this.#steps?.fenced) throw this.#steps.fenced;
+      // A step found the invocation ended (or a refused statement): the handler cannot catch that away.
+      if (this.#steps?.ending) throw this.#steps.ending.error;
       const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
       // A job's result is stored: one that cannot be fails here, as the handler's fault.
       const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
@@ -290,21 +303,22 @@ class Invocation {
         () => undefined,
         (error: unknown) => error,
       );
-      // A step that found the invocation ended, or its id another function's, fences the whole run
-      // out, whatever the handler made of that step's error.
-      const fenced = this.#steps?.fenced;
+      // What a step found (the invocation ended or cancelled, its id another function's, a refused
+      // statement) ends the run so, whatever the handler made of that step's error.
+      const ending = this.#steps?.ending;
       const failure: FailureKind =
         groupFailed !== undefined
           ? "shared-commit"
-          : fenced && fenced.code !== "E_ID_CONFLICT"
+          : ending?.fenced
             ? "fenced"
             : failureKind(thrown, committing, this.#transaction?.lost ?? this.#steps?.lost);
       const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
-      const error = fenced ?? conflict ?? toJetfnError(groupFailed ?? thrown);
+      const error = ending?.error ?? conflict ?? toJetfnError(groupFailed ?? thrown);
       return { ok: false, error, kind: failure, durationMs: performance.now() - this.#started, log: this.log };
     } finally {
       this.#ended = true;
       this.deadline.stop();
+      this.#steps?.abandon();
       this.#unwatch?.();
       this.#reportDroppedLines();
     }
@@ -414,7 +428,10 @@ class InvocationContext implements FunctionContext {
   }
 
   get enqueue(): FunctionContext["enqueue"] {
-    this.#enqueue ??= async (functionName, input, options) => this.#invocation.enqueue(functionName, input, options);
+    this.#enqueue ??= async (functionName, input, options) => {
+      this.#invocation.outsideSteps("ctx.enqueue");
+      return this.#invocation.enqueue(functionName, input, options);
+    };
     return this.#enqueue;
   }
 
@@ -423,7 +440,10 @@ class InvocationContext implements FunctionContext {
   }
 
   get emit(): FunctionContext["emit"] {
-    this.#emit ??= async (event, data) => this.#invocation.emit(event, data);
+    this.#emit ??= async (event, data) => {
+      this.#invocation.outsideSteps("ctx.emit");
+      return this.#invocation.emit(event, data);
+    };
     return this.#emit;
   }
 

@@ -24,9 +24,10 @@ export const STEP_RECORDED_CODE = "JF004";
 const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14)";
 const MEMOS_SQL =
-  "select i.function, jetfn.is_final(i.status) as final, s.key, s.kind, s.status, s.result::text as result " +
+  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, s.key, s.kind, s.status, s.result::text as result " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
 const MEMO_SQL = "select kind, status, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
+const RECORD_STATUS_SQL = "select status from jetfn.invocations where id = $1";
 
 /** A step's row, as a later run reads it. */
 interface Memo {
@@ -55,6 +56,16 @@ export interface StepHost {
 }
 
 /**
+ * What ends a run whatever its handler makes of the step's error: the invocation ended (`fenced`:
+ * another attempt finished it), it was cancelled, its id is another function's, or a step sent a
+ * statement the guard refused.
+ */
+export interface RunEnding {
+  error: JetfnError;
+  fenced: boolean;
+}
+
+/**
  * The durable steps of one run of an invocation: each step's key, its memo, and its transaction.
  * Made at the handler's first step call. Steps run one at a time, in the order they were called.
  */
@@ -64,17 +75,24 @@ export class Steps {
   readonly #calls = new Map<string, number>();
   #memos: Promise<Map<string, Memo>> | undefined;
   #resultBytes = 0;
-  /** The end of the last step called: the next one starts after it. */
-  #tail: Promise<unknown> = Promise.resolve();
+  /** The end of the last step called (whether it failed): the next one starts after it. */
+  #tail: Promise<boolean> = Promise.resolve(false);
   /** The key of the step whose `fn` runs now. */
   #running: string | undefined;
-  /** Why the run cannot go on: its invocation ended, or its id is another function's. */
-  fenced: JetfnError | undefined;
+  /** The transaction of the step whose `fn` runs now. */
+  #transaction: InvocationTransaction | undefined;
+  /** Set once the run cannot go on (see RunEnding). */
+  ending: RunEnding | undefined;
   /** A step's transaction was lost with the database: the run is tried again without spending an attempt. */
   lost: TransactionLoss | undefined;
 
   constructor(host: StepHost) {
     this.#host = host;
+  }
+
+  /** The key of the step whose `fn` runs now, if any. */
+  get running(): string | undefined {
+    return this.#running;
   }
 
   /** `ctx.step(name, fn)`: the stored result of `fn`, run once per invocation. */
@@ -90,9 +108,24 @@ export class Steps {
         ),
       );
     }
-    const run = this.#tail.then(() => this.#run(key, fn as (step: StepContext) => unknown));
-    this.#tail = run.catch(() => undefined);
+    const run = this.#tail.then(async (previousFailed) => {
+      // After a failed step, the handler's reaction comes first: a run it ends starts no more steps.
+      if (previousFailed) await new Promise((resolve) => setImmediate(resolve));
+      return this.#run(key, fn as (step: StepContext) => unknown);
+    });
+    this.#tail = run.then(
+      () => false,
+      () => true,
+    );
     return run;
+  }
+
+  /**
+   * The run ended (its handler returned, threw or was cut off): the step still running, if any,
+   * rolls back now, so its connection and row locks do not outlive the run.
+   */
+  abandon(): void {
+    void this.#transaction?.rollback().catch(() => undefined);
   }
 
   #key(name: unknown): string {
@@ -109,7 +142,7 @@ export class Steps {
   }
 
   async #run(key: string, fn: (step: StepContext) => unknown): Promise<unknown> {
-    if (this.fenced) throw this.fenced;
+    this.#goOn(key);
     const { record } = this.#host;
     if (!record) return this.#runNow(key, fn);
     const memos = await this.#loadMemos(record).catch((error: unknown) => {
@@ -124,9 +157,18 @@ export class Steps {
         `${this.#label(key)} would be step ${memos.size + 1}; an invocation records at most ${MAX_STEPS}`,
       );
     }
+    // A step queued behind one that failed the run, or called after a timeout, does not start.
+    this.#goOn(key);
     const json = await this.#runAndRecord(key, fn, record);
     memos.set(key, { kind: "step", status: "succeeded", result: json });
     return JSON.parse(json);
+  }
+
+  /** Throws when the run may not go on to `key`. */
+  #goOn(key: string): void {
+    if (this.ending) throw this.ending.error;
+    if (this.#host.ended)
+      throw new JetfnError("E_HANDLER_FAILED", `${this.#label(key)} was reached after its run ended`);
   }
 
   /** A call has no record to keep memos in: its steps run at once, in its own transaction. */
@@ -134,7 +176,7 @@ export class Steps {
     this.#running = key;
     try {
       const returned = await fn(this.#host.stepContext(key, undefined, []));
-      return JSON.parse(resultJson(returned ?? null, this.#label(key), this.#host.maxPayload));
+      return JSON.parse(storedJson(resultJson(returned ?? null, this.#label(key), this.#host.maxPayload)));
     } finally {
       this.#running = undefined;
     }
@@ -145,9 +187,12 @@ export class Steps {
     this.#memos ??= this.#host.sql.unsafe(MEMOS_SQL, [record.id], { prepare: true }).then((rows) => {
       const memos = new Map<string, Memo>();
       const first = rows[0];
-      if (first && first.function !== record.fn)
-        throw this.#fence(idConflictError(record.id, record.fn, first.function));
-      if (first?.final) throw this.#fence(alreadyEnded(record.id));
+      if (first && first.function !== record.fn) {
+        throw this.#end(idConflictError(record.id, record.fn, first.function), false);
+      }
+      if (first?.final) {
+        throw this.#end(endedError(record.id, first.record_status), first.record_status !== "cancelled");
+      }
       for (const row of rows) {
         if (row.key === null) continue;
         memos.set(row.key, { kind: row.kind, status: row.status, result: row.result });
@@ -168,7 +213,7 @@ export class Steps {
     return memo.result === null ? null : JSON.parse(memo.result);
   }
 
-  /** Runs `fn` in a transaction of its own, and commits its writes with its memo. */
+  /** Runs `fn` in a transaction of its own, and commits its writes with its memo; resolves to the stored JSON. */
   async #runAndRecord(key: string, fn: (step: StepContext) => unknown, record: JobRecord): Promise<string> {
     const host = this.#host;
     const startedAt = new Date().toISOString();
@@ -176,11 +221,11 @@ export class Steps {
     const outbox: OutboxMessage[] = [];
     let json: string;
     this.#running = key;
+    this.#transaction = transaction;
     try {
       const returned = await fn(host.stepContext(key, transaction, outbox));
-      json = resultJson(returned ?? null, this.#label(key), host.maxPayload);
-      this.#resultBytes += Buffer.byteLength(json);
-      if (this.#resultBytes > MAX_STEP_RESULT_BYTES) {
+      json = storedJson(resultJson(returned ?? null, this.#label(key), host.maxPayload));
+      if (this.#resultBytes + Buffer.byteLength(json) > MAX_STEP_RESULT_BYTES) {
         throw new JetfnError(
           "E_STEP_LIMIT",
           `${this.#label(key)} would bring the invocation's stored step results past ${MAX_STEP_RESULT_BYTES} bytes`,
@@ -194,6 +239,7 @@ export class Steps {
       throw error;
     } finally {
       this.#running = undefined;
+      this.#transaction = undefined;
     }
     const final = recordStepStatement(record, key, json, startedAt);
     const statement =
@@ -207,15 +253,28 @@ export class Steps {
         });
       }
     } catch (error) {
-      const code = (error as { code?: unknown } | undefined)?.code;
-      if (code === STEP_RECORDED_CODE) return this.#winner(key, record);
-      if (code === FENCED_OUT_CODE) throw this.#fence(alreadyEnded(record.id), error);
-      if (code === ID_CONFLICT_CODE) throw this.#fence(idConflictError(record.id, record.fn, undefined, error));
-      if (transaction.lost || isConnectionError(error) || isUnanswered(error)) this.lost ??= "database";
-      throw error;
+      if ((error as { code?: unknown } | undefined)?.code === STEP_RECORDED_CODE) return this.#winner(key, record);
+      throw await this.#commitFailure(record, transaction, error);
     }
+    this.#resultBytes += Buffer.byteLength(json);
+    // The step's own error, if it lost the database, is behind it now.
+    this.lost = undefined;
     if (outbox.length > 0) await host.publishCommitted(outbox);
     return json;
+  }
+
+  /** What a step's failed commit means for the run: the error ctx.step throws. */
+  async #commitFailure(record: JobRecord, transaction: InvocationTransaction, error: unknown): Promise<unknown> {
+    const code = (error as { code?: unknown } | undefined)?.code;
+    if (code === ID_CONFLICT_CODE) return this.#end(idConflictError(record.id, record.fn, undefined, error), false);
+    if (code === FENCED_OUT_CODE) {
+      const status = await this.#recordStatus(record.id);
+      return this.#end(endedError(record.id, status, error), status !== "cancelled");
+    }
+    // A statement the guard refused fails the attempt, whatever the handler does with the error.
+    if (code === "E_STATEMENT_REFUSED") return this.#end(error as JetfnError, false);
+    if (transaction.lost || isConnectionError(error) || isUnanswered(error)) this.lost ??= "database";
+    return error;
   }
 
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */
@@ -227,10 +286,14 @@ export class Steps {
     return JSON.stringify(json);
   }
 
-  #fence(error: JetfnError, cause?: unknown): JetfnError {
-    if (cause !== undefined && error.cause === undefined) Object.defineProperty(error, "cause", { value: cause });
-    this.fenced = error;
-    return error;
+  async #recordStatus(id: string): Promise<string | undefined> {
+    const [row] = await this.#host.sql.unsafe(RECORD_STATUS_SQL, [id], { prepare: true }).catch(() => []);
+    return row?.status;
+  }
+
+  #end(error: JetfnError, fenced: boolean): JetfnError {
+    this.ending ??= { error, fenced };
+    return this.ending.error;
   }
 
   #label(key: string): string {
@@ -263,9 +326,38 @@ function recordStepStatement(record: JobRecord, key: string, json: string, start
   };
 }
 
-/** The invocation ended (another attempt finished it, or it was cancelled): this run is fenced out. */
-function alreadyEnded(id: string): JetfnError {
-  return new JetfnError("E_HANDLER_FAILED", `invocation ${id} has already ended; this run records nothing`);
+/**
+ * Why a run found its invocation ended: cancelled (E_CANCELLED, so the runner ends the job as
+ * cancelled), or finished by another attempt (the run is fenced out).
+ */
+function endedError(id: string, status: string | undefined, cause?: unknown): JetfnError {
+  const options = cause === undefined ? undefined : { cause };
+  if (status === "cancelled")
+    return new JetfnError("E_CANCELLED", `job ${id} was cancelled while it ran its steps`, options);
+  return new JetfnError("E_HANDLER_FAILED", `invocation ${id} has already ended; this run records nothing`, options);
+}
+
+/**
+ * A step's result as a later run reads it back from `jsonb`, which keeps an object's keys shorter
+ * first, then by their UTF-8 bytes: the run that made the value gets the same key order as every
+ * later run, so a loop over a step's object calls the same steps in the same order in each.
+ */
+export function storedJson(json: string): string {
+  if (!json.includes("{")) return json;
+  return JSON.stringify(
+    JSON.parse(json, (_key, value: unknown) => (isPlainObject(value) ? jsonbOrdered(value) : value)),
+  );
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function jsonbOrdered(object: Record<string, unknown>): Record<string, unknown> {
+  const keys = Object.keys(object).map((key) => ({ key, bytes: Buffer.from(key) }));
+  keys.sort((a, b) => a.bytes.length - b.bytes.length || Buffer.compare(a.bytes, b.bytes));
+  // fromEntries defines each key, "__proto__" too, where an assignment would set the prototype.
+  return Object.fromEntries(keys.map(({ key }) => [key, object[key]]));
 }
 
 export function stepInvalid(message: string): JetfnError {

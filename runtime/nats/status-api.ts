@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { FINAL_STATUSES } from "../../schema/jetfn";
 import type { DatabaseClient } from "../db/client";
 import { getInvocation, type InvocationRecord, idConflictError } from "../db/invocation-store";
+import { readSteps, type StepRecord } from "../db/step-store";
 import { isValidFunctionName } from "../deploy/function-name";
 import type { WaitingJob } from "../flow/waiting-jobs";
 import { JetfnError } from "../support/errors";
@@ -46,6 +47,8 @@ export interface InvocationStatusView {
   debounceKey?: string;
   /** The job's singleton key, if it has one (known as `priority` is). */
   singletonKey?: string;
+  /** Its durable steps, in the order first reached, when the request asked (`"steps": true`). */
+  steps?: StepRecord[];
 }
 
 /** Combines the durable record with live progress into one view. */
@@ -154,7 +157,8 @@ const NO_LOOKUPS: StatusLookups = {
  * request may name the function it expects (`{"id": "...", "function": "..."}`): when the id
  * belongs to another function's invocation, it is answered with E_ID_CONFLICT, never with that
  * invocation's status or result. With `"stream": true`, a `pending` id is also looked for among the
- * jobs stream's unrecorded jobs, whose function, priority and keys the answer then shows.
+ * jobs stream's unrecorded jobs, whose function, priority and keys the answer then shows. With
+ * `"steps": true`, the answer lists the invocation's durable steps (without their results).
  */
 export function startStatusApi(
   nc: NatsConnection,
@@ -187,12 +191,14 @@ async function statusOf(
   database: DatabaseClient,
   progress: ProgressBoard,
   look: StatusLookups,
-  { id, fn, stream }: StatusRequest,
+  { id, fn, stream, steps }: StatusRequest,
 ): Promise<InvocationStatusView> {
   const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
   // The record says whose id it is; a running job of another function may share it.
   const owner = record?.function ?? live?.fn;
   if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
+  // Only a record can have steps: the first step makes it.
+  if (record && steps) return { ...statusView(id, record, live), steps: await readSteps(database, id) };
   if (record || live) return statusView(id, record, live);
   const mark = look.cancelled(id);
   if (mark) return cancelledView(id, mark);
@@ -236,6 +242,8 @@ interface StatusRequest {
   fn: string | undefined;
   /** Whether to look for a pending id in the jobs stream. */
   stream: boolean;
+  /** Whether to list the invocation's durable steps. */
+  steps: boolean;
 }
 
 function parseRequest(data: Uint8Array): StatusRequest {
@@ -253,5 +261,6 @@ function parseRequest(data: Uint8Array): StatusRequest {
   if (fn !== undefined && (typeof fn !== "string" || !isValidFunctionName(fn))) {
     throw new JetfnError("E_INPUT_INVALID", "a status request's function must be a valid function name");
   }
-  return { id, fn, stream: (body as { stream?: unknown }).stream === true };
+  const { stream, steps } = body as { stream?: unknown; steps?: unknown };
+  return { id, fn, stream: stream === true, steps: steps === true };
 }

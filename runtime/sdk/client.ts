@@ -124,6 +124,8 @@ export interface StatusOptions {
    * @default true
    */
   stream?: boolean;
+  /** List the invocation's durable steps (`steps` in the answer; results left out). @default false */
+  steps?: boolean;
 }
 
 /** Talks to jetfn runtimes over NATS: calls, jobs, results and status. */
@@ -336,7 +338,12 @@ class NatsClient<M> implements JetfnClient<M> {
   async status(id: string, options: StatusOptions = {}): Promise<InvocationStatusView> {
     let reply: Msg;
     try {
-      const body = JSON.stringify({ id, function: options.function, stream: options.stream ?? true });
+      const body = JSON.stringify({
+        id,
+        function: options.function,
+        stream: options.stream ?? true,
+        steps: options.steps || undefined,
+      });
       reply = await this.connection.request(STATUS_SUBJECT, body, { timeout: 5_000 });
     } catch (error) {
       throw requestFailure(error, "status", 5_000);

@@ -48,6 +48,16 @@ it("makes the job's record running with the first step, and numbers steps in the
   expect(await recordOf("steps-0001")).toMatchObject({ status: "succeeded" });
 });
 
+it("leaves a record its attempt's failure wrote as it is, when that attempt's step commits late", async () => {
+  await database.sql`insert into jetfn.invocations (id, function, status, attempts, started_at)
+    values ('steps-late', 'orders.fulfil', 'failed', 2, '2026-01-01T00:00:00Z')`;
+  await recordStep("steps-late", "orders.fulfil", "reserve", 1, 2);
+  expect(await recordOf("steps-late")).toMatchObject({ status: "failed", attempts: 2 });
+  // The next attempt's step makes it running again.
+  await recordStep("steps-late", "orders.fulfil", "charge", 1, 3);
+  expect(await recordOf("steps-late")).toMatchObject({ status: "running", attempts: 3 });
+});
+
 it("refuses a step recorded twice with JF004 and keeps the first memo", async () => {
   await recordStep("steps-0002", "orders.fulfil", "reserve", { by: "first run" });
   await expect(recordStep("steps-0002", "orders.fulfil", "reserve", { by: "second run" })).rejects.toMatchObject({

@@ -4,6 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
+import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
 
 // Durable steps, first piece (docs/durable-steps.md, plan step 3): `ctx.step` commits each step's
@@ -22,6 +23,8 @@ beforeAll(async () => {
   env = await createTestEnvironment();
   await env.database.sql`
     create table step_rows (id serial primary key, name text not null, step text not null, attempt int, invocation text)`;
+  await env.database.sql`create table step_locks (id int primary key, n int not null)`;
+  await env.database.sql`create table step_gates (name text primary key)`;
   client = await env.client();
   runsDir = await mkdtemp(path.join(tmpdir(), "jetfn-step-runs-"));
 });
@@ -67,7 +70,9 @@ describe("durable steps", () => {
     );
     // The third step runs (its row is written, not committed) and holds: the second has committed.
     await eventually(async () => (await memos(job.id)).length === 2, SLOW_MS);
-    expect((await client.status(job.id)).status).toBe("running");
+    // The first step made the job's record, running.
+    const [record] = await env.database.sql`select status from jetfn.invocations where id = ${job.id}`;
+    expect(record).toEqual({ status: "running" });
     await first.stop();
 
     await startStepRuntime({ maxAckWait: "2s" });
@@ -114,6 +119,17 @@ describe("durable steps", () => {
       ["third", 2],
     ]);
     expect(await fnRuns("retried")).toEqual(["first", "second", "third"]);
+    // Status lists the steps when asked, and `jetfn status` always asks.
+    const listed = await client.status(job.id, { steps: true });
+    expect(listed.steps?.map((step) => [step.seq, step.key, step.kind, step.status, step.attempts])).toEqual([
+      [1, "first", "step", "succeeded", 1],
+      [2, "second", "step", "succeeded", 1],
+      [3, "third", "step", "succeeded", 2],
+    ]);
+    expect((await client.status(job.id)).steps).toBeUndefined();
+    const cli = await runCli(["status", job.id], { NATS_URL: env.nats.url });
+    expect(cli.stdout).toContain("steps: 3");
+    expect(cli.stdout).toMatch(/\n {2}3 third +step {2}succeeded {2}attempt 2 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ms\n/);
     // Each step's rows are stamped with the job in the audit log, as a job's own writes are.
     const audited = await env.database.sql<{ function: string; invocation_id: string }[]>`
       select function, invocation_id from jetfn.audit_log where table_name = 'step_rows' and new_row->>'name' = 'retried'`;
@@ -154,6 +170,7 @@ describe("durable steps", () => {
     ["step-after-db", "E_STEP_INVALID", /after the handler used ctx\.db/],
     ["bad-name", "E_STEP_INVALID", /no "#"/],
     ["not-json", "E_OUTPUT_INVALID", /step "big" of step-rules/],
+    ["enqueue-in-step", "E_STEP_INVALID", /ctx\.enqueue was called while step "mail" runs/],
   ])("fails a job whose handler breaks a rule of steps: %s", { timeout: 60_000 }, async (rule, code, message) => {
     await startStepRuntime();
     const job = await client.enqueue("step-rules" as never, { case: rule } as never);
@@ -170,6 +187,54 @@ describe("durable steps", () => {
     expect(await ended(job.id)).toMatchObject({ status: "succeeded", result: 2, attempts: 2 });
     expect((await stepRows("outlived")).map((row) => row.attempt)).toEqual([2]);
     expect(await memos(job.id)).toMatchObject([{ key: "slow", result: 2 }]);
+  });
+
+  it("gives the run that made a step's object the key order later runs read back", { timeout: 60_000 }, async () => {
+    await startStepRuntime();
+    const job = await client.enqueue("step-rules" as never, { case: "key-order" } as never);
+    const status = await ended(job.id);
+    expect(status).toMatchObject({ status: "succeeded", attempts: 2 });
+    // Postgres keeps jsonb keys shorter first; JavaScript puts integer-like keys first in any object.
+    expect(status.result).toEqual([
+      ["10", "al", "bob", "zed", "éa"],
+      ["a", "b"],
+    ]);
+    // The first attempt, which made the value, saw the same order as the second, which replayed it.
+    expect((status.errors as { message: string }[])[0]?.message).toBe(JSON.stringify(status.result));
+  });
+
+  it("starts no step queued behind one whose failure ended the run", { timeout: 60_000 }, async () => {
+    await startStepRuntime();
+    const runsFile = path.join(runsDir, "failed-pair");
+    const job = await client.enqueue("step-rules" as never, { case: "failed-pair", runsFile } as never);
+    expect(await ended(job.id)).toMatchObject({ status: "dead", attempts: 2 });
+    await expect(readFile(runsFile, "utf8")).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("rolls back a step still holding row locks when its run is cut off", { timeout: 60_000 }, async () => {
+    await env.database.sql`insert into step_locks (id, n) values (1, 0)`;
+    await startStepRuntime();
+    const job = await client.enqueue("locked-step" as never, { id: 1 } as never);
+    // The second attempt's step took the lock the first attempt's step held when its run ended.
+    expect(await ended(job.id)).toMatchObject({ status: "succeeded", result: 2, attempts: 2 });
+    expect(await env.database.sql`select n from step_locks where id = 1`).toEqual([{ n: 1 }]);
+  });
+
+  it("ends as cancelled a job whose record was cancelled while its step ran", { timeout: 60_000 }, async () => {
+    const runtime = await startStepRuntime();
+    const job = await client.enqueue("gated-steps" as never, { name: "cancel-race" } as never);
+    await eventually(async () => (await memos(job.id)).length === 1, SLOW_MS);
+    // As the cancel API writes it, before its mark reaches the runtime running the job.
+    await env.database.sql`update jetfn.invocations set status = 'cancelled' where id = ${job.id}`;
+    await env.database.sql`insert into step_gates (name) values ('cancel-race')`;
+    await eventually(
+      () =>
+        runtime.logs.lines.some((line) => line.invocationId === job.id && String(line.msg).startsWith("Job cancelled")),
+      SLOW_MS,
+    );
+    expect((await client.status(job.id)).status).toBe("cancelled");
+    expect((await memos(job.id)).map((memo) => memo.key)).toEqual(["one"]);
+    expect((await stepRows("cancel-race")).map((row) => row.step)).toEqual(["one"]);
   });
 
   it("fails a step in a function isolated in a thread with E_STEP_INVALID", { timeout: 60_000 }, async () => {
