@@ -68,8 +68,9 @@ describe("durable steps", () => {
       "three-steps" as never,
       { name: "stopped", runsFile: path.join(runsDir, "stopped"), holdThird: true } as never,
     );
-    // The third step runs (its row is written, not committed) and holds: the second has committed.
+    // The second step has committed; the third runs (its row written, not committed) and holds.
     await eventually(async () => (await memos(job.id)).length === 2, SLOW_MS);
+    await eventually(async () => (await fnRuns("stopped")).includes("third"), SLOW_MS);
     // The first step made the job's record, running.
     const [record] = await env.database.sql`select status from jetfn.invocations where id = ${job.id}`;
     expect(record).toEqual({ status: "running" });
