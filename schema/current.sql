@@ -1747,11 +1747,12 @@ begin
     (p_id, p_function, 'running', p_attempt, p_input, p_enqueued_at, p_started_at, clock_timestamp(),
      p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key)
   on conflict (id) do update set
-    -- A step of an attempt already recorded failed (its commit raced the attempt's end) leaves the
-    -- record as the failure wrote it.
-    status = case when i.status = 'failed' and i.attempts >= excluded.attempts then i.status else 'running' end,
-    started_at = case when i.status = 'failed' and i.attempts >= excluded.attempts then i.started_at
-                      else excluded.started_at end,
+    -- A late step (its commit raced its attempt's end: the attempt is recorded failed, or a later
+    -- attempt runs) leaves the record as the later write left it.
+    status = case when i.attempts > excluded.attempts or (i.attempts = excluded.attempts and i.status = 'failed')
+                  then i.status else 'running' end,
+    started_at = case when i.attempts > excluded.attempts or (i.attempts = excluded.attempts and i.status = 'failed')
+                      then i.started_at else excluded.started_at end,
     attempts = greatest(i.attempts, excluded.attempts),
     updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
     debounce_key = coalesce(i.debounce_key, excluded.debounce_key),

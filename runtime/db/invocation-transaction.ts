@@ -42,6 +42,8 @@ export interface InvocationTransaction {
    * an error it throws of its own (a refused HTTP connection, say) is not the database's.
    */
   readonly lost: TransactionLoss | undefined;
+  /** A statement the guard refused: the attempt fails, whatever the handler did with the error. */
+  readonly refused: JetfnError | undefined;
   /**
    * Runs `final` and COMMIT together; throws if either fails (the transaction is then rolled back).
    * In a shared transaction, `handlerDone` is called once the invocation's part is done and only the
@@ -113,6 +115,10 @@ class LazyTransaction implements InvocationTransaction {
 
   get begun(): boolean {
     return this.#connection !== undefined;
+  }
+
+  get refused(): JetfnError | undefined {
+    return this.#refused;
   }
 
   get lost(): TransactionLoss | undefined {

@@ -309,8 +309,10 @@ class Invocation {
       const failure: FailureKind =
         groupFailed !== undefined
           ? "shared-commit"
-          : ending?.fenced
-            ? "fenced"
+          : ending
+            ? ending.fenced
+              ? "fenced"
+              : "handler"
             : failureKind(thrown, committing, this.#transaction?.lost ?? this.#steps?.lost);
       const conflict = failure === "handler" && committing ? idConflict(thrown, this.request) : undefined;
       const error = ending?.error ?? conflict ?? toJetfnError(groupFailed ?? thrown);
@@ -465,6 +467,7 @@ class StepView implements StepContext {
   readonly #transaction: InvocationTransaction | undefined;
   readonly #outbox: OutboxMessage[];
   #log: Logger | undefined;
+  #closed = false;
 
   constructor(
     invocation: Invocation,
@@ -499,11 +502,26 @@ class StepView implements StepContext {
     this.#invocation.progress(done, total);
   }
 
-  enqueue = async (functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }> =>
-    this.#invocation.enqueue(functionName, input, options, this.#outbox);
+  enqueue = async (functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }> => {
+    this.#open("step.enqueue");
+    return this.#invocation.enqueue(functionName, input, options, this.#outbox);
+  };
 
   call = this.enqueue;
 
-  emit = async (event: string | EventDefinition, data: unknown): Promise<{ id: string }> =>
-    this.#invocation.emit(event, data, this.#outbox);
+  emit = async (event: string | EventDefinition, data: unknown): Promise<{ id: string }> => {
+    this.#open("step.emit");
+    return this.#invocation.emit(event, data, this.#outbox);
+  };
+
+  /** The step ended: its outbox rows committed (or rolled back) with it. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  #open(api: string): void {
+    if (this.#closed) {
+      throw stepInvalid(`${api} was called after step "${this.#key}" ended: what a step enqueues commits with it`);
+    }
+  }
 }

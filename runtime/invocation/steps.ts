@@ -33,8 +33,8 @@ const RECORD_STATUS_SQL = "select status from jetfn.invocations where id = $1";
 interface Memo {
   kind: string;
   status: string;
-  /** The stored JSON of its result. */
-  result: string | null;
+  /** Its stored result, parsed. */
+  value: unknown;
 }
 
 /** What the steps of one invocation need from it. */
@@ -46,8 +46,12 @@ export interface StepHost {
   readonly record: JobRecord | undefined;
   /** A transaction of the step's own, stamped as the invocation's. */
   ownTransaction(): InvocationTransaction;
-  /** What the step's `fn` gets, over its transaction and its outbox rows. */
-  stepContext(key: string, transaction: InvocationTransaction | undefined, outbox: OutboxMessage[]): StepContext;
+  /** What the step's `fn` gets, over its transaction and its outbox rows; closed when the step ends. */
+  stepContext(
+    key: string,
+    transaction: InvocationTransaction | undefined,
+    outbox: OutboxMessage[],
+  ): StepContext & { close(): void };
   /** The run ended (its handler timed out or failed): a step still running then commits nothing. */
   readonly ended: boolean;
   /** Publishes outbox rows a step committed; the relay's sweep is the fallback. */
@@ -159,9 +163,9 @@ export class Steps {
     }
     // A step queued behind one that failed the run, or called after a timeout, does not start.
     this.#goOn(key);
-    const json = await this.#runAndRecord(key, fn, record);
-    memos.set(key, { kind: "step", status: "succeeded", result: json });
-    return JSON.parse(json);
+    const value = JSON.parse(await this.#runAndRecord(key, fn, record));
+    memos.set(key, { kind: "step", status: "succeeded", value });
+    return value;
   }
 
   /** Throws when the run may not go on to `key`. */
@@ -173,12 +177,14 @@ export class Steps {
 
   /** A call has no record to keep memos in: its steps run at once, in its own transaction. */
   async #runNow(key: string, fn: (step: StepContext) => unknown): Promise<unknown> {
+    const view = this.#host.stepContext(key, undefined, []);
     this.#running = key;
     try {
-      const returned = await fn(this.#host.stepContext(key, undefined, []));
-      return JSON.parse(storedJson(resultJson(returned ?? null, this.#label(key), this.#host.maxPayload)));
+      const returned = await fn(view);
+      return JSON.parse(this.#json(key, returned));
     } finally {
       this.#running = undefined;
+      view.close();
     }
   }
 
@@ -195,8 +201,10 @@ export class Steps {
       }
       for (const row of rows) {
         if (row.key === null) continue;
-        memos.set(row.key, { kind: row.kind, status: row.status, result: row.result });
-        this.#resultBytes += row.result === null ? 0 : Buffer.byteLength(row.result);
+        // Counted as the first run counted it (compact JSON), whatever spacing Postgres prints.
+        const value = row.result === null ? null : JSON.parse(row.result);
+        memos.set(row.key, { kind: row.kind, status: row.status, value });
+        this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
       }
       return memos;
     });
@@ -210,7 +218,7 @@ export class Steps {
         `${this.#label(key)} is a step in the code, but the invocation recorded a ${memo.kind} under that key: the code changed in a way its history cannot follow`,
       );
     }
-    return memo.result === null ? null : JSON.parse(memo.result);
+    return memo.value;
   }
 
   /** Runs `fn` in a transaction of its own, and commits its writes with its memo; resolves to the stored JSON. */
@@ -219,12 +227,13 @@ export class Steps {
     const startedAt = new Date().toISOString();
     const transaction = host.ownTransaction();
     const outbox: OutboxMessage[] = [];
+    const view = host.stepContext(key, transaction, outbox);
     let json: string;
     this.#running = key;
     this.#transaction = transaction;
     try {
-      const returned = await fn(host.stepContext(key, transaction, outbox));
-      json = storedJson(resultJson(returned ?? null, this.#label(key), host.maxPayload));
+      const returned = await fn(view);
+      json = this.#json(key, returned);
       if (this.#resultBytes + Buffer.byteLength(json) > MAX_STEP_RESULT_BYTES) {
         throw new JetfnError(
           "E_STEP_LIMIT",
@@ -236,10 +245,14 @@ export class Steps {
     } catch (error) {
       await transaction.rollback().catch(() => undefined);
       this.lost ??= transaction.lost;
+      // A statement the guard refused fails the run, whatever the handler does with the error.
+      if (transaction.refused) throw this.#end(transaction.refused, false);
       throw error;
     } finally {
       this.#running = undefined;
       this.#transaction = undefined;
+      // Its outbox rows go with its commit: an enqueue made later would be lost, so it is refused.
+      view.close();
     }
     const final = recordStepStatement(record, key, json, startedAt);
     const statement =
@@ -279,11 +292,25 @@ export class Steps {
 
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */
   async #winner(key: string, record: JobRecord): Promise<string> {
-    const [memo] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true });
+    const [row] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true });
     this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its result is used.");
-    if (!memo) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
-    const json = this.#replay(key, memo as unknown as Memo);
-    return JSON.stringify(json);
+    if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
+    const value = row.result === null ? null : JSON.parse(row.result);
+    const json = JSON.stringify(this.#replay(key, { kind: row.kind, status: row.status, value }));
+    this.#resultBytes += Buffer.byteLength(json);
+    return json;
+  }
+
+  /** A step's result as stored JSON (see storedJson); one JSON cannot hold fails the step with E_OUTPUT_INVALID. */
+  #json(key: string, returned: unknown): string {
+    const json = resultJson(returned ?? null, this.#label(key), this.#host.maxPayload);
+    try {
+      return storedJson(json);
+    } catch (error) {
+      throw new JetfnError("E_OUTPUT_INVALID", `the result of ${this.#label(key)} cannot be stored as JSON`, {
+        cause: error,
+      });
+    }
   }
 
   async #recordStatus(id: string): Promise<string | undefined> {

@@ -53,9 +53,15 @@ it("leaves a record its attempt's failure wrote as it is, when that attempt's st
     values ('steps-late', 'orders.fulfil', 'failed', 2, '2026-01-01T00:00:00Z')`;
   await recordStep("steps-late", "orders.fulfil", "reserve", 1, 2);
   expect(await recordOf("steps-late")).toMatchObject({ status: "failed", attempts: 2 });
-  // The next attempt's step makes it running again.
+  // The next attempt's step makes it running again; a late step of an earlier one leaves it so.
   await recordStep("steps-late", "orders.fulfil", "charge", 1, 3);
   expect(await recordOf("steps-late")).toMatchObject({ status: "running", attempts: 3 });
+  const [before] = await database.sql`select started_at from jetfn.invocations where id = 'steps-late'`;
+  await database.sql`select jetfn.record_step('steps-late', 'orders.fulfil', 2, '{}'::jsonb, now(), '2020-01-01T00:00:00Z',
+    7, null, null, null, null, 'late', '1'::jsonb, now())`;
+  expect(
+    await database.sql`select status, attempts, started_at from jetfn.invocations where id = 'steps-late'`,
+  ).toEqual([{ status: "running", attempts: 3, started_at: before?.started_at }]);
 });
 
 it("refuses a step recorded twice with JF004 and keeps the first memo", async () => {

@@ -172,6 +172,8 @@ describe("durable steps", () => {
     ["bad-name", "E_STEP_INVALID", /no "#"/],
     ["not-json", "E_OUTPUT_INVALID", /step "big" of step-rules/],
     ["enqueue-in-step", "E_STEP_INVALID", /ctx\.enqueue was called while step "mail" runs/],
+    ["enqueue-after-step", "E_STEP_INVALID", /step\.enqueue was called after step "keep" ended/],
+    ["refused-caught", "E_STATEMENT_REFUSED", /./],
   ])("fails a job whose handler breaks a rule of steps: %s", { timeout: 60_000 }, async (rule, code, message) => {
     await startStepRuntime();
     const job = await client.enqueue("step-rules" as never, { case: rule } as never);
