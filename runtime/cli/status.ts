@@ -14,7 +14,7 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
     const first = await knownStatus(client, id);
     // Watched to its end, then shown whole, with its steps.
     const view = options.watch
-      ? await waitForJob(client, id, Number.MAX_SAFE_INTEGER).then(() => withSteps(client, id))
+      ? await waitForJob(client, id, Number.MAX_SAFE_INTEGER).then(() => client.status(id, { steps: true }))
       : first;
     if (options.json) printJson(view);
     else process.stdout.write(describeStatus(view));
@@ -31,32 +31,19 @@ export async function statusCommand(id: string, options: { json?: boolean; watch
  * itself when it has a turn free, and then names the job's function; otherwise this reads it.
  */
 async function knownStatus(client: JetfnClient, id: string): Promise<InvocationStatusView> {
-  const view = await withSteps(client, id);
+  const view = await client.status(id, { steps: true });
   if (view.status !== "pending" || view.function !== null) return view;
   // An application's NATS user may not read the stream: then `pending` is all that can be said.
   const stored = await findUnrecordedJob(client.connection, resolveConfig().streamName, id).catch(() => undefined);
   if (stored) return { ...view, ...stored.labels };
   if (stored === undefined) return view;
   // The job may have been recorded (and acknowledged) while the stream was read.
-  const again = await withSteps(client, id);
+  const again = await client.status(id, { steps: true });
   if (again.status !== "pending") return again;
   throw new JetfnError(
     "E_NOT_FOUND",
     `no invocation ${id}: no runtime recorded it and the jobs stream does not hold it`,
   );
-}
-
-/**
- * The status with the invocation's durable steps; without them when the answer would not fit in a
- * NATS message (a large input and result beside up to 1,000 steps).
- */
-async function withSteps(client: JetfnClient, id: string): Promise<InvocationStatusView> {
-  try {
-    return await client.status(id, { steps: true });
-  } catch (error) {
-    if ((error as { code?: unknown }).code !== "E_PAYLOAD_TOO_LARGE") throw error;
-    return client.status(id);
-  }
 }
 
 /** A person-readable account of an invocation. */

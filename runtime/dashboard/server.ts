@@ -222,7 +222,10 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
       pattern: /^\/invocations\/[^/]+$/,
       handler: async (_request, url, session) => {
         const id = idFrom(url);
-        const [view, changes] = await Promise.all([client.status(id), invocationChanges(runtime.database.db, id)]);
+        const [view, changes] = await Promise.all([
+          client.status(id, { steps: true }),
+          invocationChanges(runtime.database.db, id),
+        ]);
         // A queued job has no record yet: its priority and keys are on its message in the stream,
         // which the status API reads when it has a turn free (it then names the job's function);
         // else the page reads it, when one of its own turns is free (any page load may ask).
@@ -243,7 +246,7 @@ function buildRoutes(runtime: Runtime, client: JetfnClient): Route[] {
       pattern: /^\/fragments\/invocations\/[^/]+$/,
       // Asked every second while the page is open: the summary shows no labels, so no stream read.
       handler: async (_request, url) => ({
-        body: invocationSummary(await client.status(idFrom(url), { stream: false })).value,
+        body: invocationSummary(await client.status(idFrom(url), { stream: false, steps: true })).value,
       }),
     },
     {

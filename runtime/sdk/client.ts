@@ -124,7 +124,10 @@ export interface StatusOptions {
    * @default true
    */
   stream?: boolean;
-  /** List the invocation's durable steps (`steps` in the answer; results left out). @default false */
+  /**
+   * List the invocation's durable steps (`steps` in the answer; results left out). An answer that
+   * would not fit in one NATS message comes without them. @default false
+   */
   steps?: boolean;
 }
 
@@ -336,6 +339,17 @@ class NatsClient<M> implements JetfnClient<M> {
   }
 
   async status(id: string, options: StatusOptions = {}): Promise<InvocationStatusView> {
+    if (!options.steps) return this.#status(id, options);
+    try {
+      return await this.#status(id, options);
+    } catch (error) {
+      // A large input and result beside up to 1,000 steps: the status alone still fits.
+      if ((error as { code?: unknown }).code !== "E_PAYLOAD_TOO_LARGE") throw error;
+      return this.#status(id, { ...options, steps: false });
+    }
+  }
+
+  async #status(id: string, options: StatusOptions): Promise<InvocationStatusView> {
     let reply: Msg;
     try {
       const body = JSON.stringify({

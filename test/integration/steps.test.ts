@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startDashboard } from "../../runtime/dashboard/server";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
@@ -107,7 +108,7 @@ describe("durable steps", () => {
   });
 
   it("replays committed steps when a job is retried after failing between them", { timeout: 120_000 }, async () => {
-    await startStepRuntime();
+    const runtime = await startStepRuntime();
     const job = await client.enqueue(
       "three-steps" as never,
       { name: "retried", runsFile: path.join(runsDir, "retried"), failBetween: true } as never,
@@ -130,6 +131,23 @@ describe("durable steps", () => {
     expect((await client.status(job.id)).steps).toBeUndefined();
     const cli = await runCli(["status", job.id], { NATS_URL: env.nats.url });
     expect(cli.stdout).toContain("steps: 3");
+    // And the dashboard's page of the invocation draws them as a table.
+    const dashboard = await startDashboard({ runtime, port: 0, token: "steps-token-0123456789" });
+    try {
+      const page = await (await fetch(`${dashboard.url}/invocations/${job.id}`)).text();
+      const rows = [...page.matchAll(/<tr data-step="([^"]+)">([\s\S]*?)<\/tr>/g)].map((row) =>
+        [...(row[2] as string).matchAll(/<td[^>]*>([\s\S]*?)<\/td>/g)]
+          .slice(0, 5)
+          .map((cell) => (cell[1] as string).replace(/<[^>]+>/g, "")),
+      );
+      expect(rows).toEqual([
+        ["1", "first", "step", "succeeded", "1"],
+        ["2", "second", "step", "succeeded", "1"],
+        ["3", "third", "step", "succeeded", "2"],
+      ]);
+    } finally {
+      await dashboard.close();
+    }
     expect(cli.stdout).toMatch(/\n {2}3 third +step {2}succeeded {2}attempt 2 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ms\n/);
     // Each step's rows are stamped with the job in the audit log, as a job's own writes are.
     const audited = await env.database.sql<{ function: string; invocation_id: string }[]>`

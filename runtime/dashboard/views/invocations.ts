@@ -1,6 +1,7 @@
 import type { AuditEntry } from "../../audit/audit-queries";
 import { describeChange } from "../../inspect/audit-format";
 import type { InvocationStatusView } from "../../nats/status-api";
+import { formatDuration } from "../../support/duration";
 import { html, type SafeHtml } from "../html";
 import { signInHint } from "../sign-in";
 import { timeCell } from "../time-format";
@@ -168,5 +169,19 @@ ${progress}
 <p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
 ${view.input === undefined ? "" : html`<h2>input</h2><pre class="input">${JSON.stringify(view.input, null, 2)}</pre>`}
 ${view.status === "succeeded" ? html`<h2>result</h2><pre class="result">${JSON.stringify(view.result ?? null, null, 2)}</pre>` : ""}
-${errors.length ? html`<h2>errors</h2>${errors.map((error) => html`<details><summary>attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}</summary><pre>${error.stack ?? ""}</pre></details>`)}` : ""}`;
+${errors.length ? html`<h2>errors</h2>${errors.map((error) => html`<details><summary>attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}</summary><pre>${error.stack ?? ""}</pre></details>`)}` : ""}
+${stepsTable(view)}`;
+}
+
+/** The invocation's durable steps, in the order first reached (docs/durable-steps.md). */
+function stepsTable(view: InvocationStatusView): SafeHtml | string {
+  if (!view.steps?.length) return "";
+  return html`<h2>steps (${view.steps.length})</h2><table class="steps"><thead><tr><th>#</th><th>step</th><th>kind</th><th>status</th><th>attempt</th><th>finished</th><th>took</th></tr></thead><tbody>${view.steps.map(
+    (step) =>
+      html`<tr data-step="${step.key}"><td class="num">${step.seq}</td><td><code>${step.key}</code></td><td>${step.kind}</td><td class="status-${step.status}">${step.status}</td><td class="num">${step.attempts}</td><td>${timeCell(step.finishedAt)}</td><td class="num">${stepDuration(step.startedAt, step.finishedAt)}</td></tr>`,
+  )}</tbody></table>`;
+}
+
+function stepDuration(startedAt: string | null, finishedAt: string | null): string {
+  return startedAt && finishedAt ? formatDuration(Date.parse(finishedAt) - Date.parse(startedAt)) : "";
 }
