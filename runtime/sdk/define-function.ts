@@ -117,28 +117,13 @@ export interface FunctionContext {
   step<T>(name: string, fn: (step: StepContext) => T | Promise<T>): Promise<Jsonified<Awaited<T>>>;
 }
 
-/** What a durable step's `fn` gets: the step's own transaction, outbox and logger. */
-export interface StepContext {
-  /** Drizzle, inside the step's transaction: it commits with the step's result. */
-  readonly db: InvocationDatabase;
-  /** Logger bound to the invocation and the step's key. */
-  readonly log: Logger;
-  /** The job's attempt. */
-  readonly attempt: number;
-  /** Fired when the invocation times out, is cancelled, or the runtime shuts down. */
-  readonly signal: AbortSignal;
-  /** As `ctx.progress`. */
-  progress(done: number, total?: number): void;
-  /** Enqueues a job, published only if the step commits. */
-  enqueue(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
-  /** As `enqueue`. */
-  call(functionName: string, input: unknown, options?: EnqueueOptions): Promise<{ id: string }>;
-  /** Emits an event, published only if the step commits. */
-  emit<E extends string | EventDefinition>(
-    event: E,
-    data: E extends EventDefinition<infer S> ? z.input<S> : unknown,
-  ): Promise<{ id: string }>;
-}
+/**
+ * What a durable step's `fn` gets: `ctx`'s tools, over the step's own transaction. `db` commits
+ * with the step's result; `enqueue`, `call` and `emit` are published only if the step commits (in a
+ * job; in a call, with the call); `log` is also bound to the step's key.
+ */
+export interface StepContext
+  extends Pick<FunctionContext, "db" | "log" | "attempt" | "signal" | "progress" | "enqueue" | "call" | "emit"> {}
 
 /** A value as it comes back from JSON: what a step returns, in every run alike. */
 export type Jsonified<T> = T extends string | number | boolean | null
