@@ -57,6 +57,23 @@ export interface InvocationTransaction {
   rollback(): Promise<void>;
 }
 
+/**
+ * Commits `transaction` with `statement` as its last statement. Without a transaction begun (a
+ * handler, or a step, that touched no table), `statement` runs alone, atomic by itself.
+ */
+export async function commitWith(
+  sql: Sql,
+  transaction: InvocationTransaction | undefined,
+  statement: FinalStatement | undefined,
+  handlerDone?: () => void,
+): Promise<void> {
+  if (transaction?.begun) return transaction.commit(statement, handlerDone);
+  await transaction?.commit();
+  if (statement) {
+    await sql.unsafe(statement.text, statement.params as never[], { prepare: shouldPrepare(sql, statement.text) });
+  }
+}
+
 /** Why an invocation's transaction was lost through no fault of its handler. */
 export type TransactionLoss = "database" | "shared-commit";
 

@@ -6,13 +6,13 @@ import { isConnectionError } from "../db/client";
 import type { CommitGroups } from "../db/commit-groups";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
 import {
+  commitWith,
   createInvocationTransaction,
   type FinalStatement,
   type InvocationTransaction,
   type TransactionLoss,
 } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
-import { shouldPrepare } from "../db/prepared-statements";
 import { isSharedCommitFailure } from "../db/shared-commit-error";
 import { isUnanswered } from "../db/transaction-parts";
 import { isValidFunctionName } from "../deploy/function-name";
@@ -355,15 +355,7 @@ class Invocation {
     const origin = { functionName: request.fn.name, invocationId: request.invocationId };
     const final = request.finalStatement?.(resultJson);
     const statement = this.outbox.length > 0 ? outboxStatement(this.outbox, origin, final) : final;
-    if (transaction?.begun) {
-      await transaction.commit(statement, request.handlerDone);
-      return true;
-    }
-    await transaction?.commit();
-    const single = statement as FinalStatement;
-    await this.deps.sql.unsafe(single.text, single.params as never[], {
-      prepare: shouldPrepare(this.deps.sql, single.text),
-    });
+    await commitWith(this.deps.sql, transaction, statement, request.handlerDone);
     return true;
   }
 }

@@ -2,9 +2,13 @@ import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { isConnectionError } from "../db/client";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
-import type { FinalStatement, InvocationTransaction, TransactionLoss } from "../db/invocation-transaction";
+import {
+  commitWith,
+  type FinalStatement,
+  type InvocationTransaction,
+  type TransactionLoss,
+} from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
-import { shouldPrepare } from "../db/prepared-statements";
 import { storableJson } from "../db/storable-json";
 import { isUnanswered } from "../db/transaction-parts";
 import type { OutboxMessage } from "../outbox/outbox-message";
@@ -258,13 +262,7 @@ export class Steps {
     const statement =
       outbox.length > 0 ? outboxStatement(outbox, { functionName: record.fn, invocationId: record.id }, final) : final;
     try {
-      if (transaction.begun) await transaction.commit(statement);
-      else {
-        await transaction.commit();
-        await host.sql.unsafe(statement.text, statement.params as never[], {
-          prepare: shouldPrepare(host.sql, statement.text),
-        });
-      }
+      await commitWith(host.sql, transaction, statement);
     } catch (error) {
       if ((error as { code?: unknown } | undefined)?.code === STEP_RECORDED_CODE) return this.#winner(key, record);
       throw await this.#commitFailure(record, transaction, error);
