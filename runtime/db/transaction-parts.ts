@@ -1,4 +1,5 @@
 import { JetfnError } from "../support/errors";
+import { isConnectionError } from "./client";
 import { endTransaction } from "./session-reset";
 import { inlineParameters, sqlLiteral } from "./sql-literal";
 import type { WatchedConnection } from "./watched-connection";
@@ -82,6 +83,11 @@ export function abandon(connection: WatchedConnection): Promise<void> {
 /** True for the deadline's own error: the connection never answered and must not be reused. */
 export function isUnanswered(error: unknown): boolean {
   return (error as JetfnError | undefined)?.code === "E_DATABASE_UNAVAILABLE";
+}
+
+/** True when the database went away (a connection error) or stopped answering (the deadline's error). */
+export function isDatabaseLoss(error: unknown): boolean {
+  return isConnectionError(error) || isUnanswered(error);
 }
 
 export async function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {

@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import type { DatabaseBinder } from "../db/app-database";
-import { isConnectionError } from "../db/client";
 import type { CommitGroups } from "../db/commit-groups";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
 import {
@@ -14,7 +13,7 @@ import {
 } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
 import { isSharedCommitFailure } from "../db/shared-commit-error";
-import { isUnanswered } from "../db/transaction-parts";
+import { isDatabaseLoss } from "../db/transaction-parts";
 import { isValidFunctionName } from "../deploy/function-name";
 import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
 import type { EventDefinition } from "../sdk/define-event";
@@ -370,7 +369,7 @@ function failureKind(thrown: unknown, committing: boolean, lost: TransactionLoss
     // First: a shared COMMIT that a member's fence failed carries the fence's error as its cause.
     if (isSharedCommitFailure(thrown)) return "shared-commit";
     if ((thrown as { code?: unknown } | undefined)?.code === FENCED_OUT_CODE) return "fenced";
-    if (isConnectionError(thrown) || isUnanswered(thrown)) return "database";
+    if (isDatabaseLoss(thrown)) return "database";
   }
   return lost ?? "handler";
 }

@@ -1,6 +1,5 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
-import { isConnectionError } from "../db/client";
 import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
 import {
   commitWith,
@@ -10,7 +9,7 @@ import {
 } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
-import { isUnanswered } from "../db/transaction-parts";
+import { isDatabaseLoss } from "../db/transaction-parts";
 import type { OutboxMessage } from "../outbox/outbox-message";
 import type { StepContext } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
@@ -154,7 +153,7 @@ export class Steps {
     const { record } = this.#host;
     if (!record) return this.#runNow(key, fn);
     const memos = await this.#loadMemos(record).catch((error: unknown) => {
-      if (isConnectionError(error) || isUnanswered(error)) this.lost ??= "database";
+      if (isDatabaseLoss(error)) this.lost ??= "database";
       throw error;
     });
     const memo = memos.get(key);
@@ -284,7 +283,7 @@ export class Steps {
     }
     // A statement the guard refused fails the attempt, whatever the handler does with the error.
     if (code === "E_STATEMENT_REFUSED") return this.#end(error as JetfnError, false);
-    if (transaction.lost || isConnectionError(error) || isUnanswered(error)) this.lost ??= "database";
+    if (transaction.lost || isDatabaseLoss(error)) this.lost ??= "database";
     return error;
   }
 
