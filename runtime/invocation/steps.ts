@@ -27,15 +27,14 @@ export const STEP_RECORDED_CODE = "JF004";
 const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14)";
 const MEMOS_SQL =
-  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, s.key, s.kind, s.status, s.result::text as result " +
+  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, s.key, s.kind, s.result::text as result " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
-const MEMO_SQL = "select kind, status, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
+const MEMO_SQL = "select kind, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
 const RECORD_STATUS_SQL = "select status from jetfn.invocations where id = $1";
 
 /** A step's row, as a later run reads it. */
 interface Memo {
   kind: string;
-  status: string;
   /** Its stored result, parsed. */
   value: unknown;
 }
@@ -167,7 +166,7 @@ export class Steps {
     // A step queued behind one that failed the run, or called after a timeout, does not start.
     this.#goOn(key);
     const value = JSON.parse(await this.#runAndRecord(key, fn, record));
-    memos.set(key, { kind: "step", status: "succeeded", value });
+    memos.set(key, { kind: "step", value });
     return value;
   }
 
@@ -206,7 +205,7 @@ export class Steps {
         if (row.key === null) continue;
         // Counted as the first run counted it (compact JSON), whatever spacing Postgres prints.
         const value = row.result === null ? null : JSON.parse(row.result);
-        memos.set(row.key, { kind: row.kind, status: row.status, value });
+        memos.set(row.key, { kind: row.kind, value });
         this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
       }
       return memos;
@@ -293,7 +292,7 @@ export class Steps {
     this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its result is used.");
     if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
     const value = row.result === null ? null : JSON.parse(row.result);
-    const json = JSON.stringify(this.#replay(key, { kind: row.kind, status: row.status, value }));
+    const json = JSON.stringify(this.#replay(key, { kind: row.kind, value }));
     this.#resultBytes += Buffer.byteLength(json);
     return json;
   }
