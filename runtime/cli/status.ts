@@ -2,7 +2,7 @@ import { resolveConfig } from "../config";
 import type { InvocationStatusView } from "../nats/status-api";
 import { findUnrecordedJob } from "../nats/stored-job";
 import { createClient, type JetfnClient } from "../sdk/client";
-import { formatDuration } from "../support/duration";
+import { formatElapsed } from "../support/duration";
 import { JetfnError } from "../support/errors";
 import { printJson } from "./output";
 import { waitForJob } from "./wait-for-job";
@@ -58,9 +58,8 @@ export function describeStatus(view: InvocationStatusView): string {
   lines.push(`attempts: ${view.attempts}`);
   if (view.progress)
     lines.push(`progress: ${view.progress.done}${view.progress.total === null ? "" : `/${view.progress.total}`}`);
-  if (view.startedAt && view.finishedAt) {
-    lines.push(`took: ${formatDuration(Date.parse(view.finishedAt) - Date.parse(view.startedAt))} (last attempt)`);
-  }
+  const took = formatElapsed(view.startedAt, view.finishedAt);
+  if (took) lines.push(`took: ${took} (last attempt)`);
   if (view.status === "succeeded") lines.push(`result: ${JSON.stringify(view.result)}`);
   if (view.retryOf) lines.push(`retry of: ${view.retryOf}`);
   if (view.retriedAs) lines.push(`retried as: ${view.retriedAs} (${view.retriedAt})`);
@@ -72,12 +71,9 @@ export function describeStatus(view: InvocationStatusView): string {
     lines.push(`steps: ${view.steps.length}`);
     const width = Math.max(...view.steps.map((step) => step.key.length));
     for (const step of view.steps) {
-      const took =
-        step.startedAt && step.finishedAt
-          ? `  ${formatDuration(Date.parse(step.finishedAt) - Date.parse(step.startedAt))}`
-          : "";
+      const took = formatElapsed(step.startedAt, step.finishedAt);
       lines.push(
-        `  ${step.seq} ${step.key.padEnd(width)}  ${step.kind}  ${step.status}  attempt ${step.attempts}  ${step.finishedAt ?? ""}${took}`,
+        `  ${step.seq} ${step.key.padEnd(width)}  ${step.kind}  ${step.status}  attempt ${step.attempts}  ${step.finishedAt ?? ""}${took ? `  ${took}` : ""}`,
       );
     }
   }

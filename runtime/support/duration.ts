@@ -29,6 +29,11 @@ export function parseDuration(value: Duration): number {
   return Math.round(Number(match[1]) * (UNIT_MS[match[2] as string] as number));
 }
 
+/** How long from `start` to `end` (ISO 8601 times), formatted; undefined when either is unknown. */
+export function formatElapsed(start: string | null | undefined, end: string | null | undefined): string | undefined {
+  return start && end ? formatDuration(Date.parse(end) - Date.parse(start)) : undefined;
+}
+
 /** Formats milliseconds back into the shortest readable duration (`90000` -> `"1m30s"`). */
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)}ms`;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration, parseDuration, toNanos } from "../../runtime/support/duration";
+import { formatDuration, formatElapsed, parseDuration, toNanos } from "../../runtime/support/duration";
 
 describe("durations", () => {
   it.each([
@@ -29,5 +29,12 @@ describe("durations", () => {
     expect(formatDuration(90_000)).toBe("1m30s");
     expect(formatDuration(90_061_000)).toBe("1d1h");
     expect(toNanos(1_500)).toBe(1_500_000_000);
+  });
+
+  it("formats the time between two ISO times, when both are known", () => {
+    expect(formatElapsed("2026-12-07T15:45:18.221Z", "2026-12-07T15:45:18.228Z")).toBe("7ms");
+    expect(formatElapsed("2026-12-07T15:44:00.000Z", "2026-12-07T15:45:30.000Z")).toBe("1m30s");
+    expect(formatElapsed(null, "2026-12-07T15:45:18.228Z")).toBeUndefined();
+    expect(formatElapsed("2026-12-07T15:45:18.221Z", undefined)).toBeUndefined();
   });
 });

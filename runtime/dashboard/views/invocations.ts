@@ -1,7 +1,7 @@
 import type { AuditEntry } from "../../audit/audit-queries";
 import { describeChange } from "../../inspect/audit-format";
 import type { InvocationStatusView } from "../../nats/status-api";
-import { formatDuration } from "../../support/duration";
+import { formatElapsed } from "../../support/duration";
 import { html, type SafeHtml } from "../html";
 import { signInHint } from "../sign-in";
 import { timeCell } from "../time-format";
@@ -178,10 +178,6 @@ function stepsTable(view: InvocationStatusView): SafeHtml | string {
   if (!view.steps?.length) return "";
   return html`<h2>steps (${view.steps.length})</h2><table class="steps"><thead><tr><th>#</th><th>step</th><th>kind</th><th>status</th><th>attempt</th><th>finished</th><th>took</th></tr></thead><tbody>${view.steps.map(
     (step) =>
-      html`<tr data-step="${step.key}"><td class="num">${step.seq}</td><td><code>${step.key}</code></td><td>${step.kind}</td><td class="status-${step.status}">${step.status}</td><td class="num">${step.attempts}</td><td>${timeCell(step.finishedAt)}</td><td class="num">${stepDuration(step.startedAt, step.finishedAt)}</td></tr>`,
+      html`<tr data-step="${step.key}"><td class="num">${step.seq}</td><td><code>${step.key}</code></td><td>${step.kind}</td><td class="status-${step.status}">${step.status}</td><td class="num">${step.attempts}</td><td>${timeCell(step.finishedAt)}</td><td class="num">${formatElapsed(step.startedAt, step.finishedAt) ?? ""}</td></tr>`,
   )}</tbody></table>`;
-}
-
-function stepDuration(startedAt: string | null, finishedAt: string | null): string {
-  return startedAt && finishedAt ? formatDuration(Date.parse(finishedAt) - Date.parse(startedAt)) : "";
 }
