@@ -193,12 +193,17 @@ async function statusOf(
   look: StatusLookups,
   { id, fn, stream, steps }: StatusRequest,
 ): Promise<InvocationStatusView> {
-  const [record, live] = await Promise.all([getInvocation(database, id), progress.get(id)]);
+  // Steps, when asked for, are read beside the record rather than after it: the dashboard asks every second.
+  const [record, live, stepRecords] = await Promise.all([
+    getInvocation(database, id),
+    progress.get(id),
+    steps ? readSteps(database, id) : undefined,
+  ]);
   // The record says whose id it is; a running job of another function may share it.
   const owner = record?.function ?? live?.fn;
   if (fn !== undefined && owner !== undefined && owner !== fn) throw idConflictError(id, fn, owner);
   // Only a record can have steps: the first step makes it.
-  if (record && steps) return { ...statusView(id, record, live), steps: await readSteps(database, id) };
+  if (record && stepRecords) return { ...statusView(id, record, live), steps: stepRecords };
   if (record || live) return statusView(id, record, live);
   const mark = look.cancelled(id);
   if (mark) return cancelledView(id, mark);
