@@ -228,6 +228,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();$head$
 $_$;
 
@@ -253,7 +254,8 @@ CREATE FUNCTION jetfn.audit_function_stamp() RETURNS text
   select $stamp$
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
-  if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;$stamp$
+  if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;$stamp$
 $_$;
 
 
@@ -336,6 +338,21 @@ $$;
 
 
 --
+-- Name: audit_range_hash_v3(text, bigint, bigint, bigint, bigint); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.audit_range_hash_v3(previous_hash text, after_txid bigint, after_id bigint, last_txid bigint, last_id bigint) RETURNS TABLE(hash text, row_count integer)
+    LANGUAGE sql STABLE
+    AS $$
+  select encode(sha256(convert_to(previous_hash || coalesce(string_agg(jetfn.audit_row_text_v3(l), E'\n' order by l.txid, l.id), ''), 'UTF8')), 'hex'),
+         count(*)::integer
+  from jetfn.audit_log l
+  where l.txid >= after_txid and l.txid <= last_txid
+    and (l.txid, l.id) > (after_txid, after_id) and (l.txid, l.id) <= (last_txid, last_id)
+$$;
+
+
+--
 -- Name: audit_row_function_source(regclass, text); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -351,8 +368,8 @@ begin
 %3$s
 begin%4$s
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, %5$s)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, %2$L,
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, %5$s)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, %2$L,
          %6$s, pg_catalog.row_to_json(changed_row.*)
   from %7$s changed_row;
   return null;
@@ -388,7 +405,8 @@ CREATE TABLE jetfn.audit_log (
     pk json,
     old_row json,
     new_row json,
-    changed_columns text[]
+    changed_columns text[],
+    step text
 )
 PARTITION BY RANGE (logged_at);
 
@@ -416,6 +434,19 @@ CREATE FUNCTION jetfn.audit_row_text_v2(r jetfn.audit_log) RETURNS text
   select row(r.id, (extract(epoch from r.logged_at) * 1000000)::bigint, r.txid, r.function,
              r.invocation_id, r.attempt, r.db_user, r.schema_name, r.table_name, r.operation,
              r.pk::text, r.old_row::text, r.new_row::text, r.changed_columns)::text
+$$;
+
+
+--
+-- Name: audit_row_text_v3(jetfn.audit_log); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.audit_row_text_v3(r jetfn.audit_log) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+  select row(r.id, (extract(epoch from r.logged_at) * 1000000)::bigint, r.txid, r.function,
+             r.invocation_id, r.attempt, r.db_user, r.schema_name, r.table_name, r.operation,
+             r.pk::text, r.old_row::text, r.new_row::text, r.changed_columns, r.step)::text
 $$;
 
 
@@ -532,8 +563,8 @@ begin
   end if;%3$s
   if shape operator(pg_catalog.=) %4$L::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', %5$s,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', %5$s,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', %6$s), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', %7$s), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[%8$s], null)
@@ -547,8 +578,8 @@ begin
     where %11$s;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest(%12$L::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -590,6 +621,7 @@ declare
   stamp_function text := nullif(current_setting('jetfn.function', true), '');
   stamp_invocation text := nullif(current_setting('jetfn.invocation_id', true), '');
   stamp_attempt integer := nullif(current_setting('jetfn.attempt', true), '')::integer;
+  stamp_step text := nullif(current_setting('jetfn.step', true), '');
   -- TG_ARGV is indexed from 0; rebuild it as an ordinary array indexed from 1.
   key_columns text[] := array(select unnest(TG_ARGV));
   -- Most tables have a one-column key: build it inline, a function call per row costs more than the rest.
@@ -598,14 +630,14 @@ declare
 begin
   if TG_OP = 'INSERT' then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-    select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+    select xact, stamp_function, stamp_invocation, stamp_attempt, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
            case when single_key is not null then jsonb_build_object(single_key, r -> single_key) else jetfn.audit_pk(r, key_columns) end, r
     from (select to_jsonb(changed_row.*) as r from new_rows changed_row) inserted;
   elsif TG_OP = 'DELETE' then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-    select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+    select xact, stamp_function, stamp_invocation, stamp_attempt, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
            case when single_key is not null then jsonb_build_object(single_key, r -> single_key) else jetfn.audit_pk(r, key_columns) end, r
     from (select to_jsonb(changed_row.*) as r from old_rows changed_row) deleted;
   elsif TG_OP = 'UPDATE' then
@@ -614,8 +646,8 @@ begin
     -- and updates of the key itself): the two tables are read into arrays and zipped, cheaper
     -- than joining them. Only the changed columns are stored.
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            case when single_key is not null then jsonb_build_object(single_key, pair.after_row -> single_key)
                 else jetfn.audit_pk(pair.after_row, key_columns) end,
            diff.old_values, diff.new_values, diff.changed
@@ -633,8 +665,8 @@ begin
     ) diff
     where diff.changed is not null;
   elsif TG_OP = 'TRUNCATE' then
-    insert into jetfn.audit_log (txid, function, invocation_id, attempt, schema_name, table_name, operation)
-    values (xact, stamp_function, stamp_invocation, stamp_attempt, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'TRUNCATE');
+    insert into jetfn.audit_log (txid, function, invocation_id, attempt, step, schema_name, table_name, operation)
+    values (xact, stamp_function, stamp_invocation, stamp_attempt, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'TRUNCATE');
   end if;
   return null;
 end
@@ -654,14 +686,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"post_id":' operator(pg_catalog.||) coalesce(changed_row.post_id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -682,14 +716,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -710,14 +746,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"n":' operator(pg_catalog.||) coalesce(changed_row.n::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -738,14 +776,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"post_id":' operator(pg_catalog.||) coalesce(changed_row.post_id::pg_catalog.text, 'null') operator(pg_catalog.||) ',"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(changed_row.email)::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -766,14 +806,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -794,14 +836,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'DELETE',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from old_rows changed_row;
   return null;
@@ -822,14 +866,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"post_id":' operator(pg_catalog.||) coalesce(changed_row.post_id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -850,14 +896,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -878,14 +926,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"n":' operator(pg_catalog.||) coalesce(changed_row.n::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -906,14 +956,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"post_id":' operator(pg_catalog.||) coalesce(changed_row.post_id::pg_catalog.text, 'null') operator(pg_catalog.||) ',"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(changed_row.email)::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -934,14 +986,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -962,14 +1016,16 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
 begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   insert into jetfn.audit_log
-    (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, new_row)
-  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+    (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, new_row)
+  select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
          ('{"id":' operator(pg_catalog.||) coalesce(changed_row.id::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json, pg_catalog.row_to_json(changed_row.*)
   from new_rows changed_row;
   return null;
@@ -990,6 +1046,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1001,10 +1058,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{post_id,count,last_comment_id,updated_at}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"post_id":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"count":' operator(pg_catalog.||) coalesce(o2::pg_catalog.text, 'null') end, case when d3 then '"last_comment_id":' operator(pg_catalog.||) coalesce(o3::pg_catalog.text, 'null') end, case when d4 then '"updated_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o4)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"count":' operator(pg_catalog.||) coalesce(n2::pg_catalog.text, 'null') end, case when d3 then '"last_comment_id":' operator(pg_catalog.||) coalesce(n3::pg_catalog.text, 'null') end, case when d4 then '"updated_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n4)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d2 then 'count'::pg_catalog.text end, case when d3 then 'last_comment_id'::pg_catalog.text end, case when d1 then 'post_id'::pg_catalog.text end, case when d4 then 'updated_at'::pg_catalog.text end], null)
@@ -1018,8 +1076,8 @@ begin
     where d1 or d2 or d3 or d4;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{post_id}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1057,6 +1115,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1068,10 +1127,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{id,post_id,author,body,created_at}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"post_id":' operator(pg_catalog.||) coalesce(o2::pg_catalog.text, 'null') end, case when d3 then '"author":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o3)::pg_catalog.text, 'null') end, case when d4 then '"body":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o4)::pg_catalog.text, 'null') end, case when d5 then '"created_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o5)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"post_id":' operator(pg_catalog.||) coalesce(n2::pg_catalog.text, 'null') end, case when d3 then '"author":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n3)::pg_catalog.text, 'null') end, case when d4 then '"body":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n4)::pg_catalog.text, 'null') end, case when d5 then '"created_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n5)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d3 then 'author'::pg_catalog.text end, case when d4 then 'body'::pg_catalog.text end, case when d5 then 'created_at'::pg_catalog.text end, case when d1 then 'id'::pg_catalog.text end, case when d2 then 'post_id'::pg_catalog.text end], null)
@@ -1085,8 +1145,8 @@ begin
     where d1 or d2 or d3 or d4 or d5;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{id}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1124,6 +1184,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1135,10 +1196,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{n,value,computed_at}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"n":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"n":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"n":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"value":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o2)::pg_catalog.text, 'null') end, case when d3 then '"computed_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o3)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"n":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"value":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') end, case when d3 then '"computed_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n3)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d3 then 'computed_at'::pg_catalog.text end, case when d1 then 'n'::pg_catalog.text end, case when d2 then 'value'::pg_catalog.text end], null)
@@ -1152,8 +1214,8 @@ begin
     where d1 or d2 or d3;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{n}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1191,6 +1253,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1202,10 +1265,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{post_id,email}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) ',"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) ',"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"post_id":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o2)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"post_id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"email":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d2 then 'email'::pg_catalog.text end, case when d1 then 'post_id'::pg_catalog.text end], null)
@@ -1219,8 +1283,8 @@ begin
     where d1 or d2;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{post_id,email}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1258,6 +1322,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1269,10 +1334,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{id,title,created_at}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"title":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o2)::pg_catalog.text, 'null') end, case when d3 then '"created_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o3)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"title":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') end, case when d3 then '"created_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n3)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d3 then 'created_at'::pg_catalog.text end, case when d1 then 'id'::pg_catalog.text end, case when d2 then 'title'::pg_catalog.text end], null)
@@ -1286,8 +1352,8 @@ begin
     where d1 or d2 or d3;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{id}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1325,6 +1391,7 @@ declare
   stamp_function pg_catalog.text := pg_catalog.current_setting('jetfn.function', true);
   stamp_invocation pg_catalog.text := pg_catalog.current_setting('jetfn.invocation_id', true);
   stamp_attempt pg_catalog.text := pg_catalog.current_setting('jetfn.attempt', true);
+  stamp_step pg_catalog.text := pg_catalog.current_setting('jetfn.step', true);
   xact pg_catalog.int8 := pg_catalog.txid_current();
   shape pg_catalog.text[];
 begin
@@ -1336,10 +1403,11 @@ begin
   if stamp_function operator(pg_catalog.=) '' then stamp_function := null; end if;
   if stamp_invocation operator(pg_catalog.=) '' then stamp_invocation := null; end if;
   if stamp_attempt operator(pg_catalog.=) '' then stamp_attempt := null; end if;
+  if stamp_step operator(pg_catalog.=) '' then stamp_step := null; end if;
   if shape operator(pg_catalog.=) '{id,recipient,subject,body,sent_at}'::pg_catalog.text[] then
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE', ('{"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') operator(pg_catalog.||) '}')::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(o1::pg_catalog.text, 'null') end, case when d2 then '"recipient":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o2)::pg_catalog.text, 'null') end, case when d3 then '"subject":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o3)::pg_catalog.text, 'null') end, case when d4 then '"body":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o4)::pg_catalog.text, 'null') end, case when d5 then '"sent_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(o5)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            (pg_catalog.concat('{', pg_catalog.concat_ws(',', case when d1 then '"id":' operator(pg_catalog.||) coalesce(n1::pg_catalog.text, 'null') end, case when d2 then '"recipient":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n2)::pg_catalog.text, 'null') end, case when d3 then '"subject":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n3)::pg_catalog.text, 'null') end, case when d4 then '"body":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n4)::pg_catalog.text, 'null') end, case when d5 then '"sent_at":' operator(pg_catalog.||) coalesce(pg_catalog.to_json(n5)::pg_catalog.text, 'null') end), '}'))::pg_catalog.json,
            pg_catalog.array_remove(array[case when d4 then 'body'::pg_catalog.text end, case when d1 then 'id'::pg_catalog.text end, case when d2 then 'recipient'::pg_catalog.text end, case when d5 then 'sent_at'::pg_catalog.text end, case when d3 then 'subject'::pg_catalog.text end], null)
@@ -1353,8 +1421,8 @@ begin
     where d1 or d2 or d3 or d4 or d5;
   else
     insert into jetfn.audit_log
-      (txid, function, invocation_id, attempt, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
-    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
+      (txid, function, invocation_id, attempt, step, schema_name, table_name, operation, pk, old_row, new_row, changed_columns)
+    select xact, stamp_function, stamp_invocation, stamp_attempt::pg_catalog.int4, stamp_step, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'UPDATE',
            (select pg_catalog.jsonb_object_agg(k.k, pair.after_row operator(pg_catalog.->) k.k)
             from pg_catalog.unnest('{id}'::pg_catalog.text[]) k)::pg_catalog.json,
            diff.old_values::pg_catalog.json, diff.new_values::pg_catalog.json, diff.changed
@@ -1860,11 +1928,11 @@ begin
   if last_row.txid is null then
     return 0;
   end if;
-  select * into sealed from jetfn.audit_range_hash_v2(previous.hash, previous.last_txid, previous.last_id, last_row.txid, last_row.id);
+  select * into sealed from jetfn.audit_range_hash_v3(previous.hash, previous.last_txid, previous.last_id, last_row.txid, last_row.id);
   insert into jetfn.audit_seals
     (seq, after_txid, after_id, last_txid, last_id, row_count, first_logged_at, last_logged_at, previous_hash, hash, format)
   select previous.seq + 1, previous.last_txid, previous.last_id, last_row.txid, last_row.id, sealed.row_count,
-         min(l.logged_at), max(l.logged_at), previous.hash, sealed.hash, 2
+         min(l.logged_at), max(l.logged_at), previous.hash, sealed.hash, 3
   from jetfn.audit_log l
   where l.txid >= previous.last_txid and l.txid <= last_row.txid
     and (l.txid, l.id) > (previous.last_txid, previous.last_id) and (l.txid, l.id) <= (last_row.txid, last_row.id);
@@ -1974,8 +2042,10 @@ begin
     -- generic plan that read the whole log for every seal.
     if seal.format = 1 then
       select * into recomputed from jetfn.audit_range_hash(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
-    else
+    elsif seal.format = 2 then
       select * into recomputed from jetfn.audit_range_hash_v2(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
+    else
+      select * into recomputed from jetfn.audit_range_hash_v3(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
     end if;
     if recomputed.hash <> seal.hash then
       return query select seal.seq,
@@ -2011,21 +2081,22 @@ begin
   end if;
   with member as (
     select e.m ->> 'function' as function, e.m ->> 'invocation' as invocation,
-           (e.m ->> 'attempt')::integer as attempt, (e.m ->> 'after')::bigint as after, e.part,
+           (e.m ->> 'attempt')::integer as attempt, e.m ->> 'step' as step, (e.m ->> 'after')::bigint as after, e.part,
            lead((e.m ->> 'after')::bigint) over (order by e.part) as until
     from jsonb_array_elements(p_members) with ordinality as e(m, part)
   )
-  select l.function, l.invocation_id, l.attempt into stranger from jetfn.audit_log l
+  select l.function, l.invocation_id, l.attempt, l.step into stranger from jetfn.audit_log l
   where l.txid = xact
     and not exists (
       select from member m
       where m.function = l.function and m.invocation = l.invocation_id and m.attempt = l.attempt
+        and m.step is not distinct from l.step
         and (l.id > m.after or (m.after is null and m.part = 1)) and (m.until is null or l.id <= m.until))
   limit 1;
   if found then
-    raise exception 'a shared transaction holds an audit row stamped as %/%/% (function/invocation/attempt) that was not written in that job''s part of it',
+    raise exception 'a shared transaction holds an audit row stamped as %/%/%/% (function/invocation/attempt/step) that was not written in that job''s part of it',
       coalesce(stranger.function, 'none'), coalesce(stranger.invocation_id, 'none'),
-      coalesce(stranger.attempt::text, 'none') using errcode = 'JF003';
+      coalesce(stranger.attempt::text, 'none'), coalesce(stranger.step, 'none') using errcode = 'JF003';
   end if;
 end
 $$;
@@ -2036,6 +2107,18 @@ $$;
 --
 
 CREATE FUNCTION jetfn.verify_invocation(p_function text, p_invocation text, p_attempt integer) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'jetfn'
+    AS $$
+  select jetfn.verify_invocation(p_function, p_invocation, p_attempt, null::text)
+$$;
+
+
+--
+-- Name: verify_invocation(text, text, integer, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.verify_invocation(p_function text, p_invocation text, p_attempt integer, p_step text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'jetfn'
     AS $$
@@ -2045,22 +2128,23 @@ declare
 begin
   if current_setting('jetfn.invocation_id', true) is distinct from p_invocation
      or current_setting('jetfn.function', true) is distinct from p_function
-     or current_setting('jetfn.attempt', true) is distinct from p_attempt::text then
+     or current_setting('jetfn.attempt', true) is distinct from p_attempt::text
+     or nullif(current_setting('jetfn.step', true), '') is distinct from p_step then
     raise exception 'invocation % of % is no longer in the transaction the runtime opened for it, or its audit stamp was changed',
       p_invocation, p_function using errcode = 'JF003';
   end if;
   if xact is null then
     return;
   end if;
-  select l.function, l.invocation_id, l.attempt into stranger from jetfn.audit_log l
+  select l.function, l.invocation_id, l.attempt, l.step into stranger from jetfn.audit_log l
   where l.txid = xact
     and (l.function is distinct from p_function or l.invocation_id is distinct from p_invocation
-         or l.attempt is distinct from p_attempt)
+         or l.attempt is distinct from p_attempt or l.step is distinct from p_step)
   limit 1;
   if found then
-    raise exception 'invocation % of % wrote audit rows stamped as %/%/% (function/invocation/attempt)',
+    raise exception 'invocation % of % wrote audit rows stamped as %/%/%/% (function/invocation/attempt/step)',
       p_invocation, p_function, coalesce(stranger.function, 'none'), coalesce(stranger.invocation_id, 'none'),
-      coalesce(stranger.attempt::text, 'none') using errcode = 'JF003';
+      coalesce(stranger.attempt::text, 'none'), coalesce(stranger.step, 'none') using errcode = 'JF003';
   end if;
 end
 $$;
@@ -2117,7 +2201,8 @@ CREATE TABLE jetfn.audit_log_default (
     pk json,
     old_row json,
     new_row json,
-    changed_columns text[]
+    changed_columns text[],
+    step text
 );
 
 
@@ -2154,7 +2239,7 @@ CREATE TABLE jetfn.audit_seals (
     previous_hash text NOT NULL,
     hash text NOT NULL,
     format smallint NOT NULL,
-    CONSTRAINT audit_seals_format_check CHECK ((format = ANY (ARRAY[1, 2])))
+    CONSTRAINT audit_seals_format_check CHECK ((format = ANY (ARRAY[1, 2, 3])))
 );
 
 
@@ -2176,8 +2261,9 @@ CREATE VIEW jetfn.audit_tail AS
     audit_tail_rows.pk,
     audit_tail_rows.old_row,
     audit_tail_rows.new_row,
-    audit_tail_rows.changed_columns
-   FROM jetfn.audit_tail_rows() audit_tail_rows(id, logged_at, txid, function, invocation_id, attempt, db_user, schema_name, table_name, operation, pk, old_row, new_row, changed_columns);
+    audit_tail_rows.changed_columns,
+    audit_tail_rows.step
+   FROM jetfn.audit_tail_rows() audit_tail_rows(id, logged_at, txid, function, invocation_id, attempt, db_user, schema_name, table_name, operation, pk, old_row, new_row, changed_columns, step);
 
 
 --

@@ -104,6 +104,8 @@ function auditLogColumns() {
     oldRow: json("old_row"),
     newRow: json("new_row"),
     changedColumns: text("changed_columns").array(),
+    /** The key of the durable step that wrote the row (docs/durable-steps.md); null outside steps. */
+    step: text("step"),
   };
 }
 

@@ -48,7 +48,7 @@ async function chainStart(db: AnyPgDatabase): Promise<string> {
 }
 
 /**
- * A row's text in each format, as jetfn.audit_row_text (1) and jetfn.audit_row_text_v2 (2) build
+ * A row's text in each format, as jetfn.audit_row_text (1), _v2 (2) and _v3 (3) build
  * it, written out here rather than called: verify must not run code that whoever controls the
  * database (its owner included, not only a superuser) can replace with a function that returns
  * the sealed hashes whatever the rows hold. Only built-in functions are used, schema-qualified.
@@ -60,6 +60,9 @@ const ROW_TEXT: Record<number, string> = {
   2: `(row(l.id, (extract(epoch from l.logged_at) * 1000000)::bigint, l.txid, l.function,
         l.invocation_id, l.attempt, l.db_user, l.schema_name, l.table_name, l.operation,
         l.pk::text, l.old_row::text, l.new_row::text, l.changed_columns))::text`,
+  3: `(row(l.id, (extract(epoch from l.logged_at) * 1000000)::bigint, l.txid, l.function,
+        l.invocation_id, l.attempt, l.db_user, l.schema_name, l.table_name, l.operation,
+        l.pk::text, l.old_row::text, l.new_row::text, l.changed_columns, l.step))::text`,
 };
 
 async function recompute(db: AnyPgDatabase, seal: SealAnchor): Promise<{ hash: string; rowCount: number }> {

@@ -15,6 +15,8 @@ export interface AuditEntry {
   function: string | null;
   invocationId: string | null;
   attempt: number | null;
+  /** The key of the durable step that made the change (`ctx.step`); null outside steps. */
+  step: string | null;
   dbUser: string;
   schema: string;
   table: string;
@@ -264,6 +266,7 @@ function toEntry(row: typeof auditLog.$inferSelect): AuditEntry {
     function: row.function,
     invocationId: row.invocationId,
     attempt: row.attempt,
+    step: row.step,
     dbUser: row.dbUser,
     schema: row.schemaName,
     table: row.tableName,

@@ -15,7 +15,8 @@ const CHECK_FAILED_CODE = "JF003";
 
 /** One invocation's own transaction, as a literal statement (it leads the final record's message). */
 export function invocationCheck(stamp: TransactionStamp): string {
-  return `select jetfn.verify_invocation(${sqlLiteral(stamp.functionName)}, ${sqlLiteral(stamp.invocationId)}, ${stamp.attempt})`;
+  const step = stamp.step === undefined ? "null" : sqlLiteral(stamp.step);
+  return `select jetfn.verify_invocation(${sqlLiteral(stamp.functionName)}, ${sqlLiteral(stamp.invocationId)}, ${stamp.attempt}, ${step})`;
 }
 
 /** A shared transaction: $1 is {@link groupMembers} of the jobs whose writes it keeps, in the order their parts ran. */
@@ -56,6 +57,7 @@ export function groupMembers(members: readonly GroupMember[]): string {
       function: stamp.functionName,
       invocation: stamp.invocationId,
       attempt: stamp.attempt,
+      step: stamp.step,
       after: mark,
     })),
   );

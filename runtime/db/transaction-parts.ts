@@ -9,6 +9,8 @@ export interface TransactionStamp {
   functionName: string;
   invocationId: string;
   attempt: number;
+  /** The key of the durable step whose transaction this is (jetfn.step); absent outside steps. */
+  step?: string;
   /** Postgres cancels any statement running longer (the invocation's remaining time). */
   statementTimeoutMs: number;
 }
@@ -40,6 +42,7 @@ export function stampStatements(stamp: TransactionStamp): string {
     `set local jetfn.function = ${sqlLiteral(stamp.functionName)}; ` +
     `set local jetfn.invocation_id = ${sqlLiteral(stamp.invocationId)}; ` +
     `set local jetfn.attempt = ${sqlLiteral(String(stamp.attempt))}; ` +
+    (stamp.step === undefined ? "" : `set local jetfn.step = ${sqlLiteral(stamp.step)}; `) +
     `set local statement_timeout = ${Math.max(1, Math.round(stamp.statementTimeoutMs))}`
   );
 }

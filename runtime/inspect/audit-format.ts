@@ -6,7 +6,7 @@ const VALUE_LIMIT = 60;
 export function describeAuditEntry(entry: AuditEntry): string {
   const when = entry.at.replace("T", " ").slice(0, 19);
   const who = entry.function
-    ? `${entry.function} ${entry.invocationId ?? "?"}${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
+    ? `${entry.function} ${entry.invocationId ?? "?"}${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}${entry.step === null ? "" : ` step ${entry.step}`}`
     : `outside (${entry.dbUser})`;
   const where = `${entry.schema === "public" ? "" : `${entry.schema}.`}${entry.table}`;
   const key = entry.pk ? ` ${formatKey(entry.pk)}` : "";

@@ -212,13 +212,14 @@ class Invocation {
         return deps.maxPayload;
       },
       record,
-      ownTransaction: () =>
+      ownTransaction: (key) =>
         createInvocationTransaction(
           deps.sql,
           {
             functionName: request.fn.name,
             invocationId: request.invocationId,
             attempt: request.attempt,
+            step: key,
             statementTimeoutMs: request.fn.timeoutMs,
           },
           undefined,

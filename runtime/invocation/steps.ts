@@ -46,8 +46,8 @@ export interface StepHost {
   readonly maxPayload: number | undefined;
   /** The job's record, which the first step creates; undefined for a call, whose steps run at once. */
   readonly record: JobRecord | undefined;
-  /** A transaction of the step's own, stamped as the invocation's. */
-  ownTransaction(): InvocationTransaction;
+  /** A transaction of the step's own, stamped as the invocation's and with the step's key. */
+  ownTransaction(key: string): InvocationTransaction;
   /** What the step's `fn` gets, over its transaction and its outbox rows; closed when the step ends. */
   stepContext(
     key: string,
@@ -227,7 +227,7 @@ export class Steps {
   async #runAndRecord(key: string, fn: (step: StepContext) => unknown, record: JobRecord): Promise<string> {
     const host = this.#host;
     const startedAt = new Date().toISOString();
-    const transaction = host.ownTransaction();
+    const transaction = host.ownTransaction(key);
     const outbox: OutboxMessage[] = [];
     const view = host.stepContext(key, transaction, outbox);
     let json: string;

@@ -22,7 +22,7 @@ it("reports an edited row behind a replaced hash function", { timeout: 300_000 }
   await chain.database
     .sql`update jetfn.audit_log set new_row = '{"id": 5, "body": "forged"}' where new_row->>'body' = 'n5'`;
   await chain.database.sql.unsafe(`
-    create or replace function jetfn.audit_range_hash_v2(previous_hash text, after_txid bigint, after_id bigint, last_txid bigint, last_id bigint)
+    create or replace function jetfn.audit_range_hash_v3(previous_hash text, after_txid bigint, after_id bigint, last_txid bigint, last_id bigint)
     returns table (hash text, row_count integer)
     language sql stable as $$
       select s.hash, s.row_count from jetfn.audit_seals s where s.last_txid = $4 and s.last_id = $5

@@ -35,7 +35,7 @@ it("reports an edited row whose seals were recomputed to match", { timeout: 300_
       recomputed record;
     begin
       for seal in select * from jetfn.audit_seals order by seq loop
-        select * into recomputed from jetfn.audit_range_hash_v2(previous, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
+        select * into recomputed from jetfn.audit_range_hash_v3(previous, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
         update jetfn.audit_seals set previous_hash = previous, hash = recomputed.hash where seq = seal.seq;
         previous := recomputed.hash;
       end loop;

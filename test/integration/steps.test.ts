@@ -145,17 +145,25 @@ describe("durable steps", () => {
         ["2", "second", "step", "succeeded", "1"],
         ["3", "third", "step", "succeeded", "2"],
       ]);
+      // Its database changes say which step made each.
+      expect(page).toMatch(/<td class="muted">attempt 2 · step third<\/td>/);
     } finally {
       await dashboard.close();
     }
     expect(cli.stdout).toMatch(/\n {2}3 third +step {2}succeeded {2}attempt 2 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ms\n/);
-    // Each step's rows are stamped with the job in the audit log, as a job's own writes are.
-    const audited = await env.database.sql<{ function: string; invocation_id: string }[]>`
-      select function, invocation_id from jetfn.audit_log where table_name = 'step_rows' and new_row->>'name' = 'retried'`;
-    expect(audited).toHaveLength(3);
-    expect(new Set(audited.map((row) => `${row.function}/${row.invocation_id}`))).toEqual(
-      new Set([`three-steps/${job.id}`]),
-    );
+    // Each step's rows are stamped with the job in the audit log, as a job's own writes are, and
+    // with the step's key and the attempt that ran it (migration 0033).
+    const audited = await env.database.sql<{ stamp: string }[]>`
+      select concat_ws('/', function, invocation_id, attempt, step) as stamp from jetfn.audit_log
+      where table_name = 'step_rows' and new_row->>'name' = 'retried' order by id`;
+    expect(audited.map((row) => row.stamp)).toEqual([
+      `three-steps/${job.id}/1/first`,
+      `three-steps/${job.id}/1/second`,
+      `three-steps/${job.id}/2/third`,
+    ]);
+    const audit = await runCli(["audit", job.id], { DATABASE_URL: env.database.url });
+    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} \\(attempt 2\\) step third  INSERT step_rows`));
+    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step first  INSERT step_rows`));
   });
 
   it("keys a name called again in one run name#2, name#3", { timeout: 60_000 }, async () => {

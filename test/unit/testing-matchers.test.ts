@@ -10,6 +10,7 @@ function change(partial: Partial<AuditEntry>): AuditEntry {
     function: "f",
     invocationId: "job-0001",
     attempt: 1,
+    step: null,
     dbUser: "postgres",
     schema: "public",
     table: "sent_mail",

@@ -32,7 +32,7 @@ ${entries.map((entry) => auditRow(entry))}</tbody></table>`;
 /** One audit entry as a table row: when, who (function and invocation), the change and its diff. */
 export function auditRow(entry: AuditEntry): SafeHtml {
   const who = entry.function
-    ? html`${entry.function} <a href="/invocations/${entry.invocationId ?? ""}">${(entry.invocationId ?? "").slice(0, 8)}</a>${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
+    ? html`${entry.function} <a href="/invocations/${entry.invocationId ?? ""}">${(entry.invocationId ?? "").slice(0, 8)}</a>${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}${entry.step === null ? "" : html` <span class="muted">step ${entry.step}</span>`}`
     : html`<span class="muted">outside (${entry.dbUser})</span>`;
   const key = entry.pk ? Object.values(entry.pk).map(String).join(",") : "";
   const rowLink = entry.pk
