@@ -299,6 +299,7 @@ class ServingRuntime implements Runtime {
       cancellations: parts.cancellations,
       bindDatabase: this.#bindDatabase,
       flow: this.#flow,
+      resumeSecret: parts.scheduler.secret,
     };
   }
 

@@ -1467,7 +1467,7 @@ begin
     progress = null, priority = coalesce(excluded.priority, i.priority),
     debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
     singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function;
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
@@ -1654,6 +1654,10 @@ begin
     if not pg_catalog.starts_with(id, pg_catalog.substr(subject, 8) operator(pg_catalog.||) ':') then
       return 'a job''s id must be "<function name>:<invocation id>"';
     end if;
+    if headers operator(pg_catalog.?) 'Jetfn-Resume' then
+      return jetfn.resumption_row_problem(pg_catalog.substr(id, pg_catalog.char_length(subject) operator(pg_catalog.-) 5),
+                                          headers, body);
+    end if;
     invocation := pg_catalog.substr(id, pg_catalog.char_length(subject) operator(pg_catalog.-) 5);
     if (invocation collate pg_catalog."C") operator(pg_catalog.!~) '^[A-Za-z0-9_-]+$'
        or pg_catalog.char_length(invocation) not between 8 and 128 then
@@ -1825,11 +1829,14 @@ begin
     updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
     debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
     singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function;
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
         using errcode = 'JF002';
+    end if;
+    if exists (select from jetfn.invocations where id = p_id and status = 'sleeping') then
+      raise exception 'invocation % is sleeping: this run is not its resumption', p_id using errcode = 'JF005';
     end if;
     raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
   end if;
@@ -1874,12 +1881,76 @@ begin
       progress = null, priority = coalesce(excluded.priority, i.priority),
       debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
       singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-    where not jetfn.is_final(i.status) and i.function = excluded.function
+    where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
     returning i.id
   )
   select recorded.id from recorded;
 end
 $$;
+
+
+--
+-- Name: resume_invocation(text, text, text, integer); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer) RETURNS TABLE(outcome text, attempt integer, input jsonb, enqueued_at timestamp with time zone, stream_seq bigint, retry_of text, priority smallint, debounce_key text, singleton_key text)
+    LANGUAGE plpgsql
+    AS $$
+declare
+  found_row jetfn.invocations;
+begin
+  update jetfn.invocations i
+  set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
+      attempts = greatest(i.attempts, i.resume_attempts + p_delivery)
+  where i.id = p_id and i.function = p_function and i.resume = p_token and not jetfn.is_final(i.status)
+  returning * into found_row;
+  if found then
+    update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
+    where s.invocation_id = p_id and s.kind = 'sleep' and s.status = 'sleeping'
+      and s.wake_at <= clock_timestamp() + interval '1 second';
+    return query select 'run'::text, found_row.resume_attempts + p_delivery, found_row.input, found_row.enqueued_at,
+                        found_row.stream_seq, found_row.retry_of, found_row.priority, found_row.debounce_key,
+                        found_row.singleton_key;
+    return;
+  end if;
+  select * into found_row from jetfn.invocations i where i.id = p_id;
+  return query select case when found_row.id is null then 'missing'
+                           when found_row.function <> p_function then 'foreign'
+                           when jetfn.is_final(found_row.status) then 'ended'
+                           else 'stale' end,
+                      null::integer, null::jsonb, null::timestamptz, null::bigint, null::text, null::smallint,
+                      null::text, null::text;
+end
+$$;
+
+
+--
+-- Name: resumption_row_problem(text, jsonb, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.resumption_row_problem(invocation text, headers jsonb, body text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $_$
+declare
+  parts text[] := pg_catalog.regexp_match(invocation collate pg_catalog."C",
+    '^([A-Za-z0-9_-]{8,128}):([0-9]{1,9}[a-z][0-9]{0,9}):([A-Za-z0-9_-]{22})$');
+begin
+  if parts is null
+     or pg_catalog.jsonb_typeof(headers) operator(pg_catalog.<>) 'object'
+     or (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority}'::text[]) operator(pg_catalog.<>)
+          pg_catalog.jsonb_build_object('Jetfn-Id', parts[1], 'Jetfn-Resume', parts[2] operator(pg_catalog.||) '.' operator(pg_catalog.||) parts[3])
+     or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before') operator(pg_catalog.<>) 'string'
+     or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Priority') operator(pg_catalog.<>) 'string'
+     or ((headers operator(pg_catalog.->>) 'Jetfn-Not-Before') collate pg_catalog."C") operator(pg_catalog.!~) '^[0-9]{1,15}$'
+     or ((headers operator(pg_catalog.->>) 'Jetfn-Priority') collate pg_catalog."C") operator(pg_catalog.!~) '^[1-3]$' then
+    return 'a resumption''s id is "<function name>:<invocation id>:<token>:<tag>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>", and optionally Jetfn-Not-Before and Jetfn-Priority';
+  end if;
+  if body operator(pg_catalog.<>) '' then
+    return 'a resumption has an empty body';
+  end if;
+  return null;
+end
+$_$;
 
 
 --
@@ -1995,6 +2066,54 @@ begin
     total := total + found_ranges;
   end loop;
   return total;
+end
+$$;
+
+
+--
+-- Name: suspend_invocation(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, integer, timestamp with time zone, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.suspend_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_seq integer, p_wake_at timestamp with time zone, p_token text, p_run_token text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+begin
+  insert into jetfn.invocations as i
+    (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key, resume, resume_attempts, wake_at)
+  values
+    (p_id, p_function, 'sleeping', p_attempt, p_input, p_enqueued_at, p_started_at, clock_timestamp(),
+     p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key, p_token, p_attempt - 1, p_wake_at)
+  on conflict (id) do update set
+    status = 'sleeping', attempts = greatest(i.attempts, excluded.attempts), updated_at = excluded.updated_at,
+    resume = excluded.resume, resume_attempts = excluded.resume_attempts, wake_at = excluded.wake_at,
+    progress = null, priority = coalesce(i.priority, excluded.priority),
+    debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
+    singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
+  where not jetfn.is_final(i.status) and i.function = excluded.function
+    and i.resume is not distinct from p_run_token and i.status <> 'sleeping';
+  if not found then
+    if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
+      raise exception 'invocation id % already belongs to another function than %', p_id, p_function
+        using errcode = 'JF002';
+    end if;
+    if exists (select from jetfn.invocations where id = p_id and jetfn.is_final(status)) then
+      raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
+    end if;
+    raise exception 'invocation % was suspended by another run, or resumed by a newer one', p_id
+      using errcode = 'JF005';
+  end if;
+  -- A run woken too early (clocks apart) suspends again under a new token: the memo stays.
+  insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, wake_at, txid, started_at, updated_at)
+  values (p_id, p_key, p_seq, 'sleep', 'sleeping', p_attempt, p_wake_at, pg_catalog.txid_current(),
+          clock_timestamp(), clock_timestamp())
+  on conflict do nothing;
+  if not found and not exists (
+    select from jetfn.steps
+    where invocation_id = p_id and key = p_key and kind = 'sleep' and status = 'sleeping' and p_run_token is not null
+  ) then
+    raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
+  end if;
 end
 $$;
 
@@ -2301,7 +2420,10 @@ CREATE TABLE jetfn.invocations (
     priority smallint,
     debounce_key text,
     singleton_key text,
-    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text])))
+    resume text,
+    resume_attempts integer,
+    wake_at timestamp with time zone,
+    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text, 'sleeping'::text])))
 );
 
 

@@ -12,7 +12,9 @@ export type InvocationStatus =
   | "dead"
   | "dropped"
   | "cancelled"
-  | "superseded";
+  | "superseded"
+  /** At a durable sleep: its resumption waits for `wake_at` (docs/durable-steps.md). */
+  | "sleeping";
 
 /** Statuses a job does not leave by itself: the same list as `jetfn.is_final(status)` in SQL. */
 export const FINAL_STATUSES: ReadonlySet<string> = new Set<InvocationStatus>([
@@ -51,6 +53,15 @@ export const invocations = jetfnSchema.table("invocations", {
   debounceKey: text("debounce_key"),
   /** The singleton key it was enqueued with, if any. */
   singletonKey: text("singleton_key"),
+  /**
+   * The token of the resumption that may run the invocation on (`<seq>s<n>`: the sleep recorded as
+   * step seq, set the n-th time); null until it first sleeps (schema/migrations/0034_jetfn_sleep.sql).
+   */
+  resume: text("resume"),
+  /** Attempts spent before that resumption: its attempt is this plus its deliveries. */
+  resumeAttempts: integer("resume_attempts"),
+  /** When a sleeping invocation is due. */
+  wakeAt: timestamp("wake_at", { withTimezone: true, mode: "string" }),
 });
 
 /**

@@ -51,6 +51,7 @@ export function describeStatus(view: InvocationStatusView): string {
   const lines = [`${view.id}  ${view.status}${view.function ? `  ${view.function}` : ""}`];
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
+  if (view.status === "sleeping" && view.wakeAt) lines.push(`wakes at: ${view.wakeAt}`);
   if (view.status === "waiting") lines.push(`not started yet: waiting for its ${view.waitingFor ?? "limit"}`);
   if (view.priority) lines.push(`priority: ${view.priority}`);
   if (view.debounceKey) lines.push(`debounce key: ${JSON.stringify(view.debounceKey)}`);

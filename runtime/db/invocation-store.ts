@@ -32,6 +32,8 @@ export interface JobRecord {
   retryOf: string | undefined;
   /** Its priority and keys, when it has any (most jobs have none). */
   labels?: JobLabels;
+  /** For a run started by a resumption (after a durable sleep): its token. */
+  resume?: string;
 }
 
 /** One attempt's error as kept in `jetfn.invocations.errors`. */
@@ -66,6 +68,8 @@ export interface InvocationRecord {
   retriedAt: string | null;
   /** When this dead job was dropped (`jetfn dlq drop`). */
   droppedAt: string | null;
+  /** When a sleeping job is due. */
+  wakeAt: string | null;
   /** What it was enqueued with (absent: the default priority, no key). */
   labels: JobLabels;
 }
@@ -141,6 +145,8 @@ on conflict (id) do update set
   debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
   singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
 where not jetfn.is_final(i.status) and i.function = excluded.function
+  -- A sleeping job is not running: a failure can only be a stale run's (a copy of its message).
+  and (i.status <> 'sleeping' or excluded.status = 'cancelled')
 returning id`;
 
 /**
@@ -329,7 +335,53 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAs: row.retriedAs,
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
+    wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
     labels: storedLabels(row),
+  };
+}
+
+const RESUME_SQL =
+  "select outcome, attempt, input::text as input, enqueued_at, stream_seq, retry_of, priority, debounce_key, singleton_key " +
+  "from jetfn.resume_invocation($1, $2, $3, $4)";
+
+/**
+ * What a durable sleep's resumption of token `token` finds (jetfn.resume_invocation, 0034): `run`,
+ * with the record made `running`, the attempt (`delivery` counts the resumption's deliveries, and the
+ * attempts it spent waiting for a limit), and what the record holds of the job; else why it must not
+ * run: `ended`, `stale` (another token owns the invocation), `foreign` (another function's id), `missing`.
+ */
+export type Resumed =
+  | { outcome: "run"; record: JobRecord }
+  | { outcome: "ended" | "stale" | "foreign" | "missing"; record?: undefined };
+
+export async function resumeInvocation(
+  sql: Sql,
+  id: string,
+  fn: string,
+  token: string,
+  delivery: number,
+): Promise<Resumed> {
+  const [row] = await sql.unsafe(RESUME_SQL, [id, fn, token, delivery], PREPARED);
+  if (row?.outcome !== "run") return { outcome: (row?.outcome ?? "missing") as "ended" };
+  const labels = storedLabels({
+    priority: row.priority,
+    debounceKey: row.debounce_key,
+    singletonKey: row.singleton_key,
+  });
+  return {
+    outcome: "run",
+    record: {
+      id,
+      fn,
+      attempt: row.attempt,
+      input: JSON.parse(row.input),
+      enqueuedAt: isoTimestamp(row.enqueued_at) ?? new Date().toISOString(),
+      startedAt: new Date().toISOString(),
+      streamSeq: Number(row.stream_seq ?? 0),
+      retryOf: row.retry_of ?? undefined,
+      labels: Object.keys(labels).length > 0 ? labels : undefined,
+      resume: token,
+    },
   };
 }
 

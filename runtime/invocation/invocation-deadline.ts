@@ -73,6 +73,11 @@ export class InvocationDeadline {
     this.#abort(reason);
   }
 
+  /** Ends the run at a durable sleep, or as a stale copy (E_SUSPENDED): not a failure. */
+  suspend(reason: JetfnError): void {
+    this.#abort(reason);
+  }
+
   /** Aborts the invocation because the runtime is shutting down. */
   abortForShutdown(): void {
     this.#abort(new JetfnError("E_SHUTTING_DOWN", `${this.#fn.name} was aborted because the runtime is shutting down`));

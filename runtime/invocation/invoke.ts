@@ -18,6 +18,7 @@ import { isValidFunctionName } from "../deploy/function-name";
 import { eventMessage, jobMessage, type OutboxMessage } from "../outbox/outbox-message";
 import type { EventDefinition } from "../sdk/define-event";
 import type { EnqueueOptions, FunctionContext, ResolvedFunction, StepContext } from "../sdk/define-function";
+import { parseDuration } from "../support/duration";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "../support/log-budget";
 import { invocationLogger } from "../support/logger";
@@ -26,7 +27,7 @@ import type { Cancellations } from "./cancellation";
 import { InvocationDeadline } from "./invocation-deadline";
 import { dueTime } from "./job-delay";
 import { resultJson } from "./result-json";
-import { type StepHost, Steps, stepInvalid } from "./steps";
+import { type StepHost, Steps, type Suspension, stepInvalid } from "./steps";
 import { parseInput, parseOutput } from "./validation";
 
 /** What one invocation needs to know. */
@@ -66,7 +67,15 @@ export type InvocationOutcome =
       outbox: OutboxMessage[];
       log: Logger;
     }
-  | { ok: false; error: JetfnError; kind: FailureKind; durationMs: number; log: Logger };
+  | {
+      ok: false;
+      error: JetfnError;
+      kind: FailureKind;
+      durationMs: number;
+      log: Logger;
+      /** For `suspended`: why (it sleeps until then, or it was a stale copy). */
+      suspension?: Suspension;
+    };
 
 /**
  * What ended a failed invocation, as the runtime saw it (never read off the error the handler
@@ -75,8 +84,10 @@ export type InvocationOutcome =
  * - `fenced`: its final record was refused because another attempt already finished the job.
  * - `shared-commit`: the shared transaction it was in did not commit; it runs again alone.
  * - `database`: the database went away during it; it runs again once the database answers.
+ * - `suspended`: not a failure: the run ended at a durable sleep, its invocation asleep, or stopped as
+ *   a stale copy (another run went on from there). Its message is done with.
  */
-export type FailureKind = "handler" | "fenced" | TransactionLoss;
+export type FailureKind = "handler" | "fenced" | "suspended" | TransactionLoss;
 
 /** What invoke() uses from the runtime. */
 export interface InvokeDependencies {
@@ -93,6 +104,8 @@ export interface InvokeDependencies {
   bindDatabase?: DatabaseBinder;
   /** Publishes the jobs and events a durable step committed. @default none: the outbox relay's sweep does */
   publishCommitted?: (messages: OutboxMessage[], log: Logger) => Promise<void>;
+  /** The runtimes' secret, which signs a durable sleep's resumption. Without it, `ctx.sleep` fails. */
+  resumeSecret?: string;
 }
 
 /**
@@ -195,6 +208,19 @@ class Invocation {
     }
   }
 
+  /** `ctx.sleep` and `ctx.sleepUntil`: `until` gives the wake time (epoch ms) from now. */
+  sleep(name: unknown, api: string, until: () => number): Promise<void> {
+    try {
+      const wakeAt = until();
+      if (!Number.isFinite(wakeAt)) throw stepInvalid(`${api}: the time to sleep until is not a valid time`);
+      if (wakeAt > Date.now() + MAX_SLEEP_MS) throw stepInvalid(`${api}: a sleep lasts at most a year`);
+      return this.#stepsOfRun().sleep(name, wakeAt);
+    } catch (error) {
+      if (error instanceof TypeError) return Promise.reject(stepInvalid(`${api}: ${error.message}`));
+      return Promise.reject(error);
+    }
+  }
+
   #stepsOfRun(): Steps {
     if (this.#steps) return this.#steps;
     const { request, deps } = this;
@@ -230,6 +256,8 @@ class Invocation {
       },
       stepContext: (key, transaction, outbox) => new StepView(invocation, key, transaction, outbox),
       publishCommitted: (messages) => deps.publishCommitted?.(messages, invocation.log) ?? Promise.resolve(),
+      resumeSecret: deps.resumeSecret,
+      suspend: (reason) => invocation.deadline.suspend(reason),
       get log() {
         return invocation.log;
       },
@@ -285,6 +313,8 @@ class Invocation {
       const returned = await this.deadline.race(fn.definition.spec.handler, input, ctx, this);
       // A step found the invocation ended (or a refused statement): the handler cannot catch that away.
       if (this.#steps?.ending) throw this.#steps.ending.error;
+      // It slept (a sleep it did not await): the next run finishes it.
+      if (this.#steps?.suspension) throw new JetfnError("E_SUSPENDED", `${fn.name} returned while asleep`);
       const result = parseOutput(fn.definition.spec.output, returned ?? null, fn.name) ?? null;
       // A job's result is stored: one that cannot be fails here, as the handler's fault.
       const json = this.request.finalStatement ? resultJson(result, fn.name, this.deps.maxPayload) : "";
@@ -297,6 +327,18 @@ class Invocation {
       return { ok: true, result, resultJson: json, durationMs, committed, outbox: this.outbox, log: this.log };
     } catch (thrown) {
       this.#ended = true;
+      const suspension = this.#steps?.suspension;
+      if (suspension) {
+        const error = toJetfnError(thrown);
+        return {
+          ok: false,
+          error,
+          kind: "suspended",
+          suspension,
+          durationMs: performance.now() - this.#started,
+          log: this.log,
+        };
+      }
       // Rejects only when the handler's failure may stem from a group's uncommitted writes and
       // that group did not commit (see lane-seat.ts): then the job runs again, whatever it saw.
       const groupFailed = await this.#transaction?.rollback().then(
@@ -447,6 +489,31 @@ class InvocationContext implements FunctionContext {
     this.#step ??= ((name: string, fn: unknown) => this.#invocation.step(name, fn)) as FunctionContext["step"];
     return this.#step;
   }
+
+  #sleep: FunctionContext["sleep"] | undefined;
+  #sleepUntil: FunctionContext["sleepUntil"] | undefined;
+
+  get sleep(): FunctionContext["sleep"] {
+    this.#sleep ??= (name, duration) =>
+      this.#invocation.sleep(name, "ctx.sleep", () => Date.now() + parseDuration(duration));
+    return this.#sleep;
+  }
+
+  get sleepUntil(): FunctionContext["sleepUntil"] {
+    this.#sleepUntil ??= (name, time) => this.#invocation.sleep(name, "ctx.sleepUntil", () => timeOf(time));
+    return this.#sleepUntil;
+  }
+}
+
+/** Longest a durable sleep may last. */
+const MAX_SLEEP_MS = 366 * 86_400_000;
+
+/** A time to sleep until, as epoch ms (NaN when it is none). */
+function timeOf(time: Date | string | number): number {
+  if (time instanceof Date) return time.getTime();
+  if (typeof time === "number") return time;
+  if (typeof time === "string") return Date.parse(time);
+  return Number.NaN;
 }
 
 /**

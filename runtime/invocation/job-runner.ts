@@ -14,6 +14,7 @@ import {
 } from "../db/invocation-store";
 import type { FlowControl } from "../flow/flow-control";
 import { flowLabelsOf } from "../flow/flow-labels";
+import { headerValue } from "../nats/header-value";
 import type { ProgressBoard } from "../nats/progress-board";
 import type { OutboxRelay } from "../outbox/outbox-relay";
 import type { ResolvedFunction } from "../sdk/define-function";
@@ -39,6 +40,8 @@ import {
 } from "./job-endings";
 import { type JobIdentity, jobIdentity } from "./job-identity";
 import type { Limiter } from "./limiter";
+import { RESUME_HEADER } from "./resume-tag";
+import { resumedRun } from "./resumption";
 import { backoffDelay } from "./retry-policy";
 import { parseInputBody } from "./validation";
 
@@ -59,6 +62,8 @@ export interface JobRunnerDependencies extends JobEndingDependencies {
   bindDatabase?: DatabaseBinder;
   /** Concurrency and rate limits across runtimes (for functions that declare them). */
   flow?: FlowControl;
+  /** The runtimes' secret, which signs and checks durable sleeps' resumptions (resume-tag.ts). */
+  resumeSecret?: string;
 }
 
 /** How the next try of an attempt runs. */
@@ -98,31 +103,57 @@ export async function runJob(
   // A job woken from the waiting stream keeps its id, enqueue time and the attempts it had spent.
   // Read for any function: one redeployed without its limits still runs its woken jobs as they were.
   const woken = deps.flow?.woken(message, fn.name);
-  const identity = woken
-    ? { ...identify(message), id: woken.id, invalidId: undefined, enqueuedAt: new Date(woken.enqueuedAt).toISOString() }
-    : identify(message);
-  const attempt = message.info.deliveryCount + (woken?.attemptsBefore ?? 0);
-  const record: JobRecord = {
-    id: identity.id,
-    fn: fn.name,
-    attempt,
-    input: null,
-    enqueuedAt: identity.enqueuedAt,
-    startedAt: isoNow(),
-    streamSeq: identity.streamSeq,
-    retryOf: identity.retryOf,
-    labels: flowLabelsOf(message.subject, message.headers),
-  };
-  const log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
-  const checked = runnableInput(deps, fn, identity.invalidId, record, message, log);
-  // Most jobs are runnable at once: only a job ended here, or a later attempt, waits for anything.
-  const runnable = checked instanceof Promise ? await checked : checked;
-  if (!runnable) {
-    // Woken with a lease kept for it: the next waiting job gets that lease now, not when its keeping runs out.
-    if (woken) await deps.flow?.forgo(fn, record, message);
-    return;
+  // A durable sleep's resumption: the run goes on with what the invocation's record holds.
+  const resume = headerValue(message.headers, RESUME_HEADER);
+  let record: JobRecord;
+  let log: Logger;
+  let input: unknown;
+  if (resume === undefined) {
+    const identity = woken
+      ? {
+          ...identify(message),
+          id: woken.id,
+          invalidId: undefined,
+          enqueuedAt: new Date(woken.enqueuedAt).toISOString(),
+        }
+      : identify(message);
+    const attempt = message.info.deliveryCount + (woken?.attemptsBefore ?? 0);
+    record = {
+      id: identity.id,
+      fn: fn.name,
+      attempt,
+      input: null,
+      enqueuedAt: identity.enqueuedAt,
+      startedAt: isoNow(),
+      streamSeq: identity.streamSeq,
+      retryOf: identity.retryOf,
+      labels: flowLabelsOf(message.subject, message.headers),
+    };
+    log = invocationLogger(deps.logger, fn.name, identity.id, attempt);
+    const checked = runnableInput(deps, fn, identity.invalidId, record, message, log);
+    // Most jobs are runnable at once: only a job ended here, or a later attempt, waits for anything.
+    const runnable = checked instanceof Promise ? await checked : checked;
+    if (!runnable) {
+      // Woken with a lease kept for it: the next waiting job gets that lease now, not when its keeping runs out.
+      if (woken) await deps.flow?.forgo(fn, record, message);
+      return;
+    }
+    input = runnable.input;
+  } else {
+    const resumed = await resumedRun(deps, fn, message, resume, woken?.attemptsBefore ?? 0);
+    if (!resumed) {
+      if (woken) {
+        await deps.flow?.forgo(
+          fn,
+          { id: woken.id, attempt: message.info.deliveryCount, enqueuedAt: isoNow() },
+          message,
+        );
+      }
+      return;
+    }
+    ({ record, log } = resumed);
+    input = record.input;
   }
-  const { input } = runnable;
   // A free slot is taken at once, without a promise to await (most jobs find one).
   let releaseSlot: () => void;
   const free = deps.shutdownSignal.aborted ? undefined : limiter.tryAcquire?.();
@@ -317,6 +348,17 @@ async function attemptJob(
     return true;
   }
   let { error } = outcome;
+  if (outcome.kind === "suspended") {
+    // Its invocation sleeps (the next run is due then), or another run went on from here: this message is done with.
+    message.ack();
+    const { suspension } = outcome;
+    if (suspension?.wakeAt !== undefined) {
+      log.info({ outcome: "sleeping", durationMs, wakeAt: new Date(suspension.wakeAt).toISOString() }, "Job sleeps.");
+    } else {
+      log.info({ durationMs }, "Another run of this job went on from its last step; this one stopped.");
+    }
+    return true;
+  }
   // A shared transaction doomed by a member's fence (the same job delivered twice into one group)
   // rolled back every member, the one the fence let through as well: that is a shared-commit
   // failure, not a fenced one (see failureKind in invoke.ts). Judged as fenced out, both copies
@@ -471,6 +513,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
       logLimits: deps.logLimits,
       bindDatabase: deps.bindDatabase,
       publishCommitted: (messages, log) => deps.outbox.publishCommitted(messages, log),
+      resumeSecret: deps.resumeSecret,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

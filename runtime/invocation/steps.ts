@@ -10,10 +10,11 @@ import {
 import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
-import type { OutboxMessage } from "../outbox/outbox-message";
+import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
 import type { StepContext } from "../sdk/define-function";
 import { JetfnError } from "../support/errors";
 import { resultJson } from "./result-json";
+import { resumeHeader, sleepToken, sleepTokenCount } from "./resume-tag";
 
 /** Most steps one invocation may record (docs/durable-steps.md#what-a-step-returns). */
 export const MAX_STEPS = 1_000;
@@ -23,11 +24,18 @@ const MAX_NAME_LENGTH = 100;
 
 /** Postgres error code of `jetfn.record_step` when another run recorded the step first. */
 export const STEP_RECORDED_CODE = "JF004";
+/** Postgres error code of a run whose invocation another run suspended, or a newer resumption owns (0034). */
+const STALE_RUN_CODE = "JF005";
+/** A resumption this early (clocks apart) still counts as due; an earlier one sleeps again for the rest. */
+const EARLY_WAKE_MS = 1_000;
 
 const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14)";
+const SUSPEND_SQL =
+  "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15, $16)";
 const MEMOS_SQL =
-  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, s.key, s.kind, s.result::text as result " +
+  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, i.resume, s.key, s.seq, s.kind, " +
+  "s.result::text as result, (extract(epoch from s.wake_at) * 1000)::float8 as wake_ms " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
 const MEMO_SQL = "select kind, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
 const RECORD_STATUS_SQL = "select status from jetfn.invocations where id = $1";
@@ -37,6 +45,9 @@ interface Memo {
   kind: string;
   /** Its stored result, parsed. */
   value: unknown;
+  /** A sleep's end (epoch ms). */
+  wakeMs?: number;
+  seq?: number;
 }
 
 /** What the steps of one invocation need from it. */
@@ -58,8 +69,18 @@ export interface StepHost {
   readonly ended: boolean;
   /** Publishes outbox rows a step committed; the relay's sweep is the fallback. */
   publishCommitted(messages: OutboxMessage[]): Promise<void>;
+  /** The runtimes' secret, which signs a sleep's resumption (resume-tag.ts); undefined where there is none. */
+  readonly resumeSecret: string | undefined;
+  /** Ends the run at once without an outcome of its own (it slept, or found itself stale): fires ctx.signal. */
+  suspend(reason: JetfnError): void;
   log: Logger;
 }
+
+/**
+ * Why a run ended without an outcome: it put its invocation to sleep until `wakeAt` (the next run
+ * starts then), or it was stale (another run suspended the invocation, or a newer resumption owns it).
+ */
+export type Suspension = { wakeAt: number; stale?: undefined } | { stale: true; wakeAt?: undefined };
 
 /**
  * What ends a run whatever its handler makes of the step's error: the invocation ended (`fenced`:
@@ -91,6 +112,12 @@ export class Steps {
   ending: RunEnding | undefined;
   /** A step's transaction was lost with the database: the run is tried again without spending an attempt. */
   lost: TransactionLoss | undefined;
+  /** Set once the run suspended (its step promise never settles). */
+  suspension: Suspension | undefined;
+  /** The highest seq among the invocation's steps, as this run knows them: a new step is likely the next. */
+  #lastSeq = 0;
+  /** The record's token when the memos were read: another than this run's makes the run stale. */
+  #recordResume: string | null = null;
 
   constructor(host: StepHost) {
     this.#host = host;
@@ -107,17 +134,31 @@ export class Steps {
     if (typeof fn !== "function") {
       return Promise.reject(stepInvalid(`ctx.step("${key}", fn) needs a function to run`));
     }
+    return this.#queue("ctx.step", key, () => this.#run(key, fn as (step: StepContext) => unknown));
+  }
+
+  /**
+   * `ctx.sleep` and `ctx.sleepUntil`: ends the run until `wakeAt` (epoch ms), unless the sleep's
+   * memo says it is over. Records nothing when `wakeAt` has passed already.
+   */
+  sleep(name: unknown, wakeAt: number): Promise<void> {
+    const key = this.#key(name);
+    return this.#queue("ctx.sleep", key, () => this.#sleep(key, wakeAt)) as Promise<void>;
+  }
+
+  /** Runs `work` once every step called before it has ended: steps run one after another, in call order. */
+  #queue(api: string, key: string, work: () => Promise<unknown>): Promise<unknown> {
     if (this.#running !== undefined) {
       return Promise.reject(
         stepInvalid(
-          `ctx.step("${key}") was called while step "${this.#running}" runs: steps cannot nest, and run one after another (call them in the same turn to queue them, as Promise.all does)`,
+          `${api}("${key}") was called while step "${this.#running}" runs: steps cannot nest, and run one after another (call them in the same turn to queue them, as Promise.all does)`,
         ),
       );
     }
     const run = this.#tail.then(async (previousFailed) => {
       // After a failed step, the handler's reaction comes first: a run it ends starts no more steps.
       if (previousFailed) await new Promise((resolve) => setImmediate(resolve));
-      return this.#run(key, fn as (step: StepContext) => unknown);
+      return work();
     });
     this.#tail = run.then(
       () => false,
@@ -151,23 +192,98 @@ export class Steps {
     this.#goOn(key);
     const { record } = this.#host;
     if (!record) return this.#runNow(key, fn);
+    const memos = await this.#memosOf(record);
+    const memo = memos.get(key);
+    if (memo) return this.#replay(key, memo);
+    this.#checkRoom(key, memos);
+    // A step queued behind one that failed the run, or called after a timeout, does not start.
+    this.#goOn(key);
+    const value = JSON.parse(await this.#runAndRecord(key, fn, record));
+    memos.set(key, { kind: "step", value });
+    return value;
+  }
+
+  async #sleep(key: string, wakeAt: number): Promise<void> {
+    this.#goOn(key);
+    const { record } = this.#host;
+    if (!record) {
+      throw stepInvalid(
+        `ctx.sleep("${key}") works in jobs only: a call has no record to wake from (enqueue a job instead)`,
+      );
+    }
+    const memos = await this.#memosOf(record);
+    const memo = memos.get(key);
+    if (memo) {
+      if (memo.kind !== "sleep") throw mismatch(this.#label(key), "sleep", memo.kind);
+      const due = memo.wakeMs ?? 0;
+      if (due <= Date.now() + EARLY_WAKE_MS) return;
+      // Woken early (clocks apart): it sleeps again for the time left, under the sleep's next token.
+      const seq = memo.seq ?? 0;
+      const count = record.resume?.startsWith(`${seq}s`) ? sleepTokenCount(record.resume) : 0;
+      return this.#suspend(record, key, seq, due, sleepToken(seq, count + 1));
+    }
+    if (wakeAt <= Date.now()) return;
+    this.#checkRoom(key, memos);
+    this.#goOn(key);
+    return this.#suspend(record, key, this.#lastSeq + 1, wakeAt, sleepToken(this.#lastSeq + 1, 1));
+  }
+
+  /** The memos, once the run may go on: a stale run (see #loadMemos) stops here, quietly. */
+  async #memosOf(record: JobRecord): Promise<Map<string, Memo>> {
     const memos = await this.#loadMemos(record).catch((error: unknown) => {
       if (isDatabaseLoss(error)) this.lost ??= "database";
       throw error;
     });
-    const memo = memos.get(key);
-    if (memo) return this.#replay(key, memo);
+    if (this.#recordResume !== null && this.#recordResume !== (record.resume ?? null))
+      return this.#stop({ stale: true });
+    return memos;
+  }
+
+  #checkRoom(key: string, memos: Map<string, Memo>): void {
     if (memos.size >= MAX_STEPS) {
       throw new JetfnError(
         "E_STEP_LIMIT",
         `${this.#label(key)} would be step ${memos.size + 1}; an invocation records at most ${MAX_STEPS}`,
       );
     }
-    // A step queued behind one that failed the run, or called after a timeout, does not start.
-    this.#goOn(key);
-    const value = JSON.parse(await this.#runAndRecord(key, fn, record));
-    memos.set(key, { kind: "step", value });
-    return value;
+  }
+
+  /**
+   * Puts the invocation to sleep until `wakeAt`: the sleep's memo, the record `sleeping` with the
+   * resumption's token, and the resumption's outbox row, in one statement; then the run ends.
+   */
+  async #suspend(record: JobRecord, key: string, seq: number, wakeAt: number, token: string): Promise<never> {
+    const host = this.#host;
+    if (host.resumeSecret === undefined) {
+      throw stepInvalid(`ctx.sleep("${key}") needs a runtime to wake the job: this one has no resumption secret`);
+    }
+    const header = resumeHeader(host.resumeSecret, record.fn, record.id, token);
+    const resumption = resumptionMessage(record.fn, record.id, header, wakeAt, record.labels?.priority);
+    const statement = outboxStatement(
+      [resumption],
+      { functionName: record.fn, invocationId: record.id },
+      suspendStatement(record, key, seq, wakeAt, token),
+    );
+    try {
+      await commitWith(host.sql, undefined, statement);
+    } catch (error) {
+      const code = (error as { code?: unknown } | undefined)?.code;
+      // Another run suspended the invocation first (or holds a newer token): it carries on, not this one.
+      if (code === STEP_RECORDED_CODE || code === STALE_RUN_CODE) return this.#stop({ stale: true });
+      throw await this.#commitFailure(record, undefined, error);
+    }
+    await host.publishCommitted([resumption]);
+    return this.#stop({ wakeAt });
+  }
+
+  /** Ends the run here: the step's promise never settles, and the host cuts the handler off. */
+  #stop(suspension: Suspension): Promise<never> {
+    this.suspension ??= suspension;
+    const message = suspension.stale
+      ? `${this.#host.functionName}'s run stopped: another run of its invocation went on from here`
+      : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
+    this.#host.suspend(new JetfnError("E_SUSPENDED", message));
+    return new Promise<never>(() => {});
   }
 
   /** Throws when the run may not go on to `key`. */
@@ -195,6 +311,8 @@ export class Steps {
     this.#memos ??= this.#host.sql.unsafe(MEMOS_SQL, [record.id], { prepare: true }).then((rows) => {
       const memos = new Map<string, Memo>();
       const first = rows[0];
+      // Set once the invocation slept: only the run of its current resumption may go on.
+      this.#recordResume = first?.resume ?? null;
       if (first && first.function !== record.fn) {
         throw this.#end(idConflictError(record.id, record.fn, first.function), false);
       }
@@ -205,8 +323,9 @@ export class Steps {
         if (row.key === null) continue;
         // Counted as the first run counted it (compact JSON), whatever spacing Postgres prints.
         const value = row.result === null ? null : JSON.parse(row.result);
-        memos.set(row.key, { kind: row.kind, value });
+        memos.set(row.key, { kind: row.kind, value, seq: row.seq, wakeMs: row.wake_ms ?? undefined });
         this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
+        this.#lastSeq = Math.max(this.#lastSeq, row.seq);
       }
       return memos;
     });
@@ -214,12 +333,7 @@ export class Steps {
   }
 
   #replay(key: string, memo: Memo): unknown {
-    if (memo.kind !== "step") {
-      throw new JetfnError(
-        "E_STEP_MISMATCH",
-        `${this.#label(key)} is a step in the code, but the invocation recorded a ${memo.kind} under that key: the code changed in a way its history cannot follow`,
-      );
-    }
+    if (memo.kind !== "step") throw mismatch(this.#label(key), "step", memo.kind);
     return memo.value;
   }
 
@@ -262,10 +376,14 @@ export class Steps {
     try {
       await commitWith(host.sql, transaction, statement);
     } catch (error) {
-      if ((error as { code?: unknown } | undefined)?.code === STEP_RECORDED_CODE) return this.#winner(key, record);
+      const code = (error as { code?: unknown } | undefined)?.code;
+      if (code === STEP_RECORDED_CODE) return this.#winner(key, record);
+      // The invocation went to sleep since this run read its memos: the run is a stale copy.
+      if (code === STALE_RUN_CODE) return this.#stop({ stale: true });
       throw await this.#commitFailure(record, transaction, error);
     }
     this.#resultBytes += Buffer.byteLength(json);
+    this.#lastSeq++;
     // The step's own error, if it lost the database, is behind it now.
     this.lost = undefined;
     if (outbox.length > 0) await host.publishCommitted(outbox);
@@ -273,7 +391,11 @@ export class Steps {
   }
 
   /** What a step's failed commit means for the run: the error ctx.step throws. */
-  async #commitFailure(record: JobRecord, transaction: InvocationTransaction, error: unknown): Promise<unknown> {
+  async #commitFailure(
+    record: JobRecord,
+    transaction: InvocationTransaction | undefined,
+    error: unknown,
+  ): Promise<unknown> {
     const code = (error as { code?: unknown } | undefined)?.code;
     if (code === ID_CONFLICT_CODE) return this.#end(idConflictError(record.id, record.fn, undefined, error), false);
     if (code === FENCED_OUT_CODE) {
@@ -282,7 +404,7 @@ export class Steps {
     }
     // A statement the guard refused fails the attempt, whatever the handler does with the error.
     if (code === "E_STATEMENT_REFUSED") return this.#end(error as JetfnError, false);
-    if (transaction.lost || isDatabaseLoss(error)) this.lost ??= "database";
+    if (transaction?.lost || isDatabaseLoss(error)) this.lost ??= "database";
     return error;
   }
 
@@ -347,6 +469,39 @@ function recordStepStatement(record: JobRecord, key: string, json: string, start
     ],
     inlinable: true,
   };
+}
+
+/** The sleep's memo statement, last of its run (see 0034_jetfn_sleep.sql). */
+function suspendStatement(record: JobRecord, key: string, seq: number, wakeAt: number, token: string): FinalStatement {
+  const labels = record.labels;
+  return {
+    text: SUSPEND_SQL,
+    params: [
+      record.id,
+      record.fn,
+      record.attempt,
+      storableJson(record.input),
+      record.enqueuedAt,
+      record.startedAt,
+      record.streamSeq,
+      record.retryOf ?? null,
+      labels?.priority ?? null,
+      labels?.debounceKey ?? null,
+      labels?.singletonKey ?? null,
+      key,
+      seq,
+      new Date(wakeAt).toISOString(),
+      token,
+      record.resume ?? null,
+    ],
+  };
+}
+
+function mismatch(label: string, inCode: string, recorded: string): JetfnError {
+  return new JetfnError(
+    "E_STEP_MISMATCH",
+    `${label} is a ${inCode} in the code, but the invocation recorded a ${recorded} under that key: the code changed in a way its history cannot follow`,
+  );
 }
 
 /**

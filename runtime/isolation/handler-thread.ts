@@ -77,10 +77,9 @@ function createContext(message: Extract<ToThread, { type: "run" }>, budget: LogB
     enqueue: jobRequest("enqueue"),
     call: jobRequest("call"),
     // Steps need their own transactions in the runtime's process: not across the thread yet.
-    step: () =>
-      Promise.reject(
-        new JetfnError("E_STEP_INVALID", 'durable steps do not work in functions with isolation: "thread" yet'),
-      ),
+    step: noSteps,
+    sleep: noSteps,
+    sleepUntil: noSteps,
     emit(event, eventData) {
       // The runtime checks the data against the event's schema: it loaded the same file.
       const name = typeof event === "string" ? event : event.name;
@@ -150,4 +149,10 @@ try {
   post({ type: "ready" });
 } catch (error) {
   post({ type: "load-failed", error: serializeError(error) });
+}
+
+function noSteps(): Promise<never> {
+  return Promise.reject(
+    new JetfnError("E_STEP_INVALID", 'durable steps do not work in functions with isolation: "thread" yet'),
+  );
 }

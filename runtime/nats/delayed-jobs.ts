@@ -22,6 +22,7 @@ import {
   NOT_BEFORE_HEADER,
   parseNotBefore,
 } from "../invocation/job-delay";
+import { RESUME_HEADER, resumeMessageId } from "../invocation/resume-tag";
 import { toNanos } from "../support/duration";
 import { consumerInfo } from "./consumer-lookup";
 import { type ParkingReader, type PublishSlots, readParkingConsumer } from "./parking-reader";
@@ -325,9 +326,14 @@ async function handle(context: HandlerContext, message: JsMsg): Promise<void> {
   if (retryOf) header.set(RETRY_OF_HEADER, retryOf);
   // So that status can still show the job's key once it is queued or running.
   for (const [name, value] of keyHeadersOf(message.headers)) header.set(name, value);
+  // A durable sleep's resumption (invocation/resume-tag.ts) keeps its header, and its own message id:
+  // under the job's, a sleep shorter than the duplicate window would be dropped as a repeat of the job.
+  const resume = message.headers?.get(RESUME_HEADER) || undefined;
+  if (resume) header.set(RESUME_HEADER, resume);
   const subject = routePriority(fn, message.headers?.get(PRIORITY_HEADER) || undefined);
   // The move keeps the job's message id: a repeat (a crash between publish and ack) is dropped.
-  await publishThenAck(context, message, subject, { msgID: jobMessageId(fn, id), headers: header }, (error) =>
+  const msgID = resume ? resumeMessageId(fn, id, resume) : jobMessageId(fn, id);
+  await publishThenAck(context, message, subject, { msgID, headers: header }, (error) =>
     options.logger.warn({ err: error, fn, invocationId: id }, "Moving a due delayed job failed; trying again."),
   );
 }
@@ -385,7 +391,7 @@ function relay(
   header.set(ID_HEADER, job.id);
   header.set(FUNCTION_HEADER, job.fn);
   header.set(NOT_BEFORE_HEADER, String(job.due));
-  for (const name of [PRIORITY_HEADER, RETRY_OF_HEADER]) {
+  for (const name of [PRIORITY_HEADER, RETRY_OF_HEADER, RESUME_HEADER]) {
     const value = message.headers?.get(name);
     if (value) header.set(name, value);
   }

@@ -36,6 +36,8 @@ export interface InvocationStatusView {
   droppedAt?: string | null;
   /** A delayed job's due time (ISO 8601). */
   runAt?: string;
+  /** A `sleeping` job's due time (ISO 8601): when its next run starts (docs/durable-steps.md). */
+  wakeAt?: string;
   /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
   waitingFor?: string;
   /**
@@ -91,6 +93,7 @@ export function statusView(
     retriedAs: record.retriedAs,
     retriedAt: record.retriedAt,
     droppedAt: record.droppedAt,
+    ...(record.wakeAt ? { wakeAt: record.wakeAt } : {}),
     ...record.labels,
   };
 }

@@ -11,6 +11,7 @@ import {
 import { type FlowControlOptions, keyHeaders, readKeyHeaders } from "../flow/keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
 import { NOT_BEFORE_HEADER, parseNotBefore, routeJob } from "../invocation/job-delay";
+import { RESUME_HEADER, resumeMessageId } from "../invocation/resume-tag";
 import { eventSubject } from "../nats/event-stream";
 import { checkJob, inputJson } from "../nats/publish-job";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -57,6 +58,26 @@ export function jobMessage(
     headers,
     body: inputJson(input, name, maxPayload),
   };
+}
+
+/**
+ * The resumption of invocation `id` of `name` after a durable sleep (invocation/resume-tag.ts):
+ * `resume` is its header value, `notBefore` when it is due (epoch ms), `priority` the job's.
+ */
+export function resumptionMessage(
+  name: string,
+  id: string,
+  resume: string,
+  notBefore: number,
+  priority: number | undefined,
+): OutboxMessage {
+  const headers: Record<string, string> = {
+    [ID_HEADER]: id,
+    [RESUME_HEADER]: resume,
+    [NOT_BEFORE_HEADER]: String(notBefore),
+  };
+  if (priority) headers[PRIORITY_HEADER] = String(priority);
+  return { id: resumeMessageId(name, id, resume), subject: jobSubject(name), headers, body: "" };
 }
 
 /**

@@ -11,6 +11,7 @@ import {
 } from "../flow/job-keys";
 import { PRIORITY_HEADER } from "../flow/priority";
 import { NOT_BEFORE_HEADER, NOT_BEFORE_PATTERN } from "../invocation/job-delay";
+import { RESUME_HEADER } from "../invocation/resume-tag";
 import { EVENT_PREFIX } from "../nats/event-stream";
 import { ID_HEADER, isValidInvocationId, JOB_PREFIX } from "../nats/subjects";
 import { isValidEventName } from "../sdk/define-event";
@@ -60,6 +61,7 @@ function describeProblem(message: OutboxMessage): string | undefined {
   if (name !== undefined && isValidFunctionName(name)) {
     // A job's row id is its Nats-Msg-Id, "<name>:<invocation id>" (see jobMessageId).
     if (!id.startsWith(`${name}:`)) return `a job's id must be "<function name>:<invocation id>"`;
+    if (headers[RESUME_HEADER] !== undefined) return resumptionProblem(id.slice(name.length + 1), headers, body);
     const invocationId = id.slice(name.length + 1);
     if (!isValidInvocationId(invocationId)) return `a job's invocation id must be 8-128 letters, digits, "-" or "_"`;
     if (!hasOnlyJobHeaders(headers, invocationId)) return JOB_HEADERS_RULE;
@@ -132,6 +134,33 @@ function keyHeadersProblem(headers: Record<string, string>): string | undefined 
   if (maxWait !== undefined && !(maxWaitMs >= periodMs && maxWaitMs <= MAX_DEBOUNCE_MS)) {
     return `Jetfn-Debounce-Max-Wait is milliseconds, from the period to ${MAX_DEBOUNCE_MS}`;
   }
+  return undefined;
+}
+
+/** What follows "<function>:" in a resumption's id: `<invocation id>:<token>:<tag>` (see resume-tag.ts). */
+const RESUMPTION_ID = /^([A-Za-z0-9_-]{8,128}):([0-9]{1,9}[a-z][0-9]{0,9}):([A-Za-z0-9_-]{22})$/;
+const RESUMPTION_RULE =
+  'a resumption\'s id is "<function name>:<invocation id>:<token>:<tag>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>", and optionally Jetfn-Not-Before and Jetfn-Priority';
+
+/**
+ * A resumption row (a durable sleep's next run): what is wrong with it, as jetfn.resumption_row_problem
+ * says. Its tag is checked where it runs: only the runtimes hold the secret.
+ */
+function resumptionProblem(rest: string, headers: Record<string, unknown>, body: string): string | undefined {
+  const match = RESUMPTION_ID.exec(rest);
+  if (!match) return RESUMPTION_RULE;
+  const { [NOT_BEFORE_HEADER]: due, [PRIORITY_HEADER]: priority, ...required } = headers;
+  const keys = Object.keys(required);
+  if (
+    keys.length !== 2 ||
+    required[ID_HEADER] !== match[1] ||
+    required[RESUME_HEADER] !== `${match[2]}.${match[3]}` ||
+    (due !== undefined && (typeof due !== "string" || !NOT_BEFORE_PATTERN.test(due))) ||
+    (priority !== undefined && (typeof priority !== "string" || !/^[1-3]$/.test(priority)))
+  ) {
+    return RESUMPTION_RULE;
+  }
+  if (body !== "") return "a resumption has an empty body";
   return undefined;
 }
 

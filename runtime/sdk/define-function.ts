@@ -115,6 +115,19 @@ export interface FunctionContext {
    * @example const charge = await ctx.step("charge", async ({ db }) => (await db.insert(charges).values(row).returning())[0]);
    */
   step<T>(name: string, fn: (step: StepContext) => T | Promise<T>): Promise<Jsonified<Awaited<T>>>;
+  /**
+   * A durable sleep (docs/durable-steps.md): ends this run, and the job carries on from here in a new
+   * run once `duration` has passed (steps before it answer from their memos), across restarts of
+   * every runtime. The job holds no slot, lease or connection meanwhile; its status is `sleeping`.
+   * At most a year; a duration of 0 goes on at once. In jobs only.
+   * @example await ctx.sleep("before-reminder", "3d");
+   */
+  sleep(name: string, duration: Duration): Promise<void>;
+  /**
+   * As `sleep`, until `time` (a Date, an ISO 8601 string or epoch milliseconds); a time past goes on at once.
+   * @example await ctx.sleepUntil("renewal", subscription.renewsAt);
+   */
+  sleepUntil(name: string, time: Date | string | number): Promise<void>;
 }
 
 /**

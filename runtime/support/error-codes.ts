@@ -194,6 +194,19 @@ export const ERROR_CODES = {
     kind: "non_retryable",
     meaning: "the invocation reached 1,000 steps, or 16 MiB of stored step results",
   },
+  E_SUSPENDED: {
+    // Not a failure: the run ended at a durable sleep; the invocation goes on in a later run.
+    status: 503,
+    retryable: true,
+    kind: "other",
+    meaning: "the run ended at ctx.sleep (or stopped as a stale copy); ctx.signal fired with this reason",
+  },
+  E_RESUME_INVALID: {
+    status: 409,
+    retryable: false,
+    kind: "other",
+    meaning: "a job message carried a Jetfn-Resume header that does not verify; it was dropped without running",
+  },
   E_INTERNAL: { status: 500, retryable: true, kind: "other", meaning: "a bug in jetfn, or a migration failed" },
 } as const satisfies Record<`E_${string}`, ErrorCodeEntry>;
 

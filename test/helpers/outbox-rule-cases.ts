@@ -1,5 +1,8 @@
 import type { OutboxMessage } from "../../runtime/outbox/outbox-message";
 
+/** A resumption's tag: its shape; only a runtime can tell whether it verifies. */
+const TAG = "A".repeat(22);
+
 /** Outbox rows and whether the outbox rules accept them, for the relay's and the database's checks alike. */
 export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: boolean }[] = [
   { name: "a job", row: job("job-0001"), accepted: true },
@@ -243,7 +246,54 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
   },
   { name: "an event id with a space", row: event("order 12"), accepted: false },
   { name: "an event id of 129 characters", row: event("e".repeat(129)), accepted: false },
+  // A durable sleep's resumption (invocation/resume-tag.ts): its tag is checked where it runs.
+  { name: "a resumption", row: resumption("job-0021"), accepted: true },
+  {
+    name: "a resumption with a priority",
+    row: resumption("job-0022", { "Jetfn-Priority": "2" }),
+    accepted: true,
+  },
+  {
+    name: "a resumption without a due time",
+    row: { ...resumption("job-0023"), headers: { "Jetfn-Id": "job-0023", "Jetfn-Resume": `2s1.${TAG}` } },
+    accepted: true,
+  },
+  { name: "a resumption with a body", row: { ...resumption("evil-0021"), body: "{}" }, accepted: false },
+  {
+    name: "a resumption whose header's tag is not its id's",
+    row: resumption("evil-0022", { "Jetfn-Resume": `2s1.${"B".repeat(22)}` }),
+    accepted: false,
+  },
+  {
+    name: "a resumption whose Jetfn-Id is another job's",
+    row: resumption("evil-0023", { "Jetfn-Id": "job-0001" }),
+    accepted: false,
+  },
+  {
+    name: "a resumption with a key header",
+    row: resumption("evil-0024", { "Jetfn-Singleton-Key": "k" }),
+    accepted: false,
+  },
+  {
+    name: "a resumption with a line break in its token",
+    row: resumption("evil-0025", { "Jetfn-Resume": `2s1\r\nNats-Rollup: all.${TAG}` }),
+    accepted: false,
+  },
+  {
+    name: "a resumption whose id is the job's",
+    row: { ...resumption("evil-0026"), id: "send-mail:evil-0026" },
+    accepted: false,
+  },
 ];
+
+function resumption(id: string, headers: Record<string, string> = {}): OutboxMessage {
+  return {
+    id: `send-mail:${id}:2s1:${TAG}`,
+    subject: "fn.job.send-mail",
+    headers: { "Jetfn-Id": id, "Jetfn-Resume": `2s1.${TAG}`, "Jetfn-Not-Before": "1893456000000", ...headers },
+    body: "",
+  };
+}
 
 function job(id: string, fn = "send-mail"): OutboxMessage {
   return { id: `${fn}:${id}`, subject: `fn.job.${fn}`, headers: { "Jetfn-Id": id }, body: "{}" };

@@ -1,0 +1,61 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+/**
+ * A durable sleep ends its run; the next run is started by a *resumption*: a job message of the
+ * function with `Jetfn-Id`, `Jetfn-Resume: <token>.<tag>` and an empty body (docs/durable-steps.md).
+ * The token names the one resumption that may run the invocation on (the record's `resume`); the
+ * tag is an HMAC of the function, the invocation id and the token under the runtimes' secret (the
+ * one that signs woken jobs, flow/wake-tag.ts, signed here with a first line of its own so no tag
+ * passes for the other). Anyone may publish to `fn.job.<name>`; only a runtime can make a tag that
+ * verifies, so a client can neither start, skip nor steer a run.
+ */
+export const RESUME_HEADER = "Jetfn-Resume";
+
+const TAG_BYTES = 16;
+/** `<seq>s<n>`: the sleep recorded as step seq, set the n-th time (other letters are kept for later kinds). */
+const TOKEN_PATTERN = /^[0-9]{1,9}[a-z][0-9]{0,9}$/;
+const HEADER_PATTERN = /^([0-9]{1,9}[a-z][0-9]{0,9})\.([A-Za-z0-9_-]{22})$/;
+
+/** The token of the `n`-th suspension at a sleep recorded as step `seq`. */
+export function sleepToken(seq: number, n: number): string {
+  return `${seq}s${n}`;
+}
+
+/** Which suspension a sleep's token is (the `n` of sleepToken), or 0 for another token. */
+export function sleepTokenCount(token: string | undefined): number {
+  const match = token === undefined ? null : /^[0-9]+s([0-9]+)$/.exec(token);
+  return match ? Number(match[1]) : 0;
+}
+
+/** The header value of the resumption with `token` of invocation `id` of `fn`. */
+export function resumeHeader(secret: string, fn: string, id: string, token: string): string {
+  if (!TOKEN_PATTERN.test(token)) throw new TypeError(`not a resume token: ${token}`);
+  return `${token}.${tag(secret, fn, id, token)}`;
+}
+
+/**
+ * The resumption's message id in every stream it passes through: `<function>:<id>:<token>:<tag>`.
+ * Its own, not the job's (a sleep shorter than the duplicate window would be dropped as a repeat of
+ * the job's message), and unguessable (the tag), so nobody can take it first.
+ */
+export function resumeMessageId(fn: string, id: string, header: string): string {
+  return `${fn}:${id}:${header.replace(".", ":")}`;
+}
+
+/** The token a header carries, if its tag verifies for invocation `id` of `fn`; undefined otherwise. */
+export function readResume(secret: string, fn: string, id: string, header: string): string | undefined {
+  const match = HEADER_PATTERN.exec(header);
+  if (!match) return undefined;
+  const token = match[1] as string;
+  const expected = Buffer.from(tag(secret, fn, id, token));
+  const given = Buffer.from(match[2] as string);
+  return expected.length === given.length && timingSafeEqual(expected, given) ? token : undefined;
+}
+
+function tag(secret: string, fn: string, id: string, token: string): string {
+  return createHmac("sha256", secret)
+    .update(`resume\n${fn}\n${id}\n${token}`)
+    .digest()
+    .subarray(0, TAG_BYTES)
+    .toString("base64url");
+}

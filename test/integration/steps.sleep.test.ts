@@ -1,0 +1,124 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Runtime } from "../../runtime/runtime";
+import type { JetfnClient } from "../../runtime/sdk/client";
+import { runCli } from "../helpers/cli";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+
+// Durable sleeps (docs/durable-steps.md): `ctx.sleep` ends the run, the job is `sleeping`, and a
+// resumption (a signed job message parked in the delayed-jobs stream) starts the next run when the
+// time comes, which answers the steps before the sleep from their memos and goes on after it.
+
+const SLEEP_FUNCTIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/sleep-functions");
+const SLOW_MS = 60_000;
+
+let env: TestEnvironment;
+let client: JetfnClient;
+let runtime: Runtime | undefined;
+let runsDir: string;
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  await env.database.sql`create table sleep_rows (id serial primary key, name text not null, step text not null)`;
+  client = await env.client();
+  runsDir = await mkdtemp(path.join(tmpdir(), "jetfn-sleep-runs-"));
+  runtime = await env.startRuntime({ functionsDir: SLEEP_FUNCTIONS }, { laterTestsUseIt: true });
+});
+
+afterAll(async () => {
+  await env?.close();
+  if (runsDir) await rm(runsDir, { recursive: true, force: true });
+});
+
+/** What the function noted for the job of `name`, in order. */
+async function runs(name: string): Promise<string[]> {
+  return (await readFile(path.join(runsDir, name), "utf8").catch(() => "")).split("\n").filter(Boolean);
+}
+
+async function enqueueSleepy(name: string, sleep: string | number): Promise<string> {
+  const job = await client.enqueue("sleepy" as never, { name, runsFile: path.join(runsDir, name), sleep } as never);
+  return job.id;
+}
+
+async function statusOf(id: string): Promise<Awaited<ReturnType<JetfnClient["status"]>>> {
+  return client.status(id, { steps: true });
+}
+
+async function reaches(id: string, status: string): Promise<Awaited<ReturnType<JetfnClient["status"]>>> {
+  return eventually(async () => {
+    const view = await statusOf(id);
+    return view.status === status && view;
+  }, SLOW_MS);
+}
+
+describe("ctx.sleep", () => {
+  it("sleeps between two steps, then goes on in a new run that runs no step twice", { timeout: 120_000 }, async () => {
+    const id = await enqueueSleepy("nap", "3s");
+    const asleep = await reaches(id, "sleeping");
+    expect(await runs("nap")).toEqual(["before"]);
+    expect(Date.parse(asleep.wakeAt ?? "")).toBeGreaterThan(Date.now());
+    expect(asleep.steps?.map((step) => [step.seq, step.key, step.kind, step.status])).toEqual([
+      [1, "before", "step", "succeeded"],
+      [2, "nap", "sleep", "sleeping"],
+    ]);
+    const cli = await runCli(["status", id], { NATS_URL: env.nats.url });
+    expect(cli.stdout).toContain(`${id}  sleeping  sleepy`);
+    expect(cli.stdout).toContain(`wakes at: ${asleep.wakeAt}`);
+
+    const done = await reaches(id, "succeeded");
+    expect(await runs("nap")).toEqual(["before", "after", "returned"]);
+    // The same attempt: a sleep is not a failure.
+    expect(done).toMatchObject({ attempts: 1, result: { before: { attempt: 1 }, after: { attempt: 1 } } });
+    expect(done.wakeAt).toBeUndefined();
+    expect(done.steps?.map((step) => [step.key, step.kind, step.status])).toEqual([
+      ["before", "step", "succeeded"],
+      ["nap", "sleep", "succeeded"],
+      ["after", "step", "succeeded"],
+    ]);
+    const rows = await env.database.sql`select step from sleep_rows where name = 'nap' order by id`;
+    expect(rows.map((row) => row.step)).toEqual(["before", "after"]);
+  });
+
+  it("goes on at once after a sleep of 0, recording none", { timeout: 60_000 }, async () => {
+    const id = await enqueueSleepy("no-nap", 0);
+    const done = await reaches(id, "succeeded");
+    expect(await runs("no-nap")).toEqual(["before", "after", "returned"]);
+    expect(done.steps?.map((step) => step.key)).toEqual(["before", "after"]);
+  });
+
+  it("wakes a job that slept while no runtime ran", { timeout: 120_000 }, async () => {
+    const id = await enqueueSleepy("unattended", "2s");
+    await reaches(id, "sleeping");
+    await runtime?.stop();
+    runtime = undefined;
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const [record] = await env.database.sql`select status from jetfn.invocations where id = ${id}`;
+    expect(record).toEqual({ status: "sleeping" });
+    runtime = await env.startRuntime({ functionsDir: SLEEP_FUNCTIONS }, { laterTestsUseIt: true });
+    await reaches(id, "succeeded");
+    expect(await runs("unattended")).toEqual(["before", "after", "returned"]);
+  });
+
+  it("never runs the steps after the sleep of a job cancelled while it slept", { timeout: 60_000 }, async () => {
+    const id = await enqueueSleepy("cancelled", "2s");
+    await reaches(id, "sleeping");
+    expect((await client.cancel(id, { reason: "no longer wanted" })).status).toBe("cancelled");
+    // Past its wake time, and then some: nothing ran on.
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    expect(await runs("cancelled")).toEqual(["before"]);
+    expect((await statusOf(id)).status).toBe("cancelled");
+  });
+
+  it("refuses a sleep outside jobs, or longer than a year, with E_STEP_INVALID", { timeout: 60_000 }, async () => {
+    await expect(
+      client.call("sleepy" as never, { name: "called", runsFile: path.join(runsDir, "called") } as never),
+    ).rejects.toMatchObject({ code: "E_STEP_INVALID" });
+    const id = await enqueueSleepy("too-long", "400d");
+    const dead = await reaches(id, "dead");
+    expect(dead.error).toMatchObject({ code: "E_STEP_INVALID" });
+    expect(await runs("too-long")).toEqual(["before"]);
+  });
+});
