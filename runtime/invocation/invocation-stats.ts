@@ -97,6 +97,10 @@ class EventFedStats implements InvocationStats {
   readonly #onSuccess = (...[event]: RuntimeEvents["invocation:success"]): void =>
     this.#finish(event, event.durationMs);
   readonly #onFailure = (...[event]: RuntimeEvents["invocation:failure"]): void => this.#fail(event);
+  // A run that ended at a durable sleep is no longer running; it is neither a success nor an error.
+  readonly #onSuspended = (...[event]: RuntimeEvents["invocation:suspended"]): void => {
+    this.#counters(event.fn).running.delete(`${event.kind}:${event.invocationId}`);
+  };
 
   constructor(events: RuntimeEmitter, now: () => number) {
     this.#events = events;
@@ -105,6 +109,7 @@ class EventFedStats implements InvocationStats {
     events.on("invocation:start", this.#onStart);
     events.on("invocation:success", this.#onSuccess);
     events.on("invocation:failure", this.#onFailure);
+    events.on("invocation:suspended", this.#onSuspended);
   }
 
   get served(): number {
@@ -123,6 +128,7 @@ class EventFedStats implements InvocationStats {
     this.#events.off("invocation:start", this.#onStart);
     this.#events.off("invocation:success", this.#onSuccess);
     this.#events.off("invocation:failure", this.#onFailure);
+    this.#events.off("invocation:suspended", this.#onSuspended);
   }
 
   #counters(fn: string): FunctionCounters {

@@ -329,15 +329,10 @@ class Invocation {
       this.#ended = true;
       const suspension = this.#steps?.suspension;
       if (suspension) {
-        const error = toJetfnError(thrown);
-        return {
-          ok: false,
-          error,
-          kind: "suspended",
-          suspension,
-          durationMs: performance.now() - this.#started,
-          log: this.log,
-        };
+        const durationMs = performance.now() - this.#started;
+        const wakeAt = suspension.wakeAt;
+        events.emit("invocation:suspended", { fn: fn.name, invocationId, attempt, kind, durationMs, wakeAt });
+        return { ok: false, error: toJetfnError(thrown), kind: "suspended", suspension, durationMs, log: this.log };
       }
       // Rejects only when the handler's failure may stem from a group's uncommitted writes and
       // that group did not commit (see lane-seat.ts): then the job runs again, whatever it saw.

@@ -20,6 +20,8 @@ export interface RuntimeEvents {
   "invocation:start": [InvocationEvent];
   "invocation:success": [InvocationEvent & { durationMs: number }];
   "invocation:failure": [InvocationEvent & { durationMs: number; error: JetfnError; final: boolean }];
+  /** A run ended without an outcome: its job sleeps until `wakeAt` (epoch ms), or the run was a stale copy. */
+  "invocation:suspended": [InvocationEvent & { durationMs: number; wakeAt: number | undefined }];
   "invocation:progress": [InvocationEvent & { done: number; total: number | undefined }];
   /** A job's outcome is recorded and its message acked (the moment its `jetfn.done.<id>` notice goes out). */
   "job:done": [{ fn: string; invocationId: string; status: "succeeded" | "dead" | "cancelled" }];

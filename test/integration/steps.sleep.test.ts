@@ -57,7 +57,11 @@ async function reaches(id: string, status: string): Promise<Awaited<ReturnType<J
 describe("ctx.sleep", () => {
   it("sleeps between two steps, then goes on in a new run that runs no step twice", { timeout: 120_000 }, async () => {
     const id = await enqueueSleepy("nap", "3s");
-    const asleep = await reaches(id, "sleeping");
+    // The record and the steps are read side by side: wait for a view that has both of the sleep.
+    const asleep = await eventually(async () => {
+      const view = await statusOf(id);
+      return view.status === "sleeping" && view.steps?.length === 2 && view;
+    }, SLOW_MS);
     expect(await runs("nap")).toEqual(["before"]);
     expect(Date.parse(asleep.wakeAt ?? "")).toBeGreaterThan(Date.now());
     expect(asleep.steps?.map((step) => [step.seq, step.key, step.kind, step.status])).toEqual([
@@ -67,6 +71,8 @@ describe("ctx.sleep", () => {
     const cli = await runCli(["status", id], { NATS_URL: env.nats.url });
     expect(cli.stdout).toContain(`${id}  sleeping  sleepy`);
     expect(cli.stdout).toContain(`wakes at: ${asleep.wakeAt}`);
+    // A sleeping job is not in flight.
+    expect(runtime?.stats.get("sleepy").inFlight).toBe(0);
 
     const done = await reaches(id, "succeeded");
     expect(await runs("nap")).toEqual(["before", "after", "returned"]);
