@@ -5,6 +5,7 @@ import { describeInvalidName, isValidFunctionName } from "../deploy/function-nam
 import { MAX_PRIORITY, prioritySubject } from "../flow/priority";
 import { WOKEN_HEADER } from "../flow/wake-tag";
 import { jobIdentity } from "../invocation/job-identity";
+import { RESUME_HEADER } from "../invocation/resume-tag";
 import { JetfnError } from "../support/errors";
 import { ID_HEADER, jobMessageId } from "./subjects";
 
@@ -68,8 +69,9 @@ export async function replayJobs(options: ReplayOptions): Promise<ReplayedJob[]>
       opt_start_time: new Date(options.sinceMs).toISOString(),
     });
     for await (const message of readWindow(consumer, window)) {
-      // A job woken after waiting for a limit is stored again: replaying its first copy is enough.
-      if (message.headers?.has(WOKEN_HEADER)) continue;
+      // A job woken after waiting for a limit is stored again, and a sleeping job's resumption
+      // continues its invocation (its body is empty): replaying the job's first copy is enough.
+      if (message.headers?.has(WOKEN_HEADER) || message.headers?.has(RESUME_HEADER)) continue;
       replayed.push(await publishReplay(target, options.fn, priority, message));
     }
   }

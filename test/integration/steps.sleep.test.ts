@@ -118,6 +118,14 @@ describe("ctx.sleep", () => {
     expect((await statusOf(id)).status).toBe("cancelled");
   });
 
+  it("replays each job that slept once, not its resumptions", { timeout: 60_000 }, async () => {
+    const enqueued = await env.database.sql`select id from jetfn.invocations where function = 'sleepy'`;
+    const result = await runCli(["replay", "sleepy", "--since", "10m", "--json"], { NATS_URL: env.nats.url });
+    expect(result).toMatchObject({ code: 0, stderr: "" });
+    const report = JSON.parse(result.stdout) as { replayed: number; jobs: { replayOf: string }[] };
+    expect(report.jobs.map((job) => job.replayOf).sort()).toEqual(enqueued.map((row) => row.id).sort());
+  });
+
   it("refuses a sleep outside jobs, or longer than a year, with E_STEP_INVALID", { timeout: 60_000 }, async () => {
     await expect(
       client.call("sleepy" as never, { name: "called", runsFile: path.join(runsDir, "called") } as never),
