@@ -6,11 +6,13 @@ const VALUE_LIMIT = 60;
 export function describeAuditEntry(entry: AuditEntry): string {
   const when = entry.at.replace("T", " ").slice(0, 19);
   const who = entry.function
-    ? `${entry.function} ${entry.invocationId ?? "?"}${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}${entry.step === null ? "" : ` step ${entry.step}`}`
+    ? `${entry.function} ${entry.invocationId ?? "?"}${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
     : `outside (${entry.dbUser})`;
+  // Quoted, as values are: a step's name is the handler's to choose. Shown outside functions too, where it is odd.
+  const step = entry.step == null ? "" : ` step ${JSON.stringify(entry.step)}`;
   const where = `${entry.schema === "public" ? "" : `${entry.schema}.`}${entry.table}`;
   const key = entry.pk ? ` ${formatKey(entry.pk)}` : "";
-  return `${when}  ${who}  ${entry.operation} ${where}${key}  ${describeChange(entry)}`.trimEnd();
+  return `${when}  ${who}${step}  ${entry.operation} ${where}${key}  ${describeChange(entry)}`.trimEnd();
 }
 
 /** The change itself: the columns of an inserted or deleted row, or old -> new of each changed column. */

@@ -179,8 +179,8 @@ export class Steps {
     if (typeof name !== "string" || name.length === 0 || name.length > MAX_NAME_LENGTH) {
       throw stepInvalid(`a step's name is 1-${MAX_NAME_LENGTH} characters, got ${describe(name)}`);
     }
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
-    if (name.includes("#") || /[\u0000-\u001f\u007f]/.test(name)) {
+    // Control, format (bidi overrides) and line separator characters: a name is shown in logs and audit lines.
+    if (name.includes("#") || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(name)) {
       throw stepInvalid(`a step's name is printable and has no "#", got ${JSON.stringify(name)}`);
     }
     const calls = (this.#calls.get(name) ?? 0) + 1;

@@ -328,8 +328,23 @@ begin
       select * into recomputed from jetfn.audit_range_hash(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
     elsif seal.format = 2 then
       select * into recomputed from jetfn.audit_range_hash_v2(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
-    else
+    elsif seal.format = 3 then
       select * into recomputed from jetfn.audit_range_hash_v3(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
+    else
+      return query select seal.seq, format('the seal is of format %s, which this version of jetfn does not know', seal.format),
+                          seal.row_count, null::integer, seal.hash, null::text;
+      return;
+    end if;
+    -- Rows sealed before formats hashed the step were written before it existed: a step on one was added since.
+    if seal.format < 3 and exists (
+      select from jetfn.audit_log l
+      where l.txid >= seal.after_txid and l.txid <= seal.last_txid
+        and (l.txid, l.id) > (seal.after_txid, seal.after_id) and (l.txid, l.id) <= (seal.last_txid, seal.last_id)
+        and l.step is not null
+    ) then
+      return query select seal.seq, 'audit rows were altered', seal.row_count, recomputed.row_count, seal.hash,
+                          'a row sealed without its step has one'::text;
+      return;
     end if;
     if recomputed.hash <> seal.hash then
       return query select seal.seq,
@@ -379,6 +394,16 @@ $$;
 create or replace function jetfn.verify_invocation(p_function text, p_invocation text, p_attempt integer) returns void
 language sql set search_path = pg_catalog, jetfn as $$
   select jetfn.verify_invocation(p_function, p_invocation, p_attempt, null::text)
+$$;
+
+-- Where the runtime's role exists (schema/roles.sql), it may call the new form even in a database
+-- that revoked EXECUTE from PUBLIC: every runtime's commits call it, through the old form too.
+do $$
+begin
+  if exists (select from pg_catalog.pg_roles where rolname = 'jetfn_runtime') then
+    grant execute on function jetfn.verify_invocation(text, text, integer, text) to jetfn_runtime;
+  end if;
+end
 $$;
 
 -- A shared transaction: each member may name its step ("step"; absent means none).

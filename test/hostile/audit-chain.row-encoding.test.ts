@@ -117,6 +117,22 @@ it("seals new rows in format 3 and still verifies seals of formats 1 and 2", { t
   await database.sql`update jetfn.audit_log set step = 'reserve' where new_row->>'body' = 'd'`;
   expect(await database.sql`select * from jetfn.verify_audit()`).toEqual([]);
 
+  // A row sealed in format 2 was written before rows had a step: one given a step since was altered,
+  // though format 2's text does not hash the step.
+  await database.sql`update jetfn.audit_log set step = 'manual-approval' where new_row->>'body' = 'c'`;
+  expect(await database.sql`select seq::int, problem from jetfn.verify_audit()`).toEqual([
+    { seq: 2, problem: "audit rows were altered" },
+  ]);
+  expect(await checkChain(db, anchors)).toMatchObject({ seq: 2, problem: "audit rows were altered" });
+  await database.sql`update jetfn.audit_log set step = null where new_row->>'body' = 'c'`;
+  expect(await checkChain(db, anchors)).toBeUndefined();
+  // An anchor of a format this version does not know (a newer jetfn's) is said to be that, not a tampering.
+  const newer = anchors.map((anchor) => (anchor.seq === 3 ? { ...anchor, format: 4 } : anchor));
+  expect(await checkChain(db, newer)).toMatchObject({
+    seq: 3,
+    problem: "the seal is of format 4, which this version of jetfn does not know",
+  });
+
   // And an edit of the format-2 seal's row breaks that seal.
   await database.sql`update jetfn.audit_log set db_user = 'someone' where new_row->>'body' = 'c'`;
   const [broken] = await database.sql`select seq::int, problem from jetfn.verify_audit()`;

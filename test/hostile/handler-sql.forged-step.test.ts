@@ -95,6 +95,22 @@ it("refuses the commit when the stamp is forged after the step's rows were writt
   expect(await audited(own.invocationId)).toEqual([]);
 });
 
+it("refuses the commit when rows were written as another step and the stamp put back", async () => {
+  const own = stamp("reserve");
+  const tx = createInvocationTransaction(pool, own, undefined);
+  await tx.db.execute("select forge_step('charge')");
+  await tx.db.execute(`insert into grouped_rows (id, n) values ('${own.invocationId}', 1)`);
+  await tx.db.execute("select forge_step('reserve')");
+  const error = await tx.commit().then(
+    () => undefined,
+    (thrown: { code?: string; message?: string }) => thrown,
+  );
+  await tx.rollback();
+  expect(error?.code).toBe("E_STATEMENT_REFUSED");
+  expect(error?.message).toMatch(/stamped as step-writer\/[^/]+\/1\/charge/);
+  expect(await audited(own.invocationId)).toEqual([]);
+});
+
 it("rolls back a shared transaction in which a job wrote rows as a step", async () => {
   groups = createCommitGroups(pool, { lanes: 1, maxSharedHoldMs: 60_000 });
   const honest = stamp();

@@ -162,8 +162,8 @@ describe("durable steps", () => {
       `three-steps/${job.id}/2/third`,
     ]);
     const audit = await runCli(["audit", job.id], { DATABASE_URL: env.database.url });
-    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} \\(attempt 2\\) step third  INSERT step_rows`));
-    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step first  INSERT step_rows`));
+    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} \\(attempt 2\\) step "third"  INSERT step_rows`));
+    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step "first"  INSERT step_rows`));
   });
 
   it("keys a name called again in one run name#2, name#3", { timeout: 60_000 }, async () => {
@@ -196,6 +196,7 @@ describe("durable steps", () => {
     ["db-after-step", "E_STEP_INVALID", /ctx\.db was used outside a step/],
     ["step-after-db", "E_STEP_INVALID", /after the handler used ctx\.db/],
     ["bad-name", "E_STEP_INVALID", /no "#"/],
+    ["bidi-name", "E_STEP_INVALID", /no "#"/],
     ["not-json", "E_OUTPUT_INVALID", /step "big" of step-rules/],
     ["enqueue-in-step", "E_STEP_INVALID", /ctx\.enqueue was called while step "mail" runs/],
     ["enqueue-after-step", "E_STEP_INVALID", /step\.enqueue was called after step "keep" ended/],

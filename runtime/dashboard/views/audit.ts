@@ -32,13 +32,14 @@ ${entries.map((entry) => auditRow(entry))}</tbody></table>`;
 /** One audit entry as a table row: when, who (function and invocation), the change and its diff. */
 export function auditRow(entry: AuditEntry): SafeHtml {
   const who = entry.function
-    ? html`${entry.function} <a href="/invocations/${entry.invocationId ?? ""}">${(entry.invocationId ?? "").slice(0, 8)}</a>${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}${entry.step === null ? "" : html` <span class="muted">step ${entry.step}</span>`}`
+    ? html`${entry.function} <a href="/invocations/${entry.invocationId ?? ""}">${(entry.invocationId ?? "").slice(0, 8)}</a>${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
     : html`<span class="muted">outside (${entry.dbUser})</span>`;
+  const step = entry.step == null ? "" : html` <span class="muted">step ${entry.step}</span>`;
   const key = entry.pk ? Object.values(entry.pk).map(String).join(",") : "";
   const rowLink = entry.pk
     ? html`<a href="/audit?table=${entry.table}&row=${encodeURIComponent(JSON.stringify(entry.pk))}">${key}</a>`
     : "";
-  return html`<tr><td>${timeCell(entry.at)}</td><td>${who}</td><td>${entry.operation} ${entry.table}</td><td>${rowLink}</td><td>${columns(entry)}</td></tr>`;
+  return html`<tr><td>${timeCell(entry.at)}</td><td>${who}${step}</td><td>${entry.operation} ${entry.table}</td><td>${rowLink}</td><td>${columns(entry)}</td></tr>`;
 }
 
 function columns(entry: AuditEntry): SafeHtml {

@@ -126,7 +126,7 @@ ${[...changes].map(
   ([table, entries]) =>
     html`<h3>${table} (${entries.length})</h3><table class="changes"><tbody>${entries.map(
       (entry) =>
-        html`<tr><td>${entry.operation}</td><td>${JSON.stringify(entry.pk)}</td><td>${describeChange(entry)}</td><td class="muted">attempt ${entry.attempt ?? "–"}${entry.step === null ? "" : ` · step ${entry.step}`}</td></tr>`,
+        html`<tr><td>${entry.operation}</td><td>${JSON.stringify(entry.pk)}</td><td>${describeChange(entry)}</td><td class="muted">attempt ${entry.attempt ?? "–"}${entry.step == null ? "" : ` · step ${entry.step}`}</td></tr>`,
     )}</tbody></table>`,
 )}`;
 }
