@@ -1448,10 +1448,10 @@ $$;
 
 
 --
--- Name: complete_invocation(text, text, integer, jsonb, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+-- Name: complete_invocation(text, text, integer, jsonb, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
-CREATE FUNCTION jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint DEFAULT NULL::smallint, p_debounce_key text DEFAULT NULL::text, p_singleton_key text DEFAULT NULL::text) RETURNS void
+CREATE FUNCTION jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint DEFAULT NULL::smallint, p_debounce_key text DEFAULT NULL::text, p_singleton_key text DEFAULT NULL::text, p_resume text DEFAULT NULL::text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 begin
@@ -1467,13 +1467,13 @@ begin
     progress = null, priority = coalesce(excluded.priority, i.priority),
     debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
     singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.resume is not distinct from p_resume;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
         using errcode = 'JF002';
     end if;
-    raise exception 'invocation % was already finished by another attempt', p_id using errcode = 'JF001';
+    raise exception 'invocation % was already finished by another attempt, or another run owns it', p_id using errcode = 'JF001';
   end if;
 end
 $$;
@@ -1868,20 +1868,20 @@ begin
   with recorded as (
     insert into jetfn.invocations as i
       (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq,
-       retry_of, priority, debounce_key, singleton_key)
+       retry_of, priority, debounce_key, singleton_key, resume)
     select r.id, r.function, 'succeeded', r.attempts, r.input, r.result, r.enqueued_at, r.started_at, r.finished_at,
-           clock_timestamp(), r.stream_seq, r.retry_of, r.priority, r.debounce_key, r.singleton_key
+           clock_timestamp(), r.stream_seq, r.retry_of, r.priority, r.debounce_key, r.singleton_key, r.resume
     from jsonb_to_recordset(p_records) as r(
       id text, function text, attempts integer, input jsonb, result jsonb,
       enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text,
-      priority smallint, debounce_key text, singleton_key text)
+      priority smallint, debounce_key text, singleton_key text, resume text)
     on conflict (id) do update set
       status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
       started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
       progress = null, priority = coalesce(excluded.priority, i.priority),
       debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
       singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-    where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    where not jetfn.is_final(i.status) and i.function = excluded.function and i.resume is not distinct from excluded.resume
     returning i.id
   )
   select recorded.id from recorded;
@@ -1890,10 +1890,10 @@ $$;
 
 
 --
--- Name: resume_invocation(text, text, text, integer); Type: FUNCTION; Schema: jetfn; Owner: -
+-- Name: resume_invocation(text, text, text, integer, integer); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
-CREATE FUNCTION jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer) RETURNS TABLE(outcome text, attempt integer, input jsonb, enqueued_at timestamp with time zone, stream_seq bigint, retry_of text, priority smallint, debounce_key text, singleton_key text)
+CREATE FUNCTION jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer, p_attempt integer) RETURNS TABLE(outcome text, attempt integer, input jsonb, enqueued_at timestamp with time zone, stream_seq bigint, retry_of text, priority smallint, debounce_key text, singleton_key text)
     LANGUAGE plpgsql
     AS $$
 declare
@@ -1901,14 +1901,14 @@ declare
 begin
   update jetfn.invocations i
   set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
-      attempts = greatest(i.attempts, i.resume_attempts + p_delivery)
+      attempts = greatest(i.attempts, coalesce(p_attempt, i.resume_attempts + p_delivery))
   where i.id = p_id and i.function = p_function and i.resume = p_token and not jetfn.is_final(i.status)
   returning * into found_row;
   if found then
     update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where s.invocation_id = p_id and s.kind = 'sleep' and s.status = 'sleeping'
       and s.wake_at <= clock_timestamp() + interval '1 second';
-    return query select 'run'::text, found_row.resume_attempts + p_delivery, found_row.input, found_row.enqueued_at,
+    return query select 'run'::text, coalesce(p_attempt, found_row.resume_attempts + p_delivery), found_row.input, found_row.enqueued_at,
                         found_row.stream_seq, found_row.retry_of, found_row.priority, found_row.debounce_key,
                         found_row.singleton_key;
     return;
@@ -1937,13 +1937,17 @@ declare
 begin
   if parts is null
      or pg_catalog.jsonb_typeof(headers) operator(pg_catalog.<>) 'object'
-     or (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority}'::text[]) operator(pg_catalog.<>)
-          pg_catalog.jsonb_build_object('Jetfn-Id', parts[1], 'Jetfn-Resume', parts[2] operator(pg_catalog.||) '.' operator(pg_catalog.||) parts[3])
+     or (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority,Jetfn-Resume}'::text[]) operator(pg_catalog.<>)
+          pg_catalog.jsonb_build_object('Jetfn-Id', parts[1])
+     or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Resume') operator(pg_catalog.<>) 'string'
+     or ((headers operator(pg_catalog.->>) 'Jetfn-Resume') collate pg_catalog."C")
+          operator(pg_catalog.!~) '^[0-9]{1,9}[a-z][0-9]{0,9}\.[A-Za-z0-9_-]{22}$'
+     or not pg_catalog.starts_with(headers operator(pg_catalog.->>) 'Jetfn-Resume', parts[2] operator(pg_catalog.||) '.')
      or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before') operator(pg_catalog.<>) 'string'
      or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Priority') operator(pg_catalog.<>) 'string'
      or ((headers operator(pg_catalog.->>) 'Jetfn-Not-Before') collate pg_catalog."C") operator(pg_catalog.!~) '^[0-9]{1,15}$'
      or ((headers operator(pg_catalog.->>) 'Jetfn-Priority') collate pg_catalog."C") operator(pg_catalog.!~) '^[1-3]$' then
-    return 'a resumption''s id is "<function name>:<invocation id>:<token>:<tag>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>", and optionally Jetfn-Not-Before and Jetfn-Priority';
+    return 'a resumption''s id is "<function name>:<invocation id>:<token>:<digest>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>" (the same token), and optionally Jetfn-Not-Before and Jetfn-Priority';
   end if;
   if body operator(pg_catalog.<>) '' then
     return 'a resumption has an empty body';
@@ -2071,12 +2075,14 @@ $$;
 
 
 --
--- Name: suspend_invocation(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, integer, timestamp with time zone, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+-- Name: suspend_invocation(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, timestamp with time zone, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
-CREATE FUNCTION jetfn.suspend_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_seq integer, p_wake_at timestamp with time zone, p_token text, p_run_token text) RETURNS void
+CREATE FUNCTION jetfn.suspend_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_wake_at timestamp with time zone, p_token text, p_run_token text) RETURNS void
     LANGUAGE plpgsql
     AS $$
+declare
+  v_seq integer;
 begin
   insert into jetfn.invocations as i
     (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
@@ -2103,11 +2109,13 @@ begin
     raise exception 'invocation % was suspended by another run, or resumed by a newer one', p_id
       using errcode = 'JF005';
   end if;
-  -- A run woken too early (clocks apart) suspends again under a new token: the memo stays.
+  -- Numbered under the record's lock, taken above: racing runs cannot take the same seq.
+  select coalesce(max(seq), 0) + 1 into v_seq from jetfn.steps where invocation_id = p_id;
+  -- A run woken too early suspends again under a new token: the memo stays.
   insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, wake_at, txid, started_at, updated_at)
-  values (p_id, p_key, p_seq, 'sleep', 'sleeping', p_attempt, p_wake_at, pg_catalog.txid_current(),
+  values (p_id, p_key, v_seq, 'sleep', 'sleeping', p_attempt, p_wake_at, pg_catalog.txid_current(),
           clock_timestamp(), clock_timestamp())
-  on conflict do nothing;
+  on conflict (invocation_id, key) do nothing;
   if not found and not exists (
     select from jetfn.steps
     where invocation_id = p_id and key = p_key and kind = 'sleep' and status = 'sleeping' and p_run_token is not null
@@ -2163,8 +2171,23 @@ begin
       select * into recomputed from jetfn.audit_range_hash(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
     elsif seal.format = 2 then
       select * into recomputed from jetfn.audit_range_hash_v2(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
-    else
+    elsif seal.format = 3 then
       select * into recomputed from jetfn.audit_range_hash_v3(seal.previous_hash, seal.after_txid, seal.after_id, seal.last_txid, seal.last_id);
+    else
+      return query select seal.seq, format('the seal is of format %s, which this version of jetfn does not know', seal.format),
+                          seal.row_count, null::integer, seal.hash, null::text;
+      return;
+    end if;
+    -- Rows sealed before formats hashed the step were written before it existed: a step on one was added since.
+    if seal.format < 3 and exists (
+      select from jetfn.audit_log l
+      where l.txid >= seal.after_txid and l.txid <= seal.last_txid
+        and (l.txid, l.id) > (seal.after_txid, seal.after_id) and (l.txid, l.id) <= (seal.last_txid, seal.last_id)
+        and l.step is not null
+    ) then
+      return query select seal.seq, 'audit rows were altered', seal.row_count, recomputed.row_count, seal.hash,
+                          'a row sealed without its step has one'::text;
+      return;
     end if;
     if recomputed.hash <> seal.hash then
       return query select seal.seq,

@@ -70,6 +70,8 @@ export interface InvocationRecord {
   droppedAt: string | null;
   /** When a sleeping job is due. */
   wakeAt: string | null;
+  /** The token of the run that may go on with the job, once it has slept (null before). */
+  resume: string | null;
   /** What it was enqueued with (absent: the default priority, no key). */
   labels: JobLabels;
 }
@@ -86,13 +88,17 @@ const GROUP_COMPLETION_SQL = "select jetfn.complete_invocations($1::jsonb)";
  */
 export function completionStatement(record: JobRecord, resultJson: string): FinalStatement {
   let params: unknown[] | undefined;
-  const labelled = hasLabels(record.labels);
+  // A run started by a resumption (after a durable sleep) names its token: only the record's may end the job.
+  const resumed = record.resume !== undefined;
+  const labelled = resumed || hasLabels(record.labels);
   return {
     grouped: { text: GROUP_COMPLETION_SQL, row: successRow(record, resultJson) },
     // A job without labels (most) sends the statement as it always was.
-    text: labelled
-      ? "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10::smallint, $11, $12)"
-      : "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
+    text: resumed
+      ? "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10::smallint, $11, $12, $13)"
+      : labelled
+        ? "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10::smallint, $11, $12)"
+        : "select jetfn.complete_invocation($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)",
     // Serialised only if asked for: a job whose record goes with its group's sends `grouped.row`.
     get params() {
       params ??= [
@@ -106,6 +112,7 @@ export function completionStatement(record: JobRecord, resultJson: string): Fina
         record.streamSeq,
         record.retryOf ?? null,
         ...(labelled ? labelParams(record.labels) : []),
+        ...(resumed ? [record.resume] : []),
       ];
       return params;
     },
@@ -145,8 +152,9 @@ on conflict (id) do update set
   debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
   singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
 where not jetfn.is_final(i.status) and i.function = excluded.function
-  -- A sleeping job is not running: a failure can only be a stale run's (a copy of its message).
-  and (i.status <> 'sleeping' or excluded.status = 'cancelled')
+  -- Only a run of the record's token (null: of the job's own message, until it first slept) fails
+  -- it: another is a stale copy. A cancel ends it whoever asks.
+  and (i.resume is not distinct from $14 or excluded.status = 'cancelled')
 returning id`;
 
 /**
@@ -174,6 +182,7 @@ export async function recordFailure(
       record.streamSeq,
       record.retryOf ?? null,
       ...labelParams(record.labels),
+      record.resume ?? null,
     ] as never[],
     PREPARED,
   );
@@ -199,6 +208,7 @@ function successRow(record: JobRecord, resultJson: string): string {
     priority: record.labels?.priority,
     debounce_key: record.labels?.debounceKey,
     singleton_key: record.labels?.singletonKey,
+    resume: record.resume,
   });
   // The result was serialised once, when the invocation ended; spliced in, not serialised again.
   return `${row.slice(0, -1)},"result":${resultJson}}`;
@@ -336,19 +346,21 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
     wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
+    resume: row.resume,
     labels: storedLabels(row),
   };
 }
 
 const RESUME_SQL =
   "select outcome, attempt, input::text as input, enqueued_at, stream_seq, retry_of, priority, debounce_key, singleton_key " +
-  "from jetfn.resume_invocation($1, $2, $3, $4)";
+  "from jetfn.resume_invocation($1, $2, $3, $4, $5)";
 
 /**
  * What a durable sleep's resumption of token `token` finds (jetfn.resume_invocation, 0034): `run`,
- * with the record made `running`, the attempt (`delivery` counts the resumption's deliveries, and the
- * attempts it spent waiting for a limit), and what the record holds of the job; else why it must not
- * run: `ended`, `stale` (another token owns the invocation), `foreign` (another function's id), `missing`.
+ * with the record made `running`, the attempt (the attempts spent before the resumption plus its
+ * `delivery` count; or `attempt`, for a resumption woken after waiting for a limit, which kept its
+ * own), and what the record holds of the job; else why it must not run: `ended`, `stale` (another
+ * token owns the invocation), `foreign` (another function's id), `missing`.
  */
 export type Resumed =
   | { outcome: "run"; record: JobRecord }
@@ -360,8 +372,9 @@ export async function resumeInvocation(
   fn: string,
   token: string,
   delivery: number,
+  attempt: number | undefined,
 ): Promise<Resumed> {
-  const [row] = await sql.unsafe(RESUME_SQL, [id, fn, token, delivery], PREPARED);
+  const [row] = await sql.unsafe(RESUME_SQL, [id, fn, token, delivery, attempt ?? null], PREPARED);
   if (row?.outcome !== "run") return { outcome: (row?.outcome ?? "missing") as "ended" };
   const labels = storedLabels({
     priority: row.priority,

@@ -161,6 +161,12 @@ export async function finishedBefore(
     log.info({ status: existing.status }, "Job already ended; not running it again.");
     return true;
   }
+  // It slept since: only the run its record names goes on with it (its resumption's), not a copy of its message.
+  if (existing.resume !== null && existing.resume !== (record.resume ?? null)) {
+    message.ack();
+    log.info({ status: existing.status }, "The job went on in another run; this copy of its message is not run.");
+    return true;
+  }
   return false;
 }
 

@@ -140,7 +140,7 @@ export async function runJob(
     }
     input = runnable.input;
   } else {
-    const resumed = await resumedRun(deps, fn, message, resume, woken?.attemptsBefore ?? 0);
+    const resumed = await resumedRun(deps, fn, message, resume, woken?.attemptsBefore);
     if (!resumed) {
       if (woken) {
         await deps.flow?.forgo(
@@ -442,6 +442,16 @@ async function failAttempt(
     : await whenDatabaseAnswers(deps, log, () => otherOwner(deps.database.sql, record.id, record.fn));
   if (owner !== undefined) {
     refuseConflict(deps, record, message, idConflictError(record.id, record.fn, owner), log, durationMs);
+    return;
+  }
+  if (!recorded) {
+    // The job ended meanwhile, or another run owns it (it slept, and its resumption goes on): this
+    // attempt's failure does not count, and running it again would change nothing.
+    message.ack();
+    log.info(
+      { durationMs, ...failureFields(error) },
+      "The job ended or moved on meanwhile; this attempt's failure is not recorded.",
+    );
     return;
   }
   message.nak(delayMs);

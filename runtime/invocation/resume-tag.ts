@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 
 /**
  * A durable sleep ends its run; the next run is started by a *resumption*: a job message of the
@@ -34,12 +34,14 @@ export function resumeHeader(secret: string, fn: string, id: string, token: stri
 }
 
 /**
- * The resumption's message id in every stream it passes through: `<function>:<id>:<token>:<tag>`.
- * Its own, not the job's (a sleep shorter than the duplicate window would be dropped as a repeat of
- * the job's message), and unguessable (the tag), so nobody can take it first.
+ * The resumption's message id in every stream it passes through: `<function>:<id>:<token>:<digest>`,
+ * the digest a hash of its header. Its own, not the job's (a sleep shorter than the duplicate window
+ * would be dropped as a repeat of the job's message); unguessable without the tag, so nobody can take
+ * it first; and not the tag itself, so the outbox row's id (which apps may read) does not give it away.
  */
 export function resumeMessageId(fn: string, id: string, header: string): string {
-  return `${fn}:${id}:${header.replace(".", ":")}`;
+  const digest = createHash("sha256").update(`resume-id\n${header}`).digest().subarray(0, TAG_BYTES);
+  return `${fn}:${id}:${header.slice(0, header.indexOf("."))}:${digest.toString("base64url")}`;
 }
 
 /** The token a header carries, if its tag verifies for invocation `id` of `fn`; undefined otherwise. */

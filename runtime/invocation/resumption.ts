@@ -25,11 +25,12 @@ export async function resumedRun(
   fn: ResolvedFunction,
   message: JsMsg,
   header: string,
-  /** Attempts the resumption spent waiting for a concurrency or rate limit (a woken job's). */
-  attemptsBefore: number,
+  /** For a resumption woken after waiting for a limit: the attempts it had spent (it keeps its attempt). */
+  attemptsBefore: number | undefined,
 ): Promise<{ record: JobRecord; log: Logger } | undefined> {
   const id = headerValue(message.headers, ID_HEADER) ?? "";
-  const delivery = message.info.deliveryCount + attemptsBefore;
+  const delivery = message.info.deliveryCount;
+  const woken = attemptsBefore === undefined ? undefined : delivery + attemptsBefore;
   const token =
     deps.resumeSecret !== undefined && isValidInvocationId(id)
       ? readResume(deps.resumeSecret, fn.name, id, header)
@@ -43,14 +44,14 @@ export async function resumedRun(
     message.term();
     return undefined;
   }
-  const log = invocationLogger(deps.logger, fn.name, id, delivery);
+  const log = invocationLogger(deps.logger, fn.name, id, woken ?? delivery);
   const cancelled = deps.cancellations?.cancelled(id);
   if (cancelled) {
-    await endCancelled(deps, unread(fn, id, delivery, token, message), message, cancelled, log);
+    await endCancelled(deps, unread(fn, id, woken ?? delivery, token, message), message, cancelled, log);
     return undefined;
   }
   const resumed = await whenDatabaseAnswers(deps, log, () =>
-    resumeInvocation(deps.database.sql, id, fn.name, token, delivery),
+    resumeInvocation(deps.database.sql, id, fn.name, token, delivery, woken),
   );
   if (resumed.outcome !== "run") {
     if (resumed.outcome === "ended" || resumed.outcome === "stale") {
@@ -68,7 +69,7 @@ export async function resumedRun(
     return undefined;
   }
   const { record } = resumed;
-  const runLog = record.attempt === delivery ? log : invocationLogger(deps.logger, fn.name, id, record.attempt);
+  const runLog = invocationLogger(deps.logger, fn.name, id, record.attempt);
   if (record.attempt > fn.retry.attempts) {
     const error = new JetfnError(
       "E_ATTEMPTS_EXHAUSTED",

@@ -32,13 +32,13 @@ const EARLY_WAKE_MS = 1_000;
 const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14)";
 const SUSPEND_SQL =
-  "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15, $16)";
+  "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15)";
 const MEMOS_SQL =
-  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, i.resume, s.key, s.seq, s.kind, " +
+  "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, i.resume, s.key, s.seq, s.kind, s.status, " +
   "s.result::text as result, (extract(epoch from s.wake_at) * 1000)::float8 as wake_ms " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
-const MEMO_SQL = "select kind, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
-const RECORD_STATUS_SQL = "select status from jetfn.invocations where id = $1";
+const MEMO_SQL = "select kind, seq, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
+const RECORD_STATUS_SQL = "select status, resume from jetfn.invocations where id = $1";
 
 /** A step's row, as a later run reads it. */
 interface Memo {
@@ -48,6 +48,8 @@ interface Memo {
   /** A sleep's end (epoch ms). */
   wakeMs?: number;
   seq?: number;
+  /** A sleep's: `sleeping` until the resumption that finds it due (by the database's clock) makes it `succeeded`. */
+  status?: string;
 }
 
 /** What the steps of one invocation need from it. */
@@ -215,17 +217,19 @@ export class Steps {
     const memo = memos.get(key);
     if (memo) {
       if (memo.kind !== "sleep") throw mismatch(this.#label(key), "sleep", memo.kind);
-      const due = memo.wakeMs ?? 0;
-      if (due <= Date.now() + EARLY_WAKE_MS) return;
-      // Woken early (clocks apart): it sleeps again for the time left, under the sleep's next token.
+      if (memo.status !== "sleeping") return;
+      // Woken early (by the database's clock, which says when a sleep is over: runtimes' clocks may
+      // differ): it sleeps again for the time left, at least a second, under the sleep's next token.
       const seq = memo.seq ?? 0;
       const count = record.resume?.startsWith(`${seq}s`) ? sleepTokenCount(record.resume) : 0;
-      return this.#suspend(record, key, seq, due, sleepToken(seq, count + 1));
+      const due = Math.max(memo.wakeMs ?? 0, Date.now() + EARLY_WAKE_MS);
+      return this.#suspend(record, key, due, sleepToken(seq, count + 1));
     }
     if (wakeAt <= Date.now()) return;
     this.#checkRoom(key, memos);
     this.#goOn(key);
-    return this.#suspend(record, key, this.#lastSeq + 1, wakeAt, sleepToken(this.#lastSeq + 1, 1));
+    // The token names the sleep by the seq it most likely gets (the database numbers it, under the record's lock).
+    return this.#suspend(record, key, wakeAt, sleepToken(this.#lastSeq + 1, 1));
   }
 
   /** The memos, once the run may go on: a stale run (see #loadMemos) stops here, quietly. */
@@ -252,7 +256,7 @@ export class Steps {
    * Puts the invocation to sleep until `wakeAt`: the sleep's memo, the record `sleeping` with the
    * resumption's token, and the resumption's outbox row, in one statement; then the run ends.
    */
-  async #suspend(record: JobRecord, key: string, seq: number, wakeAt: number, token: string): Promise<never> {
+  async #suspend(record: JobRecord, key: string, wakeAt: number, token: string): Promise<never> {
     const host = this.#host;
     if (host.resumeSecret === undefined) {
       throw stepInvalid(`ctx.sleep("${key}") needs a runtime to wake the job: this one has no resumption secret`);
@@ -262,14 +266,21 @@ export class Steps {
     const statement = outboxStatement(
       [resumption],
       { functionName: record.fn, invocationId: record.id },
-      suspendStatement(record, key, seq, wakeAt, token),
+      suspendStatement(record, key, wakeAt, token),
     );
     try {
       await commitWith(host.sql, undefined, statement);
     } catch (error) {
       const code = (error as { code?: unknown } | undefined)?.code;
-      // Another run suspended the invocation first (or holds a newer token): it carries on, not this one.
-      if (code === STEP_RECORDED_CODE || code === STALE_RUN_CODE) return this.#stop({ stale: true });
+      if (code === STEP_RECORDED_CODE || code === STALE_RUN_CODE) {
+        // Another run suspended the invocation first, or holds a newer token: it carries on, not this one.
+        const now = await this.#record(record.id);
+        if (now?.status === "sleeping" || now?.resume !== (record.resume ?? null)) return this.#stop({ stale: true });
+        // Still this run's to go on with: it must not end quietly. Its next attempt tries the sleep again.
+        throw new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: the sleep could not be recorded`, {
+          cause: error,
+        });
+      }
       throw await this.#commitFailure(record, undefined, error);
     }
     await host.publishCommitted([resumption]);
@@ -323,7 +334,13 @@ export class Steps {
         if (row.key === null) continue;
         // Counted as the first run counted it (compact JSON), whatever spacing Postgres prints.
         const value = row.result === null ? null : JSON.parse(row.result);
-        memos.set(row.key, { kind: row.kind, value, seq: row.seq, wakeMs: row.wake_ms ?? undefined });
+        memos.set(row.key, {
+          kind: row.kind,
+          value,
+          seq: row.seq,
+          wakeMs: row.wake_ms ?? undefined,
+          status: row.status,
+        });
         this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
         this.#lastSeq = Math.max(this.#lastSeq, row.seq);
       }
@@ -399,7 +416,7 @@ export class Steps {
     const code = (error as { code?: unknown } | undefined)?.code;
     if (code === ID_CONFLICT_CODE) return this.#end(idConflictError(record.id, record.fn, undefined, error), false);
     if (code === FENCED_OUT_CODE) {
-      const status = await this.#recordStatus(record.id);
+      const status = (await this.#record(record.id))?.status;
       return this.#end(endedError(record.id, status, error), status !== "cancelled");
     }
     // A statement the guard refused fails the attempt, whatever the handler does with the error.
@@ -416,6 +433,7 @@ export class Steps {
     const value = row.result === null ? null : JSON.parse(row.result);
     const json = JSON.stringify(this.#replay(key, { kind: row.kind, value }));
     this.#resultBytes += Buffer.byteLength(json);
+    this.#lastSeq = Math.max(this.#lastSeq, row.seq);
     return json;
   }
 
@@ -431,9 +449,9 @@ export class Steps {
     }
   }
 
-  async #recordStatus(id: string): Promise<string | undefined> {
+  async #record(id: string): Promise<{ status: string; resume: string | null } | undefined> {
     const [row] = await this.#host.sql.unsafe(RECORD_STATUS_SQL, [id], { prepare: true }).catch(() => []);
-    return row?.status;
+    return row as { status: string; resume: string | null } | undefined;
   }
 
   #end(error: JetfnError, fenced: boolean): JetfnError {
@@ -472,7 +490,7 @@ function recordStepStatement(record: JobRecord, key: string, json: string, start
 }
 
 /** The sleep's memo statement, last of its run (see 0034_jetfn_sleep.sql). */
-function suspendStatement(record: JobRecord, key: string, seq: number, wakeAt: number, token: string): FinalStatement {
+function suspendStatement(record: JobRecord, key: string, wakeAt: number, token: string): FinalStatement {
   const labels = record.labels;
   return {
     text: SUSPEND_SQL,
@@ -489,7 +507,6 @@ function suspendStatement(record: JobRecord, key: string, seq: number, wakeAt: n
       labels?.debounceKey ?? null,
       labels?.singletonKey ?? null,
       key,
-      seq,
       new Date(wakeAt).toISOString(),
       token,
       record.resume ?? null,

@@ -158,6 +158,8 @@ export interface ScheduledJob {
   enqueuedAt: string;
   /** Its priority and debounce or singleton key, from its headers. */
   labels: FlowLabels;
+  /** A sleeping job's resumption (its record says `sleeping`), not a job that never ran. */
+  resumption?: true;
 }
 
 /**
@@ -195,6 +197,7 @@ async function findIn(
     runAt: new Date(due).toISOString(),
     enqueuedAt: new Date(enqueued).toISOString(),
     labels: flowLabelsOf(stored.subject, stored.header),
+    ...(stored.header?.has(RESUME_HEADER) ? { resumption: true as const } : {}),
   };
 }
 
@@ -298,7 +301,7 @@ async function handle(context: HandlerContext, message: JsMsg): Promise<void> {
   const remaining = due - Date.now();
   if (remaining > (options.nearMs ?? NEAR_MS) && !message.headers?.has(DEBOUNCE_KEY_HEADER)) {
     // The far stream keeps its own message id per source message: a repeat after a crash is dropped.
-    await relay(context, message, job, FAR_PREFIX + id, `far:${fn}:${id}:${message.seq}`);
+    await relay(context, message, job, FAR_PREFIX + id, hopId("far", message, fn, id));
     return;
   }
   if (remaining > 0) {
@@ -373,7 +376,17 @@ async function handleFar(context: HandlerContext, message: JsMsg): Promise<void>
     message.nak(Math.min(remaining - near / 2, MAX_PARK_MS));
     return;
   }
-  await relay(context, message, job, delayedSubject(job.id), `near:${job.fn}:${job.id}:${message.seq}`);
+  await relay(context, message, job, delayedSubject(job.id), hopId("near", message, job.fn, job.id));
+}
+
+/**
+ * The message id of a waiting job's move to the other parking stream: per source message, so a repeat
+ * after a crash is dropped. A resumption's is its own unguessable id (clients may publish to
+ * `jetfn.delayed.>`: one that took the id first would make the move a duplicate, and the job never wake).
+ */
+function hopId(hop: "far" | "near", message: JsMsg, fn: string, id: string): string {
+  const resume = message.headers?.get(RESUME_HEADER) || undefined;
+  return resume ? `${hop}:${resumeMessageId(fn, id, resume)}` : `${hop}:${fn}:${id}:${message.seq}`;
 }
 
 /**

@@ -4,7 +4,7 @@ import { FAR_PREFIX, farStreamName, findScheduledJob, type ScheduledJob } from "
 
 /** Delayed jobs waiting for their due time: how many, and the first ones by due time. */
 export interface ScheduledJobList {
-  /** Every delayed job waiting in the stream. */
+  /** Every delayed job waiting in the streams (sleeping jobs' resumptions included: counting reads no message). */
   count: number;
   /** Up to `limit` of them (the first ids when more wait), soonest due first. */
   jobs: ScheduledJob[];
@@ -26,7 +26,8 @@ export async function listScheduledJobs(
   ]);
   const ids = [...new Set([...near.ids, ...far.ids])].sort().slice(0, limit);
   const found = await Promise.all(ids.map((id) => findScheduledJob(manager, stream, id)));
-  const jobs = found.filter((job): job is ScheduledJob => job !== undefined);
+  // A sleeping job's resumption is listed as that job, `sleeping`, from its record.
+  const jobs = found.filter((job): job is ScheduledJob => job !== undefined && !job.resumption);
   jobs.sort((a, b) => a.runAt.localeCompare(b.runAt) || a.id.localeCompare(b.id));
   return { count: near.count + far.count, jobs };
 }

@@ -139,8 +139,9 @@ function keyHeadersProblem(headers: Record<string, string>): string | undefined 
 
 /** What follows "<function>:" in a resumption's id: `<invocation id>:<token>:<tag>` (see resume-tag.ts). */
 const RESUMPTION_ID = /^([A-Za-z0-9_-]{8,128}):([0-9]{1,9}[a-z][0-9]{0,9}):([A-Za-z0-9_-]{22})$/;
+const RESUME_VALUE = /^[0-9]{1,9}[a-z][0-9]{0,9}\.[A-Za-z0-9_-]{22}$/;
 const RESUMPTION_RULE =
-  'a resumption\'s id is "<function name>:<invocation id>:<token>:<tag>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>", and optionally Jetfn-Not-Before and Jetfn-Priority';
+  'a resumption\'s id is "<function name>:<invocation id>:<token>:<digest>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>" (the same token), and optionally Jetfn-Not-Before and Jetfn-Priority';
 
 /**
  * A resumption row (a durable sleep's next run): what is wrong with it, as jetfn.resumption_row_problem
@@ -151,10 +152,13 @@ function resumptionProblem(rest: string, headers: Record<string, unknown>, body:
   if (!match) return RESUMPTION_RULE;
   const { [NOT_BEFORE_HEADER]: due, [PRIORITY_HEADER]: priority, ...required } = headers;
   const keys = Object.keys(required);
+  const resume = required[RESUME_HEADER];
   if (
     keys.length !== 2 ||
     required[ID_HEADER] !== match[1] ||
-    required[RESUME_HEADER] !== `${match[2]}.${match[3]}` ||
+    typeof resume !== "string" ||
+    !RESUME_VALUE.test(resume) ||
+    !resume.startsWith(`${match[2]}.`) ||
     (due !== undefined && (typeof due !== "string" || !NOT_BEFORE_PATTERN.test(due))) ||
     (priority !== undefined && (typeof priority !== "string" || !/^[1-3]$/.test(priority)))
   ) {

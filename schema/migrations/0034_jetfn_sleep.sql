@@ -16,11 +16,14 @@
 -- 3. jetfn.resume_invocation: a resumption whose token is the record's makes it `running` (and
 --    the sleep it woke from `succeeded`) and gets its attempt and input, in one statement; any other
 --    says why it must not run.
--- 4. A sleeping record is left alone by what a stale run may write: record_step (JF005), the success
---    upserts (as if finished: the run is fenced out) and the failure upsert (but for a cancel).
--- 5. jetfn.outbox_row_problem accepts a resumption row: id `<function>:<invocation id>:<token>:<tag>`,
---    headers Jetfn-Id, Jetfn-Resume (`<token>.<tag>`, the same tag) and optionally Jetfn-Not-Before
---    and Jetfn-Priority, an empty body. An app may write one; it cannot make a tag that verifies.
+-- 4. Only the runs of the record's token write the job's end: the success upserts take the run's
+--    token (null for the job's own message) and treat another's as finished (the run is fenced out),
+--    as the runtime's failure upsert does (a cancel excepted); record_step refuses a sleeping record
+--    (JF005).
+-- 5. jetfn.outbox_row_problem accepts a resumption row: id `<function>:<invocation id>:<token>:<digest>`
+--    (a hash of the header, not its tag: apps may read outbox ids), headers Jetfn-Id, Jetfn-Resume
+--    (`<token>.<tag>`, the same token) and optionally Jetfn-Not-Before and Jetfn-Priority, an empty
+--    body. An app may write one; it cannot make a tag that verifies.
 
 alter table jetfn.invocations
   add column resume text,
@@ -37,9 +40,11 @@ create function jetfn.suspend_invocation(
   p_id text, p_function text, p_attempt integer, p_input jsonb,
   p_enqueued_at timestamptz, p_started_at timestamptz, p_stream_seq bigint, p_retry_of text,
   p_priority smallint, p_debounce_key text, p_singleton_key text,
-  p_key text, p_seq integer, p_wake_at timestamptz, p_token text, p_run_token text
+  p_key text, p_wake_at timestamptz, p_token text, p_run_token text
 ) returns void
 language plpgsql as $$
+declare
+  v_seq integer;
 begin
   insert into jetfn.invocations as i
     (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
@@ -66,11 +71,13 @@ begin
     raise exception 'invocation % was suspended by another run, or resumed by a newer one', p_id
       using errcode = 'JF005';
   end if;
-  -- A run woken too early (clocks apart) suspends again under a new token: the memo stays.
+  -- Numbered under the record's lock, taken above: racing runs cannot take the same seq.
+  select coalesce(max(seq), 0) + 1 into v_seq from jetfn.steps where invocation_id = p_id;
+  -- A run woken too early suspends again under a new token: the memo stays.
   insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, wake_at, txid, started_at, updated_at)
-  values (p_id, p_key, p_seq, 'sleep', 'sleeping', p_attempt, p_wake_at, pg_catalog.txid_current(),
+  values (p_id, p_key, v_seq, 'sleep', 'sleeping', p_attempt, p_wake_at, pg_catalog.txid_current(),
           clock_timestamp(), clock_timestamp())
-  on conflict do nothing;
+  on conflict (invocation_id, key) do nothing;
   if not found and not exists (
     select from jetfn.steps
     where invocation_id = p_id and key = p_key and kind = 'sleep' and status = 'sleeping' and p_run_token is not null
@@ -80,11 +87,14 @@ begin
 end
 $$;
 
--- A resumption of token p_token arrived, delivered p_delivery times (with the attempts it had
--- spent waiting for a limit): `run` with its attempt and what the record holds of the job, once the
--- record is `running`; else `ended` (a final record), `foreign` (another function's id), `missing`
--- (no record), or `stale` (another token owns the invocation).
-create function jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer)
+-- A resumption of token p_token arrived, delivered p_delivery times; its attempt is the attempts
+-- spent before it plus those deliveries, or p_attempt when given (a resumption woken after waiting
+-- for a limit, which kept its attempt): `run` with its attempt and what the record holds of the job,
+-- once the record is `running`; else `ended` (a final record), `foreign` (another function's id),
+-- `missing` (no record), or `stale` (another token owns the invocation). Whether its sleep is over is
+-- the database's clock's to say (within a second): a sleep still `sleeping` after this is not.
+create function jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer,
+                                        p_attempt integer)
 returns table (outcome text, attempt integer, input jsonb, enqueued_at timestamptz, stream_seq bigint,
                retry_of text, priority smallint, debounce_key text, singleton_key text)
 language plpgsql as $$
@@ -93,14 +103,14 @@ declare
 begin
   update jetfn.invocations i
   set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
-      attempts = greatest(i.attempts, i.resume_attempts + p_delivery)
+      attempts = greatest(i.attempts, coalesce(p_attempt, i.resume_attempts + p_delivery))
   where i.id = p_id and i.function = p_function and i.resume = p_token and not jetfn.is_final(i.status)
   returning * into found_row;
   if found then
     update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where s.invocation_id = p_id and s.kind = 'sleep' and s.status = 'sleeping'
       and s.wake_at <= clock_timestamp() + interval '1 second';
-    return query select 'run'::text, found_row.resume_attempts + p_delivery, found_row.input, found_row.enqueued_at,
+    return query select 'run'::text, coalesce(p_attempt, found_row.resume_attempts + p_delivery), found_row.input, found_row.enqueued_at,
                         found_row.stream_seq, found_row.retry_of, found_row.priority, found_row.debounce_key,
                         found_row.singleton_key;
     return;
@@ -125,13 +135,17 @@ declare
 begin
   if parts is null
      or pg_catalog.jsonb_typeof(headers) operator(pg_catalog.<>) 'object'
-     or (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority}'::text[]) operator(pg_catalog.<>)
-          pg_catalog.jsonb_build_object('Jetfn-Id', parts[1], 'Jetfn-Resume', parts[2] operator(pg_catalog.||) '.' operator(pg_catalog.||) parts[3])
+     or (headers operator(pg_catalog.-) '{Jetfn-Not-Before,Jetfn-Priority,Jetfn-Resume}'::text[]) operator(pg_catalog.<>)
+          pg_catalog.jsonb_build_object('Jetfn-Id', parts[1])
+     or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Resume') operator(pg_catalog.<>) 'string'
+     or ((headers operator(pg_catalog.->>) 'Jetfn-Resume') collate pg_catalog."C")
+          operator(pg_catalog.!~) '^[0-9]{1,9}[a-z][0-9]{0,9}\.[A-Za-z0-9_-]{22}$'
+     or not pg_catalog.starts_with(headers operator(pg_catalog.->>) 'Jetfn-Resume', parts[2] operator(pg_catalog.||) '.')
      or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Not-Before') operator(pg_catalog.<>) 'string'
      or pg_catalog.jsonb_typeof(headers operator(pg_catalog.->) 'Jetfn-Priority') operator(pg_catalog.<>) 'string'
      or ((headers operator(pg_catalog.->>) 'Jetfn-Not-Before') collate pg_catalog."C") operator(pg_catalog.!~) '^[0-9]{1,15}$'
      or ((headers operator(pg_catalog.->>) 'Jetfn-Priority') collate pg_catalog."C") operator(pg_catalog.!~) '^[1-3]$' then
-    return 'a resumption''s id is "<function name>:<invocation id>:<token>:<tag>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>", and optionally Jetfn-Not-Before and Jetfn-Priority';
+    return 'a resumption''s id is "<function name>:<invocation id>:<token>:<digest>", its headers Jetfn-Id, equal to its invocation id, Jetfn-Resume, "<token>.<tag>" (the same token), and optionally Jetfn-Not-Before and Jetfn-Priority';
   end if;
   if body operator(pg_catalog.<>) '' then
     return 'a resumption has an empty body';
@@ -196,8 +210,13 @@ end
 $$;
 
 
--- A stale run's success: fenced out, as if another attempt had finished the job.
-create or replace function jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint DEFAULT NULL::smallint, p_debounce_key text DEFAULT NULL::text, p_singleton_key text DEFAULT NULL::text) RETURNS void
+-- The success of a run whose token (p_resume: null for a run of the job's own message) is not the
+-- record's: fenced out, as if another attempt had finished the job. Calls without it (every job that
+-- never slept, and runtimes of the version before) read as null. A new parameter with a default:
+-- the old form goes, or a call would match both.
+drop function jetfn.complete_invocation(text, text, integer, jsonb, jsonb, timestamptz, timestamptz, bigint, text,
+                                        smallint, text, text);
+create function jetfn.complete_invocation(p_id text, p_function text, p_attempt integer, p_input jsonb, p_result jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint DEFAULT NULL::smallint, p_debounce_key text DEFAULT NULL::text, p_singleton_key text DEFAULT NULL::text, p_resume text DEFAULT NULL::text) RETURNS void
 language plpgsql as $$
 begin
   insert into jetfn.invocations as i
@@ -212,13 +231,13 @@ begin
     progress = null, priority = coalesce(excluded.priority, i.priority),
     debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
     singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.resume is not distinct from p_resume;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
         using errcode = 'JF002';
     end if;
-    raise exception 'invocation % was already finished by another attempt', p_id using errcode = 'JF001';
+    raise exception 'invocation % was already finished by another attempt, or another run owns it', p_id using errcode = 'JF001';
   end if;
 end
 $$;
@@ -231,20 +250,20 @@ begin
   with recorded as (
     insert into jetfn.invocations as i
       (id, function, status, attempts, input, result, enqueued_at, started_at, finished_at, updated_at, stream_seq,
-       retry_of, priority, debounce_key, singleton_key)
+       retry_of, priority, debounce_key, singleton_key, resume)
     select r.id, r.function, 'succeeded', r.attempts, r.input, r.result, r.enqueued_at, r.started_at, r.finished_at,
-           clock_timestamp(), r.stream_seq, r.retry_of, r.priority, r.debounce_key, r.singleton_key
+           clock_timestamp(), r.stream_seq, r.retry_of, r.priority, r.debounce_key, r.singleton_key, r.resume
     from jsonb_to_recordset(p_records) as r(
       id text, function text, attempts integer, input jsonb, result jsonb,
       enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, stream_seq bigint, retry_of text,
-      priority smallint, debounce_key text, singleton_key text)
+      priority smallint, debounce_key text, singleton_key text, resume text)
     on conflict (id) do update set
       status = 'succeeded', attempts = greatest(i.attempts, excluded.attempts), result = excluded.result,
       started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
       progress = null, priority = coalesce(excluded.priority, i.priority),
       debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
       singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
-    where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    where not jetfn.is_final(i.status) and i.function = excluded.function and i.resume is not distinct from excluded.resume
     returning i.id
   )
   select recorded.id from recorded;
@@ -354,5 +373,19 @@ begin
     return null;
   end if;
   return 'the subject must be fn.job.<function name> or fn.event.<event name>';
+end
+$$;
+
+-- Where the runtime's role exists (schema/roles.sql), it may call what this migration made even in
+-- a database that revoked EXECUTE from PUBLIC (complete_invocation was made anew).
+do $$
+begin
+  if exists (select from pg_catalog.pg_roles where rolname = 'jetfn_runtime') then
+    grant execute on function jetfn.complete_invocation(text, text, integer, jsonb, jsonb, timestamptz, timestamptz,
+      bigint, text, smallint, text, text, text) to jetfn_runtime;
+    grant execute on function jetfn.suspend_invocation(text, text, integer, jsonb, timestamptz, timestamptz, bigint,
+      text, smallint, text, text, text, timestamptz, text, text) to jetfn_runtime;
+    grant execute on function jetfn.resume_invocation(text, text, text, integer, integer) to jetfn_runtime;
+  end if;
 end
 $$;

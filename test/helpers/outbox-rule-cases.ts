@@ -260,8 +260,13 @@ export const OUTBOX_RULE_CASES: { name: string; row: OutboxMessage; accepted: bo
   },
   { name: "a resumption with a body", row: { ...resumption("evil-0021"), body: "{}" }, accepted: false },
   {
-    name: "a resumption whose header's tag is not its id's",
-    row: resumption("evil-0022", { "Jetfn-Resume": `2s1.${"B".repeat(22)}` }),
+    name: "a resumption whose header's token is not its id's",
+    row: resumption("evil-0022", { "Jetfn-Resume": `3s1.${TAG}` }),
+    accepted: false,
+  },
+  {
+    name: "a resumption whose header's tag is too short",
+    row: resumption("evil-0027", { "Jetfn-Resume": "2s1.AAAA" }),
     accepted: false,
   },
   {

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -107,6 +107,26 @@ it("runs nothing of a sleeping job for a copy of its message, whatever its input
   expect(record).toEqual({ status: "sleeping" });
   await reaches(id, "succeeded");
   expect(await runs("copied")).toEqual(["before", "after", "returned"]);
+});
+
+it("lets no copy of its message end a job that woke and runs on", { timeout: 120_000 }, async () => {
+  const gate = path.join(runsDir, "woken-gate");
+  const { id } = await client.enqueue("sleepy" as never, { ...inputOf("woken", "1s"), gate } as never);
+  // Its run after the sleep holds in its step: the record is running, under the resumption's token.
+  await eventually(async () => (await runs("woken")).includes("after"), 60_000);
+  const [running] = await env.database.sql`select status, resume from jetfn.invocations where id = ${id}`;
+  expect(running).toEqual({ status: "running", resume: "2s1" });
+  // Copies with the job's id: one refused for its input, one failing for good, one returning at once.
+  await publish(id, "{}");
+  await publish(id, JSON.stringify({ ...inputOf("woken", "0"), explode: true }));
+  await publish(id, JSON.stringify({ ...inputOf("woken", "0"), quick: true }));
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  const [still] = await env.database.sql`select status, resume from jetfn.invocations where id = ${id}`;
+  expect(still).toEqual({ status: "running", resume: "2s1" });
+  await writeFile(gate, "");
+  await reaches(id, "succeeded");
+  expect((await client.status(id)).result).toMatchObject({ before: { attempt: 1 }, after: { attempt: 1 } });
+  expect(await runs("woken")).toEqual(["before", "after", "returned"]);
 });
 
 it("runs nothing for a real resumption replayed after its job ended", { timeout: 120_000 }, async () => {

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import type { Runtime } from "../../runtime/runtime";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
@@ -86,6 +86,44 @@ describe("ctx.sleep", () => {
     ]);
     const rows = await env.database.sql`select step from sleep_rows where name = 'nap' order by id`;
     expect(rows.map((row) => row.step)).toEqual(["before", "after"]);
+  });
+
+  it("sleeps on while the database says its sleep is not over, whatever a runtime's clock says", {
+    timeout: 60_000,
+  }, async () => {
+    // The runtime's clock (this process's) runs 3 s ahead of the database's: it moves the resumption
+    // 3 s early, by the database's clock.
+    const realNow = Date.now.bind(Date);
+    const skew = vi.spyOn(Date, "now").mockImplementation(() => realNow() + 3_000);
+    onTestFinished(() => skew.mockRestore());
+    const id = await enqueueSleepy("skewed", "2s");
+    await reaches(id, "sleeping");
+    const [{ wake_at: wakeAt }] = (await env.database.sql`
+      select wake_at::text from jetfn.steps where invocation_id = ${id} and key = 'nap'`) as unknown as [
+      { wake_at: string },
+    ];
+    await reaches(id, "succeeded");
+    expect(await runs("skewed")).toEqual(["before", "after", "returned"]);
+    const [record] = await env.database.sql`select resume, finished_at::text from jetfn.invocations where id = ${id}`;
+    // Woken early (by the database's clock), it slept again for the rest, under the sleep's next tokens.
+    expect(record?.resume).toMatch(/^2s[2-9]$/);
+    expect(Date.parse(record?.finished_at)).toBeGreaterThanOrEqual(Date.parse(wakeAt) - 1_000);
+  });
+
+  it("keeps a resumption's attempt while it waits for a concurrency limit", { timeout: 90_000 }, async () => {
+    const wakeAt = Date.now() + 3_000;
+    const ids = await Promise.all(
+      ["one", "two", "three"].map(
+        async (name) => (await client.enqueue("sleepy-one-at-a-time" as never, { name, wakeAt } as never)).id,
+      ),
+    );
+    const views = await Promise.all(ids.map((id) => reaches(id, "succeeded")));
+    // Each slept on its second attempt, and woke as that attempt, having waited for the others or not.
+    expect(views.map((view) => [view.attempts, (view.result as { attempt: number }).attempt])).toEqual([
+      [2, 2],
+      [2, 2],
+      [2, 2],
+    ]);
   });
 
   it("goes on at once after a sleep of 0, recording none", { timeout: 60_000 }, async () => {

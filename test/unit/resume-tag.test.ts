@@ -1,0 +1,47 @@
+import { describe, expect, it } from "vitest";
+import { wokenHeader } from "../../runtime/flow/wake-tag";
+import {
+  readResume,
+  resumeHeader,
+  resumeMessageId,
+  sleepToken,
+  sleepTokenCount,
+} from "../../runtime/invocation/resume-tag";
+
+const SECRET = "a-secret-only-runtimes-hold";
+
+describe("resume tags", () => {
+  it("verify for the function, invocation and token they were made for, and no other", () => {
+    const header = resumeHeader(SECRET, "orders.ship", "job-0001", "2s1");
+    expect(readResume(SECRET, "orders.ship", "job-0001", header)).toBe("2s1");
+    expect(readResume(SECRET, "orders.bill", "job-0001", header)).toBeUndefined();
+    expect(readResume(SECRET, "orders.ship", "job-0002", header)).toBeUndefined();
+    expect(readResume(SECRET, "orders.ship", "job-0001", header.replace("2s1", "2s2"))).toBeUndefined();
+    expect(readResume("another-secret", "orders.ship", "job-0001", header)).toBeUndefined();
+  });
+
+  it("are not woken jobs' tags, nor anything but <token>.<22 characters>", () => {
+    const woken = wokenHeader(SECRET, "orders.ship", "job-0001", { attemptsBefore: 2, enqueuedAt: 1 });
+    expect(readResume(SECRET, "orders.ship", "job-0001", woken)).toBeUndefined();
+    const header = resumeHeader(SECRET, "orders.ship", "job-0001", "2s1");
+    expect(readResume(SECRET, "orders.ship", "job-0001", `${header}\r\nNats-Rollup: all`)).toBeUndefined();
+    expect(() => resumeHeader(SECRET, "orders.ship", "job-0001", "2 s1")).toThrow(TypeError);
+  });
+
+  it("give each resumption a message id of its own that does not give its tag away", () => {
+    const first = resumeHeader(SECRET, "orders.ship", "job-0001", "2s1");
+    const again = resumeHeader(SECRET, "orders.ship", "job-0001", "2s2");
+    const id = resumeMessageId("orders.ship", "job-0001", first);
+    expect(id).toMatch(/^orders\.ship:job-0001:2s1:[A-Za-z0-9_-]{22}$/);
+    expect(id).not.toContain(first.slice(first.indexOf(".") + 1));
+    expect(resumeMessageId("orders.ship", "job-0001", again)).not.toBe(id);
+    expect(resumeMessageId("orders.ship", "job-0001", first)).toBe(id);
+  });
+
+  it("count the times a sleep was set", () => {
+    expect(sleepToken(7, 3)).toBe("7s3");
+    expect(sleepTokenCount("7s3")).toBe(3);
+    expect(sleepTokenCount(undefined)).toBe(0);
+    expect(sleepTokenCount("7t")).toBe(0);
+  });
+});
