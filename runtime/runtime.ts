@@ -8,7 +8,7 @@ import { ensureAuditCoverage } from "./db/audit-coverage";
 import { assertDatabaseReachable, connectDatabase, type DatabaseClient } from "./db/client";
 import { type CommitGroups, createCommitGroups } from "./db/commit-groups";
 import { createSuccessRecorder, type SuccessRecorder } from "./db/invocation-store";
-import { assertMigrated, migrate } from "./db/migrate";
+import { assertMigrated, MIGRATION_WAITS, migrate } from "./db/migrate";
 import type { OutboxLag } from "./db/outbox";
 import { type LoadedAppSchema, loadAppSchema } from "./deploy/app-schema";
 import { createDeployer, type Deployer, type DeploymentChange } from "./deploy/deployer";
@@ -131,7 +131,10 @@ export async function startRuntime(options: StartRuntimeOptions = {}): Promise<R
   let schema: LoadedAppSchema | undefined;
   try {
     await assertDatabaseReachable(database);
-    const sources = { appDirectory: config.migrationsDir };
+    const sources = {
+      appDirectory: config.migrationsDir,
+      onLockWait: (name: string, tries: number) => logger.warn({ migration: name, tries }, MIGRATION_WAITS),
+    };
     if (options.migrate) await migrate(database.sql, sources);
     else await assertMigrated(database.sql, sources);
     schema = await loadAppSchema(config.schemaFile, config.loadTimeoutMs);

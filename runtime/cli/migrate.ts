@@ -1,7 +1,7 @@
 import { resolveConfig } from "../config";
 import { ensureAuditCoverage } from "../db/audit-coverage";
 import { connectDatabase } from "../db/client";
-import { migrate } from "../db/migrate";
+import { MIGRATION_WAITS, migrate } from "../db/migrate";
 import { createLogger } from "../support/logger";
 import { printJson } from "./output";
 import { resolveDatabaseUrl, type StartedService } from "./services";
@@ -20,7 +20,10 @@ export async function migrateCommand(options: { json?: boolean }): Promise<void>
     const url = await resolveDatabaseUrl(config, logger, started, true);
     const database = connectDatabase({ url, poolSize: 2 });
     try {
-      const applied = await migrate(database.sql, { appDirectory: config.migrationsDir });
+      const applied = await migrate(database.sql, {
+        appDirectory: config.migrationsDir,
+        onLockWait: (name, tries) => logger.warn({ migration: name, tries }, MIGRATION_WAITS),
+      });
       // Tables a migration created or altered get their audit capture (re)generated now, also where
       // no event trigger does it at DDL time; the runtime does the same at start and on deploy.
       await ensureAuditCoverage(database.sql, config.auditSchemas);

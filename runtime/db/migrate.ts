@@ -1,5 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Sql } from "postgres";
 import { JetfnError } from "../support/errors";
 import { PACKAGE_ROOT } from "../support/package-root";
@@ -19,7 +20,25 @@ export interface MigrationSources {
    * jetfn's, in the journal's order; a folder that does not exist holds none. @default none
    */
   appDirectory?: string;
+  /** Told each time a migration gave way to a transaction holding a table it changes, and tries again. */
+  onLockWait?: (name: string, tries: number) => void;
 }
+
+/**
+ * Longest a migration waits for a lock before it gives way. A migration that changes a table
+ * (`alter table`) queues for the table's strongest lock, and every statement on that table queues
+ * behind it: waiting without bound for a long transaction (a report, a slow handler) would stall
+ * every write of the app meanwhile. So it waits this long, rolls back, and tries again a moment
+ * later, up to LOCK_TRIES times.
+ */
+export const MIGRATION_LOCK_TIMEOUT_MS = 2_000;
+const LOCK_TRIES = 30;
+/** The log line of a migration that gave way (see onLockWait). */
+export const MIGRATION_WAITS =
+  "A migration gave way to a transaction holding a table it changes (so the app's writes do not queue behind it); trying again.";
+const LOCK_RETRY_MS = 1_000;
+/** lock_not_available (a lock_timeout) and deadlock_detected: the migration gave way. */
+const GAVE_WAY = new Set(["55P03", "40P01"]);
 
 /** One migration file and what the database knows of it. */
 export interface MigrationState {
@@ -48,15 +67,25 @@ export async function migrate(sql: Sql, sources: MigrationSources = {}): Promise
     const done: string[] = [];
     for (const file of files) {
       if (applied.has(file.name)) continue;
-      try {
-        await connection.unsafe(`begin;\n${file.sql}\n;`);
-        await connection`insert into jetfn.migrations (name, checksum) values (${file.name}, ${file.checksum})`;
-        await connection.unsafe("commit");
-      } catch (error) {
-        await connection.unsafe("rollback").catch(() => undefined);
-        throw new JetfnError("E_INTERNAL", `migration ${file.name} failed: ${(error as Error).message}`, {
-          cause: error,
-        });
+      for (let tries = 1; ; tries++) {
+        try {
+          await connection.unsafe(`begin;\nset local lock_timeout = '${MIGRATION_LOCK_TIMEOUT_MS}ms';\n${file.sql}\n;`);
+          await connection`insert into jetfn.migrations (name, checksum) values (${file.name}, ${file.checksum})`;
+          await connection.unsafe("commit");
+          break;
+        } catch (error) {
+          await connection.unsafe("rollback").catch(() => undefined);
+          const gaveWay = GAVE_WAY.has((error as { code?: string }).code ?? "");
+          if (gaveWay && tries < LOCK_TRIES) {
+            sources.onLockWait?.(file.name, tries);
+            await sleep(LOCK_RETRY_MS);
+            continue;
+          }
+          const why = gaveWay
+            ? `it could not take the locks it needs in ${LOCK_TRIES} tries: a transaction kept holding a table it changes (${(error as Error).message})`
+            : (error as Error).message;
+          throw new JetfnError("E_INTERNAL", `migration ${file.name} failed: ${why}`, { cause: error });
+        }
       }
       done.push(file.name);
     }
