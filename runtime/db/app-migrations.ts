@@ -7,7 +7,7 @@ import { type MigrationFile, migrationFile } from "./migration-file";
  * Ledger names of the app's migrations start with this, apart from jetfn's (`0001_jetfn_*.sql`):
  * drizzle-kit numbers its files from 0000 too.
  */
-const APP_MIGRATION_PREFIX = "app:";
+export const APP_MIGRATION_PREFIX = "app:";
 
 /** One entry of drizzle-kit's `meta/_journal.json`: the migrations in the order they were generated. */
 interface JournalEntry {

@@ -230,6 +230,8 @@ interface PendingSuccess {
   json: string;
   id: string;
   fn: string;
+  /** The run's token, for a run started by a resumption. */
+  resume: string | undefined;
   settled: ((applied: boolean) => void) | undefined;
   resolve: (applied: boolean) => void;
   reject: (error: unknown) => void;
@@ -241,9 +243,14 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   let inFlight: Promise<void> | undefined;
 
   const writeBatch = async (batch: PendingSuccess[]): Promise<void> => {
-    // The same job twice in one statement would make ON CONFLICT fail; one write covers both.
+    // The same job twice in one statement would make ON CONFLICT fail; one write covers both. A run
+    // with a token (a sleeping job's resumption) comes first: only the record's token may end the
+    // job, and once a job slept, a run without one is a stale copy of its message.
     const unique = new Map<string, PendingSuccess>();
-    for (const entry of batch) if (!unique.has(entry.id)) unique.set(entry.id, entry);
+    for (const entry of batch) {
+      const kept = unique.get(entry.id);
+      if (!kept || (kept.resume === undefined && entry.resume !== undefined)) unique.set(entry.id, entry);
+    }
     try {
       const rows = await sql.unsafe(
         SUCCESS_BATCH_SQL,
@@ -282,7 +289,15 @@ export function createSuccessRecorder(sql: Sql, maxBatch = 1_000): SuccessRecord
   return {
     record(record, resultJson, settled) {
       return new Promise<boolean>((resolve, reject) => {
-        pending.push({ json: successRow(record, resultJson), id: record.id, fn: record.fn, settled, resolve, reject });
+        pending.push({
+          json: successRow(record, resultJson),
+          id: record.id,
+          fn: record.fn,
+          resume: record.resume,
+          settled,
+          resolve,
+          reject,
+        });
         // Wait one turn of the event loop so jobs finishing together share a statement.
         inFlight ??= new Promise<void>((start) => setImmediate(start)).then(drain);
       });

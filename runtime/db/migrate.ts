@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Sql } from "postgres";
 import { JetfnError } from "../support/errors";
 import { PACKAGE_ROOT } from "../support/package-root";
-import { readAppMigrations } from "./app-migrations";
+import { APP_MIGRATION_PREFIX, readAppMigrations } from "./app-migrations";
 import { adoptBaseline, BASELINE_MIGRATION } from "./migration-baseline";
 import { type MigrationFile, migrationFile } from "./migration-file";
 
@@ -25,14 +25,16 @@ export interface MigrationSources {
 }
 
 /**
- * Longest a migration waits for a lock before it gives way. A migration that changes a table
- * (`alter table`) queues for the table's strongest lock, and every statement on that table queues
- * behind it: waiting without bound for a long transaction (a report, a slow handler) would stall
- * every write of the app meanwhile. So it waits this long, rolls back, and tries again a moment
- * later, up to LOCK_TRIES times.
+ * Longest one of jetfn's migrations waits for a lock before it gives way. A migration that changes a
+ * table (`alter table`) queues for the table's strongest lock, and every statement on that table
+ * queues behind it: waiting without bound for a long transaction (a report reading the audit log, a
+ * slow handler) would stall every audited write of the app meanwhile. So it waits this long, rolls
+ * back, and tries again a second later, for about five minutes. jetfn's own migrations only: they
+ * are short, and each is one transaction; an app's are its own (a backfill may wait for row locks,
+ * a file may commit halfway), and wait as they are written to.
  */
 export const MIGRATION_LOCK_TIMEOUT_MS = 2_000;
-const LOCK_TRIES = 30;
+const LOCK_TRIES = 100;
 /** The log line of a migration that gave way (see onLockWait). */
 export const MIGRATION_WAITS =
   "A migration gave way to a transaction holding a table it changes (so the app's writes do not queue behind it); trying again.";
@@ -67,15 +69,17 @@ export async function migrate(sql: Sql, sources: MigrationSources = {}): Promise
     const done: string[] = [];
     for (const file of files) {
       if (applied.has(file.name)) continue;
+      const bounded = !file.name.startsWith(APP_MIGRATION_PREFIX);
+      const lockTimeout = bounded ? `set local lock_timeout = '${MIGRATION_LOCK_TIMEOUT_MS}ms';\n` : "";
       for (let tries = 1; ; tries++) {
         try {
-          await connection.unsafe(`begin;\nset local lock_timeout = '${MIGRATION_LOCK_TIMEOUT_MS}ms';\n${file.sql}\n;`);
+          await connection.unsafe(`begin;\n${lockTimeout}${file.sql}\n;`);
           await connection`insert into jetfn.migrations (name, checksum) values (${file.name}, ${file.checksum})`;
           await connection.unsafe("commit");
           break;
         } catch (error) {
           await connection.unsafe("rollback").catch(() => undefined);
-          const gaveWay = GAVE_WAY.has((error as { code?: string }).code ?? "");
+          const gaveWay = bounded && GAVE_WAY.has((error as { code?: string }).code ?? "");
           if (gaveWay && tries < LOCK_TRIES) {
             sources.onLockWait?.(file.name, tries);
             await sleep(LOCK_RETRY_MS);

@@ -34,13 +34,26 @@ export function resumeHeader(secret: string, fn: string, id: string, token: stri
 }
 
 /**
- * The resumption's message id in every stream it passes through: `<function>:<id>:<token>:<digest>`,
- * the digest a hash of its header. Its own, not the job's (a sleep shorter than the duplicate window
- * would be dropped as a repeat of the job's message); unguessable without the tag, so nobody can take
- * it first; and not the tag itself, so the outbox row's id (which apps may read) does not give it away.
+ * The resumption's message id in every stream it passes through (`Nats-Msg-Id`):
+ * `<function>:<id>:<token>:<digest>`, the digest a hash of its header. Its own, not the job's (a sleep
+ * shorter than the duplicate window would be dropped as a repeat of the job's message), and
+ * unguessable without the header's tag, so nobody can take it first (JetStream would drop the real one
+ * as a duplicate, and the job never wake).
  */
 export function resumeMessageId(fn: string, id: string, header: string): string {
-  const digest = createHash("sha256").update(`resume-id\n${header}`).digest().subarray(0, TAG_BYTES);
+  return resumptionName("resume-msg", fn, id, header);
+}
+
+/**
+ * The resumption's outbox row id: of the same shape, with another digest. Apps may read outbox ids:
+ * this one gives neither the tag nor the message id away.
+ */
+export function resumeRowId(fn: string, id: string, header: string): string {
+  return resumptionName("resume-row", fn, id, header);
+}
+
+function resumptionName(label: string, fn: string, id: string, header: string): string {
+  const digest = createHash("sha256").update(`${label}\n${header}`).digest().subarray(0, TAG_BYTES);
   return `${fn}:${id}:${header.slice(0, header.indexOf("."))}:${digest.toString("base64url")}`;
 }
 

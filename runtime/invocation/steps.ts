@@ -30,12 +30,12 @@ const STALE_RUN_CODE = "JF005";
 const EARLY_WAKE_MS = 1_000;
 
 const RECORD_STEP_SQL =
-  "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14)";
+  "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14, $15)";
 const SUSPEND_SQL =
   "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15)";
 const MEMOS_SQL =
   "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, i.resume, s.key, s.seq, s.kind, s.status, " +
-  "s.result::text as result, (extract(epoch from s.wake_at) * 1000)::float8 as wake_ms " +
+  "s.result::text as result, (extract(epoch from s.wake_at - clock_timestamp()) * 1000)::float8 as wake_in_ms " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
 const MEMO_SQL = "select kind, seq, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
 const RECORD_STATUS_SQL = "select status, resume from jetfn.invocations where id = $1";
@@ -45,8 +45,8 @@ interface Memo {
   kind: string;
   /** Its stored result, parsed. */
   value: unknown;
-  /** A sleep's end (epoch ms). */
-  wakeMs?: number;
+  /** How long until a sleep's end, by the database's clock (ms; negative once it passed). */
+  wakeInMs?: number;
   seq?: number;
   /** A sleep's: `sleeping` until the resumption that finds it due (by the database's clock) makes it `succeeded`. */
   status?: string;
@@ -219,10 +219,11 @@ export class Steps {
       if (memo.kind !== "sleep") throw mismatch(this.#label(key), "sleep", memo.kind);
       if (memo.status !== "sleeping") return;
       // Woken early (by the database's clock, which says when a sleep is over: runtimes' clocks may
-      // differ): it sleeps again for the time left, at least a second, under the sleep's next token.
+      // differ): it sleeps again for the time left by that clock, at least a second, under the
+      // sleep's next token.
       const seq = memo.seq ?? 0;
       const count = record.resume?.startsWith(`${seq}s`) ? sleepTokenCount(record.resume) : 0;
-      const due = Math.max(memo.wakeMs ?? 0, Date.now() + EARLY_WAKE_MS);
+      const due = Date.now() + Math.max(memo.wakeInMs ?? 0, EARLY_WAKE_MS);
       return this.#suspend(record, key, due, sleepToken(seq, count + 1));
     }
     if (wakeAt <= Date.now()) return;
@@ -274,12 +275,16 @@ export class Steps {
       const code = (error as { code?: unknown } | undefined)?.code;
       if (code === STEP_RECORDED_CODE || code === STALE_RUN_CODE) {
         // Another run suspended the invocation first, or holds a newer token: it carries on, not this one.
-        const now = await this.#record(record.id);
-        if (now?.status === "sleeping" || now?.resume !== (record.resume ?? null)) return this.#stop({ stale: true });
-        // Still this run's to go on with: it must not end quietly. Its next attempt tries the sleep again.
-        throw new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: the sleep could not be recorded`, {
-          cause: error,
-        });
+        const now = await this.#record(record.id).catch(() => undefined);
+        if (now && (now.status === "sleeping" || now.resume !== (record.resume ?? null))) {
+          return this.#stop({ stale: true });
+        }
+        // Still this run's to go on with (or not known): it must not end quietly, nor go on past the
+        // sleep, whatever the handler does with the error. Its next attempt sleeps again.
+        throw this.#end(
+          new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: the sleep could not be recorded`, { cause: error }),
+          false,
+        );
       }
       throw await this.#commitFailure(record, undefined, error);
     }
@@ -338,7 +343,7 @@ export class Steps {
           kind: row.kind,
           value,
           seq: row.seq,
-          wakeMs: row.wake_ms ?? undefined,
+          wakeInMs: row.wake_in_ms ?? undefined,
           status: row.status,
         });
         this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
@@ -416,7 +421,7 @@ export class Steps {
     const code = (error as { code?: unknown } | undefined)?.code;
     if (code === ID_CONFLICT_CODE) return this.#end(idConflictError(record.id, record.fn, undefined, error), false);
     if (code === FENCED_OUT_CODE) {
-      const status = (await this.#record(record.id))?.status;
+      const status = (await this.#record(record.id).catch(() => undefined))?.status;
       return this.#end(endedError(record.id, status, error), status !== "cancelled");
     }
     // A statement the guard refused fails the attempt, whatever the handler does with the error.
@@ -450,7 +455,7 @@ export class Steps {
   }
 
   async #record(id: string): Promise<{ status: string; resume: string | null } | undefined> {
-    const [row] = await this.#host.sql.unsafe(RECORD_STATUS_SQL, [id], { prepare: true }).catch(() => []);
+    const [row] = await this.#host.sql.unsafe(RECORD_STATUS_SQL, [id], { prepare: true });
     return row as { status: string; resume: string | null } | undefined;
   }
 
@@ -484,6 +489,7 @@ function recordStepStatement(record: JobRecord, key: string, json: string, start
       key,
       json,
       startedAt,
+      record.resume ?? null,
     ],
     inlinable: true,
   };

@@ -386,7 +386,7 @@ async function handleFar(context: HandlerContext, message: JsMsg): Promise<void>
  */
 function hopId(hop: "far" | "near", message: JsMsg, fn: string, id: string): string {
   const resume = message.headers?.get(RESUME_HEADER) || undefined;
-  return resume ? `${hop}:${resumeMessageId(fn, id, resume)}` : `${hop}:${fn}:${id}:${message.seq}`;
+  return `${hop}:${resume ? resumeMessageId(fn, id, resume) : `${fn}:${id}`}:${message.seq}`;
 }
 
 /**

@@ -24,10 +24,14 @@ export async function listScheduledJobs(
     waitingIds(manager, stream, DELAYED_PREFIX, limit),
     waitingIds(manager, farStreamName(stream), FAR_PREFIX, limit),
   ]);
-  const ids = [...new Set([...near.ids, ...far.ids])].sort().slice(0, limit);
-  const found = await Promise.all(ids.map((id) => findScheduledJob(manager, stream, id)));
-  // A sleeping job's resumption is listed as that job, `sleeping`, from its record.
-  const jobs = found.filter((job): job is ScheduledJob => job !== undefined && !job.resumption);
+  const ids = [...new Set([...near.ids, ...far.ids])].sort();
+  // A sleeping job's resumption is listed as that job, `sleeping`, from its record: read on past
+  // resumptions until `limit` jobs are found.
+  const jobs: ScheduledJob[] = [];
+  for (let from = 0; from < ids.length && jobs.length < limit; from += limit) {
+    const found = await Promise.all(ids.slice(from, from + limit).map((id) => findScheduledJob(manager, stream, id)));
+    for (const job of found) if (job !== undefined && !job.resumption && jobs.length < limit) jobs.push(job);
+  }
   jobs.sort((a, b) => a.runAt.localeCompare(b.runAt) || a.id.localeCompare(b.id));
   return { count: near.count + far.count, jobs };
 }

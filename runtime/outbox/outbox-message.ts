@@ -11,7 +11,7 @@ import {
 import { type FlowControlOptions, keyHeaders, readKeyHeaders } from "../flow/keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
 import { NOT_BEFORE_HEADER, parseNotBefore, routeJob } from "../invocation/job-delay";
-import { RESUME_HEADER, resumeMessageId } from "../invocation/resume-tag";
+import { RESUME_HEADER, resumeMessageId, resumeRowId } from "../invocation/resume-tag";
 import { eventSubject } from "../nats/event-stream";
 import { checkJob, inputJson } from "../nats/publish-job";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -77,7 +77,7 @@ export function resumptionMessage(
     [NOT_BEFORE_HEADER]: String(notBefore),
   };
   if (priority) headers[PRIORITY_HEADER] = String(priority);
-  return { id: resumeMessageId(name, id, resume), subject: jobSubject(name), headers, body: "" };
+  return { id: resumeRowId(name, id, resume), subject: jobSubject(name), headers, body: "" };
 }
 
 /**
@@ -136,5 +136,16 @@ export async function publishMessage(js: JetStreamPublisher, message: OutboxMess
     : message;
   const header = natsHeaders();
   for (const [key, value] of Object.entries(route.headers)) header.set(key, value);
-  return js.publish(route.subject, message.body, { msgID: message.id, headers: header });
+  return js.publish(route.subject, message.body, { msgID: natsMessageId(message), headers: header });
+}
+
+/**
+ * The `Nats-Msg-Id` a row is published with: its id, but for a resumption, whose row id (which apps
+ * may read) is not its message id (which nobody but a runtime may know, see resume-tag.ts).
+ */
+function natsMessageId(message: OutboxMessage): string {
+  const resume = message.headers[RESUME_HEADER];
+  if (resume === undefined || !message.subject.startsWith(JOB_PREFIX)) return message.id;
+  const id = message.headers[ID_HEADER] ?? "";
+  return resumeMessageId(message.subject.slice(JOB_PREFIX.length), id, resume);
 }

@@ -18,8 +18,8 @@
 --    says why it must not run.
 -- 4. Only the runs of the record's token write the job's end: the success upserts take the run's
 --    token (null for the job's own message) and treat another's as finished (the run is fenced out),
---    as the runtime's failure upsert does (a cancel excepted); record_step refuses a sleeping record
---    (JF005).
+--    as the runtime's failure upsert does (a cancel excepted); record_step takes it too, and refuses
+--    another's step (JF005).
 -- 5. jetfn.outbox_row_problem accepts a resumption row: id `<function>:<invocation id>:<token>:<digest>`
 --    (a hash of the header, not its tag: apps may read outbox ids), headers Jetfn-Id, Jetfn-Resume
 --    (`<token>.<tag>`, the same token) and optionally Jetfn-Not-Before and Jetfn-Priority, an empty
@@ -156,12 +156,13 @@ begin
 end
 $$;
 
--- A stale run's step.
-create or replace function jetfn.record_step(
+-- A step of a run whose token (p_run_token: null for a run of the job's own message) is not the
+-- record's is a stale run's: refused (JF005), as suspend_invocation refuses its sleep.
+create function jetfn.record_step(
   p_id text, p_function text, p_attempt integer, p_input jsonb,
   p_enqueued_at timestamptz, p_started_at timestamptz, p_stream_seq bigint, p_retry_of text,
   p_priority smallint, p_debounce_key text, p_singleton_key text,
-  p_key text, p_result jsonb, p_step_started_at timestamptz
+  p_key text, p_result jsonb, p_step_started_at timestamptz, p_run_token text
 ) returns integer
 language plpgsql as $$
 declare
@@ -185,14 +186,15 @@ begin
     updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
     debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
     singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    and i.resume is not distinct from p_run_token;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
         using errcode = 'JF002';
     end if;
-    if exists (select from jetfn.invocations where id = p_id and status = 'sleeping') then
-      raise exception 'invocation % is sleeping: this run is not its resumption', p_id using errcode = 'JF005';
+    if exists (select from jetfn.invocations where id = p_id and not jetfn.is_final(status)) then
+      raise exception 'invocation % is asleep, or another run owns it: this run is stale', p_id using errcode = 'JF005';
     end if;
     raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
   end if;
@@ -209,6 +211,20 @@ begin
   end if;
   return v_seq;
 end
+$$;
+
+
+-- The form runtimes of the version before call: a run of the job's own message.
+create or replace function jetfn.record_step(
+  p_id text, p_function text, p_attempt integer, p_input jsonb,
+  p_enqueued_at timestamptz, p_started_at timestamptz, p_stream_seq bigint, p_retry_of text,
+  p_priority smallint, p_debounce_key text, p_singleton_key text,
+  p_key text, p_result jsonb, p_step_started_at timestamptz
+) returns integer
+language sql as $$
+  select jetfn.record_step(p_id, p_function, p_attempt, p_input, p_enqueued_at, p_started_at, p_stream_seq,
+                           p_retry_of, p_priority, p_debounce_key, p_singleton_key, p_key, p_result,
+                           p_step_started_at, null::text)
 $$;
 
 
@@ -388,6 +404,8 @@ begin
     grant execute on function jetfn.suspend_invocation(text, text, integer, jsonb, timestamptz, timestamptz, bigint,
       text, smallint, text, text, text, timestamptz, text, text) to jetfn_runtime;
     grant execute on function jetfn.resume_invocation(text, text, text, integer, integer) to jetfn_runtime;
+    grant execute on function jetfn.record_step(text, text, integer, jsonb, timestamptz, timestamptz, bigint, text,
+      smallint, text, text, text, jsonb, timestamptz, text) to jetfn_runtime;
   end if;
 end
 $$;

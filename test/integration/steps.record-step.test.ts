@@ -107,3 +107,23 @@ it("lets two runs racing for one step commit one memo", async () => {
   expect(failed.reason).toMatchObject({ code: "JF004" });
   expect(await stepsOf("steps-0005")).toHaveLength(1);
 });
+
+// After a durable sleep (migration 0034) only the run of the record's token goes on: a step of any
+// other run (a copy of the job's message that read its memos before the job slept, a stale
+// resumption) is refused, whatever the record's status, and so is its end.
+it("refuses the steps and the end of a run whose token is not the record's", async () => {
+  await recordStep("steps-token", "orders.fulfil", "reserve", 1);
+  await database.sql`update jetfn.invocations set resume = '2s1', status = 'running' where id = 'steps-token'`;
+  const stepOf = (key: string, token: string | null) =>
+    database.sql`select jetfn.record_step('steps-token', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null,
+      null, null, null, ${key}, '1'::jsonb, now(), ${token}::text) as seq`;
+  await expect(stepOf("charge", null)).rejects.toMatchObject({ code: "JF005" });
+  await expect(stepOf("charge", "1s1")).rejects.toMatchObject({ code: "JF005" });
+  // The form runtimes of the version before call is a run of the job's own message.
+  await expect(recordStep("steps-token", "orders.fulfil", "charge", 1)).rejects.toMatchObject({ code: "JF005" });
+  await expect(complete("steps-token", "orders.fulfil")).rejects.toMatchObject({ code: "JF001" });
+  expect(await stepOf("charge", "2s1")).toEqual([{ seq: 2 }]);
+  await database.sql`select jetfn.complete_invocation('steps-token', 'orders.fulfil', 1, '{}'::jsonb, '{}'::jsonb,
+    now(), now(), 1, null, null, null, null, '2s1')`;
+  expect(await recordOf("steps-token")).toMatchObject({ status: "succeeded" });
+});

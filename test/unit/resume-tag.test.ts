@@ -4,6 +4,7 @@ import {
   readResume,
   resumeHeader,
   resumeMessageId,
+  resumeRowId,
   sleepToken,
   sleepTokenCount,
 } from "../../runtime/invocation/resume-tag";
@@ -36,6 +37,11 @@ describe("resume tags", () => {
     expect(id).not.toContain(first.slice(first.indexOf(".") + 1));
     expect(resumeMessageId("orders.ship", "job-0001", again)).not.toBe(id);
     expect(resumeMessageId("orders.ship", "job-0001", first)).toBe(id);
+    // The outbox row's id, which apps may read, gives away neither the tag nor the message id.
+    const row = resumeRowId("orders.ship", "job-0001", first);
+    expect(row).toMatch(/^orders\.ship:job-0001:2s1:[A-Za-z0-9_-]{22}$/);
+    expect(row).not.toBe(id);
+    expect(row).not.toContain(first.slice(first.indexOf(".") + 1));
   });
 
   it("count the times a sleep was set", () => {
