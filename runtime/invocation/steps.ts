@@ -223,7 +223,7 @@ export class Steps {
       // sleep's next token.
       const seq = memo.seq ?? 0;
       const count = record.resume?.startsWith(`${seq}s`) ? sleepTokenCount(record.resume) : 0;
-      const due = Date.now() + Math.max(memo.wakeInMs ?? 0, EARLY_WAKE_MS);
+      const due = Date.now() + Math.ceil(Math.max(memo.wakeInMs ?? 0, EARLY_WAKE_MS));
       return this.#suspend(record, key, due, sleepToken(seq, count + 1));
     }
     if (wakeAt <= Date.now()) return;

@@ -74,7 +74,8 @@ export function resumptionMessage(
   const headers: Record<string, string> = {
     [ID_HEADER]: id,
     [RESUME_HEADER]: resume,
-    [NOT_BEFORE_HEADER]: String(notBefore),
+    // Whole milliseconds, as the outbox rules want a due time.
+    [NOT_BEFORE_HEADER]: String(Math.ceil(notBefore)),
   };
   if (priority) headers[PRIORITY_HEADER] = String(priority);
   return { id: resumeRowId(name, id, resume), subject: jobSubject(name), headers, body: "" };
