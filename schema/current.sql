@@ -1806,6 +1806,19 @@ $$;
 --
 
 CREATE FUNCTION jetfn.record_step(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_result jsonb, p_step_started_at timestamp with time zone) RETURNS integer
+    LANGUAGE sql
+    AS $$
+  select jetfn.record_step(p_id, p_function, p_attempt, p_input, p_enqueued_at, p_started_at, p_stream_seq,
+                           p_retry_of, p_priority, p_debounce_key, p_singleton_key, p_key, p_result,
+                           p_step_started_at, null::text)
+$$;
+
+
+--
+-- Name: record_step(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, jsonb, timestamp with time zone, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.record_step(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_result jsonb, p_step_started_at timestamp with time zone, p_run_token text) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 declare
@@ -1829,14 +1842,15 @@ begin
     updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
     debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
     singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
-  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping';
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    and i.resume is not distinct from p_run_token;
   if not found then
     if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
       raise exception 'invocation id % already belongs to another function than %', p_id, p_function
         using errcode = 'JF002';
     end if;
-    if exists (select from jetfn.invocations where id = p_id and status = 'sleeping') then
-      raise exception 'invocation % is sleeping: this run is not its resumption', p_id using errcode = 'JF005';
+    if exists (select from jetfn.invocations where id = p_id and not jetfn.is_final(status)) then
+      raise exception 'invocation % is asleep, or another run owns it: this run is stale', p_id using errcode = 'JF005';
     end if;
     raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
   end if;
