@@ -471,53 +471,37 @@ export class Steps {
 
 /** The memo's statement, last in the step's transaction (see 0032_jetfn_steps.sql). */
 function recordStepStatement(record: JobRecord, key: string, json: string, startedAt: string): FinalStatement {
-  const labels = record.labels;
   return {
     text: RECORD_STEP_SQL,
-    params: [
-      record.id,
-      record.fn,
-      record.attempt,
-      storableJson(record.input),
-      record.enqueuedAt,
-      record.startedAt,
-      record.streamSeq,
-      record.retryOf ?? null,
-      labels?.priority ?? null,
-      labels?.debounceKey ?? null,
-      labels?.singletonKey ?? null,
-      key,
-      json,
-      startedAt,
-      record.resume ?? null,
-    ],
+    params: [...recordParams(record), key, json, startedAt, record.resume ?? null],
     inlinable: true,
   };
 }
 
 /** The sleep's memo statement, last of its run (see 0034_jetfn_sleep.sql). */
 function suspendStatement(record: JobRecord, key: string, wakeAt: number, token: string): FinalStatement {
-  const labels = record.labels;
   return {
     text: SUSPEND_SQL,
-    params: [
-      record.id,
-      record.fn,
-      record.attempt,
-      storableJson(record.input),
-      record.enqueuedAt,
-      record.startedAt,
-      record.streamSeq,
-      record.retryOf ?? null,
-      labels?.priority ?? null,
-      labels?.debounceKey ?? null,
-      labels?.singletonKey ?? null,
-      key,
-      new Date(wakeAt).toISOString(),
-      token,
-      record.resume ?? null,
-    ],
+    params: [...recordParams(record), key, new Date(wakeAt).toISOString(), token, record.resume ?? null],
   };
+}
+
+/** What a memo's statement writes of the job's record, if it makes it (its first 11 parameters). */
+function recordParams(record: JobRecord): unknown[] {
+  const labels = record.labels;
+  return [
+    record.id,
+    record.fn,
+    record.attempt,
+    storableJson(record.input),
+    record.enqueuedAt,
+    record.startedAt,
+    record.streamSeq,
+    record.retryOf ?? null,
+    labels?.priority ?? null,
+    labels?.debounceKey ?? null,
+    labels?.singletonKey ?? null,
+  ];
 }
 
 function mismatch(label: string, inCode: string, recorded: string): JetfnError {
