@@ -126,6 +126,23 @@ describe("ctx.sleep", () => {
     ]);
   });
 
+  it("wakes an event listener's invocation, whose id the event gave it", { timeout: 60_000 }, async () => {
+    await client.emit("nap.requested", { runsFile: path.join(runsDir, "listener") });
+    const id = await eventually(async () => {
+      const [row] = await env.database.sql`
+        select id from jetfn.invocations where function = 'nap-on-event' and status = 'succeeded'`;
+      return row?.id as string | undefined;
+    }, SLOW_MS);
+    expect(await runs("listener")).toEqual(["before", "after"]);
+    const view = await statusOf(id);
+    expect(view).toMatchObject({ attempts: 1, result: { id } });
+    expect(view.steps?.map((step) => [step.key, step.kind, step.status])).toEqual([
+      ["before", "step", "succeeded"],
+      ["nap", "sleep", "succeeded"],
+      ["after", "step", "succeeded"],
+    ]);
+  });
+
   it("goes on at once after a sleep of 0, recording none", { timeout: 60_000 }, async () => {
     const id = await enqueueSleepy("no-nap", 0);
     const done = await reaches(id, "succeeded");
