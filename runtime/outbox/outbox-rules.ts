@@ -137,7 +137,7 @@ function keyHeadersProblem(headers: Record<string, string>): string | undefined 
   return undefined;
 }
 
-/** What follows "<function>:" in a resumption's id: `<invocation id>:<token>:<tag>` (see resume-tag.ts). */
+/** What follows "<function>:" in a resumption's row id: `<invocation id>:<token>:<digest>` (see resume-tag.ts). */
 const RESUMPTION_ID = /^([A-Za-z0-9_-]{8,128}):([0-9]{1,9}[a-z][0-9]{0,9}):([A-Za-z0-9_-]{22})$/;
 const RESUME_VALUE = /^[0-9]{1,9}[a-z][0-9]{0,9}\.[A-Za-z0-9_-]{22}$/;
 const RESUMPTION_RULE =
