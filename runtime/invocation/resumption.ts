@@ -4,6 +4,7 @@ import { type JobRecord, resumeInvocation } from "../db/invocation-store";
 import { headerValue } from "../nats/header-value";
 import { ID_HEADER, isValidInvocationId } from "../nats/subjects";
 import type { ResolvedFunction } from "../sdk/define-function";
+import { isoNow } from "../support/clock";
 import { JetfnError } from "../support/errors";
 import { invocationLogger } from "../support/logger";
 import type { Cancellations } from "./cancellation";
@@ -83,7 +84,7 @@ export async function resumedRun(
 
 /** What is known of a resumption's job before its record is read. */
 function unread(fn: ResolvedFunction, id: string, attempt: number, token: string, message: JsMsg): JobRecord {
-  const now = new Date().toISOString();
+  const now = isoNow();
   return {
     id,
     fn: fn.name,

@@ -12,6 +12,7 @@ import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
 import type { StepContext } from "../sdk/define-function";
+import { isoNow } from "../support/clock";
 import { JetfnError } from "../support/errors";
 import { resultJson } from "./result-json";
 import { resumeHeader, sleepToken, sleepTokenCount } from "./resume-tag";
@@ -362,7 +363,7 @@ export class Steps {
   /** Runs `fn` in a transaction of its own, and commits its writes with its memo; resolves to the stored JSON. */
   async #runAndRecord(key: string, fn: (step: StepContext) => unknown, record: JobRecord): Promise<string> {
     const host = this.#host;
-    const startedAt = new Date().toISOString();
+    const startedAt = isoNow();
     const transaction = host.ownTransaction(key);
     const outbox: OutboxMessage[] = [];
     const view = host.stepContext(key, transaction, outbox);
