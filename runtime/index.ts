@@ -58,6 +58,7 @@ export type {
   Register,
   RegisteredSchema,
   StepContext,
+  StepOptions,
 } from "./sdk/define-function";
 export { defineFunction } from "./sdk/define-function";
 export type { Duration } from "./support/duration";

@@ -66,7 +66,8 @@ export const invocations = jetfnSchema.table("invocations", {
 
 /**
  * One row per durable step an invocation reached: its memo (docs/durable-steps.md,
- * schema/migrations/0032_jetfn_steps.sql). Written only by jetfn.record_step.
+ * schema/migrations/0032_jetfn_steps.sql). Written only by jetfn.record_step, suspend_invocation and
+ * record_step_failure.
  */
 export const steps = jetfnSchema.table(
   "steps",

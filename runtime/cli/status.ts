@@ -1,4 +1,5 @@
 import { resolveConfig } from "../config";
+import type { StoredError } from "../db/invocation-store";
 import type { InvocationStatusView } from "../nats/status-api";
 import { findUnrecordedJob } from "../nats/stored-job";
 import { createClient, type JetfnClient } from "../sdk/client";
@@ -52,6 +53,7 @@ export function describeStatus(view: InvocationStatusView): string {
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   if (view.status === "sleeping" && view.wakeAt) lines.push(`wakes at: ${view.wakeAt}`);
+  if (view.status === "failed" && view.retryAt) lines.push(`retries its step at: ${view.retryAt}`);
   if (view.status === "waiting") lines.push(`not started yet: waiting for its ${view.waitingFor ?? "limit"}`);
   if (view.priority) lines.push(`priority: ${view.priority}`);
   if (view.debounceKey) lines.push(`debounce key: ${JSON.stringify(view.debounceKey)}`);
@@ -65,8 +67,9 @@ export function describeStatus(view: InvocationStatusView): string {
   if (view.retryOf) lines.push(`retry of: ${view.retryOf}`);
   if (view.retriedAs) lines.push(`retried as: ${view.retriedAs} (${view.retriedAt})`);
   if (view.droppedAt) lines.push(`dropped: ${view.droppedAt}`);
-  for (const error of (view.errors ?? []) as { attempt: number; code: string; name: string; message: string }[]) {
-    lines.push(`attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}`);
+  for (const error of (view.errors ?? []) as StoredError[]) {
+    const of = error.step === undefined ? "" : ` of step ${JSON.stringify(error.step)}`;
+    lines.push(`attempt ${error.attempt}${of}: ${error.code} ${error.name}: ${error.message}`);
   }
   if (view.steps?.length) {
     lines.push(`steps: ${view.steps.length}`);

@@ -45,6 +45,8 @@ export interface StoredError {
   stack?: string;
   issues?: unknown[];
   at: string;
+  /** The key of the durable step whose attempt failed (then `attempt` is the step's). */
+  step?: string;
 }
 
 /** An invocation as `status` shows it. */
@@ -70,6 +72,8 @@ export interface InvocationRecord {
   droppedAt: string | null;
   /** When a sleeping job is due. */
   wakeAt: string | null;
+  /** When a `failed` job runs its failed durable step again (null: JetStream redelivers it after its backoff). */
+  retryAt: string | null;
   /** The token of the run that may go on with the job, once it has slept (null before). */
   resume: string | null;
   /** What it was enqueued with (absent: the default priority, no key). */
@@ -148,7 +152,8 @@ on conflict (id) do update set
   status = excluded.status, attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
   errors = jetfn.append_bounded(i.errors, excluded.error, ${ERROR_HISTORY_LIMIT}),
   started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at,
-  progress = null, priority = coalesce(excluded.priority, i.priority),
+  -- A step's retry time no longer holds: JetStream's redelivery tries the job again.
+  progress = null, wake_at = null, priority = coalesce(excluded.priority, i.priority),
   debounce_key = coalesce(excluded.debounce_key, i.debounce_key),
   singleton_key = coalesce(excluded.singleton_key, i.singleton_key)
 where not jetfn.is_final(i.status) and i.function = excluded.function
@@ -361,6 +366,7 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
     wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
+    retryAt: row.status === "failed" ? isoTimestamp(row.wakeAt) : null,
     resume: row.resume,
     labels: storedLabels(row),
   };

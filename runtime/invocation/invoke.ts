@@ -200,9 +200,9 @@ class Invocation {
   }
 
   /** `ctx.step`. */
-  step(name: unknown, fn: unknown): Promise<unknown> {
+  step(name: unknown, fn: unknown, options: unknown): Promise<unknown> {
     try {
-      return this.#stepsOfRun().step(name, fn);
+      return this.#stepsOfRun().step(name, fn, options);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -238,13 +238,15 @@ class Invocation {
         return deps.maxPayload;
       },
       record,
-      ownTransaction: (key) =>
+      retry: request.fn.retry,
+      ownTransaction: (key, attempt) =>
         createInvocationTransaction(
           deps.sql,
           {
             functionName: request.fn.name,
             invocationId: request.invocationId,
-            attempt: request.attempt,
+            // Audit rows say which attempt of the step wrote them.
+            attempt,
             step: key,
             statementTimeoutMs: request.fn.timeoutMs,
           },
@@ -254,7 +256,10 @@ class Invocation {
       get ended() {
         return invocation.#ended;
       },
-      stepContext: (key, transaction, outbox) => new StepView(invocation, key, transaction, outbox),
+      get stopped() {
+        return invocation.deadline.signal.aborted;
+      },
+      stepContext: (key, transaction, outbox, attempt) => new StepView(invocation, key, transaction, outbox, attempt),
       publishCommitted: (messages) => deps.publishCommitted?.(messages, invocation.log) ?? Promise.resolve(),
       resumeSecret: deps.resumeSecret,
       suspend: (reason) => invocation.deadline.suspend(reason),
@@ -481,7 +486,8 @@ class InvocationContext implements FunctionContext {
   #step: FunctionContext["step"] | undefined;
 
   get step(): FunctionContext["step"] {
-    this.#step ??= ((name: string, fn: unknown) => this.#invocation.step(name, fn)) as FunctionContext["step"];
+    this.#step ??= ((name: string, fn: unknown, options?: unknown) =>
+      this.#invocation.step(name, fn, options)) as FunctionContext["step"];
     return this.#step;
   }
 
@@ -520,6 +526,7 @@ class StepView implements StepContext {
   readonly #key: string;
   readonly #transaction: InvocationTransaction | undefined;
   readonly #outbox: OutboxMessage[];
+  readonly attempt: number;
   #log: Logger | undefined;
   #closed = false;
 
@@ -528,11 +535,13 @@ class StepView implements StepContext {
     key: string,
     transaction: InvocationTransaction | undefined,
     outbox: OutboxMessage[],
+    attempt: number,
   ) {
     this.#invocation = invocation;
     this.#key = key;
     this.#transaction = transaction;
     this.#outbox = transaction ? outbox : invocation.outbox;
+    this.attempt = attempt;
   }
 
   get db(): StepContext["db"] {
@@ -542,10 +551,6 @@ class StepView implements StepContext {
   get log(): Logger {
     this.#log ??= this.#invocation.handlerLog.child({ step: this.#key });
     return this.#log;
-  }
-
-  get attempt(): number {
-    return this.#invocation.request.attempt;
   }
 
   get signal(): AbortSignal {

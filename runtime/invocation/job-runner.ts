@@ -352,7 +352,14 @@ async function attemptJob(
     // Its invocation sleeps (the next run is due then), or another run went on from here: this message is done with.
     message.ack();
     const { suspension } = outcome;
-    if (suspension?.wakeAt !== undefined) {
+    if (suspension?.retry !== undefined) {
+      // The step logged its failure; its next attempt is a resumption's.
+      const retryAt = new Date(suspension.wakeAt).toISOString();
+      log.info(
+        { outcome: "retrying-step", durationMs, step: suspension.retry, retryAt },
+        "Job waits to run its step again.",
+      );
+    } else if (suspension?.wakeAt !== undefined) {
       log.info({ outcome: "sleeping", durationMs, wakeAt: new Date(suspension.wakeAt).toISOString() }, "Job sleeps.");
     } else {
       log.info({ durationMs }, "Another run of this job went on from its last step; this one stopped.");

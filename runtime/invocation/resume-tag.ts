@@ -12,13 +12,21 @@ import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 export const RESUME_HEADER = "Jetfn-Resume";
 
 const TAG_BYTES = 16;
-/** `<seq>s<n>`: the sleep recorded as step seq, set the n-th time (other letters are kept for later kinds). */
+/**
+ * `<seq>s<n>`: the sleep recorded as step seq, set the n-th time; `<seq>r<a>`: the step recorded as
+ * seq, to be tried again for its attempt a (other letters are kept for later kinds).
+ */
 const TOKEN_PATTERN = /^[0-9]{1,9}[a-z][0-9]{0,9}$/;
 const HEADER_PATTERN = /^([0-9]{1,9}[a-z][0-9]{0,9})\.([A-Za-z0-9_-]{22})$/;
 
 /** The token of the `n`-th suspension at a sleep recorded as step `seq`. */
 export function sleepToken(seq: number, n: number): string {
   return `${seq}s${n}`;
+}
+
+/** The token of the resumption that runs the step recorded as step `seq` again, for its attempt `attempt`. */
+export function retryToken(seq: number, attempt: number): string {
+  return `${seq}r${attempt}`;
 }
 
 /** Which suspension a sleep's token is (the `n` of sleepToken), or 0 for another token. */

@@ -1,6 +1,12 @@
 import type { Logger } from "pino";
 import type { Sql } from "postgres";
-import { FENCED_OUT_CODE, ID_CONFLICT_CODE, idConflictError, type JobRecord } from "../db/invocation-store";
+import {
+  FENCED_OUT_CODE,
+  ID_CONFLICT_CODE,
+  idConflictError,
+  type JobRecord,
+  type StoredError,
+} from "../db/invocation-store";
 import {
   commitWith,
   type FinalStatement,
@@ -11,11 +17,16 @@ import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
-import type { StepContext } from "../sdk/define-function";
+import type { StepContext, StepOptions } from "../sdk/define-function";
 import { isoNow } from "../support/clock";
-import { JetfnError } from "../support/errors";
+import { formatDuration } from "../support/duration";
+import { isRetryable } from "../support/error-codes";
+import { JetfnError, toJetfnError } from "../support/errors";
+import { failureFields } from "../support/logger";
+import { storedError } from "./job-endings";
 import { resultJson } from "./result-json";
-import { resumeHeader, sleepToken, sleepTokenCount } from "./resume-tag";
+import { resumeHeader, retryToken, sleepToken, sleepTokenCount } from "./resume-tag";
+import { backoffDelay, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy";
 
 /** Most steps one invocation may record (docs/durable-steps.md#what-a-step-returns). */
 export const MAX_STEPS = 1_000;
@@ -34,11 +45,26 @@ const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14, $15)";
 const SUSPEND_SQL =
   "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15)";
+const STEP_FAILURE_SQL =
+  "select jetfn.record_step_failure($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14::jsonb, $15, $16, $17, $18)";
 const MEMOS_SQL =
   "select i.function, i.status as record_status, jetfn.is_final(i.status) as final, i.resume, s.key, s.seq, s.kind, s.status, " +
-  "s.result::text as result, (extract(epoch from s.wake_at - clock_timestamp()) * 1000)::float8 as wake_in_ms " +
+  "s.attempts, s.result::text as result, s.error::text as error, " +
+  "(extract(epoch from s.wake_at - clock_timestamp()) * 1000)::float8 as wake_in_ms " +
   "from jetfn.invocations i left join jetfn.steps s on s.invocation_id = i.id where i.id = $1 order by s.seq";
-const MEMO_SQL = "select kind, seq, result::text as result from jetfn.steps where invocation_id = $1 and key = $2";
+const MEMO_SQL =
+  "select kind, seq, status, attempts, result::text as result, error::text as error from jetfn.steps where invocation_id = $1 and key = $2";
+/**
+ * Errors that say the code is wrong, not the moment: a step rule broken, a result JSON cannot hold
+ * or too large to send. They are not the step's failed attempts: they end the run as they are.
+ */
+const CODE_FAULTS = new Set([
+  "E_STEP_INVALID",
+  "E_STEP_LIMIT",
+  "E_STEP_MISMATCH",
+  "E_OUTPUT_INVALID",
+  "E_PAYLOAD_TOO_LARGE",
+]);
 const RECORD_STATUS_SQL = "select status, resume from jetfn.invocations where id = $1";
 
 /** A step's row, as a later run reads it. */
@@ -49,8 +75,15 @@ interface Memo {
   /** How long until a sleep's end, by the database's clock (ms; negative once it passed). */
   wakeInMs?: number;
   seq?: number;
-  /** A sleep's: `sleeping` until the resumption that finds it due (by the database's clock) makes it `succeeded`. */
+  /**
+   * A sleep's: `sleeping` until the resumption that finds it due (by the database's clock) makes it
+   * `succeeded`. A step's: `succeeded`, `retrying` (an attempt failed, another follows) or `failed`.
+   */
   status?: string;
+  /** A step's recorded attempts. */
+  attempts?: number;
+  /** A failed step's last error. */
+  error?: StoredError;
 }
 
 /** What the steps of one invocation need from it. */
@@ -60,16 +93,21 @@ export interface StepHost {
   readonly maxPayload: number | undefined;
   /** The job's record, which the first step creates; undefined for a call, whose steps run at once. */
   readonly record: JobRecord | undefined;
-  /** A transaction of the step's own, stamped as the invocation's and with the step's key. */
-  ownTransaction(key: string): InvocationTransaction;
+  /** The function's retry policy: a step's, unless the step gives its own. */
+  readonly retry: ResolvedRetryPolicy;
+  /** A transaction of the step's own, stamped as the invocation's, with the step's key and attempt. */
+  ownTransaction(key: string, attempt: number): InvocationTransaction;
   /** What the step's `fn` gets, over its transaction and its outbox rows; closed when the step ends. */
   stepContext(
     key: string,
     transaction: InvocationTransaction | undefined,
     outbox: OutboxMessage[],
+    attempt: number,
   ): StepContext & { close(): void };
   /** The run ended (its handler timed out or failed): a step still running then commits nothing. */
   readonly ended: boolean;
+  /** The run was told to stop (a timeout, a cancel, a shutdown): a step's error then is not the step's own. */
+  readonly stopped: boolean;
   /** Publishes outbox rows a step committed; the relay's sweep is the fallback. */
   publishCommitted(messages: OutboxMessage[]): Promise<void>;
   /** The runtimes' secret, which signs a sleep's resumption (resume-tag.ts); undefined where there is none. */
@@ -81,9 +119,12 @@ export interface StepHost {
 
 /**
  * Why a run ended without an outcome: it put its invocation to sleep until `wakeAt` (the next run
- * starts then), or it was stale (another run suspended the invocation, or a newer resumption owns it).
+ * starts then), or a step failed and runs again then (`retry`, its key); or it was stale (another run
+ * suspended the invocation, or a newer resumption owns it).
  */
-export type Suspension = { wakeAt: number; stale?: undefined } | { stale: true; wakeAt?: undefined };
+export type Suspension =
+  | { wakeAt: number; retry?: string; stale?: undefined }
+  | { stale: true; wakeAt?: undefined; retry?: undefined };
 
 /**
  * What ends a run whatever its handler makes of the step's error: the invocation ended (`fenced`:
@@ -131,13 +172,40 @@ export class Steps {
     return this.#running;
   }
 
-  /** `ctx.step(name, fn)`: the stored result of `fn`, run once per invocation. */
-  step(name: unknown, fn: unknown): Promise<unknown> {
+  /** `ctx.step(name, fn, options)`: the stored result of `fn`, run once per invocation (tried as `options.retry` says). */
+  step(name: unknown, fn: unknown, options?: unknown): Promise<unknown> {
     const key = this.#key(name);
     if (typeof fn !== "function") {
       return Promise.reject(stepInvalid(`ctx.step("${key}", fn) needs a function to run`));
     }
-    return this.#queue("ctx.step", key, () => this.#run(key, fn as (step: StepContext) => unknown));
+    let policy: ResolvedRetryPolicy;
+    try {
+      policy = this.#policy(key, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#queue("ctx.step", key, () => this.#run(key, fn as (step: StepContext) => unknown, policy));
+  }
+
+  /** A step's retry policy: its own, or the function's. */
+  #policy(key: string, options: unknown): ResolvedRetryPolicy {
+    if (options === undefined) return this.#host.retry;
+    if (!isPlainObject(options)) {
+      throw stepInvalid(`ctx.step("${key}", fn, options): options is an object, got ${describe(options)}`);
+    }
+    const unknown = Object.keys(options).filter((name) => name !== "retry");
+    if (unknown.length > 0) {
+      throw stepInvalid(
+        `ctx.step("${key}", fn, options) takes { retry }, not ${unknown.join(", ")}${unknown.includes("timeout") ? " (a step runs within its function's timeout)" : ""}`,
+      );
+    }
+    const { retry } = options as StepOptions;
+    if (retry === undefined) return this.#host.retry;
+    try {
+      return resolveRetryPolicy(retry);
+    } catch (error) {
+      throw stepInvalid(`ctx.step("${key}", fn, options): ${(error as Error).message}`);
+    }
   }
 
   /**
@@ -191,18 +259,20 @@ export class Steps {
     return calls === 1 ? name : `${name}#${calls}`;
   }
 
-  async #run(key: string, fn: (step: StepContext) => unknown): Promise<unknown> {
+  async #run(key: string, fn: (step: StepContext) => unknown, policy: ResolvedRetryPolicy): Promise<unknown> {
     this.#goOn(key);
     const { record } = this.#host;
     if (!record) return this.#runNow(key, fn);
     const memos = await this.#memosOf(record);
     const memo = memos.get(key);
-    if (memo) return this.#replay(key, memo);
-    this.#checkRoom(key, memos);
+    // A step whose attempt failed with attempts left runs again; any other memo answers.
+    if (memo && !(memo.kind === "step" && memo.status === "retrying")) return this.#replay(key, memo);
+    if (!memo) this.#checkRoom(key, memos);
     // A step queued behind one that failed the run, or called after a timeout, does not start.
     this.#goOn(key);
-    const value = JSON.parse(await this.#runAndRecord(key, fn, record));
-    memos.set(key, { kind: "step", value });
+    const attempt = (memo?.attempts ?? 0) + 1;
+    const value = JSON.parse(await this.#runAndRecord(key, fn, record, { attempt, policy, seq: memo?.seq }));
+    memos.set(key, { kind: "step", value, status: "succeeded" });
     return value;
   }
 
@@ -260,11 +330,7 @@ export class Steps {
    */
   async #suspend(record: JobRecord, key: string, wakeAt: number, token: string): Promise<never> {
     const host = this.#host;
-    if (host.resumeSecret === undefined) {
-      throw stepInvalid(`ctx.sleep("${key}") needs a runtime to wake the job: this one has no resumption secret`);
-    }
-    const header = resumeHeader(host.resumeSecret, record.fn, record.id, token);
-    const resumption = resumptionMessage(record.fn, record.id, header, wakeAt, record.labels?.priority);
+    const resumption = this.#resumption(record, key, token, wakeAt);
     const statement = outboxStatement(
       [resumption],
       { functionName: record.fn, invocationId: record.id },
@@ -298,7 +364,9 @@ export class Steps {
     this.suspension ??= suspension;
     const message = suspension.stale
       ? `${this.#host.functionName}'s run stopped: another run of its invocation went on from here`
-      : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
+      : suspension.retry !== undefined
+        ? `${this.#label(suspension.retry)} failed; it runs again at ${new Date(suspension.wakeAt).toISOString()}`
+        : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
     this.#host.suspend(new JetfnError("E_SUSPENDED", message));
     return new Promise<never>(() => {});
   }
@@ -312,7 +380,7 @@ export class Steps {
 
   /** A call has no record to keep memos in: its steps run at once, in its own transaction. */
   async #runNow(key: string, fn: (step: StepContext) => unknown): Promise<unknown> {
-    const view = this.#host.stepContext(key, undefined, []);
+    const view = this.#host.stepContext(key, undefined, [], 1);
     this.#running = key;
     try {
       const returned = await fn(view);
@@ -346,6 +414,8 @@ export class Steps {
           seq: row.seq,
           wakeInMs: row.wake_in_ms ?? undefined,
           status: row.status,
+          attempts: row.attempts,
+          error: row.error === null ? undefined : JSON.parse(row.error),
         });
         this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
         this.#lastSeq = Math.max(this.#lastSeq, row.seq);
@@ -357,17 +427,28 @@ export class Steps {
 
   #replay(key: string, memo: Memo): unknown {
     if (memo.kind !== "step") throw mismatch(this.#label(key), "step", memo.kind);
+    // A step that failed for good fails the same way in every later run, at the same place.
+    if (memo.status === "failed") throw stepFailed(this.#label(key), memo.attempts ?? 1, memo.error);
     return memo.value;
   }
 
-  /** Runs `fn` in a transaction of its own, and commits its writes with its memo; resolves to the stored JSON. */
-  async #runAndRecord(key: string, fn: (step: StepContext) => unknown, record: JobRecord): Promise<string> {
+  /**
+   * Runs `fn` in a transaction of its own, and commits its writes with its memo; resolves to the
+   * stored JSON. A failed attempt is recorded (see #failed).
+   */
+  async #runAndRecord(
+    key: string,
+    fn: (step: StepContext) => unknown,
+    record: JobRecord,
+    tries: StepTries,
+  ): Promise<string> {
     const host = this.#host;
     const startedAt = isoNow();
-    const transaction = host.ownTransaction(key);
+    const transaction = host.ownTransaction(key, tries.attempt);
     const outbox: OutboxMessage[] = [];
-    const view = host.stepContext(key, transaction, outbox);
-    let json: string;
+    const view = host.stepContext(key, transaction, outbox, tries.attempt);
+    let json = "";
+    let failure: { error: unknown } | undefined;
     this.#running = key;
     this.#transaction = transaction;
     try {
@@ -386,13 +467,14 @@ export class Steps {
       this.lost ??= transaction.lost;
       // A statement the guard refused fails the run, whatever the handler does with the error.
       if (transaction.refused) throw this.#end(transaction.refused, false);
-      throw error;
+      failure = { error };
     } finally {
       this.#running = undefined;
       this.#transaction = undefined;
       // Its outbox rows go with its commit: an enqueue made later would be lost, so it is refused.
       view.close();
     }
+    if (failure) return this.#failed(key, record, tries, startedAt, failure.error);
     const final = recordStepStatement(record, key, json, startedAt);
     const statement =
       outbox.length > 0 ? outboxStatement(outbox, { functionName: record.fn, invocationId: record.id }, final) : final;
@@ -403,7 +485,8 @@ export class Steps {
       if (code === STEP_RECORDED_CODE) return this.#winner(key, record);
       // The invocation went to sleep since this run read its memos: the run is a stale copy.
       if (code === STALE_RUN_CODE) return this.#stop({ stale: true });
-      throw await this.#commitFailure(record, transaction, error);
+      // A COMMIT the database refused (a deferred constraint, a serialization failure) fails the attempt.
+      return this.#failed(key, record, tries, startedAt, await this.#commitFailure(record, transaction, error));
     }
     this.#resultBytes += Buffer.byteLength(json);
     this.#lastSeq++;
@@ -431,13 +514,112 @@ export class Steps {
     return error;
   }
 
+  /**
+   * A step's attempt failed (`thrown`): recorded in its row, outside its rolled-back transaction.
+   * With attempts left the run ends, and a resumption runs the step again after the backoff;
+   * without, ctx.step throws E_STEP_FAILED (and so does every later run, from the memo). What is
+   * not the step's own failure passes as it is: the run ended or was told to stop, the database was
+   * lost (the run goes again), or the code is at fault (CODE_FAULTS).
+   */
+  async #failed(key: string, record: JobRecord, tries: StepTries, startedAt: string, thrown: unknown): Promise<string> {
+    const host = this.#host;
+    const code = (thrown as { code?: unknown } | undefined)?.code;
+    if (this.ending || this.lost || host.ended || host.stopped || CODE_FAULTS.has(code as string)) throw thrown;
+    const error = toJetfnError(thrown);
+    const { attempt, policy } = tries;
+    const stored: StoredError = { ...storedError(error, attempt), step: key };
+    const fields = { step: key, stepAttempt: attempt, ...failureFields(error) };
+    if (!isRetryable(error.code) || attempt >= policy.attempts) {
+      const json = await this.#recordFailure(key, record, tries, startedAt, stored, undefined);
+      if (json !== undefined) return json;
+      host.log.warn(
+        fields,
+        `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts}; it is not tried again.`,
+      );
+      throw stepFailed(this.#label(key), attempt, stored, error);
+    }
+    const delayMs =
+      error.code === "E_RETRY_LATER" && typeof (error as { delayMs?: unknown }).delayMs === "number"
+        ? (error as unknown as { delayMs: number }).delayMs
+        : backoffDelay(policy, attempt);
+    const retryAt = Date.now() + delayMs;
+    // Named by the seq the step has, or most likely gets (the database numbers it, under the record's lock).
+    const retry = { at: retryAt, token: retryToken(tries.seq ?? this.#lastSeq + 1, attempt + 1) };
+    const json = await this.#recordFailure(key, record, tries, startedAt, stored, retry);
+    if (json !== undefined) return json;
+    host.log.warn(
+      { ...fields, retryInMs: delayMs },
+      `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts}; it runs again in ${formatDuration(delayMs)}.`,
+    );
+    return this.#stop({ wakeAt: retryAt, retry: key });
+  }
+
+  /**
+   * Records a step's failed attempt (jetfn.record_step_failure), with the resumption of its retry
+   * when one follows. Resolves to undefined once recorded, or to the step's result when another run
+   * recorded it succeeded first; a run that lost to another run of the step stops here.
+   */
+  async #recordFailure(
+    key: string,
+    record: JobRecord,
+    tries: StepTries,
+    startedAt: string,
+    stored: StoredError,
+    retry: { at: number; token: string } | undefined,
+  ): Promise<string | undefined> {
+    const host = this.#host;
+    const final: FinalStatement = {
+      text: STEP_FAILURE_SQL,
+      params: [
+        ...recordParams(record),
+        key,
+        tries.attempt,
+        storableJson(stored),
+        startedAt,
+        record.resume ?? null,
+        retry ? new Date(retry.at).toISOString() : null,
+        retry?.token ?? null,
+      ],
+    };
+    const resumption = retry && this.#resumption(record, key, retry.token, retry.at);
+    const statement = resumption
+      ? outboxStatement([resumption], { functionName: record.fn, invocationId: record.id }, final)
+      : final;
+    try {
+      await commitWith(host.sql, undefined, statement);
+    } catch (error) {
+      const code = (error as { code?: unknown } | undefined)?.code;
+      // Another run of this attempt recorded the step first: its outcome counts.
+      if (code === STEP_RECORDED_CODE) return this.#winner(key, record);
+      if (code === STALE_RUN_CODE) return this.#stop({ stale: true });
+      throw await this.#commitFailure(record, undefined, error);
+    }
+    if (resumption) await host.publishCommitted([resumption]);
+    return undefined;
+  }
+
+  /** The resumption with `token` of the invocation, due at `wakeAt`, as an outbox row. */
+  #resumption(record: JobRecord, key: string, token: string, wakeAt: number): OutboxMessage {
+    const secret = this.#host.resumeSecret;
+    if (secret === undefined) {
+      throw stepInvalid(`${this.#label(key)} needs a runtime to resume the job: this one has no resumption secret`);
+    }
+    const header = resumeHeader(secret, record.fn, record.id, token);
+    return resumptionMessage(record.fn, record.id, header, wakeAt, record.labels?.priority);
+  }
+
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */
   async #winner(key: string, record: JobRecord): Promise<string> {
     const [row] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true });
-    this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its result is used.");
+    this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its outcome is used.");
     if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
+    // It recorded a later attempt's failure: the step's next attempt belongs to the resumption it sent.
+    if (row.kind === "step" && row.status === "retrying") return this.#stop({ stale: true });
     const value = row.result === null ? null : JSON.parse(row.result);
-    const json = JSON.stringify(this.#replay(key, { kind: row.kind, value }));
+    const error = row.error === null ? undefined : (JSON.parse(row.error) as StoredError);
+    const json = JSON.stringify(
+      this.#replay(key, { kind: row.kind, value, status: row.status, attempts: row.attempts, error }),
+    );
     this.#resultBytes += Buffer.byteLength(json);
     this.#lastSeq = Math.max(this.#lastSeq, row.seq);
     return json;
@@ -503,6 +685,30 @@ function recordParams(record: JobRecord): unknown[] {
     labels?.debounceKey ?? null,
     labels?.singletonKey ?? null,
   ];
+}
+
+/** How a step's attempt runs: which attempt it is, under which policy, and the step's seq if it has a row. */
+interface StepTries {
+  attempt: number;
+  policy: ResolvedRetryPolicy;
+  seq: number | undefined;
+}
+
+/**
+ * What ctx.step throws for a step that failed for good: its last error as `cause` (the error itself
+ * in the run that failed it, or as stored for later runs, which throw it again at the same place).
+ */
+function stepFailed(label: string, attempts: number, stored: StoredError | undefined, error?: JetfnError): JetfnError {
+  const cause =
+    error ??
+    Object.assign(new JetfnError((stored?.code ?? "E_HANDLER_FAILED") as never, stored?.message ?? "unknown"), {
+      name: stored?.name ?? "Error",
+    });
+  return new JetfnError(
+    "E_STEP_FAILED",
+    `${label} failed after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${cause.message}`,
+    { cause },
+  );
 }
 
 function mismatch(label: string, inCode: string, recorded: string): JetfnError {

@@ -38,6 +38,8 @@ export interface InvocationStatusView {
   runAt?: string;
   /** A `sleeping` job's due time (ISO 8601): when its next run starts (docs/durable-steps.md). */
   wakeAt?: string;
+  /** A `failed` job's due time (ISO 8601) when a durable step of it failed: its next run tries the step again. */
+  retryAt?: string;
   /** What a `waiting` job waits for: `concurrency limit, key k_acme`, `rate limit` (the function's own). */
   waitingFor?: string;
   /**
@@ -94,6 +96,7 @@ export function statusView(
     retriedAt: record.retriedAt,
     droppedAt: record.droppedAt,
     ...(record.wakeAt ? { wakeAt: record.wakeAt } : {}),
+    ...(record.retryAt ? { retryAt: record.retryAt } : {}),
     ...record.labels,
   };
 }

@@ -111,10 +111,19 @@ export interface FunctionContext {
    * transaction of its own; a later run of the job (a retry, a redelivery after a crash) gets the
    * stored result without running `fn` again. Names are 1-100 printable characters without `#`; a
    * name called again in one run is `name#2`, `name#3`... Once a job calls a step, its `ctx.db`
-   * works only inside steps. In a call (request-reply), `fn` runs at once, in the call's transaction.
+   * works only inside steps. A step that throws is tried again on its own (`options.retry`, by
+   * default the function's `retry`), in a later run, without spending the job's attempts; once it
+   * has used its attempts (or threw NonRetryableError), `ctx.step` throws `E_STEP_FAILED` with the
+   * step's last error as `cause`, in this run and every later one: catch it to compensate. In a call
+   * (request-reply), `fn` runs at once, in the call's transaction, and its error is thrown as it is.
    * @example const charge = await ctx.step("charge", async ({ db }) => (await db.insert(charges).values(row).returning())[0]);
+   * @example await ctx.step("notify", () => mailer.send(order), { retry: { attempts: 5, backoff: ["1s", "1m"] } });
    */
-  step<T>(name: string, fn: (step: StepContext) => T | Promise<T>): Promise<Jsonified<Awaited<T>>>;
+  step<T>(
+    name: string,
+    fn: (step: StepContext) => T | Promise<T>,
+    options?: StepOptions,
+  ): Promise<Jsonified<Awaited<T>>>;
   /**
    * A durable sleep (docs/durable-steps.md): ends this run, and the job carries on from here in a new
    * run once `duration` has passed (steps before it answer from their memos), across restarts of
@@ -136,7 +145,16 @@ export interface FunctionContext {
  * job; in a call, with the call); `log` is also bound to the step's key.
  */
 export interface StepContext
-  extends Pick<FunctionContext, "db" | "log" | "attempt" | "signal" | "progress" | "enqueue" | "call" | "emit"> {}
+  extends Pick<FunctionContext, "db" | "log" | "signal" | "progress" | "enqueue" | "call" | "emit"> {
+  /** The step's attempt, from 1: how many times it has been tried, this time included (1 in a call). */
+  readonly attempt: number;
+}
+
+/** What `ctx.step` takes besides its name and `fn`. */
+export interface StepOptions {
+  /** How often the step is tried, and how long to wait between its attempts. @default the function's `retry` */
+  retry?: RetryOptions;
+}
 
 /** A value as it comes back from JSON: what a step returns, in every run alike. */
 export type Jsonified<T> = T extends string | number | boolean | null

@@ -181,6 +181,13 @@ export const ERROR_CODES = {
     meaning:
       "a durable step API was used wrongly (its name, nesting, ctx.db outside steps, or where steps do not work)",
   },
+  E_STEP_FAILED: {
+    // The step used its attempts: running the job again would only throw the memo again.
+    status: 500,
+    retryable: false,
+    kind: "handler_error",
+    meaning: "a durable step failed on its last attempt, or threw NonRetryableError; ctx.step threw it",
+  },
   E_STEP_MISMATCH: {
     status: 500,
     retryable: false,

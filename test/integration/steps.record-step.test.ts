@@ -41,7 +41,8 @@ it("makes the job's record running with the first step, and numbers steps in the
   expect(await recordOf("steps-0001")).toMatchObject({ status: "running", attempts: 2 });
   expect(await stepsOf("steps-0001")).toEqual([
     { key: "reserve", seq: 1, kind: "step", status: "succeeded", attempts: 1, result: { left: 3 }, has_txid: true },
-    { key: "charge", seq: 2, kind: "step", status: "succeeded", attempts: 2, result: "ch_1", has_txid: true },
+    // A step counts its own attempts (0036), whatever the job's attempt that ran it.
+    { key: "charge", seq: 2, kind: "step", status: "succeeded", attempts: 1, result: "ch_1", has_txid: true },
   ]);
   // The job's own record then ends it as usual.
   await complete("steps-0001", "orders.fulfil");
@@ -126,4 +127,60 @@ it("refuses the steps and the end of a run whose token is not the record's", asy
   await database.sql`select jetfn.complete_invocation('steps-token', 'orders.fulfil', 1, '{}'::jsonb, '{}'::jsonb,
     now(), now(), 1, null, null, null, null, '2s1')`;
   expect(await recordOf("steps-token")).toMatchObject({ status: "succeeded" });
+});
+
+// A step's failed attempt (migration 0036) is recorded outside its rolled-back transaction: with a
+// retry, the record waits `failed` for the resumption of the next token; without, the step is
+// `failed` for good. Fenced as record_step is, and on the step's attempt.
+const failStep = (id: string, key: string, stepAttempt: number, runToken: string | null, retry?: string) =>
+  database.sql`select jetfn.record_step_failure(${id}, 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null,
+    null, null, null, ${key}, ${stepAttempt}, ${database.sql.json({ attempt: stepAttempt, code: "E_HANDLER_FAILED", step: key } as never)},
+    now(), ${runToken}::text, ${retry === undefined ? null : "2030-01-01T00:00:00Z"}::timestamptz, ${retry ?? null}::text)`;
+
+it("records a step's failed attempts, then its success on a retry, and refuses stale or repeated ones", async () => {
+  await recordStep("steps-retry", "orders.fulfil", "reserve", 1);
+  await failStep("steps-retry", "charge", 1, null, "2r2");
+  expect(
+    await database.sql`select status, attempts, resume, resume_attempts, wake_at::text, error->>'step' as step
+      from jetfn.invocations where id = 'steps-retry'`,
+  ).toEqual([
+    {
+      status: "failed",
+      attempts: 1,
+      resume: "2r2",
+      resume_attempts: 0,
+      wake_at: "2030-01-01 00:00:00+00",
+      step: "charge",
+    },
+  ]);
+  // The run of the token before, and a second record of the same attempt, are refused.
+  await expect(failStep("steps-retry", "charge", 1, null, "2r2")).rejects.toMatchObject({ code: "JF005" });
+  await expect(failStep("steps-retry", "charge", 1, "2r2", "2r3")).rejects.toMatchObject({ code: "JF004" });
+  await failStep("steps-retry", "charge", 2, "2r2", "2r3");
+  const stepRow = async () =>
+    (
+      await database.sql`select seq, status, attempts, jsonb_array_length(errors) as errors, result
+        from jetfn.steps where invocation_id = 'steps-retry' and key = 'charge'`
+    )[0];
+  expect(await stepRow()).toEqual({ seq: 2, status: "retrying", attempts: 2, errors: 2, result: null });
+  // The third attempt commits: the row becomes the step's memo, counting its attempts.
+  await database.sql`update jetfn.invocations set status = 'running' where id = 'steps-retry'`;
+  await database.sql`select jetfn.record_step('steps-retry', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null,
+    null, null, null, 'charge', '"ch_1"'::jsonb, now(), '2r3'::text)`;
+  expect(await stepRow()).toEqual({ seq: 2, status: "succeeded", attempts: 3, errors: 2, result: "ch_1" });
+  // A late failure of an attempt that lost, and a step recorded twice, change nothing.
+  await expect(failStep("steps-retry", "charge", 3, "2r3")).rejects.toMatchObject({ code: "JF004" });
+  await expect(
+    database.sql`select jetfn.record_step('steps-retry', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null,
+      null, null, null, 'charge', '"ch_2"'::jsonb, now(), '2r3'::text)`,
+  ).rejects.toMatchObject({ code: "JF004" });
+  // Without a retry the step fails for good and the run goes on: the record stays the run's.
+  await failStep("steps-retry", "refund", 1, "2r3");
+  expect(await recordOf("steps-retry")).toMatchObject({ status: "running" });
+  expect(
+    await database.sql`select status, attempts, finished_at is not null as finished from jetfn.steps
+      where invocation_id = 'steps-retry' and key = 'refund'`,
+  ).toEqual([{ status: "failed", attempts: 1, finished: true }]);
+  await expect(failStep("steps-retry", "refund", 2, "2r3")).rejects.toMatchObject({ code: "JF004" });
+  await expect(failStep("steps-retry", "sleep-after", 1, null)).rejects.toMatchObject({ code: "JF005" });
 });

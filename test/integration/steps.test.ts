@@ -126,7 +126,8 @@ describe("durable steps", () => {
     expect(listed.steps?.map((step) => [step.seq, step.key, step.kind, step.status, step.attempts])).toEqual([
       [1, "first", "step", "succeeded", 1],
       [2, "second", "step", "succeeded", 1],
-      [3, "third", "step", "succeeded", 2],
+      // A step counts its own attempts: the job's second attempt ran "third" once.
+      [3, "third", "step", "succeeded", 1],
     ]);
     expect((await client.status(job.id)).steps).toBeUndefined();
     const cli = await runCli(["status", job.id], { NATS_URL: env.nats.url });
@@ -143,26 +144,26 @@ describe("durable steps", () => {
       expect(rows).toEqual([
         ["1", "first", "step", "succeeded", "1"],
         ["2", "second", "step", "succeeded", "1"],
-        ["3", "third", "step", "succeeded", "2"],
+        ["3", "third", "step", "succeeded", "1"],
       ]);
       // Its database changes say which step made each.
-      expect(page).toMatch(/<td class="muted">attempt 2 · step third<\/td>/);
+      expect(page).toMatch(/<td class="muted">attempt 1 · step third<\/td>/);
     } finally {
       await dashboard.close();
     }
-    expect(cli.stdout).toMatch(/\n {2}3 third +step {2}succeeded {2}attempt 2 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ms\n/);
+    expect(cli.stdout).toMatch(/\n {2}3 third +step {2}succeeded {2}attempt 1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}\d+ms\n/);
     // Each step's rows are stamped with the job in the audit log, as a job's own writes are, and
-    // with the step's key and the attempt that ran it (migration 0033).
+    // with the step's key and the step's attempt that ran it (migrations 0033 and 0036).
     const audited = await env.database.sql<{ stamp: string }[]>`
       select concat_ws('/', function, invocation_id, attempt, step) as stamp from jetfn.audit_log
       where table_name = 'step_rows' and new_row->>'name' = 'retried' order by id`;
     expect(audited.map((row) => row.stamp)).toEqual([
       `three-steps/${job.id}/1/first`,
       `three-steps/${job.id}/1/second`,
-      `three-steps/${job.id}/2/third`,
+      `three-steps/${job.id}/1/third`,
     ]);
     const audit = await runCli(["audit", job.id], { DATABASE_URL: env.database.url });
-    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} \\(attempt 2\\) step "third"  INSERT step_rows`));
+    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step "third"  INSERT step_rows`));
     expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step "first"  INSERT step_rows`));
   });
 
@@ -237,7 +238,8 @@ describe("durable steps", () => {
     await startStepRuntime();
     const runsFile = path.join(runsDir, "failed-pair");
     const job = await client.enqueue("step-rules" as never, { case: "failed-pair", runsFile } as never);
-    expect(await ended(job.id)).toMatchObject({ status: "dead", attempts: 2 });
+    // a fails both its attempts (each run ending at its failure), then the job for good, at once.
+    expect(await ended(job.id)).toMatchObject({ status: "dead", attempts: 1, error: { code: "E_STEP_FAILED" } });
     await expect(readFile(runsFile, "utf8")).rejects.toMatchObject({ code: "ENOENT" });
   });
 

@@ -164,13 +164,14 @@ export function invocationSummary(view: InvocationStatusView): SafeHtml {
     message: string;
     at: string;
     stack?: string;
+    step?: string;
   }[];
   return html`<p>status <strong class="status status-${view.status}">${view.status}</strong>${view.waitingFor ? html` (for its ${view.waitingFor})` : ""} · function ${view.function ?? "?"} · attempts ${view.attempts}</p>
 ${progress}
-<p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.wakeAt ? html` · wakes ${timeCell(view.wakeAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
+<p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.wakeAt ? html` · wakes ${timeCell(view.wakeAt)}` : ""}${view.retryAt ? html` · retries its step ${timeCell(view.retryAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
 ${view.input === undefined ? "" : html`<h2>input</h2><pre class="input">${JSON.stringify(view.input, null, 2)}</pre>`}
 ${view.status === "succeeded" ? html`<h2>result</h2><pre class="result">${JSON.stringify(view.result ?? null, null, 2)}</pre>` : ""}
-${errors.length ? html`<h2>errors</h2>${errors.map((error) => html`<details><summary>attempt ${error.attempt}: ${error.code} ${error.name}: ${error.message}</summary><pre>${error.stack ?? ""}</pre></details>`)}` : ""}
+${errors.length ? html`<h2>errors</h2>${errors.map((error) => html`<details><summary>attempt ${error.attempt}${error.step === undefined ? "" : html` of step ${JSON.stringify(error.step)}`}: ${error.code} ${error.name}: ${error.message}</summary><pre>${error.stack ?? ""}</pre></details>`)}` : ""}
 ${stepsTable(view)}`;
 }
 

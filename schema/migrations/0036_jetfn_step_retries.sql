@@ -1,0 +1,150 @@
+-- Per-step retries (docs/durable-steps.md, "Retries: per step, and per job"): a step that throws
+-- rolls back its transaction, and its failed attempt is recorded outside it, in its row.
+--
+-- 1. jetfn.record_step_failure: the step's row `retrying` (an attempt follows at p_retry_at) or
+--    `failed` (no attempt follows: ctx.step throws E_STEP_FAILED, and every later run throws it
+--    again at the same place), with its attempts, its last error and the newest 20. When a retry
+--    follows, the record becomes `failed` with `wake_at` and the token `<seq>r<attempt>` of the
+--    resumption that runs the step again, whose outbox row the runtime writes in the same statement
+--    (db/outbox.ts), as a sleep's. Fenced as record_step is (JF001, JF002, JF005), and on the step's
+--    attempt: a failure already recorded, or a step recorded succeeded, is JF004.
+-- 2. jetfn.record_step counts a step's attempts: 1 for a step that commits at once, one more than
+--    its recorded failures for a step that commits on a retry (its `retrying` row becomes
+--    `succeeded`). Before, a step's row held the job's attempt that ran it.
+
+create function jetfn.record_step_failure(
+  p_id text, p_function text, p_attempt integer, p_input jsonb,
+  p_enqueued_at timestamptz, p_started_at timestamptz, p_stream_seq bigint, p_retry_of text,
+  p_priority smallint, p_debounce_key text, p_singleton_key text,
+  p_key text, p_step_attempt integer, p_error jsonb, p_step_started_at timestamptz, p_run_token text,
+  p_retry_at timestamptz, p_token text
+) returns void
+language plpgsql as $$
+declare
+  v_seq integer;
+  v_retry boolean := p_retry_at is not null;
+begin
+  if v_retry and p_token is null then
+    raise exception 'a step retried at % needs the token of its resumption', p_retry_at using errcode = '22023';
+  end if;
+  -- Also locks the record: a new row takes its seq under it.
+  insert into jetfn.invocations as i
+    (id, function, status, attempts, input, error, errors, enqueued_at, started_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key, resume, resume_attempts, wake_at)
+  values
+    (p_id, p_function, case when v_retry then 'failed' else 'running' end, p_attempt, p_input, p_error,
+     pg_catalog.jsonb_build_array(p_error), p_enqueued_at, p_started_at, clock_timestamp(), p_stream_seq,
+     p_retry_of, p_priority, p_debounce_key, p_singleton_key, case when v_retry then p_token end,
+     case when v_retry then p_attempt - 1 end, p_retry_at)
+  on conflict (id) do update set
+    -- Without a retry the run goes on: running, unless a later attempt's write is newer.
+    status = case when v_retry then 'failed' when i.attempts > excluded.attempts then i.status else 'running' end,
+    attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
+    errors = jetfn.append_bounded(i.errors, excluded.error, 20), updated_at = excluded.updated_at,
+    resume = case when v_retry then p_token else i.resume end,
+    resume_attempts = case when v_retry then p_attempt - 1 else i.resume_attempts end,
+    wake_at = case when v_retry then p_retry_at else i.wake_at end,
+    progress = case when v_retry then null else i.progress end,
+    priority = coalesce(i.priority, excluded.priority),
+    debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
+    singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    and i.resume is not distinct from p_run_token;
+  if not found then
+    if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
+      raise exception 'invocation id % already belongs to another function than %', p_id, p_function
+        using errcode = 'JF002';
+    end if;
+    if exists (select from jetfn.invocations where id = p_id and not jetfn.is_final(status)) then
+      raise exception 'invocation % is asleep, or another run owns it: this run is stale', p_id using errcode = 'JF005';
+    end if;
+    raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
+  end if;
+
+  select coalesce(max(seq), 0) + 1 into v_seq from jetfn.steps where invocation_id = p_id;
+  insert into jetfn.steps as s
+    (invocation_id, key, seq, kind, status, attempts, error, errors, wake_at, started_at, finished_at, updated_at)
+  values
+    (p_id, p_key, v_seq, 'step', case when v_retry then 'retrying' else 'failed' end, p_step_attempt, p_error,
+     pg_catalog.jsonb_build_array(p_error), p_retry_at, p_step_started_at,
+     case when v_retry then null else clock_timestamp() end, clock_timestamp())
+  on conflict (invocation_id, key) do update set
+    status = excluded.status, attempts = excluded.attempts, error = excluded.error,
+    errors = jetfn.append_bounded(s.errors, excluded.error, 20), wake_at = excluded.wake_at,
+    finished_at = excluded.finished_at, updated_at = excluded.updated_at
+  -- Only the attempt after the last one recorded: a second run of the same attempt lost the race.
+  where s.kind = 'step' and s.status = 'retrying' and s.attempts = p_step_attempt - 1;
+  if not found then
+    raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
+  end if;
+end
+$$;
+
+-- As in 0034, but a step's row counts its own attempts; a `retrying` row becomes `succeeded`.
+create or replace function jetfn.record_step(
+  p_id text, p_function text, p_attempt integer, p_input jsonb,
+  p_enqueued_at timestamptz, p_started_at timestamptz, p_stream_seq bigint, p_retry_of text,
+  p_priority smallint, p_debounce_key text, p_singleton_key text,
+  p_key text, p_result jsonb, p_step_started_at timestamptz, p_run_token text
+) returns integer
+language plpgsql as $$
+declare
+  v_seq integer;
+begin
+  -- Also locks the record: steps of one invocation take their seq one after another.
+  insert into jetfn.invocations as i
+    (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key)
+  values
+    (p_id, p_function, 'running', p_attempt, p_input, p_enqueued_at, p_started_at, clock_timestamp(),
+     p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key)
+  on conflict (id) do update set
+    -- A late step (its commit raced its attempt's end: the attempt is recorded failed, or a later
+    -- attempt runs) leaves the record as the later write left it.
+    status = case when i.attempts > excluded.attempts or (i.attempts = excluded.attempts and i.status = 'failed')
+                  then i.status else 'running' end,
+    started_at = case when i.attempts > excluded.attempts or (i.attempts = excluded.attempts and i.status = 'failed')
+                      then i.started_at else excluded.started_at end,
+    attempts = greatest(i.attempts, excluded.attempts),
+    updated_at = excluded.updated_at, priority = coalesce(i.priority, excluded.priority),
+    debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
+    singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
+  where not jetfn.is_final(i.status) and i.function = excluded.function and i.status <> 'sleeping'
+    and i.resume is not distinct from p_run_token;
+  if not found then
+    if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
+      raise exception 'invocation id % already belongs to another function than %', p_id, p_function
+        using errcode = 'JF002';
+    end if;
+    if exists (select from jetfn.invocations where id = p_id and not jetfn.is_final(status)) then
+      raise exception 'invocation % is asleep, or another run owns it: this run is stale', p_id using errcode = 'JF005';
+    end if;
+    raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
+  end if;
+
+  select coalesce(max(seq), 0) + 1 into v_seq from jetfn.steps where invocation_id = p_id;
+  insert into jetfn.steps as s
+    (invocation_id, key, seq, kind, status, attempts, result, txid, started_at, finished_at, updated_at)
+  values
+    (p_id, p_key, v_seq, 'step', 'succeeded', 1, p_result, pg_catalog.txid_current(),
+     p_step_started_at, clock_timestamp(), clock_timestamp())
+  on conflict (invocation_id, key) do update set
+    status = 'succeeded', attempts = s.attempts + 1, result = excluded.result, txid = excluded.txid,
+    started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at
+  where s.kind = 'step' and s.status = 'retrying'
+  returning s.seq into v_seq;
+  if not found then
+    raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
+  end if;
+  return v_seq;
+end
+$$;
+
+do $$
+begin
+  if exists (select from pg_catalog.pg_roles where rolname = 'jetfn_runtime') then
+    grant execute on function jetfn.record_step_failure(text, text, integer, jsonb, timestamptz, timestamptz, bigint,
+      text, smallint, text, text, text, integer, jsonb, timestamptz, text, timestamptz, text) to jetfn_runtime;
+  end if;
+end
+$$;
