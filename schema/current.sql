@@ -1863,7 +1863,8 @@ begin
      p_step_started_at, clock_timestamp(), clock_timestamp())
   on conflict (invocation_id, key) do update set
     status = 'succeeded', attempts = s.attempts + 1, result = excluded.result, txid = excluded.txid,
-    started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at
+    wake_at = null, started_at = excluded.started_at, finished_at = excluded.finished_at,
+    updated_at = excluded.updated_at
   where s.kind = 'step' and s.status = 'retrying'
   returning s.seq into v_seq;
   if not found then
@@ -1903,7 +1904,8 @@ begin
     attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
     errors = jetfn.append_bounded(i.errors, excluded.error, 20), updated_at = excluded.updated_at,
     resume = case when v_retry then p_token else i.resume end,
-    resume_attempts = case when v_retry then p_attempt - 1 else i.resume_attempts end,
+    -- Attempts spent so far, whichever run recorded them (a redelivered copy may have counted more).
+    resume_attempts = case when v_retry then greatest(i.attempts, p_attempt) - 1 else i.resume_attempts end,
     wake_at = case when v_retry then p_retry_at else i.wake_at end,
     progress = case when v_retry then null else i.progress end,
     priority = coalesce(i.priority, excluded.priority),
@@ -1980,11 +1982,28 @@ $$;
 --
 
 CREATE FUNCTION jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer, p_attempt integer) RETURNS TABLE(outcome text, attempt integer, input jsonb, enqueued_at timestamp with time zone, stream_seq bigint, retry_of text, priority smallint, debounce_key text, singleton_key text)
+    LANGUAGE sql
+    AS $$
+  select * from jetfn.resume_invocation(p_id, p_function, p_token, p_delivery, p_attempt, false)
+$$;
+
+
+--
+-- Name: resume_invocation(text, text, text, integer, integer, boolean); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer, p_attempt integer, p_step_failures boolean) RETURNS TABLE(outcome text, attempt integer, input jsonb, enqueued_at timestamp with time zone, stream_seq bigint, retry_of text, priority smallint, debounce_key text, singleton_key text)
     LANGUAGE plpgsql
     AS $$
 declare
   found_row jetfn.invocations;
 begin
+  if not p_step_failures and exists (
+    select from jetfn.steps s where s.invocation_id = p_id and s.kind = 'step' and s.status in ('retrying', 'failed')
+  ) then
+    raise exception 'invocation % has a step that failed: a runtime of a version before migration 0036 cannot run it on', p_id
+      using errcode = 'JF006';
+  end if;
   update jetfn.invocations i
   set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
       attempts = greatest(i.attempts, coalesce(p_attempt, i.resume_attempts + p_delivery))

@@ -366,7 +366,9 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
     wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
-    retryAt: row.status === "failed" ? isoTimestamp(row.wakeAt) : null,
+    // Set by the step's failure, after which the record changed no more (a job-level failure since
+    // waits for JetStream's redelivery instead).
+    retryAt: row.status === "failed" && row.wakeAt && row.wakeAt > row.updatedAt ? isoTimestamp(row.wakeAt) : null,
     resume: row.resume,
     labels: storedLabels(row),
   };
@@ -374,7 +376,7 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
 
 const RESUME_SQL =
   "select outcome, attempt, input::text as input, enqueued_at, stream_seq, retry_of, priority, debounce_key, singleton_key " +
-  "from jetfn.resume_invocation($1, $2, $3, $4, $5)";
+  "from jetfn.resume_invocation($1, $2, $3, $4, $5, true)";
 
 /**
  * What a durable sleep's resumption of token `token` finds (jetfn.resume_invocation, 0034): `run`,

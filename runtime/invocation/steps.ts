@@ -55,16 +55,10 @@ const MEMOS_SQL =
 const MEMO_SQL =
   "select kind, seq, status, attempts, result::text as result, error::text as error from jetfn.steps where invocation_id = $1 and key = $2";
 /**
- * Errors that say the code is wrong, not the moment: a step rule broken, a result JSON cannot hold
- * or too large to send. They are not the step's failed attempts: they end the run as they are.
+ * Errors of the step rules (a step API used wrongly, the invocation's limits): not the step's
+ * failed attempts, they end the run as they are.
  */
-const CODE_FAULTS = new Set([
-  "E_STEP_INVALID",
-  "E_STEP_LIMIT",
-  "E_STEP_MISMATCH",
-  "E_OUTPUT_INVALID",
-  "E_PAYLOAD_TOO_LARGE",
-]);
+const STEP_RULE_CODES = new Set(["E_STEP_INVALID", "E_STEP_LIMIT", "E_STEP_MISMATCH"]);
 const RECORD_STATUS_SQL = "select status, resume from jetfn.invocations where id = $1";
 
 /** A step's row, as a later run reads it. */
@@ -271,7 +265,18 @@ export class Steps {
     // A step queued behind one that failed the run, or called after a timeout, does not start.
     this.#goOn(key);
     const attempt = (memo?.attempts ?? 0) + 1;
-    const value = JSON.parse(await this.#runAndRecord(key, fn, record, { attempt, policy, seq: memo?.seq }));
+    let json: string;
+    try {
+      json = await this.#runAndRecord(key, fn, record, { attempt, policy, seq: memo?.seq });
+    } catch (error) {
+      // Failed for good: recorded, so it counts as the invocation's next step.
+      if ((error as JetfnError).code === "E_STEP_FAILED" && !memo) {
+        memos.set(key, { kind: "step", value: null, status: "failed" });
+        this.#lastSeq++;
+      }
+      throw error;
+    }
+    const value = JSON.parse(json);
     memos.set(key, { kind: "step", value, status: "succeeded" });
     return value;
   }
@@ -519,12 +524,13 @@ export class Steps {
    * With attempts left the run ends, and a resumption runs the step again after the backoff;
    * without, ctx.step throws E_STEP_FAILED (and so does every later run, from the memo). What is
    * not the step's own failure passes as it is: the run ended or was told to stop, the database was
-   * lost (the run goes again), or the code is at fault (CODE_FAULTS).
+   * lost (the run goes again), or the code broke a step rule. A result JSON cannot hold
+   * (E_OUTPUT_INVALID, E_PAYLOAD_TOO_LARGE) fails the step at once, as NonRetryableError does.
    */
   async #failed(key: string, record: JobRecord, tries: StepTries, startedAt: string, thrown: unknown): Promise<string> {
     const host = this.#host;
     const code = (thrown as { code?: unknown } | undefined)?.code;
-    if (this.ending || this.lost || host.ended || host.stopped || CODE_FAULTS.has(code as string)) throw thrown;
+    if (this.ending || this.lost || host.ended || host.stopped || STEP_RULE_CODES.has(code as string)) throw thrown;
     const error = toJetfnError(thrown);
     const { attempt, policy } = tries;
     const stored: StoredError = { ...storedError(error, attempt), step: key };
@@ -610,7 +616,10 @@ export class Steps {
 
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */
   async #winner(key: string, record: JobRecord): Promise<string> {
-    const [row] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true });
+    const [row] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true }).catch((error: unknown) => {
+      if (isDatabaseLoss(error)) this.lost ??= "database";
+      throw error;
+    });
     this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its outcome is used.");
     if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
     // It recorded a later attempt's failure: the step's next attempt belongs to the resumption it sent.

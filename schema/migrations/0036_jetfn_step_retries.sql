@@ -11,6 +11,11 @@
 -- 2. jetfn.record_step counts a step's attempts: 1 for a step that commits at once, one more than
 --    its recorded failures for a step that commits on a retry (its `retrying` row becomes
 --    `succeeded`). Before, a step's row held the job's attempt that ran it.
+-- 3. Runtimes of the version before read a `retrying` or `failed` step as one that returned null.
+--    They call jetfn.resume_invocation with five arguments: that form now refuses (JF006) to resume
+--    an invocation holding such a step, so its resumption is left unacked and comes back, to a
+--    runtime of this version (which calls the six-argument form). Runs of the job's own message
+--    read no function first: docs/production.md asks to upgrade every runtime together.
 
 create function jetfn.record_step_failure(
   p_id text, p_function text, p_attempt integer, p_input jsonb,
@@ -42,7 +47,8 @@ begin
     attempts = greatest(i.attempts, excluded.attempts), error = excluded.error,
     errors = jetfn.append_bounded(i.errors, excluded.error, 20), updated_at = excluded.updated_at,
     resume = case when v_retry then p_token else i.resume end,
-    resume_attempts = case when v_retry then p_attempt - 1 else i.resume_attempts end,
+    -- Attempts spent so far, whichever run recorded them (a redelivered copy may have counted more).
+    resume_attempts = case when v_retry then greatest(i.attempts, p_attempt) - 1 else i.resume_attempts end,
     wake_at = case when v_retry then p_retry_at else i.wake_at end,
     progress = case when v_retry then null else i.progress end,
     priority = coalesce(i.priority, excluded.priority),
@@ -130,7 +136,8 @@ begin
      p_step_started_at, clock_timestamp(), clock_timestamp())
   on conflict (invocation_id, key) do update set
     status = 'succeeded', attempts = s.attempts + 1, result = excluded.result, txid = excluded.txid,
-    started_at = excluded.started_at, finished_at = excluded.finished_at, updated_at = excluded.updated_at
+    wake_at = null, started_at = excluded.started_at, finished_at = excluded.finished_at,
+    updated_at = excluded.updated_at
   where s.kind = 'step' and s.status = 'retrying'
   returning s.seq into v_seq;
   if not found then
@@ -140,9 +147,59 @@ begin
 end
 $$;
 
+-- As 0034's five-argument form, for runtimes of this version: p_step_failures says the caller reads
+-- `retrying` and `failed` steps.
+create function jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer,
+                                        p_attempt integer, p_step_failures boolean)
+returns table (outcome text, attempt integer, input jsonb, enqueued_at timestamptz, stream_seq bigint,
+               retry_of text, priority smallint, debounce_key text, singleton_key text)
+language plpgsql as $$
+declare
+  found_row jetfn.invocations;
+begin
+  if not p_step_failures and exists (
+    select from jetfn.steps s where s.invocation_id = p_id and s.kind = 'step' and s.status in ('retrying', 'failed')
+  ) then
+    raise exception 'invocation % has a step that failed: a runtime of a version before migration 0036 cannot run it on', p_id
+      using errcode = 'JF006';
+  end if;
+  update jetfn.invocations i
+  set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
+      attempts = greatest(i.attempts, coalesce(p_attempt, i.resume_attempts + p_delivery))
+  where i.id = p_id and i.function = p_function and i.resume = p_token and not jetfn.is_final(i.status)
+  returning * into found_row;
+  if found then
+    update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
+    where s.invocation_id = p_id and s.kind = 'sleep' and s.status = 'sleeping'
+      and s.wake_at <= clock_timestamp() + interval '1 second';
+    return query select 'run'::text, coalesce(p_attempt, found_row.resume_attempts + p_delivery), found_row.input, found_row.enqueued_at,
+                        found_row.stream_seq, found_row.retry_of, found_row.priority, found_row.debounce_key,
+                        found_row.singleton_key;
+    return;
+  end if;
+  select * into found_row from jetfn.invocations i where i.id = p_id;
+  return query select case when found_row.id is null then 'missing'
+                           when found_row.function <> p_function then 'foreign'
+                           when jetfn.is_final(found_row.status) then 'ended'
+                           else 'stale' end,
+                      null::integer, null::jsonb, null::timestamptz, null::bigint, null::text, null::smallint,
+                      null::text, null::text;
+end
+$$;
+
+-- The form runtimes of the version before call: it refuses what they would misread.
+create or replace function jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer,
+                                                   p_attempt integer)
+returns table (outcome text, attempt integer, input jsonb, enqueued_at timestamptz, stream_seq bigint,
+               retry_of text, priority smallint, debounce_key text, singleton_key text)
+language sql as $$
+  select * from jetfn.resume_invocation(p_id, p_function, p_token, p_delivery, p_attempt, false)
+$$;
+
 do $$
 begin
   if exists (select from pg_catalog.pg_roles where rolname = 'jetfn_runtime') then
+    grant execute on function jetfn.resume_invocation(text, text, text, integer, integer, boolean) to jetfn_runtime;
     grant execute on function jetfn.record_step_failure(text, text, integer, jsonb, timestamptz, timestamptz, bigint,
       text, smallint, text, text, text, integer, jsonb, timestamptz, text, timestamptz, text) to jetfn_runtime;
   end if;

@@ -184,3 +184,47 @@ it("records a step's failed attempts, then its success on a retry, and refuses s
   await expect(failStep("steps-retry", "refund", 2, "2r3")).rejects.toMatchObject({ code: "JF004" });
   await expect(failStep("steps-retry", "sleep-after", 1, null)).rejects.toMatchObject({ code: "JF005" });
 });
+
+it("refuses a failure of a step already failed for good, or of an ended invocation, and a retry without its token", async () => {
+  await failStep("steps-retry-2", "charge", 1, null);
+  // A late success cannot overwrite a failure the handler may have compensated for.
+  await expect(
+    database.sql`select jetfn.record_step('steps-retry-2', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null,
+      null, null, null, 'charge', '"ch_1"'::jsonb, now(), null::text)`,
+  ).rejects.toMatchObject({ code: "JF004" });
+  await expect(
+    database.sql`select jetfn.record_step_failure('steps-retry-2', 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7,
+      null, null, null, null, 'other', 1, '{}'::jsonb, now(), null::text, now(), null::text)`,
+  ).rejects.toMatchObject({ code: "22023" });
+  await database.sql`update jetfn.invocations set status = 'cancelled' where id = 'steps-retry-2'`;
+  await expect(failStep("steps-retry-2", "late", 1, null)).rejects.toMatchObject({ code: "JF001" });
+});
+
+it("counts the attempts a redelivered copy spent before a step's failure sets the next token", async () => {
+  await recordStep("steps-retry-3", "orders.fulfil", "reserve", 1);
+  // A copy of the run, delivered again, failed between steps as attempt 2; the first copy's step then fails.
+  await database.sql`update jetfn.invocations set attempts = 2, status = 'failed' where id = 'steps-retry-3'`;
+  await failStep("steps-retry-3", "charge", 1, null, "2r2");
+  expect(
+    await database.sql`select attempts, resume_attempts from jetfn.invocations where id = 'steps-retry-3'`,
+  ).toEqual([{ attempts: 2, resume_attempts: 1 }]);
+});
+
+it("refuses to resume an invocation holding a failed step for a runtime of the version before 0036", async () => {
+  await failStep("steps-retry-4", "charge", 1, null, "1r2");
+  const resume = (form: "old" | "new") =>
+    form === "old"
+      ? database.sql`select outcome from jetfn.resume_invocation('steps-retry-4', 'orders.fulfil', '1r2', 1, null)`
+      : database.sql`select outcome from jetfn.resume_invocation('steps-retry-4', 'orders.fulfil', '1r2', 1, null, true)`;
+  // It would read the step as one that returned null: it is refused, the resumption left to a newer runtime.
+  await expect(resume("old")).rejects.toMatchObject({ code: "JF006" });
+  expect(await recordOf("steps-retry-4")).toMatchObject({ status: "failed" });
+  expect(await resume("new")).toEqual([{ outcome: "run" }]);
+  // Without failed steps, the old form resumes as it did.
+  await recordStep("steps-retry-5", "orders.fulfil", "reserve", 1);
+  await database.sql`update jetfn.invocations set resume = '2s1', status = 'sleeping', resume_attempts = 0
+    where id = 'steps-retry-5'`;
+  expect(
+    await database.sql`select outcome from jetfn.resume_invocation('steps-retry-5', 'orders.fulfil', '2s1', 1, null)`,
+  ).toEqual([{ outcome: "run" }]);
+});

@@ -131,6 +131,37 @@ describe("a step that throws", () => {
     ]);
   });
 
+  it("is tried as often as its function's retry policy says when it has none of its own", {
+    timeout: 60_000,
+  }, async () => {
+    const id = await enqueueFlaky("default-policy", { failures: 9, stepOptions: "default" });
+    const dead = await reaches(id, "dead");
+    expect(await runs("default-policy")).toEqual(["first", "flaky 1", "flaky 2", "flaky 3", "flaky 4", "flaky 5"]);
+    expect(dead).toMatchObject({ attempts: 1, error: { code: "E_STEP_FAILED" } });
+  });
+
+  it("is not counted as failed when its run is cancelled while it runs", { timeout: 60_000 }, async () => {
+    const id = await enqueueFlaky("cancelled-in-step", { hang: true });
+    await eventually(async () => (await runs("cancelled-in-step")).includes("flaky 1"), SLOW_MS);
+    expect((await client.cancel(id, { reason: "stop it" })).status).toBe("cancelled");
+    await reaches(id, "cancelled");
+    // The step's error was the run's stop, not a failed attempt of its own: nothing recorded, nothing resumed.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(await runs("cancelled-in-step")).toEqual(["first", "flaky 1"]);
+    const rows = await env.database.sql`select key, status from jetfn.steps where invocation_id = ${id} order by seq`;
+    expect(rows).toEqual([{ key: "first", status: "succeeded" }]);
+  });
+
+  it("is not counted as failed when its run's timeout cuts it off: the job's attempt is", {
+    timeout: 60_000,
+  }, async () => {
+    const runsFile = path.join(runsDir, "hanging");
+    const job = await client.enqueue("hanging-step" as never, { runsFile } as never);
+    const done = await reaches(job.id, "succeeded");
+    expect(done).toMatchObject({ attempts: 2, result: 1, error: { code: "E_HANDLER_TIMEOUT" } });
+    expect(await runs("hanging")).toEqual(["hangs 1 (job attempt 1)", "hangs 1 (job attempt 2)"]);
+  });
+
   it("fails at once on NonRetryableError", { timeout: 60_000 }, async () => {
     const id = await enqueueFlaky("no-retry", { failures: 1, how: "non-retryable", compensate: true });
     const done = await reaches(id, "succeeded");
