@@ -42,6 +42,7 @@ export type {
   FunctionMap,
   JetfnClient,
   ResultOptions,
+  RetryDeadLetterOptions,
 } from "./sdk/client";
 export { createClient } from "./sdk/client";
 export type { EventDataOf, EventDefinition } from "./sdk/define-event";

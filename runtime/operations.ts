@@ -12,6 +12,7 @@ import { warnAboutServer } from "./nats/server-check";
 import { startServiceDiscovery } from "./nats/service-discovery";
 import { startStallWatch, type WatchedPuller } from "./nats/stall-watch";
 import { startUnroutedJobs } from "./nats/unrouted-jobs";
+import type { OutboxMessage } from "./outbox/outbox-message";
 import type { RuntimeEmitter } from "./triggers/events";
 
 /** What the operational parts read from the runtime. */
@@ -38,6 +39,10 @@ export interface OperationsContext {
   healthCheckMs: number;
   /** Drops API requests whose reply subject is not an inbox. */
   replyGuard: ReplyGuard;
+  /** The runtimes' secret, which signs resumptions (a dead job with steps resumed by `jetfn retry`). */
+  resumeSecret?: string;
+  /** Publishes outbox rows just committed. */
+  publishCommitted?: (messages: OutboxMessage[], log: Logger) => Promise<void>;
 }
 
 /** The operational parts of a runtime, stopped together. */
@@ -61,6 +66,8 @@ export async function startOperations(context: OperationsContext): Promise<Opera
     queueGroup: config.queueGroup,
     logger,
     replyGuard: context.replyGuard,
+    resumeSecret: context.resumeSecret,
+    publishCommitted: context.publishCommitted,
   });
   const discovery = startServiceDiscovery({
     nc: nats,

@@ -391,6 +391,8 @@ class ServingRuntime implements Runtime {
           recover: () => this.#ensureWorkerConsumer(worker),
         })),
       outboxLag: () => this.outboxLag(),
+      resumeSecret: this.#parts.scheduler.secret,
+      publishCommitted: (messages, log) => this.#parts.outbox.publishCommitted(messages, log),
       productionChecks: this.#serving.productionChecks,
       healthCheckMs: this.#serving.healthCheckMs,
       replyGuard,

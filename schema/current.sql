@@ -1978,6 +1978,33 @@ $$;
 
 
 --
+-- Name: reopen_invocation(text, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.reopen_invocation(p_id text, p_resume text, p_token text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_function text;
+begin
+  update jetfn.invocations
+  set status = 'queued', resume = p_token, attempts = 0, resume_attempts = 0, wake_at = null, finished_at = null,
+      progress = null, updated_at = clock_timestamp()
+  where id = p_id and status = 'dead' and retried_as is null and resume is not distinct from p_resume
+    and exists (select from jetfn.steps where invocation_id = p_id)
+  returning function into v_function;
+  if not found then
+    raise exception 'invocation % is not a dead job with steps, or was retried meanwhile', p_id using errcode = 'JF007';
+  end if;
+  update jetfn.steps
+  set status = 'retrying', attempts = 0, wake_at = null, finished_at = null, updated_at = clock_timestamp()
+  where invocation_id = p_id and kind = 'step' and status in ('failed', 'retrying');
+  return v_function;
+end
+$$;
+
+
+--
 -- Name: resume_invocation(text, text, text, integer, integer); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 

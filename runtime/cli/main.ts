@@ -193,10 +193,13 @@ outbox
 
 program
   .command("retry")
-  .description("run dead jobs again as fresh jobs linked to the originals (Jetfn-Retry-Of)")
+  .description(
+    "run dead jobs again: those with durable steps resume under their id, others as fresh jobs linked to the originals (Jetfn-Retry-Of)",
+  )
   .argument("[id]", "the dead job's id")
   .option("--function <fn>", "with --all: the function whose dead jobs to retry")
   .option("--all", "every dead job of --function")
+  .option("--fresh", "start jobs with durable steps afresh too, as new jobs whose steps all run again")
   .option("--json", "one JSON object per retried job per line")
   .action(lazy(async () => (await import("./retry")).retryCommand));
 

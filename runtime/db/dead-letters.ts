@@ -1,6 +1,7 @@
 import type { Sql } from "postgres";
 import { JetfnError } from "../support/errors";
 import type { StoredError } from "./invocation-store";
+import type { FinalStatement } from "./invocation-transaction";
 
 /** A dead job as `jetfn dlq` lists it. */
 export interface DeadLetter {
@@ -29,6 +30,17 @@ export interface ClaimedDeadLetter {
   id: string;
   function: string;
   input: unknown;
+}
+
+/** A dead job that recorded durable steps: `jetfn retry` reopens it under its id (see reopenStatement). */
+export interface ResumableDeadLetter {
+  id: string;
+  function: string;
+  /** Its record's token when read. */
+  resume: string | null;
+  /** The seq of its last step. */
+  lastSeq: number;
+  priority: number | undefined;
 }
 
 export const DEFAULT_DEAD_LETTER_LIMIT = 100;
@@ -77,6 +89,28 @@ export async function claimDeadLetter(sql: Sql, id: string, newId: string): Prom
   throw await refusal(sql, id, "retried");
 }
 
+/** The dead job `id` if it recorded steps (a retry resumes it from them), else undefined. */
+export async function resumableDeadLetter(sql: Sql, id: string): Promise<ResumableDeadLetter | undefined> {
+  const [row] = await sql<
+    { function: string; resume: string | null; priority: number | null; last_seq: number | null }[]
+  >`
+    select i.function, i.resume, i.priority, (select max(s.seq) from jetfn.steps s where s.invocation_id = i.id) as last_seq
+    from jetfn.invocations i where i.id = ${id} and i.status = 'dead' and i.retried_as is null`;
+  if (!row || row.last_seq === null) return undefined;
+  return { id, function: row.function, resume: row.resume, lastSeq: row.last_seq, priority: row.priority ?? undefined };
+}
+
+/** Postgres error code of jetfn.reopen_invocation for a job no longer dead (another retry reopened it). */
+export const NOT_REOPENED_CODE = "JF007";
+
+/**
+ * The statement that reopens a dead job with steps for the run of `token` (migration 0036), to be
+ * sent with that run's resumption as an outbox row.
+ */
+export function reopenStatement(dead: ResumableDeadLetter, token: string): FinalStatement {
+  return { text: "select jetfn.reopen_invocation($1, $2, $3)", params: [dead.id, dead.resume, token] };
+}
+
 /** Undoes a claim whose new job could not be published, so the dead job can be retried later. */
 export async function releaseDeadLetter(sql: Sql, id: string, newId: string): Promise<void> {
   await sql`
@@ -97,7 +131,7 @@ export async function dropDeadLetter(sql: Sql, id: string): Promise<{ id: string
 }
 
 /** Explains why a job cannot be retried or dropped. */
-async function refusal(sql: Sql, id: string, verb: "retried" | "dropped"): Promise<JetfnError> {
+export async function refusal(sql: Sql, id: string, verb: "retried" | "dropped"): Promise<JetfnError> {
   const [row] = await sql<{ status: string; retried_as: string | null; dropped_at: string | null }[]>`
     select status, retried_as, ${iso(sql, "dropped_at")} from jetfn.invocations where id = ${id}`;
   if (!row) return new JetfnError("E_NOT_FOUND", `no job with id ${id} is recorded; \`jetfn dlq\` lists dead jobs`);

@@ -29,6 +29,15 @@ export function retryToken(seq: number, attempt: number): string {
   return `${seq}r${attempt}`;
 }
 
+/**
+ * The token of the run that resumes a dead invocation reopened by `jetfn retry`: `<seq>o<k>`, seq the
+ * invocation's last step, k one more than the reopening before it at that step (so each is new).
+ */
+export function reopenToken(lastSeq: number, current: string | null): string {
+  const match = current === null ? null : new RegExp(`^${lastSeq}o([0-9]+)$`).exec(current);
+  return `${lastSeq}o${match ? Number(match[1]) + 1 : 1}`;
+}
+
 /** Which suspension a sleep's token is (the `n` of sleepToken), or 0 for another token. */
 export function sleepTokenCount(token: string | undefined): number {
   const match = token === undefined ? null : /^[0-9]+s([0-9]+)$/.exec(token);

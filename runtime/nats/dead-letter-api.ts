@@ -8,9 +8,18 @@ import {
   deadLetterIds,
   dropDeadLetter,
   listDeadLetters,
+  NOT_REOPENED_CODE,
+  type ResumableDeadLetter,
+  refusal,
   releaseDeadLetter,
+  reopenStatement,
+  resumableDeadLetter,
 } from "../db/dead-letters";
+import { commitWith } from "../db/invocation-transaction";
+import { outboxStatement } from "../db/outbox";
 import { isValidFunctionName } from "../deploy/function-name";
+import { reopenToken, resumeHeader } from "../invocation/resume-tag";
+import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { replyApiFailure } from "./api-failure";
 import { publishJob } from "./publish-job";
@@ -21,18 +30,23 @@ import { isValidInvocationId } from "./subjects";
 
 /** Lists dead jobs: request `{"function"?: "...", "limit"?: n}`, reply `{"deadLetters": [...]}`. */
 export const DLQ_LIST_SUBJECT = "jetfn.api.dlq.list";
-/** Retries dead jobs: request `{"id": "..."}` or `{"function": "...", "all": true}`, reply `{"retried": [...]}`. */
+/**
+ * Retries dead jobs: request `{"id": "..."}` or `{"function": "...", "all": true}`, and `"fresh": true`
+ * to start a job that recorded steps afresh instead of resuming it; reply `{"retried": [...]}`.
+ */
 export const DLQ_RETRY_SUBJECT = "jetfn.api.dlq.retry";
 /** Drops a dead job: request `{"id": "..."}`, reply `{"id": "...", "droppedAt": "..."}`. */
 export const DLQ_DROP_SUBJECT = "jetfn.api.dlq.drop";
 
-/** One dead job run again as a fresh job. */
+/** One dead job run again: as a fresh job, or resumed from its durable steps under its own id. */
 export interface RetriedJob {
   /** The dead job. */
   id: string;
-  /** The new job (its `retryOf` is `id`). */
+  /** The new job (its `retryOf` is `id`); `id` itself when it was resumed. */
   newId: string;
   function: string;
+  /** It recorded durable steps and was reopened under its id: its next run replays them, trying its failed steps again. */
+  resumed?: boolean;
 }
 
 /** Reply of `jetfn.api.dlq.list`. */
@@ -61,6 +75,10 @@ export interface DeadLetterApiOptions {
   logger: Logger;
   /** Drops requests whose reply subject is not an inbox. */
   replyGuard: ReplyGuard;
+  /** The runtimes' secret, which signs the resumption of a dead job resumed from its steps. */
+  resumeSecret?: string;
+  /** Publishes outbox rows just committed (the relay's sweep is the fallback). */
+  publishCommitted?: (messages: OutboxMessage[], log: Logger) => Promise<void>;
 }
 
 /** The running dead-letter API. */
@@ -122,13 +140,17 @@ async function list(options: DeadLetterApiOptions, body: Record<string, unknown>
 }
 
 async function retry(options: DeadLetterApiOptions, body: Record<string, unknown>): Promise<RetryReply> {
+  if (body.fresh !== undefined && typeof body.fresh !== "boolean") {
+    throw new JetfnError("E_INPUT_INVALID", '"fresh" is true or false');
+  }
+  const fresh = body.fresh === true;
   if (body.all === true) {
     const fn = optionalFunction(body);
     if (fn === undefined) throw new JetfnError("E_INPUT_INVALID", "retrying all dead jobs needs a function name");
     const retried: RetriedJob[] = [];
     for (const id of await deadLetterIds(options.sql, fn)) {
       try {
-        retried.push(await retryOne(options, id));
+        retried.push(await retryOne(options, id, fresh));
       } catch (error) {
         // Another retry or a drop got there first; the rest still go.
         if (toJetfnError(error).code !== "E_NOT_DEAD") throw error;
@@ -136,11 +158,16 @@ async function retry(options: DeadLetterApiOptions, body: Record<string, unknown
     }
     return { retried };
   }
-  return { retried: [await retryOne(options, requireId(body))] };
+  return { retried: [await retryOne(options, requireId(body), fresh)] };
 }
 
-/** Claims the dead job, then publishes it again; a failed publish releases the claim. */
-async function retryOne(options: DeadLetterApiOptions, id: string): Promise<RetriedJob> {
+/**
+ * A dead job that recorded durable steps is resumed from them under its id, unless `fresh`. Any
+ * other is claimed, then published again as a new job; a failed publish releases the claim.
+ */
+async function retryOne(options: DeadLetterApiOptions, id: string, fresh: boolean): Promise<RetriedJob> {
+  const resumable = fresh ? undefined : await resumableDeadLetter(options.sql, id);
+  if (resumable) return resume(options, resumable);
   const newId = randomUUID();
   const claimed = await claimDeadLetter(options.sql, id, newId);
   try {
@@ -156,6 +183,33 @@ async function retryOne(options: DeadLetterApiOptions, id: string): Promise<Retr
   }
   options.logger.info({ fn: claimed.function, invocationId: newId, retryOf: id }, "Dead job retried as a new job.");
   return { id, newId, function: claimed.function };
+}
+
+/**
+ * Reopens a dead job with steps and sends the resumption that runs it on (docs/durable-steps.md):
+ * its steps that committed answer from their memos, its failed steps are tried again from attempt 1.
+ */
+async function resume(options: DeadLetterApiOptions, dead: ResumableDeadLetter): Promise<RetriedJob> {
+  if (options.resumeSecret === undefined) {
+    throw new JetfnError("E_INTERNAL", "this runtime has no resumption secret to resume a dead job with");
+  }
+  const token = reopenToken(dead.lastSeq, dead.resume);
+  const header = resumeHeader(options.resumeSecret, dead.function, dead.id, token);
+  const resumption = resumptionMessage(dead.function, dead.id, header, Date.now(), dead.priority);
+  const origin = { functionName: dead.function, invocationId: dead.id };
+  try {
+    await commitWith(options.sql, undefined, outboxStatement([resumption], origin, reopenStatement(dead, token)));
+  } catch (error) {
+    // Another retry reopened it first, or it changed since it was read.
+    if ((error as { code?: unknown }).code === NOT_REOPENED_CODE) throw await refusal(options.sql, dead.id, "retried");
+    throw error;
+  }
+  await options.publishCommitted?.([resumption], options.logger);
+  options.logger.info(
+    { fn: dead.function, invocationId: dead.id, resume: token },
+    "Dead job resumed from its steps; its failed steps run again.",
+  );
+  return { id: dead.id, newId: dead.id, function: dead.function, resumed: true };
 }
 
 function parseBody(data: Uint8Array, subject: string): Record<string, unknown> {

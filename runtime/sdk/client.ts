@@ -169,10 +169,14 @@ export interface JetfnClient<M = FunctionMap> {
   ): Promise<EmittedEvent>;
   /** Dead jobs not yet retried, newest first (what `jetfn dlq` lists). */
   deadLetters(options?: DeadLetterQuery): Promise<DeadLetter[]>;
-  /** Runs a dead job again as a fresh job linked to it; refused with E_NOT_DEAD unless the job is dead. */
-  retryDeadLetter(id: string): Promise<RetriedJob>;
-  /** Runs every dead job of a function again, each as a fresh job linked to its original. */
-  retryDeadLetters(fn: string): Promise<RetriedJob[]>;
+  /**
+   * Runs a dead job again: one that recorded durable steps is resumed under its id (its committed
+   * steps answer from their memos, its failed steps are tried again), unless `fresh`; any other
+   * starts as a fresh job linked to it. Refused with E_NOT_DEAD unless the job is dead.
+   */
+  retryDeadLetter(id: string, options?: RetryDeadLetterOptions): Promise<RetriedJob>;
+  /** Runs every dead job of a function again, as retryDeadLetter does each. */
+  retryDeadLetters(fn: string, options?: RetryDeadLetterOptions): Promise<RetriedJob[]>;
   /** Discards a dead job: its status becomes `dropped`, with when. */
   dropDeadLetter(id: string): Promise<DropReply>;
   close(): Promise<void>;
@@ -184,6 +188,12 @@ export interface DeadLetterQuery {
   function?: string;
   /** At most this many (1-1000). @default 100 */
   limit?: number;
+}
+
+/** How dead jobs are run again. */
+export interface RetryDeadLetterOptions {
+  /** Start a job that recorded durable steps afresh, as a new job whose steps all run again. @default false: resume it */
+  fresh?: boolean;
 }
 
 export const DEFAULT_CLIENT_TIMEOUT: Duration = "30s";
@@ -374,13 +384,13 @@ class NatsClient<M> implements JetfnClient<M> {
     return (reply as DeadLetterList).deadLetters;
   }
 
-  async retryDeadLetter(id: string): Promise<RetriedJob> {
-    const reply = (await this.#request(DLQ_RETRY_SUBJECT, { id }, "retry", 5_000)) as RetryReply;
+  async retryDeadLetter(id: string, options: RetryDeadLetterOptions = {}): Promise<RetriedJob> {
+    const reply = (await this.#request(DLQ_RETRY_SUBJECT, { id, ...options }, "retry", 5_000)) as RetryReply;
     return reply.retried[0] as RetriedJob;
   }
 
-  async retryDeadLetters(fn: string): Promise<RetriedJob[]> {
-    const reply = await this.#request(DLQ_RETRY_SUBJECT, { function: fn, all: true }, "retry", 60_000);
+  async retryDeadLetters(fn: string, options: RetryDeadLetterOptions = {}): Promise<RetriedJob[]> {
+    const reply = await this.#request(DLQ_RETRY_SUBJECT, { function: fn, all: true, ...options }, "retry", 60_000);
     return (reply as RetryReply).retried;
   }
 

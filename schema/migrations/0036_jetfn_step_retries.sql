@@ -11,7 +11,10 @@
 -- 2. jetfn.record_step counts a step's attempts: 1 for a step that commits at once, one more than
 --    its recorded failures for a step that commits on a retry (its `retrying` row becomes
 --    `succeeded`). Before, a step's row held the job's attempt that ran it.
--- 3. Runtimes of the version before read a `retrying` or `failed` step as one that returned null.
+-- 3. jetfn.reopen_invocation: `jetfn retry <id>` of a dead job that recorded steps reopens it under
+--    its id, its failed steps to be tried again with their attempts counted from 0, and the run of
+--    the token given (its resumption's outbox row written in the same statement) replays the rest.
+-- 4. Runtimes of the version before read a `retrying` or `failed` step as one that returned null.
 --    They call jetfn.resume_invocation with five arguments: that form now refuses (JF006) to resume
 --    an invocation holding such a step, so its resumption is left unacked and comes back, to a
 --    runtime of this version (which calls the six-argument form). Runs of the job's own message
@@ -147,6 +150,29 @@ begin
 end
 $$;
 
+-- Reopens dead invocation p_id, which recorded steps, for the run of p_token; p_resume is the token
+-- the caller read, so two retries at once reopen it once. Returns its function.
+create function jetfn.reopen_invocation(p_id text, p_resume text, p_token text) returns text
+language plpgsql as $$
+declare
+  v_function text;
+begin
+  update jetfn.invocations
+  set status = 'queued', resume = p_token, attempts = 0, resume_attempts = 0, wake_at = null, finished_at = null,
+      progress = null, updated_at = clock_timestamp()
+  where id = p_id and status = 'dead' and retried_as is null and resume is not distinct from p_resume
+    and exists (select from jetfn.steps where invocation_id = p_id)
+  returning function into v_function;
+  if not found then
+    raise exception 'invocation % is not a dead job with steps, or was retried meanwhile', p_id using errcode = 'JF007';
+  end if;
+  update jetfn.steps
+  set status = 'retrying', attempts = 0, wake_at = null, finished_at = null, updated_at = clock_timestamp()
+  where invocation_id = p_id and kind = 'step' and status in ('failed', 'retrying');
+  return v_function;
+end
+$$;
+
 -- As 0034's five-argument form, for runtimes of this version: p_step_failures says the caller reads
 -- `retrying` and `failed` steps.
 create function jetfn.resume_invocation(p_id text, p_function text, p_token text, p_delivery integer,
@@ -200,6 +226,7 @@ do $$
 begin
   if exists (select from pg_catalog.pg_roles where rolname = 'jetfn_runtime') then
     grant execute on function jetfn.resume_invocation(text, text, text, integer, integer, boolean) to jetfn_runtime;
+    grant execute on function jetfn.reopen_invocation(text, text, text) to jetfn_runtime;
     grant execute on function jetfn.record_step_failure(text, text, integer, jsonb, timestamptz, timestamptz, bigint,
       text, smallint, text, text, text, integer, jsonb, timestamptz, text, timestamptz, text) to jetfn_runtime;
   end if;

@@ -228,3 +228,27 @@ it("refuses to resume an invocation holding a failed step for a runtime of the v
     await database.sql`select outcome from jetfn.resume_invocation('steps-retry-5', 'orders.fulfil', '2s1', 1, null)`,
   ).toEqual([{ outcome: "run" }]);
 });
+
+it("reopens a dead invocation with steps once, its failed steps to be tried again from their first attempt", async () => {
+  await failStep("steps-reopen", "charge", 1, null);
+  await database.sql`update jetfn.invocations set status = 'dead', finished_at = now() where id = 'steps-reopen'`;
+  const reopen = (resume: string | null, token: string) =>
+    database.sql`select jetfn.reopen_invocation('steps-reopen', ${resume}::text, ${token}) as function`;
+  // Two retries at once read the same token: one reopens it.
+  expect(await reopen(null, "1o1")).toEqual([{ function: "orders.fulfil" }]);
+  await expect(reopen(null, "1o1")).rejects.toMatchObject({ code: "JF007" });
+  expect(
+    await database.sql`select status, attempts, resume, resume_attempts, finished_at from jetfn.invocations
+      where id = 'steps-reopen'`,
+  ).toEqual([{ status: "queued", attempts: 0, resume: "1o1", resume_attempts: 0, finished_at: null }]);
+  expect(
+    await database.sql`select status, attempts, jsonb_array_length(errors) as errors from jetfn.steps
+      where invocation_id = 'steps-reopen'`,
+  ).toEqual([{ status: "retrying", attempts: 0, errors: 1 }]);
+  // Nor is a job without steps, or one not dead.
+  await complete("steps-reopen-2", "orders.fulfil");
+  await database.sql`update jetfn.invocations set status = 'dead' where id = 'steps-reopen-2'`;
+  await expect(database.sql`select jetfn.reopen_invocation('steps-reopen-2', null::text, '1o1')`).rejects.toMatchObject(
+    { code: "JF007" },
+  );
+});

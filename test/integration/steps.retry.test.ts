@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -231,6 +231,46 @@ describe("a step that throws", () => {
     expect(await runs("copied")).toEqual(["first", "flaky 1", "flaky 2", "last"]);
     const rows = await env.database.sql`select name, step from retry_rows where name like 'copied%' order by id`;
     expect(rows.map((row) => `${row.name}/${row.step}`)).toEqual(["copied/first", "copied/flaky"]);
+  });
+});
+
+describe("jetfn retry of a job that died of a failed step", () => {
+  it("resumes it under its id: the steps that committed answer from their memos, the failed one runs again", {
+    timeout: 60_000,
+  }, async () => {
+    const fixedFile = path.join(runsDir, "resumed-fixed");
+    const id = await enqueueFlaky("resumed", { failures: 9, fixedFile });
+    const dead = await reaches(id, "dead");
+    expect(dead.error).toMatchObject({ code: "E_STEP_FAILED" });
+    // The cause is fixed, then the operator retries the job.
+    await writeFile(fixedFile, "");
+    const cli = await runCli(["retry", id], { NATS_URL: env.nats.url });
+    expect(cli).toMatchObject({ code: 0, stdout: `${id} resumed from its steps  flaky-steps\n` });
+    const done = await reaches(id, "succeeded");
+    expect(await runs("resumed")).toEqual(["first", "flaky 1", "flaky 2", "flaky 3", "flaky 1", "last"]);
+    expect(done).toMatchObject({ attempts: 1, result: { first: 1, flaky: { attempt: 1 } } });
+    expect(stepsOf(done)).toEqual([
+      ["first", "succeeded", 1],
+      ["flaky", "succeeded", 1],
+      ["last", "succeeded", 1],
+    ]);
+    const rows = await env.database.sql`select step from retry_rows where name = 'resumed' order by id`;
+    expect(rows.map((row) => row.step)).toEqual(["first", "flaky"]);
+    // It is no longer dead: a second retry is refused.
+    await expect(client.retryDeadLetter(id)).rejects.toMatchObject({ code: "E_NOT_DEAD" });
+  });
+
+  it("starts it afresh with --fresh, as a new job whose steps all run again", { timeout: 60_000 }, async () => {
+    const id = await enqueueFlaky("fresh", { failures: 3, stepOptions: { retry: { attempts: 1 } } });
+    await reaches(id, "dead");
+    const cli = await runCli(["retry", id, "--fresh", "--json"], { NATS_URL: env.nats.url });
+    expect(cli).toMatchObject({ code: 0, stderr: "" });
+    const retried = JSON.parse(cli.stdout) as { id: string; newId: string; resumed?: boolean };
+    expect(retried).toMatchObject({ id, function: "flaky-steps" });
+    expect(retried?.newId).not.toBe(id);
+    expect(retried?.resumed).toBeUndefined();
+    await reaches(retried?.newId as string, "dead");
+    expect(await runs("fresh")).toEqual(["first", "flaky 1", "first", "flaky 1"]);
   });
 });
 

@@ -2,9 +2,11 @@ import { describe, expect, it } from "vitest";
 import { wokenHeader } from "../../runtime/flow/wake-tag";
 import {
   readResume,
+  reopenToken,
   resumeHeader,
   resumeMessageId,
   resumeRowId,
+  retryToken,
   sleepToken,
   sleepTokenCount,
 } from "../../runtime/invocation/resume-tag";
@@ -49,5 +51,16 @@ describe("resume tags", () => {
     expect(sleepTokenCount("7s3")).toBe(3);
     expect(sleepTokenCount(undefined)).toBe(0);
     expect(sleepTokenCount("7t")).toBe(0);
+  });
+
+  it("name a step's retry by its attempt, and each reopening of a dead job anew", () => {
+    expect(retryToken(4, 2)).toBe("4r2");
+    expect(resumeHeader(SECRET, "fn", "id-000001", retryToken(4, 2))).toMatch(/^4r2\./);
+    expect(reopenToken(5, null)).toBe("5o1");
+    expect(reopenToken(5, "5r3")).toBe("5o1");
+    expect(reopenToken(5, "5o1")).toBe("5o2");
+    // Reopened once at step 5, it went on to step 6: its next reopening starts from 6.
+    expect(reopenToken(6, "5o2")).toBe("6o1");
+    expect(reopenToken(15, "5o2")).toBe("15o1");
   });
 });
