@@ -343,6 +343,11 @@ export function idConflictError(id: string, fn: string, owner: string | undefine
   );
 }
 
+/** Whether timestamp `a` (as the driver reads it) is later than `b`; false when either is missing. */
+function laterThan(a: string | null, b: string | null): boolean {
+  return a !== null && b !== null && new Date(a).getTime() > new Date(b).getTime();
+}
+
 /** Reads one invocation by id. */
 export async function getInvocation(client: DatabaseClient, id: string): Promise<InvocationRecord | undefined> {
   const [row] = await client.db.select().from(invocations).where(eq(invocations.id, id)).limit(1);
@@ -368,7 +373,7 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
     // Set by the step's failure, after which the record changed no more (a job-level failure since
     // waits for JetStream's redelivery instead).
-    retryAt: row.status === "failed" && row.wakeAt && row.wakeAt > row.updatedAt ? isoTimestamp(row.wakeAt) : null,
+    retryAt: row.status === "failed" && laterThan(row.wakeAt, row.updatedAt) ? isoTimestamp(row.wakeAt) : null,
     resume: row.resume,
     labels: storedLabels(row),
   };

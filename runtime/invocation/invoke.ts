@@ -336,6 +336,18 @@ class Invocation {
       if (suspension) {
         const durationMs = performance.now() - this.#started;
         const wakeAt = suspension.wakeAt;
+        // A step's failed attempt is a failure to count, though the job goes on (not final).
+        const retry = suspension.retry;
+        if (retry)
+          events.emit("invocation:failure", {
+            fn: fn.name,
+            invocationId,
+            attempt,
+            kind,
+            durationMs,
+            error: retry.error,
+            final: false,
+          });
         events.emit("invocation:suspended", { fn: fn.name, invocationId, attempt, kind, durationMs, wakeAt });
         return { ok: false, error: toJetfnError(thrown), kind: "suspended", suspension, durationMs, log: this.log };
       }

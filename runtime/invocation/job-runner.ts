@@ -356,7 +356,7 @@ async function attemptJob(
       // The step logged its failure; its next attempt is a resumption's.
       const retryAt = new Date(suspension.wakeAt).toISOString();
       log.info(
-        { outcome: "retrying-step", durationMs, step: suspension.retry, retryAt },
+        { outcome: "retrying-step", durationMs, step: suspension.retry.step, retryAt },
         "Job waits to run its step again.",
       );
     } else if (suspension?.wakeAt !== undefined) {

@@ -117,7 +117,7 @@ export interface StepHost {
  * suspended the invocation, or a newer resumption owns it).
  */
 export type Suspension =
-  | { wakeAt: number; retry?: string; stale?: undefined }
+  | { wakeAt: number; retry?: { step: string; error: JetfnError }; stale?: undefined }
   | { stale: true; wakeAt?: undefined; retry?: undefined };
 
 /**
@@ -370,7 +370,7 @@ export class Steps {
     const message = suspension.stale
       ? `${this.#host.functionName}'s run stopped: another run of its invocation went on from here`
       : suspension.retry !== undefined
-        ? `${this.#label(suspension.retry)} failed; it runs again at ${new Date(suspension.wakeAt).toISOString()}`
+        ? `${this.#label(suspension.retry.step)} failed; it runs again at ${new Date(suspension.wakeAt).toISOString()}`
         : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
     this.#host.suspend(new JetfnError("E_SUSPENDED", message));
     return new Promise<never>(() => {});
@@ -540,7 +540,7 @@ export class Steps {
       if (json !== undefined) return json;
       host.log.warn(
         fields,
-        `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts}; it is not tried again.`,
+        `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts} (${error.message}); it is not tried again.`,
       );
       throw stepFailed(this.#label(key), attempt, stored, error);
     }
@@ -555,9 +555,9 @@ export class Steps {
     if (json !== undefined) return json;
     host.log.warn(
       { ...fields, retryInMs: delayMs },
-      `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts}; it runs again in ${formatDuration(delayMs)}.`,
+      `${this.#label(key)} failed on attempt ${attempt} of ${policy.attempts} (${error.message}); it runs again in ${formatDuration(delayMs)}.`,
     );
-    return this.#stop({ wakeAt: retryAt, retry: key });
+    return this.#stop({ wakeAt: retryAt, retry: { step: key, error } });
   }
 
   /**
@@ -620,10 +620,10 @@ export class Steps {
       if (isDatabaseLoss(error)) this.lost ??= "database";
       throw error;
     });
-    this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its outcome is used.");
     if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
     // It recorded a later attempt's failure: the step's next attempt belongs to the resumption it sent.
     if (row.kind === "step" && row.status === "retrying") return this.#stop({ stale: true });
+    this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its outcome is used.");
     const value = row.result === null ? null : JSON.parse(row.result);
     const error = row.error === null ? undefined : (JSON.parse(row.error) as StoredError);
     const json = JSON.stringify(

@@ -152,7 +152,11 @@ export interface StepContext
 
 /** What `ctx.step` takes besides its name and `fn`. */
 export interface StepOptions {
-  /** How often the step is tried, and how long to wait between its attempts. @default the function's `retry` */
+  /**
+   * How often the step is tried, and how long to wait between its attempts. Given, it stands alone:
+   * a field left out takes the usual default (3 attempts, backoff 1s, 10s, 1m), not the function's.
+   * @default the function's `retry`
+   */
   retry?: RetryOptions;
 }
 

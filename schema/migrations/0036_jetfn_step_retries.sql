@@ -183,18 +183,20 @@ language plpgsql as $$
 declare
   found_row jetfn.invocations;
 begin
-  if not p_step_failures and exists (
-    select from jetfn.steps s where s.invocation_id = p_id and s.kind = 'step' and s.status in ('retrying', 'failed')
-  ) then
-    raise exception 'invocation % has a step that failed: a runtime of a version before migration 0036 cannot run it on', p_id
-      using errcode = 'JF006';
-  end if;
   update jetfn.invocations i
   set status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
       attempts = greatest(i.attempts, coalesce(p_attempt, i.resume_attempts + p_delivery))
   where i.id = p_id and i.function = p_function and i.resume = p_token and not jetfn.is_final(i.status)
   returning * into found_row;
   if found then
+    -- Only a run that would go on is refused (the raise undoes the update): stale and ended ones are
+    -- acked as before.
+    if not p_step_failures and exists (
+      select from jetfn.steps s where s.invocation_id = p_id and s.kind = 'step' and s.status in ('retrying', 'failed')
+    ) then
+      raise exception 'invocation % has a step that failed: a runtime of a version before migration 0036 cannot run it on', p_id
+        using errcode = 'JF006';
+    end if;
     update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
     where s.invocation_id = p_id and s.kind = 'sleep' and s.status = 'sleeping'
       and s.wake_at <= clock_timestamp() + interval '1 second';

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { jetstream } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Runtime } from "../../runtime/runtime";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
 import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
@@ -19,6 +20,7 @@ const SLOW_MS = 60_000;
 let env: TestEnvironment;
 let client: JetfnClient;
 let runsDir: string;
+let runtime: Runtime;
 
 beforeAll(async () => {
   env = await createTestEnvironment();
@@ -26,7 +28,7 @@ beforeAll(async () => {
     .sql`create table retry_rows (id serial primary key, name text not null, step text not null, attempt int)`;
   client = await env.client();
   runsDir = await mkdtemp(path.join(tmpdir(), "jetfn-retry-runs-"));
-  await env.startRuntime({ functionsDir: RETRY_FUNCTIONS });
+  runtime = await env.startRuntime({ functionsDir: RETRY_FUNCTIONS });
 });
 
 afterAll(async () => {
@@ -63,6 +65,7 @@ describe("a step that throws", () => {
     timeout: 90_000,
   }, async () => {
     // Long enough after the first attempt for the CLI to find it waiting, on a loaded machine too.
+    const before = runtime.stats.get("flaky-steps");
     const id = await enqueueFlaky("twice", { failures: 2, backoff: ["8s", "100ms"] });
     // Between its attempts the job waits, `failed`, for the resumption that runs the step again.
     const waiting = await reaches(id, "failed", (view) => view.steps?.length === 2);
@@ -81,6 +84,9 @@ describe("a step that throws", () => {
     // One job attempt; the step's third attempt made the value, and only its writes were kept.
     expect(done).toMatchObject({ attempts: 1, result: { first: 1, flaky: { attempt: 3 }, attempt: 1 } });
     expect(done.retryAt).toBeUndefined();
+    // Each failed attempt of the step counts as a failure that is retried, none as dead.
+    const after = runtime.stats.get("flaky-steps");
+    expect([after.errors - before.errors, after.retries - before.retries, after.dead - before.dead]).toEqual([2, 2, 0]);
     expect(stepsOf(done)).toEqual([
       ["first", "succeeded", 1],
       ["flaky", "succeeded", 3],
