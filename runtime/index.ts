@@ -60,6 +60,7 @@ export type {
   RegisteredSchema,
   StepContext,
   StepOptions,
+  WaitedEvent,
 } from "./sdk/define-function";
 export { defineFunction } from "./sdk/define-function";
 export type { Duration } from "./support/duration";

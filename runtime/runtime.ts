@@ -49,6 +49,7 @@ import type { ResolvedFunction } from "./sdk/define-function";
 import { type Duration, parseDuration } from "./support/duration";
 import { createLogger, redactUrls } from "./support/logger";
 import { type RejectionWatch, watchUnhandledRejections } from "./support/unhandled-rejections";
+import { EventWaiters } from "./triggers/event-waiters";
 import { createEmitter, type RuntimeEmitter } from "./triggers/events";
 import type { ScheduleView } from "./triggers/scheduler";
 
@@ -236,6 +237,8 @@ class ServingRuntime implements Runtime {
   readonly #flow: FlowControl;
   /** Where every function looks for its waiting priority jobs, all with one read after a reconnect. */
   readonly #priorityBacklog: PriorityBacklog;
+  /** Matches stored events with durable waits (ctx.waitForEvent). */
+  readonly #eventWaiters: EventWaiters;
   #stopped: Promise<void> | undefined;
   #rejections: RejectionWatch | undefined;
   #operations: Operations | undefined;
@@ -286,6 +289,14 @@ class ServingRuntime implements Runtime {
       stopping: this.#deploysEnd,
     });
     this.#priorityBacklog = createPriorityBacklog(parts.manager, config.streamName);
+    this.#eventWaiters = new EventWaiters({
+      sql: database.sql,
+      js: parts.js,
+      manager: parts.manager,
+      logger,
+      resumeSecret: parts.scheduler.secret,
+      publishCommitted: (messages, log) => parts.outbox.publishCommitted(messages, log),
+    });
     this.#jobDependencies = {
       database,
       successes: this.#successes,
@@ -303,6 +314,7 @@ class ServingRuntime implements Runtime {
       bindDatabase: this.#bindDatabase,
       flow: this.#flow,
       resumeSecret: parts.scheduler.secret,
+      eventWaiters: this.#eventWaiters,
     };
   }
 
@@ -316,6 +328,8 @@ class ServingRuntime implements Runtime {
     await this.#startOpsEndpoint();
     await this.#coverAudit();
     this.#deploysEnd.throwIfAborted();
+    // Before any job runs: a wait recorded now has its events matched.
+    await this.#eventWaiters.start();
     this.#deployer.onChange((change) => this.#applyDeployment(change));
     await this.#deployer.start();
     this.#deploysEnd.throwIfAborted();
@@ -737,6 +751,7 @@ class ServingRuntime implements Runtime {
     ]);
     clearTimeout(abortTimer);
     await this.#flow.close().catch(() => undefined);
+    await this.#eventWaiters.stop();
     await this.#isolation.close();
     await this.#successes
       .flush()

@@ -610,6 +610,61 @@ $_$;
 
 
 --
+-- Name: await_event(text, text, integer, jsonb, timestamp with time zone, timestamp with time zone, bigint, text, smallint, text, text, text, text, text[], jsonb, timestamp with time zone, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.await_event(p_id text, p_function text, p_attempt integer, p_input jsonb, p_enqueued_at timestamp with time zone, p_started_at timestamp with time zone, p_stream_seq bigint, p_retry_of text, p_priority smallint, p_debounce_key text, p_singleton_key text, p_key text, p_event text, p_match_paths text[], p_match_values jsonb, p_timeout_at timestamp with time zone, p_token text, p_run_token text) RETURNS timestamp with time zone
+    LANGUAGE plpgsql
+    AS $$
+declare
+  v_seq integer;
+  v_after timestamptz;
+  v_enqueued timestamptz;
+begin
+  insert into jetfn.invocations as i
+    (id, function, status, attempts, input, enqueued_at, started_at, updated_at, stream_seq,
+     retry_of, priority, debounce_key, singleton_key, resume, resume_attempts, wake_at)
+  values
+    (p_id, p_function, 'awaiting', p_attempt, p_input, p_enqueued_at, p_started_at, clock_timestamp(),
+     p_stream_seq, p_retry_of, p_priority, p_debounce_key, p_singleton_key, p_token, p_attempt - 1, p_timeout_at)
+  on conflict (id) do update set
+    status = 'awaiting', attempts = greatest(i.attempts, excluded.attempts), updated_at = excluded.updated_at,
+    resume = excluded.resume, resume_attempts = greatest(i.attempts, excluded.attempts) - 1, wake_at = excluded.wake_at,
+    progress = null, priority = coalesce(i.priority, excluded.priority),
+    debounce_key = coalesce(i.debounce_key, excluded.debounce_key),
+    singleton_key = coalesce(i.singleton_key, excluded.singleton_key)
+  where not jetfn.is_final(i.status) and i.function = excluded.function
+    and i.resume is not distinct from p_run_token and i.status not in ('sleeping', 'awaiting')
+  returning i.enqueued_at into v_enqueued;
+  if not found then
+    if exists (select from jetfn.invocations where id = p_id and function <> p_function) then
+      raise exception 'invocation id % already belongs to another function than %', p_id, p_function
+        using errcode = 'JF002';
+    end if;
+    if exists (select from jetfn.invocations where id = p_id and jetfn.is_final(status)) then
+      raise exception 'invocation % has already ended', p_id using errcode = 'JF001';
+    end if;
+    raise exception 'invocation % was suspended by another run, or resumed by a newer one', p_id
+      using errcode = 'JF005';
+  end if;
+  select coalesce(max(seq), 0) + 1,
+         coalesce(max(coalesce(finished_at, started_at)), v_enqueued, clock_timestamp()) - interval '1 second'
+    into v_seq, v_after
+    from jetfn.steps where invocation_id = p_id;
+  insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, event, match_paths, match_values,
+                           after_at, wake_at, txid, started_at, updated_at)
+  values (p_id, p_key, v_seq, 'wait', 'waiting', 1, p_event, p_match_paths, p_match_values, v_after, p_timeout_at,
+          pg_catalog.txid_current(), clock_timestamp(), clock_timestamp())
+  on conflict (invocation_id, key) do nothing;
+  if not found then
+    raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
+  end if;
+  return v_after;
+end
+$$;
+
+
+--
 -- Name: capture_changes(); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -1615,6 +1670,19 @@ $$;
 
 
 --
+-- Name: match_values(jsonb, text[]); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.match_values(p_data jsonb, p_paths text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+  select coalesce(pg_catalog.jsonb_agg(coalesce(p_data operator(pg_catalog.#>) pg_catalog.string_to_array(u.path, '.'),
+                                                'null'::pg_catalog.jsonb) order by u.ord), '[]'::pg_catalog.jsonb)
+  from pg_catalog.unnest(p_paths) with ordinality as u(path, ord)
+$$;
+
+
+--
 -- Name: notify_outbox(); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -2005,6 +2073,32 @@ $$;
 
 
 --
+-- Name: resolve_wait(text, text, text, timestamp with time zone, jsonb, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.resolve_wait(p_id text, p_key text, p_event_id text, p_event_time timestamp with time zone, p_result jsonb, p_token text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+begin
+  update jetfn.invocations
+  set status = 'queued', resume = p_token, wake_at = null, updated_at = clock_timestamp()
+  where id = p_id and status = 'awaiting';
+  if found then
+    update jetfn.steps s
+    set status = 'matched', event_id = p_event_id, result = p_result, wake_at = null,
+        finished_at = clock_timestamp(), updated_at = clock_timestamp()
+    where s.invocation_id = p_id and s.key = p_key and s.kind = 'wait' and s.status = 'waiting'
+      and s.after_at <= p_event_time
+      and not exists (select from jetfn.steps t where t.invocation_id = p_id and t.event_id = p_event_id);
+  end if;
+  if not found then
+    raise exception 'wait % of invocation % is not waiting for event %', p_key, p_id, p_event_id using errcode = 'JF004';
+  end if;
+end
+$$;
+
+
+--
 -- Name: resume_invocation(text, text, text, integer, integer); Type: FUNCTION; Schema: jetfn; Owner: -
 --
 
@@ -2034,9 +2128,10 @@ begin
     -- Only a run that would go on is refused (the raise undoes the update): stale and ended ones are
     -- acked as before.
     if not p_step_failures and exists (
-      select from jetfn.steps s where s.invocation_id = p_id and s.kind = 'step' and s.status in ('retrying', 'failed')
+      select from jetfn.steps s
+      where s.invocation_id = p_id and (s.kind = 'wait' or (s.kind = 'step' and s.status in ('retrying', 'failed')))
     ) then
-      raise exception 'invocation % has a step that failed: a runtime of a version before migration 0036 cannot run it on', p_id
+      raise exception 'invocation % has a failed step or a wait: a runtime of a version before migration 0037 cannot run it on', p_id
         using errcode = 'JF006';
     end if;
     update jetfn.steps s set status = 'succeeded', finished_at = clock_timestamp(), updated_at = clock_timestamp()
@@ -2256,6 +2351,26 @@ begin
   ) then
     raise exception 'step % of invocation % was already recorded', p_key, p_id using errcode = 'JF004';
   end if;
+end
+$$;
+
+
+--
+-- Name: time_out_wait(text, text, text); Type: FUNCTION; Schema: jetfn; Owner: -
+--
+
+CREATE FUNCTION jetfn.time_out_wait(p_id text, p_key text, p_run_token text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+begin
+  perform from jetfn.invocations where id = p_id and resume = p_run_token and status = 'running' for update;
+  if not found then
+    return false;
+  end if;
+  update jetfn.steps
+  set status = 'timed_out', wake_at = null, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+  where invocation_id = p_id and key = p_key and kind = 'wait' and status = 'waiting';
+  return found;
 end
 $$;
 
@@ -2580,7 +2695,7 @@ CREATE TABLE jetfn.invocations (
     resume text,
     resume_attempts integer,
     wake_at timestamp with time zone,
-    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text, 'sleeping'::text])))
+    CONSTRAINT invocations_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'dropped'::text, 'cancelled'::text, 'superseded'::text, 'sleeping'::text, 'awaiting'::text])))
 );
 
 
@@ -3070,6 +3185,13 @@ CREATE INDEX invocations_updated_brin ON jetfn.invocations USING brin (updated_a
 --
 
 CREATE INDEX outbox_set_aside_id ON jetfn.outbox_set_aside USING btree (id);
+
+
+--
+-- Name: steps_waiting_idx; Type: INDEX; Schema: jetfn; Owner: -
+--
+
+CREATE INDEX steps_waiting_idx ON jetfn.steps USING btree (event, match_paths, match_values) WHERE (status = 'waiting'::text);
 
 
 --

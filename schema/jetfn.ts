@@ -14,7 +14,9 @@ export type InvocationStatus =
   | "cancelled"
   | "superseded"
   /** At a durable sleep: its resumption waits for `wake_at` (docs/durable-steps.md). */
-  | "sleeping";
+  | "sleeping"
+  /** At a durable wait: for an event that matches, or its timeout at `wake_at` (docs/durable-steps.md). */
+  | "awaiting";
 
 /** Statuses a job does not leave by itself: the same list as `jetfn.is_final(status)` in SQL. */
 export const FINAL_STATUSES: ReadonlySet<string> = new Set<InvocationStatus>([

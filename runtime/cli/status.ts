@@ -53,6 +53,10 @@ export function describeStatus(view: InvocationStatusView): string {
   if (view.status === "pending") lines.push("not started yet: waiting in the jobs stream");
   if (view.status === "scheduled" && view.runAt) lines.push(`runs at: ${view.runAt}`);
   if (view.status === "sleeping" && view.wakeAt) lines.push(`wakes at: ${view.wakeAt}`);
+  if (view.status === "awaiting") {
+    const wait = view.steps?.find((step) => step.kind === "wait" && step.status === "waiting");
+    lines.push(`waits for event: ${wait?.event ?? "?"}${view.wakeAt ? ` until ${view.wakeAt}` : ""}`);
+  }
   if (view.status === "failed" && view.retryAt) lines.push(`retries its step at: ${view.retryAt}`);
   if (view.status === "waiting") lines.push(`not started yet: waiting for its ${view.waitingFor ?? "limit"}`);
   if (view.priority) lines.push(`priority: ${view.priority}`);

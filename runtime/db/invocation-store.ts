@@ -370,7 +370,8 @@ export async function getInvocation(client: DatabaseClient, id: string): Promise
     retriedAs: row.retriedAs,
     retriedAt: isoTimestamp(row.retriedAt),
     droppedAt: isoTimestamp(row.droppedAt),
-    wakeAt: row.status === "sleeping" ? isoTimestamp(row.wakeAt) : null,
+    // A sleep's end, or a wait's timeout.
+    wakeAt: row.status === "sleeping" || row.status === "awaiting" ? isoTimestamp(row.wakeAt) : null,
     // Set by the step's failure, after which the record changed no more (a job-level failure since
     // waits for JetStream's redelivery instead).
     retryAt: row.status === "failed" && laterThan(row.wakeAt, row.updatedAt) ? isoTimestamp(row.wakeAt) : null,

@@ -10,6 +10,8 @@ export interface StepRecord {
   kind: string;
   status: string;
   attempts: number;
+  /** A wait's event name. */
+  event?: string;
   startedAt: string | null;
   finishedAt: string | null;
 }
@@ -23,14 +25,16 @@ export async function readSteps(client: DatabaseClient, invocationId: string): P
       kind: steps.kind,
       status: steps.status,
       attempts: steps.attempts,
+      event: steps.event,
       startedAt: steps.startedAt,
       finishedAt: steps.finishedAt,
     })
     .from(steps)
     .where(eq(steps.invocationId, invocationId))
     .orderBy(asc(steps.seq));
-  return rows.map((row) => ({
+  return rows.map(({ event, ...row }) => ({
     ...row,
+    ...(event === null ? {} : { event }),
     startedAt: isoTimestamp(row.startedAt),
     finishedAt: isoTimestamp(row.finishedAt),
   }));

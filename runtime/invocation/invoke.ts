@@ -27,7 +27,7 @@ import type { Cancellations } from "./cancellation";
 import { InvocationDeadline } from "./invocation-deadline";
 import { dueTime } from "./job-delay";
 import { resultJson } from "./result-json";
-import { type StepHost, Steps, type Suspension, stepInvalid } from "./steps";
+import { type StepHost, Steps, type Suspension, stepInvalid, waitSpec } from "./steps";
 import { parseInput, parseOutput } from "./validation";
 
 /** What one invocation needs to know. */
@@ -106,6 +106,8 @@ export interface InvokeDependencies {
   publishCommitted?: (messages: OutboxMessage[], log: Logger) => Promise<void>;
   /** The runtimes' secret, which signs a durable sleep's resumption. Without it, `ctx.sleep` fails. */
   resumeSecret?: string;
+  /** Matches stored events with durable waits (triggers/event-waiters.ts): a wait just recorded reads those before it. */
+  eventWaiters?: { catchUp(name: string, afterAt: string): Promise<number> };
 }
 
 /**
@@ -208,6 +210,18 @@ class Invocation {
     }
   }
 
+  /** `ctx.waitForEvent`. */
+  waitForEvent(name: unknown, options: unknown): Promise<unknown> {
+    try {
+      return this.#stepsOfRun().waitForEvent(
+        name,
+        waitSpec(name, options, (timeout) => parseDuration(timeout as never), MAX_SLEEP_MS),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   /** `ctx.sleep` and `ctx.sleepUntil`: `until` gives the wake time (epoch ms) from now. */
   sleep(name: unknown, api: string, until: () => number): Promise<void> {
     try {
@@ -262,6 +276,8 @@ class Invocation {
       stepContext: (key, transaction, outbox, attempt) => new StepView(invocation, key, transaction, outbox, attempt),
       publishCommitted: (messages) => deps.publishCommitted?.(messages, invocation.log) ?? Promise.resolve(),
       resumeSecret: deps.resumeSecret,
+      catchUpEvents:
+        deps.eventWaiters && ((name, afterAt) => deps.eventWaiters?.catchUp(name, afterAt) ?? Promise.resolve(0)),
       suspend: (reason) => invocation.deadline.suspend(reason),
       get log() {
         return invocation.log;
@@ -515,6 +531,14 @@ class InvocationContext implements FunctionContext {
   get sleepUntil(): FunctionContext["sleepUntil"] {
     this.#sleepUntil ??= (name, time) => this.#invocation.sleep(name, "ctx.sleepUntil", () => timeOf(time));
     return this.#sleepUntil;
+  }
+
+  #waitForEvent: FunctionContext["waitForEvent"] | undefined;
+
+  get waitForEvent(): FunctionContext["waitForEvent"] {
+    this.#waitForEvent ??= ((name: string, options: unknown) =>
+      this.#invocation.waitForEvent(name, options)) as FunctionContext["waitForEvent"];
+    return this.#waitForEvent;
   }
 }
 

@@ -64,6 +64,8 @@ export interface JobRunnerDependencies extends JobEndingDependencies {
   flow?: FlowControl;
   /** The runtimes' secret, which signs and checks durable sleeps' resumptions (resume-tag.ts). */
   resumeSecret?: string;
+  /** Matches stored events with durable waits: a wait just recorded reads those stored before it. */
+  eventWaiters?: { catchUp(name: string, afterAt: string): Promise<number> };
 }
 
 /** How the next try of an attempt runs. */
@@ -359,6 +361,12 @@ async function attemptJob(
         { outcome: "retrying-step", durationMs, step: suspension.retry.step, retryAt },
         "Job waits to run its step again.",
       );
+    } else if (suspension?.wait !== undefined) {
+      const until = new Date(suspension.wakeAt).toISOString();
+      log.info(
+        { outcome: "awaiting", durationMs, step: suspension.wait.step, event: suspension.wait.event, until },
+        "Job waits for an event.",
+      );
     } else if (suspension?.wakeAt !== undefined) {
       log.info({ outcome: "sleeping", durationMs, wakeAt: new Date(suspension.wakeAt).toISOString() }, "Job sleeps.");
     } else {
@@ -531,6 +539,7 @@ function invokeDependencies(deps: JobRunnerDependencies, grouped: boolean): Invo
       bindDatabase: deps.bindDatabase,
       publishCommitted: (messages, log) => deps.outbox.publishCommitted(messages, log),
       resumeSecret: deps.resumeSecret,
+      eventWaiters: deps.eventWaiters,
     });
     both = { alone: make(undefined), grouped: make(deps.commitGroups) };
     invokeDependenciesOf.set(deps, both);

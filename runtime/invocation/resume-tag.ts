@@ -29,6 +29,16 @@ export function retryToken(seq: number, attempt: number): string {
   return `${seq}r${attempt}`;
 }
 
+/** The token of the resumption that ends the wait recorded as step `seq` when its timeout comes. */
+export function waitTimeoutToken(seq: number): string {
+  return `${seq}t`;
+}
+
+/** The token of the resumption that runs an invocation on after an event matched its wait recorded as step `seq`. */
+export function waitMatchToken(seq: number): string {
+  return `${seq}m`;
+}
+
 /**
  * The token of the run that resumes a dead invocation reopened by `jetfn retry`: `<seq>o<k>`, seq the
  * invocation's last step, k one more than the reopening before it at that step (so each is new).

@@ -17,6 +17,7 @@ import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
+import { isValidEventName } from "../sdk/define-event";
 import type { StepContext, StepOptions } from "../sdk/define-function";
 import { isoNow } from "../support/clock";
 import { formatDuration } from "../support/duration";
@@ -25,7 +26,7 @@ import { JetfnError, toJetfnError } from "../support/errors";
 import { failureFields } from "../support/logger";
 import { storedError } from "./job-endings";
 import { resultJson } from "./result-json";
-import { resumeHeader, retryToken, sleepToken, sleepTokenCount } from "./resume-tag";
+import { resumeHeader, retryToken, sleepToken, sleepTokenCount, waitTimeoutToken } from "./resume-tag";
 import { backoffDelay, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy";
 
 /** Most steps one invocation may record (docs/durable-steps.md#what-a-step-returns). */
@@ -43,6 +44,14 @@ const EARLY_WAKE_MS = 1_000;
 
 const RECORD_STEP_SQL =
   "select jetfn.record_step($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13::jsonb, $14, $15)";
+const AWAIT_SQL =
+  "select jetfn.await_event($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, " +
+  "array(select jsonb_array_elements_text($14::jsonb)), $15::jsonb, $16, $17, $18) as after_at";
+const TIME_OUT_SQL = "select jetfn.time_out_wait($1, $2, $3) as timed_out";
+/** Most paths a wait's `match` may name. */
+const MAX_MATCH_PATHS = 8;
+/** A dotted path into an event's data: `orderId`, `customer.tier`. */
+const MATCH_PATH = /^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$/;
 const SUSPEND_SQL =
   "select jetfn.suspend_invocation($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, $14, $15)";
 const STEP_FAILURE_SQL =
@@ -104,6 +113,8 @@ export interface StepHost {
   readonly stopped: boolean;
   /** Publishes outbox rows a step committed; the relay's sweep is the fallback. */
   publishCommitted(messages: OutboxMessage[]): Promise<void>;
+  /** Matches the events of `name` stored since `afterAt` with the waits (event-waiters.ts); undefined where none match. */
+  catchUpEvents?(name: string, afterAt: string): Promise<number>;
   /** The runtimes' secret, which signs a sleep's resumption (resume-tag.ts); undefined where there is none. */
   readonly resumeSecret: string | undefined;
   /** Ends the run at once without an outcome of its own (it slept, or found itself stale): fires ctx.signal. */
@@ -117,8 +128,13 @@ export interface StepHost {
  * suspended the invocation, or a newer resumption owns it).
  */
 export type Suspension =
-  | { wakeAt: number; retry?: { step: string; error: JetfnError }; stale?: undefined }
-  | { stale: true; wakeAt?: undefined; retry?: undefined };
+  | {
+      wakeAt: number;
+      retry?: { step: string; error: JetfnError };
+      wait?: { step: string; event: string };
+      stale?: undefined;
+    }
+  | { stale: true; wakeAt?: undefined; retry?: undefined; wait?: undefined };
 
 /**
  * What ends a run whatever its handler makes of the step's error: the invocation ended (`fenced`:
@@ -209,6 +225,15 @@ export class Steps {
   sleep(name: unknown, wakeAt: number): Promise<void> {
     const key = this.#key(name);
     return this.#queue("ctx.sleep", key, () => this.#sleep(key, wakeAt)) as Promise<void>;
+  }
+
+  /**
+   * `ctx.waitForEvent`: ends the run until an event `wait` describes is stored, or its timeout comes;
+   * the run after resolves it to the event, or to null once the timeout came first.
+   */
+  waitForEvent(name: unknown, wait: WaitSpec): Promise<unknown> {
+    const key = this.#key(name);
+    return this.#queue("ctx.waitForEvent", key, () => this.#wait(key, wait));
   }
 
   /** Runs `work` once every step called before it has ended: steps run one after another, in call order. */
@@ -309,6 +334,54 @@ export class Steps {
     return this.#suspend(record, key, wakeAt, sleepToken(this.#lastSeq + 1, 1));
   }
 
+  async #wait(key: string, wait: WaitSpec): Promise<unknown> {
+    this.#goOn(key);
+    const host = this.#host;
+    const { record } = host;
+    if (!record) {
+      throw stepInvalid(
+        `ctx.waitForEvent("${key}") works in jobs only: a call has no record to wake from (enqueue a job instead)`,
+      );
+    }
+    const memos = await this.#memosOf(record);
+    const memo = memos.get(key);
+    if (memo) {
+      if (memo.kind !== "wait") throw mismatch(this.#label(key), "wait", memo.kind);
+      if (memo.status === "matched") return memo.value;
+      if (memo.status === "timed_out") return null;
+      // Still waiting: this is its timeout's run, unless an event matched it first (then this run is stale).
+      if (!(await this.#timeOut(record, key))) return this.#stop({ stale: true });
+      memos.set(key, { ...memo, status: "timed_out", value: null });
+      return null;
+    }
+    this.#checkRoom(key, memos);
+    this.#goOn(key);
+    // The token names the wait by the seq it most likely gets (the database numbers it, under the record's lock).
+    const token = waitTimeoutToken(this.#lastSeq + 1);
+    const resumption = this.#resumption(record, key, token, wait.timeoutAt);
+    const row = await this.#suspendWith(record, key, resumption, awaitStatement(record, key, wait, token));
+    // An event stored before the wait committed met the shared matcher with nothing to match: read it again.
+    const afterAt = new Date(row?.after_at as string).toISOString();
+    await host.catchUpEvents?.(wait.event, afterAt).catch((error: unknown) => {
+      host.log.warn(
+        { err: error, step: key, event: wait.event },
+        "The events stored before the wait began could not be read; those stored after it still count.",
+      );
+    });
+    return this.#stop({ wakeAt: wait.timeoutAt, wait: { step: key, event: wait.event } });
+  }
+
+  /** Ends a wait `timed_out` for the run of its timeout; false when an event matched it first. */
+  async #timeOut(record: JobRecord, key: string): Promise<boolean> {
+    const [row] = await this.#host.sql
+      .unsafe(TIME_OUT_SQL, [record.id, key, record.resume ?? null], { prepare: true })
+      .catch((error: unknown) => {
+        if (isDatabaseLoss(error)) this.lost ??= "database";
+        throw error;
+      });
+    return row?.timed_out === true;
+  }
+
   /** The memos, once the run may go on: a stale run (see #loadMemos) stops here, quietly. */
   async #memosOf(record: JobRecord): Promise<Map<string, Memo>> {
     const memos = await this.#loadMemos(record).catch((error: unknown) => {
@@ -334,34 +407,51 @@ export class Steps {
    * resumption's token, and the resumption's outbox row, in one statement; then the run ends.
    */
   async #suspend(record: JobRecord, key: string, wakeAt: number, token: string): Promise<never> {
-    const host = this.#host;
-    const resumption = this.#resumption(record, key, token, wakeAt);
-    const statement = outboxStatement(
-      [resumption],
-      { functionName: record.fn, invocationId: record.id },
+    await this.#suspendWith(
+      record,
+      key,
+      this.#resumption(record, key, token, wakeAt),
       suspendStatement(record, key, wakeAt, token),
     );
+    return this.#stop({ wakeAt });
+  }
+
+  /**
+   * Commits a suspension (`final`, a sleep's or a wait's) with its resumption's outbox row, and
+   * publishes the row; resolves to the statement's row. A run another run went on from stops here.
+   */
+  async #suspendWith(
+    record: JobRecord,
+    key: string,
+    resumption: OutboxMessage,
+    final: FinalStatement,
+  ): Promise<Record<string, unknown> | undefined> {
+    const host = this.#host;
+    const statement = outboxStatement([resumption], { functionName: record.fn, invocationId: record.id }, final);
+    let row: Record<string, unknown> | undefined;
     try {
-      await commitWith(host.sql, undefined, statement);
+      [row] = await host.sql.unsafe(statement.text, statement.params as never[]);
     } catch (error) {
       const code = (error as { code?: unknown } | undefined)?.code;
       if (code === STEP_RECORDED_CODE || code === STALE_RUN_CODE) {
         // Another run suspended the invocation first, or holds a newer token: it carries on, not this one.
         const now = await this.#record(record.id).catch(() => undefined);
-        if (now && (now.status === "sleeping" || now.resume !== (record.resume ?? null))) {
+        if (now && (now.status === "sleeping" || now.status === "awaiting" || now.resume !== (record.resume ?? null))) {
           return this.#stop({ stale: true });
         }
         // Still this run's to go on with (or not known): it must not end quietly, nor go on past the
         // sleep, whatever the handler does with the error. Its next attempt sleeps again.
         throw this.#end(
-          new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: the sleep could not be recorded`, { cause: error }),
+          new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: its suspension could not be recorded`, {
+            cause: error,
+          }),
           false,
         );
       }
       throw await this.#commitFailure(record, undefined, error);
     }
     await host.publishCommitted([resumption]);
-    return this.#stop({ wakeAt });
+    return row;
   }
 
   /** Ends the run here: the step's promise never settles, and the host cuts the handler off. */
@@ -371,7 +461,9 @@ export class Steps {
       ? `${this.#host.functionName}'s run stopped: another run of its invocation went on from here`
       : suspension.retry !== undefined
         ? `${this.#label(suspension.retry.step)} failed; it runs again at ${new Date(suspension.wakeAt).toISOString()}`
-        : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
+        : suspension.wait !== undefined
+          ? `${this.#host.functionName} waits for event ${suspension.wait.event} until ${new Date(suspension.wakeAt).toISOString()}`
+          : `${this.#host.functionName} sleeps until ${new Date(suspension.wakeAt).toISOString()}`;
     this.#host.suspend(new JetfnError("E_SUSPENDED", message));
     return new Promise<never>(() => {});
   }
@@ -659,6 +751,82 @@ export class Steps {
   #label(key: string): string {
     return `step "${key}" of ${this.#host.functionName}`;
   }
+}
+
+/** What `ctx.waitForEvent` waits for, checked (see waitSpec). */
+export interface WaitSpec {
+  event: string;
+  /** The match's dotted paths, sorted. */
+  paths: string[];
+  /** Their values, in the paths' order. */
+  values: unknown[];
+  /** When the wait times out (epoch ms). */
+  timeoutAt: number;
+}
+
+/**
+ * Checks `ctx.waitForEvent`'s options: `event` (a name without wildcards, or a defineEvent), `match`
+ * (a flat object of up to 8 dotted paths and scalar values), `timeout` (required, at most `maxMs`).
+ */
+export function waitSpec(
+  key: unknown,
+  options: unknown,
+  parseTimeout: (timeout: unknown) => number,
+  maxMs: number,
+): WaitSpec {
+  const api = `ctx.waitForEvent(${JSON.stringify(typeof key === "string" ? key : String(key))})`;
+  if (!isPlainObject(options)) throw stepInvalid(`${api} takes { event, match?, timeout }`);
+  const { event, match, timeout } = options as { event?: unknown; match?: unknown; timeout?: unknown };
+  const name = isPlainObject(event) ? (event as { name?: unknown }).name : event;
+  if (typeof name !== "string" || !isValidEventName(name)) {
+    throw stepInvalid(`${api}: event is an event's name (no wildcards) or a defineEvent, got ${describe(name)}`);
+  }
+  const entries = match === undefined ? [] : isPlainObject(match) ? Object.entries(match) : undefined;
+  if (entries === undefined || entries.length > MAX_MATCH_PATHS) {
+    throw stepInvalid(`${api}: match is a flat object of up to ${MAX_MATCH_PATHS} dotted paths and their values`);
+  }
+  for (const [path, value] of entries) {
+    if (!MATCH_PATH.test(path)) throw stepInvalid(`${api}: match path ${JSON.stringify(path)} is not a dotted path`);
+    const scalar =
+      value === null ||
+      typeof value === "string" ||
+      typeof value === "boolean" ||
+      (typeof value === "number" && Number.isFinite(value));
+    if (!scalar) throw stepInvalid(`${api}: match.${path} is a string, a number, a boolean or null`);
+  }
+  if (timeout === undefined) throw stepInvalid(`${api} needs a timeout (at most a year)`);
+  let timeoutMs: number;
+  try {
+    timeoutMs = parseTimeout(timeout);
+  } catch (error) {
+    throw stepInvalid(`${api}: timeout: ${(error as Error).message}`);
+  }
+  if (!(timeoutMs > 0) || timeoutMs > maxMs)
+    throw stepInvalid(`${api}: a wait's timeout is more than 0 and at most a year`);
+  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return {
+    event: name,
+    paths: entries.map(([path]) => path),
+    values: entries.map(([, value]) => value),
+    timeoutAt: Date.now() + timeoutMs,
+  };
+}
+
+/** The wait's statement, last of the run that reached it (see 0037_jetfn_wait_for_event.sql). */
+function awaitStatement(record: JobRecord, key: string, wait: WaitSpec, token: string): FinalStatement {
+  return {
+    text: AWAIT_SQL,
+    params: [
+      ...recordParams(record),
+      key,
+      wait.event,
+      JSON.stringify(wait.paths),
+      JSON.stringify(wait.values),
+      new Date(wait.timeoutAt).toISOString(),
+      token,
+      record.resume ?? null,
+    ],
+  };
 }
 
 /** The memo's statement, last in the step's transaction (see 0032_jetfn_steps.sql). */

@@ -80,6 +80,7 @@ function createContext(message: Extract<ToThread, { type: "run" }>, budget: LogB
     step: noSteps,
     sleep: noSteps,
     sleepUntil: noSteps,
+    waitForEvent: noSteps,
     emit(event, eventData) {
       // The runtime checks the data against the event's schema: it loaded the same file.
       const name = typeof event === "string" ? event : event.name;

@@ -137,6 +137,29 @@ export interface FunctionContext {
    * @example await ctx.sleepUntil("renewal", subscription.renewsAt);
    */
   sleepUntil(name: string, time: Date | string | number): Promise<void>;
+  /**
+   * A durable wait (docs/durable-steps.md): ends this run until an event named `event` whose data
+   * holds the `match` values at their dotted paths is emitted (or was, since the step before the
+   * wait ended), or until `timeout` (required, at most a year); the job carries on from here in a
+   * new run, with the event, or null after the timeout. One event may end many waits; each wait
+   * takes one event. Anyone who may emit the event can end the wait: match on a value an outsider
+   * cannot guess. The job holds no slot, lease or connection meanwhile; its status is `awaiting`.
+   * In jobs only.
+   * @example const shipped = await ctx.waitForEvent("shipment", { event: shipmentDispatched, match: { orderId }, timeout: "7d" });
+   */
+  waitForEvent<E extends string | EventDefinition>(
+    name: string,
+    options: { event: E; match?: Record<string, string | number | boolean | null>; timeout: Duration },
+  ): Promise<WaitedEvent<E> | null>;
+}
+
+/** The event a durable wait took: its id, name, data (typed by its defineEvent) and when it was stored. */
+export interface WaitedEvent<E extends string | EventDefinition = string> {
+  id: string;
+  name: string;
+  data: E extends EventDefinition<infer S> ? z.output<S> : unknown;
+  /** When the events stream stored it (ISO 8601). */
+  time: string;
 }
 
 /**

@@ -252,3 +252,62 @@ it("reopens a dead invocation with steps once, its failed steps to be tried agai
     { code: "JF007" },
   );
 });
+
+// Durable waits (migration 0037): one statement records the wait, one resolves it with an event,
+// one times it out; a match and a timeout race for the record's lock, and one wins.
+const awaitEvent = (id: string, key: string, token: string, runToken: string | null = null) =>
+  database.sql`select jetfn.await_event(${id}, 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null, null, null, null,
+    ${key}, 'shipment.dispatched', '{orderId}'::text[], '["o_1"]'::jsonb, now() + interval '1 hour', ${token},
+    ${runToken}::text) as after_at`;
+const resolveWait = (id: string, key: string, eventId: string, token: string, at = "now()") =>
+  database.sql.unsafe(`select jetfn.resolve_wait($1, $2, $3, ${at}, '{"data": {}}'::jsonb, $4)`, [id, key, eventId, token]);
+
+it("resolves a wait once, with an event stored after it may begin, that no other wait of the invocation took", async () => {
+  await recordStep("steps-wait", "orders.fulfil", "reserve", 1);
+  const [{ after_at: afterAt }] = (await awaitEvent("steps-wait", "shipment", "2t")) as unknown as [{ after_at: Date }];
+  expect(await recordOf("steps-wait")).toMatchObject({ status: "awaiting" });
+  // An event stored before the step before the wait ended (less a second) does not count.
+  await expect(
+    resolveWait("steps-wait", "shipment", "ev-old", "2m", "now() - interval '1 hour'"),
+  ).rejects.toMatchObject({
+    code: "JF004",
+  });
+  expect(afterAt.getTime()).toBeLessThan(Date.now());
+  await resolveWait("steps-wait", "shipment", "ev-1", "2m");
+  expect(await database.sql`select status, resume from jetfn.invocations where id = 'steps-wait'`).toEqual([
+    { status: "queued", resume: "2m" },
+  ]);
+  await expect(resolveWait("steps-wait", "shipment", "ev-2", "2m")).rejects.toMatchObject({ code: "JF004" });
+  // The timeout's run finds it matched: it is stale, the match's resumption goes on.
+  await database.sql`update jetfn.invocations set status = 'running' where id = 'steps-wait'`;
+  expect(await database.sql`select jetfn.time_out_wait('steps-wait', 'shipment', '2t') as t`).toEqual([{ t: false }]);
+  // A later wait of the same invocation cannot take the same event again.
+  await database.sql`update jetfn.invocations set status = 'running', resume = '2m' where id = 'steps-wait'`;
+  await awaitEvent("steps-wait", "shipment#2", "3t", "2m");
+  await expect(resolveWait("steps-wait", "shipment#2", "ev-1", "3m")).rejects.toMatchObject({ code: "JF004" });
+  // Its timeout's run ends it timed out; a match after that is refused.
+  await database.sql`update jetfn.invocations set status = 'running' where id = 'steps-wait'`;
+  expect(await database.sql`select jetfn.time_out_wait('steps-wait', 'shipment#2', '3t') as t`).toEqual([{ t: true }]);
+  await expect(resolveWait("steps-wait", "shipment#2", "ev-3", "3m")).rejects.toMatchObject({ code: "JF004" });
+  expect(
+    await database.sql`select key, status, event_id from jetfn.steps where invocation_id = 'steps-wait' order by seq`,
+  ).toEqual([
+    { key: "reserve", status: "succeeded", event_id: null },
+    { key: "shipment", status: "matched", event_id: "ev-1" },
+    { key: "shipment#2", status: "timed_out", event_id: null },
+  ]);
+});
+
+it("matches an event's data by the wait's paths, and refuses a wait to runtimes of the versions before", async () => {
+  expect(
+    await database.sql`select jetfn.match_values('{"orderId": "o_1", "customer": {"tier": "pro"}}'::jsonb,
+      '{customer.tier,missing,orderId}'::text[]) as v`,
+  ).toEqual([{ v: ["pro", null, "o_1"] }]);
+  await awaitEvent("steps-wait-2", "shipment", "1t");
+  await expect(
+    database.sql`select outcome from jetfn.resume_invocation('steps-wait-2', 'orders.fulfil', '1t', 1, null)`,
+  ).rejects.toMatchObject({ code: "JF006" });
+  expect(
+    await database.sql`select outcome from jetfn.resume_invocation('steps-wait-2', 'orders.fulfil', '1t', 1, null, true)`,
+  ).toEqual([{ outcome: "run" }]);
+});

@@ -56,7 +56,8 @@ async function reaches(id: string, status: string): Promise<Awaited<ReturnType<J
 
 describe("ctx.sleep", () => {
   it("sleeps between two steps, then goes on in a new run that runs no step twice", { timeout: 120_000 }, async () => {
-    const id = await enqueueSleepy("nap", "3s");
+    // Long enough for the CLI below to find it asleep, on a loaded machine too.
+    const id = await enqueueSleepy("nap", "8s");
     // The record and the steps are read side by side: wait for a view that has both of the sleep.
     const asleep = await eventually(async () => {
       const view = await statusOf(id);

@@ -55,13 +55,14 @@ export const INVOCATION_STATUSES: readonly string[] = [
   "cancelled",
   "superseded",
   "sleeping",
+  "awaiting",
 ];
 
 /** Rows per page of the invocations list. */
 export const INVOCATIONS_PAGE_SIZE = 200;
 
 /** An invocation that has not finished (queued, scheduled, running, or failed with attempts left) can be cancelled. */
-const CANCELLABLE = new Set(["pending", "queued", "scheduled", "running", "failed", "sleeping"]);
+const CANCELLABLE = new Set(["pending", "queued", "scheduled", "running", "failed", "sleeping", "awaiting"]);
 
 /**
  * The searchable list of invocations, a page at a time. With `problem` (a filter it cannot read),
@@ -120,7 +121,7 @@ export function invocationPage(
   return html`${context.message ? html`<p class="notice">${context.message}</p>` : ""}
 ${CANCELLABLE.has(view.status) ? cancelAction(view.id, context.signedIn) : ""}
 ${enqueuedWith(view)}<div id="live" data-fragment="/fragments/invocations/${view.id}">${invocationSummary(view)}</div>
-${view.status === "running" || view.status === "pending" || view.status === "scheduled" || view.status === "failed" || view.status === "sleeping" ? refreshScript(1_000) : ""}
+${view.status === "running" || view.status === "pending" || view.status === "scheduled" || view.status === "failed" || view.status === "sleeping" || view.status === "awaiting" ? refreshScript(1_000) : ""}
 <h2>database changes</h2>${changes.size === 0 ? html`<p class="muted">none recorded (nothing written, or rolled back)</p>` : ""}
 ${[...changes].map(
   ([table, entries]) =>
@@ -168,7 +169,7 @@ export function invocationSummary(view: InvocationStatusView): SafeHtml {
   }[];
   return html`<p>status <strong class="status status-${view.status}">${view.status}</strong>${view.waitingFor ? html` (for its ${view.waitingFor})` : ""} · function ${view.function ?? "?"} · attempts ${view.attempts}</p>
 ${progress}
-<p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.wakeAt ? html` · wakes ${timeCell(view.wakeAt)}` : ""}${view.retryAt ? html` · retries its step ${timeCell(view.retryAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
+<p class="muted">enqueued ${timeCell(view.enqueuedAt)} · started ${timeCell(view.startedAt)} · finished ${timeCell(view.finishedAt)}${view.runAt ? html` · due ${timeCell(view.runAt)}` : ""}${view.wakeAt ? html` · ${view.status === "awaiting" ? "waits until" : "wakes"} ${timeCell(view.wakeAt)}` : ""}${view.retryAt ? html` · retries its step ${timeCell(view.retryAt)}` : ""}${view.retryOf ? html` · retry of <a href="/invocations/${view.retryOf}">${view.retryOf}</a>` : ""}</p>
 ${view.input === undefined ? "" : html`<h2>input</h2><pre class="input">${JSON.stringify(view.input, null, 2)}</pre>`}
 ${view.status === "succeeded" ? html`<h2>result</h2><pre class="result">${JSON.stringify(view.result ?? null, null, 2)}</pre>` : ""}
 ${errors.length ? html`<h2>errors</h2>${errors.map((error) => html`<details><summary>attempt ${error.attempt}${error.step === undefined ? "" : html` of step ${JSON.stringify(error.step)}`}: ${error.code} ${error.name}: ${error.message}</summary><pre>${error.stack ?? ""}</pre></details>`)}` : ""}

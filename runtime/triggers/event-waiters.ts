@@ -1,0 +1,283 @@
+import {
+  AckPolicy,
+  type Consumer,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import type { Logger } from "pino";
+import type { Sql } from "postgres";
+import { commitWith } from "../db/invocation-transaction";
+import { outboxStatement } from "../db/outbox";
+import { resumeHeader, waitMatchToken } from "../invocation/resume-tag";
+import { isNotFound } from "../nats/consumer-lookup";
+import { EVENT_PREFIX, EVENT_STREAM, eventSubject } from "../nats/event-stream";
+import { MSG_ID_HEADER } from "../nats/subjects";
+import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
+import { toNanos } from "../support/duration";
+
+/**
+ * Resolves durable waits (`ctx.waitForEvent`, docs/durable-steps.md#wait-for-an-event). Every
+ * runtime reads one shared durable consumer on the events stream, `jetfn-waiters`, and asks Postgres
+ * once per batch of events which waiting steps they match; each match commits `jetfn.resolve_wait`
+ * with the signed resumption that runs the invocation on. The runtime that records a wait also reads
+ * the events stored since the wait's `after_at` (`catchUp`): an event stored before the wait
+ * committed, which the shared consumer saw before there was anything to match, counts too.
+ */
+export const WAITERS_CONSUMER = "jetfn-waiters";
+
+/** Events matched per query. */
+const BATCH = 256;
+const ACK_WAIT_MS = 30_000;
+/** How long a catch-up's pull waits for the events it knows are there. */
+const FETCH_EXPIRES_MS = 5_000;
+/** Wait before reading again after a failure, and before events given back come again. */
+const RETRY_MS = 1_000;
+/** Postgres error code of jetfn.resolve_wait when the wait no longer waits (another event, a timeout). */
+const NOT_WAITING_CODE = "JF004";
+
+/** An event as a wait takes it: what `ctx.waitForEvent` returns, and the wait's memo. */
+export interface StoredEvent {
+  id: string;
+  name: string;
+  data: unknown;
+  /** When the events stream stored it (ISO 8601). */
+  time: string;
+}
+
+/** What the waiters need from the runtime. */
+export interface EventWaitersDependencies {
+  sql: Sql;
+  js: JetStreamClient;
+  manager: JetStreamManager;
+  logger: Logger;
+  /** The runtimes' secret, which signs resumptions (invocation/resume-tag.ts). */
+  resumeSecret: string;
+  /** Publishes outbox rows just committed (the relay's sweep is the fallback). */
+  publishCommitted(messages: OutboxMessage[], log: Logger): Promise<void>;
+}
+
+// Which waiting steps each event matches: the shapes (event name and sorted paths) waiting now, then
+// the index on (event, match_paths, match_values). An event counts for a wait only if stored after
+// its after_at, and only while the invocation awaits.
+const MATCH_SQL = `
+select s.invocation_id, s.key, s.seq, i.function, i.priority, e.ord::integer as ord
+from jsonb_array_elements($1::jsonb) with ordinality as e(value, ord)
+cross join lateral (
+  select distinct w.match_paths from jetfn.steps w where w.status = 'waiting' and w.event = e.value->>'name'
+) shapes
+join jetfn.steps s on s.status = 'waiting' and s.event = e.value->>'name' and s.match_paths = shapes.match_paths
+  and s.match_values = jetfn.match_values(e.value->'data', shapes.match_paths)
+  and s.after_at <= (e.value->>'time')::timestamptz
+join jetfn.invocations i on i.id = s.invocation_id and i.status = 'awaiting'
+order by e.ord`;
+const RESOLVE_SQL = "select jetfn.resolve_wait($1, $2, $3, $4, $5::jsonb, $6)";
+
+interface MatchRow {
+  invocation_id: string;
+  key: string;
+  seq: number;
+  function: string;
+  priority: number | null;
+  ord: number;
+}
+
+export class EventWaiters {
+  readonly #deps: EventWaitersDependencies;
+  /** The shared consumer's messages, as they arrive: stopped when the waiters stop. */
+  #messages: ConsumerMessages | undefined;
+  #loop: Promise<void> | undefined;
+  #stopped = false;
+  /** Events received and not matched yet: those that arrive together are matched in one query. */
+  readonly #pending: JsMsg[] = [];
+  #flushing: Promise<void> = Promise.resolve();
+  #flushScheduled = false;
+
+  constructor(deps: EventWaitersDependencies) {
+    this.#deps = deps;
+  }
+
+  /** Makes the shared consumer if there is none (it starts at the next event stored), and reads it. */
+  async start(): Promise<void> {
+    await this.#ensureConsumer();
+    this.#loop = this.#read();
+  }
+
+  /** Stops reading; resolves once the events in hand were matched (or given back). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#messages?.stop();
+    await this.#loop;
+    await this.#flushing;
+  }
+
+  async #ensureConsumer(): Promise<void> {
+    const { manager } = this.#deps;
+    try {
+      await manager.consumers.info(EVENT_STREAM, WAITERS_CONSUMER);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await manager.consumers.add(EVENT_STREAM, {
+        durable_name: WAITERS_CONSUMER,
+        description: "jetfn: the events that resolve durable waits (ctx.waitForEvent), shared by every runtime",
+        filter_subject: `${EVENT_PREFIX}>`,
+        deliver_policy: DeliverPolicy.New,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: toNanos(ACK_WAIT_MS),
+        max_ack_pending: BATCH * 4,
+      });
+    }
+  }
+
+  async #read(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        const consumer = await this.#deps.js.consumers.get(EVENT_STREAM, WAITERS_CONSUMER);
+        this.#messages = await consumer.consume({ max_messages: BATCH });
+        if (this.#stopped) this.#messages.stop();
+        for await (const message of this.#messages) this.#take(message);
+      } catch (error) {
+        if (this.#stopped) return;
+        this.#deps.logger.warn({ err: error }, "Reading the events that end durable waits failed; trying again.");
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        await this.#ensureConsumer().catch(() => undefined);
+      }
+    }
+  }
+
+  #take(message: JsMsg): void {
+    this.#pending.push(message);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // After the messages already arrived with this one: they are matched together.
+    this.#flushing = this.#flushing
+      .then(() => new Promise((resolve) => setImmediate(resolve)))
+      .then(() => this.#flush());
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushScheduled = false;
+    while (this.#pending.length > 0) {
+      const messages = this.#pending.splice(0, BATCH);
+      try {
+        await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
+        for (const message of messages) message.ack();
+      } catch (error) {
+        // Given back: they come again (Postgres or NATS away meanwhile).
+        this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; they come again.");
+        for (const message of messages) message.nak(RETRY_MS);
+      }
+    }
+  }
+
+  /** Resolves the waits `events` match, each with the first event (in order) that matches it; resolves to how many. */
+  async match(events: StoredEvent[]): Promise<number> {
+    if (events.length === 0) return 0;
+    const { sql, logger } = this.#deps;
+    const rows = (await sql.unsafe(MATCH_SQL, [JSON.stringify(events)], { prepare: true })) as unknown as MatchRow[];
+    const resolved = new Set<string>();
+    for (const row of rows) {
+      if (resolved.has(row.invocation_id)) continue;
+      const event = events[row.ord - 1] as StoredEvent;
+      if (!(await this.#resolve(row, event))) continue;
+      resolved.add(row.invocation_id);
+      logger.info(
+        { fn: row.function, invocationId: row.invocation_id, step: row.key, event: event.name, eventId: event.id },
+        "An event ended a durable wait; the job goes on.",
+      );
+    }
+    return resolved.size;
+  }
+
+  /**
+   * Reads the events of `name` stored from `afterAt` up to the stream's end as of now, and matches
+   * them: the catch-up of a wait just recorded. Resolves to how many waits it resolved.
+   */
+  async catchUp(name: string, afterAt: string): Promise<number> {
+    const { js, manager } = this.#deps;
+    const subject = eventSubject(name);
+    const last = await manager.streams.getMessage(EVENT_STREAM, { last_by_subj: subject }).catch(() => null);
+    if (!last || last.time.getTime() < Date.parse(afterAt)) return 0;
+    const consumer = await js.consumers.get(EVENT_STREAM, {
+      filter_subjects: subject,
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: afterAt,
+    });
+    try {
+      return await this.#matchUpTo(consumer, last.seq);
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+  }
+
+  /** Matches what `consumer` delivers up to the stream's sequence `lastSeq`. */
+  async #matchUpTo(consumer: Consumer, lastSeq: number): Promise<number> {
+    let resolved = 0;
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: BATCH, expires: FETCH_EXPIRES_MS });
+      const events: StoredEvent[] = [];
+      let received = 0;
+      let done = false;
+      for await (const message of batch) {
+        received++;
+        if (message.seq > lastSeq) done = true;
+        else {
+          const event = storedEvent(message);
+          if (event) events.push(event);
+          if (message.info.pending === 0 || message.seq === lastSeq) done = true;
+        }
+        if (done) {
+          batch.stop();
+          break;
+        }
+      }
+      resolved += await this.match(events);
+      if (done || received === 0) return resolved;
+    }
+  }
+
+  /** Commits one match with the resumption it starts; false when the wait no longer waits. */
+  async #resolve(row: MatchRow, event: StoredEvent): Promise<boolean> {
+    const { sql, resumeSecret, logger } = this.#deps;
+    const token = waitMatchToken(row.seq);
+    const header = resumeHeader(resumeSecret, row.function, row.invocation_id, token);
+    const resumption = resumptionMessage(
+      row.function,
+      row.invocation_id,
+      header,
+      Date.now(),
+      row.priority ?? undefined,
+    );
+    const resolve = {
+      text: RESOLVE_SQL,
+      params: [row.invocation_id, row.key, event.id, event.time, JSON.stringify(event), token],
+    };
+    const origin = { functionName: row.function, invocationId: row.invocation_id };
+    try {
+      await commitWith(sql, undefined, outboxStatement([resumption], origin, resolve));
+    } catch (error) {
+      if ((error as { code?: unknown }).code === NOT_WAITING_CODE) return false;
+      throw error;
+    }
+    await this.#deps.publishCommitted([resumption], logger);
+    return true;
+  }
+}
+
+/** The event a message of the events stream holds; undefined for a body that is not JSON. */
+function storedEvent(message: JsMsg): StoredEvent | undefined {
+  let data: unknown;
+  try {
+    data = message.json();
+  } catch {
+    return undefined;
+  }
+  return {
+    id: message.headers?.get(MSG_ID_HEADER) || `${message.info.stream}:${message.seq}`,
+    name: message.subject.slice(EVENT_PREFIX.length),
+    data,
+    time: message.time.toISOString(),
+  };
+}
