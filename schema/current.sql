@@ -651,6 +651,12 @@ begin
          coalesce(max(coalesce(finished_at, started_at)), v_enqueued, clock_timestamp()) - interval '1 second'
     into v_seq, v_after
     from jetfn.steps where invocation_id = p_id;
+  -- The timeout's token names the wait's seq: a guess the runtime made, which must be right, or a
+  -- resumption of one wait could time out another (JF008: the runtime tries again with the seq).
+  if p_token <> v_seq::text || 't' then
+    raise exception 'wait % of invocation % is step %, not the one its token names', p_key, p_id, v_seq
+      using errcode = 'JF008';
+  end if;
   insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, event, match_paths, match_values,
                            after_at, wake_at, txid, started_at, updated_at)
   values (p_id, p_key, v_seq, 'wait', 'waiting', 1, p_event, p_match_paths, p_match_values, v_after, p_timeout_at,

@@ -449,7 +449,13 @@ export function isoTimestamp(value: string | null): string | null {
 }
 
 // A cancel may overwrite an earlier cancel's record (another reason); every other final status stands.
+// A durable wait it ends stops waiting too (it would stay in the matcher's index for ever).
 const CANCEL_SQL = `
+with ended_waits as (
+  update jetfn.steps s set status = 'timed_out', wake_at = null, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+  where s.invocation_id = $1 and s.status = 'waiting'
+    and exists (select from jetfn.invocations i where i.id = $1 and i.function = $2 and not jetfn.is_final(i.status))
+)
 insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at)
 values ($1, $2, 'cancelled', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
 on conflict (id) do update set

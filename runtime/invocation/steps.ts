@@ -48,6 +48,13 @@ const AWAIT_SQL =
   "select jetfn.await_event($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9::smallint, $10, $11, $12, $13, " +
   "array(select jsonb_array_elements_text($14::jsonb)), $15::jsonb, $16, $17, $18) as after_at";
 const TIME_OUT_SQL = "select jetfn.time_out_wait($1, $2, $3) as timed_out";
+const NEXT_SEQ_SQL = "select coalesce(max(seq), 0) as last from jetfn.steps where invocation_id = $1";
+/** Postgres error code of jetfn.await_event when the wait's token names another seq than the wait gets. */
+const WRONG_SEQ_CODE = "JF008";
+/** Tries of a wait's catch-up before it gives up (see #catchUp). */
+const CATCH_UP_TRIES = 4;
+/** Longest string a wait's match compares (the index holds the values). */
+const MAX_MATCH_STRING = 256;
 /** Most paths a wait's `match` may name. */
 const MAX_MATCH_PATHS = 8;
 /** A dotted path into an event's data: `orderId`, `customer.tier`. */
@@ -356,19 +363,56 @@ export class Steps {
     }
     this.#checkRoom(key, memos);
     this.#goOn(key);
-    // The token names the wait by the seq it most likely gets (the database numbers it, under the record's lock).
-    const token = waitTimeoutToken(this.#lastSeq + 1);
-    const resumption = this.#resumption(record, key, token, wait.timeoutAt);
-    const row = await this.#suspendWith(record, key, resumption, awaitStatement(record, key, wait, token));
+    // The token names the wait by its seq (the database numbers it, under the record's lock, and
+    // refuses a wrong guess, JF008: then the seq it says is taken).
+    let seq = this.#lastSeq + 1;
+    let row: Record<string, unknown> | undefined;
+    for (let tries = 1; ; tries++) {
+      const token = waitTimeoutToken(seq);
+      const resumption = this.#resumption(record, key, token, wait.timeoutAt);
+      try {
+        row = await this.#suspendWith(record, key, resumption, awaitStatement(record, key, wait, token));
+        break;
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== WRONG_SEQ_CODE || tries === 3) throw error;
+        seq = await this.#nextSeq(record.id);
+      }
+    }
     // An event stored before the wait committed met the shared matcher with nothing to match: read it again.
     const afterAt = new Date(row?.after_at as string).toISOString();
-    await host.catchUpEvents?.(wait.event, afterAt).catch((error: unknown) => {
-      host.log.warn(
-        { err: error, step: key, event: wait.event },
-        "The events stored before the wait began could not be read; those stored after it still count.",
-      );
-    });
+    await this.#catchUp(key, wait.event, afterAt);
     return this.#stop({ wakeAt: wait.timeoutAt, wait: { step: key, event: wait.event } });
+  }
+
+  /**
+   * Matches the events stored since the wait's `afterAt` (see event-waiters.ts), trying again
+   * through a blip of NATS or Postgres. Past that (or if this process dies first) an event stored
+   * before the wait committed goes unmatched, and the wait ends at its timeout.
+   */
+  async #catchUp(key: string, event: string, afterAt: string): Promise<void> {
+    const host = this.#host;
+    for (let tries = 1; host.catchUpEvents; tries++) {
+      try {
+        await host.catchUpEvents(event, afterAt);
+        return;
+      } catch (error) {
+        if (tries === CATCH_UP_TRIES) {
+          host.log.error(
+            { err: error, step: key, event },
+            "The events stored before the wait began could not be read; only those stored after it end it.",
+          );
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500 * tries));
+      }
+    }
+  }
+
+  /** The seq the invocation's next step gets. */
+  async #nextSeq(id: string): Promise<number> {
+    const [row] = await this.#host.sql.unsafe(NEXT_SEQ_SQL, [id], { prepare: true });
+    this.#lastSeq = Number(row?.last ?? 0);
+    return this.#lastSeq + 1;
   }
 
   /** Ends a wait `timed_out` for the run of its timeout; false when an event matched it first. */
@@ -586,7 +630,8 @@ export class Steps {
       return this.#failed(key, record, tries, startedAt, await this.#commitFailure(record, transaction, error));
     }
     this.#resultBytes += Buffer.byteLength(json);
-    this.#lastSeq++;
+    // A step tried again keeps the seq it has.
+    if (tries.seq === undefined) this.#lastSeq++;
     // The step's own error, if it lost the database, is behind it now.
     this.lost = undefined;
     if (outbox.length > 0) await host.publishCommitted(outbox);
@@ -793,6 +838,9 @@ export function waitSpec(
       typeof value === "boolean" ||
       (typeof value === "number" && Number.isFinite(value));
     if (!scalar) throw stepInvalid(`${api}: match.${path} is a string, a number, a boolean or null`);
+    if (typeof value === "string" && value.length > MAX_MATCH_STRING) {
+      throw stepInvalid(`${api}: match.${path} is at most ${MAX_MATCH_STRING} characters`);
+    }
   }
   if (timeout === undefined) throw stepInvalid(`${api} needs a timeout (at most a year)`);
   let timeoutMs: number;

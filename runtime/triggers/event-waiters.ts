@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { Sql } from "postgres";
 import { commitWith } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
+import { storableJson } from "../db/storable-json";
 import { resumeHeader, waitMatchToken } from "../invocation/resume-tag";
 import { isNotFound } from "../nats/consumer-lookup";
 import { EVENT_PREFIX, EVENT_STREAM, eventSubject } from "../nats/event-stream";
@@ -35,6 +36,8 @@ const ACK_WAIT_MS = 30_000;
 const FETCH_EXPIRES_MS = 5_000;
 /** Wait before reading again after a failure, and before events given back come again. */
 const RETRY_MS = 1_000;
+/** Deliveries after which an event that fails alone is skipped (with an error line), not given back again. */
+const MAX_DELIVERIES = 20;
 /** Postgres error code of jetfn.resolve_wait when the wait no longer waits (another event, a timeout). */
 const NOT_WAITING_CODE = "JF004";
 
@@ -135,7 +138,8 @@ export class EventWaiters {
     while (!this.#stopped) {
       try {
         const consumer = await this.#deps.js.consumers.get(EVENT_STREAM, WAITERS_CONSUMER);
-        this.#messages = await consumer.consume({ max_messages: BATCH });
+        // A consumer deleted under it ends the iteration (instead of waiting for it for ever): made again below.
+        this.#messages = await consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true });
         if (this.#stopped) this.#messages.stop();
         for await (const message of this.#messages) this.#take(message);
       } catch (error) {
@@ -154,7 +158,11 @@ export class EventWaiters {
     // After the messages already arrived with this one: they are matched together.
     this.#flushing = this.#flushing
       .then(() => new Promise((resolve) => setImmediate(resolve)))
-      .then(() => this.#flush());
+      .then(() => this.#flush())
+      .catch((error: unknown) => {
+        // An ack on a closed connection, say: what was not acked comes again after the ack wait.
+        this.#deps.logger.warn({ err: error }, "Acknowledging matched events failed.");
+      });
   }
 
   async #flush(): Promise<void> {
@@ -165,9 +173,30 @@ export class EventWaiters {
         await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
         for (const message of messages) message.ack();
       } catch (error) {
-        // Given back: they come again (Postgres or NATS away meanwhile).
-        this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; they come again.");
-        for (const message of messages) message.nak(RETRY_MS);
+        this.#deps.logger.warn(
+          { err: error },
+          "Events could not be matched with durable waits; trying them one by one.",
+        );
+        // One by one: an event that fails alone is not allowed to hold back the others.
+        for (const message of messages) await this.#matchAlone(message);
+      }
+    }
+  }
+
+  /** Matches one event; given back when that fails (Postgres away), dropped after failing again and again. */
+  async #matchAlone(message: JsMsg): Promise<void> {
+    try {
+      await this.match(storedEvent(message) ? [storedEvent(message) as StoredEvent] : []);
+      message.ack();
+    } catch (error) {
+      if (message.info.deliveryCount >= MAX_DELIVERIES) {
+        this.#deps.logger.error(
+          { err: error, subject: message.subject, seq: message.seq },
+          "An event could not be matched with durable waits after repeated tries; it is skipped.",
+        );
+        message.term();
+      } else {
+        message.nak(RETRY_MS);
       }
     }
   }
@@ -176,7 +205,8 @@ export class EventWaiters {
   async match(events: StoredEvent[]): Promise<number> {
     if (events.length === 0) return 0;
     const { sql, logger } = this.#deps;
-    const rows = (await sql.unsafe(MATCH_SQL, [JSON.stringify(events)], { prepare: true })) as unknown as MatchRow[];
+    // storableJson: a `\u0000` or a lone surrogate in one event's data must not make jsonb refuse the batch.
+    const rows = (await sql.unsafe(MATCH_SQL, [storableJson(events)], { prepare: true })) as unknown as MatchRow[];
     const resolved = new Set<string>();
     for (const row of rows) {
       if (resolved.has(row.invocation_id)) continue;
@@ -252,7 +282,7 @@ export class EventWaiters {
     );
     const resolve = {
       text: RESOLVE_SQL,
-      params: [row.invocation_id, row.key, event.id, event.time, JSON.stringify(event), token],
+      params: [row.invocation_id, row.key, event.id, event.time, storableJson(event), token],
     };
     const origin = { functionName: row.function, invocationId: row.invocation_id };
     try {

@@ -10,9 +10,10 @@
 --    timeout in `wake_at`) and the record `awaiting`, in one statement with the timeout
 --    resumption's outbox row (db/outbox.ts). Fenced as suspend_invocation is. `after_at` is the
 --    end of the invocation's latest other step (or its enqueue time), less a second for clocks
---    apart: an event emitted by the step just before the wait counts.
+--    apart: an event emitted by the step just before the wait counts. Its token's seq must be the
+--    wait's (JF008 otherwise).
 -- 3. jetfn.match_values: the values an event's data holds at the paths, as a JSON array (null for a
---    path it lacks), compared with a waiter's `match_values` through steps_waiting_idx.
+--    path it lacks), compared with a waiter's `match_values` through steps_waiting_idx (0039).
 -- 4. jetfn.resolve_wait: an event the matcher (or the waiter's own catch-up) found: the step row
 --    `matched` with the event, the record `queued` with the token `<seq>m` of the resumption the
 --    runtime writes in the same statement; only while the record is `awaiting` and the row
@@ -27,8 +28,6 @@ alter table jetfn.invocations
   drop constraint invocations_status_check,
   add constraint invocations_status_check check (status in ('queued', 'running', 'succeeded', 'failed', 'dead',
     'dropped', 'cancelled', 'superseded', 'sleeping', 'awaiting')) not valid;
-
-create index steps_waiting_idx on jetfn.steps (event, match_paths, match_values) where status = 'waiting';
 
 create function jetfn.match_values(p_data jsonb, p_paths text[]) returns jsonb
 language sql immutable parallel safe as $$
@@ -81,6 +80,12 @@ begin
          coalesce(max(coalesce(finished_at, started_at)), v_enqueued, clock_timestamp()) - interval '1 second'
     into v_seq, v_after
     from jetfn.steps where invocation_id = p_id;
+  -- The timeout's token names the wait's seq: a guess the runtime made, which must be right, or a
+  -- resumption of one wait could time out another (JF008: the runtime tries again with the seq).
+  if p_token <> v_seq::text || 't' then
+    raise exception 'wait % of invocation % is step %, not the one its token names', p_key, p_id, v_seq
+      using errcode = 'JF008';
+  end if;
   insert into jetfn.steps (invocation_id, key, seq, kind, status, attempts, event, match_paths, match_values,
                            after_at, wake_at, txid, started_at, updated_at)
   values (p_id, p_key, v_seq, 'wait', 'waiting', 1, p_event, p_match_paths, p_match_values, v_after, p_timeout_at,

@@ -260,7 +260,12 @@ const awaitEvent = (id: string, key: string, token: string, runToken: string | n
     ${key}, 'shipment.dispatched', '{orderId}'::text[], '["o_1"]'::jsonb, now() + interval '1 hour', ${token},
     ${runToken}::text) as after_at`;
 const resolveWait = (id: string, key: string, eventId: string, token: string, at = "now()") =>
-  database.sql.unsafe(`select jetfn.resolve_wait($1, $2, $3, ${at}, '{"data": {}}'::jsonb, $4)`, [id, key, eventId, token]);
+  database.sql.unsafe(`select jetfn.resolve_wait($1, $2, $3, ${at}, '{"data": {}}'::jsonb, $4)`, [
+    id,
+    key,
+    eventId,
+    token,
+  ]);
 
 it("resolves a wait once, with an event stored after it may begin, that no other wait of the invocation took", async () => {
   await recordStep("steps-wait", "orders.fulfil", "reserve", 1);
@@ -296,6 +301,14 @@ it("resolves a wait once, with an event stored after it may begin, that no other
     { key: "shipment", status: "matched", event_id: "ev-1" },
     { key: "shipment#2", status: "timed_out", event_id: null },
   ]);
+});
+
+it("refuses a wait whose timeout token names another step than the wait gets", async () => {
+  await recordStep("steps-wait-3", "orders.fulfil", "reserve", 1);
+  await expect(awaitEvent("steps-wait-3", "shipment", "3t")).rejects.toMatchObject({ code: "JF008" });
+  expect(await recordOf("steps-wait-3")).toMatchObject({ status: "running" });
+  await awaitEvent("steps-wait-3", "shipment", "2t");
+  expect(await recordOf("steps-wait-3")).toMatchObject({ status: "awaiting" });
 });
 
 it("matches an event's data by the wait's paths, and refuses a wait to runtimes of the versions before", async () => {

@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JetfnClient } from "../../runtime/sdk/client";
 import { runCli } from "../helpers/cli";
@@ -119,6 +120,19 @@ describe("ctx.waitForEvent", () => {
     ]);
   });
 
+  it("is ended by a matching event stored beside one Postgres cannot hold as jsonb", { timeout: 60_000 }, async () => {
+    const id = await enqueueOrder("o-poison");
+    await reaches(id, "awaiting");
+    // Any client may publish this: a NUL character, which jsonb refuses, in one event of the batch.
+    const js = jetstream(client.connection);
+    await Promise.all([
+      js.publish("fn.event.shipment.dispatched", '{"orderId": "o-none", "trackingId": "t-\\u0000"}'),
+      js.publish("fn.event.shipment.dispatched", '{"orderId": "o-poison", "trackingId": "t-poison"}'),
+    ]);
+    await reaches(id, "succeeded");
+    expect(await runs("o-poison")).toEqual(["order", "shipped t-poison", "returned"]);
+  });
+
   it("goes on with null once its timeout comes first", { timeout: 60_000 }, async () => {
     const id = await enqueueOrder("o-late", { timeout: "2s" });
     const done = await reaches(id, "succeeded");
@@ -143,6 +157,9 @@ describe("ctx.waitForEvent", () => {
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     expect(await runs("o-cancel")).toEqual(["order"]);
     expect((await client.status(id)).status).toBe("cancelled");
+    // Its wait no longer waits: nothing stays in the matcher's index.
+    const waits = await env.database.sql`select status from jetfn.steps where invocation_id = ${id} and kind = 'wait'`;
+    expect(waits).toEqual([{ status: "timed_out" }]);
   });
 
   it("refuses options it cannot wait on, and a wait in a call, with E_STEP_INVALID", { timeout: 60_000 }, async () => {

@@ -37,6 +37,7 @@ describe("ctx.waitForEvent's options", () => {
       { event: "a", match: Object.fromEntries([...Array(9).keys()].map((n) => [`k${n}`, n])), timeout: "1s" },
       "up to 8",
     ],
+    [{ event: "a", match: { x: "y".repeat(257) }, timeout: "1s" }, "at most 256 characters"],
     [{ event: "a" }, "needs a timeout"],
     [{ event: "a", timeout: "400d" }, "at most a year"],
     [{ event: "a", timeout: 0 }, "more than 0"],
