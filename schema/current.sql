@@ -2804,6 +2804,7 @@ CREATE TABLE jetfn.steps (
     started_at timestamp with time zone,
     finished_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    caught_up_at timestamp with time zone,
     CONSTRAINT steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'sleep'::text, 'wait'::text, 'patch'::text]))),
     CONSTRAINT steps_status_check CHECK ((status = ANY (ARRAY['retrying'::text, 'succeeded'::text, 'failed'::text, 'sleeping'::text, 'waiting'::text, 'matched'::text, 'timed_out'::text])))
 );

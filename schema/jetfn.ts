@@ -91,6 +91,8 @@ export const steps = jetfnSchema.table(
     matchValues: jsonb("match_values"),
     afterAt: timestamp("after_at", { withTimezone: true, mode: "string" }),
     eventId: text("event_id"),
+    /** A wait's: when the events stored before it began were read (0037). */
+    caughtUpAt: timestamp("caught_up_at", { withTimezone: true, mode: "string" }),
     codeVersion: text("code_version"),
     txid: bigint("txid", { mode: "number" }),
     startedAt: timestamp("started_at", { withTimezone: true, mode: "string" }),

@@ -449,13 +449,7 @@ export function isoTimestamp(value: string | null): string | null {
 }
 
 // A cancel may overwrite an earlier cancel's record (another reason); every other final status stands.
-// A durable wait it ends stops waiting too (it would stay in the matcher's index for ever).
 const CANCEL_SQL = `
-with ended_waits as (
-  update jetfn.steps s set status = 'timed_out', wake_at = null, finished_at = clock_timestamp(), updated_at = clock_timestamp()
-  where s.invocation_id = $1 and s.status = 'waiting'
-    and exists (select from jetfn.invocations i where i.id = $1 and i.function = $2 and not jetfn.is_final(i.status))
-)
 insert into jetfn.invocations as i (id, function, status, error, errors, finished_at, updated_at)
 values ($1, $2, 'cancelled', $3::jsonb, jsonb_build_array($3::jsonb), clock_timestamp(), clock_timestamp())
 on conflict (id) do update set
@@ -470,6 +464,15 @@ returning id`;
  * another function's): the cancel came too late.
  */
 export async function recordCancelled(sql: Sql, id: string, fn: string, error: StoredError): Promise<boolean> {
-  const rows = await sql.unsafe(CANCEL_SQL, [id, fn, storableJson(error)] as never[]);
-  return rows.length > 0;
+  return sql.begin(async (tx) => {
+    const rows = await tx.unsafe(CANCEL_SQL, [id, fn, storableJson(error)] as never[]);
+    // A durable wait it ended stops waiting (it would stay in the matcher's index for ever); read
+    // after the record's lock, so a wait committed just before is seen.
+    if (rows.length > 0) await tx.unsafe(END_WAITS_SQL, [id] as never[]);
+    return rows.length > 0;
+  });
 }
+
+const END_WAITS_SQL =
+  "update jetfn.steps set status = 'timed_out', wake_at = null, finished_at = clock_timestamp(), " +
+  "updated_at = clock_timestamp() where invocation_id = $1 and status = 'waiting'";

@@ -22,6 +22,7 @@ import { parseDuration } from "../support/duration";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { budgetedLogger, DEFAULT_LOG_LIMITS, LogBudget, type LogLimits } from "../support/log-budget";
 import { invocationLogger } from "../support/logger";
+import type { WaitToCatchUp } from "../triggers/event-waiters";
 import type { InvocationKind, RuntimeEmitter } from "../triggers/events";
 import type { Cancellations } from "./cancellation";
 import { InvocationDeadline } from "./invocation-deadline";
@@ -107,7 +108,7 @@ export interface InvokeDependencies {
   /** The runtimes' secret, which signs a durable sleep's resumption. Without it, `ctx.sleep` fails. */
   resumeSecret?: string;
   /** Matches stored events with durable waits (triggers/event-waiters.ts): a wait just recorded reads those before it. */
-  eventWaiters?: { catchUp(name: string, afterAt: string): Promise<number> };
+  eventWaiters?: { catchUpWait(wait: WaitToCatchUp): Promise<number> };
 }
 
 /**
@@ -276,8 +277,7 @@ class Invocation {
       stepContext: (key, transaction, outbox, attempt) => new StepView(invocation, key, transaction, outbox, attempt),
       publishCommitted: (messages) => deps.publishCommitted?.(messages, invocation.log) ?? Promise.resolve(),
       resumeSecret: deps.resumeSecret,
-      catchUpEvents:
-        deps.eventWaiters && ((name, afterAt) => deps.eventWaiters?.catchUp(name, afterAt) ?? Promise.resolve(0)),
+      catchUpWait: deps.eventWaiters && ((wait) => deps.eventWaiters?.catchUpWait(wait) ?? Promise.resolve(0)),
       suspend: (reason) => invocation.deadline.suspend(reason),
       get log() {
         return invocation.log;

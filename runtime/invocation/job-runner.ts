@@ -24,6 +24,7 @@ import { isRetryable } from "../support/error-codes";
 import { JetfnError } from "../support/errors";
 import type { LogLimits } from "../support/log-budget";
 import { failureFields, invocationLogger } from "../support/logger";
+import type { WaitToCatchUp } from "../triggers/event-waiters";
 import type { Cancellations } from "./cancellation";
 import { whenDatabaseAnswers } from "./database-outage";
 import { type InvokeDependencies, invoke } from "./invoke";
@@ -65,7 +66,7 @@ export interface JobRunnerDependencies extends JobEndingDependencies {
   /** The runtimes' secret, which signs and checks durable sleeps' resumptions (resume-tag.ts). */
   resumeSecret?: string;
   /** Matches stored events with durable waits: a wait just recorded reads those stored before it. */
-  eventWaiters?: { catchUp(name: string, afterAt: string): Promise<number> };
+  eventWaiters?: { catchUpWait(wait: WaitToCatchUp): Promise<number> };
 }
 
 /** How the next try of an attempt runs. */

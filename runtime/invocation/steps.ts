@@ -24,6 +24,7 @@ import { formatDuration } from "../support/duration";
 import { isRetryable } from "../support/error-codes";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { failureFields } from "../support/logger";
+import type { WaitToCatchUp } from "../triggers/event-waiters";
 import { storedError } from "./job-endings";
 import { resultJson } from "./result-json";
 import { resumeHeader, retryToken, sleepToken, sleepTokenCount, waitTimeoutToken } from "./resume-tag";
@@ -53,8 +54,8 @@ const NEXT_SEQ_SQL = "select coalesce(max(seq), 0) as last from jetfn.steps wher
 const WRONG_SEQ_CODE = "JF008";
 /** Tries of a wait's catch-up before it gives up (see #catchUp). */
 const CATCH_UP_TRIES = 4;
-/** Longest string a wait's match compares (the index holds the values). */
-const MAX_MATCH_STRING = 256;
+/** Most UTF-8 bytes of a wait's match, paths and values together (the index holds them). */
+const MAX_MATCH_BYTES = 1_024;
 /** Most paths a wait's `match` may name. */
 const MAX_MATCH_PATHS = 8;
 /** A dotted path into an event's data: `orderId`, `customer.tier`. */
@@ -120,8 +121,8 @@ export interface StepHost {
   readonly stopped: boolean;
   /** Publishes outbox rows a step committed; the relay's sweep is the fallback. */
   publishCommitted(messages: OutboxMessage[]): Promise<void>;
-  /** Matches the events of `name` stored since `afterAt` with the waits (event-waiters.ts); undefined where none match. */
-  catchUpEvents?(name: string, afterAt: string): Promise<number>;
+  /** Matches the events stored since a wait began with the waits, and marks it caught up (event-waiters.ts); undefined where none match. */
+  catchUpWait?(wait: WaitToCatchUp): Promise<number>;
   /** The runtimes' secret, which signs a sleep's resumption (resume-tag.ts); undefined where there is none. */
   readonly resumeSecret: string | undefined;
   /** Ends the run at once without an outcome of its own (it slept, or found itself stale): fires ctx.signal. */
@@ -374,32 +375,40 @@ export class Steps {
         row = await this.#suspendWith(record, key, resumption, awaitStatement(record, key, wait, token));
         break;
       } catch (error) {
-        if ((error as { code?: unknown }).code !== WRONG_SEQ_CODE || tries === 3) throw error;
+        if ((error as { code?: unknown }).code !== WRONG_SEQ_CODE) throw error;
+        // Not recorded, and the handler must not go on past it.
+        if (tries === 3) {
+          throw this.#end(
+            new JetfnError("E_HANDLER_FAILED", `${this.#label(key)}: the wait could not be recorded`, { cause: error }),
+            false,
+          );
+        }
         seq = await this.#nextSeq(record.id);
       }
     }
     // An event stored before the wait committed met the shared matcher with nothing to match: read it again.
     const afterAt = new Date(row?.after_at as string).toISOString();
-    await this.#catchUp(key, wait.event, afterAt);
+    await this.#catchUp({ invocationId: record.id, key, event: wait.event, afterAt });
     return this.#stop({ wakeAt: wait.timeoutAt, wait: { step: key, event: wait.event } });
   }
 
   /**
    * Matches the events stored since the wait's `afterAt` (see event-waiters.ts), trying again
-   * through a blip of NATS or Postgres. Past that (or if this process dies first) an event stored
-   * before the wait committed goes unmatched, and the wait ends at its timeout.
+   * through a blip of NATS or Postgres. Past that (or if this process dies first), the runtimes'
+   * sweep of waits not caught up does it a few seconds later.
    */
-  async #catchUp(key: string, event: string, afterAt: string): Promise<void> {
+  async #catchUp(wait: WaitToCatchUp): Promise<void> {
     const host = this.#host;
-    for (let tries = 1; host.catchUpEvents; tries++) {
+    const { key, event } = wait;
+    for (let tries = 1; host.catchUpWait; tries++) {
       try {
-        await host.catchUpEvents(event, afterAt);
+        await host.catchUpWait(wait);
         return;
       } catch (error) {
         if (tries === CATCH_UP_TRIES) {
           host.log.error(
             { err: error, step: key, event },
-            "The events stored before the wait began could not be read; only those stored after it end it.",
+            "The events stored before the wait began could not be read now; the runtimes' sweep reads them later.",
           );
           return;
         }
@@ -410,7 +419,10 @@ export class Steps {
 
   /** The seq the invocation's next step gets. */
   async #nextSeq(id: string): Promise<number> {
-    const [row] = await this.#host.sql.unsafe(NEXT_SEQ_SQL, [id], { prepare: true });
+    const [row] = await this.#host.sql.unsafe(NEXT_SEQ_SQL, [id], { prepare: true }).catch((error: unknown) => {
+      if (isDatabaseLoss(error)) this.lost ??= "database";
+      throw error;
+    });
     this.#lastSeq = Number(row?.last ?? 0);
     return this.#lastSeq + 1;
   }
@@ -838,9 +850,12 @@ export function waitSpec(
       typeof value === "boolean" ||
       (typeof value === "number" && Number.isFinite(value));
     if (!scalar) throw stepInvalid(`${api}: match.${path} is a string, a number, a boolean or null`);
-    if (typeof value === "string" && value.length > MAX_MATCH_STRING) {
-      throw stepInvalid(`${api}: match.${path} is at most ${MAX_MATCH_STRING} characters`);
+    if (typeof value === "string" && storableJson(value) !== JSON.stringify(value)) {
+      throw stepInvalid(`${api}: match.${path} holds a character Postgres cannot store (NUL, a lone surrogate)`);
     }
+  }
+  if (Buffer.byteLength(JSON.stringify(entries)) > MAX_MATCH_BYTES) {
+    throw stepInvalid(`${api}: match is at most ${MAX_MATCH_BYTES} bytes, paths and values together`);
   }
   if (timeout === undefined) throw stepInvalid(`${api} needs a timeout (at most a year)`);
   let timeoutMs: number;

@@ -12,6 +12,7 @@ import type { Sql } from "postgres";
 import { commitWith } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
+import { isDatabaseLoss } from "../db/transaction-parts";
 import { resumeHeader, waitMatchToken } from "../invocation/resume-tag";
 import { isNotFound } from "../nats/consumer-lookup";
 import { EVENT_PREFIX, EVENT_STREAM, eventSubject } from "../nats/event-stream";
@@ -50,6 +51,15 @@ export interface StoredEvent {
   time: string;
 }
 
+/** A wait just recorded, whose events stored before it began are to be read. */
+export interface WaitToCatchUp {
+  invocationId: string;
+  key: string;
+  event: string;
+  /** Where the events it may take begin (ISO 8601). */
+  afterAt: string;
+}
+
 /** What the waiters need from the runtime. */
 export interface EventWaitersDependencies {
   sql: Sql;
@@ -77,6 +87,16 @@ join jetfn.steps s on s.status = 'waiting' and s.event = e.value->>'name' and s.
 join jetfn.invocations i on i.id = s.invocation_id and i.status = 'awaiting'
 order by e.ord`;
 const RESOLVE_SQL = "select jetfn.resolve_wait($1, $2, $3, $4, $5::jsonb, $6)";
+const CAUGHT_UP_SQL =
+  "update jetfn.steps set caught_up_at = clock_timestamp() where invocation_id = $1 and key = $2 and status = 'waiting'";
+// Waits recorded a while ago whose catch-up never finished (their runtime died, or NATS or Postgres
+// did not answer), oldest first.
+const NOT_CAUGHT_UP_SQL = `
+select invocation_id, key, event, after_at from jetfn.steps
+where status = 'waiting' and caught_up_at is null and started_at < clock_timestamp() - $1 * interval '1 millisecond'
+order by started_at limit 100`;
+/** How often each runtime sweeps for waits not caught up, and how old such a wait is first. */
+const SWEEP_MS = 5_000;
 
 interface MatchRow {
   invocation_id: string;
@@ -97,6 +117,8 @@ export class EventWaiters {
   readonly #pending: JsMsg[] = [];
   #flushing: Promise<void> = Promise.resolve();
   #flushScheduled = false;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweeping: Promise<void> | undefined;
 
   constructor(deps: EventWaitersDependencies) {
     this.#deps = deps;
@@ -106,14 +128,18 @@ export class EventWaiters {
   async start(): Promise<void> {
     await this.#ensureConsumer();
     this.#loop = this.#read();
+    this.#sweeper = setInterval(() => void this.#sweep(), SWEEP_MS);
+    this.#sweeper.unref();
   }
 
   /** Stops reading; resolves once the events in hand were matched (or given back). */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearInterval(this.#sweeper);
     this.#messages?.stop();
     await this.#loop;
     await this.#flushing;
+    await this.#sweeping;
   }
 
   async #ensureConsumer(): Promise<void> {
@@ -142,6 +168,8 @@ export class EventWaiters {
         this.#messages = await consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true });
         if (this.#stopped) this.#messages.stop();
         for await (const message of this.#messages) this.#take(message);
+        // Ended without an error (the connection closing): a pause before reading again.
+        if (!this.#stopped) await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       } catch (error) {
         if (this.#stopped) return;
         this.#deps.logger.warn({ err: error }, "Reading the events that end durable waits failed; trying again.");
@@ -173,6 +201,12 @@ export class EventWaiters {
         await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
         for (const message of messages) message.ack();
       } catch (error) {
+        if (isDatabaseLoss(error)) {
+          // Postgres away: every event would fail alone too. Given back whole, they come again.
+          this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; they come again.");
+          for (const message of messages) message.nak(RETRY_MS * Math.min(message.info.deliveryCount, 30));
+          continue;
+        }
         this.#deps.logger.warn(
           { err: error },
           "Events could not be matched with durable waits; trying them one by one.",
@@ -183,13 +217,17 @@ export class EventWaiters {
     }
   }
 
-  /** Matches one event; given back when that fails (Postgres away), dropped after failing again and again. */
+  /**
+   * Matches one event; given back when that fails, and skipped when Postgres itself refuses it again
+   * and again (not while Postgres is away: that is no fault of the event).
+   */
   async #matchAlone(message: JsMsg): Promise<void> {
+    const event = storedEvent(message);
     try {
-      await this.match(storedEvent(message) ? [storedEvent(message) as StoredEvent] : []);
+      await this.match(event ? [event] : []);
       message.ack();
     } catch (error) {
-      if (message.info.deliveryCount >= MAX_DELIVERIES) {
+      if (!isDatabaseLoss(error) && message.info.deliveryCount >= MAX_DELIVERIES) {
         this.#deps.logger.error(
           { err: error, subject: message.subject, seq: message.seq },
           "An event could not be matched with durable waits after repeated tries; it is skipped.",
@@ -266,6 +304,33 @@ export class EventWaiters {
       resolved += await this.match(events);
       if (done || received === 0) return resolved;
     }
+  }
+
+  /** A wait's catch-up (see catchUp), marked done on its row once it finished. */
+  async catchUpWait(wait: WaitToCatchUp): Promise<number> {
+    const resolved = await this.catchUp(wait.event, wait.afterAt);
+    await this.#deps.sql.unsafe(CAUGHT_UP_SQL, [wait.invocationId, wait.key], { prepare: true });
+    return resolved;
+  }
+
+  /** Catches up the waits whose own catch-up never finished (any runtime may; doing one twice is harmless). */
+  #sweep(): Promise<void> {
+    this.#sweeping ??= (async () => {
+      try {
+        const rows = await this.#deps.sql.unsafe(NOT_CAUGHT_UP_SQL, [SWEEP_MS], { prepare: true });
+        for (const row of rows) {
+          if (this.#stopped) return;
+          const afterAt = new Date(row.after_at as string).toISOString();
+          await this.catchUpWait({ invocationId: row.invocation_id, key: row.key, event: row.event, afterAt });
+        }
+      } catch (error) {
+        if (!this.#stopped)
+          this.#deps.logger.warn({ err: error }, "Catching up durable waits failed; trying again later.");
+      } finally {
+        this.#sweeping = undefined;
+      }
+    })();
+    return this.#sweeping;
   }
 
   /** Commits one match with the resumption it starts; false when the wait no longer waits. */

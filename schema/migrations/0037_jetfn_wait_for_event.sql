@@ -24,6 +24,10 @@
 -- 6. jetfn.resume_invocation refuses runtimes of the versions before an invocation with a wait
 --    (JF006), as 0036 made it refuse one with a failed step.
 
+-- When the events stored before the wait began were read (its catch-up): a sweep catches up the
+-- waits whose runtime did not (it died, or NATS did not answer).
+alter table jetfn.steps add column caught_up_at timestamptz;
+
 alter table jetfn.invocations
   drop constraint invocations_status_check,
   add constraint invocations_status_check check (status in ('queued', 'running', 'succeeded', 'failed', 'dead',

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -131,6 +132,23 @@ describe("ctx.waitForEvent", () => {
     ]);
     await reaches(id, "succeeded");
     expect(await runs("o-poison")).toEqual(["order", "shipped t-poison", "returned"]);
+  });
+
+  it("is caught up by the runtimes' sweep when its own runtime never read the events stored before it", {
+    timeout: 60_000,
+  }, async () => {
+    // The event is stored and seen by the shared matcher while nothing waits for it.
+    await shipped("o-swept", "t-swept");
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // A wait recorded as a runtime does it, by one that died before its catch-up.
+    const id = randomUUID();
+    const input = { orderId: "o-swept", runsFile: path.join(runsDir, "o-swept") };
+    await env.database.sql`select jetfn.await_event(${id}, 'awaits-shipment', 1, ${env.database.sql.json(input)},
+      now() - interval '1 minute', now(), 1, null, null, null, null, 'shipment', 'shipment.dispatched',
+      '{orderId}'::text[], '["o-swept"]'::jsonb, now() + interval '1 hour', '1t', null::text)`;
+    const done = await reaches(id, "succeeded");
+    expect(done.result).toMatchObject({ trackingId: "t-swept" });
+    expect(await runs("o-swept")).toEqual(["order", "shipped t-swept", "returned"]);
   });
 
   it("goes on with null once its timeout comes first", { timeout: 60_000 }, async () => {
