@@ -314,14 +314,20 @@ export class Steps {
     return value;
   }
 
-  async #sleep(key: string, wakeAt: number): Promise<void> {
-    this.#goOn(key);
+  /** The job's record, which a sleep or a wait wakes from: a call has none. */
+  #recordToWakeFrom(api: string, key: string): JobRecord {
     const { record } = this.#host;
     if (!record) {
       throw stepInvalid(
-        `ctx.sleep("${key}") works in jobs only: a call has no record to wake from (enqueue a job instead)`,
+        `${api}("${key}") works in jobs only: a call has no record to wake from (enqueue a job instead)`,
       );
     }
+    return record;
+  }
+
+  async #sleep(key: string, wakeAt: number): Promise<void> {
+    this.#goOn(key);
+    const record = this.#recordToWakeFrom("ctx.sleep", key);
     const memos = await this.#memosOf(record);
     const memo = memos.get(key);
     if (memo) {
@@ -344,13 +350,7 @@ export class Steps {
 
   async #wait(key: string, wait: WaitSpec): Promise<unknown> {
     this.#goOn(key);
-    const host = this.#host;
-    const { record } = host;
-    if (!record) {
-      throw stepInvalid(
-        `ctx.waitForEvent("${key}") works in jobs only: a call has no record to wake from (enqueue a job instead)`,
-      );
-    }
+    const record = this.#recordToWakeFrom("ctx.waitForEvent", key);
     const memos = await this.#memosOf(record);
     const memo = memos.get(key);
     if (memo) {
