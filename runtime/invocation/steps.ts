@@ -419,31 +419,30 @@ export class Steps {
 
   /** The seq the invocation's next step gets. */
   async #nextSeq(id: string): Promise<number> {
-    const [row] = await this.#host.sql.unsafe(NEXT_SEQ_SQL, [id], { prepare: true }).catch((error: unknown) => {
-      if (isDatabaseLoss(error)) this.lost ??= "database";
-      throw error;
-    });
+    const [row] = await this.#query(NEXT_SEQ_SQL, [id]);
     this.#lastSeq = Number(row?.last ?? 0);
     return this.#lastSeq + 1;
   }
 
   /** Ends a wait `timed_out` for the run of its timeout; false when an event matched it first. */
   async #timeOut(record: JobRecord, key: string): Promise<boolean> {
-    const [row] = await this.#host.sql
-      .unsafe(TIME_OUT_SQL, [record.id, key, record.resume ?? null], { prepare: true })
-      .catch((error: unknown) => {
-        if (isDatabaseLoss(error)) this.lost ??= "database";
-        throw error;
-      });
+    const [row] = await this.#query(TIME_OUT_SQL, [record.id, key, record.resume ?? null]);
     return row?.timed_out === true;
+  }
+
+  /** One of the steps' own statements: a lost database makes the run go again without spending an attempt. */
+  async #query(text: string, params: unknown[]): Promise<Awaited<ReturnType<Sql["unsafe"]>>> {
+    try {
+      return await this.#host.sql.unsafe(text, params as never[], { prepare: true });
+    } catch (error) {
+      if (isDatabaseLoss(error)) this.lost ??= "database";
+      throw error;
+    }
   }
 
   /** The memos, once the run may go on: a stale run (see #loadMemos) stops here, quietly. */
   async #memosOf(record: JobRecord): Promise<Map<string, Memo>> {
-    const memos = await this.#loadMemos(record).catch((error: unknown) => {
-      if (isDatabaseLoss(error)) this.lost ??= "database";
-      throw error;
-    });
+    const memos = await this.#loadMemos(record);
     if (this.#recordResume !== null && this.#recordResume !== (record.resume ?? null))
       return this.#stop({ stale: true });
     return memos;
@@ -546,7 +545,7 @@ export class Steps {
 
   /** Reads the invocation's memos, once per run (a later step reads what this run recorded itself). */
   #loadMemos(record: JobRecord): Promise<Map<string, Memo>> {
-    this.#memos ??= this.#host.sql.unsafe(MEMOS_SQL, [record.id], { prepare: true }).then((rows) => {
+    this.#memos ??= this.#query(MEMOS_SQL, [record.id]).then((rows) => {
       const memos = new Map<string, Memo>();
       const first = rows[0];
       // Set once the invocation slept: only the run of its current resumption may go on.
@@ -559,18 +558,10 @@ export class Steps {
       }
       for (const row of rows) {
         if (row.key === null) continue;
+        const memo = memoOf(row);
+        memos.set(row.key, memo);
         // Counted as the first run counted it (compact JSON), whatever spacing Postgres prints.
-        const value = row.result === null ? null : JSON.parse(row.result);
-        memos.set(row.key, {
-          kind: row.kind,
-          value,
-          seq: row.seq,
-          wakeInMs: row.wake_in_ms ?? undefined,
-          status: row.status,
-          attempts: row.attempts,
-          error: row.error === null ? undefined : JSON.parse(row.error),
-        });
-        this.#resultBytes += Buffer.byteLength(JSON.stringify(value));
+        this.#resultBytes += Buffer.byteLength(JSON.stringify(memo.value));
         this.#lastSeq = Math.max(this.#lastSeq, row.seq);
       }
       return memos;
@@ -765,19 +756,12 @@ export class Steps {
 
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */
   async #winner(key: string, record: JobRecord): Promise<string> {
-    const [row] = await this.#host.sql.unsafe(MEMO_SQL, [record.id, key], { prepare: true }).catch((error: unknown) => {
-      if (isDatabaseLoss(error)) this.lost ??= "database";
-      throw error;
-    });
+    const [row] = await this.#query(MEMO_SQL, [record.id, key]);
     if (!row) throw new JetfnError("E_STEP_MISMATCH", `${this.#label(key)} was recorded and then lost`);
     // It recorded a later attempt's failure: the step's next attempt belongs to the resumption it sent.
     if (row.kind === "step" && row.status === "retrying") return this.#stop({ stale: true });
     this.#host.log.info({ step: key }, "Another run of this invocation recorded the step first; its outcome is used.");
-    const value = row.result === null ? null : JSON.parse(row.result);
-    const error = row.error === null ? undefined : (JSON.parse(row.error) as StoredError);
-    const json = JSON.stringify(
-      this.#replay(key, { kind: row.kind, value, status: row.status, attempts: row.attempts, error }),
-    );
+    const json = JSON.stringify(this.#replay(key, memoOf(row)));
     this.#resultBytes += Buffer.byteLength(json);
     this.#lastSeq = Math.max(this.#lastSeq, row.seq);
     return json;
@@ -925,6 +909,19 @@ function recordParams(record: JobRecord): unknown[] {
     labels?.debounceKey ?? null,
     labels?.singletonKey ?? null,
   ];
+}
+
+/** A step's row (of MEMOS_SQL or MEMO_SQL) as a run reads it: its result and its error parsed. */
+function memoOf(row: Record<string, unknown>): Memo {
+  return {
+    kind: row.kind as string,
+    value: row.result === null ? null : JSON.parse(row.result as string),
+    seq: row.seq as number,
+    wakeInMs: (row.wake_in_ms as number | null | undefined) ?? undefined,
+    status: row.status as string,
+    attempts: row.attempts as number,
+    error: row.error === null || row.error === undefined ? undefined : (JSON.parse(row.error as string) as StoredError),
+  };
 }
 
 /** How a step's attempt runs: which attempt it is, under which policy, and the step's seq if it has a row. */
