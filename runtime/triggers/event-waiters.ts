@@ -8,27 +8,39 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 import { commitWith } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
 import { resumeHeader, waitMatchToken } from "../invocation/resume-tag";
-import { isNotFound } from "../nats/consumer-lookup";
+import { consumerInfo, isNotFound } from "../nats/consumer-lookup";
 import { EVENT_PREFIX, EVENT_STREAM, eventSubject } from "../nats/event-stream";
 import { MSG_ID_HEADER } from "../nats/subjects";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
 import { toNanos } from "../support/duration";
 
 /**
- * Resolves durable waits (`ctx.waitForEvent`, docs/durable-steps.md#wait-for-an-event). Every
- * runtime reads one shared durable consumer on the events stream, `jetfn-waiters`, and asks Postgres
- * once per batch of events which waiting steps they match; each match commits `jetfn.resolve_wait`
- * with the signed resumption that runs the invocation on. The runtime that records a wait also reads
- * the events stored since the wait's `after_at` (`catchUp`): an event stored before the wait
- * committed, which the shared consumer saw before there was anything to match, counts too.
+ * Resolves durable waits (`ctx.waitForEvent`, docs/durable-steps.md#wait-for-an-event). While some
+ * step waits for events of a name, the events stream has a durable consumer for that name,
+ * `jetfn-wait-<name>` (dots as colons), which every runtime reads; each batch of events that arrive
+ * together is matched with the waiting steps in one query, and each match commits
+ * `jetfn.resolve_wait` with the signed resumption that runs the invocation on. Events no step waits
+ * for are read by nobody: they cost nothing here. Making a consumer (`watch`) and dropping one whose
+ * waits all ended (the sweep) hold a Postgres lock of the event's name, so a wait committed before the
+ * lock is taken is seen by the drop, and one committed after finds the consumer made. The runtime
+ * that records a wait also reads the events stored since the wait's `after_at` (`catchUp`): an event
+ * stored before the wait committed, which the consumer saw before there was anything to match,
+ * counts too. A consumer made for a wait starts at the earliest `after_at` of its name's waits.
  */
-export const WAITERS_CONSUMER = "jetfn-waiters";
+export const WAIT_CONSUMER_PREFIX = "jetfn-wait-";
+/** The one consumer of every event the version before read; dropped once no runtime reads it. */
+const OLD_SHARED_CONSUMER = "jetfn-waiters";
+
+/** The durable consumer of the events named `event`, while some step waits for one. */
+export function waitConsumerName(event: string): string {
+  return WAIT_CONSUMER_PREFIX + event.replaceAll(".", ":");
+}
 
 /** Events matched per query. */
 const BATCH = 256;
@@ -41,6 +53,8 @@ const RETRY_MS = 1_000;
 const MAX_DELIVERIES = 20;
 /** Postgres error code of jetfn.resolve_wait when the wait no longer waits (another event, a timeout). */
 const NOT_WAITING_CODE = "JF004";
+/** First key of the Postgres advisory locks of event names (the second is the name's hash). */
+export const WATCH_LOCK_SPACE = 7_423_101;
 
 /** An event as a wait takes it: what `ctx.waitForEvent` returns, and the wait's memo. */
 export interface StoredEvent {
@@ -70,6 +84,8 @@ export interface EventWaitersDependencies {
   resumeSecret: string;
   /** Publishes outbox rows just committed (the relay's sweep is the fallback). */
   publishCommitted(messages: OutboxMessage[], log: Logger): Promise<void>;
+  /** How often the sweep runs (default 5 s); tests shorten it. */
+  sweepMs?: number;
 }
 
 // Which waiting steps each event matches: the shapes (event name and sorted paths) waiting now, then
@@ -95,8 +111,15 @@ const NOT_CAUGHT_UP_SQL = `
 select invocation_id, key, event, after_at from jetfn.steps
 where status = 'waiting' and caught_up_at is null and started_at < clock_timestamp() - $1 * interval '1 millisecond'
 order by started_at limit 100`;
-/** How often each runtime sweeps for waits not caught up, and how old such a wait is first. */
+// The lock of an event name's consumer, held to the end of the transaction (see the class's comment).
+const WATCH_LOCK_SQL = "select pg_advisory_xact_lock($1, hashtext($2))";
+const WAITED_NAMES_SQL = "select distinct event from jetfn.steps where status = 'waiting'";
+const IS_WAITED_SQL = "select exists (select from jetfn.steps where status = 'waiting' and event = $1) as waited";
+const EARLIEST_WAIT_SQL = "select min(after_at) as after_at from jetfn.steps where status = 'waiting' and event = $1";
+/** How often each runtime sweeps (default), and how old a wait not caught up is first swept. */
 const SWEEP_MS = 5_000;
+/** Every how many sweeps the stream's consumers are listed for ones nothing reads or waits for. */
+const LISTING_EVERY = 12;
 
 interface MatchRow {
   invocation_id: string;
@@ -107,11 +130,17 @@ interface MatchRow {
   ord: number;
 }
 
+/** This runtime's reading of one event name's consumer. */
+interface Reader {
+  messages?: ConsumerMessages;
+  ended: boolean;
+  loop?: Promise<void>;
+}
+
 export class EventWaiters {
   readonly #deps: EventWaitersDependencies;
-  /** The shared consumer's messages, as they arrive: stopped when the waiters stop. */
-  #messages: ConsumerMessages | undefined;
-  #loop: Promise<void> | undefined;
+  /** The event names whose consumers this runtime reads. */
+  readonly #readers = new Map<string, Reader>();
   #stopped = false;
   /** Events received and not matched yet: those that arrive together are matched in one query. */
   readonly #pending: JsMsg[] = [];
@@ -119,16 +148,16 @@ export class EventWaiters {
   #flushScheduled = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweeping: Promise<void> | undefined;
+  #sweeps = 0;
 
   constructor(deps: EventWaitersDependencies) {
     this.#deps = deps;
   }
 
-  /** Makes the shared consumer if there is none (it starts at the next event stored), and reads it. */
+  /** Reads the consumers of the names steps wait for now, and sweeps from now on. */
   async start(): Promise<void> {
-    await this.#ensureConsumer();
-    this.#loop = this.#read();
-    this.#sweeper = setInterval(() => void this.#sweep(), SWEEP_MS);
+    await this.sweep();
+    this.#sweeper = setInterval(() => void this.sweep(), this.#deps.sweepMs ?? SWEEP_MS);
     this.#sweeper.unref();
   }
 
@@ -136,47 +165,110 @@ export class EventWaiters {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#sweeper);
-    this.#messages?.stop();
-    await this.#loop;
+    const readers = [...this.#readers.values()];
+    for (const reader of readers) this.#end(reader);
+    await Promise.all(readers.map((reader) => reader.loop));
     await this.#flushing;
     await this.#sweeping;
   }
 
-  async #ensureConsumer(): Promise<void> {
+  /** The event names whose consumers this runtime reads now. */
+  get watched(): string[] {
+    return [...this.#readers.keys()];
+  }
+
+  /**
+   * Makes sure the events named `event` are read while a step waits for one: makes the name's
+   * consumer if there is none (from the earliest `after_at` of its waits; none if nothing waits any
+   * more), and reads it. Resolves to true when it made the consumer.
+   */
+  async watch(event: string): Promise<boolean> {
     const { manager } = this.#deps;
-    try {
-      await manager.consumers.info(EVENT_STREAM, WAITERS_CONSUMER);
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
+    const name = waitConsumerName(event);
+    const made = await this.#holdingNameLock(event, async (tx) => {
+      if (await consumerInfo(manager, EVENT_STREAM, name)) return false;
+      const [row] = await tx.unsafe(EARLIEST_WAIT_SQL, [event], { prepare: true });
+      if (!row?.after_at) return false;
       await manager.consumers.add(EVENT_STREAM, {
-        durable_name: WAITERS_CONSUMER,
-        description: "jetfn: the events that resolve durable waits (ctx.waitForEvent), shared by every runtime",
-        filter_subject: `${EVENT_PREFIX}>`,
-        deliver_policy: DeliverPolicy.New,
+        durable_name: name,
+        description: `jetfn: the ${event} events that end durable waits (ctx.waitForEvent), while a step waits for one`,
+        filter_subject: eventSubject(event),
+        deliver_policy: DeliverPolicy.StartTime,
+        opt_start_time: new Date(row.after_at as string).toISOString(),
         ack_policy: AckPolicy.Explicit,
         ack_wait: toNanos(ACK_WAIT_MS),
         max_ack_pending: BATCH * 4,
       });
+      return true;
+    });
+    // A reader of this runtime's from before it was missing reads nothing: a new one reads the new consumer.
+    const stale = made && this.#readers.get(event);
+    if (stale) this.#end(stale);
+    this.#read(event);
+    return made;
+  }
+
+  /** Drops the consumer of `event` if no step waits for one (checked under the name's lock). */
+  async #dropIfIdle(event: string): Promise<void> {
+    const { manager } = this.#deps;
+    const dropped = await this.#holdingNameLock(event, async (tx) => {
+      const [row] = await tx.unsafe(IS_WAITED_SQL, [event], { prepare: true });
+      if (row?.waited) return false;
+      await manager.consumers.delete(EVENT_STREAM, waitConsumerName(event)).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+      return true;
+    });
+    const reader = this.#readers.get(event);
+    if (dropped && reader) this.#end(reader);
+  }
+
+  #holdingNameLock<T>(event: string, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
+    return this.#deps.sql.begin(async (tx) => {
+      await tx.unsafe(WATCH_LOCK_SQL, [WATCH_LOCK_SPACE, event], { prepare: true });
+      return work(tx);
+    }) as Promise<T>;
+  }
+
+  /** Reads the consumer of `event` (unless this runtime does already) until it is dropped or the waiters stop. */
+  #read(event: string): void {
+    if (this.#stopped || this.#readers.has(event)) return;
+    const reader: Reader = { ended: false };
+    this.#readers.set(event, reader);
+    reader.loop = this.#readUntilDropped(event, reader).finally(() => {
+      if (this.#readers.get(event) === reader) this.#readers.delete(event);
+    });
+  }
+
+  async #readUntilDropped(event: string, reader: Reader): Promise<void> {
+    const { js, manager, logger } = this.#deps;
+    const name = waitConsumerName(event);
+    while (!reader.ended) {
+      try {
+        const consumer = await js.consumers.get(EVENT_STREAM, name);
+        // A consumer dropped under it ends the iteration (instead of waiting for it for ever).
+        reader.messages = await consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true });
+        if (reader.ended) reader.messages.stop();
+        for await (const message of reader.messages) this.#take(message);
+      } catch (error) {
+        if (reader.ended) return;
+        if (!isNotFound(error)) logger.warn({ err: error, event }, "Reading the events that end durable waits failed.");
+      }
+      if (reader.ended) return;
+      // Dropped (nothing waits for these events any more): no longer read here, until a wait watches it again.
+      const exists = await consumerInfo(manager, EVENT_STREAM, name).then(Boolean, () => true);
+      if (!exists) {
+        this.#end(reader);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
     }
   }
 
-  async #read(): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        const consumer = await this.#deps.js.consumers.get(EVENT_STREAM, WAITERS_CONSUMER);
-        // A consumer deleted under it ends the iteration (instead of waiting for it for ever): made again below.
-        this.#messages = await consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true });
-        if (this.#stopped) this.#messages.stop();
-        for await (const message of this.#messages) this.#take(message);
-        // Ended without an error (the connection closing): a pause before reading again.
-        if (!this.#stopped) await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-      } catch (error) {
-        if (this.#stopped) return;
-        this.#deps.logger.warn({ err: error }, "Reading the events that end durable waits failed; trying again.");
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-        await this.#ensureConsumer().catch(() => undefined);
-      }
-    }
+  #end(reader: Reader): void {
+    reader.ended = true;
+    reader.messages?.stop();
+    for (const [event, current] of this.#readers) if (current === reader) this.#readers.delete(event);
   }
 
   #take(message: JsMsg): void {
@@ -306,31 +398,67 @@ export class EventWaiters {
     }
   }
 
-  /** A wait's catch-up (see catchUp), marked done on its row once it finished. */
+  /**
+   * Watches a wait's event name, and catches it up (see catchUp) unless the name's consumer was just
+   * made: it starts at the earliest wait's `after_at`. Marked done on the wait's row once finished.
+   */
   async catchUpWait(wait: WaitToCatchUp): Promise<number> {
-    const resolved = await this.catchUp(wait.event, wait.afterAt);
+    const made = await this.watch(wait.event);
+    const resolved = made ? 0 : await this.catchUp(wait.event, wait.afterAt);
     await this.#deps.sql.unsafe(CAUGHT_UP_SQL, [wait.invocationId, wait.key], { prepare: true });
     return resolved;
   }
 
-  /** Catches up the waits whose own catch-up never finished (any runtime may; doing one twice is harmless). */
-  #sweep(): Promise<void> {
+  /**
+   * Catches up the waits whose own catch-up never finished, reads the consumers of the names steps
+   * wait for, and drops those of names no step waits for any more (any runtime may do any of it;
+   * doing one twice is harmless).
+   */
+  sweep(): Promise<void> {
     this.#sweeping ??= (async () => {
+      const { sql } = this.#deps;
       try {
-        const rows = await this.#deps.sql.unsafe(NOT_CAUGHT_UP_SQL, [SWEEP_MS], { prepare: true });
+        const rows = await sql.unsafe(NOT_CAUGHT_UP_SQL, [SWEEP_MS], { prepare: true });
         for (const row of rows) {
           if (this.#stopped) return;
           const afterAt = new Date(row.after_at as string).toISOString();
           await this.catchUpWait({ invocationId: row.invocation_id, key: row.key, event: row.event, afterAt });
         }
+        const names = await sql.unsafe(WAITED_NAMES_SQL, [], { prepare: true });
+        const waited = new Set(names.map((row) => row.event as string));
+        // Every name, read here or not: a consumer deleted by hand is made again (from its earliest wait).
+        for (const event of waited) if (!this.#stopped) await this.watch(event);
+        for (const event of this.watched) if (!this.#stopped && !waited.has(event)) await this.#dropIfIdle(event);
+        if (this.#sweeps++ % LISTING_EVERY === 0 && !this.#stopped) await this.#dropUnread(waited);
       } catch (error) {
         if (!this.#stopped)
-          this.#deps.logger.warn({ err: error }, "Catching up durable waits failed; trying again later.");
+          this.#deps.logger.warn({ err: error }, "Sweeping durable waits failed; trying again later.");
       } finally {
         this.#sweeping = undefined;
       }
     })();
     return this.#sweeping;
+  }
+
+  /**
+   * Drops the consumers no runtime reads of names no step waits for (left by a runtime that stopped
+   * before its waits ended), and the version before's shared consumer once nothing pulls from it.
+   */
+  async #dropUnread(waited: Set<string>): Promise<void> {
+    const { manager, logger } = this.#deps;
+    const idle: string[] = [];
+    let oldShared = false;
+    for await (const info of manager.consumers.list(EVENT_STREAM)) {
+      if (info.name === OLD_SHARED_CONSUMER) oldShared = info.num_waiting === 0;
+      if (!info.name.startsWith(WAIT_CONSUMER_PREFIX)) continue;
+      const event = info.name.slice(WAIT_CONSUMER_PREFIX.length).replaceAll(":", ".");
+      if (!waited.has(event) && !this.#readers.has(event)) idle.push(event);
+    }
+    for (const event of idle) await this.#dropIfIdle(event);
+    if (oldShared) {
+      await manager.consumers.delete(EVENT_STREAM, OLD_SHARED_CONSUMER).catch(() => undefined);
+      logger.info(`Dropped the consumer ${OLD_SHARED_CONSUMER}, which no runtime reads any more.`);
+    }
   }
 
   /** Commits one match with the resumption it starts; false when the wait no longer waits. */

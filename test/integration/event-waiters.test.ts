@@ -1,0 +1,182 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import pino from "pino";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { connectDatabase, type DatabaseClient } from "../../runtime/db/client";
+import { RESUME_HEADER } from "../../runtime/invocation/resume-tag";
+import { EVENT_STREAM, eventSubject } from "../../runtime/nats/event-stream";
+import type { OutboxMessage } from "../../runtime/outbox/outbox-message";
+import { EventWaiters, WATCH_LOCK_SPACE, waitConsumerName } from "../../runtime/triggers/event-waiters";
+import { createTestEnvironment, eventually, type TestEnvironment } from "../helpers/environment";
+import { stopWhenTestEnds } from "../helpers/test-scope";
+
+// The consumers of durable waits (runtime/triggers/event-waiters.ts): one per event name, only while
+// a step waits for an event of that name; made from the earliest wait's after_at, dropped once no step
+// waits, both under the name's Postgres lock, so that no wait is left without its events read.
+
+let env: TestEnvironment;
+let nc: NatsConnection;
+let js: JetStreamClient;
+let manager: JetStreamManager;
+/** The runtime's kind of pool (connectDatabase: drizzle's type parsers, which the waiters' statements expect). */
+let database: DatabaseClient;
+
+beforeAll(async () => {
+  env = await createTestEnvironment();
+  // A runtime's start makes the schema and the events stream; these tests run waiters of their own.
+  const runtime = await env.startRuntime({}, { laterTestsUseIt: true });
+  await runtime.stop();
+  nc = await connect({ servers: env.nats.url });
+  js = jetstream(nc);
+  manager = await jetstreamManager(nc);
+  database = connectDatabase({ url: env.database.url, poolSize: 4 });
+});
+
+afterAll(async () => {
+  await database?.close();
+  await nc?.close();
+  await env?.close();
+});
+
+function waiters(): { waiters: EventWaiters; published: OutboxMessage[] } {
+  const published: OutboxMessage[] = [];
+  const waiters = new EventWaiters({
+    sql: database.sql,
+    js,
+    manager,
+    logger: pino({ level: process.env.EW_DEBUG ? "debug" : "silent" }),
+    resumeSecret: "event-waiters-test-secret",
+    publishCommitted: async (messages) => {
+      published.push(...messages);
+    },
+    sweepMs: 3_600_000, // Swept by hand.
+  });
+  stopWhenTestEnds(() => waiters.stop());
+  return { waiters, published };
+}
+
+/** Records a waiting step of a new job `id` for `event` whose data's `orderId` is `orderId`. */
+async function awaitEvent(id: string, event: string, orderId: string): Promise<void> {
+  await env.database.sql`select jetfn.await_event(${id}, 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null, null,
+    null, null, 'wait', ${event}, '{orderId}'::text[], ${JSON.stringify([orderId])}::text::jsonb, now() + interval '1 hour',
+    '1t', null::text)`;
+}
+
+async function stepStatus(id: string): Promise<string | undefined> {
+  const [row] = await env.database.sql`select status from jetfn.steps where invocation_id = ${id} and key = 'wait'`;
+  return row?.status as string | undefined;
+}
+
+async function waitConsumers(): Promise<string[]> {
+  const names: string[] = [];
+  for await (const info of manager.consumers.list(EVENT_STREAM)) {
+    if (info.name.startsWith("jetfn-wait")) names.push(info.name);
+  }
+  return names.sort();
+}
+
+const emit = (event: string, orderId: string) => js.publish(eventSubject(event), JSON.stringify({ orderId }));
+
+it("reads no event while no step waits, and the waited name's events from the earliest wait on, until none waits", async () => {
+  const { waiters: w, published } = waiters();
+  await w.start();
+  expect(w.watched).toEqual([]);
+  expect(await waitConsumers()).toEqual([]);
+
+  await awaitEvent("ew-first", "parcel.sent", "o-1");
+  // Stored after the wait began and before its name is watched: the consumer made for it starts earlier.
+  await emit("parcel.sent", "o-1");
+  await emit("parcel.lost", "o-1");
+  expect(await w.watch("parcel.sent")).toBe(true);
+  expect(await waitConsumers()).toEqual([waitConsumerName("parcel.sent")]);
+  expect(w.watched).toEqual(["parcel.sent"]);
+  await eventually(async () => (await stepStatus("ew-first")) === "matched");
+  expect(published.map((message) => [message.subject, RESUME_HEADER in message.headers])).toEqual([
+    [expect.stringContaining("orders.fulfil"), true],
+  ]);
+  // Watched again while it is made: nothing new.
+  await awaitEvent("ew-second", "parcel.sent", "o-2");
+  expect(await w.watch("parcel.sent")).toBe(false);
+
+  // Once no step waits for one, the sweep drops it and this runtime reads it no more.
+  await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-second'`;
+  await w.sweep();
+  expect(await waitConsumers()).toEqual([]);
+  expect(w.watched).toEqual([]);
+});
+
+it("drops a name's consumer only under the name's lock: a wait committed while the drop waits keeps it", async () => {
+  const { waiters: w } = waiters();
+  await awaitEvent("ew-lock-1", "crate.packed", "o-1");
+  await w.watch("crate.packed");
+  await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-lock-1'`;
+
+  // Another runtime's wait holds the name's lock: the sweep's drop waits for it.
+  const holder = await env.database.sql.reserve();
+  try {
+    await holder`begin`;
+    await holder`select pg_advisory_xact_lock(${WATCH_LOCK_SPACE}, hashtext('crate.packed'))`;
+    const sweeping = w.sweep();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await awaitEvent("ew-lock-2", "crate.packed", "o-2");
+    await holder`commit`;
+    await sweeping;
+  } finally {
+    holder.release();
+  }
+  expect(await waitConsumers()).toEqual([waitConsumerName("crate.packed")]);
+  await emit("crate.packed", "o-2");
+  await eventually(async () => (await stepStatus("ew-lock-2")) === "matched");
+  await w.sweep();
+  expect(await waitConsumers()).toEqual([]);
+});
+
+it("makes a consumer deleted while steps wait again, from the earliest wait: an event stored meanwhile still counts", async () => {
+  const { waiters: w } = waiters();
+  await awaitEvent("ew-deleted", "box.opened", "o-9");
+  await w.watch("box.opened");
+  await manager.consumers.delete(EVENT_STREAM, waitConsumerName("box.opened"));
+  await emit("box.opened", "o-9");
+  await w.sweep();
+  expect(await waitConsumers()).toEqual([waitConsumerName("box.opened")]);
+  await eventually(async () => (await stepStatus("ew-deleted")) === "matched");
+  await w.sweep();
+  expect(await waitConsumers()).toEqual([]);
+});
+
+it("drops consumers nothing reads or waits for, and the version before's shared one once nothing pulls from it", async () => {
+  const orphan = waitConsumerName("lid.closed");
+  await manager.consumers.add(EVENT_STREAM, {
+    durable_name: orphan,
+    filter_subject: eventSubject("lid.closed"),
+    ack_policy: AckPolicy.Explicit,
+  });
+  await manager.consumers.add(EVENT_STREAM, {
+    durable_name: "jetfn-waiters",
+    filter_subject: eventSubject(">"),
+    deliver_policy: DeliverPolicy.New,
+    ack_policy: AckPolicy.Explicit,
+  });
+  // A runtime of the version before reads it.
+  const old = await (await js.consumers.get(EVENT_STREAM, "jetfn-waiters")).consume({ max_messages: 8 });
+  const reading = (async () => {
+    for await (const message of old) message.ack();
+  })();
+  const pulls = async () => (await manager.consumers.info(EVENT_STREAM, "jetfn-waiters")).num_waiting;
+  await eventually(async () => (await pulls()) > 0);
+  await waiters().waiters.sweep();
+  expect(await waitConsumers()).toEqual(["jetfn-waiters"]);
+
+  old.stop();
+  await reading;
+  await eventually(async () => (await pulls()) === 0);
+  await waiters().waiters.sweep();
+  expect(await waitConsumers()).toEqual([]);
+});
