@@ -1,14 +1,17 @@
-// What the shared matcher of durable waits (runtime/triggers/event-waiters.ts) costs each event
-// stored when no job waits: a runtime with no function runs while this process publishes events
-// to JETFN_EVENTS; the round ends once the `jetfn-waiters` consumer has nothing pending or unacked
-// (at once on a version without it). Run it on two commits side by side (git worktrees) and compare.
+// What matching events with durable waits (runtime/triggers/event-waiters.ts) costs each event
+// stored: a runtime with no function runs while this process publishes events of one name to
+// JETFN_EVENTS; the round ends once the waits' consumers have nothing pending or unacked (at once
+// where there is none). `waits` says what waits meanwhile: `none`, `other` (a step waiting for an
+// event of another name) or `same` (a step waiting for one of the published name, which none of them
+// matches, so every event is read and matched). Run it on two commits side by side (git worktrees).
 //
-//   node --import tsx bench/event-waiters.ts [events=20000] [rounds=3]
+//   node --import tsx bench/event-waiters.ts [events=20000] [rounds=3] [waits=none]
 //
 // Prints one JSON line per round: events per second from the first publish to the drain, and CPU
 // per event of this process (publisher and runtime), of the test database's Postgres backends and
 // of nats-server.
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { Sql } from "postgres";
 import { readCpu } from "./cpu-use";
 import { createFunctionsFolder, startBenchRuntime } from "./jetfn-host";
 import { startServices } from "./services";
@@ -16,7 +19,12 @@ import { sleep } from "./stats";
 
 const EVENTS = Number(process.argv[2] ?? 20_000);
 const ROUNDS = Number(process.argv[3] ?? 3);
+const WAITS = process.argv[4] ?? "none";
 const WINDOW = 500;
+const EVENT = "bench.happened";
+/** The consumers of the waits, of this version (per waited name) and of the version before (shared). */
+const WAIT_CONSUMERS = ["jetfn-waiters", "jetfn-wait-bench:happened", "jetfn-wait-bench:other"];
+if (!["none", "other", "same"].includes(WAITS)) throw new Error(`waits must be none, other or same, got ${WAITS}`);
 
 const services = await startServices((message) => process.stderr.write(`${message}\n`));
 try {
@@ -31,6 +39,7 @@ try {
     const nc = await services.connectNats("event-publisher");
     const js = jetstream(nc);
     const manager = await jetstreamManager(nc);
+    if (WAITS !== "none") await recordWait(database.sql, WAITS === "same" ? EVENT : "bench.other");
     const scope = { database: database.name, natsPids: services.natsPid ? [services.natsPid] : [] };
     await drained(manager);
     const before = await readCpu(scope);
@@ -39,7 +48,7 @@ try {
       const count = Math.min(WINDOW, EVENTS - sent);
       await Promise.all(
         Array.from({ length: count }, (_, k) =>
-          js.publish("fn.event.bench.happened", JSON.stringify({ n: sent + k, orderId: `o-${sent + k}` })),
+          js.publish(`fn.event.${EVENT}`, JSON.stringify({ n: sent + k, orderId: `o-${sent + k}` })),
         ),
       );
     }
@@ -52,6 +61,7 @@ try {
       `${JSON.stringify({
         round,
         events: EVENTS,
+        waits: WAITS,
         eventsPerSecond: Math.round(EVENTS / ((ended - started) / 1000)),
         drainLagMs: Math.round(ended - published),
         nodeMicrosPerEvent: before && after ? perEvent(after.node - before.node) : undefined,
@@ -71,11 +81,25 @@ try {
   await services.close();
 }
 
-/** Resolves once the shared matcher's consumer has nothing left to match (at once where there is none). */
+/**
+ * Records a step of a job waiting for an event named `event` that no published event matches, and
+ * waits for a runtime's sweep to read its name's consumer (the version before reads every event).
+ */
+async function recordWait(sql: Sql, event: string): Promise<void> {
+  await sql`select jetfn.await_event('bench-wait', 'bench.waits', 1, '{}'::jsonb, now(), now(), 1, null, null, null,
+    null, 'wait', ${event}, '{orderId}'::text[], '["nobody"]'::text::jsonb, now() + interval '1 hour', '1t', null::text)`;
+  await sql`update jetfn.steps set caught_up_at = now() where invocation_id = 'bench-wait'`;
+}
+
+/** Resolves once the waits' consumers have nothing left to match, and one is read if a step waits. */
 async function drained(manager: JetStreamManager): Promise<void> {
   for (;;) {
-    const info = await manager.consumers.info("JETFN_EVENTS", "jetfn-waiters").catch(() => undefined);
-    if (!info || (info.num_pending === 0 && info.num_ack_pending === 0)) return;
+    const infos = await Promise.all(
+      WAIT_CONSUMERS.map((name) => manager.consumers.info("JETFN_EVENTS", name).catch(() => undefined)),
+    );
+    const read = infos.filter((info) => info !== undefined);
+    const idle = read.every((info) => info.num_pending === 0 && info.num_ack_pending === 0);
+    if (idle && (WAITS === "none" || read.some((info) => info.num_waiting > 0))) return;
     await sleep(20);
   }
 }
