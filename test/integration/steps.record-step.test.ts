@@ -324,3 +324,48 @@ it("matches an event's data by the wait's paths, and refuses a wait to runtimes 
     await database.sql`select outcome from jetfn.resume_invocation('steps-wait-2', 'orders.fulfil', '1t', 1, null, true)`,
   ).toEqual([{ outcome: "run" }]);
 });
+
+it("lets exactly one of a match and a timeout's run go on, over 1,000 races", async () => {
+  const ROUNDS = 1_000;
+  const BATCH = 50;
+  const outcomes = { matched: 0, timedOut: 0 };
+  for (let start = 0; start < ROUNDS; start += BATCH) {
+    const ids = Array.from({ length: BATCH }, (_, k) => `steps-race-${start + k}`);
+    await Promise.all(ids.map((id) => awaitEvent(id, "shipment", "1t")));
+    await Promise.all(
+      ids.map(async (id, k) => {
+        // The two sides in either order of sending: the database's locks decide, not the order.
+        const match = resolveWait(id, "shipment", `ev-${id}`, "1m").then(
+          () => true,
+          (error: { code?: string }) => {
+            if (error.code !== "JF004") throw error;
+            return false;
+          },
+        );
+        const timeout = (async () => {
+          if (k % 2 === 0) await Promise.resolve();
+          const [resumed] = await database.sql`
+            select outcome from jetfn.resume_invocation(${id}, 'orders.fulfil', '1t', 1, null, true)`;
+          if (resumed?.outcome !== "run") return false;
+          const [row] = await database.sql`select jetfn.time_out_wait(${id}, 'shipment', '1t') as timed_out`;
+          return row?.timed_out === true;
+        })();
+        const [matched, timedOut] = await Promise.all([match, timeout]);
+        expect({ id, goesOn: Number(matched) + Number(timedOut) }).toEqual({ id, goesOn: 1 });
+        const [record] = await database.sql`
+          select i.status, i.resume, s.status as step from jetfn.invocations i
+          join jetfn.steps s on s.invocation_id = i.id and s.key = 'shipment' where i.id = ${id}`;
+        expect(record).toEqual(
+          matched
+            ? { status: "queued", resume: "1m", step: "matched" }
+            : { status: "running", resume: "1t", step: "timed_out" },
+        );
+        outcomes[matched ? "matched" : "timedOut"]++;
+      }),
+    );
+  }
+  // Both sides won some races (each is sent first half of the time).
+  expect(outcomes.matched + outcomes.timedOut).toBe(ROUNDS);
+  expect(outcomes.matched).toBeGreaterThan(0);
+  expect(outcomes.timedOut).toBeGreaterThan(0);
+});
