@@ -2,10 +2,11 @@
 // stored: a runtime with no function runs while this process publishes events of one name to
 // JETFN_EVENTS; the round ends once the waits' consumers have nothing pending or unacked (at once
 // where there is none). `waits` says what waits meanwhile: `none`, `other` (a step waiting for an
-// event of another name) or `same` (a step waiting for one of the published name, which none of them
-// matches, so every event is read and matched). Run it on two commits side by side (git worktrees).
+// event of another name), `same` (a step waiting for one of the published name, which none of them
+// matches, so every event is read and matched) or `many` (10,000 steps waiting for the published
+// name, each for another value, none matched: the index lookup at scale). Run it on two commits side by side (git worktrees).
 //
-//   node --import tsx bench/event-waiters.ts [events=20000] [rounds=3] [waits=none]
+//   node --import tsx bench/event-waiters.ts [events=20000] [rounds=3] [waits=none|other|same|many]
 //
 // Prints one JSON line per round: events per second from the first publish to the drain, and CPU
 // per event of this process (publisher and runtime), of the test database's Postgres backends and
@@ -24,7 +25,10 @@ const WINDOW = 500;
 const EVENT = "bench.happened";
 /** The consumers of the waits, of this version (per waited name) and of the version before (shared). */
 const WAIT_CONSUMERS = ["jetfn-waiters", "jetfn-wait-bench:happened", "jetfn-wait-bench:other"];
-if (!["none", "other", "same"].includes(WAITS)) throw new Error(`waits must be none, other or same, got ${WAITS}`);
+const MANY = 10_000;
+if (!["none", "other", "same", "many"].includes(WAITS)) {
+  throw new Error(`waits must be none, other, same or many, got ${WAITS}`);
+}
 
 const services = await startServices((message) => process.stderr.write(`${message}\n`));
 try {
@@ -39,7 +43,8 @@ try {
     const nc = await services.connectNats("event-publisher");
     const js = jetstream(nc);
     const manager = await jetstreamManager(nc);
-    if (WAITS !== "none") await recordWait(database.sql, WAITS === "same" ? EVENT : "bench.other");
+    if (WAITS !== "none")
+      await recordWaits(database.sql, WAITS === "other" ? "bench.other" : EVENT, WAITS === "many" ? MANY : 1);
     const scope = { database: database.name, natsPids: services.natsPid ? [services.natsPid] : [] };
     await drained(manager);
     const before = await readCpu(scope);
@@ -81,14 +86,14 @@ try {
   await services.close();
 }
 
-/**
- * Records a step of a job waiting for an event named `event` that no published event matches, and
- * waits for a runtime's sweep to read its name's consumer (the version before reads every event).
- */
-async function recordWait(sql: Sql, event: string): Promise<void> {
-  await sql`select jetfn.await_event('bench-wait', 'bench.waits', 1, '{}'::jsonb, now(), now(), 1, null, null, null,
-    null, 'wait', ${event}, '{orderId}'::text[], '["nobody"]'::text::jsonb, now() + interval '1 hour', '1t', null::text)`;
-  await sql`update jetfn.steps set caught_up_at = now() where invocation_id = 'bench-wait'`;
+/** Records `count` steps of jobs waiting for an event named `event` that no published event matches. */
+async function recordWaits(sql: Sql, event: string, count: number): Promise<void> {
+  await sql`select jetfn.await_event('bench-wait-' || g, 'bench.waits', 1, '{}'::jsonb, now(), now(), 1, null, null,
+    null, null, 'wait', ${event}, '{orderId}'::text[], jsonb_build_array('nobody-' || g), now() + interval '1 hour',
+    '1t', null::text)
+    from generate_series(1, ${count}::integer) g`;
+  // Caught up already: the runtimes' sweep has nothing to read for them.
+  await sql`update jetfn.steps set caught_up_at = now() where status = 'waiting'`;
 }
 
 /** Resolves once the waits' consumers have nothing left to match, and one is read if a step waits. */

@@ -386,7 +386,7 @@ export class Steps {
         seq = await this.#nextSeq(record.id);
       }
     }
-    // An event stored before the wait committed met the shared matcher with nothing to match: read it again.
+    // Watch the event's name, and read again what was stored before the wait committed (met with nothing to match).
     const afterAt = new Date(row?.after_at as string).toISOString();
     await this.#catchUp({ invocationId: record.id, key, event: wait.event, afterAt });
     return this.#stop({ wakeAt: wait.timeoutAt, wait: { step: key, event: wait.event } });

@@ -14,7 +14,7 @@ import { outboxStatement } from "../db/outbox";
 import { storableJson } from "../db/storable-json";
 import { isDatabaseLoss } from "../db/transaction-parts";
 import { resumeHeader, waitMatchToken } from "../invocation/resume-tag";
-import { consumerInfo, isNotFound } from "../nats/consumer-lookup";
+import { consumerInfo, isNotFound, lookUpConsumers } from "../nats/consumer-lookup";
 import { EVENT_PREFIX, EVENT_STREAM, eventSubject } from "../nats/event-stream";
 import { MSG_ID_HEADER } from "../nats/subjects";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
@@ -84,24 +84,54 @@ export interface EventWaitersDependencies {
   resumeSecret: string;
   /** Publishes outbox rows just committed (the relay's sweep is the fallback). */
   publishCommitted(messages: OutboxMessage[], log: Logger): Promise<void>;
-  /** How often the sweep runs (default 5 s); tests shorten it. */
+  /** How often the sweep runs (default 5 s); tests change it. */
   sweepMs?: number;
+  /** How long no step waits for a name before its consumer is dropped (default 60 s); tests shorten it. */
+  idleDropMs?: number;
+  /** Every how many sweeps the events stream's consumers are listed (default 12); tests change it. */
+  listingEvery?: number;
 }
 
-// Which waiting steps each event matches: the shapes (event name and sorted paths) waiting now, then
-// the index on (event, match_paths, match_values). An event counts for a wait only if stored after
-// its after_at, and only while the invocation awaits.
+// Which waiting steps each event matches. The shapes (sorted paths) waiting for each name in the
+// batch, read by skipping through steps_waiting_idx (one probe per shape, however many steps wait);
+// then, per event and shape, the values its data holds at those paths, looked up in the same index
+// (`offset 0` keeps that a lookup per key: joined, the planner may hash every waiting row instead).
+// An event counts for a wait only if stored after its after_at, and only while the invocation awaits.
 const MATCH_SQL = `
-select s.invocation_id, s.key, s.seq, i.function, i.priority, e.ord::integer as ord
-from jsonb_array_elements($1::jsonb) with ordinality as e(value, ord)
+with e as materialized (
+  select value, ord from jsonb_array_elements($1::jsonb) with ordinality as e(value, ord)
+),
+shapes as materialized (
+  select n.name, p.match_paths
+  from (select distinct e.value->>'name' as name from e) n
+  cross join lateral (
+    with recursive p(match_paths) as (
+      (select w.match_paths from jetfn.steps w where w.status = 'waiting' and w.event = n.name
+       order by w.match_paths limit 1)
+      union all
+      select (select w.match_paths from jetfn.steps w
+              where w.status = 'waiting' and w.event = n.name and w.match_paths > p.match_paths
+              order by w.match_paths limit 1)
+      from p where p.match_paths is not null
+    )
+    select match_paths from p where match_paths is not null
+  ) p
+),
+keys as materialized (
+  select e.ord, s.name, s.match_paths, jetfn.match_values(e.value->'data', s.match_paths) as match_values,
+         (e.value->>'time')::timestamptz as at
+  from e join shapes s on s.name = e.value->>'name'
+)
+select w.invocation_id, w.key, w.seq, i.function, i.priority, k.ord::integer as ord
+from keys k
 cross join lateral (
-  select distinct w.match_paths from jetfn.steps w where w.status = 'waiting' and w.event = e.value->>'name'
-) shapes
-join jetfn.steps s on s.status = 'waiting' and s.event = e.value->>'name' and s.match_paths = shapes.match_paths
-  and s.match_values = jetfn.match_values(e.value->'data', shapes.match_paths)
-  and s.after_at <= (e.value->>'time')::timestamptz
-join jetfn.invocations i on i.id = s.invocation_id and i.status = 'awaiting'
-order by e.ord`;
+  select w.invocation_id, w.key, w.seq from jetfn.steps w
+  where w.status = 'waiting' and w.event = k.name and w.match_paths = k.match_paths
+    and w.match_values = k.match_values and w.after_at <= k.at
+  offset 0
+) w
+join jetfn.invocations i on i.id = w.invocation_id and i.status = 'awaiting'
+order by k.ord`;
 const RESOLVE_SQL = "select jetfn.resolve_wait($1, $2, $3, $4, $5::jsonb, $6)";
 const CAUGHT_UP_SQL =
   "update jetfn.steps set caught_up_at = clock_timestamp() where invocation_id = $1 and key = $2 and status = 'waiting'";
@@ -111,15 +141,29 @@ const NOT_CAUGHT_UP_SQL = `
 select invocation_id, key, event, after_at from jetfn.steps
 where status = 'waiting' and caught_up_at is null and started_at < clock_timestamp() - $1 * interval '1 millisecond'
 order by started_at limit 100`;
-// The lock of an event name's consumer, held to the end of the transaction (see the class's comment).
-const WATCH_LOCK_SQL = "select pg_advisory_xact_lock($1, hashtext($2))";
-const WAITED_NAMES_SQL = "select distinct event from jetfn.steps where status = 'waiting'";
+// The lock of an event name's consumer, to the end of the transaction (see the class's comment):
+// shared by watches, which may run together, exclusive for a drop.
+const WATCH_LOCK_SQL = "select pg_advisory_xact_lock_shared($1, hashtext($2))";
+const DROP_LOCK_SQL = "select pg_advisory_xact_lock($1, hashtext($2))";
+// The names steps wait for: one probe of steps_waiting_idx per name, however many steps wait.
+const WAITED_NAMES_SQL = `
+with recursive names(event) as (
+  (select event from jetfn.steps where status = 'waiting' order by event limit 1)
+  union all
+  select (select s.event from jetfn.steps s where s.status = 'waiting' and s.event > n.event order by s.event limit 1)
+  from names n where n.event is not null
+)
+select event from names where event is not null`;
 const IS_WAITED_SQL = "select exists (select from jetfn.steps where status = 'waiting' and event = $1) as waited";
 const EARLIEST_WAIT_SQL = "select min(after_at) as after_at from jetfn.steps where status = 'waiting' and event = $1";
 /** How often each runtime sweeps (default), and how old a wait not caught up is first swept. */
 const SWEEP_MS = 5_000;
+/** How long no step waits for a name before its consumer is dropped (default): fewer drops and remakes. */
+const IDLE_DROP_MS = 60_000;
 /** Every how many sweeps the stream's consumers are listed for ones nothing reads or waits for. */
 const LISTING_EVERY = 12;
+/** A consumer no runtime reads for this long is removed by NATS (a backstop: made again from its waits). */
+const INACTIVE_THRESHOLD_MS = 3_600_000;
 
 interface MatchRow {
   invocation_id: string;
@@ -132,6 +176,8 @@ interface MatchRow {
 
 /** This runtime's reading of one event name's consumer. */
 interface Reader {
+  /** When the consumer it reads was made (a consumer made again under the same name is another). */
+  created: string;
   messages?: ConsumerMessages;
   ended: boolean;
   loop?: Promise<void>;
@@ -141,6 +187,10 @@ export class EventWaiters {
   readonly #deps: EventWaitersDependencies;
   /** The event names whose consumers this runtime reads. */
   readonly #readers = new Map<string, Reader>();
+  /** Since when (epoch ms) no step waits for a name whose consumer exists. */
+  readonly #unwaitedSince = new Map<string, number>();
+  /** The old shared consumer's delivered sequence at the last listing that found nothing pulling from it. */
+  #oldSharedIdleAt: number | undefined;
   #stopped = false;
   /** Events received and not matched yet: those that arrive together are matched in one query. */
   readonly #pending: JsMsg[] = [];
@@ -154,9 +204,14 @@ export class EventWaiters {
     this.#deps = deps;
   }
 
-  /** Reads the consumers of the names steps wait for now, and sweeps from now on. */
+  /** Reads the consumers of the names steps wait for now; the rest of the sweep runs after, and every 5 s. */
   async start(): Promise<void> {
-    await this.sweep();
+    try {
+      await this.#watchAll(await this.#waitedNames());
+    } catch (error) {
+      this.#deps.logger.warn({ err: error }, "Reading the events of durable waits failed; the sweep tries again.");
+    }
+    void this.sweep();
     this.#sweeper = setInterval(() => void this.sweep(), this.#deps.sweepMs ?? SWEEP_MS);
     this.#sweeper.unref();
   }
@@ -185,33 +240,40 @@ export class EventWaiters {
   async watch(event: string): Promise<boolean> {
     const { manager } = this.#deps;
     const name = waitConsumerName(event);
-    const made = await this.#holdingNameLock(event, async (tx) => {
-      if (await consumerInfo(manager, EVENT_STREAM, name)) return false;
+    const { made, info } = await this.#holdingNameLock(WATCH_LOCK_SQL, event, async (tx) => {
+      const existing = await consumerInfo(manager, EVENT_STREAM, name);
+      if (existing) return { made: false, info: existing };
       const [row] = await tx.unsafe(EARLIEST_WAIT_SQL, [event], { prepare: true });
-      if (!row?.after_at) return false;
-      await manager.consumers.add(EVENT_STREAM, {
-        durable_name: name,
-        description: `jetfn: the ${event} events that end durable waits (ctx.waitForEvent), while a step waits for one`,
-        filter_subject: eventSubject(event),
-        deliver_policy: DeliverPolicy.StartTime,
-        opt_start_time: new Date(row.after_at as string).toISOString(),
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: toNanos(ACK_WAIT_MS),
-        max_ack_pending: BATCH * 4,
-      });
-      return true;
+      if (!row?.after_at) return { made: false, info: undefined };
+      try {
+        const info = await manager.consumers.add(EVENT_STREAM, {
+          durable_name: name,
+          description: `jetfn: the ${event} events that end durable waits (ctx.waitForEvent), while a step waits for one`,
+          filter_subject: eventSubject(event),
+          deliver_policy: DeliverPolicy.StartTime,
+          opt_start_time: new Date(row.after_at as string).toISOString(),
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: toNanos(ACK_WAIT_MS),
+          max_ack_pending: BATCH * 4,
+          inactive_threshold: toNanos(INACTIVE_THRESHOLD_MS),
+        });
+        return { made: true, info };
+      } catch (error) {
+        // Another runtime's watch made it meanwhile, from another start: not made here.
+        const made = await consumerInfo(manager, EVENT_STREAM, name).catch(() => undefined);
+        if (!made) throw error;
+        return { made: false, info: made };
+      }
     });
-    // A reader of this runtime's from before it was missing reads nothing: a new one reads the new consumer.
-    const stale = made && this.#readers.get(event);
-    if (stale) this.#end(stale);
-    this.#read(event);
+    if (info) this.#readFrom(event, info.created);
     return made;
   }
 
   /** Drops the consumer of `event` if no step waits for one (checked under the name's lock). */
   async #dropIfIdle(event: string): Promise<void> {
     const { manager } = this.#deps;
-    const dropped = await this.#holdingNameLock(event, async (tx) => {
+    const reader = this.#readers.get(event);
+    const dropped = await this.#holdingNameLock(DROP_LOCK_SQL, event, async (tx) => {
       const [row] = await tx.unsafe(IS_WAITED_SQL, [event], { prepare: true });
       if (row?.waited) return false;
       await manager.consumers.delete(EVENT_STREAM, waitConsumerName(event)).catch((error: unknown) => {
@@ -219,21 +281,26 @@ export class EventWaiters {
       });
       return true;
     });
-    const reader = this.#readers.get(event);
-    if (dropped && reader) this.#end(reader);
+    if (dropped) {
+      this.#unwaitedSince.delete(event);
+      if (reader) this.#end(reader);
+    }
   }
 
-  #holdingNameLock<T>(event: string, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
+  #holdingNameLock<T>(lock: string, event: string, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
     return this.#deps.sql.begin(async (tx) => {
-      await tx.unsafe(WATCH_LOCK_SQL, [WATCH_LOCK_SPACE, event], { prepare: true });
+      await tx.unsafe(lock, [WATCH_LOCK_SPACE, event], { prepare: true });
       return work(tx);
     }) as Promise<T>;
   }
 
-  /** Reads the consumer of `event` (unless this runtime does already) until it is dropped or the waiters stop. */
-  #read(event: string): void {
-    if (this.#stopped || this.#readers.has(event)) return;
-    const reader: Reader = { ended: false };
+  /** Reads the consumer of `event` made at `created`, unless this runtime does already; one made before is left. */
+  #readFrom(event: string, created: string): void {
+    if (this.#stopped) return;
+    const current = this.#readers.get(event);
+    if (current?.created === created) return;
+    if (current) this.#end(current);
+    const reader: Reader = { created, ended: false };
     this.#readers.set(event, reader);
     reader.loop = this.#readUntilDropped(event, reader).finally(() => {
       if (this.#readers.get(event) === reader) this.#readers.delete(event);
@@ -244,23 +311,25 @@ export class EventWaiters {
     const { js, manager, logger } = this.#deps;
     const name = waitConsumerName(event);
     while (!reader.ended) {
+      let failure: unknown;
       try {
         const consumer = await js.consumers.get(EVENT_STREAM, name);
-        // A consumer dropped under it ends the iteration (instead of waiting for it for ever).
+        // A consumer dropped under it ends the iteration (at once on NATS 2.10+, after missed heartbeats on 2.9).
         reader.messages = await consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true });
         if (reader.ended) reader.messages.stop();
         for await (const message of reader.messages) this.#take(message);
       } catch (error) {
-        if (reader.ended) return;
-        if (!isNotFound(error)) logger.warn({ err: error, event }, "Reading the events that end durable waits failed.");
+        failure = error;
       }
       if (reader.ended) return;
-      // Dropped (nothing waits for these events any more): no longer read here, until a wait watches it again.
-      const exists = await consumerInfo(manager, EVENT_STREAM, name).then(Boolean, () => true);
-      if (!exists) {
+      const info = await consumerInfo(manager, EVENT_STREAM, name).catch(() => null);
+      if (info === undefined) {
+        // Dropped (nothing waits for these events any more): no longer read here, until a wait watches it again.
         this.#end(reader);
         return;
       }
+      if (failure) logger.warn({ err: failure, event }, "Reading the events that end durable waits failed.");
+      if (info) reader.created = info.created;
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
     }
   }
@@ -400,39 +469,37 @@ export class EventWaiters {
 
   /**
    * Watches a wait's event name, and catches it up (see catchUp) unless the name's consumer was just
-   * made: it starts at the earliest wait's `after_at`. Marked done on the wait's row once finished.
+   * made: it starts at the earliest wait's `after_at`. Marked done on the wait's row once both did.
    */
   async catchUpWait(wait: WaitToCatchUp): Promise<number> {
-    const made = await this.watch(wait.event);
+    let made = false;
+    let watchFailure: unknown;
+    try {
+      made = await this.watch(wait.event);
+    } catch (error) {
+      watchFailure = error; // Caught up all the same; the sweep watches the name again.
+    }
     const resolved = made ? 0 : await this.catchUp(wait.event, wait.afterAt);
+    if (watchFailure) throw watchFailure;
     await this.#deps.sql.unsafe(CAUGHT_UP_SQL, [wait.invocationId, wait.key], { prepare: true });
     return resolved;
   }
 
   /**
-   * Catches up the waits whose own catch-up never finished, reads the consumers of the names steps
-   * wait for, and drops those of names no step waits for any more (any runtime may do any of it;
-   * doing one twice is harmless).
+   * Reads the consumers of the names steps wait for, catches up the waits whose own catch-up never
+   * finished, and drops the consumers of names no step waited for since a minute (any runtime may do
+   * any of it; doing one twice is harmless). What fails for one name or wait does not hold back the rest.
    */
   sweep(): Promise<void> {
     this.#sweeping ??= (async () => {
-      const { sql } = this.#deps;
       try {
-        const rows = await sql.unsafe(NOT_CAUGHT_UP_SQL, [SWEEP_MS], { prepare: true });
-        for (const row of rows) {
-          if (this.#stopped) return;
-          const afterAt = new Date(row.after_at as string).toISOString();
-          await this.catchUpWait({ invocationId: row.invocation_id, key: row.key, event: row.event, afterAt });
-        }
-        const names = await sql.unsafe(WAITED_NAMES_SQL, [], { prepare: true });
-        const waited = new Set(names.map((row) => row.event as string));
-        // Every name, read here or not: a consumer deleted by hand is made again (from its earliest wait).
-        for (const event of waited) if (!this.#stopped) await this.watch(event);
-        for (const event of this.watched) if (!this.#stopped && !waited.has(event)) await this.#dropIfIdle(event);
-        if (this.#sweeps++ % LISTING_EVERY === 0 && !this.#stopped) await this.#dropUnread(waited);
+        const waited = await this.#waitedNames();
+        await this.#watchAll(waited);
+        await this.#catchUpStragglers();
+        await this.#dropUnwaited(waited);
+        if (this.#sweeps++ % (this.#deps.listingEvery ?? LISTING_EVERY) === 0 && !this.#stopped) await this.#dropUnread(waited);
       } catch (error) {
-        if (!this.#stopped)
-          this.#deps.logger.warn({ err: error }, "Sweeping durable waits failed; trying again later.");
+        this.#sweepFailed(error);
       } finally {
         this.#sweeping = undefined;
       }
@@ -440,24 +507,98 @@ export class EventWaiters {
     return this.#sweeping;
   }
 
+  async #waitedNames(): Promise<Set<string>> {
+    const rows = await this.#deps.sql.unsafe(WAITED_NAMES_SQL, [], { prepare: true });
+    return new Set(rows.map((row) => row.event as string));
+  }
+
   /**
-   * Drops the consumers no runtime reads of names no step waits for (left by a runtime that stopped
-   * before its waits ended), and the version before's shared consumer once nothing pulls from it.
+   * Reads the consumer of every name waited for: made again (from its earliest wait) if it was
+   * deleted, and read anew if it was made again since this runtime began reading it.
+   */
+  async #watchAll(waited: Set<string>): Promise<void> {
+    const { manager } = this.#deps;
+    if (waited.size === 0) return;
+    const stream = await manager.streams.info(EVENT_STREAM);
+    const consumers = await lookUpConsumers(manager, EVENT_STREAM, waited.size, stream.state.consumer_count);
+    for (const event of waited) {
+      if (this.#stopped) return;
+      this.#unwaitedSince.delete(event);
+      try {
+        const info = await consumers.info(waitConsumerName(event));
+        if (info && this.#readers.get(event)?.created === info.created) continue;
+        await this.watch(event);
+      } catch (error) {
+        this.#sweepFailed(error, { event });
+      }
+    }
+  }
+
+  async #catchUpStragglers(): Promise<void> {
+    const rows = await this.#deps.sql.unsafe(NOT_CAUGHT_UP_SQL, [SWEEP_MS], { prepare: true });
+    for (const row of rows) {
+      if (this.#stopped) return;
+      const afterAt = new Date(row.after_at as string).toISOString();
+      await this.catchUpWait({ invocationId: row.invocation_id, key: row.key, event: row.event, afterAt }).catch(
+        (error: unknown) => this.#sweepFailed(error, { event: row.event, invocationId: row.invocation_id }),
+      );
+    }
+  }
+
+  /** Drops the consumers this runtime reads of names no step waited for since `idleDropMs`. */
+  async #dropUnwaited(waited: Set<string>): Promise<void> {
+    for (const event of this.watched) {
+      if (this.#stopped) return;
+      if (!waited.has(event) && this.#unwaitedLongEnough(event)) {
+        await this.#dropIfIdle(event).catch((error: unknown) => this.#sweepFailed(error, { event }));
+      }
+    }
+  }
+
+  /** True once no step waited for `event` over `idleDropMs` (counted from the first sweep that saw it so). */
+  #unwaitedLongEnough(event: string): boolean {
+    const since = this.#unwaitedSince.get(event);
+    if (since === undefined) this.#unwaitedSince.set(event, Date.now());
+    return Date.now() - (since ?? Date.now()) >= (this.#deps.idleDropMs ?? IDLE_DROP_MS);
+  }
+
+  /**
+   * Drops the consumers no runtime here reads of names no step waits for (left by a runtime that
+   * stopped before its waits ended), and the version before's shared consumer once two listings in
+   * a row found nothing pulling from it and nothing delivered since.
    */
   async #dropUnread(waited: Set<string>): Promise<void> {
     const { manager, logger } = this.#deps;
-    const idle: string[] = [];
-    let oldShared = false;
+    const unread: string[] = [];
+    let oldSharedIdleAt: number | undefined;
     for await (const info of manager.consumers.list(EVENT_STREAM)) {
-      if (info.name === OLD_SHARED_CONSUMER) oldShared = info.num_waiting === 0;
+      if (info.name === OLD_SHARED_CONSUMER && info.num_waiting === 0) oldSharedIdleAt = info.delivered.stream_seq;
       if (!info.name.startsWith(WAIT_CONSUMER_PREFIX)) continue;
       const event = info.name.slice(WAIT_CONSUMER_PREFIX.length).replaceAll(":", ".");
-      if (!waited.has(event) && !this.#readers.has(event)) idle.push(event);
+      if (!waited.has(event) && !this.#readers.has(event)) unread.push(event);
     }
-    for (const event of idle) await this.#dropIfIdle(event);
-    if (oldShared) {
-      await manager.consumers.delete(EVENT_STREAM, OLD_SHARED_CONSUMER).catch(() => undefined);
-      logger.info(`Dropped the consumer ${OLD_SHARED_CONSUMER}, which no runtime reads any more.`);
+    for (const event of unread) {
+      if (this.#unwaitedLongEnough(event)) {
+        await this.#dropIfIdle(event).catch((error: unknown) => this.#sweepFailed(error, { event }));
+      }
+    }
+    const confirmed = oldSharedIdleAt !== undefined && oldSharedIdleAt === this.#oldSharedIdleAt;
+    this.#oldSharedIdleAt = oldSharedIdleAt;
+    if (!confirmed) return;
+    try {
+      await manager.consumers.delete(EVENT_STREAM, OLD_SHARED_CONSUMER);
+      this.#oldSharedIdleAt = undefined;
+      logger.info(
+        `Dropped the consumer ${OLD_SHARED_CONSUMER} of the version before, which no runtime reads any more.`,
+      );
+    } catch (error) {
+      if (!isNotFound(error)) this.#sweepFailed(error);
+    }
+  }
+
+  #sweepFailed(error: unknown, about: Record<string, unknown> = {}): void {
+    if (!this.#stopped) {
+      this.#deps.logger.warn({ err: error, ...about }, "Sweeping durable waits failed; trying again later.");
     }
   }
 

@@ -45,21 +45,24 @@ afterAll(async () => {
   await env?.close();
 });
 
-function waiters(): { waiters: EventWaiters; published: OutboxMessage[] } {
+function waiters(): { waiters: EventWaiters; published: OutboxMessage[]; logs: LogLine[] } {
+  const logs: LogLine[] = [];
   const published: OutboxMessage[] = [];
   const waiters = new EventWaiters({
     sql: database.sql,
     js,
     manager,
-    logger: pino({ level: process.env.EW_DEBUG ? "debug" : "silent" }),
+    logger: pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
     resumeSecret: "event-waiters-test-secret",
     publishCommitted: async (messages) => {
       published.push(...messages);
     },
     sweepMs: 3_600_000, // Swept by hand.
+    idleDropMs: 0,
+    listingEvery: 1,
   });
   stopWhenTestEnds(() => waiters.stop());
-  return { waiters, published };
+  return { waiters, published, logs };
 }
 
 /** Records a waiting step of a new job `id` for `event` whose data's `orderId` is `orderId`. */
@@ -74,12 +77,19 @@ async function stepStatus(id: string): Promise<string | undefined> {
   return row?.status as string | undefined;
 }
 
-async function waitConsumers(): Promise<string[]> {
+/** The waits' consumers on the events stream: of the names given, or all. */
+async function waitConsumers(...events: string[]): Promise<string[]> {
   const names: string[] = [];
+  const of = new Set(events.map(waitConsumerName));
   for await (const info of manager.consumers.list(EVENT_STREAM)) {
-    if (info.name.startsWith("jetfn-wait")) names.push(info.name);
+    if (info.name.startsWith("jetfn-wait") && (of.size === 0 || of.has(info.name))) names.push(info.name);
   }
   return names.sort();
+}
+
+interface LogLine {
+  msg: string;
+  event?: string;
 }
 
 const emit = (event: string, orderId: string) => js.publish(eventSubject(event), JSON.stringify({ orderId }));
@@ -131,11 +141,11 @@ it("drops a name's consumer only under the name's lock: a wait committed while t
   } finally {
     holder.release();
   }
-  expect(await waitConsumers()).toEqual([waitConsumerName("crate.packed")]);
+  expect(await waitConsumers("crate.packed")).toEqual([waitConsumerName("crate.packed")]);
   await emit("crate.packed", "o-2");
   await eventually(async () => (await stepStatus("ew-lock-2")) === "matched");
   await w.sweep();
-  expect(await waitConsumers()).toEqual([]);
+  expect(await waitConsumers("crate.packed")).toEqual([]);
 });
 
 it("makes a consumer deleted while steps wait again, from the earliest wait: an event stored meanwhile still counts", async () => {
@@ -145,10 +155,10 @@ it("makes a consumer deleted while steps wait again, from the earliest wait: an 
   await manager.consumers.delete(EVENT_STREAM, waitConsumerName("box.opened"));
   await emit("box.opened", "o-9");
   await w.sweep();
-  expect(await waitConsumers()).toEqual([waitConsumerName("box.opened")]);
+  expect(await waitConsumers("box.opened")).toEqual([waitConsumerName("box.opened")]);
   await eventually(async () => (await stepStatus("ew-deleted")) === "matched");
   await w.sweep();
-  expect(await waitConsumers()).toEqual([]);
+  expect(await waitConsumers("box.opened")).toEqual([]);
 });
 
 it("drops consumers nothing reads or waits for, and the version before's shared one once nothing pulls from it", async () => {
@@ -171,12 +181,84 @@ it("drops consumers nothing reads or waits for, and the version before's shared 
   })();
   const pulls = async () => (await manager.consumers.info(EVENT_STREAM, "jetfn-waiters")).num_waiting;
   await eventually(async () => (await pulls()) > 0);
-  await waiters().waiters.sweep();
+  const { waiters: w } = waiters();
+  await w.sweep();
+  await w.sweep();
   expect(await waitConsumers()).toEqual(["jetfn-waiters"]);
 
   old.stop();
   await reading;
   await eventually(async () => (await pulls()) === 0);
-  await waiters().waiters.sweep();
+  // Once nothing pulls, two listings in a row (nothing delivered in between) drop it.
+  await w.sweep();
+  expect(await waitConsumers()).toEqual(["jetfn-waiters"]);
+  await w.sweep();
   expect(await waitConsumers()).toEqual([]);
+});
+
+it("catches up a wait whose name is read already: an event stored before it committed counts", async () => {
+  const { waiters: w } = waiters();
+  await awaitEvent("ew-read-1", "tray.loaded", "o-1");
+  expect(await w.watch("tray.loaded")).toBe(true);
+  // Read and matched with nothing: no step waits for o-2 yet.
+  const { seq } = await emit("tray.loaded", "o-2");
+  await eventually(
+    async () =>
+      (await manager.consumers.info(EVENT_STREAM, waitConsumerName("tray.loaded"))).ack_floor.stream_seq >= seq,
+  );
+  await awaitEvent("ew-read-2", "tray.loaded", "o-2");
+  const [row] = await env.database.sql`select after_at from jetfn.steps where invocation_id = 'ew-read-2'`;
+  const resolved = await w.catchUpWait({
+    invocationId: "ew-read-2",
+    key: "wait",
+    event: "tray.loaded",
+    afterAt: (row?.after_at as Date)?.toISOString(),
+  });
+  expect(resolved).toBe(1);
+  expect(await stepStatus("ew-read-2")).toBe("matched");
+});
+
+it("watches every other name when one name's consumer cannot be made, and stops reading when stopped", async () => {
+  const { waiters: w, logs } = waiters();
+  // No runtime records such a name (waitSpec refuses it); a row written some other way must not jam the sweep.
+  await awaitEvent("ew-bad-1", "a bad name", "o-1");
+  await awaitEvent("ew-good-1", "lamp.lit", "o-1");
+  await w.sweep();
+  expect(await waitConsumers("lamp.lit")).toEqual([waitConsumerName("lamp.lit")]);
+  expect(w.watched).toContain("lamp.lit");
+  expect(logs.filter((line) => line.event === "a bad name").map((line) => line.msg)).toEqual([
+    "Sweeping durable waits failed; trying again later.",
+  ]);
+  await emit("lamp.lit", "o-1");
+  await eventually(async () => (await stepStatus("ew-good-1")) === "matched");
+  await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-bad-1'`;
+  await w.stop();
+  expect(w.watched).toEqual([]);
+});
+
+it("ends every wait over rounds of waits made and dropped while another runtime sweeps", async () => {
+  const { waiters: a } = waiters();
+  const { waiters: b } = waiters();
+  let sweeping = true;
+  const sweeps = (async () => {
+    while (sweeping) await a.sweep();
+  })();
+  try {
+    for (let round = 1; round <= 20; round++) {
+      const id = `ew-round-${round}`;
+      await awaitEvent(id, "bell.rang", `o-${round}`);
+      const [row] = await env.database.sql`select after_at from jetfn.steps where invocation_id = ${id}`;
+      await b.catchUpWait({
+        invocationId: id,
+        key: "wait",
+        event: "bell.rang",
+        afterAt: (row?.after_at as Date)?.toISOString(),
+      });
+      await emit("bell.rang", `o-${round}`);
+      await eventually(async () => (await stepStatus(id)) === "matched");
+    }
+  } finally {
+    sweeping = false;
+    await sweeps;
+  }
 });

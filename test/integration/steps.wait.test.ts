@@ -137,7 +137,7 @@ describe("ctx.waitForEvent", () => {
   it("is caught up by the runtimes' sweep when its own runtime never read the events stored before it", {
     timeout: 60_000,
   }, async () => {
-    // The event is stored and seen by the shared matcher while nothing waits for it.
+    // The event is stored (and read, if a consumer of its name exists) while nothing waits for it.
     await shipped("o-swept", "t-swept");
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     // A wait recorded as a runtime does it, by one that died before its catch-up.
