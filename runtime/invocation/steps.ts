@@ -27,7 +27,7 @@ import { failureFields } from "../support/logger";
 import type { WaitToCatchUp } from "../triggers/event-waiters";
 import { storedError } from "./job-endings";
 import { resultJson } from "./result-json";
-import { resumeHeader, retryToken, sleepToken, sleepTokenCount, waitTimeoutToken } from "./resume-tag";
+import { retryToken, sleepToken, sleepTokenCount, waitTimeoutToken } from "./resume-tag";
 import { backoffDelay, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy";
 
 /** Most steps one invocation may record (docs/durable-steps.md#what-a-step-returns). */
@@ -750,8 +750,13 @@ export class Steps {
     if (secret === undefined) {
       throw stepInvalid(`${this.#label(key)} needs a runtime to resume the job: this one has no resumption secret`);
     }
-    const header = resumeHeader(secret, record.fn, record.id, token);
-    return resumptionMessage(record.fn, record.id, header, wakeAt, record.labels?.priority);
+    return resumptionMessage(secret, {
+      fn: record.fn,
+      id: record.id,
+      token,
+      notBefore: wakeAt,
+      priority: record.labels?.priority,
+    });
   }
 
   /** Another run recorded the step first: its writes were rolled back, and the winner's memo counts. */

@@ -18,7 +18,7 @@ import {
 import { commitWith } from "../db/invocation-transaction";
 import { outboxStatement } from "../db/outbox";
 import { isValidFunctionName } from "../deploy/function-name";
-import { reopenToken, resumeHeader } from "../invocation/resume-tag";
+import { reopenToken } from "../invocation/resume-tag";
 import { type OutboxMessage, resumptionMessage } from "../outbox/outbox-message";
 import { JetfnError, toJetfnError } from "../support/errors";
 import { replyApiFailure } from "./api-failure";
@@ -194,8 +194,13 @@ async function resume(options: DeadLetterApiOptions, dead: ResumableDeadLetter):
     throw new JetfnError("E_INTERNAL", "this runtime has no resumption secret to resume a dead job with");
   }
   const token = reopenToken(dead.lastSeq, dead.resume);
-  const header = resumeHeader(options.resumeSecret, dead.function, dead.id, token);
-  const resumption = resumptionMessage(dead.function, dead.id, header, Date.now(), dead.priority);
+  const resumption = resumptionMessage(options.resumeSecret, {
+    fn: dead.function,
+    id: dead.id,
+    token,
+    notBefore: Date.now(),
+    priority: dead.priority,
+  });
   const origin = { functionName: dead.function, invocationId: dead.id };
   try {
     await commitWith(options.sql, undefined, outboxStatement([resumption], origin, reopenStatement(dead, token)));

@@ -11,7 +11,7 @@ import {
 import { type FlowControlOptions, keyHeaders, readKeyHeaders } from "../flow/keyed-enqueue-request";
 import { checkPriority, PRIORITY_HEADER } from "../flow/priority";
 import { NOT_BEFORE_HEADER, parseNotBefore, routeJob } from "../invocation/job-delay";
-import { RESUME_HEADER, resumeMessageId, resumeRowId } from "../invocation/resume-tag";
+import { RESUME_HEADER, resumeHeader, resumeMessageId, resumeRowId } from "../invocation/resume-tag";
 import { eventSubject } from "../nats/event-stream";
 import { checkJob, inputJson } from "../nats/publish-job";
 import type { JetStreamPublisher } from "../nats/stream-publisher";
@@ -60,17 +60,24 @@ export function jobMessage(
   };
 }
 
-/**
- * The resumption of invocation `id` of `name` after a durable sleep (invocation/resume-tag.ts):
- * `resume` is its header value, `notBefore` when it is due (epoch ms), `priority` the job's.
- */
-export function resumptionMessage(
-  name: string,
-  id: string,
-  resume: string,
-  notBefore: number,
-  priority: number | undefined,
-): OutboxMessage {
+/** What a resumption resumes (invocation/resume-tag.ts): whose, with which token, when and at which priority. */
+export interface Resumption {
+  /** The function's name. */
+  fn: string;
+  /** The invocation's id. */
+  id: string;
+  /** The run's token (`<seq>s`, `<seq>m`, ...), signed with the runtimes' secret. */
+  token: string;
+  /** When it is due (epoch ms). */
+  notBefore: number;
+  /** The job's priority. */
+  priority: number | undefined;
+}
+
+/** The signed resumption that runs an invocation on after a sleep, a wait, a step's retry or a reopen. */
+export function resumptionMessage(secret: string, resumption: Resumption): OutboxMessage {
+  const { fn: name, id, token, notBefore, priority } = resumption;
+  const resume = resumeHeader(secret, name, id, token);
   const headers: Record<string, string> = {
     [ID_HEADER]: id,
     [RESUME_HEADER]: resume,
