@@ -266,6 +266,7 @@ export class EventWaiters {
         return { made: false, info: made };
       }
     });
+    this.#unwaitedSince.delete(event);
     if (info) this.#readFrom(event, info.created);
     return made;
   }
@@ -335,10 +336,18 @@ export class EventWaiters {
     }
   }
 
+  /**
+   * Stops a reader. Messages it pulled and had not handed over yet come again after the ack wait
+   * (to the consumer's other readers; only ever for a consumer made again or being dropped).
+   */
   #end(reader: Reader): void {
     reader.ended = true;
     reader.messages?.stop();
-    for (const [event, current] of this.#readers) if (current === reader) this.#readers.delete(event);
+    for (const [event, current] of this.#readers) {
+      if (current !== reader) continue;
+      this.#readers.delete(event);
+      this.#unwaitedSince.delete(event); // Counted afresh if this runtime reads it again.
+    }
   }
 
   #take(message: JsMsg): void {
@@ -487,8 +496,9 @@ export class EventWaiters {
       watchFailure = error; // Caught up all the same; the sweep watches the name again.
     }
     const resolved = made ? 0 : await this.catchUp(wait.event, wait.afterAt);
-    if (watchFailure) throw watchFailure;
+    // Caught up, whatever the watch did: the sweep watches every waited name again.
     await this.#deps.sql.unsafe(CAUGHT_UP_SQL, [wait.invocationId, wait.key], { prepare: true });
+    if (watchFailure) throw watchFailure;
     return resolved;
   }
 
@@ -499,13 +509,14 @@ export class EventWaiters {
    */
   sweep(): Promise<void> {
     this.#sweeping ??= (async () => {
+      const listing = this.#sweeps++ % (this.#deps.listingEvery ?? LISTING_EVERY) === 0;
       try {
         const waited = await this.#waitedNames();
-        await this.#watchAll(waited);
-        await this.#catchUpStragglers();
+        // Each part on its own: one that fails (NATS or Postgres away) does not skip the others.
+        await this.#watchAll(waited).catch((error: unknown) => this.#sweepFailed(error));
+        await this.#catchUpStragglers().catch((error: unknown) => this.#sweepFailed(error));
         await this.#dropUnwaited(waited);
-        if (this.#sweeps++ % (this.#deps.listingEvery ?? LISTING_EVERY) === 0 && !this.#stopped)
-          await this.#dropUnread(waited);
+        if (listing && !this.#stopped) await this.#dropUnread(waited);
       } catch (error) {
         this.#sweepFailed(error);
       } finally {
@@ -585,7 +596,12 @@ export class EventWaiters {
       const event = info.name.slice(WAIT_CONSUMER_PREFIX.length).replaceAll(":", ".");
       if (!waited.has(event) && !this.#readers.has(event)) unread.push(event);
     }
+    // A name whose consumer is gone (dropped by another runtime) starts counting afresh if it comes back.
+    for (const event of this.#unwaitedSince.keys()) {
+      if (!unread.includes(event) && !this.#readers.has(event)) this.#unwaitedSince.delete(event);
+    }
     for (const event of unread) {
+      if (this.#stopped) return;
       if (this.#unwaitedLongEnough(event)) {
         await this.#dropIfIdle(event).catch((error: unknown) => this.#sweepFailed(error, { event }));
       }

@@ -45,7 +45,7 @@ afterAll(async () => {
   await env?.close();
 });
 
-function waiters(): { waiters: EventWaiters; published: OutboxMessage[]; logs: LogLine[] } {
+function waiters(idleDropMs = 0): { waiters: EventWaiters; published: OutboxMessage[]; logs: LogLine[] } {
   const logs: LogLine[] = [];
   const published: OutboxMessage[] = [];
   const waiters = new EventWaiters({
@@ -58,7 +58,7 @@ function waiters(): { waiters: EventWaiters; published: OutboxMessage[]; logs: L
       published.push(...messages);
     },
     sweepMs: 3_600_000, // Swept by hand.
-    idleDropMs: 0,
+    idleDropMs,
     listingEvery: 1,
   });
   stopWhenTestEnds(() => waiters.stop());
@@ -67,7 +67,8 @@ function waiters(): { waiters: EventWaiters; published: OutboxMessage[]; logs: L
 
 /** Records a waiting step of a new job `id` for `event` whose data's `orderId` is `orderId`. */
 async function awaitEvent(id: string, event: string, orderId: string): Promise<void> {
-  await env.database.sql`select jetfn.await_event(${id}, 'orders.fulfil', 1, '{}'::jsonb, now(), now(), 7, null, null,
+  await env.database
+    .sql`select jetfn.await_event(${id}, 'orders.fulfil', 1, '{}'::jsonb, now() - interval '1 minute', now(), 7, null, null,
     null, null, 'wait', ${event}, '{orderId}'::text[], ${JSON.stringify([orderId])}::text::jsonb, now() + interval '1 hour',
     '1t', null::text)`;
 }
@@ -97,6 +98,7 @@ const emit = (event: string, orderId: string) => js.publish(eventSubject(event),
 it("reads no event while no step waits, and the waited name's events from the earliest wait on, until none waits", async () => {
   const { waiters: w, published } = waiters();
   await w.start();
+  await w.sweep(); // The one start() began, done.
   expect(w.watched).toEqual([]);
   expect(await waitConsumers()).toEqual([]);
 
@@ -128,13 +130,18 @@ it("drops a name's consumer only under the name's lock: a wait committed while t
   await w.watch("crate.packed");
   await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-lock-1'`;
 
-  // Another runtime's wait holds the name's lock: the sweep's drop waits for it.
+  // Another runtime's watch holds the name's lock (shared): the sweep's drop waits for it.
   const holder = await env.database.sql.reserve();
   try {
     await holder`begin`;
-    await holder`select pg_advisory_xact_lock(${WATCH_LOCK_SPACE}, hashtext('crate.packed'))`;
+    await holder`select pg_advisory_xact_lock_shared(${WATCH_LOCK_SPACE}, hashtext('crate.packed'))`;
     const sweeping = w.sweep();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await eventually(async () => {
+      const [row] = await env.database.sql`
+        select exists (select from pg_locks where locktype = 'advisory' and not granted and classid = ${WATCH_LOCK_SPACE})
+          as waits`;
+      return row?.waits === true;
+    });
     await awaitEvent("ew-lock-2", "crate.packed", "o-2");
     await holder`commit`;
     await sweeping;
@@ -261,4 +268,17 @@ it("ends every wait over rounds of waits made and dropped while another runtime 
     sweeping = false;
     await sweeps;
   }
+});
+
+it("drops a name's consumer only once no step waited for one over idleDropMs", async () => {
+  const { waiters: w } = waiters(1_500);
+  await awaitEvent("ew-idle-1", "kettle.boiled", "o-1");
+  await w.watch("kettle.boiled");
+  await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-idle-1'`;
+  await w.sweep();
+  expect(await waitConsumers("kettle.boiled")).toEqual([waitConsumerName("kettle.boiled")]);
+  await new Promise((resolve) => setTimeout(resolve, 1_600));
+  await w.sweep();
+  expect(await waitConsumers("kettle.boiled")).toEqual([]);
+  expect(w.watched).not.toContain("kettle.boiled");
 });
