@@ -151,6 +151,30 @@ describe("ctx.waitForEvent", () => {
     expect(await runs("o-swept")).toEqual(["order", "shipped t-swept", "returned"]);
   });
 
+  it("follows a step retried before it: an event or its timeout ends the wait, not the step's retry", {
+    timeout: 90_000,
+  }, async () => {
+    const [matched, late] = await Promise.all([
+      enqueueOrder("o-retried", { failOrderOnce: true }),
+      enqueueOrder("o-retried-late", { failOrderOnce: true, timeout: "3s" }),
+    ]);
+    const waiting = await reaches(matched, "awaiting", (view) => view.steps?.length === 2);
+    expect(waiting.steps?.map((step) => [step.key, step.status, step.attempts])).toEqual([
+      ["order", "succeeded", 2],
+      ["shipment", "waiting", 1],
+    ]);
+    await shipped("o-retried", "t-retried");
+    const done = await reaches(matched, "succeeded");
+    expect(done.result).toMatchObject({ trackingId: "t-retried" });
+    expect(await runs("o-retried")).toEqual(["order", "order", "shipped t-retried", "returned"]);
+    const timedOut = await reaches(late, "succeeded");
+    expect(timedOut.result).toEqual({ trackingId: null, event: null });
+    expect(await runs("o-retried-late")).toEqual(["order", "order", "timed out", "returned"]);
+    // The failed attempt's row was rolled back with it.
+    const rows = await env.database.sql`select step from wait_rows where order_id = 'o-retried' order by id`;
+    expect(rows.map((row) => row.step)).toEqual(["order", "after"]);
+  });
+
   it("goes on with null once its timeout comes first", { timeout: 60_000 }, async () => {
     const id = await enqueueOrder("o-late", { timeout: "2s" });
     const done = await reaches(id, "succeeded");
