@@ -64,14 +64,47 @@ export async function rowHistory(db: AnyPgDatabase, table: string, row: unknown,
   return selectEntries(db, { table, row }, "asc", limit);
 }
 
+/** Everything one invocation changed, oldest first. */
+export function invocationEntries(db: AnyPgDatabase, invocationId: string): Promise<AuditEntry[]> {
+  return selectEntries(db, { invocationId }, "asc");
+}
+
 /** Everything one invocation changed, grouped by `schema.table`, in order. */
 export async function invocationChanges(db: AnyPgDatabase, invocationId: string): Promise<Map<string, AuditEntry[]>> {
   const byTable = new Map<string, AuditEntry[]>();
-  for (const entry of await selectEntries(db, { invocationId }, "asc")) {
+  for (const entry of await invocationEntries(db, invocationId)) {
     const key = `${entry.schema}.${entry.table}`;
     byTable.set(key, [...(byTable.get(key) ?? []), entry]);
   }
   return byTable;
+}
+
+/** A durable step of an invocation, as `jetfn audit <invocation-id>` heads its changes with. */
+export interface InvocationStep {
+  key: string;
+  seq: number;
+  /** The attempt of the step that committed (or the attempts it has had). */
+  attempt: number;
+  /** When it committed (ISO 8601); null while it has not. */
+  committedAt: string | null;
+  /** The transaction it committed in; null for a sleep, a wait, or a step that has not committed. */
+  txid: string | null;
+}
+
+/** The steps of an invocation, in the order they ran (`seq`). */
+export async function invocationSteps(db: AnyPgDatabase, invocationId: string): Promise<InvocationStep[]> {
+  const result = (await db.execute(sql`
+    select key, seq, attempts, finished_at, txid::text as txid from jetfn.steps
+    where invocation_id = ${invocationId} order by seq`)) as unknown;
+  return rowsOf<{ key: string; seq: number; attempts: number; finished_at: string | Date | null; txid: string | null }>(
+    result,
+  ).map((row) => ({
+    key: row.key,
+    seq: Number(row.seq),
+    attempt: Number(row.attempts),
+    committedAt: row.finished_at === null ? null : new Date(row.finished_at).toISOString(),
+    txid: row.txid,
+  }));
 }
 
 /** State of the hash chain: seals, sealed rows, and how far sealing lags. */

@@ -1,12 +1,18 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type AuditFilter, invocationChanges, listAuditEntries, rowHistory } from "../audit/audit-queries";
+import {
+  type AuditFilter,
+  invocationEntries,
+  invocationSteps,
+  listAuditEntries,
+  rowHistory,
+} from "../audit/audit-queries";
 import { type AuditVerification, verifyAudit } from "../audit/audit-verify";
 import { resolveConfig } from "../config";
 import { uncoveredTables } from "../db/audit-coverage";
 import { connectDatabase, type DatabaseClient } from "../db/client";
 import { DEFAULT_RUNTIME_ROLE, type UnattributedWrites, unattributedWrites } from "../db/unattributed-writes";
-import { describeAuditEntry } from "../inspect/audit-format";
+import { describeAuditEntry, describeInvocationChanges } from "../inspect/audit-format";
 import { parseTime } from "../inspect/time-input";
 import { ensureAuditAnchorStream, publishPruneAnchor } from "../nats/audit-anchor-stream";
 import { connectNats } from "../nats/connection";
@@ -31,6 +37,8 @@ export interface AuditCommandOptions {
   /** With --check: the role the runtime connects as. @default "jetfn_runtime" */
   runtimeRole?: string;
   olderThan?: string;
+  /** With an invocation id: only this durable step's changes. */
+  step?: string;
 }
 
 /**
@@ -52,16 +60,16 @@ export async function auditCommand(target: string | undefined, options: AuditCom
 }
 
 async function showInvocation(database: DatabaseClient, id: string, options: AuditCommandOptions): Promise<void> {
-  const byTable = await invocationChanges(database.db, id);
-  if (options.json) return printJsonLines([...byTable.values()].flat());
-  if (byTable.size === 0) {
-    process.stdout.write(`invocation ${id} changed nothing (or its changes were rolled back)\n`);
+  const all = await invocationEntries(database.db, id);
+  const entries = options.step === undefined ? all : all.filter((entry) => entry.step === options.step);
+  if (options.json) return printJsonLines(entries);
+  if (entries.length === 0) {
+    const what = options.step === undefined ? `invocation ${id}` : `step ${JSON.stringify(options.step)} of ${id}`;
+    process.stdout.write(`${what} changed nothing (or its changes were rolled back)\n`);
     return;
   }
-  for (const [table, entries] of byTable) {
-    process.stdout.write(`${table}: ${entries.length} change(s)\n`);
-    for (const entry of entries) process.stdout.write(`  ${describeAuditEntry(entry)}\n`);
-  }
+  const steps = entries.some((entry) => entry.step != null) ? await invocationSteps(database.db, id) : [];
+  process.stdout.write(describeInvocationChanges(entries, steps));
 }
 
 async function showRow(database: DatabaseClient, options: AuditCommandOptions): Promise<void> {

@@ -114,7 +114,7 @@ program
 program
   .command("audit")
   .description("the audit log, newest first; `audit <invocation-id>`, `audit verify`, `audit prune --older-than 90d`")
-  .argument("[target]", "an invocation id (its changes, by table), verify (the hash chain) or prune")
+  .argument("[target]", "an invocation id (its changes, by step and table), verify (the hash chain) or prune")
   .option("--function <fn>", "changes made by this function")
   .option("--outside", "changes made outside any function")
   .option("--table <table>", "changes to this table (table or schema.table)")
@@ -129,6 +129,7 @@ program
   )
   .option("--runtime-role <name>", "with --check: the role the runtime connects as", "jetfn_runtime")
   .option("--older-than <duration>", "with prune: drop sealed months older than this")
+  .option("--step <name>", "with an invocation id: only this durable step's changes")
   .option("--json", "one JSON object per line")
   .action(lazy(async () => (await import("./audit")).auditCommand));
 

@@ -1,4 +1,4 @@
-import type { AuditEntry } from "../audit/audit-queries";
+import type { AuditEntry, InvocationStep } from "../audit/audit-queries";
 
 const VALUE_LIMIT = 60;
 
@@ -47,4 +47,52 @@ function formatColumns(row: Record<string, unknown> | null, pk: Record<string, u
 function formatValue(value: unknown): string {
   const text = value === undefined ? "null" : JSON.stringify(value);
   return text.length > VALUE_LIMIT ? `${text.slice(0, VALUE_LIMIT - 1)}…` : text;
+}
+
+/**
+ * One invocation's changes (`jetfn audit <invocation-id>`), in the order they were made: those of
+ * each durable step under a line naming it (its attempt, commit time and transaction), in step
+ * order, then the rest (a job's own transaction), each group by table. Without steps, by table alone.
+ */
+export function describeInvocationChanges(entries: AuditEntry[], steps: InvocationStep[]): string {
+  if (!entries.some((entry) => entry.step != null)) return describeByTable(entries, "");
+  const bySeq = new Map(steps.map((step) => [step.key, step]));
+  const groups = new Map<string | null, AuditEntry[]>();
+  for (const entry of entries) groups.set(entry.step, [...(groups.get(entry.step) ?? []), entry]);
+  const keys = [...groups.keys()].sort((a, b) => stepOrder(a, bySeq) - stepOrder(b, bySeq));
+  return keys
+    .map((key) => {
+      const group = groups.get(key) ?? [];
+      if (key === null) return `outside steps (the job's own transaction)\n${describeByTable(group, "  ")}`;
+      return `${stepHeading(key, bySeq.get(key))}\n${describeByTable(group, "  ")}`;
+    })
+    .join("");
+}
+
+function stepOrder(key: string | null, steps: Map<string, InvocationStep>): number {
+  if (key === null) return Number.MAX_SAFE_INTEGER;
+  return steps.get(key)?.seq ?? Number.MAX_SAFE_INTEGER - 1;
+}
+
+function stepHeading(key: string, step: InvocationStep | undefined): string {
+  // Quoted, as in each line: a step's name is the handler's to choose.
+  if (!step) return `step ${JSON.stringify(key)}`;
+  const details = [`attempt ${step.attempt}`];
+  if (step.committedAt) details.push(`committed ${step.committedAt.replace("T", " ").slice(0, 19)}`);
+  if (step.txid) details.push(`txid ${step.txid}`);
+  return `step ${JSON.stringify(key)} (${details.join(", ")})`;
+}
+
+function describeByTable(entries: AuditEntry[], indent: string): string {
+  const byTable = new Map<string, AuditEntry[]>();
+  for (const entry of entries) {
+    const table = `${entry.schema}.${entry.table}`;
+    byTable.set(table, [...(byTable.get(table) ?? []), entry]);
+  }
+  let text = "";
+  for (const [table, changes] of byTable) {
+    text += `${indent}${table}: ${changes.length} change(s)\n`;
+    for (const change of changes) text += `${indent}  ${describeAuditEntry(change)}\n`;
+  }
+  return text;
 }

@@ -162,9 +162,20 @@ describe("durable steps", () => {
       `three-steps/${job.id}/1/second`,
       `three-steps/${job.id}/1/third`,
     ]);
+    // `jetfn audit <id>` heads each step's changes, in the steps' order; --step keeps one.
     const audit = await runCli(["audit", job.id], { DATABASE_URL: env.database.url });
-    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step "third"  INSERT step_rows`));
-    expect(audit.stdout).toMatch(new RegExp(`three-steps ${job.id} step "first"  INSERT step_rows`));
+    const headings = audit.stdout.split("\n").filter((line) => line.startsWith("step "));
+    expect(headings.map((line) => line.replace(/ \(.*/, ""))).toEqual([
+      'step "first"',
+      'step "second"',
+      'step "third"',
+    ]);
+    expect(headings[0]).toMatch(/^step "first" \(attempt 1, committed \d{4}-\d\d-\d\d [\d:]{8}, txid \d+\)$/);
+    expect(audit.stdout).toMatch(new RegExp(`\n {4}\\S+ \\S+  three-steps ${job.id} step "third"  INSERT step_rows`));
+    const third = await runCli(["audit", job.id, "--step", "third"], { DATABASE_URL: env.database.url });
+    expect(third.stdout.split("\n").filter((line) => line.startsWith("step "))).toHaveLength(1);
+    expect(third.stdout).toContain(`three-steps ${job.id} step "third"  INSERT step_rows`);
+    expect(third.stdout).not.toContain('step "first"');
   });
 
   it("keys a name called again in one run name#2, name#3", { timeout: 60_000 }, async () => {
