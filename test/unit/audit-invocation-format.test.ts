@@ -55,14 +55,14 @@ describe("describeInvocationChanges", () => {
       '    2026-12-08 09:00:01  orders.fulfil job-1 step "charge \\"card\\""  INSERT payments #7',
       "outside steps (the job's own transaction)",
       "  public.orders: 1 change(s)",
-      '    2026-12-08 09:00:01  orders.fulfil job-1  INSERT orders #1',
+      "    2026-12-08 09:00:01  orders.fulfil job-1  INSERT orders #1",
       "",
     ]);
   });
 
   it("lists a job without steps by table alone, and a step it does not know without details", () => {
     expect(describeInvocationChanges([entry(null, "orders", { id: 1 })], [])).toBe(
-      'public.orders: 1 change(s)\n  2026-12-08 09:00:01  orders.fulfil job-1  INSERT orders #1\n',
+      "public.orders: 1 change(s)\n  2026-12-08 09:00:01  orders.fulfil job-1  INSERT orders #1\n",
     );
     expect(describeInvocationChanges([entry("gone", "orders", { id: 2 })], steps).split("\n")[0]).toBe('step "gone"');
   });
