@@ -90,6 +90,8 @@ export interface EventWaitersDependencies {
   idleDropMs?: number;
   /** Every how many sweeps the events stream's consumers are listed (default 12); tests change it. */
   listingEvery?: number;
+  /** The ack wait of the consumers this runtime makes (default 30 s); tests shorten it. */
+  ackWaitMs?: number;
 }
 
 // Which waiting steps each event matches. The shapes (sorted paths) waiting for each name in the
@@ -254,7 +256,7 @@ export class EventWaiters {
           deliver_policy: DeliverPolicy.StartTime,
           opt_start_time: new Date(row.after_at as string).toISOString(),
           ack_policy: AckPolicy.Explicit,
-          ack_wait: toNanos(ACK_WAIT_MS),
+          ack_wait: toNanos(this.#deps.ackWaitMs ?? ACK_WAIT_MS),
           max_ack_pending: BATCH * 4,
           inactive_threshold: toNanos(INACTIVE_THRESHOLD_MS),
         });
@@ -369,7 +371,13 @@ export class EventWaiters {
     while (this.#pending.length > 0) {
       const messages = this.#pending.splice(0, BATCH);
       try {
-        await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
+        const working = () => {
+          for (const message of messages) message.working();
+        };
+        await this.match(
+          messages.flatMap((message) => storedEvent(message) ?? []),
+          working,
+        );
         for (const message of messages) message.ack();
       } catch (error) {
         if (isDatabaseLoss(error)) {
@@ -395,7 +403,7 @@ export class EventWaiters {
   async #matchAlone(message: JsMsg): Promise<void> {
     const event = storedEvent(message);
     try {
-      await this.match(event ? [event] : []);
+      await this.match(event ? [event] : [], () => message.working());
       message.ack();
     } catch (error) {
       if (!isDatabaseLoss(error) && message.info.deliveryCount >= MAX_DELIVERIES) {
@@ -410,8 +418,12 @@ export class EventWaiters {
     }
   }
 
-  /** Resolves the waits `events` match, each with the first event (in order) that matches it; resolves to how many. */
-  async match(events: StoredEvent[]): Promise<number> {
+  /**
+   * Resolves the waits `events` match, each with the first event (in order) that matches it;
+   * resolves to how many. `working` is called now and then while the matches commit (one event may
+   * end thousands of waits): their messages' ack wait starts again.
+   */
+  async match(events: StoredEvent[], working?: () => void): Promise<number> {
     if (events.length === 0) return 0;
     const { sql, logger } = this.#deps;
     // storableJson: a `\u0000` or a lone surrogate in one event's data must not make jsonb refuse the batch.
@@ -423,7 +435,13 @@ export class EventWaiters {
       return matched;
     })) as unknown as MatchRow[];
     const resolved = new Set<string>();
+    const everyMs = (this.#deps.ackWaitMs ?? ACK_WAIT_MS) / 4;
+    let workedAt = performance.now();
     for (const row of rows) {
+      if (working && performance.now() - workedAt > everyMs) {
+        working();
+        workedAt = performance.now();
+      }
       if (resolved.has(row.invocation_id)) continue;
       const event = events[row.ord - 1] as StoredEvent;
       if (!(await this.#resolve(row, event))) continue;

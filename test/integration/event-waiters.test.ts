@@ -45,7 +45,11 @@ afterAll(async () => {
   await env?.close();
 });
 
-function waiters(idleDropMs = 0): { waiters: EventWaiters; published: OutboxMessage[]; logs: LogLine[] } {
+function waiters({ idleDropMs = 0, ackWaitMs }: { idleDropMs?: number; ackWaitMs?: number } = {}): {
+  waiters: EventWaiters;
+  published: OutboxMessage[];
+  logs: LogLine[];
+} {
   const logs: LogLine[] = [];
   const published: OutboxMessage[] = [];
   const waiters = new EventWaiters({
@@ -60,6 +64,7 @@ function waiters(idleDropMs = 0): { waiters: EventWaiters; published: OutboxMess
     sweepMs: 3_600_000, // Swept by hand.
     idleDropMs,
     listingEvery: 1,
+    ackWaitMs,
   });
   stopWhenTestEnds(() => waiters.stop());
   return { waiters, published, logs };
@@ -271,7 +276,7 @@ it("ends every wait over rounds of waits made and dropped while another runtime 
 });
 
 it("drops a name's consumer only once no step waited for one over idleDropMs", async () => {
-  const { waiters: w } = waiters(1_500);
+  const { waiters: w } = waiters({ idleDropMs: 1_500 });
   await awaitEvent("ew-idle-1", "kettle.boiled", "o-1");
   await w.watch("kettle.boiled");
   await env.database.sql`update jetfn.steps set status = 'timed_out' where invocation_id = 'ew-idle-1'`;
@@ -281,4 +286,30 @@ it("drops a name's consumer only once no step waited for one over idleDropMs", a
   await w.sweep();
   expect(await waitConsumers("kettle.boiled")).toEqual([]);
   expect(w.watched).not.toContain("kettle.boiled");
+});
+
+it("keeps an event it matches with many waits from coming again while the matches commit", {
+  timeout: 120_000,
+}, async () => {
+  const { waiters: w } = waiters({ ackWaitMs: 1_000 });
+  const WAITS = 1_500;
+  await env.database.sql`select jetfn.await_event('ew-many-' || g, 'orders.fulfil', 1, '{}'::jsonb,
+    now() - interval '1 minute', now(), 7, null, null, null, null, 'wait', 'drum.beat', '{orderId}'::text[],
+    '["all"]'::text::jsonb, now() + interval '1 hour', '1t', null::text)
+    from generate_series(1, ${WAITS}::integer) g`;
+  await w.watch("drum.beat");
+  const started = performance.now();
+  await emit("drum.beat", "all");
+  await eventually(async () => {
+    const [row] = await env.database.sql`
+      select count(*)::int as n from jetfn.steps where event = 'drum.beat' and status = 'matched'`;
+    return row?.n === WAITS;
+  }, 100_000);
+  // Longer than the ack wait, or the test shows nothing: one event ended them all, delivered once.
+  expect(performance.now() - started).toBeGreaterThan(1_000);
+  const info = await manager.consumers.info(EVENT_STREAM, waitConsumerName("drum.beat"));
+  expect({ delivered: info.delivered.consumer_seq, redelivered: info.num_redelivered }).toEqual({
+    delivered: 1,
+    redelivered: 0,
+  });
 });
