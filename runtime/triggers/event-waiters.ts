@@ -368,31 +368,47 @@ export class EventWaiters {
 
   async #flush(): Promise<void> {
     this.#flushScheduled = false;
-    while (this.#pending.length > 0) {
-      const messages = this.#pending.splice(0, BATCH);
-      try {
-        const working = () => {
-          for (const message of messages) message.working();
-        };
-        await this.match(
-          messages.flatMap((message) => storedEvent(message) ?? []),
-          working,
-        );
-        for (const message of messages) message.ack();
-      } catch (error) {
-        if (isDatabaseLoss(error)) {
-          // Postgres away: every event would fail alone too. Given back whole, they come again.
-          this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; they come again.");
-          for (const message of messages) message.nak(RETRY_MS * Math.min(message.info.deliveryCount, 30));
-          continue;
+    // The matches of one batch commit one by one, and one event may end thousands of waits: every
+    // message held (the batch's and those queued behind it) is told `working` now and then, so its
+    // ack wait starts again and no other runtime takes it meanwhile.
+    let held: JsMsg[] = [];
+    const keepAlive = setInterval(
+      () => {
+        for (const message of [...held, ...this.#pending]) {
+          try {
+            message.working();
+          } catch {
+            // The connection closed: what is not acked comes again after the ack wait, as it would.
+          }
         }
-        this.#deps.logger.warn(
-          { err: error },
-          "Events could not be matched with durable waits; trying them one by one.",
-        );
-        // One by one: an event that fails alone is not allowed to hold back the others.
-        for (const message of messages) await this.#matchAlone(message);
+      },
+      (this.#deps.ackWaitMs ?? ACK_WAIT_MS) / 4,
+    );
+    try {
+      while (this.#pending.length > 0) {
+        held = this.#pending.splice(0, BATCH);
+        await this.#matchBatch(held);
       }
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  /** Matches a batch and acks it; gives it back while Postgres is away, or tries its events one by one. */
+  async #matchBatch(messages: JsMsg[]): Promise<void> {
+    try {
+      await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
+      for (const message of messages) message.ack();
+    } catch (error) {
+      if (isDatabaseLoss(error)) {
+        // Postgres away: every event would fail alone too. Given back whole, they come again.
+        this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; they come again.");
+        for (const message of messages) message.nak(RETRY_MS * Math.min(message.info.deliveryCount, 30));
+        return;
+      }
+      this.#deps.logger.warn({ err: error }, "Events could not be matched with durable waits; trying them one by one.");
+      // One by one: an event that fails alone is not allowed to hold back the others.
+      for (const message of messages) await this.#matchAlone(message);
     }
   }
 
@@ -403,7 +419,7 @@ export class EventWaiters {
   async #matchAlone(message: JsMsg): Promise<void> {
     const event = storedEvent(message);
     try {
-      await this.match(event ? [event] : [], () => message.working());
+      await this.match(event ? [event] : []);
       message.ack();
     } catch (error) {
       if (!isDatabaseLoss(error) && message.info.deliveryCount >= MAX_DELIVERIES) {
@@ -418,12 +434,8 @@ export class EventWaiters {
     }
   }
 
-  /**
-   * Resolves the waits `events` match, each with the first event (in order) that matches it;
-   * resolves to how many. `working` is called now and then while the matches commit (one event may
-   * end thousands of waits): their messages' ack wait starts again.
-   */
-  async match(events: StoredEvent[], working?: () => void): Promise<number> {
+  /** Resolves the waits `events` match, each with the first event (in order) that matches it; resolves to how many. */
+  async match(events: StoredEvent[]): Promise<number> {
     if (events.length === 0) return 0;
     const { sql, logger } = this.#deps;
     // storableJson: a `\u0000` or a lone surrogate in one event's data must not make jsonb refuse the batch.
@@ -435,13 +447,7 @@ export class EventWaiters {
       return matched;
     })) as unknown as MatchRow[];
     const resolved = new Set<string>();
-    const everyMs = (this.#deps.ackWaitMs ?? ACK_WAIT_MS) / 4;
-    let workedAt = performance.now();
     for (const row of rows) {
-      if (working && performance.now() - workedAt > everyMs) {
-        working();
-        workedAt = performance.now();
-      }
       if (resolved.has(row.invocation_id)) continue;
       const event = events[row.ord - 1] as StoredEvent;
       if (!(await this.#resolve(row, event))) continue;
@@ -461,7 +467,8 @@ export class EventWaiters {
   async catchUp(name: string, afterAt: string): Promise<number> {
     const { js, manager } = this.#deps;
     const subject = eventSubject(name);
-    const last = await manager.streams.getMessage(EVENT_STREAM, { last_by_subj: subject }).catch(() => null);
+    // Null when the stream holds no such event; a failure to answer is thrown (the wait is then not marked caught up).
+    const last = await manager.streams.getMessage(EVENT_STREAM, { last_by_subj: subject });
     if (!last || last.time.getTime() < Date.parse(afterAt)) return 0;
     const consumer = await js.consumers.get(EVENT_STREAM, {
       filter_subjects: subject,
@@ -497,7 +504,10 @@ export class EventWaiters {
         }
       }
       resolved += await this.match(events);
-      if (done || received === 0) return resolved;
+      if (done) return resolved;
+      // Nothing came in a whole pull: finished only if the consumer has nothing left to give.
+      if (received === 0 && (await consumer.info()).num_pending === 0) return resolved;
+      if (received === 0) throw new Error(`the catch-up of ${lastSeq} events stopped short of them`);
     }
   }
 

@@ -45,7 +45,15 @@ afterAll(async () => {
   await env?.close();
 });
 
-function waiters({ idleDropMs = 0, ackWaitMs }: { idleDropMs?: number; ackWaitMs?: number } = {}): {
+function waiters({
+  idleDropMs = 0,
+  ackWaitMs,
+  publishMs = 0,
+}: {
+  idleDropMs?: number;
+  ackWaitMs?: number;
+  publishMs?: number;
+} = {}): {
   waiters: EventWaiters;
   published: OutboxMessage[];
   logs: LogLine[];
@@ -59,6 +67,7 @@ function waiters({ idleDropMs = 0, ackWaitMs }: { idleDropMs?: number; ackWaitMs
     logger: pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
     resumeSecret: "event-waiters-test-secret",
     publishCommitted: async (messages) => {
+      if (publishMs > 0) await new Promise((resolve) => setTimeout(resolve, publishMs));
       published.push(...messages);
     },
     sweepMs: 3_600_000, // Swept by hand.
@@ -291,7 +300,8 @@ it("drops a name's consumer only once no step waited for one over idleDropMs", a
 it("keeps an event it matches with many waits from coming again while the matches commit", {
   timeout: 120_000,
 }, async () => {
-  const { waiters: w } = waiters({ ackWaitMs: 1_000 });
+  // Each match's publish takes at least a millisecond: 1,500 of them outlast the 1 s ack wait.
+  const { waiters: w } = waiters({ ackWaitMs: 1_000, publishMs: 1 });
   const WAITS = 1_500;
   await env.database.sql`select jetfn.await_event('ew-many-' || g, 'orders.fulfil', 1, '{}'::jsonb,
     now() - interval '1 minute', now(), 7, null, null, null, null, 'wait', 'drum.beat', '{orderId}'::text[],
