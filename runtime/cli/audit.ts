@@ -43,10 +43,14 @@ export interface AuditCommandOptions {
 
 /**
  * `jetfn audit [invocation-id | verify | prune]`: the audit log, newest first, with filters; one
- * invocation's changes grouped by table; a row's history (`--table t --row 42`); `--check` for
+ * invocation's changes grouped by durable step and table; a row's history (`--table t --row 42`); `--check` for
  * tables not covered and writes by the runtime's role outside any invocation; `verify` for the hash chain; `prune --older-than 90d`.
  */
 export async function auditCommand(target: string | undefined, options: AuditCommandOptions): Promise<void> {
+  const special = target === "verify" || target === "prune" || options.check;
+  if (options.step !== undefined && (!target || special)) {
+    throw new JetfnError("E_INPUT_INVALID", "--step needs an invocation id: jetfn audit <invocation-id> --step <name>");
+  }
   await withDatabase(async (database) => {
     if (target === "verify") return verify(database, options);
     if (target === "prune") return prune(database, options);

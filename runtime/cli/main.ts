@@ -129,7 +129,7 @@ program
   )
   .option("--runtime-role <name>", "with --check: the role the runtime connects as", "jetfn_runtime")
   .option("--older-than <duration>", "with prune: drop sealed months older than this")
-  .option("--step <name>", "with an invocation id: only this durable step's changes")
+  .option("--step <key>", "with an invocation id: only this durable step's changes (its exact key, e.g. notify#2)")
   .option("--json", "one JSON object per line")
   .action(lazy(async () => (await import("./audit")).auditCommand));
 

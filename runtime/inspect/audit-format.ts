@@ -9,7 +9,7 @@ export function describeAuditEntry(entry: AuditEntry): string {
     ? `${entry.function} ${entry.invocationId ?? "?"}${entry.attempt && entry.attempt > 1 ? ` (attempt ${entry.attempt})` : ""}`
     : `outside (${entry.dbUser})`;
   // Quoted, as values are: a step's name is the handler's to choose. Shown outside functions too, where it is odd.
-  const step = entry.step == null ? "" : ` step ${JSON.stringify(entry.step)}`;
+  const step = entry.step == null ? "" : ` step ${quoted(entry.step)}`;
   const where = `${entry.schema === "public" ? "" : `${entry.schema}.`}${entry.table}`;
   const key = entry.pk ? ` ${formatKey(entry.pk)}` : "";
   return `${when}  ${who}${step}  ${entry.operation} ${where}${key}  ${describeChange(entry)}`.trimEnd();
@@ -64,7 +64,7 @@ export function describeInvocationChanges(entries: AuditEntry[], steps: Invocati
     .map((key) => {
       const group = groups.get(key) ?? [];
       if (key === null) return `outside steps (the job's own transaction)\n${describeByTable(group, "  ")}`;
-      return `${stepHeading(key, bySeq.get(key))}\n${describeByTable(group, "  ")}`;
+      return `${stepHeading(key, bySeq.get(key))}\n${describeByTable(group, "  ", bySeq.get(key))}`;
     })
     .join("");
 }
@@ -76,14 +76,26 @@ function stepOrder(key: string | null, steps: Map<string, InvocationStep>): numb
 
 function stepHeading(key: string, step: InvocationStep | undefined): string {
   // Quoted, as in each line: a step's name is the handler's to choose.
-  if (!step) return `step ${JSON.stringify(key)}`;
+  if (!step) return `step ${quoted(key)}`;
   const details = [`attempt ${step.attempt}`];
-  if (step.committedAt) details.push(`committed ${step.committedAt.replace("T", " ").slice(0, 19)}`);
+  if (step.committedAt) details.push(`at ${step.committedAt.replace("T", " ").slice(0, 19)}`);
   if (step.txid) details.push(`txid ${step.txid}`);
-  return `step ${JSON.stringify(key)} (${details.join(", ")})`;
+  return `step ${quoted(key)} (${details.join(", ")})`;
 }
 
-function describeByTable(entries: AuditEntry[], indent: string): string {
+/**
+ * JSON-quoted, with the characters JSON leaves as they are but a terminal would act on or hide
+ * (C1 controls, format characters such as bidi overrides, line and paragraph separators) escaped:
+ * a step's name written into the database some other way must not pass for other output.
+ */
+function quoted(text: string): string {
+  return JSON.stringify(text).replace(
+    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
+    (char) => `\\u${(char.codePointAt(0) ?? 0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+function describeByTable(entries: AuditEntry[], indent: string, step?: InvocationStep): string {
   const byTable = new Map<string, AuditEntry[]>();
   for (const entry of entries) {
     const table = `${entry.schema}.${entry.table}`;
@@ -92,7 +104,11 @@ function describeByTable(entries: AuditEntry[], indent: string): string {
   let text = "";
   for (const [table, changes] of byTable) {
     text += `${indent}${table}: ${changes.length} change(s)\n`;
-    for (const change of changes) text += `${indent}  ${describeAuditEntry(change)}\n`;
+    for (const change of changes) {
+      // A row stamped with the step but written in another transaction than the step's: not its doing.
+      const foreign = step?.txid && String(change.txid) !== step.txid ? `  [txid ${change.txid}, not the step's]` : "";
+      text += `${indent}  ${describeAuditEntry(change)}${foreign}\n`;
+    }
   }
   return text;
 }

@@ -170,12 +170,18 @@ describe("durable steps", () => {
       'step "second"',
       'step "third"',
     ]);
-    expect(headings[0]).toMatch(/^step "first" \(attempt 1, committed \d{4}-\d\d-\d\d [\d:]{8}, txid \d+\)$/);
+    expect(headings[0]).toMatch(/^step "first" \(attempt 1, at \d{4}-\d\d-\d\d [\d:]{8}, txid \d+\)$/);
     expect(audit.stdout).toMatch(new RegExp(`\n {4}\\S+ \\S+  three-steps ${job.id} step "third"  INSERT step_rows`));
+    expect(audit.stdout).not.toContain("not the step's");
     const third = await runCli(["audit", job.id, "--step", "third"], { DATABASE_URL: env.database.url });
     expect(third.stdout.split("\n").filter((line) => line.startsWith("step "))).toHaveLength(1);
     expect(third.stdout).toContain(`three-steps ${job.id} step "third"  INSERT step_rows`);
     expect(third.stdout).not.toContain('step "first"');
+    const refused = await runCli(["audit", "--step", "third"], { DATABASE_URL: env.database.url });
+    expect({ code: refused.code, said: refused.stderr.includes("--step needs an invocation id") }).toEqual({
+      code: 1,
+      said: true,
+    });
   });
 
   it("keys a name called again in one run name#2, name#3", { timeout: 60_000 }, async () => {

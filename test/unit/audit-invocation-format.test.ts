@@ -5,11 +5,11 @@ import { describeInvocationChanges } from "../../runtime/inspect/audit-format";
 // `jetfn audit <invocation-id>`: a job's changes by durable step, in step order, then by table.
 
 let nextId = 1;
-function entry(step: string | null, table: string, row: Record<string, unknown>): AuditEntry {
+function entry(step: string | null, table: string, row: Record<string, unknown>, txid = 81234): AuditEntry {
   return {
     id: nextId++,
     at: "2026-12-08T09:00:01.000Z",
-    txid: 81234,
+    txid,
     function: "orders.fulfil",
     invocationId: "job-1",
     attempt: 1,
@@ -35,7 +35,7 @@ describe("describeInvocationChanges", () => {
   it("heads each step's changes, in the steps' order, then the job's own, each by table", () => {
     const text = describeInvocationChanges(
       [
-        entry('charge "card"', "payments", { id: 7 }),
+        entry('charge "card"', "payments", { id: 7 }, 81301),
         entry(null, "orders", { id: 1 }),
         entry("reserve", "stock", { id: 3 }),
         entry("reserve", "holds", { id: 4 }),
@@ -44,13 +44,13 @@ describe("describeInvocationChanges", () => {
       steps,
     );
     expect(text.split("\n")).toEqual([
-      'step "reserve" (attempt 1, committed 2026-12-08 09:00:01, txid 81234)',
+      'step "reserve" (attempt 1, at 2026-12-08 09:00:01, txid 81234)',
       "  public.stock: 2 change(s)",
       '    2026-12-08 09:00:01  orders.fulfil job-1 step "reserve"  INSERT stock #3',
       '    2026-12-08 09:00:01  orders.fulfil job-1 step "reserve"  INSERT stock #5',
       "  public.holds: 1 change(s)",
       '    2026-12-08 09:00:01  orders.fulfil job-1 step "reserve"  INSERT holds #4',
-      'step "charge \\"card\\"" (attempt 2, committed 2026-12-08 09:00:33, txid 81301)',
+      'step "charge \\"card\\"" (attempt 2, at 2026-12-08 09:00:33, txid 81301)',
       "  public.payments: 1 change(s)",
       '    2026-12-08 09:00:01  orders.fulfil job-1 step "charge \\"card\\""  INSERT payments #7',
       "outside steps (the job's own transaction)",
@@ -65,5 +65,20 @@ describe("describeInvocationChanges", () => {
       "public.orders: 1 change(s)\n  2026-12-08 09:00:01  orders.fulfil job-1  INSERT orders #1\n",
     );
     expect(describeInvocationChanges([entry("gone", "orders", { id: 2 })], steps).split("\n")[0]).toBe('step "gone"');
+  });
+
+  it("marks a row stamped with a step but written in another transaction, and escapes what a terminal would act on", () => {
+    const text = describeInvocationChanges(
+      [
+        entry("reserve", "stock", { id: 3 }),
+        entry("reserve", "stock", { id: 9 }, 99999),
+        entry("a\u202eb", "x", { id: 1 }),
+      ],
+      steps,
+    );
+    expect(text).toContain("INSERT stock #3\n");
+    expect(text).toContain("INSERT stock #9  [txid 99999, not the step's]\n");
+    expect(text).toContain('step "a\\u202eb"\n');
+    expect(text).not.toContain("\u202e");
   });
 });
