@@ -87,7 +87,7 @@ export interface InvocationStep {
   attempt: number;
   /** When it committed (ISO 8601); null while it has not. */
   committedAt: string | null;
-  /** The transaction it committed in; null for a sleep, a wait, or a step that has not committed. */
+  /** The transaction that recorded it (`txid_current()`); null for a step that has not committed. */
   txid: string | null;
 }
 

@@ -49,7 +49,10 @@ export interface AuditCommandOptions {
 export async function auditCommand(target: string | undefined, options: AuditCommandOptions): Promise<void> {
   const special = target === "verify" || target === "prune" || options.check;
   if (options.step !== undefined && (!target || special)) {
-    throw new JetfnError("E_INPUT_INVALID", "--step needs an invocation id: jetfn audit <invocation-id> --step <name>");
+    throw new JetfnError(
+      "E_INPUT_INVALID",
+      "--step needs the invocation id as the argument: jetfn audit <invocation-id> --step <key>",
+    );
   }
   await withDatabase(async (database) => {
     if (target === "verify") return verify(database, options);

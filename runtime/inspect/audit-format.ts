@@ -91,7 +91,12 @@ function stepHeading(key: string, step: InvocationStep | undefined): string {
 function quoted(text: string): string {
   return JSON.stringify(text).replace(
     /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
-    (char) => `\\u${(char.codePointAt(0) ?? 0).toString(16).padStart(4, "0")}`,
+    // Each UTF-16 unit on its own, as JSON writes them: U+E0041 is \udb40\udc41.
+    (char) =>
+      char
+        .split("")
+        .map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`)
+        .join(""),
   );
 }
 

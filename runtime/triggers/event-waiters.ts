@@ -97,7 +97,9 @@ export interface EventWaitersDependencies {
 // Which waiting steps each event matches. The shapes (sorted paths) waiting for each name in the
 // batch, read by skipping through steps_waiting_idx (one probe per shape, however many steps wait);
 // then, per event and shape, the values its data holds at those paths, looked up in the same index
-// (`offset 0` keeps that a lookup per key: joined, the planner may hash every waiting row instead).
+// (`offset 0` keeps that a lookup per key, and the invocation's a lookup per match: joined, the
+// planner may hash every waiting row, or scan the invocations once per match when their statistics
+// are stale).
 // An event counts for a wait only if stored after its after_at, and only while the invocation awaits.
 const MATCH_SQL = `
 with e as materialized (
@@ -132,7 +134,10 @@ cross join lateral (
     and w.match_values = k.match_values and w.after_at <= k.at
   offset 0
 ) w
-join jetfn.invocations i on i.id = w.invocation_id and i.status = 'awaiting'
+cross join lateral (
+  select i.function, i.priority from jetfn.invocations i where i.id = w.invocation_id and i.status = 'awaiting'
+  offset 0
+) i
 order by k.ord`;
 const NO_JIT_SQL = "set local jit = off";
 const RESOLVE_SQL = "select jetfn.resolve_wait($1, $2, $3, $4, $5::jsonb, $6)";
@@ -202,6 +207,8 @@ export class EventWaiters {
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweeping: Promise<void> | undefined;
   #sweeps = 0;
+  /** Queries and commits of matching done so far: the keep-alive renews held messages only while it grows. */
+  #matchesDone = 0;
 
   constructor(deps: EventWaitersDependencies) {
     this.#deps = deps;
@@ -369,11 +376,18 @@ export class EventWaiters {
   async #flush(): Promise<void> {
     this.#flushScheduled = false;
     // The matches of one batch commit one by one, and one event may end thousands of waits: every
-    // message held (the batch's and those queued behind it) is told `working` now and then, so its
-    // ack wait starts again and no other runtime takes it meanwhile.
+    // message held (the batch's and those queued behind it) is told `working` while matching goes
+    // on, so its ack wait starts again and no other runtime takes it meanwhile. Not once matching
+    // made no progress over two ack waits: a match that hangs lets the ack wait free them.
+    const ackWaitMs = this.#deps.ackWaitMs ?? ACK_WAIT_MS;
     let held: JsMsg[] = [];
+    let seen = this.#matchesDone;
+    let progressAt = performance.now();
     const keepAlive = setInterval(
       () => {
+        if (this.#matchesDone !== seen) progressAt = performance.now();
+        seen = this.#matchesDone;
+        if (performance.now() - progressAt > 2 * ackWaitMs) return;
         for (const message of [...held, ...this.#pending]) {
           try {
             message.working();
@@ -382,7 +396,7 @@ export class EventWaiters {
           }
         }
       },
-      (this.#deps.ackWaitMs ?? ACK_WAIT_MS) / 4,
+      ackWaitMs / 4,
     );
     try {
       while (this.#pending.length > 0) {
@@ -396,9 +410,10 @@ export class EventWaiters {
 
   /** Matches a batch and acks it; gives it back while Postgres is away, or tries its events one by one. */
   async #matchBatch(messages: JsMsg[]): Promise<void> {
+    let matched = false;
     try {
       await this.match(messages.flatMap((message) => storedEvent(message) ?? []));
-      for (const message of messages) message.ack();
+      matched = true;
     } catch (error) {
       if (isDatabaseLoss(error)) {
         // Postgres away: every event would fail alone too. Given back whole, they come again.
@@ -410,6 +425,8 @@ export class EventWaiters {
       // One by one: an event that fails alone is not allowed to hold back the others.
       for (const message of messages) await this.#matchAlone(message);
     }
+    // Outside the try: an ack on a closed connection is no failed match (the flush ends; they come again).
+    if (matched) for (const message of messages) message.ack();
   }
 
   /**
@@ -446,11 +463,14 @@ export class EventWaiters {
       const [, matched] = await Promise.all([tx.unsafe(NO_JIT_SQL), tx.unsafe(MATCH_SQL, [batch], { prepare: true })]);
       return matched;
     })) as unknown as MatchRow[];
+    this.#matchesDone++;
     const resolved = new Set<string>();
     for (const row of rows) {
       if (resolved.has(row.invocation_id)) continue;
       const event = events[row.ord - 1] as StoredEvent;
-      if (!(await this.#resolve(row, event))) continue;
+      const ended = await this.#resolve(row, event);
+      this.#matchesDone++;
+      if (!ended) continue;
       resolved.add(row.invocation_id);
       logger.info(
         { fn: row.function, invocationId: row.invocation_id, step: row.key, event: event.name, eventId: event.id },

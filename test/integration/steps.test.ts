@@ -178,7 +178,7 @@ describe("durable steps", () => {
     expect(third.stdout).toContain(`three-steps ${job.id} step "third"  INSERT step_rows`);
     expect(third.stdout).not.toContain('step "first"');
     const refused = await runCli(["audit", "--step", "third"], { DATABASE_URL: env.database.url });
-    expect({ code: refused.code, said: refused.stderr.includes("--step needs an invocation id") }).toEqual({
+    expect({ code: refused.code, said: refused.stderr.includes("--step needs the invocation id") }).toEqual({
       code: 1,
       said: true,
     });

@@ -73,6 +73,7 @@ describe("describeInvocationChanges", () => {
         entry("reserve", "stock", { id: 3 }),
         entry("reserve", "stock", { id: 9 }, 99999),
         entry("a\u202eb", "x", { id: 1 }),
+        entry("c\u{e0041}d", "x", { id: 2 }),
       ],
       steps,
     );
@@ -80,5 +81,6 @@ describe("describeInvocationChanges", () => {
     expect(text).toContain("INSERT stock #9  [txid 99999, not the step's]\n");
     expect(text).toContain('step "a\\u202eb"\n');
     expect(text).not.toContain("\u202e");
+    expect(text).toContain('step "c\\udb40\\udc41d"\n');
   });
 });
