@@ -383,21 +383,18 @@ export class EventWaiters {
     let held: JsMsg[] = [];
     let seen = this.#matchesDone;
     let progressAt = performance.now();
-    const keepAlive = setInterval(
-      () => {
-        if (this.#matchesDone !== seen) progressAt = performance.now();
-        seen = this.#matchesDone;
-        if (performance.now() - progressAt > 2 * ackWaitMs) return;
-        for (const message of [...held, ...this.#pending]) {
-          try {
-            message.working();
-          } catch {
-            // The connection closed: what is not acked comes again after the ack wait, as it would.
-          }
+    const keepAlive = setInterval(() => {
+      if (this.#matchesDone !== seen) progressAt = performance.now();
+      seen = this.#matchesDone;
+      if (performance.now() - progressAt > 2 * ackWaitMs) return;
+      for (const message of [...held, ...this.#pending]) {
+        try {
+          message.working();
+        } catch {
+          // The connection closed: what is not acked comes again after the ack wait, as it would.
         }
-      },
-      ackWaitMs / 4,
-    );
+      }
+    }, ackWaitMs / 4);
     try {
       while (this.#pending.length > 0) {
         held = this.#pending.splice(0, BATCH);
