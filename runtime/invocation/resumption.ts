@@ -60,7 +60,7 @@ export async function resumedRun(
       log.info(
         { outcome: resumed.outcome },
         resumed.outcome === "ended"
-          ? "The job ended while it slept; its resumption is not run."
+          ? "The job had ended before this resumption came (a wait's timeout after its event, a cancel); it is not run."
           : "A newer run owns this job; this resumption is stale and is not run.",
       );
     } else {
