@@ -305,7 +305,7 @@ export class EventWaiters {
     }) as Promise<T>;
   }
 
-  /** Reads the consumer of `event` made at `created`, unless this runtime does already; one made before is left. */
+  /** Reads the consumer of `event` made at `created`, unless this runtime does already (a reader of one made before is ended). */
   #readFrom(event: string, created: string): void {
     if (this.#stopped) return;
     const current = this.#readers.get(event);
