@@ -85,8 +85,8 @@ export interface InvocationStep {
   seq: number;
   /** The attempt of the step that committed (or the attempts it has had). */
   attempt: number;
-  /** When it committed (ISO 8601); null while it has not. */
-  committedAt: string | null;
+  /** When it finished (ISO 8601; `finished_at`, taken inside its transaction); null while it has not. */
+  finishedAt: string | null;
   /** The transaction that recorded it (`txid_current()`); null for a step that has not committed. */
   txid: string | null;
 }
@@ -102,7 +102,7 @@ export async function invocationSteps(db: AnyPgDatabase, invocationId: string): 
     key: row.key,
     seq: Number(row.seq),
     attempt: Number(row.attempts),
-    committedAt: row.finished_at === null ? null : new Date(row.finished_at).toISOString(),
+    finishedAt: row.finished_at === null ? null : new Date(row.finished_at).toISOString(),
     txid: row.txid,
   }));
 }

@@ -51,7 +51,7 @@ function formatValue(value: unknown): string {
 
 /**
  * One invocation's changes (`jetfn audit <invocation-id>`), in the order they were made: those of
- * each durable step under a line naming it (its attempt, commit time and transaction), in step
+ * each durable step under a line naming it (its attempt, when it finished, its transaction), in step
  * order, then the rest (a job's own transaction), each group by table. Without steps, by table alone.
  */
 export function describeInvocationChanges(entries: AuditEntry[], steps: InvocationStep[]): string {
@@ -78,7 +78,7 @@ function stepHeading(key: string, step: InvocationStep | undefined): string {
   // Quoted, as in each line: a step's name is the handler's to choose.
   if (!step) return `step ${quoted(key)}`;
   const details = [`attempt ${step.attempt}`];
-  if (step.committedAt) details.push(`at ${step.committedAt.replace("T", " ").slice(0, 19)}`);
+  if (step.finishedAt) details.push(`at ${step.finishedAt.replace("T", " ").slice(0, 19)}`);
   if (step.txid) details.push(`txid ${step.txid}`);
   return `step ${quoted(key)} (${details.join(", ")})`;
 }

@@ -26,9 +26,9 @@ function entry(step: string | null, table: string, row: Record<string, unknown>,
 }
 
 const steps: InvocationStep[] = [
-  { key: "reserve", seq: 1, attempt: 1, committedAt: "2026-12-08T09:00:01.250Z", txid: "81234" },
-  { key: "nap", seq: 2, attempt: 1, committedAt: "2026-12-08T09:00:02.000Z", txid: null },
-  { key: 'charge "card"', seq: 3, attempt: 2, committedAt: "2026-12-08T09:00:33.000Z", txid: "81301" },
+  { key: "reserve", seq: 1, attempt: 1, finishedAt: "2026-12-08T09:00:01.250Z", txid: "81234" },
+  { key: "nap", seq: 2, attempt: 1, finishedAt: "2026-12-08T09:00:02.000Z", txid: null },
+  { key: 'charge "card"', seq: 3, attempt: 2, finishedAt: "2026-12-08T09:00:33.000Z", txid: "81301" },
 ];
 
 describe("describeInvocationChanges", () => {
