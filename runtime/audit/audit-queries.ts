@@ -71,8 +71,13 @@ export function invocationEntries(db: AnyPgDatabase, invocationId: string): Prom
 
 /** Everything one invocation changed, grouped by `schema.table`, in order. */
 export async function invocationChanges(db: AnyPgDatabase, invocationId: string): Promise<Map<string, AuditEntry[]>> {
+  return groupByTable(await invocationEntries(db, invocationId));
+}
+
+/** Changes grouped by `schema.table`, each group in the order given, the groups in order of first change. */
+export function groupByTable(entries: AuditEntry[]): Map<string, AuditEntry[]> {
   const byTable = new Map<string, AuditEntry[]>();
-  for (const entry of await invocationEntries(db, invocationId)) {
+  for (const entry of entries) {
     const key = `${entry.schema}.${entry.table}`;
     byTable.set(key, [...(byTable.get(key) ?? []), entry]);
   }

@@ -1,4 +1,4 @@
-import type { AuditEntry, InvocationStep } from "../audit/audit-queries";
+import { type AuditEntry, groupByTable, type InvocationStep } from "../audit/audit-queries";
 
 const VALUE_LIMIT = 60;
 
@@ -101,13 +101,8 @@ function quoted(text: string): string {
 }
 
 function describeByTable(entries: AuditEntry[], indent: string, step?: InvocationStep): string {
-  const byTable = new Map<string, AuditEntry[]>();
-  for (const entry of entries) {
-    const table = `${entry.schema}.${entry.table}`;
-    byTable.set(table, [...(byTable.get(table) ?? []), entry]);
-  }
   let text = "";
-  for (const [table, changes] of byTable) {
+  for (const [table, changes] of groupByTable(entries)) {
     text += `${indent}${table}: ${changes.length} change(s)\n`;
     for (const change of changes) {
       // A row stamped with the step but written in another transaction than the step's: not its doing.
