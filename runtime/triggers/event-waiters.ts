@@ -184,6 +184,8 @@ interface MatchRow {
 
 /** This runtime's reading of one event name's consumer. */
 interface Reader {
+  /** The event name whose consumer it reads. */
+  event: string;
   /** When the consumer it reads was made (a consumer made again under the same name is another). */
   created: string;
   messages?: ConsumerMessages;
@@ -214,14 +216,13 @@ export class EventWaiters {
     this.#deps = deps;
   }
 
-  /** Reads the consumers of the names steps wait for now; the rest of the sweep runs after, and every 5 s. */
+  /** Reads the consumers of the names steps wait for now; the whole sweep runs every 5 s from then. */
   async start(): Promise<void> {
     try {
       await this.#watchAll(await this.#waitedNames());
     } catch (error) {
       this.#deps.logger.warn({ err: error }, "Reading the events of durable waits failed; the sweep tries again.");
     }
-    void this.sweep();
     this.#sweeper = setInterval(() => void this.sweep(), this.#deps.sweepMs ?? SWEEP_MS);
     this.#sweeper.unref();
   }
@@ -311,15 +312,14 @@ export class EventWaiters {
     const current = this.#readers.get(event);
     if (current?.created === created) return;
     if (current) this.#end(current);
-    const reader: Reader = { created, ended: false };
+    const reader: Reader = { event, created, ended: false };
     this.#readers.set(event, reader);
-    reader.loop = this.#readUntilDropped(event, reader).finally(() => {
-      if (this.#readers.get(event) === reader) this.#readers.delete(event);
-    });
+    reader.loop = this.#readUntilDropped(reader).finally(() => this.#end(reader));
   }
 
-  async #readUntilDropped(event: string, reader: Reader): Promise<void> {
+  async #readUntilDropped(reader: Reader): Promise<void> {
     const { js, manager, logger } = this.#deps;
+    const { event } = reader;
     const name = waitConsumerName(event);
     while (!reader.ended) {
       let failure: unknown;
@@ -334,11 +334,8 @@ export class EventWaiters {
       }
       if (reader.ended) return;
       const info = await consumerInfo(manager, EVENT_STREAM, name).catch(() => null);
-      if (info === undefined) {
-        // Dropped (nothing waits for these events any more): no longer read here, until a wait watches it again.
-        this.#end(reader);
-        return;
-      }
+      // Dropped (nothing waits for these events any more): no longer read here, until a wait watches it again.
+      if (info === undefined) return;
       if (failure) logger.warn({ err: failure, event }, "Reading the events that end durable waits failed.");
       if (info) reader.created = info.created;
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
@@ -352,11 +349,9 @@ export class EventWaiters {
   #end(reader: Reader): void {
     reader.ended = true;
     reader.messages?.stop();
-    for (const [event, current] of this.#readers) {
-      if (current !== reader) continue;
-      this.#readers.delete(event);
-      this.#unwaitedSince.delete(event); // Counted afresh if this runtime reads it again.
-    }
+    if (this.#readers.get(reader.event) !== reader) return;
+    this.#readers.delete(reader.event);
+    this.#unwaitedSince.delete(reader.event); // Counted afresh if this runtime reads it again.
   }
 
   #take(message: JsMsg): void {

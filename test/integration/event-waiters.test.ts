@@ -112,7 +112,6 @@ const emit = (event: string, orderId: string) => js.publish(eventSubject(event),
 it("reads no event while no step waits, and the waited name's events from the earliest wait on, until none waits", async () => {
   const { waiters: w, published } = waiters();
   await w.start();
-  await w.sweep(); // The one start() began, done.
   expect(w.watched).toEqual([]);
   expect(await waitConsumers()).toEqual([]);
 
